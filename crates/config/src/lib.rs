@@ -1,0 +1,717 @@
+//! The user-facing configuration, `portcullis.toml`.
+//!
+//! Two layers: the serde structs here mirror the TOML one to one (strict,
+//! `deny_unknown_fields`, a doc comment per field, which is the reference documentation), and
+//! [`Config::load`] validates cross-references (a rule naming an unknown target, a duplicate
+//! API key hash) so that the runtime never sees an inconsistent file. Every error names the
+//! file, the line and the field.
+#![forbid(unsafe_code)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use portcullis_model::{IdentityKind, TargetKind};
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+
+/// A configuration problem, located in the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub gateway: Gateway,
+    #[serde(default)]
+    pub audit: Audit,
+    #[serde(default)]
+    pub identity: IdentityConfig,
+    /// Backends, by name. The name appears in URLs (`/mcp/<name>`), rules and audit events.
+    #[serde(default)]
+    pub targets: BTreeMap<String, Target>,
+    /// Policy rules. Default deny: a request no rule allows is refused.
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+    /// Where the file was read from (not part of the TOML).
+    #[serde(skip)]
+    pub source: SourceFile,
+}
+
+/// The file's path and text, kept to turn byte spans into line numbers in later errors
+/// (policy compilation reports `when` syntax errors against the line they are on).
+#[derive(Debug, Clone, Default)]
+pub struct SourceFile {
+    pub path: PathBuf,
+    pub text: String,
+}
+
+impl SourceFile {
+    /// The 1-based line that a byte offset falls on.
+    pub fn line_of(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
+    }
+
+    /// An error located at a span of this file.
+    pub fn error_at(
+        &self,
+        span: std::ops::Range<usize>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.clone(),
+            line: self.line_of(span.start),
+            message: message.into(),
+        }
+    }
+}
+
+/// `[gateway]`: the front door and the embedded store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gateway {
+    /// This gateway instance's name, written into every audit event. Default: `portcullis`.
+    #[serde(default = "default_gateway_id")]
+    pub id: String,
+    /// Address of the MCP and HTTP front door. Default: `127.0.0.1:8080`.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Address of the admin API and console (used by later features). Optional.
+    #[serde(default)]
+    pub admin_listen: Option<SocketAddr>,
+    /// Directory of the embedded store (SQLite audit log). Created if missing.
+    /// Relative paths are relative to the configuration file. Default: `portcullis-data`.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// The URL callers use to reach the gateway, for the OAuth protected-resource metadata
+    /// (RFC 9728). Default: `http://<listen>`.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// Browser origins allowed to call the gateway (`Origin` header, exact match or `*` as
+    /// a wildcard, e.g. `http://localhost:*`). Requests without an `Origin` header (agents,
+    /// CLIs) are allowed; requests with any other origin are refused with 403, which blocks
+    /// DNS-rebinding attacks from web pages. Default: none.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// The largest JSON-RPC message accepted from a caller or an upstream, in bytes.
+    /// Default: 4 MiB.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// How long a request may wait for its upstream's answer. Default: `60s`.
+    #[serde(default = "default_request_timeout", deserialize_with = "de_duration")]
+    pub request_timeout: Duration,
+    /// The most MCP sessions open at once; new sessions beyond it get 503. Default: 1024.
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: usize,
+    /// A session with no traffic for this long is closed. Default: `30m`.
+    #[serde(default = "default_session_idle", deserialize_with = "de_duration")]
+    pub session_idle_timeout: Duration,
+}
+
+impl Default for Gateway {
+    fn default() -> Self {
+        Gateway {
+            id: default_gateway_id(),
+            listen: default_listen(),
+            admin_listen: None,
+            data_dir: default_data_dir(),
+            public_url: None,
+            allowed_origins: Vec::new(),
+            max_message_bytes: default_max_message_bytes(),
+            request_timeout: default_request_timeout(),
+            max_sessions: default_max_sessions(),
+            session_idle_timeout: default_session_idle(),
+        }
+    }
+}
+
+impl Gateway {
+    /// The public URL without a trailing slash.
+    pub fn public_url(&self) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => format!("http://{}", self.listen),
+        }
+    }
+}
+
+/// `[audit]`: how events are written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Audit {
+    /// `strict` (default): an event is on disk (fsync) before the response it describes is
+    /// released to the caller. `batched`: events are committed in the background within a
+    /// few milliseconds; a crash can lose the last events, in exchange for lower latency.
+    #[serde(default)]
+    pub durability: Durability,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    #[default]
+    Strict,
+    Batched,
+}
+
+/// `[identity]`: who may call.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// `[[identity.oidc]]`: trusted OIDC issuers whose bearer JWTs identify callers.
+    #[serde(default)]
+    pub oidc: Vec<OidcIssuer>,
+    /// `[[identity.api_keys]]`: API keys of agents and services, stored as SHA-256 only.
+    #[serde(default)]
+    pub api_keys: Vec<ApiKey>,
+}
+
+/// One trusted OIDC issuer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcIssuer {
+    /// The issuer URL; must equal the tokens' `iss` claim. Its discovery document is read
+    /// from `<issuer>/.well-known/openid-configuration`.
+    pub issuer: String,
+    /// Accepted audiences; a token's `aud` must contain one of them.
+    #[serde(deserialize_with = "de_one_or_many")]
+    pub audience: Vec<String>,
+    /// Where the JWKS is, if not the discovery document's `jwks_uri`.
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// The claim holding the caller's groups: a name (`groups`, Entra style) or a dotted
+    /// path to a nested claim (`realm_access.roles`, Keycloak style). Default: `groups`.
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    /// What kind of identity this issuer's tokens name. Default: `human`.
+    #[serde(default = "default_human")]
+    pub kind: IdentityKind,
+    /// Allowed signature algorithms. Default: RS256, PS256, ES256, EdDSA. Symmetric (HS*)
+    /// algorithms and `none` are never accepted.
+    #[serde(default)]
+    pub algorithms: Vec<String>,
+    /// Clock skew tolerated on `exp` and `nbf`. Default: `60s`.
+    #[serde(default = "default_leeway", deserialize_with = "de_duration")]
+    pub leeway: Duration,
+}
+
+/// One API key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKey {
+    /// The identity's name: the subject in policy and audit events.
+    pub name: String,
+    /// `agent` (default), `service` or `human`.
+    #[serde(default = "default_agent")]
+    pub kind: IdentityKind,
+    /// Hex SHA-256 of the key (`portcullis keys new` prints it). Never the key itself.
+    pub sha256: Spanned<String>,
+    /// Groups this identity belongs to.
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// `[targets.NAME]`: a backend.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// `mcp` (more kinds come with their adapters).
+    pub kind: TargetKind,
+    /// For a stdio MCP server: the program and its arguments.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// Environment variables for the stdio program (added to a minimal environment: the
+    /// gateway's own secrets are not inherited).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory for the stdio program.
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
+    /// For a streamable-HTTP MCP server: its endpoint URL.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The upstream's own credential, injected by the gateway. The caller's token is never
+    /// forwarded.
+    #[serde(default)]
+    pub upstream_auth: Option<UpstreamAuth>,
+    /// The most stdio processes of this target alive at once (one per session-based client
+    /// session, plus one shared for stateless callers). Default: 16.
+    #[serde(default = "default_max_processes")]
+    pub max_processes: usize,
+}
+
+/// A header carrying the upstream's credential, read from the gateway's environment.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamAuth {
+    /// Header name. Default: `Authorization`.
+    #[serde(default = "default_auth_header")]
+    pub header: String,
+    /// Environment variable holding the secret.
+    pub env: String,
+    /// Put before the secret, e.g. `Bearer `. Default: `Bearer `.
+    #[serde(default = "default_auth_prefix")]
+    pub prefix: String,
+}
+
+/// `[[rules]]`: one policy rule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// A unique name; refusals and audit events quote it.
+    pub name: Spanned<String>,
+    /// Free text for reviewers.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Who the rule applies to. Empty matches every authenticated caller.
+    #[serde(default)]
+    pub who: Who,
+    /// The target name the rule applies to, or `*` for all.
+    pub target: Spanned<String>,
+    /// Tool-name globs (`refund_*`). Applies to `tools/call` and to `tools/list` filtering.
+    #[serde(default)]
+    pub tools: Vec<String>,
+    /// Resource-URI globs, for `resources/read`.
+    #[serde(default)]
+    pub resources: Vec<String>,
+    /// Prompt-name globs, for `prompts/get`.
+    #[serde(default)]
+    pub prompts: Vec<String>,
+    /// `allow` (default), `deny` or `hold`. A matching deny beats a hold, which beats an allow.
+    #[serde(default)]
+    pub decision: RuleDecision,
+    /// An optional CEL condition; the rule matches only when it is true. Variables:
+    /// `args` (the call's arguments), `identity` (`subject`, `kind`, `groups`, `issuer`),
+    /// `tool`, `target`. Example: `args.amount > 500`.
+    #[serde(default)]
+    pub when: Option<Spanned<String>>,
+    /// For `deny`: the message the caller gets.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// For `hold`: the groups whose members may approve.
+    #[serde(default)]
+    pub approvers: Vec<String>,
+    /// For `hold`: how long the request may wait. Default: `15m`.
+    #[serde(default = "default_hold_timeout", deserialize_with = "de_duration")]
+    pub timeout: Duration,
+    /// For `allow`: the masking profile applied to results (the masking engine comes later;
+    /// the name is recorded now).
+    #[serde(default)]
+    pub mask: Option<String>,
+}
+
+/// `who`: the callers a rule applies to. Each list that is present must match.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Who {
+    /// The caller is in at least one of these groups.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// The caller's subject is one of these.
+    #[serde(default)]
+    pub subjects: Vec<String>,
+    /// The caller's kind is one of these (`human`, `agent`, `service`).
+    #[serde(default)]
+    pub kinds: Vec<IdentityKind>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleDecision {
+    #[default]
+    Allow,
+    Deny,
+    Hold,
+}
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(path, text)
+    }
+
+    /// Parses and validates configuration text; `path` is used in errors and to resolve
+    /// relative paths.
+    pub fn parse(path: &Path, text: String) -> Result<Config, ConfigError> {
+        let source = SourceFile {
+            path: path.to_path_buf(),
+            text,
+        };
+        let mut config: Config = toml::from_str(&source.text).map_err(|e| {
+            let line = e.span().map(|s| source.line_of(s.start)).unwrap_or(1);
+            ConfigError::Invalid {
+                path: source.path.clone(),
+                line,
+                message: e.message().to_string(),
+            }
+        })?;
+        config.source = source;
+        if config.gateway.data_dir.is_relative()
+            && let Some(dir) = path.parent()
+        {
+            config.gateway.data_dir = dir.join(&config.gateway.data_dir);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let src = &self.source;
+        let whole_file = 0..0;
+        if self.gateway.max_message_bytes < 1024 {
+            return Err(src.error_at(
+                whole_file,
+                "gateway.max_message_bytes: must be at least 1024",
+            ));
+        }
+        for (name, target) in &self.targets {
+            let at = |m: String| src.error_at(find_table(&src.text, name), m);
+            if !valid_name(name) {
+                return Err(at(format!(
+                    "targets.{name}: a target name may hold only letters, digits, '-' and '_'"
+                )));
+            }
+            match target.kind {
+                TargetKind::Mcp => match (&target.command, &target.url) {
+                    (Some(cmd), None) if !cmd.is_empty() => {}
+                    (Some(_), None) => {
+                        return Err(at(format!("targets.{name}.command: must name a program")));
+                    }
+                    (None, Some(url))
+                        if url.starts_with("http://") || url.starts_with("https://") => {}
+                    (None, Some(url)) => {
+                        return Err(at(format!(
+                            "targets.{name}.url: {url:?} is not an http:// or https:// URL"
+                        )));
+                    }
+                    _ => {
+                        return Err(at(format!(
+                            "targets.{name}: an MCP target needs exactly one of `command` (stdio) or `url` (streamable HTTP)"
+                        )));
+                    }
+                },
+                other => {
+                    return Err(at(format!(
+                        "targets.{name}.kind: {other:?} targets are not supported by this version"
+                    )));
+                }
+            }
+            if target.max_processes == 0 {
+                return Err(at(format!(
+                    "targets.{name}.max_processes: must be at least 1"
+                )));
+            }
+        }
+        let mut hashes = HashSet::new();
+        let mut key_names = HashSet::new();
+        for (i, key) in self.identity.api_keys.iter().enumerate() {
+            let hash = key.sha256.get_ref();
+            if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(src.error_at(
+                    key.sha256.span(),
+                    format!("identity.api_keys[{i}].sha256: must be 64 hex digits (the SHA-256 of the key, as `portcullis keys new` prints it)"),
+                ));
+            }
+            if !hashes.insert(hash.to_ascii_lowercase()) {
+                return Err(src.error_at(
+                    key.sha256.span(),
+                    format!("identity.api_keys[{i}].sha256: the same key hash is configured twice"),
+                ));
+            }
+            if !key_names.insert(key.name.as_str()) {
+                return Err(src.error_at(
+                    key.sha256.span(),
+                    format!(
+                        "identity.api_keys[{i}].name: {:?} is used by another key",
+                        key.name
+                    ),
+                ));
+            }
+        }
+        for (i, issuer) in self.identity.oidc.iter().enumerate() {
+            let at = |m: String| src.error_at(find_text(&src.text, &issuer.issuer), m);
+            if !issuer.issuer.starts_with("https://") && !issuer.issuer.starts_with("http://") {
+                return Err(at(format!(
+                    "identity.oidc[{i}].issuer: must be an https:// URL"
+                )));
+            }
+            if issuer.audience.is_empty() {
+                return Err(at(format!(
+                    "identity.oidc[{i}].audience: at least one audience is required"
+                )));
+            }
+            for alg in &issuer.algorithms {
+                if !matches!(
+                    alg.as_str(),
+                    "RS256"
+                        | "RS384"
+                        | "RS512"
+                        | "PS256"
+                        | "PS384"
+                        | "PS512"
+                        | "ES256"
+                        | "ES384"
+                        | "EdDSA"
+                ) {
+                    return Err(at(format!(
+                        "identity.oidc[{i}].algorithms: {alg:?} is not accepted (asymmetric algorithms only: RS256, PS256, ES256, EdDSA, ...)"
+                    )));
+                }
+            }
+        }
+        let mut rule_names = HashSet::new();
+        for (i, rule) in self.rules.iter().enumerate() {
+            let name = rule.name.get_ref();
+            if name.trim().is_empty() {
+                return Err(src.error_at(
+                    rule.name.span(),
+                    format!("rules[{i}].name: must not be empty"),
+                ));
+            }
+            if !rule_names.insert(name.as_str()) {
+                return Err(src.error_at(
+                    rule.name.span(),
+                    format!("rules[{i}].name: {name:?} is used by another rule"),
+                ));
+            }
+            let target = rule.target.get_ref();
+            if target != "*" && !self.targets.contains_key(target) {
+                return Err(src.error_at(
+                    rule.target.span(),
+                    format!(
+                        "rules[{i}].target: no target named {target:?} (known: {})",
+                        self.target_names()
+                    ),
+                ));
+            }
+            for glob in rule
+                .tools
+                .iter()
+                .chain(&rule.resources)
+                .chain(&rule.prompts)
+            {
+                if let Err(e) = globset::Glob::new(glob) {
+                    return Err(src.error_at(
+                        rule.name.span(),
+                        format!("rules[{i}] ({name}): bad glob {glob:?}: {e}"),
+                    ));
+                }
+            }
+            match rule.decision {
+                RuleDecision::Hold if rule.approvers.is_empty() => {
+                    return Err(src.error_at(rule.name.span(), format!("rules[{i}] ({name}).approvers: a hold rule must name the groups that may approve")));
+                }
+                RuleDecision::Deny | RuleDecision::Hold if rule.mask.is_some() => {
+                    return Err(src.error_at(
+                        rule.name.span(),
+                        format!("rules[{i}] ({name}).mask: only an allow rule can mask"),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn target_names(&self) -> String {
+        if self.targets.is_empty() {
+            return "none".into();
+        }
+        self.targets
+            .keys()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The span of a `[targets.NAME]` header, for errors about a target as a whole.
+fn find_table(text: &str, name: &str) -> std::ops::Range<usize> {
+    find_text(text, &format!("targets.{name}"))
+}
+
+fn find_text(text: &str, needle: &str) -> std::ops::Range<usize> {
+    text.find(needle)
+        .map(|s| s..s + needle.len())
+        .unwrap_or(0..0)
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "{text:?} is not a duration like \"30s\" or \"15m\": {e}"
+        ))
+    })
+}
+
+fn de_one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}
+
+fn default_gateway_id() -> String {
+    "portcullis".into()
+}
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("portcullis-data")
+}
+fn default_max_message_bytes() -> usize {
+    4 * 1024 * 1024
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_sessions() -> usize {
+    1024
+}
+fn default_session_idle() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+fn default_human() -> IdentityKind {
+    IdentityKind::Human
+}
+fn default_agent() -> IdentityKind {
+    IdentityKind::Agent
+}
+fn default_leeway() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_processes() -> usize {
+    16
+}
+fn default_auth_header() -> String {
+    "Authorization".into()
+}
+fn default_auth_prefix() -> String {
+    "Bearer ".into()
+}
+fn default_hold_timeout() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("portcullis.toml"), text.to_string())
+    }
+
+    const TARGET: &str = "[targets.tools]\nkind = \"mcp\"\ncommand = [\"server\"]\n";
+
+    #[test]
+    fn minimal_file_gets_defaults() {
+        let config = parse(TARGET).unwrap();
+        assert_eq!(config.gateway.listen.port(), 8080);
+        assert_eq!(config.audit.durability, Durability::Strict);
+        assert!(config.targets.contains_key("tools"));
+    }
+
+    #[test]
+    fn unknown_field_names_line_and_field() {
+        let err = parse(&format!(
+            "{TARGET}\n[gateway]\nlisten = \"127.0.0.1:1\"\nlisen = 1\n"
+        ))
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("portcullis.toml:7:"), "{text}");
+        assert!(text.contains("lisen"), "{text}");
+    }
+
+    #[test]
+    fn rule_with_unknown_target_is_located() {
+        let err = parse(&format!(
+            "{TARGET}\n[[rules]]\nname = \"r\"\ntarget = \"nope\"\n"
+        ))
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("portcullis.toml:7:"), "{text}");
+        assert!(
+            text.contains("rules[0].target") && text.contains("tools"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn hold_without_approvers_is_refused() {
+        let err = parse(&format!(
+            "{TARGET}\n[[rules]]\nname = \"h\"\ntarget = \"tools\"\ndecision = \"hold\"\n"
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("approvers"), "{err}");
+    }
+
+    #[test]
+    fn bad_api_key_hash_is_refused() {
+        let err = parse("[[identity.api_keys]]\nname = \"a\"\nsha256 = \"abc\"\n").unwrap_err();
+        assert!(err.to_string().starts_with("portcullis.toml:3:"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_is_explained() {
+        let err = parse("[gateway]\nrequest_timeout = \"soon\"\n").unwrap_err();
+        assert!(err.to_string().contains("duration"), "{err}");
+    }
+
+    #[test]
+    fn audience_accepts_one_or_many() {
+        let one = parse("[[identity.oidc]]\nissuer = \"https://idp\"\naudience = \"a\"\n").unwrap();
+        assert_eq!(one.identity.oidc[0].audience, vec!["a"]);
+        let many =
+            parse("[[identity.oidc]]\nissuer = \"https://idp\"\naudience = [\"a\", \"b\"]\n")
+                .unwrap();
+        assert_eq!(many.identity.oidc[0].audience.len(), 2);
+    }
+
+    #[test]
+    fn symmetric_algorithm_is_refused() {
+        let err = parse("[[identity.oidc]]\nissuer = \"https://idp\"\naudience = \"a\"\nalgorithms = [\"HS256\"]\n").unwrap_err();
+        assert!(err.to_string().contains("HS256"), "{err}");
+    }
+}
