@@ -1,0 +1,169 @@
+//! `portcullis demo`: the gateway on embedded defaults in front of the built-in billing MCP
+//! server, with an agent and a human identity and rules that show all three outcomes.
+//!
+//! The demo writes an ordinary `portcullis.toml` into its directory, so what it runs is
+//! exactly what an operator would configure, and the file is there to read and copy.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use portcullis_config::Config;
+
+struct DemoKeys {
+    agent: String,
+    human: String,
+}
+
+/// Reuses the demo's keys across runs so instructions printed earlier keep working.
+fn demo_keys(dir: &Path) -> Result<DemoKeys> {
+    let path = dir.join("demo-keys.txt");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let mut lines = text.lines();
+        if let (Some(agent), Some(human)) = (lines.next(), lines.next()) {
+            return Ok(DemoKeys {
+                agent: agent.to_string(),
+                human: human.to_string(),
+            });
+        }
+    }
+    let keys = DemoKeys {
+        agent: portcullis_identity::generate_api_key().0,
+        human: portcullis_identity::generate_api_key().0,
+    };
+    std::fs::write(&path, format!("{}\n{}\n", keys.agent, keys.human))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(keys)
+}
+
+fn demo_config(listen: SocketAddr, keys: &DemoKeys) -> Result<String> {
+    let exe = std::env::current_exe().context("cannot find the portcullis executable")?;
+    let exe = serde_json::to_string(&exe.display().to_string())?;
+    let agent = portcullis_identity::hash_api_key(&keys.agent);
+    let human = portcullis_identity::hash_api_key(&keys.human);
+    Ok(format!(
+        r#"# Written by `portcullis demo`. An ordinary configuration: read it, copy it, change it.
+
+[gateway]
+id = "portcullis-demo"
+listen = "{listen}"
+data_dir = "data"
+
+[[identity.api_keys]]
+name = "billing-agent"
+kind = "agent"
+sha256 = "{agent}"
+groups = ["agents"]
+
+[[identity.api_keys]]
+name = "dana.finance"
+kind = "human"
+sha256 = "{human}"
+groups = ["finance-leads"]
+
+[targets.billing]
+kind = "mcp"
+command = [{exe}, "demo-server"]
+
+[[rules]]
+name = "agents look up customers"
+who.groups = ["agents"]
+target = "billing"
+tools = ["lookup_customer"]
+
+[[rules]]
+name = "refunds need a finance lead"
+who.groups = ["agents"]
+target = "billing"
+tools = ["refund_*"]
+decision = "hold"
+approvers = ["finance-leads"]
+timeout = "15m"
+
+[[rules]]
+name = "agents never delete customers"
+who.kinds = ["agent"]
+target = "billing"
+tools = ["delete_*"]
+decision = "deny"
+reason = "deleting customers is a human decision"
+
+[[rules]]
+name = "finance leads use billing"
+who.groups = ["finance-leads"]
+target = "billing"
+tools = ["lookup_customer", "refund_payment"]
+"#
+    ))
+}
+
+pub async fn run(listen: SocketAddr, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let keys = demo_keys(dir)?;
+    let config_path = dir.join("portcullis.toml");
+    std::fs::write(&config_path, demo_config(listen, &keys)?)?;
+    let config = Config::load(&config_path)?;
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let data_dir = config.gateway.data_dir.clone();
+    let server = tokio::spawn(crate::serve(config, Some(ready_tx)));
+    let addr = match ready_rx.await {
+        Ok(addr) => addr,
+        Err(_) => return server.await?,
+    };
+    print_instructions(addr, &keys, &config_path, &data_dir);
+    server.await?
+}
+
+fn print_instructions(addr: SocketAddr, keys: &DemoKeys, config: &Path, data_dir: &Path) {
+    let url = format!("http://{addr}/mcp/billing");
+    let call = |key: &str, tool: &str, args: &str| {
+        format!(
+            "curl -s {url} -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n    -H 'Accept: application/json, text/event-stream' -H 'MCP-Protocol-Version: 2026-07-28' \\\n    -H 'Mcp-Method: tools/call' -H 'Mcp-Name: {tool}' \\\n    -d '{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{{\"name\":\"{tool}\",\"arguments\":{args},\"_meta\":{{\"io.modelcontextprotocol/protocolVersion\":\"2026-07-28\"}}}}}}'"
+        )
+    };
+    println!(
+        r#"
+Portcullis demo is running: {url}
+  configuration: {config}
+  identities:    billing-agent (agent, group agents)      key {agent}
+                 dana.finance  (human, group finance-leads) key {human}
+
+Try it (each call is decided by policy and recorded):
+
+  # allowed: the agent looks up a customer
+  {allow}
+
+  # held for approval (rule "refunds need a finance lead"); approvals arrive in a later release, so it is refused
+  {hold}
+
+  # denied (rule "agents never delete customers")
+  {deny}
+
+Use it from an MCP client (streamable HTTP), e.g. in mcp.json:
+
+  {{"mcpServers": {{"billing": {{"type": "http", "url": "{url}",
+      "headers": {{"Authorization": "Bearer {agent}"}}}}}}}}
+
+Watch the audit log:
+
+  portcullis audit tail --data-dir {data} --follow
+
+Stop with Ctrl-C.
+"#,
+        agent = keys.agent,
+        human = keys.human,
+        config = config.display(),
+        allow = call(&keys.agent, "lookup_customer", r#"{"customer":"cus_1001"}"#),
+        hold = call(
+            &keys.agent,
+            "refund_payment",
+            r#"{"customer":"cus_1001","amount":25}"#
+        ),
+        deny = call(&keys.agent, "delete_customer", r#"{"customer":"cus_1001"}"#),
+        data = data_dir.display(),
+    );
+}

@@ -1,0 +1,438 @@
+//! `portcullis`: the identity-aware access gateway for AI agents.
+//!
+//! This crate is the wiring: the command line, loading the configuration, starting the
+//! adapters, and the operator commands (keys, audit, tool pins). Everything that decides or
+//! records lives in the library crates.
+#![forbid(unsafe_code)]
+
+mod demo;
+mod demo_server;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use portcullis_audit::{AuditLog, AuditReader};
+use portcullis_config::Config;
+use portcullis_identity::Authenticator;
+use portcullis_model::{EventType, IdentityKind, Outcome};
+use portcullis_policy::Policy;
+use portcullis_proxy_mcp::{Gateway, Pins};
+
+#[derive(Parser)]
+#[command(
+    name = "portcullis",
+    version,
+    about = "Identity-aware access gateway for AI agents"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        #[arg(long, default_value = "portcullis.toml")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file and explain what it does.
+    CheckConfig { config: PathBuf },
+    /// One-command quick start: the gateway with a built-in demo MCP server.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Where the demo writes its configuration and data.
+        #[arg(long, default_value = "portcullis-demo")]
+        dir: PathBuf,
+    },
+    /// API keys for agents and services.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Read the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Tool pins (rug-pull protection).
+    Tools {
+        #[command(subcommand)]
+        command: ToolsCommand,
+    },
+    /// The built-in demo MCP server over stdio (used by `demo`).
+    #[command(hide = true)]
+    DemoServer,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create an API key: prints the key once and the configuration lines holding its hash.
+    New {
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum, default_value = "agent")]
+        kind: Kind,
+        /// Comma-separated groups.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Kind {
+    Agent,
+    Service,
+    Human,
+}
+
+impl From<Kind> for IdentityKind {
+    fn from(k: Kind) -> Self {
+        match k {
+            Kind::Agent => IdentityKind::Agent,
+            Kind::Service => IdentityKind::Service,
+            Kind::Human => IdentityKind::Human,
+        }
+    }
+}
+
+/// Where the data directory is: given directly, or read from a configuration file.
+#[derive(clap::Args)]
+struct DataDir {
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+impl DataDir {
+    fn resolve(&self) -> Result<PathBuf> {
+        match (&self.data_dir, &self.config) {
+            (Some(dir), _) => Ok(dir.clone()),
+            (None, Some(config)) => Ok(Config::load(config)?.gateway.data_dir),
+            (None, None) if Path::new("portcullis.toml").exists() => {
+                Ok(Config::load(Path::new("portcullis.toml"))?.gateway.data_dir)
+            }
+            (None, None) => Ok(PathBuf::from("portcullis-data")),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Print the latest events as JSON lines.
+    Tail {
+        #[command(flatten)]
+        dir: DataDir,
+        /// How many of the latest events to print first.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: usize,
+        /// Keep printing new events as they are written.
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// Print one event.
+    Show {
+        event_id: String,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+}
+
+#[derive(Subcommand)]
+enum ToolsCommand {
+    /// Accept the changed definition of a pinned tool, so the gateway shows it again.
+    Accept {
+        target: String,
+        tool: String,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// List tools whose changes await acceptance.
+    Pending {
+        #[command(flatten)]
+        dir: DataDir,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::DemoServer => demo_server::run(),
+        Command::CheckConfig { config } => check_config(&config),
+        Command::Keys {
+            command: KeysCommand::New { name, kind, groups },
+        } => {
+            keys_new(&name, kind.into(), &groups);
+            Ok(())
+        }
+        Command::Audit { command } => audit(command),
+        Command::Tools { command } => tools(command),
+        Command::Serve { config } => {
+            init_logging();
+            let config = Config::load(&config)?;
+            runtime()?.block_on(serve(config, None))
+        }
+        Command::Demo { listen, dir } => {
+            init_logging();
+            runtime()?.block_on(demo::run(listen, &dir))
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn check_config(path: &Path) -> Result<()> {
+    let config = Config::load(path)?;
+    let policy = Policy::compile(&config)?;
+    println!("{}: valid", path.display());
+    println!(
+        "  gateway {} listening on {}, data in {}",
+        config.gateway.id,
+        config.gateway.listen,
+        config.gateway.data_dir.display()
+    );
+    println!(
+        "  identities: {} OIDC issuer(s), {} API key(s)",
+        config.identity.oidc.len(),
+        config.identity.api_keys.len()
+    );
+    for (name, target) in &config.targets {
+        let how = match (&target.command, &target.url) {
+            (Some(cmd), _) => format!("stdio: {}", cmd.join(" ")),
+            (None, Some(url)) => format!("http: {url}"),
+            _ => String::new(),
+        };
+        println!("  target {name} ({:?}, {how})", target.kind);
+    }
+    println!(
+        "  {} rule(s), policy version {} (default: deny)",
+        policy.rule_count(),
+        policy.version()
+    );
+    for rule in &config.rules {
+        let mut scope = Vec::new();
+        for (label, list) in [
+            ("tools", &rule.tools),
+            ("resources", &rule.resources),
+            ("prompts", &rule.prompts),
+        ] {
+            if !list.is_empty() {
+                scope.push(format!("{label} {}", list.join(",")));
+            }
+        }
+        let who = [
+            (!rule.who.groups.is_empty()).then(|| format!("groups {}", rule.who.groups.join(","))),
+            (!rule.who.subjects.is_empty())
+                .then(|| format!("subjects {}", rule.who.subjects.join(","))),
+            (!rule.who.kinds.is_empty()).then(|| format!("kinds {:?}", rule.who.kinds)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>();
+        println!(
+            "    {:?}: {:?} {} on {} for {}{}",
+            rule.name.get_ref(),
+            rule.decision,
+            if scope.is_empty() {
+                "everything".into()
+            } else {
+                scope.join("; ")
+            },
+            rule.target.get_ref(),
+            if who.is_empty() {
+                "every caller".into()
+            } else {
+                who.join(" and ")
+            },
+            rule.when
+                .as_ref()
+                .map(|w| format!(" when {}", w.get_ref()))
+                .unwrap_or_default(),
+        );
+    }
+    Ok(())
+}
+
+fn keys_new(name: &str, kind: IdentityKind, groups: &[String]) {
+    let (key, hash) = portcullis_identity::generate_api_key();
+    println!("API key for {name} (shown once; store it in the agent's secret store):\n\n  {key}\n");
+    println!("Add to portcullis.toml:\n");
+    println!("[[identity.api_keys]]");
+    println!("name = {}", toml_string(name));
+    println!("kind = \"{kind}\"");
+    println!("sha256 = \"{hash}\"");
+    let groups: Vec<String> = groups.iter().map(|g| toml_string(g)).collect();
+    println!("groups = [{}]", groups.join(", "));
+}
+
+fn toml_string(s: &str) -> String {
+    serde_json::to_string(s).expect("string serialises")
+}
+
+fn audit(command: AuditCommand) -> Result<()> {
+    match command {
+        AuditCommand::Tail { dir, lines, follow } => {
+            let dir = dir.resolve()?;
+            let reader = AuditReader::open(&dir)
+                .with_context(|| format!("opening the audit log in {}", dir.display()))?;
+            let mut last = 0;
+            for (seq, body) in reader.last(lines)? {
+                println!("{body}");
+                last = seq;
+            }
+            if !follow {
+                return Ok(());
+            }
+            loop {
+                std::thread::sleep(Duration::from_millis(200));
+                for (seq, body) in reader.since(last, 1000)? {
+                    println!("{body}");
+                    last = seq;
+                }
+            }
+        }
+        AuditCommand::Show { event_id, dir } => {
+            let dir = dir.resolve()?;
+            let reader = AuditReader::open(&dir)?;
+            match reader.by_id(&event_id)? {
+                Some((_, body)) => {
+                    let value: serde_json::Value = serde_json::from_str(&body)?;
+                    println!("{}", serde_json::to_string_pretty(&value)?);
+                    Ok(())
+                }
+                None => bail!("no event {event_id} in {}", dir.display()),
+            }
+        }
+    }
+}
+
+fn tools(command: ToolsCommand) -> Result<()> {
+    match command {
+        ToolsCommand::Accept { target, tool, dir } => {
+            let dir = dir.resolve()?;
+            let pins = Pins::open(&dir)?;
+            let (old, new) = pins.accept(&target, &tool)?;
+            let log = AuditLog::open(
+                &dir,
+                "portcullis-cli",
+                portcullis_config::Durability::Strict,
+            )?;
+            let mut ev = log.event(EventType::ToolPinAccepted, Outcome::Info);
+            ev.target = Some(target.clone());
+            ev.resource = Some(tool.clone());
+            ev.detail = Some(format!(
+                "accepted by {} on the command line: pin {old} replaced by {new}",
+                std::env::var("USER").unwrap_or_else(|_| "an operator".into())
+            ));
+            runtime()?.block_on(async {
+                log.record(ev).await?;
+                log.close().await
+            })?;
+            println!(
+                "accepted the new definition of {tool} on {target}; the gateway shows it again"
+            );
+            Ok(())
+        }
+        ToolsCommand::Pending { dir } => {
+            let pins = Pins::open(&dir.resolve()?)?;
+            for (target, tool) in pins.pending()? {
+                println!("{target} {tool}");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Runs the gateway until Ctrl-C or SIGTERM. `ready` is told the bound address.
+pub async fn serve(
+    config: Config,
+    ready: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+) -> Result<()> {
+    let auth = Arc::new(Authenticator::new(&config.identity)?);
+    let policy = Arc::new(Policy::compile(&config)?);
+    let audit = AuditLog::open(
+        &config.gateway.data_dir,
+        &config.gateway.id,
+        config.audit.durability,
+    )
+    .with_context(|| {
+        format!(
+            "opening the audit log in {}",
+            config.gateway.data_dir.display()
+        )
+    })?;
+    let pins = Arc::new(Pins::open(&config.gateway.data_dir)?);
+    let gateway = Gateway::new(&config, auth, policy.clone(), audit.clone(), pins)?;
+    let listener = tokio::net::TcpListener::bind(config.gateway.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.gateway.listen))?;
+    let addr = listener.local_addr()?;
+    let mut start = audit.event(EventType::GatewayStart, Outcome::Info);
+    start.detail = Some(format!("listening on {addr}; policy {}", policy.version()));
+    audit
+        .record(start)
+        .await
+        .context("the audit log cannot be written; refusing to start")?;
+    tracing::info!(%addr, policy = policy.version(), targets = gateway.targets.len(), "portcullis is serving");
+    if let Some(ready) = ready {
+        let _ = ready.send(addr);
+    }
+    let sweeper = {
+        let gateway = gateway.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(30));
+            loop {
+                tick.tick().await;
+                gateway.sweep_idle().await;
+            }
+        })
+    };
+    let app = portcullis_proxy_mcp::router(gateway.clone());
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
+    sweeper.abort();
+    gateway.end_all().await;
+    let stop = audit.event(EventType::GatewayStop, Outcome::Info);
+    audit.record(stop).await?;
+    audit.close().await?;
+    tracing::info!("portcullis stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

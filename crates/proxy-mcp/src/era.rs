@@ -1,0 +1,220 @@
+//! The two eras of MCP and the translation between them.
+//!
+//! Session-based revisions (2025-06-18, 2025-11-25) open with `initialize` and keep state per
+//! session; the stateless revision (2026-07-28) carries the protocol version and client
+//! capabilities in every request's `_meta` and is probed with `server/discover`. The gateway
+//! lets a client of either era reach an upstream of either era: it answers the handshake the
+//! client expects from what the upstream told it, adds `_meta` where a modern upstream needs
+//! it, and adds `resultType` where a modern client expects it.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value, json};
+
+pub const MODERN: &str = "2026-07-28";
+/// Session-based versions a legacy client may ask for, newest first.
+pub const LEGACY: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26"];
+pub const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+pub const META_CAPS: &str = "io.modelcontextprotocol/clientCapabilities";
+pub const META_CLIENT: &str = "io.modelcontextprotocol/clientInfo";
+pub const META_SERVER: &str = "io.modelcontextprotocol/serverInfo";
+
+/// The facts about a request that the gateway reads from its `params`, in one parse.
+#[derive(Debug, Default)]
+pub struct RequestFacts {
+    /// `params.name` (tools, prompts) or `params.uri` (resources).
+    pub name: Option<String>,
+    pub arguments: Option<Value>,
+    pub protocol_version: Option<String>,
+    pub progress_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ParamsView<'a> {
+    name: Option<String>,
+    uri: Option<String>,
+    arguments: Option<Value>,
+    #[serde(rename = "_meta", borrow)]
+    meta: Option<MetaView<'a>>,
+}
+
+#[derive(Deserialize)]
+struct MetaView<'a> {
+    #[serde(rename = "io.modelcontextprotocol/protocolVersion")]
+    protocol_version: Option<String>,
+    #[serde(rename = "progressToken", borrow)]
+    progress_token: Option<&'a RawValue>,
+}
+
+impl RequestFacts {
+    /// Reads the facts; `params` that are not an object give none.
+    pub fn read(params: Option<&RawValue>) -> Result<RequestFacts, String> {
+        let Some(params) = params else {
+            return Ok(RequestFacts::default());
+        };
+        if !params.get().starts_with('{') {
+            return Ok(RequestFacts::default());
+        }
+        let view: ParamsView =
+            serde_json::from_str(params.get()).map_err(|e| format!("invalid params: {e}"))?;
+        let (protocol_version, progress_token) = match view.meta {
+            Some(m) => (
+                m.protocol_version,
+                m.progress_token.map(|t| t.get().to_string()),
+            ),
+            None => (None, None),
+        };
+        Ok(RequestFacts {
+            name: view.name.or(view.uri),
+            arguments: view.arguments,
+            protocol_version,
+            progress_token,
+        })
+    }
+}
+
+/// What the upstream said about itself when the gateway first reached it.
+#[derive(Debug, Clone)]
+pub enum UpstreamEra {
+    /// Session-based: the result of the gateway's own `initialize`.
+    Legacy { initialize: Value },
+    /// Stateless: the result of `server/discover`.
+    Modern { discover: Value },
+}
+
+impl UpstreamEra {
+    pub fn is_modern(&self) -> bool {
+        matches!(self, UpstreamEra::Modern { .. })
+    }
+
+    /// The `server/discover` result a modern client gets.
+    pub fn discover_result(&self) -> Value {
+        match self {
+            UpstreamEra::Modern { discover } => discover.clone(),
+            UpstreamEra::Legacy { initialize } => {
+                let mut result = json!({
+                    "resultType": "complete",
+                    "supportedVersions": [MODERN],
+                    "capabilities": initialize.get("capabilities").cloned().unwrap_or_else(|| json!({})),
+                    "_meta": { META_SERVER: initialize.get("serverInfo").cloned().unwrap_or_else(|| json!({"name": "upstream", "version": "unknown"})) },
+                    "ttlMs": 0,
+                    "cacheScope": "private",
+                });
+                if let Some(instructions) = initialize.get("instructions") {
+                    result["instructions"] = instructions.clone();
+                }
+                result
+            }
+        }
+    }
+
+    /// The `initialize` result a legacy client gets when the upstream is modern.
+    pub fn initialize_result(&self, requested: &str) -> Value {
+        let version = if LEGACY.contains(&requested) {
+            requested
+        } else {
+            LEGACY[0]
+        };
+        let discover = self.discover_result();
+        let mut result = json!({
+            "protocolVersion": version,
+            "capabilities": discover.get("capabilities").cloned().unwrap_or_else(|| json!({})),
+            "serverInfo": discover.pointer("/_meta/io.modelcontextprotocol~1serverInfo").cloned()
+                .unwrap_or_else(|| json!({"name": "upstream", "version": "unknown"})),
+        });
+        if let Some(instructions) = discover.get("instructions") {
+            result["instructions"] = instructions.clone();
+        }
+        result
+    }
+}
+
+/// Adds the per-request `_meta` a modern upstream requires to a legacy client's params.
+pub fn add_modern_meta(
+    params: Option<&RawValue>,
+    client_caps: &Value,
+    client_info: &Value,
+) -> Result<Box<RawValue>, String> {
+    let mut object: Map<String, Value> = match params {
+        Some(p) => serde_json::from_str(p.get()).map_err(|e| format!("invalid params: {e}"))?,
+        None => Map::new(),
+    };
+    let meta = object
+        .entry("_meta")
+        .or_insert_with(|| Value::Object(Map::new()));
+    let Value::Object(meta) = meta else {
+        return Err("params._meta must be an object".into());
+    };
+    meta.insert(META_VERSION.into(), Value::String(MODERN.into()));
+    meta.insert(META_CAPS.into(), client_caps.clone());
+    meta.insert(META_CLIENT.into(), client_info.clone());
+    serde_json::value::to_raw_value(&object).map_err(|e| e.to_string())
+}
+
+/// Whether a method's result is cacheable in the 2026-07-28 sense (needs `ttlMs`/`cacheScope`).
+pub fn is_cacheable(method: &str) -> bool {
+    matches!(
+        method,
+        "tools/list"
+            | "prompts/list"
+            | "resources/list"
+            | "resources/read"
+            | "resources/templates/list"
+            | "server/discover"
+    )
+}
+
+/// Makes a result fit a modern client: a `resultType`, and for cacheable results a private
+/// cache scope (the gateway filters lists per caller, so no shared cache may keep them).
+pub fn modernise_result(result: &mut Map<String, Value>, method: &str) {
+    result
+        .entry("resultType")
+        .or_insert_with(|| Value::String("complete".into()));
+    if is_cacheable(method) {
+        result.entry("ttlMs").or_insert(json!(0));
+        result.insert("cacheScope".into(), Value::String("private".into()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn facts_are_read_in_one_pass() {
+        let raw = RawValue::from_string(r#"{"name":"t","arguments":{"a":1},"_meta":{"progressToken":"p1","io.modelcontextprotocol/protocolVersion":"2026-07-28"}}"#.into()).unwrap();
+        let f = RequestFacts::read(Some(&raw)).unwrap();
+        assert_eq!(f.name.as_deref(), Some("t"));
+        assert_eq!(f.arguments.unwrap()["a"], 1);
+        assert_eq!(f.progress_token.as_deref(), Some("\"p1\""));
+        assert_eq!(f.protocol_version.as_deref(), Some(MODERN));
+    }
+
+    #[test]
+    fn legacy_initialize_becomes_discover_and_back() {
+        let era = UpstreamEra::Legacy {
+            initialize: json!({"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"s","version":"1"},"instructions":"hi"}),
+        };
+        let d = era.discover_result();
+        assert_eq!(d["supportedVersions"][0], MODERN);
+        assert_eq!(d["_meta"][META_SERVER]["name"], "s");
+        let modern = UpstreamEra::Modern { discover: d };
+        let init = modern.initialize_result("2025-06-18");
+        assert_eq!(init["protocolVersion"], "2025-06-18");
+        assert_eq!(init["serverInfo"]["name"], "s");
+        assert_eq!(init["instructions"], "hi");
+        assert_eq!(
+            modern.initialize_result("1999-01-01")["protocolVersion"],
+            LEGACY[0]
+        );
+    }
+
+    #[test]
+    fn meta_is_added() {
+        let raw = RawValue::from_string(r#"{"name":"t"}"#.into()).unwrap();
+        let out = add_modern_meta(Some(&raw), &json!({}), &json!({"name":"c"})).unwrap();
+        let v: Value = serde_json::from_str(out.get()).unwrap();
+        assert_eq!(v["_meta"][META_VERSION], MODERN);
+        assert_eq!(v["name"], "t");
+    }
+}

@@ -1,0 +1,1210 @@
+//! The per-request pipeline of the MCP adapter: identify, classify, decide, forward, record.
+//!
+//! The HTTP front door (`server.rs`) hands every parsed message to [`Gateway`]. Decisions are
+//! the policy crate's; this module only turns MCP messages into [`Action`]s and enforces the
+//! verdict on the wire. Every request ends in exactly one audit event, made durable before the
+//! answer is released: an answer whose event cannot be written is withheld (fail closed).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use portcullis_audit::AuditLog;
+use portcullis_config::Config;
+use portcullis_identity::Authenticator;
+use portcullis_model::{
+    Action, AuditEvent, Decision, EventType, Identity, Outcome, PayloadDigest, TargetKind, Verdict,
+};
+use portcullis_policy::Policy;
+use rand::RngCore as _;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::era::{self, RequestFacts, UpstreamEra};
+use crate::jsonrpc::{self, Message, ResponseBody, code};
+use crate::link::{Inbound, Link, LinkError, Outgoing, UpstreamSpec};
+use crate::pins::{PinCheck, Pins, fingerprint};
+use crate::stream::StreamBuf;
+
+/// Gateway-wide limits and names, from `[gateway]`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub gateway_id: String,
+    pub max_bytes: usize,
+    pub request_timeout: Duration,
+    pub max_sessions: usize,
+    pub idle_timeout: Duration,
+    pub allowed_origins: Vec<String>,
+    pub public_url: String,
+    pub issuers: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error(
+        "target {target}: upstream_auth.env names {var}, which is not set in the gateway's environment"
+    )]
+    MissingUpstreamSecret { target: String, var: String },
+    #[error("target {target}: upstream_auth: {message}")]
+    BadUpstreamAuth { target: String, message: String },
+}
+
+/// An authenticated caller and where it connected from.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub identity: Arc<Identity>,
+    pub source: String,
+}
+
+pub struct TargetRuntime {
+    pub name: Arc<str>,
+    spec: UpstreamSpec,
+    slots: Arc<Semaphore>,
+    max_processes: usize,
+    shared: tokio::sync::Mutex<Option<(Arc<Link>, UpstreamEra)>>,
+}
+
+/// How a session-based client reaches its upstream.
+enum SessionRoute {
+    /// A dedicated upstream session (a child process, or an HTTP session) that sees the
+    /// client's own `initialize`.
+    Dedicated,
+    /// The upstream is stateless: the gateway answered `initialize` and adds the client's
+    /// capabilities to every request's `_meta`.
+    OverModern {
+        client_caps: Value,
+        client_info: Value,
+    },
+}
+
+/// A session of a session-based (2025-era) client.
+pub struct Session {
+    pub id: String,
+    pub target: Arc<TargetRuntime>,
+    pub owner: Arc<Identity>,
+    link: Arc<Link>,
+    route: SessionRoute,
+    /// The standalone stream (GET) carrying upstream messages not tied to a request.
+    pub standalone: Arc<StreamBuf>,
+    /// How far the standalone stream has been delivered, so a new GET continues there.
+    pub standalone_cursor: AtomicU64,
+    /// Recent per-request streams, for `Last-Event-ID` resumption.
+    streams: Mutex<VecDeque<Arc<StreamBuf>>>,
+    next_stream: AtomicU64,
+    last_seen: Mutex<Instant>,
+    started: Instant,
+}
+
+const KEPT_STREAMS: usize = 64;
+
+impl Session {
+    pub fn belongs_to(&self, identity: &Identity) -> bool {
+        self.owner.issuer == identity.issuer && self.owner.subject == identity.subject
+    }
+
+    pub fn touch(&self) {
+        *self.last_seen.lock().expect("lock") = Instant::now();
+    }
+
+    /// A new resumable stream for a request's answer.
+    pub fn open_stream(&self) -> Arc<StreamBuf> {
+        let buf = StreamBuf::new(self.next_stream.fetch_add(1, Ordering::Relaxed));
+        let mut streams = self.streams.lock().expect("lock");
+        streams.push_back(buf.clone());
+        while streams.len() > KEPT_STREAMS {
+            streams.pop_front();
+        }
+        buf
+    }
+
+    pub fn find_stream(&self, id: u64) -> Option<Arc<StreamBuf>> {
+        if id == self.standalone.id {
+            return Some(self.standalone.clone());
+        }
+        self.streams
+            .lock()
+            .expect("lock")
+            .iter()
+            .find(|s| s.id == id)
+            .cloned()
+    }
+}
+
+/// Why the front door refuses a request before it reaches the pipeline.
+#[derive(Debug)]
+pub struct Refusal {
+    pub status: http::StatusCode,
+    pub body: String,
+}
+
+impl Refusal {
+    fn new(status: http::StatusCode, id: Option<&str>, code: i64, message: &str) -> Refusal {
+        Refusal {
+            status,
+            body: jsonrpc::error(id, code, message, None),
+        }
+    }
+}
+
+pub struct Gateway {
+    pub settings: Settings,
+    pub auth: Arc<Authenticator>,
+    pub policy: Arc<Policy>,
+    pub audit: AuditLog,
+    pub pins: Arc<Pins>,
+    pub targets: HashMap<String, Arc<TargetRuntime>>,
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    http: reqwest::Client,
+}
+
+/// A request as the front door parsed it.
+pub struct IncomingRequest<'a> {
+    pub id: &'a RawValue,
+    pub method: &'a str,
+    pub params: Option<&'a RawValue>,
+    pub facts: RequestFacts,
+}
+
+/// What post-processing an upstream answer needs before it is released.
+#[derive(Clone, Copy)]
+struct Shape {
+    filter_tools: bool,
+    modern_client: bool,
+    legacy_client_over_modern: bool,
+}
+
+impl Gateway {
+    pub fn new(
+        config: &Config,
+        auth: Arc<Authenticator>,
+        policy: Arc<Policy>,
+        audit: AuditLog,
+        pins: Arc<Pins>,
+    ) -> Result<Arc<Gateway>, GatewayError> {
+        let mut targets = HashMap::new();
+        for (name, target) in &config.targets {
+            if target.kind != TargetKind::Mcp {
+                continue;
+            }
+            let spec = match (&target.command, &target.url) {
+                (Some(command), _) => UpstreamSpec::Stdio {
+                    command: command.clone(),
+                    env: target
+                        .env
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                    cwd: target.cwd.clone(),
+                },
+                (None, Some(url)) => {
+                    let auth = match &target.upstream_auth {
+                        None => None,
+                        Some(a) => {
+                            let secret = std::env::var(&a.env).map_err(|_| {
+                                GatewayError::MissingUpstreamSecret {
+                                    target: name.clone(),
+                                    var: a.env.clone(),
+                                }
+                            })?;
+                            let header = http::HeaderName::from_bytes(a.header.as_bytes())
+                                .map_err(|e| GatewayError::BadUpstreamAuth {
+                                    target: name.clone(),
+                                    message: format!("header {:?}: {e}", a.header),
+                                })?;
+                            let mut value =
+                                http::HeaderValue::from_str(&format!("{}{secret}", a.prefix))
+                                    .map_err(|_| GatewayError::BadUpstreamAuth {
+                                        target: name.clone(),
+                                        message: format!(
+                                            "the value of {} is not a valid header value",
+                                            a.env
+                                        ),
+                                    })?;
+                            value.set_sensitive(true);
+                            Some((header, value))
+                        }
+                    };
+                    UpstreamSpec::Http {
+                        url: url.clone(),
+                        auth,
+                    }
+                }
+                (None, None) => unreachable!("validated by the config crate"),
+            };
+            targets.insert(
+                name.clone(),
+                Arc::new(TargetRuntime {
+                    name: Arc::from(name.as_str()),
+                    spec,
+                    slots: Arc::new(Semaphore::new(target.max_processes)),
+                    max_processes: target.max_processes,
+                    shared: tokio::sync::Mutex::new(None),
+                }),
+            );
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_max_idle_per_host(64)
+            .build()
+            .expect("TLS backend initialises");
+        let settings = Settings {
+            gateway_id: config.gateway.id.clone(),
+            max_bytes: config.gateway.max_message_bytes,
+            request_timeout: config.gateway.request_timeout,
+            max_sessions: config.gateway.max_sessions,
+            idle_timeout: config.gateway.session_idle_timeout,
+            allowed_origins: config.gateway.allowed_origins.clone(),
+            public_url: config.gateway.public_url(),
+            issuers: config
+                .identity
+                .oidc
+                .iter()
+                .map(|o| o.issuer.clone())
+                .collect(),
+        };
+        Ok(Arc::new(Gateway {
+            settings,
+            auth,
+            policy,
+            audit,
+            pins,
+            targets,
+            sessions: Mutex::new(HashMap::new()),
+            http,
+        }))
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.lock().expect("lock").len()
+    }
+
+    /// An audit event with the caller's facts filled in.
+    pub fn event(
+        &self,
+        event_type: EventType,
+        outcome: Outcome,
+        caller: Option<&Caller>,
+        target: &str,
+    ) -> AuditEvent {
+        let mut ev = self.audit.event(event_type, outcome);
+        if let Some(c) = caller {
+            ev.identity = Some((*c.identity).clone());
+            ev.source = Some(c.source.clone());
+        }
+        ev.target = Some(target.to_string());
+        ev
+    }
+
+    /// The link shared by stateless callers of a target, and what the upstream is. Created on
+    /// first use; re-created if the upstream went away.
+    pub async fn shared_link(
+        &self,
+        target: &Arc<TargetRuntime>,
+    ) -> Result<(Arc<Link>, UpstreamEra), LinkError> {
+        let mut shared = target.shared.lock().await;
+        if let Some((link, era)) = shared.as_ref()
+            && !link.is_closed()
+        {
+            return Ok((link.clone(), era.clone()));
+        }
+        let (link, mut unsolicited) = self.open_link(target)?;
+        let era = self.probe(target, &link).await?;
+        // Stateless callers cannot be asked anything by the upstream: refuse its requests so
+        // it does not wait forever, and drop its notifications.
+        let answer = link.clone();
+        tokio::spawn(async move {
+            while let Some(text) = unsolicited.recv().await {
+                if let Ok(Message::Request { id, .. }) = Message::parse(text.as_bytes(), usize::MAX)
+                {
+                    let reply = jsonrpc::error(
+                        Some(id.get()),
+                        code::METHOD_NOT_FOUND,
+                        "the gateway does not relay server-to-client requests to stateless callers",
+                        None,
+                    );
+                    let _ = answer.send(reply, "").await;
+                }
+            }
+        });
+        *shared = Some((link.clone(), era.clone()));
+        Ok((link, era))
+    }
+
+    fn open_link(
+        &self,
+        target: &Arc<TargetRuntime>,
+    ) -> Result<(Arc<Link>, mpsc::Receiver<String>), LinkError> {
+        let permit = match &target.spec {
+            UpstreamSpec::Stdio { .. } => Some(
+                target
+                    .slots
+                    .clone()
+                    .try_acquire_owned()
+                    .map_err(|_| LinkError::TooManyProcesses(target.max_processes))?,
+            ),
+            UpstreamSpec::Http { .. } => None,
+        };
+        Link::open(
+            target.name.clone(),
+            &target.spec,
+            permit,
+            &self.http,
+            self.settings.max_bytes,
+        )
+    }
+
+    /// Finds out which era an upstream speaks: `server/discover` first (the stdio probe the
+    /// 2026-07-28 revision recommends); if that fails, the session-based handshake.
+    async fn probe(
+        &self,
+        target: &TargetRuntime,
+        link: &Arc<Link>,
+    ) -> Result<UpstreamEra, LinkError> {
+        let meta = json!({ "_meta": {
+            era::META_VERSION: era::MODERN,
+            era::META_CAPS: {},
+            era::META_CLIENT: { "name": "portcullis", "version": env!("CARGO_PKG_VERSION") },
+        }});
+        let params = serde_json::value::to_raw_value(&meta).expect("serialises");
+        link.set_protocol_version(era::MODERN);
+        let discover = self.call(link, "server/discover", Some(&params)).await?;
+        if let Ok(result) = discover
+            && result["supportedVersions"]
+                .as_array()
+                .is_some_and(|v| v.iter().any(|v| v == era::MODERN))
+        {
+            return Ok(UpstreamEra::Modern { discover: result });
+        }
+        let init = json!({
+            "protocolVersion": era::LEGACY[0],
+            "capabilities": {},
+            "clientInfo": { "name": "portcullis", "version": env!("CARGO_PKG_VERSION") },
+        });
+        let params = serde_json::value::to_raw_value(&init).expect("serialises");
+        link.set_protocol_version(era::LEGACY[0]);
+        match self.call(link, "initialize", Some(&params)).await? {
+            Ok(result) => {
+                if let Some(v) = result["protocolVersion"].as_str() {
+                    link.set_protocol_version(v);
+                }
+                link.send(
+                    jsonrpc::notification("notifications/initialized", None),
+                    "notifications/initialized",
+                )
+                .await?;
+                Ok(UpstreamEra::Legacy { initialize: result })
+            }
+            Err(e) => Err(LinkError::Unreachable(format!(
+                "{} answered neither server/discover nor initialize: {e}",
+                target.name
+            ))),
+        }
+    }
+
+    /// A request of the gateway's own, awaited: Ok(Ok(result)) or Ok(Err(error text)).
+    async fn call(
+        &self,
+        link: &Arc<Link>,
+        method: &str,
+        params: Option<&RawValue>,
+    ) -> Result<Result<Value, String>, LinkError> {
+        let mut rx = link.request(Outgoing {
+            client_id: "0",
+            method,
+            name: None,
+            params,
+            progress_token: None,
+        })?;
+        let deadline = tokio::time::sleep(self.settings.request_timeout);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(Inbound::Final(text)) => return Ok(match Message::parse(text.as_bytes(), usize::MAX) {
+                        Ok(Message::Response { body: ResponseBody::Result(r), .. }) => {
+                            serde_json::from_str(r.get()).map_err(|e| e.to_string())
+                        }
+                        Ok(Message::Response { body: ResponseBody::Error(e), .. }) => Err(e.get().to_string()),
+                        _ => Err("unexpected answer".into()),
+                    }),
+                    Some(Inbound::Interim(_)) => continue,
+                    None => return Err(LinkError::Closed("no answer".into())),
+                },
+                _ = &mut deadline => {
+                    link.cancel("0", "timed out").await;
+                    return Err(LinkError::Unreachable(format!("{method} timed out")));
+                }
+            }
+        }
+    }
+
+    /// `initialize` from a session-based client: opens a gateway session.
+    pub async fn initialize(
+        self: &Arc<Self>,
+        caller: &Caller,
+        target: &Arc<TargetRuntime>,
+        id: &RawValue,
+        params: Option<&RawValue>,
+    ) -> Result<(Arc<Session>, String), Refusal> {
+        let started = Instant::now();
+        if self.session_count() >= self.settings.max_sessions {
+            return Err(Refusal::new(
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                Some(id.get()),
+                code::INTERNAL_ERROR,
+                &format!(
+                    "the gateway has reached its limit of {} sessions; try again later",
+                    self.settings.max_sessions
+                ),
+            ));
+        }
+        let unreachable = |e: LinkError| {
+            Refusal::new(
+                http::StatusCode::OK,
+                Some(id.get()),
+                code::UPSTREAM_UNAVAILABLE,
+                &format!("upstream {}: {e}", target.name),
+            )
+        };
+        let init: Value = params
+            .map(|p| serde_json::from_str(p.get()))
+            .transpose()
+            .ok()
+            .flatten()
+            .unwrap_or(Value::Null);
+        let (shared, upstream_era) = self.shared_link(target).await.map_err(unreachable)?;
+        let (link, route, answer, unsolicited) = if upstream_era.is_modern() {
+            let requested = init["protocolVersion"].as_str().unwrap_or(era::LEGACY[0]);
+            let result = upstream_era.initialize_result(requested);
+            let route = SessionRoute::OverModern {
+                client_caps: init
+                    .get("capabilities")
+                    .cloned()
+                    .unwrap_or_else(|| json!({})),
+                client_info: init
+                    .get("clientInfo")
+                    .cloned()
+                    .unwrap_or_else(|| json!({"name": "unknown"})),
+            };
+            (
+                shared,
+                route,
+                jsonrpc::result(id.get(), &result.to_string()),
+                None,
+            )
+        } else {
+            let (link, unsolicited) = self.open_link(target).map_err(unreachable)?;
+            let mut rx = link
+                .request(Outgoing {
+                    client_id: id.get(),
+                    method: "initialize",
+                    name: None,
+                    params,
+                    progress_token: None,
+                })
+                .map_err(unreachable)?;
+            let answer = loop {
+                match tokio::time::timeout(self.settings.request_timeout, rx.recv()).await {
+                    Ok(Some(Inbound::Final(text))) => break text,
+                    Ok(Some(Inbound::Interim(_))) => continue,
+                    Ok(None) | Err(_) => {
+                        link.close().await;
+                        return Err(unreachable(LinkError::Unreachable(
+                            "no answer to initialize".into(),
+                        )));
+                    }
+                }
+            };
+            let negotiated = match Message::parse(answer.as_bytes(), self.settings.max_bytes) {
+                Ok(Message::Response {
+                    body: ResponseBody::Result(r),
+                    ..
+                }) => serde_json::from_str::<Value>(r.get())
+                    .ok()
+                    .and_then(|v| v["protocolVersion"].as_str().map(str::to_string)),
+                _ => None,
+            };
+            let Some(version) = negotiated else {
+                // The upstream refused the handshake: pass its answer on, keep no session.
+                link.close().await;
+                return Err(Refusal {
+                    status: http::StatusCode::OK,
+                    body: answer,
+                });
+            };
+            link.set_protocol_version(&version);
+            link.listen();
+            (link, SessionRoute::Dedicated, answer, Some(unsolicited))
+        };
+        let mut raw_id = [0u8; 16];
+        rand::rng().fill_bytes(&mut raw_id);
+        let session = Arc::new(Session {
+            id: hex::encode(raw_id),
+            target: target.clone(),
+            owner: caller.identity.clone(),
+            link,
+            route,
+            standalone: StreamBuf::new(0),
+            standalone_cursor: AtomicU64::new(0),
+            streams: Mutex::new(VecDeque::new()),
+            next_stream: AtomicU64::new(1),
+            last_seen: Mutex::new(Instant::now()),
+            started,
+        });
+        if let Some(mut unsolicited) = unsolicited {
+            let standalone = session.standalone.clone();
+            tokio::spawn(async move {
+                while let Some(text) = unsolicited.recv().await {
+                    standalone.push(text);
+                }
+                standalone.finish();
+            });
+        }
+        let mut ev = self.event(
+            EventType::SessionStart,
+            Outcome::Info,
+            Some(caller),
+            &target.name,
+        );
+        ev.session = Some(session.id.clone());
+        ev.action = Some("initialize".into());
+        ev.request_id = Some(id.get().to_string());
+        ev.detail = init["clientInfo"]["name"].as_str().map(|name| {
+            format!(
+                "client {name}, protocol {}",
+                init["protocolVersion"].as_str().unwrap_or("?")
+            )
+        });
+        if let Err(e) = self.audit.record(ev).await {
+            session.link.close().await;
+            return Err(audit_refusal(id.get(), &e.to_string()));
+        }
+        self.sessions
+            .lock()
+            .expect("lock")
+            .insert(session.id.clone(), session.clone());
+        Ok((session, answer))
+    }
+
+    /// The session with this id, if it exists, belongs to this caller and is alive. A
+    /// session whose upstream died is ended here, so the client is told (404) to start anew.
+    pub async fn session(&self, id: &str, caller: &Caller, target: &str) -> Option<Arc<Session>> {
+        let session = self.sessions.lock().expect("lock").get(id).cloned()?;
+        if !session.belongs_to(&caller.identity) || &*session.target.name != target {
+            return None;
+        }
+        if matches!(session.route, SessionRoute::Dedicated) && session.link.is_closed() {
+            self.end_session(&session.id, Some(caller), "the upstream went away")
+                .await;
+            return None;
+        }
+        session.touch();
+        Some(session)
+    }
+
+    /// Ends a session: closes its upstream and records the end.
+    pub async fn end_session(&self, id: &str, caller: Option<&Caller>, why: &str) -> bool {
+        let Some(session) = self.sessions.lock().expect("lock").remove(id) else {
+            return false;
+        };
+        if matches!(session.route, SessionRoute::Dedicated) {
+            session.link.close().await;
+        }
+        session.standalone.finish();
+        let owner = Caller {
+            identity: session.owner.clone(),
+            source: caller.map(|c| c.source.clone()).unwrap_or_default(),
+        };
+        let mut ev = self.event(
+            EventType::SessionEnd,
+            Outcome::Info,
+            Some(&owner),
+            &session.target.name,
+        );
+        ev.session = Some(session.id.clone());
+        ev.detail = Some(why.to_string());
+        ev.duration_ms = Some(session.started.elapsed().as_secs_f64() * 1000.0);
+        if let Err(e) = self.audit.record(ev).await {
+            tracing::error!("cannot record the end of session {}: {e}", session.id);
+        }
+        true
+    }
+
+    /// Ends sessions idle for longer than the configured timeout. Run periodically.
+    pub async fn sweep_idle(&self) {
+        let idle: Vec<String> = self
+            .sessions
+            .lock()
+            .expect("lock")
+            .values()
+            .filter(|s| s.last_seen.lock().expect("lock").elapsed() > self.settings.idle_timeout)
+            .map(|s| s.id.clone())
+            .collect();
+        for id in idle {
+            self.end_session(&id, None, "idle timeout").await;
+        }
+    }
+
+    /// Ends every session (shutdown).
+    pub async fn end_all(&self) {
+        let ids: Vec<String> = self
+            .sessions
+            .lock()
+            .expect("lock")
+            .keys()
+            .cloned()
+            .collect();
+        for id in ids {
+            self.end_session(&id, None, "gateway shutdown").await;
+        }
+    }
+
+    /// A request from a caller: decided, forwarded if allowed, recorded. The receiver yields
+    /// interim messages and then the answer, which is released only after its event is
+    /// durable.
+    pub async fn request(
+        self: &Arc<Self>,
+        caller: &Caller,
+        target: &Arc<TargetRuntime>,
+        session: Option<&Arc<Session>>,
+        incoming: IncomingRequest<'_>,
+    ) -> mpsc::Receiver<Inbound> {
+        let IncomingRequest {
+            id,
+            method,
+            params,
+            facts,
+        } = incoming;
+        let started = Instant::now();
+        let (tx, rx) = mpsc::channel(64);
+        let mut ev = self.event(
+            EventType::Request,
+            Outcome::Denied,
+            Some(caller),
+            &target.name,
+        );
+        ev.session = session.map(|s| s.id.clone());
+        ev.action = Some(method.to_string());
+        ev.resource = facts.name.clone();
+        ev.request_id = Some(id.get().to_string());
+        ev.arguments = params.map(|p| PayloadDigest::of(p.get().as_bytes()));
+        ev.policy_version = Some(self.policy.version().to_string());
+
+        let refuse = |mut ev: AuditEvent, code: i64, message: String, data: Value| {
+            let gateway = self.clone();
+            let tx = tx.clone();
+            let id = id.get().to_string();
+            async move {
+                let answer = jsonrpc::error(Some(&id), code, &message, Some(data));
+                ev.detail = Some(message);
+                ev.result = Some(PayloadDigest::of(answer.as_bytes()));
+                ev.duration_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+                let answer = match gateway.audit.record(ev).await {
+                    Ok(_) => answer,
+                    Err(e) => audit_refusal(&id, &e.to_string()).body,
+                };
+                let _ = tx.send(Inbound::Final(answer)).await;
+            }
+        };
+
+        // Classify and decide.
+        let decided = matches!(method, "tools/call" | "resources/read" | "prompts/get");
+        if decided && facts.name.is_none() {
+            ev.outcome = Outcome::Rejected;
+            let what = if method == "resources/read" {
+                "params.uri"
+            } else {
+                "params.name"
+            };
+            refuse(
+                ev,
+                code::INVALID_PARAMS,
+                format!("{method} needs {what}"),
+                Value::Null,
+            )
+            .await;
+            return rx;
+        }
+        if decided {
+            let action = Action {
+                target: &target.name,
+                target_kind: TargetKind::Mcp,
+                verb: method,
+                resource: facts.name.as_deref(),
+                arguments: facts.arguments.as_ref(),
+            };
+            let verdict = self.policy.decide(&caller.identity, &action);
+            ev.decision = Some(verdict.decision.label().to_string());
+            ev.rule = Some(verdict.rule_label().to_string());
+            if let Some((code, message)) =
+                refusal_of(&verdict, method, facts.name.as_deref().unwrap_or(""))
+            {
+                let data = json!({
+                    "decision": verdict.decision.label(),
+                    "rule": verdict.rule_label(),
+                    "policy_version": &*verdict.policy_version,
+                    "event": &ev.id,
+                });
+                refuse(ev, code, message, data).await;
+                return rx;
+            }
+            if method == "tools/call" {
+                let tool = facts.name.as_deref().unwrap_or("");
+                match self.pins.is_withheld(&target.name, tool) {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        let message = format!(
+                            "tool {tool:?} changed since it was pinned and is withheld until an operator runs `portcullis tools accept {} {tool}`",
+                            target.name
+                        );
+                        let data = json!({ "event": &ev.id, "rule": "tool-pin" });
+                        refuse(ev, code::TOOL_PIN_MISMATCH, message, data).await;
+                        return rx;
+                    }
+                    Err(e) => {
+                        refuse(
+                            ev,
+                            code::INTERNAL_ERROR,
+                            format!("cannot check the tool pin: {e}"),
+                            Value::Null,
+                        )
+                        .await;
+                        return rx;
+                    }
+                }
+            }
+        } else {
+            // Protocol methods (listing, initialize, ping, completion ...) are open to every
+            // authenticated caller; lists are filtered below.
+            ev.decision = Some("allow".into());
+            ev.rule = Some("protocol".into());
+        }
+
+        // Forward.
+        let over_modern = session.and_then(|s| match &s.route {
+            SessionRoute::OverModern {
+                client_caps,
+                client_info,
+            } => Some((client_caps, client_info)),
+            SessionRoute::Dedicated => None,
+        });
+        let (link, upstream_era) = match session {
+            Some(s) => (s.link.clone(), None),
+            None => match self.shared_link(target).await {
+                Ok((link, era)) => (link, Some(era)),
+                Err(e) => {
+                    ev.outcome = Outcome::Failed;
+                    refuse(
+                        ev,
+                        code::UPSTREAM_UNAVAILABLE,
+                        format!("upstream {}: {e}", target.name),
+                        Value::Null,
+                    )
+                    .await;
+                    return rx;
+                }
+            },
+        };
+        let upstream_modern =
+            over_modern.is_some() || upstream_era.as_ref().is_some_and(UpstreamEra::is_modern);
+        // Methods a modern upstream no longer has are answered here.
+        if upstream_modern && matches!(method, "ping" | "logging/setLevel") {
+            ev.outcome = Outcome::Success;
+            let gateway = self.clone();
+            let answer = jsonrpc::result(id.get(), "{}");
+            ev.result = Some(PayloadDigest::of(answer.as_bytes()));
+            tokio::spawn(async move {
+                let answer = match gateway.audit.record(ev).await {
+                    Ok(_) => answer,
+                    Err(e) => audit_refusal(&answer_id(&answer), &e.to_string()).body,
+                };
+                let _ = tx.send(Inbound::Final(answer)).await;
+            });
+            return rx;
+        }
+        if method == "server/discover"
+            && let Some(era) = upstream_era.as_ref().filter(|e| !e.is_modern())
+        {
+            ev.outcome = Outcome::Success;
+            let answer = jsonrpc::result(id.get(), &era.discover_result().to_string());
+            ev.result = Some(PayloadDigest::of(answer.as_bytes()));
+            let gateway = self.clone();
+            tokio::spawn(async move {
+                let answer = match gateway.audit.record(ev).await {
+                    Ok(_) => answer,
+                    Err(e) => audit_refusal(&answer_id(&answer), &e.to_string()).body,
+                };
+                let _ = tx.send(Inbound::Final(answer)).await;
+            });
+            return rx;
+        }
+        let translated;
+        let forwarded_params = match over_modern {
+            Some((caps, info)) => match era::add_modern_meta(params, caps, info) {
+                Ok(p) => {
+                    translated = p;
+                    Some(&*translated)
+                }
+                Err(e) => {
+                    ev.outcome = Outcome::Rejected;
+                    refuse(ev, code::INVALID_PARAMS, e, Value::Null).await;
+                    return rx;
+                }
+            },
+            None => params,
+        };
+        let upstream_rx = match link.request(Outgoing {
+            client_id: id.get(),
+            method,
+            name: facts.name.as_deref(),
+            params: forwarded_params,
+            progress_token: facts.progress_token.clone(),
+        }) {
+            Ok(rx) => rx,
+            Err(e) => {
+                ev.outcome = Outcome::Failed;
+                refuse(
+                    ev,
+                    code::UPSTREAM_UNAVAILABLE,
+                    format!("upstream {}: {e}", target.name),
+                    Value::Null,
+                )
+                .await;
+                return rx;
+            }
+        };
+        let shape = Shape {
+            filter_tools: method == "tools/list",
+            modern_client: session.is_none(),
+            legacy_client_over_modern: over_modern.is_some(),
+        };
+        let gateway = self.clone();
+        let caller = caller.clone();
+        let target = target.clone();
+        let method = method.to_string();
+        let client_id = id.get().to_string();
+        tokio::spawn(async move {
+            gateway
+                .pump(
+                    caller,
+                    target,
+                    link,
+                    upstream_rx,
+                    tx,
+                    ev,
+                    shape,
+                    method,
+                    client_id,
+                    started,
+                )
+                .await
+        });
+        rx
+    }
+
+    /// Relays an upstream's interim messages and answer to the caller, post-processes the
+    /// answer, records the event, then releases the answer.
+    #[allow(clippy::too_many_arguments)]
+    async fn pump(
+        self: Arc<Self>,
+        caller: Caller,
+        target: Arc<TargetRuntime>,
+        link: Arc<Link>,
+        mut upstream: mpsc::Receiver<Inbound>,
+        tx: mpsc::Sender<Inbound>,
+        mut ev: AuditEvent,
+        shape: Shape,
+        method: String,
+        client_id: String,
+        started: Instant,
+    ) {
+        let deadline = tokio::time::sleep(self.settings.request_timeout);
+        tokio::pin!(deadline);
+        let answer = loop {
+            tokio::select! {
+                msg = upstream.recv() => match msg {
+                    Some(Inbound::Interim(text)) => { let _ = tx.send(Inbound::Interim(text)).await; }
+                    Some(Inbound::Final(text)) => break Ok(text),
+                    None => break Err("the request was cancelled".to_string()),
+                },
+                _ = &mut deadline => {
+                    link.cancel(&client_id, "timed out at the gateway").await;
+                    break Err(format!("no answer within {:?}", self.settings.request_timeout));
+                }
+            }
+        };
+        let answer = match answer {
+            Ok(text) => {
+                let (text, outcome, detail) = self
+                    .shape_answer(&caller, &target, text, &method, shape)
+                    .await;
+                ev.outcome = outcome;
+                ev.detail = detail;
+                text
+            }
+            Err(why) => {
+                ev.outcome = Outcome::Failed;
+                let message = format!("upstream {}: {why}", target.name);
+                ev.detail = Some(message.clone());
+                jsonrpc::error(Some(&client_id), code::UPSTREAM_UNAVAILABLE, &message, None)
+            }
+        };
+        ev.result = Some(PayloadDigest::of(answer.as_bytes()));
+        ev.duration_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+        let answer = match self.audit.record(ev).await {
+            Ok(_) => answer,
+            Err(e) => audit_refusal(&client_id, &e.to_string()).body,
+        };
+        let _ = tx.send(Inbound::Final(answer)).await;
+    }
+
+    /// Filters and translates an upstream answer. Returns the text to release, the outcome
+    /// and a detail for the event.
+    async fn shape_answer(
+        &self,
+        caller: &Caller,
+        target: &TargetRuntime,
+        text: String,
+        method: &str,
+        shape: Shape,
+    ) -> (String, Outcome, Option<String>) {
+        let Ok(Message::Response { id, body }) =
+            Message::parse(text.as_bytes(), self.settings.max_bytes)
+        else {
+            return (
+                text,
+                Outcome::UpstreamError,
+                Some("malformed answer from upstream".into()),
+            );
+        };
+        let result = match body {
+            ResponseBody::Error(e) => {
+                let message = serde_json::from_str::<Value>(e.get())
+                    .ok()
+                    .and_then(|v| v["message"].as_str().map(str::to_string));
+                return (text, Outcome::UpstreamError, message);
+            }
+            ResponseBody::Result(r) => r,
+        };
+        if !(shape.filter_tools || shape.modern_client || shape.legacy_client_over_modern) {
+            return (text, Outcome::Success, None);
+        }
+        let Ok(Value::Object(mut result)) = serde_json::from_str::<Value>(result.get()) else {
+            return (text, Outcome::Success, None);
+        };
+        let mut detail = None;
+        if shape.legacy_client_over_modern
+            && result.get("resultType").and_then(Value::as_str) == Some("input_required")
+        {
+            let message = format!(
+                "upstream {} asked for more input (a 2026-07-28 multi-round-trip request), which the gateway cannot relay to a session-based client",
+                target.name
+            );
+            return (
+                jsonrpc::error(Some(id.get()), code::INTERNAL_ERROR, &message, None),
+                Outcome::UpstreamError,
+                Some(message),
+            );
+        }
+        if shape.filter_tools
+            && let Some(Value::Array(tools)) = result.remove("tools")
+        {
+            let total = tools.len();
+            let mut visible = Vec::with_capacity(total);
+            let mut withheld = Vec::new();
+            for tool in tools {
+                let Some(name) = tool.get("name").and_then(Value::as_str).map(str::to_string)
+                else {
+                    continue;
+                };
+                if !self
+                    .policy
+                    .tool_visible(&caller.identity, &target.name, &name)
+                {
+                    continue;
+                }
+                match self.pins.check(&target.name, &name, &fingerprint(&tool)) {
+                    Ok(PinCheck::New | PinCheck::Unchanged) => visible.push(tool),
+                    Ok(PinCheck::Changed {
+                        pinned,
+                        seen,
+                        first_report,
+                    }) => {
+                        withheld.push(name.clone());
+                        if first_report {
+                            let mut ev = self.event(
+                                EventType::ToolPinMismatch,
+                                Outcome::Info,
+                                Some(caller),
+                                &target.name,
+                            );
+                            ev.resource = Some(name.clone());
+                            ev.detail = Some(format!(
+                                "tool {name:?} changed (pinned {pinned}, now {seen}); withheld until `portcullis tools accept {} {name}`",
+                                target.name
+                            ));
+                            tracing::warn!(target = %target.name, tool = %name, "tool changed since pinned; withheld");
+                            if let Err(e) = self.audit.record(ev).await {
+                                tracing::error!("cannot record a tool pin mismatch: {e}");
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!("tool pin store: {e}; withholding {name}");
+                        withheld.push(name.clone());
+                    }
+                }
+            }
+            detail = Some(format!(
+                "{} of {total} tools shown{}",
+                visible.len(),
+                if withheld.is_empty() {
+                    String::new()
+                } else {
+                    format!("; withheld after a change: {}", withheld.join(", "))
+                }
+            ));
+            result.insert("tools".into(), Value::Array(visible));
+        }
+        if shape.modern_client {
+            era::modernise_result(&mut result, method);
+        }
+        let text = jsonrpc::result(id.get(), &Value::Object(result).to_string());
+        (text, Outcome::Success, detail)
+    }
+
+    /// A notification from a caller: relayed upstream (cancellations are mapped to the
+    /// upstream's request id) and recorded.
+    pub async fn notification(
+        self: &Arc<Self>,
+        caller: &Caller,
+        target: &Arc<TargetRuntime>,
+        session: Option<&Arc<Session>>,
+        method: &str,
+        params: Option<&RawValue>,
+    ) -> Result<(), Refusal> {
+        let mut ev = self.event(
+            EventType::Notification,
+            Outcome::Success,
+            Some(caller),
+            &target.name,
+        );
+        ev.session = session.map(|s| s.id.clone());
+        ev.action = Some(method.to_string());
+        ev.arguments = params.map(|p| PayloadDigest::of(p.get().as_bytes()));
+        let link = match session {
+            Some(s) => Some((
+                s.link.clone(),
+                matches!(s.route, SessionRoute::OverModern { .. }),
+            )),
+            None => target
+                .shared
+                .lock()
+                .await
+                .as_ref()
+                .map(|(l, e)| (l.clone(), e.is_modern())),
+        };
+        if let Some((link, upstream_modern)) = link {
+            if method == "notifications/cancelled" {
+                let request_id = params
+                    .and_then(|p| serde_json::from_str::<Value>(p.get()).ok())
+                    .and_then(|v| v.get("requestId").map(Value::to_string));
+                if let Some(request_id) = request_id {
+                    link.cancel(&request_id, "cancelled by the caller").await;
+                }
+            } else if !(upstream_modern && method == "notifications/initialized")
+                && let Err(e) = link
+                    .send(jsonrpc::notification(method, params), method)
+                    .await
+            {
+                ev.outcome = Outcome::Failed;
+                ev.detail = Some(e.to_string());
+            }
+        }
+        self.audit
+            .record(ev)
+            .await
+            .map(|_| ())
+            .map_err(|e| audit_refusal("null", &e.to_string()))
+    }
+
+    /// A caller's answer to a server-to-client request (elicitation, sampling, roots).
+    pub async fn client_response(
+        self: &Arc<Self>,
+        caller: &Caller,
+        session: &Arc<Session>,
+        id: &RawValue,
+        body: &ResponseBody,
+    ) -> Result<(), Refusal> {
+        let text = jsonrpc::response(id.get(), body);
+        let mut ev = self.event(
+            EventType::Notification,
+            Outcome::Success,
+            Some(caller),
+            &session.target.name,
+        );
+        ev.session = Some(session.id.clone());
+        ev.action = Some(
+            if body.is_error() {
+                "response/error"
+            } else {
+                "response"
+            }
+            .into(),
+        );
+        ev.request_id = Some(id.get().to_string());
+        ev.result = Some(PayloadDigest::of(text.as_bytes()));
+        if let Err(e) = session.link.send(text, "").await {
+            ev.outcome = Outcome::Failed;
+            ev.detail = Some(e.to_string());
+        }
+        self.audit
+            .record(ev)
+            .await
+            .map(|_| ())
+            .map_err(|e| audit_refusal(id.get(), &e.to_string()))
+    }
+}
+
+/// The JSON-RPC error for a verdict that does not allow, or `None` for an allow.
+fn refusal_of(verdict: &Verdict, method: &str, name: &str) -> Option<(i64, String)> {
+    match &verdict.decision {
+        Decision::Allow { .. } => None,
+        Decision::Deny { reason } => Some((
+            code::POLICY_DENIED,
+            format!(
+                "{method} {name:?} denied by rule {:?}: {reason}",
+                verdict.rule_label()
+            ),
+        )),
+        Decision::Hold { approvers, timeout } => Some((
+            code::POLICY_HOLD,
+            format!(
+                "{method} {name:?} is held for approval by rule {:?} (approvers: {}, timeout {}s); approvals are not available in this version of the gateway, so the request is refused",
+                verdict.rule_label(),
+                approvers.join(", "),
+                timeout.as_secs()
+            ),
+        )),
+    }
+}
+
+fn audit_refusal(id: &str, cause: &str) -> Refusal {
+    Refusal {
+        status: http::StatusCode::SERVICE_UNAVAILABLE,
+        body: jsonrpc::error(
+            Some(id),
+            code::AUDIT_UNAVAILABLE,
+            &format!("the audit log cannot record this request, so it is refused: {cause}"),
+            None,
+        ),
+    }
+}
+
+fn answer_id(answer: &str) -> String {
+    serde_json::from_str::<Value>(answer)
+        .map(|v| v["id"].to_string())
+        .unwrap_or_else(|_| "null".into())
+}

@@ -1,0 +1,635 @@
+//! The streamable-HTTP front door: `/mcp/<target>` for both eras of MCP, and the OAuth
+//! protected-resource metadata (RFC 9728) that tells a client where to get a token.
+//!
+//! Checks run in the order that leaks least: Origin (DNS rebinding), target, credentials,
+//! size, shape. A caller without valid credentials learns only where to authenticate.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures_util::StreamExt;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use portcullis_model::{EventType, Outcome};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::era::{self, RequestFacts};
+use crate::gateway::{Caller, Gateway, IncomingRequest, Refusal, Session, TargetRuntime};
+use crate::headers::check_modern_headers;
+use crate::jsonrpc::{self, Message, code};
+use crate::link::Inbound;
+use crate::stream::{StreamBuf, parse_event_id, sse_event};
+
+/// The router of the front door. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`.
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    Router::new()
+        .route(
+            "/mcp/{target}",
+            get(get_stream).post(post_message).delete(delete_session),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource/mcp/{target}",
+            get(resource_metadata),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(gateway)
+}
+
+fn json_response(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn refusal(r: Refusal) -> Response {
+    json_response(r.status, r.body)
+}
+
+fn plain_error(status: StatusCode, code: i64, message: &str) -> Response {
+    json_response(status, jsonrpc::error(None, code, message, None))
+}
+
+/// The allowed-origin check: absent Origin passes (non-browser callers); a present one must
+/// match the configured list, where `*` in a pattern stands for any run of characters.
+fn origin_allowed(gateway: &Gateway, headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    gateway
+        .settings
+        .allowed_origins
+        .iter()
+        .any(|pattern| wildcard_match(pattern, origin))
+}
+
+fn wildcard_match(pattern: &str, text: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == text,
+        Some((head, tail)) => {
+            text.len() >= head.len() + tail.len() && text.starts_with(head) && {
+                let rest = &text[head.len()..];
+                (0..=rest.len())
+                    .any(|i| rest.is_char_boundary(i) && wildcard_match(tail, &rest[i..]))
+            }
+        }
+    }
+}
+
+fn metadata_url(gateway: &Gateway, target: &str) -> String {
+    format!(
+        "{}/.well-known/oauth-protected-resource/mcp/{target}",
+        gateway.settings.public_url
+    )
+}
+
+async fn resource_metadata(
+    State(gateway): State<Arc<Gateway>>,
+    Path(target): Path<String>,
+) -> Response {
+    if !gateway.targets.contains_key(&target) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let body = json!({
+        "resource": format!("{}/mcp/{target}", gateway.settings.public_url),
+        "authorization_servers": gateway.settings.issuers,
+        "bearer_methods_supported": ["header"],
+        "resource_name": format!("Portcullis gateway to {target}"),
+    });
+    json_response(StatusCode::OK, body.to_string())
+}
+
+/// Origin, target and credentials: the checks every method shares.
+async fn admit(
+    gateway: &Arc<Gateway>,
+    headers: &HeaderMap,
+    addr: SocketAddr,
+    target: &str,
+) -> Result<(Caller, Arc<TargetRuntime>), Response> {
+    if !origin_allowed(gateway, headers) {
+        return Err(plain_error(
+            StatusCode::FORBIDDEN,
+            code::INVALID_REQUEST,
+            "this Origin is not allowed (gateway.allowed_origins)",
+        ));
+    }
+    let Some(runtime) = gateway.targets.get(target).cloned() else {
+        return Err(plain_error(
+            StatusCode::NOT_FOUND,
+            code::INVALID_REQUEST,
+            &format!("no MCP target named {target:?}"),
+        ));
+    };
+    let challenge = |error: Option<(&str, &str)>| {
+        let mut value = format!(
+            "Bearer resource_metadata=\"{}\"",
+            metadata_url(gateway, target)
+        );
+        if let Some((code, description)) = error {
+            value.push_str(&format!(
+                ", error=\"{code}\", error_description=\"{}\"",
+                description.replace('"', "'")
+            ));
+        }
+        value
+    };
+    let credential = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    let Some(credential) = credential.filter(|c| !c.is_empty()) else {
+        let mut response = plain_error(
+            StatusCode::UNAUTHORIZED,
+            code::INVALID_REQUEST,
+            "authentication required: send Authorization: Bearer <token or API key>",
+        );
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_str(&challenge(None)).expect("ascii"),
+        );
+        return Err(response);
+    };
+    match gateway.auth.authenticate(credential).await {
+        Ok(identity) => Ok((
+            Caller {
+                identity: Arc::new(identity),
+                source: addr.to_string(),
+            },
+            runtime,
+        )),
+        Err(e) => {
+            let message = e.to_string();
+            let mut ev = gateway.event(EventType::AuthFailure, Outcome::Rejected, None, target);
+            ev.source = Some(addr.to_string());
+            ev.detail = Some(format!("{}: {message}", e.code()));
+            if let Err(audit) = gateway.audit.record(ev).await {
+                tracing::error!("cannot record an authentication failure: {audit}");
+            }
+            let mut response = plain_error(
+                StatusCode::UNAUTHORIZED,
+                code::INVALID_REQUEST,
+                &format!("invalid credentials: {message}"),
+            );
+            let value = challenge(Some(("invalid_token", &message)));
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_str(&value)
+                    .unwrap_or_else(|_| HeaderValue::from_static("Bearer error=\"invalid_token\"")),
+            );
+            Err(response)
+        }
+    }
+}
+
+fn session_header(headers: &HeaderMap) -> Option<&str> {
+    headers.get("mcp-session-id").and_then(|v| v.to_str().ok())
+}
+
+fn accepts_sse(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream") || v.contains("*/*"))
+}
+
+async fn post_message(
+    State(gateway): State<Arc<Gateway>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Path(target): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let (caller, runtime) = match admit(&gateway, &headers, addr, &target).await {
+        Ok(admitted) => admitted,
+        Err(response) => return response,
+    };
+    let max = gateway.settings.max_bytes;
+    let bytes = match axum::body::to_bytes(body, max).await {
+        Ok(b) => b,
+        Err(_) => {
+            return plain_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                code::INVALID_REQUEST,
+                &format!("message exceeds the limit of {max} bytes (gateway.max_message_bytes)"),
+            );
+        }
+    };
+    let message = match Message::parse(&bytes, max) {
+        Ok(m) => m,
+        Err(e) => {
+            let mut ev = gateway.event(
+                EventType::Request,
+                Outcome::Rejected,
+                Some(&caller),
+                &target,
+            );
+            ev.detail = Some(e.message.clone());
+            ev.arguments = Some(portcullis_model::PayloadDigest::of(&bytes));
+            if let Err(audit) = gateway.audit.record(ev).await {
+                tracing::error!("cannot record a malformed message: {audit}");
+            }
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                jsonrpc::error(e.id.as_deref(), e.code, &e.message, None),
+            );
+        }
+    };
+    let params = match &message {
+        Message::Request { params, .. } | Message::Notification { params, .. } => params.as_deref(),
+        Message::Response { .. } => None,
+    };
+    let facts = match RequestFacts::read(params) {
+        Ok(f) => f,
+        Err(e) => {
+            let id = match &message {
+                Message::Request { id, .. } => Some(id.get()),
+                _ => None,
+            };
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                jsonrpc::error(id, code::INVALID_PARAMS, &e, None),
+            );
+        }
+    };
+    let header_version = headers
+        .get("mcp-protocol-version")
+        .and_then(|v| v.to_str().ok());
+    let modern = header_version == Some(era::MODERN)
+        || facts.protocol_version.as_deref() == Some(era::MODERN);
+    if modern {
+        post_modern(gateway, caller, runtime, headers, message, facts).await
+    } else {
+        post_legacy(gateway, caller, runtime, headers, message, facts).await
+    }
+}
+
+/// A 2026-07-28 request: no session, headers checked against the body.
+async fn post_modern(
+    gateway: Arc<Gateway>,
+    caller: Caller,
+    runtime: Arc<TargetRuntime>,
+    headers: HeaderMap,
+    message: Message,
+    facts: RequestFacts,
+) -> Response {
+    let id_text = match &message {
+        Message::Request { id, .. } => Some(id.get().to_string()),
+        _ => None,
+    };
+    if let Some(version) = facts
+        .protocol_version
+        .as_deref()
+        .filter(|v| *v != era::MODERN)
+    {
+        let data = json!({ "supported": [era::MODERN], "requested": version });
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            jsonrpc::error(
+                id_text.as_deref(),
+                code::UNSUPPORTED_PROTOCOL_VERSION,
+                &format!("unsupported protocol version {version:?}"),
+                Some(data),
+            ),
+        );
+    }
+    if let Some(method) = message.method()
+        && let Err(why) = check_modern_headers(
+            &headers,
+            method,
+            facts.name.as_deref(),
+            facts.protocol_version.as_deref(),
+        )
+    {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            jsonrpc::error(
+                id_text.as_deref(),
+                code::HEADER_MISMATCH,
+                &format!("Header mismatch: {why}"),
+                None,
+            ),
+        );
+    }
+    match message {
+        Message::Request { id, method, params } => {
+            let rx = gateway
+                .request(
+                    &caller,
+                    &runtime,
+                    None,
+                    IncomingRequest {
+                        id: &id,
+                        method: &method,
+                        params: params.as_deref(),
+                        facts,
+                    },
+                )
+                .await;
+            respond(rx, accepts_sse(&headers), None).await
+        }
+        Message::Notification { method, params } => {
+            match gateway
+                .notification(&caller, &runtime, None, &method, params.as_deref())
+                .await
+            {
+                Ok(()) => StatusCode::ACCEPTED.into_response(),
+                Err(r) => refusal(r),
+            }
+        }
+        Message::Response { .. } => plain_error(
+            StatusCode::BAD_REQUEST,
+            code::INVALID_REQUEST,
+            "2026-07-28 clients do not send responses; answer input requests by retrying the original request",
+        ),
+    }
+}
+
+/// A session-based (2025-era) message.
+async fn post_legacy(
+    gateway: Arc<Gateway>,
+    caller: Caller,
+    runtime: Arc<TargetRuntime>,
+    headers: HeaderMap,
+    message: Message,
+    facts: RequestFacts,
+) -> Response {
+    if let Message::Request { id, method, params } = &message
+        && method == "initialize"
+    {
+        return match gateway
+            .initialize(&caller, &runtime, id, params.as_deref())
+            .await
+        {
+            Ok((session, answer)) => {
+                let mut response = json_response(StatusCode::OK, answer);
+                response.headers_mut().insert(
+                    "mcp-session-id",
+                    HeaderValue::from_str(&session.id).expect("hex"),
+                );
+                response
+            }
+            Err(r) => refusal(r),
+        };
+    }
+    let Some(session_id) = session_header(&headers) else {
+        return plain_error(
+            StatusCode::BAD_REQUEST,
+            code::INVALID_REQUEST,
+            "missing Mcp-Session-Id: start with initialize, or use protocol version 2026-07-28",
+        );
+    };
+    let Some(session) = gateway.session(session_id, &caller, &runtime.name).await else {
+        return plain_error(
+            StatusCode::NOT_FOUND,
+            code::INVALID_REQUEST,
+            "unknown or expired session; initialize a new one",
+        );
+    };
+    match message {
+        Message::Request { id, method, params } => {
+            let rx = gateway
+                .request(
+                    &caller,
+                    &runtime,
+                    Some(&session),
+                    IncomingRequest {
+                        id: &id,
+                        method: &method,
+                        params: params.as_deref(),
+                        facts,
+                    },
+                )
+                .await;
+            respond(rx, accepts_sse(&headers), Some(&session)).await
+        }
+        Message::Notification { method, params } => {
+            match gateway
+                .notification(
+                    &caller,
+                    &runtime,
+                    Some(&session),
+                    &method,
+                    params.as_deref(),
+                )
+                .await
+            {
+                Ok(()) => StatusCode::ACCEPTED.into_response(),
+                Err(r) => refusal(r),
+            }
+        }
+        Message::Response { id, body } => {
+            match gateway.client_response(&caller, &session, &id, &body).await {
+                Ok(()) => StatusCode::ACCEPTED.into_response(),
+                Err(r) => refusal(r),
+            }
+        }
+    }
+}
+
+/// Turns a request's messages into an HTTP answer: plain JSON when the answer is all there
+/// is, an SSE stream when the upstream sends anything first. Session streams are resumable.
+async fn respond(
+    mut rx: mpsc::Receiver<Inbound>,
+    sse_ok: bool,
+    session: Option<&Arc<Session>>,
+) -> Response {
+    let first = loop {
+        match rx.recv().await {
+            Some(Inbound::Interim(_)) if !sse_ok => continue,
+            Some(msg) => break msg,
+            None => {
+                return plain_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    code::INTERNAL_ERROR,
+                    "the request ended without an answer",
+                );
+            }
+        }
+    };
+    let first = match first {
+        Inbound::Final(text) => return json_response(StatusCode::OK, text),
+        Inbound::Interim(text) => text,
+    };
+    match session {
+        Some(session) => {
+            let buf = session.open_stream();
+            buf.push(first);
+            let pump = buf.clone();
+            tokio::spawn(async move {
+                while let Some(msg) = rx.recv().await {
+                    match msg {
+                        Inbound::Interim(text) => pump.push(text),
+                        Inbound::Final(text) => {
+                            pump.push(text);
+                            break;
+                        }
+                    }
+                }
+                pump.finish();
+            });
+            sse_response(stream_body(buf, 0, None))
+        }
+        None => {
+            let first = futures_util::stream::once(async move {
+                Ok::<_, std::convert::Infallible>(sse_event(None, &first))
+            });
+            let rest = futures_util::stream::unfold(Some(rx), |rx| async move {
+                let mut rx = rx?;
+                match rx.recv().await? {
+                    Inbound::Interim(text) => Some((Ok(sse_event(None, &text)), Some(rx))),
+                    Inbound::Final(text) => Some((Ok(sse_event(None, &text)), None)),
+                }
+            });
+            sse_response(Body::from_stream(first.chain(rest)))
+        }
+    }
+}
+
+fn sse_response(body: Body) -> Response {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .header("x-accel-buffering", "no")
+        .body(body)
+        .expect("valid response")
+}
+
+/// An SSE body reading a session stream from `cursor`; `delivered` records progress on the
+/// standalone stream so the next GET continues where this one stopped.
+fn stream_body(buf: Arc<StreamBuf>, cursor: u64, delivered: Option<Arc<Session>>) -> Body {
+    let stream = futures_util::stream::unfold(
+        (buf, cursor, delivered),
+        |(buf, mut cursor, delivered)| async move {
+            let (seq, data) = buf.next(&mut cursor).await?;
+            if let Some(session) = &delivered {
+                session
+                    .standalone_cursor
+                    .fetch_max(cursor, Ordering::AcqRel);
+            }
+            let event = sse_event(Some(&format!("{}-{seq}", buf.id)), &data);
+            Some((
+                Ok::<_, std::convert::Infallible>(event),
+                (buf, cursor, delivered),
+            ))
+        },
+    );
+    Body::from_stream(stream)
+}
+
+/// GET: the standalone stream of a session, or the resumption of a broken one.
+async fn get_stream(
+    State(gateway): State<Arc<Gateway>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Path(target): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(session_id) = session_header(&headers).map(str::to_string) else {
+        // 2026-07-28 has no GET stream; session-based clients need a session first.
+        return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")]).into_response();
+    };
+    let (caller, runtime) = match admit(&gateway, &headers, addr, &target).await {
+        Ok(admitted) => admitted,
+        Err(response) => return response,
+    };
+    if !accepts_sse(&headers) {
+        return plain_error(
+            StatusCode::NOT_ACCEPTABLE,
+            code::INVALID_REQUEST,
+            "GET needs Accept: text/event-stream",
+        );
+    }
+    let Some(session) = gateway.session(&session_id, &caller, &runtime.name).await else {
+        return plain_error(
+            StatusCode::NOT_FOUND,
+            code::INVALID_REQUEST,
+            "unknown or expired session; initialize a new one",
+        );
+    };
+    if let Some(last) = headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
+        let Some((stream_id, seq)) = parse_event_id(last) else {
+            return plain_error(
+                StatusCode::BAD_REQUEST,
+                code::INVALID_REQUEST,
+                "malformed Last-Event-ID",
+            );
+        };
+        let Some(buf) = session.find_stream(stream_id) else {
+            return plain_error(
+                StatusCode::NOT_FOUND,
+                code::INVALID_REQUEST,
+                "that stream can no longer be resumed",
+            );
+        };
+        let delivered = (stream_id == session.standalone.id).then(|| session.clone());
+        return sse_response(stream_body(buf, seq + 1, delivered));
+    }
+    let cursor = session.standalone_cursor.load(Ordering::Acquire);
+    sse_response(stream_body(
+        session.standalone.clone(),
+        cursor,
+        Some(session.clone()),
+    ))
+}
+
+/// DELETE: the client ends its session.
+async fn delete_session(
+    State(gateway): State<Arc<Gateway>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Path(target): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(session_id) = session_header(&headers).map(str::to_string) else {
+        return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")]).into_response();
+    };
+    let (caller, runtime) = match admit(&gateway, &headers, addr, &target).await {
+        Ok(admitted) => admitted,
+        Err(response) => return response,
+    };
+    match gateway.session(&session_id, &caller, &runtime.name).await {
+        Some(session) => {
+            gateway
+                .end_session(&session.id, Some(&caller), "closed by the client")
+                .await;
+            StatusCode::NO_CONTENT.into_response()
+        }
+        None => plain_error(
+            StatusCode::NOT_FOUND,
+            code::INVALID_REQUEST,
+            "unknown or expired session",
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wildcard_match;
+
+    #[test]
+    fn origin_patterns() {
+        assert!(wildcard_match(
+            "http://localhost:*",
+            "http://localhost:3000"
+        ));
+        assert!(!wildcard_match("http://localhost:*", "http://evil.example"));
+        assert!(wildcard_match(
+            "https://app.example.com",
+            "https://app.example.com"
+        ));
+        assert!(!wildcard_match(
+            "https://app.example.com",
+            "https://app.example.com.evil"
+        ));
+        assert!(wildcard_match("*", "anything"));
+    }
+}
