@@ -1,1 +1,322 @@
-//! placeholder
+//! The append-only audit log of Portcullis.
+//!
+//! Every event is encoded canonically (RFC 8785, see [`canonical_bytes`]) and appended to a
+//! SQLite database, `<data_dir>/audit.db`, together with its RFC 6962 leaf hash
+//! `SHA-256(0x00 || bytes)`, so that a Merkle tree with signed checkpoints can be built
+//! over the log without rewriting it.
+//!
+//! Writes go through [`AuditLog`]: one dedicated thread owns the only write connection and
+//! commits events in groups. In strict durability (the default) [`AuditLog::record`]
+//! returns only once the event's transaction is committed and fsynced, so a request's event
+//! is on disk before its response leaves the gateway; when the store cannot be written,
+//! `record` returns an error so the gateway can fail closed. Reads go through
+//! [`AuditReader`], which works alongside a running gateway thanks to WAL mode.
+#![forbid(unsafe_code)]
+
+mod canonical;
+mod reader;
+mod store;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use chrono::{SecondsFormat, Utc};
+use portcullis_config::Durability;
+use portcullis_model::{AuditEvent, EventType, Outcome};
+use tokio::sync::{mpsc, oneshot};
+
+pub use canonical::canonical_bytes;
+pub use reader::AuditReader;
+
+use writer::{Msg, Row, Shared, Writer};
+
+/// How many events may wait for the writer. When it is full, `record` waits: back-pressure
+/// rather than unbounded memory when the disk is slower than the traffic.
+const QUEUE_CAPACITY: usize = 65_536;
+
+/// Why the audit log could not be opened, written or read.
+///
+/// Messages name the file and the SQLite cause, never the contents of an event.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("cannot create audit data directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open audit log {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("no audit log at {path}")]
+    NotFound { path: PathBuf },
+    #[error("audit log {path} could not be put in WAL mode (journal mode is {mode})")]
+    NoWal { path: PathBuf, mode: String },
+    #[error(
+        "audit log {path} has schema version {found}, newer than version {supported} which this portcullis understands"
+    )]
+    SchemaTooNew {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error("audit log {path} has an unreadable schema version {found:?}")]
+    BadSchemaVersion { path: PathBuf, found: String },
+    #[error("cannot start the audit writer thread: {0}")]
+    Spawn(std::io::Error),
+    /// The transaction holding this event failed (strict mode).
+    #[error("{cause}")]
+    Write { cause: String },
+    /// An earlier write failed and no retry has succeeded yet.
+    #[error("audit store unavailable: {cause}")]
+    Unavailable { cause: String },
+    /// Batched events acknowledged to callers that could not be written before shutdown.
+    #[error("{count} queued audit events were not written: {cause}")]
+    Lost { count: usize, cause: String },
+    #[error("audit event id {id} is already recorded")]
+    DuplicateId { id: String },
+    #[error("audit log is closed")]
+    Closed,
+    #[error("audit writer thread stopped unexpectedly")]
+    WriterGone,
+    #[error("cannot read audit log {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("audit log {path}: event {seq} is not valid UTF-8")]
+    Corrupt { path: PathBuf, seq: u64 },
+}
+
+/// The write side of the audit log. Cheap to clone; all clones share one writer thread.
+#[derive(Clone)]
+pub struct AuditLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    gateway_id: String,
+    durability: Durability,
+    tx: mpsc::Sender<Msg>,
+    shared: Arc<Shared>,
+    /// Batched mode: the sequence number the next queued event will get. Taken and the
+    /// event queued under one lock, so queue order and numbering agree.
+    next_queued_seq: Mutex<u64>,
+    closed: AtomicBool,
+}
+
+impl fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("path", &self.inner.path)
+            .field("gateway_id", &self.inner.gateway_id)
+            .field("durability", &self.inner.durability)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditLog {
+    /// Opens or creates `<data_dir>/audit.db` (creating `data_dir`, mode 0700 on unix), runs
+    /// migrations and starts the writer thread.
+    pub fn open(
+        data_dir: &Path,
+        gateway_id: &str,
+        durability: Durability,
+    ) -> Result<AuditLog, AuditError> {
+        Self::open_inner(data_dir, gateway_id, durability, None)
+    }
+
+    fn open_inner(
+        data_dir: &Path,
+        gateway_id: &str,
+        durability: Durability,
+        max_page_count: Option<u64>,
+    ) -> Result<AuditLog, AuditError> {
+        store::create_data_dir(data_dir)?;
+        let path = store::db_path(data_dir);
+        // Opened here rather than in the thread so that a bad path or a newer schema is
+        // reported by `open`, at startup, instead of by the first request.
+        let (conn, next_seq) = store::open_writer(&path, durability, max_page_count)?;
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let shared = Arc::new(Shared::new());
+        let writer = Writer {
+            path: path.clone(),
+            durability,
+            conn: Some(conn),
+            next_seq,
+            max_page_count,
+            shared: Arc::clone(&shared),
+            pending: Vec::new(),
+        };
+        std::thread::Builder::new()
+            .name("portcullis-audit-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(AuditError::Spawn)?;
+        tracing::debug!(path = %path.display(), next_seq, ?durability, "audit log open");
+        Ok(AuditLog {
+            inner: Arc::new(Inner {
+                path,
+                gateway_id: gateway_id.to_owned(),
+                durability,
+                tx,
+                shared,
+                next_queued_seq: Mutex::new(next_seq),
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// A new event with a fresh UUIDv7 id, the current UTC time (RFC 3339, milliseconds,
+    /// `Z`), this gateway's id, and the given type and outcome; all other fields `None`.
+    pub fn event(&self, event_type: EventType, outcome: Outcome) -> AuditEvent {
+        AuditEvent {
+            id: uuid::Uuid::now_v7().to_string(),
+            time: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+            gateway: self.inner.gateway_id.clone(),
+            event_type,
+            outcome,
+            source: None,
+            identity: None,
+            target: None,
+            session: None,
+            action: None,
+            resource: None,
+            request_id: None,
+            decision: None,
+            rule: None,
+            policy_version: None,
+            arguments: None,
+            result: None,
+            duration_ms: None,
+            detail: None,
+            approval: None,
+        }
+    }
+
+    /// Appends an event and returns its sequence number.
+    ///
+    /// Strict: returns only after the event's transaction is committed with fsync. Batched:
+    /// returns once the event is queued; the number returned is the one it will be stored
+    /// under. Errors (disk full, permissions, store failed or closed) are returned so the
+    /// caller can fail closed; while the store is failed, calls fail at once.
+    pub async fn record(&self, event: AuditEvent) -> Result<u64, AuditError> {
+        self.inner.shared.admit()?;
+        let mut row = Row::from_event(&event);
+        match self.inner.durability {
+            Durability::Strict => {
+                let (reply, answer) = oneshot::channel();
+                self.inner
+                    .tx
+                    .send(Msg::Append {
+                        row,
+                        reply: Some(reply),
+                    })
+                    .await
+                    .map_err(|_| self.send_error())?;
+                answer.await.map_err(|_| AuditError::WriterGone)?
+            }
+            Durability::Batched => {
+                // Reserve the queue slot first (this may wait), then number and queue the
+                // event under the lock without waiting, so numbers follow queue order.
+                let permit = self
+                    .inner
+                    .tx
+                    .reserve()
+                    .await
+                    .map_err(|_| self.send_error())?;
+                let mut next = self
+                    .inner
+                    .next_queued_seq
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let seq = *next;
+                *next += 1;
+                row.promised_seq = Some(seq);
+                permit.send(Msg::Append { row, reply: None });
+                Ok(seq)
+            }
+        }
+    }
+
+    /// Writes everything queued and stops the writer. Later `record` calls return
+    /// [`AuditError::Closed`]. Calling it again is harmless.
+    pub async fn close(&self) -> Result<(), AuditError> {
+        let was_closed = self.inner.closed.swap(true, Ordering::AcqRel);
+        let (reply, answer) = oneshot::channel();
+        if self.inner.tx.send(Msg::Shutdown { reply }).await.is_err() {
+            // The writer has already stopped: by an earlier close, or by dying.
+            return if was_closed {
+                Ok(())
+            } else {
+                Err(AuditError::WriterGone)
+            };
+        }
+        answer.await.map_err(|_| AuditError::WriterGone)?
+    }
+
+    fn send_error(&self) -> AuditError {
+        if self.inner.closed.load(Ordering::Acquire) {
+            AuditError::Closed
+        } else {
+            AuditError::WriterGone
+        }
+    }
+
+    /// Opens with a size cap, to produce SQLITE_FULL as a full disk would.
+    #[cfg(test)]
+    fn open_with_max_page_count(
+        data_dir: &Path,
+        durability: Durability,
+        pages: u64,
+    ) -> Result<AuditLog, AuditError> {
+        Self::open_inner(data_dir, "test-gw", durability, Some(pages))
+    }
+
+    /// Changes the size cap on the writer's connection ("the disk has space again").
+    #[cfg(test)]
+    async fn set_max_page_count(&self, pages: u64) {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .tx
+            .send(Msg::SetMaxPageCount { pages, reply })
+            .await
+            .expect("writer running");
+        answer.await.expect("writer answered");
+    }
+}
+
+impl Row {
+    fn from_event(event: &AuditEvent) -> Row {
+        let body = canonical_bytes(event);
+        let leaf_hash = canonical::leaf_hash(&body);
+        Row {
+            id: event.id.clone(),
+            time: event.time.clone(),
+            event_type: serde_name(&event.event_type),
+            session: event.session.clone(),
+            subject: event.identity.as_ref().map(|i| i.subject.clone()),
+            target: event.target.clone(),
+            outcome: serde_name(&event.outcome),
+            body,
+            leaf_hash,
+            promised_seq: None,
+        }
+    }
+}
+
+/// The wire name of a unit enum variant (`session.start`, `upstream_error`), taken from
+/// serde so the indexed columns always agree with the canonical body.
+fn serde_name<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(name)) => name,
+        other => unreachable!("unit enum serializes as a string, got {other:?}"),
+    }
+}

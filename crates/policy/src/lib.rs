@@ -1,1 +1,1107 @@
-//! placeholder
+//! Rules to verdicts: the only place Portcullis decides.
+//!
+//! [`Policy::compile`] turns the `[[rules]]` of a validated [`Config`] into a form built for the
+//! hot path: globs become [`GlobSet`]s, `who.kinds` a bit mask, `when` conditions compiled CEL
+//! programs, each rule's verdict is built once (so answering clones a few `Arc`s), and rules
+//! are indexed by target, by the verb they can apply to and by their decision. A decision
+//! therefore looks only at rules that could match, in the order that lets it stop early:
+//! deny rules first (any deny wins), then hold rules, then allow rules; nothing matched means
+//! deny. A rule without `when` is evaluated without allocating.
+//!
+//! The crate is pure: no I/O, no clock, no global state. Adapters turn their wire messages
+//! into an [`Action`], call [`Policy::decide`], and enforce the [`Verdict`] they get.
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use cel::objects::{Key, Map as CelMap};
+use cel::{Context as CelContext, Env as CelEnv, Program, Value as CelValue};
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use portcullis_config::{Config, ConfigError, RuleDecision};
+use portcullis_model::{Action, AuthMethod, Decision, Identity, IdentityKind, Verdict};
+use sha2::{Digest as _, Sha256};
+
+/// Why a rule set could not be compiled. Every error names the file and line.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// A rule is invalid (bad CEL in `when`, a glob that does not build); the inner error
+    /// carries `file:line: message`.
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+}
+
+/// A compiled rule set. Cheap to share (`Arc<Policy>`); every method takes `&self`.
+pub struct Policy {
+    rules: Vec<CompiledRule>,
+    /// Rules that can apply to each configured target: the target's own rules and the `*`
+    /// rules, merged in file order.
+    by_target: HashMap<Box<str>, TargetIndex>,
+    /// Only the `*` rules: for a target the configuration does not name.
+    wildcard: TargetIndex,
+    version: Arc<str>,
+    /// The CEL standard environment, built once: every evaluation context borrows it.
+    env: Arc<CelEnv>,
+}
+
+// The adapters share one policy across tasks and threads; keep that a compile-time fact.
+const _: fn() = || {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Policy>();
+};
+
+impl fmt::Debug for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Policy")
+            .field("version", &self.version)
+            .field("rules", &self.rules.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The verbs rules speak about. Each has its own list of globs in a rule; any other verb is
+/// decided only by whole-target rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verb {
+    Tools = 0,
+    Resources = 1,
+    Prompts = 2,
+    Other = 3,
+}
+
+const VERBS: [Verb; 4] = [Verb::Tools, Verb::Resources, Verb::Prompts, Verb::Other];
+
+impl Verb {
+    fn of(verb: &str) -> Verb {
+        match verb {
+            "tools/call" => Verb::Tools,
+            "resources/read" => Verb::Resources,
+            "prompts/get" => Verb::Prompts,
+            _ => Verb::Other,
+        }
+    }
+}
+
+/// One list of globs (`tools`, `resources` or `prompts`) of a rule.
+///
+/// Most globs in practice are a name, `prefix_*`, `*suffix` or `*`. Those are answered with a
+/// string comparison; only the rest go to a [`GlobSet`], whose `is_match` runs every matching
+/// strategy it has and costs around a hundred nanoseconds even for one literal glob. The
+/// shortcuts give the same answers as globset's defaults, under which `*` also crosses `/`.
+#[derive(Debug)]
+struct Globs {
+    simple: Box<[Simple]>,
+    complex: Option<GlobSet>,
+}
+
+#[derive(Debug)]
+enum Simple {
+    Any,
+    Exact(Box<str>),
+    Prefix(Box<str>),
+    Suffix(Box<str>),
+}
+
+impl Simple {
+    /// The characters that make globset treat a pattern as more than text.
+    const META: &[char] = &['*', '?', '[', ']', '{', '}', '\\'];
+
+    fn parse(pattern: &str) -> Option<Simple> {
+        let plain = |s: &str| !s.contains(Self::META);
+        if pattern == "*" || pattern == "**" {
+            Some(Simple::Any)
+        } else if plain(pattern) {
+            Some(Simple::Exact(pattern.into()))
+        } else if let Some(prefix) = pattern.strip_suffix('*').filter(|p| plain(p)) {
+            Some(Simple::Prefix(prefix.into()))
+        } else {
+            pattern
+                .strip_prefix('*')
+                .filter(|s| plain(s))
+                .map(|suffix| Simple::Suffix(suffix.into()))
+        }
+    }
+
+    fn matches(&self, name: &str) -> bool {
+        match self {
+            Simple::Any => true,
+            Simple::Exact(exact) => name == &**exact,
+            Simple::Prefix(prefix) => name.starts_with(&**prefix),
+            Simple::Suffix(suffix) => name.ends_with(&**suffix),
+        }
+    }
+}
+
+impl Globs {
+    fn build(patterns: &[String]) -> Result<Globs, globset::Error> {
+        let mut simple = Vec::new();
+        let mut complex = GlobSetBuilder::new();
+        let mut any_complex = false;
+        for pattern in patterns {
+            match Simple::parse(pattern) {
+                Some(s) => simple.push(s),
+                None => {
+                    complex.add(Glob::new(pattern)?);
+                    any_complex = true;
+                }
+            }
+        }
+        Ok(Globs {
+            simple: simple.into(),
+            complex: if any_complex {
+                Some(complex.build()?)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// The rule names none of these: it says nothing about this verb.
+    fn is_empty(&self) -> bool {
+        self.simple.is_empty() && self.complex.is_none()
+    }
+
+    fn matches(&self, name: &str) -> bool {
+        self.simple.iter().any(|s| s.matches(name))
+            || self.complex.as_ref().is_some_and(|set| set.is_match(name))
+    }
+}
+
+/// A compiled `when`.
+struct Condition {
+    program: Program,
+    /// Which of [`VARIABLES`] the program mentions: only those are converted and bound, so
+    /// `identity.kind == "agent"` never pays for converting a large `args`.
+    uses: [bool; VARIABLES.len()],
+}
+
+struct CompiledRule {
+    name: Arc<str>,
+    kind: RuleDecision,
+    /// The decision this rule answers with, built once.
+    decision: Decision,
+    groups: Box<[String]>,
+    subjects: Box<[String]>,
+    /// Bit `1 << kind` for each `who.kinds` entry; 0 means any kind.
+    kinds: u8,
+    /// No tools, resources or prompts: the rule covers every verb on its target.
+    whole_target: bool,
+    /// Indexed by `Verb as usize` (tools, resources, prompts).
+    globs: [Globs; 3],
+    when: Option<Condition>,
+}
+
+fn kind_bit(kind: IdentityKind) -> u8 {
+    1 << (kind as u8)
+}
+
+impl CompiledRule {
+    /// Whether the rule can speak about this verb at all (used to build the index).
+    fn covers(&self, verb: Verb) -> bool {
+        self.whole_target || (verb != Verb::Other && !self.globs[verb as usize].is_empty())
+    }
+
+    fn who_matches(&self, identity: &Identity) -> bool {
+        // Nested loops over short lists: no set to build, nothing allocated.
+        (self.groups.is_empty()
+            || identity
+                .groups
+                .iter()
+                .any(|g| self.groups.iter().any(|r| r == g)))
+            && (self.subjects.is_empty() || self.subjects.contains(&identity.subject))
+            && (self.kinds == 0 || self.kinds & kind_bit(identity.kind) != 0)
+    }
+
+    /// Everything but `when`: caller, verb and resource.
+    fn applies(&self, identity: &Identity, verb: Verb, resource: Option<&str>) -> bool {
+        if !self.who_matches(identity) {
+            return false;
+        }
+        if self.whole_target {
+            return true;
+        }
+        match verb {
+            Verb::Other => false,
+            // A glob cannot match a resource that is not there: fail closed for allows,
+            // and the default deny covers the rest.
+            _ => resource.is_some_and(|r| self.globs[verb as usize].matches(r)),
+        }
+    }
+
+    fn reason(&self) -> &str {
+        match &self.decision {
+            Decision::Deny { reason } => reason,
+            _ => "",
+        }
+    }
+}
+
+/// Rule indices (into `Policy::rules`) for one verb, split by decision, each in file order.
+#[derive(Debug, Default)]
+struct Bucket {
+    deny: Box<[usize]>,
+    hold: Box<[usize]>,
+    allow: Box<[usize]>,
+}
+
+#[derive(Debug, Default)]
+struct TargetIndex {
+    /// Indexed by `Verb as usize`.
+    verbs: [Bucket; 4],
+}
+
+impl TargetIndex {
+    fn build<'a>(rules: impl Iterator<Item = (usize, &'a CompiledRule)> + Clone) -> TargetIndex {
+        let bucket = |verb: Verb| {
+            let pick = |kind: RuleDecision| {
+                rules
+                    .clone()
+                    .filter(|(_, r)| r.kind == kind && r.covers(verb))
+                    .map(|(i, _)| i)
+                    .collect()
+            };
+            Bucket {
+                deny: pick(RuleDecision::Deny),
+                hold: pick(RuleDecision::Hold),
+                allow: pick(RuleDecision::Allow),
+            }
+        };
+        TargetIndex {
+            verbs: VERBS.map(bucket),
+        }
+    }
+}
+
+/// The outcome of a rule's `when`.
+enum Cond {
+    True,
+    False,
+    /// Evaluation failed or gave something other than a bool; the caller fails closed.
+    Error(String),
+}
+
+impl Policy {
+    /// Compiles `config.rules`. The configuration has been validated (targets exist, globs
+    /// parse); what is left to find here is bad CEL in `when`, reported at its line.
+    pub fn compile(config: &Config) -> Result<Policy, PolicyError> {
+        let src = &config.source;
+        let mut rules = Vec::with_capacity(config.rules.len());
+        for (i, rule) in config.rules.iter().enumerate() {
+            let name = rule.name.get_ref();
+            let globs = |list: &[String]| {
+                Globs::build(list).map_err(|e| {
+                    src.error_at(
+                        rule.name.span(),
+                        format!("rules[{i}] ({name}): bad glob: {e}"),
+                    )
+                })
+            };
+            let globs = [
+                globs(&rule.tools)?,
+                globs(&rule.resources)?,
+                globs(&rule.prompts)?,
+            ];
+            let when = match &rule.when {
+                None => None,
+                Some(when) => {
+                    let text = when.get_ref();
+                    let program = Program::compile(text).map_err(|e| {
+                        // The parser reports one error per line; a config error is one line.
+                        let detail = e
+                            .errors
+                            .iter()
+                            .map(|e| e.to_string())
+                            .collect::<Vec<_>>()
+                            .join("; ");
+                        src.error_at(
+                            when.span(),
+                            format!("rules[{i}] ({name}).when: invalid CEL {text:?}: {detail}"),
+                        )
+                    })?;
+                    let references = program.references();
+                    let uses = VARIABLES.map(|name| references.has_variable(name));
+                    Some(Condition { program, uses })
+                }
+            };
+            let decision = match rule.decision {
+                RuleDecision::Allow => Decision::Allow {
+                    mask: rule.mask.as_deref().map(Arc::from),
+                },
+                RuleDecision::Deny => Decision::Deny {
+                    reason: match &rule.reason {
+                        Some(reason) => Arc::from(reason.as_str()),
+                        None => Arc::from(format!("denied by rule {name}")),
+                    },
+                },
+                RuleDecision::Hold => Decision::Hold {
+                    approvers: Arc::from(rule.approvers.clone()),
+                    timeout: rule.timeout,
+                },
+            };
+            rules.push(CompiledRule {
+                name: Arc::from(name.as_str()),
+                kind: rule.decision,
+                decision,
+                groups: rule.who.groups.clone().into(),
+                subjects: rule.who.subjects.clone().into(),
+                kinds: rule.who.kinds.iter().fold(0, |bits, &k| bits | kind_bit(k)),
+                whole_target: globs.iter().all(Globs::is_empty),
+                globs,
+                when,
+            });
+        }
+
+        let targets = |rules: &[CompiledRule], config: &Config| {
+            config
+                .targets
+                .keys()
+                .map(|target| {
+                    let index = TargetIndex::build(rules.iter().enumerate().filter(|(i, _)| {
+                        let t = config.rules[*i].target.get_ref();
+                        t == "*" || t == target
+                    }));
+                    (Box::from(target.as_str()), index)
+                })
+                .collect::<HashMap<_, _>>()
+        };
+        let by_target = targets(&rules, config);
+        let wildcard = TargetIndex::build(
+            rules
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| config.rules[*i].target.get_ref() == "*"),
+        );
+
+        let digest = hex::encode(Sha256::digest(canonical_rules(config).as_bytes()));
+        Ok(Policy {
+            rules,
+            by_target,
+            wildcard,
+            version: Arc::from(&digest[..16]),
+            env: Arc::new(CelEnv::stdlib()),
+        })
+    }
+
+    /// The policy version: the first 16 hex digits of the SHA-256 of a canonical rendering of
+    /// the rules, so the same rules give the same version whatever the file's layout.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// How many rules were compiled.
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
+
+    fn index(&self, target: &str) -> &TargetIndex {
+        self.by_target.get(target).unwrap_or(&self.wildcard)
+    }
+
+    fn verdict(&self, rule: &CompiledRule, decision: Decision) -> Verdict {
+        Verdict {
+            decision,
+            rule: Some(rule.name.clone()),
+            policy_version: self.version.clone(),
+        }
+    }
+
+    /// Decides one action: the first matching deny, else the first matching hold, else the
+    /// first matching allow, else deny.
+    pub fn decide(&self, identity: &Identity, action: &Action<'_>) -> Verdict {
+        let verb = Verb::of(action.verb);
+        let bucket = &self.index(action.target).verbs[verb as usize];
+        let mut vars = CelInputs::new(identity, action);
+        let applies = |i: &usize| self.rules[*i].applies(identity, verb, action.resource);
+
+        for rule in bucket
+            .deny
+            .iter()
+            .filter(|i| applies(i))
+            .map(|&i| &self.rules[i])
+        {
+            match self.condition(rule, &mut vars) {
+                Cond::True => return self.verdict(rule, rule.decision.clone()),
+                Cond::False => {}
+                // Fail closed: a deny whose condition cannot be judged applies, and says so.
+                Cond::Error(e) => {
+                    let reason = format!(
+                        "{} (the rule's condition could not be evaluated, so it applies: {e})",
+                        rule.reason()
+                    );
+                    return self.verdict(
+                        rule,
+                        Decision::Deny {
+                            reason: reason.into(),
+                        },
+                    );
+                }
+            }
+        }
+        for rule in bucket
+            .hold
+            .iter()
+            .filter(|i| applies(i))
+            .map(|&i| &self.rules[i])
+        {
+            match self.condition(rule, &mut vars) {
+                // Fail closed: an unjudgeable hold still holds, a person decides.
+                Cond::True | Cond::Error(_) => return self.verdict(rule, rule.decision.clone()),
+                Cond::False => {}
+            }
+        }
+        let mut failed: Option<String> = None;
+        for rule in bucket
+            .allow
+            .iter()
+            .filter(|i| applies(i))
+            .map(|&i| &self.rules[i])
+        {
+            match self.condition(rule, &mut vars) {
+                Cond::True => return self.verdict(rule, rule.decision.clone()),
+                Cond::False => {}
+                // Fail closed: an unjudgeable allow does not allow; tell why in the refusal.
+                Cond::Error(e) => {
+                    failed.get_or_insert_with(|| {
+                        format!(
+                            " (rule {} was not applied: its condition could not be evaluated: {e})",
+                            rule.name
+                        )
+                    });
+                }
+            }
+        }
+
+        let what = match action.resource {
+            Some(resource) => format!("{} {resource}", action.verb),
+            None => action.verb.to_string(),
+        };
+        let reason = format!(
+            "no rule allows {what} on {} for {}{}",
+            action.target,
+            identity.subject,
+            failed.as_deref().unwrap_or("")
+        );
+        Verdict {
+            decision: Decision::Deny {
+                reason: reason.into(),
+            },
+            rule: None,
+            policy_version: self.version.clone(),
+        }
+    }
+
+    /// For `tools/list` filtering: whether this caller may see this tool. True if some allow
+    /// or hold rule could match (ignoring `when`, which depends on the call's arguments) and
+    /// no unconditional deny matches. A conditional deny leaves the tool visible: whether it
+    /// applies is known only at call time.
+    pub fn tool_visible(&self, identity: &Identity, target: &str, tool: &str) -> bool {
+        let bucket = &self.index(target).verbs[Verb::Tools as usize];
+        let applies = |i: &usize| self.rules[*i].applies(identity, Verb::Tools, Some(tool));
+        if bucket
+            .deny
+            .iter()
+            .any(|i| self.rules[*i].when.is_none() && applies(i))
+        {
+            return false;
+        }
+        bucket.hold.iter().chain(&bucket.allow[..]).any(applies)
+    }
+
+    fn condition(&self, rule: &CompiledRule, vars: &mut CelInputs<'_>) -> Cond {
+        let Some(when) = &rule.when else {
+            return Cond::True;
+        };
+        let context = vars.context(&self.env, &when.uses);
+        match when.program.execute(&context) {
+            Ok(CelValue::Bool(true)) => Cond::True,
+            Ok(CelValue::Bool(false)) => Cond::False,
+            Ok(other) => Cond::Error(format!("it gave {} instead of a bool", other.type_of())),
+            Err(e) => Cond::Error(e.to_string()),
+        }
+    }
+}
+
+/// The variables a `when` can use.
+const VARIABLES: [&str; 6] = ["args", "identity", "tool", "resource", "target", "verb"];
+
+/// The CEL variables of one decision, each converted only when a `when` that mentions it is
+/// first evaluated (so rules without conditions cost nothing) and then shared by every
+/// condition of the decision.
+struct CelInputs<'a> {
+    identity: &'a Identity,
+    action: &'a Action<'a>,
+    values: [Option<CelValue>; VARIABLES.len()],
+}
+
+impl<'a> CelInputs<'a> {
+    fn new(identity: &'a Identity, action: &'a Action<'a>) -> Self {
+        CelInputs {
+            identity,
+            action,
+            values: Default::default(),
+        }
+    }
+
+    fn convert(&self, variable: usize) -> CelValue {
+        let action = self.action;
+        match VARIABLES[variable] {
+            "args" => match action.arguments {
+                Some(args) => json_to_cel(args),
+                None => CelValue::Map(CelMap {
+                    map: Arc::new(HashMap::new()),
+                }),
+            },
+            "identity" => identity_to_cel(self.identity),
+            "tool" | "resource" => CelValue::from(action.resource.unwrap_or("")),
+            "target" => CelValue::from(action.target),
+            _ => CelValue::from(action.verb),
+        }
+    }
+
+    fn context(&mut self, env: &Arc<CelEnv>, uses: &[bool]) -> CelContext<'static, 'static> {
+        let mut context = CelContext::with_env(env.clone());
+        for (i, name) in VARIABLES.iter().enumerate() {
+            if !uses[i] {
+                continue;
+            }
+            if self.values[i].is_none() {
+                self.values[i] = Some(self.convert(i));
+            }
+            if let Some(value) = &self.values[i] {
+                // Cloning a CEL value clones an `Arc` for strings, lists and maps.
+                context.add_variable_from_value(*name, value.clone());
+            }
+        }
+        context
+    }
+}
+
+fn cel_key(key: &str) -> Key {
+    Key::String(Arc::new(key.to_string()))
+}
+
+fn identity_to_cel(identity: &Identity) -> CelValue {
+    let groups: Vec<CelValue> = identity
+        .groups
+        .iter()
+        .map(|g| CelValue::from(g.as_str()))
+        .collect();
+    let auth_method = match identity.auth_method {
+        AuthMethod::Oidc => "oidc",
+        AuthMethod::ApiKey => "api_key",
+    };
+    let map: HashMap<Key, CelValue> = [
+        ("subject", CelValue::from(identity.subject.as_str())),
+        ("issuer", CelValue::from(identity.issuer.as_str())),
+        ("kind", CelValue::from(identity.kind.as_str())),
+        ("groups", CelValue::List(Arc::new(groups))),
+        ("auth_method", CelValue::from(auth_method)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (cel_key(k), v))
+    .collect();
+    CelValue::Map(CelMap { map: Arc::new(map) })
+}
+
+/// JSON to CEL. Integers become CEL `int` where they fit (so `args.amount > 500` compares
+/// like with like), larger ones `uint`, the rest `double`.
+fn json_to_cel(value: &serde_json::Value) -> CelValue {
+    use serde_json::Value as J;
+    match value {
+        J::Null => CelValue::Null,
+        J::Bool(b) => CelValue::Bool(*b),
+        J::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                CelValue::Int(i)
+            } else if let Some(u) = n.as_u64() {
+                CelValue::UInt(u)
+            } else {
+                CelValue::Float(n.as_f64().unwrap_or(f64::NAN))
+            }
+        }
+        J::String(s) => CelValue::String(Arc::new(s.clone())),
+        J::Array(items) => CelValue::List(Arc::new(items.iter().map(json_to_cel).collect())),
+        J::Object(fields) => CelValue::Map(CelMap {
+            map: Arc::new(
+                fields
+                    .iter()
+                    .map(|(k, v)| (cel_key(k), json_to_cel(v)))
+                    .collect(),
+            ),
+        }),
+    }
+}
+
+/// The text the policy version hashes: one JSON array per rule, fields in a fixed order, only
+/// what decides (the description is for reviewers and is left out so that editing it does
+/// not change the version). Arrays only, no objects, so the rendering cannot depend on
+/// serde_json's map ordering features.
+fn canonical_rules(config: &Config) -> String {
+    let mut text = String::from("portcullis-policy/1\n");
+    for rule in &config.rules {
+        let decision = match rule.decision {
+            RuleDecision::Allow => "allow",
+            RuleDecision::Deny => "deny",
+            RuleDecision::Hold => "hold",
+        };
+        let kinds: Vec<&str> = rule.who.kinds.iter().map(|k| k.as_str()).collect();
+        let line = serde_json::json!([
+            rule.name.get_ref(),
+            rule.target.get_ref(),
+            decision,
+            rule.who.groups,
+            rule.who.subjects,
+            kinds,
+            rule.tools,
+            rule.resources,
+            rule.prompts,
+            rule.when.as_ref().map(|w| w.get_ref()),
+            rule.reason,
+            rule.approvers,
+            [
+                rule.timeout.as_secs(),
+                u64::from(rule.timeout.subsec_nanos())
+            ],
+            rule.mask,
+        ]);
+        text.push_str(&line.to_string());
+        text.push('\n');
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portcullis_model::TargetKind;
+    use serde_json::json;
+    use std::path::Path;
+    use std::time::Duration;
+
+    const TARGETS: &str = "[targets.billing]\nkind = \"mcp\"\ncommand = [\"x\"]\n\n[targets.docs]\nkind = \"mcp\"\ncommand = [\"y\"]\n";
+
+    fn config(rules: &str) -> Config {
+        Config::parse(Path::new("test.toml"), format!("{TARGETS}{rules}")).unwrap()
+    }
+
+    fn policy(rules: &str) -> Policy {
+        Policy::compile(&config(rules)).unwrap()
+    }
+
+    fn who(subject: &str, kind: IdentityKind, groups: &[&str]) -> Identity {
+        Identity {
+            issuer: "https://idp".into(),
+            subject: subject.into(),
+            display_name: None,
+            kind,
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            auth_method: AuthMethod::Oidc,
+            credential_id: None,
+            act: Vec::new(),
+        }
+    }
+
+    fn agent() -> Identity {
+        who("bot", IdentityKind::Agent, &["agents"])
+    }
+
+    fn act<'a>(
+        target: &'a str,
+        verb: &'a str,
+        resource: &'a str,
+        args: Option<&'a serde_json::Value>,
+    ) -> Action<'a> {
+        Action {
+            target,
+            target_kind: TargetKind::Mcp,
+            verb,
+            resource: Some(resource),
+            arguments: args,
+        }
+    }
+
+    fn call<'a>(tool: &'a str, args: Option<&'a serde_json::Value>) -> Action<'a> {
+        act("billing", "tools/call", tool, args)
+    }
+
+    fn label(v: &Verdict) -> (&'static str, &str) {
+        (v.decision.label(), v.rule_label())
+    }
+
+    #[test]
+    fn no_rules_is_default_deny() {
+        let p = policy("");
+        let v = p.decide(&agent(), &call("refund", None));
+        assert_eq!(label(&v), ("deny", "default-deny"));
+        assert!(v.rule.is_none());
+        let Decision::Deny { reason } = &v.decision else {
+            panic!()
+        };
+        assert_eq!(
+            &**reason,
+            "no rule allows tools/call refund on billing for bot"
+        );
+        assert_eq!(&*v.policy_version, p.version());
+        assert_eq!(p.rule_count(), 0);
+    }
+
+    #[test]
+    fn allow_rule_allows_with_mask() {
+        let p = policy(
+            "[[rules]]\nname = \"a\"\ntarget = \"billing\"\ntools = [\"lookup\"]\nmask = \"pii\"\n",
+        );
+        let v = p.decide(&agent(), &call("lookup", None));
+        assert_eq!(label(&v), ("allow", "a"));
+        assert_eq!(
+            v.decision,
+            Decision::Allow {
+                mask: Some("pii".into())
+            }
+        );
+        assert_eq!(label(&p.decide(&agent(), &call("other", None))).0, "deny");
+        // Another target is not covered by a rule about billing.
+        assert_eq!(
+            label(&p.decide(&agent(), &act("docs", "tools/call", "lookup", None))).0,
+            "deny"
+        );
+    }
+
+    #[test]
+    fn deny_beats_hold_beats_allow_in_any_order() {
+        let allow = "[[rules]]\nname = \"allow\"\ntarget = \"billing\"\ntools = [\"*\"]\n";
+        let hold = "[[rules]]\nname = \"hold\"\ntarget = \"billing\"\ntools = [\"refund_*\"]\ndecision = \"hold\"\napprovers = [\"leads\"]\ntimeout = \"5m\"\n";
+        let deny = "[[rules]]\nname = \"deny\"\ntarget = \"billing\"\ntools = [\"refund_all\"]\ndecision = \"deny\"\nreason = \"never\"\n";
+        for rules in [
+            format!("{allow}{hold}{deny}"),
+            format!("{deny}{hold}{allow}"),
+            format!("{hold}{allow}{deny}"),
+        ] {
+            let p = policy(&rules);
+            let v = p.decide(&agent(), &call("refund_all", None));
+            assert_eq!(label(&v), ("deny", "deny"));
+            assert_eq!(
+                v.decision,
+                Decision::Deny {
+                    reason: "never".into()
+                }
+            );
+            let v = p.decide(&agent(), &call("refund_one", None));
+            assert_eq!(label(&v), ("hold", "hold"));
+            assert_eq!(
+                v.decision,
+                Decision::Hold {
+                    approvers: vec!["leads".to_string()].into(),
+                    timeout: Duration::from_secs(300)
+                }
+            );
+            assert_eq!(
+                label(&p.decide(&agent(), &call("lookup", None))),
+                ("allow", "allow")
+            );
+        }
+    }
+
+    #[test]
+    fn first_matching_rule_of_a_kind_is_named() {
+        let p = policy(
+            "[[rules]]\nname = \"one\"\ntarget = \"billing\"\ntools = [\"*\"]\ndecision = \"deny\"\n\
+             [[rules]]\nname = \"two\"\ntarget = \"billing\"\ntools = [\"x\"]\ndecision = \"deny\"\n",
+        );
+        let v = p.decide(&agent(), &call("x", None));
+        assert_eq!(label(&v), ("deny", "one"));
+        assert_eq!(
+            v.decision,
+            Decision::Deny {
+                reason: "denied by rule one".into()
+            }
+        );
+    }
+
+    #[test]
+    fn who_groups_subjects_kinds() {
+        let p = policy(
+            "[[rules]]\nname = \"g\"\ntarget = \"billing\"\ntools = [\"g\"]\nwho.groups = [\"ops\", \"agents\"]\n\
+             [[rules]]\nname = \"s\"\ntarget = \"billing\"\ntools = [\"s\"]\nwho.subjects = [\"alice\"]\n\
+             [[rules]]\nname = \"k\"\ntarget = \"billing\"\ntools = [\"k\"]\nwho.kinds = [\"human\", \"service\"]\n\
+             [[rules]]\nname = \"all\"\ntarget = \"billing\"\ntools = [\"all\"]\nwho.groups = [\"ops\"]\nwho.subjects = [\"alice\"]\nwho.kinds = [\"human\"]\n",
+        );
+        let bot = agent();
+        let alice = who("alice", IdentityKind::Human, &["ops"]);
+        let nobody = who("eve", IdentityKind::Agent, &[]);
+        let allowed = |id: &Identity, tool| p.decide(id, &call(tool, None)).is_allow();
+        assert!(allowed(&bot, "g") && allowed(&alice, "g") && !allowed(&nobody, "g"));
+        assert!(!allowed(&bot, "s") && allowed(&alice, "s") && !allowed(&nobody, "s"));
+        assert!(!allowed(&bot, "k") && allowed(&alice, "k") && !allowed(&nobody, "k"));
+        assert!(!allowed(&bot, "all") && allowed(&alice, "all"));
+        let alice_agent = who("alice", IdentityKind::Agent, &["ops"]);
+        assert!(!allowed(&alice_agent, "all"));
+    }
+
+    #[test]
+    fn wildcard_target_applies_everywhere() {
+        let p = policy(
+            "[[rules]]\nname = \"any\"\ntarget = \"*\"\ntools = [\"read_*\"]\n\
+             [[rules]]\nname = \"no\"\ntarget = \"*\"\ntools = [\"read_secret\"]\ndecision = \"deny\"\n",
+        );
+        for target in ["billing", "docs", "unconfigured"] {
+            assert_eq!(
+                label(&p.decide(&agent(), &act(target, "tools/call", "read_doc", None))),
+                ("allow", "any")
+            );
+            assert_eq!(
+                label(&p.decide(&agent(), &act(target, "tools/call", "read_secret", None))),
+                ("deny", "no")
+            );
+        }
+    }
+
+    #[test]
+    fn globs() {
+        let p = policy(
+            "[[rules]]\nname = \"refunds\"\ntarget = \"billing\"\ntools = [\"refund_*\"]\n\
+             [[rules]]\nname = \"everything\"\ntarget = \"docs\"\ntools = [\"*\"]\n",
+        );
+        assert!(p.decide(&agent(), &call("refund_one", None)).is_allow());
+        assert!(p.decide(&agent(), &call("refund_", None)).is_allow());
+        assert!(!p.decide(&agent(), &call("refun", None)).is_allow());
+        assert!(!p.decide(&agent(), &call("xrefund_one", None)).is_allow());
+        for tool in ["a", "a/b", ""] {
+            assert!(
+                p.decide(&agent(), &act("docs", "tools/call", tool, None))
+                    .is_allow()
+            );
+        }
+    }
+
+    #[test]
+    fn glob_shortcuts_agree_with_globset() {
+        let patterns = [
+            "*",
+            "**",
+            "refund",
+            "refund_*",
+            "*_v2",
+            "re*und",
+            "file:///docs/*",
+            "a?c",
+            "[ab]x",
+            "{a,b}*",
+            "*.txt",
+            "a\\*b",
+            "",
+            "x/y*",
+            "**/z",
+            "*a*",
+        ];
+        let names = [
+            "",
+            "refund",
+            "refund_x",
+            "refund_",
+            "x_v2",
+            "reund",
+            "refund/x",
+            "file:///docs/a/b",
+            "abc",
+            "ax",
+            "a*b",
+            "a.txt",
+            "x/y/z",
+            "b",
+            "z",
+            "q/z",
+        ];
+        for pattern in patterns {
+            let ours = Globs::build(&[pattern.to_string()]).unwrap();
+            let theirs = Glob::new(pattern).unwrap().compile_matcher();
+            for name in names {
+                assert_eq!(
+                    ours.matches(name),
+                    theirs.is_match(name),
+                    "{pattern:?} on {name:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn tool_rule_says_nothing_about_resources_or_prompts() {
+        let p = policy(
+            "[[rules]]\nname = \"tools\"\ntarget = \"billing\"\ntools = [\"*\"]\n\
+             [[rules]]\nname = \"res\"\ntarget = \"billing\"\nresources = [\"file:///docs/*\"]\n\
+             [[rules]]\nname = \"prompts\"\ntarget = \"billing\"\nprompts = [\"greet\"]\n",
+        );
+        assert!(p.decide(&agent(), &call("x", None)).is_allow());
+        let read = |uri| p.decide(&agent(), &act("billing", "resources/read", uri, None));
+        assert_eq!(label(&read("file:///docs/a")), ("allow", "res"));
+        assert_eq!(label(&read("file:///etc/passwd")).0, "deny");
+        let prompt = |name| p.decide(&agent(), &act("billing", "prompts/get", name, None));
+        assert_eq!(label(&prompt("greet")), ("allow", "prompts"));
+        assert_eq!(label(&prompt("x")).0, "deny");
+        // A verb no list speaks for is not covered by glob rules.
+        assert!(
+            !p.decide(&agent(), &act("billing", "completion/complete", "x", None))
+                .is_allow()
+        );
+    }
+
+    #[test]
+    fn whole_target_rule_covers_every_verb() {
+        let p =
+            policy("[[rules]]\nname = \"all\"\ntarget = \"billing\"\nwho.groups = [\"agents\"]\n");
+        for verb in [
+            "tools/call",
+            "resources/read",
+            "prompts/get",
+            "completion/complete",
+        ] {
+            assert_eq!(
+                label(&p.decide(&agent(), &act("billing", verb, "x", None))),
+                ("allow", "all"),
+                "{verb}"
+            );
+        }
+        let mut no_resource = act("billing", "initialize", "", None);
+        no_resource.resource = None;
+        assert!(p.decide(&agent(), &no_resource).is_allow());
+        assert!(
+            !p.decide(&agent(), &act("docs", "tools/call", "x", None))
+                .is_allow()
+        );
+        let outsider = who("eve", IdentityKind::Human, &[]);
+        let v = p.decide(&outsider, &no_resource);
+        assert_eq!(
+            v.decision,
+            Decision::Deny {
+                reason: "no rule allows initialize on billing for eve".into()
+            }
+        );
+    }
+
+    const AMOUNT: &str = "[[rules]]\nname = \"big refunds\"\ntarget = \"billing\"\ntools = [\"refund\"]\ndecision = \"hold\"\napprovers = [\"leads\"]\nwhen = \"args.amount > 500\"\n\
+        [[rules]]\nname = \"refunds\"\ntarget = \"billing\"\ntools = [\"refund\"]\n";
+
+    #[test]
+    fn cel_over_arguments() {
+        let p = policy(AMOUNT);
+        let big = json!({"amount": 900});
+        let small = json!({"amount": 100});
+        let fraction = json!({"amount": 500.5});
+        assert_eq!(
+            label(&p.decide(&agent(), &call("refund", Some(&big)))),
+            ("hold", "big refunds")
+        );
+        assert_eq!(
+            label(&p.decide(&agent(), &call("refund", Some(&small)))),
+            ("allow", "refunds")
+        );
+        assert_eq!(
+            label(&p.decide(&agent(), &call("refund", Some(&fraction)))),
+            ("hold", "big refunds")
+        );
+    }
+
+    #[test]
+    fn cel_over_identity_and_action() {
+        let p = policy(
+            "[[rules]]\nname = \"admins\"\ntarget = \"billing\"\ntools = [\"*\"]\nwhen = '\"admins\" in identity.groups && identity.kind == \"human\" && tool == \"wipe\" && target == \"billing\" && verb == \"tools/call\" && identity.auth_method == \"oidc\"'\n",
+        );
+        let admin = who("root", IdentityKind::Human, &["admins"]);
+        assert_eq!(
+            label(&p.decide(&admin, &call("wipe", None))),
+            ("allow", "admins")
+        );
+        assert!(!p.decide(&agent(), &call("wipe", None)).is_allow());
+        assert!(!p.decide(&admin, &call("other", None)).is_allow());
+    }
+
+    #[test]
+    fn cel_errors_fail_closed() {
+        // `args.missing` has no such key: an evaluation error.
+        let p = policy(
+            "[[rules]]\nname = \"maybe deny\"\ntarget = \"billing\"\ntools = [\"d\"]\ndecision = \"deny\"\nreason = \"too risky\"\nwhen = \"args.missing > 1\"\n\
+             [[rules]]\nname = \"maybe hold\"\ntarget = \"billing\"\ntools = [\"h\"]\ndecision = \"hold\"\napprovers = [\"leads\"]\nwhen = \"args.missing > 1\"\n\
+             [[rules]]\nname = \"maybe allow\"\ntarget = \"billing\"\ntools = [\"a\", \"d\", \"h\"]\nwhen = \"args.missing > 1\"\n\
+             [[rules]]\nname = \"not bool\"\ntarget = \"billing\"\ntools = [\"n\"]\nwhen = \"args\"\n",
+        );
+        let v = p.decide(&agent(), &call("d", None));
+        assert_eq!(label(&v), ("deny", "maybe deny"));
+        let Decision::Deny { reason } = &v.decision else {
+            panic!()
+        };
+        assert!(
+            reason.starts_with("too risky") && reason.contains("could not be evaluated"),
+            "{reason}"
+        );
+        assert_eq!(
+            label(&p.decide(&agent(), &call("h", None))),
+            ("hold", "maybe hold")
+        );
+        let v = p.decide(&agent(), &call("a", None));
+        assert_eq!(label(&v), ("deny", "default-deny"));
+        let Decision::Deny { reason } = &v.decision else {
+            panic!()
+        };
+        assert!(
+            reason.contains("maybe allow") && reason.contains("could not be evaluated"),
+            "{reason}"
+        );
+        let v = p.decide(&agent(), &call("n", None));
+        assert_eq!(label(&v), ("deny", "default-deny"));
+        assert!(matches!(&v.decision, Decision::Deny { reason } if reason.contains("bool")));
+    }
+
+    #[test]
+    fn bad_cel_is_reported_at_its_line() {
+        let text = format!(
+            "{TARGETS}\n[[rules]]\nname = \"r\"\ntarget = \"billing\"\ntools = [\"x\"]\nwhen = \"args.amount >\"\n"
+        );
+        let config = Config::parse(Path::new("test.toml"), text.clone()).unwrap();
+        let err = Policy::compile(&config).unwrap_err().to_string();
+        let line = text.lines().position(|l| l.starts_with("when")).unwrap() + 1;
+        assert!(err.starts_with(&format!("test.toml:{line}:")), "{err}");
+        assert!(err.contains("when") && err.contains("rules[0]"), "{err}");
+    }
+
+    #[test]
+    fn version_ignores_layout_and_follows_rules() {
+        let a = policy(AMOUNT);
+        let b = Policy::compile(
+            &Config::parse(
+                Path::new("other.toml"),
+                format!(
+                    "# a comment\n{TARGETS}\n\n[[rules]]   # first\nname   =   \"big refunds\"\ntarget = 'billing'\ntools = [ \"refund\" , ]\ndecision = \"hold\"\napprovers = [\"leads\"]\nwhen = \"args.amount > 500\"\ndescription = \"reviewers' notes\"\n\n\
+                     [[rules]]\ntools = [\"refund\"]\ntarget = \"billing\"\nname = \"refunds\"\n"
+                ),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(a.version(), b.version());
+        assert_eq!(a.version().len(), 16);
+        assert_eq!(a.version(), policy(AMOUNT).version());
+        let c = policy(&AMOUNT.replace("500", "501"));
+        assert_ne!(a.version(), c.version());
+        assert_ne!(a.version(), policy("").version());
+    }
+
+    #[test]
+    fn tool_visibility() {
+        let p = policy(
+            "[[rules]]\nname = \"allow\"\ntarget = \"billing\"\ntools = [\"lookup\", \"secret\", \"maybe\"]\n\
+             [[rules]]\nname = \"hold\"\ntarget = \"billing\"\ntools = [\"refund\"]\ndecision = \"hold\"\napprovers = [\"leads\"]\nwhen = \"args.amount > 5\"\n\
+             [[rules]]\nname = \"never\"\ntarget = \"billing\"\ntools = [\"secret\"]\ndecision = \"deny\"\n\
+             [[rules]]\nname = \"sometimes\"\ntarget = \"billing\"\ntools = [\"maybe\"]\ndecision = \"deny\"\nwhen = \"args.x == 1\"\n\
+             [[rules]]\nname = \"ops only\"\ntarget = \"billing\"\ntools = [\"ops\"]\nwho.groups = [\"ops\"]\n",
+        );
+        let bot = agent();
+        assert!(p.tool_visible(&bot, "billing", "lookup"));
+        assert!(p.tool_visible(&bot, "billing", "refund"));
+        assert!(!p.tool_visible(&bot, "billing", "secret"));
+        assert!(p.tool_visible(&bot, "billing", "maybe"));
+        assert!(!p.tool_visible(&bot, "billing", "ops"));
+        assert!(!p.tool_visible(&bot, "billing", "unlisted"));
+        assert!(!p.tool_visible(&bot, "docs", "lookup"));
+    }
+}

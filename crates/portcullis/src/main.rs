@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use axum::serve::ListenerExt as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use portcullis_audit::{AuditLog, AuditReader};
 use portcullis_config::Config;
@@ -386,6 +387,10 @@ pub async fn serve(
         .await
         .with_context(|| format!("cannot listen on {}", config.gateway.listen))?;
     let addr = listener.local_addr()?;
+    // Small JSON-RPC answers must not wait for Nagle's algorithm.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let mut start = audit.event(EventType::GatewayStart, Outcome::Info);
     start.detail = Some(format!("listening on {addr}; policy {}", policy.version()));
     audit

@@ -981,10 +981,20 @@ impl Gateway {
         };
         let result = match body {
             ResponseBody::Error(e) => {
-                let message = serde_json::from_str::<Value>(e.get())
-                    .ok()
-                    .and_then(|v| v["message"].as_str().map(str::to_string));
-                return (text, Outcome::UpstreamError, message);
+                let error = serde_json::from_str::<Value>(e.get()).unwrap_or(Value::Null);
+                let message = error["message"].as_str().map(str::to_string);
+                // The link answers for an upstream that died or broke its stream: the gateway
+                // could not complete the request, which is not an error of the upstream's.
+                let link_failure = error["code"] == code::UPSTREAM_UNAVAILABLE
+                    && message
+                        .as_deref()
+                        .is_some_and(|m| m.starts_with(&format!("upstream {}: ", target.name)));
+                let outcome = if link_failure {
+                    Outcome::Failed
+                } else {
+                    Outcome::UpstreamError
+                };
+                return (text, outcome, message);
             }
             ResponseBody::Result(r) => r,
         };

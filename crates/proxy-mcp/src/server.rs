@@ -53,6 +53,25 @@ fn plain_error(status: StatusCode, code: i64, message: &str) -> Response {
     json_response(status, jsonrpc::error(None, code, message, None))
 }
 
+/// Records a request refused at the front door after authentication (oversized, bad params,
+/// unsupported version, headers that disagree with the body), so every refusal is audited.
+async fn record_rejection(
+    gateway: &Gateway,
+    caller: &Caller,
+    target: &str,
+    method: Option<&str>,
+    resource: Option<&str>,
+    detail: String,
+) {
+    let mut ev = gateway.event(EventType::Request, Outcome::Rejected, Some(caller), target);
+    ev.action = method.map(str::to_string);
+    ev.resource = resource.map(str::to_string);
+    ev.detail = Some(detail);
+    if let Err(audit) = gateway.audit.record(ev).await {
+        tracing::error!("cannot record a rejected request: {audit}");
+    }
+}
+
 /// The allowed-origin check: absent Origin passes (non-browser callers); a present one must
 /// match the configured list, where `*` in a pattern stands for any run of characters.
 fn origin_allowed(gateway: &Gateway, headers: &HeaderMap) -> bool {
@@ -217,10 +236,13 @@ async fn post_message(
     let bytes = match axum::body::to_bytes(body, max).await {
         Ok(b) => b,
         Err(_) => {
+            let message =
+                format!("message exceeds the limit of {max} bytes (gateway.max_message_bytes)");
+            record_rejection(&gateway, &caller, &target, None, None, message.clone()).await;
             return plain_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 code::INVALID_REQUEST,
-                &format!("message exceeds the limit of {max} bytes (gateway.max_message_bytes)"),
+                &message,
             );
         }
     };
@@ -255,6 +277,15 @@ async fn post_message(
                 Message::Request { id, .. } => Some(id.get()),
                 _ => None,
             };
+            record_rejection(
+                &gateway,
+                &caller,
+                &target,
+                message.method(),
+                None,
+                e.clone(),
+            )
+            .await;
             return json_response(
                 StatusCode::BAD_REQUEST,
                 jsonrpc::error(id, code::INVALID_PARAMS, &e, None),
@@ -264,8 +295,10 @@ async fn post_message(
     let header_version = headers
         .get("mcp-protocol-version")
         .and_then(|v| v.to_str().ok());
-    let modern = header_version == Some(era::MODERN)
-        || facts.protocol_version.as_deref() == Some(era::MODERN);
+    // Only 2026-07-28 and later carry the protocol version in `_meta`: a request that does
+    // is modern whatever version it names, so an unknown one is refused as unsupported
+    // (-32022) rather than mistaken for a session-based request without a session.
+    let modern = header_version == Some(era::MODERN) || facts.protocol_version.is_some();
     if modern {
         post_modern(gateway, caller, runtime, headers, message, facts).await
     } else {
@@ -291,7 +324,20 @@ async fn post_modern(
         .as_deref()
         .filter(|v| *v != era::MODERN)
     {
-        let data = json!({ "supported": [era::MODERN], "requested": version });
+        let supported: Vec<&str> = std::iter::once(era::MODERN)
+            .chain(era::LEGACY.iter().copied())
+            .collect();
+        let data = json!({ "supported": supported, "requested": version });
+        let why = format!("unsupported protocol version {version:?}");
+        record_rejection(
+            &gateway,
+            &caller,
+            &runtime.name,
+            message.method(),
+            facts.name.as_deref(),
+            why,
+        )
+        .await;
         return json_response(
             StatusCode::BAD_REQUEST,
             jsonrpc::error(
@@ -310,6 +356,15 @@ async fn post_modern(
             facts.protocol_version.as_deref(),
         )
     {
+        record_rejection(
+            &gateway,
+            &caller,
+            &runtime.name,
+            message.method(),
+            facts.name.as_deref(),
+            format!("Header mismatch: {why}"),
+        )
+        .await;
         return json_response(
             StatusCode::BAD_REQUEST,
             jsonrpc::error(

@@ -1,0 +1,209 @@
+//! The SQLite file: where it lives, how connections are opened, and its schema.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use portcullis_config::Durability;
+use rusqlite::{Connection, OpenFlags, OptionalExtension as _, TransactionBehavior};
+
+use crate::AuditError;
+
+/// The file name inside the data directory.
+pub(crate) const DB_FILE: &str = "audit.db";
+
+/// The schema this build writes and understands.
+pub(crate) const SCHEMA_VERSION: u32 = 1;
+
+/// How long a connection waits for a lock held by another connection (a reader opening
+/// while the writer checkpoints the WAL, or a second process) before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Version 1: the events table, its indexes, and the triggers that make it append-only.
+///
+/// `body` holds the canonical bytes that are hashed; the other columns are copies of event
+/// fields kept only so that lookups do not have to parse JSON. `leaf_hash` is stored now so
+/// the Merkle tree added later needs no backfill over an existing log.
+const SCHEMA_V1: &str = "
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY,
+    id TEXT UNIQUE NOT NULL,
+    time TEXT NOT NULL,
+    type TEXT NOT NULL,
+    session TEXT,
+    subject TEXT,
+    target TEXT,
+    outcome TEXT NOT NULL,
+    body BLOB NOT NULL,
+    leaf_hash BLOB NOT NULL CHECK (length(leaf_hash) = 32)
+) STRICT;
+CREATE INDEX events_session ON events(session);
+CREATE INDEX events_subject_time ON events(subject, time);
+
+-- Defence in depth: anyone who can write the file can still rewrite it, which is what the
+-- signed Merkle checkpoints are for, but no code path (ours or a careless operator's SQL)
+-- can change or remove an event by accident.
+CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END;
+CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END;
+-- seq is the Merkle leaf index plus one, so it must have no gaps. This also refuses
+-- INSERT OR REPLACE over an existing row, whose implicit delete would not fire the
+-- delete trigger.
+CREATE TRIGGER events_contiguous_seq BEFORE INSERT ON events
+WHEN NEW.seq IS NULL OR NEW.seq <> COALESCE((SELECT MAX(seq) FROM events), 0) + 1
+BEGIN SELECT RAISE(ABORT, 'audit sequence numbers must be contiguous'); END;
+";
+
+pub(crate) const INSERT_EVENT: &str = "INSERT INTO events \
+    (seq, id, time, type, session, subject, target, outcome, body, leaf_hash) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+
+/// Creates the data directory if needed, owner-only: the log names who did what.
+pub(crate) fn create_data_dir(data_dir: &Path) -> Result<(), AuditError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        builder.mode(0o700);
+    }
+    builder
+        .create(data_dir)
+        .map_err(|source| AuditError::CreateDir {
+            path: data_dir.to_path_buf(),
+            source,
+        })
+}
+
+/// Opens the write connection: WAL (so readers never block the writer), the synchronous
+/// level of the durability mode, and the schema brought up to date. Returns the connection
+/// and the next sequence number.
+pub(crate) fn open_writer(
+    path: &Path,
+    durability: Durability,
+    max_page_count: Option<u64>,
+) -> Result<(Connection, u64), AuditError> {
+    let open_err = |source| AuditError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(open_err)?;
+    restrict_permissions(path);
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(open_err)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(AuditError::NoWal {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    // In WAL mode FULL syncs the WAL on every commit, so a committed event survives a power
+    // cut; NORMAL syncs only at checkpoints, so the last commits can be lost, which is the
+    // trade the batched mode accepts.
+    let synchronous = match durability {
+        Durability::Strict => "FULL",
+        Durability::Batched => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", synchronous)
+        .map_err(open_err)?;
+    if let Some(pages) = max_page_count {
+        set_max_page_count(&conn, pages).map_err(open_err)?;
+    }
+    migrate(&mut conn, path)?;
+    let max: i64 = conn
+        .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
+        .map_err(open_err)?;
+    Ok((conn, max as u64 + 1))
+}
+
+/// Caps the database size, which yields SQLITE_FULL exactly as a full disk would. Used by
+/// tests to exercise the failure path.
+pub(crate) fn set_max_page_count(conn: &Connection, pages: u64) -> rusqlite::Result<()> {
+    let _now: i64 = conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
+        r.get(0)
+    })?;
+    Ok(())
+}
+
+/// SQLite creates files with the process umask; the log should be readable by its owner
+/// only. The -wal and -shm files copy the database file's mode when SQLite creates them.
+fn restrict_permissions(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        if let Err(err) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+            tracing::warn!(path = %path.display(), %err, "cannot restrict audit log permissions");
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), AuditError> {
+    let open_err = |source| AuditError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    // IMMEDIATE takes the write lock up front, so two gateways started on the same data
+    // directory cannot both decide to create the schema.
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(open_err)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;",
+    )
+    .map_err(open_err)?;
+    let version = schema_version(&tx, path)?;
+    if version > SCHEMA_VERSION {
+        return Err(AuditError::SchemaTooNew {
+            path: path.to_path_buf(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if version < 1 {
+        tx.execute_batch(SCHEMA_V1).map_err(open_err)?;
+    }
+    if version < SCHEMA_VERSION {
+        tx.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?1)",
+            [SCHEMA_VERSION.to_string()],
+        )
+        .map_err(open_err)?;
+    }
+    tx.commit().map_err(open_err)
+}
+
+/// The schema version recorded in `meta`, 0 for a new file.
+pub(crate) fn schema_version(conn: &Connection, path: &Path) -> Result<u32, AuditError> {
+    let text: Option<String> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(|source| AuditError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    match text {
+        None => Ok(0),
+        Some(text) => text.parse().map_err(|_| AuditError::BadSchemaVersion {
+            path: path.to_path_buf(),
+            found: text,
+        }),
+    }
+}
+
+pub(crate) fn db_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(DB_FILE)
+}

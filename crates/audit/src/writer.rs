@@ -1,0 +1,348 @@
+//! The writer thread: the only owner of the write connection.
+//!
+//! One thread and one connection make sequence numbers trivially contiguous (no two writers
+//! can race for `MAX(seq) + 1`) and make group commit natural: while one transaction is
+//! being fsynced, callers queue up, and the next transaction takes all of them at once, so
+//! strict mode pays one fsync per batch rather than one per event.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use portcullis_config::Durability;
+use rusqlite::{Connection, TransactionBehavior, params};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::AuditError;
+use crate::store;
+
+/// The most events written in one transaction. Large enough that a burst is absorbed in a
+/// few commits, small enough that one transaction never holds the WAL for long.
+pub(crate) const MAX_BATCH: usize = 4096;
+
+/// While the store is failed, at most one `record()` per interval is let through to the
+/// writer as a retry; all others are refused at once so callers fail fast.
+pub(crate) const RETRY_INTERVAL: Duration = Duration::from_millis(250);
+
+/// An event ready to insert: canonicalized and hashed by the caller, so that this work is
+/// spread over the callers' threads instead of serializing on the writer.
+pub(crate) struct Row {
+    pub id: String,
+    pub time: String,
+    pub event_type: String,
+    pub session: Option<String>,
+    pub subject: Option<String>,
+    pub target: Option<String>,
+    pub outcome: String,
+    pub body: Vec<u8>,
+    pub leaf_hash: [u8; 32],
+    /// Batched mode: the sequence number already returned to the caller.
+    pub promised_seq: Option<u64>,
+}
+
+pub(crate) type Reply = oneshot::Sender<Result<u64, AuditError>>;
+
+// Nearly every message is an `Append`, so boxing the row would add an allocation per event
+// to shrink only the rare control messages.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Msg {
+    /// `reply` is `Some` in strict mode: the caller waits for the commit.
+    Append { row: Row, reply: Option<Reply> },
+    /// Write what is queued, then stop.
+    Shutdown {
+        reply: oneshot::Sender<Result<(), AuditError>>,
+    },
+    #[cfg(test)]
+    SetMaxPageCount {
+        pages: u64,
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// Health shared between the writer and the callers.
+pub(crate) struct Shared {
+    /// Fast path for `record()`: a relaxed-cost check before taking the lock.
+    failed: AtomicBool,
+    health: Mutex<Health>,
+}
+
+struct Health {
+    /// Why the last write failed; `None` when healthy.
+    cause: Option<String>,
+    /// When a write was last attempted while failed (by the writer or a retry).
+    last_attempt: Instant,
+}
+
+impl Shared {
+    pub(crate) fn new() -> Shared {
+        Shared {
+            failed: AtomicBool::new(false),
+            health: Mutex::new(Health {
+                cause: None,
+                last_attempt: Instant::now(),
+            }),
+        }
+    }
+
+    /// Refuses a record while the store is failed, except one caller per
+    /// [`RETRY_INTERVAL`], whose event becomes the writer's next attempt. Without that
+    /// probe a failed strict log would never see another write and could not recover.
+    pub(crate) fn admit(&self) -> Result<(), AuditError> {
+        if !self.failed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut health = self.health.lock().unwrap_or_else(PoisonError::into_inner);
+        match &health.cause {
+            None => Ok(()),
+            Some(cause) if health.last_attempt.elapsed() < RETRY_INTERVAL => {
+                Err(AuditError::Unavailable {
+                    cause: cause.clone(),
+                })
+            }
+            Some(_) => {
+                health.last_attempt = Instant::now();
+                Ok(())
+            }
+        }
+    }
+
+    fn set_failed(&self, cause: &str) {
+        let mut health = self.health.lock().unwrap_or_else(PoisonError::into_inner);
+        health.cause = Some(cause.to_owned());
+        health.last_attempt = Instant::now();
+        self.failed.store(true, Ordering::Release);
+    }
+
+    fn set_healthy(&self) {
+        if !self.failed.load(Ordering::Acquire) {
+            return;
+        }
+        let mut health = self.health.lock().unwrap_or_else(PoisonError::into_inner);
+        health.cause = None;
+        self.failed.store(false, Ordering::Release);
+        tracing::info!("audit store recovered; recording resumes");
+    }
+}
+
+pub(crate) struct Writer {
+    pub path: PathBuf,
+    pub durability: Durability,
+    /// `None` after a failure: the next attempt reopens, which also re-reads `next_seq`
+    /// from what was actually committed.
+    pub conn: Option<Connection>,
+    pub next_seq: u64,
+    pub max_page_count: Option<u64>,
+    pub shared: Arc<Shared>,
+    /// Batched mode: events already acknowledged to callers whose transaction failed. They
+    /// are kept, in order, and written first on the next attempt, so a transient failure
+    /// loses nothing and the promised sequence numbers stay true.
+    pub pending: Vec<Row>,
+}
+
+struct Entry {
+    row: Row,
+    reply: Option<Reply>,
+}
+
+impl Writer {
+    pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        let mut shutdown_replies = Vec::new();
+        let mut batch: Vec<Entry> = Vec::with_capacity(MAX_BATCH);
+        // `blocking_recv` returns `None` once every sender is gone, or after `close()` once
+        // the buffer is drained: either way everything queued has been written.
+        while let Some(first) = rx.blocking_recv() {
+            let mut next = Some(first);
+            loop {
+                match next.take() {
+                    Some(Msg::Append { row, reply }) => batch.push(Entry { row, reply }),
+                    Some(Msg::Shutdown { reply }) => {
+                        // Refuse new events but keep draining the ones already queued.
+                        rx.close();
+                        shutdown_replies.push(reply);
+                    }
+                    #[cfg(test)]
+                    Some(Msg::SetMaxPageCount { pages, reply }) => {
+                        self.max_page_count = Some(pages);
+                        if let Some(conn) = &self.conn {
+                            let _ = store::set_max_page_count(conn, pages);
+                        }
+                        let _ = reply.send(());
+                    }
+                    None => {}
+                }
+                if batch.len() >= MAX_BATCH {
+                    break;
+                }
+                match rx.try_recv() {
+                    Ok(msg) => next = Some(msg),
+                    Err(_) => break,
+                }
+            }
+            if !batch.is_empty() || !self.pending.is_empty() {
+                self.commit(&mut batch);
+            }
+        }
+        let result = self.finish();
+        for reply in shutdown_replies {
+            let _ = reply.send(match &result {
+                Ok(()) => Ok(()),
+                Err((count, cause)) => Err(AuditError::Lost {
+                    count: *count,
+                    cause: cause.clone(),
+                }),
+            });
+        }
+    }
+
+    /// Last attempt at batched events still pending after a failure, then close the file.
+    fn finish(&mut self) -> Result<(), (usize, String)> {
+        let mut result = Ok(());
+        if !self.pending.is_empty() {
+            self.commit(&mut Vec::new());
+            if !self.pending.is_empty() {
+                let cause = self
+                    .shared
+                    .health
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .cause
+                    .clone()
+                    .unwrap_or_default();
+                tracing::error!(count = self.pending.len(), %cause, "audit events lost at shutdown");
+                result = Err((self.pending.len(), cause));
+            }
+        }
+        // Dropping the last connection checkpoints the WAL into the database file.
+        self.conn = None;
+        result
+    }
+
+    /// Writes pending rows and `batch` in one transaction and answers the callers.
+    fn commit(&mut self, batch: &mut Vec<Entry>) {
+        let mut entries: Vec<Entry> = self
+            .pending
+            .drain(..)
+            .map(|row| Entry { row, reply: None })
+            .collect();
+        entries.append(batch);
+        match self.write(&entries) {
+            Ok(outcomes) => {
+                self.shared.set_healthy();
+                for (entry, outcome) in entries.into_iter().zip(outcomes) {
+                    let result = match outcome {
+                        Some(seq) => {
+                            if entry.row.promised_seq.is_some_and(|p| p != seq) {
+                                tracing::error!(
+                                    seq,
+                                    promised = entry.row.promised_seq,
+                                    "audit event stored under another sequence number than the one returned"
+                                );
+                            }
+                            Ok(seq)
+                        }
+                        None => {
+                            tracing::error!(id = %entry.row.id, "audit event id recorded twice; second copy refused");
+                            Err(AuditError::DuplicateId { id: entry.row.id })
+                        }
+                    };
+                    if let Some(reply) = entry.reply {
+                        let _ = reply.send(result);
+                    }
+                }
+            }
+            Err(cause) => {
+                tracing::error!(%cause, events = entries.len(), "audit write failed; refusing new events until a retry succeeds");
+                self.shared.set_failed(&cause);
+                // Reopen on the next attempt: the connection may be in a bad state after an
+                // I/O error, and reopening re-reads the committed high-water mark.
+                self.conn = None;
+                for entry in entries {
+                    match entry.reply {
+                        // Strict: the caller fails closed; the event is not kept, since the
+                        // request it describes was refused.
+                        Some(reply) => {
+                            let _ = reply.send(Err(AuditError::Write {
+                                cause: cause.clone(),
+                            }));
+                        }
+                        // Batched: already acknowledged, so keep it for the next attempt.
+                        None => self.pending.push(entry.row),
+                    }
+                }
+            }
+        }
+    }
+
+    /// One transaction. Returns, per entry, its sequence number, or `None` if its id was
+    /// already stored. Any other error fails the whole transaction.
+    fn write(&mut self, entries: &[Entry]) -> Result<Vec<Option<u64>>, String> {
+        let cause =
+            |err: rusqlite::Error| format!("cannot write audit log {}: {err}", self.path.display());
+        if self.conn.is_none() {
+            let (conn, next_seq) =
+                store::open_writer(&self.path, self.durability, self.max_page_count)
+                    .map_err(|err| err.to_string())?;
+            self.conn = Some(conn);
+            self.next_seq = next_seq;
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            unreachable!("connection opened above");
+        };
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(cause)?;
+        // Another process may have appended since our last commit (`portcullis tools accept`
+        // records its event while the gateway runs): take the high-water mark under the
+        // write lock this IMMEDIATE transaction holds, not the one cached from our last write,
+        // or every append would fail the contiguity check until the connection is reopened.
+        let committed: i64 = tx
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
+            .map_err(cause)?;
+        let committed = u64::try_from(committed).unwrap_or(0) + 1;
+        if committed != self.next_seq {
+            tracing::debug!(
+                cached = self.next_seq,
+                committed,
+                "another writer appended to the audit log; continuing after its events"
+            );
+        }
+        let mut seq = committed;
+        let mut outcomes = Vec::with_capacity(entries.len());
+        {
+            let mut insert = tx.prepare_cached(store::INSERT_EVENT).map_err(cause)?;
+            for Entry { row, .. } in entries {
+                let inserted = insert.execute(params![
+                    seq as i64,
+                    row.id,
+                    row.time,
+                    row.event_type,
+                    row.session,
+                    row.subject,
+                    row.target,
+                    row.outcome,
+                    row.body,
+                    row.leaf_hash,
+                ]);
+                match inserted {
+                    Ok(_) => {
+                        outcomes.push(Some(seq));
+                        seq += 1;
+                    }
+                    // A duplicate id is the caller's mistake, not the store's: SQLite
+                    // aborts only that statement, so the rest of the batch goes on.
+                    Err(rusqlite::Error::SqliteFailure(err, _))
+                        if err.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
+                    {
+                        outcomes.push(None);
+                    }
+                    Err(err) => return Err(cause(err)),
+                }
+            }
+        }
+        // Dropping `tx` on an early return above rolls back.
+        tx.commit().map_err(cause)?;
+        self.next_seq = seq;
+        Ok(outcomes)
+    }
+}

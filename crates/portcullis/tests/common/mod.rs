@@ -1,0 +1,221 @@
+//! Test harness: runs the real `portcullis` binary against a configuration written for the
+//! test, and talks to it over HTTP like any client would.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+pub const MODERN: &str = "2026-07-28";
+
+/// A running gateway; killed on drop.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    child: Child,
+    pub stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_portcullis"))
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An API key and its config block.
+pub struct Key {
+    pub key: String,
+    pub config: String,
+}
+
+pub fn api_key(name: &str, kind: &str, groups: &[&str]) -> Key {
+    let key = format!(
+        "pcx_test{}",
+        name.replace(|c: char| !c.is_ascii_alphanumeric(), "x")
+    )
+    .chars()
+    .chain(std::iter::repeat('A'))
+    .take(47)
+    .collect::<String>();
+    let hash = portcullis_identity::hash_api_key(&key);
+    let groups = groups
+        .iter()
+        .map(|g| format!("{g:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Key {
+        config: format!(
+            "[[identity.api_keys]]\nname = {name:?}\nkind = {kind:?}\nsha256 = \"{hash}\"\ngroups = [{groups}]\n\n"
+        ),
+        key,
+    }
+}
+
+/// The `command = [...]` line that runs the built-in demo MCP server.
+pub fn demo_server_command() -> String {
+    format!(
+        "command = [{:?}, \"demo-server\"]",
+        binary().display().to_string()
+    )
+}
+
+impl Gateway {
+    /// Starts `portcullis serve` with `[gateway]` filled in and the given rest of the file.
+    pub fn start(rest: &str) -> Gateway {
+        Self::start_with(rest, "", &[])
+    }
+
+    /// `gateway_extra` is added to the `[gateway]` table; `env` to the process environment.
+    pub fn start_with(rest: &str, gateway_extra: &str, env: &[(&str, &str)]) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = format!(
+            "[gateway]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\nrequest_timeout = \"20s\"\n{gateway_extra}\n\n{rest}"
+        );
+        let path = dir.path().join("portcullis.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut cmd = Command::new(binary());
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .env("PORTCULLIS_LOG", "info,portcullis::upstream=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[gateway] {line}");
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(addr).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "gateway exited during start-up: {status}; stderr: {:?}",
+                    lines.lock().unwrap()
+                );
+            }
+            assert!(Instant::now() < deadline, "gateway did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Gateway {
+            addr,
+            dir,
+            child,
+            stderr: lines,
+        }
+    }
+
+    pub fn url(&self, target: &str) -> String {
+        format!("http://{}/mcp/{target}", self.addr)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// All audit events so far, parsed, via the real `portcullis audit tail`.
+    pub fn events(&self) -> Vec<Value> {
+        let out = Command::new(binary())
+            .args(["audit", "tail", "-n", "100000", "--data-dir"])
+            .arg(self.data_dir())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "audit tail failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A 2026-07-28 request, with the headers the revision requires.
+pub async fn modern_call(
+    client: &reqwest::Client,
+    url: &str,
+    key: &str,
+    id: u64,
+    method: &str,
+    mut params: Value,
+) -> (u16, Value) {
+    params["_meta"]["io.modelcontextprotocol/protocolVersion"] = json!(MODERN);
+    let name = params
+        .get("name")
+        .or_else(|| params.get("uri"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let mut req = client
+        .post(url)
+        .bearer_auth(key)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", MODERN)
+        .header("mcp-method", method)
+        .json(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
+    if let Some(name) = name {
+        req = req.header("mcp-name", name);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (status, last_message(&text))
+}
+
+/// The body as JSON, or the last `data:` message of an SSE body.
+pub fn last_message(text: &str) -> Value {
+    if let Ok(v) = serde_json::from_str(text) {
+        return v;
+    }
+    let mut last = Value::Null;
+    let mut data = String::new();
+    for line in text.lines() {
+        if let Some(d) = line.strip_prefix("data:") {
+            data.push_str(d.trim_start());
+        } else if line.is_empty() && !data.is_empty() {
+            last = serde_json::from_str(&data).unwrap_or(Value::Null);
+            data.clear();
+        }
+    }
+    if !data.is_empty() {
+        last = serde_json::from_str(&data).unwrap_or(Value::Null);
+    }
+    last
+}
+
+pub fn path_exists(p: &Path) -> bool {
+    p.exists()
+}
