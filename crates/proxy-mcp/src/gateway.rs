@@ -24,7 +24,7 @@ use tokio::sync::{Semaphore, mpsc};
 
 use crate::era::{self, RequestFacts, UpstreamEra};
 use crate::jsonrpc::{self, Message, ResponseBody, code};
-use crate::link::{Inbound, Link, LinkError, Outgoing, UpstreamSpec};
+use crate::link::{Driver, Inbound, Link, LinkError, Outgoing, UpstreamSpec};
 use crate::pins::{PinCheck, Pins, fingerprint};
 use crate::stream::StreamBuf;
 
@@ -855,14 +855,14 @@ impl Gateway {
             },
             None => params,
         };
-        let upstream_rx = match link.request(Outgoing {
+        let (upstream_rx, driver) = match link.request_driven(Outgoing {
             client_id: id.get(),
             method,
             name: facts.name.as_deref(),
             params: forwarded_params,
             progress_token: facts.progress_token.clone(),
         }) {
-            Ok(rx) => rx,
+            Ok(pair) => pair,
             Err(e) => {
                 ev.outcome = Outcome::Failed;
                 refuse(
@@ -891,7 +891,7 @@ impl Gateway {
                     caller,
                     target,
                     link,
-                    upstream_rx,
+                    (upstream_rx, driver),
                     tx,
                     ev,
                     shape,
@@ -912,7 +912,7 @@ impl Gateway {
         caller: Caller,
         target: Arc<TargetRuntime>,
         link: Arc<Link>,
-        mut upstream: mpsc::Receiver<Inbound>,
+        (mut upstream, driver): (mpsc::Receiver<Inbound>, Option<Driver>),
         tx: mpsc::Sender<Inbound>,
         mut ev: AuditEvent,
         shape: Shape,
@@ -922,8 +922,18 @@ impl Gateway {
     ) {
         let deadline = tokio::time::sleep(self.settings.request_timeout);
         tokio::pin!(deadline);
+        // The HTTP exchange runs inside this task; once done it parks forever so the
+        // select below keeps reading what it delivered.
+        let driver = async move {
+            if let Some(driver) = driver {
+                driver.await;
+            }
+            std::future::pending::<()>().await
+        };
+        tokio::pin!(driver);
         let answer = loop {
             tokio::select! {
+                () = &mut driver => unreachable!("the driver never completes"),
                 msg = upstream.recv() => match msg {
                     Some(Inbound::Interim(text)) => { let _ = tx.send(Inbound::Interim(text)).await; }
                     Some(Inbound::Final(text)) => break Ok(text),

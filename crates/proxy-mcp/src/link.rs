@@ -21,6 +21,9 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use crate::jsonrpc::{self, Message, ResponseBody};
 
+/// The exchange of one request with an HTTP upstream, to be polled to completion.
+pub type Driver = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// What an upstream sends back for one forwarded request.
 #[derive(Debug)]
 pub enum Inbound {
@@ -230,6 +233,20 @@ impl Link {
         self: &Arc<Self>,
         out: Outgoing<'_>,
     ) -> Result<mpsc::Receiver<Inbound>, LinkError> {
+        let (rx, driver) = self.request_driven(out)?;
+        if let Some(driver) = driver {
+            tokio::spawn(driver);
+        }
+        Ok(rx)
+    }
+
+    /// Like [`Link::request`], but an HTTP upstream's exchange is returned as a future for
+    /// the caller to poll alongside the receiver, which saves a task hand-off per request
+    /// on the hot path. Dropping the driver abandons the exchange.
+    pub fn request_driven(
+        self: &Arc<Self>,
+        out: Outgoing<'_>,
+    ) -> Result<(mpsc::Receiver<Inbound>, Option<Driver>), LinkError> {
         if self.is_closed() {
             return Err(LinkError::Closed("the upstream has gone away".into()));
         }
@@ -252,17 +269,19 @@ impl Link {
                         "the upstream process is not reading its input".into(),
                     ));
                 }
+                Ok((rx, None))
             }
             Transport::Http { .. } => {
                 let link = self.clone();
                 let method = out.method.to_string();
                 let name = out.name.map(str::to_string);
-                tokio::spawn(
-                    async move { link.post(Some(id), text, &method, name.as_deref()).await },
-                );
+                let driver: Driver =
+                    Box::pin(
+                        async move { link.post(Some(id), text, &method, name.as_deref()).await },
+                    );
+                Ok((rx, Some(driver)))
             }
         }
-        Ok(rx)
     }
 
     /// Sends a notification, or the caller's answer to a server-to-client request.
