@@ -301,8 +301,9 @@ pub struct Rule {
     #[serde(default)]
     pub decision: RuleDecision,
     /// An optional CEL condition; the rule matches only when it is true. Variables:
-    /// `args` (the call's arguments), `identity` (`subject`, `kind`, `groups`, `issuer`),
-    /// `tool`, `target`. Example: `args.amount > 500`.
+    /// `args` (the call's arguments), `identity` (`subject`, `issuer`, `kind`, `groups`,
+    /// `auth_method`), `tool` and `resource` (the name or URI acted on), `target`, `verb`.
+    /// Example: `args.amount > 500`. A condition that cannot be evaluated fails closed.
     #[serde(default)]
     pub when: Option<Spanned<String>>,
     /// For `deny`: the message the caller gets.
@@ -381,10 +382,9 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let src = &self.source;
-        let whole_file = 0..0;
         if self.gateway.max_message_bytes < 1024 {
             return Err(src.error_at(
-                whole_file,
+                find_text(&src.text, "max_message_bytes"),
                 "gateway.max_message_bytes: must be at least 1024",
             ));
         }
@@ -425,6 +425,11 @@ impl Config {
                     "targets.{name}.max_processes: must be at least 1"
                 )));
             }
+            if target.command.is_some() && target.upstream_auth.is_some() {
+                return Err(at(format!(
+                    "targets.{name}.upstream_auth: only HTTP upstreams take a credential header; give a stdio program its secret with `env`"
+                )));
+            }
         }
         let mut hashes = HashSet::new();
         let mut key_names = HashSet::new();
@@ -456,7 +461,7 @@ impl Config {
             let at = |m: String| src.error_at(find_text(&src.text, &issuer.issuer), m);
             if !issuer.issuer.starts_with("https://") && !issuer.issuer.starts_with("http://") {
                 return Err(at(format!(
-                    "identity.oidc[{i}].issuer: must be an https:// URL"
+                    "identity.oidc[{i}].issuer: must be an http:// or https:// URL (use https outside tests)"
                 )));
             }
             if issuer.audience.is_empty() {
@@ -691,6 +696,12 @@ mod tests {
     fn bad_api_key_hash_is_refused() {
         let err = parse("[[identity.api_keys]]\nname = \"a\"\nsha256 = \"abc\"\n").unwrap_err();
         assert!(err.to_string().starts_with("portcullis.toml:3:"), "{err}");
+    }
+
+    #[test]
+    fn upstream_auth_on_stdio_is_refused() {
+        let err = parse(&format!("{TARGET}upstream_auth = {{ env = \"X\" }}\n")).unwrap_err();
+        assert!(err.to_string().contains("upstream_auth"), "{err}");
     }
 
     #[test]

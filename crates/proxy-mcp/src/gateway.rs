@@ -411,6 +411,7 @@ impl Gateway {
         params: Option<&RawValue>,
     ) -> Result<Result<Value, String>, LinkError> {
         let mut rx = link.request(Outgoing {
+            owner: "portcullis",
             client_id: "0",
             method,
             name: None,
@@ -433,7 +434,7 @@ impl Gateway {
                     None => return Err(LinkError::Closed("no answer".into())),
                 },
                 _ = &mut deadline => {
-                    link.cancel("0", "timed out").await;
+                    link.cancel("portcullis", "0", "timed out").await;
                     return Err(LinkError::Unreachable(format!("{method} timed out")));
                 }
             }
@@ -474,6 +475,9 @@ impl Gateway {
             .ok()
             .flatten()
             .unwrap_or(Value::Null);
+        let mut raw_id = [0u8; 16];
+        rand::rng().fill_bytes(&mut raw_id);
+        let session_id = hex::encode(raw_id);
         let (shared, upstream_era) = self.shared_link(target).await.map_err(unreachable)?;
         let (link, route, answer, unsolicited) = if upstream_era.is_modern() {
             let requested = init["protocolVersion"].as_str().unwrap_or(era::LEGACY[0]);
@@ -498,6 +502,7 @@ impl Gateway {
             let (link, unsolicited) = self.open_link(target).map_err(unreachable)?;
             let mut rx = link
                 .request(Outgoing {
+                    owner: &session_id,
                     client_id: id.get(),
                     method: "initialize",
                     name: None,
@@ -538,10 +543,8 @@ impl Gateway {
             link.listen();
             (link, SessionRoute::Dedicated, answer, Some(unsolicited))
         };
-        let mut raw_id = [0u8; 16];
-        rand::rng().fill_bytes(&mut raw_id);
         let session = Arc::new(Session {
-            id: hex::encode(raw_id),
+            id: session_id,
             target: target.clone(),
             owner: caller.identity.clone(),
             link,
@@ -581,11 +584,25 @@ impl Gateway {
             session.link.close().await;
             return Err(audit_refusal(id.get(), &e.to_string()));
         }
-        self.sessions
-            .lock()
-            .expect("lock")
-            .insert(session.id.clone(), session.clone());
-        Ok((session, answer))
+        {
+            let mut sessions = self.sessions.lock().expect("lock");
+            // Checked again here: concurrent initializes all passed the first check.
+            if sessions.len() < self.settings.max_sessions {
+                sessions.insert(session.id.clone(), session.clone());
+                drop(sessions);
+                return Ok((session, answer));
+            }
+        }
+        self.end_unregistered(&session, caller).await;
+        Err(Refusal::new(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            Some(id.get()),
+            code::INTERNAL_ERROR,
+            &format!(
+                "the gateway has reached its limit of {} sessions; try again later",
+                self.settings.max_sessions
+            ),
+        ))
     }
 
     /// The session with this id, if it exists, belongs to this caller and is alive. A
@@ -644,6 +661,25 @@ impl Gateway {
             .collect();
         for id in idle {
             self.end_session(&id, None, "idle timeout").await;
+        }
+    }
+
+    /// Undoes a session that lost the race for the last slot: closes its upstream and
+    /// records its end, so its recorded start has a matching end.
+    async fn end_unregistered(&self, session: &Arc<Session>, caller: &Caller) {
+        if matches!(session.route, SessionRoute::Dedicated) {
+            session.link.close().await;
+        }
+        let mut ev = self.event(
+            EventType::SessionEnd,
+            Outcome::Info,
+            Some(caller),
+            &session.target.name,
+        );
+        ev.session = Some(session.id.clone());
+        ev.detail = Some("session limit reached".into());
+        if let Err(e) = self.audit.record(ev).await {
+            tracing::error!("cannot record the end of session {}: {e}", session.id);
         }
     }
 
@@ -791,8 +827,10 @@ impl Gateway {
             SessionRoute::Dedicated => None,
         });
         let (link, upstream_era) = match session {
-            Some(s) => (s.link.clone(), None),
-            None => match self.shared_link(target).await {
+            Some(s) if matches!(s.route, SessionRoute::Dedicated) => (s.link.clone(), None),
+            // Stateless callers, and sessions over a stateless upstream, use the target's
+            // shared link as it is now: if the upstream died it has been re-created.
+            _ => match self.shared_link(target).await {
                 Ok((link, era)) => (link, Some(era)),
                 Err(e) => {
                     ev.outcome = Outcome::Failed;
@@ -855,7 +893,12 @@ impl Gateway {
             },
             None => params,
         };
+        let owner = match session {
+            Some(s) => s.id.clone(),
+            None => caller_key(&caller.identity),
+        };
         let (upstream_rx, driver) = match link.request_driven(Outgoing {
+            owner: &owner,
             client_id: id.get(),
             method,
             name: facts.name.as_deref(),
@@ -896,7 +939,7 @@ impl Gateway {
                     ev,
                     shape,
                     method,
-                    client_id,
+                    (owner, client_id),
                     started,
                 )
                 .await
@@ -917,7 +960,7 @@ impl Gateway {
         mut ev: AuditEvent,
         shape: Shape,
         method: String,
-        client_id: String,
+        (owner, client_id): (String, String),
         started: Instant,
     ) {
         let deadline = tokio::time::sleep(self.settings.request_timeout);
@@ -935,12 +978,23 @@ impl Gateway {
             tokio::select! {
                 () = &mut driver => unreachable!("the driver never completes"),
                 msg = upstream.recv() => match msg {
+                    Some(Inbound::Interim(text)) if shape.modern_client => {
+                        // A stateless caller cannot answer a server-to-client request: refuse
+                        // it for the caller, so the upstream does not wait forever.
+                        match Message::parse(text.as_bytes(), usize::MAX) {
+                            Ok(Message::Request { id, .. }) => {
+                                let reply = jsonrpc::error(Some(id.get()), code::METHOD_NOT_FOUND, "the gateway does not relay server-to-client requests to stateless callers", None);
+                                let _ = link.send(reply, "").await;
+                            }
+                            _ => { let _ = tx.send(Inbound::Interim(text)).await; }
+                        }
+                    }
                     Some(Inbound::Interim(text)) => { let _ = tx.send(Inbound::Interim(text)).await; }
                     Some(Inbound::Final(text)) => break Ok(text),
                     None => break Err("the request was cancelled".to_string()),
                 },
                 _ = &mut deadline => {
-                    link.cancel(&client_id, "timed out at the gateway").await;
+                    link.cancel(&owner, &client_id, "timed out at the gateway").await;
                     break Err(format!("no answer within {:?}", self.settings.request_timeout));
                 }
             }
@@ -1115,16 +1169,17 @@ impl Gateway {
         ev.action = Some(method.to_string());
         ev.arguments = params.map(|p| PayloadDigest::of(p.get().as_bytes()));
         let link = match session {
-            Some(s) => Some((
-                s.link.clone(),
-                matches!(s.route, SessionRoute::OverModern { .. }),
-            )),
-            None => target
+            Some(s) if matches!(s.route, SessionRoute::Dedicated) => Some((s.link.clone(), false)),
+            _ => target
                 .shared
                 .lock()
                 .await
                 .as_ref()
                 .map(|(l, e)| (l.clone(), e.is_modern())),
+        };
+        let owner = match session {
+            Some(s) => s.id.clone(),
+            None => caller_key(&caller.identity),
         };
         if let Some((link, upstream_modern)) = link {
             if method == "notifications/cancelled" {
@@ -1132,7 +1187,8 @@ impl Gateway {
                     .and_then(|p| serde_json::from_str::<Value>(p.get()).ok())
                     .and_then(|v| v.get("requestId").map(Value::to_string));
                 if let Some(request_id) = request_id {
-                    link.cancel(&request_id, "cancelled by the caller").await;
+                    link.cancel(&owner, &request_id, "cancelled by the caller")
+                        .await;
                 }
             } else if !(upstream_modern && method == "notifications/initialized")
                 && let Err(e) = link
@@ -1209,6 +1265,11 @@ fn refusal_of(verdict: &Verdict, method: &str, name: &str) -> Option<(i64, Strin
             ),
         )),
     }
+}
+
+/// The owner key of a stateless caller's requests on a shared link.
+fn caller_key(identity: &Identity) -> String {
+    format!("{} {}", identity.issuer, identity.subject)
 }
 
 fn audit_refusal(id: &str, cause: &str) -> Refusal {

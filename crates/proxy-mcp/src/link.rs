@@ -62,6 +62,9 @@ pub enum UpstreamSpec {
 
 /// The request-level facts a transport may need besides the body.
 pub struct Outgoing<'a> {
+    /// Who sent it (a session id, or the caller for stateless requests): ids and progress
+    /// tokens are only unique per owner, and a shared link carries many owners.
+    pub owner: &'a str,
     /// The caller's id, as raw JSON text; the answer is rewritten to carry it.
     pub client_id: &'a str,
     pub method: &'a str,
@@ -72,6 +75,7 @@ pub struct Outgoing<'a> {
 }
 
 struct Pending {
+    owner: String,
     client_id: String,
     progress_token: Option<String>,
     tx: mpsc::Sender<Inbound>,
@@ -85,7 +89,8 @@ enum Transport {
     },
     Http {
         client: reqwest::Client,
-        url: String,
+        /// Parsed once: a string URL would be re-parsed (with IDNA processing) per request.
+        url: reqwest::Url,
         auth: Option<(http::HeaderName, http::HeaderValue)>,
         session_id: Mutex<Option<String>>,
         protocol_version: Mutex<Option<String>>,
@@ -198,7 +203,9 @@ impl Link {
                     target,
                     transport: Transport::Http {
                         client: http_client.clone(),
-                        url: url.clone(),
+                        url: reqwest::Url::parse(url).map_err(|e| {
+                            LinkError::Unreachable(format!("bad upstream URL: {e}"))
+                        })?,
                         auth: auth.clone(),
                         session_id: Mutex::new(None),
                         protocol_version: Mutex::new(None),
@@ -255,6 +262,7 @@ impl Link {
         self.pending.lock().expect("lock").insert(
             id,
             Pending {
+                owner: out.owner.to_string(),
                 client_id: out.client_id.to_string(),
                 progress_token: out.progress_token,
                 tx,
@@ -303,12 +311,12 @@ impl Link {
 
     /// Abandons a request (timeout, caller gone) and tells the upstream to stop working on
     /// it: its answer, if it ever comes, is dropped.
-    pub async fn cancel(self: &Arc<Self>, client_id: &str, reason: &str) {
+    pub async fn cancel(self: &Arc<Self>, owner: &str, client_id: &str, reason: &str) {
         let gateway_id = {
             let mut pending = self.pending.lock().expect("lock");
             let found = pending
                 .iter()
-                .find(|(_, p)| p.client_id == client_id)
+                .find(|(_, p)| p.owner == owner && p.client_id == client_id)
                 .map(|(id, _)| *id);
             if let Some(id) = found {
                 pending.remove(&id);
@@ -347,7 +355,7 @@ impl Link {
             } => {
                 let sid = session_id.lock().expect("lock").clone();
                 if let Some(sid) = sid {
-                    let mut req = client.delete(url).header("mcp-session-id", sid);
+                    let mut req = client.delete(url.clone()).header("mcp-session-id", sid);
                     if let Some((k, v)) = auth {
                         req = req.header(k, v);
                     }
@@ -439,10 +447,15 @@ impl Link {
                     .flatten();
                 let tx = {
                     let pending = self.pending.lock().expect("lock");
+                    // Tokens are chosen by callers; on a shared link two owners may pick the
+                    // same one. Deliver only when the token names one owner's request:
+                    // better to drop a progress note than to show it to another caller.
                     let by_token = token.and_then(|t| {
-                        pending
+                        let mut matching = pending
                             .values()
-                            .find(|p| p.progress_token.as_deref() == Some(t.as_str()))
+                            .filter(|p| p.progress_token.as_deref() == Some(t.as_str()));
+                        let first = matching.next()?;
+                        matching.all(|p| p.owner == first.owner).then_some(first)
                     });
                     by_token
                         .or_else(|| via.and_then(|v| pending.get(&v)))
@@ -489,7 +502,7 @@ impl Link {
             unreachable!("post is only used on HTTP links");
         };
         let mut req = client
-            .post(url)
+            .post(url.clone())
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(http::header::ACCEPT, "application/json, text/event-stream")
             .body(body);
@@ -612,7 +625,7 @@ impl Link {
                 return;
             };
             let mut req = client
-                .get(url)
+                .get(url.clone())
                 .header(http::header::ACCEPT, "text/event-stream");
             if let Some(sid) = session_id.lock().expect("lock").clone() {
                 req = req.header("mcp-session-id", sid);

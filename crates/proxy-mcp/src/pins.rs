@@ -7,6 +7,7 @@
 //! calls are refused until an operator accepts the change (`portcullis tools accept`).
 //! Pins live in `<data_dir>/pins.db`, so the CLI can accept a change while the gateway runs.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -44,6 +45,10 @@ pub enum PinCheck {
 pub struct Pins {
     conn: Mutex<Connection>,
     path: String,
+    /// Tools this gateway knows to be withheld. Checked on every `tools/call` without a
+    /// database query; filled by [`Pins::check`] and at start-up, and re-checked against the
+    /// store (where the CLI records acceptances) only for tools in it.
+    withheld: Mutex<HashSet<(String, String)>>,
 }
 
 /// The fingerprint of a tool: SHA-256 over the canonical JSON of what a model reads of it.
@@ -88,10 +93,14 @@ impl Pins {
              );",
         )
         .map_err(err)?;
-        Ok(Pins {
+        let pins = Pins {
             conn: Mutex::new(conn),
             path: path.display().to_string(),
-        })
+            withheld: Mutex::new(HashSet::new()),
+        };
+        let pending = pins.pending()?;
+        pins.withheld.lock().expect("lock").extend(pending);
+        Ok(pins)
     }
 
     fn err(&self, source: rusqlite::Error) -> PinError {
@@ -130,6 +139,10 @@ impl Pins {
                     )
                     .map_err(|e| self.err(e))?;
                 }
+                self.withheld
+                    .lock()
+                    .expect("lock")
+                    .remove(&(target.to_string(), tool.to_string()));
                 Ok(PinCheck::Unchanged)
             }
             Some((pinned, pending)) => {
@@ -141,6 +154,10 @@ impl Pins {
                     )
                     .map_err(|e| self.err(e))?;
                 }
+                self.withheld
+                    .lock()
+                    .expect("lock")
+                    .insert((target.to_string(), tool.to_string()));
                 Ok(PinCheck::Changed {
                     pinned,
                     seen: seen.to_string(),
@@ -152,15 +169,25 @@ impl Pins {
 
     /// Whether a tool is withheld: it changed and the change was not accepted.
     pub fn is_withheld(&self, target: &str, tool: &str) -> Result<bool, PinError> {
+        let key = (target.to_string(), tool.to_string());
+        if !self.withheld.lock().expect("lock").contains(&key) {
+            return Ok(false);
+        }
         let conn = self.conn.lock().expect("lock");
-        conn.query_row(
-            "SELECT pending IS NOT NULL FROM pins WHERE target = ?1 AND tool = ?2",
-            params![target, tool],
-            |r| r.get::<_, bool>(0),
-        )
-        .optional()
-        .map(|v| v.unwrap_or(false))
-        .map_err(|e| self.err(e))
+        let still = conn
+            .query_row(
+                "SELECT pending IS NOT NULL FROM pins WHERE target = ?1 AND tool = ?2",
+                params![target, tool],
+                |r| r.get::<_, bool>(0),
+            )
+            .optional()
+            .map(|v| v.unwrap_or(false))
+            .map_err(|e| self.err(e))?;
+        if !still {
+            // Accepted on the command line since: forget it.
+            self.withheld.lock().expect("lock").remove(&key);
+        }
+        Ok(still)
     }
 
     /// Accepts the pending change of a tool: its new fingerprint becomes the pin. Returns
