@@ -4,7 +4,7 @@
 //! a given event: any difference between two implementations (ours now, a verifier written
 //! in another language later) would make a valid log look tampered with.
 
-use portcullis_model::AuditEvent;
+use portcullis_model::{Actor, AuditEvent, Identity, PayloadDigest};
 use sha2::{Digest as _, Sha256};
 
 /// Canonical bytes of an event: the RFC 8785 JSON canonicalization (JCS) of its serde
@@ -15,15 +15,203 @@ use sha2::{Digest as _, Sha256};
 /// work is done by `serde_json_canonicalizer`, which is maintained and checked against the
 /// RFC's test data; we only add the handling of non-finite floats below.
 pub fn canonical_bytes(event: &AuditEvent) -> Vec<u8> {
-    // JSON has no NaN or Infinity, so JCS refuses them. serde_json would quietly write
-    // `null`; we omit the field instead, which deserializes back to the same `None` and
-    // keeps this function infallible for the gateway.
-    if event.duration_ms.is_some_and(|d| !d.is_finite()) {
-        let mut sanitized = event.clone();
-        sanitized.duration_ms = None;
-        return canonicalize(&sanitized);
+    let mut out = Vec::with_capacity(768);
+    write_event(&mut out, event);
+    out
+}
+
+/// Writes an event in JCS form directly, member by member in sorted key order.
+///
+/// Every event on the request path is canonicalized, and a generic JCS serializer (parse,
+/// sort, reformat) cost more than the rest of the audit record together. The structs are
+/// destructured exhaustively, so a field added to the model fails to compile here instead
+/// of silently missing from the hashed bytes; the tests compare this writer with
+/// `serde_json_canonicalizer` on fully populated and random events.
+fn write_event(out: &mut Vec<u8>, event: &AuditEvent) {
+    let AuditEvent {
+        id,
+        time,
+        gateway,
+        event_type,
+        outcome,
+        source,
+        identity,
+        target,
+        session,
+        action,
+        resource,
+        request_id,
+        decision,
+        rule,
+        policy_version,
+        arguments,
+        result,
+        duration_ms,
+        detail,
+        approval,
+    } = event;
+    // JSON has no NaN or Infinity, so JCS refuses them; such a duration is left out, which
+    // reads back as the same `None` and keeps this function infallible for the gateway.
+    let duration_ms = duration_ms.filter(|d| d.is_finite());
+    let mut obj = Object::new(out);
+    obj.opt_str("action", action.as_deref());
+    obj.opt_str("approval", approval.as_deref());
+    if let Some(d) = arguments {
+        obj.key("arguments");
+        write_digest(obj.out, d);
     }
-    canonicalize(event)
+    obj.opt_str("decision", decision.as_deref());
+    obj.opt_str("detail", detail.as_deref());
+    if let Some(ms) = duration_ms {
+        obj.key("duration_ms");
+        write_number(obj.out, ms);
+    }
+    obj.str("gateway", gateway);
+    obj.str("id", id);
+    if let Some(identity) = identity {
+        obj.key("identity");
+        write_identity(obj.out, identity);
+    }
+    obj.str("outcome", &serde_name(outcome));
+    obj.opt_str("policy_version", policy_version.as_deref());
+    obj.opt_str("request_id", request_id.as_deref());
+    obj.opt_str("resource", resource.as_deref());
+    if let Some(d) = result {
+        obj.key("result");
+        write_digest(obj.out, d);
+    }
+    obj.opt_str("rule", rule.as_deref());
+    obj.opt_str("session", session.as_deref());
+    obj.opt_str("source", source.as_deref());
+    obj.opt_str("target", target.as_deref());
+    obj.str("time", time);
+    obj.str("type", &serde_name(event_type));
+    obj.end();
+}
+
+fn write_identity(out: &mut Vec<u8>, identity: &Identity) {
+    let Identity {
+        issuer,
+        subject,
+        display_name,
+        kind,
+        groups,
+        auth_method,
+        credential_id,
+        act,
+    } = identity;
+    let mut obj = Object::new(out);
+    if !act.is_empty() {
+        obj.key("act");
+        obj.out.push(b'[');
+        for (i, actor) in act.iter().enumerate() {
+            if i > 0 {
+                obj.out.push(b',');
+            }
+            let Actor {
+                subject,
+                issuer,
+                client_id,
+            } = actor;
+            let mut a = Object::new(obj.out);
+            a.opt_str("client_id", client_id.as_deref());
+            a.opt_str("issuer", issuer.as_deref());
+            a.str("subject", subject);
+            a.end();
+        }
+        obj.out.push(b']');
+    }
+    obj.str("auth_method", &serde_name(auth_method));
+    obj.opt_str("credential_id", credential_id.as_deref());
+    obj.opt_str("display_name", display_name.as_deref());
+    obj.key("groups");
+    obj.out.push(b'[');
+    for (i, group) in groups.iter().enumerate() {
+        if i > 0 {
+            obj.out.push(b',');
+        }
+        write_string(obj.out, group);
+    }
+    obj.out.push(b']');
+    obj.str("issuer", issuer);
+    obj.str("kind", kind.as_str());
+    obj.str("subject", subject);
+    obj.end();
+}
+
+fn write_digest(out: &mut Vec<u8>, digest: &PayloadDigest) {
+    let PayloadDigest { sha256, size } = digest;
+    let mut obj = Object::new(out);
+    obj.str("sha256", sha256);
+    obj.key("size");
+    write_integer(obj.out, *size);
+    obj.end();
+}
+
+/// A JSON object being written; members must be added in sorted key order.
+struct Object<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl<'a> Object<'a> {
+    fn new(out: &'a mut Vec<u8>) -> Self {
+        out.push(b'{');
+        Object { out, first: true }
+    }
+    fn key(&mut self, key: &str) {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        write_string(self.out, key);
+        self.out.push(b':');
+    }
+    fn str(&mut self, key: &str, value: &str) {
+        self.key(key);
+        write_string(self.out, value);
+    }
+    fn opt_str(&mut self, key: &str, value: Option<&str>) {
+        if let Some(v) = value {
+            self.str(key, v);
+        }
+    }
+    fn end(self) {
+        self.out.push(b'}');
+    }
+}
+
+/// JCS strings are serde_json's: `\"`, `\\`, `\b \f \n \r \t`, other control characters
+/// as lower-case `\u00XX`, everything else (including non-ASCII) as UTF-8.
+fn write_string(out: &mut Vec<u8>, s: &str) {
+    serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
+}
+
+/// ECMAScript `Number.prototype.toString` formatting, as JCS requires, by `ryu-js` (the
+/// formatter the canonicalizer crate itself uses).
+fn write_number(out: &mut Vec<u8>, n: f64) {
+    if n == 0.0 {
+        out.push(b'0'); // also -0
+    } else {
+        out.extend_from_slice(ryu_js::Buffer::new().format_finite(n).as_bytes());
+    }
+}
+
+/// JCS reads every number as an IEEE double: integers beyond 2^53 are written as the double
+/// they round to, as any other JCS implementation would.
+fn write_integer(out: &mut Vec<u8>, n: u64) {
+    if n <= 1 << 53 {
+        out.extend_from_slice(n.to_string().as_bytes());
+    } else {
+        write_number(out, n as f64);
+    }
+}
+
+fn serde_name<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(name)) => name,
+        other => unreachable!("unit enum serializes as a string, got {other:?}"),
+    }
 }
 
 /// JCS of any serializable value whose floats are all finite and whose map keys are strings.
@@ -42,4 +230,90 @@ pub(crate) fn leaf_hash(body: &[u8]) -> [u8; 32] {
     hasher.update([0x00]);
     hasher.update(body);
     hasher.finalize().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portcullis_model::{AuthMethod, EventType, IdentityKind, Outcome};
+
+    fn full_event(duration: f64, text: &str) -> AuditEvent {
+        AuditEvent {
+            id: "01a1fdea-921a-7300-a3d8-c3a453a0684b".into(),
+            time: "2026-11-21T12:00:00.123Z".into(),
+            gateway: "gw-\u{e9}".into(),
+            event_type: EventType::ToolPinMismatch,
+            outcome: Outcome::UpstreamError,
+            source: Some("127.0.0.1:5000".into()),
+            identity: Some(Identity {
+                issuer: "https://idp".into(),
+                subject: text.into(),
+                display_name: Some("D\u{f6}rte \"Q\" \u{1F600}".into()),
+                kind: IdentityKind::Service,
+                groups: vec!["a".into(), text.into()],
+                auth_method: AuthMethod::Oidc,
+                credential_id: Some("abc".into()),
+                act: vec![
+                    Actor { subject: "agent".into(), issuer: Some("i".into()), client_id: Some("c".into()) },
+                    Actor { subject: "x".into(), issuer: None, client_id: None },
+                ],
+            }),
+            target: Some("t".into()),
+            session: Some("s".into()),
+            action: Some("tools/call".into()),
+            resource: Some(text.into()),
+            request_id: Some("\"7\"".into()),
+            decision: Some("allow".into()),
+            rule: Some("r".into()),
+            policy_version: Some("v".into()),
+            arguments: Some(PayloadDigest { sha256: "00".into(), size: 12 }),
+            result: Some(PayloadDigest { sha256: "ff".into(), size: u64::MAX }),
+            duration_ms: Some(duration),
+            detail: Some(format!("line\nbreak\t{text}\u{1}")),
+            approval: Some("ap".into()),
+        }
+    }
+
+    #[test]
+    fn direct_writer_matches_the_generic_canonicalizer() {
+        let texts = ["", "plain", "\u{7f}\u{0}\u{1f}", "\u{2028}\u{10FFFF}", "é/\\"];
+        let durations = [0.0, -0.0, 1.0, 12.5, 0.001, 1234567.891, 1e-6, 3.0e20, 1e21, 5e-7, 1e300];
+        for text in texts {
+            for d in durations {
+                let event = full_event(d, text);
+                assert_eq!(
+                    String::from_utf8(canonical_bytes(&event)).unwrap(),
+                    String::from_utf8(canonicalize(&event)).unwrap(),
+                    "duration {d}, text {text:?}"
+                );
+            }
+        }
+        let mut sparse = full_event(1.5, "x");
+        sparse.identity = None;
+        sparse.arguments = None;
+        sparse.detail = None;
+        sparse.duration_ms = None;
+        assert_eq!(canonical_bytes(&sparse), canonicalize(&sparse));
+    }
+
+    #[test]
+    fn random_durations_format_like_ecmascript() {
+        let mut x: u64 = 0x9E3779B97F4A7C15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let d = f64::from_bits(x);
+            if !d.is_finite() {
+                continue;
+            }
+            let mut a = Vec::new();
+            write_number(&mut a, d);
+            assert_eq!(a, canonicalize(&d), "{d:e}");
+            let ms = (x % 10_000_000) as f64 / 1000.0;
+            let mut b = Vec::new();
+            write_number(&mut b, ms);
+            assert_eq!(b, canonicalize(&ms), "{ms}");
+        }
+    }
 }

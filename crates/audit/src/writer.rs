@@ -297,7 +297,8 @@ impl Writer {
         // write lock this IMMEDIATE transaction holds, not the one cached from our last write,
         // or every append would fail the contiguity check until the connection is reopened.
         let committed: i64 = tx
-            .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
+            .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM events")
+            .and_then(|mut stmt| stmt.query_row([], |r| r.get(0)))
             .map_err(cause)?;
         let committed = u64::try_from(committed).unwrap_or(0) + 1;
         if committed != self.next_seq {

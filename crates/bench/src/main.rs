@@ -176,26 +176,44 @@ tools = ["lookup"]
     })
 }
 
-fn call_body(id: u64) -> String {
-    json!({
-        "jsonrpc": "2.0", "id": id, "method": "tools/call",
-        "params": {"name": "lookup", "arguments": {"customer": "cus_1001"}, "_meta": {"io.modelcontextprotocol/protocolVersion": MODERN}}
-    })
+/// What each measured request is.
+#[derive(Clone, Copy)]
+enum Probe {
+    /// `tools/call` of `lookup`: the whole path, upstream included.
+    ToolCall,
+    /// `ping`, which the gateway answers itself for a stateless upstream: its fixed cost
+    /// (HTTP, authentication, parsing, audit) without the upstream hop.
+    Ping,
+}
+
+fn call_body(probe: Probe, id: u64) -> String {
+    let meta = json!({"io.modelcontextprotocol/protocolVersion": MODERN});
+    match probe {
+        Probe::ToolCall => json!({
+            "jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": "lookup", "arguments": {"customer": "cus_1001"}, "_meta": meta}
+        }),
+        Probe::Ping => json!({"jsonrpc": "2.0", "id": id, "method": "ping", "params": {"_meta": meta}}),
+    }
     .to_string()
 }
 
 async fn one_call(client: &reqwest::Client, url: &str, key: &str, id: u64) -> Result<()> {
-    let resp = client
+    probe_call(client, url, key, id, Probe::ToolCall).await
+}
+
+async fn probe_call(client: &reqwest::Client, url: &str, key: &str, id: u64, probe: Probe) -> Result<()> {
+    let mut req = client
         .post(url)
         .bearer_auth(key)
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", MODERN)
-        .header("mcp-method", "tools/call")
-        .header("mcp-name", "lookup")
-        .body(call_body(id))
-        .send()
-        .await?;
+        .header("mcp-protocol-version", MODERN);
+    req = match probe {
+        Probe::ToolCall => req.header("mcp-method", "tools/call").header("mcp-name", "lookup"),
+        Probe::Ping => req.header("mcp-method", "ping"),
+    };
+    let resp = req.body(call_body(probe, id)).send().await?;
     let status = resp.status();
     let body = resp.bytes().await?;
     if !status.is_success() || !body.windows(8).any(|w| w == b"\"result\"") {
@@ -209,17 +227,17 @@ struct Latency {
     p99: Duration,
 }
 
-async fn measure_latency(url: &str, key: &str, calls: usize) -> Result<Latency> {
+async fn measure_latency(url: &str, key: &str, calls: usize, probe: Probe) -> Result<Latency> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(1)
         .build()?;
     for i in 0..200 {
-        one_call(&client, url, key, i).await?;
+        probe_call(&client, url, key, i, probe).await?;
     }
     let mut samples = Vec::with_capacity(calls);
     for i in 0..calls {
         let start = Instant::now();
-        one_call(&client, url, key, i as u64).await?;
+        probe_call(&client, url, key, i as u64, probe).await?;
         samples.push(start.elapsed());
     }
     samples.sort();
@@ -275,7 +293,7 @@ async fn main() -> Result<()> {
         "MCP tools/call benchmark: {} sequential calls for latency, {} clients x {}s for throughput",
         args.latency_calls, args.concurrency, args.seconds
     );
-    let direct_latency = measure_latency(&direct, &key, args.latency_calls).await?;
+    let direct_latency = measure_latency(&direct, &key, args.latency_calls, Probe::ToolCall).await?;
     let direct_rps = measure_throughput(&direct, &key, args.concurrency, args.seconds).await?;
     println!(
         "{:<26} p50 {:>8.1} us  p99 {:>8.1} us  throughput {:>9.0} calls/s",
@@ -286,7 +304,8 @@ async fn main() -> Result<()> {
     );
     for durability in &args.durability {
         let gateway = start_gateway(&args.gateway, upstream, &hash, durability)?;
-        let latency = measure_latency(&gateway.url, &key, args.latency_calls).await?;
+        let local = measure_latency(&gateway.url, &key, args.latency_calls, Probe::Ping).await?;
+        let latency = measure_latency(&gateway.url, &key, args.latency_calls, Probe::ToolCall).await?;
         let rps = measure_throughput(&gateway.url, &key, args.concurrency, args.seconds).await?;
         println!(
             "{:<26} p50 {:>8.1} us  p99 {:>8.1} us  throughput {:>9.0} calls/s",
@@ -294,6 +313,12 @@ async fn main() -> Result<()> {
             micros(latency.p50),
             micros(latency.p99),
             rps
+        );
+        println!(
+            "{:<26} p50 {:>8.1} us  p99 {:>8.1} us  (answered by the gateway: its fixed cost)",
+            "  ping, no upstream hop",
+            micros(local.p50),
+            micros(local.p99)
         );
         println!(
             "{:<26} p50 overhead {:>+7.1} us  p99 overhead {:>+7.1} us  throughput ratio {:.2}",

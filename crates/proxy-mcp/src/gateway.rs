@@ -849,33 +849,15 @@ impl Gateway {
             over_modern.is_some() || upstream_era.as_ref().is_some_and(UpstreamEra::is_modern);
         // Methods a modern upstream no longer has are answered here.
         if upstream_modern && matches!(method, "ping" | "logging/setLevel") {
-            ev.outcome = Outcome::Success;
-            let gateway = self.clone();
             let answer = jsonrpc::result(id.get(), "{}");
-            ev.result = Some(PayloadDigest::of(answer.as_bytes()));
-            tokio::spawn(async move {
-                let answer = match gateway.audit.record(ev).await {
-                    Ok(_) => answer,
-                    Err(e) => audit_refusal(&answer_id(&answer), &e.to_string()).body,
-                };
-                let _ = tx.send(Inbound::Final(answer)).await;
-            });
+            self.answer_locally(ev, answer, &tx).await;
             return rx;
         }
         if method == "server/discover"
             && let Some(era) = upstream_era.as_ref().filter(|e| !e.is_modern())
         {
-            ev.outcome = Outcome::Success;
             let answer = jsonrpc::result(id.get(), &era.discover_result().to_string());
-            ev.result = Some(PayloadDigest::of(answer.as_bytes()));
-            let gateway = self.clone();
-            tokio::spawn(async move {
-                let answer = match gateway.audit.record(ev).await {
-                    Ok(_) => answer,
-                    Err(e) => audit_refusal(&answer_id(&answer), &e.to_string()).body,
-                };
-                let _ = tx.send(Inbound::Final(answer)).await;
-            });
+            self.answer_locally(ev, answer, &tx).await;
             return rx;
         }
         let translated;
@@ -945,6 +927,18 @@ impl Gateway {
                 .await
         });
         rx
+    }
+
+    /// Answers a request without the upstream (methods a stateless upstream no longer has,
+    /// or discovery synthesised from a session-based upstream), recording it first.
+    async fn answer_locally(&self, mut ev: AuditEvent, answer: String, tx: &mpsc::Sender<Inbound>) {
+        ev.outcome = Outcome::Success;
+        ev.result = Some(PayloadDigest::of(answer.as_bytes()));
+        let answer = match self.audit.record(ev).await {
+            Ok(_) => answer,
+            Err(e) => audit_refusal(&answer_id(&answer), &e.to_string()).body,
+        };
+        let _ = tx.send(Inbound::Final(answer)).await;
     }
 
     /// Relays an upstream's interim messages and answer to the caller, post-processes the
