@@ -21,6 +21,10 @@ use crate::store;
 /// few commits, small enough that one transaction never holds the WAL for long.
 pub(crate) const MAX_BATCH: usize = 4096;
 
+/// Batched mode: how long the writer lets events gather before a commit. Bounds what a
+/// crash can lose in that mode, together with the commit itself.
+pub(crate) const BATCH_WINDOW: Duration = Duration::from_millis(2);
+
 /// While the store is failed, at most one `record()` per interval is let through to the
 /// writer as a retry; all others are refused at once so callers fail fast.
 pub(crate) const RETRY_INTERVAL: Duration = Duration::from_millis(250);
@@ -152,6 +156,11 @@ impl Writer {
         // `blocking_recv` returns `None` once every sender is gone, or after `close()` once
         // the buffer is drained: either way everything queued has been written.
         while let Some(first) = rx.blocking_recv() {
+            if self.durability == Durability::Batched {
+                // Nobody waits for a batched commit: let a window's worth of events gather
+                // so one transaction (one WAL append of the index pages) carries many.
+                std::thread::sleep(BATCH_WINDOW);
+            }
             let mut next = Some(first);
             loop {
                 match next.take() {
