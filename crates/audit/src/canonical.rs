@@ -11,9 +11,8 @@ use sha2::{Digest as _, Sha256};
 /// serialization.
 ///
 /// Object keys are sorted by UTF-16 code units, there is no whitespace, strings use the
-/// minimal JSON escaping and numbers use ECMAScript formatting (`1e+21`, `-0` as `0`). The
-/// work is done by `serde_json_canonicalizer`, which is maintained and checked against the
-/// RFC's test data; we only add the handling of non-finite floats below.
+/// minimal JSON escaping and numbers use ECMAScript formatting (`1e+21`, `-0` as `0`), by
+/// `ryu-js`. A non-finite duration is left out (JSON cannot say it).
 pub fn canonical_bytes(event: &AuditEvent) -> Vec<u8> {
     let mut out = Vec::with_capacity(768);
     write_event(&mut out, event);
@@ -215,6 +214,7 @@ fn serde_name<T: serde::Serialize>(value: &T) -> String {
 }
 
 /// JCS of any serializable value whose floats are all finite and whose map keys are strings.
+#[cfg(test)]
 pub(crate) fn canonicalize<T: serde::Serialize>(value: &T) -> Vec<u8> {
     // The only ways JCS serialization can fail are non-finite floats and non-string map
     // keys; `AuditEvent` has neither once `canonical_bytes` has dropped non-finite floats.
@@ -254,8 +254,16 @@ mod tests {
                 auth_method: AuthMethod::Oidc,
                 credential_id: Some("abc".into()),
                 act: vec![
-                    Actor { subject: "agent".into(), issuer: Some("i".into()), client_id: Some("c".into()) },
-                    Actor { subject: "x".into(), issuer: None, client_id: None },
+                    Actor {
+                        subject: "agent".into(),
+                        issuer: Some("i".into()),
+                        client_id: Some("c".into()),
+                    },
+                    Actor {
+                        subject: "x".into(),
+                        issuer: None,
+                        client_id: None,
+                    },
                 ],
             }),
             target: Some("t".into()),
@@ -266,8 +274,14 @@ mod tests {
             decision: Some("allow".into()),
             rule: Some("r".into()),
             policy_version: Some("v".into()),
-            arguments: Some(PayloadDigest { sha256: "00".into(), size: 12 }),
-            result: Some(PayloadDigest { sha256: "ff".into(), size: u64::MAX }),
+            arguments: Some(PayloadDigest {
+                sha256: "00".into(),
+                size: 12,
+            }),
+            result: Some(PayloadDigest {
+                sha256: "ff".into(),
+                size: u64::MAX,
+            }),
             duration_ms: Some(duration),
             detail: Some(format!("line\nbreak\t{text}\u{1}")),
             approval: Some("ap".into()),
@@ -276,8 +290,26 @@ mod tests {
 
     #[test]
     fn direct_writer_matches_the_generic_canonicalizer() {
-        let texts = ["", "plain", "\u{7f}\u{0}\u{1f}", "\u{2028}\u{10FFFF}", "é/\\"];
-        let durations = [0.0, -0.0, 1.0, 12.5, 0.001, 1234567.891, 1e-6, 3.0e20, 1e21, 5e-7, 1e300];
+        let texts = [
+            "",
+            "plain",
+            "\u{7f}\u{0}\u{1f}",
+            "\u{2028}\u{10FFFF}",
+            "é/\\",
+        ];
+        let durations = [
+            0.0,
+            -0.0,
+            1.0,
+            12.5,
+            0.001,
+            1234567.891,
+            1e-6,
+            3.0e20,
+            1e21,
+            5e-7,
+            1e300,
+        ];
         for text in texts {
             for d in durations {
                 let event = full_event(d, text);

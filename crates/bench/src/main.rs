@@ -193,7 +193,9 @@ fn call_body(probe: Probe, id: u64) -> String {
             "jsonrpc": "2.0", "id": id, "method": "tools/call",
             "params": {"name": "lookup", "arguments": {"customer": "cus_1001"}, "_meta": meta}
         }),
-        Probe::Ping => json!({"jsonrpc": "2.0", "id": id, "method": "ping", "params": {"_meta": meta}}),
+        Probe::Ping => {
+            json!({"jsonrpc": "2.0", "id": id, "method": "ping", "params": {"_meta": meta}})
+        }
     }
     .to_string()
 }
@@ -202,7 +204,13 @@ async fn one_call(client: &reqwest::Client, url: &str, key: &str, id: u64) -> Re
     probe_call(client, url, key, id, Probe::ToolCall).await
 }
 
-async fn probe_call(client: &reqwest::Client, url: &str, key: &str, id: u64, probe: Probe) -> Result<()> {
+async fn probe_call(
+    client: &reqwest::Client,
+    url: &str,
+    key: &str,
+    id: u64,
+    probe: Probe,
+) -> Result<()> {
     let mut req = client
         .post(url)
         .bearer_auth(key)
@@ -210,7 +218,9 @@ async fn probe_call(client: &reqwest::Client, url: &str, key: &str, id: u64, pro
         .header("accept", "application/json, text/event-stream")
         .header("mcp-protocol-version", MODERN);
     req = match probe {
-        Probe::ToolCall => req.header("mcp-method", "tools/call").header("mcp-name", "lookup"),
+        Probe::ToolCall => req
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", "lookup"),
         Probe::Ping => req.header("mcp-method", "ping"),
     };
     let resp = req.body(call_body(probe, id)).send().await?;
@@ -293,7 +303,8 @@ async fn main() -> Result<()> {
         "MCP tools/call benchmark: {} sequential calls for latency, {} clients x {}s for throughput",
         args.latency_calls, args.concurrency, args.seconds
     );
-    let direct_latency = measure_latency(&direct, &key, args.latency_calls, Probe::ToolCall).await?;
+    let direct_latency =
+        measure_latency(&direct, &key, args.latency_calls, Probe::ToolCall).await?;
     let direct_rps = measure_throughput(&direct, &key, args.concurrency, args.seconds).await?;
     println!(
         "{:<26} p50 {:>8.1} us  p99 {:>8.1} us  throughput {:>9.0} calls/s",
@@ -305,7 +316,8 @@ async fn main() -> Result<()> {
     for durability in &args.durability {
         let gateway = start_gateway(&args.gateway, upstream, &hash, durability)?;
         let local = measure_latency(&gateway.url, &key, args.latency_calls, Probe::Ping).await?;
-        let latency = measure_latency(&gateway.url, &key, args.latency_calls, Probe::ToolCall).await?;
+        let latency =
+            measure_latency(&gateway.url, &key, args.latency_calls, Probe::ToolCall).await?;
         let rps = measure_throughput(&gateway.url, &key, args.concurrency, args.seconds).await?;
         println!(
             "{:<26} p50 {:>8.1} us  p99 {:>8.1} us  throughput {:>9.0} calls/s",

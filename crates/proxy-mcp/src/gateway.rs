@@ -167,6 +167,50 @@ pub struct IncomingRequest<'a> {
     pub facts: RequestFacts,
 }
 
+/// Why a request is refused before it reaches the upstream.
+struct Refused {
+    outcome: Outcome,
+    code: i64,
+    message: String,
+    data: Option<Value>,
+}
+
+impl Refused {
+    fn rejected(code: i64, message: String) -> Refused {
+        Refused {
+            outcome: Outcome::Rejected,
+            code,
+            message,
+            data: None,
+        }
+    }
+
+    fn failed(code: i64, message: String) -> Refused {
+        Refused {
+            outcome: Outcome::Failed,
+            code,
+            message,
+            data: None,
+        }
+    }
+}
+
+/// Where a decided request goes.
+enum Forward {
+    /// Answered by the gateway itself.
+    Local(String),
+    Upstream(Exchange),
+}
+
+/// A request in flight to its upstream.
+struct Exchange {
+    link: Arc<Link>,
+    upstream: mpsc::Receiver<Inbound>,
+    driver: Option<Driver>,
+    owner: String,
+    shape: Shape,
+}
+
 /// What post-processing an upstream answer needs before it is released.
 #[derive(Clone, Copy)]
 struct Shape {
@@ -707,12 +751,6 @@ impl Gateway {
         session: Option<&Arc<Session>>,
         incoming: IncomingRequest<'_>,
     ) -> mpsc::Receiver<Inbound> {
-        let IncomingRequest {
-            id,
-            method,
-            params,
-            facts,
-        } = incoming;
         let started = Instant::now();
         let (tx, rx) = mpsc::channel(64);
         let mut ev = self.event(
@@ -722,103 +760,150 @@ impl Gateway {
             &target.name,
         );
         ev.session = session.map(|s| s.id.clone());
-        ev.action = Some(method.to_string());
-        ev.resource = facts.name.clone();
-        ev.request_id = Some(id.get().to_string());
-        ev.arguments = params.map(|p| PayloadDigest::of(p.get().as_bytes()));
+        ev.action = Some(incoming.method.to_string());
+        ev.resource = incoming.facts.name.clone();
+        ev.request_id = Some(incoming.id.get().to_string());
+        ev.arguments = incoming
+            .params
+            .map(|p| PayloadDigest::of(p.get().as_bytes()));
         ev.policy_version = Some(self.policy.version().to_string());
 
-        let refuse = |mut ev: AuditEvent, code: i64, message: String, data: Value| {
-            let gateway = self.clone();
-            let tx = tx.clone();
-            let id = id.get().to_string();
-            async move {
-                let answer = jsonrpc::error(Some(&id), code, &message, Some(data));
-                ev.detail = Some(message);
+        let planned = match self.decide(caller, target, &incoming, &mut ev) {
+            Ok(()) => self.forward(caller, target, session, &incoming).await,
+            Err(refused) => Err(refused),
+        };
+        match planned {
+            Ok(Forward::Local(answer)) => self.answer_locally(ev, answer, &tx).await,
+            Ok(Forward::Upstream(exchange)) => {
+                let gateway = self.clone();
+                let caller = caller.clone();
+                let target = target.clone();
+                let method = incoming.method.to_string();
+                let client_id = incoming.id.get().to_string();
+                tokio::spawn(async move {
+                    gateway
+                        .pump(caller, target, exchange, tx, ev, method, client_id, started)
+                        .await
+                });
+            }
+            Err(refused) => {
+                let id = incoming.id.get();
+                let answer = jsonrpc::error(Some(id), refused.code, &refused.message, refused.data);
+                ev.outcome = refused.outcome;
+                ev.detail = Some(refused.message);
                 ev.result = Some(PayloadDigest::of(answer.as_bytes()));
                 ev.duration_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
-                let answer = match gateway.audit.record(ev).await {
+                let answer = match self.audit.record(ev).await {
                     Ok(_) => answer,
-                    Err(e) => audit_refusal(&id, &e.to_string()).body,
+                    Err(e) => audit_refusal(id, &e.to_string()).body,
                 };
                 let _ = tx.send(Inbound::Final(answer)).await;
             }
-        };
+        }
+        rx
+    }
 
-        // Classify and decide.
-        let decided = matches!(method, "tools/call" | "resources/read" | "prompts/get");
-        if decided && facts.name.is_none() {
-            ev.outcome = Outcome::Rejected;
+    /// Classify and decide: policy for the methods that act on something, the tool pin for
+    /// tool calls; protocol methods (listing, ping, completion ...) are open to every
+    /// authenticated caller, and lists are filtered on the way back.
+    fn decide(
+        &self,
+        caller: &Caller,
+        target: &TargetRuntime,
+        incoming: &IncomingRequest<'_>,
+        ev: &mut AuditEvent,
+    ) -> Result<(), Refused> {
+        let IncomingRequest { method, facts, .. } = incoming;
+        let method = *method;
+        if !matches!(method, "tools/call" | "resources/read" | "prompts/get") {
+            ev.decision = Some("allow".into());
+            ev.rule = Some("protocol".into());
+            return Ok(());
+        }
+        let Some(name) = facts.name.as_deref() else {
             let what = if method == "resources/read" {
                 "params.uri"
             } else {
                 "params.name"
             };
-            refuse(
-                ev,
+            return Err(Refused::rejected(
                 code::INVALID_PARAMS,
                 format!("{method} needs {what}"),
-                Value::Null,
-            )
-            .await;
-            return rx;
+            ));
+        };
+        let action = Action {
+            target: &target.name,
+            target_kind: TargetKind::Mcp,
+            verb: method,
+            resource: Some(name),
+            arguments: facts.arguments.as_ref(),
+        };
+        let verdict = self.policy.decide(&caller.identity, &action);
+        ev.decision = Some(verdict.decision.label().to_string());
+        ev.rule = Some(verdict.rule_label().to_string());
+        if let Some((code, message)) = refusal_of(&verdict, method, name) {
+            let data = json!({
+                "decision": verdict.decision.label(),
+                "rule": verdict.rule_label(),
+                "policy_version": &*verdict.policy_version,
+                "event": &ev.id,
+            });
+            return Err(Refused {
+                outcome: Outcome::Denied,
+                code,
+                message,
+                data: Some(data),
+            });
         }
-        if decided {
-            let action = Action {
-                target: &target.name,
-                target_kind: TargetKind::Mcp,
-                verb: method,
-                resource: facts.name.as_deref(),
-                arguments: facts.arguments.as_ref(),
-            };
-            let verdict = self.policy.decide(&caller.identity, &action);
-            ev.decision = Some(verdict.decision.label().to_string());
-            ev.rule = Some(verdict.rule_label().to_string());
-            if let Some((code, message)) =
-                refusal_of(&verdict, method, facts.name.as_deref().unwrap_or(""))
-            {
-                let data = json!({
-                    "decision": verdict.decision.label(),
-                    "rule": verdict.rule_label(),
-                    "policy_version": &*verdict.policy_version,
-                    "event": &ev.id,
-                });
-                refuse(ev, code, message, data).await;
-                return rx;
-            }
-            if method == "tools/call" {
-                let tool = facts.name.as_deref().unwrap_or("");
-                match self.pins.is_withheld(&target.name, tool) {
-                    Ok(false) => {}
-                    Ok(true) => {
-                        let message = format!(
-                            "tool {tool:?} changed since it was pinned and is withheld until an operator runs `portcullis tools accept {} {tool}`",
+        if method == "tools/call" {
+            match self.pins.is_withheld(&target.name, name) {
+                Ok(false) => {}
+                Ok(true) => {
+                    return Err(Refused {
+                        outcome: Outcome::Denied,
+                        code: code::TOOL_PIN_MISMATCH,
+                        message: format!(
+                            "tool {name:?} changed since it was pinned and is withheld until an operator runs `portcullis tools accept {} {name}`",
                             target.name
-                        );
-                        let data = json!({ "event": &ev.id, "rule": "tool-pin" });
-                        refuse(ev, code::TOOL_PIN_MISMATCH, message, data).await;
-                        return rx;
-                    }
-                    Err(e) => {
-                        refuse(
-                            ev,
-                            code::INTERNAL_ERROR,
-                            format!("cannot check the tool pin: {e}"),
-                            Value::Null,
-                        )
-                        .await;
-                        return rx;
-                    }
+                        ),
+                        data: Some(json!({ "event": &ev.id, "rule": "tool-pin" })),
+                    });
+                }
+                Err(e) => {
+                    return Err(Refused {
+                        outcome: Outcome::Failed,
+                        code: code::INTERNAL_ERROR,
+                        message: format!("cannot check the tool pin: {e}"),
+                        data: None,
+                    });
                 }
             }
-        } else {
-            // Protocol methods (listing, initialize, ping, completion ...) are open to every
-            // authenticated caller; lists are filtered below.
-            ev.decision = Some("allow".into());
-            ev.rule = Some("protocol".into());
         }
+        Ok(())
+    }
 
-        // Forward.
+    /// Chooses the upstream link, answers what the upstream's era has no method for, adds
+    /// the `_meta` a stateless upstream needs, and sends the request.
+    async fn forward(
+        &self,
+        caller: &Caller,
+        target: &Arc<TargetRuntime>,
+        session: Option<&Arc<Session>>,
+        incoming: &IncomingRequest<'_>,
+    ) -> Result<Forward, Refused> {
+        let IncomingRequest {
+            id,
+            method,
+            params,
+            facts,
+        } = incoming;
+        let (id, method, params) = (*id, *method, *params);
+        let unavailable = |e: LinkError| {
+            Refused::failed(
+                code::UPSTREAM_UNAVAILABLE,
+                format!("upstream {}: {e}", target.name),
+            )
+        };
         let over_modern = session.and_then(|s| match &s.route {
             SessionRoute::OverModern {
                 client_caps,
@@ -830,103 +915,55 @@ impl Gateway {
             Some(s) if matches!(s.route, SessionRoute::Dedicated) => (s.link.clone(), None),
             // Stateless callers, and sessions over a stateless upstream, use the target's
             // shared link as it is now: if the upstream died it has been re-created.
-            _ => match self.shared_link(target).await {
-                Ok((link, era)) => (link, Some(era)),
-                Err(e) => {
-                    ev.outcome = Outcome::Failed;
-                    refuse(
-                        ev,
-                        code::UPSTREAM_UNAVAILABLE,
-                        format!("upstream {}: {e}", target.name),
-                        Value::Null,
-                    )
-                    .await;
-                    return rx;
-                }
-            },
+            _ => {
+                let (link, era) = self.shared_link(target).await.map_err(unavailable)?;
+                (link, Some(era))
+            }
         };
         let upstream_modern =
             over_modern.is_some() || upstream_era.as_ref().is_some_and(UpstreamEra::is_modern);
         // Methods a modern upstream no longer has are answered here.
         if upstream_modern && matches!(method, "ping" | "logging/setLevel") {
-            let answer = jsonrpc::result(id.get(), "{}");
-            self.answer_locally(ev, answer, &tx).await;
-            return rx;
+            return Ok(Forward::Local(jsonrpc::result(id.get(), "{}")));
         }
         if method == "server/discover"
             && let Some(era) = upstream_era.as_ref().filter(|e| !e.is_modern())
         {
-            let answer = jsonrpc::result(id.get(), &era.discover_result().to_string());
-            self.answer_locally(ev, answer, &tx).await;
-            return rx;
+            let discover = era.discover_result().to_string();
+            return Ok(Forward::Local(jsonrpc::result(id.get(), &discover)));
         }
-        let translated;
-        let forwarded_params = match over_modern {
-            Some((caps, info)) => match era::add_modern_meta(params, caps, info) {
-                Ok(p) => {
-                    translated = p;
-                    Some(&*translated)
-                }
-                Err(e) => {
-                    ev.outcome = Outcome::Rejected;
-                    refuse(ev, code::INVALID_PARAMS, e, Value::Null).await;
-                    return rx;
-                }
-            },
-            None => params,
+        let translated = match over_modern {
+            Some((caps, info)) => Some(
+                era::add_modern_meta(params, caps, info)
+                    .map_err(|e| Refused::rejected(code::INVALID_PARAMS, e))?,
+            ),
+            None => None,
         };
         let owner = match session {
             Some(s) => s.id.clone(),
             None => caller_key(&caller.identity),
         };
-        let (upstream_rx, driver) = match link.request_driven(Outgoing {
-            owner: &owner,
-            client_id: id.get(),
-            method,
-            name: facts.name.as_deref(),
-            params: forwarded_params,
-            progress_token: facts.progress_token.clone(),
-        }) {
-            Ok(pair) => pair,
-            Err(e) => {
-                ev.outcome = Outcome::Failed;
-                refuse(
-                    ev,
-                    code::UPSTREAM_UNAVAILABLE,
-                    format!("upstream {}: {e}", target.name),
-                    Value::Null,
-                )
-                .await;
-                return rx;
-            }
-        };
-        let shape = Shape {
-            filter_tools: method == "tools/list",
-            modern_client: session.is_none(),
-            legacy_client_over_modern: over_modern.is_some(),
-        };
-        let gateway = self.clone();
-        let caller = caller.clone();
-        let target = target.clone();
-        let method = method.to_string();
-        let client_id = id.get().to_string();
-        tokio::spawn(async move {
-            gateway
-                .pump(
-                    caller,
-                    target,
-                    link,
-                    (upstream_rx, driver),
-                    tx,
-                    ev,
-                    shape,
-                    method,
-                    (owner, client_id),
-                    started,
-                )
-                .await
-        });
-        rx
+        let (upstream, driver) = link
+            .request_driven(Outgoing {
+                owner: &owner,
+                client_id: id.get(),
+                method,
+                name: facts.name.as_deref(),
+                params: translated.as_deref().or(params),
+                progress_token: facts.progress_token.clone(),
+            })
+            .map_err(unavailable)?;
+        Ok(Forward::Upstream(Exchange {
+            link,
+            upstream,
+            driver,
+            owner,
+            shape: Shape {
+                filter_tools: method == "tools/list",
+                modern_client: session.is_none(),
+                legacy_client_over_modern: over_modern.is_some(),
+            },
+        }))
     }
 
     /// Answers a request without the upstream (methods a stateless upstream no longer has,
@@ -948,15 +985,20 @@ impl Gateway {
         self: Arc<Self>,
         caller: Caller,
         target: Arc<TargetRuntime>,
-        link: Arc<Link>,
-        (mut upstream, driver): (mpsc::Receiver<Inbound>, Option<Driver>),
+        exchange: Exchange,
         tx: mpsc::Sender<Inbound>,
         mut ev: AuditEvent,
-        shape: Shape,
         method: String,
-        (owner, client_id): (String, String),
+        client_id: String,
         started: Instant,
     ) {
+        let Exchange {
+            link,
+            mut upstream,
+            driver,
+            owner,
+            shape,
+        } = exchange;
         let deadline = tokio::time::sleep(self.settings.request_timeout);
         tokio::pin!(deadline);
         // The HTTP exchange runs inside this task; once done it parks forever so the

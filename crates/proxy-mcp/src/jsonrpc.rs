@@ -75,11 +75,19 @@ pub struct EnvelopeError {
 struct RawEnvelope<'a> {
     #[serde(borrow)]
     jsonrpc: Option<&'a RawValue>,
+    /// `"id": null` is kept as `Some("null")` (refused below) rather than read as absent,
+    /// which would turn a request into a notification.
+    #[serde(default, deserialize_with = "present")]
     id: Option<Box<RawValue>>,
     method: Option<String>,
     params: Option<Box<RawValue>>,
     result: Option<Box<RawValue>>,
     error: Option<Box<RawValue>>,
+}
+
+/// A member that is present, even as `null`.
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(d).map(Some)
 }
 
 impl Message {
@@ -405,6 +413,10 @@ mod tests {
         assert_eq!(e.code, code::INVALID_REQUEST);
         let e = parse(r#"{"jsonrpc":"1","id":"abc","method":"m"}"#).unwrap_err();
         assert_eq!(e.id.as_deref(), Some("\"abc\""));
+        // A null id is not an absent one: this is not a notification.
+        let e = parse(r#"{"jsonrpc":"2.0","id":null,"method":"tools/call"}"#).unwrap_err();
+        assert_eq!(e.code, code::INVALID_REQUEST);
+        assert_eq!(e.id.as_deref(), Some("null"));
     }
 
     #[test]

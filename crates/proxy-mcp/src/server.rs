@@ -444,11 +444,7 @@ async fn post_legacy(
         );
     };
     let Some(session) = gateway.session(session_id, &caller, &runtime.name).await else {
-        return plain_error(
-            StatusCode::NOT_FOUND,
-            code::INVALID_REQUEST,
-            "unknown or expired session; initialize a new one",
-        );
+        return unknown_session();
     };
     match message {
         Message::Request { id, method, params } => {
@@ -589,12 +585,8 @@ async fn get_stream(
     Path(target): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(session_id) = session_header(&headers).map(str::to_string) else {
-        // 2026-07-28 has no GET stream; session-based clients need a session first.
-        return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")]).into_response();
-    };
-    let (caller, runtime) = match admit(&gateway, &headers, addr, &target).await {
-        Ok(admitted) => admitted,
+    let session = match admit_session(&gateway, &headers, addr, &target).await {
+        Ok((_, session)) => session,
         Err(response) => return response,
     };
     if !accepts_sse(&headers) {
@@ -604,13 +596,6 @@ async fn get_stream(
             "GET needs Accept: text/event-stream",
         );
     }
-    let Some(session) = gateway.session(&session_id, &caller, &runtime.name).await else {
-        return plain_error(
-            StatusCode::NOT_FOUND,
-            code::INVALID_REQUEST,
-            "unknown or expired session; initialize a new one",
-        );
-    };
     if let Some(last) = headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
         let Some((stream_id, seq)) = parse_event_id(last) else {
             return plain_error(
@@ -644,26 +629,41 @@ async fn delete_session(
     Path(target): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(session_id) = session_header(&headers).map(str::to_string) else {
-        return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")]).into_response();
-    };
-    let (caller, runtime) = match admit(&gateway, &headers, addr, &target).await {
-        Ok(admitted) => admitted,
-        Err(response) => return response,
-    };
-    match gateway.session(&session_id, &caller, &runtime.name).await {
-        Some(session) => {
+    match admit_session(&gateway, &headers, addr, &target).await {
+        Ok((caller, session)) => {
             gateway
                 .end_session(&session.id, Some(&caller), "closed by the client")
                 .await;
             StatusCode::NO_CONTENT.into_response()
         }
-        None => plain_error(
-            StatusCode::NOT_FOUND,
-            code::INVALID_REQUEST,
-            "unknown or expired session",
-        ),
+        Err(response) => response,
     }
+}
+
+/// GET and DELETE act on a session: without `Mcp-Session-Id` there is nothing to act on
+/// (405: 2026-07-28 has neither), and the session must be the caller's own.
+async fn admit_session(
+    gateway: &Arc<Gateway>,
+    headers: &HeaderMap,
+    addr: SocketAddr,
+    target: &str,
+) -> Result<(Caller, Arc<Session>), Response> {
+    let Some(session_id) = session_header(headers).map(str::to_string) else {
+        return Err((StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")]).into_response());
+    };
+    let (caller, runtime) = admit(gateway, headers, addr, target).await?;
+    match gateway.session(&session_id, &caller, &runtime.name).await {
+        Some(session) => Ok((caller, session)),
+        None => Err(unknown_session()),
+    }
+}
+
+fn unknown_session() -> Response {
+    plain_error(
+        StatusCode::NOT_FOUND,
+        code::INVALID_REQUEST,
+        "unknown or expired session; initialize a new one",
+    )
 }
 
 #[cfg(test)]
