@@ -51,6 +51,13 @@ struct Args {
     /// Audit durability modes to measure.
     #[arg(long, value_delimiter = ',', default_value = "strict,batched")]
     durability: Vec<String>,
+    /// Where the benchmark's upstream listens (a fixed port lets a reference proxy, such as
+    /// nginx, be configured in front of it).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    upstream_listen: SocketAddr,
+    /// Also measure a reference proxy in front of the upstream: NAME=URL.
+    #[arg(long)]
+    reference: Vec<String>,
 }
 
 const MODERN: &str = "2026-07-28";
@@ -90,8 +97,8 @@ impl<T: axum::response::IntoResponse> IntoResponseExt for T {
     }
 }
 
-async fn start_upstream() -> Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+async fn start_upstream(listen: SocketAddr) -> Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
@@ -295,7 +302,7 @@ fn micros(d: Duration) -> f64 {
 #[tokio::main]
 async fn main() -> Result<()> {
     let Bench::Mcp(args) = Cli::parse().bench;
-    let upstream = start_upstream().await?;
+    let upstream = start_upstream(args.upstream_listen).await?;
     let direct = format!("http://{upstream}/mcp");
     let (key, hash) = portcullis_identity::generate_api_key();
 
@@ -313,6 +320,27 @@ async fn main() -> Result<()> {
         micros(direct_latency.p99),
         direct_rps
     );
+    for reference in &args.reference {
+        let (name, url) = reference
+            .split_once('=')
+            .context("--reference takes NAME=URL")?;
+        let latency = measure_latency(url, &key, args.latency_calls, Probe::ToolCall).await?;
+        let rps = measure_throughput(url, &key, args.concurrency, args.seconds).await?;
+        println!(
+            "{:<26} p50 {:>8.1} us  p99 {:>8.1} us  throughput {:>9.0} calls/s",
+            name,
+            micros(latency.p50),
+            micros(latency.p99),
+            rps
+        );
+        println!(
+            "{:<26} p50 overhead {:>+7.1} us  p99 overhead {:>+7.1} us  throughput ratio {:.2}",
+            "",
+            micros(latency.p50) - micros(direct_latency.p50),
+            micros(latency.p99) - micros(direct_latency.p99),
+            rps / direct_rps
+        );
+    }
     for durability in &args.durability {
         let gateway = start_gateway(&args.gateway, upstream, &hash, durability)?;
         let local = measure_latency(&gateway.url, &key, args.latency_calls, Probe::Ping).await?;

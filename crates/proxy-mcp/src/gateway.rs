@@ -216,6 +216,9 @@ struct Exchange {
 struct Shape {
     filter_tools: bool,
     modern_client: bool,
+    /// A modern client needs `resultType` added (legacy upstream) or a private cache scope
+    /// set (filtered, cacheable lists); otherwise the answer passes untouched.
+    modernise: bool,
     legacy_client_over_modern: bool,
 }
 
@@ -961,6 +964,7 @@ impl Gateway {
             shape: Shape {
                 filter_tools: method == "tools/list",
                 modern_client: session.is_none(),
+                modernise: session.is_none() && (!upstream_modern || era::is_cacheable(method)),
                 legacy_client_over_modern: over_modern.is_some(),
             },
         }))
@@ -1098,7 +1102,7 @@ impl Gateway {
             }
             ResponseBody::Result(r) => r,
         };
-        if !(shape.filter_tools || shape.modern_client || shape.legacy_client_over_modern) {
+        if !(shape.filter_tools || shape.modernise || shape.legacy_client_over_modern) {
             return (text, Outcome::Success, None);
         }
         let Ok(Value::Object(mut result)) = serde_json::from_str::<Value>(result.get()) else {
@@ -1178,7 +1182,7 @@ impl Gateway {
             ));
             result.insert("tools".into(), Value::Array(visible));
         }
-        if shape.modern_client {
+        if shape.modernise {
             era::modernise_result(&mut result, method);
         }
         let text = jsonrpc::result(id.get(), &Value::Object(result).to_string());
