@@ -120,7 +120,36 @@ async fn modern_client_gets_allow_deny_hold_and_every_call_is_recorded() {
     .await;
     assert_eq!(default_deny["error"]["data"]["rule"], "default-deny");
 
+    // The same call sent as a notification (no id) would reach the upstream undecided:
+    // it is refused at the door.
+    let sneaky = client
+        .post(&url)
+        .bearer_auth(&agent.key)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", MODERN)
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "delete_customer")
+        .json(&json!({"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "delete_customer", "arguments": {"customer": "cus_1001"}, "_meta": {"io.modelcontextprotocol/protocolVersion": MODERN}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sneaky.status(), 400);
+    let body: Value = sneaky.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a notification"),
+        "{body}"
+    );
+
     let events = gw.events();
+    assert!(
+        events.iter().any(|e| e["type"] == "notification"
+            && e["action"] == "tools/call"
+            && e["outcome"] == "rejected"),
+        "the refused notification is recorded"
+    );
     let calls: Vec<&Value> = events
         .iter()
         .filter(|e| e["type"] == "request" && e["action"] == "tools/call")

@@ -1208,6 +1208,24 @@ impl Gateway {
         ev.session = session.map(|s| s.id.clone());
         ev.action = Some(method.to_string());
         ev.arguments = params.map(|p| PayloadDigest::of(p.get().as_bytes()));
+        if !method.starts_with("notifications/") {
+            // Without an id this would reach the upstream undecided: a `tools/call` sent as
+            // a notification must not slip past policy.
+            let message = format!(
+                "{method:?} is not a notification method; send it as a request (with an id) so it can be decided"
+            );
+            ev.outcome = Outcome::Rejected;
+            ev.detail = Some(message.clone());
+            if let Err(e) = self.audit.record(ev).await {
+                return Err(audit_refusal("null", &e.to_string()));
+            }
+            return Err(Refusal::new(
+                http::StatusCode::BAD_REQUEST,
+                None,
+                code::INVALID_REQUEST,
+                &message,
+            ));
+        }
         let link = match session {
             Some(s) if matches!(s.route, SessionRoute::Dedicated) => Some((s.link.clone(), false)),
             _ => target
