@@ -776,7 +776,13 @@ impl Gateway {
             Err(refused) => Err(refused),
         };
         match planned {
-            Ok(Forward::Local(answer)) => self.answer_locally(ev, answer, &tx).await,
+            Ok(Forward::Local(answer)) => {
+                // Methods a stateless upstream no longer has, or discovery synthesised from
+                // a session-based upstream.
+                ev.outcome = Outcome::Success;
+                self.release(ev, answer, incoming.id.get(), started, &tx)
+                    .await;
+            }
             Ok(Forward::Upstream(exchange)) => {
                 let gateway = self.clone();
                 let caller = caller.clone();
@@ -794,13 +800,7 @@ impl Gateway {
                 let answer = jsonrpc::error(Some(id), refused.code, &refused.message, refused.data);
                 ev.outcome = refused.outcome;
                 ev.detail = Some(refused.message);
-                ev.result = Some(PayloadDigest::of(answer.as_bytes()));
-                ev.duration_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
-                let answer = match self.audit.record(ev).await {
-                    Ok(_) => answer,
-                    Err(e) => audit_refusal(id, &e.to_string()).body,
-                };
-                let _ = tx.send(Inbound::Final(answer)).await;
+                self.release(ev, answer, id, started, &tx).await;
             }
         }
         rx
@@ -970,14 +970,21 @@ impl Gateway {
         }))
     }
 
-    /// Answers a request without the upstream (methods a stateless upstream no longer has,
-    /// or discovery synthesised from a session-based upstream), recording it first.
-    async fn answer_locally(&self, mut ev: AuditEvent, answer: String, tx: &mpsc::Sender<Inbound>) {
-        ev.outcome = Outcome::Success;
+    /// Records a request's event and then releases its answer: the last step of every
+    /// request. An answer whose event cannot be written is withheld (fail closed).
+    async fn release(
+        &self,
+        mut ev: AuditEvent,
+        answer: String,
+        id: &str,
+        started: Instant,
+        tx: &mpsc::Sender<Inbound>,
+    ) {
         ev.result = Some(PayloadDigest::of(answer.as_bytes()));
+        ev.duration_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
         let answer = match self.audit.record(ev).await {
             Ok(_) => answer,
-            Err(e) => audit_refusal(&answer_id(&answer), &e.to_string()).body,
+            Err(e) => audit_refusal(id, &e.to_string()).body,
         };
         let _ = tx.send(Inbound::Final(answer)).await;
     }
@@ -1055,13 +1062,7 @@ impl Gateway {
                 jsonrpc::error(Some(&client_id), code::UPSTREAM_UNAVAILABLE, &message, None)
             }
         };
-        ev.result = Some(PayloadDigest::of(answer.as_bytes()));
-        ev.duration_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
-        let answer = match self.audit.record(ev).await {
-            Ok(_) => answer,
-            Err(e) => audit_refusal(&client_id, &e.to_string()).body,
-        };
-        let _ = tx.send(Inbound::Final(answer)).await;
+        self.release(ev, answer, &client_id, started, &tx).await;
     }
 
     /// Filters and translates an upstream answer. Returns the text to release, the outcome
@@ -1340,10 +1341,4 @@ fn audit_refusal(id: &str, cause: &str) -> Refusal {
             None,
         ),
     }
-}
-
-fn answer_id(answer: &str) -> String {
-    serde_json::from_str::<Value>(answer)
-        .map(|v| v["id"].to_string())
-        .unwrap_or_else(|_| "null".into())
 }
