@@ -201,6 +201,12 @@ impl AuditLog {
         }
     }
 
+    /// Why the store cannot be written right now, if it is known to be failed. Lets a caller
+    /// refuse an action *before* it happens rather than withhold its answer afterwards.
+    pub fn unavailable(&self) -> Option<String> {
+        self.inner.shared.failure()
+    }
+
     /// Appends an event and returns its sequence number.
     ///
     /// Strict: returns only after the event's transaction is committed with fsync. Batched:

@@ -344,6 +344,11 @@ async fn full_disk_fails_closed_then_recovers() {
     assert!(text.contains("full"), "names the SQLite cause: {text}");
     assert!(text.contains("audit.db"), "names the file: {text}");
     assert!(!text.contains("alice"), "never the event contents: {text}");
+    assert!(
+        log.unavailable()
+            .is_some_and(|cause| cause.contains("full")),
+        "the failure is visible before recording"
+    );
 
     // Until a retry succeeds, calls fail at once with the cause.
     let started = Instant::now();
@@ -365,6 +370,7 @@ async fn full_disk_fails_closed_then_recovers() {
     let seq = record_until_recovered(&log).await;
     assert_eq!(seq, last_ok + 1, "failed events used no sequence numbers");
     assert_eq!(log.record(full_event(&log)).await.unwrap(), seq + 1);
+    assert!(log.unavailable().is_none(), "healthy again");
     log.close().await.unwrap();
 
     let reader = AuditReader::open(dir.path()).unwrap();

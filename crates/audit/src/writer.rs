@@ -92,6 +92,18 @@ impl Shared {
     /// Refuses a record while the store is failed, except one caller per
     /// [`RETRY_INTERVAL`], whose event becomes the writer's next attempt. Without that
     /// probe a failed strict log would never see another write and could not recover.
+    /// Why the store is failed, if it is; does not use up a retry.
+    pub(crate) fn failure(&self) -> Option<String> {
+        if !self.failed.load(Ordering::Acquire) {
+            return None;
+        }
+        self.health
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .cause
+            .clone()
+    }
+
     pub(crate) fn admit(&self) -> Result<(), AuditError> {
         if !self.failed.load(Ordering::Acquire) {
             return Ok(());

@@ -772,7 +772,15 @@ impl Gateway {
         ev.policy_version = Some(self.policy.version().to_string());
 
         let planned = match self.decide(caller, target, &incoming, &mut ev) {
-            Ok(()) => self.forward(caller, target, session, &incoming).await,
+            // A request whose event could not be written is refused before it can act
+            // upstream, not only withheld afterwards.
+            Ok(()) => match self.audit.unavailable() {
+                Some(cause) => Err(Refused::failed(
+                    code::AUDIT_UNAVAILABLE,
+                    format!("the audit log cannot record this request, so it is refused: {cause}"),
+                )),
+                None => self.forward(caller, target, session, &incoming).await,
+            },
             Err(refused) => Err(refused),
         };
         match planned {
