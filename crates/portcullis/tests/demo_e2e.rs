@@ -187,3 +187,35 @@ async fn modern_client_gets_allow_deny_hold_and_every_call_is_recorded() {
         by_tool("delete_customer", "billing-agent")["id"]
     );
 }
+
+#[tokio::test]
+async fn graceful_shutdown_ends_sessions_and_records_the_stop() {
+    let agent = api_key("billing-agent", "agent", &["agents"]);
+    let human = api_key("dana", "human", &["finance-leads"]);
+    let mut gw = Gateway::start(&demo_config(&agent, &human));
+    let client = reqwest::Client::new();
+    let init = client
+        .post(gw.url("billing"))
+        .bearer_auth(&agent.key)
+        .header("accept", "application/json, text/event-stream")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(init.status(), 200);
+    let session = init.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+
+    assert!(gw.terminate(), "SIGTERM ends the gateway cleanly");
+    let events = gw.events();
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types.first(), Some(&"gateway.start"));
+    assert_eq!(types.last(), Some(&"gateway.stop"));
+    let end = events
+        .iter()
+        .find(|e| e["type"] == "session.end" && e["session"] == session.as_str())
+        .expect("the open session is ended and recorded");
+    assert_eq!(end["detail"], "gateway shutdown");
+}
