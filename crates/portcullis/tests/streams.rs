@@ -175,3 +175,52 @@ async fn standalone_stream_and_resumption_after_a_broken_response_stream() {
     assert_eq!(get(&agent.key, "not-an-id").await.unwrap().status(), 400);
     assert_eq!(get(&agent.key, "999-0").await.unwrap().status(), 404);
 }
+
+#[tokio::test]
+async fn a_caller_that_hangs_up_mid_call_still_leaves_the_calls_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("slow.py");
+    std::fs::write(&script, SLOW_SERVER).unwrap();
+    let agent = api_key("agent", "agent", &["agents"]);
+    let gw = Gateway::start(&format!(
+        "{}[targets.slow]\nkind = \"mcp\"\ncommand = [{:?}, {:?}]\n\n[[rules]]\nname = \"agents\"\nwho.groups = [\"agents\"]\ntarget = \"slow\"\n",
+        agent.config,
+        python(),
+        script.display().to_string()
+    ));
+    // A stateless caller that only accepts JSON (so no stream is opened) and gives up after
+    // 300 ms, while the tool takes a second.
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let gone = impatient
+        .post(gw.url("slow"))
+        .bearer_auth(&agent.key)
+        .header("accept", "application/json")
+        .header("mcp-protocol-version", MODERN)
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "slow")
+        .json(&json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "slow", "arguments": {}, "_meta": {"io.modelcontextprotocol/protocolVersion": MODERN}}}))
+        .send()
+        .await;
+    assert!(gone.is_err(), "the caller hung up before the answer");
+    // The call runs to its answer and is recorded with its real outcome.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let events = gw.events();
+        if let Some(call) = events
+            .iter()
+            .find(|e| e["type"] == "request" && e["action"] == "tools/call")
+        {
+            assert_eq!(call["outcome"], "success", "{call}");
+            assert!(call["duration_ms"].as_f64().unwrap() >= 900.0, "{call}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no event for the abandoned call: {events:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

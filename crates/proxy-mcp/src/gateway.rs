@@ -6,6 +6,8 @@
 //! answer is released: an answer whose event cannot be written is withheld (fail closed).
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -165,6 +167,34 @@ pub struct IncomingRequest<'a> {
     pub method: &'a str,
     pub params: Option<&'a RawValue>,
     pub facts: RequestFacts,
+}
+
+/// The rest of a forwarded request's work: relaying the upstream's messages, recording the
+/// event, releasing the answer. Whoever waits for the answer polls it ([`Pump::run`]), which
+/// saves a task hand-off per request; if it is dropped unfinished (the caller went away), the
+/// rest runs as a task of its own, so every request still ends in its event.
+pub struct Pump(Option<Pin<Box<dyn Future<Output = ()> + Send>>>);
+
+impl Pump {
+    /// Drives the work to its end, then stays pending: meant as a `select!` branch beside
+    /// the receiver of the request's messages.
+    pub async fn run(&mut self) {
+        if let Some(work) = self.0.as_mut() {
+            work.await;
+            self.0 = None;
+        }
+        std::future::pending::<()>().await
+    }
+}
+
+impl Drop for Pump {
+    fn drop(&mut self) {
+        if let Some(work) = self.0.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(work);
+        }
+    }
 }
 
 /// Why a request is refused before it reaches the upstream.
@@ -753,9 +783,10 @@ impl Gateway {
         target: &Arc<TargetRuntime>,
         session: Option<&Arc<Session>>,
         incoming: IncomingRequest<'_>,
-    ) -> mpsc::Receiver<Inbound> {
+    ) -> (mpsc::Receiver<Inbound>, Pump) {
         let started = Instant::now();
         let (tx, rx) = mpsc::channel(64);
+        let mut pump = Pump(None);
         let mut ev = self.event(
             EventType::Request,
             Outcome::Denied,
@@ -797,11 +828,11 @@ impl Gateway {
                 let target = target.clone();
                 let method = incoming.method.to_string();
                 let client_id = incoming.id.get().to_string();
-                tokio::spawn(async move {
+                pump = Pump(Some(Box::pin(async move {
                     gateway
                         .pump(caller, target, exchange, tx, ev, method, client_id, started)
                         .await
-                });
+                })));
             }
             Err(refused) => {
                 let id = incoming.id.get();
@@ -811,7 +842,7 @@ impl Gateway {
                 self.release(ev, answer, id, started, &tx).await;
             }
         }
-        rx
+        (rx, pump)
     }
 
     /// Classify and decide: policy for the methods that act on something, the tool pin for

@@ -20,7 +20,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::era::{self, RequestFacts};
-use crate::gateway::{Caller, Gateway, IncomingRequest, Refusal, Session, TargetRuntime};
+use crate::gateway::{Caller, Gateway, IncomingRequest, Pump, Refusal, Session, TargetRuntime};
 use crate::headers::check_modern_headers;
 use crate::jsonrpc::{self, Message, code};
 use crate::link::Inbound;
@@ -377,7 +377,7 @@ async fn post_modern(
     }
     match message {
         Message::Request { id, method, params } => {
-            let rx = gateway
+            let (rx, pump) = gateway
                 .request(
                     &caller,
                     &runtime,
@@ -390,7 +390,7 @@ async fn post_modern(
                     },
                 )
                 .await;
-            respond(rx, accepts_sse(&headers), None).await
+            respond(rx, pump, accepts_sse(&headers), None).await
         }
         Message::Notification { method, params } => {
             match gateway
@@ -448,7 +448,7 @@ async fn post_legacy(
     };
     match message {
         Message::Request { id, method, params } => {
-            let rx = gateway
+            let (rx, pump) = gateway
                 .request(
                     &caller,
                     &runtime,
@@ -461,7 +461,7 @@ async fn post_legacy(
                     },
                 )
                 .await;
-            respond(rx, accepts_sse(&headers), Some(&session)).await
+            respond(rx, pump, accepts_sse(&headers), Some(&session)).await
         }
         Message::Notification { method, params } => {
             match gateway
@@ -491,11 +491,17 @@ async fn post_legacy(
 /// is, an SSE stream when the upstream sends anything first. Session streams are resumable.
 async fn respond(
     mut rx: mpsc::Receiver<Inbound>,
+    mut pump: Pump,
     sse_ok: bool,
     session: Option<&Arc<Session>>,
 ) -> Response {
     let first = loop {
-        match rx.recv().await {
+        let msg = tokio::select! {
+            biased;
+            msg = rx.recv() => msg,
+            () = pump.run() => unreachable!("the pump stays pending once done"),
+        };
+        match msg {
             Some(Inbound::Interim(_)) if !sse_ok => continue,
             Some(msg) => break msg,
             None => {
@@ -513,20 +519,28 @@ async fn respond(
     };
     match session {
         Some(session) => {
+            // Resumable: the request's messages go into a session stream buffer, which
+            // this response and any later GET with Last-Event-ID read from.
             let buf = session.open_stream();
             buf.push(first);
-            let pump = buf.clone();
+            let sink = buf.clone();
             tokio::spawn(async move {
-                while let Some(msg) = rx.recv().await {
+                loop {
+                    let msg = tokio::select! {
+                        biased;
+                        msg = rx.recv() => msg,
+                        () = pump.run() => unreachable!("the pump stays pending once done"),
+                    };
                     match msg {
-                        Inbound::Interim(text) => pump.push(text),
-                        Inbound::Final(text) => {
-                            pump.push(text);
+                        Some(Inbound::Interim(text)) => sink.push(text),
+                        Some(Inbound::Final(text)) => {
+                            sink.push(text);
                             break;
                         }
+                        None => break,
                     }
                 }
-                pump.finish();
+                sink.finish();
             });
             sse_response(stream_body(buf, 0, None))
         }
@@ -534,10 +548,17 @@ async fn respond(
             let first = futures_util::stream::once(async move {
                 Ok::<_, std::convert::Infallible>(sse_event(None, &first))
             });
-            let rest = futures_util::stream::unfold(Some(rx), |rx| async move {
-                let mut rx = rx?;
-                match rx.recv().await? {
-                    Inbound::Interim(text) => Some((Ok(sse_event(None, &text)), Some(rx))),
+            // The body drives the pump; if the caller hangs up, dropping the body hands the
+            // pump to a task (see `Pump`).
+            let rest = futures_util::stream::unfold(Some((rx, pump)), |state| async move {
+                let (mut rx, mut pump) = state?;
+                let msg = tokio::select! {
+                    biased;
+                    msg = rx.recv() => msg,
+                    () = pump.run() => unreachable!("the pump stays pending once done"),
+                };
+                match msg? {
+                    Inbound::Interim(text) => Some((Ok(sse_event(None, &text)), Some((rx, pump)))),
                     Inbound::Final(text) => Some((Ok(sse_event(None, &text)), None)),
                 }
             });
