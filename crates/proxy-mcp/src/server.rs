@@ -375,38 +375,7 @@ async fn post_modern(
             ),
         );
     }
-    match message {
-        Message::Request { id, method, params } => {
-            let (rx, pump) = gateway
-                .request(
-                    &caller,
-                    &runtime,
-                    None,
-                    IncomingRequest {
-                        id: &id,
-                        method: &method,
-                        params: params.as_deref(),
-                        facts,
-                    },
-                )
-                .await;
-            respond(rx, pump, accepts_sse(&headers), None).await
-        }
-        Message::Notification { method, params } => {
-            match gateway
-                .notification(&caller, &runtime, None, &method, params.as_deref())
-                .await
-            {
-                Ok(()) => StatusCode::ACCEPTED.into_response(),
-                Err(r) => refusal(r),
-            }
-        }
-        Message::Response { .. } => plain_error(
-            StatusCode::BAD_REQUEST,
-            code::INVALID_REQUEST,
-            "2026-07-28 clients do not send responses; answer input requests by retrying the original request",
-        ),
-    }
+    dispatch(&gateway, &caller, &runtime, None, &headers, message, facts).await
 }
 
 /// A session-based (2025-era) message.
@@ -446,44 +415,57 @@ async fn post_legacy(
     let Some(session) = gateway.session(session_id, &caller, &runtime.name).await else {
         return unknown_session();
     };
+    dispatch(
+        &gateway,
+        &caller,
+        &runtime,
+        Some(&session),
+        &headers,
+        message,
+        facts,
+    )
+    .await
+}
+
+/// Hands an admitted message to the pipeline: requests are decided and answered, caller
+/// notifications relayed, and a session's answers to server requests passed upstream.
+async fn dispatch(
+    gateway: &Arc<Gateway>,
+    caller: &Caller,
+    runtime: &Arc<TargetRuntime>,
+    session: Option<&Arc<Session>>,
+    headers: &HeaderMap,
+    message: Message,
+    facts: RequestFacts,
+) -> Response {
+    let accepted = |result: Result<(), Refusal>| match result {
+        Ok(()) => StatusCode::ACCEPTED.into_response(),
+        Err(r) => refusal(r),
+    };
     match message {
         Message::Request { id, method, params } => {
-            let (rx, pump) = gateway
-                .request(
-                    &caller,
-                    &runtime,
-                    Some(&session),
-                    IncomingRequest {
-                        id: &id,
-                        method: &method,
-                        params: params.as_deref(),
-                        facts,
-                    },
-                )
-                .await;
-            respond(rx, pump, accepts_sse(&headers), Some(&session)).await
+            let incoming = IncomingRequest {
+                id: &id,
+                method: &method,
+                params: params.as_deref(),
+                facts,
+            };
+            let (rx, pump) = gateway.request(caller, runtime, session, incoming).await;
+            respond(rx, pump, accepts_sse(headers), session).await
         }
-        Message::Notification { method, params } => {
-            match gateway
-                .notification(
-                    &caller,
-                    &runtime,
-                    Some(&session),
-                    &method,
-                    params.as_deref(),
-                )
-                .await
-            {
-                Ok(()) => StatusCode::ACCEPTED.into_response(),
-                Err(r) => refusal(r),
-            }
-        }
-        Message::Response { id, body } => {
-            match gateway.client_response(&caller, &session, &id, &body).await {
-                Ok(()) => StatusCode::ACCEPTED.into_response(),
-                Err(r) => refusal(r),
-            }
-        }
+        Message::Notification { method, params } => accepted(
+            gateway
+                .notification(caller, runtime, session, &method, params.as_deref())
+                .await,
+        ),
+        Message::Response { id, body } => match session {
+            Some(session) => accepted(gateway.client_response(caller, session, &id, &body).await),
+            None => plain_error(
+                StatusCode::BAD_REQUEST,
+                code::INVALID_REQUEST,
+                "2026-07-28 clients do not send responses; answer input requests by retrying the original request",
+            ),
+        },
     }
 }
 
