@@ -496,8 +496,15 @@ impl Policy {
     /// no unconditional deny matches. A conditional deny leaves the tool visible: whether it
     /// applies is known only at call time.
     pub fn tool_visible(&self, identity: &Identity, target: &str, tool: &str) -> bool {
-        let bucket = &self.index(target).verbs[Verb::Tools as usize];
-        let applies = |i: &usize| self.rules[*i].applies(identity, Verb::Tools, Some(tool));
+        self.visible(identity, target, "tools/call", tool)
+    }
+
+    /// The same question for any decided verb: may this caller see the tool (`tools/call`),
+    /// resource (`resources/read`, by URI) or prompt (`prompts/get`) named `name` in a list?
+    pub fn visible(&self, identity: &Identity, target: &str, verb: &str, name: &str) -> bool {
+        let verb = Verb::of(verb);
+        let bucket = &self.index(target).verbs[verb as usize];
+        let applies = |i: &usize| self.rules[*i].applies(identity, verb, Some(name));
         if bucket
             .deny
             .iter()

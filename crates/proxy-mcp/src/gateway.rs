@@ -197,6 +197,29 @@ impl Drop for Pump {
     }
 }
 
+/// Which list a result carries and how its items are named for policy.
+#[derive(Clone, Copy)]
+struct ListFilter {
+    /// The result member holding the list.
+    key: &'static str,
+    /// The item member policy matches on.
+    name: &'static str,
+    /// The verb whose rules decide visibility.
+    verb: &'static str,
+}
+
+impl ListFilter {
+    fn of(method: &str) -> Option<ListFilter> {
+        let (key, name, verb) = match method {
+            "tools/list" => ("tools", "name", "tools/call"),
+            "resources/list" => ("resources", "uri", "resources/read"),
+            "prompts/list" => ("prompts", "name", "prompts/get"),
+            _ => return None,
+        };
+        Some(ListFilter { key, name, verb })
+    }
+}
+
 /// Why a request is refused before it reaches the upstream.
 struct Refused {
     outcome: Outcome,
@@ -244,7 +267,9 @@ struct Exchange {
 /// What post-processing an upstream answer needs before it is released.
 #[derive(Clone, Copy)]
 struct Shape {
-    filter_tools: bool,
+    /// `tools/list`, `resources/list`, `prompts/list`: show only what the caller's rules
+    /// allow or hold (and, for tools, what matches its pin).
+    filter: Option<ListFilter>,
     modern_client: bool,
     /// A modern client needs `resultType` added (legacy upstream) or a private cache scope
     /// set (filtered, cacheable lists); otherwise the answer passes untouched.
@@ -1001,7 +1026,7 @@ impl Gateway {
             driver,
             owner,
             shape: Shape {
-                filter_tools: method == "tools/list",
+                filter: ListFilter::of(method),
                 modern_client: session.is_none(),
                 modernise: session.is_none() && (!upstream_modern || era::is_cacheable(method)),
                 legacy_client_over_modern: over_modern.is_some(),
@@ -1142,7 +1167,7 @@ impl Gateway {
             }
             ResponseBody::Result(r) => r,
         };
-        if !(shape.filter_tools || shape.modernise || shape.legacy_client_over_modern) {
+        if !(shape.filter.is_some() || shape.modernise || shape.legacy_client_over_modern) {
             return (text, Outcome::Success, None);
         }
         let Ok(Value::Object(mut result)) = serde_json::from_str::<Value>(result.get()) else {
@@ -1162,71 +1187,89 @@ impl Gateway {
                 Some(message),
             );
         }
-        if shape.filter_tools
-            && let Some(Value::Array(tools)) = result.remove("tools")
+        if let Some(filter) = shape.filter
+            && let Some(Value::Array(items)) = result.remove(filter.key)
         {
-            let total = tools.len();
+            let total = items.len();
             let mut visible = Vec::with_capacity(total);
             let mut withheld = Vec::new();
-            for tool in tools {
-                let Some(name) = tool.get("name").and_then(Value::as_str).map(str::to_string)
-                else {
+            for item in items {
+                let Some(name) = item.get(filter.name).and_then(Value::as_str) else {
                     continue;
                 };
                 if !self
                     .policy
-                    .tool_visible(&caller.identity, &target.name, &name)
+                    .visible(&caller.identity, &target.name, filter.verb, name)
                 {
                     continue;
                 }
-                match self.pins.check(&target.name, &name, &fingerprint(&tool)) {
-                    Ok(PinCheck::New | PinCheck::Unchanged) => visible.push(tool),
-                    Ok(PinCheck::Changed {
-                        pinned,
-                        seen,
-                        first_report,
-                    }) => {
-                        withheld.push(name.clone());
-                        if first_report {
-                            let mut ev = self.event(
-                                EventType::ToolPinMismatch,
-                                Outcome::Info,
-                                Some(caller),
-                                &target.name,
-                            );
-                            ev.resource = Some(name.clone());
-                            ev.detail = Some(format!(
-                                "tool {name:?} changed (pinned {pinned}, now {seen}); withheld until `portcullis tools accept {} {name}`",
-                                target.name
-                            ));
-                            tracing::warn!(target = %target.name, tool = %name, "tool changed since pinned; withheld");
-                            if let Err(e) = self.audit.record(ev).await {
-                                tracing::error!("cannot record a tool pin mismatch: {e}");
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!("tool pin store: {e}; withholding {name}");
-                        withheld.push(name.clone());
-                    }
+                let pinned = filter.verb != "tools/call"
+                    || self.tool_pin_holds(caller, target, &item, name).await;
+                if pinned {
+                    visible.push(item);
+                } else {
+                    withheld.push(name.to_string());
                 }
             }
             detail = Some(format!(
-                "{} of {total} tools shown{}",
+                "{} of {total} {} shown{}",
                 visible.len(),
+                filter.key,
                 if withheld.is_empty() {
                     String::new()
                 } else {
                     format!("; withheld after a change: {}", withheld.join(", "))
                 }
             ));
-            result.insert("tools".into(), Value::Array(visible));
+            result.insert(filter.key.into(), Value::Array(visible));
         }
         if shape.modernise {
             era::modernise_result(&mut result, method);
         }
         let text = jsonrpc::result(id.get(), &Value::Object(result).to_string());
         (text, Outcome::Success, detail)
+    }
+
+    /// Checks a listed tool against its pin (pinning it if new). A changed tool is withheld,
+    /// reported once per new fingerprint; a failing pin store withholds too (fail closed).
+    async fn tool_pin_holds(
+        &self,
+        caller: &Caller,
+        target: &TargetRuntime,
+        tool: &Value,
+        name: &str,
+    ) -> bool {
+        match self.pins.check(&target.name, name, &fingerprint(tool)) {
+            Ok(PinCheck::New | PinCheck::Unchanged) => true,
+            Ok(PinCheck::Changed {
+                pinned,
+                seen,
+                first_report,
+            }) => {
+                if first_report {
+                    let mut ev = self.event(
+                        EventType::ToolPinMismatch,
+                        Outcome::Info,
+                        Some(caller),
+                        &target.name,
+                    );
+                    ev.resource = Some(name.to_string());
+                    ev.detail = Some(format!(
+                        "tool {name:?} changed (pinned {pinned}, now {seen}); withheld until `portcullis tools accept {} {name}`",
+                        target.name
+                    ));
+                    tracing::warn!(target = %target.name, tool = %name, "tool changed since pinned; withheld");
+                    if let Err(e) = self.audit.record(ev).await {
+                        tracing::error!("cannot record a tool pin mismatch: {e}");
+                    }
+                }
+                false
+            }
+            Err(e) => {
+                tracing::error!("tool pin store: {e}; withholding {name}");
+                false
+            }
+        }
     }
 
     /// A notification from a caller: relayed upstream (cancellations are mapped to the
