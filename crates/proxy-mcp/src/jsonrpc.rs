@@ -61,6 +61,12 @@ pub enum ResponseBody {
     Error(Box<RawValue>),
 }
 
+impl ResponseBody {
+    pub fn is_error(&self) -> bool {
+        matches!(self, ResponseBody::Error(_))
+    }
+}
+
 /// Why a message was refused, with the JSON-RPC code to answer with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]

@@ -19,7 +19,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
-use crate::jsonrpc::{self, Message, ResponseBody};
+use crate::jsonrpc::{self, Message};
 
 /// The exchange of one request with an HTTP upstream, to be polled to completion.
 pub type Driver = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
@@ -349,16 +349,12 @@ impl Link {
             Transport::Http {
                 client,
                 url,
-                auth,
                 session_id,
                 ..
             } => {
-                let sid = session_id.lock().expect("lock").clone();
-                if let Some(sid) = sid {
-                    let mut req = client.delete(url.clone()).header("mcp-session-id", sid);
-                    if let Some((k, v)) = auth {
-                        req = req.header(k, v);
-                    }
+                let has_session = session_id.lock().expect("lock").is_some();
+                if has_session {
+                    let req = self.with_session_headers(client.delete(url.clone()));
                     let _ = req.send().await;
                 }
             }
@@ -494,9 +490,8 @@ impl Link {
         let Transport::Http {
             client,
             url,
-            auth,
             session_id,
-            protocol_version,
+            ..
         } = &self.transport
         else {
             unreachable!("post is only used on HTTP links");
@@ -512,16 +507,7 @@ impl Link {
         if let Some(name) = name {
             req = req.header("mcp-name", crate::headers::encode_header_value(name));
         }
-        if let Some(sid) = session_id.lock().expect("lock").clone() {
-            req = req.header("mcp-session-id", sid);
-        }
-        if let Some(v) = protocol_version.lock().expect("lock").clone() {
-            req = req.header("mcp-protocol-version", v);
-        }
-        if let Some((k, v)) = auth {
-            req = req.header(k, v);
-        }
-        let failure = match req.send().await {
+        let failure = match self.with_session_headers(req).send().await {
             Err(e) => Some(format!("request failed: {}", without_url(e))),
             Ok(resp) => {
                 if let Some(sid) = resp
@@ -609,39 +595,45 @@ impl Link {
     /// Opens the upstream's standalone GET stream (session-based HTTP upstreams) and pumps
     /// what it carries into the unsolicited queue until the link closes.
     pub fn listen(self: &Arc<Self>) {
-        let Transport::Http { .. } = &self.transport else {
+        let Transport::Http { client, url, .. } = &self.transport else {
             return;
         };
+        let req = client
+            .get(url.clone())
+            .header(http::header::ACCEPT, "text/event-stream");
+        let req = self.with_session_headers(req);
         let link = self.clone();
         tokio::spawn(async move {
-            let Transport::Http {
-                client,
-                url,
-                auth,
-                session_id,
-                protocol_version,
-            } = &link.transport
-            else {
-                return;
-            };
-            let mut req = client
-                .get(url.clone())
-                .header(http::header::ACCEPT, "text/event-stream");
-            if let Some(sid) = session_id.lock().expect("lock").clone() {
-                req = req.header("mcp-session-id", sid);
-            }
-            if let Some(v) = protocol_version.lock().expect("lock").clone() {
-                req = req.header("mcp-protocol-version", v);
-            }
-            if let Some((k, v)) = auth {
-                req = req.header(k, v);
-            }
             if let Ok(resp) = req.send().await
                 && resp.status().is_success()
             {
                 let _ = link.read_sse(None, resp).await;
             }
         });
+    }
+
+    /// The headers every HTTP message of this link carries: the upstream session, the
+    /// negotiated protocol version, and the upstream's own credential.
+    fn with_session_headers(&self, mut req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let Transport::Http {
+            auth,
+            session_id,
+            protocol_version,
+            ..
+        } = &self.transport
+        else {
+            return req;
+        };
+        if let Some(sid) = session_id.lock().expect("lock").clone() {
+            req = req.header("mcp-session-id", sid);
+        }
+        if let Some(v) = protocol_version.lock().expect("lock").clone() {
+            req = req.header("mcp-protocol-version", v);
+        }
+        if let Some((k, v)) = auth {
+            req = req.header(k, v);
+        }
+        req
     }
 }
 
@@ -680,10 +672,4 @@ fn without_url(e: reqwest::Error) -> String {
         text.push_str(&source.to_string());
     }
     text
-}
-
-impl ResponseBody {
-    pub fn is_error(&self) -> bool {
-        matches!(self, ResponseBody::Error(_))
-    }
 }
