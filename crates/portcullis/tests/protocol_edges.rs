@@ -1145,6 +1145,21 @@ tools = ["lookup_customer", "anything"]
                 .contains(&format!("upstream {target}")),
             "{failed}"
         );
+        // The session that could not be opened is recorded too.
+        let init = events
+            .iter()
+            .find(|e| {
+                e["type"] == "request" && e["target"] == target && e["action"] == "initialize"
+            })
+            .unwrap_or_else(|| panic!("no failed initialize for {target}: {events:#?}"));
+        assert_eq!(init["outcome"], "failed", "{init}");
+        assert!(
+            init["detail"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("upstream {target}")),
+            "{init}"
+        );
     }
 }
 

@@ -552,6 +552,39 @@ impl Gateway {
         params: Option<&RawValue>,
     ) -> Result<(Arc<Session>, String), Refusal> {
         let started = Instant::now();
+        let refusal = match self.open_session(caller, target, id, params, started).await {
+            Ok(opened) => return Ok(opened),
+            Err(refusal) => refusal,
+        };
+        // A session that could not be opened is an attempt all the same: record it.
+        let mut ev = self.event(
+            EventType::Request,
+            Outcome::Failed,
+            Some(caller),
+            &target.name,
+        );
+        ev.action = Some("initialize".into());
+        ev.request_id = Some(id.get().to_string());
+        ev.arguments = params.map(|p| PayloadDigest::of(p.get().as_bytes()));
+        ev.result = Some(PayloadDigest::of(refusal.body.as_bytes()));
+        ev.duration_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+        ev.detail = serde_json::from_str::<Value>(&refusal.body)
+            .ok()
+            .and_then(|v| v["error"]["message"].as_str().map(str::to_string));
+        match self.audit.record(ev).await {
+            Ok(_) => Err(refusal),
+            Err(e) => Err(audit_refusal(id.get(), &e.to_string())),
+        }
+    }
+
+    async fn open_session(
+        self: &Arc<Self>,
+        caller: &Caller,
+        target: &Arc<TargetRuntime>,
+        id: &RawValue,
+        params: Option<&RawValue>,
+        started: Instant,
+    ) -> Result<(Arc<Session>, String), Refusal> {
         if self.session_count() >= self.settings.max_sessions {
             return Err(Refusal::new(
                 http::StatusCode::SERVICE_UNAVAILABLE,
