@@ -126,6 +126,25 @@ pub struct Gateway {
     /// A session with no traffic for this long is closed. Default: `30m`.
     #[serde(default = "default_session_idle", deserialize_with = "de_duration")]
     pub session_idle_timeout: Duration,
+    /// `[gateway.tls]`: serve the front door over TLS (rustls) with this certificate.
+    #[serde(default)]
+    pub tls: Option<Tls>,
+    /// Serve plain HTTP on a non-loopback address. Off by default: bearer tokens and API keys
+    /// must not cross a network in clear text. Turn it on only behind a proxy that terminates
+    /// TLS for the gateway.
+    #[serde(default)]
+    pub allow_plain_http: bool,
+}
+
+/// `[gateway.tls]`: the front door's certificate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// PEM file with the certificate chain, leaf first. Relative to the configuration file.
+    pub cert: PathBuf,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1). Relative to the configuration
+    /// file. Keep it readable by the gateway only.
+    pub key: PathBuf,
 }
 
 impl Default for Gateway {
@@ -141,6 +160,8 @@ impl Default for Gateway {
             request_timeout: default_request_timeout(),
             max_sessions: default_max_sessions(),
             session_idle_timeout: default_session_idle(),
+            tls: None,
+            allow_plain_http: false,
         }
     }
 }
@@ -150,6 +171,7 @@ impl Gateway {
     pub fn public_url(&self) -> String {
         match &self.public_url {
             Some(url) => url.trim_end_matches('/').to_string(),
+            None if self.tls.is_some() => format!("https://{}", self.listen),
             None => format!("http://{}", self.listen),
         }
     }
@@ -371,10 +393,17 @@ impl Config {
             }
         })?;
         config.source = source;
-        if config.gateway.data_dir.is_relative()
-            && let Some(dir) = path.parent()
-        {
-            config.gateway.data_dir = dir.join(&config.gateway.data_dir);
+        if let Some(dir) = path.parent() {
+            let resolve = |p: &mut PathBuf| {
+                if p.is_relative() {
+                    *p = dir.join(&*p);
+                }
+            };
+            resolve(&mut config.gateway.data_dir);
+            if let Some(tls) = config.gateway.tls.as_mut() {
+                resolve(&mut tls.cert);
+                resolve(&mut tls.key);
+            }
         }
         config.validate()?;
         Ok(config)
@@ -386,6 +415,18 @@ impl Config {
             return Err(src.error_at(
                 find_text(&src.text, "max_message_bytes"),
                 "gateway.max_message_bytes: must be at least 1024",
+            ));
+        }
+        if self.gateway.tls.is_none()
+            && !self.gateway.allow_plain_http
+            && !self.gateway.listen.ip().is_loopback()
+        {
+            return Err(src.error_at(
+                find_text(&src.text, "listen"),
+                format!(
+                    "gateway.listen: {} is reachable from the network, so credentials would cross it in clear text; configure [gateway.tls], or set gateway.allow_plain_http = true if a proxy in front terminates TLS",
+                    self.gateway.listen
+                ),
             ));
         }
         for (name, target) in &self.targets {
@@ -702,6 +743,16 @@ mod tests {
     fn upstream_auth_on_stdio_is_refused() {
         let err = parse(&format!("{TARGET}upstream_auth = {{ env = \"X\" }}\n")).unwrap_err();
         assert!(err.to_string().contains("upstream_auth"), "{err}");
+    }
+
+    #[test]
+    fn plain_http_off_loopback_is_refused_unless_acknowledged() {
+        let err = parse("[gateway]\nlisten = \"0.0.0.0:8080\"\n").unwrap_err();
+        assert!(err.to_string().contains("gateway.tls"), "{err}");
+        assert!(parse("[gateway]\nlisten = \"0.0.0.0:8080\"\nallow_plain_http = true\n").is_ok());
+        let tls = parse("[gateway]\nlisten = \"0.0.0.0:8443\"\n[gateway.tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n").unwrap();
+        assert_eq!(tls.gateway.public_url(), "https://0.0.0.0:8443");
+        assert!(tls.gateway.tls.unwrap().cert.ends_with("c.pem"));
     }
 
     #[test]

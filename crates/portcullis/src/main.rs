@@ -383,21 +383,36 @@ pub async fn serve(
     })?;
     let pins = Arc::new(Pins::open(&config.gateway.data_dir)?);
     let gateway = Gateway::new(&config, auth, policy.clone(), audit.clone(), pins)?;
+    // The certificate is loaded before anything is announced: a bad key fails the start.
+    let tls = match &config.gateway.tls {
+        Some(tls) => Some(
+            axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
+                .await
+                .with_context(|| {
+                    format!(
+                        "loading the TLS certificate {} and key {}",
+                        tls.cert.display(),
+                        tls.key.display()
+                    )
+                })?,
+        ),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.gateway.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.gateway.listen))?;
     let addr = listener.local_addr()?;
-    // Small JSON-RPC answers must not wait for Nagle's algorithm.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
     let mut start = audit.event(EventType::GatewayStart, Outcome::Info);
-    start.detail = Some(format!("listening on {addr}; policy {}", policy.version()));
+    start.detail = Some(format!(
+        "listening on {addr} ({}); policy {}",
+        if tls.is_some() { "https" } else { "http" },
+        policy.version()
+    ));
     audit
         .record(start)
         .await
         .context("the audit log cannot be written; refusing to start")?;
-    tracing::info!(%addr, policy = policy.version(), targets = gateway.targets.len(), "portcullis is serving");
+    tracing::info!(%addr, tls = tls.is_some(), policy = policy.version(), targets = gateway.targets.len(), "portcullis is serving");
     if let Some(ready) = ready {
         let _ = ready.send(addr);
     }
@@ -411,13 +426,34 @@ pub async fn serve(
             }
         })
     };
-    let app = portcullis_proxy_mcp::router(gateway.clone());
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
+    let app = portcullis_proxy_mcp::router(gateway.clone())
+        .into_make_service_with_connect_info::<SocketAddr>();
+    match tls {
+        None => {
+            // Small JSON-RPC answers must not wait for Nagle's algorithm.
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await?;
+        }
+        Some(tls) => {
+            let handle = axum_server::Handle::new();
+            let stopper = handle.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                stopper.graceful_shutdown(Some(Duration::from_secs(10)));
+            });
+            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls)
+                .acceptor(axum_server::accept::NoDelayAcceptor::new());
+            axum_server::from_tcp(listener.into_std()?)?
+                .acceptor(acceptor)
+                .handle(handle)
+                .serve(app)
+                .await?;
+        }
+    }
     sweeper.abort();
     gateway.end_all().await;
     let stop = audit.event(EventType::GatewayStop, Outcome::Info);
