@@ -206,9 +206,13 @@ fn check_config(path: &Path) -> Result<()> {
     let policy = Policy::compile(&config)?;
     println!("{}: valid", path.display());
     println!(
-        "  gateway {} listening on {}, data in {}",
+        "  gateway {} listening on {} ({}), data in {}",
         config.gateway.id,
         config.gateway.listen,
+        match &config.gateway.tls {
+            Some(tls) => format!("https, certificate {}", tls.cert.display()),
+            None => "plain http".into(),
+        },
         config.gateway.data_dir.display()
     );
     println!(
