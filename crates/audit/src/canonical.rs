@@ -5,7 +5,6 @@
 //! in another language later) would make a valid log look tampered with.
 
 use portcullis_model::{Actor, AuditEvent, Identity, PayloadDigest};
-use sha2::{Digest as _, Sha256};
 
 /// Canonical bytes of an event: the RFC 8785 JSON canonicalization (JCS) of its serde
 /// serialization.
@@ -220,16 +219,6 @@ pub(crate) fn canonicalize<T: serde::Serialize>(value: &T) -> Vec<u8> {
     // keys; `AuditEvent` has neither once `canonical_bytes` has dropped non-finite floats.
     serde_json_canonicalizer::to_vec(value)
         .expect("audit events contain only finite numbers and string keys")
-}
-
-/// The RFC 6962 leaf hash of an entry: `SHA-256(0x00 || bytes)`. The 0x00 prefix keeps
-/// leaf hashes apart from interior node hashes (prefix 0x01), which is what stops a
-/// second-preimage attack on the Merkle tree.
-pub(crate) fn leaf_hash(body: &[u8]) -> [u8; 32] {
-    let mut hasher = Sha256::new();
-    hasher.update([0x00]);
-    hasher.update(body);
-    hasher.finalize().into()
 }
 
 #[cfg(test)]

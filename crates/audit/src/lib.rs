@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 mod canonical;
+pub mod merkle;
 mod reader;
 mod store;
 mod writer;
@@ -302,7 +303,7 @@ impl AuditLog {
 impl Row {
     fn from_event(event: &AuditEvent) -> Row {
         let body = canonical_bytes(event);
-        let leaf_hash = canonical::leaf_hash(&body);
+        let leaf_hash = merkle::leaf_hash(&body);
         Row {
             id: event.id.clone(),
             time: event.time.clone(),
