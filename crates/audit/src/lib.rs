@@ -146,6 +146,11 @@ impl AuditLog {
         // Opened here rather than in the thread so that a bad path or a newer schema is
         // reported by `open`, at startup, instead of by the first request.
         let (conn, next_seq) = store::open_writer(&path, durability, max_page_count)?;
+        let frontier =
+            store::load_frontier(&conn, next_seq - 1).map_err(|source| AuditError::Open {
+                path: path.clone(),
+                source,
+            })?;
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let shared = Arc::new(Shared::new());
         let writer = Writer {
@@ -153,6 +158,7 @@ impl AuditLog {
             durability,
             conn: Some(conn),
             next_seq,
+            frontier,
             max_page_count,
             shared: Arc::clone(&shared),
             pending: Vec::new(),

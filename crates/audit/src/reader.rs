@@ -87,6 +87,14 @@ impl AuditReader {
         row.map(|(seq, body)| self.decode(seq, body)).transpose()
     }
 
+    /// The Merkle tree head of the log as committed: its size and RFC 6962 root.
+    pub fn tree_head(&self) -> Result<(u64, crate::merkle::Hash), AuditError> {
+        let size = self.count()?;
+        let frontier = crate::store::load_frontier(&self.conn, size)
+            .map_err(|source| self.read_err(source))?;
+        Ok((frontier.size(), frontier.root()))
+    }
+
     pub fn count(&self) -> Result<u64, AuditError> {
         // seq is contiguous from 1, so MAX(seq) is the count without scanning the table.
         let max: i64 = self

@@ -7,12 +7,13 @@ use portcullis_config::Durability;
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, TransactionBehavior};
 
 use crate::AuditError;
+use crate::merkle::{Frontier, Hash};
 
 /// The file name inside the data directory.
 pub(crate) const DB_FILE: &str = "audit.db";
 
 /// The schema this build writes and understands.
-pub(crate) const SCHEMA_VERSION: u32 = 1;
+pub(crate) const SCHEMA_VERSION: u32 = 2;
 
 /// How long a connection waits for a lock held by another connection (a reader opening
 /// while the writer checkpoints the WAL, or a second process) before giving up.
@@ -53,6 +54,64 @@ CREATE TRIGGER events_contiguous_seq BEFORE INSERT ON events
 WHEN NEW.seq IS NULL OR NEW.seq <> COALESCE((SELECT MAX(seq) FROM events), 0) + 1
 BEGIN SELECT RAISE(ABORT, 'audit sequence numbers must be contiguous'); END;
 ";
+
+/// Version 2: the Merkle tree's right edge (one subtree root per set bit of the size),
+/// updated in the transaction that appends, so an append costs O(log n) and the tree head
+/// is known without reading the log. A version 1 log gets it rebuilt from `leaf_hash` on
+/// first open.
+const SCHEMA_V2: &str = "
+CREATE TABLE tree_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    size INTEGER NOT NULL,
+    nodes BLOB NOT NULL
+) STRICT;
+";
+
+pub(crate) const SAVE_TREE: &str = "INSERT INTO tree_state (id, size, nodes) VALUES (1, ?1, ?2) \
+    ON CONFLICT(id) DO UPDATE SET size = excluded.size, nodes = excluded.nodes";
+
+/// The tree over the first `size` events: from the stored state when it matches, otherwise
+/// rebuilt from the events' leaf hashes (a version 1 log, or a state left behind by a
+/// failed write, which never happens inside one transaction but costs nothing to handle).
+pub(crate) fn load_frontier(conn: &Connection, size: u64) -> rusqlite::Result<Frontier> {
+    // A reader may meet a version 1 file no version 2 writer has opened yet: without the
+    // table there is no stored state, and the rebuild below is always correct.
+    let stored: Option<(i64, Vec<u8>)> =
+        match conn.prepare_cached("SELECT size, nodes FROM tree_state WHERE id = 1") {
+            Ok(mut stmt) => stmt
+                .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?,
+            Err(_) => None,
+        };
+    if let Some((stored_size, bytes)) = stored
+        && stored_size as u64 == size
+        && bytes.len() % 32 == 0
+    {
+        let nodes = bytes
+            .chunks_exact(32)
+            .map(|c| c.try_into().expect("32-byte chunk"))
+            .collect();
+        if let Some(frontier) = Frontier::from_parts(size, nodes) {
+            return Ok(frontier);
+        }
+    }
+    let mut frontier = Frontier::new();
+    let mut stmt = conn.prepare("SELECT leaf_hash FROM events WHERE seq <= ?1 ORDER BY seq")?;
+    let mut rows = stmt.query([size as i64])?;
+    while let Some(row) = rows.next()? {
+        let leaf: Vec<u8> = row.get(0)?;
+        let leaf: Hash = leaf.try_into().map_err(|_| {
+            rusqlite::Error::InvalidColumnType(0, "leaf_hash".into(), rusqlite::types::Type::Blob)
+        })?;
+        frontier.append(leaf);
+    }
+    Ok(frontier)
+}
+
+/// The stored form of a frontier's nodes.
+pub(crate) fn frontier_bytes(frontier: &Frontier) -> Vec<u8> {
+    frontier.nodes().concat()
+}
 
 pub(crate) const INSERT_EVENT: &str = "INSERT INTO events \
     (seq, id, time, type, session, subject, target, outcome, body, leaf_hash) \
@@ -171,6 +230,9 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), AuditError> {
     }
     if version < 1 {
         tx.execute_batch(SCHEMA_V1).map_err(open_err)?;
+    }
+    if version < 2 {
+        tx.execute_batch(SCHEMA_V2).map_err(open_err)?;
     }
     if version < SCHEMA_VERSION {
         tx.execute(

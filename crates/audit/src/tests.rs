@@ -114,7 +114,7 @@ async fn record_and_read_round_trip() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(version, "1");
+    assert_eq!(version, crate::store::SCHEMA_VERSION.to_string());
     log.close().await.unwrap();
 }
 
@@ -625,4 +625,56 @@ fn canonical_event_is_sorted_compact_stable_and_round_trips() {
             .unwrap()
             .contains("duration_ms")
     );
+}
+
+/// The leaf hashes of the log as stored, in order, recomputed from the bodies.
+fn stored_leaves(dir: &std::path::Path) -> Vec<crate::merkle::Hash> {
+    let reader = AuditReader::open(dir).unwrap();
+    reader
+        .since(0, usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|(_, body)| crate::merkle::leaf_hash(body.as_bytes()))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_tree_head_follows_every_append_across_reopens_and_other_writers() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(dir.path(), "gw-a", Durability::Strict).unwrap();
+    let empty = AuditReader::open(dir.path()).unwrap().tree_head().unwrap();
+    assert_eq!(empty, (0, crate::merkle::empty_root()));
+    for _ in 0..5 {
+        log.record(full_event(&log)).await.unwrap();
+    }
+    let head = AuditReader::open(dir.path()).unwrap().tree_head().unwrap();
+    assert_eq!(head, (5, crate::merkle::root(&stored_leaves(dir.path()))));
+
+    // A second writer on the same file (as `portcullis tools accept` is) interleaves.
+    let other = AuditLog::open(dir.path(), "cli", Durability::Strict).unwrap();
+    other.record(full_event(&other)).await.unwrap();
+    log.record(full_event(&log)).await.unwrap();
+    other.record(full_event(&other)).await.unwrap();
+    other.close().await.unwrap();
+    log.record(full_event(&log)).await.unwrap();
+    log.close().await.unwrap();
+    let leaves = stored_leaves(dir.path());
+    assert_eq!(leaves.len(), 9);
+    let head = AuditReader::open(dir.path()).unwrap().tree_head().unwrap();
+    assert_eq!(head, (9, crate::merkle::root(&leaves)));
+
+    // Reopened, the writer continues the same tree.
+    let log = AuditLog::open(dir.path(), "gw-a", Durability::Batched).unwrap();
+    for _ in 0..7 {
+        log.record(full_event(&log)).await.unwrap();
+    }
+    log.close().await.unwrap();
+    let leaves = stored_leaves(dir.path());
+    let head = AuditReader::open(dir.path()).unwrap().tree_head().unwrap();
+    assert_eq!(head, (16, crate::merkle::root(&leaves)));
+    // Every stored event is provably in that tree.
+    for (i, leaf) in leaves.iter().enumerate() {
+        let proof = crate::merkle::inclusion_proof(i, &leaves);
+        crate::merkle::verify_inclusion(leaf, i as u64, 16, &proof, &head.1).unwrap();
+    }
 }

@@ -15,6 +15,7 @@ use rusqlite::{Connection, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::AuditError;
+use crate::merkle::Frontier;
 use crate::store;
 
 /// The most events written in one transaction. Large enough that a burst is absorbed in a
@@ -148,6 +149,8 @@ pub(crate) struct Writer {
     /// from what was actually committed.
     pub conn: Option<Connection>,
     pub next_seq: u64,
+    /// The Merkle tree over everything committed, kept in step with `next_seq`.
+    pub frontier: Frontier,
     pub max_page_count: Option<u64>,
     pub shared: Arc<Shared>,
     /// Batched mode: events already acknowledged to callers whose transaction failed. They
@@ -329,6 +332,12 @@ impl Writer {
                 "another writer appended to the audit log; continuing after its events"
             );
         }
+        let mut tree = if self.frontier.size() + 1 == committed {
+            self.frontier.clone()
+        } else {
+            // Opened afresh, or another writer appended: take the tree as committed.
+            store::load_frontier(&tx, committed - 1).map_err(cause)?
+        };
         let mut seq = committed;
         let mut outcomes = Vec::with_capacity(entries.len());
         {
@@ -348,6 +357,7 @@ impl Writer {
                 ]);
                 match inserted {
                     Ok(_) => {
+                        tree.append(row.leaf_hash);
                         outcomes.push(Some(seq));
                         seq += 1;
                     }
@@ -362,9 +372,15 @@ impl Writer {
                 }
             }
         }
+        tx.prepare_cached(store::SAVE_TREE)
+            .and_then(|mut save| {
+                save.execute(params![tree.size() as i64, store::frontier_bytes(&tree)])
+            })
+            .map_err(cause)?;
         // Dropping `tx` on an early return above rolls back.
         tx.commit().map_err(cause)?;
         self.next_seq = seq;
+        self.frontier = tree;
         Ok(outcomes)
     }
 }
