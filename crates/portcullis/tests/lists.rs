@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 use serde_json::{Value, json};
 
@@ -31,14 +29,6 @@ for line in sys.stdin:
         send({"jsonrpc": "2.0", "id": i, "error": {"code": -32601, "message": "Method not found"}}); continue
     send({"jsonrpc": "2.0", "id": i, "result": r})
 "#;
-
-fn python() -> String {
-    let out = Command::new("python3")
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output()
-        .expect("python3 is needed for the scripted upstream");
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
 
 fn names(list: &Value, key: &str, field: &str) -> Vec<String> {
     list["result"][key]

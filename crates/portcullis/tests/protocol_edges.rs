@@ -58,15 +58,6 @@ while True:
         send({"jsonrpc": "2.0", "id": i, "error": {"code": -32601, "message": "Method not found"}})
 "#;
 
-/// The real Python interpreter (not a version-manager shim, which starts slowly).
-fn python() -> String {
-    let out = Command::new("python3")
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output()
-        .expect("python3 is needed for the scripted upstream");
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 /// Writes the recorder script to `dir`; returns the `command = [...]` line and the log path.
 fn recorder(dir: &Path) -> (String, PathBuf) {
     let script = dir.join("recorder.py");

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -33,14 +32,6 @@ for line in sys.stdin:
         time.sleep(1.0)
         send({"jsonrpc": "2.0", "id": i, "result": {"content": [{"type": "text", "text": "done"}]}})
 "#;
-
-fn python() -> String {
-    let out = Command::new("python3")
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output()
-        .expect("python3 is needed for the scripted upstream");
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
 
 /// Reads SSE events from a response until `count` events have arrived; returns (id, data).
 async fn read_events(resp: &mut reqwest::Response, count: usize) -> Vec<(Option<String>, Value)> {

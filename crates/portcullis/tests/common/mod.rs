@@ -31,6 +31,16 @@ pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_portcullis"))
 }
 
+/// The real Python interpreter (not a version-manager shim, which starts slowly), for the
+/// small scripted MCP servers some tests use as upstreams.
+pub fn python() -> String {
+    let out = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3 is needed for the scripted upstreams");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
