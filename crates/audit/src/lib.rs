@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 mod canonical;
+pub mod checkpoint;
 pub mod merkle;
 mod reader;
 mod store;
