@@ -34,8 +34,10 @@ struct ParamsView<'a> {
     name: Option<String>,
     uri: Option<String>,
     arguments: Option<Value>,
+    /// Kept raw: serde would read a struct from a JSON array too, and `_meta` must be an
+    /// object.
     #[serde(rename = "_meta", borrow)]
-    meta: Option<MetaView<'a>>,
+    meta: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -58,10 +60,16 @@ impl RequestFacts {
         let view: ParamsView =
             serde_json::from_str(params.get()).map_err(|e| format!("invalid params: {e}"))?;
         let (protocol_version, progress_token) = match view.meta {
-            Some(m) => (
-                m.protocol_version,
-                m.progress_token.map(|t| t.get().to_string()),
-            ),
+            Some(raw) if raw.get().starts_with('{') => {
+                let m: MetaView = serde_json::from_str(raw.get())
+                    .map_err(|e| format!("invalid params._meta: {e}"))?;
+                (
+                    m.protocol_version,
+                    m.progress_token.map(|t| t.get().to_string()),
+                )
+            }
+            Some(raw) if raw.get() == "null" => (None, None),
+            Some(_) => return Err("params._meta must be an object".into()),
             None => (None, None),
         };
         Ok(RequestFacts {
@@ -188,6 +196,21 @@ mod tests {
         assert_eq!(f.arguments.unwrap()["a"], 1);
         assert_eq!(f.progress_token.as_deref(), Some("\"p1\""));
         assert_eq!(f.protocol_version.as_deref(), Some(MODERN));
+    }
+
+    #[test]
+    fn meta_must_be_an_object() {
+        let raw = RawValue::from_string(r#"{"_meta":["", null]}"#.into()).unwrap();
+        assert!(
+            RequestFacts::read(Some(&raw))
+                .unwrap_err()
+                .contains("_meta")
+        );
+        let raw = RawValue::from_string(r#"{"_meta":null,"name":"t"}"#.into()).unwrap();
+        assert_eq!(
+            RequestFacts::read(Some(&raw)).unwrap().name.as_deref(),
+            Some("t")
+        );
     }
 
     #[test]
