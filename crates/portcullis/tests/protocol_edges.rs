@@ -872,60 +872,40 @@ async fn modern_headers_must_match_the_body_and_the_version_must_be_supported() 
         "{}",
         r.body
     );
-    // Mcp-Method differs.
-    let r = post(
-        &c,
-        &url,
-        key,
-        &[
-            ("mcp-protocol-version", MODERN),
-            ("mcp-method", "tools/list"),
-            ("mcp-name", "lookup_customer"),
-        ],
-        call(MODERN),
-    )
-    .await;
-    assert_eq!(
-        (r.status, r.body["error"]["code"].as_i64()),
-        (400, Some(-32020)),
-        "{}",
-        r.body
-    );
-    assert!(
-        r.body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("Mcp-Method"),
-        "{}",
-        r.body
-    );
-    // MCP-Protocol-Version header differs from _meta.
-    let r = post(
-        &c,
-        &url,
-        key,
-        &[
-            ("mcp-protocol-version", LEGACY),
-            ("mcp-method", "tools/call"),
-            ("mcp-name", "lookup_customer"),
-        ],
-        call(MODERN),
-    )
-    .await;
-    assert_eq!(
-        (r.status, r.body["error"]["code"].as_i64()),
-        (400, Some(-32020)),
-        "{}",
-        r.body
-    );
-    assert!(
-        r.body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("MCP-Protocol-Version"),
-        "{}",
-        r.body
-    );
+    // Mcp-Method differs; the MCP-Protocol-Version header differs from _meta. Each is
+    // refused with HeaderMismatch and a message naming the header.
+    let mismatches: [(&[(&str, &str)], &str); 2] = [
+        (
+            &[
+                ("mcp-protocol-version", MODERN),
+                ("mcp-method", "tools/list"),
+                ("mcp-name", "lookup_customer"),
+            ],
+            "Mcp-Method",
+        ),
+        (
+            &[
+                ("mcp-protocol-version", LEGACY),
+                ("mcp-method", "tools/call"),
+                ("mcp-name", "lookup_customer"),
+            ],
+            "MCP-Protocol-Version",
+        ),
+    ];
+    for (headers, named) in mismatches {
+        let r = post(&c, &url, key, headers, call(MODERN)).await;
+        assert_eq!(
+            (r.status, r.body["error"]["code"].as_i64()),
+            (400, Some(-32020)),
+            "{}",
+            r.body
+        );
+        assert!(
+            r.body["error"]["message"].as_str().unwrap().contains(named),
+            "{}",
+            r.body
+        );
+    }
     // A 2026-07-28 header with no version in _meta.
     let bare = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).to_string();
     let r = post(
