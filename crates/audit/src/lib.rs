@@ -15,6 +15,7 @@
 
 mod canonical;
 pub mod checkpoint;
+pub mod keys;
 pub mod merkle;
 mod reader;
 mod store;
@@ -27,6 +28,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, Utc};
 use portcullis_config::Durability;
@@ -97,6 +99,40 @@ pub enum AuditError {
     Corrupt { path: PathBuf, seq: u64 },
 }
 
+/// How the log signs checkpoints.
+#[derive(Clone)]
+pub struct CheckpointSettings {
+    /// The origin line: names this gateway instance's log.
+    pub origin: String,
+    pub signer: Arc<dyn checkpoint::Signer>,
+    /// A checkpoint at least this often while events arrive...
+    pub interval: Duration,
+    /// ... and after at most this many events.
+    pub every: u64,
+}
+
+impl fmt::Debug for CheckpointSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CheckpointSettings")
+            .field("origin", &self.origin)
+            .field("key", &self.signer.name())
+            .field("interval", &self.interval)
+            .field("every", &self.every)
+            .finish()
+    }
+}
+
+/// A signed checkpoint as stored beside the events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    pub size: u64,
+    pub root: merkle::Hash,
+    /// When it was signed (RFC 3339, UTC).
+    pub time: String,
+    /// The C2SP signed note, exactly as published.
+    pub note: String,
+}
+
 /// The write side of the audit log. Cheap to clone; all clones share one writer thread.
 #[derive(Clone)]
 pub struct AuditLog {
@@ -113,6 +149,8 @@ struct Inner {
     /// event queued under one lock, so queue order and numbering agree.
     next_queued_seq: Mutex<u64>,
     closed: AtomicBool,
+    /// The newest checkpoint, for the sinks; `None` until one exists.
+    checkpoints: tokio::sync::watch::Receiver<Option<StoredCheckpoint>>,
 }
 
 impl fmt::Debug for AuditLog {
@@ -133,13 +171,25 @@ impl AuditLog {
         gateway_id: &str,
         durability: Durability,
     ) -> Result<AuditLog, AuditError> {
-        Self::open_inner(data_dir, gateway_id, durability, None)
+        Self::open_inner(data_dir, gateway_id, durability, None, None)
+    }
+
+    /// Like [`open`](Self::open), and signs checkpoints of the tree as it grows: after every
+    /// `every` events, and once per `interval` that saw new events.
+    pub fn open_signed(
+        data_dir: &Path,
+        gateway_id: &str,
+        durability: Durability,
+        checkpoints: CheckpointSettings,
+    ) -> Result<AuditLog, AuditError> {
+        Self::open_inner(data_dir, gateway_id, durability, Some(checkpoints), None)
     }
 
     fn open_inner(
         data_dir: &Path,
         gateway_id: &str,
         durability: Durability,
+        checkpoints: Option<CheckpointSettings>,
         max_page_count: Option<u64>,
     ) -> Result<AuditLog, AuditError> {
         store::create_data_dir(data_dir)?;
@@ -152,6 +202,19 @@ impl AuditLog {
                 path: path.clone(),
                 source,
             })?;
+        let latest = store::latest_checkpoint(&conn).map_err(|source| AuditError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        let (announce, announced) = tokio::sync::watch::channel(latest.clone());
+        let interval = checkpoints.as_ref().map(|c| c.interval);
+        let checkpointing = checkpoints.map(|settings| writer::Checkpointing {
+            settings,
+            last_size: latest.as_ref().map_or(0, |c| c.size),
+            last_time: Instant::now(),
+            force: false,
+            announce,
+        });
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let shared = Arc::new(Shared::new());
         let writer = Writer {
@@ -163,11 +226,30 @@ impl AuditLog {
             max_page_count,
             shared: Arc::clone(&shared),
             pending: Vec::new(),
+            checkpoints: checkpointing,
         };
         std::thread::Builder::new()
             .name("portcullis-audit-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(AuditError::Spawn)?;
+        if let Some(interval) = interval {
+            // A weak sender, so the ticker never keeps the writer alive on its own.
+            let weak = tx.downgrade();
+            std::thread::Builder::new()
+                .name("portcullis-audit-ticker".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(interval);
+                        let Some(tx) = weak.upgrade() else { break };
+                        // A full queue means traffic, and the commits it causes check the
+                        // interval themselves; a closed one means the log is shutting down.
+                        if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(Msg::Tick) {
+                            break;
+                        }
+                    }
+                })
+                .map_err(AuditError::Spawn)?;
+        }
         tracing::debug!(path = %path.display(), next_seq, ?durability, "audit log open");
         Ok(AuditLog {
             inner: Arc::new(Inner {
@@ -178,6 +260,7 @@ impl AuditLog {
                 shared,
                 next_queued_seq: Mutex::new(next_seq),
                 closed: AtomicBool::new(false),
+                checkpoints: announced,
             }),
         })
     }
@@ -260,6 +343,33 @@ impl AuditLog {
         }
     }
 
+    /// The newest signed checkpoint, updated as new ones are stored. For the sinks that
+    /// publish checkpoints outside the gateway.
+    pub fn checkpoints(&self) -> tokio::sync::watch::Receiver<Option<StoredCheckpoint>> {
+        self.inner.checkpoints.clone()
+    }
+
+    /// Stores a witness's cosignature line beside the checkpoint of `size`.
+    pub async fn store_cosignature(
+        &self,
+        size: u64,
+        witness: &str,
+        line: &str,
+    ) -> Result<(), AuditError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .tx
+            .send(Msg::Cosignature {
+                size,
+                witness: witness.to_owned(),
+                line: line.to_owned(),
+                reply,
+            })
+            .await
+            .map_err(|_| self.send_error())?;
+        answer.await.map_err(|_| AuditError::WriterGone)?
+    }
+
     /// Writes everything queued and stops the writer. Later `record` calls return
     /// [`AuditError::Closed`]. Calling it again is harmless.
     pub async fn close(&self) -> Result<(), AuditError> {
@@ -291,7 +401,7 @@ impl AuditLog {
         durability: Durability,
         pages: u64,
     ) -> Result<AuditLog, AuditError> {
-        Self::open_inner(data_dir, "test-gw", durability, Some(pages))
+        Self::open_inner(data_dir, "test-gw", durability, None, Some(pages))
     }
 
     /// Changes the size cap on the writer's connection ("the disk has space again").

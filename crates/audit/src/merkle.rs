@@ -112,6 +112,72 @@ fn subproof(m: usize, leaves: &[Hash], complete: bool, out: &mut Vec<Hash>) {
     }
 }
 
+/// PROOF(m, D[n]) computed from the tree's right edge at size m and only the leaves appended
+/// since, instead of all n leaves: what a log needs to prove a new checkpoint consistent with
+/// one it published long ago without re-reading everything before it.
+///
+/// This works because every node of the proof covers either a range inside the first m
+/// leaves, which is then one of the perfect subtrees of `old` (the recursion only splits off
+/// the old tree's own subtrees), or a range inside the new leaves. Gives the same proof as
+/// [`consistency_proof`].
+pub fn consistency_proof_from(old: &Frontier, new_leaves: &[Hash]) -> Vec<Hash> {
+    let m = old.size;
+    let n = m + new_leaves.len() as u64;
+    let mut proof = Vec::new();
+    if m == 0 || new_leaves.is_empty() {
+        return proof;
+    }
+    // The old tree's subtrees as (start, end, root), left to right.
+    let mut old_subtrees = Vec::with_capacity(old.nodes.len());
+    let mut start = 0u64;
+    for (bit, node) in (0..u64::BITS)
+        .rev()
+        .filter(|b| m >> b & 1 == 1)
+        .zip(&old.nodes)
+    {
+        let end = start + (1u64 << bit);
+        old_subtrees.push((start, end, *node));
+        start = end;
+    }
+    let range_root = |from: u64, to: u64| -> Hash {
+        if from >= m {
+            root(&new_leaves[(from - m) as usize..(to - m) as usize])
+        } else {
+            old_subtrees
+                .iter()
+                .find(|(s, e, _)| *s == from && *e == to)
+                .map(|(_, _, node)| *node)
+                .expect("the proof only needs whole subtrees of the old tree")
+        }
+    };
+    fn walk(
+        m: u64,
+        from: u64,
+        to: u64,
+        complete: bool,
+        range_root: &dyn Fn(u64, u64) -> Hash,
+        out: &mut Vec<Hash>,
+    ) {
+        let n = to - from;
+        if m == n {
+            if !complete {
+                out.push(range_root(from, to));
+            }
+            return;
+        }
+        let k = split(n as usize) as u64;
+        if m <= k {
+            walk(m, from, from + k, complete, range_root, out);
+            out.push(range_root(from + k, to));
+        } else {
+            walk(m - k, from + k, to, false, range_root, out);
+            out.push(range_root(from, from + k));
+        }
+    }
+    walk(m, 0, n, true, &range_root, &mut proof);
+    proof
+}
+
 /// Why a proof does not check.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProofError {
@@ -318,6 +384,24 @@ mod tests {
                 let l = naive_root(&entries[..k]);
                 let r = naive_root(&entries[k..]);
                 Sha256::digest([&[1u8][..], &l, &r].concat()).into()
+            }
+        }
+    }
+
+    #[test]
+    fn consistency_from_frontier_matches_full_computation() {
+        let all = leaves(70);
+        for n in 1..=all.len() {
+            for m in 0..=n {
+                let mut old = Frontier::new();
+                for leaf in &all[..m] {
+                    old.append(*leaf);
+                }
+                assert_eq!(
+                    consistency_proof_from(&old, &all[m..n]),
+                    consistency_proof(m, &all[..n]),
+                    "m={m} n={n}"
+                );
             }
         }
     }

@@ -13,7 +13,7 @@ use crate::merkle::{Frontier, Hash};
 pub(crate) const DB_FILE: &str = "audit.db";
 
 /// The schema this build writes and understands.
-pub(crate) const SCHEMA_VERSION: u32 = 2;
+pub(crate) const SCHEMA_VERSION: u32 = 3;
 
 /// How long a connection waits for a lock held by another connection (a reader opening
 /// while the writer checkpoints the WAL, or a second process) before giving up.
@@ -67,6 +67,43 @@ CREATE TABLE tree_state (
 ) STRICT;
 ";
 
+/// Version 3: signed checkpoints and the witnesses' cosignatures of them.
+///
+/// A checkpoint row keeps the signed note as published and the tree's right edge at its
+/// size, so a consistency proof from it to any later size needs only the leaves appended
+/// since (see `merkle::consistency_proof_from`). Both tables are append-only like `events`.
+const SCHEMA_V3: &str = "
+CREATE TABLE checkpoints (
+    size INTEGER PRIMARY KEY,
+    time TEXT NOT NULL,
+    note TEXT NOT NULL,
+    frontier BLOB NOT NULL
+) STRICT;
+CREATE TABLE cosignatures (
+    size INTEGER NOT NULL REFERENCES checkpoints(size),
+    witness TEXT NOT NULL,
+    time TEXT NOT NULL,
+    line TEXT NOT NULL,
+    PRIMARY KEY (size, witness)
+) STRICT;
+CREATE TRIGGER checkpoints_no_update BEFORE UPDATE ON checkpoints
+BEGIN SELECT RAISE(ABORT, 'checkpoints are append-only'); END;
+CREATE TRIGGER checkpoints_no_delete BEFORE DELETE ON checkpoints
+BEGIN SELECT RAISE(ABORT, 'checkpoints are append-only'); END;
+CREATE TRIGGER cosignatures_no_update BEFORE UPDATE ON cosignatures
+BEGIN SELECT RAISE(ABORT, 'cosignatures are append-only'); END;
+CREATE TRIGGER cosignatures_no_delete BEFORE DELETE ON cosignatures
+BEGIN SELECT RAISE(ABORT, 'cosignatures are append-only'); END;
+";
+
+pub(crate) const INSERT_CHECKPOINT: &str =
+    "INSERT INTO checkpoints (size, time, note, frontier) VALUES (?1, ?2, ?3, ?4)";
+
+/// A witness may cosign the same checkpoint twice (a retry after a lost answer): keep the
+/// first.
+pub(crate) const INSERT_COSIGNATURE: &str =
+    "INSERT OR IGNORE INTO cosignatures (size, witness, time, line) VALUES (?1, ?2, ?3, ?4)";
+
 pub(crate) const SAVE_TREE: &str = "INSERT INTO tree_state (id, size, nodes) VALUES (1, ?1, ?2) \
     ON CONFLICT(id) DO UPDATE SET size = excluded.size, nodes = excluded.nodes";
 
@@ -85,15 +122,9 @@ pub(crate) fn load_frontier(conn: &Connection, size: u64) -> rusqlite::Result<Fr
         };
     if let Some((stored_size, bytes)) = stored
         && stored_size as u64 == size
-        && bytes.len() % 32 == 0
+        && let Some(frontier) = frontier_from_bytes(size, &bytes)
     {
-        let nodes = bytes
-            .chunks_exact(32)
-            .map(|c| c.try_into().expect("32-byte chunk"))
-            .collect();
-        if let Some(frontier) = Frontier::from_parts(size, nodes) {
-            return Ok(frontier);
-        }
+        return Ok(frontier);
     }
     let mut frontier = Frontier::new();
     let mut stmt = conn.prepare("SELECT leaf_hash FROM events WHERE seq <= ?1 ORDER BY seq")?;
@@ -106,6 +137,47 @@ pub(crate) fn load_frontier(conn: &Connection, size: u64) -> rusqlite::Result<Fr
         frontier.append(leaf);
     }
     Ok(frontier)
+}
+
+/// The newest stored checkpoint, if any.
+pub(crate) fn latest_checkpoint(
+    conn: &Connection,
+) -> rusqlite::Result<Option<crate::StoredCheckpoint>> {
+    conn.query_row(
+        "SELECT size, time, note, frontier FROM checkpoints ORDER BY size DESC LIMIT 1",
+        [],
+        checkpoint_row,
+    )
+    .optional()
+}
+
+/// Reads a `checkpoints` row selected as `size, time, note, frontier`.
+pub(crate) fn checkpoint_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<crate::StoredCheckpoint> {
+    let size: i64 = row.get(0)?;
+    let frontier: Vec<u8> = row.get(3)?;
+    let root = frontier_from_bytes(size as u64, &frontier)
+        .map(|f| f.root())
+        .ok_or_else(|| {
+            rusqlite::Error::InvalidColumnType(3, "frontier".into(), rusqlite::types::Type::Blob)
+        })?;
+    Ok(crate::StoredCheckpoint {
+        size: size as u64,
+        root,
+        time: row.get(1)?,
+        note: row.get(2)?,
+    })
+}
+
+/// A frontier from its stored form; `None` if the bytes cannot be one of that size.
+pub(crate) fn frontier_from_bytes(size: u64, bytes: &[u8]) -> Option<Frontier> {
+    if !bytes.len().is_multiple_of(32) {
+        return None;
+    }
+    let nodes = bytes
+        .chunks_exact(32)
+        .map(|c| c.try_into().expect("32-byte chunk"))
+        .collect();
+    Frontier::from_parts(size, nodes)
 }
 
 /// The stored form of a frontier's nodes.
@@ -233,6 +305,9 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), AuditError> {
     }
     if version < 2 {
         tx.execute_batch(SCHEMA_V2).map_err(open_err)?;
+    }
+    if version < 3 {
+        tx.execute_batch(SCHEMA_V3).map_err(open_err)?;
     }
     if version < SCHEMA_VERSION {
         tx.execute(

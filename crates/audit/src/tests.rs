@@ -678,3 +678,204 @@ async fn the_tree_head_follows_every_append_across_reopens_and_other_writers() {
         crate::merkle::verify_inclusion(leaf, i as u64, 16, &proof, &head.1).unwrap();
     }
 }
+
+mod checkpoints {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::checkpoint::{Checkpoint, Ed25519Signer, Verifier, verifier_key};
+    use crate::{CheckpointSettings, merkle};
+
+    fn settings(every: u64, interval: Duration) -> (CheckpointSettings, Verifier) {
+        let pkcs8 = Ed25519Signer::generate_pkcs8().unwrap();
+        let signer = Ed25519Signer::from_pkcs8("test-log-key", &pkcs8).unwrap();
+        let verifier = Verifier::parse(&verifier_key(&signer)).unwrap();
+        let settings = CheckpointSettings {
+            origin: "portcullis/test-gw".into(),
+            signer: Arc::new(signer),
+            interval,
+            every,
+        };
+        (settings, verifier)
+    }
+
+    /// Every stored checkpoint: (size, note).
+    fn stored(dir: &std::path::Path) -> Vec<(u64, String)> {
+        let conn = rusqlite::Connection::open(dir.join("audit.db")).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT size, note FROM checkpoints ORDER BY size")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    fn leaf_hashes(dir: &std::path::Path) -> Vec<merkle::Hash> {
+        let conn = rusqlite::Connection::open(dir.join("audit.db")).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT leaf_hash FROM events ORDER BY seq")
+            .unwrap();
+        stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))
+            .unwrap()
+            .map(|h| h.unwrap().try_into().unwrap())
+            .collect()
+    }
+
+    /// Each stored note is signed by the log key, names the origin, and states the root of
+    /// the tree of the first `size` stored events.
+    fn assert_notes_true(dir: &std::path::Path, verifier: &Verifier) {
+        let leaves = leaf_hashes(dir);
+        for (size, note) in stored(dir) {
+            let body = verifier.open(&note).expect("signed by the log key");
+            let checkpoint = Checkpoint::parse(body).unwrap();
+            assert_eq!(checkpoint.origin, "portcullis/test-gw");
+            assert_eq!(checkpoint.size, size);
+            assert_eq!(
+                checkpoint.root,
+                merkle::root(&leaves[..size as usize]),
+                "root of checkpoint {size}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_every_n_events_and_one_at_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let (settings, verifier) = settings(10, Duration::from_secs(3600));
+        let log =
+            AuditLog::open_signed(dir.path(), "test-gw", Durability::Strict, settings).unwrap();
+        let mut announced = log.checkpoints();
+        for _ in 0..25 {
+            log.record(log.event(EventType::Request, Outcome::Success))
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            stored(dir.path()).iter().map(|c| c.0).collect::<Vec<_>>(),
+            [10, 20]
+        );
+        assert!(announced.has_changed().unwrap());
+        assert_eq!(announced.borrow_and_update().as_ref().unwrap().size, 20);
+        log.close().await.unwrap();
+        // The close signs what the last interval had not covered yet.
+        assert_eq!(
+            stored(dir.path()).iter().map(|c| c.0).collect::<Vec<_>>(),
+            [10, 20, 25]
+        );
+        assert_notes_true(dir.path(), &verifier);
+    }
+
+    #[tokio::test]
+    async fn reopening_resumes_the_cadence_from_the_stored_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, verifier) = settings(10, Duration::from_secs(3600));
+        let log = AuditLog::open_signed(dir.path(), "test-gw", Durability::Strict, first.clone())
+            .unwrap();
+        for _ in 0..15 {
+            log.record(log.event(EventType::Request, Outcome::Success))
+                .await
+                .unwrap();
+        }
+        // Dropping the last handle ends the writer like a close: the tail gets signed.
+        drop(log);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let log = AuditLog::open_signed(dir.path(), "test-gw", Durability::Strict, first).unwrap();
+        assert_eq!(log.checkpoints().borrow().as_ref().unwrap().size, 15);
+        for _ in 0..10 {
+            log.record(log.event(EventType::Request, Outcome::Success))
+                .await
+                .unwrap();
+        }
+        log.close().await.unwrap();
+        assert_eq!(
+            stored(dir.path()).iter().map(|c| c.0).collect::<Vec<_>>(),
+            [10, 15, 25]
+        );
+        assert_notes_true(dir.path(), &verifier);
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_each_interval_with_new_events_and_none_without() {
+        let dir = tempfile::tempdir().unwrap();
+        let (settings, verifier) = settings(1000, Duration::from_millis(50));
+        let log =
+            AuditLog::open_signed(dir.path(), "test-gw", Durability::Strict, settings).unwrap();
+        for _ in 0..3 {
+            log.record(log.event(EventType::Request, Outcome::Success))
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        // The ticker signed the three events on its own, once: idle intervals sign nothing.
+        assert_eq!(
+            stored(dir.path()).iter().map(|c| c.0).collect::<Vec<_>>(),
+            [3]
+        );
+        log.record(log.event(EventType::Request, Outcome::Success))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(
+            stored(dir.path()).iter().map(|c| c.0).collect::<Vec<_>>(),
+            [3, 4]
+        );
+        log.close().await.unwrap();
+        assert_eq!(stored(dir.path()).len(), 2, "nothing new to sign at close");
+        assert_notes_true(dir.path(), &verifier);
+    }
+
+    #[tokio::test]
+    async fn batched_bursts_are_checkpointed_exactly_every_n_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let (settings, verifier) = settings(100, Duration::from_secs(3600));
+        let log =
+            AuditLog::open_signed(dir.path(), "test-gw", Durability::Batched, settings).unwrap();
+        for _ in 0..1050 {
+            log.record(log.event(EventType::Request, Outcome::Success))
+                .await
+                .unwrap();
+        }
+        log.close().await.unwrap();
+        let sizes: Vec<u64> = stored(dir.path()).iter().map(|c| c.0).collect();
+        let mut expected: Vec<u64> = (1..=10).map(|k| k * 100).collect();
+        expected.push(1050);
+        assert_eq!(sizes, expected);
+        assert_notes_true(dir.path(), &verifier);
+    }
+
+    #[tokio::test]
+    async fn cosignatures_are_kept_beside_their_checkpoint_and_are_append_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (settings, _) = settings(2, Duration::from_secs(3600));
+        let log =
+            AuditLog::open_signed(dir.path(), "test-gw", Durability::Strict, settings).unwrap();
+        for _ in 0..2 {
+            log.record(log.event(EventType::Request, Outcome::Success))
+                .await
+                .unwrap();
+        }
+        log.store_cosignature(2, "witness-a", "— witness-a AAAA\n")
+            .await
+            .unwrap();
+        // A retry after a lost answer stores nothing new and is not an error.
+        log.store_cosignature(2, "witness-a", "— witness-a BBBB\n")
+            .await
+            .unwrap();
+        // There is no checkpoint 7 to cosign.
+        assert!(log.store_cosignature(7, "witness-a", "x").await.is_err());
+        log.close().await.unwrap();
+        let conn = rusqlite::Connection::open(dir.path().join("audit.db")).unwrap();
+        let line: String = conn
+            .query_row("SELECT line FROM cosignatures WHERE size = 2", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(line, "— witness-a AAAA\n");
+        let err = conn
+            .execute("DELETE FROM checkpoints", [])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("append-only"), "{err}");
+    }
+}

@@ -14,9 +14,10 @@ use portcullis_config::Durability;
 use rusqlite::{Connection, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::AuditError;
+use crate::checkpoint::{Checkpoint, sign_note};
 use crate::merkle::Frontier;
 use crate::store;
+use crate::{AuditError, CheckpointSettings, StoredCheckpoint};
 
 /// The most events written in one transaction. Large enough that a burst is absorbed in a
 /// few commits, small enough that one transaction never holds the WAL for long.
@@ -54,6 +55,15 @@ pub(crate) type Reply = oneshot::Sender<Result<u64, AuditError>>;
 pub(crate) enum Msg {
     /// `reply` is `Some` in strict mode: the caller waits for the commit.
     Append { row: Row, reply: Option<Reply> },
+    /// Time for a checkpoint if there are new events (sent by the ticker thread).
+    Tick,
+    /// A witness's cosignature of a stored checkpoint, to keep beside it.
+    Cosignature {
+        size: u64,
+        witness: String,
+        line: String,
+        reply: oneshot::Sender<Result<(), AuditError>>,
+    },
     /// Write what is queued, then stop.
     Shutdown {
         reply: oneshot::Sender<Result<(), AuditError>>,
@@ -157,6 +167,18 @@ pub(crate) struct Writer {
     /// are kept, in order, and written first on the next attempt, so a transient failure
     /// loses nothing and the promised sequence numbers stay true.
     pub pending: Vec<Row>,
+    pub checkpoints: Option<Checkpointing>,
+}
+
+/// The writer's checkpoint state: what was signed last, and where new ones are announced.
+pub(crate) struct Checkpointing {
+    pub settings: CheckpointSettings,
+    /// The size of the newest stored checkpoint (0: none yet).
+    pub last_size: u64,
+    pub last_time: Instant,
+    /// Checkpoint at the next commit whatever the interval (shutdown).
+    pub force: bool,
+    pub announce: tokio::sync::watch::Sender<Option<StoredCheckpoint>>,
 }
 
 struct Entry {
@@ -180,6 +202,21 @@ impl Writer {
             loop {
                 match next.take() {
                     Some(Msg::Append { row, reply }) => batch.push(Entry { row, reply }),
+                    // No events to carry the checkpoint: a transaction of its own.
+                    Some(Msg::Tick)
+                        if batch.is_empty() && self.pending.is_empty() && self.checkpoint_due() =>
+                    {
+                        self.commit(&mut batch);
+                    }
+                    Some(Msg::Tick) => {}
+                    Some(Msg::Cosignature {
+                        size,
+                        witness,
+                        line,
+                        reply,
+                    }) => {
+                        let _ = reply.send(self.store_cosignature(size, &witness, &line));
+                    }
                     Some(Msg::Shutdown { reply }) => {
                         // Refuse new events but keep draining the ones already queued.
                         rx.close();
@@ -219,10 +256,15 @@ impl Writer {
         }
     }
 
-    /// Last attempt at batched events still pending after a failure, then close the file.
+    /// Last attempt at batched events still pending after a failure, a last checkpoint so
+    /// that the log's final events (the gateway's stop) are covered by a signature, then
+    /// close the file.
     fn finish(&mut self) -> Result<(), (usize, String)> {
         let mut result = Ok(());
-        if !self.pending.is_empty() {
+        if let Some(c) = self.checkpoints.as_mut() {
+            c.force = true;
+        }
+        if !self.pending.is_empty() || self.checkpoint_due() {
             self.commit(&mut Vec::new());
             if !self.pending.is_empty() {
                 let cause = self
@@ -340,6 +382,9 @@ impl Writer {
         };
         let mut seq = committed;
         let mut outcomes = Vec::with_capacity(entries.len());
+        // Checkpoints written in this transaction; announced only once it commits.
+        let mut made_checkpoints = Vec::new();
+        let mut last_size = self.checkpoints.as_ref().map_or(0, |c| c.last_size);
         {
             let mut insert = tx.prepare_cached(store::INSERT_EVENT).map_err(cause)?;
             for Entry { row, .. } in entries {
@@ -360,6 +405,17 @@ impl Writer {
                         tree.append(row.leaf_hash);
                         outcomes.push(Some(seq));
                         seq += 1;
+                        if self
+                            .checkpoints
+                            .as_ref()
+                            .is_some_and(|c| tree.size() >= last_size + c.settings.every)
+                        {
+                            // Exactly every N events, even inside a large batch.
+                            let made = make_checkpoint(&tx, &tree, self.checkpoints.as_ref())
+                                .map_err(cause)?;
+                            last_size = tree.size();
+                            made_checkpoints.extend(made);
+                        }
                     }
                     // A duplicate id is the caller's mistake, not the store's: SQLite
                     // aborts only that statement, so the rest of the batch goes on.
@@ -372,6 +428,15 @@ impl Writer {
                 }
             }
         }
+        if tree.size() > last_size
+            && self
+                .checkpoints
+                .as_ref()
+                .is_some_and(|c| c.force || c.last_time.elapsed() >= c.settings.interval)
+        {
+            made_checkpoints
+                .extend(make_checkpoint(&tx, &tree, self.checkpoints.as_ref()).map_err(cause)?);
+        }
         tx.prepare_cached(store::SAVE_TREE)
             .and_then(|mut save| {
                 save.execute(params![tree.size() as i64, store::frontier_bytes(&tree)])
@@ -381,6 +446,87 @@ impl Writer {
         tx.commit().map_err(cause)?;
         self.next_seq = seq;
         self.frontier = tree;
+        if let (Some(checkpoints), Some(newest)) =
+            (self.checkpoints.as_mut(), made_checkpoints.pop())
+        {
+            checkpoints.last_size = newest.size;
+            checkpoints.last_time = Instant::now();
+            // Sinks only ever need the newest: any later checkpoint supersedes an earlier one.
+            checkpoints.announce.send_replace(Some(newest));
+        }
         Ok(outcomes)
     }
+
+    /// Whether the ticker should force a checkpoint: events arrived since the last one and
+    /// the interval has passed.
+    fn checkpoint_due(&self) -> bool {
+        self.checkpoints.as_ref().is_some_and(|c| {
+            self.frontier.size() > c.last_size
+                && (c.force || c.last_time.elapsed() >= c.settings.interval)
+        })
+    }
+
+    fn store_cosignature(
+        &mut self,
+        size: u64,
+        witness: &str,
+        line: &str,
+    ) -> Result<(), AuditError> {
+        let cause = |err: rusqlite::Error| AuditError::Write {
+            cause: format!("cannot write audit log {}: {err}", self.path.display()),
+        };
+        if self.conn.is_none() {
+            let (conn, next_seq) =
+                store::open_writer(&self.path, self.durability, self.max_page_count)?;
+            self.conn = Some(conn);
+            self.next_seq = next_seq;
+        }
+        let Some(conn) = self.conn.as_ref() else {
+            unreachable!("connection opened above");
+        };
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        conn.prepare_cached(store::INSERT_COSIGNATURE)
+            .and_then(|mut stmt| stmt.execute(params![size as i64, witness, now, line]))
+            .map_err(cause)?;
+        Ok(())
+    }
+}
+
+/// Signs the tree head and inserts the checkpoint row in the open transaction. Signing
+/// failures (a KMS that is down, one day) do not fail the events: the checkpoint is skipped,
+/// loudly, and the next one covers these events too.
+fn make_checkpoint(
+    tx: &rusqlite::Transaction<'_>,
+    tree: &Frontier,
+    settings: Option<&Checkpointing>,
+) -> rusqlite::Result<Option<StoredCheckpoint>> {
+    let Some(c) = settings else {
+        return Ok(None);
+    };
+    let checkpoint = Checkpoint {
+        origin: c.settings.origin.clone(),
+        size: tree.size(),
+        root: tree.root(),
+    };
+    let note = match sign_note(&checkpoint.body(), &[c.settings.signer.as_ref()]) {
+        Ok(note) => note,
+        Err(err) => {
+            tracing::error!(%err, size = tree.size(), "cannot sign an audit checkpoint");
+            return Ok(None);
+        }
+    };
+    let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    tx.prepare_cached(store::INSERT_CHECKPOINT)?
+        .execute(params![
+            tree.size() as i64,
+            time,
+            note,
+            store::frontier_bytes(tree)
+        ])?;
+    Ok(Some(StoredCheckpoint {
+        size: checkpoint.size,
+        root: checkpoint.root,
+        time,
+        note,
+    }))
 }

@@ -178,7 +178,7 @@ impl Gateway {
 }
 
 /// `[audit]`: how events are written.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Audit {
     /// `strict` (default): an event is on disk (fsync) before the response it describes is
@@ -186,6 +186,54 @@ pub struct Audit {
     /// few milliseconds; a crash can lose the last events, in exchange for lower latency.
     #[serde(default)]
     pub durability: Durability,
+    /// The log's name in its checkpoints (the C2SP origin line). Default:
+    /// `portcullis/<gateway.id>`. Give each gateway instance its own: a checkpoint of one log
+    /// proves nothing about another.
+    pub origin: Option<String>,
+    /// Directory holding the checkpoint signing key (`audit.key`, `audit.pub`), written by
+    /// `portcullis keys audit-init --out DIR`. Keep it outside `data_dir`: whoever can rewrite
+    /// the log must not also hold the key. Without it the log is still a Merkle tree, but no
+    /// checkpoint is signed and nothing is published.
+    pub signing_key: Option<PathBuf>,
+    /// Sign a checkpoint at least this often while new events arrive. Default: `1s`.
+    #[serde(
+        default = "default_checkpoint_interval",
+        deserialize_with = "de_duration"
+    )]
+    pub checkpoint_interval: Duration,
+    /// ... and after at most this many new events. Default: 1000.
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+    /// Publish each checkpoint as a file in this directory (never overwritten; meant for
+    /// write-once storage such as a WORM bucket mount or another machine's share).
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Witnesses that cosign checkpoints (`portcullis witness`).
+    #[serde(default)]
+    pub witnesses: Vec<WitnessConfig>,
+}
+
+impl Default for Audit {
+    fn default() -> Self {
+        Audit {
+            durability: Durability::default(),
+            origin: None,
+            signing_key: None,
+            checkpoint_interval: default_checkpoint_interval(),
+            checkpoint_every: default_checkpoint_every(),
+            checkpoint_dir: None,
+            witnesses: Vec::new(),
+        }
+    }
+}
+
+/// `[[audit.witnesses]]`: a witness the gateway sends its checkpoints to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessConfig {
+    /// The witness's base URL; checkpoints go to `<url>/add-checkpoint`.
+    pub url: String,
+    /// The witness's public key file (`witness.pub`), to check its cosignatures.
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -400,6 +448,15 @@ impl Config {
                 }
             };
             resolve(&mut config.gateway.data_dir);
+            if let Some(key) = config.audit.signing_key.as_mut() {
+                resolve(key);
+            }
+            if let Some(dir) = config.audit.checkpoint_dir.as_mut() {
+                resolve(dir);
+            }
+            for witness in &mut config.audit.witnesses {
+                resolve(&mut witness.key);
+            }
             if let Some(tls) = config.gateway.tls.as_mut() {
                 resolve(&mut tls.cert);
                 resolve(&mut tls.key);
@@ -407,6 +464,66 @@ impl Config {
         }
         config.validate()?;
         Ok(config)
+    }
+
+    /// The checkpoint origin: configured, or derived from the gateway id.
+    pub fn audit_origin(&self) -> String {
+        self.audit
+            .origin
+            .clone()
+            .unwrap_or_else(|| format!("portcullis/{}", self.gateway.id))
+    }
+
+    fn validate_audit(&self) -> Result<(), ConfigError> {
+        let src = &self.source;
+        let audit = &self.audit;
+        let origin = self.audit_origin();
+        if origin.is_empty() || origin.contains('\n') || origin.trim() != origin {
+            return Err(src.error_at(
+                find_text(&src.text, "origin"),
+                "audit.origin: must be one non-empty line without leading or trailing spaces",
+            ));
+        }
+        if audit.checkpoint_every == 0 {
+            return Err(src.error_at(
+                find_text(&src.text, "checkpoint_every"),
+                "audit.checkpoint_every: must be at least 1",
+            ));
+        }
+        if audit.checkpoint_interval < Duration::from_millis(10) {
+            return Err(src.error_at(
+                find_text(&src.text, "checkpoint_interval"),
+                "audit.checkpoint_interval: must be at least 10ms",
+            ));
+        }
+        if let Some(key) = &audit.signing_key
+            && key.starts_with(&self.gateway.data_dir)
+        {
+            return Err(src.error_at(
+                find_text(&src.text, "signing_key"),
+                "audit.signing_key: must not be inside gateway.data_dir; whoever can rewrite the log must not also hold its signing key",
+            ));
+        }
+        if audit.signing_key.is_none()
+            && (audit.checkpoint_dir.is_some() || !audit.witnesses.is_empty())
+        {
+            return Err(src.error_at(
+                find_text(&src.text, "[audit]"),
+                "audit: checkpoint_dir and witnesses publish signed checkpoints, so audit.signing_key is required",
+            ));
+        }
+        for witness in &audit.witnesses {
+            if !(witness.url.starts_with("http://") || witness.url.starts_with("https://")) {
+                return Err(src.error_at(
+                    find_text(&src.text, &witness.url),
+                    format!(
+                        "audit.witnesses.url: {:?} is not an http:// or https:// URL",
+                        witness.url
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -429,6 +546,7 @@ impl Config {
                 ),
             ));
         }
+        self.validate_audit()?;
         for (name, target) in &self.targets {
             let at = |m: String| src.error_at(find_table(&src.text, name), m);
             if !valid_name(name) {
@@ -635,6 +753,12 @@ fn de_one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Err
     })
 }
 
+fn default_checkpoint_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_checkpoint_every() -> u64 {
+    1000
+}
 fn default_gateway_id() -> String {
     "portcullis".into()
 }
