@@ -17,8 +17,12 @@ mod canonical;
 pub mod checkpoint;
 pub mod keys;
 pub mod merkle;
+pub mod proof;
+pub mod publish;
 mod reader;
 mod store;
+pub mod verify;
+pub mod witness;
 mod writer;
 
 #[cfg(test)]
@@ -217,6 +221,9 @@ impl AuditLog {
         });
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let shared = Arc::new(Shared::new());
+        let wal_stop = Arc::new(AtomicBool::new(false));
+        store::spawn_wal_checkpointer(path.clone(), Arc::clone(&wal_stop))
+            .map_err(AuditError::Spawn)?;
         let writer = Writer {
             path: path.clone(),
             durability,
@@ -227,6 +234,7 @@ impl AuditLog {
             shared: Arc::clone(&shared),
             pending: Vec::new(),
             checkpoints: checkpointing,
+            wal_stop,
         };
         std::thread::Builder::new()
             .name("portcullis-audit-writer".into())
@@ -347,6 +355,17 @@ impl AuditLog {
     /// publish checkpoints outside the gateway.
     pub fn checkpoints(&self) -> tokio::sync::watch::Receiver<Option<StoredCheckpoint>> {
         self.inner.checkpoints.clone()
+    }
+
+    /// Signs a checkpoint of everything recorded so far (if anything is new), now.
+    pub async fn checkpoint_now(&self) -> Result<(), AuditError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .tx
+            .send(Msg::CheckpointNow { reply })
+            .await
+            .map_err(|_| self.send_error())?;
+        answer.await.map_err(|_| AuditError::WriterGone)
     }
 
     /// Stores a witness's cosignature line beside the checkpoint of `size`.

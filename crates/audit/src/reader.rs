@@ -14,6 +14,8 @@ use crate::store;
 pub struct AuditReader {
     conn: Connection,
     path: PathBuf,
+    /// The schema version found on open: a version 2 file has no checkpoint tables yet.
+    version: u32,
 }
 
 impl fmt::Debug for AuditReader {
@@ -53,7 +55,11 @@ impl AuditReader {
         if version == 0 {
             return Err(AuditError::NotFound { path });
         }
-        Ok(AuditReader { conn, path })
+        Ok(AuditReader {
+            conn,
+            path,
+            version,
+        })
     }
 
     /// Events with `seq > after_seq`, ascending, at most `limit`; `(seq, canonical JSON)`.
@@ -104,6 +110,143 @@ impl AuditReader {
         Ok(max as u64)
     }
 
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Starts a read transaction: every read until [`end_snapshot`](Self::end_snapshot)
+    /// sees the database as of the first one, even while a gateway appends. A verifier needs
+    /// that, or the tree state it compares with the events could be from a later commit.
+    pub(crate) fn begin_snapshot(&self) -> Result<(), AuditError> {
+        self.conn
+            .execute_batch("BEGIN DEFERRED")
+            .map_err(|source| self.read_err(source))
+    }
+
+    pub(crate) fn end_snapshot(&self) -> Result<(), AuditError> {
+        self.conn
+            .execute_batch("COMMIT")
+            .map_err(|source| self.read_err(source))
+    }
+
+    /// Every stored checkpoint row, by size, exactly as stored. Unlike `store::checkpoint_row`
+    /// nothing is validated here: the verifier must see what is on disk to say what is wrong.
+    pub(crate) fn raw_checkpoints(&self) -> Result<Vec<RawCheckpoint>, AuditError> {
+        if self.version < 3 {
+            return Ok(Vec::new());
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT size, note, frontier FROM checkpoints ORDER BY size")
+            .map_err(|source| self.read_err(source))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(RawCheckpoint {
+                    size: r.get(0)?,
+                    note: r.get(1)?,
+                    frontier: r.get(2)?,
+                })
+            })
+            .map_err(|source| self.read_err(source))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(|source| self.read_err(source))
+    }
+
+    /// Every stored cosignature row, by checkpoint size then witness name.
+    pub(crate) fn raw_cosignatures(&self) -> Result<Vec<RawCosignature>, AuditError> {
+        if self.version < 3 {
+            return Ok(Vec::new());
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT size, witness, line FROM cosignatures ORDER BY size, witness")
+            .map_err(|source| self.read_err(source))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(RawCosignature {
+                    size: r.get(0)?,
+                    witness: r.get(1)?,
+                    line: r.get(2)?,
+                })
+            })
+            .map_err(|source| self.read_err(source))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(|source| self.read_err(source))
+    }
+
+    /// The stored tree state `(size, nodes)`, if there is one.
+    pub(crate) fn raw_tree_state(&self) -> Result<Option<(i64, Vec<u8>)>, AuditError> {
+        if self.version < 2 {
+            return Ok(None);
+        }
+        self.conn
+            .query_row("SELECT size, nodes FROM tree_state WHERE id = 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(|source| self.read_err(source))
+    }
+
+    /// The sequence number of an event, by id.
+    pub(crate) fn seq_of(&self, id: &str) -> Result<Option<u64>, AuditError> {
+        self.conn
+            .query_row("SELECT seq FROM events WHERE id = ?1", params![id], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()
+            .map(|seq| seq.map(|s| s as u64))
+            .map_err(|source| self.read_err(source))
+    }
+
+    /// The raw body of the event at `seq`, if there is one.
+    pub(crate) fn body_at(&self, seq: u64) -> Result<Option<Vec<u8>>, AuditError> {
+        self.conn
+            .query_row(
+                "SELECT body FROM events WHERE seq = ?1",
+                params![to_i64(seq)],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|source| self.read_err(source))
+    }
+
+    /// The stored leaf hashes of events `1..=size`, in order. The inner error is the first
+    /// sequence number that is missing or whose leaf hash is not 32 bytes: a tree over such
+    /// a list would not be the log's tree.
+    pub(crate) fn leaf_hashes(
+        &self,
+        size: u64,
+    ) -> Result<Result<Vec<crate::merkle::Hash>, u64>, AuditError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT seq, leaf_hash FROM events WHERE seq <= ?1 ORDER BY seq")
+            .map_err(|source| self.read_err(source))?;
+        let mut rows = stmt
+            .query(params![to_i64(size)])
+            .map_err(|source| self.read_err(source))?;
+        let mut out = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        while let Some(row) = rows.next().map_err(|source| self.read_err(source))? {
+            let expected = out.len() as u64 + 1;
+            let seq = row.get::<_, i64>(0).ok();
+            let leaf = row
+                .get::<_, Vec<u8>>(1)
+                .ok()
+                .and_then(|leaf| <[u8; 32]>::try_from(leaf.as_slice()).ok());
+            match (seq, leaf) {
+                (Some(seq), Some(leaf)) if seq as u64 == expected => out.push(leaf),
+                _ => return Ok(Err(expected)),
+            }
+        }
+        if out.len() as u64 != size {
+            return Ok(Err(out.len() as u64 + 1));
+        }
+        Ok(Ok(out))
+    }
+
     fn query(
         &self,
         sql: &str,
@@ -141,6 +284,20 @@ impl AuditReader {
             source,
         }
     }
+}
+
+/// A `checkpoints` row as stored.
+pub(crate) struct RawCheckpoint {
+    pub size: i64,
+    pub note: String,
+    pub frontier: Vec<u8>,
+}
+
+/// A `cosignatures` row as stored.
+pub(crate) struct RawCosignature {
+    pub size: i64,
+    pub witness: String,
+    pub line: String,
 }
 
 /// SQLite integers are signed; saturate instead of wrapping for absurd inputs.

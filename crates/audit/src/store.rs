@@ -73,6 +73,10 @@ CREATE TABLE tree_state (
 /// size, so a consistency proof from it to any later size needs only the leaves appended
 /// since (see `merkle::consistency_proof_from`). Both tables are append-only like `events`.
 const SCHEMA_V3: &str = "
+-- Nothing looks events up by session or subject yet, and every index is written on every
+-- append: they come back with the queries that need them.
+DROP INDEX IF EXISTS events_session;
+DROP INDEX IF EXISTS events_subject_time;
 CREATE TABLE checkpoints (
     size INTEGER PRIMARY KEY,
     time TEXT NOT NULL,
@@ -245,6 +249,11 @@ pub(crate) fn open_writer(
     };
     conn.pragma_update(None, "synchronous", synchronous)
         .map_err(open_err)?;
+    // Copying the WAL back into the database is left to the checkpointer thread
+    // (`spawn_wal_checkpointer`), so the writer, which every strict caller waits on, only
+    // ever appends to the WAL.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)
+        .map_err(open_err)?;
     if let Some(pages) = max_page_count {
         set_max_page_count(&conn, pages).map_err(open_err)?;
     }
@@ -253,6 +262,44 @@ pub(crate) fn open_writer(
         .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
         .map_err(open_err)?;
     Ok((conn, max as u64 + 1))
+}
+
+/// How often the checkpointer copies the WAL into the database.
+const WAL_CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+/// Runs SQLite checkpoints (WAL to database) on a thread and connection of their own until
+/// `stop` is set. PASSIVE checkpoints never block the writer; they copy what no reader still
+/// needs, and the WAL is reused from its start once all of it is copied. If this thread
+/// cannot open the file the writer's connection takes over (autocheckpoint back on), so the
+/// WAL cannot grow without bound.
+pub(crate) fn spawn_wal_checkpointer(
+    path: PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("portcullis-audit-wal".into())
+        .spawn(move || {
+            let conn = match Connection::open_with_flags(
+                &path,
+                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            ) {
+                Ok(conn) => conn,
+                Err(err) => {
+                    tracing::error!(path = %path.display(), %err, "cannot open the audit log for WAL checkpoints");
+                    return;
+                }
+            };
+            let _ = conn.busy_timeout(BUSY_TIMEOUT);
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                std::thread::sleep(WAL_CHECKPOINT_EVERY);
+                if let Err(err) =
+                    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                {
+                    tracing::warn!(path = %path.display(), %err, "audit WAL checkpoint failed; will retry");
+                }
+            }
+        })
+        .map(|_| ())
 }
 
 /// Caps the database size, which yields SQLITE_FULL exactly as a full disk would. Used by

@@ -57,6 +57,10 @@ pub(crate) enum Msg {
     Append { row: Row, reply: Option<Reply> },
     /// Time for a checkpoint if there are new events (sent by the ticker thread).
     Tick,
+    /// Sign a checkpoint of everything committed now, whatever the cadence (before a clean
+    /// stop, so the sinks get a checkpoint covering the last events while the log can still
+    /// store their cosignatures).
+    CheckpointNow { reply: oneshot::Sender<()> },
     /// A witness's cosignature of a stored checkpoint, to keep beside it.
     Cosignature {
         size: u64,
@@ -168,6 +172,8 @@ pub(crate) struct Writer {
     /// loses nothing and the promised sequence numbers stay true.
     pub pending: Vec<Row>,
     pub checkpoints: Option<Checkpointing>,
+    /// Stops the WAL checkpointer thread when the writer ends.
+    pub wal_stop: Arc<AtomicBool>,
 }
 
 /// The writer's checkpoint state: what was signed last, and where new ones are announced.
@@ -209,6 +215,19 @@ impl Writer {
                         self.commit(&mut batch);
                     }
                     Some(Msg::Tick) => {}
+                    Some(Msg::CheckpointNow { reply }) => {
+                        // Events gathered so far go first, so the checkpoint covers them.
+                        if let Some(c) = self.checkpoints.as_mut() {
+                            c.force = true;
+                        }
+                        if !batch.is_empty() || !self.pending.is_empty() || self.checkpoint_due() {
+                            self.commit(&mut batch);
+                        }
+                        if let Some(c) = self.checkpoints.as_mut() {
+                            c.force = false;
+                        }
+                        let _ = reply.send(());
+                    }
                     Some(Msg::Cosignature {
                         size,
                         witness,
@@ -279,7 +298,9 @@ impl Writer {
                 result = Err((self.pending.len(), cause));
             }
         }
-        // Dropping the last connection checkpoints the WAL into the database file.
+        // Dropping the last connection (this one or the checkpointer's, which stops within
+        // its interval) checkpoints the WAL into the database file.
+        self.wal_stop.store(true, Ordering::Release);
         self.conn = None;
         result
     }

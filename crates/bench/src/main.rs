@@ -8,6 +8,8 @@
 //! clients for a fixed time.
 #![forbid(unsafe_code)]
 
+mod verify;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -32,6 +34,8 @@ struct Cli {
 enum Bench {
     /// MCP tools/call over streamable HTTP.
     Mcp(Args),
+    /// `audit verify` on a large log (1,000,000 events by default).
+    Verify(verify::Args),
 }
 
 #[derive(clap::Args)]
@@ -301,7 +305,10 @@ fn micros(d: Duration) -> f64 {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let Bench::Mcp(args) = Cli::parse().bench;
+    let args = match Cli::parse().bench {
+        Bench::Mcp(args) => args,
+        Bench::Verify(args) => return verify::run(args).await,
+    };
     let upstream = start_upstream(args.upstream_listen).await?;
     let direct = format!("http://{upstream}/mcp");
     let (key, hash) = portcullis_identity::generate_api_key();

@@ -53,6 +53,13 @@ id = "portcullis-demo"
 listen = "{listen}"
 data_dir = "data"
 
+# Checkpoints of the audit log are signed with this key (kept apart from `data`) and
+# published as files to `checkpoints`; in production that directory is write-once storage
+# on another machine, and a witness (`portcullis witness`) cosigns them.
+[audit]
+signing_key = "audit-key"
+checkpoint_dir = "checkpoints"
+
 [[identity.api_keys]]
 name = "billing-agent"
 kind = "agent"
@@ -104,6 +111,14 @@ tools = ["lookup_customer", "refund_payment"]
 pub async fn run(listen: SocketAddr, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let keys = demo_keys(dir)?;
+    let audit_key = dir.join("audit-key");
+    if !audit_key.exists() {
+        portcullis_audit::keys::generate(
+            &audit_key,
+            portcullis_audit::keys::AUDIT_KEY,
+            "portcullis-demo-audit",
+        )?;
+    }
     let config_path = dir.join("portcullis.toml");
     std::fs::write(&config_path, demo_config(listen, &keys)?)?;
     let config = Config::load(&config_path)?;
@@ -114,11 +129,17 @@ pub async fn run(listen: SocketAddr, dir: &Path) -> Result<()> {
         Ok(addr) => addr,
         Err(_) => return server.await?,
     };
-    print_instructions(addr, &keys, &config_path, &data_dir);
+    print_instructions(addr, &keys, &config_path, &data_dir, dir);
     server.await?
 }
 
-fn print_instructions(addr: SocketAddr, keys: &DemoKeys, config: &Path, data_dir: &Path) {
+fn print_instructions(
+    addr: SocketAddr,
+    keys: &DemoKeys,
+    config: &Path,
+    data_dir: &Path,
+    dir: &Path,
+) {
     let url = format!("http://{addr}/mcp/billing");
     let call = |key: &str, tool: &str, args: &str| {
         format!(
@@ -152,6 +173,10 @@ Watch the audit log:
 
   portcullis audit tail --data-dir {data} --follow
 
+Verify it as an auditor would (signatures, Merkle tree, published checkpoints):
+
+  portcullis audit verify --data-dir {data} --pubkey {pubkey} --checkpoints {checkpoints}
+
 Stop with Ctrl-C.
 "#,
         agent = keys.agent,
@@ -165,5 +190,7 @@ Stop with Ctrl-C.
         ),
         deny = call(&keys.agent, "delete_customer", r#"{"customer":"cus_1001"}"#),
         data = data_dir.display(),
+        pubkey = dir.join("audit-key").join("audit.pub").display(),
+        checkpoints = dir.join("checkpoints").display(),
     );
 }

@@ -5,8 +5,10 @@
 //! records lives in the library crates.
 #![forbid(unsafe_code)]
 
+mod audit_cli;
 mod demo;
 mod demo_server;
+mod witness;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,6 +18,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use axum::serve::ListenerExt as _;
 use clap::{Parser, Subcommand, ValueEnum};
+use portcullis_audit::publish::{Publisher, Sinks, WitnessSink};
 use portcullis_audit::{AuditLog, AuditReader};
 use portcullis_config::Config;
 use portcullis_identity::Authenticator;
@@ -66,6 +69,8 @@ enum Command {
         #[command(subcommand)]
         command: ToolsCommand,
     },
+    /// Run a witness: cosign logs' checkpoints while they stay append-only (C2SP tlog-witness).
+    Witness(witness::WitnessArgs),
     /// The built-in demo MCP server over stdio (used by `demo`).
     #[command(hide = true)]
     DemoServer,
@@ -82,6 +87,25 @@ enum KeysCommand {
         /// Comma-separated groups.
         #[arg(long, value_delimiter = ',')]
         groups: Vec<String>,
+    },
+    /// Create the audit log's checkpoint signing key (`audit.key`, mode 0600, and
+    /// `audit.pub`, for auditors and witnesses). Keep DIR outside the data directory and
+    /// point `audit.signing_key` at it.
+    AuditInit {
+        #[arg(long)]
+        out: PathBuf,
+        /// The key's name, written in every checkpoint signature.
+        #[arg(long, default_value = "portcullis-audit")]
+        name: String,
+    },
+    /// Create a witness's cosigning key (`witness.key`, mode 0600, and `witness.pub`) and
+    /// print its verifier key.
+    WitnessInit {
+        #[arg(long)]
+        out: PathBuf,
+        /// The witness's name, written in its cosignatures (e.g. `witness.example.com/w1`).
+        #[arg(long)]
+        name: String,
     },
 }
 
@@ -143,6 +167,14 @@ enum AuditCommand {
         #[command(flatten)]
         dir: DataDir,
     },
+    /// Check the whole log against the gateway's public key: every event against the
+    /// signed checkpoints (stored and published), the witnesses' cosignatures, and the
+    /// session records. Exit 0 valid, 1 invalid, 2 unusable input.
+    Verify(audit_cli::VerifyArgs),
+    /// Write a self-contained proof that one event is in the signed log.
+    Proof(audit_cli::ProofArgs),
+    /// Check a proof written by `audit proof`, offline. Exit 0 valid, 1 invalid.
+    VerifyProof(audit_cli::VerifyProofArgs),
 }
 
 #[derive(Subcommand)]
@@ -165,6 +197,13 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::DemoServer => demo_server::run(),
+        Command::Keys {
+            command: KeysCommand::WitnessInit { out, name },
+        } => witness::init_key(&out, &name),
+        Command::Witness(args) => {
+            init_logging();
+            runtime()?.block_on(witness::run(args))
+        }
         Command::CheckConfig { config } => check_config(&config),
         Command::Keys {
             command: KeysCommand::New { name, kind, groups },
@@ -172,6 +211,9 @@ fn main() -> Result<()> {
             keys_new(&name, kind.into(), &groups);
             Ok(())
         }
+        Command::Keys {
+            command: KeysCommand::AuditInit { out, name },
+        } => audit_init(&out, &name),
         Command::Audit { command } => audit(command),
         Command::Tools { command } => tools(command),
         Command::Serve { config } => {
@@ -315,6 +357,9 @@ fn audit(command: AuditCommand) -> Result<()> {
                 }
             }
         }
+        AuditCommand::Verify(args) => std::process::exit(audit_cli::verify(&args)),
+        AuditCommand::Proof(args) => audit_cli::proof(&args),
+        AuditCommand::VerifyProof(args) => std::process::exit(audit_cli::verify_proof(&args)),
         AuditCommand::Show { event_id, dir } => {
             let dir = dir.resolve()?;
             let reader = AuditReader::open(&dir)?;
@@ -367,6 +412,80 @@ fn tools(command: ToolsCommand) -> Result<()> {
     }
 }
 
+fn audit_init(out: &Path, name: &str) -> Result<()> {
+    let vkey = portcullis_audit::keys::generate(out, portcullis_audit::keys::AUDIT_KEY, name)?;
+    let (private, public) =
+        portcullis_audit::keys::key_paths(out, portcullis_audit::keys::AUDIT_KEY);
+    println!(
+        "wrote {} (private, mode 0600) and {}",
+        private.display(),
+        public.display()
+    );
+    println!();
+    println!("verifier key (give it to auditors and witnesses):");
+    println!("  {vkey}");
+    println!();
+    println!("add to portcullis.toml:");
+    println!("  [audit]");
+    println!("  signing_key = {:?}", out.display().to_string());
+    Ok(())
+}
+
+/// Opens the audit log; with `audit.signing_key`, one that signs checkpoints.
+fn open_audit_log(config: &Config) -> Result<AuditLog> {
+    let data_dir = &config.gateway.data_dir;
+    let log = match &config.audit.signing_key {
+        Some(dir) => {
+            let signer =
+                portcullis_audit::keys::load_signer(dir, portcullis_audit::keys::AUDIT_KEY)
+                    .context("loading the audit signing key (audit.signing_key)")?;
+            AuditLog::open_signed(
+                data_dir,
+                &config.gateway.id,
+                config.audit.durability,
+                portcullis_audit::CheckpointSettings {
+                    origin: config.audit_origin(),
+                    signer: Arc::new(signer),
+                    interval: config.audit.checkpoint_interval,
+                    every: config.audit.checkpoint_every,
+                },
+            )
+        }
+        None => {
+            tracing::warn!(
+                "audit checkpoints are not signed: run `portcullis keys audit-init --out DIR` and set audit.signing_key, or the log cannot be verified against anything outside this machine"
+            );
+            AuditLog::open(data_dir, &config.gateway.id, config.audit.durability)
+        }
+    };
+    log.with_context(|| format!("opening the audit log in {}", data_dir.display()))
+}
+
+/// Starts publishing checkpoints to the configured sinks, if any.
+fn start_publisher(config: &Config, audit: &AuditLog) -> Result<Option<Publisher>> {
+    if config.audit.checkpoint_dir.is_none() && config.audit.witnesses.is_empty() {
+        return Ok(None);
+    }
+    let mut witnesses = Vec::new();
+    for witness in &config.audit.witnesses {
+        let text = std::fs::read_to_string(&witness.key)
+            .with_context(|| format!("reading the witness key {}", witness.key.display()))?;
+        let key = portcullis_audit::witness::CosignatureVerifier::parse(&text)
+            .with_context(|| format!("the witness key {}", witness.key.display()))?;
+        witnesses.push(WitnessSink {
+            url: witness.url.clone(),
+            key,
+        });
+    }
+    let sinks = Sinks {
+        directory: config.audit.checkpoint_dir.clone(),
+        witnesses,
+    };
+    Publisher::spawn(audit.clone(), config.gateway.data_dir.clone(), sinks)
+        .map(Some)
+        .map_err(anyhow::Error::msg)
+}
+
 /// Runs the gateway until Ctrl-C or SIGTERM. `ready` is told the bound address.
 pub async fn serve(
     config: Config,
@@ -374,17 +493,8 @@ pub async fn serve(
 ) -> Result<()> {
     let auth = Arc::new(Authenticator::new(&config.identity)?);
     let policy = Arc::new(Policy::compile(&config)?);
-    let audit = AuditLog::open(
-        &config.gateway.data_dir,
-        &config.gateway.id,
-        config.audit.durability,
-    )
-    .with_context(|| {
-        format!(
-            "opening the audit log in {}",
-            config.gateway.data_dir.display()
-        )
-    })?;
+    let audit = open_audit_log(&config)?;
+    let publisher = start_publisher(&config, &audit)?;
     let pins = Arc::new(Pins::open(&config.gateway.data_dir)?);
     let gateway = Gateway::new(&config, auth, policy.clone(), audit.clone(), pins)?;
     // The certificate is loaded before anything is announced: a bad key fails the start.
@@ -462,6 +572,12 @@ pub async fn serve(
     gateway.end_all().await;
     let stop = audit.event(EventType::GatewayStop, Outcome::Info);
     audit.record(stop).await?;
+    // The last checkpoint covers the stop event, and reaches the sinks while the log can
+    // still store the witnesses' cosignatures of it.
+    audit.checkpoint_now().await?;
+    if let Some(publisher) = publisher {
+        publisher.finish().await;
+    }
     audit.close().await?;
     tracing::info!("portcullis stopped");
     Ok(())

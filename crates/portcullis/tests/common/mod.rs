@@ -18,6 +18,45 @@ pub struct Gateway {
     pub dir: tempfile::TempDir,
     child: Child,
     pub stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    env: Vec<(String, String)>,
+}
+
+type Lines = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// Runs `portcullis serve --config <path>` and waits until it accepts connections.
+fn spawn(path: &Path, addr: SocketAddr, env: &[(String, String)]) -> (Child, Lines) {
+    let mut cmd = Command::new(binary());
+    cmd.arg("serve")
+        .arg("--config")
+        .arg(path)
+        .env("PORTCULLIS_LOG", "info,portcullis::upstream=debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("[gateway] {line}");
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "gateway exited during start-up: {status}; stderr: {:?}",
+                lines.lock().unwrap()
+            );
+        }
+        assert!(Instant::now() < deadline, "gateway did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child, lines)
 }
 
 impl Drop for Gateway {
@@ -94,51 +133,50 @@ impl Gateway {
 
     /// `gateway_extra` is added to the `[gateway]` table; `env` to the process environment.
     pub fn start_with(rest: &str, gateway_extra: &str, env: &[(&str, &str)]) -> Gateway {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), rest, gateway_extra, env)
+    }
+
+    /// Like [`start_with`](Self::start_with), in a directory the test prepared (the data
+    /// directory is `<dir>/data`).
+    pub fn start_in(
+        dir: tempfile::TempDir,
+        rest: &str,
+        gateway_extra: &str,
+        env: &[(&str, &str)],
+    ) -> Gateway {
         let port = free_port();
         let config = format!(
             "[gateway]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\nrequest_timeout = \"20s\"\n{gateway_extra}\n\n{rest}"
         );
         let path = dir.path().join("portcullis.toml");
         std::fs::write(&path, config).unwrap();
-        let mut cmd = Command::new(binary());
-        cmd.arg("serve")
-            .arg("--config")
-            .arg(&path)
-            .env("PORTCULLIS_LOG", "info,portcullis::upstream=debug")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[gateway] {line}");
-                sink.lock().unwrap().push(line);
-            }
-        });
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(addr).is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "gateway exited during start-up: {status}; stderr: {:?}",
-                    lines.lock().unwrap()
-                );
-            }
-            assert!(Instant::now() < deadline, "gateway did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let (child, stderr) = spawn(&path, addr, &env);
         Gateway {
             addr,
             dir,
             child,
-            stderr: lines,
+            stderr,
+            env,
         }
+    }
+
+    /// Starts the gateway again on the same configuration and data (after `terminate` or
+    /// `kill`), as an operator restarting the service would. Its stderr starts afresh.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (child, stderr) = spawn(
+            &self.dir.path().join("portcullis.toml"),
+            self.addr,
+            &self.env,
+        );
+        self.child = child;
+        self.stderr = stderr;
     }
 
     pub fn url(&self, target: &str) -> String {

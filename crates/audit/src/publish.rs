@@ -1,0 +1,353 @@
+//! Publishing checkpoints outside the gateway.
+//!
+//! A checkpoint kept only beside the log proves little: whoever rewrites the log rewrites its
+//! checkpoints too. So every new checkpoint is also handed to sinks the gateway cannot take
+//! back: a directory meant for write-once storage (one file per checkpoint, never
+//! overwritten), and witnesses, which cosign a checkpoint only if it is consistent with the
+//! last one they cosigned (see [`crate::witness`]), so a rollback or a fork is refused by a
+//! machine the attacker does not control.
+//!
+//! Publication runs beside the gateway, not in front of it: requests never wait for a sink.
+//! Sinks always get the newest checkpoint; if several are signed while a publication is in
+//! flight, the intermediate ones are skipped, which loses nothing since each checkpoint
+//! commits to everything before it.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension as _};
+
+use crate::merkle::{self, Hash};
+use crate::{AuditLog, StoredCheckpoint, witness};
+
+/// Where checkpoints are published.
+#[derive(Debug, Clone, Default)]
+pub struct Sinks {
+    /// `<dir>/<size, 20 digits>.checkpoint` per checkpoint.
+    pub directory: Option<PathBuf>,
+    pub witnesses: Vec<WitnessSink>,
+}
+
+/// A witness to send checkpoints to.
+#[derive(Debug, Clone)]
+pub struct WitnessSink {
+    /// Base URL; checkpoints are posted to `<url>/add-checkpoint`.
+    pub url: String,
+    /// The witness's public key, to check its cosignatures before storing them.
+    pub key: crate::witness::CosignatureVerifier,
+}
+
+/// The file a checkpoint of `size` is published under. Zero-padded so that a directory
+/// listing sorts by size.
+pub fn checkpoint_file_name(size: u64) -> String {
+    format!("{size:020}.checkpoint")
+}
+
+/// Writes the checkpoint into the directory sink: a new file, fsynced, and the directory
+/// fsynced so the name survives a crash too. An existing file is never replaced: the same
+/// checkpoint again is fine (a restart re-publishes the last one), a different one at the
+/// same size is a fork of the log and an error.
+pub fn publish_to_directory(dir: &Path, checkpoint: &StoredCheckpoint) -> Result<(), String> {
+    let path = dir.join(checkpoint_file_name(checkpoint.size));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o444);
+    }
+    match options.open(&path) {
+        Ok(mut file) => {
+            file.write_all(checkpoint.note.as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            sync_dir(dir).map_err(|e| format!("cannot sync {}: {e}", dir.display()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let existing = std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            if existing == checkpoint.note {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} already holds a different checkpoint of size {}: the log was forked or rewritten",
+                    path.display(),
+                    checkpoint.size
+                ))
+            }
+        }
+        Err(e) => Err(format!("cannot create {}: {e}", path.display())),
+    }
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    std::fs::File::open(dir)?.sync_all()?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+/// Runs the sinks until [`Publisher::finish`]. Spawned on the current tokio runtime.
+pub struct Publisher {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// How long to wait before retrying a sink that failed.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+/// How long a witness may take to answer.
+const WITNESS_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Publisher {
+    pub fn spawn(log: AuditLog, data_dir: PathBuf, sinks: Sinks) -> Result<Publisher, String> {
+        if let Some(dir) = &sinks.directory {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                format!("cannot create checkpoint directory {}: {e}", dir.display())
+            })?;
+        }
+        let http = reqwest::Client::builder()
+            .timeout(WITNESS_TIMEOUT)
+            .build()
+            .map_err(|e| format!("cannot build the witness HTTP client: {e}"))?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut worker = Worker {
+            log,
+            data_dir,
+            sinks,
+            http,
+            witness_sizes: Vec::new(),
+        };
+        worker.witness_sizes = vec![None; worker.sinks.witnesses.len()];
+        let task = tokio::spawn(worker.run(stopped));
+        Ok(Publisher { stop, task })
+    }
+
+    /// Publishes the newest checkpoint once more (the one signed at close) and stops.
+    pub async fn finish(self) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(WITNESS_TIMEOUT * 2, self.task).await;
+    }
+}
+
+struct Worker {
+    log: AuditLog,
+    data_dir: PathBuf,
+    sinks: Sinks,
+    http: reqwest::Client,
+    /// Per witness: the size it last cosigned for this log, once known.
+    witness_sizes: Vec<Option<u64>>,
+}
+
+impl Worker {
+    async fn run(mut self, mut stopped: tokio::sync::watch::Receiver<bool>) {
+        let mut checkpoints = self.log.checkpoints();
+        // The newest stored checkpoint is published at start: the previous run may have
+        // stopped before its sinks saw it.
+        checkpoints.mark_changed();
+        let mut failed = false;
+        loop {
+            tokio::select! {
+                changed = checkpoints.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                }
+                _ = stopped.changed() => {
+                    // Last round: whatever the log signed while closing.
+                    let newest = checkpoints.borrow_and_update().clone();
+                    if let Some(checkpoint) = newest {
+                        self.publish(&checkpoint).await;
+                    }
+                    break;
+                }
+                _ = tokio::time::sleep(RETRY_AFTER), if failed => {}
+            }
+            let newest = checkpoints.borrow_and_update().clone();
+            if let Some(checkpoint) = newest {
+                failed = !self.publish(&checkpoint).await;
+            }
+        }
+    }
+
+    /// Publishes to every sink; true if all succeeded.
+    async fn publish(&mut self, checkpoint: &StoredCheckpoint) -> bool {
+        let mut ok = true;
+        if let Some(dir) = self.sinks.directory.clone() {
+            let checkpoint = checkpoint.clone();
+            let result =
+                tokio::task::spawn_blocking(move || publish_to_directory(&dir, &checkpoint))
+                    .await
+                    .unwrap_or_else(|e| Err(format!("checkpoint directory writer panicked: {e}")));
+            if let Err(err) = result {
+                tracing::error!(%err, "cannot publish an audit checkpoint to the directory");
+                ok = false;
+            }
+        }
+        for index in 0..self.sinks.witnesses.len() {
+            if let Err(err) = self.publish_to_witness(index, checkpoint).await {
+                tracing::error!(witness = %self.sinks.witnesses[index].url, %err, "audit checkpoint not cosigned");
+                ok = false;
+            }
+        }
+        ok
+    }
+
+    async fn publish_to_witness(
+        &mut self,
+        index: usize,
+        checkpoint: &StoredCheckpoint,
+    ) -> Result<(), String> {
+        let sink = self.sinks.witnesses[index].clone();
+        let mut old = match self.witness_sizes[index] {
+            Some(size) => size,
+            None => {
+                let db = crate::store::db_path(&self.data_dir);
+                let name = sink.key.name.clone();
+                blocking(move || last_cosigned(&db, &name)).await?
+            }
+        };
+        if old == checkpoint.size && self.witness_sizes[index] == Some(old) {
+            return Ok(()); // already cosigned (the re-publication at start or at close)
+        }
+        // At most one retry: after a 409 the witness has told us its size.
+        for _ in 0..2 {
+            if old > checkpoint.size {
+                return Err(format!(
+                    "witness {} has cosigned a log of {old} events under this origin, but this log's newest checkpoint covers only {}: the log was rolled back or replaced",
+                    sink.key.name, checkpoint.size
+                ));
+            }
+            let db = crate::store::db_path(&self.data_dir);
+            let new = checkpoint.size;
+            let proof = blocking(move || consistency_proof(&db, old, new)).await?;
+            let body = witness::request_body(old, &proof, &checkpoint.note);
+            let url = format!("{}/add-checkpoint", sink.url.trim_end_matches('/'));
+            let response = self
+                .http
+                .post(&url)
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| format!("cannot reach witness {url}: {e}"))?;
+            let status = response.status().as_u16();
+            let text = response
+                .text()
+                .await
+                .map_err(|e| format!("cannot read the answer of witness {url}: {e}"))?;
+            match witness::parse_answer(status, &text) {
+                Ok(witness::Answer::Cosigned(lines)) => {
+                    let body = note_body(&checkpoint.note)?;
+                    sink.key.verify_lines(body, &lines).map_err(|e| {
+                        format!(
+                            "witness {url} answered with a cosignature that does not verify: {e}"
+                        )
+                    })?;
+                    self.log
+                        .store_cosignature(checkpoint.size, &sink.key.name, &lines)
+                        .await
+                        .map_err(|e| format!("cannot store the cosignature of {url}: {e}"))?;
+                    self.witness_sizes[index] = Some(checkpoint.size);
+                    tracing::debug!(witness = %url, size = checkpoint.size, "audit checkpoint cosigned");
+                    return Ok(());
+                }
+                Ok(witness::Answer::Conflict { latest }) => {
+                    tracing::info!(witness = %url, latest, "witness knows another size for this log; proving from it");
+                    self.witness_sizes[index] = Some(latest);
+                    old = latest;
+                }
+                Err(err) => {
+                    // A 422 means the witness holds a checkpoint this log is not an extension
+                    // of: a rewritten or forked log. Nothing to retry; say it plainly.
+                    return Err(format!("witness {url}: {err}"));
+                }
+            }
+        }
+        Err(format!(
+            "witness {} keeps answering with another size",
+            sink.key.name
+        ))
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(format!("audit publisher task failed: {e}")))
+}
+
+/// The signed text of a note (everything up to the blank line before the signatures).
+fn note_body(note: &str) -> Result<&str, String> {
+    note.rfind("\n\n")
+        .map(|split| &note[..split + 1])
+        .ok_or_else(|| "a stored checkpoint is not a signed note".to_string())
+}
+
+fn read_only(db: &Path) -> Result<Connection, String> {
+    let conn = Connection::open_with_flags(
+        db,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| format!("cannot open {}: {e}", db.display()))?;
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(|e| format!("cannot open {}: {e}", db.display()))?;
+    Ok(conn)
+}
+
+/// The largest checkpoint size this log has a cosignature of by `witness` (0: none).
+fn last_cosigned(db: &Path, witness: &str) -> Result<u64, String> {
+    let conn = read_only(db)?;
+    conn.query_row(
+        "SELECT COALESCE(MAX(size), 0) FROM cosignatures WHERE witness = ?1",
+        [witness],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|size| size as u64)
+    .map_err(|e| format!("cannot read {}: {e}", db.display()))
+}
+
+/// The consistency proof from the tree of `old` events to the tree of `new`, from the
+/// frontier stored with the checkpoint at `old` (or rebuilt, if there is none) and the leaves
+/// appended since: the cost grows with what is new, not with the log.
+pub(crate) fn consistency_proof(db: &Path, old: u64, new: u64) -> Result<Vec<Hash>, String> {
+    let conn = read_only(db)?;
+    let err = |e: rusqlite::Error| format!("cannot read {}: {e}", db.display());
+    let stored: Option<Vec<u8>> = conn
+        .query_row(
+            "SELECT frontier FROM checkpoints WHERE size = ?1",
+            [old as i64],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(err)?;
+    let frontier = match stored.and_then(|bytes| crate::store::frontier_from_bytes(old, &bytes)) {
+        Some(frontier) => frontier,
+        None => crate::store::load_frontier(&conn, old).map_err(err)?,
+    };
+    if frontier.size() != old {
+        return Err(format!(
+            "the log has fewer than {old} events: it was truncated"
+        ));
+    }
+    let mut stmt = conn
+        .prepare("SELECT leaf_hash FROM events WHERE seq > ?1 AND seq <= ?2 ORDER BY seq")
+        .map_err(err)?;
+    let leaves = stmt
+        .query_map([old as i64, new as i64], |r| r.get::<_, Vec<u8>>(0))
+        .map_err(err)?
+        .map(|leaf| {
+            leaf.map_err(err)?
+                .try_into()
+                .map_err(|_| "a stored leaf hash is not 32 bytes".to_string())
+        })
+        .collect::<Result<Vec<Hash>, String>>()?;
+    if leaves.len() as u64 != new - old {
+        return Err(format!(
+            "the log has fewer than {new} events: it was truncated"
+        ));
+    }
+    Ok(merkle::consistency_proof_from(&frontier, &leaves))
+}

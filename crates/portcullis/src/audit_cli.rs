@@ -1,0 +1,200 @@
+//! `portcullis audit verify`, `audit proof` and `audit verify-proof`: the auditor's side of
+//! the tamper-evident log. The checks themselves live in `portcullis_audit::{verify, proof}`;
+//! this is argument handling, the progress bar and the exit codes.
+//!
+//! Exit codes: 0 the log (or proof) checks; 1 it does not (tampered, truncated, forged, or
+//! unreadable: a log that cannot be read is not a valid log); 2 the check could not be run
+//! because an input the auditor gave is unusable (a key file, a directory).
+
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use portcullis_audit::checkpoint::Verifier;
+use portcullis_audit::witness::CosignatureVerifier;
+use portcullis_audit::{keys, proof, verify};
+
+use crate::DataDir;
+
+/// The log (or proof) does not check.
+const EXIT_INVALID: i32 = 1;
+/// The check could not be run.
+const EXIT_UNUSABLE_INPUT: i32 = 2;
+
+/// Below this many events the check is over before a bar would be worth drawing.
+const PROGRESS_THRESHOLD: u64 = 100_000;
+
+#[derive(clap::Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    dir: DataDir,
+    /// The gateway's checkpoint verifier key (`audit.pub`).
+    #[arg(long)]
+    pubkey: PathBuf,
+    /// A directory of published checkpoints (`*.checkpoint`; a witness's `*.note` state
+    /// files too). Every one of this log's must match it: this is what catches a truncated
+    /// or rolled-back log. Repeatable.
+    #[arg(long = "checkpoints", value_name = "DIR")]
+    checkpoints: Vec<PathBuf>,
+    /// A witness's cosignature verifier key (`witness.pub`); its cosignatures must verify.
+    /// Repeatable.
+    #[arg(long = "witness-key", value_name = "FILE")]
+    witness_keys: Vec<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct ProofArgs {
+    /// The id of the event to prove.
+    event_id: String,
+    /// Where to write the proof (JSON).
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    dir: DataDir,
+}
+
+#[derive(clap::Args)]
+pub struct VerifyProofArgs {
+    /// The proof file written by `portcullis audit proof`.
+    file: PathBuf,
+    /// The gateway's checkpoint verifier key (`audit.pub`).
+    #[arg(long)]
+    pubkey: PathBuf,
+    /// A witness's cosignature verifier key; its cosignature in the proof, if any, must
+    /// verify. Repeatable.
+    #[arg(long = "witness-key", value_name = "FILE")]
+    witness_keys: Vec<PathBuf>,
+}
+
+/// `audit verify`; returns the exit code.
+pub fn verify(args: &VerifyArgs) -> i32 {
+    let inputs = (|| -> Result<_> {
+        let data_dir = args.dir.resolve()?;
+        let key = load_pubkey(&args.pubkey)?;
+        let witnesses = load_witness_keys(&args.witness_keys)?;
+        for dir in &args.checkpoints {
+            if !dir.is_dir() {
+                anyhow::bail!("--checkpoints {}: not a directory", dir.display());
+            }
+        }
+        Ok((data_dir, key, witnesses))
+    })();
+    let (data_dir, key, witnesses) = match inputs {
+        Ok(inputs) => inputs,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return EXIT_UNUSABLE_INPUT;
+        }
+    };
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    let show_progress = std::io::stderr().is_terminal();
+    let mut progress = |done: u64, total: u64| {
+        if !show_progress || total < PROGRESS_THRESHOLD {
+            return;
+        }
+        let bar = bar.get_or_insert_with(|| new_bar(total));
+        bar.set_length(total);
+        bar.set_position(done);
+    };
+    let result = verify::verify(
+        &data_dir,
+        &key,
+        &args.checkpoints,
+        &witnesses,
+        &mut progress,
+    );
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    match result {
+        Ok(summary) => {
+            for warning in &summary.warnings {
+                eprintln!("warning: {warning}");
+            }
+            println!("audit log OK: {summary}");
+            0
+        }
+        Err(failure) => {
+            eprintln!("audit log INVALID: {failure}");
+            EXIT_INVALID
+        }
+    }
+}
+
+fn new_bar(total: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "verifying {bar:40} {human_pos}/{human_len} events ({eta} left)",
+    ) {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// `audit proof`.
+pub fn proof(args: &ProofArgs) -> Result<()> {
+    let data_dir = args.dir.resolve()?;
+    let proof = proof::build_proof(&data_dir, &args.event_id)?;
+    std::fs::write(&args.out, proof.to_json())
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    println!(
+        "wrote {}: event {} is entry {} of the log, in its checkpoint of size {}",
+        args.out.display(),
+        args.event_id,
+        proof.seq,
+        checkpoint_size(&proof.checkpoint).unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// The size line of a checkpoint note, for the message only.
+fn checkpoint_size(note: &str) -> Option<&str> {
+    note.split('\n').nth(1)
+}
+
+/// `audit verify-proof`; returns the exit code.
+pub fn verify_proof(args: &VerifyProofArgs) -> i32 {
+    let inputs = (|| -> Result<_> {
+        Ok((
+            load_pubkey(&args.pubkey)?,
+            load_witness_keys(&args.witness_keys)?,
+        ))
+    })();
+    let (key, witnesses) = match inputs {
+        Ok(inputs) => inputs,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return EXIT_UNUSABLE_INPUT;
+        }
+    };
+    match proof::verify_proof_with_witnesses(&args.file, &key, &witnesses) {
+        Ok(report) => {
+            println!("proof OK: {report}");
+            0
+        }
+        Err(proof::ProofError::Io { path, source }) => {
+            eprintln!("error: cannot read {}: {source}", path.display());
+            EXIT_UNUSABLE_INPUT
+        }
+        Err(err) => {
+            eprintln!("proof INVALID: {err}");
+            EXIT_INVALID
+        }
+    }
+}
+
+fn load_pubkey(path: &Path) -> Result<Verifier> {
+    // The key error names the file and the cause; a context on top would repeat them.
+    keys::load_verifier(path).map_err(|e| anyhow::anyhow!("--pubkey: {e}"))
+}
+
+fn load_witness_keys(paths: &[PathBuf]) -> Result<Vec<CosignatureVerifier>> {
+    paths
+        .iter()
+        .map(|path| {
+            keys::load_cosignature_verifier(path).map_err(|e| anyhow::anyhow!("--witness-key: {e}"))
+        })
+        .collect()
+}
