@@ -289,17 +289,36 @@ pub(crate) fn spawn_wal_checkpointer(
                     return;
                 }
             };
-            let _ = conn.busy_timeout(BUSY_TIMEOUT);
+            // Short: a RESTART that cannot have the write lock or outlast the readers at
+            // once gives up and is tried again next round, rather than stall the writer
+            // behind a long reader such as `audit verify`.
+            let _ = conn.busy_timeout(Duration::from_millis(10));
             while !stop.load(std::sync::atomic::Ordering::Acquire) {
                 std::thread::sleep(WAL_CHECKPOINT_EVERY);
-                if let Err(err) =
-                    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                {
+                if let Err(err) = checkpoint_wal(&conn) {
                     tracing::warn!(path = %path.display(), %err, "audit WAL checkpoint failed; will retry");
                 }
             }
         })
         .map(|_| ())
+}
+
+/// Above this many frames in the WAL (about 16 MiB), a checkpoint also restarts it.
+const WAL_RESTART_FRAMES: i64 = 4096;
+
+/// One round of the checkpointer. A PASSIVE checkpoint copies what it can without blocking
+/// anyone, but under constant appends it never catches up with the end, and SQLite only
+/// reuses the WAL from its start after a complete checkpoint: the file would grow forever.
+/// So when the WAL gets long, a RESTART checkpoint follows, which briefly holds off the
+/// writer; the PASSIVE pass just before has copied nearly everything, so the pause is short.
+fn checkpoint_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let (log, copied): (i64, i64) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((r.get(1)?, r.get(2)?))
+    })?;
+    if log >= WAL_RESTART_FRAMES || (log > 0 && copied == log) {
+        conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))?;
+    }
+    Ok(())
 }
 
 /// Caps the database size, which yields SQLITE_FULL exactly as a full disk would. Used by
