@@ -62,6 +62,10 @@ struct Args {
     /// Also measure a reference proxy in front of the upstream: NAME=URL.
     #[arg(long)]
     reference: Vec<String>,
+    /// Also measure an earlier portcullis build, NAME=PATH, in the same run (configured without
+    /// the options it may not know: no signed checkpoints).
+    #[arg(long)]
+    baseline: Vec<String>,
 }
 
 const MODERN: &str = "2026-07-28";
@@ -125,17 +129,32 @@ impl Drop for GatewayProcess {
     }
 }
 
+/// Starts a gateway. `signed`: as deployed, with checkpoints signed at the default cadence
+/// and published to a directory.
 fn start_gateway(
     binary: &PathBuf,
     upstream: SocketAddr,
     key_hash: &str,
     durability: &str,
+    signed: bool,
 ) -> Result<GatewayProcess> {
     let dir =
         tempfile::tempdir_in(".").context("temp dir on the working disk (audit fsyncs hit it)")?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
+    let checkpoints = if signed {
+        let status = Command::new(binary)
+            .args(["keys", "audit-init", "--out"])
+            .arg(dir.path().join("audit-key"))
+            .stdout(Stdio::null())
+            .status()
+            .context("portcullis keys audit-init")?;
+        anyhow::ensure!(status.success(), "portcullis keys audit-init failed");
+        "signing_key = \"audit-key\"\ncheckpoint_dir = \"checkpoints\"\n"
+    } else {
+        ""
+    };
     let config = format!(
         r#"[gateway]
 listen = "127.0.0.1:{port}"
@@ -144,6 +163,7 @@ max_sessions = 4096
 
 [audit]
 durability = "{durability}"
+{checkpoints}
 
 [[identity.api_keys]]
 name = "bench-agent"
@@ -348,15 +368,35 @@ async fn main() -> Result<()> {
             rps / direct_rps
         );
     }
+    let mut gateways: Vec<(String, PathBuf, &str, bool)> = Vec::new();
     for durability in &args.durability {
-        let gateway = start_gateway(&args.gateway, upstream, &hash, durability)?;
+        for baseline in &args.baseline {
+            let (name, path) = baseline
+                .split_once('=')
+                .context("--baseline takes NAME=PATH")?;
+            gateways.push((
+                format!("{name} ({durability})"),
+                PathBuf::from(path),
+                durability,
+                false,
+            ));
+        }
+        gateways.push((
+            format!("gateway (audit {durability})"),
+            args.gateway.clone(),
+            durability,
+            true,
+        ));
+    }
+    for (label, binary, durability, signed) in gateways {
+        let gateway = start_gateway(&binary, upstream, &hash, durability, signed)?;
         let local = measure_latency(&gateway.url, &key, args.latency_calls, Probe::Ping).await?;
         let latency =
             measure_latency(&gateway.url, &key, args.latency_calls, Probe::ToolCall).await?;
         let rps = measure_throughput(&gateway.url, &key, args.concurrency, args.seconds).await?;
         println!(
             "{:<26} p50 {:>8.1} us  p99 {:>8.1} us  throughput {:>9.0} calls/s",
-            format!("gateway (audit {durability})"),
+            label,
             micros(latency.p50),
             micros(latency.p99),
             rps

@@ -815,6 +815,51 @@ mod tests {
 
     const TARGET: &str = "[targets.tools]\nkind = \"mcp\"\ncommand = [\"server\"]\n";
 
+    /// The complete example in the reference documentation is a valid file.
+    #[test]
+    fn the_documented_example_parses() {
+        let doc = include_str!("../../../docs/configuration.md");
+        let example = doc
+            .split("## Complete example")
+            .nth(1)
+            .and_then(|rest| rest.split("```toml\n").nth(1))
+            .and_then(|block| block.split("```").next())
+            .expect("docs/configuration.md has a complete example");
+        let config = Config::parse(Path::new("/etc/portcullis/portcullis.toml"), example.into())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.audit_origin(), "portcullis/gw-eu-1");
+        assert_eq!(config.audit.witnesses.len(), 1);
+        assert_eq!(config.audit.checkpoint_every, 1000);
+    }
+
+    #[test]
+    fn audit_settings_are_checked() {
+        let err = parse(
+            "[gateway]\ndata_dir = \"/var/lib/p\"\n[audit]\nsigning_key = \"/var/lib/p/key\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("must not be inside gateway.data_dir"), "{err}");
+        let err = parse("[audit]\ncheckpoint_dir = \"/mnt/worm\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("signing_key is required"), "{err}");
+        let err = parse("[audit]\ncheckpoint_every = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("portcullis.toml:2: audit.checkpoint_every"),
+            "{err}"
+        );
+        let err = parse("[audit]\nsigning_key = \"k\"\n[[audit.witnesses]]\nurl = \"ftp://w\"\nkey = \"w.pub\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not an http:// or https:// URL"), "{err}");
+        let config = parse("[gateway]\nid = \"eu-1\"\n").unwrap();
+        assert_eq!(config.audit_origin(), "portcullis/eu-1");
+        assert_eq!(config.audit.checkpoint_interval, Duration::from_secs(1));
+    }
+
     #[test]
     fn minimal_file_gets_defaults() {
         let config = parse(TARGET).unwrap();
