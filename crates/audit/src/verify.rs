@@ -182,8 +182,8 @@ impl fmt::Display for Summary {
 
 /// Verifies the log in `data_dir` against the gateway's checkpoint key `key`.
 ///
-/// `published` are directories of published checkpoints (every `*.checkpoint` or `*.note`
-/// file in them: the gateway's checkpoint directory, a witness's state directory);
+/// `published` are directories of published checkpoints (every `*.checkpoint` file in them:
+/// the gateway's checkpoint directory, a witness's state directory);
 /// `witnesses` are the cosigner keys whose cosignatures are checked. `progress` is called
 /// now and then with `(events checked, events in the log)`.
 ///
@@ -641,11 +641,10 @@ impl<'a> Checker<'a> {
                         )
                     })?
                     .path();
-                // The gateway's sink writes `*.checkpoint`; a witness keeps `*.note` files
-                // (its temporary `*.tmp` files are not finished notes and are left alone).
-                let wanted = path
-                    .extension()
-                    .is_some_and(|e| e == "checkpoint" || e == "note");
+                // The gateway's sink and a witness both keep `*.checkpoint` files; a
+                // witness's temporary `*.checkpoint.tmp` is not a finished note and is left
+                // alone.
+                let wanted = path.extension().is_some_and(|e| e == "checkpoint");
                 if wanted && path.is_file() {
                     found.push(path);
                 }
@@ -1432,5 +1431,58 @@ fn describe(value: Option<&str>) -> String {
     match value {
         Some(v) => format!("{v:?}"),
         None => "nothing".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_canonical_uuid_spelling_is_a_number() {
+        let id = "01a1fe97-c843-7166-9c9c-81e8da30a564";
+        let n = canonical_uuid(id).unwrap();
+        assert_eq!(uuid::Uuid::from_u128(n).hyphenated().to_string(), id);
+        for other in [
+            "01A1FE97-C843-7166-9C9C-81E8DA30A564",
+            "{01a1fe97-c843-7166-9c9c-81e8da30a564}",
+            "01a1fe97c8437166-9c9c-81e8da30a564-",
+            "01a1fe97-c843-7166-9c9c-81e8da30a56",
+            "urn:uuid:01a1fe97-c843-7166-9c9c-81e8da30a564",
+        ] {
+            assert_eq!(canonical_uuid(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn the_earliest_duplicate_id_is_reported() {
+        let key = Verifier {
+            name: "k".into(),
+            key_id: [0; 4],
+            public_key: [0; 32],
+        };
+        let mut checker = Checker::new(&key, &[], Vec::new(), 0);
+        let a = canonical_uuid("00000000-0000-7000-8000-000000000001").unwrap();
+        let b = canonical_uuid("00000000-0000-7000-8000-000000000002").unwrap();
+        for (uuid, seq) in [(b, 1), (a, 2), (b, 9), (a, 5), (a, 7)] {
+            checker.uuids.push([(uuid >> 64) as u64, uuid as u64, seq]);
+        }
+        let failure = checker.duplicate_id().unwrap();
+        assert_eq!(
+            failure.at,
+            Location::Event {
+                seq: 5,
+                id: Some("00000000-0000-7000-8000-000000000001".into())
+            }
+        );
+        assert!(
+            failure.reason.contains("the id of event 2"),
+            "{}",
+            failure.reason
+        );
+        let mut clean = Checker::new(&key, &[], Vec::new(), 0);
+        clean.uuids.push([0, 1, 1]);
+        clean.uuids.push([0, 2, 2]);
+        assert!(clean.duplicate_id().is_none());
     }
 }

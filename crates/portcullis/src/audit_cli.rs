@@ -32,9 +32,9 @@ pub struct VerifyArgs {
     /// The gateway's checkpoint verifier key (`audit.pub`).
     #[arg(long)]
     pubkey: PathBuf,
-    /// A directory of published checkpoints (`*.checkpoint`; a witness's `*.note` state
-    /// files too). Every one of this log's must match it: this is what catches a truncated
-    /// or rolled-back log. Repeatable.
+    /// A directory of published checkpoints: every `*.checkpoint` file in it (the gateway's
+    /// `audit.checkpoint_dir`, a witness's state directory). Every one of this log's must
+    /// match it: this is what catches a truncated or rolled-back log. Repeatable.
     #[arg(long = "checkpoints", value_name = "DIR")]
     checkpoints: Vec<PathBuf>,
     /// A witness's cosignature verifier key (`witness.pub`); its cosignatures must verify.

@@ -36,8 +36,13 @@ const OLD_SIZE: u64 = 200;
 fn fixture() -> &'static Path {
     static FIXTURE: OnceLock<PathBuf> = OnceLock::new();
     FIXTURE.get_or_init(|| {
-        // Kept for the whole test run; the OS temp dir is cleaned by the OS.
-        let root = tempfile::tempdir().unwrap().keep();
+        // Statics are never dropped, so a temporary directory would outlive every run. One
+        // fixed directory under cargo's scratch space instead, rebuilt by each run.
+        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("audit_verify_fixture");
+        if root.exists() {
+            std::fs::remove_dir_all(&root).unwrap();
+        }
+        std::fs::create_dir_all(&root).unwrap();
         std::thread::spawn({
             let root = root.clone();
             move || {
