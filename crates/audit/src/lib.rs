@@ -90,6 +90,11 @@ pub enum AuditError {
     Lost { count: usize, cause: String },
     #[error("audit event id {id} is already recorded")]
     DuplicateId { id: String },
+    /// The log on disk contradicts what this gateway signed.
+    #[error(
+        "audit log {path} contradicts its own signed checkpoints: {reason}; refusing to extend it (check it with `portcullis audit verify`)"
+    )]
+    Inconsistent { path: PathBuf, reason: String },
     #[error("audit log is closed")]
     Closed,
     #[error("audit writer thread stopped unexpectedly")]
@@ -201,15 +206,29 @@ impl AuditLog {
         // Opened here rather than in the thread so that a bad path or a newer schema is
         // reported by `open`, at startup, instead of by the first request.
         let (conn, next_seq) = store::open_writer(&path, durability, max_page_count)?;
-        let frontier =
-            store::load_frontier(&conn, next_seq - 1).map_err(|source| AuditError::Open {
-                path: path.clone(),
-                source,
-            })?;
-        let latest = store::latest_checkpoint(&conn).map_err(|source| AuditError::Open {
+        let open_err = |source| AuditError::Open {
             path: path.clone(),
             source,
-        })?;
+        };
+        let latest = store::latest_checkpoint_with_frontier(&conn).map_err(open_err)?;
+        let frontier = match (&checkpoints, &latest) {
+            // Signing: extend the tree from what this key last signed, never from a stored
+            // state that may have been rewritten, so the gateway cannot be made to sign a
+            // fork of its own history.
+            (Some(settings), Some((checkpoint, signed))) => {
+                check_newest_checkpoint(&path, settings, checkpoint, signed, next_seq - 1)?;
+                let tree = store::extend_frontier(&conn, signed, next_seq - 1).map_err(open_err)?;
+                if tree.size() != next_seq - 1 {
+                    return Err(AuditError::Inconsistent {
+                        path: path.clone(),
+                        reason: format!("its events after {} have gaps", signed.size()),
+                    });
+                }
+                tree
+            }
+            _ => store::load_frontier(&conn, next_seq - 1).map_err(open_err)?,
+        };
+        let latest = latest.map(|(checkpoint, _)| checkpoint);
         let (announce, announced) = tokio::sync::watch::channel(latest.clone());
         let interval = checkpoints.as_ref().map(|c| c.interval);
         let checkpointing = checkpoints.map(|settings| writer::Checkpointing {
@@ -434,6 +453,51 @@ impl AuditLog {
             .expect("writer running");
         answer.await.expect("writer answered");
     }
+}
+
+/// Before a signing log extends itself: its newest stored checkpoint must be a note signed by
+/// this key for this origin, agree with the tree state stored beside it, and be covered by
+/// the events; otherwise the log was truncated or edited, and the gateway refuses to start
+/// rather than sign over it.
+fn check_newest_checkpoint(
+    path: &Path,
+    settings: &CheckpointSettings,
+    stored: &StoredCheckpoint,
+    frontier: &merkle::Frontier,
+    events: u64,
+) -> Result<(), AuditError> {
+    let inconsistent = |reason: String| AuditError::Inconsistent {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let verifier = checkpoint::Verifier::parse(&checkpoint::verifier_key(settings.signer.as_ref()))
+        .map_err(|e| inconsistent(e.to_string()))?;
+    let body = verifier.open(&stored.note).map_err(|e| {
+        inconsistent(format!(
+            "the newest stored checkpoint (size {}) does not verify with this gateway's key: {e}",
+            stored.size
+        ))
+    })?;
+    let signed = checkpoint::Checkpoint::parse(body).map_err(|e| inconsistent(e.to_string()))?;
+    if signed.origin != settings.origin {
+        return Err(inconsistent(format!(
+            "the newest stored checkpoint names the origin {:?}, not {:?}; give this gateway a data directory of its own",
+            signed.origin, settings.origin
+        )));
+    }
+    if signed.size != stored.size || signed.root != frontier.root() {
+        return Err(inconsistent(format!(
+            "the newest stored checkpoint says size {} but is stored as size {} or with another tree",
+            signed.size, stored.size
+        )));
+    }
+    if events < signed.size {
+        return Err(inconsistent(format!(
+            "it holds {events} events but its newest signed checkpoint covers {}: it was truncated or rolled back",
+            signed.size
+        )));
+    }
+    Ok(())
 }
 
 impl Row {

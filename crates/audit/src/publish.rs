@@ -22,8 +22,12 @@ use crate::merkle::{self, Hash};
 use crate::{AuditLog, StoredCheckpoint, witness};
 
 /// Where checkpoints are published.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Sinks {
+    /// The log's own verifier key and origin: only a note that verifies with them, and states
+    /// the stored size and root, is published. A row edited on disk is not passed on.
+    pub own_key: crate::checkpoint::Verifier,
+    pub origin: String,
     /// `<dir>/<size, 20 digits>.checkpoint` per checkpoint.
     pub directory: Option<PathBuf>,
     pub witnesses: Vec<WitnessSink>,
@@ -173,6 +177,10 @@ impl Worker {
 
     /// Publishes to every sink; true if all succeeded.
     async fn publish(&mut self, checkpoint: &StoredCheckpoint) -> bool {
+        if let Err(err) = self.check_own(checkpoint) {
+            tracing::error!(size = checkpoint.size, %err, "refusing to publish an audit checkpoint");
+            return false;
+        }
         let mut ok = true;
         if let Some(dir) = self.sinks.directory.clone() {
             let checkpoint = checkpoint.clone();
@@ -194,6 +202,26 @@ impl Worker {
         ok
     }
 
+    /// The note verifies with the log's own key and says what the row says.
+    fn check_own(&self, checkpoint: &StoredCheckpoint) -> Result<(), String> {
+        let body = self
+            .sinks
+            .own_key
+            .open(&checkpoint.note)
+            .map_err(|e| format!("the stored note does not verify with the log's key: {e}"))?;
+        let signed = crate::checkpoint::Checkpoint::parse(body).map_err(|e| e.to_string())?;
+        if signed.origin != self.sinks.origin
+            || signed.size != checkpoint.size
+            || signed.root != checkpoint.root
+        {
+            return Err(format!(
+                "the stored note (origin {:?}, size {}) does not match its row (origin {:?}, size {}) and tree",
+                signed.origin, signed.size, self.sinks.origin, checkpoint.size
+            ));
+        }
+        Ok(())
+    }
+
     async fn publish_to_witness(
         &mut self,
         index: usize,
@@ -205,7 +233,10 @@ impl Worker {
             None => {
                 let db = crate::store::db_path(&self.data_dir);
                 let name = sink.key.name.clone();
-                blocking(move || last_cosigned(&db, &name)).await?
+                let guess = blocking(move || last_cosigned(&db, &name)).await?;
+                // Only a guess, read from a file an attacker may have edited: beyond the
+                // checkpoint it proves nothing, so ask the witness (a 409 tells its size).
+                if guess > checkpoint.size { 0 } else { guess }
             }
         };
         if old == checkpoint.size && self.witness_sizes[index] == Some(old) {

@@ -44,6 +44,29 @@ impl AuditReader {
         .map_err(open_err)?;
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(open_err)?;
+        // The file is evidence under examination, not code to run: no functions or virtual
+        // tables from its schema, and the tables read must be tables (a view named `events`
+        // could show a verifier anything).
+        conn.pragma_update(None, "trusted_schema", false)
+            .map_err(open_err)?;
+        let not_tables: Vec<String> = conn
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE name IN \
+                 ('events', 'checkpoints', 'cosignatures', 'tree_state', 'meta') AND type <> 'table'",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map([], |r| r.get(0))?
+                    .collect::<rusqlite::Result<Vec<String>>>()
+            })
+            .map_err(open_err)?;
+        if let Some(name) = not_tables.first() {
+            return Err(AuditError::Open {
+                path: path.clone(),
+                source: rusqlite::Error::InvalidParameterName(format!(
+                    "{name} is not a table: the file's schema was altered"
+                )),
+            });
+        }
         let version = store::schema_version(&conn, &path)?;
         if version > store::SCHEMA_VERSION {
             return Err(AuditError::SchemaTooNew {
@@ -228,7 +251,10 @@ impl AuditReader {
         let mut rows = stmt
             .query(params![to_i64(size)])
             .map_err(|source| self.read_err(source))?;
-        let mut out = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        // `size` comes from a row of the file: reserve for what the log can hold, not for
+        // whatever a crafted row claims.
+        let reserve = size.min(self.count()?).min(1 << 24);
+        let mut out = Vec::with_capacity(reserve as usize);
         while let Some(row) = rows.next().map_err(|source| self.read_err(source))? {
             let expected = out.len() as u64 + 1;
             let seq = row.get::<_, i64>(0).ok();

@@ -155,6 +155,45 @@ pub(crate) fn latest_checkpoint(
     .optional()
 }
 
+/// The newest stored checkpoint and the tree's right edge stored with it.
+pub(crate) fn latest_checkpoint_with_frontier(
+    conn: &Connection,
+) -> rusqlite::Result<Option<(crate::StoredCheckpoint, Frontier)>> {
+    let Some(checkpoint) = latest_checkpoint(conn)? else {
+        return Ok(None);
+    };
+    let bytes: Vec<u8> = conn.query_row(
+        "SELECT frontier FROM checkpoints WHERE size = ?1",
+        [checkpoint.size as i64],
+        |r| r.get(0),
+    )?;
+    let frontier = frontier_from_bytes(checkpoint.size, &bytes).ok_or_else(|| {
+        rusqlite::Error::InvalidColumnType(0, "frontier".into(), rusqlite::types::Type::Blob)
+    })?;
+    Ok(Some((checkpoint, frontier)))
+}
+
+/// `frontier` extended with the stored leaf hashes of the events after it, up to `size`. The
+/// result is shorter than `size` if the events stop early; callers compare.
+pub(crate) fn extend_frontier(
+    conn: &Connection,
+    frontier: &Frontier,
+    size: u64,
+) -> rusqlite::Result<Frontier> {
+    let mut tree = frontier.clone();
+    let mut stmt = conn
+        .prepare_cached("SELECT leaf_hash FROM events WHERE seq > ?1 AND seq <= ?2 ORDER BY seq")?;
+    let mut rows = stmt.query([frontier.size() as i64, size as i64])?;
+    while let Some(row) = rows.next()? {
+        let leaf: Vec<u8> = row.get(0)?;
+        let leaf: Hash = leaf.try_into().map_err(|_| {
+            rusqlite::Error::InvalidColumnType(0, "leaf_hash".into(), rusqlite::types::Type::Blob)
+        })?;
+        tree.append(leaf);
+    }
+    Ok(tree)
+}
+
 /// Reads a `checkpoints` row selected as `size, time, note, frontier`.
 pub(crate) fn checkpoint_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<crate::StoredCheckpoint> {
     let size: i64 = row.get(0)?;

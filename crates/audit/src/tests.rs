@@ -912,3 +912,113 @@ async fn the_wal_stays_bounded_under_constant_appends() {
         "the WAL grew to {largest_wal} bytes for a {db}-byte log"
     );
 }
+
+/// A signing log refuses to extend a log that contradicts its newest signed checkpoint.
+mod refuses_to_sign_over_tampering {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::CheckpointSettings;
+    use crate::checkpoint::Ed25519Signer;
+
+    fn settings(pkcs8: &[u8]) -> CheckpointSettings {
+        CheckpointSettings {
+            origin: "portcullis/test-gw".into(),
+            signer: Arc::new(Ed25519Signer::from_pkcs8("test-log-key", pkcs8).unwrap()),
+            interval: Duration::from_secs(3600),
+            every: 5,
+        }
+    }
+
+    async fn log_of_12(dir: &std::path::Path, pkcs8: &[u8]) {
+        let log =
+            AuditLog::open_signed(dir, "test-gw", Durability::Strict, settings(pkcs8)).unwrap();
+        for _ in 0..12 {
+            log.record(log.event(EventType::Request, Outcome::Success))
+                .await
+                .unwrap();
+        }
+        log.close().await.unwrap(); // checkpoints at 5, 10, 12
+    }
+
+    fn tamper(dir: &std::path::Path, sql: &str) {
+        let conn = rusqlite::Connection::open(dir.join("audit.db")).unwrap();
+        conn.execute_batch(&format!(
+            "DROP TRIGGER events_no_delete; DROP TRIGGER checkpoints_no_delete; \
+             DROP TRIGGER checkpoints_no_update; {sql}"
+        ))
+        .unwrap();
+    }
+
+    fn reopen_error(dir: &std::path::Path, pkcs8: &[u8]) -> String {
+        AuditLog::open_signed(dir, "test-gw", Durability::Strict, settings(pkcs8))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[tokio::test]
+    async fn a_truncated_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let pkcs8 = Ed25519Signer::generate_pkcs8().unwrap();
+        log_of_12(dir.path(), &pkcs8).await;
+        tamper(dir.path(), "DELETE FROM events WHERE seq > 8;");
+        let err = reopen_error(dir.path(), &pkcs8);
+        assert!(
+            err.contains("holds 8 events but its newest signed checkpoint covers 12"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_newest_checkpoint_signed_by_another_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let pkcs8 = Ed25519Signer::generate_pkcs8().unwrap();
+        log_of_12(dir.path(), &pkcs8).await;
+        let other = Ed25519Signer::generate_pkcs8().unwrap();
+        let err = reopen_error(dir.path(), &other);
+        assert!(
+            err.contains("does not verify with this gateway's key"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_rewritten_tree_state_is_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let pkcs8 = Ed25519Signer::generate_pkcs8().unwrap();
+        log_of_12(dir.path(), &pkcs8).await;
+        // A forged right edge of the tree: the gateway ignores it and extends what it signed.
+        tamper(
+            dir.path(),
+            "UPDATE tree_state SET nodes = zeroblob(64) WHERE id = 1;",
+        );
+        let log =
+            AuditLog::open_signed(dir.path(), "test-gw", Durability::Strict, settings(&pkcs8))
+                .unwrap();
+        for _ in 0..3 {
+            log.record(log.event(EventType::Request, Outcome::Success))
+                .await
+                .unwrap();
+        }
+        log.close().await.unwrap();
+        let conn = rusqlite::Connection::open(dir.path().join("audit.db")).unwrap();
+        let leaves: Vec<crate::merkle::Hash> = conn
+            .prepare("SELECT leaf_hash FROM events ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| r.get::<_, Vec<u8>>(0))
+            .unwrap()
+            .map(|h| h.unwrap().try_into().unwrap())
+            .collect();
+        let note: String = conn
+            .query_row(
+                "SELECT note FROM checkpoints ORDER BY size DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let body = &note[..note.rfind("\n\n").unwrap() + 1];
+        let checkpoint = crate::checkpoint::Checkpoint::parse(body).unwrap();
+        assert_eq!(checkpoint.size, 15);
+        assert_eq!(checkpoint.root, crate::merkle::root(&leaves));
+    }
+}

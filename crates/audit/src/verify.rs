@@ -195,6 +195,8 @@ pub fn verify(
     witnesses: &[CosignatureVerifier],
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Summary, Failure> {
+    let dirs_given = !published.is_empty();
+    let published = read_published(published)?;
     let reader = AuditReader::open(data_dir).map_err(|e| Failure::database(e.to_string()))?;
     let (tx, rx) = mpsc::sync_channel(CHUNKS_IN_FLIGHT);
     let (recycle_tx, recycle_rx) = mpsc::channel();
@@ -207,7 +209,80 @@ pub fn verify(
     if handle.join().is_err() {
         return Err(Failure::database("the reader thread panicked"));
     }
-    result
+    let summary = result?;
+    // Directories were given to check the log against what was published, and none holds a
+    // checkpoint of this log: the check did not happen, which must not read as a pass.
+    if dirs_given && summary.events > 0 && summary.published_checkpoints == 0 {
+        return Err(Failure::database(
+            "no checkpoint of this log was found in the published directories given, so the \
+             log could not be checked against them (wrong directory, or nothing published yet)",
+        ));
+    }
+    Ok(summary)
+}
+
+/// The largest published checkpoint file read: a note is well under a kilobyte, so anything
+/// this large is not one, and is not read into memory.
+const MAX_PUBLISHED_FILE: u64 = 64 * 1024;
+
+/// Reads every `*.checkpoint` file of the published directories. Done before the log's
+/// snapshot is taken: the gateway commits a checkpoint before it publishes it, so every file
+/// read here is covered by the snapshot, and a gateway writing meanwhile cannot make a
+/// published checkpoint look larger than the log.
+fn read_published(dirs: &[PathBuf]) -> Result<Vec<(PathBuf, String)>, Failure> {
+    let mut files = Vec::new();
+    for dir in dirs {
+        let entries = std::fs::read_dir(dir).map_err(|e| {
+            published_failure(
+                dir,
+                format!("cannot read the directory {}: {e}", dir.display()),
+            )
+        })?;
+        let mut found = Vec::new();
+        for entry in entries {
+            let path = entry
+                .map_err(|e| {
+                    published_failure(
+                        dir,
+                        format!("cannot read the directory {}: {e}", dir.display()),
+                    )
+                })?
+                .path();
+            // The gateway's sink and a witness both keep `*.checkpoint` files; a
+            // witness's temporary `*.checkpoint.tmp` is not a finished note and is left
+            // alone.
+            let wanted = path.extension().is_some_and(|e| e == "checkpoint");
+            if wanted && path.is_file() {
+                found.push(path);
+            }
+        }
+        // Sorted, so that the first failure reported does not depend on the file system.
+        found.sort();
+        files.extend(found);
+    }
+    let mut texts = Vec::with_capacity(files.len());
+    for file in files {
+        let read_err = |e: String| {
+            published_failure(
+                &file,
+                format!(
+                    "cannot read the checkpoint published at {}: {e}",
+                    file.display()
+                ),
+            )
+        };
+        let size = std::fs::metadata(&file)
+            .map_err(|e| read_err(e.to_string()))?
+            .len();
+        if size > MAX_PUBLISHED_FILE {
+            return Err(read_err(format!(
+                "{size} bytes is far too large for a checkpoint"
+            )));
+        }
+        let text = std::fs::read_to_string(&file).map_err(|e| read_err(e.to_string()))?;
+        texts.push((file, text));
+    }
+    Ok(texts)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -497,7 +572,7 @@ fn check(
     rx: mpsc::Receiver<FromReader>,
     recycle: mpsc::Sender<Chunk>,
     key: &Verifier,
-    published: &[PathBuf],
+    published: Vec<(PathBuf, String)>,
     witnesses: &[CosignatureVerifier],
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Summary, Failure> {
@@ -622,50 +697,11 @@ impl<'a> Checker<'a> {
     ///
     /// These are checked before the events: they are the auditor's evidence, not entries of
     /// the log, and an edited one makes every conclusion drawn from it void.
-    fn load_published(&mut self, dirs: &[PathBuf]) -> Result<(), Failure> {
-        let mut files = Vec::new();
-        for dir in dirs {
-            let entries = std::fs::read_dir(dir).map_err(|e| {
-                published_failure(
-                    dir,
-                    format!("cannot read the directory {}: {e}", dir.display()),
-                )
-            })?;
-            let mut found = Vec::new();
-            for entry in entries {
-                let path = entry
-                    .map_err(|e| {
-                        published_failure(
-                            dir,
-                            format!("cannot read the directory {}: {e}", dir.display()),
-                        )
-                    })?
-                    .path();
-                // The gateway's sink and a witness both keep `*.checkpoint` files; a
-                // witness's temporary `*.checkpoint.tmp` is not a finished note and is left
-                // alone.
-                let wanted = path.extension().is_some_and(|e| e == "checkpoint");
-                if wanted && path.is_file() {
-                    found.push(path);
-                }
-            }
-            // Sorted, so that the first failure reported does not depend on the file system.
-            found.sort();
-            files.extend(found);
-        }
+    fn load_published(&mut self, files: Vec<(PathBuf, String)>) -> Result<(), Failure> {
         // Notes that carry no signature by our key are kept for a second pass: whether they
         // belong to this log depends on the origin, which a signed note may be first to tell.
         let mut unsigned = Vec::new();
-        for file in files {
-            let text = std::fs::read_to_string(&file).map_err(|e| {
-                published_failure(
-                    &file,
-                    format!(
-                        "cannot read the checkpoint published at {}: {e}",
-                        file.display()
-                    ),
-                )
-            })?;
+        for (file, text) in files {
             match self.key.open(&text) {
                 Ok(body) => {
                     let checkpoint = Checkpoint::parse(body).map_err(|e| {
@@ -1352,11 +1388,15 @@ impl<'a> Checker<'a> {
                 ));
             }
         }
+        // A log nothing signed vouches for proves nothing: whoever wrote the file could have
+        // written anything (or deleted the checkpoints along with what they covered).
         if events > 0 && self.matched == 0 {
-            self.summary.warnings.push(format!(
-                "no signed checkpoint covers any of the {events} events: nothing but the \
-                 database itself vouches for them"
-            ));
+            return Err(Failure::database(format!(
+                "no checkpoint signed by {} covers any of the {events} events: nothing but \
+                 the database itself vouches for them (were the checkpoints deleted, or is \
+                 this the wrong key?)",
+                self.key.name
+            )));
         }
         let mut summary = self.summary;
         summary.events = events;

@@ -555,9 +555,22 @@ impl Witness {
     /// Handles an add-checkpoint request body, cosigning as of `time` (Unix seconds).
     pub fn add_checkpoint_at(&self, body: &[u8], time: u64) -> Result<Cosigned, WitnessError> {
         let request = AddCheckpoint::parse(body)?;
-        let (text, _) = split_note(&request.note).map_err(malformed)?;
+        let (text, lines) = split_note(&request.note).map_err(malformed)?;
         let checkpoint = Checkpoint::parse(text).map_err(malformed)?;
         let origin = checkpoint.origin.clone();
+        // The note is stored and handed back with this witness's cosignature appended; a line
+        // already claiming to be by this witness would be kept beside the real one, and could
+        // make the witness's own state look forged to an auditor.
+        let own = CosignatureVerifier::for_signer(self.signer.as_ref());
+        let claims_own = signature_lines(lines)
+            .map_err(malformed)?
+            .iter()
+            .any(|(name, blob)| *name == own.name && blob.get(..4) == Some(&own.key_id[..]));
+        if claims_own {
+            return Err(WitnessError::Malformed(
+                "the note already carries a signature line by this witness's key; send the log's note without cosignatures".into(),
+            ));
+        }
         // The signature is checked before any state is touched (or any lock created), so
         // requests from strangers cost nothing but the verification.
         let signers = self.verifying_logs(&request.note)?;
@@ -824,6 +837,27 @@ mod tests {
     fn witness(dir: &Path, key: &Arc<Ed25519Signer>, logs: &[&Log]) -> Witness {
         let logs = logs.iter().map(|l| l.verifier()).collect();
         Witness::open(Box::new(SharedKey(Arc::clone(key))), logs, dir).unwrap()
+    }
+
+    #[test]
+    fn a_note_already_claiming_this_witness_cosignature_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::new("gw.example/eu-1", "gw.example/eu-1");
+        let key = witness_key();
+        let w = witness(dir.path(), &key, &[&log]);
+        // A line under the witness's name and key id, with a signature that is not its own.
+        let mut blob = CosignatureVerifier::for_signer(key.as_ref())
+            .key_id
+            .to_vec();
+        blob.extend([0u8; 72]);
+        let forged = format!("{}— {} {}\n", log.note(5), key.name(), B64.encode(blob));
+        let body = request_body(0, &[], &forged);
+        let err = w.add_checkpoint_at(body.as_bytes(), 1000).unwrap_err();
+        assert_eq!(err.status(), 400, "{err}");
+        assert!(
+            w.latest("gw.example/eu-1").unwrap().is_none(),
+            "nothing stored"
+        );
     }
 
     #[test]

@@ -395,11 +395,29 @@ impl Writer {
                 "another writer appended to the audit log; continuing after its events"
             );
         }
+        // The log only ever grows under this writer: fewer events than it has appended means
+        // someone removed some, and the writer stops rather than sign over the gap. More means
+        // another writer (the CLI) appended: extend the tree with their leaves, never re-read
+        // it from the stored state, which whoever removed events could have rewritten too.
+        if committed - 1 < self.frontier.size() {
+            return Err(format!(
+                "audit log {} now holds {} events but this gateway appended {}: events were removed; refusing to write",
+                self.path.display(),
+                committed - 1,
+                self.frontier.size()
+            ));
+        }
         let mut tree = if self.frontier.size() + 1 == committed {
             self.frontier.clone()
         } else {
-            // Opened afresh, or another writer appended: take the tree as committed.
-            store::load_frontier(&tx, committed - 1).map_err(cause)?
+            let tree = store::extend_frontier(&tx, &self.frontier, committed - 1).map_err(cause)?;
+            if tree.size() != committed - 1 {
+                return Err(format!(
+                    "audit log {} has a gap in its events before {committed}",
+                    self.path.display()
+                ));
+            }
+            tree
         };
         let mut seq = committed;
         let mut outcomes = Vec::with_capacity(entries.len());
@@ -426,11 +444,9 @@ impl Writer {
                         tree.append(row.leaf_hash);
                         outcomes.push(Some(seq));
                         seq += 1;
-                        if self
-                            .checkpoints
-                            .as_ref()
-                            .is_some_and(|c| tree.size() >= last_size + c.settings.every)
-                        {
+                        if self.checkpoints.as_ref().is_some_and(|c| {
+                            tree.size() >= last_size.saturating_add(c.settings.every)
+                        }) {
                             // Exactly every N events, even inside a large batch.
                             let made = make_checkpoint(&tx, &tree, self.checkpoints.as_ref())
                                 .map_err(cause)?;

@@ -477,7 +477,13 @@ fn start_publisher(config: &Config, audit: &AuditLog) -> Result<Option<Publisher
             key,
         });
     }
+    let Some(key_dir) = &config.audit.signing_key else {
+        bail!("audit.checkpoint_dir and audit.witnesses need audit.signing_key");
+    };
+    let (_, public) = portcullis_audit::keys::key_paths(key_dir, portcullis_audit::keys::AUDIT_KEY);
     let sinks = Sinks {
+        own_key: portcullis_audit::keys::load_verifier(&public)?,
+        origin: config.audit_origin(),
         directory: config.audit.checkpoint_dir.clone(),
         witnesses,
     };
