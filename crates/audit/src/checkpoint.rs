@@ -194,6 +194,48 @@ pub fn sign_note(body: &str, signers: &[&dyn Signer]) -> Result<String, Checkpoi
     Ok(note)
 }
 
+/// The type byte of Ed25519 `cosignature/v1` witness keys (C2SP tlog-cosignature). It differs
+/// from a note key's 0x01 so that a cosignature can never be mistaken for a log's own signature.
+pub(crate) const COSIGNATURE_ALG: u8 = 0x04;
+
+/// Parses a verifier key string `<name>+<hex key id>+<base64(type || public key)>` of one key
+/// type: checks the type byte, the length, and that the key id is the one `key_id` derives
+/// from the name and key (so a name cannot be attached to someone else's key). `wrong_type`
+/// may explain a type byte that belongs to the other kind of key.
+pub(crate) fn parse_key_string(
+    text: &str,
+    alg: u8,
+    key_id: fn(&str, &[u8; 32]) -> [u8; 4],
+    wrong_type: impl Fn(u8) -> Option<&'static str>,
+) -> Result<(String, [u8; 4], [u8; 32]), CheckpointError> {
+    let bad = |m: &str| CheckpointError::BadVerifierKey(m.to_string());
+    let mut parts = text.trim().splitn(3, '+');
+    let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(bad("expected <name>+<key id>+<key>"));
+    };
+    if name.is_empty() || name.contains([' ', '\n']) {
+        return Err(bad("the key name is empty or has spaces"));
+    }
+    let id: [u8; 4] = hex::decode(id)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| bad("the key id is not 8 hex digits"))?;
+    let key = B64.decode(key).map_err(|_| bad("the key is not base64"))?;
+    let public_key: [u8; 32] = match key.split_first() {
+        Some((&found, rest)) if found == alg => rest
+            .try_into()
+            .map_err(|_| bad("an Ed25519 key is 32 bytes"))?,
+        Some((&found, _)) if wrong_type(found).is_some() => {
+            return Err(bad(wrong_type(found).unwrap_or_default()));
+        }
+        _ => return Err(bad(&format!("not an Ed25519 key of type {alg:#04x}"))),
+    };
+    if key_id(name, &public_key) != id {
+        return Err(bad("the key id does not match the name and key"));
+    }
+    Ok((name.to_string(), id, public_key))
+}
+
 /// A verifier key, parsed from its string form.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verifier {
@@ -204,27 +246,14 @@ pub struct Verifier {
 
 impl Verifier {
     pub fn parse(text: &str) -> Result<Verifier, CheckpointError> {
-        let bad = |m: &str| CheckpointError::BadVerifierKey(m.to_string());
-        let mut parts = text.trim().splitn(3, '+');
-        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(bad("expected <name>+<key id>+<key>"));
-        };
-        let id: [u8; 4] = hex::decode(id)
-            .ok()
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| bad("the key id is not 8 hex digits"))?;
-        let key = B64.decode(key).map_err(|_| bad("the key is not base64"))?;
-        let (Some(&ED25519_ALG), Ok(public_key)) =
-            (key.first(), <[u8; 32]>::try_from(&key[1.min(key.len())..]))
-        else {
-            return Err(bad("not an Ed25519 key"));
-        };
-        if key_id(name, &public_key) != id {
-            return Err(bad("the key id does not match the name and key"));
-        }
+        let (name, key_id, public_key) = parse_key_string(text, ED25519_ALG, key_id, |alg| {
+            (alg == COSIGNATURE_ALG).then_some(
+                "this is a witness's cosignature key (type 0x04), not a note signing key (type 0x01)",
+            )
+        })?;
         Ok(Verifier {
-            name: name.to_string(),
-            key_id: id,
+            name,
+            key_id,
             public_key,
         })
     }

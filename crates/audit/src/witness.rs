@@ -27,12 +27,11 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use sha2::{Digest as _, Sha256};
 
-use crate::checkpoint::{Checkpoint, CheckpointError, Signer, Verifier};
+use crate::checkpoint::{
+    COSIGNATURE_ALG, Checkpoint, CheckpointError, Signer, Verifier, parse_key_string,
+};
 use crate::merkle::{self, Hash, ProofError};
 
-/// The signature algorithm byte of Ed25519 `cosignature/v1` keys. It differs from a note
-/// key's 0x01 so that a cosignature can never be mistaken for a log's own signature.
-const COSIGNATURE_ALG: u8 = 0x04;
 /// "— " (em dash, space) opens every signature line.
 const SIGNATURE_PREFIX: &str = "\u{2014} ";
 /// The most consistency-proof lines a request may carry (tlog-witness): enough for any tree
@@ -101,35 +100,14 @@ pub struct CosignatureVerifier {
 impl CosignatureVerifier {
     /// Parses `<name>+<hex key id>+<base64(0x04 || public key)>`.
     pub fn parse(text: &str) -> Result<CosignatureVerifier, CheckpointError> {
-        let bad = |m: &str| CheckpointError::BadVerifierKey(m.to_string());
-        let mut parts = text.trim().splitn(3, '+');
-        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(bad("expected <name>+<key id>+<key>"));
-        };
-        if name.is_empty() || name.contains([' ', '\n']) {
-            return Err(bad("the key name is empty or has spaces"));
-        }
-        let key_id: [u8; 4] = hex::decode(id)
-            .ok()
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| bad("the key id is not 8 hex digits"))?;
-        let key = B64.decode(key).map_err(|_| bad("the key is not base64"))?;
-        let public_key: [u8; 32] = match key.split_first() {
-            Some((&COSIGNATURE_ALG, rest)) => rest
-                .try_into()
-                .map_err(|_| bad("an Ed25519 key is 32 bytes"))?,
-            Some((&0x01, _)) => {
-                return Err(bad(
+        let (name, key_id, public_key) =
+            parse_key_string(text, COSIGNATURE_ALG, cosignature_key_id, |alg| {
+                (alg == 0x01).then_some(
                     "this is a note signing key (type 0x01), not a cosignature key (type 0x04)",
-                ));
-            }
-            _ => return Err(bad("not an Ed25519 cosignature key (type 0x04)")),
-        };
-        if cosignature_key_id(name, &public_key) != key_id {
-            return Err(bad("the key id does not match the name and key"));
-        }
+                )
+            })?;
         Ok(CosignatureVerifier {
-            name: name.to_string(),
+            name,
             key_id,
             public_key,
         })
