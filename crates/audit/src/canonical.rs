@@ -4,7 +4,7 @@
 //! a given event: any difference between two implementations (ours now, a verifier written
 //! in another language later) would make a valid log look tampered with.
 
-use portcullis_model::{Actor, AuditEvent, Identity, PayloadDigest};
+use portcullis_model::{Actor, AuditEvent, DataFinding, Identity, PayloadDigest};
 
 /// Canonical bytes of an event: the RFC 8785 JSON canonicalization (JCS) of its serde
 /// serialization.
@@ -47,6 +47,8 @@ fn write_event(out: &mut Vec<u8>, event: &AuditEvent) {
         duration_ms,
         detail,
         approval,
+        findings,
+        masked,
     } = event;
     // JSON has no NaN or Infinity, so JCS refuses them; such a duration is left out, which
     // reads back as the same `None` and keeps this function infallible for the gateway.
@@ -64,11 +66,19 @@ fn write_event(out: &mut Vec<u8>, event: &AuditEvent) {
         obj.key("duration_ms");
         write_number(obj.out, ms);
     }
+    if let Some(findings) = findings {
+        obj.key("findings");
+        write_findings(obj.out, findings);
+    }
     obj.str("gateway", gateway);
     obj.str("id", id);
     if let Some(identity) = identity {
         obj.key("identity");
         write_identity(obj.out, identity);
+    }
+    if let Some(masked) = masked {
+        obj.key("masked");
+        write_findings(obj.out, masked);
     }
     obj.str("outcome", &serde_name(outcome));
     obj.opt_str("policy_version", policy_version.as_deref());
@@ -135,6 +145,27 @@ fn write_identity(out: &mut Vec<u8>, identity: &Identity) {
     obj.str("kind", kind.as_str());
     obj.str("subject", subject);
     obj.end();
+}
+
+fn write_findings(out: &mut Vec<u8>, findings: &[DataFinding]) {
+    out.push(b'[');
+    for (i, finding) in findings.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let DataFinding {
+            detector,
+            path,
+            count,
+        } = finding;
+        let mut obj = Object::new(out);
+        obj.key("count");
+        write_integer(obj.out, u64::from(*count));
+        obj.str("detector", detector);
+        obj.str("path", path);
+        obj.end();
+    }
+    out.push(b']');
 }
 
 fn write_digest(out: &mut Vec<u8>, digest: &PayloadDigest) {
@@ -274,6 +305,23 @@ mod tests {
             duration_ms: Some(duration),
             detail: Some(format!("line\nbreak\t{text}\u{1}")),
             approval: Some("ap".into()),
+            findings: Some(vec![DataFinding {
+                detector: "credit_card".into(),
+                path: "$.arguments.card".into(),
+                count: 1,
+            }]),
+            masked: Some(vec![
+                DataFinding {
+                    detector: "email".into(),
+                    path: "$.content[0].text".into(),
+                    count: 2,
+                },
+                DataFinding {
+                    detector: "field".into(),
+                    path: "$.structuredContent[\"ünï\"]".into(),
+                    count: 1,
+                },
+            ]),
         }
     }
 

@@ -316,6 +316,8 @@ impl AuditLog {
             duration_ms: None,
             detail: None,
             approval: None,
+            findings: None,
+            masked: None,
         }
     }
 

@@ -48,6 +48,11 @@ pub struct Config {
     /// Policy rules. Default deny: a request no rule allows is refused.
     #[serde(default)]
     pub rules: Vec<Rule>,
+    /// Masking profiles, by name; a rule picks one with `mask = "NAME"`. The profile named
+    /// `default` exists without being declared (every built-in detector, redacted), and may
+    /// be redefined.
+    #[serde(default)]
+    pub masks: BTreeMap<String, MaskProfile>,
     /// Where the file was read from (not part of the TOML).
     #[serde(skip)]
     pub source: SourceFile,
@@ -385,10 +390,89 @@ pub struct Rule {
     /// For `hold`: how long the request may wait. Default: `15m`.
     #[serde(default = "default_hold_timeout", deserialize_with = "de_duration")]
     pub timeout: Duration,
-    /// For `allow`: the masking profile applied to results (the masking engine comes later;
-    /// the name is recorded now).
+    /// For `allow`: the masking profile (`[masks.NAME]`, or `default`) applied to what comes
+    /// back: tool results, resource contents, prompt messages.
     #[serde(default)]
     pub mask: Option<String>,
+}
+
+/// `[masks.NAME]`: what a masking profile finds and how it hides it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaskProfile {
+    /// Built-in detectors or groups (`pii`, `secrets`, `all`). Default: `["all"]`.
+    #[serde(default = "default_mask_detectors")]
+    pub detectors: Vec<String>,
+    /// Field names or paths masked whatever they hold: a key name (`account_number`) or a
+    /// glob over the dotted path (`*.ssn`, `customer.card`).
+    #[serde(default, alias = "columns")]
+    pub fields: Vec<String>,
+    /// `redact` (a label such as `[EMAIL]`, the default), `partial` (keep the last `keep`
+    /// characters), or `hash` (a keyed HMAC token: equal values give equal tokens).
+    #[serde(default)]
+    pub style: MaskStyle,
+    /// For `partial`: how many trailing characters stay. Default: 4.
+    #[serde(default = "default_mask_keep")]
+    pub keep: usize,
+    /// A style per detector, overriding `style`: `{ email = "hash" }`.
+    #[serde(default)]
+    pub styles: BTreeMap<String, MaskStyle>,
+    /// For `hash`: the environment variable holding the HMAC key (at least 32 bytes). Read at
+    /// start; the key never appears in the file.
+    #[serde(default)]
+    pub hmac_key_env: Option<String>,
+    /// Exact values always masked (label `[DENY_LIST]`).
+    #[serde(default)]
+    pub deny_list: Vec<String>,
+    /// Detectors of your own.
+    #[serde(default)]
+    pub custom: Vec<CustomDetector>,
+}
+
+impl Default for MaskProfile {
+    fn default() -> Self {
+        MaskProfile {
+            detectors: default_mask_detectors(),
+            fields: Vec::new(),
+            style: MaskStyle::default(),
+            keep: default_mask_keep(),
+            styles: BTreeMap::new(),
+            hmac_key_env: None,
+            deny_list: Vec::new(),
+            custom: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MaskStyle {
+    #[default]
+    Redact,
+    Partial,
+    Hash,
+}
+
+/// `[[masks.NAME.custom]]`: a detector of your own.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomDetector {
+    /// Its name in labels and audit events.
+    pub name: String,
+    /// A regular expression (Rust `regex` syntax; linear-time, no look-around).
+    pub pattern: String,
+    /// A check run on each candidate: `luhn` or `mod97`.
+    #[serde(default)]
+    pub validator: Option<String>,
+    #[serde(default)]
+    pub style: Option<MaskStyle>,
+}
+
+fn default_mask_detectors() -> Vec<String> {
+    vec!["all".into()]
+}
+fn default_mask_keep() -> usize {
+    4
 }
 
 /// `who`: the callers a rule applies to. Each list that is present must match.
@@ -696,6 +780,17 @@ impl Config {
                     ));
                 }
                 _ => {}
+            }
+            if let Some(mask) = &rule.mask
+                && mask != "default"
+                && !self.masks.contains_key(mask)
+            {
+                return Err(src.error_at(
+                    rule.name.span(),
+                    format!(
+                        "rules[{i}] ({name}).mask: no masking profile {mask:?}; declare [masks.{mask}] or use \"default\""
+                    ),
+                ));
             }
         }
         Ok(())

@@ -110,6 +110,11 @@ pub struct Action<'a> {
     /// Arguments as parsed JSON, available to `when` conditions.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub arguments: Option<&'a serde_json::Value>,
+    /// The detectors that found sensitive data in the arguments (`credit_card`, `aws_secret_key`
+    /// ...), sorted: `findings` in `when` conditions, so a rule can deny or hold an agent that
+    /// sends a card number or a secret to a tool.
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub findings: &'a [String],
 }
 
 /// The outcome of a policy decision.
@@ -273,4 +278,21 @@ pub struct AuditEvent {
     /// Reserved for the approval workflow: the approval this request went through.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<String>,
+    /// Sensitive data found in the request (the tool-call arguments), by detector and place:
+    /// what policy saw. Never the values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub findings: Option<Vec<DataFinding>>,
+    /// What the masking profile replaced in the answer before it left, by detector and
+    /// place. Never the values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub masked: Option<Vec<DataFinding>>,
+}
+
+/// A summary of sensitive data at one place of a message: which detector, where (a JSON
+/// path such as `$.content[0].text`), how many times. The value itself is never recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataFinding {
+    pub detector: String,
+    pub path: String,
+    pub count: u32,
 }

@@ -81,6 +81,7 @@ fn bench(c: &mut Criterion) {
         verb: "tools/call",
         resource: Some(tool),
         arguments: Some(&args),
+        findings: &[],
     };
     let allowed = action("read_invoice");
     let denied = action("admin_reset");

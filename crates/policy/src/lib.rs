@@ -530,7 +530,9 @@ impl Policy {
 }
 
 /// The variables a `when` can use.
-const VARIABLES: [&str; 6] = ["args", "identity", "tool", "resource", "target", "verb"];
+const VARIABLES: [&str; 7] = [
+    "args", "identity", "tool", "resource", "target", "verb", "findings",
+];
 
 /// The CEL variables of one decision, each converted only when a `when` that mentions it is
 /// first evaluated (so rules without conditions cost nothing) and then shared by every
@@ -562,6 +564,13 @@ impl<'a> CelInputs<'a> {
             "identity" => identity_to_cel(self.identity),
             "tool" | "resource" => CelValue::from(action.resource.unwrap_or("")),
             "target" => CelValue::from(action.target),
+            "findings" => CelValue::List(Arc::new(
+                action
+                    .findings
+                    .iter()
+                    .map(|f| CelValue::from(f.as_str()))
+                    .collect(),
+            )),
             _ => CelValue::from(action.verb),
         }
     }
@@ -725,11 +734,30 @@ mod tests {
             verb,
             resource: Some(resource),
             arguments: args,
+            findings: &[],
         }
     }
 
     fn call<'a>(tool: &'a str, args: Option<&'a serde_json::Value>) -> Action<'a> {
         act("billing", "tools/call", tool, args)
+    }
+
+    #[test]
+    fn findings_in_the_arguments_can_decide() {
+        let policy = policy(
+            "[[rules]]\nname = \"no cards to tools\"\ntarget = \"billing\"\ntools = [\"*\"]\ndecision = \"deny\"\nwhen = \"'credit_card' in findings\"\n\n[[rules]]\nname = \"agents\"\ntarget = \"billing\"\ntools = [\"*\"]\n",
+        );
+        let clean = call("note", None);
+        assert_eq!(label(&policy.decide(&agent(), &clean)), ("allow", "agents"));
+        let findings = ["credit_card".to_string()];
+        let dirty = Action {
+            findings: &findings,
+            ..call("note", None)
+        };
+        assert_eq!(
+            label(&policy.decide(&agent(), &dirty)),
+            ("deny", "no cards to tools")
+        );
     }
 
     fn label(v: &Verdict) -> (&'static str, &str) {
@@ -756,7 +784,7 @@ mod tests {
     #[test]
     fn allow_rule_allows_with_mask() {
         let p = policy(
-            "[[rules]]\nname = \"a\"\ntarget = \"billing\"\ntools = [\"lookup\"]\nmask = \"pii\"\n",
+            "[[rules]]\nname = \"a\"\ntarget = \"billing\"\ntools = [\"lookup\"]\nmask = \"pii\"\n[masks.pii]\ndetectors = [\"email\"]\n",
         );
         let v = p.decide(&agent(), &call("lookup", None));
         assert_eq!(label(&v), ("allow", "a"));

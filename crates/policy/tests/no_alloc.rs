@@ -45,7 +45,7 @@ fn allocations_during(f: impl FnOnce()) -> usize {
 #[test]
 fn decisions_without_conditions_do_not_allocate() {
     let text = "[targets.billing]\nkind = \"mcp\"\ncommand = [\"x\"]\n\
-        [[rules]]\nname = \"reads\"\ntarget = \"billing\"\ntools = [\"read_*\", \"list_*\"]\nwho.groups = [\"agents\"]\nmask = \"pii\"\n\
+        [[rules]]\nname = \"reads\"\ntarget = \"billing\"\ntools = [\"read_*\", \"list_*\"]\nwho.groups = [\"agents\"]\nmask = \"default\"\n\
         [[rules]]\nname = \"no admin\"\ntarget = \"billing\"\ntools = [\"admin_*\", \"sys_[0-9]*\"]\ndecision = \"deny\"\n\
         [[rules]]\nname = \"refunds\"\ntarget = \"billing\"\ntools = [\"refund\"]\ndecision = \"hold\"\napprovers = [\"leads\"]\n\
         [[rules]]\nname = \"everywhere\"\ntarget = \"*\"\ntools = [\"ping\"]\nwho.kinds = [\"agent\"]\n";
@@ -68,6 +68,7 @@ fn decisions_without_conditions_do_not_allocate() {
         verb: "tools/call",
         resource: Some(tool),
         arguments: Some(&args),
+        findings: &[],
     };
     let cases = [
         (action("read_invoice"), "allow"),
