@@ -937,6 +937,7 @@ impl Gateway {
             verb: method,
             resource: Some(name),
             arguments: facts.arguments.as_ref(),
+            findings: &[],
         };
         let verdict = self.policy.decide(&caller.identity, &action);
         ev.decision = Some(verdict.decision.label().to_string());
