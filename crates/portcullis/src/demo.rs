@@ -81,6 +81,7 @@ name = "agents look up customers"
 who.groups = ["agents"]
 target = "billing"
 tools = ["lookup_customer"]
+mask = "pii"                    # the agent never sees the email or the card number
 
 [[rules]]
 name = "refunds need a finance lead"
@@ -104,6 +105,11 @@ name = "finance leads use billing"
 who.groups = ["finance-leads"]
 target = "billing"
 tools = ["lookup_customer", "refund_payment"]
+
+# What "pii" hides, and how: labels for most things, the last four digits of a card.
+[masks.pii]
+detectors = ["pii", "secrets"]
+styles = {{ credit_card = "partial" }}
 "#
     ))
 }
@@ -155,7 +161,8 @@ Portcullis demo is running: {url}
 
 Try it (each call is decided by policy and recorded):
 
-  # allowed: the agent looks up a customer
+  # allowed: the agent looks up a customer; the email and card number come back masked,
+  # and the audit event records what was masked (never the values)
   {allow}
 
   # held for approval (rule "refunds need a finance lead"); approvals arrive in a later release, so it is refused

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use portcullis_audit::AuditLog;
 use portcullis_config::Config;
 use portcullis_identity::Authenticator;
+use portcullis_mask::{Profile, Report};
 use portcullis_model::{
     Action, AuditEvent, Decision, EventType, Identity, Outcome, PayloadDigest, TargetKind, Verdict,
 };
@@ -27,6 +28,7 @@ use tokio::sync::{Semaphore, mpsc};
 use crate::era::{self, RequestFacts, UpstreamEra};
 use crate::jsonrpc::{self, Message, ResponseBody, code};
 use crate::link::{Driver, Inbound, Link, LinkError, Outgoing, UpstreamSpec};
+use crate::masking::{self, Masks};
 use crate::pins::{PinCheck, Pins, fingerprint};
 use crate::stream::StreamBuf;
 
@@ -51,6 +53,9 @@ pub enum GatewayError {
     MissingUpstreamSecret { target: String, var: String },
     #[error("target {target}: upstream_auth: {message}")]
     BadUpstreamAuth { target: String, message: String },
+    /// A masking profile that does not compile, or its key is missing.
+    #[error("{0}")]
+    Mask(String),
 }
 
 /// An authenticated caller and where it connected from.
@@ -156,6 +161,7 @@ pub struct Gateway {
     pub policy: Arc<Policy>,
     pub audit: AuditLog,
     pub pins: Arc<Pins>,
+    pub masks: Masks,
     pub targets: HashMap<String, Arc<TargetRuntime>>,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     http: reqwest::Client,
@@ -262,6 +268,8 @@ struct Exchange {
     driver: Option<Driver>,
     owner: String,
     shape: Shape,
+    /// The profile masking what comes back, when the matching rule names one.
+    mask: Option<Arc<Profile>>,
 }
 
 /// What post-processing an upstream answer needs before it is released.
@@ -366,12 +374,14 @@ impl Gateway {
                 .map(|o| o.issuer.clone())
                 .collect(),
         };
+        let masks = Masks::compile(config).map_err(GatewayError::Mask)?;
         Ok(Arc::new(Gateway {
             settings,
             auth,
             policy,
             audit,
             pins,
+            masks,
             targets,
             sessions: Mutex::new(HashMap::new()),
             http,
@@ -863,12 +873,20 @@ impl Gateway {
         let planned = match self.decide(caller, target, &incoming, &mut ev) {
             // A request whose event could not be written is refused before it can act
             // upstream, not only withheld afterwards.
-            Ok(()) => match self.audit.unavailable() {
+            Ok(mask) => match self.audit.unavailable() {
                 Some(cause) => Err(Refused::failed(
                     code::AUDIT_UNAVAILABLE,
                     format!("the audit log cannot record this request, so it is refused: {cause}"),
                 )),
-                None => self.forward(caller, target, session, &incoming).await,
+                None => self
+                    .forward(caller, target, session, &incoming)
+                    .await
+                    .map(|forward| match forward {
+                        Forward::Upstream(exchange) => {
+                            Forward::Upstream(Exchange { mask, ..exchange })
+                        }
+                        local => local,
+                    }),
             },
             Err(refused) => Err(refused),
         };
@@ -905,20 +923,21 @@ impl Gateway {
 
     /// Classify and decide: policy for the methods that act on something, the tool pin for
     /// tool calls; protocol methods (listing, ping, completion ...) are open to every
-    /// authenticated caller, and lists are filtered on the way back.
+    /// authenticated caller, and lists are filtered on the way back. Returns the masking
+    /// profile the allowing rule names.
     fn decide(
         &self,
         caller: &Caller,
         target: &TargetRuntime,
         incoming: &IncomingRequest<'_>,
         ev: &mut AuditEvent,
-    ) -> Result<(), Refused> {
+    ) -> Result<Option<Arc<Profile>>, Refused> {
         let IncomingRequest { method, facts, .. } = incoming;
         let method = *method;
         if !matches!(method, "tools/call" | "resources/read" | "prompts/get") {
             ev.decision = Some("allow".into());
             ev.rule = Some("protocol".into());
-            return Ok(());
+            return Ok(None);
         }
         let Some(name) = facts.name.as_deref() else {
             let what = if method == "resources/read" {
@@ -931,13 +950,22 @@ impl Gateway {
                 format!("{method} needs {what}"),
             ));
         };
+        // What the arguments carry (a card number, a secret) is an input of the decision.
+        let findings = match &facts.arguments {
+            Some(arguments) => {
+                let report = self.masks.classify_arguments(arguments);
+                ev.findings = masking::summary(&report);
+                report.detectors()
+            }
+            None => Vec::new(),
+        };
         let action = Action {
             target: &target.name,
             target_kind: TargetKind::Mcp,
             verb: method,
             resource: Some(name),
             arguments: facts.arguments.as_ref(),
-            findings: &[],
+            findings: &findings,
         };
         let verdict = self.policy.decide(&caller.identity, &action);
         ev.decision = Some(verdict.decision.label().to_string());
@@ -980,7 +1008,22 @@ impl Gateway {
                 }
             }
         }
-        Ok(())
+        match &verdict.decision {
+            Decision::Allow {
+                mask: Some(profile),
+            } => match self.masks.profile(profile) {
+                Some(profile) => Ok(Some(profile)),
+                // Configuration validation makes this unreachable; if it is reached anyway,
+                // nothing unmasked may leave.
+                None => Err(Refused::failed(
+                    code::INTERNAL_ERROR,
+                    format!(
+                        "masking profile {profile:?} is not loaded; refusing rather than answer unmasked"
+                    ),
+                )),
+            },
+            _ => Ok(None),
+        }
     }
 
     /// Chooses the upstream link, answers what the upstream's era has no method for, adds
@@ -1055,6 +1098,7 @@ impl Gateway {
             })
             .map_err(unavailable)?;
         Ok(Forward::Upstream(Exchange {
+            mask: None,
             link,
             upstream,
             driver,
@@ -1107,7 +1151,14 @@ impl Gateway {
             driver,
             owner,
             shape,
+            mask,
         } = exchange;
+        let mut masked = Report::default();
+        // Interim messages of a masked request are masked one by one as they pass.
+        let relay = |text: String, masked: &mut Report| match &mask {
+            Some(profile) => masking::mask_interim(profile, &text, masked).unwrap_or(text),
+            None => text,
+        };
         let deadline = tokio::time::sleep(self.settings.request_timeout);
         tokio::pin!(deadline);
         // The HTTP exchange runs inside this task; once done it parks forever so the
@@ -1131,10 +1182,10 @@ impl Gateway {
                                 let reply = jsonrpc::error(Some(id.get()), code::METHOD_NOT_FOUND, "the gateway does not relay server-to-client requests to stateless callers", None);
                                 let _ = link.send(reply, "").await;
                             }
-                            _ => { let _ = tx.send(Inbound::Interim(text)).await; }
+                            _ => { let _ = tx.send(Inbound::Interim(relay(text, &mut masked))).await; }
                         }
                     }
-                    Some(Inbound::Interim(text)) => { let _ = tx.send(Inbound::Interim(text)).await; }
+                    Some(Inbound::Interim(text)) => { let _ = tx.send(Inbound::Interim(relay(text, &mut masked))).await; }
                     Some(Inbound::Final(text)) => break Ok(text),
                     None => break Err("the request was cancelled".to_string()),
                 },
@@ -1147,10 +1198,18 @@ impl Gateway {
         let answer = match answer {
             Ok(text) => {
                 let (text, outcome, detail) = self
-                    .shape_answer(&caller, &target, text, &method, shape)
+                    .shape_answer(
+                        &caller,
+                        &target,
+                        text,
+                        &method,
+                        shape,
+                        mask.as_deref().map(|profile| (profile, &mut masked)),
+                    )
                     .await;
                 ev.outcome = outcome;
                 ev.detail = detail;
+                ev.masked = masking::summary(&masked);
                 text
             }
             Err(why) => {
@@ -1172,6 +1231,8 @@ impl Gateway {
         text: String,
         method: &str,
         shape: Shape,
+        // The profile of the allowing rule, and where to count what it masks.
+        mask: Option<(&Profile, &mut Report)>,
     ) -> (String, Outcome, Option<String>) {
         let Ok(Message::Response { id, body }) =
             Message::parse(text.as_bytes(), self.settings.max_bytes)
@@ -1201,12 +1262,31 @@ impl Gateway {
             }
             ResponseBody::Result(r) => r,
         };
-        if !(shape.filter.is_some() || shape.modernise || shape.legacy_client_over_modern) {
+        if !(shape.filter.is_some()
+            || shape.modernise
+            || shape.legacy_client_over_modern
+            || mask.is_some())
+        {
             return (text, Outcome::Success, None);
         }
         let Ok(Value::Object(mut result)) = serde_json::from_str::<Value>(result.get()) else {
+            if mask.is_some() {
+                // What cannot be read cannot be masked: it does not leave.
+                let message = format!(
+                    "upstream {} answered with a result that is not a JSON object, which the masking profile cannot check",
+                    target.name
+                );
+                return (
+                    jsonrpc::error(Some(id.get()), code::INTERNAL_ERROR, &message, None),
+                    Outcome::UpstreamError,
+                    Some(message),
+                );
+            }
             return (text, Outcome::Success, None);
         };
+        if let Some((profile, masked)) = mask {
+            masking::mask_result(profile, method, &mut result, masked);
+        }
         let mut detail = None;
         if shape.legacy_client_over_modern
             && result.get("resultType").and_then(Value::as_str) == Some("input_required")

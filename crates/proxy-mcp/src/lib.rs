@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod headers;
 pub mod jsonrpc;
 pub mod link;
+pub mod masking;
 pub mod pins;
 pub mod server;
 pub mod stream;
