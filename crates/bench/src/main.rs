@@ -66,6 +66,20 @@ struct Args {
     /// the options it may not know: no signed checkpoints).
     #[arg(long)]
     baseline: Vec<String>,
+    /// Also measure the gateway with the allowing rule masking results (`mask = "default"`:
+    /// every built-in detector over every answer).
+    #[arg(long)]
+    mask: bool,
+}
+
+/// One gateway configuration to measure.
+struct Variant<'a> {
+    label: String,
+    binary: PathBuf,
+    durability: &'a str,
+    /// Signed checkpoints published to a directory (the current build only).
+    signed: bool,
+    mask: bool,
 }
 
 const MODERN: &str = "2026-07-28";
@@ -137,7 +151,9 @@ fn start_gateway(
     key_hash: &str,
     durability: &str,
     signed: bool,
+    mask: bool,
 ) -> Result<GatewayProcess> {
+    let mask = if mask { "mask = \"default\"\n" } else { "" };
     let dir =
         tempfile::tempdir_in(".").context("temp dir on the working disk (audit fsyncs hit it)")?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
@@ -180,7 +196,7 @@ name = "agents may look up"
 who.groups = ["agents"]
 target = "bench"
 tools = ["lookup"]
-"#
+{mask}"#
     );
     let path = dir.path().join("portcullis.toml");
     std::fs::write(&path, config)?;
@@ -368,28 +384,46 @@ async fn main() -> Result<()> {
             rps / direct_rps
         );
     }
-    let mut gateways: Vec<(String, PathBuf, &str, bool)> = Vec::new();
+    let mut gateways: Vec<Variant> = Vec::new();
     for durability in &args.durability {
         for baseline in &args.baseline {
             let (name, path) = baseline
                 .split_once('=')
                 .context("--baseline takes NAME=PATH")?;
-            gateways.push((
-                format!("{name} ({durability})"),
-                PathBuf::from(path),
+            gateways.push(Variant {
+                label: format!("{name} ({durability})"),
+                binary: PathBuf::from(path),
                 durability,
-                false,
-            ));
+                signed: false,
+                mask: false,
+            });
         }
-        gateways.push((
-            format!("gateway (audit {durability})"),
-            args.gateway.clone(),
+        gateways.push(Variant {
+            label: format!("gateway (audit {durability})"),
+            binary: args.gateway.clone(),
             durability,
-            true,
-        ));
+            signed: true,
+            mask: false,
+        });
+        if args.mask {
+            gateways.push(Variant {
+                label: format!("gateway ({durability}, masked)"),
+                binary: args.gateway.clone(),
+                durability,
+                signed: true,
+                mask: true,
+            });
+        }
     }
-    for (label, binary, durability, signed) in gateways {
-        let gateway = start_gateway(&binary, upstream, &hash, durability, signed)?;
+    for variant in gateways {
+        let Variant {
+            label,
+            binary,
+            durability,
+            signed,
+            mask,
+        } = variant;
+        let gateway = start_gateway(&binary, upstream, &hash, durability, signed, mask)?;
         let local = measure_latency(&gateway.url, &key, args.latency_calls, Probe::Ping).await?;
         let latency =
             measure_latency(&gateway.url, &key, args.latency_calls, Probe::ToolCall).await?;
