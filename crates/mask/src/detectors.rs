@@ -115,7 +115,9 @@ impl Builtin {
             ),
             Builtin::Ssn => r"(?-u)\b[0-9]{3}-[0-9]{2}-[0-9]{4}\b",
             // The first nine digits, the first four together; `credit_card` reads the rest.
-            Builtin::CreditCard => r"(?-u)\b[0-9]{4}[ \-]?[0-9]{4}[ \-]?[0-9]",
+            // Every known issuer starts with 2 to 6, which keeps epoch milliseconds
+            // (`1709294096000`) from even being candidates.
+            Builtin::CreditCard => r"(?-u)\b[2-6][0-9]{3}[ \-]?[0-9]{4}[ \-]?[0-9]",
             // Country, check digits and the first group; `iban` reads as far as the
             // country's length.
             Builtin::Iban => r"(?-u)\b[A-Z]{2}[0-9]{2} ?[A-Z0-9]{4}",
@@ -168,25 +170,51 @@ fn is_word(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_'
 }
 
+/// What a boundary check knows about neighbouring matches. A byte that belongs to another
+/// match is no neighbour: it will be a label once masked. Without this, masking would not be
+/// stable: in `4111 1111 1111 1111-eyJ…` the card is glued to the JWT, but once the JWT is
+/// `[JWT]` it is not, and a second pass would find it.
+pub(crate) struct Context<'a> {
+    /// Bytes before this belong to the previous match.
+    pub(crate) prev_end: usize,
+    /// Does a match start at this byte? Asked only when a check would otherwise fail there.
+    pub(crate) starts_at: &'a dyn Fn(usize) -> bool,
+}
+
+impl Context<'_> {
+    /// Is the byte at `i` (before the candidate) a real neighbour?
+    fn left(&self, i: usize) -> bool {
+        i >= self.prev_end
+    }
+}
+
 /// The boundary check for numeric shapes: the candidate must not be glued to a longer token,
 /// directly (`x4111…`) or through a dot or dash (`1.2.3.4.5`, `ORD-415-555-0132`,
 /// `415-555-0132-77`). A sentence's final dot (`… 10.0.0.1.`) is not a continuation.
-pub(crate) fn standalone(text: &[u8], s: usize, e: usize) -> bool {
-    if s > 0 {
+pub(crate) fn standalone(text: &[u8], s: usize, e: usize, cx: &Context<'_>) -> bool {
+    if s > 0 && cx.left(s - 1) {
         let p = text[s - 1];
         if is_word(p) {
             return false;
         }
-        if (p == b'-' || p == b'.') && s >= 2 && text[s - 2].is_ascii_alphanumeric() {
+        if (p == b'-' || p == b'.')
+            && s >= 2
+            && cx.left(s - 2)
+            && text[s - 2].is_ascii_alphanumeric()
+        {
             return false;
         }
     }
     if e < text.len() {
         let n = text[e];
-        if is_word(n) {
+        if is_word(n) && !(cx.starts_at)(e) {
             return false;
         }
-        if (n == b'-' || n == b'.') && e + 1 < text.len() && text[e + 1].is_ascii_alphanumeric() {
+        if (n == b'-' || n == b'.')
+            && e + 1 < text.len()
+            && text[e + 1].is_ascii_alphanumeric()
+            && !(cx.starts_at)(e + 1)
+        {
             return false;
         }
     }
@@ -275,22 +303,27 @@ fn known_issuer(d: &[u8]) -> bool {
 /// seven digits, then issuer, length and Luhn. When the whole candidate fails, shorter
 /// prefixes ending at a group boundary are tried (a card followed by a space and more digits:
 /// `4111 1111 1111 1111 12`), so a trailing number cannot hide the card before it.
-pub(crate) fn credit_card(text: &[u8], s: usize) -> Option<(usize, usize)> {
-    // The run of digits with single separators, at most 48 digits (more is no card, and
-    // the bound keeps the work per candidate constant).
+pub(crate) fn credit_card(text: &[u8], s: usize, cx: &Context<'_>) -> Option<(usize, usize)> {
+    // The run of digits with single separators, all the same (`4111 1111 1111 1111
+    // 123-45-6789` is a card and then something else), at most 48 digits (more is no card,
+    // and the bound keeps the work per candidate constant).
     let mut i = s;
     let mut e = s;
     let mut count = 0;
+    let mut run_sep = None;
     while i < text.len() && count < 48 {
-        if text[i].is_ascii_digit() {
+        let b = text[i];
+        if b.is_ascii_digit() {
             count += 1;
             i += 1;
             e = i;
-        } else if (text[i] == b' ' || text[i] == b'-')
+        } else if (b == b' ' || b == b'-')
+            && run_sep.is_none_or(|x| x == b)
             && i > s
             && text[i - 1].is_ascii_digit()
             && text.get(i + 1).is_some_and(u8::is_ascii_digit)
         {
+            run_sep = Some(b);
             i += 1;
         } else {
             break;
@@ -351,14 +384,14 @@ pub(crate) fn credit_card(text: &[u8], s: usize) -> Option<(usize, usize)> {
         }
         let d = &digits[..count];
         let end = s + group_end[k];
-        if known_issuer(d) && luhn(d) && standalone(text, s, end) {
+        if known_issuer(d) && luhn(d) && standalone(text, s, end, cx) {
             return Some((s, end));
         }
     }
     None
 }
 
-pub(crate) fn ssn(text: &[u8], s: usize, e: usize) -> bool {
+pub(crate) fn ssn(text: &[u8], s: usize, e: usize, cx: &Context<'_>) -> bool {
     let c = &text[s..e];
     let num = |r: std::ops::Range<usize>| {
         c[r].iter()
@@ -367,24 +400,43 @@ pub(crate) fn ssn(text: &[u8], s: usize, e: usize) -> bool {
     let area = num(0..3);
     let group = num(4..6);
     let serial = num(7..11);
-    area != 0 && area != 666 && area < 900 && group != 0 && serial != 0 && standalone(text, s, e)
+    area != 0
+        && area != 666
+        && area < 900
+        && group != 0
+        && serial != 0
+        && standalone(text, s, e, cx)
 }
 
-pub(crate) fn phone(text: &[u8], s: usize, e: usize) -> bool {
-    if !standalone(text, s, e) {
-        return false;
+/// A phone candidate. The international pattern is greedy and may have run on into a
+/// following number (`+44 20 7946 0958 4111 1111 …`), so shorter ends at group boundaries
+/// are tried too, longest first, as for cards.
+pub(crate) fn phone(text: &[u8], s: usize, e: usize, cx: &Context<'_>) -> Option<(usize, usize)> {
+    if text[s] != b'+' {
+        return phone_ok(text, s, e, cx).then_some((s, e));
     }
-    // One space away from more digits, the groups are part of a longer number (an account
-    // or IBAN in print format: `FR40 0825 1494 8352 6260`), not a phone.
-    if s >= 2 && text[s - 1] == b' ' && text[s - 2].is_ascii_digit() {
-        return false;
+    let mut end = e;
+    loop {
+        if phone_ok(text, s, end, cx) {
+            return Some((s, end));
+        }
+        // Back to the end of the previous group.
+        while end > s + 1 && (text[end - 1].is_ascii_digit() || text[end - 1] == b')') {
+            end -= 1;
+        }
+        while end > s + 1 && !(text[end - 1].is_ascii_digit() || text[end - 1] == b')') {
+            end -= 1;
+        }
+        if end <= s + 1 {
+            return None;
+        }
     }
-    if e + 1 < text.len() && text[e] == b' ' && text[e + 1].is_ascii_digit() {
-        return false;
-    }
+}
+
+fn phone_ok(text: &[u8], s: usize, e: usize, cx: &Context<'_>) -> bool {
     let c = &text[s..e];
     let digits = c.iter().filter(|b| b.is_ascii_digit()).count();
-    if c[0] == b'+' {
+    let length_ok = if c[0] == b'+' {
         let separated = c.iter().any(|b| !b.is_ascii_digit() && *b != b'+');
         // E.164 allows at most 15 digits; written without separators a number needs more
         // digits before it is more likely a phone than a signed amount.
@@ -395,14 +447,26 @@ pub(crate) fn phone(text: &[u8], s: usize, e: usize) -> bool {
         }
     } else {
         (9..=12).contains(&digits)
+    };
+    if !length_ok || !standalone(text, s, e, cx) {
+        return false;
     }
+    // One space away from more digits, the groups are part of a longer number (an account
+    // or IBAN in print format: `FR40 0825 1494 8352 6260`), not a phone.
+    if s >= 2 && text[s - 1] == b' ' && cx.left(s - 2) && text[s - 2].is_ascii_digit() {
+        return false;
+    }
+    !(e + 1 < text.len()
+        && text[e] == b' '
+        && text[e + 1].is_ascii_digit()
+        && !(cx.starts_at)(e + 1))
 }
 
-pub(crate) fn ipv4(text: &[u8], s: usize, e: usize) -> bool {
+pub(crate) fn ipv4(text: &[u8], s: usize, e: usize, cx: &Context<'_>) -> bool {
     let Ok(c) = std::str::from_utf8(&text[s..e]) else {
         return false;
     };
-    c.parse::<Ipv4Addr>().is_ok() && standalone(text, s, e) && !after_version_word(text, s)
+    c.parse::<Ipv4Addr>().is_ok() && !after_version_word(text, s) && standalone(text, s, e, cx)
 }
 
 /// Is the word before `s` (past spaces and a colon) `version` or `ver`: a four-part version
@@ -423,29 +487,32 @@ fn after_version_word(text: &[u8], s: usize) -> bool {
     word.eq_ignore_ascii_case(b"version") || word.eq_ignore_ascii_case(b"ver")
 }
 
-pub(crate) fn ipv6(text: &[u8], s: usize, e: usize) -> bool {
+pub(crate) fn ipv6(text: &[u8], s: usize, e: usize, cx: &Context<'_>) -> bool {
     let Ok(c) = std::str::from_utf8(&text[s..e]) else {
         return false;
     };
     if c.parse::<Ipv6Addr>().is_err() {
         return false;
     }
-    // Glued to an address-like neighbour (`…:`, `x::1`) is not an address of its own.
-    if s > 0 && (is_word(text[s - 1]) || text[s - 1] == b':' || text[s - 1] == b'.') {
-        return false;
-    }
-    if e < text.len() && (is_word(text[e]) || text[e] == b':') {
-        return false;
-    }
-    if e + 1 < text.len() && text[e] == b'.' && text[e + 1].is_ascii_alphanumeric() {
-        return false;
-    }
     // A compressed form with only short groups (`a::b`, `1::`) is more often code than an
     // address; real ones have a group of three or more hex digits, or are `::1`.
-    if c.contains("::") && !c.contains('.') && c != "::1" {
-        return c.split(':').any(|g| g.len() >= 3);
+    if c.contains("::") && !c.contains('.') && c != "::1" && !c.split(':').any(|g| g.len() >= 3) {
+        return false;
     }
-    true
+    // Glued to an address-like neighbour (`…:`, `x::1`) is not an address of its own.
+    if s > 0
+        && cx.left(s - 1)
+        && (is_word(text[s - 1]) || text[s - 1] == b':' || text[s - 1] == b'.')
+    {
+        return false;
+    }
+    if e < text.len() && (is_word(text[e]) || text[e] == b':') && !(cx.starts_at)(e) {
+        return false;
+    }
+    !(e + 1 < text.len()
+        && text[e] == b'.'
+        && text[e + 1].is_ascii_alphanumeric()
+        && !(cx.starts_at)(e + 1))
 }
 
 /// Country code to IBAN length (the SWIFT registry).
@@ -536,7 +603,7 @@ fn iban_length(cc: &[u8]) -> Option<usize> {
 /// An IBAN starting at `s`: exactly the country's length, written either compact or in
 /// groups of four separated by single spaces, not glued to more letters or digits,
 /// mod-97 == 1. The country's length says where it ends (`… 7654 32 EUR`).
-pub(crate) fn iban(text: &[u8], s: usize) -> Option<(usize, usize)> {
+pub(crate) fn iban(text: &[u8], s: usize, cx: &Context<'_>) -> Option<(usize, usize)> {
     // At most 34 characters and 8 spaces.
     let c = &text[s..text.len().min(s + 42)];
     let want = iban_length(&c[..2])?;
@@ -567,23 +634,18 @@ pub(crate) fn iban(text: &[u8], s: usize) -> Option<(usize, usize)> {
         return None;
     }
     let end = s + end;
-    if end < text.len() && is_word(text[end]) {
-        return None;
-    }
-    (mod97(&text[s..end]) && standalone(text, s, end)).then_some((s, end))
+    (mod97(&text[s..end]) && standalone(text, s, end, cx)).then_some((s, end))
 }
 
 /// The start of an email whose `@` is at `at`: the local part before it, read backwards no
-/// further than `floor` (where the search started, so never into an earlier match). At most
-/// 64 bytes (RFC 5321); it starts with a letter or digit.
+/// further than `floor` (where the search started, so never into an earlier match), and at
+/// most 64 bytes (RFC 5321; a longer run glued to it is cut rather than left unmasked); it
+/// starts with a letter or digit.
 pub(crate) fn email_start(text: &[u8], at: usize, floor: usize) -> Option<usize> {
     let local = |b: u8| b.is_ascii_alphanumeric() || b"._%+-".contains(&b);
     let mut i = at;
-    while i > floor && local(text[i - 1]) {
+    while i > floor && at - i < 64 && local(text[i - 1]) {
         i -= 1;
-        if at - i > 64 {
-            return None;
-        }
     }
     while i < at && !text[i].is_ascii_alphanumeric() {
         i += 1;
@@ -595,8 +657,20 @@ pub(crate) fn email_start(text: &[u8], at: usize, floor: usize) -> Option<usize>
 /// label: the rest of the domain, whose last label must be alphabetic.
 pub(crate) fn extend_email(text: &[u8], e: usize) -> Option<usize> {
     let mut i = e;
-    while i < text.len() && (text[i].is_ascii_alphanumeric() || text[i] == b'-' || text[i] == b'.')
-    {
+    let mut label = e - 1;
+    while i < text.len() {
+        let b = text[i];
+        if b == b'.' {
+            label = i + 1;
+        } else if b == b'-' {
+            // A double dash only in an IDN label (`xn--`); otherwise the domain has ended
+            // (`alice@example.com-----BEGIN …`).
+            if text.get(i + 1) == Some(&b'-') && !text[label..i].eq_ignore_ascii_case(b"xn") {
+                break;
+            }
+        } else if !b.is_ascii_alphanumeric() {
+            break;
+        }
         i += 1;
     }
     // Trailing dots and dashes belong to the sentence, not the domain.
@@ -722,6 +796,9 @@ fn placeholder(v: &[u8]) -> bool {
     if v.iter().all(|b| *b == v[0]) && matches!(v[0], b'x' | b'X' | b'.' | b'-' | b'#') {
         return true;
     }
+    if holds_label(v) {
+        return true;
+    }
     const WORDS: [&[u8]; 10] = [
         b"null",
         b"none",
@@ -735,6 +812,24 @@ fn placeholder(v: &[u8]) -> bool {
         b"optional",
     ];
     WORDS.iter().any(|w| v.eq_ignore_ascii_case(w))
+}
+
+/// Does `v` hold a masking label (`[EMAIL]`, `[PRIVATE_KEY]`)? Such a value was masked
+/// already, in part (`", [PRIVATE_KEY]"`), and is not masked again as a password.
+fn holds_label(v: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(open) = v[i..].iter().position(|b| *b == b'[') {
+        let start = i + open + 1;
+        let len = v[start..]
+            .iter()
+            .take_while(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || **b == b'_')
+            .count();
+        if len >= 2 && v.get(start + len) == Some(&b']') {
+            return true;
+        }
+        i = start;
+    }
+    false
 }
 
 /// Is `v` a placeholder rather than a secret (public for the JSON key-context rule)?
@@ -816,6 +911,11 @@ pub(crate) fn extract_value(text: &[u8], e: usize) -> Option<(usize, usize)> {
     };
     let mut value = &text[vs..ve];
     let mut vs = vs;
+    // Blanks inside quotes are not part of what the value says (`" [PASSWORD]"`).
+    while value.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
+        vs += 1;
+        value = &value[1..];
+    }
     // `Authorization: "Bearer abc"`: mask the credential, not the scheme.
     if let Some(sp) = value.iter().position(|b| *b == b' ') {
         let scheme = &value[..sp];

@@ -96,6 +96,11 @@ pub(crate) fn replace(out: &mut String, value: &str, rule: &Rule<'_>, hmac: Opti
 /// ever shown, so a short value is never revealed whole by a large `keep`.
 fn partial(out: &mut String, value: &str, keep: usize) {
     let total = value.chars().filter(|c| c.is_alphanumeric()).count();
+    if total == 0 {
+        // Nothing but punctuation (a password can be `;:!?`): hide every character.
+        out.extend(value.chars().map(|_| '*'));
+        return;
+    }
     let shown = keep.min(total / 2);
     let hide = total - shown;
     let mut seen = 0;

@@ -54,7 +54,10 @@ fn profiles_are_send_sync_and_shareable() {
 #[test]
 fn compile_errors_name_the_entry_and_never_a_secret() {
     let err = Profile::compile(&spec(&["emails"])).unwrap_err();
-    assert!(matches!(err, MaskError::UnknownDetector(ref n) if n == "emails"), "{err}");
+    assert!(
+        matches!(err, MaskError::UnknownDetector(ref n) if n == "emails"),
+        "{err}"
+    );
 
     let mut s = spec(&["pii"]);
     s.custom.push(custom("employee_id", "EMP-(", None));
@@ -114,7 +117,10 @@ fn compile_errors_name_the_entry_and_never_a_secret() {
     s.deny_list.push("Project Nightingale".into());
     s.hmac_key = Some(b"super-secret-key".to_vec());
     let shown = format!("{s:?}");
-    assert!(!shown.contains("Nightingale") && !shown.contains("super-secret"), "{shown}");
+    assert!(
+        !shown.contains("Nightingale") && !shown.contains("super-secret"),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -171,10 +177,7 @@ fn styles() {
     let b = mask(&p, "4111-1111-1111-1111");
     assert!(a.starts_with("tok_") && a.len() == 20, "{a}");
     assert_eq!(a, b);
-    assert_eq!(
-        mask(&p, "Alice@Example.com"),
-        mask(&p, "alice@example.com")
-    );
+    assert_eq!(mask(&p, "Alice@Example.com"), mask(&p, "alice@example.com"));
     assert_ne!(mask(&p, "alice@example.com"), mask(&p, "bob@example.com"));
     assert_eq!(mask(&p, "123-45-6789"), "[SSN]");
     let mut other = s.clone();
@@ -199,7 +202,8 @@ fn styles() {
 #[test]
 fn custom_detectors_and_validators() {
     let mut s = spec(&[]);
-    s.custom.push(custom("employee_id", r"\bEMP-[0-9]{5}\b", None));
+    s.custom
+        .push(custom("employee_id", r"\bEMP-[0-9]{5}\b", None));
     s.custom.push(custom(
         "loyalty_card",
         r"\bLC[0-9]{10}\b",
@@ -223,7 +227,10 @@ fn custom_detectors_and_validators() {
         out,
         "[EMPLOYEE_ID] [LOYALTY_CARD] LC4111111112 [BANK_REF] GB83WEST12345698765432"
     );
-    assert_eq!(r.detectors(), vec!["bank_ref", "employee_id", "loyalty_card"]);
+    assert_eq!(
+        r.detectors(),
+        vec!["bank_ref", "employee_id", "loyalty_card"]
+    );
     assert_eq!(r.findings()[0].path, "$.x");
 }
 
@@ -238,7 +245,10 @@ fn deny_list_is_exact_and_respects_words() {
     ];
     let p = compile(&s);
     assert_eq!(
-        mask(&p, "Acme Corp, Acmeville, acme, Project Nightingale, x a+b=c y"),
+        mask(
+            &p,
+            "Acme Corp, Acmeville, acme, Project Nightingale, x a+b=c y"
+        ),
         "[DENY_LIST] Corp, Acmeville, acme, [DENY_LIST], x [DENY_LIST] y"
     );
 }
@@ -248,8 +258,11 @@ fn a_rejected_candidate_does_not_hide_an_overlapping_match() {
     // Same start: the custom pattern (tried first) fails its Luhn check on an SSN-shaped
     // value; the SSN detector, matching at the same byte, still gets it.
     let mut s = spec(&["ssn"]);
-    s.custom
-        .push(custom("ref", r"[0-9]{3}-[0-9]{2}-[0-9]{4}", Some(Validator::Luhn)));
+    s.custom.push(custom(
+        "ref",
+        r"[0-9]{3}-[0-9]{2}-[0-9]{4}",
+        Some(Validator::Luhn),
+    ));
     let p = compile(&s);
     assert_eq!(mask(&p, "id 123-45-6789 end"), "id [SSN] end");
     // And a valid custom match still wins the tie.
@@ -276,10 +289,7 @@ fn a_rejected_candidate_does_not_hide_an_overlapping_match() {
         "4111 1111 1111 1112 [CREDIT_CARD]"
     );
     // A card followed by more digits after a space is still found.
-    assert_eq!(
-        mask(&p, "4111 1111 1111 1111 2024"),
-        "[CREDIT_CARD] 2024"
-    );
+    assert_eq!(mask(&p, "4111 1111 1111 1111 2024"), "[CREDIT_CARD] 2024");
 }
 
 #[test]
@@ -464,11 +474,7 @@ fn fields_mask_whole_values_by_key_or_path() {
         json!({"orders": [{"card": "**** **** **** 1111"}, {"card": "************1111"}]})
     );
     let mut r2 = Report::default();
-    p.scan_json(
-        &json!({"orders": [{"card": "4111"}]}),
-        "$",
-        &mut r2,
-    );
+    p.scan_json(&json!({"orders": [{"card": "4111"}]}), "$", &mut r2);
     assert_eq!(r2.findings()[0].path, "$.orders[0].card");
     assert_eq!(r2.findings()[0].detector, "field");
 
@@ -505,7 +511,10 @@ fn keys_holding_data_are_renamed_and_never_shown() {
     let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
     assert_eq!(keys.len(), 3);
     assert!(keys.iter().all(|k| !k.contains("example.com")), "{keys:?}");
-    assert!(v.get("[EMAIL]").is_some() && v.get("[EMAIL]#2").is_some(), "{v}");
+    assert!(
+        v.get("[EMAIL]").is_some() && v.get("[EMAIL]#2").is_some(),
+        "{v}"
+    );
     assert_eq!(r.findings().len(), 2);
 }
 
