@@ -247,3 +247,118 @@ pub fn mask_interim(profile: &Profile, text: &str, report: &mut Report) -> Optio
     }
     serde_json::to_string(&message).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn masks() -> Masks {
+        let config = Config::parse(
+            std::path::Path::new("portcullis.toml"),
+            "[masks.cards]\ndetectors = [\"credit_card\"]\nstyles = { credit_card = \"partial\" }\n"
+                .into(),
+        )
+        .unwrap();
+        Masks::compile(&config).unwrap()
+    }
+
+    fn masked(profile: &str, method: &str, result: Value) -> (Value, Vec<(String, String)>) {
+        let masks = masks();
+        let Value::Object(mut result) = result else {
+            panic!("an object")
+        };
+        let mut report = Report::default();
+        mask_result(
+            &masks.profile(profile).unwrap(),
+            method,
+            &mut result,
+            &mut report,
+        );
+        let found = report
+            .findings()
+            .iter()
+            .map(|f| (f.detector.clone(), f.path.clone()))
+            .collect();
+        (Value::Object(result), found)
+    }
+
+    #[test]
+    fn resource_contents_are_masked_but_blobs_are_not() {
+        let (result, found) = masked(
+            "default",
+            "resources/read",
+            json!({"contents": [
+                {"uri": "file:///a.txt", "text": "owner: ada@example.com"},
+                {"uri": "file:///a.bin", "blob": "YWRhQGV4YW1wbGUuY29t"}
+            ]}),
+        );
+        assert_eq!(result["contents"][0]["text"], "owner: [EMAIL]");
+        assert_eq!(result["contents"][1]["blob"], "YWRhQGV4YW1wbGUuY29t");
+        assert_eq!(found, [("email".into(), "$.contents[0].text".into())]);
+    }
+
+    #[test]
+    fn prompt_messages_and_embedded_resources_are_masked() {
+        let (result, found) = masked(
+            "cards",
+            "prompts/get",
+            json!({"description": "card 4111 1111 1111 1111", "messages": [
+                {"role": "user", "content": {"type": "text", "text": "charge 5500 0055 5555 5559"}},
+                {"role": "user", "content": {"type": "resource", "resource": {"uri": "x:/1", "text": "3782 822463 10005"}}},
+                {"role": "user", "content": {"type": "image", "data": "NDExMSAxMTExIDExMTEgMTExMQ==", "mimeType": "image/png"}}
+            ]}),
+        );
+        assert_eq!(result["description"], "card **** **** **** 1111");
+        assert_eq!(
+            result["messages"][0]["content"]["text"],
+            "charge **** **** **** 5559"
+        );
+        let embedded = result["messages"][1]["content"]["resource"]["text"]
+            .as_str()
+            .unwrap();
+        assert!(
+            embedded.ends_with("0005") && !embedded.contains("822463"),
+            "{embedded}"
+        );
+        assert_eq!(
+            result["messages"][2]["content"]["data"],
+            "NDExMSAxMTExIDExMTEgMTExMQ=="
+        );
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(found.contains(&(
+            "credit_card".into(),
+            "$.messages[1].content.resource.text".into()
+        )));
+    }
+
+    #[test]
+    fn other_methods_pass_untouched_and_arguments_are_classified() {
+        let (result, found) = masked(
+            "default",
+            "tools/list",
+            json!({"tools": [{"name": "t", "description": "mail ada@example.com"}]}),
+        );
+        assert_eq!(result["tools"][0]["description"], "mail ada@example.com");
+        assert!(found.is_empty());
+        let report = masks().classify_arguments(&json!({"to": "ada@example.com", "n": 3}));
+        assert_eq!(report.detectors(), ["email"]);
+        assert_eq!(report.findings()[0].path, "$.arguments.to");
+    }
+
+    #[test]
+    fn a_hash_profile_needs_its_key() {
+        let config = Config::parse(
+            std::path::Path::new("portcullis.toml"),
+            "[masks.tokens]\nstyle = \"hash\"\nhmac_key_env = \"PORTCULLIS_TEST_UNSET_MASK_KEY\"\n"
+                .into(),
+        )
+        .unwrap();
+        let err = Masks::compile(&config).unwrap_err();
+        assert!(
+            err.contains("masks.tokens.hmac_key_env") && err.contains("is not set"),
+            "{err}"
+        );
+    }
+}
