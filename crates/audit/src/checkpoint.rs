@@ -236,6 +236,15 @@ pub(crate) fn parse_key_string(
     Ok((name.to_string(), id, public_key))
 }
 
+/// Splits a signed note into its text (ending in a newline) and its signature lines, at the
+/// last blank line. Checks nothing else: the signatures are [`Verifier::open`]'s business.
+pub fn split_note(note: &str) -> Result<(&str, &str), CheckpointError> {
+    let split = note.rfind("\n\n").ok_or_else(|| {
+        CheckpointError::MalformedNote("no blank line before the signatures".into())
+    })?;
+    Ok((&note[..split + 1], &note[split + 2..]))
+}
+
 /// A verifier key, parsed from its string form.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verifier {
@@ -245,6 +254,16 @@ pub struct Verifier {
 }
 
 impl Verifier {
+    /// The verifier of a signer's own notes.
+    pub fn for_signer(signer: &dyn Signer) -> Verifier {
+        let public_key = signer.public_key();
+        Verifier {
+            name: signer.name().to_string(),
+            key_id: key_id(signer.name(), &public_key),
+            public_key,
+        }
+    }
+
     pub fn parse(text: &str) -> Result<Verifier, CheckpointError> {
         let (name, key_id, public_key) = parse_key_string(text, ED25519_ALG, key_id, |alg| {
             (alg == COSIGNATURE_ALG).then_some(
@@ -260,10 +279,7 @@ impl Verifier {
 
     /// Checks that `note` carries a valid signature by this key; returns the signed text.
     pub fn open<'a>(&self, note: &'a str) -> Result<&'a str, CheckpointError> {
-        let split = note.rfind("\n\n").ok_or_else(|| {
-            CheckpointError::MalformedNote("no blank line before the signatures".into())
-        })?;
-        let (body, signatures) = (&note[..split + 1], &note[split + 2..]);
+        let (body, signatures) = split_note(note)?;
         if signatures.is_empty() || !signatures.ends_with('\n') {
             return Err(CheckpointError::MalformedNote("no signature lines".into()));
         }

@@ -160,6 +160,8 @@ struct Inner {
     closed: AtomicBool,
     /// The newest checkpoint, for the sinks; `None` until one exists.
     checkpoints: tokio::sync::watch::Receiver<Option<StoredCheckpoint>>,
+    /// A signing log: the verifier of its own key, and its origin.
+    signing: Option<(checkpoint::Verifier, String)>,
 }
 
 impl fmt::Debug for AuditLog {
@@ -231,6 +233,12 @@ impl AuditLog {
         let latest = latest.map(|(checkpoint, _)| checkpoint);
         let (announce, announced) = tokio::sync::watch::channel(latest.clone());
         let interval = checkpoints.as_ref().map(|c| c.interval);
+        let signing = checkpoints.as_ref().map(|c| {
+            (
+                checkpoint::Verifier::for_signer(c.signer.as_ref()),
+                c.origin.clone(),
+            )
+        });
         let checkpointing = checkpoints.map(|settings| writer::Checkpointing {
             settings,
             last_size: latest.as_ref().map_or(0, |c| c.size),
@@ -288,6 +296,7 @@ impl AuditLog {
                 next_queued_seq: Mutex::new(next_seq),
                 closed: AtomicBool::new(false),
                 checkpoints: announced,
+                signing,
             }),
         })
     }
@@ -389,6 +398,14 @@ impl AuditLog {
         answer.await.map_err(|_| AuditError::WriterGone)
     }
 
+    /// For a log that signs checkpoints: the verifier of its key and its origin.
+    pub fn signing(&self) -> Option<(&checkpoint::Verifier, &str)> {
+        self.inner
+            .signing
+            .as_ref()
+            .map(|(key, origin)| (key, origin.as_str()))
+    }
+
     /// Stores a witness's cosignature line beside the checkpoint of `size`.
     pub async fn store_cosignature(
         &self,
@@ -472,8 +489,7 @@ fn check_newest_checkpoint(
         path: path.to_path_buf(),
         reason,
     };
-    let verifier = checkpoint::Verifier::parse(&checkpoint::verifier_key(settings.signer.as_ref()))
-        .map_err(|e| inconsistent(e.to_string()))?;
+    let verifier = checkpoint::Verifier::for_signer(settings.signer.as_ref());
     let body = verifier.open(&stored.note).map_err(|e| {
         inconsistent(format!(
             "the newest stored checkpoint (size {}) does not verify with this gateway's key: {e}",

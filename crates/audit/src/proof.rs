@@ -158,10 +158,7 @@ pub fn build_proof(data_dir: &Path, event_id: &str) -> Result<EventProof, ProofE
 /// The checkpoint in a note, signature not checked (the log's own stored note, read to make
 /// a proof; the proof's reader checks the signature).
 fn unverified_checkpoint(note: &str) -> Result<Checkpoint, CheckpointError> {
-    let split = note.rfind("\n\n").ok_or_else(|| {
-        CheckpointError::MalformedNote("no blank line before the signatures".into())
-    })?;
-    Checkpoint::parse(&note[..split + 1])
+    Checkpoint::parse(crate::checkpoint::split_note(note)?.0)
 }
 
 /// What a valid proof shows.

@@ -16,18 +16,16 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension as _};
+use rusqlite::OptionalExtension as _;
 
+use crate::checkpoint::split_note;
 use crate::merkle::{self, Hash};
 use crate::{AuditLog, StoredCheckpoint, witness};
+use crate::{AuditReader, store};
 
 /// Where checkpoints are published.
 #[derive(Debug, Clone)]
 pub struct Sinks {
-    /// The log's own verifier key and origin: only a note that verifies with them, and states
-    /// the stored size and root, is published. A row edited on disk is not passed on.
-    pub own_key: crate::checkpoint::Verifier,
-    pub origin: String,
     /// `<dir>/<size, 20 digits>.checkpoint` per checkpoint.
     pub directory: Option<PathBuf>,
     pub witnesses: Vec<WitnessSink>,
@@ -106,6 +104,13 @@ const WITNESS_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Publisher {
     pub fn spawn(log: AuditLog, data_dir: PathBuf, sinks: Sinks) -> Result<Publisher, String> {
+        // Only a note that verifies with the log's own key, and states the stored size and
+        // root, is published: a row edited on disk is not passed on.
+        let Some((own_key, origin)) = log.signing().map(|(k, o)| (k.clone(), o.to_string())) else {
+            return Err(
+                "publishing checkpoints needs a log that signs them (audit.signing_key)".into(),
+            );
+        };
         if let Some(dir) = &sinks.directory {
             std::fs::create_dir_all(dir).map_err(|e| {
                 format!("cannot create checkpoint directory {}: {e}", dir.display())
@@ -116,14 +121,15 @@ impl Publisher {
             .build()
             .map_err(|e| format!("cannot build the witness HTTP client: {e}"))?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let mut worker = Worker {
+        let worker = Worker {
             log,
             data_dir,
+            witness_sizes: vec![None; sinks.witnesses.len()],
             sinks,
+            own_key,
+            origin,
             http,
-            witness_sizes: Vec::new(),
         };
-        worker.witness_sizes = vec![None; worker.sinks.witnesses.len()];
         let task = tokio::spawn(worker.run(stopped));
         Ok(Publisher { stop, task })
     }
@@ -139,6 +145,8 @@ struct Worker {
     log: AuditLog,
     data_dir: PathBuf,
     sinks: Sinks,
+    own_key: crate::checkpoint::Verifier,
+    origin: String,
     http: reqwest::Client,
     /// Per witness: the size it last cosigned for this log, once known.
     witness_sizes: Vec<Option<u64>>,
@@ -205,18 +213,17 @@ impl Worker {
     /// The note verifies with the log's own key and says what the row says.
     fn check_own(&self, checkpoint: &StoredCheckpoint) -> Result<(), String> {
         let body = self
-            .sinks
             .own_key
             .open(&checkpoint.note)
             .map_err(|e| format!("the stored note does not verify with the log's key: {e}"))?;
         let signed = crate::checkpoint::Checkpoint::parse(body).map_err(|e| e.to_string())?;
-        if signed.origin != self.sinks.origin
+        if signed.origin != self.origin
             || signed.size != checkpoint.size
             || signed.root != checkpoint.root
         {
             return Err(format!(
                 "the stored note (origin {:?}, size {}) does not match its row (origin {:?}, size {}) and tree",
-                signed.origin, signed.size, self.sinks.origin, checkpoint.size
+                signed.origin, signed.size, self.origin, checkpoint.size
             ));
         }
         Ok(())
@@ -231,9 +238,9 @@ impl Worker {
         let mut old = match self.witness_sizes[index] {
             Some(size) => size,
             None => {
-                let db = crate::store::db_path(&self.data_dir);
+                let data_dir = self.data_dir.clone();
                 let name = sink.key.name.clone();
-                let guess = blocking(move || last_cosigned(&db, &name)).await?;
+                let guess = blocking(move || last_cosigned(&data_dir, &name)).await?;
                 // Only a guess, read from a file an attacker may have edited: beyond the
                 // checkpoint it proves nothing, so ask the witness (a 409 tells its size).
                 if guess > checkpoint.size { 0 } else { guess }
@@ -250,9 +257,9 @@ impl Worker {
                     sink.key.name, checkpoint.size
                 ));
             }
-            let db = crate::store::db_path(&self.data_dir);
+            let data_dir = self.data_dir.clone();
             let new = checkpoint.size;
-            let proof = blocking(move || consistency_proof(&db, old, new)).await?;
+            let proof = blocking(move || consistency_proof(&data_dir, old, new)).await?;
             let body = witness::request_body(old, &proof, &checkpoint.note);
             let url = format!("{}/add-checkpoint", sink.url.trim_end_matches('/'));
             let response = self
@@ -269,7 +276,7 @@ impl Worker {
                 .map_err(|e| format!("cannot read the answer of witness {url}: {e}"))?;
             match witness::parse_answer(status, &text) {
                 Ok(witness::Answer::Cosigned(lines)) => {
-                    let body = note_body(&checkpoint.note)?;
+                    let (body, _) = split_note(&checkpoint.note).map_err(|e| e.to_string())?;
                     sink.key.verify_lines(body, &lines).map_err(|e| {
                         format!(
                             "witness {url} answered with a cosignature that does not verify: {e}"
@@ -310,42 +317,27 @@ async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|e| Err(format!("audit publisher task failed: {e}")))
 }
 
-/// The signed text of a note (everything up to the blank line before the signatures).
-fn note_body(note: &str) -> Result<&str, String> {
-    note.rfind("\n\n")
-        .map(|split| &note[..split + 1])
-        .ok_or_else(|| "a stored checkpoint is not a signed note".to_string())
-}
-
-fn read_only(db: &Path) -> Result<Connection, String> {
-    let conn = Connection::open_with_flags(
-        db,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| format!("cannot open {}: {e}", db.display()))?;
-    conn.busy_timeout(Duration::from_secs(5))
-        .map_err(|e| format!("cannot open {}: {e}", db.display()))?;
-    Ok(conn)
-}
-
 /// The largest checkpoint size this log has a cosignature of by `witness` (0: none).
-fn last_cosigned(db: &Path, witness: &str) -> Result<u64, String> {
-    let conn = read_only(db)?;
-    conn.query_row(
-        "SELECT COALESCE(MAX(size), 0) FROM cosignatures WHERE witness = ?1",
-        [witness],
-        |r| r.get::<_, i64>(0),
-    )
-    .map(|size| size as u64)
-    .map_err(|e| format!("cannot read {}: {e}", db.display()))
+fn last_cosigned(data_dir: &Path, witness: &str) -> Result<u64, String> {
+    let reader = AuditReader::open(data_dir).map_err(|e| e.to_string())?;
+    reader
+        .connection()
+        .query_row(
+            "SELECT COALESCE(MAX(size), 0) FROM cosignatures WHERE witness = ?1",
+            [witness],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|size| size as u64)
+        .map_err(|e| format!("cannot read {}: {e}", reader.path().display()))
 }
 
 /// The consistency proof from the tree of `old` events to the tree of `new`, from the
 /// frontier stored with the checkpoint at `old` (or rebuilt, if there is none) and the leaves
 /// appended since: the cost grows with what is new, not with the log.
-pub(crate) fn consistency_proof(db: &Path, old: u64, new: u64) -> Result<Vec<Hash>, String> {
-    let conn = read_only(db)?;
-    let err = |e: rusqlite::Error| format!("cannot read {}: {e}", db.display());
+pub(crate) fn consistency_proof(data_dir: &Path, old: u64, new: u64) -> Result<Vec<Hash>, String> {
+    let reader = AuditReader::open(data_dir).map_err(|e| e.to_string())?;
+    let conn = reader.connection();
+    let err = |e: rusqlite::Error| format!("cannot read {}: {e}", reader.path().display());
     let stored: Option<Vec<u8>> = conn
         .query_row(
             "SELECT frontier FROM checkpoints WHERE size = ?1",
@@ -354,27 +346,16 @@ pub(crate) fn consistency_proof(db: &Path, old: u64, new: u64) -> Result<Vec<Has
         )
         .optional()
         .map_err(err)?;
-    let frontier = match stored.and_then(|bytes| crate::store::frontier_from_bytes(old, &bytes)) {
+    let frontier = match stored.and_then(|bytes| store::frontier_from_bytes(old, &bytes)) {
         Some(frontier) => frontier,
-        None => crate::store::load_frontier(&conn, old).map_err(err)?,
+        None => store::load_frontier(conn, old).map_err(err)?,
     };
     if frontier.size() != old {
         return Err(format!(
             "the log has fewer than {old} events: it was truncated"
         ));
     }
-    let mut stmt = conn
-        .prepare("SELECT leaf_hash FROM events WHERE seq > ?1 AND seq <= ?2 ORDER BY seq")
-        .map_err(err)?;
-    let leaves = stmt
-        .query_map([old as i64, new as i64], |r| r.get::<_, Vec<u8>>(0))
-        .map_err(err)?
-        .map(|leaf| {
-            leaf.map_err(err)?
-                .try_into()
-                .map_err(|_| "a stored leaf hash is not 32 bytes".to_string())
-        })
-        .collect::<Result<Vec<Hash>, String>>()?;
+    let leaves = store::leaf_hashes(conn, old, new).map_err(err)?;
     if leaves.len() as u64 != new - old {
         return Err(format!(
             "the log has fewer than {new} events: it was truncated"

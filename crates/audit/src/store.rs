@@ -130,47 +130,19 @@ pub(crate) fn load_frontier(conn: &Connection, size: u64) -> rusqlite::Result<Fr
     {
         return Ok(frontier);
     }
-    let mut frontier = Frontier::new();
-    let mut stmt = conn.prepare("SELECT leaf_hash FROM events WHERE seq <= ?1 ORDER BY seq")?;
-    let mut rows = stmt.query([size as i64])?;
-    while let Some(row) = rows.next()? {
-        let leaf: Vec<u8> = row.get(0)?;
-        let leaf: Hash = leaf.try_into().map_err(|_| {
-            rusqlite::Error::InvalidColumnType(0, "leaf_hash".into(), rusqlite::types::Type::Blob)
-        })?;
-        frontier.append(leaf);
-    }
-    Ok(frontier)
-}
-
-/// The newest stored checkpoint, if any.
-pub(crate) fn latest_checkpoint(
-    conn: &Connection,
-) -> rusqlite::Result<Option<crate::StoredCheckpoint>> {
-    conn.query_row(
-        "SELECT size, time, note, frontier FROM checkpoints ORDER BY size DESC LIMIT 1",
-        [],
-        checkpoint_row,
-    )
-    .optional()
+    extend_frontier(conn, &Frontier::new(), size)
 }
 
 /// The newest stored checkpoint and the tree's right edge stored with it.
 pub(crate) fn latest_checkpoint_with_frontier(
     conn: &Connection,
 ) -> rusqlite::Result<Option<(crate::StoredCheckpoint, Frontier)>> {
-    let Some(checkpoint) = latest_checkpoint(conn)? else {
-        return Ok(None);
-    };
-    let bytes: Vec<u8> = conn.query_row(
-        "SELECT frontier FROM checkpoints WHERE size = ?1",
-        [checkpoint.size as i64],
-        |r| r.get(0),
-    )?;
-    let frontier = frontier_from_bytes(checkpoint.size, &bytes).ok_or_else(|| {
-        rusqlite::Error::InvalidColumnType(0, "frontier".into(), rusqlite::types::Type::Blob)
-    })?;
-    Ok(Some((checkpoint, frontier)))
+    conn.query_row(
+        "SELECT size, time, note, frontier FROM checkpoints ORDER BY size DESC LIMIT 1",
+        [],
+        checkpoint_row,
+    )
+    .optional()
 }
 
 /// `frontier` extended with the stored leaf hashes of the events after it, up to `size`. The
@@ -181,34 +153,44 @@ pub(crate) fn extend_frontier(
     size: u64,
 ) -> rusqlite::Result<Frontier> {
     let mut tree = frontier.clone();
-    let mut stmt = conn
-        .prepare_cached("SELECT leaf_hash FROM events WHERE seq > ?1 AND seq <= ?2 ORDER BY seq")?;
-    let mut rows = stmt.query([frontier.size() as i64, size as i64])?;
-    while let Some(row) = rows.next()? {
-        let leaf: Vec<u8> = row.get(0)?;
-        let leaf: Hash = leaf.try_into().map_err(|_| {
-            rusqlite::Error::InvalidColumnType(0, "leaf_hash".into(), rusqlite::types::Type::Blob)
-        })?;
+    for leaf in leaf_hashes(conn, frontier.size(), size)? {
         tree.append(leaf);
     }
     Ok(tree)
 }
 
+/// The stored leaf hashes of the events `after < seq <= upto`, in order (fewer if the events
+/// stop early; callers compare).
+pub(crate) fn leaf_hashes(conn: &Connection, after: u64, upto: u64) -> rusqlite::Result<Vec<Hash>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT leaf_hash FROM events WHERE seq > ?1 AND seq <= ?2 ORDER BY seq")?;
+    let mut rows = stmt.query([after as i64, upto as i64])?;
+    let mut leaves = Vec::new();
+    while let Some(row) = rows.next()? {
+        let leaf: Vec<u8> = row.get(0)?;
+        leaves.push(leaf.try_into().map_err(|_| {
+            rusqlite::Error::InvalidColumnType(0, "leaf_hash".into(), rusqlite::types::Type::Blob)
+        })?);
+    }
+    Ok(leaves)
+}
+
 /// Reads a `checkpoints` row selected as `size, time, note, frontier`.
-pub(crate) fn checkpoint_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<crate::StoredCheckpoint> {
-    let size: i64 = row.get(0)?;
-    let frontier: Vec<u8> = row.get(3)?;
-    let root = frontier_from_bytes(size as u64, &frontier)
-        .map(|f| f.root())
-        .ok_or_else(|| {
-            rusqlite::Error::InvalidColumnType(3, "frontier".into(), rusqlite::types::Type::Blob)
-        })?;
-    Ok(crate::StoredCheckpoint {
-        size: size as u64,
-        root,
+fn checkpoint_row(
+    row: &rusqlite::Row<'_>,
+) -> rusqlite::Result<(crate::StoredCheckpoint, Frontier)> {
+    let size = row.get::<_, i64>(0)? as u64;
+    let bytes: Vec<u8> = row.get(3)?;
+    let frontier = frontier_from_bytes(size, &bytes).ok_or_else(|| {
+        rusqlite::Error::InvalidColumnType(3, "frontier".into(), rusqlite::types::Type::Blob)
+    })?;
+    let checkpoint = crate::StoredCheckpoint {
+        size,
+        root: frontier.root(),
         time: row.get(1)?,
         note: row.get(2)?,
-    })
+    };
+    Ok((checkpoint, frontier))
 }
 
 /// A frontier from its stored form; `None` if the bytes cannot be one of that size.

@@ -28,7 +28,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use sha2::{Digest as _, Sha256};
 
 use crate::checkpoint::{
-    COSIGNATURE_ALG, Checkpoint, CheckpointError, Signer, Verifier, parse_key_string,
+    COSIGNATURE_ALG, Checkpoint, CheckpointError, Signer, Verifier, parse_key_string, split_note,
 };
 use crate::merkle::{self, Hash, ProofError};
 
@@ -165,14 +165,6 @@ impl CosignatureVerifier {
         let (body, lines) = split_note(note)?;
         Ok((body, self.verify_lines(body, lines)?))
     }
-}
-
-/// Splits a signed note into its body (ending in a newline) and its signature lines.
-fn split_note(note: &str) -> Result<(&str, &str), CheckpointError> {
-    let split = note.rfind("\n\n").ok_or_else(|| {
-        CheckpointError::MalformedNote("no blank line before the signatures".into())
-    })?;
-    Ok((&note[..split + 1], &note[split + 2..]))
 }
 
 /// Parses signature lines (`— <name> <base64>`, each ending in a newline; at least one).

@@ -364,15 +364,9 @@ impl Writer {
     /// One transaction. Returns, per entry, its sequence number, or `None` if its id was
     /// already stored. Any other error fails the whole transaction.
     fn write(&mut self, entries: &[Entry]) -> Result<Vec<Option<u64>>, String> {
+        self.ensure_open().map_err(|err| err.to_string())?;
         let cause =
             |err: rusqlite::Error| format!("cannot write audit log {}: {err}", self.path.display());
-        if self.conn.is_none() {
-            let (conn, next_seq) =
-                store::open_writer(&self.path, self.durability, self.max_page_count)
-                    .map_err(|err| err.to_string())?;
-            self.conn = Some(conn);
-            self.next_seq = next_seq;
-        }
         let Some(conn) = self.conn.as_mut() else {
             unreachable!("connection opened above");
         };
@@ -494,6 +488,18 @@ impl Writer {
         Ok(outcomes)
     }
 
+    /// Opens the connection if a failure closed it; reopening re-reads the committed
+    /// high-water mark.
+    fn ensure_open(&mut self) -> Result<(), AuditError> {
+        if self.conn.is_none() {
+            let (conn, next_seq) =
+                store::open_writer(&self.path, self.durability, self.max_page_count)?;
+            self.conn = Some(conn);
+            self.next_seq = next_seq;
+        }
+        Ok(())
+    }
+
     /// Whether the ticker should force a checkpoint: events arrived since the last one and
     /// the interval has passed.
     fn checkpoint_due(&self) -> bool {
@@ -509,15 +515,10 @@ impl Writer {
         witness: &str,
         line: &str,
     ) -> Result<(), AuditError> {
+        self.ensure_open()?;
         let cause = |err: rusqlite::Error| AuditError::Write {
             cause: format!("cannot write audit log {}: {err}", self.path.display()),
         };
-        if self.conn.is_none() {
-            let (conn, next_seq) =
-                store::open_writer(&self.path, self.durability, self.max_page_count)?;
-            self.conn = Some(conn);
-            self.next_seq = next_seq;
-        }
         let Some(conn) = self.conn.as_ref() else {
             unreachable!("connection opened above");
         };

@@ -468,22 +468,14 @@ fn start_publisher(config: &Config, audit: &AuditLog) -> Result<Option<Publisher
     }
     let mut witnesses = Vec::new();
     for witness in &config.audit.witnesses {
-        let text = std::fs::read_to_string(&witness.key)
-            .with_context(|| format!("reading the witness key {}", witness.key.display()))?;
-        let key = portcullis_audit::witness::CosignatureVerifier::parse(&text)
-            .with_context(|| format!("the witness key {}", witness.key.display()))?;
+        let key = portcullis_audit::keys::load_cosignature_verifier(&witness.key)
+            .context("loading a witness key (audit.witnesses.key)")?;
         witnesses.push(WitnessSink {
             url: witness.url.clone(),
             key,
         });
     }
-    let Some(key_dir) = &config.audit.signing_key else {
-        bail!("audit.checkpoint_dir and audit.witnesses need audit.signing_key");
-    };
-    let (_, public) = portcullis_audit::keys::key_paths(key_dir, portcullis_audit::keys::AUDIT_KEY);
     let sinks = Sinks {
-        own_key: portcullis_audit::keys::load_verifier(&public)?,
-        origin: config.audit_origin(),
         directory: config.audit.checkpoint_dir.clone(),
         witnesses,
     };

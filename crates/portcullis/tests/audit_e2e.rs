@@ -68,18 +68,13 @@ impl Drop for Witness {
 impl Witness {
     fn start(keys: &Path, state: &Path, log_key: &Path) -> Witness {
         let port = free_port();
-        let child = Command::new(binary())
-            .args(["witness", "--key", path(keys), "--state", path(state)])
+        let mut cmd = Command::new(binary());
+        cmd.args(["witness", "--key", path(keys), "--state", path(state)])
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--log-key", path(log_key)])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the witness did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            .stdout(Stdio::null());
+        let addr = format!("127.0.0.1:{port}").parse().unwrap();
+        let (child, _) = start_and_wait(&mut cmd, addr, "witness");
         Witness {
             child,
             url: format!("http://127.0.0.1:{port}"),

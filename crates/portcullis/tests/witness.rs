@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -51,32 +50,9 @@ impl WitnessServer {
     fn start(key: &Path, state: &Path, log_keys: &[&Path]) -> WitnessServer {
         let port = common::free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let mut child = witness_command(key, state, &addr.to_string(), log_keys)
-            .env("PORTCULLIS_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[witness] {line}");
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(addr).is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "witness exited during start-up: {status}; stderr: {:?}",
-                    lines.lock().unwrap()
-                );
-            }
-            assert!(Instant::now() < deadline, "witness did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let mut cmd = witness_command(key, state, &addr.to_string(), log_keys);
+        cmd.env("PORTCULLIS_LOG", "info").stdout(Stdio::null());
+        let (child, lines) = common::start_and_wait(&mut cmd, addr, "witness");
         WitnessServer {
             addr,
             child,

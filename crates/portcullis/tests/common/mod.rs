@@ -21,7 +21,35 @@ pub struct Gateway {
     env: Vec<(String, String)>,
 }
 
-type Lines = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+pub type Lines = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// Starts `cmd` with its stderr piped (echoed with `[label]` and collected) and waits until
+/// something accepts connections on `addr`; panics with the stderr if the process exits first.
+pub fn start_and_wait(cmd: &mut Command, addr: SocketAddr, label: &str) -> (Child, Lines) {
+    let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    let prefix = format!("[{label}]");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("{prefix} {line}");
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "{label} exited during start-up: {status}; stderr: {:?}",
+                lines.lock().unwrap()
+            );
+        }
+        assert!(Instant::now() < deadline, "{label} did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child, lines)
+}
 
 /// Runs `portcullis serve --config <path>` and waits until it accepts connections.
 fn spawn(path: &Path, addr: SocketAddr, env: &[(String, String)]) -> (Child, Lines) {
@@ -35,28 +63,7 @@ fn spawn(path: &Path, addr: SocketAddr, env: &[(String, String)]) -> (Child, Lin
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let sink = lines.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("[gateway] {line}");
-            sink.lock().unwrap().push(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(addr).is_err() {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "gateway exited during start-up: {status}; stderr: {:?}",
-                lines.lock().unwrap()
-            );
-        }
-        assert!(Instant::now() < deadline, "gateway did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (child, lines)
+    start_and_wait(&mut cmd, addr, "gateway")
 }
 
 impl Drop for Gateway {
