@@ -494,7 +494,12 @@ impl Profile {
                 .build(&c.pattern)
                 .map_err(|e| MaskError::BadPattern {
                     detector: c.name.clone(),
-                    message: e.to_string(),
+                    // The build error only says which pattern failed; the syntax error under
+                    // it says where and why.
+                    message: match e.syntax_error() {
+                        Some(syntax) => syntax.to_string(),
+                        None => e.to_string(),
+                    },
                 })?;
             let style = c.style.unwrap_or_else(|| style_for(&c.name, None));
             det_of.push(dets.len() as u16);

@@ -246,6 +246,10 @@ fn init_logging() {
 fn check_config(path: &Path) -> Result<()> {
     let config = Config::load(path)?;
     let policy = Policy::compile(&config)?;
+    // The masking profiles are compiled as `serve` would (patterns, detector names, keys),
+    // so a file that would not start is not called valid.
+    portcullis_proxy_mcp::masking::Masks::compile(&config)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     println!("{}: valid", path.display());
     println!(
         "  gateway {} listening on {} ({}), data in {}",

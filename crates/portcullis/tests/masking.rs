@@ -226,3 +226,36 @@ mask = "default"
     assert!(paths.contains(&"$.params.message"), "{paths:?}");
     assert!(paths.contains(&"$.content[0].text"), "{paths:?}");
 }
+
+/// `check-config` compiles the masking profiles as `serve` would: a typo in a detector name
+/// or a broken custom pattern is reported with where and why, not called valid.
+#[test]
+fn check_config_refuses_a_profile_that_would_not_compile() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "detectors = [\"emial\"]\n",
+            "unknown detector or group \"emial\"",
+        ),
+        (
+            "[[masks.pii.custom]]\nname = \"employee_id\"\npattern = \"EMP-((\"\n",
+            "custom detector \"employee_id\": invalid pattern: regex parse error",
+        ),
+    ];
+    for (profile, expected) in cases {
+        let path = dir.path().join("portcullis.toml");
+        std::fs::write(&path, format!("[masks.pii]\n{profile}")).unwrap();
+        let out = std::process::Command::new(binary())
+            .arg("check-config")
+            .arg(&path)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{profile}: {stderr}");
+        assert!(
+            stderr.contains("masks.pii") && stderr.contains(expected),
+            "{stderr}"
+        );
+    }
+}
