@@ -47,6 +47,9 @@ fn write_event(out: &mut Vec<u8>, event: &AuditEvent) {
         duration_ms,
         detail,
         approval,
+        grant,
+        reason,
+        break_glass,
         findings,
         masked,
     } = event;
@@ -60,6 +63,10 @@ fn write_event(out: &mut Vec<u8>, event: &AuditEvent) {
         obj.key("arguments");
         write_digest(obj.out, d);
     }
+    if *break_glass {
+        obj.key("break_glass");
+        obj.out.extend_from_slice(b"true");
+    }
     obj.opt_str("decision", decision.as_deref());
     obj.opt_str("detail", detail.as_deref());
     if let Some(ms) = duration_ms {
@@ -71,6 +78,7 @@ fn write_event(out: &mut Vec<u8>, event: &AuditEvent) {
         write_findings(obj.out, findings);
     }
     obj.str("gateway", gateway);
+    obj.opt_str("grant", grant.as_deref());
     obj.str("id", id);
     if let Some(identity) = identity {
         obj.key("identity");
@@ -82,6 +90,7 @@ fn write_event(out: &mut Vec<u8>, event: &AuditEvent) {
     }
     obj.str("outcome", &serde_name(outcome));
     obj.opt_str("policy_version", policy_version.as_deref());
+    obj.opt_str("reason", reason.as_deref());
     obj.opt_str("request_id", request_id.as_deref());
     obj.opt_str("resource", resource.as_deref());
     if let Some(d) = result {
@@ -305,6 +314,9 @@ mod tests {
             duration_ms: Some(duration),
             detail: Some(format!("line\nbreak\t{text}\u{1}")),
             approval: Some("ap".into()),
+            grant: Some("gr".into()),
+            reason: Some(format!("because {text}")),
+            break_glass: true,
             findings: Some(vec![DataFinding {
                 detector: "credit_card".into(),
                 path: "$.arguments.card".into(),
@@ -361,6 +373,8 @@ mod tests {
         sparse.identity = None;
         sparse.arguments = None;
         sparse.detail = None;
+        sparse.break_glass = false;
+        sparse.grant = None;
         sparse.duration_ms = None;
         assert_eq!(canonical_bytes(&sparse), canonicalize(&sparse));
     }

@@ -325,6 +325,9 @@ impl AuditLog {
             duration_ms: None,
             detail: None,
             approval: None,
+            grant: None,
+            reason: None,
+            break_glass: false,
             findings: None,
             masked: None,
         }

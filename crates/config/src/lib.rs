@@ -53,6 +53,9 @@ pub struct Config {
     /// be redefined.
     #[serde(default)]
     pub masks: BTreeMap<String, MaskProfile>,
+    /// `[approvals]`: break-glass approvers and notifications for held requests and grants.
+    #[serde(default)]
+    pub approvals: Approvals,
     /// Where the file was read from (not part of the TOML).
     #[serde(skip)]
     pub source: SourceFile,
@@ -101,7 +104,10 @@ pub struct Gateway {
     /// Address of the MCP and HTTP front door. Default: `127.0.0.1:8080`.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
-    /// Address of the admin API and console (used by later features). Optional.
+    /// Address of the admin API (approvals, grants; JSON over HTTP, authenticated like the
+    /// front door). Served over `[gateway.tls]` when that is set. Without it, held requests
+    /// can still be decided only if another gateway process serves the API for this data
+    /// directory, so set it whenever a rule holds. Optional.
     #[serde(default)]
     pub admin_listen: Option<SocketAddr>,
     /// Directory of the embedded store (SQLite audit log). Created if missing.
@@ -384,16 +390,75 @@ pub struct Rule {
     /// For `deny`: the message the caller gets.
     #[serde(default)]
     pub reason: Option<String>,
-    /// For `hold`: the groups whose members may approve.
+    /// For `hold`, and for `requires_grant`: the groups whose members may approve. The
+    /// requester never may approve their own request, whatever their groups.
     #[serde(default)]
     pub approvers: Vec<String>,
-    /// For `hold`: how long the request may wait. Default: `15m`.
+    /// For `hold` and `requires_grant`: how many distinct approvers must approve. Default: 1.
+    #[serde(default = "default_min_approvals")]
+    pub min_approvals: u32,
+    /// For `hold` and `requires_grant`: how long a request may wait for a decision.
+    /// Default: `15m`.
     #[serde(default = "default_hold_timeout", deserialize_with = "de_duration")]
     pub timeout: Duration,
+    /// For `hold`: the requester must give a reason (MCP: `_meta["dev.portcullis/reason"]`;
+    /// HTTP: the `Portcullis-Reason` header). Grant requests always need one.
+    #[serde(default)]
+    pub require_reason: bool,
+    /// For `allow`: the rule allows only callers holding an active just-in-time grant
+    /// (`portcullis access request`) that covers the request; `approvers` decide grants.
+    #[serde(default)]
+    pub requires_grant: bool,
+    /// For `requires_grant`: the longest grant that may be asked for. Default: `8h`.
+    #[serde(default = "default_max_grant", deserialize_with = "de_duration")]
+    pub max_grant: Duration,
     /// For `allow`: the masking profile (`[masks.NAME]`, or `default`) applied to what comes
     /// back: tool results, resource contents, prompt messages.
     #[serde(default)]
     pub mask: Option<String>,
+}
+
+/// `[approvals]`: how people are asked, and who may decide in an emergency.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Approvals {
+    /// Groups whose members may approve any held request or grant, their own included, in an
+    /// emergency. Such a decision needs a reason and is flagged `break_glass` in the audit log.
+    #[serde(default)]
+    pub break_glass_groups: Vec<String>,
+    /// The admin API's URL as approvers reach it, for links in notifications. Default:
+    /// `http://<gateway.admin_listen>`.
+    #[serde(default)]
+    pub admin_url: Option<String>,
+    /// Where approvers are told that something waits for them.
+    #[serde(default)]
+    pub webhooks: Vec<Webhook>,
+}
+
+/// `[[approvals.webhooks]]`: one notification endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    /// An `https://` URL (`http://` only on loopback).
+    pub url: String,
+    /// `json` (a generic payload, the default) or `slack` (a Slack incoming-webhook message).
+    #[serde(default)]
+    pub format: WebhookFormat,
+    /// Environment variable holding the HMAC-SHA256 key that signs each delivery
+    /// (`Portcullis-Signature: t=<unix time>,v1=<hex HMAC of "<t>.<body>">`). Required.
+    pub secret_env: String,
+    /// Deliveries tried per notification, with exponential backoff (1 s, 2 s, 4 s ... capped
+    /// at 60 s). Default: 5.
+    #[serde(default = "default_webhook_attempts")]
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    #[default]
+    Json,
+    Slack,
 }
 
 /// `[masks.NAME]`: what a masking profile finds and how it hides it.
@@ -610,6 +675,59 @@ impl Config {
         Ok(())
     }
 
+    fn validate_approvals(&self) -> Result<(), ConfigError> {
+        let src = &self.source;
+        if let Some(admin) = self.gateway.admin_listen
+            && self.gateway.tls.is_none()
+            && !self.gateway.allow_plain_http
+            && !admin.ip().is_loopback()
+        {
+            return Err(src.error_at(
+                find_text(&src.text, "admin_listen"),
+                format!(
+                    "gateway.admin_listen: {admin} is reachable from the network, so approvers' credentials would cross it in clear text; configure [gateway.tls], or set gateway.allow_plain_http = true behind a TLS proxy"
+                ),
+            ));
+        }
+        for (i, hook) in self.approvals.webhooks.iter().enumerate() {
+            let at = |m: String| src.error_at(find_text(&src.text, &hook.url), m);
+            let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+                .iter()
+                .any(|p| hook.url.starts_with(p));
+            if !hook.url.starts_with("https://") && !loopback {
+                return Err(at(format!(
+                    "approvals.webhooks[{i}].url: {:?} must be an https:// URL (http:// only on loopback): notifications name people and requests",
+                    hook.url
+                )));
+            }
+            if hook.secret_env.is_empty() {
+                return Err(at(format!(
+                    "approvals.webhooks[{i}].secret_env: must name an environment variable"
+                )));
+            }
+            if !(1..=20).contains(&hook.max_attempts) {
+                return Err(at(format!(
+                    "approvals.webhooks[{i}].max_attempts: must be between 1 and 20"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The admin API's URL for approvers: configured, or derived from `admin_listen`.
+    pub fn admin_url(&self) -> Option<String> {
+        if let Some(url) = &self.approvals.admin_url {
+            return Some(url.trim_end_matches('/').to_string());
+        }
+        let addr = self.gateway.admin_listen?;
+        let scheme = if self.gateway.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        Some(format!("{scheme}://{addr}"))
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let src = &self.source;
         if self.gateway.max_message_bytes < 1024 {
@@ -631,6 +749,7 @@ impl Config {
             ));
         }
         self.validate_audit()?;
+        self.validate_approvals()?;
         for (name, target) in &self.targets {
             let at = |m: String| src.error_at(find_table(&src.text, name), m);
             if !valid_name(name) {
@@ -769,9 +888,31 @@ impl Config {
                     ));
                 }
             }
+            let at = |m: String| src.error_at(rule.name.span(), format!("rules[{i}] ({name}).{m}"));
+            if rule.min_approvals == 0 {
+                return Err(at("min_approvals: must be at least 1".into()));
+            }
+            if rule.timeout < Duration::from_secs(1) {
+                return Err(at("timeout: must be at least 1s".into()));
+            }
+            if rule.requires_grant {
+                if rule.decision != RuleDecision::Allow {
+                    return Err(at(
+                        "requires_grant: only an allow rule can require a grant".into()
+                    ));
+                }
+                if rule.approvers.is_empty() {
+                    return Err(at("approvers: a rule that requires a grant must name the groups that may approve grants".into()));
+                }
+                if rule.max_grant < Duration::from_secs(60) {
+                    return Err(at("max_grant: must be at least 1m".into()));
+                }
+            }
             match rule.decision {
                 RuleDecision::Hold if rule.approvers.is_empty() => {
-                    return Err(src.error_at(rule.name.span(), format!("rules[{i}] ({name}).approvers: a hold rule must name the groups that may approve")));
+                    return Err(at(
+                        "approvers: a hold rule must name the groups that may approve".into(),
+                    ));
                 }
                 RuleDecision::Deny | RuleDecision::Hold if rule.mask.is_some() => {
                     return Err(src.error_at(
@@ -896,6 +1037,15 @@ fn default_auth_header() -> String {
 fn default_auth_prefix() -> String {
     "Bearer ".into()
 }
+fn default_min_approvals() -> u32 {
+    1
+}
+fn default_max_grant() -> Duration {
+    Duration::from_secs(8 * 3600)
+}
+fn default_webhook_attempts() -> u32 {
+    5
+}
 fn default_hold_timeout() -> Duration {
     Duration::from_secs(15 * 60)
 }
@@ -925,6 +1075,63 @@ mod tests {
         assert_eq!(config.audit_origin(), "portcullis/gw-eu-1");
         assert_eq!(config.audit.witnesses.len(), 1);
         assert_eq!(config.audit.checkpoint_every, 1000);
+        assert_eq!(config.approvals.webhooks.len(), 1);
+        assert!(config.rules.iter().any(|r| r.requires_grant));
+        assert_eq!(
+            config.admin_url().as_deref(),
+            Some("https://portcullis-admin.example.com")
+        );
+    }
+
+    #[test]
+    fn approval_settings_are_checked() {
+        let rule = |extra: &str| {
+            parse(&format!(
+                "{TARGET}[[rules]]\nname = \"r\"\ntarget = \"tools\"\n{extra}\n"
+            ))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        };
+        let cases = [
+            (
+                "decision = \"deny\"\nrequires_grant = true\napprovers = [\"a\"]",
+                "only an allow rule can require a grant",
+            ),
+            (
+                "requires_grant = true",
+                "must name the groups that may approve grants",
+            ),
+            (
+                "decision = \"hold\"\napprovers = [\"a\"]\nmin_approvals = 0",
+                "min_approvals: must be at least 1",
+            ),
+            (
+                "requires_grant = true\napprovers = [\"a\"]\nmax_grant = \"10s\"",
+                "max_grant: must be at least 1m",
+            ),
+        ];
+        for (extra, expected) in cases {
+            let err = rule(extra).unwrap_err();
+            assert!(err.contains(expected), "{extra}: {err}");
+        }
+        assert!(rule("requires_grant = true\napprovers = [\"a\"]\nmax_grant = \"2h\"").is_ok());
+
+        let err = parse(
+            "[[approvals.webhooks]]\nurl = \"http://hooks.example.com/x\"\nsecret_env = \"S\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("must be an https:// URL"), "{err}");
+        assert!(
+            parse("[[approvals.webhooks]]\nurl = \"http://127.0.0.1:9/x\"\nsecret_env = \"S\"\n")
+                .is_ok()
+        );
+        let err = parse("[gateway]\nadmin_listen = \"0.0.0.0:8081\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("admin_listen"), "{err}");
+        let config = parse("[gateway]\nadmin_listen = \"127.0.0.1:8081\"\n").unwrap();
+        assert_eq!(config.admin_url().as_deref(), Some("http://127.0.0.1:8081"));
     }
 
     #[test]

@@ -115,6 +115,57 @@ pub struct Action<'a> {
     /// sends a card number or a secret to a tool.
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     pub findings: &'a [String],
+    /// The caller's active just-in-time grants on this target (unexpired, not revoked): a
+    /// rule with `requires_grant` allows only when one of them covers the request. The
+    /// adapter looks them up; policy, which has no clock, only matches them.
+    #[serde(skip_serializing_if = "<[ActiveGrant]>::is_empty")]
+    pub grants: &'a [ActiveGrant],
+}
+
+/// A time-boxed grant an approver gave a caller: access to a target, or to some of its
+/// tools or tables, until it expires or is revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActiveGrant {
+    /// The grant's id (the id of the approval that issued it).
+    pub id: String,
+    pub target: String,
+    /// Tool names, `prefix*` patterns or `*`; empty together with `tables`: the whole target.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<String>,
+    /// Table names (database targets).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<String>,
+}
+
+impl ActiveGrant {
+    /// Whether the grant covers acting on `resource` with `verb` on `target`. A grant naming
+    /// tools covers only `tools/call` of those tools; one naming tables only statements whose
+    /// tables it names; one naming neither covers everything on its target.
+    pub fn covers(&self, target: &str, verb: &str, resource: Option<&str>) -> bool {
+        if self.target != target {
+            return false;
+        }
+        if self.tools.is_empty() && self.tables.is_empty() {
+            return true;
+        }
+        let Some(resource) = resource else {
+            return false;
+        };
+        let listed = |list: &[String]| list.iter().any(|p| name_matches(p, resource));
+        match verb {
+            "tools/call" => listed(&self.tools),
+            _ => listed(&self.tables),
+        }
+    }
+}
+
+/// `*` matches everything, `prefix*` a prefix, anything else itself: the patterns a grant
+/// request may use (kept this small so an approver reads exactly what is asked).
+pub fn name_matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => pattern == name,
+    }
 }
 
 /// The outcome of a policy decision.
@@ -127,10 +178,23 @@ pub enum Decision {
     Deny {
         reason: Arc<str>,
     },
-    Hold {
-        approvers: Arc<[String]>,
-        timeout: Duration,
-    },
+    /// Wait for people to approve: what the approval must satisfy.
+    Hold(Arc<ApprovalRequirement>),
+}
+
+/// Who must approve a held request or a grant, how many, and how long they have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalRequirement {
+    /// Groups whose members may approve. The requester never may, whatever their groups.
+    pub approvers: Vec<String>,
+    /// Distinct approvers needed (at least 1).
+    pub min_approvals: u32,
+    /// How long the request waits for a decision before it expires.
+    pub timeout: Duration,
+    /// The requester must say why (MCP: `_meta`; HTTP: a header; grants: `--reason`).
+    pub require_reason: bool,
+    /// For grants: the longest a grant may last.
+    pub max_grant: Duration,
 }
 
 impl Decision {
@@ -138,7 +202,7 @@ impl Decision {
         match self {
             Decision::Allow { .. } => "allow",
             Decision::Deny { .. } => "deny",
-            Decision::Hold { .. } => "hold",
+            Decision::Hold(_) => "hold",
         }
     }
 }
@@ -151,6 +215,8 @@ pub struct Verdict {
     pub rule: Option<Arc<str>>,
     /// A hash of the compiled rule set, so every event names the exact policy it was judged by.
     pub policy_version: Arc<str>,
+    /// The just-in-time grant that let an allow with `requires_grant` through.
+    pub grant: Option<Arc<str>>,
 }
 
 impl Verdict {
@@ -207,6 +273,36 @@ pub enum EventType {
     GatewayStart,
     #[serde(rename = "gateway.stop")]
     GatewayStop,
+    /// A request was held, or a grant asked for; approvers are being asked.
+    #[serde(rename = "approval.requested")]
+    ApprovalRequested,
+    /// A notification about an approval was delivered (or finally failed).
+    #[serde(rename = "approval.notified")]
+    ApprovalNotified,
+    /// An approver approved (the approval may need more approvals before it is granted).
+    #[serde(rename = "approval.approved")]
+    ApprovalApproved,
+    /// An approver denied; the approval is over.
+    #[serde(rename = "approval.denied")]
+    ApprovalDenied,
+    /// An approved held request was forwarded.
+    #[serde(rename = "approval.released")]
+    ApprovalReleased,
+    /// Nobody decided in time.
+    #[serde(rename = "approval.expired")]
+    ApprovalExpired,
+    /// The held request ended without a decision: the caller went away, the gateway restarted.
+    #[serde(rename = "approval.cancelled")]
+    ApprovalCancelled,
+    /// An approved grant request became an active grant.
+    #[serde(rename = "grant.issued")]
+    GrantIssued,
+    /// A grant was revoked before its end.
+    #[serde(rename = "grant.revoked")]
+    GrantRevoked,
+    /// A grant reached its end.
+    #[serde(rename = "grant.expired")]
+    GrantExpired,
 }
 
 /// How a request ended.
@@ -275,9 +371,18 @@ pub struct AuditEvent {
     /// A human-readable explanation: why it was refused, what failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
-    /// Reserved for the approval workflow: the approval this request went through.
+    /// The approval this event is about, or that a held request went through.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<String>,
+    /// The just-in-time grant that allowed this request, or that this event is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<String>,
+    /// The reason a person gave: a requester for asking, an approver for deciding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// A break-glass decision: an emergency approver approved, possibly their own request.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub break_glass: bool,
     /// Sensitive data found in the request (the tool-call arguments), by detector and place:
     /// what policy saw. Never the values.
     #[serde(default, skip_serializing_if = "Option::is_none")]

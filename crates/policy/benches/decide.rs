@@ -82,6 +82,7 @@ fn bench(c: &mut Criterion) {
         resource: Some(tool),
         arguments: Some(&args),
         findings: &[],
+        grants: &[],
     };
     let allowed = action("read_invoice");
     let denied = action("admin_reset");

@@ -20,7 +20,9 @@ use cel::objects::{Key, Map as CelMap};
 use cel::{Context as CelContext, Env as CelEnv, Program, Value as CelValue};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use portcullis_config::{Config, ConfigError, RuleDecision};
-use portcullis_model::{Action, AuthMethod, Decision, Identity, IdentityKind, Verdict};
+use portcullis_model::{
+    Action, ApprovalRequirement, AuthMethod, Decision, Identity, IdentityKind, Verdict,
+};
 use sha2::{Digest as _, Sha256};
 
 /// Why a rule set could not be compiled. Every error names the file and line.
@@ -190,6 +192,9 @@ struct CompiledRule {
     /// Indexed by `Verb as usize` (tools, resources, prompts).
     globs: [Globs; 3],
     when: Option<Condition>,
+    /// `requires_grant`: the allow applies only with a grant covering the request, and this
+    /// is what a grant request under the rule must satisfy.
+    grant: Option<Arc<ApprovalRequirement>>,
 }
 
 fn kind_bit(kind: IdentityKind) -> u8 {
@@ -334,10 +339,7 @@ impl Policy {
                         None => Arc::from(format!("denied by rule {name}")),
                     },
                 },
-                RuleDecision::Hold => Decision::Hold {
-                    approvers: Arc::from(rule.approvers.clone()),
-                    timeout: rule.timeout,
-                },
+                RuleDecision::Hold => Decision::Hold(Arc::new(requirement(rule))),
             };
             rules.push(CompiledRule {
                 name: Arc::from(name.as_str()),
@@ -349,6 +351,7 @@ impl Policy {
                 whole_target: globs.iter().all(Globs::is_empty),
                 globs,
                 when,
+                grant: rule.requires_grant.then(|| Arc::new(requirement(rule))),
             });
         }
 
@@ -403,6 +406,7 @@ impl Policy {
             decision,
             rule: Some(rule.name.clone()),
             policy_version: self.version.clone(),
+            grant: None,
         }
     }
 
@@ -458,6 +462,32 @@ impl Policy {
             .map(|&i| &self.rules[i])
         {
             match self.condition(rule, &mut vars) {
+                Cond::True if rule.grant.is_some() => {
+                    match action
+                        .grants
+                        .iter()
+                        .find(|g| g.covers(action.target, action.verb, action.resource))
+                    {
+                        Some(grant) => {
+                            let mut verdict = self.verdict(rule, rule.decision.clone());
+                            verdict.grant = Some(Arc::from(grant.id.as_str()));
+                            return verdict;
+                        }
+                        None => {
+                            failed.get_or_insert_with(|| {
+                                format!(
+                                    " (rule {} allows it only with an active grant: ask for one with `portcullis access request --target {}{}`)",
+                                    rule.name,
+                                    action.target,
+                                    match (action.verb, action.resource) {
+                                        ("tools/call", Some(tool)) => format!(" --tools {tool}"),
+                                        _ => String::new(),
+                                    }
+                                )
+                            });
+                        }
+                    }
+                }
                 Cond::True => return self.verdict(rule, rule.decision.clone()),
                 Cond::False => {}
                 // Fail closed: an unjudgeable allow does not allow; tell why in the refusal.
@@ -488,7 +518,62 @@ impl Policy {
             },
             rule: None,
             policy_version: self.version.clone(),
+            grant: None,
         }
+    }
+
+    /// What a just-in-time grant for `identity` on `target` needs: the first `requires_grant`
+    /// rule on the target that applies to the caller and covers every tool asked for (every
+    /// tool of the target when none is named). Tables are for database targets, whose rules
+    /// cover statements rather than names, so any applicable rule covers them. `Err` says why
+    /// no grant can be asked for.
+    pub fn grant_requirement(
+        &self,
+        identity: &Identity,
+        target: &str,
+        tools: &[String],
+    ) -> Result<(Arc<str>, Arc<ApprovalRequirement>), String> {
+        let Some(index) = self.by_target.get(target) else {
+            return Err(format!("no target named {target:?}"));
+        };
+        let candidates = |verb: Verb| {
+            index.verbs[verb as usize]
+                .allow
+                .iter()
+                .map(|&i| &self.rules[i])
+                .filter(|r| r.grant.is_some() && r.who_matches(identity))
+                .collect::<Vec<_>>()
+        };
+        let rules = if tools.is_empty() {
+            candidates(Verb::Other)
+        } else {
+            candidates(Verb::Tools)
+                .into_iter()
+                .filter(|r| {
+                    r.whole_target
+                        || tools.iter().all(|t| {
+                            // A pattern asked for must lie inside the rule's globs: check
+                            // its literal part (a `prefix*` request needs the rule to cover
+                            // the prefix as a name pattern, tested with the pattern itself).
+                            r.globs[Verb::Tools as usize].matches(t)
+                        })
+                })
+                .collect()
+        };
+        rules
+            .first()
+            .and_then(|r| r.grant.clone().map(|g| (r.name.clone(), g)))
+            .ok_or_else(|| {
+                format!(
+                    "no rule on {target} grants {} to {} on request (a rule with requires_grant = true that applies to the caller)",
+                    if tools.is_empty() {
+                        "the whole target".to_string()
+                    } else {
+                        tools.join(", ")
+                    },
+                    identity.subject
+                )
+            })
     }
 
     /// For `tools/list` filtering: whether this caller may see this tool. True if some allow
@@ -526,6 +611,16 @@ impl Policy {
             Ok(other) => Cond::Error(format!("it gave {} instead of a bool", other.type_of())),
             Err(e) => Cond::Error(e.to_string()),
         }
+    }
+}
+
+fn requirement(rule: &portcullis_config::Rule) -> ApprovalRequirement {
+    ApprovalRequirement {
+        approvers: rule.approvers.clone(),
+        min_approvals: rule.min_approvals,
+        timeout: rule.timeout,
+        require_reason: rule.require_reason,
+        max_grant: rule.max_grant,
     }
 }
 
@@ -680,6 +775,12 @@ fn canonical_rules(config: &Config) -> String {
                 u64::from(rule.timeout.subsec_nanos())
             ],
             rule.mask,
+            [
+                u64::from(rule.min_approvals),
+                u64::from(rule.require_reason),
+                u64::from(rule.requires_grant),
+                rule.max_grant.as_secs()
+            ],
         ]);
         text.push_str(&line.to_string());
         text.push('\n');
@@ -690,7 +791,7 @@ fn canonical_rules(config: &Config) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use portcullis_model::TargetKind;
+    use portcullis_model::{ActiveGrant, TargetKind};
     use serde_json::json;
     use std::path::Path;
     use std::time::Duration;
@@ -735,6 +836,7 @@ mod tests {
             resource: Some(resource),
             arguments: args,
             findings: &[],
+            grants: &[],
         }
     }
 
@@ -823,13 +925,12 @@ mod tests {
             );
             let v = p.decide(&agent(), &call("refund_one", None));
             assert_eq!(label(&v), ("hold", "hold"));
-            assert_eq!(
-                v.decision,
-                Decision::Hold {
-                    approvers: vec!["leads".to_string()].into(),
-                    timeout: Duration::from_secs(300)
-                }
-            );
+            let Decision::Hold(requirement) = &v.decision else {
+                panic!("{v:?}")
+            };
+            assert_eq!(requirement.approvers, ["leads"]);
+            assert_eq!(requirement.timeout, Duration::from_secs(300));
+            assert_eq!(requirement.min_approvals, 1);
             assert_eq!(
                 label(&p.decide(&agent(), &call("lookup", None))),
                 ("allow", "allow")
@@ -889,6 +990,74 @@ mod tests {
                 ("deny", "no")
             );
         }
+    }
+
+    #[test]
+    fn requires_grant_allows_only_with_a_covering_grant() {
+        let p = policy(
+            "[[rules]]\nname = \"jit refunds\"\nwho.groups = [\"agents\"]\ntarget = \"billing\"\ntools = [\"refund_*\"]\nrequires_grant = true\napprovers = [\"leads\"]\nmin_approvals = 2\nmax_grant = \"1h\"\n",
+        );
+        let grant = |tools: &[&str], target: &str| ActiveGrant {
+            id: "apr_1".into(),
+            target: target.into(),
+            tools: tools.iter().map(|t| t.to_string()).collect(),
+            tables: Vec::new(),
+        };
+        let without = p.decide(&agent(), &call("refund_one", None));
+        assert_eq!(label(&without), ("deny", "default-deny"));
+        let Decision::Deny { reason } = &without.decision else {
+            panic!()
+        };
+        assert!(
+            reason.contains("only with an active grant")
+                && reason.contains("portcullis access request --target billing --tools refund_one"),
+            "{reason}"
+        );
+        for (grants, allowed) in [
+            (vec![grant(&["refund_one"], "billing")], true),
+            (vec![grant(&["refund_*"], "billing")], true),
+            (vec![grant(&[], "billing")], true),
+            (vec![grant(&["refund_two"], "billing")], false),
+            (vec![grant(&["refund_one"], "docs")], false),
+        ] {
+            let action = Action {
+                grants: &grants,
+                ..call("refund_one", None)
+            };
+            let v = p.decide(&agent(), &action);
+            assert_eq!(v.is_allow(), allowed, "{grants:?}");
+            assert_eq!(v.grant.as_deref(), allowed.then_some("apr_1"));
+        }
+        // A grant never widens a rule: a tool the rule does not name stays denied.
+        let all = [grant(&[], "billing")];
+        let other = Action {
+            grants: &all,
+            ..call("delete", None)
+        };
+        assert!(!p.decide(&agent(), &other).is_allow());
+
+        let (rule, requirement) = p
+            .grant_requirement(&agent(), "billing", &["refund_one".into()])
+            .unwrap();
+        assert_eq!(&*rule, "jit refunds");
+        assert_eq!(requirement.min_approvals, 2);
+        assert_eq!(requirement.max_grant, Duration::from_secs(3600));
+        assert!(
+            p.grant_requirement(&agent(), "billing", &["refund_*".into()])
+                .is_ok()
+        );
+        assert!(
+            p.grant_requirement(&agent(), "billing", &["delete".into()])
+                .is_err()
+        );
+        // The rule names tools, so it cannot grant the whole target.
+        assert!(p.grant_requirement(&agent(), "billing", &[]).is_err());
+        let outsider = who("eve", IdentityKind::Agent, &["other"]);
+        assert!(
+            p.grant_requirement(&outsider, "billing", &["refund_one".into()])
+                .is_err()
+        );
+        assert!(p.grant_requirement(&agent(), "nowhere", &[]).is_err());
     }
 
     #[test]

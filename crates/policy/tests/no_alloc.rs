@@ -69,6 +69,7 @@ fn decisions_without_conditions_do_not_allocate() {
         resource: Some(tool),
         arguments: Some(&args),
         findings: &[],
+        grants: &[],
     };
     let cases = [
         (action("read_invoice"), "allow"),

@@ -40,7 +40,7 @@ fn demo_keys(dir: &Path) -> Result<DemoKeys> {
     Ok(keys)
 }
 
-fn demo_config(listen: SocketAddr, keys: &DemoKeys) -> Result<String> {
+fn demo_config(listen: SocketAddr, admin: SocketAddr, keys: &DemoKeys) -> Result<String> {
     let exe = std::env::current_exe().context("cannot find the portcullis executable")?;
     let exe = serde_json::to_string(&exe.display().to_string())?;
     let agent = portcullis_identity::hash_api_key(&keys.agent);
@@ -51,6 +51,7 @@ fn demo_config(listen: SocketAddr, keys: &DemoKeys) -> Result<String> {
 [gateway]
 id = "portcullis-demo"
 listen = "{listen}"
+admin_listen = "{admin}"        # approvals and grants: `portcullis approvals ...`
 data_dir = "data"
 
 # Checkpoints of the audit log are signed with this key (kept apart from `data`) and
@@ -88,9 +89,10 @@ name = "refunds need a finance lead"
 who.groups = ["agents"]
 target = "billing"
 tools = ["refund_*"]
-decision = "hold"
-approvers = ["finance-leads"]
+decision = "hold"               # waits at the gateway until a finance lead decides
+approvers = ["finance-leads"]   # never the agent itself, whatever its groups
 timeout = "15m"
+require_reason = true           # the agent says why: _meta["dev.portcullis/reason"]
 
 [[rules]]
 name = "agents never delete customers"
@@ -114,7 +116,7 @@ styles = {{ credit_card = "partial" }}
     ))
 }
 
-pub async fn run(listen: SocketAddr, dir: &Path) -> Result<()> {
+pub async fn run(listen: SocketAddr, admin: SocketAddr, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let keys = demo_keys(dir)?;
     let audit_key = dir.join("audit-key");
@@ -126,7 +128,7 @@ pub async fn run(listen: SocketAddr, dir: &Path) -> Result<()> {
         )?;
     }
     let config_path = dir.join("portcullis.toml");
-    std::fs::write(&config_path, demo_config(listen, &keys)?)?;
+    std::fs::write(&config_path, demo_config(listen, admin, &keys)?)?;
     let config = Config::load(&config_path)?;
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let data_dir = config.gateway.data_dir.clone();
@@ -135,23 +137,27 @@ pub async fn run(listen: SocketAddr, dir: &Path) -> Result<()> {
         Ok(addr) => addr,
         Err(_) => return server.await?,
     };
-    print_instructions(addr, &keys, &config_path, &data_dir, dir);
+    print_instructions(addr, admin, &keys, &config_path, &data_dir, dir);
     server.await?
 }
 
 fn print_instructions(
     addr: SocketAddr,
+    admin: SocketAddr,
     keys: &DemoKeys,
     config: &Path,
     data_dir: &Path,
     dir: &Path,
 ) {
     let url = format!("http://{addr}/mcp/billing");
-    let call = |key: &str, tool: &str, args: &str| {
+    let call = |key: &str, tool: &str, args: &str, meta: &str| {
         format!(
-            "curl -s {url} -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n    -H 'Accept: application/json, text/event-stream' -H 'MCP-Protocol-Version: 2026-07-28' \\\n    -H 'Mcp-Method: tools/call' -H 'Mcp-Name: {tool}' \\\n    -d '{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{{\"name\":\"{tool}\",\"arguments\":{args},\"_meta\":{{\"io.modelcontextprotocol/protocolVersion\":\"2026-07-28\"}}}}}}'"
+            "curl -sN {url} -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n    -H 'Accept: application/json, text/event-stream' -H 'MCP-Protocol-Version: 2026-07-28' \\\n    -H 'Mcp-Method: tools/call' -H 'Mcp-Name: {tool}' \\\n    -d '{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{{\"name\":\"{tool}\",\"arguments\":{args},\"_meta\":{{\"io.modelcontextprotocol/protocolVersion\":\"2026-07-28\"{meta}}}}}}}'"
         )
     };
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "portcullis".into());
     println!(
         r#"
 Portcullis demo is running: {url}
@@ -165,8 +171,15 @@ Try it (each call is decided by policy and recorded):
   # and the audit event records what was masked (never the values)
   {allow}
 
-  # held for approval (rule "refunds need a finance lead"); approvals arrive in a later release, so it is refused
+  # held for approval (rule "refunds need a finance lead"): the call waits at the gateway,
+  # with progress messages saying where, until a finance lead decides (or 15 minutes pass)
   {hold}
+
+  # meanwhile, in another terminal, the finance lead (a human identity) decides; the agent
+  # can never approve its own request. Approved, the refund runs and the agent gets its result.
+  export PORTCULLIS_TOKEN={human} PORTCULLIS_ADMIN_URL=http://{admin}
+  {exe} approvals list
+  {exe} approvals approve <apr_... from the list> --reason "customer called, refund agreed"
 
   # denied (rule "agents never delete customers")
   {deny}
@@ -189,13 +202,24 @@ Stop with Ctrl-C.
         agent = keys.agent,
         human = keys.human,
         config = config.display(),
-        allow = call(&keys.agent, "lookup_customer", r#"{"customer":"cus_1001"}"#),
+        allow = call(
+            &keys.agent,
+            "lookup_customer",
+            r#"{"customer":"cus_1001"}"#,
+            ""
+        ),
         hold = call(
             &keys.agent,
             "refund_payment",
-            r#"{"customer":"cus_1001","amount":25}"#
+            r#"{"customer":"cus_1001","amount":25}"#,
+            r#","progressToken":"refund-1","dev.portcullis/reason":"customer asked for a refund of a duplicate charge""#
         ),
-        deny = call(&keys.agent, "delete_customer", r#"{"customer":"cus_1001"}"#),
+        deny = call(
+            &keys.agent,
+            "delete_customer",
+            r#"{"customer":"cus_1001"}"#,
+            ""
+        ),
         data = data_dir.display(),
         pubkey = dir.join("audit-key").join("audit.pub").display(),
         checkpoints = dir.join("checkpoints").display(),

@@ -18,6 +18,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use axum::serve::ListenerExt as _;
 use clap::{Parser, Subcommand, ValueEnum};
+use portcullis_approvals::Approvals;
 use portcullis_audit::publish::{Publisher, Sinks, WitnessSink};
 use portcullis_audit::{AuditLog, AuditReader};
 use portcullis_config::Config;
@@ -50,6 +51,9 @@ enum Command {
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Where the admin API (approvals) listens.
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        admin_listen: SocketAddr,
         /// Where the demo writes its configuration and data.
         #[arg(long, default_value = "portcullis-demo")]
         dir: PathBuf,
@@ -221,9 +225,13 @@ fn main() -> Result<()> {
             let config = Config::load(&config)?;
             runtime()?.block_on(serve(config, None))
         }
-        Command::Demo { listen, dir } => {
+        Command::Demo {
+            listen,
+            admin_listen,
+            dir,
+        } => {
             init_logging();
-            runtime()?.block_on(demo::run(listen, &dir))
+            runtime()?.block_on(demo::run(listen, admin_listen, &dir))
         }
     }
 }
@@ -498,7 +506,18 @@ pub async fn serve(
     let audit = open_audit_log(&config)?;
     let publisher = start_publisher(&config, &audit)?;
     let pins = Arc::new(Pins::open(&config.gateway.data_dir)?);
-    let gateway = Gateway::new(&config, auth, policy.clone(), audit.clone(), pins)?;
+    let approvals = Approvals::open(&config.gateway.data_dir, audit.clone(), &config)
+        .await
+        .context("opening the approvals store")?;
+    let sweeper_of_approvals = approvals.spawn_sweeper();
+    let gateway = Gateway::new(
+        &config,
+        auth.clone(),
+        policy.clone(),
+        audit.clone(),
+        pins,
+        approvals.clone(),
+    )?;
     // The certificate is loaded before anything is announced: a bad key fails the start.
     let tls = match &config.gateway.tls {
         Some(tls) => Some(
@@ -518,17 +537,85 @@ pub async fn serve(
         .await
         .with_context(|| format!("cannot listen on {}", config.gateway.listen))?;
     let addr = listener.local_addr()?;
+    let admin = match config.gateway.admin_listen {
+        Some(admin_addr) => {
+            let listener = tokio::net::TcpListener::bind(admin_addr)
+                .await
+                .with_context(|| format!("cannot listen on {admin_addr} (gateway.admin_listen)"))?;
+            let app = portcullis_console::router(portcullis_console::Admin {
+                auth,
+                policy: policy.clone(),
+                approvals: approvals.clone(),
+                audit: audit.clone(),
+            });
+            Some((listener, app))
+        }
+        None => {
+            if config
+                .rules
+                .iter()
+                .any(|r| r.decision == portcullis_config::RuleDecision::Hold || r.requires_grant)
+            {
+                tracing::warn!(
+                    "rules hold requests or require grants, but gateway.admin_listen is not set: nobody can decide them, so held requests will expire"
+                );
+            }
+            None
+        }
+    };
     let mut start = audit.event(EventType::GatewayStart, Outcome::Info);
+    let admin_addr = match &admin {
+        Some((listener, _)) => Some(listener.local_addr()?),
+        None => None,
+    };
     start.detail = Some(format!(
-        "listening on {addr} ({}); policy {}",
+        "listening on {addr} ({}){}; policy {}",
         if tls.is_some() { "https" } else { "http" },
+        admin_addr
+            .map(|a| format!(", admin API on {a}"))
+            .unwrap_or_default(),
         policy.version()
     ));
     audit
         .record(start)
         .await
         .context("the audit log cannot be written; refusing to start")?;
-    tracing::info!(%addr, tls = tls.is_some(), policy = policy.version(), targets = gateway.targets.len(), "portcullis is serving");
+    tracing::info!(%addr, admin = ?admin_addr, tls = tls.is_some(), policy = policy.version(), targets = gateway.targets.len(), "portcullis is serving");
+    let admin_server = admin.map(|(listener, app)| {
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let served = match tls {
+                None => axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown_signal())
+                    .await
+                    .map_err(anyhow::Error::from),
+                Some(tls) => {
+                    let handle = axum_server::Handle::new();
+                    let stopper = handle.clone();
+                    tokio::spawn(async move {
+                        shutdown_signal().await;
+                        stopper.graceful_shutdown(Some(Duration::from_secs(10)));
+                    });
+                    match listener.into_std() {
+                        Ok(std) => match axum_server::from_tcp(std) {
+                            Ok(server) => server
+                                .acceptor(axum_server::tls_rustls::RustlsAcceptor::new(tls))
+                                .handle(handle)
+                                .serve(app)
+                                .await
+                                .map_err(anyhow::Error::from),
+                            Err(e) => Err(e.into()),
+                        },
+                        Err(e) => Err(e.into()),
+                    }
+                }
+            };
+            if let Err(e) = served {
+                tracing::error!("the admin API stopped: {e}");
+            }
+        })
+    });
     if let Some(ready) = ready {
         let _ = ready.send(addr);
     }
@@ -551,14 +638,15 @@ pub async fn serve(
                 let _ = tcp.set_nodelay(true);
             });
             axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown_signal())
+                .with_graceful_shutdown(stopping(approvals.clone()))
                 .await?;
         }
         Some(tls) => {
             let handle = axum_server::Handle::new();
             let stopper = handle.clone();
+            let approvals = approvals.clone();
             tokio::spawn(async move {
-                shutdown_signal().await;
+                stopping(approvals).await;
                 stopper.graceful_shutdown(Some(Duration::from_secs(10)));
             });
             let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls)
@@ -571,6 +659,10 @@ pub async fn serve(
         }
     }
     sweeper.abort();
+    sweeper_of_approvals.abort();
+    if let Some(admin) = admin_server {
+        admin.abort();
+    }
     gateway.end_all().await;
     let stop = audit.event(EventType::GatewayStop, Outcome::Info);
     audit.record(stop).await?;
@@ -583,6 +675,15 @@ pub async fn serve(
     audit.close().await?;
     tracing::info!("portcullis stopped");
     Ok(())
+}
+
+/// Resolves when the gateway is asked to stop, after telling held callers: a request
+/// waiting for approval would otherwise keep its connection, and the stop, waiting.
+async fn stopping(approvals: Approvals) {
+    shutdown_signal().await;
+    approvals
+        .cancel_all_held("the gateway is stopping; send the request again once it is back")
+        .await;
 }
 
 async fn shutdown_signal() {

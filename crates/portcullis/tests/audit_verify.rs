@@ -38,7 +38,28 @@ fn fixture() -> &'static Path {
     FIXTURE.get_or_init(|| {
         // Statics are never dropped, so a temporary directory would outlive every run. One
         // fixed directory under cargo's scratch space instead, rebuilt by each run.
-        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("audit_verify_fixture");
+        // One per process: nextest runs each test in a process of its own, and they must not
+        // rebuild one shared directory under each other. Old ones are cleared away.
+        let scratch = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        if let Ok(entries) = std::fs::read_dir(&scratch) {
+            for entry in entries.flatten() {
+                let old = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > Duration::from_secs(3600));
+                if old
+                    && entry
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with("audit_verify_fixture")
+                {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        let root = scratch.join(format!("audit_verify_fixture-{}", std::process::id()));
         if root.exists() {
             std::fs::remove_dir_all(&root).unwrap();
         }

@@ -26,6 +26,7 @@ target = "billing"
 tools = ["refund_*"]
 decision = "hold"
 approvers = ["finance-leads"]
+timeout = "1s"                  # nobody decides in this test: the hold expires
 
 [[rules]]
 name = "agents never delete customers"
@@ -90,6 +91,14 @@ async fn modern_client_gets_allow_deny_hold_and_every_call_is_recorded() {
     .await;
     assert_eq!(held["error"]["code"], -32011);
     assert_eq!(held["error"]["data"]["rule"], "refunds need a finance lead");
+    assert_eq!(held["error"]["data"]["status"], "expired");
+    assert!(
+        held["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nobody decided"),
+        "{held}"
+    );
 
     let (_, denied) = modern_call(
         &client,

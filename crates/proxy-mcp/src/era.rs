@@ -20,14 +20,20 @@ pub const META_CLIENT: &str = "io.modelcontextprotocol/clientInfo";
 pub const META_SERVER: &str = "io.modelcontextprotocol/serverInfo";
 
 /// The facts about a request that the gateway reads from its `params`, in one parse.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct RequestFacts {
     /// `params.name` (tools, prompts) or `params.uri` (resources).
     pub name: Option<String>,
     pub arguments: Option<Value>,
     pub protocol_version: Option<String>,
     pub progress_token: Option<String>,
+    /// Why the caller asks, for a request a rule holds for approval:
+    /// `_meta["dev.portcullis/reason"]`, or the `Portcullis-Reason` header.
+    pub reason: Option<String>,
 }
+
+/// The `_meta` key carrying a requester's reason for a held request.
+pub const META_REASON: &str = "dev.portcullis/reason";
 
 #[derive(Deserialize)]
 struct ParamsView<'a> {
@@ -46,6 +52,8 @@ struct MetaView<'a> {
     protocol_version: Option<String>,
     #[serde(rename = "progressToken", borrow)]
     progress_token: Option<&'a RawValue>,
+    #[serde(rename = "dev.portcullis/reason")]
+    reason: Option<String>,
 }
 
 impl RequestFacts {
@@ -59,24 +67,26 @@ impl RequestFacts {
         }
         let view: ParamsView =
             serde_json::from_str(params.get()).map_err(|e| format!("invalid params: {e}"))?;
-        let (protocol_version, progress_token) = match view.meta {
+        let (protocol_version, progress_token, reason) = match view.meta {
             Some(raw) if raw.get().starts_with('{') => {
                 let m: MetaView = serde_json::from_str(raw.get())
                     .map_err(|e| format!("invalid params._meta: {e}"))?;
                 (
                     m.protocol_version,
                     m.progress_token.map(|t| t.get().to_string()),
+                    m.reason,
                 )
             }
-            Some(raw) if raw.get() == "null" => (None, None),
+            Some(raw) if raw.get() == "null" => (None, None, None),
             Some(_) => return Err("params._meta must be an object".into()),
-            None => (None, None),
+            None => (None, None, None),
         };
         Ok(RequestFacts {
             name: view.name.or(view.uri),
             arguments: view.arguments,
             protocol_version,
             progress_token,
+            reason,
         })
     }
 }

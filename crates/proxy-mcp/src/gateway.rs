@@ -12,12 +12,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use portcullis_approvals::{Approval, Approvals, HoldRequest, Status};
 use portcullis_audit::AuditLog;
 use portcullis_config::Config;
 use portcullis_identity::Authenticator;
 use portcullis_mask::{Profile, Report};
 use portcullis_model::{
-    Action, AuditEvent, Decision, EventType, Identity, Outcome, PayloadDigest, TargetKind, Verdict,
+    Action, ApprovalRequirement, AuditEvent, Decision, EventType, Identity, Outcome, PayloadDigest,
+    TargetKind, Verdict,
 };
 use portcullis_policy::Policy;
 use rand::RngCore as _;
@@ -162,6 +164,8 @@ pub struct Gateway {
     pub audit: AuditLog,
     pub pins: Arc<Pins>,
     pub masks: Masks,
+    /// Held requests wait here for people; grants are looked up here.
+    pub approvals: Approvals,
     pub targets: HashMap<String, Arc<TargetRuntime>>,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     http: reqwest::Client,
@@ -292,6 +296,7 @@ impl Gateway {
         policy: Arc<Policy>,
         audit: AuditLog,
         pins: Arc<Pins>,
+        approvals: Approvals,
     ) -> Result<Arc<Gateway>, GatewayError> {
         let mut targets = HashMap::new();
         for (name, target) in &config.targets {
@@ -382,6 +387,7 @@ impl Gateway {
             audit,
             pins,
             masks,
+            approvals,
             targets,
             sessions: Mutex::new(HashMap::new()),
             http,
@@ -871,9 +877,42 @@ impl Gateway {
         ev.policy_version = Some(self.policy.version().to_string());
 
         let planned = match self.decide(caller, target, &incoming, &mut ev) {
+            Ok(Decided {
+                mask,
+                hold: Some(requirement),
+            }) => {
+                // The wait for people runs where the rest of a forwarded request runs: in
+                // the pump, which survives the caller hanging up (and then cancels).
+                let held = HeldCall {
+                    id: incoming.id.to_owned(),
+                    method: incoming.method.to_string(),
+                    params: incoming.params.map(ToOwned::to_owned),
+                    facts: incoming.facts,
+                };
+                let gateway = self.clone();
+                let caller = caller.clone();
+                let target = target.clone();
+                let session = session.cloned();
+                pump = Pump(Some(Box::pin(async move {
+                    gateway
+                        .hold_then_forward(
+                            caller,
+                            target,
+                            session,
+                            held,
+                            requirement,
+                            mask,
+                            ev,
+                            tx,
+                            started,
+                        )
+                        .await
+                })));
+                return (rx, pump);
+            }
             // A request whose event could not be written is refused before it can act
             // upstream, not only withheld afterwards.
-            Ok(mask) => match self.audit.unavailable() {
+            Ok(Decided { mask, hold: None }) => match self.audit.unavailable() {
                 Some(cause) => Err(Refused::failed(
                     code::AUDIT_UNAVAILABLE,
                     format!("the audit log cannot record this request, so it is refused: {cause}"),
@@ -924,20 +963,20 @@ impl Gateway {
     /// Classify and decide: policy for the methods that act on something, the tool pin for
     /// tool calls; protocol methods (listing, ping, completion ...) are open to every
     /// authenticated caller, and lists are filtered on the way back. Returns the masking
-    /// profile the allowing rule names.
+    /// profile the allowing rule names, or what a hold needs.
     fn decide(
         &self,
         caller: &Caller,
         target: &TargetRuntime,
         incoming: &IncomingRequest<'_>,
         ev: &mut AuditEvent,
-    ) -> Result<Option<Arc<Profile>>, Refused> {
+    ) -> Result<Decided, Refused> {
         let IncomingRequest { method, facts, .. } = incoming;
         let method = *method;
         if !matches!(method, "tools/call" | "resources/read" | "prompts/get") {
             ev.decision = Some("allow".into());
             ev.rule = Some("protocol".into());
-            return Ok(None);
+            return Ok(Decided::default());
         }
         let Some(name) = facts.name.as_deref() else {
             let what = if method == "resources/read" {
@@ -959,6 +998,12 @@ impl Gateway {
             }
             None => Vec::new(),
         };
+        // Grants are looked up only while someone holds one.
+        let grants = if self.approvals.any_grants() {
+            self.approvals.active_grants(&caller.identity, &target.name)
+        } else {
+            Vec::new()
+        };
         let action = Action {
             target: &target.name,
             target_kind: TargetKind::Mcp,
@@ -966,10 +1011,12 @@ impl Gateway {
             resource: Some(name),
             arguments: facts.arguments.as_ref(),
             findings: &findings,
+            grants: &grants,
         };
         let verdict = self.policy.decide(&caller.identity, &action);
         ev.decision = Some(verdict.decision.label().to_string());
         ev.rule = Some(verdict.rule_label().to_string());
+        ev.grant = verdict.grant.as_deref().map(str::to_string);
         if let Some((code, message)) = refusal_of(&verdict, method, name) {
             let data = json!({
                 "decision": verdict.decision.label(),
@@ -1009,10 +1056,17 @@ impl Gateway {
             }
         }
         match &verdict.decision {
+            Decision::Hold(requirement) => Ok(Decided {
+                mask: None,
+                hold: Some(requirement.clone()),
+            }),
             Decision::Allow {
                 mask: Some(profile),
             } => match self.masks.profile(profile) {
-                Some(profile) => Ok(Some(profile)),
+                Some(profile) => Ok(Decided {
+                    mask: Some(profile),
+                    hold: None,
+                }),
                 // Configuration validation makes this unreachable; if it is reached anyway,
                 // nothing unmasked may leave.
                 None => Err(Refused::failed(
@@ -1022,7 +1076,201 @@ impl Gateway {
                     ),
                 )),
             },
-            _ => Ok(None),
+            _ => Ok(Decided::default()),
+        }
+    }
+
+    /// The held path: ask people, keep the caller informed while they decide, then forward
+    /// (approved) or refuse, naming the approval, the decision, who made it and why.
+    #[allow(clippy::too_many_arguments)]
+    async fn hold_then_forward(
+        self: Arc<Self>,
+        caller: Caller,
+        target: Arc<TargetRuntime>,
+        session: Option<Arc<Session>>,
+        call: HeldCall,
+        requirement: Arc<ApprovalRequirement>,
+        mask: Option<Arc<Profile>>,
+        mut ev: AuditEvent,
+        tx: mpsc::Sender<Inbound>,
+        started: Instant,
+    ) {
+        let client_id = call.id.get().to_string();
+        let what = format!(
+            "{} {:?}",
+            call.method,
+            call.facts.name.as_deref().unwrap_or("")
+        );
+        // Approvers see the arguments, masked with the default profile: a card number or a
+        // secret in them never reaches the approvals store or a notification.
+        let arguments = call.facts.arguments.clone().map(|mut value| {
+            if let Some(profile) = self.masks.profile(masking::DEFAULT_PROFILE) {
+                profile.mask_json(&mut value, "$.arguments", &mut Report::default());
+            }
+            value
+        });
+        let request = HoldRequest {
+            requester: (*caller.identity).clone(),
+            source: Some(caller.source.clone()),
+            target: target.name.to_string(),
+            action: call.method.clone(),
+            resource: call.facts.name.clone(),
+            arguments,
+            arguments_digest: ev.arguments.clone(),
+            reason: call.facts.reason.clone(),
+            rule: ev.rule.clone().unwrap_or_default(),
+            policy_version: ev.policy_version.clone().unwrap_or_default(),
+            requirement,
+            request_event: ev.id.clone(),
+        };
+        let mut held = match self.approvals.hold(request).await {
+            Ok(held) => held,
+            Err(e) => {
+                let (outcome, code) = match e {
+                    portcullis_approvals::ApprovalError::Invalid(_) => {
+                        (Outcome::Denied, code::POLICY_HOLD)
+                    }
+                    portcullis_approvals::ApprovalError::Audit(_) => {
+                        (Outcome::Failed, code::AUDIT_UNAVAILABLE)
+                    }
+                    _ => (Outcome::Failed, code::INTERNAL_ERROR),
+                };
+                let message = format!("{what} is held for approval but cannot wait: {e}");
+                ev.outcome = outcome;
+                ev.detail = Some(message.clone());
+                let data = json!({ "rule": &ev.rule, "event": &ev.id });
+                let answer = jsonrpc::error(Some(&client_id), code, &message, Some(data));
+                self.release(ev, answer, &client_id, started, &tx).await;
+                return;
+            }
+        };
+        let approval_id = held.id().to_string();
+        ev.approval = Some(approval_id.clone());
+        let waiting = awaiting_message(&held.approval, self.approvals.admin_url());
+        let outcome = {
+            let wait = held.outcome();
+            tokio::pin!(wait);
+            // Progress notifications keep the caller's stream alive and say where the
+            // request is; the spec wants the progress value to grow with each one.
+            let mut ticker = tokio::time::interval(HOLD_PROGRESS_EVERY);
+            let mut progress = 0u64;
+            loop {
+                tokio::select! {
+                    approval = &mut wait => break Some(approval),
+                    () = tx.closed() => break None,
+                    _ = ticker.tick(), if call.facts.progress_token.is_some() => {
+                        progress += 1;
+                        // The token goes back as the caller sent it (string or number).
+                        let token = call
+                            .facts
+                            .progress_token
+                            .as_deref()
+                            .and_then(|t| serde_json::from_str::<Value>(t).ok())
+                            .unwrap_or(Value::Null);
+                        let text = json!({
+                            "jsonrpc": "2.0",
+                            "method": "notifications/progress",
+                            "params": {
+                                "progressToken": token,
+                                "progress": progress,
+                                "message": &waiting,
+                            },
+                        })
+                        .to_string();
+                        let _ = tx.send(Inbound::Interim(text)).await;
+                    }
+                }
+            }
+        };
+        let Some(approval) = outcome else {
+            held.cancel("the caller went away while the request was held")
+                .await;
+            ev.outcome = Outcome::Failed;
+            ev.detail = Some(format!(
+                "the caller went away while {approval_id} waited for approval"
+            ));
+            ev.duration_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+            if let Err(e) = self.audit.record(ev).await {
+                tracing::error!("recording an abandoned held request: {e}");
+            }
+            return;
+        };
+        if approval.status != Status::Approved {
+            let (outcome, code, message) = hold_refusal(&what, &approval);
+            ev.outcome = outcome;
+            ev.detail = Some(message.clone());
+            let decided_by: Vec<Value> = approval
+                .votes
+                .iter()
+                .map(|v| {
+                    json!({
+                        "subject": &v.approver.subject,
+                        "decision": if v.approve { "approve" } else { "deny" },
+                        "reason": &v.reason,
+                        "time": &v.time,
+                    })
+                })
+                .collect();
+            let data = json!({
+                "approval": &approval.id,
+                "status": approval.status.as_str(),
+                "decided_by": decided_by,
+                "rule": &ev.rule,
+                "event": &ev.id,
+            });
+            let answer = jsonrpc::error(Some(&client_id), code, &message, Some(data));
+            self.release(ev, answer, &client_id, started, &tx).await;
+            return;
+        }
+        // Approved: the release is recorded before anything reaches the upstream.
+        if let Err(e) = held.released(&ev.id).await {
+            let message = format!("{what} was approved ({approval_id}) but {e}");
+            ev.outcome = Outcome::Failed;
+            ev.detail = Some(message.clone());
+            let answer = jsonrpc::error(Some(&client_id), code::AUDIT_UNAVAILABLE, &message, None);
+            self.release(ev, answer, &client_id, started, &tx).await;
+            return;
+        }
+        let incoming = IncomingRequest {
+            id: &call.id,
+            method: &call.method,
+            params: call.params.as_deref(),
+            facts: call.facts,
+        };
+        match self
+            .forward(&caller, &target, session.as_ref(), &incoming)
+            .await
+        {
+            Ok(Forward::Upstream(exchange)) => {
+                let exchange = Exchange { mask, ..exchange };
+                self.clone()
+                    .pump(
+                        caller,
+                        target,
+                        exchange,
+                        tx,
+                        ev,
+                        call.method,
+                        client_id,
+                        started,
+                    )
+                    .await;
+            }
+            Ok(Forward::Local(answer)) => {
+                ev.outcome = Outcome::Success;
+                self.release(ev, answer, &client_id, started, &tx).await;
+            }
+            Err(refused) => {
+                let answer = jsonrpc::error(
+                    Some(&client_id),
+                    refused.code,
+                    &refused.message,
+                    refused.data,
+                );
+                ev.outcome = refused.outcome;
+                ev.detail = Some(refused.message);
+                self.release(ev, answer, &client_id, started, &tx).await;
+            }
         }
     }
 
@@ -1499,24 +1747,98 @@ impl Gateway {
     }
 }
 
-/// The JSON-RPC error for a verdict that does not allow, or `None` for an allow.
+/// How often a held caller with a progress token hears that it is still waiting.
+const HOLD_PROGRESS_EVERY: Duration = Duration::from_secs(15);
+
+/// What the decision step found: the answer's masking profile, or what a hold needs.
+#[derive(Default)]
+struct Decided {
+    mask: Option<Arc<Profile>>,
+    hold: Option<Arc<ApprovalRequirement>>,
+}
+
+/// A held request, owned, so it can wait in a future of its own.
+struct HeldCall {
+    id: Box<RawValue>,
+    method: String,
+    params: Option<Box<RawValue>>,
+    facts: RequestFacts,
+}
+
+/// The progress message of a held request: what it waits for and where people decide.
+fn awaiting_message(approval: &Approval, admin_url: Option<&str>) -> String {
+    let mut text = format!(
+        "awaiting approval {} ({} approval(s) from {}, until {}): decide with `portcullis approvals approve {}`",
+        approval.id,
+        approval.min_approvals,
+        approval.approvers.join(", "),
+        approval.expires_at,
+        approval.id
+    );
+    if let Some(url) = admin_url {
+        text.push_str(&format!(" or at {url}/api/v1/approvals/{}", approval.id));
+    }
+    text
+}
+
+/// The outcome, code and message for a held request that was not approved.
+fn hold_refusal(what: &str, approval: &Approval) -> (Outcome, i64, String) {
+    match approval.status {
+        Status::Denied => {
+            let by = approval.votes.iter().find(|v| !v.approve);
+            let message = match by {
+                Some(v) => format!(
+                    "{what} was denied by {} at {} (approval {}): {}",
+                    v.approver.name(),
+                    v.time,
+                    approval.id,
+                    v.reason
+                ),
+                None => format!("{what} was denied (approval {})", approval.id),
+            };
+            (Outcome::Denied, code::POLICY_HOLD, message)
+        }
+        Status::Expired => (
+            Outcome::Denied,
+            code::POLICY_HOLD,
+            format!(
+                "{what} was held for approval {} and nobody decided before {}, so it is refused",
+                approval.id, approval.expires_at
+            ),
+        ),
+        Status::Cancelled => (
+            Outcome::Failed,
+            code::POLICY_HOLD,
+            format!(
+                "{what} was held for approval {} and cancelled: {}",
+                approval.id,
+                approval
+                    .closed_because
+                    .as_deref()
+                    .unwrap_or("no reason given")
+            ),
+        ),
+        // Still pending: the expiry could not be recorded. Fail closed.
+        Status::Pending | Status::Approved => (
+            Outcome::Failed,
+            code::AUDIT_UNAVAILABLE,
+            format!(
+                "{what} was held for approval {} and its end could not be recorded, so it is refused",
+                approval.id
+            ),
+        ),
+    }
+}
+
+/// The JSON-RPC error for a verdict that does not allow or hold, or `None`.
 fn refusal_of(verdict: &Verdict, method: &str, name: &str) -> Option<(i64, String)> {
     match &verdict.decision {
-        Decision::Allow { .. } => None,
+        Decision::Allow { .. } | Decision::Hold(_) => None,
         Decision::Deny { reason } => Some((
             code::POLICY_DENIED,
             format!(
                 "{method} {name:?} denied by rule {:?}: {reason}",
                 verdict.rule_label()
-            ),
-        )),
-        Decision::Hold { approvers, timeout } => Some((
-            code::POLICY_HOLD,
-            format!(
-                "{method} {name:?} is held for approval by rule {:?} (approvers: {}, timeout {}s); approvals are not available in this version of the gateway, so the request is refused",
-                verdict.rule_label(),
-                approvers.join(", "),
-                timeout.as_secs()
             ),
         )),
     }

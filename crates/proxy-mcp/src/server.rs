@@ -271,7 +271,15 @@ async fn post_message(
         Message::Response { .. } => None,
     };
     let facts = match RequestFacts::read(params) {
-        Ok(f) => f,
+        Ok(mut f) => {
+            if f.reason.is_none() {
+                f.reason = headers
+                    .get("portcullis-reason")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+            }
+            f
+        }
         Err(e) => {
             let id = match &message {
                 Message::Request { id, .. } => Some(id.get()),

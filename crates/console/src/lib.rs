@@ -1,0 +1,389 @@
+//! The admin API: approvals and just-in-time grants as JSON over HTTP.
+//!
+//! Served on `gateway.admin_listen`, apart from the front door, so that it can be firewalled
+//! to the people who decide. Callers authenticate exactly as they do at the front door (an
+//! API key or an OIDC token as a bearer credential): an approver is a named identity, and
+//! every decision in the audit log carries it. The API only asks the approvals service;
+//! who may decide what is the service's rule, and which rule a grant falls under is the
+//! policy's. The CLI (`portcullis approvals`, `portcullis access`) is a client of this API,
+//! and the web console will be another.
+//!
+//! Errors are `{"error": {"code", "message"}}` with a status that says what kind of problem
+//! it is: 401 who are you, 403 you may not, 404 no such thing (or not yours to see), 409 it
+//! is no longer in a state where that is possible, 400 the request is wrong, 503 the audit
+//! log cannot record the step.
+#![forbid(unsafe_code)]
+// Handlers return early with a ready `Response` as the error; boxing it would only move the
+// allocation, on a path that runs when a person clicks a button.
+#![allow(clippy::result_large_err)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use portcullis_approvals::{ApprovalError, Approvals, GrantRequest, GrantSpec};
+use portcullis_audit::AuditLog;
+use portcullis_identity::Authenticator;
+use portcullis_model::{EventType, Identity, Outcome};
+use portcullis_policy::Policy;
+use serde::Deserialize;
+use serde_json::json;
+
+/// The largest request body: a reason and a digest, or a grant request.
+const MAX_BODY: usize = 64 * 1024;
+/// The most records one list returns.
+const MAX_LIST: usize = 1000;
+
+/// What the admin API needs from the running gateway.
+#[derive(Clone)]
+pub struct Admin {
+    pub auth: Arc<Authenticator>,
+    pub policy: Arc<Policy>,
+    pub approvals: Approvals,
+    pub audit: AuditLog,
+}
+
+/// The admin API's routes. Serve with `into_make_service_with_connect_info::<SocketAddr>()`.
+pub fn router(admin: Admin) -> Router {
+    Router::new()
+        .route("/api/v1/whoami", get(whoami))
+        .route("/api/v1/approvals", get(list_approvals))
+        .route("/api/v1/approvals/{id}", get(show_approval))
+        .route("/api/v1/approvals/{id}/approve", post(approve))
+        .route("/api/v1/approvals/{id}/deny", post(deny))
+        .route("/api/v1/grants", get(list_grants).post(request_grant))
+        .route("/api/v1/grants/{id}/revoke", post(revoke_grant))
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint; see docs/approvals.md for the admin API",
+            )
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(Arc::new(admin))
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        Json(json!({ "error": { "code": code, "message": message } })),
+    )
+        .into_response()
+}
+
+fn refused(e: ApprovalError) -> Response {
+    let status = match &e {
+        ApprovalError::NotFound(_) | ApprovalError::GrantNotFound(_) => StatusCode::NOT_FOUND,
+        ApprovalError::NotApprover { .. }
+        | ApprovalError::SelfApproval { .. }
+        | ApprovalError::NotRevoker { .. } => StatusCode::FORBIDDEN,
+        ApprovalError::Decided { .. }
+        | ApprovalError::Expired { .. }
+        | ApprovalError::AlreadyVoted { .. }
+        | ApprovalError::DigestMismatch { .. }
+        | ApprovalError::GrantEnded { .. } => StatusCode::CONFLICT,
+        ApprovalError::Invalid(_) => StatusCode::BAD_REQUEST,
+        ApprovalError::Audit(_) => StatusCode::SERVICE_UNAVAILABLE,
+        ApprovalError::Store(_) | ApprovalError::Notify(_) => {
+            tracing::error!("admin API: {e}");
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    };
+    error(status, e.code(), &e.to_string())
+}
+
+/// A JSON body, or a 400/413/415 in the API's error shape.
+fn body<T>(parsed: Result<Json<T>, JsonRejection>) -> Result<T, Response> {
+    parsed.map(|Json(t)| t).map_err(|rejection| {
+        let status = rejection.status();
+        error(status, "invalid", &rejection.body_text())
+    })
+}
+
+/// The caller, authenticated as at the front door. A failure is recorded like one there.
+async fn caller(
+    admin: &Admin,
+    headers: &HeaderMap,
+    addr: SocketAddr,
+) -> Result<Identity, Response> {
+    let credential = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|c| !c.is_empty());
+    let Some(credential) = credential else {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "authentication required: send Authorization: Bearer <API key or OIDC token>",
+        ));
+    };
+    match admin.auth.authenticate(credential).await {
+        Ok(identity) => Ok(identity),
+        Err(e) => {
+            let mut ev = admin.audit.event(EventType::AuthFailure, Outcome::Rejected);
+            ev.source = Some(addr.to_string());
+            ev.target = Some("admin-api".into());
+            ev.detail = Some(format!("{}: {e}", e.code()));
+            if let Err(audit) = admin.audit.record(ev).await {
+                tracing::error!("cannot record an authentication failure: {audit}");
+            }
+            Err(error(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                &format!("invalid credentials: {e}"),
+            ))
+        }
+    }
+}
+
+async fn whoami(
+    State(admin): State<Arc<Admin>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    match caller(&admin, &headers, addr).await {
+        Ok(identity) => Json(json!({ "identity": identity })).into_response(),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    /// `pending` (default) or `all`.
+    status: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_approvals(
+    State(admin): State<Arc<Admin>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let identity = match caller(&admin, &headers, addr).await {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let Ok(Query(query)) = query else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "query: status=pending|all, limit=N",
+        );
+    };
+    let pending_only = match query.status.as_deref() {
+        None | Some("pending") => true,
+        Some("all") => false,
+        Some(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                &format!("status={other}: use pending or all"),
+            );
+        }
+    };
+    let limit = query.limit.unwrap_or(100).clamp(1, MAX_LIST);
+    match admin.approvals.list(&identity, pending_only, limit).await {
+        Ok(list) => Json(json!({ "approvals": list })).into_response(),
+        Err(e) => refused(e),
+    }
+}
+
+async fn show_approval(
+    State(admin): State<Arc<Admin>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let identity = match caller(&admin, &headers, addr).await {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    match admin.approvals.get(&identity, &id).await {
+        Ok(approval) => Json(approval).into_response(),
+        Err(e) => refused(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecisionBody {
+    reason: String,
+    /// The approval's `digest`, as the approver was shown it.
+    digest: String,
+}
+
+async fn decide(
+    admin: Arc<Admin>,
+    addr: SocketAddr,
+    headers: HeaderMap,
+    id: String,
+    parsed: Result<Json<DecisionBody>, JsonRejection>,
+    approve: bool,
+) -> Response {
+    let identity = match caller(&admin, &headers, addr).await {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let decision = match body(parsed) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    match admin
+        .approvals
+        .decide(&identity, &id, approve, &decision.reason, &decision.digest)
+        .await
+    {
+        Ok(approval) => Json(approval).into_response(),
+        Err(e) => refused(e),
+    }
+}
+
+async fn approve(
+    State(admin): State<Arc<Admin>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    parsed: Result<Json<DecisionBody>, JsonRejection>,
+) -> Response {
+    decide(admin, addr, headers, id, parsed, true).await
+}
+
+async fn deny(
+    State(admin): State<Arc<Admin>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    parsed: Result<Json<DecisionBody>, JsonRejection>,
+) -> Response {
+    decide(admin, addr, headers, id, parsed, false).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantBody {
+    target: String,
+    #[serde(default)]
+    tools: Vec<String>,
+    #[serde(default)]
+    tables: Vec<String>,
+    /// `30m`, `2h`.
+    duration: String,
+    reason: String,
+}
+
+async fn request_grant(
+    State(admin): State<Arc<Admin>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    parsed: Result<Json<GrantBody>, JsonRejection>,
+) -> Response {
+    let identity = match caller(&admin, &headers, addr).await {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let asked = match body(parsed) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let duration: Duration = match humantime::parse_duration(&asked.duration) {
+        Ok(d) => d,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                &format!(
+                    "duration {:?} is not a duration like \"30m\" or \"2h\": {e}",
+                    asked.duration
+                ),
+            );
+        }
+    };
+    // Which rule the grant would be used under decides who approves it and for how long.
+    let (rule, requirement) =
+        match admin
+            .policy
+            .grant_requirement(&identity, &asked.target, &asked.tools)
+        {
+            Ok(found) => found,
+            Err(why) => return error(StatusCode::FORBIDDEN, "no_grant_rule", &why),
+        };
+    let request = GrantRequest {
+        requester: identity,
+        source: Some(addr.to_string()),
+        target: asked.target,
+        spec: GrantSpec {
+            tools: asked.tools,
+            tables: asked.tables,
+            duration_secs: duration.as_secs(),
+        },
+        reason: asked.reason,
+        rule: rule.to_string(),
+        policy_version: admin.policy.version().to_string(),
+        requirement,
+    };
+    match admin.approvals.request_grant(request).await {
+        Ok(approval) => (StatusCode::CREATED, Json(approval)).into_response(),
+        Err(e) => refused(e),
+    }
+}
+
+async fn list_grants(
+    State(admin): State<Arc<Admin>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let identity = match caller(&admin, &headers, addr).await {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let limit = query
+        .ok()
+        .and_then(|Query(q)| q.limit)
+        .unwrap_or(100)
+        .clamp(1, MAX_LIST);
+    match admin.approvals.grants(&identity, limit).await {
+        Ok(list) => Json(json!({ "grants": list })).into_response(),
+        Err(e) => refused(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeBody {
+    reason: String,
+}
+
+async fn revoke_grant(
+    State(admin): State<Arc<Admin>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    parsed: Result<Json<RevokeBody>, JsonRejection>,
+) -> Response {
+    let identity = match caller(&admin, &headers, addr).await {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let revoke = match body(parsed) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    match admin.approvals.revoke(&identity, &id, &revoke.reason).await {
+        Ok(grant) => Json(grant).into_response(),
+        Err(e) => refused(e),
+    }
+}
