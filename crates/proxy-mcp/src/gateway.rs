@@ -166,6 +166,9 @@ pub struct Gateway {
     pub masks: Masks,
     /// Held requests wait here for people; grants are looked up here.
     pub approvals: Approvals,
+    /// Requests waiting for approval, by (owner, JSON-RPC id): a `notifications/cancelled`
+    /// for one ends its wait, since no upstream has seen it to cancel.
+    held: Mutex<HashMap<(String, String), tokio::sync::oneshot::Sender<()>>>,
     pub targets: HashMap<String, Arc<TargetRuntime>>,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     http: reqwest::Client,
@@ -388,6 +391,7 @@ impl Gateway {
             pins,
             masks,
             approvals,
+            held: Mutex::new(HashMap::new()),
             targets,
             sessions: Mutex::new(HashMap::new()),
             http,
@@ -1147,6 +1151,16 @@ impl Gateway {
         let approval_id = held.id().to_string();
         ev.approval = Some(approval_id.clone());
         let waiting = awaiting_message(&held.approval, self.approvals.admin_url());
+        let owner = match &session {
+            Some(s) => s.id.clone(),
+            None => caller_key(&caller.identity),
+        };
+        let key = (owner, client_id.clone());
+        let (cancel_tx, mut cancelled) = tokio::sync::oneshot::channel();
+        self.held
+            .lock()
+            .expect("lock")
+            .insert(key.clone(), cancel_tx);
         let outcome = {
             let wait = held.outcome();
             tokio::pin!(wait);
@@ -1156,8 +1170,9 @@ impl Gateway {
             let mut progress = 0u64;
             loop {
                 tokio::select! {
-                    approval = &mut wait => break Some(approval),
-                    () = tx.closed() => break None,
+                    approval = &mut wait => break Ok(approval),
+                    () = tx.closed() => break Err("the caller went away"),
+                    _ = &mut cancelled => break Err("the caller cancelled the request"),
                     _ = ticker.tick(), if call.facts.progress_token.is_some() => {
                         progress += 1;
                         // The token goes back as the caller sent it (string or number).
@@ -1182,18 +1197,20 @@ impl Gateway {
                 }
             }
         };
-        let Some(approval) = outcome else {
-            held.cancel("the caller went away while the request was held")
-                .await;
-            ev.outcome = Outcome::Failed;
-            ev.detail = Some(format!(
-                "the caller went away while {approval_id} waited for approval"
-            ));
-            ev.duration_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
-            if let Err(e) = self.audit.record(ev).await {
-                tracing::error!("recording an abandoned held request: {e}");
+        self.held.lock().expect("lock").remove(&key);
+        let approval = match outcome {
+            Ok(approval) => approval,
+            Err(why) => {
+                held.cancel(&format!("{why} while the request was held"))
+                    .await;
+                ev.outcome = Outcome::Failed;
+                ev.detail = Some(format!("{why} while {approval_id} waited for approval"));
+                ev.duration_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+                if let Err(e) = self.audit.record(ev).await {
+                    tracing::error!("recording an abandoned held request: {e}");
+                }
+                return;
             }
-            return;
         };
         if approval.status != Status::Approved {
             let (outcome, code, message) = hold_refusal(&what, &approval);
@@ -1684,6 +1701,25 @@ impl Gateway {
             Some(s) => s.id.clone(),
             None => caller_key(&caller.identity),
         };
+        let held_here = if method == "notifications/cancelled" {
+            params
+                .and_then(|p| serde_json::from_str::<Value>(p.get()).ok())
+                .and_then(|v| v.get("requestId").map(Value::to_string))
+                .and_then(|id| self.held.lock().expect("lock").remove(&(owner.clone(), id)))
+        } else {
+            None
+        };
+        if let Some(waiting) = held_here {
+            // Held at the gateway: no upstream has seen it, so the cancel ends the wait here.
+            let _ = waiting.send(());
+            ev.detail = Some("cancelled a request held for approval".into());
+            return self
+                .audit
+                .record(ev)
+                .await
+                .map(|_| ())
+                .map_err(|e| audit_refusal("null", &e.to_string()));
+        }
         if let Some((link, upstream_modern)) = link {
             if method == "notifications/cancelled" {
                 let request_id = params
