@@ -5,6 +5,7 @@
 //! records lives in the library crates.
 #![forbid(unsafe_code)]
 
+mod admin_cli;
 mod audit_cli;
 mod demo;
 mod demo_server;
@@ -67,6 +68,16 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Decide held requests and grant requests (as an approver, through the admin API).
+    Approvals {
+        #[command(subcommand)]
+        command: admin_cli::ApprovalsCommand,
+    },
+    /// Ask for, list and revoke just-in-time grants.
+    Access {
+        #[command(subcommand)]
+        command: admin_cli::AccessCommand,
     },
     /// Tool pins (rug-pull protection).
     Tools {
@@ -220,6 +231,8 @@ fn main() -> Result<()> {
         } => audit_init(&out, &name),
         Command::Audit { command } => audit(command),
         Command::Tools { command } => tools(command),
+        Command::Approvals { command } => admin_cli::approvals(command),
+        Command::Access { command } => admin_cli::access(command),
         Command::Serve { config } => {
             init_logging();
             let config = Config::load(&config)?;
