@@ -166,9 +166,46 @@ fn messages(sse: &str) -> Vec<Value> {
         .collect()
 }
 
+/// A webhook receiver: keeps each delivery's signature header and body.
+async fn webhook_receiver() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>,
+) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook/secret-path",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let sink = sink.clone();
+                async move {
+                    let signature = headers
+                        .get("portcullis-signature")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string();
+                    sink.lock().unwrap().push((signature, body.to_vec()));
+                    "ok"
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook/secret-path", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, seen)
+}
+
 #[tokio::test]
 async fn a_held_refund_is_approved_with_the_cli_and_completes_with_its_trail() {
-    let s = setup(1, "5m", "", &[]);
+    let (hook, deliveries) = webhook_receiver().await;
+    const SECRET: &str = "a-webhook-secret-of-some-length";
+    let s = setup(
+        1,
+        "5m",
+        &format!("[[approvals.webhooks]]\nurl = \"{hook}\"\nsecret_env = \"HOOK_SECRET\"\n"),
+        &[("HOOK_SECRET", SECRET)],
+    );
     let call = tokio::spawn(refund(s.gw.url("billing"), s.agent.key.clone(), 7));
 
     // The finance lead sees it with the CLI, arguments masked.
@@ -242,9 +279,10 @@ async fn a_held_refund_is_approved_with_the_cli_and_completes_with_its_trail() {
 
     // The trail: requested, approved by dana, released, then the request itself.
     let events = s.gw.events();
+    // Deliveries are recorded as they end, in between: they are checked below.
     let about: Vec<&Value> = events
         .iter()
-        .filter(|e| e["approval"] == id.as_str())
+        .filter(|e| e["approval"] == id.as_str() && e["type"] != "approval.notified")
         .collect();
     let kinds: Vec<&str> = about.iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(
@@ -264,6 +302,57 @@ async fn a_held_refund_is_approved_with_the_cli_and_completes_with_its_trail() {
     assert_eq!(request["decision"], "hold");
     assert_eq!(request["outcome"], "success");
     assert_eq!(request["identity"]["subject"], "billing-agent");
+    // The finance leads were told, with a signature the receiver can check, and the
+    // deliveries are in the log without the hook's secret path.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while deliveries.lock().unwrap().len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "webhook deliveries did not arrive"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let got = deliveries.lock().unwrap().clone();
+    let mut types = Vec::new();
+    for (signature, body) in &got {
+        assert!(
+            portcullis_approvals::notify::verify_signature(
+                SECRET.as_bytes(),
+                signature,
+                body,
+                now,
+                300
+            ),
+            "{signature}"
+        );
+        let notice: Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(notice["approval"]["id"], id.as_str());
+        types.push(notice["type"].as_str().unwrap().to_string());
+    }
+    assert_eq!(types, ["approval.requested", "approval.resolved"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let notified = loop {
+        let events = s.gw.events();
+        let notified: Vec<Value> = events
+            .into_iter()
+            .filter(|e| e["type"] == "approval.notified" && e["approval"] == id.as_str())
+            .collect();
+        if notified.len() == 2 {
+            break notified;
+        }
+        assert!(Instant::now() < deadline, "{notified:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(notified.iter().all(|e| e["outcome"] == "success"));
+    assert!(
+        !notified
+            .iter()
+            .any(|e| e.to_string().contains("secret-path"))
+    );
     // The refusals were not recorded as decisions.
     assert!(
         !events
