@@ -485,11 +485,15 @@ impl Approvals {
         }
     }
 
+    /// Whether `who` is `party` (the requester, the holder), one of `approvers`, or a
+    /// break-glass approver: who may see an approval and who may revoke a grant.
+    fn involved(&self, who: &Identity, party: &Person, approvers: &[String]) -> bool {
+        party.is(who) || approvers.iter().any(|g| who.in_group(g)) || self.is_break_glass(who)
+    }
+
     /// Whether `viewer` may see an approval: its requester, or someone who may decide it.
     fn may_see(&self, viewer: &Identity, approval: &Approval) -> bool {
-        approval.requester.is(viewer)
-            || approval.approvers.iter().any(|g| viewer.in_group(g))
-            || self.is_break_glass(viewer)
+        self.involved(viewer, &approval.requester, &approval.approvers)
     }
 
     /// One approver's decision on one approval. `digest` must be the approval's: what the
@@ -754,9 +758,7 @@ impl Approvals {
     }
 
     fn may_revoke(&self, who: &Identity, grant: &Grant) -> bool {
-        grant.holder.is(who)
-            || grant.approvers.iter().any(|g| who.in_group(g))
-            || self.is_break_glass(who)
+        self.involved(who, &grant.holder, &grant.approvers)
     }
 
     /// Ends a grant early: its holder (giving it up) or one of its approvers.
@@ -842,8 +844,8 @@ impl Approvals {
         Ok(())
     }
 
-    /// The caller's grants on `target` that are in force now. The hot path: a read lock and
-    /// a lookup; nothing is allocated for a caller without grants.
+    /// The caller's grants on `target` that are in force now. The hot path, taken only while
+    /// some grant exists (`any_grants`): a read lock, one key built, a lookup.
     pub fn active_grants(&self, identity: &Identity, target: &str) -> Vec<ActiveGrant> {
         let grants = self.inner.grants.read().expect("lock");
         let key = (identity.issuer.clone(), identity.subject.clone());

@@ -126,17 +126,7 @@ impl Store {
         } else {
             "SELECT body FROM approvals ORDER BY rowid DESC LIMIT ?1"
         };
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(sql).map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([limit as i64], |r| r.get::<_, String>(0))
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for body in rows {
-            let body = body.map_err(|e| self.err(e))?;
-            out.push(serde_json::from_str(&body).map_err(StoreError::Corrupt)?);
-        }
-        Ok(out)
+        self.bodies(sql, limit)
     }
 
     pub(crate) fn pending(&self) -> Result<Vec<Approval>, StoreError> {
@@ -174,9 +164,20 @@ impl Store {
     }
 
     fn grants_where(&self, filter: &str, limit: usize) -> Result<Vec<Grant>, StoreError> {
-        let sql = format!("SELECT body FROM grants {filter} ORDER BY rowid DESC LIMIT ?1");
+        self.bodies(
+            &format!("SELECT body FROM grants {filter} ORDER BY rowid DESC LIMIT ?1"),
+            limit,
+        )
+    }
+
+    /// Runs a query selecting `body` with the limit as its one parameter, and parses each.
+    fn bodies<T: serde::de::DeserializeOwned>(
+        &self,
+        sql: &str,
+        limit: usize,
+    ) -> Result<Vec<T>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(&sql).map_err(|e| self.err(e))?;
+        let mut stmt = conn.prepare_cached(sql).map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([limit as i64], |r| r.get::<_, String>(0))
             .map_err(|e| self.err(e))?;

@@ -8,10 +8,11 @@
 //! clients for a fixed time.
 #![forbid(unsafe_code)]
 
+mod approvals;
 mod verify;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +37,9 @@ enum Bench {
     Mcp(Args),
     /// `audit verify` on a large log (1,000,000 events by default).
     Verify(verify::Args),
+    /// The approval workflow: allow paths with and without a grant, held calls released by
+    /// an approver through the admin API, and a backlog of held calls approved at once.
+    Approvals(approvals::Args),
 }
 
 #[derive(clap::Args)]
@@ -82,7 +86,7 @@ struct Variant<'a> {
     mask: bool,
 }
 
-const MODERN: &str = "2026-07-28";
+pub(crate) const MODERN: &str = "2026-07-28";
 
 async fn upstream_handler(body: axum::body::Bytes) -> axum::response::Response {
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -119,7 +123,7 @@ impl<T: axum::response::IntoResponse> IntoResponseExt for T {
     }
 }
 
-async fn start_upstream(listen: SocketAddr) -> Result<SocketAddr> {
+pub(crate) async fn start_upstream(listen: SocketAddr) -> Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
@@ -130,10 +134,10 @@ async fn start_upstream(listen: SocketAddr) -> Result<SocketAddr> {
     Ok(addr)
 }
 
-struct GatewayProcess {
+pub(crate) struct GatewayProcess {
     child: Child,
     _dir: tempfile::TempDir,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Drop for GatewayProcess {
@@ -143,10 +147,11 @@ impl Drop for GatewayProcess {
     }
 }
 
-/// Starts a gateway. `signed`: as deployed, with checkpoints signed at the default cadence
-/// and published to a directory.
-fn start_gateway(
-    binary: &PathBuf,
+/// Starts a gateway as the `mcp` benchmark configures it: one agent key, the `bench` target,
+/// one rule allowing `lookup`. `signed`: as deployed, with checkpoints signed at the default
+/// cadence and published to a directory.
+pub(crate) fn start_gateway(
+    binary: &Path,
     upstream: SocketAddr,
     key_hash: &str,
     durability: &str,
@@ -154,11 +159,40 @@ fn start_gateway(
     mask: bool,
 ) -> Result<GatewayProcess> {
     let mask = if mask { "mask = \"default\"\n" } else { "" };
+    let body = format!(
+        r#"[[identity.api_keys]]
+name = "bench-agent"
+kind = "agent"
+sha256 = "{key_hash}"
+groups = ["agents"]
+
+[targets.bench]
+kind = "mcp"
+url = "http://{upstream}/mcp"
+
+[[rules]]
+name = "agents may look up"
+who.groups = ["agents"]
+target = "bench"
+tools = ["lookup"]
+{mask}"#
+    );
+    launch_gateway(binary, durability, signed, "", &body)
+}
+
+/// Starts a gateway whose `[gateway]` table also has `gateway_extra` (such as `admin_listen`),
+/// followed by `body`: identities, targets and rules. The returned `url` is the target
+/// `bench`'s.
+pub(crate) fn launch_gateway(
+    binary: &Path,
+    durability: &str,
+    signed: bool,
+    gateway_extra: &str,
+    body: &str,
+) -> Result<GatewayProcess> {
     let dir =
         tempfile::tempdir_in(".").context("temp dir on the working disk (audit fsyncs hit it)")?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    let port = free_port()?;
     let checkpoints = if signed {
         let status = Command::new(binary)
             .args(["keys", "audit-init", "--out"])
@@ -176,27 +210,13 @@ fn start_gateway(
 listen = "127.0.0.1:{port}"
 data_dir = "data"
 max_sessions = 4096
+{gateway_extra}
 
 [audit]
 durability = "{durability}"
 {checkpoints}
 
-[[identity.api_keys]]
-name = "bench-agent"
-kind = "agent"
-sha256 = "{key_hash}"
-groups = ["agents"]
-
-[targets.bench]
-kind = "mcp"
-url = "http://{upstream}/mcp"
-
-[[rules]]
-name = "agents may look up"
-who.groups = ["agents"]
-target = "bench"
-tools = ["lookup"]
-{mask}"#
+{body}"#
     );
     let path = dir.path().join("portcullis.toml");
     std::fs::write(&path, config)?;
@@ -209,23 +229,37 @@ tools = ["lookup"]
         .stderr(Stdio::inherit())
         .spawn()
         .with_context(|| format!("starting {}", binary.display()))?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            bail!("the gateway did not start");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(GatewayProcess {
+    let gateway = GatewayProcess {
         child,
         _dir: dir,
         url: format!("http://127.0.0.1:{port}/mcp/bench"),
-    })
+    };
+    wait_for_port(port, "the gateway")?;
+    Ok(gateway)
+}
+
+/// A loopback port free at the time of asking.
+pub(crate) fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Waits (up to 10 s) until something accepts connections on the loopback `port`.
+pub(crate) fn wait_for_port(port: u16, what: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("{what} did not start (nothing listens on port {port})");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
 }
 
 /// What each measured request is.
 #[derive(Clone, Copy)]
-enum Probe {
+pub(crate) enum Probe {
     /// `tools/call` of `lookup`: the whole path, upstream included.
     ToolCall,
     /// `ping`, which the gateway answers itself for a stateless upstream: its fixed cost
@@ -251,7 +285,7 @@ async fn one_call(client: &reqwest::Client, url: &str, key: &str, id: u64) -> Re
     probe_call(client, url, key, id, Probe::ToolCall).await
 }
 
-async fn probe_call(
+pub(crate) async fn probe_call(
     client: &reqwest::Client,
     url: &str,
     key: &str,
@@ -279,12 +313,37 @@ async fn probe_call(
     Ok(())
 }
 
-struct Latency {
-    p50: Duration,
-    p99: Duration,
+pub(crate) struct Latency {
+    pub(crate) p50: Duration,
+    pub(crate) p99: Duration,
 }
 
-async fn measure_latency(url: &str, key: &str, calls: usize, probe: Probe) -> Result<Latency> {
+pub(crate) async fn measure_latency(
+    url: &str,
+    key: &str,
+    calls: usize,
+    probe: Probe,
+) -> Result<Latency> {
+    Ok(Latency::of(latency_samples(url, key, calls, probe).await?))
+}
+
+impl Latency {
+    pub(crate) fn of(mut samples: Vec<Duration>) -> Latency {
+        samples.sort();
+        Latency {
+            p50: samples[samples.len() / 2],
+            p99: samples[samples.len() * 99 / 100],
+        }
+    }
+}
+
+/// Each call's time, for `calls` sequential calls on one connection (after 200 to warm up).
+pub(crate) async fn latency_samples(
+    url: &str,
+    key: &str,
+    calls: usize,
+    probe: Probe,
+) -> Result<Vec<Duration>> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(1)
         .build()?;
@@ -297,19 +356,32 @@ async fn measure_latency(url: &str, key: &str, calls: usize, probe: Probe) -> Re
         probe_call(&client, url, key, i as u64, probe).await?;
         samples.push(start.elapsed());
     }
-    samples.sort();
-    Ok(Latency {
-        p50: samples[samples.len() / 2],
-        p99: samples[samples.len() * 99 / 100],
-    })
+    Ok(samples)
 }
 
-async fn measure_throughput(url: &str, key: &str, concurrency: usize, seconds: u64) -> Result<f64> {
+pub(crate) async fn measure_throughput(
+    url: &str,
+    key: &str,
+    concurrency: usize,
+    seconds: u64,
+) -> Result<f64> {
+    let (calls, elapsed) =
+        throughput_run(url, key, concurrency, Duration::from_secs(seconds)).await?;
+    Ok(calls as f64 / elapsed.as_secs_f64())
+}
+
+/// Calls completed by `concurrency` clients calling for `length`, and the time it took.
+pub(crate) async fn throughput_run(
+    url: &str,
+    key: &str,
+    concurrency: usize,
+    length: Duration,
+) -> Result<(u64, Duration)> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()?;
     let done = Arc::new(AtomicU64::new(0));
-    let stop = Instant::now() + Duration::from_secs(seconds);
+    let stop = Instant::now() + length;
     let mut tasks = Vec::new();
     for worker in 0..concurrency {
         let (client, url, key, done) = (
@@ -332,10 +404,10 @@ async fn measure_throughput(url: &str, key: &str, concurrency: usize, seconds: u
     for t in tasks {
         t.await??;
     }
-    Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+    Ok((done.load(Ordering::Relaxed), started.elapsed()))
 }
 
-fn micros(d: Duration) -> f64 {
+pub(crate) fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
@@ -344,6 +416,7 @@ async fn main() -> Result<()> {
     let args = match Cli::parse().bench {
         Bench::Mcp(args) => args,
         Bench::Verify(args) => return verify::run(args).await,
+        Bench::Approvals(args) => return approvals::run(args).await,
     };
     let upstream = start_upstream(args.upstream_listen).await?;
     let direct = format!("http://{upstream}/mcp");

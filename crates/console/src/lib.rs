@@ -22,8 +22,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -107,56 +108,52 @@ fn body<T>(parsed: Result<Json<T>, JsonRejection>) -> Result<T, Response> {
     })
 }
 
-/// The caller, authenticated as at the front door. A failure is recorded like one there.
-async fn caller(
-    admin: &Admin,
-    headers: &HeaderMap,
-    addr: SocketAddr,
-) -> Result<Identity, Response> {
-    let credential = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .filter(|c| !c.is_empty());
-    let Some(credential) = credential else {
-        return Err(error(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            "authentication required: send Authorization: Bearer <API key or OIDC token>",
-        ));
-    };
-    match admin.auth.authenticate(credential).await {
-        Ok(identity) => Ok(identity),
-        Err(e) => {
-            let mut ev = admin.audit.event(EventType::AuthFailure, Outcome::Rejected);
-            ev.source = Some(addr.to_string());
-            ev.target = Some("admin-api".into());
-            ev.detail = Some(format!("{}: {e}", e.code()));
-            if let Err(audit) = admin.audit.record(ev).await {
-                tracing::error!("cannot record an authentication failure: {audit}");
-            }
-            Err(error(
+/// The caller, authenticated as at the front door: every handler takes one, so no route
+/// answers an unauthenticated request. A failure is recorded like one at the front door.
+struct Caller(Identity);
+
+impl FromRequestParts<Arc<Admin>> for Caller {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, admin: &Arc<Admin>) -> Result<Caller, Response> {
+        let addr = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.to_string());
+        let credential = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(portcullis_identity::bearer_credential);
+        let Some(credential) = credential else {
+            return Err(error(
                 StatusCode::UNAUTHORIZED,
                 "unauthenticated",
-                &format!("invalid credentials: {e}"),
-            ))
+                "authentication required: send Authorization: Bearer <API key or OIDC token>",
+            ));
+        };
+        match admin.auth.authenticate(credential).await {
+            Ok(identity) => Ok(Caller(identity)),
+            Err(e) => {
+                let mut ev = admin.audit.event(EventType::AuthFailure, Outcome::Rejected);
+                ev.source = addr;
+                ev.target = Some("admin-api".into());
+                ev.detail = Some(format!("{}: {e}", e.code()));
+                if let Err(audit) = admin.audit.record(ev).await {
+                    tracing::error!("cannot record an authentication failure: {audit}");
+                }
+                Err(error(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthenticated",
+                    &format!("invalid credentials: {e}"),
+                ))
+            }
         }
     }
 }
 
-async fn whoami(
-    State(admin): State<Arc<Admin>>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    match caller(&admin, &headers, addr).await {
-        Ok(identity) => Json(json!({ "identity": identity })).into_response(),
-        Err(r) => r,
-    }
+async fn whoami(Caller(identity): Caller) -> Response {
+    Json(json!({ "identity": identity })).into_response()
 }
 
 #[derive(Deserialize)]
@@ -168,14 +165,9 @@ struct ListQuery {
 
 async fn list_approvals(
     State(admin): State<Arc<Admin>>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Caller(identity): Caller,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let identity = match caller(&admin, &headers, addr).await {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
     let Ok(Query(query)) = query else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -203,14 +195,9 @@ async fn list_approvals(
 
 async fn show_approval(
     State(admin): State<Arc<Admin>>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Caller(identity): Caller,
     Path(id): Path<String>,
 ) -> Response {
-    let identity = match caller(&admin, &headers, addr).await {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
     match admin.approvals.get(&identity, &id).await {
         Ok(approval) => Json(approval).into_response(),
         Err(e) => refused(e),
@@ -227,16 +214,11 @@ struct DecisionBody {
 
 async fn decide(
     admin: Arc<Admin>,
-    addr: SocketAddr,
-    headers: HeaderMap,
+    identity: Identity,
     id: String,
     parsed: Result<Json<DecisionBody>, JsonRejection>,
     approve: bool,
 ) -> Response {
-    let identity = match caller(&admin, &headers, addr).await {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
     let decision = match body(parsed) {
         Ok(d) => d,
         Err(r) => return r,
@@ -253,22 +235,20 @@ async fn decide(
 
 async fn approve(
     State(admin): State<Arc<Admin>>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Caller(identity): Caller,
     Path(id): Path<String>,
     parsed: Result<Json<DecisionBody>, JsonRejection>,
 ) -> Response {
-    decide(admin, addr, headers, id, parsed, true).await
+    decide(admin, identity, id, parsed, true).await
 }
 
 async fn deny(
     State(admin): State<Arc<Admin>>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Caller(identity): Caller,
     Path(id): Path<String>,
     parsed: Result<Json<DecisionBody>, JsonRejection>,
 ) -> Response {
-    decide(admin, addr, headers, id, parsed, false).await
+    decide(admin, identity, id, parsed, false).await
 }
 
 #[derive(Deserialize)]
@@ -287,13 +267,9 @@ struct GrantBody {
 async fn request_grant(
     State(admin): State<Arc<Admin>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Caller(identity): Caller,
     parsed: Result<Json<GrantBody>, JsonRejection>,
 ) -> Response {
-    let identity = match caller(&admin, &headers, addr).await {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
     let asked = match body(parsed) {
         Ok(b) => b,
         Err(r) => return r,
@@ -342,14 +318,9 @@ async fn request_grant(
 
 async fn list_grants(
     State(admin): State<Arc<Admin>>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Caller(identity): Caller,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let identity = match caller(&admin, &headers, addr).await {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
     let limit = query
         .ok()
         .and_then(|Query(q)| q.limit)
@@ -369,15 +340,10 @@ struct RevokeBody {
 
 async fn revoke_grant(
     State(admin): State<Arc<Admin>>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Caller(identity): Caller,
     Path(id): Path<String>,
     parsed: Result<Json<RevokeBody>, JsonRejection>,
 ) -> Response {
-    let identity = match caller(&admin, &headers, addr).await {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
     let revoke = match body(parsed) {
         Ok(b) => b,
         Err(r) => return r,

@@ -107,6 +107,16 @@ impl Authenticator {
     }
 }
 
+/// The credential in an `Authorization` header value: what follows `Bearer ` (either case of
+/// the scheme's first letter, surrounding spaces trimmed), or `None` if there is none.
+pub fn bearer_credential(authorization: &str) -> Option<&str> {
+    authorization
+        .strip_prefix("Bearer ")
+        .or_else(|| authorization.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+}
+
 impl fmt::Debug for Authenticator {
     // Names only: never the key hashes.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use chrono::{DateTime, Utc};
+use portcullis_approvals::humanize;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -836,22 +837,6 @@ fn truncate(s: &str, max: usize) -> String {
     out
 }
 
-/// `90` → `1m30s`, `1800` → `30m`, `7200` → `2h` (the gateway's own wording).
-fn humanize(secs: u64) -> String {
-    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
-    let mut out = String::new();
-    if h > 0 {
-        out.push_str(&format!("{h}h"));
-    }
-    if m > 0 {
-        out.push_str(&format!("{m}m"));
-    }
-    if s > 0 || out.is_empty() {
-        out.push_str(&format!("{s}s"));
-    }
-    out
-}
-
 /// What a grant covers: its tools and tables, or everything on the target.
 fn scope(tools: &[String], tables: &[String]) -> String {
     let all: Vec<&str> = tools.iter().chain(tables).map(String::as_str).collect();
@@ -1292,9 +1277,6 @@ mod tests {
             "2025-03-01 12:30:00 UTC (in 30m)"
         );
         assert_eq!(when("not a time", now), "not a time");
-        assert_eq!(humanize(1800), "30m");
-        assert_eq!(humanize(90), "1m30s");
-        assert_eq!(humanize(7200), "2h");
     }
 
     fn held() -> Value {

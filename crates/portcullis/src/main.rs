@@ -546,14 +546,12 @@ pub async fn serve(
         ),
         None => None,
     };
-    let listener = tokio::net::TcpListener::bind(config.gateway.listen)
-        .await
+    let listener = listen(config.gateway.listen)
         .with_context(|| format!("cannot listen on {}", config.gateway.listen))?;
     let addr = listener.local_addr()?;
     let admin = match config.gateway.admin_listen {
         Some(admin_addr) => {
-            let listener = tokio::net::TcpListener::bind(admin_addr)
-                .await
+            let listener = listen(admin_addr)
                 .with_context(|| format!("cannot listen on {admin_addr} (gateway.admin_listen)"))?;
             let app = portcullis_console::router(portcullis_console::Admin {
                 auth,
@@ -688,6 +686,20 @@ pub async fn serve(
     audit.close().await?;
     tracing::info!("portcullis stopped");
     Ok(())
+}
+
+/// A listening socket with a deep accept queue: the default of 128 overflows when a few
+/// hundred agents connect at once, and each overflowed caller then waits a second for its
+/// SYN to be retried.
+fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
 
 /// Resolves when the gateway is asked to stop, after telling held callers: a request

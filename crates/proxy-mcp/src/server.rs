@@ -161,12 +161,8 @@ async fn admit(
     let credential = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim);
-    let Some(credential) = credential.filter(|c| !c.is_empty()) else {
+        .and_then(portcullis_identity::bearer_credential);
+    let Some(credential) = credential else {
         let mut response = plain_error(
             StatusCode::UNAUTHORIZED,
             code::INVALID_REQUEST,
