@@ -33,9 +33,9 @@ use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 
 use crate::{
-    GatewayProcess, Latency, MODERN, Probe, free_port, latency_samples, launch_gateway,
-    measure_latency, measure_throughput, micros, probe_call, start_upstream, throughput_run,
-    wait_for_port,
+    GatewayProcess, Latency, MODERN, Probe, bench_config, free_port, latency_samples,
+    launch_gateway, measure_latency, measure_throughput, micros, probe_call, start_upstream,
+    throughput_run, wait_for_port,
 };
 
 #[derive(clap::Args)]
@@ -97,29 +97,15 @@ fn start(
     lookup_rule: &str,
 ) -> Result<Gateway> {
     let admin_port = free_port()?;
+    // The shared configuration, plus the approver's key and the hold rule.
     let body = format!(
-        r#"[[identity.api_keys]]
-name = "bench-agent"
-kind = "agent"
-sha256 = "{agent}"
-groups = ["agents"]
+        r#"{base}
 
 [[identity.api_keys]]
 name = "bench-lead"
 kind = "human"
 sha256 = "{lead}"
 groups = ["leads"]
-
-[targets.bench]
-kind = "mcp"
-url = "http://{upstream}/mcp"
-
-[[rules]]
-name = "agents may look up"
-who.groups = ["agents"]
-target = "bench"
-tools = ["lookup"]
-{lookup_rule}
 
 [[rules]]
 name = "refunds wait for a lead"
@@ -132,7 +118,7 @@ min_approvals = 1
 timeout = "10m"
 require_reason = true
 "#,
-        agent = keys.agent_hash,
+        base = bench_config(&keys.agent_hash, upstream, lookup_rule),
         lead = keys.lead_hash,
     );
     let process = launch_gateway(

@@ -147,6 +147,29 @@ impl Drop for GatewayProcess {
     }
 }
 
+/// The configuration every benchmark gateway shares: the agent's key, the upstream as target
+/// `bench`, and the rule allowing `lookup` (with `lookup_extra` lines added to it).
+pub(crate) fn bench_config(agent_hash: &str, upstream: SocketAddr, lookup_extra: &str) -> String {
+    format!(
+        r#"[[identity.api_keys]]
+name = "bench-agent"
+kind = "agent"
+sha256 = "{agent_hash}"
+groups = ["agents"]
+
+[targets.bench]
+kind = "mcp"
+url = "http://{upstream}/mcp"
+
+[[rules]]
+name = "agents may look up"
+who.groups = ["agents"]
+target = "bench"
+tools = ["lookup"]
+{lookup_extra}"#
+    )
+}
+
 /// Starts a gateway as the `mcp` benchmark configures it: one agent key, the `bench` target,
 /// one rule allowing `lookup`. `signed`: as deployed, with checkpoints signed at the default
 /// cadence and published to a directory.
@@ -159,24 +182,7 @@ pub(crate) fn start_gateway(
     mask: bool,
 ) -> Result<GatewayProcess> {
     let mask = if mask { "mask = \"default\"\n" } else { "" };
-    let body = format!(
-        r#"[[identity.api_keys]]
-name = "bench-agent"
-kind = "agent"
-sha256 = "{key_hash}"
-groups = ["agents"]
-
-[targets.bench]
-kind = "mcp"
-url = "http://{upstream}/mcp"
-
-[[rules]]
-name = "agents may look up"
-who.groups = ["agents"]
-target = "bench"
-tools = ["lookup"]
-{mask}"#
-    );
+    let body = bench_config(key_hash, upstream, mask);
     launch_gateway(binary, durability, signed, "", &body)
 }
 
