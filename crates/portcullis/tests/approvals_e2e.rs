@@ -159,6 +159,26 @@ async fn decide(
     .await
 }
 
+/// Polls `GET /approvals/{id}` as `key` until `done(status, body)` (10 s at most); returns
+/// the body. The admin API may still be starting, or the approval still changing.
+async fn shown_when(admin: &str, key: &str, id: &str, done: impl Fn(u16, &Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = api(
+            reqwest::Method::GET,
+            format!("{admin}/api/v1/approvals/{id}"),
+            key,
+            None,
+        )
+        .await;
+        if done(status, &body) {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "{id}: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn messages(sse: &str) -> Vec<Value> {
     sse.lines()
         .filter_map(|l| l.strip_prefix("data:"))
@@ -596,21 +616,7 @@ async fn a_restart_fails_the_held_request_cleanly_and_keeps_its_record() {
         "{answer}"
     );
     s.gw.restart();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let shown = loop {
-        let (status, body) = api(
-            reqwest::Method::GET,
-            format!("{}/api/v1/approvals/{id}", s.admin),
-            &s.dana.key,
-            None,
-        )
-        .await;
-        if status == 200 {
-            break body;
-        }
-        assert!(Instant::now() < deadline, "admin API did not come back");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let shown = shown_when(&s.admin, &s.dana.key, &id, |status, _| status == 200).await;
     assert_eq!(shown["status"], "cancelled");
     let (status, body) = decide(&s.admin, &s.dana.key, &shown, "approve", "too late").await;
     assert_eq!(
@@ -625,32 +631,15 @@ async fn a_restart_fails_the_held_request_cleanly_and_keeps_its_record() {
     s.gw.kill();
     let _ = call.await;
     s.gw.restart();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (status, body) = api(
-            reqwest::Method::GET,
-            format!(
-                "{}/api/v1/approvals/{}",
-                s.admin,
-                approval["id"].as_str().unwrap()
-            ),
-            &s.dana.key,
-            None,
-        )
-        .await;
-        if status == 200 {
-            assert_eq!(body["status"], "cancelled");
-            assert!(
-                body["closed_because"]
-                    .as_str()
-                    .unwrap()
-                    .contains("restarted")
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let id = approval["id"].as_str().unwrap();
+    let body = shown_when(&s.admin, &s.dana.key, id, |status, _| status == 200).await;
+    assert_eq!(body["status"], "cancelled");
+    assert!(
+        body["closed_because"]
+            .as_str()
+            .unwrap()
+            .contains("restarted")
+    );
     assert_eq!(
         s.gw.events()
             .iter()
@@ -950,31 +939,19 @@ async fn a_cancelled_held_call_is_never_forwarded() {
     .await
     .unwrap();
     assert_eq!(resp.status(), 202);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, body) = api(
-            reqwest::Method::GET,
-            format!(
-                "{}/api/v1/approvals/{}",
-                s.admin,
-                approval["id"].as_str().unwrap()
-            ),
-            &s.dana.key,
-            None,
-        )
-        .await;
-        if body["status"] == "cancelled" {
-            assert!(
-                body["closed_because"]
-                    .as_str()
-                    .unwrap()
-                    .contains("cancelled")
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline, "{body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let body = shown_when(
+        &s.admin,
+        &s.dana.key,
+        approval["id"].as_str().unwrap(),
+        |_, body| body["status"] == "cancelled",
+    )
+    .await;
+    assert!(
+        body["closed_because"]
+            .as_str()
+            .unwrap()
+            .contains("cancelled")
+    );
     let (status, body) = decide(&s.admin, &s.dana.key, &approval, "approve", "ok").await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
