@@ -870,15 +870,12 @@ impl Approvals {
     pub async fn sweep(&self) -> Result<(), ApprovalError> {
         let store = self.inner.store.lock().await;
         let now_ms = now().timestamp_millis();
-        for mut approval in store.pending()? {
-            if millis(&approval.expires_at) <= now_ms {
-                self.close_expired(&store, &mut approval).await?;
-            }
+        for mut approval in store.due_approvals(now_ms)? {
+            self.close_expired(&store, &mut approval).await?;
         }
-        for grant in store.open_grants()? {
-            if grant.revoked_at.is_none() && millis(&grant.expires_at) <= now_ms {
-                self.close_grant(&store, &grant).await?;
-            }
+        // Revoked grants are stored closed, so every open one due has simply ended.
+        for grant in store.due_grants(now_ms)? {
+            self.close_grant(&store, &grant).await?;
         }
         Ok(())
     }
