@@ -954,11 +954,8 @@ impl Gateway {
                 })));
             }
             Err(refused) => {
-                let id = incoming.id.get();
-                let answer = jsonrpc::error(Some(id), refused.code, &refused.message, refused.data);
-                ev.outcome = refused.outcome;
-                ev.detail = Some(refused.message);
-                self.release(ev, answer, id, started, &tx).await;
+                self.refuse(ev, refused, incoming.id.get(), started, &tx)
+                    .await;
             }
         }
         (rx, pump)
@@ -1139,12 +1136,13 @@ impl Gateway {
                     }
                     _ => (Outcome::Failed, code::INTERNAL_ERROR),
                 };
-                let message = format!("{what} is held for approval but cannot wait: {e}");
-                ev.outcome = outcome;
-                ev.detail = Some(message.clone());
-                let data = json!({ "rule": &ev.rule, "event": &ev.id });
-                let answer = jsonrpc::error(Some(&client_id), code, &message, Some(data));
-                self.release(ev, answer, &client_id, started, &tx).await;
+                let refused = Refused {
+                    outcome,
+                    code,
+                    message: format!("{what} is held for approval but cannot wait: {e}"),
+                    data: Some(json!({ "rule": &ev.rule, "event": &ev.id })),
+                };
+                self.refuse(ev, refused, &client_id, started, &tx).await;
                 return;
             }
         };
@@ -1214,8 +1212,6 @@ impl Gateway {
         };
         if approval.status != Status::Approved {
             let (outcome, code, message) = hold_refusal(&what, &approval);
-            ev.outcome = outcome;
-            ev.detail = Some(message.clone());
             let decided_by: Vec<Value> = approval
                 .votes
                 .iter()
@@ -1235,17 +1231,22 @@ impl Gateway {
                 "rule": &ev.rule,
                 "event": &ev.id,
             });
-            let answer = jsonrpc::error(Some(&client_id), code, &message, Some(data));
-            self.release(ev, answer, &client_id, started, &tx).await;
+            let refused = Refused {
+                outcome,
+                code,
+                message,
+                data: Some(data),
+            };
+            self.refuse(ev, refused, &client_id, started, &tx).await;
             return;
         }
         // Approved: the release is recorded before anything reaches the upstream.
         if let Err(e) = held.released(&ev.id).await {
-            let message = format!("{what} was approved ({approval_id}) but {e}");
-            ev.outcome = Outcome::Failed;
-            ev.detail = Some(message.clone());
-            let answer = jsonrpc::error(Some(&client_id), code::AUDIT_UNAVAILABLE, &message, None);
-            self.release(ev, answer, &client_id, started, &tx).await;
+            let refused = Refused::failed(
+                code::AUDIT_UNAVAILABLE,
+                format!("{what} was approved ({approval_id}) but {e}"),
+            );
+            self.refuse(ev, refused, &client_id, started, &tx).await;
             return;
         }
         let incoming = IncomingRequest {
@@ -1277,17 +1278,7 @@ impl Gateway {
                 ev.outcome = Outcome::Success;
                 self.release(ev, answer, &client_id, started, &tx).await;
             }
-            Err(refused) => {
-                let answer = jsonrpc::error(
-                    Some(&client_id),
-                    refused.code,
-                    &refused.message,
-                    refused.data,
-                );
-                ev.outcome = refused.outcome;
-                ev.detail = Some(refused.message);
-                self.release(ev, answer, &client_id, started, &tx).await;
-            }
+            Err(refused) => self.refuse(ev, refused, &client_id, started, &tx).await,
         }
     }
 
@@ -1375,6 +1366,22 @@ impl Gateway {
                 legacy_client_over_modern: over_modern.is_some(),
             },
         }))
+    }
+
+    /// Answers a refused request with its JSON-RPC error, recorded with the refusal's outcome
+    /// and message.
+    async fn refuse(
+        &self,
+        mut ev: AuditEvent,
+        refused: Refused,
+        id: &str,
+        started: Instant,
+        tx: &mpsc::Sender<Inbound>,
+    ) {
+        let answer = jsonrpc::error(Some(id), refused.code, &refused.message, refused.data);
+        ev.outcome = refused.outcome;
+        ev.detail = Some(refused.message);
+        self.release(ev, answer, id, started, tx).await;
     }
 
     /// Records a request's event and then releases its answer: the last step of every
