@@ -4,7 +4,7 @@
 //! a given event: any difference between two implementations (ours now, a verifier written
 //! in another language later) would make a valid log look tampered with.
 
-use portcullis_model::{Actor, AuditEvent, DataFinding, Identity, PayloadDigest};
+use portcullis_model::{Actor, AuditEvent, DataFinding, Identity, PayloadDigest, StatementRecord};
 
 /// Canonical bytes of an event: the RFC 8785 JSON canonicalization (JCS) of its serde
 /// serialization.
@@ -52,6 +52,7 @@ fn write_event(out: &mut Vec<u8>, event: &AuditEvent) {
         break_glass,
         findings,
         masked,
+        statement,
     } = event;
     // JSON has no NaN or Infinity, so JCS refuses them; such a duration is left out, which
     // reads back as the same `None` and keeps this function infallible for the gateway.
@@ -100,9 +101,50 @@ fn write_event(out: &mut Vec<u8>, event: &AuditEvent) {
     obj.opt_str("rule", rule.as_deref());
     obj.opt_str("session", session.as_deref());
     obj.opt_str("source", source.as_deref());
+    if let Some(statement) = statement {
+        obj.key("statement");
+        write_statement(obj.out, statement);
+    }
     obj.opt_str("target", target.as_deref());
     obj.str("time", time);
     obj.str("type", &serde_name(event_type));
+    obj.end();
+}
+
+fn write_statement(out: &mut Vec<u8>, statement: &StatementRecord) {
+    let StatementRecord {
+        text,
+        fingerprint,
+        kinds,
+        tables,
+        functions,
+        rows,
+    } = statement;
+    let list = |obj: &mut Object<'_>, key: &str, items: &[String]| {
+        obj.key(key);
+        obj.out.push(b'[');
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                obj.out.push(b',');
+            }
+            write_string(obj.out, item);
+        }
+        obj.out.push(b']');
+    };
+    let mut obj = Object::new(out);
+    obj.str("fingerprint", fingerprint);
+    if !functions.is_empty() {
+        list(&mut obj, "functions", functions);
+    }
+    list(&mut obj, "kinds", kinds);
+    if let Some(rows) = rows {
+        obj.key("rows");
+        write_integer(obj.out, *rows);
+    }
+    if !tables.is_empty() {
+        list(&mut obj, "tables", tables);
+    }
+    obj.str("text", text);
     obj.end();
 }
 
@@ -334,6 +376,14 @@ mod tests {
                     count: 1,
                 },
             ]),
+            statement: Some(StatementRecord {
+                text: format!("SELECT $1 FROM \"{text}\""),
+                fingerprint: "0123456789abcdef".into(),
+                kinds: vec!["select".into(), "delete".into()],
+                tables: vec![text.into(), "public.a".into()],
+                functions: vec!["pg_catalog.count".into()],
+                rows: Some(u64::MAX),
+            }),
         }
     }
 

@@ -330,6 +330,7 @@ impl AuditLog {
             break_glass: false,
             findings: None,
             masked: None,
+            statement: None,
         }
     }
 

@@ -316,7 +316,8 @@ pub struct ApiKey {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Target {
-    /// `mcp` (more kinds come with their adapters).
+    /// `mcp` (an MCP server) or `postgres` (a PostgreSQL database, reached through a
+    /// PostgreSQL listener of the gateway).
     pub kind: TargetKind,
     /// For a stdio MCP server: the program and its arguments.
     #[serde(default)]
@@ -339,6 +340,160 @@ pub struct Target {
     /// session, plus one shared for stateless callers). Default: 16.
     #[serde(default = "default_max_processes")]
     pub max_processes: usize,
+    /// For `postgres` (required): the address of the gateway's PostgreSQL listener for this
+    /// target, where agents connect with any PostgreSQL client. Each target has its own
+    /// listener. An address other than loopback requires `[gateway.tls]`: clients send their
+    /// API key or token as the PostgreSQL password, so they must connect with TLS.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// For `postgres` (required): the database, `postgres://HOST[:PORT]/DATABASE`
+    /// (`postgresql://` also works; the port defaults to 5432). No user, password or query
+    /// string: the credentials go in `user` and `password_env`, TLS in `upstream_tls`.
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// For `postgres` (required): the role the gateway logs in as upstream. Every caller's
+    /// statements run as this role; give it only the privileges the rules can allow.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// For `postgres`: the environment variable holding `user`'s password, read when the
+    /// gateway connects. Absent: no password is sent (trust or certificate authentication).
+    /// Callers never see it.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// For `postgres`: TLS to the database. `disable` (the default): none. `require`: encrypt,
+    /// but check no certificate (as libpq's `sslmode=require`; protects against eavesdropping,
+    /// not against an impostor). `verify-full`: encrypt, and check the certificate against
+    /// `upstream_ca` and the host name against the certificate.
+    #[serde(default)]
+    pub upstream_tls: UpstreamTls,
+    /// For `postgres` with `upstream_tls = "verify-full"` (required there): PEM file with the
+    /// CA certificates the database's certificate must chain to. Relative to the
+    /// configuration file.
+    #[serde(default)]
+    pub upstream_ca: Option<PathBuf>,
+    /// For `postgres`: keep the result sets of allowed statements, masked as the rule says,
+    /// as content-addressed blobs in the data directory, referenced from their audit events.
+    /// Default: false (events record the statement and the row count only).
+    #[serde(default)]
+    pub record_results: bool,
+    /// For `postgres`: the most client connections open at once on `listen`; more are
+    /// refused. Each holds one upstream connection. Default: 100.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+/// `upstream_tls`: how a `postgres` target's connection to its database is protected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamTls {
+    /// No TLS.
+    #[default]
+    Disable,
+    /// TLS without checking the certificate (libpq's `sslmode=require`).
+    Require,
+    /// TLS, the certificate checked against `upstream_ca` and the host name.
+    VerifyFull,
+}
+
+/// A `postgres` target's `upstream`, resolved: what the adapter connects to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgUpstream {
+    /// A host name or an IP address (IPv6 without brackets).
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+}
+
+impl Target {
+    /// The resolved `upstream` of a `postgres` target; `None` for other kinds. Validated at
+    /// load, so every postgres target of a loaded configuration has one.
+    pub fn pg_upstream(&self) -> Option<PgUpstream> {
+        if self.kind != TargetKind::Postgres {
+            return None;
+        }
+        parse_pg_url(self.upstream.as_deref()?).ok()
+    }
+}
+
+/// Parses `postgres://HOST[:PORT]/DATABASE`; `Err` says what is wrong, for the user.
+fn parse_pg_url(url: &str) -> Result<PgUpstream, String> {
+    let rest = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+        .ok_or("must start with postgres:// or postgresql://")?;
+    if rest.contains('?') || rest.contains('#') {
+        return Err(
+            "must not have a query string or fragment: set TLS with upstream_tls and upstream_ca"
+                .into(),
+        );
+    }
+    let (authority, database) = rest
+        .split_once('/')
+        .ok_or("must name the database: postgres://HOST[:PORT]/DATABASE")?;
+    if authority.contains('@') {
+        return Err(
+            "must not hold a user or password: credentials go in `user` and `password_env`".into(),
+        );
+    }
+    if authority.contains(',') {
+        return Err("must name one host".into());
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (host, after) = v6
+            .split_once(']')
+            .ok_or("has an unclosed '[' in its host")?;
+        match after {
+            "" => (host, None),
+            _ => match after.strip_prefix(':') {
+                Some(port) => (host, Some(port)),
+                None => return Err("has text after the IPv6 address".into()),
+            },
+        }
+    } else {
+        match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return Err("must name a host: postgres://HOST[:PORT]/DATABASE".into());
+    }
+    let port = match port {
+        None => 5432,
+        Some(port) => match port.parse::<u16>() {
+            Ok(p) if p != 0 => p,
+            _ => return Err(format!("has an invalid port {port:?}")),
+        },
+    };
+    let database = percent_decode(database).ok_or("has a bad %-escape in the database name")?;
+    if database.is_empty() || database.contains('/') {
+        return Err("must name one database: postgres://HOST[:PORT]/DATABASE".into());
+    }
+    Ok(PgUpstream {
+        host: host.to_string(),
+        port,
+        database,
+    })
+}
+
+/// Decodes `%XX` escapes (a database name may hold any character).
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text
+                .get(i + 1..i + 3)
+                .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// A header carrying the upstream's credential, read from the gateway's environment.
@@ -379,12 +534,35 @@ pub struct Rule {
     #[serde(default)]
     pub prompts: Vec<String>,
     /// `allow` (default), `deny` or `hold`. A matching deny beats a hold, which beats an allow.
-    #[serde(default)]
+    /// A rule with an SQL sub-table (`allow.*`, `deny.*` or `hold.*`) takes its decision from
+    /// the sub-table's name; `decision` may then be left out, or must say the same.
+    #[serde(default, rename = "decision")]
+    declared_decision: Option<RuleDecision>,
+    /// The rule's effective decision: `decision`, or the name of its SQL sub-table. Set at
+    /// load (not a TOML key).
+    #[serde(skip)]
     pub decision: RuleDecision,
+    /// For database targets: `allow.statements = ["select"]`, `allow.tables = ["customers"]`
+    /// ... the statements this rule allows. Each list present must cover the whole statement:
+    /// every kind it performs, every table it touches. See [`SqlMatch`].
+    #[serde(default)]
+    pub allow: Option<SqlMatch>,
+    /// For database targets: `deny.tables = ["secrets"]` ... the statements this rule denies:
+    /// those that match every list present (any kind, any table, any function listed).
+    #[serde(default)]
+    pub deny: Option<SqlMatch>,
+    /// For database targets: `hold.statements = ["update"]` ... the statements this rule holds
+    /// for approval, matched as for `deny`.
+    #[serde(default)]
+    pub hold: Option<SqlMatch>,
     /// An optional CEL condition; the rule matches only when it is true. Variables:
     /// `args` (the call's arguments), `identity` (`subject`, `issuer`, `kind`, `groups`,
-    /// `auth_method`), `tool` and `resource` (the name or URI acted on), `target`, `verb`.
-    /// Example: `args.amount > 500`. A condition that cannot be evaluated fails closed.
+    /// `auth_method`), `tool` and `resource` (the name or URI acted on), `target`, `verb`,
+    /// `findings` (detectors that found sensitive data in the arguments) and, for database
+    /// targets, `sql` (`kind`, `kinds`, `tables`, `functions`, `no_where`; for other actions
+    /// `kind` is `""` and the lists are empty).
+    /// Example: `args.amount > 500`, `"audit.log" in sql.tables`. A condition that cannot
+    /// be evaluated fails closed.
     #[serde(default)]
     pub when: Option<Spanned<String>>,
     /// For `deny`: the message the caller gets.
@@ -416,6 +594,115 @@ pub struct Rule {
     /// back: tool results, resource contents, prompt messages.
     #[serde(default)]
     pub mask: Option<String>,
+}
+
+/// An SQL sub-table of a rule (`allow`, `deny` or `hold`): which statements it is about.
+///
+/// Statements are classified by the database adapter: their kinds (a statement can perform
+/// several, e.g. a `WITH ... DELETE ... SELECT` is `select` and `delete`), the tables and
+/// views they touch, the functions they call, and whether an UPDATE or DELETE has no WHERE.
+///
+/// `allow` must cover the whole statement: every kind is in `statements`, every table matches
+/// `tables` (an empty list: any), every *privileged* function (one that reads server files,
+/// runs SQL from a string, reaches other servers, changes settings ...) matches `functions`,
+/// and a statement without WHERE needs `without_where = true`. Ordinary functions need no
+/// listing.
+///
+/// `deny` and `hold` match a statement that meets every list present: some kind in
+/// `statements`, some table in `tables`, some function in `functions`, and, with
+/// `without_where = true`, only an UPDATE or DELETE without WHERE. They must set at least one.
+///
+/// Table and function patterns are globs (`*` also crosses `.`), compared lower-case
+/// (PostgreSQL folds unquoted names). An unqualified name and the same name in schema
+/// `public` are the same table: `customers` matches `public.customers` and the reverse, but
+/// not `sales.customers`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlMatch {
+    /// Statement kinds, from [`STATEMENT_KINDS`]: `select`, `insert`, `update`, `delete`,
+    /// `merge`, `copy`, `ddl`, `grant`, `truncate`, `do`, `call`, `set`, `show`,
+    /// `transaction`, `listen`, `notify`, `explain`, `prepare`, `execute`, `maintenance`,
+    /// `lock`, `cursor`, `session`, `other`.
+    #[serde(default)]
+    pub statements: Vec<String>,
+    /// Table and view name globs (`customers`, `public.*`, `sales.order_*`).
+    #[serde(default)]
+    pub tables: Vec<String>,
+    /// Function name globs. In `allow`: privileged functions the statements may call besides.
+    /// In `deny`/`hold`: functions whose call the rule is about.
+    #[serde(default)]
+    pub functions: Vec<String>,
+    /// In `allow`: an UPDATE or DELETE without WHERE (every row) is also allowed. In
+    /// `deny`/`hold`: the rule is about such statements only.
+    #[serde(default)]
+    pub without_where: bool,
+}
+
+impl SqlMatch {
+    fn is_empty(&self) -> bool {
+        self.statements.is_empty()
+            && self.tables.is_empty()
+            && self.functions.is_empty()
+            && !self.without_where
+    }
+}
+
+/// The statement kinds the database adapter reports and `statements` may name.
+pub const STATEMENT_KINDS: &[&str] = &[
+    "select",
+    "insert",
+    "update",
+    "delete",
+    "merge",
+    "copy",
+    "ddl",
+    "grant",
+    "truncate",
+    "do",
+    "call",
+    "set",
+    "show",
+    "transaction",
+    "listen",
+    "notify",
+    "explain",
+    "prepare",
+    "execute",
+    "maintenance",
+    "lock",
+    "cursor",
+    "session",
+    "other",
+];
+
+impl Rule {
+    /// The rule's SQL sub-table, whichever of `allow`, `deny`, `hold` it is (at most one, as
+    /// validated at load).
+    pub fn sql(&self) -> Option<&SqlMatch> {
+        self.allow
+            .as_ref()
+            .or(self.deny.as_ref())
+            .or(self.hold.as_ref())
+    }
+
+    /// The decision the rule answers with: the same as `decision` after load.
+    pub fn effective_decision(&self) -> RuleDecision {
+        match (&self.allow, &self.deny, &self.hold) {
+            (Some(_), _, _) => RuleDecision::Allow,
+            (None, Some(_), _) => RuleDecision::Deny,
+            (None, None, Some(_)) => RuleDecision::Hold,
+            (None, None, None) => self.declared_decision.unwrap_or_default(),
+        }
+    }
+
+    /// Whether the rule names no tools, resources, prompts or SQL sub-table: it covers
+    /// everything on its target.
+    pub fn whole_target(&self) -> bool {
+        self.tools.is_empty()
+            && self.resources.is_empty()
+            && self.prompts.is_empty()
+            && self.sql().is_none()
+    }
 }
 
 /// `[approvals]`: how people are asked, and who may decide in an emergency.
@@ -470,8 +757,13 @@ pub struct MaskProfile {
     pub detectors: Vec<String>,
     /// Field names or paths masked whatever they hold: a key name (`account_number`) or a
     /// glob over the dotted path (`*.ssn`, `customer.card`).
-    #[serde(default, alias = "columns")]
+    #[serde(default)]
     pub fields: Vec<String>,
+    /// Result column names of database targets masked whole whatever they hold: globs,
+    /// compared case-insensitively (`account_number`, `*_ssn`). Like `fields`, they also
+    /// match keys of the same name in JSON results.
+    #[serde(default)]
+    pub columns: Vec<String>,
     /// `redact` (a label such as `[EMAIL]`, the default), `partial` (keep the last `keep`
     /// characters), or `hash` (a keyed HMAC token: equal values give equal tokens).
     #[serde(default)]
@@ -499,6 +791,7 @@ impl Default for MaskProfile {
         MaskProfile {
             detectors: default_mask_detectors(),
             fields: Vec::new(),
+            columns: Vec::new(),
             style: MaskStyle::default(),
             keep: default_mask_keep(),
             styles: BTreeMap::new(),
@@ -506,6 +799,20 @@ impl Default for MaskProfile {
             deny_list: Vec::new(),
             custom: Vec::new(),
         }
+    }
+}
+
+impl MaskProfile {
+    /// The globs masked whole by name: `fields` and `columns` together, without duplicates.
+    /// This is what the masking engine's field list should be built from.
+    pub fn field_globs(&self) -> Vec<String> {
+        let mut globs = self.fields.clone();
+        for column in &self.columns {
+            if !globs.contains(column) {
+                globs.push(column.clone());
+            }
+        }
+        globs
     }
 }
 
@@ -564,6 +871,17 @@ pub enum RuleDecision {
     Hold,
 }
 
+impl RuleDecision {
+    /// `allow`, `deny` or `hold`, as written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleDecision::Allow => "allow",
+            RuleDecision::Deny => "deny",
+            RuleDecision::Hold => "hold",
+        }
+    }
+}
+
 impl Config {
     /// Reads, parses and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -610,6 +928,14 @@ impl Config {
                 resolve(&mut tls.cert);
                 resolve(&mut tls.key);
             }
+            for target in config.targets.values_mut() {
+                if let Some(ca) = target.upstream_ca.as_mut() {
+                    resolve(ca);
+                }
+            }
+        }
+        for rule in &mut config.rules {
+            rule.decision = rule.effective_decision();
         }
         config.validate()?;
         Ok(config)
@@ -776,10 +1102,31 @@ impl Config {
                         )));
                     }
                 },
+                TargetKind::Postgres => self.validate_postgres(name, target)?,
                 other => {
                     return Err(at(format!(
                         "targets.{name}.kind: {other:?} targets are not supported by this version"
                     )));
+                }
+            }
+            if target.kind != TargetKind::Postgres {
+                let only_pg = [
+                    ("listen", target.listen.is_some()),
+                    ("upstream", target.upstream.is_some()),
+                    ("user", target.user.is_some()),
+                    ("password_env", target.password_env.is_some()),
+                    ("upstream_tls", target.upstream_tls != UpstreamTls::Disable),
+                    ("upstream_ca", target.upstream_ca.is_some()),
+                    ("record_results", target.record_results),
+                ];
+                if let Some((field, _)) = only_pg.iter().find(|(_, set)| *set) {
+                    return Err(src.error_at(
+                        find_field(&src.text, name, field),
+                        format!(
+                            "targets.{name}.{field}: only a postgres target takes {field} (this one is {:?})",
+                            target.kind
+                        ),
+                    ));
                 }
             }
             if target.max_processes == 0 {
@@ -791,6 +1138,16 @@ impl Config {
                 return Err(at(format!(
                     "targets.{name}.upstream_auth: only HTTP upstreams take a credential header; give a stdio program its secret with `env`"
                 )));
+            }
+        }
+        for (name, profile) in &self.masks {
+            for column in &profile.columns {
+                if let Err(e) = globset::Glob::new(column) {
+                    return Err(src.error_at(
+                        find_text(&src.text, &format!("masks.{name}")),
+                        format!("masks.{name}.columns: bad glob {column:?}: {e}"),
+                    ));
+                }
             }
         }
         let mut hashes = HashSet::new();
@@ -889,6 +1246,7 @@ impl Config {
                 }
             }
             let at = |m: String| src.error_at(rule.name.span(), format!("rules[{i}] ({name}).{m}"));
+            self.validate_sql_rule(rule, &at)?;
             if rule.min_approvals == 0 {
                 return Err(at("min_approvals: must be at least 1".into()));
             }
@@ -937,6 +1295,232 @@ impl Config {
         Ok(())
     }
 
+    /// A rule's SQL sub-table, and which targets its lists fit. `at` prefixes
+    /// `rules[i] (name).` and locates the error at the rule.
+    fn validate_sql_rule(
+        &self,
+        rule: &Rule,
+        at: &dyn Fn(String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        let tables: Vec<(&str, &SqlMatch)> = [
+            ("allow", &rule.allow),
+            ("deny", &rule.deny),
+            ("hold", &rule.hold),
+        ]
+        .into_iter()
+        .filter_map(|(n, m)| m.as_ref().map(|m| (n, m)))
+        .collect();
+        let target = rule.target.get_ref();
+        let kind = self.targets.get(target).map(|t| t.kind);
+        let Some(&(table, sql)) = tables.first() else {
+            if kind == Some(TargetKind::Postgres)
+                && let Some(list) = [
+                    ("tools", &rule.tools),
+                    ("resources", &rule.resources),
+                    ("prompts", &rule.prompts),
+                ]
+                .into_iter()
+                .find(|(_, l)| !l.is_empty())
+            {
+                return Err(at(format!(
+                    "{}: target {target} is a postgres database, which has no {}; say which statements the rule is about with allow.statements, allow.tables ... (or deny.*, hold.*)",
+                    list.0, list.0
+                )));
+            }
+            return Ok(());
+        };
+        if tables.len() > 1 {
+            return Err(at(format!(
+                "{}: a rule has at most one of the SQL sub-tables allow, deny and hold (its decision); write one rule each",
+                tables[1].0
+            )));
+        }
+        if let Some(declared) = rule.declared_decision
+            && declared.as_str() != table
+        {
+            return Err(at(format!(
+                "decision: {:?} contradicts the SQL sub-table `{table}`, which makes the rule a {table} rule; leave decision out",
+                declared.as_str()
+            )));
+        }
+        if let Some(kind) = kind
+            && kind != TargetKind::Postgres
+        {
+            return Err(at(format!(
+                "{table}: target {target} is not a database ({kind:?}); SQL sub-tables are for postgres targets"
+            )));
+        }
+        if let Some(list) = [
+            ("tools", &rule.tools),
+            ("resources", &rule.resources),
+            ("prompts", &rule.prompts),
+        ]
+        .into_iter()
+        .find(|(_, l)| !l.is_empty())
+        {
+            return Err(at(format!(
+                "{}: a rule is about SQL statements (`{table}`) or MCP {}, not both; write two rules",
+                list.0, list.0
+            )));
+        }
+        for statement in &sql.statements {
+            if !STATEMENT_KINDS.contains(&statement.to_ascii_lowercase().as_str()) {
+                return Err(at(format!(
+                    "{table}.statements: {statement:?} is not a statement kind (known: {})",
+                    STATEMENT_KINDS.join(", ")
+                )));
+            }
+        }
+        for (field, list) in [("tables", &sql.tables), ("functions", &sql.functions)] {
+            for glob in list {
+                if glob.is_empty() {
+                    return Err(at(format!(
+                        "{table}.{field}: an empty pattern matches nothing"
+                    )));
+                }
+                if let Err(e) = globset::Glob::new(&glob.to_ascii_lowercase()) {
+                    return Err(at(format!("{table}.{field}: bad glob {glob:?}: {e}")));
+                }
+            }
+        }
+        if table != "allow" && sql.is_empty() {
+            return Err(at(format!(
+                "{table}: an empty {table} matches no statement; list statements, tables or functions, or set {table}.without_where = true (for every statement on the target, leave the sub-table out and set decision = \"{table}\")"
+            )));
+        }
+        Ok(())
+    }
+
+    /// A `postgres` target: its listener, upstream and credentials.
+    fn validate_postgres(&self, name: &str, target: &Target) -> Result<(), ConfigError> {
+        let src = &self.source;
+        let at = |field: &str, m: String| {
+            Err(src.error_at(
+                find_field(&src.text, name, field),
+                format!("targets.{name}.{field}: {m}"),
+            ))
+        };
+        for (field, set) in [
+            ("command", target.command.is_some()),
+            ("url", target.url.is_some()),
+            ("upstream_auth", target.upstream_auth.is_some()),
+            ("env", !target.env.is_empty()),
+            ("cwd", target.cwd.is_some()),
+        ] {
+            if set {
+                return at(
+                    field,
+                    "a postgres target does not take it (MCP targets do); give the database in `upstream` and the role in `user` and `password_env`".into(),
+                );
+            }
+        }
+        let Some(listen) = target.listen else {
+            return Err(src.error_at(
+                find_table(&src.text, name),
+                format!(
+                    "targets.{name}.listen: a postgres target needs the address of its PostgreSQL listener, e.g. listen = \"127.0.0.1:6432\""
+                ),
+            ));
+        };
+        if !listen.ip().is_loopback() && self.gateway.tls.is_none() {
+            return at(
+                "listen",
+                format!(
+                    "{listen} is reachable from the network, and PostgreSQL clients send their API key or token as the password, so they must connect with TLS: configure [gateway.tls] (its certificate serves this listener too), or listen on a loopback address"
+                ),
+            );
+        }
+        let clash = |other: SocketAddr| {
+            other.port() == listen.port()
+                && (other.ip() == listen.ip()
+                    || other.ip().is_unspecified()
+                    || listen.ip().is_unspecified())
+        };
+        if clash(self.gateway.listen) {
+            return at(
+                "listen",
+                format!(
+                    "{listen} is also gateway.listen; give the PostgreSQL listener its own address"
+                ),
+            );
+        }
+        if self.gateway.admin_listen.is_some_and(clash) {
+            return at(
+                "listen",
+                format!(
+                    "{listen} is also gateway.admin_listen; give the PostgreSQL listener its own address"
+                ),
+            );
+        }
+        if let Some((other, _)) = self
+            .targets
+            .iter()
+            .filter(|(other, _)| other.as_str() != name)
+            .find(|(_, t)| t.kind == TargetKind::Postgres && t.listen.is_some_and(clash))
+        {
+            return at(
+                "listen",
+                format!(
+                    "{listen} is also the listener of target {other}; each target needs its own"
+                ),
+            );
+        }
+        let Some(upstream) = &target.upstream else {
+            return Err(src.error_at(
+                find_table(&src.text, name),
+                format!(
+                    "targets.{name}.upstream: a postgres target needs its database, e.g. upstream = \"postgres://127.0.0.1:5432/billing\""
+                ),
+            ));
+        };
+        if let Err(e) = parse_pg_url(upstream) {
+            return at("upstream", format!("{upstream:?} {e}"));
+        }
+        match &target.user {
+            None => {
+                return Err(src.error_at(
+                    find_table(&src.text, name),
+                    format!(
+                        "targets.{name}.user: a postgres target needs the role the gateway logs in as, e.g. user = \"billing_ro\""
+                    ),
+                ));
+            }
+            Some(user) if user.trim().is_empty() => {
+                return at("user", "must name a role".into());
+            }
+            Some(_) => {}
+        }
+        if target
+            .password_env
+            .as_ref()
+            .is_some_and(|v| v.trim().is_empty())
+        {
+            return at(
+                "password_env",
+                "must name an environment variable (leave it out to send no password)".into(),
+            );
+        }
+        match (target.upstream_tls, &target.upstream_ca) {
+            (UpstreamTls::VerifyFull, None) => {
+                return at(
+                    "upstream_tls",
+                    "\"verify-full\" checks the database's certificate, so upstream_ca must name the PEM file of the CA certificates it chains to".into(),
+                );
+            }
+            (UpstreamTls::Disable | UpstreamTls::Require, Some(_)) => {
+                return at(
+                    "upstream_ca",
+                    "is used only with upstream_tls = \"verify-full\"; with another setting no certificate is checked".into(),
+                );
+            }
+            _ => {}
+        }
+        if target.max_connections == 0 {
+            return at("max_connections", "must be at least 1".into());
+        }
+        Ok(())
+    }
+
     fn target_names(&self) -> String {
         if self.targets.is_empty() {
             return "none".into();
@@ -959,6 +1543,27 @@ fn valid_name(name: &str) -> bool {
 /// The span of a `[targets.NAME]` header, for errors about a target as a whole.
 fn find_table(text: &str, name: &str) -> std::ops::Range<usize> {
     find_text(text, &format!("targets.{name}"))
+}
+
+/// The span of `field` inside `[targets.NAME]` (the header when the field is not found).
+fn find_field(text: &str, name: &str, field: &str) -> std::ops::Range<usize> {
+    let table = find_table(text, name);
+    let start = table.end;
+    text[start..]
+        .match_indices(field)
+        .map(|(i, _)| start + i)
+        // The field as a key: at the start of a line, followed by `=` or spaces.
+        .find(|&i| {
+            text[..i]
+                .rsplit('\n')
+                .next()
+                .is_some_and(|l| l.trim().is_empty())
+                && text[i + field.len()..]
+                    .trim_start_matches([' ', '\t'])
+                    .starts_with('=')
+        })
+        .map(|i| i..i + field.len())
+        .unwrap_or(table)
 }
 
 fn find_text(text: &str, needle: &str) -> std::ops::Range<usize> {
@@ -1031,6 +1636,9 @@ fn default_leeway() -> Duration {
 fn default_max_processes() -> usize {
     16
 }
+fn default_max_connections() -> usize {
+    100
+}
 fn default_auth_header() -> String {
     "Authorization".into()
 }
@@ -1095,7 +1703,7 @@ mod tests {
         let cases = [
             (
                 "decision = \"deny\"\nrequires_grant = true\napprovers = [\"a\"]",
-                "only an allow rule can require a grant",
+                "rules[0] (r).requires_grant: only an allow rule can require a grant",
             ),
             (
                 "requires_grant = true",
@@ -1246,5 +1854,295 @@ mod tests {
     fn symmetric_algorithm_is_refused() {
         let err = parse("[[identity.oidc]]\nissuer = \"https://idp\"\naudience = \"a\"\nalgorithms = [\"HS256\"]\n").unwrap_err();
         assert!(err.to_string().contains("HS256"), "{err}");
+    }
+
+    const PG: &str = "[targets.db]\nkind = \"postgres\"\nlisten = \"127.0.0.1:6432\"\nupstream = \"postgres://db.internal:6543/billing\"\nuser = \"billing_ro\"\n";
+
+    fn error(text: &str) -> String {
+        parse(text).map(|_| ()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_postgres_target_parses_and_resolves() {
+        let config = parse(&format!(
+            "{PG}password_env = \"DB_PASSWORD\"\nupstream_tls = \"verify-full\"\nupstream_ca = \"ca.pem\"\nrecord_results = true\nmax_connections = 5\n"
+        ))
+        .unwrap();
+        let db = &config.targets["db"];
+        assert_eq!(db.kind, TargetKind::Postgres);
+        assert_eq!(db.listen, Some("127.0.0.1:6432".parse().unwrap()));
+        assert_eq!(
+            db.pg_upstream(),
+            Some(PgUpstream {
+                host: "db.internal".into(),
+                port: 6543,
+                database: "billing".into()
+            })
+        );
+        assert_eq!(db.user.as_deref(), Some("billing_ro"));
+        assert_eq!(db.password_env.as_deref(), Some("DB_PASSWORD"));
+        assert_eq!(db.upstream_tls, UpstreamTls::VerifyFull);
+        assert!(db.upstream_ca.as_ref().unwrap().ends_with("ca.pem"));
+        assert!(db.record_results);
+        assert_eq!(db.max_connections, 5);
+        let defaults = parse(PG).unwrap();
+        let db = &defaults.targets["db"];
+        assert_eq!(db.upstream_tls, UpstreamTls::Disable);
+        assert_eq!(db.max_connections, 100);
+        assert!(!db.record_results);
+        // An MCP target has no upstream database.
+        assert_eq!(parse(TARGET).unwrap().targets["tools"].pg_upstream(), None);
+    }
+
+    #[test]
+    fn pg_upstream_urls() {
+        let ok = |url: &str| parse_pg_url(url).unwrap();
+        assert_eq!(
+            ok("postgresql://10.0.0.5/app"),
+            PgUpstream {
+                host: "10.0.0.5".into(),
+                port: 5432,
+                database: "app".into()
+            }
+        );
+        let v6 = ok("postgres://[::1]:5433/my%20db");
+        assert_eq!((v6.host.as_str(), v6.port), ("::1", 5433));
+        assert_eq!(v6.database, "my db");
+        for (url, expected) in [
+            (
+                "postgres://me:secret@db/app",
+                "credentials go in `user` and `password_env`",
+            ),
+            ("postgres://me@db/app", "`user`"),
+            ("postgres://db/app?sslmode=require", "query string"),
+            ("postgres://db", "must name the database"),
+            ("postgres://db/", "must name one database"),
+            ("postgres://db:0/app", "invalid port"),
+            ("postgres://db:x/app", "invalid port"),
+            ("postgres:///app", "must name a host"),
+            ("postgres://a,b/app", "one host"),
+            ("mysql://db/app", "must start with postgres://"),
+        ] {
+            let err = parse_pg_url(url).unwrap_err();
+            assert!(err.contains(expected), "{url}: {err}");
+        }
+    }
+
+    #[test]
+    fn postgres_targets_are_checked() {
+        let at = |field: &str, text: &str| -> usize {
+            text.lines().position(|l| l.starts_with(field)).unwrap() + 1
+        };
+        for (extra, field, expected) in [
+            ("command = [\"x\"]\n", "command", "does not take it"),
+            ("url = \"http://x\"\n", "url", "does not take it"),
+            ("cwd = \"/\"\n", "cwd", "does not take it"),
+            (
+                "upstream_tls = \"verify-full\"\n",
+                "upstream_tls",
+                "upstream_ca must name",
+            ),
+            (
+                "upstream_ca = \"ca.pem\"\n",
+                "upstream_ca",
+                "only with upstream_tls = \"verify-full\"",
+            ),
+            (
+                "max_connections = 0\n",
+                "max_connections",
+                "must be at least 1",
+            ),
+            (
+                "password_env = \"\"\n",
+                "password_env",
+                "must name an environment variable",
+            ),
+        ] {
+            let text = format!("{PG}{extra}");
+            let err = error(&text);
+            let line = at(field, &text);
+            assert!(
+                err.starts_with(&format!("portcullis.toml:{line}: targets.db.{field}:"))
+                    && err.contains(expected),
+                "{extra}: {err}"
+            );
+        }
+        let text = PG.replace("postgres://db.internal:6543/billing", "postgres://u:p@db/x");
+        let err = error(&text);
+        assert!(
+            err.starts_with("portcullis.toml:4: targets.db.upstream:")
+                && err.contains("credentials go in `user` and `password_env`"),
+            "{err}"
+        );
+        for (field, expected) in [
+            ("listen", "listen = \"127.0.0.1:6432\""),
+            ("upstream", "postgres://"),
+            ("user", "the role the gateway logs in as"),
+        ] {
+            let text: String = PG
+                .lines()
+                .filter(|l| !l.starts_with(&format!("{field} ")))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let err = error(&text);
+            assert!(
+                err.starts_with(&format!("portcullis.toml:1: targets.db.{field}:"))
+                    && err.contains(expected),
+                "{err}"
+            );
+        }
+        // Listeners: one per target, none shared with the gateway's own.
+        let err = error(&PG.replace("6432", "8080"));
+        assert!(
+            err.contains("targets.db.listen") && err.contains("gateway.listen"),
+            "{err}"
+        );
+        let err = error(&format!(
+            "[gateway]\nadmin_listen = \"127.0.0.1:6432\"\n{PG}"
+        ));
+        assert!(err.contains("gateway.admin_listen"), "{err}");
+        let err = error(&format!("{PG}{}", PG.replace("targets.db", "targets.db2")));
+        assert!(err.contains("is also the listener of target"), "{err}");
+        // Off loopback, clients' credentials need TLS.
+        let open = PG.replace("127.0.0.1:6432", "0.0.0.0:6432");
+        let err = error(&open);
+        assert!(
+            err.starts_with("portcullis.toml:3: targets.db.listen:")
+                && err.contains("[gateway.tls]")
+                && err.contains("password"),
+            "{err}"
+        );
+        let err = error(&format!("[gateway]\nallow_plain_http = true\n{open}"));
+        assert!(err.contains("[gateway.tls]"), "{err}");
+        assert!(
+            parse(&format!(
+                "[gateway]\n[gateway.tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n{open}"
+            ))
+            .is_ok()
+        );
+        // PostgreSQL settings on an MCP target.
+        for extra in [
+            "listen = \"127.0.0.1:7000\"",
+            "upstream = \"postgres://db/x\"",
+            "user = \"u\"",
+            "password_env = \"P\"",
+            "upstream_tls = \"require\"",
+            "upstream_ca = \"ca.pem\"",
+            "record_results = true",
+        ] {
+            let err = error(&format!("{TARGET}{extra}\n"));
+            let field = extra.split(' ').next().unwrap();
+            assert!(
+                err.starts_with(&format!(
+                    "portcullis.toml:4: targets.tools.{field}: only a postgres target"
+                )),
+                "{err}"
+            );
+        }
+        let err = error(&PG.replace("postgres\"", "mysql\""));
+        assert!(err.contains("not supported"), "{err}");
+    }
+
+    #[test]
+    fn sql_rules_are_checked() {
+        let rule = |body: &str| {
+            parse(&format!("{TARGET}{PG}[[rules]]\nname = \"r\"\n{body}\n"))
+                .map_err(|e| e.to_string())
+        };
+        let config = rule(
+            "target = \"db\"\nhold.statements = [\"update\", \"DELETE\"]\napprovers = [\"dba\"]",
+        )
+        .unwrap();
+        let r = &config.rules[0];
+        assert_eq!(r.decision, RuleDecision::Hold);
+        assert_eq!(r.effective_decision(), RuleDecision::Hold);
+        assert_eq!(r.sql().unwrap().statements, ["update", "DELETE"]);
+        assert!(!r.whole_target());
+        let r = rule("target = \"db\"\ndeny.tables = [\"secrets\"]\ndecision = \"deny\"").unwrap();
+        assert_eq!(r.rules[0].decision, RuleDecision::Deny);
+        assert!(
+            rule("target = \"*\"\nallow.statements = [\"select\"]\nmask = \"default\"").is_ok()
+        );
+        assert!(rule("target = \"db\"\nallow = {}").is_ok());
+        assert!(rule("target = \"db\"").unwrap().rules[0].whole_target());
+
+        let line = TARGET.lines().count() + PG.lines().count() + 2;
+        for (body, expected) in [
+            (
+                "target = \"db\"\nallow.tables = [\"a\"]\ndeny.tables = [\"b\"]",
+                "rules[0] (r).deny: a rule has at most one of the SQL sub-tables",
+            ),
+            (
+                "target = \"db\"\ndecision = \"allow\"\ndeny.tables = [\"b\"]",
+                "rules[0] (r).decision: \"allow\" contradicts the SQL sub-table `deny`",
+            ),
+            (
+                "target = \"tools\"\nallow.statements = [\"select\"]",
+                "rules[0] (r).allow: target tools is not a database",
+            ),
+            (
+                "target = \"db\"\ntools = [\"x\"]",
+                "rules[0] (r).tools: target db is a postgres database",
+            ),
+            (
+                "target = \"*\"\ntools = [\"x\"]\nallow.tables = [\"t\"]",
+                "rules[0] (r).tools: a rule is about SQL statements (`allow`) or MCP tools",
+            ),
+            (
+                "target = \"db\"\nallow.statements = [\"selekt\"]",
+                "rules[0] (r).allow.statements: \"selekt\" is not a statement kind (known: select, insert,",
+            ),
+            (
+                "target = \"db\"\ndeny = {}",
+                "rules[0] (r).deny: an empty deny matches no statement",
+            ),
+            (
+                "target = \"db\"\nhold.without_where = false\napprovers = [\"a\"]",
+                "rules[0] (r).hold: an empty hold matches no statement",
+            ),
+            (
+                "target = \"db\"\nallow.tables = [\"a[\"]",
+                "rules[0] (r).allow.tables: bad glob",
+            ),
+            (
+                "target = \"db\"\ndeny.functions = [\"\"]",
+                "rules[0] (r).deny.functions: an empty pattern",
+            ),
+            (
+                "target = \"db\"\ndeny.tables = [\"t\"]\nmask = \"default\"",
+                "rules[0] (r).mask: only an allow rule can mask",
+            ),
+            (
+                "target = \"db\"\nhold.tables = [\"t\"]",
+                "rules[0] (r).approvers: a hold rule must name",
+            ),
+            (
+                "target = \"db\"\ndeny.tables = [\"t\"]\nrequires_grant = true\napprovers = [\"a\"]",
+                "rules[0] (r).requires_grant: only an allow rule can require a grant",
+            ),
+        ] {
+            let err = rule(body).unwrap_err();
+            assert!(
+                err.starts_with(&format!("portcullis.toml:{line}: {expected}")),
+                "{body}: {err}"
+            );
+        }
+        let err = rule("target = \"db\"\nallow.table = [\"t\"]").unwrap_err();
+        assert!(err.contains("table"), "{err}");
+    }
+
+    #[test]
+    fn mask_columns_are_fields_too() {
+        let config =
+            parse("[masks.pii]\nfields = [\"ssn\"]\ncolumns = [\"account_number\", \"ssn\"]\n")
+                .unwrap();
+        let pii = &config.masks["pii"];
+        assert_eq!(pii.columns, ["account_number", "ssn"]);
+        assert_eq!(pii.field_globs(), ["ssn", "account_number"]);
+        let err = error("[masks.pii]\ncolumns = [\"a[\"]\n");
+        assert!(
+            err.starts_with("portcullis.toml:1: masks.pii.columns: bad glob"),
+            "{err}"
+        );
     }
 }

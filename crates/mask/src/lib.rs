@@ -606,6 +606,24 @@ impl Profile {
         Some(self.render(text, &hits))
     }
 
+    /// Whether a column (or any key) named `name` is masked whole by the profile's `fields`
+    /// globs, whatever it holds: decided once per result column, not per value.
+    pub fn masks_column(&self, name: &str) -> bool {
+        self.field_match(name, name)
+    }
+
+    /// Masks a whole value of a column that [`Profile::masks_column`] names, in the field
+    /// style, and reports it as detector `field` at `path`. An empty value stays empty.
+    pub fn mask_whole(&self, value: &str, path: &str, report: &mut Report) -> String {
+        if value.is_empty() {
+            return String::new();
+        }
+        let mut out = String::new();
+        style::replace(&mut out, value, &self.field.rule(), self.hmac.as_ref());
+        report.add(&self.field.name, path, 1);
+        out
+    }
+
     /// Reports what [`Profile::mask_text`] would mask, changing nothing.
     pub fn scan_text(&self, text: &str, path: &str, report: &mut Report) {
         let mut hits = Vec::new();

@@ -120,6 +120,39 @@ pub struct Action<'a> {
     /// adapter looks them up; policy, which has no clock, only matches them.
     #[serde(skip_serializing_if = "<[ActiveGrant]>::is_empty")]
     pub grants: &'a [ActiveGrant],
+    /// For database targets: what the statement does, as the SQL parser classified it. The
+    /// verb is then the statement's kind (`select`, `delete`, ...) and `resource` is `None`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sql: Option<&'a SqlStatement>,
+}
+
+/// One SQL statement as the database adapter's parser (PostgreSQL's own grammar) saw it:
+/// what policy decides on. Everything is lower-case, as PostgreSQL folds unquoted names.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SqlStatement {
+    /// The top-level kind: `select`, `insert`, `update`, `delete`, `merge`, `copy`, `ddl`,
+    /// `grant`, `truncate`, `do`, `call`, `set`, `show`, `transaction`, `listen`, `notify`,
+    /// `explain`, `prepare`, `execute`, `maintenance`, `lock`, `cursor`, `session`, `other`.
+    pub kind: String,
+    /// Every kind the statement performs, its own first: a `WITH d AS (DELETE ...) SELECT`
+    /// is `["select", "delete"]`, an `EXPLAIN ANALYZE UPDATE` `["explain", "update"]`.
+    pub kinds: Vec<String>,
+    /// Tables and views read or written, schema-qualified when the statement qualifies them
+    /// (`public.customers`), through CTEs and subqueries; CTE names themselves are not
+    /// tables. Sorted, without duplicates.
+    pub tables: Vec<String>,
+    /// Functions called, as written (`pg_read_file`, `pg_catalog.pg_read_file`). Sorted,
+    /// without duplicates.
+    pub functions: Vec<String>,
+    /// An UPDATE or DELETE (at any depth) without a WHERE clause: it touches every row.
+    pub no_where: bool,
+}
+
+impl SqlStatement {
+    /// Whether `kind` is among what the statement performs.
+    pub fn performs(&self, kind: &str) -> bool {
+        self.kinds.iter().any(|k| k == kind)
+    }
 }
 
 /// A time-boxed grant an approver gave a caller: access to a target, or to some of its
@@ -391,6 +424,28 @@ pub struct AuditEvent {
     /// place. Never the values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub masked: Option<Vec<DataFinding>>,
+    /// For a database statement: what ran, without its values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statement: Option<StatementRecord>,
+}
+
+/// The record of one SQL statement: its shape and effect, never its literal values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatementRecord {
+    /// The statement with every literal replaced by `$n` (PostgreSQL's own normalisation).
+    pub text: String,
+    /// The statement's fingerprint (16 hex digits): equal for statements that differ only
+    /// in their values, so an auditor can group them.
+    pub fingerprint: String,
+    /// What it performs (`select`, `delete` ...), its own kind first.
+    pub kinds: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub functions: Vec<String>,
+    /// Rows returned or affected, when the server said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
 }
 
 /// A summary of sensitive data at one place of a message: which detector, where (a JSON

@@ -83,6 +83,7 @@ fn bench(c: &mut Criterion) {
         arguments: Some(&args),
         findings: &[],
         grants: &[],
+        sql: None,
     };
     let allowed = action("read_invoice");
     let denied = action("admin_reset");

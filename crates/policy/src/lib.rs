@@ -19,10 +19,13 @@ use std::sync::Arc;
 use cel::objects::{Key, Map as CelMap};
 use cel::{Context as CelContext, Env as CelEnv, Program, Value as CelValue};
 use globset::{Glob, GlobSet, GlobSetBuilder};
-use portcullis_config::{Config, ConfigError, RuleDecision};
+use portcullis_config::{Config, ConfigError, RuleDecision, SqlMatch};
 use portcullis_model::{
-    Action, ApprovalRequirement, AuthMethod, Decision, Identity, IdentityKind, Verdict,
+    Action, ActiveGrant, ApprovalRequirement, AuthMethod, Decision, Identity, IdentityKind,
+    SqlStatement, Verdict,
 };
+
+pub use portcullis_config::STATEMENT_KINDS;
 use sha2::{Digest as _, Sha256};
 
 /// Why a rule set could not be compiled. Every error names the file and line.
@@ -63,18 +66,33 @@ impl fmt::Debug for Policy {
 }
 
 /// The verbs rules speak about. Each has its own list of globs in a rule; any other verb is
-/// decided only by whole-target rules.
+/// decided only by whole-target rules. `Sql` is every SQL statement (an action with `sql`),
+/// decided by whole-target rules and rules with an SQL sub-table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verb {
     Tools = 0,
     Resources = 1,
     Prompts = 2,
     Other = 3,
+    Sql = 4,
 }
 
-const VERBS: [Verb; 4] = [Verb::Tools, Verb::Resources, Verb::Prompts, Verb::Other];
+const VERBS: [Verb; 5] = [
+    Verb::Tools,
+    Verb::Resources,
+    Verb::Prompts,
+    Verb::Other,
+    Verb::Sql,
+];
 
 impl Verb {
+    fn of_action(action: &Action<'_>) -> Verb {
+        match action.sql {
+            Some(_) => Verb::Sql,
+            None => Verb::of(action.verb),
+        }
+    }
+
     fn of(verb: &str) -> Verb {
         match verb {
             "tools/call" => Verb::Tools,
@@ -187,10 +205,13 @@ struct CompiledRule {
     subjects: Box<[String]>,
     /// Bit `1 << kind` for each `who.kinds` entry; 0 means any kind.
     kinds: u8,
-    /// No tools, resources or prompts: the rule covers every verb on its target.
+    /// No tools, resources, prompts or SQL sub-table: the rule covers every verb on its
+    /// target, and every SQL statement as an SQL sub-table with empty lists would.
     whole_target: bool,
     /// Indexed by `Verb as usize` (tools, resources, prompts).
     globs: [Globs; 3],
+    /// The rule's `allow`/`deny`/`hold` sub-table.
+    sql: Option<SqlRule>,
     when: Option<Condition>,
     /// `requires_grant`: the allow applies only with a grant covering the request, and this
     /// is what a grant request under the rule must satisfy.
@@ -201,10 +222,313 @@ fn kind_bit(kind: IdentityKind) -> u8 {
     1 << (kind as u8)
 }
 
+/// A compiled SQL sub-table ([`SqlMatch`]); patterns lower-cased.
+#[derive(Debug, Default)]
+struct SqlRule {
+    /// Bit `1 << i` for each `statements` entry `STATEMENT_KINDS[i]`; 0 means any kind.
+    statements: u32,
+    tables: Globs,
+    functions: Globs,
+    without_where: bool,
+}
+
+impl Default for Globs {
+    fn default() -> Self {
+        Globs {
+            simple: Box::new([]),
+            complex: None,
+        }
+    }
+}
+
+/// The bit of a statement kind; a kind this version does not know counts as `other`.
+fn statement_bit(kind: &str) -> u32 {
+    let i = STATEMENT_KINDS
+        .iter()
+        .position(|k| *k == kind)
+        .unwrap_or(STATEMENT_KINDS.len() - 1);
+    1 << i
+}
+
+/// Schemas whose names may be left out: an unqualified table is looked up in `public` (the
+/// default `search_path`), a function also in `pg_catalog`.
+const TABLE_SCHEMAS: &[&str] = &["public"];
+const FUNCTION_SCHEMAS: &[&str] = &["pg_catalog", "public"];
+
+/// Whether `globs` match `name`, taking `schema.name` and `name` as the same for each of
+/// `schemas`: `customers` matches `public.customers` and the reverse, never `sales.customers`.
+fn matches_in_schemas(globs: &Globs, name: &str, schemas: &[&str]) -> bool {
+    if globs.matches(name) {
+        return true;
+    }
+    match name.split_once('.') {
+        Some((schema, rest)) => schemas.contains(&schema) && globs.matches(rest),
+        None => schemas
+            .iter()
+            .any(|schema| with_schema(schema, name, |q| globs.matches(q))),
+    }
+}
+
+/// Calls `f` with `schema.name`, built on the stack (names are at most 63 bytes in
+/// PostgreSQL, so the heap is needed only for names it would truncate anyway).
+fn with_schema(schema: &str, name: &str, f: impl FnOnce(&str) -> bool) -> bool {
+    let mut buf = [0u8; 256];
+    let len = schema.len() + 1 + name.len();
+    if len > buf.len() {
+        return f(&format!("{schema}.{name}"));
+    }
+    buf[..schema.len()].copy_from_slice(schema.as_bytes());
+    buf[schema.len()] = b'.';
+    buf[schema.len() + 1..len].copy_from_slice(name.as_bytes());
+    // Both parts are `str`s and `.` is ASCII, so this is UTF-8.
+    std::str::from_utf8(&buf[..len]).is_ok_and(f)
+}
+
+/// How an SQL statement fits a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fit<'a> {
+    Yes,
+    No,
+    /// An allow rule would cover the statement but for this privileged function (and why
+    /// it is privileged).
+    Privileged(&'a str, &'static str),
+    /// An allow rule would cover the statement but for its UPDATE/DELETE without WHERE.
+    NoWhere,
+}
+
+impl SqlRule {
+    fn compile(m: &SqlMatch) -> Result<SqlRule, globset::Error> {
+        let lower = |list: &[String]| -> Vec<String> {
+            list.iter().map(|p| p.to_ascii_lowercase()).collect()
+        };
+        Ok(SqlRule {
+            statements: m
+                .statements
+                .iter()
+                .map(|s| statement_bit(&s.to_ascii_lowercase()))
+                .fold(0, |a, b| a | b),
+            tables: Globs::build(&lower(&m.tables))?,
+            functions: Globs::build(&lower(&m.functions))?,
+            without_where: m.without_where,
+        })
+    }
+
+    fn kinds(stmt: &SqlStatement) -> impl Iterator<Item = &String> {
+        std::iter::once(&stmt.kind).chain(&stmt.kinds)
+    }
+
+    fn table(&self, table: &str) -> bool {
+        matches_in_schemas(&self.tables, table, TABLE_SCHEMAS)
+    }
+
+    fn function(&self, function: &str) -> bool {
+        matches_in_schemas(&self.functions, function, FUNCTION_SCHEMAS)
+    }
+
+    /// For `allow`: every kind, every table and every privileged function is covered, and a
+    /// statement without WHERE is allowed as such.
+    fn allows<'a>(&self, stmt: &'a SqlStatement) -> Fit<'a> {
+        if self.statements != 0
+            && !Self::kinds(stmt).all(|k| self.statements & statement_bit(k) != 0)
+        {
+            return Fit::No;
+        }
+        if !self.tables.is_empty() && !stmt.tables.iter().all(|t| self.table(t)) {
+            return Fit::No;
+        }
+        for function in &stmt.functions {
+            if let Some(why) = privileged_function(function)
+                && !self.function(function)
+            {
+                return Fit::Privileged(function, why);
+            }
+        }
+        if stmt.no_where && !self.without_where {
+            return Fit::NoWhere;
+        }
+        Fit::Yes
+    }
+
+    /// For `deny` and `hold`: the statement meets every list the rule has.
+    fn matches(&self, stmt: &SqlStatement) -> bool {
+        (self.statements == 0 || Self::kinds(stmt).any(|k| self.statements & statement_bit(k) != 0))
+            && (self.tables.is_empty() || stmt.tables.iter().any(|t| self.table(t)))
+            && (self.functions.is_empty() || stmt.functions.iter().any(|f| self.function(f)))
+            && (!self.without_where || stmt.no_where)
+    }
+}
+
+/// Functions a statement may call only when an allow rule's `allow.functions` names them
+/// (deny and hold rules are not needed to stop them), with the reason given to the caller.
+/// A pattern is a name or a `prefix*`; a function matches whatever schema qualifies it
+/// (`pg_catalog.pg_read_file`, or `dblink` installed in any schema).
+pub const PRIVILEGED_FUNCTIONS: &[(&str, &str)] = &[
+    // The server's file system, with the server's rights: configuration files, keys, other
+    // databases' files, logs.
+    ("pg_read_file", READS_FILES),
+    ("pg_read_binary_file", READS_FILES),
+    ("pg_stat_file", READS_FILES),
+    ("pg_ls_*", READS_FILES),
+    ("pg_current_logfile", READS_FILES),
+    ("pg_logdir_ls", READS_FILES),
+    ("pg_file_*", WRITES_FILES),
+    // Large objects live outside tables, so table rules cannot cover them; lo_import and
+    // lo_export also read and write server files.
+    ("lo_*", LARGE_OBJECTS),
+    ("loread", LARGE_OBJECTS),
+    ("lowrite", LARGE_OBJECTS),
+    // Connections to other servers, with whatever credentials the function is given.
+    ("dblink", OTHER_SERVERS),
+    ("dblink_*", OTHER_SERVERS),
+    // SQL taken from a string, or tables, schemas or the whole database taken by name: what
+    // they read is invisible to the parser, so table rules cannot judge it.
+    ("query_to_xml*", SQL_FROM_STRING),
+    ("cursor_to_xml*", SQL_FROM_STRING),
+    ("table_to_xml*", SQL_FROM_STRING),
+    ("schema_to_xml*", SQL_FROM_STRING),
+    ("database_to_xml*", SQL_FROM_STRING),
+    ("ts_stat", SQL_FROM_STRING),
+    ("ts_rewrite", SQL_FROM_STRING),
+    // Server and session settings: set_config changes them (search_path among others, which
+    // changes what unqualified names mean); reloading or rotating affects the whole server.
+    ("set_config", SETTINGS),
+    ("pg_reload_conf", SETTINGS),
+    ("pg_rotate_logfile", SETTINGS),
+    ("pg_stat_reset*", SETTINGS),
+    // Other sessions: cancelling, terminating, signalling them.
+    ("pg_terminate_backend", SIGNALS),
+    ("pg_cancel_backend", SIGNALS),
+    ("pg_signal_backend", SIGNALS),
+    ("pg_log_backend_memory_contexts", SIGNALS),
+    // Server administration: promotion, WAL, backups, replication slots and origins
+    // (a logical slot also streams every change to every table).
+    ("pg_promote", ADMINISTRATION),
+    ("pg_switch_wal", ADMINISTRATION),
+    ("pg_create_restore_point", ADMINISTRATION),
+    ("pg_backup_*", ADMINISTRATION),
+    ("pg_start_backup", ADMINISTRATION),
+    ("pg_stop_backup", ADMINISTRATION),
+    ("pg_wal_replay_*", ADMINISTRATION),
+    ("pg_logical_emit_message", ADMINISTRATION),
+    ("pg_logical_slot_*", ADMINISTRATION),
+    ("pg_create_physical_replication_slot", ADMINISTRATION),
+    ("pg_create_logical_replication_slot", ADMINISTRATION),
+    ("pg_copy_*_replication_slot", ADMINISTRATION),
+    ("pg_drop_replication_slot", ADMINISTRATION),
+    ("pg_replication_slot_advance", ADMINISTRATION),
+    ("pg_replication_origin_*", ADMINISTRATION),
+    ("pg_import_system_collations", ADMINISTRATION),
+    // Holding the connection or locks, which can stall other sessions and the gateway's pool.
+    ("pg_sleep", BLOCKS),
+    ("pg_sleep_for", BLOCKS),
+    ("pg_sleep_until", BLOCKS),
+    ("pg_advisory_*", BLOCKS),
+    ("pg_try_advisory_*", BLOCKS),
+];
+
+const READS_FILES: &str = "reads files on the database server";
+const WRITES_FILES: &str = "writes files on the database server";
+const LARGE_OBJECTS: &str = "reads or writes large objects, which table rules do not cover";
+const OTHER_SERVERS: &str = "connects to other database servers";
+const SQL_FROM_STRING: &str =
+    "runs SQL or reads tables named in a string, which table rules cannot see";
+const SETTINGS: &str = "changes server or session settings";
+const SIGNALS: &str = "cancels, terminates or signals other sessions";
+const ADMINISTRATION: &str = "administers the server: WAL, backups, replication";
+const BLOCKS: &str = "sleeps or takes advisory locks, which can stall other sessions";
+
+/// Whether `function` (as a statement wrote it, schema-qualified or not) is privileged, and
+/// why: see [`PRIVILEGED_FUNCTIONS`].
+pub fn privileged_function(function: &str) -> Option<&'static str> {
+    let name = function.rsplit('.').next().unwrap_or(function);
+    PRIVILEGED_FUNCTIONS.iter().find_map(|(pattern, why)| {
+        let hit = match pattern.split_once('*') {
+            None => name == *pattern,
+            Some((prefix, suffix)) => {
+                name.len() >= prefix.len() + suffix.len()
+                    && name.starts_with(prefix)
+                    && name.ends_with(suffix)
+            }
+        };
+        hit.then_some(*why)
+    })
+}
+
+/// `schema.name` and `name` are the same table for `public` (see [`TABLE_SCHEMAS`]), with
+/// a grant's `prefix*` patterns ([`portcullis_model::name_matches`]).
+fn grant_table_matches(pattern: &str, table: &str) -> bool {
+    use portcullis_model::name_matches;
+    if name_matches(pattern, table) {
+        return true;
+    }
+    match table.split_once('.') {
+        Some((schema, rest)) => TABLE_SCHEMAS.contains(&schema) && name_matches(pattern, rest),
+        None => TABLE_SCHEMAS
+            .iter()
+            .any(|schema| with_schema(schema, table, |q| name_matches(pattern, q))),
+    }
+}
+
+/// Whether a grant covers an SQL statement: a whole-target grant always; one naming tables
+/// only a statement whose every table it names (so a statement touching no table needs a
+/// whole-target grant); one naming tools never.
+fn grant_covers_sql(grant: &ActiveGrant, target: &str, stmt: &SqlStatement) -> bool {
+    if grant.target != target {
+        return false;
+    }
+    if grant.tools.is_empty() && grant.tables.is_empty() {
+        return true;
+    }
+    !grant.tables.is_empty()
+        && !stmt.tables.is_empty()
+        && stmt
+            .tables
+            .iter()
+            .all(|t| grant.tables.iter().any(|p| grant_table_matches(p, t)))
+}
+
 impl CompiledRule {
     /// Whether the rule can speak about this verb at all (used to build the index).
     fn covers(&self, verb: Verb) -> bool {
-        self.whole_target || (verb != Verb::Other && !self.globs[verb as usize].is_empty())
+        match verb {
+            Verb::Other => self.whole_target,
+            Verb::Sql => self.whole_target || self.sql.is_some(),
+            _ => self.whole_target || !self.globs[verb as usize].is_empty(),
+        }
+    }
+
+    /// Everything but `when`, for any action: for an SQL statement, how it fits the rule's
+    /// sub-table (all-covered for allow, any-matches for deny and hold).
+    fn fit<'a>(&self, identity: &Identity, verb: Verb, action: &Action<'a>) -> Fit<'a> {
+        match action.sql {
+            Some(stmt) if verb == Verb::Sql => {
+                if !self.who_matches(identity) {
+                    return Fit::No;
+                }
+                // A whole-target rule is a sub-table with every list empty (building an
+                // empty one allocates nothing).
+                let empty;
+                let sql = match &self.sql {
+                    Some(sql) => sql,
+                    None => {
+                        empty = SqlRule::default();
+                        &empty
+                    }
+                };
+                match self.kind {
+                    RuleDecision::Allow => sql.allows(stmt),
+                    RuleDecision::Deny | RuleDecision::Hold => {
+                        if self.sql.is_none() || sql.matches(stmt) {
+                            Fit::Yes
+                        } else {
+                            Fit::No
+                        }
+                    }
+                }
+            }
+            _ if self.applies(identity, verb, action.resource) => Fit::Yes,
+            _ => Fit::No,
+        }
     }
 
     fn who_matches(&self, identity: &Identity) -> bool {
@@ -227,7 +551,7 @@ impl CompiledRule {
             return true;
         }
         match verb {
-            Verb::Other => false,
+            Verb::Other | Verb::Sql => false,
             // A glob cannot match a resource that is not there: fail closed for allows,
             // and the default deny covers the rest.
             _ => resource.is_some_and(|r| self.globs[verb as usize].matches(r)),
@@ -253,7 +577,7 @@ struct Bucket {
 #[derive(Debug, Default)]
 struct TargetIndex {
     /// Indexed by `Verb as usize`.
-    verbs: [Bucket; 4],
+    verbs: [Bucket; 5],
 }
 
 impl TargetIndex {
@@ -307,6 +631,18 @@ impl Policy {
                 globs(&rule.resources)?,
                 globs(&rule.prompts)?,
             ];
+            let sql = match rule.sql() {
+                None => None,
+                Some(m) => Some(SqlRule::compile(m).map_err(|e| {
+                    src.error_at(
+                        rule.name.span(),
+                        format!("rules[{i}] ({name}): bad glob: {e}"),
+                    )
+                })?),
+            };
+            // The same as `rule.decision` after `Config::parse`; computed again so that a
+            // configuration built another way cannot turn a `deny.*` rule into an allow.
+            let kind = rule.effective_decision();
             let when = match &rule.when {
                 None => None,
                 Some(when) => {
@@ -329,7 +665,7 @@ impl Policy {
                     Some(Condition { program, uses })
                 }
             };
-            let decision = match rule.decision {
+            let decision = match kind {
                 RuleDecision::Allow => Decision::Allow {
                     mask: rule.mask.as_deref().map(Arc::from),
                 },
@@ -343,13 +679,14 @@ impl Policy {
             };
             rules.push(CompiledRule {
                 name: Arc::from(name.as_str()),
-                kind: rule.decision,
+                kind,
                 decision,
                 groups: rule.who.groups.clone().into(),
                 subjects: rule.who.subjects.clone().into(),
                 kinds: rule.who.kinds.iter().fold(0, |bits, &k| bits | kind_bit(k)),
-                whole_target: globs.iter().all(Globs::is_empty),
+                whole_target: globs.iter().all(Globs::is_empty) && sql.is_none(),
                 globs,
+                sql,
                 when,
                 grant: rule.requires_grant.then(|| Arc::new(requirement(rule))),
             });
@@ -413,10 +750,10 @@ impl Policy {
     /// Decides one action: the first matching deny, else the first matching hold, else the
     /// first matching allow, else deny.
     pub fn decide(&self, identity: &Identity, action: &Action<'_>) -> Verdict {
-        let verb = Verb::of(action.verb);
+        let verb = Verb::of_action(action);
         let bucket = &self.index(action.target).verbs[verb as usize];
         let mut vars = CelInputs::new(identity, action);
-        let applies = |i: &usize| self.rules[*i].applies(identity, verb, action.resource);
+        let applies = |i: &usize| self.rules[*i].fit(identity, verb, action) == Fit::Yes;
 
         for rule in bucket
             .deny
@@ -455,19 +792,28 @@ impl Policy {
             }
         }
         let mut failed: Option<String> = None;
-        for rule in bucket
-            .allow
-            .iter()
-            .filter(|i| applies(i))
-            .map(|&i| &self.rules[i])
-        {
+        // An allow rule that would apply but for a privileged function or a missing WHERE:
+        // the refusal then says exactly that.
+        let mut near_miss: Option<Fit<'_>> = None;
+        for rule in bucket.allow.iter().map(|&i| &self.rules[i]) {
+            match rule.fit(identity, verb, action) {
+                Fit::Yes => {}
+                Fit::No => continue,
+                miss => {
+                    if near_miss.is_none() && matches!(self.condition(rule, &mut vars), Cond::True)
+                    {
+                        near_miss = Some(miss);
+                    }
+                    continue;
+                }
+            }
             match self.condition(rule, &mut vars) {
                 Cond::True if rule.grant.is_some() => {
-                    match action
-                        .grants
-                        .iter()
-                        .find(|g| g.covers(action.target, action.verb, action.resource))
-                    {
+                    let covers = |g: &&ActiveGrant| match action.sql {
+                        Some(stmt) => grant_covers_sql(g, action.target, stmt),
+                        None => g.covers(action.target, action.verb, action.resource),
+                    };
+                    match action.grants.iter().find(covers) {
                         Some(grant) => {
                             let mut verdict = self.verdict(rule, rule.decision.clone());
                             verdict.grant = Some(Arc::from(grant.id.as_str()));
@@ -475,14 +821,17 @@ impl Policy {
                         }
                         None => {
                             failed.get_or_insert_with(|| {
-                                format!(
-                                    " (rule {} allows it only with an active grant: ask for one with `portcullis access request --target {}{}`)",
-                                    rule.name,
-                                    action.target,
-                                    match (action.verb, action.resource) {
-                                        ("tools/call", Some(tool)) => format!(" --tools {tool}"),
-                                        _ => String::new(),
+                                let scope = match (action.sql, action.verb, action.resource) {
+                                    (Some(stmt), _, _) if !stmt.tables.is_empty() => {
+                                        format!(" --tables {}", stmt.tables.join(","))
                                     }
+                                    (Some(_), _, _) => String::new(),
+                                    (None, "tools/call", Some(tool)) => format!(" --tools {tool}"),
+                                    _ => String::new(),
+                                };
+                                format!(
+                                    " (rule {} allows it only with an active grant: ask for one with `portcullis access request --target {}{scope}`)",
+                                    rule.name, action.target,
                                 )
                             });
                         }
@@ -502,16 +851,47 @@ impl Policy {
             }
         }
 
-        let what = match action.resource {
-            Some(resource) => format!("{} {resource}", action.verb),
-            None => action.verb.to_string(),
+        let failed = failed.as_deref().unwrap_or("");
+        let reason = match action.sql {
+            Some(stmt) => {
+                let mut what = stmt.kind.clone();
+                let others: Vec<&str> = stmt
+                    .kinds
+                    .iter()
+                    .filter(|k| **k != stmt.kind)
+                    .map(String::as_str)
+                    .collect();
+                if !others.is_empty() {
+                    what.push_str(&format!(" (also {})", others.join(", ")));
+                }
+                let tables = if stmt.tables.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (tables: {})", stmt.tables.join(", "))
+                };
+                let subject = &identity.subject;
+                let target = action.target;
+                match near_miss {
+                    Some(Fit::Privileged(function, why)) => format!(
+                        "{what} on {target}{tables} for {subject} calls {function}, a privileged function ({why}): no rule allows it (a rule's allow.functions must name it){failed}"
+                    ),
+                    Some(Fit::NoWhere) => format!(
+                        "{what} on {target}{tables} for {subject}: UPDATE/DELETE without WHERE touches every row: no rule allows it (a rule needs allow.without_where = true){failed}"
+                    ),
+                    _ => format!("no rule allows {what} on {target}{tables} for {subject}{failed}"),
+                }
+            }
+            None => {
+                let what = match action.resource {
+                    Some(resource) => format!("{} {resource}", action.verb),
+                    None => action.verb.to_string(),
+                };
+                format!(
+                    "no rule allows {what} on {} for {}{failed}",
+                    action.target, identity.subject,
+                )
+            }
         };
-        let reason = format!(
-            "no rule allows {what} on {} for {}{}",
-            action.target,
-            identity.subject,
-            failed.as_deref().unwrap_or("")
-        );
         Verdict {
             decision: Decision::Deny {
                 reason: reason.into(),
@@ -525,8 +905,8 @@ impl Policy {
     /// What a just-in-time grant for `identity` on `target` needs: the first `requires_grant`
     /// rule on the target that applies to the caller and covers every tool asked for (every
     /// tool of the target when none is named). Tables are for database targets, whose rules
-    /// cover statements rather than names, so any applicable rule covers them. `Err` says why
-    /// no grant can be asked for.
+    /// cover statements rather than names, so any applicable rule covers them: a whole-target
+    /// rule first, else one with an SQL sub-table. `Err` says why no grant can be asked for.
     pub fn grant_requirement(
         &self,
         identity: &Identity,
@@ -545,7 +925,12 @@ impl Policy {
                 .collect::<Vec<_>>()
         };
         let rules = if tools.is_empty() {
-            candidates(Verb::Other)
+            let whole = candidates(Verb::Other);
+            if whole.is_empty() {
+                candidates(Verb::Sql)
+            } else {
+                whole
+            }
         } else {
             candidates(Verb::Tools)
                 .into_iter()
@@ -625,8 +1010,8 @@ fn requirement(rule: &portcullis_config::Rule) -> ApprovalRequirement {
 }
 
 /// The variables a `when` can use.
-const VARIABLES: [&str; 7] = [
-    "args", "identity", "tool", "resource", "target", "verb", "findings",
+const VARIABLES: [&str; 8] = [
+    "args", "identity", "tool", "resource", "target", "verb", "findings", "sql",
 ];
 
 /// The CEL variables of one decision, each converted only when a `when` that mentions it is
@@ -659,13 +1044,8 @@ impl<'a> CelInputs<'a> {
             "identity" => identity_to_cel(self.identity),
             "tool" | "resource" => CelValue::from(action.resource.unwrap_or("")),
             "target" => CelValue::from(action.target),
-            "findings" => CelValue::List(Arc::new(
-                action
-                    .findings
-                    .iter()
-                    .map(|f| CelValue::from(f.as_str()))
-                    .collect(),
-            )),
+            "findings" => string_list(action.findings),
+            "sql" => sql_to_cel(action.sql),
             _ => CelValue::from(action.verb),
         }
     }
@@ -690,6 +1070,30 @@ impl<'a> CelInputs<'a> {
 
 fn cel_key(key: &str) -> Key {
     Key::String(Arc::new(key.to_string()))
+}
+
+fn string_list(items: &[String]) -> CelValue {
+    CelValue::List(Arc::new(
+        items.iter().map(|s| CelValue::from(s.as_str())).collect(),
+    ))
+}
+
+/// `sql`: the statement as the adapter classified it; for other actions `kind` is `""` and
+/// the lists are empty, so `"x" in sql.tables` is simply false.
+fn sql_to_cel(stmt: Option<&SqlStatement>) -> CelValue {
+    let empty = SqlStatement::default();
+    let stmt = stmt.unwrap_or(&empty);
+    let map: HashMap<Key, CelValue> = [
+        ("kind", CelValue::from(stmt.kind.as_str())),
+        ("kinds", string_list(&stmt.kinds)),
+        ("tables", string_list(&stmt.tables)),
+        ("functions", string_list(&stmt.functions)),
+        ("no_where", CelValue::Bool(stmt.no_where)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (cel_key(k), v))
+    .collect();
+    CelValue::Map(CelMap { map: Arc::new(map) })
 }
 
 fn identity_to_cel(identity: &Identity) -> CelValue {
@@ -751,11 +1155,7 @@ fn json_to_cel(value: &serde_json::Value) -> CelValue {
 fn canonical_rules(config: &Config) -> String {
     let mut text = String::from("portcullis-policy/1\n");
     for rule in &config.rules {
-        let decision = match rule.decision {
-            RuleDecision::Allow => "allow",
-            RuleDecision::Deny => "deny",
-            RuleDecision::Hold => "hold",
-        };
+        let decision = rule.effective_decision().as_str();
         let kinds: Vec<&str> = rule.who.kinds.iter().map(|k| k.as_str()).collect();
         let line = serde_json::json!([
             rule.name.get_ref(),
@@ -782,6 +1182,17 @@ fn canonical_rules(config: &Config) -> String {
                 rule.max_grant.as_secs()
             ],
         ]);
+        let mut line = line;
+        // Only rules with an SQL sub-table get the extra element, so the versions of rule
+        // sets without them stay what they were.
+        if let (Some(sql), serde_json::Value::Array(items)) = (rule.sql(), &mut line) {
+            items.push(serde_json::json!([
+                sql.statements,
+                sql.tables,
+                sql.functions,
+                sql.without_where
+            ]));
+        }
         text.push_str(&line.to_string());
         text.push('\n');
     }
@@ -791,7 +1202,7 @@ fn canonical_rules(config: &Config) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use portcullis_model::{ActiveGrant, TargetKind};
+    use portcullis_model::TargetKind;
     use serde_json::json;
     use std::path::Path;
     use std::time::Duration;
@@ -837,6 +1248,7 @@ mod tests {
             arguments: args,
             findings: &[],
             grants: &[],
+            sql: None,
         }
     }
 
@@ -1022,6 +1434,7 @@ mod tests {
         ] {
             let action = Action {
                 grants: &grants,
+                sql: None,
                 ..call("refund_one", None)
             };
             let v = p.decide(&agent(), &action);
@@ -1032,6 +1445,7 @@ mod tests {
         let all = [grant(&[], "billing")];
         let other = Action {
             grants: &all,
+            sql: None,
             ..call("delete", None)
         };
         assert!(!p.decide(&agent(), &other).is_allow());
@@ -1307,5 +1721,309 @@ mod tests {
         assert!(!p.tool_visible(&bot, "billing", "ops"));
         assert!(!p.tool_visible(&bot, "billing", "unlisted"));
         assert!(!p.tool_visible(&bot, "docs", "lookup"));
+    }
+
+    const DB: &str = "[targets.db]\nkind = \"postgres\"\nlisten = \"127.0.0.1:6432\"\nupstream = \"postgres://127.0.0.1/app\"\nuser = \"gw\"\n\n";
+
+    fn pg_policy(rules: &str) -> Policy {
+        Policy::compile(
+            &Config::parse(Path::new("test.toml"), format!("{DB}{TARGETS}{rules}")).unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn stmt(kinds: &[&str], tables: &[&str], functions: &[&str], no_where: bool) -> SqlStatement {
+        let list = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        SqlStatement {
+            kind: kinds[0].to_string(),
+            kinds: list(kinds),
+            tables: list(tables),
+            functions: list(functions),
+            no_where,
+        }
+    }
+
+    fn sql<'a>(stmt: &'a SqlStatement) -> Action<'a> {
+        Action {
+            target: "db",
+            target_kind: TargetKind::Postgres,
+            verb: &stmt.kind,
+            resource: None,
+            arguments: None,
+            findings: &[],
+            grants: &[],
+            sql: Some(stmt),
+        }
+    }
+
+    fn reason(v: &Verdict) -> &str {
+        match &v.decision {
+            Decision::Deny { reason } => reason,
+            other => panic!("not a deny: {other:?}"),
+        }
+    }
+
+    const READS: &str = "[[rules]]\nname = \"reads\"\nwho.groups = [\"agents\"]\ntarget = \"db\"\nallow.statements = [\"select\"]\nallow.tables = [\"customers\", \"orders\"]\nmask = \"pii\"\n[masks.pii]\ncolumns = [\"account_number\"]\n";
+
+    #[test]
+    fn sql_allow_covers_every_kind_and_table() {
+        let p = pg_policy(READS);
+        let one = stmt(&["select"], &["customers"], &[], false);
+        let v = p.decide(&agent(), &sql(&one));
+        assert_eq!(label(&v), ("allow", "reads"));
+        assert_eq!(
+            v.decision,
+            Decision::Allow {
+                mask: Some("pii".into())
+            }
+        );
+        let join = stmt(&["select"], &["customers", "orders"], &[], false);
+        assert!(p.decide(&agent(), &sql(&join)).is_allow());
+        // Every table must be covered: one more table and the rule does not apply.
+        let leak = stmt(&["select"], &["customers", "secrets"], &[], false);
+        let v = p.decide(&agent(), &sql(&leak));
+        assert_eq!(label(&v), ("deny", "default-deny"));
+        assert_eq!(
+            reason(&v),
+            "no rule allows select on db (tables: customers, secrets) for bot"
+        );
+        // Nothing allows a delete.
+        let delete = stmt(&["delete"], &["customers"], &[], false);
+        assert_eq!(
+            reason(&p.decide(&agent(), &sql(&delete))),
+            "no rule allows delete on db (tables: customers) for bot"
+        );
+        // A data-modifying CTE performs a delete too: a select-only rule does not cover it.
+        let cte = stmt(&["select", "delete"], &["customers"], &[], false);
+        let v = p.decide(&agent(), &sql(&cte));
+        assert_eq!(
+            reason(&v),
+            "no rule allows select (also delete) on db (tables: customers) for bot"
+        );
+        // The rule is about the database only, and only for its callers.
+        assert!(!p.decide(&agent(), &call("customers", None)).is_allow());
+        let outsider = who("eve", IdentityKind::Agent, &[]);
+        assert!(!p.decide(&outsider, &sql(&one)).is_allow());
+    }
+
+    #[test]
+    fn sql_deny_and_hold_match_any() {
+        let p = pg_policy(&format!(
+            "{READS}[[rules]]\nname = \"no secrets\"\ntarget = \"db\"\ndeny.tables = [\"secrets\", \"customers\"]\nreason = \"customers are off limits today\"\n\
+             [[rules]]\nname = \"writes\"\ntarget = \"db\"\nhold.statements = [\"update\", \"delete\"]\napprovers = [\"dba\"]\n\
+             [[rules]]\nname = \"all writes\"\ntarget = \"db\"\nallow.statements = [\"update\", \"delete\", \"insert\"]\n"
+        ));
+        let read = stmt(&["select"], &["customers"], &[], false);
+        let v = p.decide(&agent(), &sql(&read));
+        assert_eq!(label(&v), ("deny", "no secrets"));
+        assert_eq!(reason(&v), "customers are off limits today");
+        let update = stmt(&["update"], &["orders"], &[], false);
+        let v = p.decide(&agent(), &sql(&update));
+        assert_eq!(label(&v), ("hold", "writes"));
+        let Decision::Hold(requirement) = &v.decision else {
+            panic!()
+        };
+        assert_eq!(requirement.approvers, ["dba"]);
+        // A CTE that deletes is held like a delete.
+        let cte = stmt(&["select", "delete"], &["orders"], &[], false);
+        assert_eq!(label(&p.decide(&agent(), &sql(&cte))), ("hold", "writes"));
+        let insert = stmt(&["insert"], &["orders"], &[], false);
+        assert_eq!(
+            label(&p.decide(&agent(), &sql(&insert))),
+            ("allow", "all writes")
+        );
+    }
+
+    #[test]
+    fn sql_public_schema_equivalence() {
+        let p = pg_policy(
+            "[[rules]]\nname = \"plain\"\ntarget = \"db\"\nallow.tables = [\"customers\"]\n\
+             [[rules]]\nname = \"qualified\"\ntarget = \"db\"\nallow.tables = [\"public.orders\", \"SALES.*\"]\n",
+        );
+        let allowed = |table: &str| {
+            let s = stmt(&["select"], &[table], &[], false);
+            p.decide(&agent(), &sql(&s)).rule_label().to_string()
+        };
+        assert_eq!(allowed("customers"), "plain");
+        assert_eq!(allowed("public.customers"), "plain");
+        assert_eq!(allowed("orders"), "qualified");
+        assert_eq!(allowed("public.orders"), "qualified");
+        assert_eq!(allowed("sales.leads"), "qualified");
+        // Another schema's table of the same name is another table.
+        assert_eq!(allowed("other.customers"), "default-deny");
+        assert_eq!(allowed("leads"), "default-deny");
+    }
+
+    #[test]
+    fn privileged_functions_need_allow_functions() {
+        let p = pg_policy(
+            "[[rules]]\nname = \"reads\"\ntarget = \"db\"\nallow.statements = [\"select\"]\n\
+             [[rules]]\nname = \"sleepy\"\ntarget = \"db\"\nwho.groups = [\"ops\"]\nallow.statements = [\"select\"]\nallow.functions = [\"pg_sleep\", \"pg_read_*\"]\n",
+        );
+        // Ordinary functions need no listing.
+        let lower = stmt(&["select"], &["customers"], &["lower", "now"], false);
+        assert!(p.decide(&agent(), &sql(&lower)).is_allow());
+        for function in ["pg_read_file", "pg_catalog.pg_read_file"] {
+            let read = stmt(&["select"], &[], &[function], false);
+            let v = p.decide(&agent(), &sql(&read));
+            assert_eq!(label(&v), ("deny", "default-deny"));
+            assert_eq!(
+                reason(&v),
+                format!(
+                    "select on db for bot calls {function}, a privileged function (reads files on the database server): no rule allows it (a rule's allow.functions must name it)"
+                )
+            );
+            let ops = who("op", IdentityKind::Human, &["ops"]);
+            assert_eq!(label(&p.decide(&ops, &sql(&read))), ("allow", "sleepy"));
+        }
+        let ops = who("op", IdentityKind::Human, &["ops"]);
+        let dblink = stmt(&["select"], &[], &["public.dblink_exec", "pg_sleep"], false);
+        let v = p.decide(&ops, &sql(&dblink));
+        assert!(
+            reason(&v).contains("calls public.dblink_exec, a privileged function (connects to other database servers)"),
+            "{v:?}"
+        );
+        assert_eq!(privileged_function("current_setting"), None);
+        assert!(privileged_function("pg_try_advisory_xact_lock").is_some());
+        assert!(privileged_function("pg_copy_logical_replication_slot").is_some());
+        assert!(privileged_function("query_to_xml_and_xmlschema").is_some());
+        assert!(privileged_function("pg_ls_waldir").is_some());
+    }
+
+    #[test]
+    fn no_where_needs_allow_without_where() {
+        let p = pg_policy(
+            "[[rules]]\nname = \"writes\"\ntarget = \"db\"\nallow.statements = [\"update\", \"delete\"]\n\
+             [[rules]]\nname = \"purge\"\ntarget = \"db\"\nwho.groups = [\"ops\"]\nallow.statements = [\"delete\"]\nallow.tables = [\"sessions\"]\nallow.without_where = true\n",
+        );
+        let update = stmt(&["update"], &["customers"], &[], false);
+        assert!(p.decide(&agent(), &sql(&update)).is_allow());
+        let all = stmt(&["update"], &["customers"], &[], true);
+        let v = p.decide(&agent(), &sql(&all));
+        assert_eq!(
+            reason(&v),
+            "update on db (tables: customers) for bot: UPDATE/DELETE without WHERE touches every row: no rule allows it (a rule needs allow.without_where = true)"
+        );
+        let ops = who("op", IdentityKind::Human, &["ops"]);
+        let purge = stmt(&["delete"], &["sessions"], &[], true);
+        assert_eq!(label(&p.decide(&ops, &sql(&purge))), ("allow", "purge"));
+        assert!(!p.decide(&agent(), &sql(&purge)).is_allow());
+    }
+
+    #[test]
+    fn whole_target_rules_and_sql() {
+        let p = pg_policy(
+            "[[rules]]\nname = \"dba\"\ntarget = \"db\"\nwho.groups = [\"agents\"]\n\
+             [[rules]]\nname = \"no truncate\"\ntarget = \"*\"\ndeny.statements = [\"truncate\"]\n\
+             [[rules]]\nname = \"mcp tools\"\ntarget = \"*\"\ntools = [\"*\"]\n",
+        );
+        let any = stmt(&["ddl"], &["customers"], &["lower"], false);
+        assert_eq!(label(&p.decide(&agent(), &sql(&any))), ("allow", "dba"));
+        let truncate = stmt(&["truncate"], &["customers"], &[], false);
+        assert_eq!(
+            label(&p.decide(&agent(), &sql(&truncate))),
+            ("deny", "no truncate")
+        );
+        // A whole-target allow is an allow with empty lists: privileged functions and
+        // statements without WHERE still need saying.
+        let read = stmt(&["select"], &[], &["pg_read_file"], false);
+        assert!(!p.decide(&agent(), &sql(&read)).is_allow());
+        let all = stmt(&["delete"], &["customers"], &[], true);
+        assert!(!p.decide(&agent(), &sql(&all)).is_allow());
+        // A tools rule on `*` says nothing about SQL; an SQL rule nothing about MCP.
+        let outsider = who("eve", IdentityKind::Agent, &[]);
+        let select = stmt(&["select"], &[], &[], false);
+        assert!(!p.decide(&outsider, &sql(&select)).is_allow());
+        assert!(
+            p.decide(&outsider, &act("billing", "tools/call", "x", None))
+                .is_allow()
+        );
+        // A whole-target deny stops every statement.
+        let p = pg_policy(
+            "[[rules]]\nname = \"all\"\ntarget = \"db\"\nallow.statements = [\"select\"]\n\
+             [[rules]]\nname = \"closed\"\ntarget = \"db\"\ndecision = \"deny\"\nwho.kinds = [\"agent\"]\n",
+        );
+        assert_eq!(
+            label(&p.decide(&agent(), &sql(&select))),
+            ("deny", "closed")
+        );
+    }
+
+    #[test]
+    fn cel_over_sql() {
+        let p = pg_policy(
+            "[[rules]]\nname = \"audit reads held\"\ntarget = \"db\"\nhold.statements = [\"select\"]\napprovers = [\"dba\"]\nwhen = '\"audit.log\" in sql.tables || sql.no_where'\n\
+             [[rules]]\nname = \"reads\"\ntarget = \"db\"\nallow.statements = [\"select\"]\nwhen = 'sql.kind == \"select\" && size(sql.kinds) == 1 && !(\"pg_sleep\" in sql.functions)'\n\
+             [[rules]]\nname = \"tools\"\ntarget = \"billing\"\ntools = [\"*\"]\nwhen = 'sql.kind == \"\" && size(sql.tables) == 0'\n",
+        );
+        let plain = stmt(&["select"], &["customers"], &[], false);
+        assert_eq!(label(&p.decide(&agent(), &sql(&plain))), ("allow", "reads"));
+        let audit = stmt(&["select"], &["audit.log"], &[], false);
+        assert_eq!(
+            label(&p.decide(&agent(), &sql(&audit))),
+            ("hold", "audit reads held")
+        );
+        assert!(p.decide(&agent(), &call("x", None)).is_allow());
+    }
+
+    #[test]
+    fn sql_requires_grant_with_tables() {
+        let p = pg_policy(
+            "[[rules]]\nname = \"jit\"\ntarget = \"db\"\nallow.statements = [\"select\", \"update\"]\nrequires_grant = true\napprovers = [\"dba\"]\n",
+        );
+        let grant = |tables: &[&str], tools: &[&str]| ActiveGrant {
+            id: "apr_9".into(),
+            target: "db".into(),
+            tools: tools.iter().map(|t| t.to_string()).collect(),
+            tables: tables.iter().map(|t| t.to_string()).collect(),
+        };
+        let two = stmt(&["select"], &["customers", "public.orders"], &[], false);
+        let v = p.decide(&agent(), &sql(&two));
+        assert!(
+            reason(&v)
+                .contains("portcullis access request --target db --tables customers,public.orders"),
+            "{v:?}"
+        );
+        let none = stmt(&["select"], &[], &[], false);
+        let v = p.decide(&agent(), &sql(&none));
+        assert!(
+            reason(&v).ends_with("ask for one with `portcullis access request --target db`)"),
+            "{v:?}"
+        );
+        for (grants, allowed) in [
+            (vec![grant(&[], &[])], true),
+            (vec![grant(&["public.customers", "orders"], &[])], true),
+            (vec![grant(&["cust*", "public.ord*"], &[])], true),
+            (vec![grant(&["customers"], &[])], false),
+            (vec![grant(&[], &["customers"])], false),
+        ] {
+            let action = Action {
+                grants: &grants,
+                ..sql(&two)
+            };
+            let v = p.decide(&agent(), &action);
+            assert_eq!(v.is_allow(), allowed, "{grants:?}");
+            assert_eq!(v.grant.as_deref(), allowed.then_some("apr_9"));
+        }
+        // A statement without tables needs a whole-target grant.
+        let tables = [grant(&["customers"], &[])];
+        let action = Action {
+            grants: &tables,
+            ..sql(&none)
+        };
+        assert!(!p.decide(&agent(), &action).is_allow());
+        let (rule, _) = p.grant_requirement(&agent(), "db", &[]).unwrap();
+        assert_eq!(&*rule, "jit");
+    }
+
+    #[test]
+    fn sql_rules_change_the_version() {
+        let a = pg_policy(READS);
+        let b = pg_policy(&READS.replace("\"orders\"", "\"orders\", \"x\""));
+        assert_ne!(a.version(), b.version());
+        let allow = pg_policy("[[rules]]\nname = \"r\"\ntarget = \"db\"\nallow.tables = [\"t\"]\n");
+        let deny = pg_policy("[[rules]]\nname = \"r\"\ntarget = \"db\"\ndeny.tables = [\"t\"]\n");
+        assert_ne!(allow.version(), deny.version());
+        assert_eq!(STATEMENT_KINDS.len(), 24);
     }
 }

@@ -7,7 +7,7 @@ use std::cell::Cell;
 use std::path::Path;
 
 use portcullis_config::Config;
-use portcullis_model::{Action, AuthMethod, Identity, IdentityKind, TargetKind};
+use portcullis_model::{Action, AuthMethod, Identity, IdentityKind, SqlStatement, TargetKind};
 use portcullis_policy::Policy;
 
 struct Counting;
@@ -70,6 +70,7 @@ fn decisions_without_conditions_do_not_allocate() {
         arguments: Some(&args),
         findings: &[],
         grants: &[],
+        sql: None,
     };
     let cases = [
         (action("read_invoice"), "allow"),
@@ -93,5 +94,71 @@ fn decisions_without_conditions_do_not_allocate() {
             std::hint::black_box(policy.tool_visible(&identity, "billing", a.resource.unwrap()));
         });
         assert_eq!(n, 0, "tool_visible({:?}) allocated", a.resource);
+    }
+}
+
+#[test]
+fn sql_decisions_without_conditions_do_not_allocate() {
+    let text = "[targets.db]\nkind = \"postgres\"\nlisten = \"127.0.0.1:6432\"\nupstream = \"postgres://db/app\"\nuser = \"gw\"\n\
+        [[rules]]\nname = \"reads\"\ntarget = \"db\"\nallow.statements = [\"select\"]\nallow.tables = [\"public.customers\", \"orders\", \"sales.[a-z]*\"]\nwho.groups = [\"agents\"]\nmask = \"default\"\n\
+        [[rules]]\nname = \"no secrets\"\ntarget = \"db\"\ndeny.tables = [\"secrets\"]\n\
+        [[rules]]\nname = \"writes\"\ntarget = \"db\"\nhold.statements = [\"update\", \"delete\"]\napprovers = [\"dba\"]\n\
+        [[rules]]\nname = \"sleep\"\ntarget = \"*\"\nallow.functions = [\"pg_sleep\"]\nallow.statements = [\"select\"]\nwho.kinds = [\"human\"]\n";
+    let policy =
+        Policy::compile(&Config::parse(Path::new("t.toml"), text.into()).unwrap()).unwrap();
+    let identity = Identity {
+        issuer: "https://idp".into(),
+        subject: "bot".into(),
+        display_name: None,
+        kind: IdentityKind::Agent,
+        groups: vec!["agents".into()],
+        auth_method: AuthMethod::ApiKey,
+        credential_id: None,
+        act: Vec::new(),
+    };
+    let stmt = |kinds: &[&str], tables: &[&str], functions: &[&str]| SqlStatement {
+        kind: kinds[0].into(),
+        kinds: kinds.iter().map(|k| k.to_string()).collect(),
+        tables: tables.iter().map(|t| t.to_string()).collect(),
+        functions: functions.iter().map(|f| f.to_string()).collect(),
+        no_where: false,
+    };
+    let statements = [
+        // `customers` unqualified matches `public.customers` through a name built on the
+        // stack; `sales.[a-z]*` goes through the GlobSet.
+        (
+            stmt(
+                &["select"],
+                &["customers", "public.orders", "sales.leads"],
+                &["lower"],
+            ),
+            "allow",
+        ),
+        (stmt(&["select"], &["secrets"], &[]), "deny"),
+        (stmt(&["update"], &["orders"], &[]), "hold"),
+        (stmt(&["select", "delete"], &["orders"], &[]), "hold"),
+    ];
+    let action = |s| Action {
+        target: "db",
+        target_kind: TargetKind::Postgres,
+        verb: "select",
+        resource: None,
+        arguments: None,
+        findings: &[],
+        grants: &[],
+        sql: Some(s),
+    };
+    for (s, expected) in &statements {
+        assert_eq!(
+            policy.decide(&identity, &action(s)).decision.label(),
+            *expected
+        );
+    }
+    for (s, _) in &statements {
+        let a = action(s);
+        let n = allocations_during(|| {
+            std::hint::black_box(policy.decide(&identity, &a));
+        });
+        assert_eq!(n, 0, "decide({s:?}) allocated");
     }
 }

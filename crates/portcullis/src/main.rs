@@ -27,6 +27,9 @@ use portcullis_identity::Authenticator;
 use portcullis_model::{EventType, IdentityKind, Outcome};
 use portcullis_policy::Policy;
 use portcullis_proxy_mcp::{Gateway, Pins};
+use portcullis_proxy_pg::PgProxy;
+use portcullis_proxy_pg::PgSettings;
+use portcullis_proxy_pg::upstream::UpstreamSettings;
 
 #[derive(Parser)]
 #[command(
@@ -546,6 +549,9 @@ pub async fn serve(
         ),
         None => None,
     };
+    let databases = start_databases(&config, &auth, &policy, &audit, &approvals, &gateway)
+        .await
+        .context("starting the database listeners")?;
     let listener = listen(config.gateway.listen)
         .with_context(|| format!("cannot listen on {}", config.gateway.listen))?;
     let addr = listener.local_addr()?;
@@ -580,11 +586,15 @@ pub async fn serve(
         None => None,
     };
     start.detail = Some(format!(
-        "listening on {addr} ({}){}; policy {}",
+        "listening on {addr} ({}){}{}; policy {}",
         if tls.is_some() { "https" } else { "http" },
         admin_addr
             .map(|a| format!(", admin API on {a}"))
             .unwrap_or_default(),
+        databases
+            .iter()
+            .map(|(proxy, addr, _)| format!(", postgres target {} on {addr}", proxy.target))
+            .collect::<String>(),
         policy.version()
     ));
     audit
@@ -669,6 +679,10 @@ pub async fn serve(
                 .await?;
         }
     }
+    for (proxy, _, task) in &databases {
+        task.abort();
+        proxy.stop(Duration::from_secs(10)).await;
+    }
     sweeper.abort();
     sweeper_of_approvals.abort();
     if let Some(admin) = admin_server {
@@ -686,6 +700,81 @@ pub async fn serve(
     audit.close().await?;
     tracing::info!("portcullis stopped");
     Ok(())
+}
+
+/// Binds one PostgreSQL listener per `kind = "postgres"` target and serves it. The
+/// database passwords are read from the environment here, so a missing one fails the start.
+async fn start_databases(
+    config: &Config,
+    auth: &Arc<Authenticator>,
+    policy: &Arc<Policy>,
+    audit: &AuditLog,
+    approvals: &Approvals,
+    gateway: &Gateway,
+) -> Result<Vec<(Arc<PgProxy>, SocketAddr, tokio::task::JoinHandle<()>)>> {
+    let mut started = Vec::new();
+    let client_tls = match &config.gateway.tls {
+        Some(tls) => Some(
+            portcullis_proxy_pg::tls::server_config(&tls.cert, &tls.key)
+                .map_err(anyhow::Error::msg)?,
+        ),
+        None => None,
+    };
+    for (name, target) in &config.targets {
+        let (Some(upstream), Some(addr), Some(user)) =
+            (target.pg_upstream(), target.listen, target.user.clone())
+        else {
+            continue;
+        };
+        let password = match &target.password_env {
+            Some(var) => Some(Arc::<str>::from(std::env::var(var).map_err(|_| {
+                anyhow::anyhow!(
+                    "targets.{name}.password_env: the environment variable {var} is not set"
+                )
+            })?)),
+            None => None,
+        };
+        let upstream_tls = match target.upstream_tls {
+            portcullis_config::UpstreamTls::Disable => None,
+            portcullis_config::UpstreamTls::Require => {
+                Some(portcullis_proxy_pg::tls::client_config(None).map_err(anyhow::Error::msg)?)
+            }
+            portcullis_config::UpstreamTls::VerifyFull => Some(
+                portcullis_proxy_pg::tls::client_config(target.upstream_ca.as_deref())
+                    .map_err(|e| anyhow::anyhow!("targets.{name}.upstream_ca: {e}"))?,
+            ),
+        };
+        let settings = PgSettings {
+            target: name.clone(),
+            upstream: UpstreamSettings {
+                host: upstream.host,
+                port: upstream.port,
+                database: upstream.database,
+                user,
+                password,
+                tls: upstream_tls,
+                connect_timeout: Duration::from_secs(10),
+            },
+            tls: client_tls.clone(),
+            require_tls: !addr.ip().is_loopback(),
+            max_client_frame: config.gateway.max_message_bytes,
+            max_connections: target.max_connections,
+        };
+        let proxy = PgProxy::new(
+            settings,
+            auth.clone(),
+            policy.clone(),
+            audit.clone(),
+            approvals.clone(),
+            gateway.masks.all(),
+        );
+        let listener = listen(addr)
+            .with_context(|| format!("cannot listen on {addr} (targets.{name}.listen)"))?;
+        let bound = listener.local_addr()?;
+        let task = tokio::spawn(proxy.clone().serve(listener));
+        started.push((proxy, bound, task));
+    }
+    Ok(started)
 }
 
 /// A listening socket with a deep accept queue: the default of 128 overflows when a few

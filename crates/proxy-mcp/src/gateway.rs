@@ -1013,6 +1013,7 @@ impl Gateway {
             arguments: facts.arguments.as_ref(),
             findings: &findings,
             grants: &grants,
+            sql: None,
         };
         let verdict = self.policy.decide(&caller.identity, &action);
         ev.decision = Some(verdict.decision.label().to_string());

@@ -60,6 +60,11 @@ impl Masks {
         self.profiles.get(name).cloned()
     }
 
+    /// Every compiled profile by name, for the other adapters.
+    pub fn all(&self) -> HashMap<String, Arc<Profile>> {
+        self.profiles.clone()
+    }
+
     /// Classifies tool-call arguments; paths start at `$.arguments`.
     pub fn classify_arguments(&self, arguments: &Value) -> Report {
         let mut report = Report::default();
@@ -121,7 +126,7 @@ fn spec_of(name: &str, profile: &MaskProfile) -> Result<ProfileSpec, String> {
     }
     Ok(ProfileSpec {
         detectors: profile.detectors.clone(),
-        fields: profile.fields.clone(),
+        fields: profile.field_globs(),
         style: style_of(profile.style, profile.keep),
         styles: profile
             .styles

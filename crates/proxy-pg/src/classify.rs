@@ -1,0 +1,1949 @@
+//! Classification of SQL text: what each statement of a query does, which tables it touches
+//! and which functions it calls — the facts policy decides on and the audit log records.
+//!
+//! The text is parsed with libpg_query (through `pg_query`), which is PostgreSQL's own
+//! grammar extracted from the server sources. A gateway that guards a database must read a
+//! statement exactly as the server will: any hand-written tokenizer or regex disagrees with
+//! the server somewhere (dollar quotes, `E''` escapes, nested comments, `U&` identifiers,
+//! keywords usable as names), and every disagreement is a way to smuggle a statement past
+//! policy. So a text that PostgreSQL's grammar rejects is an error here, never a guess.
+//!
+//! A simple-query message may hold several statements (`SELECT 1; DROP TABLE t`), and the
+//! server runs all of them, so each is classified on its own and policy must accept every
+//! one; judging the text as a whole would let a harmless first statement vouch for the rest.
+//!
+//! Limits of what a parse tree can tell, which policy has to take into account:
+//! - `DO` bodies, function bodies and `EXECUTE` of a prepared statement are opaque (the body
+//!   is a string; the prepared statement was classified when it was prepared). That is why
+//!   `do`, `call` and `execute` are kinds of their own that policy can refuse.
+//! - Functions are only seen where they are called by name. Operators, casts, triggers,
+//!   views and rules run functions the text does not name.
+//! - `no_where` detects only the absence of a `WHERE`: `DELETE FROM t WHERE true` is not
+//!   flagged.
+//! - Bodies that are part of the grammar (`CREATE FUNCTION ... BEGIN ATOMIC`, `CREATE RULE`)
+//!   are walked like the rest: their statements show in `kinds`, `tables` and `no_where`
+//!   although they run later, which errs on the side of refusing.
+//! - `normalized` replaces literals only; comments stay, as do identifiers.
+//! - The grammar is read with `standard_conforming_strings = on` (PostgreSQL's default since
+//!   9.1) and assumes the client encoding is UTF-8. With the setting off, a backslash inside
+//!   `'...'` escapes the quote, so the same text splits into different statements; see
+//!   [`StringLiterals`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use pg_query::protobuf::{self, AlterTableType, DiscardMode, ObjectType, VariableSetKind};
+use pg_query::{FingerprintOptions, Node, NodeEnum, ParserOptions};
+use portcullis_model::SqlStatement;
+
+/// The longest text [`classify`] analyses. Parsing is linear but not free (roughly 10 ms per
+/// MiB); bulk loads belong in `COPY`, whose data does not pass through the parser.
+pub const MAX_SQL_BYTES: usize = 1 << 20;
+
+/// Texts longer than this are classified every time rather than cached: long texts are
+/// rarely repeated verbatim and would crowd out the short ones that are.
+pub const CACHE_MAX_TEXT_BYTES: usize = 8 * 1024;
+const CACHE_MAX_ENTRIES: usize = 4096;
+/// Bounds the cache's memory, since each entry also holds the normalized text.
+const CACHE_MAX_BYTES: usize = 16 << 20;
+/// Finding an error's position re-parses prefixes of the text; beyond this it is skipped so
+/// that a stream of long invalid texts cannot cost much more than valid ones.
+const CURSOR_SEARCH_MAX_BYTES: usize = 64 * 1024;
+
+/// One statement of a query text, classified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Classified {
+    /// What policy decides on.
+    pub statement: SqlStatement,
+    /// The statement's own text: for a multi-statement text, each statement separately,
+    /// without the `;` that ends it or the whitespace and comments before it.
+    pub text: String,
+    /// The text with every literal replaced by `$n` (`pg_query::normalize`), for the audit
+    /// log: the shape of the statement, never the values in it.
+    pub normalized: String,
+    /// The statement's fingerprint: 16 hex digits, equal for statements that differ only in
+    /// literal values (and whitespace, comments, keyword case).
+    pub fingerprint: String,
+    /// For `COPY`: where the rows come from or go to.
+    pub copy: Option<CopyInfo>,
+}
+
+impl Classified {
+    /// Whether this is a `COPY` that reads or writes a file on the database server or runs a
+    /// program there, rather than exchanging rows with the client.
+    pub fn copy_server_side(&self) -> bool {
+        self.copy
+            .is_some_and(|c| c.endpoint != CopyEndpoint::Client)
+    }
+}
+
+/// What a `COPY` statement moves, and between what.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopyInfo {
+    pub direction: CopyDirection,
+    pub endpoint: CopyEndpoint,
+}
+
+/// Which way the rows of a `COPY` flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyDirection {
+    /// `COPY ... FROM`: rows are written into the table.
+    In,
+    /// `COPY ... TO`: rows are read out of a table or query.
+    Out,
+}
+
+/// The other end of a `COPY`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyEndpoint {
+    /// `STDIN` / `STDOUT`: the rows travel over this connection, through the gateway.
+    Client,
+    /// A file on the database server, read or written by the server's OS user.
+    ServerFile,
+    /// `PROGRAM '...'`: a shell command run on the database server.
+    ServerProgram,
+}
+
+/// How the server reads backslashes in `'...'` literals: the session's
+/// `standard_conforming_strings`, which the server reports in `ParameterStatus` and which a
+/// client can change at any time (`SET`, `set_config`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StringLiterals {
+    /// `standard_conforming_strings = on`: a backslash is an ordinary character.
+    #[default]
+    Standard,
+    /// `standard_conforming_strings = off`: a backslash escapes the next character, so
+    /// `'a\'; DROP TABLE t; --'` is one literal. libpg_query's normalizer only knows the
+    /// standard reading, so texts containing a backslash are refused in this mode rather
+    /// than read one way here and another way by the server. Texts without a backslash read
+    /// the same either way.
+    BackslashEscapes,
+}
+
+/// Why a text could not be classified. Messages never quote more than a short excerpt of
+/// the SQL: they end up in logs, and the SQL may hold secrets.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClassifyError {
+    /// PostgreSQL's grammar rejects the text.
+    #[error("SQL does not parse: {message}{}", at_cursor(.cursor))]
+    Parse {
+        /// PostgreSQL's message, e.g. `syntax error at or near "SELEC"`.
+        message: String,
+        /// Where the error is, as PostgreSQL's `ErrorResponse` reports it (the `P` field):
+        /// 1-based, counted in characters. `None` when it could not be determined.
+        cursor: Option<usize>,
+    },
+    /// The text is longer than [`MAX_SQL_BYTES`].
+    #[error("SQL text of {len} bytes is longer than the {max} bytes the gateway analyses")]
+    TooLong { len: usize, max: usize },
+    /// The parse tree nests deeper than the protobuf decoder accepts (about 50 levels of
+    /// expressions, e.g. `1 + 1 + ... + 1` with more than ~50 terms).
+    #[error("SQL nests too deeply for the gateway to analyse")]
+    TooDeep,
+    /// See [`StringLiterals::BackslashEscapes`].
+    #[error(
+        "the text contains a backslash, which the server reads differently while \
+         standard_conforming_strings is off; refused"
+    )]
+    AmbiguousBackslash,
+}
+
+fn at_cursor(cursor: &Option<usize>) -> String {
+    cursor
+        .map(|c| format!(" (at character {c})"))
+        .unwrap_or_default()
+}
+
+/// Classifies every statement of `sql`, read with `standard_conforming_strings = on`.
+///
+/// An empty text, or one of only `;` and comments, is a legal empty query: `Ok` with no
+/// statements.
+pub fn classify(sql: &str) -> Result<Vec<Classified>, ClassifyError> {
+    classify_as(sql, StringLiterals::Standard)
+}
+
+/// [`classify`], for a session whose `standard_conforming_strings` is as given.
+pub fn classify_as(sql: &str, strings: StringLiterals) -> Result<Vec<Classified>, ClassifyError> {
+    if strings == StringLiterals::BackslashEscapes && sql.contains('\\') {
+        return Err(ClassifyError::AmbiguousBackslash);
+    }
+    if sql.len() > MAX_SQL_BYTES {
+        return Err(ClassifyError::TooLong {
+            len: sql.len(),
+            max: MAX_SQL_BYTES,
+        });
+    }
+    let parsed = pg_query::parse(sql, ParserOptions::DEFAULT).map_err(|e| parse_error(sql, e))?;
+    let mut out = Vec::with_capacity(parsed.protobuf.stmts.len());
+    for raw in &parsed.protobuf.stmts {
+        let Some(node) = raw.stmt.as_ref().and_then(|s| s.node.as_ref()) else {
+            continue;
+        };
+        // The parser reports each statement's byte range (a length of 0 means "to the end"),
+        // which spares a separate split: slicing is all a multi-statement text costs extra.
+        let start = usize::try_from(raw.stmt_location).unwrap_or(0);
+        let end = match usize::try_from(raw.stmt_len) {
+            Ok(0) | Err(_) => sql.len(),
+            Ok(len) => start.saturating_add(len).min(sql.len()),
+        };
+        let text = sql.get(start..end).unwrap_or(sql).trim();
+        let (statement, copy) = classify_node(node);
+        // normalize and fingerprint take text, not a tree, so each parses the statement
+        // again; they get the statement alone so that each answer is about that statement.
+        let normalized = pg_query::normalize(text).map_err(|e| parse_error(text, e))?;
+        let fingerprint =
+            pg_query::fingerprint(text, ParserOptions::DEFAULT, fingerprint_options())
+                .map_err(|e| parse_error(text, e))?
+                .hex;
+        out.push(Classified {
+            statement,
+            text: text.to_owned(),
+            normalized,
+            fingerprint,
+            copy,
+        });
+    }
+    Ok(out)
+}
+
+/// Relation names (with schema) and digits in them count, aliases do not: the audit log
+/// groups statements by fingerprint, and `orders_2024` must not share one with
+/// `orders_2025`, nor `FROM a x` with `FROM b x` (PostgreSQL 18's default would merge both).
+fn fingerprint_options() -> FingerprintOptions {
+    FingerprintOptions::RANGEVAR_PG17_COMPAT | FingerprintOptions::FULL_RELNAME
+}
+
+/// A thread-safe [`classify`] with a bounded cache keyed by the exact text: the same texts
+/// recur constantly (prepared statements, ORMs sending `$1` placeholders, pgbench), and a
+/// hit costs a hash and a lock instead of three parses.
+///
+/// Only successes are cached. Errors are rare in real traffic, cheap to recompute relative
+/// to the round trip they abort, and caching them would let junk texts evict useful entries.
+/// When full (by entries or bytes) the cache is simply cleared: an LRU would cost
+/// bookkeeping on every hit to improve only the case of a working set larger than the cache.
+#[derive(Debug, Default)]
+pub struct Classifier {
+    cache: Mutex<Cache>,
+}
+
+#[derive(Debug, Default)]
+struct Cache {
+    map: HashMap<Box<str>, Arc<[Classified]>>,
+    bytes: usize,
+}
+
+impl Classifier {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// [`classify`], cached.
+    pub fn classify(&self, sql: &str) -> Result<Arc<[Classified]>, ClassifyError> {
+        self.classify_as(sql, StringLiterals::Standard)
+    }
+
+    /// [`classify_as`], cached. One cache serves both modes: a text is only ever accepted
+    /// in [`StringLiterals::BackslashEscapes`] mode when it has no backslash, and such a
+    /// text reads the same in both.
+    pub fn classify_as(
+        &self,
+        sql: &str,
+        strings: StringLiterals,
+    ) -> Result<Arc<[Classified]>, ClassifyError> {
+        if strings == StringLiterals::BackslashEscapes && sql.contains('\\') {
+            return Err(ClassifyError::AmbiguousBackslash);
+        }
+        let cacheable = sql.len() <= CACHE_MAX_TEXT_BYTES;
+        if cacheable && let Some(hit) = self.lock().map.get(sql) {
+            return Ok(Arc::clone(hit));
+        }
+        let classified: Arc<[Classified]> = classify(sql)?.into();
+        if cacheable {
+            let size = sql.len()
+                + classified
+                    .iter()
+                    .map(|c| c.text.len() + c.normalized.len() + 64)
+                    .sum::<usize>();
+            let mut cache = self.lock();
+            if cache.map.len() >= CACHE_MAX_ENTRIES || cache.bytes + size > CACHE_MAX_BYTES {
+                cache.map.clear();
+                cache.bytes = 0;
+            }
+            if cache
+                .map
+                .insert(sql.into(), Arc::clone(&classified))
+                .is_none()
+            {
+                cache.bytes += size;
+            }
+        }
+        Ok(classified)
+    }
+
+    /// Number of cached texts.
+    pub fn cached(&self) -> usize {
+        self.lock().map.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
+        // The map is never left half-updated by a panic, so a poisoned lock is still sound.
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn parse_error(sql: &str, e: pg_query::Error) -> ClassifyError {
+    match e {
+        pg_query::Error::Parse(message) | pg_query::Error::Split(message) => {
+            let cursor = error_cursor(sql, &message);
+            ClassifyError::Parse {
+                message: shorten(&message),
+                cursor,
+            }
+        }
+        pg_query::Error::Conversion(nul) => ClassifyError::Parse {
+            message: "the text contains a NUL byte".into(),
+            cursor: Some(char_position(sql, nul.nul_position())),
+        },
+        // prost refuses messages nested more than 100 deep; its message spells out the whole
+        // path, which says nothing useful.
+        pg_query::Error::Decode(d) if d.to_string().contains("recursion limit") => {
+            ClassifyError::TooDeep
+        }
+        other => ClassifyError::Parse {
+            message: shorten(&other.to_string()),
+            cursor: None,
+        },
+    }
+}
+
+/// Keeps a message short: PostgreSQL quotes the text "near" an error, which for an
+/// unterminated literal is the whole rest of the input.
+fn shorten(message: &str) -> String {
+    const NEAR: &str = "at or near \"";
+    const MAX_NEAR: usize = 40;
+    if let Some(i) = message.find(NEAR) {
+        let (head, near) = message.split_at(i + NEAR.len());
+        let near = near.strip_suffix('"').unwrap_or(near);
+        if near.chars().count() > MAX_NEAR {
+            let cut: String = near.chars().take(MAX_NEAR).collect();
+            return format!("{head}{cut}…\"");
+        }
+    }
+    if message.chars().count() > 300 {
+        let cut: String = message.chars().take(300).collect();
+        return format!("{cut}…");
+    }
+    message.to_owned()
+}
+
+/// 1-based character position of byte offset `at`, as PostgreSQL reports positions.
+fn char_position(sql: &str, at: usize) -> usize {
+    sql.get(..at).map_or(at, |prefix| prefix.chars().count()) + 1
+}
+
+/// Where the error is. libpg_query computes it but the Rust binding drops it, so it is
+/// recovered here: a syntax error is reported at the first token that no valid statement
+/// can continue with, and a prefix of the text fails "at end of input" exactly while it
+/// stops before that token, so a binary search over token ends finds it.
+fn error_cursor(sql: &str, message: &str) -> Option<usize> {
+    if message.ends_with("at end of input") {
+        return Some(char_position(sql, sql.len()));
+    }
+    if !message.contains("at or near \"") || sql.len() > CURSOR_SEARCH_MAX_BYTES {
+        return None;
+    }
+    let tokens = match pg_query::scan(sql) {
+        Ok(scan) => scan.tokens,
+        // The scanner itself fails on an unterminated literal or comment, and PostgreSQL
+        // then quotes everything from its start to the end of the text.
+        Err(_) => {
+            let near = message.rsplit_once("at or near \"")?.1.strip_suffix('"')?;
+            return sql
+                .ends_with(near)
+                .then(|| char_position(sql, sql.len() - near.len()));
+        }
+    };
+    let fails_at = |k: usize| {
+        let end = usize::try_from(tokens[k].end)
+            .unwrap_or(sql.len())
+            .min(sql.len());
+        match sql
+            .get(..end)
+            .map(|prefix| pg_query::parse(prefix, ParserOptions::DEFAULT))
+        {
+            Some(Err(pg_query::Error::Parse(m))) => !m.ends_with("at end of input"),
+            Some(Err(_)) | None => true,
+            Some(Ok(_)) => false,
+        }
+    };
+    let (mut lo, mut hi) = (0, tokens.len());
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if fails_at(mid) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    let token = tokens.get(lo)?;
+    Some(char_position(sql, usize::try_from(token.start).ok()?))
+}
+
+fn classify_node(node: &NodeEnum) -> (SqlStatement, Option<CopyInfo>) {
+    let mut c = Collector::default();
+    let kind = kind_of(node);
+    c.kind(kind);
+    node.walk(&mut c);
+    c.tables.sort_unstable();
+    c.tables.dedup();
+    c.functions.sort_unstable();
+    c.functions.dedup();
+    let copy = match node {
+        NodeEnum::CopyStmt(s) => Some(CopyInfo {
+            direction: if s.is_from {
+                CopyDirection::In
+            } else {
+                CopyDirection::Out
+            },
+            endpoint: if s.is_program {
+                CopyEndpoint::ServerProgram
+            } else if s.filename.is_empty() {
+                CopyEndpoint::Client
+            } else {
+                CopyEndpoint::ServerFile
+            },
+        }),
+        _ => None,
+    };
+    let statement = SqlStatement {
+        kind: kind.to_owned(),
+        kinds: c.kinds.iter().map(|k| (*k).to_owned()).collect(),
+        tables: c.tables,
+        functions: c.functions,
+        no_where: c.no_where,
+    };
+    (statement, copy)
+}
+
+/// The kind of a statement by its top node.
+///
+/// Choices beyond the obvious: role and privilege administration (`CREATE/ALTER/DROP ROLE`,
+/// `ALTER ROLE ... SET`, `ALTER DEFAULT PRIVILEGES`, `REASSIGN/DROP OWNED`) is `grant`;
+/// row-level-security policies, `ALTER SYSTEM` and `CREATE/DROP DATABASE` are `ddl`;
+/// `REFRESH MATERIALIZED VIEW` is `maintenance` (it re-runs a query already defined, as
+/// `VACUUM`/`REINDEX` redo work on existing objects); `SET CONSTRAINTS` is `set`;
+/// `DEALLOCATE`/`DISCARD` are `session`; statements that only occur inside function bodies
+/// (`RETURN`, PL/pgSQL assignment) and anything not a statement are `other`.
+fn kind_of(node: &NodeEnum) -> &'static str {
+    use NodeEnum as N;
+    match node {
+        N::SelectStmt(_) => "select",
+        N::InsertStmt(_) => "insert",
+        N::UpdateStmt(_) => "update",
+        N::DeleteStmt(_) => "delete",
+        N::MergeStmt(_) => "merge",
+        N::CopyStmt(_) => "copy",
+        N::TruncateStmt(_) => "truncate",
+        N::DoStmt(_) => "do",
+        N::CallStmt(_) => "call",
+        N::VariableSetStmt(_) | N::ConstraintsSetStmt(_) => "set",
+        N::VariableShowStmt(_) => "show",
+        N::TransactionStmt(_) => "transaction",
+        N::ListenStmt(_) | N::UnlistenStmt(_) => "listen",
+        N::NotifyStmt(_) => "notify",
+        N::ExplainStmt(_) => "explain",
+        N::PrepareStmt(_) => "prepare",
+        N::ExecuteStmt(_) => "execute",
+        N::DeallocateStmt(_) | N::DiscardStmt(_) => "session",
+        N::LockStmt(_) => "lock",
+        N::DeclareCursorStmt(_) | N::FetchStmt(_) | N::ClosePortalStmt(_) => "cursor",
+        N::VacuumStmt(_)
+        | N::ClusterStmt(_)
+        | N::ReindexStmt(_)
+        | N::CheckPointStmt(_)
+        | N::LoadStmt(_)
+        | N::RefreshMatViewStmt(_) => "maintenance",
+        N::GrantStmt(_)
+        | N::GrantRoleStmt(_)
+        | N::CreateRoleStmt(_)
+        | N::AlterRoleStmt(_)
+        | N::AlterRoleSetStmt(_)
+        | N::DropRoleStmt(_)
+        | N::AlterDefaultPrivilegesStmt(_)
+        | N::ReassignOwnedStmt(_)
+        | N::DropOwnedStmt(_) => "grant",
+        N::CreateSchemaStmt(_)
+        | N::AlterTableStmt(_)
+        | N::ReplicaIdentityStmt(_)
+        | N::AlterCollationStmt(_)
+        | N::AlterDomainStmt(_)
+        | N::CreateStmt(_)
+        | N::CreateTableSpaceStmt(_)
+        | N::DropTableSpaceStmt(_)
+        | N::AlterTableSpaceOptionsStmt(_)
+        | N::AlterTableMoveAllStmt(_)
+        | N::CreateExtensionStmt(_)
+        | N::AlterExtensionStmt(_)
+        | N::AlterExtensionContentsStmt(_)
+        | N::CreateFdwStmt(_)
+        | N::AlterFdwStmt(_)
+        | N::CreateForeignServerStmt(_)
+        | N::AlterForeignServerStmt(_)
+        | N::CreateForeignTableStmt(_)
+        | N::CreateUserMappingStmt(_)
+        | N::AlterUserMappingStmt(_)
+        | N::DropUserMappingStmt(_)
+        | N::ImportForeignSchemaStmt(_)
+        | N::CreatePolicyStmt(_)
+        | N::AlterPolicyStmt(_)
+        | N::CreateAmStmt(_)
+        | N::CreateTrigStmt(_)
+        | N::CreateEventTrigStmt(_)
+        | N::AlterEventTrigStmt(_)
+        | N::CreatePlangStmt(_)
+        | N::CreateSeqStmt(_)
+        | N::AlterSeqStmt(_)
+        | N::DefineStmt(_)
+        | N::CreateDomainStmt(_)
+        | N::CreateOpClassStmt(_)
+        | N::CreateOpFamilyStmt(_)
+        | N::AlterOpFamilyStmt(_)
+        | N::DropStmt(_)
+        | N::CommentStmt(_)
+        | N::SecLabelStmt(_)
+        | N::IndexStmt(_)
+        | N::CreateStatsStmt(_)
+        | N::AlterStatsStmt(_)
+        | N::CreateFunctionStmt(_)
+        | N::AlterFunctionStmt(_)
+        | N::RenameStmt(_)
+        | N::AlterObjectDependsStmt(_)
+        | N::AlterObjectSchemaStmt(_)
+        | N::AlterOwnerStmt(_)
+        | N::AlterOperatorStmt(_)
+        | N::AlterTypeStmt(_)
+        | N::RuleStmt(_)
+        | N::CompositeTypeStmt(_)
+        | N::CreateEnumStmt(_)
+        | N::CreateRangeStmt(_)
+        | N::AlterEnumStmt(_)
+        | N::ViewStmt(_)
+        | N::CreatedbStmt(_)
+        | N::AlterDatabaseStmt(_)
+        | N::AlterDatabaseRefreshCollStmt(_)
+        | N::AlterDatabaseSetStmt(_)
+        | N::DropdbStmt(_)
+        | N::AlterSystemStmt(_)
+        | N::CreateTableAsStmt(_)
+        | N::CreateConversionStmt(_)
+        | N::CreateCastStmt(_)
+        | N::CreateTransformStmt(_)
+        | N::AlterTsdictionaryStmt(_)
+        | N::AlterTsconfigurationStmt(_)
+        | N::CreatePublicationStmt(_)
+        | N::AlterPublicationStmt(_)
+        | N::CreateSubscriptionStmt(_)
+        | N::AlterSubscriptionStmt(_)
+        | N::DropSubscriptionStmt(_) => "ddl",
+        _ => "other",
+    }
+}
+
+/// What a walk over one statement's tree gathers.
+#[derive(Default)]
+struct Collector<'t> {
+    kinds: Vec<&'static str>,
+    tables: Vec<String>,
+    functions: Vec<String>,
+    no_where: bool,
+    /// CTE names visible at the current point of the walk, innermost last.
+    ctes: Vec<&'t str>,
+}
+
+impl<'t> Collector<'t> {
+    fn kind(&mut self, kind: &'static str) {
+        if !self.kinds.contains(&kind) {
+            self.kinds.push(kind);
+        }
+    }
+
+    /// The kinds of the statement a wrapper (EXPLAIN, PREPARE, DECLARE, CREATE TABLE AS,
+    /// COPY (query)) carries: it runs it, or (EXPLAIN without ANALYZE, PREPARE) describes
+    /// what will run, and refusing on either is the safe reading.
+    fn inner(&mut self, query: Option<&Node>) {
+        if let Some(node) = query.and_then(|q| q.node.as_ref()) {
+            self.kind(kind_of(node));
+        }
+    }
+
+    /// A relation in a position where a CTE of the same name would take its place.
+    fn relation(&mut self, rv: &protobuf::RangeVar) {
+        let shadowed = rv.schemaname.is_empty()
+            && rv.catalogname.is_empty()
+            && self.ctes.iter().any(|cte| *cte == rv.relname);
+        if !shadowed {
+            self.table(rv);
+        }
+    }
+
+    /// A relation that is always a real table: the target of INSERT/UPDATE/DELETE/MERGE or
+    /// SELECT INTO, which a CTE cannot stand in for.
+    fn table(&mut self, rv: &protobuf::RangeVar) {
+        let mut name = String::with_capacity(
+            rv.catalogname.len() + rv.schemaname.len() + rv.relname.len() + 2,
+        );
+        for part in [&rv.catalogname, &rv.schemaname] {
+            if !part.is_empty() {
+                name.push_str(part);
+                name.push('.');
+            }
+        }
+        name.push_str(&rv.relname);
+        self.tables.push(name);
+    }
+
+    /// A qualified name given as a list of `String` nodes, as DROP and COMMENT give it.
+    fn table_from_names(&mut self, names: &[Node], drop_last: bool) {
+        let names = if drop_last {
+            names.split_last().map_or(names, |(_, rest)| rest)
+        } else {
+            names
+        };
+        let name = dotted(names);
+        if !name.is_empty() {
+            self.tables.push(name);
+        }
+    }
+
+    /// Facts a node carries about itself, noted before its children are walked so that
+    /// kinds appear in the order of the text.
+    fn note(&mut self, node: &NodeEnum) {
+        use NodeEnum as N;
+        match node {
+            N::SelectStmt(s) => {
+                if s.into_clause.is_some() {
+                    self.kind("ddl");
+                }
+                if !s.locking_clause.is_empty() {
+                    self.kind("lock");
+                }
+            }
+            N::InsertStmt(_) => self.kind("insert"),
+            N::UpdateStmt(s) => {
+                self.kind("update");
+                self.no_where |= s.where_clause.is_none();
+            }
+            N::DeleteStmt(s) => {
+                self.kind("delete");
+                self.no_where |= s.where_clause.is_none();
+            }
+            N::MergeStmt(_) => self.kind("merge"),
+            N::ExplainStmt(s) => self.inner(s.query.as_deref()),
+            N::PrepareStmt(s) => self.inner(s.query.as_deref()),
+            N::DeclareCursorStmt(s) => self.inner(s.query.as_deref()),
+            N::CreateTableAsStmt(s) => self.inner(s.query.as_deref()),
+            N::CopyStmt(s) => self.inner(s.query.as_deref()),
+            // Changing an owner, the session's role, or resetting it to the login role all
+            // change whose privileges apply, which policy treats like granting.
+            N::AlterOwnerStmt(_) => self.kind("grant"),
+            N::AlterTableCmd(c) if c.subtype == AlterTableType::AtChangeOwner as i32 => {
+                self.kind("grant")
+            }
+            N::VariableSetStmt(s)
+                if s.kind == VariableSetKind::VarResetAll as i32
+                    || s.name.eq_ignore_ascii_case("role")
+                    || s.name.eq_ignore_ascii_case("session_authorization") =>
+            {
+                self.kind("grant")
+            }
+            N::DiscardStmt(d) if d.target == DiscardMode::DiscardAll as i32 => self.kind("grant"),
+            N::DropStmt(s) if is_table_like(s.remove_type) => {
+                for object in &s.objects {
+                    if let Some(N::List(list)) = &object.node {
+                        self.table_from_names(&list.items, false);
+                    }
+                }
+            }
+            N::CommentStmt(s)
+                if is_table_like(s.objtype) || s.objtype == ObjectType::ObjectColumn as i32 =>
+            {
+                if let Some(N::List(list)) = s.object.as_ref().and_then(|o| o.node.as_ref()) {
+                    self.table_from_names(
+                        &list.items,
+                        s.objtype == ObjectType::ObjectColumn as i32,
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn is_table_like(object_type: i32) -> bool {
+    [
+        ObjectType::ObjectTable,
+        ObjectType::ObjectView,
+        ObjectType::ObjectMatview,
+        ObjectType::ObjectForeignTable,
+    ]
+    .iter()
+    .any(|t| *t as i32 == object_type)
+}
+
+/// `a.b.c` from a list of `String` nodes.
+fn dotted(names: &[Node]) -> String {
+    let mut out = String::new();
+    for name in names {
+        if let Some(NodeEnum::String(s)) = &name.node {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(&s.sval);
+        }
+    }
+    out
+}
+
+// The walk. pg_query's own `nodes()` visits only the node types its authors needed (it
+// misses VALUES lists, RETURNING, LIMIT, array and subscript expressions, DEFAULT
+// expressions...), and a guard that misses a function call in `ARRAY[...]` is no guard. So
+// every node type and every field that can hold a node is walked: the field lists below
+// were generated from pg_query's protobuf definitions (any field whose type is `Node` or a
+// message), and the enum list must name every `NodeEnum` variant, so a pg_query upgrade
+// that adds one fails to compile here instead of going unseen. The few types whose walk
+// needs more than visiting fields in order are written out by hand after them.
+
+trait Walk {
+    fn walk<'t>(&'t self, c: &mut Collector<'t>);
+}
+
+impl<T: Walk> Walk for Option<T> {
+    fn walk<'t>(&'t self, c: &mut Collector<'t>) {
+        if let Some(x) = self {
+            x.walk(c);
+        }
+    }
+}
+
+impl<T: Walk> Walk for Box<T> {
+    fn walk<'t>(&'t self, c: &mut Collector<'t>) {
+        (**self).walk(c);
+    }
+}
+
+impl<T: Walk> Walk for Vec<T> {
+    fn walk<'t>(&'t self, c: &mut Collector<'t>) {
+        for x in self {
+            x.walk(c);
+        }
+    }
+}
+
+impl Walk for Node {
+    fn walk<'t>(&'t self, c: &mut Collector<'t>) {
+        self.node.walk(c);
+    }
+}
+
+macro_rules! walk_node_enum {
+    ($($variant:ident),* $(,)?) => {
+        impl Walk for NodeEnum {
+            fn walk<'t>(&'t self, c: &mut Collector<'t>) {
+                c.note(self);
+                match self {
+                    $(NodeEnum::$variant(x) => x.walk(c),)*
+                }
+            }
+        }
+    };
+}
+
+macro_rules! walk_fields {
+    ($($ty:ident { $($field:ident),* $(,)? }),* $(,)?) => {
+        $(
+            impl Walk for protobuf::$ty {
+                #[allow(unused_variables)]
+                fn walk<'t>(&'t self, c: &mut Collector<'t>) {
+                    $(self.$field.walk(c);)*
+                }
+            }
+        )*
+    };
+}
+
+walk_node_enum! {
+    Alias, RangeVar, TableFunc, IntoClause, Var, Param, Aggref, GroupingFunc, WindowFunc,
+    WindowFuncRunCondition, MergeSupportFunc, SubscriptingRef, FuncExpr, NamedArgExpr, OpExpr,
+    DistinctExpr, NullIfExpr, ScalarArrayOpExpr, BoolExpr, SubLink, SubPlan, AlternativeSubPlan,
+    FieldSelect, FieldStore, RelabelType, CoerceViaIo, ArrayCoerceExpr, ConvertRowtypeExpr,
+    CollateExpr, CaseExpr, CaseWhen, CaseTestExpr, ArrayExpr, RowExpr, RowCompareExpr,
+    CoalesceExpr, MinMaxExpr, SqlvalueFunction, XmlExpr, JsonFormat, JsonReturning,
+    JsonValueExpr, JsonConstructorExpr, JsonIsPredicate, JsonBehavior, JsonExpr, JsonTablePath,
+    JsonTablePathScan, JsonTableSiblingJoin, NullTest, BooleanTest, MergeAction, CoerceToDomain,
+    CoerceToDomainValue, SetToDefault, CurrentOfExpr, NextValueExpr, InferenceElem,
+    ReturningExpr, TargetEntry, RangeTblRef, JoinExpr, FromExpr, OnConflictExpr, Query,
+    TypeName, ColumnRef, ParamRef, AExpr, TypeCast, CollateClause, RoleSpec, FuncCall, AStar,
+    AIndices, AIndirection, AArrayExpr, ResTarget, MultiAssignRef, SortBy, WindowDef,
+    RangeSubselect, RangeFunction, RangeTableFunc, RangeTableFuncCol, RangeTableSample,
+    ColumnDef, TableLikeClause, IndexElem, DefElem, LockingClause, XmlSerialize, PartitionElem,
+    PartitionSpec, PartitionBoundSpec, PartitionRangeDatum, PartitionCmd, RangeTblEntry,
+    RtepermissionInfo, RangeTblFunction, TableSampleClause, WithCheckOption, SortGroupClause,
+    GroupingSet, WindowClause, RowMarkClause, WithClause, InferClause, OnConflictClause,
+    CtesearchClause, CtecycleClause, CommonTableExpr, MergeWhenClause, ReturningOption,
+    ReturningClause, TriggerTransition, JsonOutput, JsonArgument, JsonFuncExpr,
+    JsonTablePathSpec, JsonTable, JsonTableColumn, JsonKeyValue, JsonParseExpr, JsonScalarExpr,
+    JsonSerializeExpr, JsonObjectConstructor, JsonArrayConstructor, JsonArrayQueryConstructor,
+    JsonAggConstructor, JsonObjectAgg, JsonArrayAgg, RawStmt, InsertStmt, DeleteStmt,
+    UpdateStmt, MergeStmt, SelectStmt, SetOperationStmt, ReturnStmt, PlassignStmt,
+    CreateSchemaStmt, AlterTableStmt, AlterTableCmd, AtalterConstraint, ReplicaIdentityStmt,
+    AlterCollationStmt, AlterDomainStmt, GrantStmt, ObjectWithArgs, AccessPriv, GrantRoleStmt,
+    AlterDefaultPrivilegesStmt, CopyStmt, VariableSetStmt, VariableShowStmt, CreateStmt,
+    Constraint, CreateTableSpaceStmt, DropTableSpaceStmt, AlterTableSpaceOptionsStmt,
+    AlterTableMoveAllStmt, CreateExtensionStmt, AlterExtensionStmt, AlterExtensionContentsStmt,
+    CreateFdwStmt, AlterFdwStmt, CreateForeignServerStmt, AlterForeignServerStmt,
+    CreateForeignTableStmt, CreateUserMappingStmt, AlterUserMappingStmt, DropUserMappingStmt,
+    ImportForeignSchemaStmt, CreatePolicyStmt, AlterPolicyStmt, CreateAmStmt, CreateTrigStmt,
+    CreateEventTrigStmt, AlterEventTrigStmt, CreatePlangStmt, CreateRoleStmt, AlterRoleStmt,
+    AlterRoleSetStmt, DropRoleStmt, CreateSeqStmt, AlterSeqStmt, DefineStmt, CreateDomainStmt,
+    CreateOpClassStmt, CreateOpClassItem, CreateOpFamilyStmt, AlterOpFamilyStmt, DropStmt,
+    TruncateStmt, CommentStmt, SecLabelStmt, DeclareCursorStmt, ClosePortalStmt, FetchStmt,
+    IndexStmt, CreateStatsStmt, StatsElem, AlterStatsStmt, CreateFunctionStmt,
+    FunctionParameter, AlterFunctionStmt, DoStmt, InlineCodeBlock, CallStmt, CallContext,
+    RenameStmt, AlterObjectDependsStmt, AlterObjectSchemaStmt, AlterOwnerStmt,
+    AlterOperatorStmt, AlterTypeStmt, RuleStmt, NotifyStmt, ListenStmt, UnlistenStmt,
+    TransactionStmt, CompositeTypeStmt, CreateEnumStmt, CreateRangeStmt, AlterEnumStmt,
+    ViewStmt, LoadStmt, CreatedbStmt, AlterDatabaseStmt, AlterDatabaseRefreshCollStmt,
+    AlterDatabaseSetStmt, DropdbStmt, AlterSystemStmt, ClusterStmt, VacuumStmt, VacuumRelation,
+    ExplainStmt, CreateTableAsStmt, RefreshMatViewStmt, CheckPointStmt, DiscardStmt, LockStmt,
+    ConstraintsSetStmt, ReindexStmt, CreateConversionStmt, CreateCastStmt, CreateTransformStmt,
+    PrepareStmt, ExecuteStmt, DeallocateStmt, DropOwnedStmt, ReassignOwnedStmt,
+    AlterTsdictionaryStmt, AlterTsconfigurationStmt, PublicationTable, PublicationObjSpec,
+    CreatePublicationStmt, AlterPublicationStmt, CreateSubscriptionStmt, AlterSubscriptionStmt,
+    DropSubscriptionStmt, Integer, Float, Boolean, String, BitString, List, IntList, OidList,
+    AConst,
+}
+
+walk_fields! {
+    AArrayExpr { elements },
+    AConst {},
+    AExpr { name, lexpr, rexpr },
+    AIndices { lidx, uidx },
+    AIndirection { arg, indirection },
+    AStar {},
+    AccessPriv { cols },
+    Aggref { xpr, aggargtypes, aggdirectargs, args, aggorder, aggdistinct, aggfilter },
+    Alias { colnames },
+    AlterCollationStmt { collname },
+    AlterDatabaseRefreshCollStmt {},
+    AlterDatabaseSetStmt { setstmt },
+    AlterDatabaseStmt { options },
+    AlterDefaultPrivilegesStmt { options, action },
+    AlterDomainStmt { type_name, def },
+    AlterEnumStmt { type_name },
+    AlterEventTrigStmt {},
+    AlterExtensionContentsStmt { object },
+    AlterExtensionStmt { options },
+    AlterFdwStmt { func_options, options },
+    AlterForeignServerStmt { options },
+    AlterFunctionStmt { func, actions },
+    AlterObjectDependsStmt { relation, object, extname },
+    AlterObjectSchemaStmt { relation, object },
+    AlterOpFamilyStmt { opfamilyname, items },
+    AlterOperatorStmt { opername, options },
+    AlterOwnerStmt { relation, object, newowner },
+    AlterPolicyStmt { table, roles, qual, with_check },
+    AlterPublicationStmt { options, pubobjects },
+    AlterRoleSetStmt { role, setstmt },
+    AlterRoleStmt { role, options },
+    AlterSeqStmt { sequence, options },
+    AlterStatsStmt { defnames, stxstattarget },
+    AlterSubscriptionStmt { publication, options },
+    AlterSystemStmt { setstmt },
+    AlterTableCmd { newowner, def },
+    AlterTableMoveAllStmt { roles },
+    AlterTableSpaceOptionsStmt { options },
+    AlterTableStmt { relation, cmds },
+    AlterTsConfigurationStmt { cfgname, tokentype, dicts },
+    AlterTsDictionaryStmt { dictname, options },
+    AlterTypeStmt { type_name, options },
+    AlterUserMappingStmt { user, options },
+    AlternativeSubPlan { xpr, subplans },
+    ArrayCoerceExpr { xpr, arg, elemexpr },
+    ArrayExpr { xpr, elements },
+    AtAlterConstraint {},
+    BitString {},
+    BoolExpr { xpr, args },
+    Boolean {},
+    BooleanTest { xpr, arg },
+    CallContext {},
+    CallStmt { funccall, funcexpr, outargs },
+    CaseExpr { xpr, arg, args, defresult },
+    CaseTestExpr { xpr },
+    CaseWhen { xpr, expr, result },
+    CheckPointStmt {},
+    ClosePortalStmt {},
+    ClusterStmt { relation, params },
+    CoalesceExpr { xpr, args },
+    CoerceToDomain { xpr, arg },
+    CoerceToDomainValue { xpr },
+    CoerceViaIo { xpr, arg },
+    CollateClause { arg, collname },
+    CollateExpr { xpr, arg },
+    ColumnDef {
+        type_name, raw_default, cooked_default, identity_sequence, coll_clause, constraints,
+        fdwoptions,
+    },
+    ColumnRef { fields },
+    CommentStmt { object },
+    CommonTableExpr {
+        aliascolnames, ctequery, search_clause, cycle_clause, ctecolnames, ctecoltypes,
+        ctecoltypmods, ctecolcollations,
+    },
+    CompositeTypeStmt { typevar, coldeflist },
+    Constraint {
+        raw_expr, keys, including, exclusions, options, where_clause, pktable, fk_attrs, pk_attrs,
+        fk_del_set_cols, old_conpfeqop,
+    },
+    ConstraintsSetStmt { constraints },
+    ConvertRowtypeExpr { xpr, arg },
+    CopyStmt { relation, query, attlist, options, where_clause },
+    CreateAmStmt { handler_name },
+    CreateCastStmt { sourcetype, targettype, func },
+    CreateConversionStmt { conversion_name, func_name },
+    CreateDomainStmt { domainname, type_name, coll_clause, constraints },
+    CreateEnumStmt { type_name, vals },
+    CreateEventTrigStmt { whenclause, funcname },
+    CreateExtensionStmt { options },
+    CreateFdwStmt { func_options, options },
+    CreateForeignServerStmt { options },
+    CreateForeignTableStmt { base_stmt, options },
+    CreateFunctionStmt { funcname, parameters, return_type, options, sql_body },
+    CreateOpClassItem { name, order_family, class_args, storedtype },
+    CreateOpClassStmt { opclassname, opfamilyname, datatype, items },
+    CreateOpFamilyStmt { opfamilyname },
+    CreatePLangStmt { plhandler, plinline, plvalidator },
+    CreatePolicyStmt { table, roles, qual, with_check },
+    CreatePublicationStmt { options, pubobjects },
+    CreateRangeStmt { type_name, params },
+    CreateRoleStmt { options },
+    CreateSchemaStmt { authrole, schema_elts },
+    CreateSeqStmt { sequence, options },
+    CreateStatsStmt { defnames, stat_types, exprs, relations },
+    CreateStmt {
+        relation, table_elts, inh_relations, partbound, partspec, of_typename, constraints,
+        nnconstraints, options,
+    },
+    CreateSubscriptionStmt { publication, options },
+    CreateTableAsStmt { query, into },
+    CreateTableSpaceStmt { owner, options },
+    CreateTransformStmt { type_name, fromsql, tosql },
+    CreateTrigStmt { relation, funcname, args, columns, when_clause, transition_rels, constrrel },
+    CreateUserMappingStmt { user, options },
+    CreatedbStmt { options },
+    CteCycleClause { cycle_col_list, cycle_mark_value, cycle_mark_default },
+    CteSearchClause { search_col_list },
+    CurrentOfExpr { xpr },
+    DeallocateStmt {},
+    DeclareCursorStmt { query },
+    DefElem { arg },
+    DefineStmt { defnames, args, definition },
+    DiscardStmt {},
+    DistinctExpr { xpr, args },
+    DoStmt { args },
+    DropOwnedStmt { roles },
+    DropRoleStmt { roles },
+    DropStmt { objects },
+    DropSubscriptionStmt {},
+    DropTableSpaceStmt {},
+    DropUserMappingStmt { user },
+    DropdbStmt { options },
+    ExecuteStmt { params },
+    ExplainStmt { query, options },
+    FetchStmt {},
+    FieldSelect { xpr, arg },
+    FieldStore { xpr, arg, newvals, fieldnums },
+    Float {},
+    FromExpr { fromlist, quals },
+    FuncExpr { xpr, args },
+    FunctionParameter { arg_type, defexpr },
+    GrantRoleStmt { granted_roles, grantee_roles, opt, grantor },
+    GrantStmt { objects, privileges, grantees, grantor },
+    GroupingFunc { xpr, args, refs },
+    GroupingSet { content },
+    ImportForeignSchemaStmt { table_list, options },
+    IndexElem { expr, collation, opclass, opclassopts },
+    IndexStmt {
+        relation, index_params, index_including_params, options, where_clause, exclude_op_names,
+    },
+    InferClause { index_elems, where_clause },
+    InferenceElem { xpr, expr },
+    InlineCodeBlock {},
+    IntList { items },
+    Integer {},
+    JoinExpr { larg, rarg, using_clause, join_using_alias, quals, alias },
+    JsonAggConstructor { output, agg_filter, agg_order, over },
+    JsonArgument { val },
+    JsonArrayAgg { constructor, arg },
+    JsonArrayConstructor { exprs, output },
+    JsonArrayQueryConstructor { query, output, format },
+    JsonBehavior { expr },
+    JsonConstructorExpr { xpr, args, func, coercion, returning },
+    JsonExpr {
+        xpr, formatted_expr, format, path_spec, returning, passing_names, passing_values, on_empty,
+        on_error,
+    },
+    JsonFormat {},
+    JsonFuncExpr { context_item, pathspec, passing, output, on_empty, on_error },
+    JsonIsPredicate { expr, format },
+    JsonKeyValue { key, value },
+    JsonObjectAgg { constructor, arg },
+    JsonObjectConstructor { exprs, output },
+    JsonOutput { type_name, returning },
+    JsonParseExpr { expr, output },
+    JsonReturning { format },
+    JsonScalarExpr { expr, output },
+    JsonSerializeExpr { expr, output },
+    JsonTable { context_item, pathspec, passing, columns, on_error, alias },
+    JsonTableColumn { type_name, pathspec, format, columns, on_empty, on_error },
+    JsonTablePath {},
+    JsonTablePathScan { plan, path, child },
+    JsonTablePathSpec { string },
+    JsonTableSiblingJoin { plan, lplan, rplan },
+    JsonValueExpr { raw_expr, formatted_expr, format },
+    List { items },
+    ListenStmt {},
+    LoadStmt {},
+    LockStmt { relations },
+    LockingClause { locked_rels },
+    MergeAction { qual, target_list, update_colnos },
+    MergeSupportFunc { xpr },
+    MergeWhenClause { condition, target_list, values },
+    MinMaxExpr { xpr, args },
+    MultiAssignRef { source },
+    NamedArgExpr { xpr, arg },
+    NextValueExpr { xpr },
+    NotifyStmt {},
+    NullIfExpr { xpr, args },
+    NullTest { xpr, arg },
+    ObjectWithArgs { objname, objargs, objfuncargs },
+    OidList { items },
+    OnConflictClause { infer, target_list, where_clause },
+    OnConflictExpr {
+        arbiter_elems, arbiter_where, on_conflict_set, on_conflict_where, excl_rel_tlist,
+    },
+    OpExpr { xpr, args },
+    Param { xpr },
+    ParamRef {},
+    PartitionBoundSpec { listdatums, lowerdatums, upperdatums },
+    PartitionCmd { name, bound },
+    PartitionElem { expr, collation, opclass },
+    PartitionRangeDatum { value },
+    PartitionSpec { part_params },
+    PlAssignStmt { indirection, val },
+    PrepareStmt { argtypes, query },
+    PublicationObjSpec { pubtable },
+    PublicationTable { relation, where_clause, columns },
+    Query {
+        utility_stmt, cte_list, rtable, rteperminfos, jointree, merge_action_list,
+        merge_join_condition, target_list, on_conflict, returning_list, group_clause, grouping_sets,
+        having_qual, window_clause, distinct_clause, sort_clause, limit_offset, limit_count,
+        row_marks, set_operations, constraint_deps, with_check_options,
+    },
+    RangeFunction { functions, alias, coldeflist },
+    RangeSubselect { subquery, alias },
+    RangeTableFunc { docexpr, rowexpr, namespaces, columns, alias },
+    RangeTableFuncCol { type_name, colexpr, coldefexpr },
+    RangeTableSample { relation, method, args, repeatable },
+    RangeTblEntry {
+        alias, eref, tablesample, subquery, joinaliasvars, joinleftcols, joinrightcols,
+        join_using_alias, functions, tablefunc, values_lists, coltypes, coltypmods, colcollations,
+        groupexprs, security_quals,
+    },
+    RangeTblFunction { funcexpr, funccolnames, funccoltypes, funccoltypmods, funccolcollations },
+    RangeTblRef {},
+    RawStmt { stmt },
+    ReassignOwnedStmt { roles, newrole },
+    RefreshMatViewStmt { relation },
+    ReindexStmt { relation, params },
+    RelabelType { xpr, arg },
+    RenameStmt { relation, object },
+    ReplicaIdentityStmt {},
+    ResTarget { indirection, val },
+    ReturnStmt { returnval },
+    ReturningClause { options, exprs },
+    ReturningExpr { xpr, retexpr },
+    ReturningOption {},
+    RoleSpec {},
+    RowCompareExpr { xpr, opnos, opfamilies, inputcollids, largs, rargs },
+    RowExpr { xpr, args, colnames },
+    RowMarkClause {},
+    RtePermissionInfo {},
+    RuleStmt { relation, where_clause, actions },
+    ScalarArrayOpExpr { xpr, args },
+    SecLabelStmt { object },
+    SetOperationStmt { larg, rarg, col_types, col_typmods, col_collations, group_clauses },
+    SetToDefault { xpr },
+    SortBy { node, use_op },
+    SortGroupClause {},
+    SqlValueFunction { xpr },
+    StatsElem { expr },
+    String {},
+    SubLink { xpr, testexpr, oper_name, subselect },
+    SubPlan { xpr, testexpr, param_ids, set_param, par_param, args },
+    SubscriptingRef { xpr, refupperindexpr, reflowerindexpr, refexpr, refassgnexpr },
+    TableFunc {
+        ns_uris, ns_names, docexpr, rowexpr, colnames, coltypes, coltypmods, colcollations,
+        colexprs, coldefexprs, colvalexprs, passingvalexprs, plan,
+    },
+    TableLikeClause { relation },
+    TableSampleClause { args, repeatable },
+    TargetEntry { xpr, expr },
+    TransactionStmt { options },
+    TriggerTransition {},
+    TruncateStmt { relations },
+    TypeCast { arg, type_name },
+    TypeName { names, typmods, array_bounds },
+    UnlistenStmt {},
+    VacuumRelation { relation, va_cols },
+    VacuumStmt { options, rels },
+    Var { xpr },
+    VariableSetStmt { args },
+    VariableShowStmt {},
+    ViewStmt { view, aliases, query, options },
+    WindowClause { partition_clause, order_clause, start_offset, end_offset },
+    WindowDef { partition_clause, order_clause, start_offset, end_offset },
+    WindowFunc { xpr, args, aggfilter, run_condition },
+    WindowFuncRunCondition { xpr, arg },
+    WithCheckOption { qual },
+    XmlExpr { xpr, named_args, arg_names, args },
+    XmlSerialize { expr, type_name },
+}
+
+impl Walk for protobuf::RangeVar {
+    fn walk<'t>(&'t self, c: &mut Collector<'t>) {
+        c.relation(self);
+    }
+}
+
+impl Walk for protobuf::FuncCall {
+    fn walk<'t>(&'t self, c: &mut Collector<'t>) {
+        c.functions.push(dotted(&self.funcname));
+        self.args.walk(c);
+        self.agg_order.walk(c);
+        self.agg_filter.walk(c);
+        self.over.walk(c);
+    }
+}
+
+impl Walk for protobuf::IntoClause {
+    fn walk<'t>(&'t self, c: &mut Collector<'t>) {
+        if let Some(rel) = &self.rel {
+            c.table(rel);
+        }
+        self.col_names.walk(c);
+        self.options.walk(c);
+        self.view_query.walk(c);
+    }
+}
+
+/// Brings the CTE names into scope for the rest of the statement; the statement removes
+/// them when it ends. A plain CTE sees only the CTEs before it (`WITH t AS (SELECT * FROM
+/// t)` reads the table `t`), a `WITH RECURSIVE` one sees all of them, itself included.
+impl Walk for protobuf::WithClause {
+    fn walk<'t>(&'t self, c: &mut Collector<'t>) {
+        let name = |n: &'t Node| match &n.node {
+            Some(NodeEnum::CommonTableExpr(cte)) => Some(cte.ctename.as_str()),
+            _ => None,
+        };
+        if self.recursive {
+            c.ctes.extend(self.ctes.iter().filter_map(name));
+            self.ctes.walk(c);
+        } else {
+            for cte in &self.ctes {
+                cte.walk(c);
+                c.ctes.extend(name(cte));
+            }
+        }
+    }
+}
+
+impl Walk for protobuf::SelectStmt {
+    fn walk<'t>(&'t self, c: &mut Collector<'t>) {
+        let scope = c.ctes.len();
+        self.with_clause.walk(c);
+        self.distinct_clause.walk(c);
+        self.into_clause.walk(c);
+        self.target_list.walk(c);
+        self.from_clause.walk(c);
+        self.where_clause.walk(c);
+        self.group_clause.walk(c);
+        self.having_clause.walk(c);
+        self.window_clause.walk(c);
+        self.values_lists.walk(c);
+        self.sort_clause.walk(c);
+        self.limit_offset.walk(c);
+        self.limit_count.walk(c);
+        self.locking_clause.walk(c);
+        self.larg.walk(c);
+        self.rarg.walk(c);
+        c.ctes.truncate(scope);
+    }
+}
+
+impl Walk for protobuf::InsertStmt {
+    fn walk<'t>(&'t self, c: &mut Collector<'t>) {
+        let scope = c.ctes.len();
+        self.with_clause.walk(c);
+        if let Some(rel) = &self.relation {
+            c.table(rel);
+        }
+        self.cols.walk(c);
+        self.select_stmt.walk(c);
+        self.on_conflict_clause.walk(c);
+        self.returning_clause.walk(c);
+        c.ctes.truncate(scope);
+    }
+}
+
+impl Walk for protobuf::UpdateStmt {
+    fn walk<'t>(&'t self, c: &mut Collector<'t>) {
+        let scope = c.ctes.len();
+        self.with_clause.walk(c);
+        if let Some(rel) = &self.relation {
+            c.table(rel);
+        }
+        self.target_list.walk(c);
+        self.where_clause.walk(c);
+        self.from_clause.walk(c);
+        self.returning_clause.walk(c);
+        c.ctes.truncate(scope);
+    }
+}
+
+impl Walk for protobuf::DeleteStmt {
+    fn walk<'t>(&'t self, c: &mut Collector<'t>) {
+        let scope = c.ctes.len();
+        self.with_clause.walk(c);
+        if let Some(rel) = &self.relation {
+            c.table(rel);
+        }
+        self.using_clause.walk(c);
+        self.where_clause.walk(c);
+        self.returning_clause.walk(c);
+        c.ctes.truncate(scope);
+    }
+}
+
+impl Walk for protobuf::MergeStmt {
+    fn walk<'t>(&'t self, c: &mut Collector<'t>) {
+        let scope = c.ctes.len();
+        self.with_clause.walk(c);
+        if let Some(rel) = &self.relation {
+            c.table(rel);
+        }
+        self.source_relation.walk(c);
+        self.join_condition.walk(c);
+        self.merge_when_clauses.walk(c);
+        self.returning_clause.walk(c);
+        c.ctes.truncate(scope);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all(sql: &str) -> Vec<Classified> {
+        classify(sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    fn one(sql: &str) -> SqlStatement {
+        let mut v = all(sql);
+        assert_eq!(v.len(), 1, "{sql}: {v:?}");
+        v.remove(0).statement
+    }
+
+    fn kinds(sql: &str) -> Vec<String> {
+        one(sql).kinds
+    }
+
+    fn tables(sql: &str) -> Vec<String> {
+        one(sql).tables
+    }
+
+    fn functions(sql: &str) -> Vec<String> {
+        one(sql).functions
+    }
+
+    fn parse_err(sql: &str) -> (String, Option<usize>) {
+        match classify(sql) {
+            Err(ClassifyError::Parse { message, cursor }) => (message, cursor),
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_statement_of_a_text_is_classified_separately() {
+        let v = all("SELECT 1; DELETE FROM t");
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0].statement.kind, "select");
+        assert_eq!(v[0].text, "SELECT 1");
+        assert!(!v[0].statement.no_where);
+        assert_eq!(v[1].statement.kind, "delete");
+        assert_eq!(v[1].text, "DELETE FROM t");
+        assert_eq!(v[1].statement.tables, ["t"]);
+        assert!(v[1].statement.no_where);
+
+        let v = all("  /* lead */ SELECT 1 ; -- x\n DELETE FROM t WHERE a = 'é;' ;  ");
+        let texts: Vec<_> = v.iter().map(|c| c.text.as_str()).collect();
+        assert_eq!(texts, ["SELECT 1", "DELETE FROM t WHERE a = 'é;'"]);
+        assert_eq!(v[1].normalized, "DELETE FROM t WHERE a = $1");
+    }
+
+    #[test]
+    fn empty_queries_are_legal() {
+        for sql in [
+            "",
+            " ",
+            ";",
+            " ; ;; ",
+            "-- nothing\n",
+            "/* nothing */",
+            "/* a */ ; -- b",
+        ] {
+            assert_eq!(classify(sql), Ok(vec![]), "{sql:?}");
+        }
+    }
+
+    #[test]
+    fn unparseable_text_is_an_error_with_position() {
+        let (m, c) = parse_err("SELEC 1");
+        assert_eq!(m, "syntax error at or near \"SELEC\"");
+        assert_eq!(c, Some(1));
+        let (m, c) = parse_err("DELETE FROM");
+        assert_eq!(m, "syntax error at end of input");
+        assert_eq!(c, Some(12));
+        assert_eq!(parse_err("SELECT 1 FROM FROM").1, Some(15));
+        assert_eq!(
+            parse_err("SELECT 'é' FROM FROM").1,
+            Some(17),
+            "counted in characters"
+        );
+        // The valid first statement does not make the text acceptable.
+        assert_eq!(parse_err("SELECT 1; SELEC 2").1, Some(11));
+        let e = classify("SELEC 1").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "SQL does not parse: syntax error at or near \"SELEC\" (at character 1)"
+        );
+    }
+
+    #[test]
+    fn error_messages_do_not_echo_long_sql() {
+        let secret = "x".repeat(500);
+        let (m, c) = parse_err(&format!("SELECT 1; SELECT '{secret}"));
+        assert!(
+            m.starts_with("unterminated quoted string at or near \"'xxx"),
+            "{m}"
+        );
+        assert!(m.len() < 120, "{m}");
+        assert_eq!(c, Some(18));
+    }
+
+    #[test]
+    fn nul_bytes_and_limits() {
+        assert_eq!(parse_err("SELECT 1\0").1, Some(9));
+        let long = format!("SELECT 1 {}", " ".repeat(MAX_SQL_BYTES));
+        assert!(matches!(
+            classify(&long),
+            Err(ClassifyError::TooLong { .. })
+        ));
+        // prost's decoder stops at 100 nested messages, about 50 chained operators.
+        let deep = format!("SELECT 1{}", " + 1".repeat(60));
+        assert_eq!(classify(&deep), Err(ClassifyError::TooDeep));
+        let fine = format!("SELECT 1{}", " + 1".repeat(40));
+        assert_eq!(one(&fine).kind, "select");
+    }
+
+    #[test]
+    fn kinds_of_top_level_statements() {
+        let cases: &[(&str, &[&str])] = &[
+            ("SELECT 1", &["select"]),
+            ("VALUES (1)", &["select"]),
+            ("TABLE t", &["select"]),
+            ("SELECT * INTO new_t FROM t", &["select", "ddl"]),
+            ("SELECT * FROM t FOR UPDATE", &["select", "lock"]),
+            (
+                "SELECT * FROM (SELECT * FROM t FOR SHARE) s",
+                &["select", "lock"],
+            ),
+            ("INSERT INTO t VALUES (1)", &["insert"]),
+            ("UPDATE t SET a = 1 WHERE b = 2", &["update"]),
+            ("DELETE FROM t WHERE b = 2", &["delete"]),
+            (
+                "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE",
+                &["merge"],
+            ),
+            ("COPY t FROM STDIN", &["copy"]),
+            ("COPY (SELECT * FROM t) TO STDOUT", &["copy", "select"]),
+            (
+                "COPY (DELETE FROM t RETURNING *) TO STDOUT",
+                &["copy", "delete"],
+            ),
+            ("CREATE TABLE t (a int)", &["ddl"]),
+            ("ALTER TABLE t ADD COLUMN b int", &["ddl"]),
+            ("DROP TABLE t", &["ddl"]),
+            ("ALTER TABLE t RENAME TO u", &["ddl"]),
+            ("COMMENT ON TABLE t IS 'x'", &["ddl"]),
+            ("CREATE INDEX ON t (a)", &["ddl"]),
+            ("CREATE VIEW v AS SELECT * FROM t", &["ddl"]),
+            ("CREATE SEQUENCE s", &["ddl"]),
+            (
+                "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+                &["ddl"],
+            ),
+            (
+                "CREATE TRIGGER tr AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION f()",
+                &["ddl"],
+            ),
+            ("CREATE EXTENSION dblink", &["ddl"]),
+            ("CREATE SCHEMA s", &["ddl"]),
+            ("CREATE TYPE mood AS ENUM ('a')", &["ddl"]),
+            ("CREATE DATABASE d", &["ddl"]),
+            ("ALTER SYSTEM SET work_mem = '1MB'", &["ddl"]),
+            ("CREATE TABLE x AS SELECT * FROM t", &["ddl", "select"]),
+            (
+                "CREATE MATERIALIZED VIEW mv AS SELECT * FROM t",
+                &["ddl", "select"],
+            ),
+            ("ALTER TABLE t OWNER TO bob", &["ddl", "grant"]),
+            ("ALTER FUNCTION f() OWNER TO bob", &["ddl", "grant"]),
+            ("GRANT SELECT ON t TO bob", &["grant"]),
+            ("REVOKE SELECT ON t FROM bob", &["grant"]),
+            ("GRANT admin TO bob", &["grant"]),
+            ("CREATE ROLE bob", &["grant"]),
+            ("ALTER ROLE bob SUPERUSER", &["grant"]),
+            ("ALTER ROLE bob SET search_path = x", &["grant"]),
+            ("DROP ROLE bob", &["grant"]),
+            (
+                "ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO bob",
+                &["grant"],
+            ),
+            ("REASSIGN OWNED BY bob TO alice", &["grant"]),
+            ("DROP OWNED BY bob", &["grant"]),
+            ("TRUNCATE t", &["truncate"]),
+            ("DO $$ BEGIN DELETE FROM t; END $$", &["do"]),
+            ("CALL p()", &["call"]),
+            ("SET search_path = x", &["set"]),
+            ("SET LOCAL statement_timeout = 0", &["set"]),
+            ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", &["set"]),
+            ("RESET work_mem", &["set"]),
+            ("SET CONSTRAINTS ALL DEFERRED", &["set"]),
+            ("SET ROLE admin", &["set", "grant"]),
+            ("RESET ROLE", &["set", "grant"]),
+            ("SET SESSION AUTHORIZATION bob", &["set", "grant"]),
+            ("RESET ALL", &["set", "grant"]),
+            ("SHOW work_mem", &["show"]),
+            ("BEGIN", &["transaction"]),
+            ("COMMIT", &["transaction"]),
+            ("ROLLBACK TO SAVEPOINT s", &["transaction"]),
+            ("LISTEN c", &["listen"]),
+            ("UNLISTEN *", &["listen"]),
+            ("NOTIFY c, 'x'", &["notify"]),
+            ("EXPLAIN SELECT * FROM t", &["explain", "select"]),
+            (
+                "EXPLAIN ANALYZE DELETE FROM t WHERE a = 1",
+                &["explain", "delete"],
+            ),
+            (
+                "EXPLAIN CREATE TABLE x AS SELECT 1",
+                &["explain", "ddl", "select"],
+            ),
+            ("PREPARE p AS UPDATE t SET a = $1", &["prepare", "update"]),
+            ("PREPARE p AS SELECT * FROM t", &["prepare", "select"]),
+            ("EXECUTE p(1)", &["execute"]),
+            ("DEALLOCATE p", &["session"]),
+            ("DISCARD PLANS", &["session"]),
+            ("DISCARD ALL", &["session", "grant"]),
+            ("VACUUM t", &["maintenance"]),
+            ("ANALYZE t", &["maintenance"]),
+            ("CLUSTER t", &["maintenance"]),
+            ("REINDEX TABLE t", &["maintenance"]),
+            ("CHECKPOINT", &["maintenance"]),
+            ("LOAD 'auto_explain'", &["maintenance"]),
+            ("REFRESH MATERIALIZED VIEW mv", &["maintenance"]),
+            ("LOCK TABLE t IN ACCESS EXCLUSIVE MODE", &["lock"]),
+            (
+                "DECLARE c CURSOR FOR SELECT * FROM t",
+                &["cursor", "select"],
+            ),
+            ("FETCH 10 FROM c", &["cursor"]),
+            ("CLOSE c", &["cursor"]),
+        ];
+        for (sql, want) in cases {
+            let s = one(sql);
+            assert_eq!(s.kinds, *want, "{sql}");
+            assert_eq!(s.kind, want[0], "{sql}");
+        }
+    }
+
+    #[test]
+    fn nested_data_modification_is_a_kind() {
+        assert_eq!(
+            kinds("WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d"),
+            ["select", "delete"]
+        );
+        assert_eq!(
+            kinds(
+                "WITH u AS (UPDATE a SET x = 1 WHERE y RETURNING *), i AS (INSERT INTO b SELECT * FROM u RETURNING *) SELECT 1"
+            ),
+            ["select", "update", "insert"]
+        );
+        assert_eq!(kinds("INSERT INTO t SELECT * FROM u"), ["insert"]);
+        assert_eq!(
+            kinds("WITH d AS (DELETE FROM t RETURNING *) INSERT INTO arch SELECT * FROM d"),
+            ["insert", "delete"]
+        );
+        assert_eq!(
+            kinds("CREATE TABLE x AS WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d"),
+            ["ddl", "select", "delete"]
+        );
+
+        let v = all("SELECT 1; WITH d AS (DELETE FROM t RETURNING id) SELECT count(*) FROM d");
+        assert_eq!(v[0].statement.kinds, ["select"]);
+        assert_eq!(v[1].statement.kinds, ["select", "delete"]);
+        assert_eq!(v[1].statement.tables, ["t"]);
+        assert!(v[1].statement.no_where);
+    }
+
+    #[test]
+    fn tables_through_every_clause() {
+        let cases: &[(&str, &[&str])] = &[
+            (
+                "SELECT * FROM public.customers c JOIN orders o ON o.cid = c.id",
+                &["orders", "public.customers"],
+            ),
+            (
+                "SELECT * FROM a, (SELECT * FROM b) s WHERE x IN (SELECT y FROM c) AND EXISTS (SELECT 1 FROM d)",
+                &["a", "b", "c", "d"],
+            ),
+            (
+                "SELECT (SELECT max(x) FROM a) FROM b LEFT JOIN c USING (id) ORDER BY (SELECT 1 FROM d LIMIT 1)",
+                &["a", "b", "c", "d"],
+            ),
+            (
+                "SELECT * FROM t LIMIT (SELECT count(*) FROM u)",
+                &["t", "u"],
+            ),
+            (
+                "SELECT * FROM a UNION SELECT * FROM b EXCEPT SELECT * FROM c",
+                &["a", "b", "c"],
+            ),
+            (
+                "SELECT * FROM \"Mixed\".\"Case\", UPPER_T",
+                &["Mixed.Case", "upper_t"],
+            ),
+            ("SELECT * FROM db.s.t", &["db.s.t"]),
+            ("INSERT INTO t (a) SELECT a FROM u", &["t", "u"]),
+            (
+                "INSERT INTO t VALUES (1) RETURNING (SELECT 1 FROM r)",
+                &["r", "t"],
+            ),
+            (
+                "INSERT INTO t VALUES (1) ON CONFLICT (a) DO UPDATE SET b = (SELECT b FROM u)",
+                &["t", "u"],
+            ),
+            ("UPDATE t SET a = u.a FROM u WHERE t.id = u.id", &["t", "u"]),
+            ("DELETE FROM t USING u WHERE t.id = u.id", &["t", "u"]),
+            (
+                "MERGE INTO t USING s ON t.id = s.id WHEN NOT MATCHED THEN INSERT VALUES (s.id)",
+                &["s", "t"],
+            ),
+            ("COPY s.t (a, b) FROM STDIN", &["s.t"]),
+            (
+                "COPY (SELECT * FROM t JOIN u USING (id)) TO STDOUT",
+                &["t", "u"],
+            ),
+            ("TRUNCATE a, s.b", &["a", "s.b"]),
+            ("LOCK TABLE a, b", &["a", "b"]),
+            ("CREATE TABLE t (a int REFERENCES u (id))", &["t", "u"]),
+            ("ALTER TABLE t ADD COLUMN b int", &["t"]),
+            ("DROP TABLE a, s.b", &["a", "s.b"]),
+            ("DROP VIEW v", &["v"]),
+            ("DROP FUNCTION f()", &[]),
+            ("COMMENT ON TABLE s.t IS 'x'", &["s.t"]),
+            ("COMMENT ON COLUMN s.t.c IS 'x'", &["s.t"]),
+            ("CREATE INDEX i ON t (lower(a))", &["t"]),
+            ("CREATE VIEW v AS SELECT * FROM t", &["t", "v"]),
+            ("CREATE TABLE x AS SELECT * FROM t", &["t", "x"]),
+            ("SELECT * INTO x FROM t", &["t", "x"]),
+            ("GRANT SELECT ON s.t TO bob", &["s.t"]),
+            ("VACUUM t", &["t"]),
+            ("EXPLAIN ANALYZE SELECT * FROM t", &["t"]),
+            ("DECLARE c CURSOR FOR SELECT * FROM t", &["t"]),
+            ("PREPARE p AS DELETE FROM t WHERE id = $1", &["t"]),
+        ];
+        for (sql, want) in cases {
+            assert_eq!(tables(sql), *want, "{sql}");
+        }
+    }
+
+    #[test]
+    fn cte_names_are_not_tables_but_shadowed_tables_are() {
+        assert_eq!(tables("WITH x AS (SELECT * FROM t) SELECT * FROM x"), ["t"]);
+        assert_eq!(
+            tables("WITH x AS (SELECT 1), y AS (SELECT * FROM x) SELECT * FROM y"),
+            Vec::<String>::new()
+        );
+        // A plain CTE does not see itself: the inner `f` is the table.
+        assert_eq!(tables("WITH f AS (SELECT * FROM f) SELECT * FROM f"), ["f"]);
+        assert_eq!(
+            tables(
+                "WITH RECURSIVE r AS (SELECT 1 AS n UNION ALL SELECT n + 1 FROM r) SELECT * FROM r"
+            ),
+            Vec::<String>::new()
+        );
+        // A schema-qualified name never refers to a CTE.
+        assert_eq!(
+            tables("WITH x AS (SELECT 1) SELECT * FROM x, public.x"),
+            ["public.x"]
+        );
+        // A CTE's scope ends with its statement.
+        assert_eq!(
+            tables("SELECT * FROM (WITH x AS (SELECT 1) SELECT * FROM x) s, x"),
+            ["x"]
+        );
+        // The target of a data-modifying statement is always a table.
+        assert_eq!(
+            tables("WITH t AS (SELECT 1) INSERT INTO t SELECT * FROM t"),
+            ["t"]
+        );
+        assert_eq!(
+            tables("WITH t AS (SELECT 1 AS id) DELETE FROM t WHERE id IN (SELECT id FROM t)"),
+            ["t"]
+        );
+    }
+
+    #[test]
+    fn functions_anywhere() {
+        let cases: &[(&str, &[&str])] = &[
+            ("SELECT pg_read_file('/etc/passwd')", &["pg_read_file"]),
+            (
+                "SELECT pg_catalog.pg_read_file('/etc/passwd')",
+                &["pg_catalog.pg_read_file"],
+            ),
+            (
+                "SELECT * FROM dblink('x', 'select 1') AS t(a int)",
+                &["dblink"],
+            ),
+            ("SELECT lo_export(1, '/tmp/x')", &["lo_export"]),
+            ("CALL p()", &["p"]),
+            ("CALL s.p(f(1))", &["f", "s.p"]),
+            ("SELECT count(*) FROM t", &["count"]),
+            (
+                "SELECT ARRAY[pg_read_file('x')], (pg_ls_dir('y'))[1]",
+                &["pg_ls_dir", "pg_read_file"],
+            ),
+            (
+                "SELECT 1 WHERE a = lower(b) OR c IN (SELECT upper(d) FROM e)",
+                &["lower", "upper"],
+            ),
+            (
+                "INSERT INTO t VALUES (lo_import('/etc/passwd'))",
+                &["lo_import"],
+            ),
+            ("INSERT INTO t SELECT 1 RETURNING now()", &["now"]),
+            ("UPDATE t SET a = f(1) WHERE g(b)", &["f", "g"]),
+            (
+                "CREATE TABLE t (a text DEFAULT pg_read_file('x'))",
+                &["pg_read_file"],
+            ),
+            (
+                "SELECT sum(a) FILTER (WHERE f(a)) OVER (PARTITION BY g(b)) FROM t",
+                &["f", "g", "sum"],
+            ),
+            (
+                "SELECT CASE WHEN f(1) THEN g(2) ELSE h(3) END",
+                &["f", "g", "h"],
+            ),
+            (
+                "SELECT \"Quoted\"(1), UPPERCASE(2)",
+                &["Quoted", "uppercase"],
+            ),
+            (
+                "SELECT * FROM t ORDER BY random() LIMIT f(1)",
+                &["f", "random"],
+            ),
+            ("SELECT f(x => g(1))", &["f", "g"]),
+            ("SELECT 1::int, CAST(f(2) AS text)", &["f"]),
+            (
+                "SELECT * FROM ROWS FROM (generate_series(1, 2), f(3))",
+                &["f", "generate_series"],
+            ),
+        ];
+        for (sql, want) in cases {
+            assert_eq!(functions(sql), *want, "{sql}");
+        }
+    }
+
+    #[test]
+    fn no_where_detects_only_a_missing_where() {
+        assert!(one("UPDATE t SET a = 1").no_where);
+        assert!(one("DELETE FROM t").no_where);
+        assert!(!one("DELETE FROM t WHERE id = 1").no_where);
+        assert!(
+            !one("DELETE FROM t WHERE true").no_where,
+            "only the absence of WHERE is detected"
+        );
+        assert!(!one("UPDATE t SET a = 1 WHERE CURRENT OF c").no_where);
+        assert!(!one("DELETE FROM t WHERE CURRENT OF c").no_where);
+        assert!(one("WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d").no_where);
+        assert!(one("EXPLAIN ANALYZE UPDATE t SET a = 1").no_where);
+        assert!(!one("SELECT * FROM t").no_where);
+        assert!(!one("INSERT INTO t VALUES (1)").no_where);
+        assert!(!one("TRUNCATE t").no_where, "truncate is a kind of its own");
+    }
+
+    #[test]
+    fn do_bodies_are_opaque() {
+        let s = one("DO $$ BEGIN DELETE FROM t; END $$");
+        assert_eq!(s.kinds, ["do"]);
+        assert!(s.tables.is_empty() && !s.no_where);
+        let s = one("DO LANGUAGE plpgsql $body$ BEGIN PERFORM 1; END $body$");
+        assert_eq!(s.kind, "do");
+    }
+
+    #[test]
+    fn quoting_cannot_hide_statements() {
+        // E'' strings: \' is an escaped quote, the rest stays inside the literal.
+        let v = all(r"SELECT E'a\';DROP TABLE x;--'");
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].statement.kinds, ["select"]);
+        assert!(v[0].statement.tables.is_empty());
+        // Standard strings: a backslash is an ordinary character, so 'a\' ends the literal.
+        let v = all(r"SELECT 'a\', 'b'");
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].normalized, "SELECT $1, $2");
+        let v = all(r"SELECT 'a\'; DROP TABLE x; --'");
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[1].statement.kind, "ddl");
+        assert_eq!(v[1].statement.tables, ["x"]);
+        // Dollar quotes and comments.
+        assert_eq!(all("SELECT $q$ ; DROP TABLE x; $q$").len(), 1);
+        assert_eq!(all("SELECT 1 -- ; DROP TABLE x\n").len(), 1);
+        assert_eq!(all("/* ; DROP TABLE x */ SELECT 1").len(), 1);
+        assert_eq!(all("/* nested /* */ ; DROP TABLE x; */ SELECT 1").len(), 1);
+        assert_eq!(all("SELECT \"a;b\" FROM \"t;DROP TABLE x\"").len(), 1);
+    }
+
+    #[test]
+    fn legacy_string_mode_refuses_backslashes() {
+        // Read with standard_conforming_strings off this is SELECT 'x\' , $$' followed by a
+        // DROP; read with it on, a harmless SELECT of two literals.
+        let smuggle = r"SELECT 'x\' , $$'; DROP TABLE t; --$$";
+        assert_eq!(all(smuggle).len(), 1);
+        assert_eq!(
+            classify_as(smuggle, StringLiterals::BackslashEscapes),
+            Err(ClassifyError::AmbiguousBackslash)
+        );
+        let classifier = Classifier::new();
+        classifier.classify(smuggle).unwrap();
+        assert_eq!(
+            classifier.classify_as(smuggle, StringLiterals::BackslashEscapes),
+            Err(ClassifyError::AmbiguousBackslash),
+            "a cached standard reading must not answer for the legacy one"
+        );
+        assert_eq!(
+            classify_as("SELECT 'a'", StringLiterals::BackslashEscapes)
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn normalized_text_has_no_values() {
+        let v = all(
+            "SELECT name FROM people WHERE ssn = '123-45-6789' AND age > 42; SELECT E'secret\\n'",
+        );
+        assert_eq!(
+            v[0].normalized,
+            "SELECT name FROM people WHERE ssn = $1 AND age > $2"
+        );
+        assert!(!v[0].normalized.contains("123") && !v[0].normalized.contains("42"));
+        assert_eq!(v[1].normalized, "SELECT $1");
+        // Extended-protocol texts already carry placeholders; new ones number after them.
+        assert_eq!(
+            all("UPDATE t SET a = 'x' WHERE id = $1")[0].normalized,
+            "UPDATE t SET a = $2 WHERE id = $1"
+        );
+    }
+
+    #[test]
+    fn grammar_level_bodies_are_walked() {
+        let s =
+            one("CREATE FUNCTION f() RETURNS void LANGUAGE sql BEGIN ATOMIC DELETE FROM t; END");
+        assert_eq!(s.kinds, ["ddl", "delete"]);
+        assert_eq!(s.tables, ["t"]);
+        assert!(s.no_where);
+        let s = one("CREATE RULE r AS ON INSERT TO t DO INSTEAD UPDATE u SET a = 1");
+        assert_eq!(s.kinds, ["ddl", "update"]);
+        assert_eq!(s.tables, ["t", "u"]);
+    }
+
+    #[test]
+    fn fingerprints_ignore_values_not_tables() {
+        let fp = |sql: &str| all(sql).remove(0).fingerprint;
+        let a = fp("SELECT abalance FROM pgbench_accounts WHERE aid = 1");
+        assert_eq!(a.len(), 16);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(
+            a,
+            fp("select abalance from pgbench_accounts where aid = 2 -- again")
+        );
+        assert_ne!(a, fp("SELECT abalance FROM pgbench_branches WHERE aid = 1"));
+        assert_ne!(fp("SELECT * FROM a x"), fp("SELECT * FROM b x"));
+        assert_ne!(
+            fp("SELECT * FROM orders_2024"),
+            fp("SELECT * FROM orders_2025")
+        );
+        assert_ne!(fp("SELECT * FROM s1.t"), fp("SELECT * FROM s2.t"));
+        let v = all("SELECT 1; SELECT 2");
+        assert_eq!(v[0].fingerprint, v[1].fingerprint);
+    }
+
+    #[test]
+    fn copy_endpoints() {
+        let c = |sql: &str| all(sql).remove(0);
+        let v = c("COPY t FROM STDIN");
+        assert_eq!(
+            v.copy,
+            Some(CopyInfo {
+                direction: CopyDirection::In,
+                endpoint: CopyEndpoint::Client
+            })
+        );
+        assert!(!v.copy_server_side());
+        let v = c("COPY (SELECT * FROM t) TO STDOUT WITH (FORMAT csv)");
+        assert_eq!(
+            v.copy,
+            Some(CopyInfo {
+                direction: CopyDirection::Out,
+                endpoint: CopyEndpoint::Client
+            })
+        );
+        let v = c("COPY t TO '/tmp/x'");
+        assert_eq!(
+            v.copy,
+            Some(CopyInfo {
+                direction: CopyDirection::Out,
+                endpoint: CopyEndpoint::ServerFile
+            })
+        );
+        assert!(v.copy_server_side());
+        assert_eq!(v.statement.kind, "copy");
+        let v = c("COPY t FROM PROGRAM 'cat /etc/passwd'");
+        assert_eq!(
+            v.copy,
+            Some(CopyInfo {
+                direction: CopyDirection::In,
+                endpoint: CopyEndpoint::ServerProgram
+            })
+        );
+        assert!(v.copy_server_side());
+        assert_eq!(c("SELECT 1").copy, None);
+    }
+
+    #[test]
+    fn classifier_caches_successes() {
+        let classifier = Classifier::new();
+        let sql = "SELECT abalance FROM pgbench_accounts WHERE aid = 12345";
+        let a = classifier.classify(sql).unwrap();
+        let b = classifier.classify(sql).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(&a[..], &classify(sql).unwrap()[..]);
+        assert_eq!(classifier.cached(), 1);
+
+        assert!(classifier.classify("SELEC 1").is_err());
+        assert_eq!(classifier.cached(), 1, "errors are not cached");
+
+        let long = format!("SELECT 1 /* {} */", "x".repeat(CACHE_MAX_TEXT_BYTES));
+        let a = classifier.classify(&long).unwrap();
+        let b = classifier.classify(&long).unwrap();
+        assert!(!Arc::ptr_eq(&a, &b));
+        assert_eq!(classifier.cached(), 1, "long texts are not cached");
+
+        for i in 0..CACHE_MAX_ENTRIES + 10 {
+            classifier.classify(&format!("SELECT {i}")).unwrap();
+        }
+        assert!(classifier.cached() <= CACHE_MAX_ENTRIES);
+        assert!(classifier.cached() >= 10);
+        assert!(classifier.classify("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn classifier_is_shared_across_threads() {
+        let classifier = Arc::new(Classifier::new());
+        let handles: Vec<_> = (0..4)
+            .map(|t| {
+                let classifier = Arc::clone(&classifier);
+                std::thread::spawn(move || {
+                    for i in 0..200 {
+                        let sql = format!("SELECT * FROM t{} WHERE id = {i}", i % 7);
+                        let v = classifier.classify(&sql).unwrap();
+                        assert_eq!(v[0].statement.tables, [format!("t{}", i % 7)], "thread {t}");
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+    }
+
+    /// `cargo test --release -p portcullis-proxy-pg classify::tests::timing -- --ignored --nocapture`
+    #[test]
+    #[ignore = "timing, not a check"]
+    fn timing() {
+        let cases = [
+            (
+                "pgbench",
+                "SELECT abalance FROM pgbench_accounts WHERE aid = 12345".to_owned(),
+            ),
+            (
+                "cte+3-way join",
+                "WITH recent AS (SELECT customer_id, sum(amount) AS total FROM orders \
+                 WHERE created_at > now() - interval '7 days' GROUP BY customer_id) \
+                 SELECT c.name, r.total, a.city FROM customers c \
+                 JOIN recent r ON r.customer_id = c.id \
+                 JOIN addresses a ON a.customer_id = c.id WHERE c.region = 'eu' \
+                 ORDER BY r.total DESC LIMIT 10"
+                    .to_owned(),
+            ),
+        ];
+        for (name, sql) in &cases {
+            let n = 20_000;
+            let start = std::time::Instant::now();
+            for _ in 0..n {
+                std::hint::black_box(classify(std::hint::black_box(sql)).unwrap());
+            }
+            let miss = start.elapsed() / n;
+            let start = std::time::Instant::now();
+            for _ in 0..n {
+                std::hint::black_box(
+                    pg_query::parse(std::hint::black_box(sql), ParserOptions::DEFAULT).unwrap(),
+                );
+            }
+            let parse = start.elapsed() / n;
+            let classifier = Classifier::new();
+            classifier.classify(sql).unwrap();
+            let n = 1_000_000;
+            let start = std::time::Instant::now();
+            for _ in 0..n {
+                std::hint::black_box(classifier.classify(std::hint::black_box(sql)).unwrap());
+            }
+            let hit = start.elapsed() / n;
+            println!("{name}: miss {miss:?} (pg_query::parse alone {parse:?}), hit {hit:?}");
+        }
+    }
+}

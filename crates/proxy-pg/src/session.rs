@@ -1,0 +1,1520 @@
+//! One client connection: the client's messages are classified and decided before they are
+//! forwarded; the server's answers are masked and matched to the statements they answer.
+//!
+//! # Matching answers to statements
+//!
+//! The protocol answers every message in order, so the connection keeps a queue of what the
+//! server owes ([`Owed`]): a ParseComplete for each Parse, the rows and CommandComplete of
+//! each Execute, a ReadyForQuery for each Sync or simple Query. Each answer frame is matched
+//! against the head of the queue; that is how a row is masked with the profile of the
+//! statement it belongs to, and how each statement's event gets its row count and duration.
+//!
+//! # Refusing without breaking the protocol
+//!
+//! A refused statement must look, to the client, exactly like a statement the server
+//! rejected: an ErrorResponse in the right place of the answer stream, the rest of an
+//! extended-protocol batch skipped until Sync, and an explicit transaction left in the failed
+//! state. Rather than imitate all of that, the gateway sends the server, in place of the
+//! refused message, one that fails in the server's parser before anything runs (`PORTCULLIS
+//! REFUSED`), and replaces the server's syntax error with its own refusal (SQLSTATE 42501
+//! naming the rule). The server then does the skipping and the transaction bookkeeping, and
+//! the refused text never reaches it.
+//!
+//! # Masking rows
+//!
+//! Rows are masked per column: a column the profile names (`columns`) is masked whole; any
+//! other text value is scanned by the profile's detectors. Text-format values only: a value
+//! in binary format cannot be scanned, so a binary column the profile names is refused (its
+//! rows withheld) and other binary values pass. For an Execute whose statement has a profile,
+//! the gateway itself asks the server to describe the portal first (and swallows the answer),
+//! so it always knows the columns and their formats.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use portcullis_approvals::{Approval, HoldRequest, Status};
+use portcullis_mask::{Profile, Report};
+use portcullis_model::{
+    Action, AuditEvent, DataFinding, Decision, EventType, Identity, Outcome, PayloadDigest,
+    SqlStatement, StatementRecord, TargetKind, Verdict,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+
+use crate::classify::Classified;
+use crate::tls::BoxStream;
+use crate::wire::{self, Column, Frame};
+use crate::{CancelHandle, PgProxy};
+
+/// What the gateway sends the server in place of a refused message: it fails in the
+/// server's raw parser, before anything is looked up or run.
+const POISON: &str = "PORTCULLIS REFUSED";
+
+/// Stop reading a side while this much waits to be written to the other.
+const BACKPRESSURE: usize = 1 << 20;
+
+/// One statement of a classified text (the classifier shares a text's statements).
+#[derive(Clone)]
+struct StatementRef {
+    all: Arc<[Classified]>,
+    index: usize,
+}
+
+impl std::ops::Deref for StatementRef {
+    type Target = Classified;
+    fn deref(&self) -> &Classified {
+        &self.all[self.index]
+    }
+}
+
+/// A statement the gateway let through (or is deciding), with what its answers need.
+struct Admitted {
+    classified: StatementRef,
+    verdict: Verdict,
+    mask: Option<Arc<Profile>>,
+    approval: Option<String>,
+}
+
+/// A refusal waiting for the server's answer to the poison that stands in for it.
+struct Refusal {
+    code: &'static str,
+    message: String,
+    hint: Option<String>,
+}
+
+/// What the server owes, in order.
+enum Owed {
+    /// A simple Query: answers until ReadyForQuery, one result per statement.
+    Query(QueryRun),
+    ParseComplete,
+    BindComplete,
+    CloseComplete,
+    /// A Describe: ParameterDescription (statements only), then RowDescription or NoData.
+    /// `swallow`: the gateway asked, the client did not; the answer sets up masking of the
+    /// Execute that follows.
+    Describe {
+        swallow: bool,
+    },
+    Execute(StatementRun),
+    /// The server answers a poison with an error, replaced by this refusal; in simple-query
+    /// form it then sends ReadyForQuery.
+    Refused {
+        refusal: Refusal,
+        simple: bool,
+    },
+    Sync,
+}
+
+/// One statement on its way through the server.
+struct StatementRun {
+    admitted: Arc<Admitted>,
+    started: Instant,
+    report: Report,
+    /// How each result column is treated; set by a RowDescription.
+    plan: Option<Vec<ColumnPlan>>,
+    /// The result's column names, for the redaction summary.
+    columns: Vec<String>,
+    /// Rows are withheld (a binary column the profile names); the reason is sent instead of
+    /// the statement's completion.
+    withheld: Option<String>,
+    rows_sent: u64,
+}
+
+struct QueryRun {
+    statements: VecDeque<StatementRun>,
+    /// The server reported an error: the statements after it did not run.
+    failed: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ColumnPlan {
+    Pass,
+    /// Text to scan with the detectors (`skip` leading bytes: jsonb's binary version byte).
+    Scan {
+        skip: usize,
+    },
+    /// Masked whole.
+    Whole,
+}
+
+/// Types whose binary form is their text (UTF-8), so detectors can read it.
+fn text_like(oid: u32) -> Option<usize> {
+    match oid {
+        // text, varchar, bpchar, name, unknown, json, xml, citext-less char
+        25 | 1043 | 1042 | 19 | 705 | 114 | 142 | 18 => Some(0),
+        // jsonb: a version byte, then text.
+        3802 => Some(1),
+        _ => None,
+    }
+}
+
+fn plan_columns(columns: &[Column], profile: &Profile) -> Result<Vec<ColumnPlan>, String> {
+    columns
+        .iter()
+        .map(|c| {
+            let named = profile.masks_column(&c.name);
+            match (c.format, named, text_like(c.type_oid)) {
+                (0, true, _) => Ok(ColumnPlan::Whole),
+                (0, false, _) => Ok(ColumnPlan::Scan { skip: 0 }),
+                (_, true, Some(0)) => Ok(ColumnPlan::Whole),
+                (_, true, _) => Err(format!(
+                    "column \"{}\" must be masked, but the client asked for it in binary format, which the gateway cannot mask; request text format for it",
+                    c.name
+                )),
+                (_, false, Some(skip)) => Ok(ColumnPlan::Scan { skip }),
+                (_, false, None) => Ok(ColumnPlan::Pass),
+            }
+        })
+        .collect()
+}
+
+/// The connection's state.
+pub(crate) struct Session {
+    pub proxy: Arc<PgProxy>,
+    pub identity: Arc<Identity>,
+    pub source: SocketAddr,
+    pub id: String,
+    pub cancel: Arc<CancelHandle>,
+    /// Statement counter, for request ids in events.
+    seq: u64,
+    owed: VecDeque<Owed>,
+    /// Prepared statements and portals the gateway admitted, by name (`""`: unnamed).
+    statements: HashMap<String, Arc<Admitted>>,
+    portals: HashMap<String, Arc<Admitted>>,
+    /// Events waiting for the end of their batch (ReadyForQuery), recorded before it leaves.
+    events: Vec<AuditEvent>,
+    client_r: ReadHalf<BoxStream>,
+    client_w: WriteHalf<BoxStream>,
+    client_in: BytesMut,
+    to_client: BytesMut,
+    to_upstream: BytesMut,
+    /// After the gateway replaced a server error mid-batch: drop answers until ReadyForQuery.
+    discarding: bool,
+    ended: Option<String>,
+}
+
+enum Flow {
+    Continue,
+    /// Close the connection (after writing what is queued).
+    Close,
+}
+
+impl Session {
+    pub fn new(
+        proxy: Arc<PgProxy>,
+        identity: Arc<Identity>,
+        source: SocketAddr,
+        id: String,
+        cancel: Arc<CancelHandle>,
+        client: BoxStream,
+        client_in: BytesMut,
+    ) -> Session {
+        let (client_r, client_w) = tokio::io::split(client);
+        Session {
+            client_r,
+            client_w,
+            client_in,
+            proxy,
+            identity,
+            source,
+            id,
+            cancel,
+            seq: 0,
+            owed: VecDeque::new(),
+            statements: HashMap::new(),
+            portals: HashMap::new(),
+            events: Vec::new(),
+            to_client: BytesMut::with_capacity(16 * 1024),
+            to_upstream: BytesMut::with_capacity(8 * 1024),
+            discarding: false,
+            ended: None,
+        }
+    }
+
+    /// Relays until either side ends. Returns why the session ended.
+    pub async fn run(&mut self, upstream: BoxStream, mut upstream_in: BytesMut) -> String {
+        let mut stop = self.proxy.stopping.subscribe();
+        let (mut upstream_r, mut upstream_w) = tokio::io::split(upstream);
+        let client_limit = self.proxy.max_client_frame;
+        let upstream_limit = self.proxy.max_upstream_frame;
+        loop {
+            // Everything already buffered is handled before waiting again.
+            loop {
+                if self.to_upstream.len() >= BACKPRESSURE || self.ended.is_some() {
+                    break;
+                }
+                match wire::next_frame(&mut self.client_in, client_limit) {
+                    Ok(Some(frame)) => match self.on_client_message(frame).await {
+                        Flow::Continue => {}
+                        Flow::Close => {
+                            self.ended
+                                .get_or_insert_with(|| "the client ended the session".into());
+                        }
+                    },
+                    Ok(None) => break,
+                    Err(e) => {
+                        wire::fatal(
+                            &mut self.to_client,
+                            wire::PROTOCOL_VIOLATION,
+                            &format!("portcullis: {e}"),
+                            None,
+                        );
+                        self.ended = Some(format!("the client broke the protocol: {e}"));
+                    }
+                }
+            }
+            loop {
+                if self.to_client.len() >= BACKPRESSURE || self.ended.is_some() {
+                    break;
+                }
+                match wire::next_frame(&mut upstream_in, upstream_limit) {
+                    Ok(Some(frame)) => {
+                        if let Flow::Close = self.on_server_message(frame).await {
+                            self.ended
+                                .get_or_insert_with(|| "the server ended the session".into());
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        wire::fatal(
+                            &mut self.to_client,
+                            wire::CONNECTION_FAILURE,
+                            "portcullis: the database sent something the gateway cannot read; the session is closed",
+                            None,
+                        );
+                        self.ended = Some(format!("the server broke the protocol: {e}"));
+                    }
+                }
+            }
+            if let Some(why) = self.ended.take() {
+                let _ = self.client_w.write_all(&self.to_client).await;
+                let _ = self.client_w.shutdown().await;
+                let mut bye = std::mem::take(&mut self.to_upstream);
+                wire::terminate(&mut bye);
+                let _ = upstream_w.write_all(&bye).await;
+                let _ = upstream_w.shutdown().await;
+                self.finish_unanswered(&why).await;
+                return why;
+            }
+            let read_client = self.to_upstream.len() < BACKPRESSURE;
+            let read_upstream = self.to_client.len() < BACKPRESSURE;
+            tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => {
+                    wire::fatal(&mut self.to_client, wire::ADMIN_SHUTDOWN, "portcullis: the gateway is stopping", None);
+                    self.ended = Some("the gateway is stopping".into());
+                }
+                r = self.client_w.write_buf(&mut self.to_client), if !self.to_client.is_empty() => {
+                    if r.is_err() || matches!(r, Ok(0)) {
+                        self.ended = Some("the client went away".into());
+                    }
+                }
+                r = upstream_w.write_buf(&mut self.to_upstream), if !self.to_upstream.is_empty() => {
+                    if r.is_err() || matches!(r, Ok(0)) {
+                        self.lost_upstream();
+                    }
+                }
+                r = upstream_r.read_buf(&mut upstream_in), if read_upstream => {
+                    match r {
+                        Ok(0) | Err(_) => self.lost_upstream(),
+                        Ok(_) => {}
+                    }
+                }
+                r = self.client_r.read_buf(&mut self.client_in), if read_client => {
+                    match r {
+                        Ok(0) | Err(_) => self.ended = Some("the client went away".into()),
+                        Ok(_) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn lost_upstream(&mut self) {
+        wire::fatal(
+            &mut self.to_client,
+            wire::CONNECTION_FAILURE,
+            &format!(
+                "portcullis: the connection to the database of target {} was lost",
+                self.proxy.target
+            ),
+            None,
+        );
+        self.ended = Some("the database connection was lost".into());
+    }
+
+    // ---------------------------------------------------------------- client side
+
+    async fn on_client_message(&mut self, frame: Frame) -> Flow {
+        match frame.tag {
+            b'Q' => {
+                let text = match wire::parse_query(&frame) {
+                    Ok(t) => t,
+                    Err(e) => return self.violation(e),
+                };
+                self.simple_query(frame, &text).await
+            }
+            b'P' => {
+                let parse = match wire::parse_parse(&frame) {
+                    Ok(p) => p,
+                    Err(e) => return self.violation(e),
+                };
+                self.parse(frame, parse).await
+            }
+            b'B' => {
+                let bind = match wire::parse_bind(&frame) {
+                    Ok(b) => b,
+                    Err(e) => return self.violation(e),
+                };
+                match self.statements.get(&bind.statement) {
+                    Some(admitted) => {
+                        self.portals.insert(bind.portal, admitted.clone());
+                        frame.write_to(&mut self.to_upstream);
+                        self.owed.push_back(Owed::BindComplete);
+                    }
+                    None => self.refuse_extended(Refusal {
+                        code: "26000",
+                        message: format!(
+                            "portcullis: prepared statement \"{}\" does not exist (or the gateway refused it)",
+                            bind.statement
+                        ),
+                        hint: None,
+                    }),
+                }
+                Flow::Continue
+            }
+            b'E' => {
+                let portal = match wire::parse_execute(&frame) {
+                    Ok(p) => p,
+                    Err(e) => return self.violation(e),
+                };
+                let Some(admitted) = self.portals.get(&portal).cloned() else {
+                    self.refuse_extended(Refusal {
+                        code: "34000",
+                        message: format!("portcullis: portal \"{portal}\" does not exist"),
+                        hint: None,
+                    });
+                    return Flow::Continue;
+                };
+                if admitted.mask.is_some() {
+                    wire::describe_portal(&mut self.to_upstream, &portal);
+                    self.owed.push_back(Owed::Describe { swallow: true });
+                }
+                frame.write_to(&mut self.to_upstream);
+                self.owed
+                    .push_back(Owed::Execute(StatementRun::new(admitted)));
+                Flow::Continue
+            }
+            b'D' => {
+                let (_, _) = match wire::parse_target(&frame, "Describe") {
+                    Ok(t) => t,
+                    Err(e) => return self.violation(e),
+                };
+                frame.write_to(&mut self.to_upstream);
+                self.owed.push_back(Owed::Describe { swallow: false });
+                Flow::Continue
+            }
+            b'C' => {
+                let (kind, name) = match wire::parse_target(&frame, "Close") {
+                    Ok(t) => t,
+                    Err(e) => return self.violation(e),
+                };
+                if kind == b'S' {
+                    self.statements.remove(&name);
+                } else {
+                    self.portals.remove(&name);
+                }
+                frame.write_to(&mut self.to_upstream);
+                self.owed.push_back(Owed::CloseComplete);
+                Flow::Continue
+            }
+            b'S' => {
+                frame.write_to(&mut self.to_upstream);
+                self.owed.push_back(Owed::Sync);
+                Flow::Continue
+            }
+            // Flush, and COPY data from the client (only meaningful while the server is in
+            // COPY FROM STDIN for a statement the gateway admitted).
+            b'H' | b'd' | b'c' | b'f' => {
+                frame.write_to(&mut self.to_upstream);
+                Flow::Continue
+            }
+            b'X' => Flow::Close,
+            b'F' => {
+                // The fast-path interface calls any function by OID, out of sight of the
+                // parser: there is no way to decide on it.
+                self.record_refusal_now(
+                    "function-call",
+                    None,
+                    "the fast-path function call interface is not supported through the gateway",
+                )
+                .await;
+                self.refuse_simple(Refusal {
+                    code: wire::FEATURE_NOT_SUPPORTED,
+                    message: "portcullis: the fast-path function call interface is not supported through the gateway; call the function in a query".into(),
+                    hint: None,
+                });
+                Flow::Continue
+            }
+            other => {
+                let e = format!("unexpected message type {:?}", other as char);
+                wire::fatal(
+                    &mut self.to_client,
+                    wire::PROTOCOL_VIOLATION,
+                    &format!("portcullis: {e}"),
+                    None,
+                );
+                self.ended = Some(format!("the client broke the protocol: {e}"));
+                Flow::Close
+            }
+        }
+    }
+
+    fn violation(&mut self, e: wire::WireError) -> Flow {
+        wire::fatal(
+            &mut self.to_client,
+            wire::PROTOCOL_VIOLATION,
+            &format!("portcullis: {e}"),
+            None,
+        );
+        self.ended = Some(format!("the client broke the protocol: {e}"));
+        Flow::Close
+    }
+
+    /// Stands in a poison Query for a refused simple-protocol message.
+    fn refuse_simple(&mut self, refusal: Refusal) {
+        wire::query(&mut self.to_upstream, POISON);
+        self.owed.push_back(Owed::Refused {
+            refusal,
+            simple: true,
+        });
+    }
+
+    /// Stands in a poison Parse for a refused extended-protocol message; the server then
+    /// skips the rest of the batch until Sync, as it would after its own error.
+    fn refuse_extended(&mut self, refusal: Refusal) {
+        wire::parse_message(&mut self.to_upstream, "", POISON);
+        self.owed.push_back(Owed::Refused {
+            refusal,
+            simple: false,
+        });
+    }
+
+    async fn simple_query(&mut self, frame: Frame, text: &str) -> Flow {
+        let classified = match self.proxy.classifier.classify(text) {
+            Ok(c) => c,
+            Err(e) => {
+                let message =
+                    format!("portcullis: the statement does not parse, so it is refused: {e}");
+                self.record_refusal_now("unparseable", None, &message).await;
+                self.refuse_simple(Refusal {
+                    code: wire::SYNTAX_ERROR,
+                    message,
+                    hint: None,
+                });
+                return Flow::Continue;
+            }
+        };
+        if classified.is_empty() {
+            // An empty query: the server answers EmptyQueryResponse.
+            frame.write_to(&mut self.to_upstream);
+            self.owed.push_back(Owed::Query(QueryRun {
+                statements: VecDeque::new(),
+                failed: false,
+            }));
+            return Flow::Continue;
+        }
+        let mut admitted = Vec::with_capacity(classified.len());
+        for index in 0..classified.len() {
+            let c = StatementRef {
+                all: classified.clone(),
+                index,
+            };
+            match self.admit(c, text).await {
+                Ok(a) => admitted.push(a),
+                Err(refusal) => {
+                    // One refused statement refuses the message: the server runs a simple
+                    // query's statements as one unit, so none of them may run.
+                    self.record_not_run(&admitted, &refusal.message).await;
+                    self.refuse_simple(refusal);
+                    return Flow::Continue;
+                }
+            }
+            if self.ended.is_some() {
+                return Flow::Close;
+            }
+        }
+        self.learn_session_statements(&admitted);
+        frame.write_to(&mut self.to_upstream);
+        self.owed.push_back(Owed::Query(QueryRun {
+            statements: admitted.into_iter().map(StatementRun::new).collect(),
+            failed: false,
+        }));
+        Flow::Continue
+    }
+
+    async fn parse(&mut self, frame: Frame, parse: wire::Parse) -> Flow {
+        let classified = match self.proxy.classifier.classify(&parse.query) {
+            Ok(c) => c,
+            Err(e) => {
+                let message =
+                    format!("portcullis: the statement does not parse, so it is refused: {e}");
+                self.record_refusal_now("unparseable", None, &message).await;
+                self.refuse_extended(Refusal {
+                    code: wire::SYNTAX_ERROR,
+                    message,
+                    hint: None,
+                });
+                return Flow::Continue;
+            }
+        };
+        let one = match classified.len() {
+            // An empty statement is legal; nothing in it to decide.
+            0 => None,
+            1 => Some(StatementRef {
+                all: classified.clone(),
+                index: 0,
+            }),
+            _ => {
+                let message = "portcullis: a prepared statement holds one SQL statement; this text holds several".to_string();
+                self.record_refusal_now("multiple-statements", None, &message)
+                    .await;
+                self.refuse_extended(Refusal {
+                    code: wire::SYNTAX_ERROR,
+                    message,
+                    hint: None,
+                });
+                return Flow::Continue;
+            }
+        };
+        let admitted = match one {
+            Some(c) => match self.admit(c, &parse.query).await {
+                Ok(a) => a,
+                Err(refusal) => {
+                    self.refuse_extended(refusal);
+                    return Flow::Continue;
+                }
+            },
+            None => Arc::new(Admitted {
+                classified: StatementRef {
+                    all: Arc::from(vec![Classified {
+                        statement: SqlStatement::default(),
+                        text: String::new(),
+                        normalized: String::new(),
+                        fingerprint: String::new(),
+                        copy: None,
+                    }]),
+                    index: 0,
+                },
+                verdict: self.proxy.allow_empty(),
+                mask: None,
+                approval: None,
+            }),
+        };
+        // A named statement that already exists makes the server refuse this Parse; the old
+        // one, which the gateway admitted earlier, stays.
+        if parse.name.is_empty() || !self.statements.contains_key(&parse.name) {
+            self.statements.insert(parse.name, admitted);
+        }
+        frame.write_to(&mut self.to_upstream);
+        self.owed.push_back(Owed::ParseComplete);
+        Flow::Continue
+    }
+
+    /// `DEALLOCATE` and `DISCARD` end prepared statements the gateway tracks.
+    fn learn_session_statements(&mut self, admitted: &[Arc<Admitted>]) {
+        for a in admitted {
+            if a.classified.statement.kind == "session" {
+                let text = a.classified.normalized.to_ascii_lowercase();
+                let words: Vec<&str> = text.split_whitespace().collect();
+                match words.as_slice() {
+                    ["deallocate", "prepare", name, ..] | ["deallocate", name, ..]
+                        if *name != "all" =>
+                    {
+                        self.statements
+                            .remove(name.trim_end_matches(';').trim_matches('"'));
+                    }
+                    _ => {
+                        self.statements.retain(|name, _| name.is_empty());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decides one statement: allowed, refused, or held until people decide.
+    async fn admit(
+        &mut self,
+        classified: StatementRef,
+        text: &str,
+    ) -> Result<Arc<Admitted>, Refusal> {
+        let proxy = self.proxy.clone();
+        let statement = &classified.statement;
+        let grants = if proxy.approvals.any_grants() {
+            proxy.approvals.active_grants(&self.identity, &proxy.target)
+        } else {
+            Vec::new()
+        };
+        let action = Action {
+            target: &proxy.target,
+            target_kind: TargetKind::Postgres,
+            verb: &statement.kind,
+            resource: None,
+            arguments: None,
+            findings: &[],
+            grants: &grants,
+            sql: Some(statement),
+        };
+        let verdict = proxy.policy.decide(&self.identity, &action);
+        if let Some(why) = proxy.audit.unavailable() {
+            let message = format!(
+                "portcullis: the audit log cannot be written ({why}); nothing runs until it can"
+            );
+            return Err(Refusal {
+                code: "58030",
+                message,
+                hint: None,
+            });
+        }
+        if statement.kind == "copy" && classified.copy_server_side() {
+            // Reading or writing the server's files or programs is never delegated.
+            let message = "portcullis: COPY to or from a file or program on the database server is refused; use COPY ... FROM STDIN / TO STDOUT".to_string();
+            self.record_decided(&classified, &verdict, Outcome::Denied, &message)
+                .await;
+            return Err(self.policy_refusal(&verdict, message));
+        }
+        match &verdict.decision {
+            Decision::Allow { mask } => {
+                let mask = match mask {
+                    Some(name) => match proxy.masks.get(&**name) {
+                        Some(p) => Some(p.clone()),
+                        None => {
+                            let message = format!(
+                                "portcullis: masking profile {name} is not configured; refusing rather than returning unmasked rows"
+                            );
+                            self.record_decided(&classified, &verdict, Outcome::Failed, &message)
+                                .await;
+                            return Err(self.policy_refusal(&verdict, message));
+                        }
+                    },
+                    None => None,
+                };
+                if mask.is_some() && statement.performs("copy") {
+                    let message = "portcullis: COPY output cannot be masked; use SELECT for data this rule masks".to_string();
+                    self.record_decided(&classified, &verdict, Outcome::Denied, &message)
+                        .await;
+                    return Err(self.policy_refusal(&verdict, message));
+                }
+                Ok(Arc::new(Admitted {
+                    classified,
+                    verdict,
+                    mask,
+                    approval: None,
+                }))
+            }
+            Decision::Deny { reason } => {
+                let message = format!(
+                    "portcullis: {} refused by rule \"{}\": {reason}",
+                    describe(statement),
+                    verdict.rule_label()
+                );
+                self.record_decided(&classified, &verdict, Outcome::Denied, &message)
+                    .await;
+                Err(self.policy_refusal(&verdict, message))
+            }
+            Decision::Hold(requirement) => {
+                let requirement = requirement.clone();
+                self.hold(classified, verdict, requirement, text).await
+            }
+        }
+    }
+
+    fn policy_refusal(&self, verdict: &Verdict, message: String) -> Refusal {
+        Refusal {
+            code: wire::INSUFFICIENT_PRIVILEGE,
+            message,
+            hint: Some(format!(
+                "rule \"{}\" of policy {}",
+                verdict.rule_label(),
+                verdict.policy_version
+            )),
+        }
+    }
+
+    /// Waits for approvers. The client is told at once (a notice) what it waits for.
+    async fn hold(
+        &mut self,
+        classified: StatementRef,
+        verdict: Verdict,
+        requirement: Arc<portcullis_model::ApprovalRequirement>,
+        text: &str,
+    ) -> Result<Arc<Admitted>, Refusal> {
+        let proxy = self.proxy.clone();
+        let statement = &classified.statement;
+        let what = describe(statement);
+        let reason = reason_comment(text);
+        if requirement.require_reason && reason.is_none() {
+            let message = format!(
+                "portcullis: {what} needs approval under rule \"{}\" and a reason: start the statement with a comment /* reason: why */",
+                verdict.rule_label()
+            );
+            self.record_decided(&classified, &verdict, Outcome::Denied, &message)
+                .await;
+            return Err(self.policy_refusal(&verdict, message));
+        }
+        // Approvers see the statement as written, with the default profile's detectors
+        // masking what they find in it: the values are what they judge.
+        let mut report = Report::default();
+        let shown = match proxy.masks.get(crate::DEFAULT_PROFILE) {
+            Some(p) => p
+                .mask_text(classified.text.as_str(), "$.sql", &mut report)
+                .unwrap_or_else(|| classified.text.clone()),
+            None => classified.normalized.clone(),
+        };
+        let mut ev = self.statement_event(&classified, &verdict);
+        ev.outcome = Outcome::Info;
+        let request = HoldRequest {
+            requester: (*self.identity).clone(),
+            source: Some(self.source.to_string()),
+            target: proxy.target.clone(),
+            action: statement.kind.clone(),
+            resource: (!statement.tables.is_empty()).then(|| statement.tables.join(", ")),
+            arguments: Some(serde_json::json!({ "sql": shown })),
+            arguments_digest: Some(PayloadDigest::of(classified.text.as_bytes())),
+            reason,
+            rule: verdict.rule_label().to_string(),
+            policy_version: verdict.policy_version.to_string(),
+            requirement,
+            request_event: ev.id.clone(),
+        };
+        let mut held = match proxy.approvals.hold(request).await {
+            Ok(h) => h,
+            Err(e) => {
+                let message =
+                    format!("portcullis: {what} needs approval but cannot wait for it: {e}");
+                self.record_decided(&classified, &verdict, Outcome::Failed, &message)
+                    .await;
+                return Err(self.policy_refusal(&verdict, message));
+            }
+        };
+        let id = held.approval.id.clone();
+        wire::notice(
+            &mut self.to_client,
+            b'N',
+            "NOTICE",
+            "01000",
+            &format!(
+                "portcullis: {what} is held for approval {id} under rule \"{}\" until {}; an approver decides with: portcullis approvals approve {id}",
+                verdict.rule_label(),
+                held.approval.expires_at
+            ),
+            None,
+        );
+        // The notice must reach the client now, while the statement waits.
+        if let Err(e) = self.flush_client_now().await {
+            held.cancel(&format!("the client went away ({e})")).await;
+            self.ended = Some("the client went away".into());
+            return Err(self.policy_refusal(&verdict, "the client went away".into()));
+        }
+        let cancel = self.cancel.hold_cancelled.clone();
+        let mut stop = proxy.stopping.subscribe();
+        // A client that hangs up ends the wait; messages it pipelines meanwhile stay in
+        // `client_in` for after the decision.
+        let outcome: Result<Approval, &str> = loop {
+            tokio::select! {
+                approval = held.outcome() => break Ok(approval),
+                _ = cancel.notified() => break Err("the client cancelled the statement"),
+                _ = stop.wait_for(|s| *s) => break Err("the gateway is stopping"),
+                r = self.client_r.read_buf(&mut self.client_in), if self.client_in.len() < BACKPRESSURE => match r {
+                    Ok(0) | Err(_) => break Err("the client went away"),
+                    Ok(_) => {}
+                },
+            }
+        };
+        let approval = match outcome {
+            Ok(a) => a,
+            Err(why) => {
+                held.cancel(&format!("{why} while the statement was held"))
+                    .await;
+                let message = format!("portcullis: {what} was held for approval {id}; {why}");
+                self.record_held(&classified, &verdict, &id, Outcome::Failed, &message)
+                    .await;
+                if why == "the client went away" {
+                    self.ended = Some(why.into());
+                }
+                return Err(Refusal {
+                    code: wire::QUERY_CANCELED,
+                    message,
+                    hint: None,
+                });
+            }
+        };
+        if approval.status != Status::Approved {
+            let message = format!("portcullis: {}", hold_refusal(&what, &approval));
+            self.record_held(&classified, &verdict, &id, Outcome::Denied, &message)
+                .await;
+            return Err(self.policy_refusal(&verdict, message));
+        }
+        if let Err(e) = held.released(&ev.id).await {
+            let message = format!("portcullis: {what} was approved ({id}) but {e}");
+            self.record_held(&classified, &verdict, &id, Outcome::Failed, &message)
+                .await;
+            return Err(self.policy_refusal(&verdict, message));
+        }
+        let mask = match &verdict.decision {
+            Decision::Allow { mask: Some(name) } => proxy.masks.get(&**name).cloned(),
+            _ => None,
+        };
+        Ok(Arc::new(Admitted {
+            classified,
+            verdict,
+            mask,
+            approval: Some(id),
+        }))
+    }
+
+    async fn flush_client_now(&mut self) -> std::io::Result<()> {
+        self.client_w.write_all(&self.to_client).await?;
+        self.to_client.clear();
+        self.client_w.flush().await
+    }
+
+    // ---------------------------------------------------------------- server side
+
+    async fn on_server_message(&mut self, frame: Frame) -> Flow {
+        match frame.tag {
+            // Asynchronous: any time.
+            b'N' | b'A' => {
+                frame.write_to(&mut self.to_client);
+                return Flow::Continue;
+            }
+            b'S' => {
+                let mut r = wire::Reader::of(&frame, "ParameterStatus");
+                if let (Ok(k), Ok(v)) = (r.cstr(""), r.cstr(""))
+                    && k == "standard_conforming_strings"
+                    && v != "on"
+                {
+                    // The gateway's parser reads strings as the server does only while
+                    // this is on; with it off a backslash could hide a statement.
+                    wire::fatal(
+                        &mut self.to_client,
+                        wire::FEATURE_NOT_SUPPORTED,
+                        "portcullis: standard_conforming_strings must stay on through the gateway; the session is closed",
+                        None,
+                    );
+                    self.ended = Some("standard_conforming_strings was turned off".into());
+                    return Flow::Close;
+                }
+                frame.write_to(&mut self.to_client);
+                return Flow::Continue;
+            }
+            _ => {}
+        }
+        if self.discarding {
+            if frame.tag == b'Z' {
+                self.discarding = false;
+                while let Some(owed) = self.owed.pop_front() {
+                    match owed {
+                        Owed::Execute(run) => self.finish_statement(run, Outcome::Failed, "answer withheld: an earlier statement of the batch was refused its rows"),
+                        Owed::Query(mut run) => {
+                            while let Some(s) = run.statements.pop_front() {
+                                self.finish_statement(s, Outcome::Failed, "answer withheld: an earlier statement of the message was refused its rows");
+                            }
+                            break;
+                        }
+                        Owed::Sync => break,
+                        _ => {}
+                    }
+                }
+                self.release(frame).await;
+            }
+            return Flow::Continue;
+        }
+        match frame.tag {
+            b'Z' => {
+                // Whatever is still owed before the ReadyForQuery was skipped by the server
+                // after an error.
+                while let Some(owed) = self.owed.pop_front() {
+                    match owed {
+                        Owed::Sync | Owed::Refused { simple: true, .. } => break,
+                        Owed::Query(run) => {
+                            self.finish_query(run);
+                            break;
+                        }
+                        Owed::Execute(run) => self.finish_statement(
+                            run,
+                            Outcome::Failed,
+                            "not run: an earlier message of the batch failed",
+                        ),
+                        _ => {}
+                    }
+                }
+                self.release(frame).await;
+            }
+            b'E' => self.upstream_error(frame),
+            b'1' => self.complete(frame, |o| matches!(o, Owed::ParseComplete)),
+            b'2' => self.complete(frame, |o| matches!(o, Owed::BindComplete)),
+            b'3' => self.complete(frame, |o| matches!(o, Owed::CloseComplete)),
+            b't' => {
+                // ParameterDescription: part of a statement Describe; the RowDescription or
+                // NoData that follows completes it.
+                if !matches!(
+                    self.owed.front(),
+                    Some(Owed::Describe { swallow: true, .. })
+                ) {
+                    frame.write_to(&mut self.to_client);
+                }
+            }
+            b'T' | b'n' => self.description(frame),
+            b'D' => self.data_row(frame),
+            b'C' | b'I' | b's' => self.statement_done(frame),
+            b'G' | b'H' | b'W' | b'd' | b'c' => {
+                // COPY in progress: the statement was admitted (and is unmasked).
+                frame.write_to(&mut self.to_client);
+            }
+            _ => frame.write_to(&mut self.to_client),
+        }
+        Flow::Continue
+    }
+
+    fn complete(&mut self, frame: Frame, expected: impl Fn(&Owed) -> bool) {
+        if self.owed.front().is_some_and(expected) {
+            self.owed.pop_front();
+        }
+        frame.write_to(&mut self.to_client);
+    }
+
+    fn description(&mut self, frame: Frame) {
+        match self.owed.front() {
+            Some(Owed::Describe { swallow, .. }) => {
+                let swallow = *swallow;
+                self.owed.pop_front();
+                if swallow {
+                    // The gateway's own Describe, sent just before an Execute: its answer
+                    // sets up the masking of that Execute's rows.
+                    let columns = if frame.tag == b'T' {
+                        wire::parse_row_description(&frame).unwrap_or_default()
+                    } else {
+                        Vec::new()
+                    };
+                    if let Some(Owed::Execute(run)) = self.owed.front_mut() {
+                        run.set_plan(&columns);
+                    }
+                    return;
+                }
+                frame.write_to(&mut self.to_client);
+            }
+            Some(Owed::Query(_)) if frame.tag == b'T' => {
+                let Some(Owed::Query(run)) = self.owed.front_mut() else {
+                    unreachable!()
+                };
+                if let Some(current) = run.statements.front_mut() {
+                    let columns = wire::parse_row_description(&frame).unwrap_or_default();
+                    current.set_plan(&columns);
+                }
+                frame.write_to(&mut self.to_client);
+            }
+            _ => frame.write_to(&mut self.to_client),
+        }
+    }
+
+    fn current_run(&mut self) -> Option<&mut StatementRun> {
+        match self.owed.front_mut()? {
+            Owed::Query(run) => run.statements.front_mut(),
+            Owed::Execute(run) => Some(run),
+            _ => None,
+        }
+    }
+
+    fn data_row(&mut self, frame: Frame) {
+        let Some(run) = self.current_run() else {
+            frame.write_to(&mut self.to_client);
+            return;
+        };
+        if run.withheld.is_some() {
+            return;
+        }
+        run.rows_sent += 1;
+        let (Some(profile), Some(plan)) = (run.admitted.mask.clone(), run.plan.as_ref()) else {
+            if run.admitted.mask.is_some() {
+                // A masked statement's rows without a description: never pass them unmasked.
+                run.withheld = Some(
+                    "the gateway did not see the result's columns, so it cannot mask them".into(),
+                );
+                return;
+            }
+            frame.write_to(&mut self.to_client);
+            return;
+        };
+        if plan.iter().all(|p| *p == ColumnPlan::Pass) {
+            frame.write_to(&mut self.to_client);
+            return;
+        }
+        let plan = plan.clone();
+        let Ok(mut values) = wire::parse_data_row(&frame) else {
+            run.withheld = Some("the server sent a malformed row".into());
+            return;
+        };
+        let mut changed = false;
+        for (i, value) in values.iter_mut().enumerate() {
+            let Some(bytes) = value.as_ref() else {
+                continue;
+            };
+            let path = run.column_path(i);
+            let masked = match plan.get(i).copied().unwrap_or(ColumnPlan::Whole) {
+                ColumnPlan::Pass => None,
+                ColumnPlan::Whole => match std::str::from_utf8(bytes) {
+                    Ok(text) => Some(profile.mask_whole(text, &path, &mut run.report)),
+                    Err(_) => Some(profile.mask_whole("binary", &path, &mut run.report)),
+                },
+                ColumnPlan::Scan { skip } => {
+                    let body = bytes.get(skip..).unwrap_or_default();
+                    match std::str::from_utf8(body) {
+                        Ok(text) => profile.mask_text(text, &path, &mut run.report).map(|m| {
+                            let mut out = bytes[..skip].to_vec();
+                            out.extend_from_slice(m.as_bytes());
+                            String::from_utf8(out).unwrap_or_default()
+                        }),
+                        // Not text in the client's encoding: do not guess, mask it.
+                        Err(_) => Some(profile.mask_whole("binary", &path, &mut run.report)),
+                    }
+                }
+            };
+            if let Some(m) = masked {
+                *value = Some(Bytes::from(m));
+                changed = true;
+            }
+        }
+        if changed {
+            wire::data_row(&values, &mut self.to_client);
+        } else {
+            frame.write_to(&mut self.to_client);
+        }
+    }
+
+    /// CommandComplete, EmptyQueryResponse or PortalSuspended: the current statement is done.
+    fn statement_done(&mut self, frame: Frame) {
+        let rows = if frame.tag == b'C' {
+            wire::command_rows(&frame)
+        } else {
+            None
+        };
+        match self.owed.front_mut() {
+            Some(Owed::Query(run)) => {
+                let Some(mut current) = run.statements.pop_front() else {
+                    frame.write_to(&mut self.to_client);
+                    return;
+                };
+                current.rows_sent = rows.unwrap_or(current.rows_sent);
+                if let Some(why) = current.withheld.take() {
+                    // The rest of the simple query still runs; the client gets this
+                    // statement's refusal in place of its completion.
+                    wire::error(
+                        &mut self.to_client,
+                        wire::INSUFFICIENT_PRIVILEGE,
+                        &format!("portcullis: rows withheld: {why}"),
+                        None,
+                    );
+                    self.finish_statement(current, Outcome::Denied, &why);
+                    run_fail(&mut self.owed);
+                    self.discarding = true;
+                    return;
+                }
+                frame.write_to(&mut self.to_client);
+                self.finish_statement(current, Outcome::Success, "");
+            }
+            Some(Owed::Execute(_)) => {
+                let Some(Owed::Execute(mut run)) = self.owed.pop_front() else {
+                    unreachable!()
+                };
+                run.rows_sent = rows.unwrap_or(run.rows_sent);
+                if let Some(why) = run.withheld.take() {
+                    wire::error(
+                        &mut self.to_client,
+                        wire::INSUFFICIENT_PRIVILEGE,
+                        &format!("portcullis: rows withheld: {why}"),
+                        None,
+                    );
+                    self.finish_statement(run, Outcome::Denied, &why);
+                    // The client now expects the server to skip to Sync: drop the server's
+                    // answers to the rest of the batch.
+                    self.discarding = true;
+                    return;
+                }
+                frame.write_to(&mut self.to_client);
+                self.finish_statement(run, Outcome::Success, "");
+            }
+            _ => frame.write_to(&mut self.to_client),
+        }
+    }
+
+    fn upstream_error(&mut self, frame: Frame) {
+        match self.owed.pop_front() {
+            Some(Owed::Refused { refusal, simple }) => {
+                wire::error(
+                    &mut self.to_client,
+                    refusal.code,
+                    &refusal.message,
+                    refusal.hint.as_deref(),
+                );
+                if simple {
+                    // Its ReadyForQuery follows.
+                    self.owed.push_front(Owed::Sync);
+                } else {
+                    self.skip_to_sync("not run: an earlier message of the batch was refused");
+                }
+            }
+            Some(Owed::Query(mut run)) => {
+                if let Some(current) = run.statements.pop_front() {
+                    let n = wire::parse_notice(&frame);
+                    self.finish_statement(
+                        current,
+                        Outcome::UpstreamError,
+                        &format!("{}: {}", n.code, n.message),
+                    );
+                }
+                run.failed = true;
+                frame.write_to(&mut self.to_client);
+                self.owed.push_front(Owed::Query(run));
+            }
+            Some(Owed::Execute(run)) => {
+                let n = wire::parse_notice(&frame);
+                frame.write_to(&mut self.to_client);
+                self.finish_statement(
+                    run,
+                    Outcome::UpstreamError,
+                    &format!("{}: {}", n.code, n.message),
+                );
+                self.skip_to_sync("not run: an earlier message of the batch failed");
+            }
+            Some(Owed::Sync) => {
+                // An error answering Sync itself (a failed COMMIT at the end of the implicit
+                // transaction): its ReadyForQuery still follows.
+                frame.write_to(&mut self.to_client);
+                self.owed.push_front(Owed::Sync);
+            }
+            Some(_) => {
+                frame.write_to(&mut self.to_client);
+                self.skip_to_sync("not run: an earlier message of the batch failed");
+            }
+            None => {
+                // FATAL errors (shutdown, idle timeout) come unasked.
+                frame.write_to(&mut self.to_client);
+            }
+        }
+    }
+
+    /// After an error the server ignores everything until Sync: so does the queue.
+    fn skip_to_sync(&mut self, why: &str) {
+        while let Some(owed) = self.owed.front() {
+            if matches!(
+                owed,
+                Owed::Sync | Owed::Query(_) | Owed::Refused { simple: true, .. }
+            ) {
+                break;
+            }
+            if let Some(Owed::Execute(run)) = self.owed.pop_front() {
+                self.finish_statement(run, Outcome::Failed, why);
+            }
+        }
+    }
+
+    fn finish_query(&mut self, mut run: QueryRun) {
+        while let Some(s) = run.statements.pop_front() {
+            self.finish_statement(
+                s,
+                Outcome::Failed,
+                "not run: an earlier statement of the message failed",
+            );
+        }
+    }
+
+    /// ReadyForQuery: the batch is over. Its events are recorded (durably, in strict mode)
+    /// before the client may send more.
+    async fn release(&mut self, frame: Frame) {
+        if !self.events.is_empty() {
+            let events = std::mem::take(&mut self.events);
+            let audit = &self.proxy.audit;
+            let results =
+                futures_util::future::join_all(events.into_iter().map(|e| audit.record(e))).await;
+            if let Some(Err(e)) = results.into_iter().find(|r| r.is_err()) {
+                wire::fatal(
+                    &mut self.to_client,
+                    "58030",
+                    &format!(
+                        "portcullis: the audit log cannot be written ({e}); the session is closed"
+                    ),
+                    None,
+                );
+                self.ended = Some(format!("the audit log failed: {e}"));
+                return;
+            }
+        }
+        frame.write_to(&mut self.to_client);
+    }
+
+    // ---------------------------------------------------------------- events
+
+    fn statement_event(&mut self, classified: &Classified, verdict: &Verdict) -> AuditEvent {
+        self.seq += 1;
+        let statement = &classified.statement;
+        let mut ev = self.proxy.audit.event(EventType::Request, Outcome::Success);
+        ev.source = Some(self.source.to_string());
+        ev.identity = Some((*self.identity).clone());
+        ev.target = Some(self.proxy.target.clone());
+        ev.session = Some(self.id.clone());
+        ev.action = Some(statement.kind.clone());
+        ev.resource = (!statement.tables.is_empty()).then(|| statement.tables.join(","));
+        ev.request_id = Some(self.seq.to_string());
+        ev.decision = Some(verdict.decision.label().to_string());
+        ev.rule = Some(verdict.rule_label().to_string());
+        ev.policy_version = Some(verdict.policy_version.to_string());
+        ev.grant = verdict.grant.as_deref().map(str::to_string);
+        ev.statement = Some(StatementRecord {
+            text: classified.normalized.clone(),
+            fingerprint: classified.fingerprint.clone(),
+            kinds: statement.kinds.clone(),
+            tables: statement.tables.clone(),
+            functions: statement.functions.clone(),
+            rows: None,
+        });
+        ev
+    }
+
+    async fn record_decided(
+        &mut self,
+        classified: &Classified,
+        verdict: &Verdict,
+        outcome: Outcome,
+        message: &str,
+    ) {
+        let mut ev = self.statement_event(classified, verdict);
+        ev.outcome = outcome;
+        ev.detail = Some(message.trim_start_matches("portcullis: ").to_string());
+        self.record_now(ev).await;
+    }
+
+    async fn record_held(
+        &mut self,
+        classified: &Classified,
+        verdict: &Verdict,
+        approval: &str,
+        outcome: Outcome,
+        message: &str,
+    ) {
+        let mut ev = self.statement_event(classified, verdict);
+        ev.outcome = outcome;
+        ev.approval = Some(approval.to_string());
+        ev.detail = Some(message.trim_start_matches("portcullis: ").to_string());
+        self.record_now(ev).await;
+    }
+
+    /// A refusal before there is a statement to speak of (unparseable text, fast-path call).
+    async fn record_refusal_now(&mut self, rule: &str, verdict: Option<&Verdict>, message: &str) {
+        self.seq += 1;
+        let mut ev = self
+            .proxy
+            .audit
+            .event(EventType::Request, Outcome::Rejected);
+        ev.source = Some(self.source.to_string());
+        ev.identity = Some((*self.identity).clone());
+        ev.target = Some(self.proxy.target.clone());
+        ev.session = Some(self.id.clone());
+        ev.request_id = Some(self.seq.to_string());
+        ev.decision = Some("deny".into());
+        ev.rule = Some(verdict.map_or(rule, |v| v.rule_label()).to_string());
+        ev.policy_version = Some(self.proxy.policy.version().to_string());
+        ev.detail = Some(message.trim_start_matches("portcullis: ").to_string());
+        self.record_now(ev).await;
+    }
+
+    /// The statements of a message that was refused because another one was.
+    async fn record_not_run(&mut self, admitted: &[Arc<Admitted>], why: &str) {
+        for a in admitted {
+            let mut ev = self.statement_event(&a.classified, &a.verdict);
+            ev.outcome = Outcome::Denied;
+            ev.approval = a.approval.clone();
+            ev.detail = Some(format!(
+                "not run: another statement of the same message was refused ({})",
+                why.trim_start_matches("portcullis: ")
+            ));
+            self.record_now(ev).await;
+        }
+    }
+
+    async fn record_now(&mut self, ev: AuditEvent) {
+        if let Err(e) = self.proxy.audit.record(ev).await {
+            tracing::error!(session = %self.id, "cannot record a refusal: {e}");
+        }
+    }
+
+    fn finish_statement(&mut self, run: StatementRun, outcome: Outcome, detail: &str) {
+        let a = &run.admitted;
+        if a.classified.statement.kind.is_empty() {
+            return;
+        }
+        let mut ev = self.statement_event(&a.classified, &a.verdict);
+        ev.outcome = outcome;
+        ev.approval = a.approval.clone();
+        ev.duration_ms = Some(run.started.elapsed().as_secs_f64() * 1000.0);
+        if let Some(s) = ev.statement.as_mut() {
+            s.rows = (outcome == Outcome::Success || outcome == Outcome::Denied)
+                .then_some(run.rows_sent);
+        }
+        if !detail.is_empty() {
+            ev.detail = Some(detail.to_string());
+        }
+        ev.masked = summary(&run.report);
+        self.events.push(ev);
+    }
+
+    /// The session ends with answers outstanding: their statements still get events.
+    async fn finish_unanswered(&mut self, why: &str) {
+        while let Some(owed) = self.owed.pop_front() {
+            match owed {
+                Owed::Execute(run) => {
+                    self.finish_statement(run, Outcome::Failed, &format!("unfinished: {why}"))
+                }
+                Owed::Query(mut run) => {
+                    while let Some(s) = run.statements.pop_front() {
+                        self.finish_statement(s, Outcome::Failed, &format!("unfinished: {why}"));
+                    }
+                }
+                _ => {}
+            }
+        }
+        for ev in std::mem::take(&mut self.events) {
+            self.record_now(ev).await;
+        }
+    }
+}
+
+fn run_fail(owed: &mut VecDeque<Owed>) {
+    if let Some(Owed::Query(run)) = owed.front_mut() {
+        run.failed = true;
+    }
+}
+
+impl StatementRun {
+    fn new(admitted: Arc<Admitted>) -> StatementRun {
+        StatementRun {
+            admitted,
+            started: Instant::now(),
+            report: Report::default(),
+            plan: None,
+            columns: Vec::new(),
+            withheld: None,
+            rows_sent: 0,
+        }
+    }
+
+    fn set_plan(&mut self, columns: &[Column]) {
+        let Some(profile) = &self.admitted.mask else {
+            return;
+        };
+        match plan_columns(columns, profile) {
+            Ok(plan) => {
+                self.columns = columns.iter().map(|c| c.name.clone()).collect();
+                self.plan = Some(plan);
+            }
+            Err(why) => self.withheld = Some(why),
+        }
+    }
+
+    fn column_path(&self, i: usize) -> String {
+        match self.columns.get(i) {
+            Some(name) => name.clone(),
+            None => format!("${i}"),
+        }
+    }
+}
+
+fn summary(report: &Report) -> Option<Vec<DataFinding>> {
+    (!report.is_empty()).then(|| {
+        report
+            .findings()
+            .iter()
+            .map(|f| DataFinding {
+                detector: f.detector.clone(),
+                path: f.path.clone(),
+                count: f.count,
+            })
+            .collect()
+    })
+}
+
+/// `DELETE on customers` for messages.
+fn describe(statement: &SqlStatement) -> String {
+    let kind = statement.kind.to_uppercase();
+    if statement.tables.is_empty() {
+        kind
+    } else {
+        format!("{kind} on {}", statement.tables.join(", "))
+    }
+}
+
+/// A reason given in a leading comment: `/* reason: ... */` or `-- reason: ...`.
+fn reason_comment(text: &str) -> Option<String> {
+    let t = text.trim_start();
+    let body = if let Some(rest) = t.strip_prefix("/*") {
+        rest.split_once("*/")?.0
+    } else if let Some(rest) = t.strip_prefix("--") {
+        rest.lines().next()?
+    } else {
+        return None;
+    };
+    let reason = body.trim().strip_prefix("reason:")?.trim();
+    (!reason.is_empty()).then(|| reason.to_string())
+}
+
+fn hold_refusal(what: &str, approval: &Approval) -> String {
+    match approval.status {
+        Status::Denied => match approval.votes.iter().find(|v| !v.approve) {
+            Some(v) => format!(
+                "{what} was denied by {} at {} (approval {}): {}",
+                v.approver.name(),
+                v.time,
+                approval.id,
+                v.reason
+            ),
+            None => format!("{what} was denied (approval {})", approval.id),
+        },
+        Status::Expired => format!(
+            "{what} was held for approval {} and nobody decided before {}, so it is refused",
+            approval.id, approval.expires_at
+        ),
+        Status::Cancelled => format!(
+            "{what} was held for approval {} and cancelled: {}",
+            approval.id,
+            approval
+                .closed_because
+                .as_deref()
+                .unwrap_or("no reason given")
+        ),
+        Status::Pending | Status::Approved => format!(
+            "{what} was held for approval {} and its outcome could not be recorded; refused",
+            approval.id
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_come_from_a_leading_comment() {
+        assert_eq!(
+            reason_comment("/* reason: ticket 42 */ UPDATE t SET a = 1 WHERE id = 2").as_deref(),
+            Some("ticket 42")
+        );
+        assert_eq!(
+            reason_comment("-- reason: fix data\nDELETE FROM t WHERE id = 1").as_deref(),
+            Some("fix data")
+        );
+        assert_eq!(reason_comment("UPDATE t SET a = 1 /* reason: x */"), None);
+        assert_eq!(reason_comment("/* reason: */ SELECT 1"), None);
+    }
+}
