@@ -7,8 +7,12 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use anyhow::{Context, Result};
 use portcullis_config::Config;
+use portcullis_proxy_pg::upstream::UpstreamSettings;
 
 struct DemoKeys {
     agent: String,
@@ -38,6 +42,109 @@ fn demo_keys(dir: &Path) -> Result<DemoKeys> {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     }
     Ok(keys)
+}
+
+/// The database the demo creates on a reachable PostgreSQL, and the role the gateway uses.
+const DEMO_DATABASE: &str = "portcullis_demo";
+const DEMO_ROLE: &str = "portcullis_demo_app";
+
+/// Where the demo looks for PostgreSQL: `PGHOST`/`PGPORT`/`PGUSER`/`PGPASSWORD` as libpq
+/// reads them, else 127.0.0.1:5432 as `postgres`.
+fn demo_postgres() -> UpstreamSettings {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    UpstreamSettings {
+        host: var("PGHOST")
+            .filter(|h| !h.starts_with('/'))
+            .unwrap_or_else(|| "127.0.0.1".into()),
+        port: var("PGPORT").and_then(|p| p.parse().ok()).unwrap_or(5432),
+        database: "postgres".into(),
+        user: var("PGUSER").unwrap_or_else(|| "postgres".into()),
+        password: var("PGPASSWORD").map(Arc::from),
+        tls: None,
+        connect_timeout: Duration::from_secs(3),
+    }
+}
+
+/// Creates the demo's database (a `customers` table with account numbers) and a role with
+/// ordinary read-write privileges on it: the database would let that role delete customers;
+/// the gateway is what refuses. Returns the upstream URL and the role, or why not.
+async fn prepare_database() -> std::result::Result<(String, String), String> {
+    let admin = demo_postgres();
+    let mut conn = admin.connect(&[]).await.map_err(|e| e.to_string())?;
+    // CREATE DATABASE cannot run in a transaction block, so it goes alone, and an existing
+    // database (an earlier run) is fine.
+    let _ = conn
+        .execute(&format!("CREATE DATABASE {DEMO_DATABASE}"))
+        .await;
+    let role = match conn
+        .execute(&format!(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{DEMO_ROLE}') THEN CREATE ROLE {DEMO_ROLE} LOGIN; END IF; END $$"
+        ))
+        .await
+    {
+        Ok(()) => DEMO_ROLE.to_string(),
+        // Not allowed to create roles: the demo's gateway logs in as the setup user.
+        Err(_) => admin.user.clone(),
+    };
+    let db = UpstreamSettings {
+        database: DEMO_DATABASE.into(),
+        ..admin.clone()
+    };
+    let mut conn = db.connect(&[]).await.map_err(|e| e.to_string())?;
+    conn.execute(&format!(
+        "CREATE TABLE IF NOT EXISTS customers (
+            id int PRIMARY KEY, name text NOT NULL, email text, account_number text, plan text);
+         INSERT INTO customers VALUES
+            (1001, 'Ada Lovelace', 'ada@example.com', 'DE89370400440532013000', 'enterprise'),
+            (1002, 'Grace Hopper', 'grace@example.org', 'GB82WEST12345698765432', 'team'),
+            (1003, 'Alan Turing', 'alan@example.net', 'FR1420041010050500013M02606', 'free')
+         ON CONFLICT (id) DO NOTHING;
+         GRANT SELECT, INSERT, UPDATE, DELETE ON customers TO {role};"
+    ))
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok((
+        format!("postgres://{}:{}/{DEMO_DATABASE}", admin.host, admin.port),
+        role,
+    ))
+}
+
+/// The database part of the demo configuration.
+fn database_config(pg_listen: SocketAddr, upstream: &str, role: &str) -> String {
+    format!(
+        r#"
+# The billing database itself, behind the gateway: agents connect here with any
+# PostgreSQL client, their API key as the password. The gateway logs in as {role};
+# the agent never learns how.
+[targets.billing-db]
+kind = "postgres"
+listen = "{pg_listen}"
+upstream = "{upstream}"
+user = "{role}"
+
+[[rules]]
+name = "agents read customers, masked"
+who.groups = ["agents"]
+target = "billing-db"
+allow.statements = ["select"]
+allow.tables = ["customers"]
+mask = "pii"                    # account numbers and emails never reach the agent
+
+[[rules]]
+name = "agents never delete rows"
+who.kinds = ["agent"]
+target = "billing-db"
+deny.statements = ["delete", "truncate", "ddl"]
+reason = "deleting customer data is a human decision"
+
+[[rules]]
+name = "finance leads read and correct customers"
+who.groups = ["finance-leads"]
+target = "billing-db"
+allow.statements = ["select", "update", "transaction"]
+allow.tables = ["customers"]
+"#
+    )
 }
 
 fn demo_config(listen: SocketAddr, admin: SocketAddr, keys: &DemoKeys) -> Result<String> {
@@ -111,12 +218,18 @@ tools = ["lookup_customer", "refund_payment"]
 # What "pii" hides, and how: labels for most things, the last four digits of a card.
 [masks.pii]
 detectors = ["pii", "secrets"]
-styles = {{ credit_card = "partial" }}
+columns = ["account_number"]    # database columns masked whole, whatever they hold
+styles = {{ credit_card = "partial", field = "partial" }}
 "#
     ))
 }
 
-pub async fn run(listen: SocketAddr, admin: SocketAddr, dir: &Path) -> Result<()> {
+pub async fn run(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    pg_listen: SocketAddr,
+    dir: &Path,
+) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let keys = demo_keys(dir)?;
     let audit_key = dir.join("audit-key");
@@ -128,7 +241,20 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr, dir: &Path) -> Result<()
         )?;
     }
     let config_path = dir.join("portcullis.toml");
-    std::fs::write(&config_path, demo_config(listen, admin, &keys)?)?;
+    let mut text = demo_config(listen, admin, &keys)?;
+    let database = match prepare_database().await {
+        Ok((upstream, role)) => {
+            text.push_str(&database_config(pg_listen, &upstream, &role));
+            Some(pg_listen)
+        }
+        Err(why) => {
+            println!(
+                "PostgreSQL is not reachable ({why}): the database part of the demo is skipped. Set PGHOST/PGPORT/PGUSER/PGPASSWORD to use one."
+            );
+            None
+        }
+    };
+    std::fs::write(&config_path, text)?;
     let config = Config::load(&config_path)?;
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let data_dir = config.gateway.data_dir.clone();
@@ -138,7 +264,45 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr, dir: &Path) -> Result<()
         Err(_) => return server.await?,
     };
     print_instructions(addr, admin, &keys, &config_path, &data_dir, dir);
+    if let Some(pg) = database {
+        print_database_instructions(pg, &keys);
+    }
     server.await?
+}
+
+fn print_database_instructions(pg: SocketAddr, keys: &DemoKeys) {
+    let psql = |key: &str, user: &str, sql: &str| {
+        format!(
+            "PGPASSWORD={key} psql \"host={} port={} user={user} dbname=billing-db\" -c \"{sql}\"",
+            pg.ip(),
+            pg.port()
+        )
+    };
+    println!(
+        r#"The billing database is behind the gateway too (PostgreSQL protocol on {pg}):
+
+  # allowed, masked: account numbers and emails come back hidden; the statement, its row
+  # count and what was masked are in the audit log (never the values)
+  {select}
+
+  # refused with SQLSTATE 42501 (rule "agents never delete rows"); nothing reaches the database
+  {delete}
+
+  # a finance lead (a human identity) may correct a customer; no rule lets the agent update
+  {update}
+"#,
+        select = psql(
+            &keys.agent,
+            "billing-agent",
+            "SELECT id, name, email, account_number FROM customers"
+        ),
+        delete = psql(&keys.agent, "billing-agent", "DELETE FROM customers"),
+        update = psql(
+            &keys.human,
+            "dana.finance",
+            "UPDATE customers SET plan = 'team' WHERE id = 1003"
+        ),
+    );
 }
 
 fn print_instructions(

@@ -58,6 +58,9 @@ enum Command {
         /// Where the admin API (approvals) listens.
         #[arg(long, default_value = "127.0.0.1:8081")]
         admin_listen: SocketAddr,
+        /// Where the billing database's PostgreSQL listener is (when PostgreSQL is reachable).
+        #[arg(long, default_value = "127.0.0.1:6432")]
+        pg_listen: SocketAddr,
         /// Where the demo writes its configuration and data.
         #[arg(long, default_value = "portcullis-demo")]
         dir: PathBuf,
@@ -244,10 +247,11 @@ fn main() -> Result<()> {
         Command::Demo {
             listen,
             admin_listen,
+            pg_listen,
             dir,
         } => {
             init_logging();
-            runtime()?.block_on(demo::run(listen, admin_listen, &dir))
+            runtime()?.block_on(demo::run(listen, admin_listen, pg_listen, &dir))
         }
     }
 }

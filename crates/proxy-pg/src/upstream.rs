@@ -278,6 +278,32 @@ impl UpstreamSettings {
     }
 }
 
+impl Upstream {
+    /// Runs `sql` (simple protocol, one or more statements) on this connection as the
+    /// gateway's own role, for set-up work such as the demo's. `Err` carries the server's
+    /// first error.
+    pub async fn execute(&mut self, sql: &str) -> Result<(), UpstreamError> {
+        let mut out = BytesMut::new();
+        wire::query(&mut out, sql);
+        self.stream.write_all(&out).await?;
+        let mut failed = None;
+        loop {
+            let frame = read_frame(&mut self.stream, &mut self.buffered).await?;
+            match frame.tag {
+                b'E' => {
+                    let n = wire::parse_notice(&frame);
+                    failed.get_or_insert(UpstreamError::Server(format!(
+                        "{} ({})",
+                        n.message, n.code
+                    )));
+                }
+                b'Z' => return failed.map_or(Ok(()), Err),
+                _ => {}
+            }
+        }
+    }
+}
+
 async fn read_frame(stream: &mut BoxStream, buf: &mut BytesMut) -> Result<Frame, UpstreamError> {
     loop {
         if let Some(frame) = wire::next_frame(buf, LOGIN_FRAME_LIMIT)? {

@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# PostgreSQL benchmark: pgbench -S (select-only) at 1 and 8 clients, in one run, against
+#   direct        the server itself;
+#   pgbouncer     Debian's pgbouncer in session mode, a plain pass-through for reference;
+#   gateway       Portcullis with the guardrails (every statement parsed and decided), a
+#                 masking profile on the result columns and the audit log (strict: each
+#                 statement's event fsynced before its ReadyForQuery; batched: 2 ms groups).
+# Each configuration runs in simple (-M simple, a new text every statement) and prepared
+# (-M prepared) protocol. Prints a Markdown table with TPS, mean latency and ratio to direct.
+#
+# Usage: bench/pg.sh [SECONDS]   (default 10 s per run). Needs PostgreSQL on 127.0.0.1:5432
+# (trust, user postgres), pgbench, and pgbouncer (apt install pgbouncer) for the reference.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds="${1:-10}"
+db=portcullis_bench
+gw_port=16501
+bouncer_port=16502
+work="$(mktemp -d)"
+chmod 755 "$work"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+cargo build --release -q -p portcullis
+bin="$PWD/target/release/portcullis"
+
+export PGHOST=127.0.0.1 PGUSER=postgres
+psql -q -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
+pgbench -q -i -s 1 "$db" >/dev/null 2>&1
+
+# The gateway's identity for pgbench: an API key, stored hashed.
+key="pcx_bench_$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+sha=$(printf '%s' "$key" | sha256sum | cut -d' ' -f1)
+
+start_gateway() { # durability
+  local dir="$work/gw-$1"
+  mkdir -p "$dir"
+  cat >"$dir/portcullis.toml" <<EOF
+[gateway]
+listen = "127.0.0.1:16500"
+data_dir = "data"
+
+[audit]
+durability = "$1"
+
+[[identity.api_keys]]
+name = "bench"
+kind = "agent"
+sha256 = "$sha"
+groups = ["agents"]
+
+[targets.bench]
+kind = "postgres"
+listen = "127.0.0.1:$gw_port"
+upstream = "postgres://127.0.0.1:5432/$db"
+user = "postgres"
+
+# pgbench reads its tables and, at start, the catalog (partition check).
+[[rules]]
+name = "bench reads"
+who.groups = ["agents"]
+target = "bench"
+allow.statements = ["select", "transaction", "set"]
+allow.tables = ["pgbench_*", "pg_catalog.*"]
+mask = "pii"
+
+[[rules]]
+name = "no deletes"
+target = "bench"
+deny.statements = ["delete", "truncate", "ddl"]
+
+[masks.pii]
+detectors = ["pii"]
+columns = ["account_number"]
+EOF
+  (cd "$dir" && exec "$bin" serve --config portcullis.toml) 2>"$dir/stderr" &
+  pids+=($!)
+  for _ in $(seq 100); do
+    if PGPASSWORD="$key" psql -q -h 127.0.0.1 -p "$gw_port" -U bench -d bench -c 'select 1' >/dev/null 2>&1; then
+      return
+    fi
+    sleep 0.1
+  done
+  cat "$dir/stderr" >&2
+  echo "the gateway did not start" >&2
+  exit 1
+}
+
+stop_gateway() {
+  kill "${pids[-1]}"
+  wait "${pids[-1]}" 2>/dev/null || true
+  unset 'pids[-1]'
+}
+
+start_pgbouncer() {
+  command -v pgbouncer >/dev/null || return 1
+  cat >"$work/pgbouncer.ini" <<EOF
+[databases]
+$db = host=127.0.0.1 port=5432 dbname=$db user=postgres
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $bouncer_port
+auth_type = any
+pool_mode = session
+max_client_conn = 100
+default_pool_size = 20
+unix_socket_dir =
+logfile = $work/pgbouncer.log
+EOF
+  local as=()
+  # pgbouncer refuses to run as root.
+  if [ "$(id -u)" = 0 ]; then as=(-u postgres); fi
+  pgbouncer "${as[@]}" "$work/pgbouncer.ini" >/dev/null 2>&1 &
+  pids+=($!)
+  for _ in $(seq 50); do
+    psql -q -h 127.0.0.1 -p "$bouncer_port" -d "$db" -c 'select 1' >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "pgbouncer did not start" >&2
+  return 1
+}
+
+declare -A tps lat
+run() { # label port user dbname password mode clients
+  local label=$1 port=$2 user=$3 dbname=$4 password=$5 mode=$6 clients=$7
+  local out
+  out=$(PGPASSWORD="$password" pgbench -n -S -M "$mode" -T "$seconds" -c "$clients" -j "$((clients < 2 ? 1 : 2))" \
+    -h 127.0.0.1 -p "$port" -U "$user" "$dbname" 2>&1) || { echo "$out" >&2; exit 1; }
+  tps["$label/$mode/$clients"]=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out" | head -1)
+  lat["$label/$mode/$clients"]=$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' <<<"$out")
+  printf '%-18s %-8s c=%s  %8.0f tps  %6.3f ms\n' "$label" "$mode" "$clients" \
+    "${tps["$label/$mode/$clients"]}" "${lat["$label/$mode/$clients"]}" >&2
+}
+
+labels=(direct)
+for mode in simple prepared; do
+  for c in 1 8; do run direct 5432 postgres "$db" "" "$mode" "$c"; done
+done
+if start_pgbouncer; then
+  labels+=(pgbouncer)
+  for mode in simple prepared; do
+    for c in 1 8; do run pgbouncer "$bouncer_port" postgres "$db" "" "$mode" "$c"; done
+  done
+  kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; unset 'pids[-1]'
+fi
+for durability in strict batched; do
+  start_gateway "$durability"
+  labels+=("gateway-$durability")
+  for mode in simple prepared; do
+    for c in 1 8; do run "gateway-$durability" "$gw_port" bench bench "$key" "$mode" "$c"; done
+  done
+  stop_gateway
+done
+
+echo
+echo "pgbench -S, scale 1, ${seconds} s per run, $(nproc) cores shared by client, proxy and server"
+echo
+echo "| path | protocol | clients | TPS | mean latency | vs direct |"
+echo "| --- | --- | --- | --- | --- | --- |"
+for label in "${labels[@]}"; do
+  for mode in simple prepared; do
+    for c in 1 8; do
+      t=${tps["$label/$mode/$c"]}
+      d=${tps["direct/$mode/$c"]}
+      printf '| %s | %s | %s | %.0f | %.3f ms | %.2f |\n' "$label" "$mode" "$c" "$t" \
+        "${lat["$label/$mode/$c"]}" "$(echo "$t / $d" | bc -l)"
+    done
+  done
+done
