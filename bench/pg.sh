@@ -17,7 +17,8 @@ db=portcullis_bench
 gw_port=16501
 bouncer_port=16502
 work="$(mktemp -d)"
-chmod 755 "$work"
+# pgbouncer runs as postgres when we are root, and writes its log here.
+chmod 1777 "$work"
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -34,8 +35,9 @@ psql -q -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/
 pgbench -q -i -s 1 "$db" >/dev/null 2>&1
 
 # The gateway's identity for pgbench: an API key, stored hashed.
-key="pcx_bench_$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-sha=$(printf '%s' "$key" | sha256sum | cut -d' ' -f1)
+keyout=$("$bin" keys new --name bench)
+key=$(grep -o 'pcx_[A-Za-z0-9_-]*' <<<"$keyout" | head -1)
+sha=$(sed -n 's/^sha256 = "\(.*\)"/\1/p' <<<"$keyout")
 
 start_gateway() { # durability
   local dir="$work/gw-$1"

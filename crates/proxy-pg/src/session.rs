@@ -1151,6 +1151,19 @@ impl Session {
     }
 
     fn upstream_error(&mut self, frame: Frame) {
+        // The server's error about a masked statement can quote the data (a unique
+        // violation's detail shows the key): it gets the statement's profile too.
+        let frame = match self.current_run() {
+            Some(run) => match run.admitted.mask.clone() {
+                Some(profile) => {
+                    let report = &mut run.report;
+                    wire::rewrite_notice(&frame, |text| profile.mask_text(text, "error", report))
+                        .unwrap_or(frame)
+                }
+                None => frame,
+            },
+            None => frame,
+        };
         match self.owed.pop_front() {
             Some(Owed::Refused { refusal, simple }) => {
                 wire::error(

@@ -444,6 +444,48 @@ pub fn parse_notice(frame: &Frame) -> Notice {
     n
 }
 
+/// An ErrorResponse or NoticeResponse with the message (`M`) and detail (`D`) fields passed
+/// through `mask`; `None` when nothing changed (forward the original).
+pub fn rewrite_notice(
+    frame: &Frame,
+    mut mask: impl FnMut(&str) -> Option<String>,
+) -> Option<Frame> {
+    let mut r = Reader::of(frame, "ErrorResponse");
+    let mut fields: Vec<(u8, String)> = Vec::new();
+    let mut changed = false;
+    loop {
+        let field = r.u8("ErrorResponse").ok()?;
+        if field == 0 {
+            break;
+        }
+        let value = r.cstr("ErrorResponse").ok()?;
+        let value = match field {
+            b'M' | b'D' => match mask(&value) {
+                Some(masked) => {
+                    changed = true;
+                    masked
+                }
+                None => value,
+            },
+            _ => value,
+        };
+        fields.push((field, value));
+    }
+    if !changed {
+        return None;
+    }
+    let mut body = BytesMut::new();
+    for (field, value) in fields {
+        body.put_u8(field);
+        put_cstr(&mut body, &value);
+    }
+    body.put_u8(0);
+    Some(Frame {
+        tag: frame.tag,
+        body: body.freeze(),
+    })
+}
+
 // ---- messages the gateway writes ----
 
 fn message(out: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesMut)) {
