@@ -435,13 +435,27 @@ impl PgProxy {
             Ok(u) => u,
             Err(e) => {
                 tracing::warn!(target = %self.target, "database login failed: {e}");
-                let mut ev = self.audit.event(EventType::SessionStart, Outcome::Failed);
-                ev.source = Some(peer.to_string());
-                ev.identity = Some(identity.clone());
-                ev.target = Some(self.target.clone());
-                ev.detail = Some(format!("the gateway could not log in to the database: {e}"));
-                if let Err(a) = self.audit.record(ev).await {
-                    tracing::error!("cannot record a failed session: {a}");
+                // A session that started and ended at once, so the log's sessions pair up.
+                let session = format!("pg_{}", uuid_like());
+                for (event_type, detail) in [
+                    (
+                        EventType::SessionStart,
+                        format!("the gateway could not log in to the database: {e}"),
+                    ),
+                    (
+                        EventType::SessionEnd,
+                        "no database connection: the session ended at once".to_string(),
+                    ),
+                ] {
+                    let mut ev = self.audit.event(event_type, Outcome::Failed);
+                    ev.source = Some(peer.to_string());
+                    ev.identity = Some(identity.clone());
+                    ev.target = Some(self.target.clone());
+                    ev.session = Some(session.clone());
+                    ev.detail = Some(detail);
+                    if let Err(a) = self.audit.record(ev).await {
+                        tracing::error!("cannot record a failed session: {a}");
+                    }
                 }
                 refuse(
                     &mut stream,

@@ -75,6 +75,10 @@ struct Admitted {
     verdict: Verdict,
     mask: Option<Arc<Profile>>,
     approval: Option<String>,
+    /// The result's columns, learnt from the first Execute of a masked prepared statement
+    /// (a prepared statement's result shape cannot change: the server refuses to re-plan it
+    /// into another), so later Executes need no Describe.
+    columns: std::sync::OnceLock<Vec<Column>>,
 }
 
 /// A refusal waiting for the server's answer to the poison that stands in for it.
@@ -182,7 +186,8 @@ pub(crate) struct Session {
     owed: VecDeque<Owed>,
     /// Prepared statements and portals the gateway admitted, by name (`""`: unnamed).
     statements: HashMap<String, Arc<Admitted>>,
-    portals: HashMap<String, Arc<Admitted>>,
+    /// Each portal's statement and the result formats its Bind asked for.
+    portals: HashMap<String, (Arc<Admitted>, Vec<i16>)>,
     /// Events waiting for the end of their batch (ReadyForQuery), recorded before it leaves.
     events: Vec<AuditEvent>,
     client_r: ReadHalf<BoxStream>,
@@ -370,7 +375,8 @@ impl Session {
                 };
                 match self.statements.get(&bind.statement) {
                     Some(admitted) => {
-                        self.portals.insert(bind.portal, admitted.clone());
+                        self.portals
+                            .insert(bind.portal, (admitted.clone(), bind.result_formats));
                         frame.write_to(&mut self.to_upstream);
                         self.owed.push_back(Owed::BindComplete);
                     }
@@ -390,7 +396,7 @@ impl Session {
                     Ok(p) => p,
                     Err(e) => return self.violation(e),
                 };
-                let Some(admitted) = self.portals.get(&portal).cloned() else {
+                let Some((admitted, formats)) = self.portals.get(&portal).cloned() else {
                     self.refuse_extended(Refusal {
                         code: "34000",
                         message: format!("portcullis: portal \"{portal}\" does not exist"),
@@ -398,13 +404,31 @@ impl Session {
                     });
                     return Flow::Continue;
                 };
-                if admitted.mask.is_some() {
-                    wire::describe_portal(&mut self.to_upstream, &portal);
-                    self.owed.push_back(Owed::Describe { swallow: true });
+                let mut run = StatementRun::new(admitted.clone());
+                match (&admitted.mask, admitted.columns.get()) {
+                    (None, _) => {}
+                    (Some(_), Some(columns)) => {
+                        let columns: Vec<Column> = columns
+                            .iter()
+                            .enumerate()
+                            .map(|(i, c)| Column {
+                                format: match formats.as_slice() {
+                                    [] => 0,
+                                    [one] => *one,
+                                    many => many.get(i).copied().unwrap_or(0),
+                                },
+                                ..c.clone()
+                            })
+                            .collect();
+                        run.set_plan(&columns);
+                    }
+                    (Some(_), None) => {
+                        wire::describe_portal(&mut self.to_upstream, &portal);
+                        self.owed.push_back(Owed::Describe { swallow: true });
+                    }
                 }
                 frame.write_to(&mut self.to_upstream);
-                self.owed
-                    .push_back(Owed::Execute(StatementRun::new(admitted)));
+                self.owed.push_back(Owed::Execute(run));
                 Flow::Continue
             }
             b'D' => {
@@ -611,6 +635,7 @@ impl Session {
                 verdict: self.proxy.allow_empty(),
                 mask: None,
                 approval: None,
+                columns: Default::default(),
             }),
         };
         // A named statement that already exists makes the server refuse this Parse; the old
@@ -712,6 +737,7 @@ impl Session {
                     verdict,
                     mask,
                     approval: None,
+                    columns: Default::default(),
                 }))
             }
             Decision::Deny { reason } => {
@@ -872,6 +898,7 @@ impl Session {
             verdict,
             mask,
             approval: Some(id),
+            columns: Default::default(),
         }))
     }
 
@@ -1001,6 +1028,7 @@ impl Session {
                     };
                     if let Some(Owed::Execute(run)) = self.owed.front_mut() {
                         run.set_plan(&columns);
+                        let _ = run.admitted.columns.set(columns);
                     }
                     return;
                 }
