@@ -1372,3 +1372,110 @@ timeout = "1m"
         && e["approval"] == second.as_str()
         && e["outcome"] == "denied"));
 }
+
+// ---------------------------------------------------------------- 14. just-in-time grants
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_grant_lets_the_agent_read_until_it_is_revoked() {
+    let db = Db::new(CUSTOMERS).await;
+    let agent = api_key("pg-agent", "agent", &["agents"]);
+    let lead = api_key("pg-lead", "human", &["leads"]);
+    let pg_port = free_port();
+    let admin_port = free_port();
+    let admin = format!("http://127.0.0.1:{admin_port}");
+    let _gw = Gateway::start_with(
+        &format!(
+            r#"{}{}
+{}
+[[rules]]
+name = "agents read customers with a grant"
+who.groups = ["agents"]
+target = "crm"
+allow.statements = ["select"]
+allow.tables = ["customers"]
+requires_grant = true
+approvers = ["leads"]
+max_grant = "1h"
+mask = "pii"
+{MASKS}"#,
+            agent.config,
+            lead.config,
+            db.target("crm", pg_port),
+        ),
+        &format!("admin_listen = \"127.0.0.1:{admin_port}\""),
+        &[],
+    );
+    wait_listen(pg_port);
+    let c = through(pg_port, &agent, "pg-agent", "crm").await;
+
+    // Without a grant: refused, and the refusal says how to ask for one.
+    let e = c
+        .simple_query("SELECT name FROM customers")
+        .await
+        .map(drop)
+        .expect_err("no grant yet");
+    assert_eq!(sqlstate(&e), "42501", "{e:?}");
+    assert!(
+        message(&e).contains("portcullis access request --target crm --tables customers"),
+        "{}",
+        message(&e)
+    );
+
+    // The agent asks, a lead approves, the same session can now read (masked).
+    let (ok, out) = approvals_cli(
+        &admin,
+        &agent.key,
+        &[
+            "access",
+            "request",
+            "--target",
+            "crm",
+            "--tables",
+            "customers",
+            "--for",
+            "10m",
+            "--reason",
+            "ticket 12: reconcile accounts",
+        ],
+    );
+    assert!(ok, "{out}");
+    let pending = pending_approvals(&admin, &lead.key, &[]).await;
+    let id = pending[0]["id"].as_str().unwrap().to_string();
+    let (ok, out) = approvals_cli(
+        &admin,
+        &lead.key,
+        &["approvals", "approve", &id, "--reason", "ok for today"],
+    );
+    assert!(ok, "{out}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let row = loop {
+        match c
+            .query_one(
+                "SELECT account_number FROM customers WHERE id = $1",
+                &[&1i32],
+            )
+            .await
+        {
+            Ok(row) => break row,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "the grant never applied: {e:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(row.get::<_, String>(0), ADA_ACCOUNT_MASKED);
+
+    // Revoked: refused again.
+    let (ok, out) = approvals_cli(
+        &admin,
+        &lead.key,
+        &["access", "revoke", &id, "--reason", "done"],
+    );
+    assert!(ok, "{out}");
+    let e = c
+        .simple_query("SELECT name FROM customers")
+        .await
+        .map(drop)
+        .expect_err("revoked");
+    assert_eq!(sqlstate(&e), "42501", "{e:?}");
+}
