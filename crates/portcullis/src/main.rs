@@ -295,9 +295,17 @@ fn check_config(path: &Path) -> Result<()> {
         config.identity.api_keys.len()
     );
     for (name, target) in &config.targets {
-        let how = match (&target.command, &target.url) {
-            (Some(cmd), _) => format!("stdio: {}", cmd.join(" ")),
-            (None, Some(url)) => format!("http: {url}"),
+        let how = match (&target.command, &target.url, target.pg_upstream()) {
+            (Some(cmd), _, _) => format!("stdio: {}", cmd.join(" ")),
+            (None, Some(url), _) => format!("http: {url}"),
+            (None, None, Some(db)) => format!(
+                "listening on {}, database {} on {}:{} as {}",
+                target.listen.map(|a| a.to_string()).unwrap_or_default(),
+                db.database,
+                db.host,
+                db.port,
+                target.user.as_deref().unwrap_or("?")
+            ),
             _ => String::new(),
         };
         println!("  target {name} ({:?}, {how})", target.kind);
@@ -316,6 +324,25 @@ fn check_config(path: &Path) -> Result<()> {
         ] {
             if !list.is_empty() {
                 scope.push(format!("{label} {}", list.join(",")));
+            }
+        }
+        if let Some(sql) = rule.sql() {
+            let statements = if sql.statements.is_empty() {
+                "statements of any kind".to_string()
+            } else {
+                format!("statements {}", sql.statements.join(","))
+            };
+            let tables = if sql.tables.is_empty() {
+                "any table".to_string()
+            } else {
+                format!("tables {}", sql.tables.join(","))
+            };
+            scope.push(format!("{statements} on {tables}"));
+            if !sql.functions.is_empty() {
+                scope.push(format!("functions {}", sql.functions.join(",")));
+            }
+            if sql.without_where {
+                scope.push("UPDATE/DELETE without WHERE".into());
             }
         }
         let who = [
