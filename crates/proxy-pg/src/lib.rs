@@ -17,7 +17,7 @@
 
 pub mod classify;
 mod session;
-mod shape;
+pub mod shape;
 pub mod tls;
 pub mod upstream;
 pub mod wire;
