@@ -786,11 +786,12 @@ max_grant = "1h"
 async fn the_demo_holds_a_refund_until_the_human_approves_it() {
     let dir = tempfile::tempdir().unwrap();
     let demo_dir = dir.path().join("demo");
-    let (port, admin_port) = (free_port(), free_port());
+    let (port, admin_port, pg_port) = (free_port(), free_port(), free_port());
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut cmd = Command::new(binary());
     cmd.args(["demo", "--listen", &addr.to_string()])
         .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
+        .args(["--pg-listen", &format!("127.0.0.1:{pg_port}")])
         .arg("--dir")
         .arg(&demo_dir)
         .stdout(std::process::Stdio::piped());
@@ -843,6 +844,47 @@ async fn the_demo_holds_a_refund_until_the_human_approves_it() {
     assert_eq!(
         answer["result"]["content"][0]["text"], "refunded 25.00 USD to cus_1001",
         "{answer}"
+    );
+
+    // The database part (PostgreSQL runs on this machine): the agent's SELECT comes back
+    // with account numbers masked, its DELETE is refused, and the customers are still there.
+    let psql = |key: &str, user: &str, sql: &str| {
+        let out = Command::new("psql")
+            .args([
+                &format!("host=127.0.0.1 port={pg_port} user={user} dbname=billing-db"),
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "VERBOSITY=verbose",
+                "-c",
+                sql,
+            ])
+            .env("PGPASSWORD", key)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, rows, err) = psql(
+        &agent,
+        "billing-agent",
+        "SELECT id, email, account_number FROM customers WHERE id = 1001",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(rows.trim(), "1001|[EMAIL]|******************3000", "{rows}");
+    let (ok, _, err) = psql(&agent, "billing-agent", "DELETE FROM customers");
+    assert!(
+        !ok && err.contains("42501") && err.contains("agents never delete rows"),
+        "{err}"
+    );
+    let (ok, rows, err) = psql(&human, "dana.finance", "SELECT count(*) FROM customers");
+    assert!(
+        ok && rows.trim().parse::<u32>().unwrap() >= 3,
+        "{rows}{err}"
     );
 
     let pid = child.id().to_string();
