@@ -1479,3 +1479,26 @@ mask = "pii"
         .expect_err("revoked");
     assert_eq!(sqlstate(&e), "42501", "{e:?}");
 }
+
+// ---------------------------------------------------------------- 15. comments in the log
+
+#[tokio::test]
+async fn a_secret_in_a_comment_does_not_reach_the_audit_log() {
+    let db = Db::new(CUSTOMERS).await;
+    let agent = api_key("pg-agent", "agent", &["agents"]);
+    let (gw, port) = gateway(&db, "crm", &[&agent], &customer_rules("crm"));
+    let c = through(port, &agent, "pg-agent", "crm").await;
+    c.simple_query("SELECT name FROM customers WHERE id = 2 -- asked by grace@example.net")
+        .await
+        .unwrap();
+    let ev = wait_event(&gw, "request", |e| {
+        e["type"] == "request"
+            && e["statement"]["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("--"))
+    })
+    .await;
+    let text = ev["statement"]["text"].as_str().unwrap();
+    assert!(!text.contains("grace@example.net"), "{text}");
+    assert!(text.contains("id = $1"), "{text}");
+}

@@ -1314,7 +1314,7 @@ impl Session {
         ev.policy_version = Some(verdict.policy_version.to_string());
         ev.grant = verdict.grant.as_deref().map(str::to_string);
         ev.statement = Some(StatementRecord {
-            text: classified.normalized.clone(),
+            text: self.loggable(&classified.normalized),
             fingerprint: classified.fingerprint.clone(),
             kinds: statement.kinds.clone(),
             tables: statement.tables.clone(),
@@ -1322,6 +1322,21 @@ impl Session {
             rows: None,
         });
         ev
+    }
+
+    /// The normalised text as the log may keep it. Normalising replaces literals but keeps
+    /// comments, and a comment can hold anything (a pasted token, an email): texts with
+    /// one go through the `default` profile's detectors first.
+    fn loggable(&self, normalized: &str) -> String {
+        if !(normalized.contains("--") || normalized.contains("/*")) {
+            return normalized.to_string();
+        }
+        match self.proxy.masks.get(crate::DEFAULT_PROFILE) {
+            Some(profile) => profile
+                .mask_text(normalized, "$.statement", &mut Report::default())
+                .unwrap_or_else(|| normalized.to_string()),
+            None => normalized.to_string(),
+        }
     }
 
     async fn record_decided(
