@@ -52,6 +52,9 @@ use crate::{CancelHandle, PgProxy};
 /// server's raw parser, before anything is looked up or run.
 const POISON: &str = "PORTCULLIS REFUSED";
 
+/// Events kept for the end of their batch at most; beyond, they are recorded at once.
+const MAX_HELD_EVENTS: usize = 256;
+
 /// Stop reading a side while this much waits to be written to the other.
 const BACKPRESSURE: usize = 1 << 20;
 
@@ -292,6 +295,10 @@ impl Session {
                         self.ended = Some(format!("the server broke the protocol: {e}"));
                     }
                 }
+            }
+            if self.events.len() >= MAX_HELD_EVENTS {
+                // A long batch without Sync: its events are recorded now rather than kept.
+                self.record_pending().await;
             }
             if let Some(why) = self.ended.take() {
                 let _ = self.client_w.write_all(&self.to_client).await;
@@ -1275,25 +1282,34 @@ impl Session {
     /// ReadyForQuery: the batch is over. Its events are recorded (durably, in strict mode)
     /// before the client may send more.
     async fn release(&mut self, frame: Frame) {
-        if !self.events.is_empty() {
-            let events = std::mem::take(&mut self.events);
-            let audit = &self.proxy.audit;
-            let results =
-                futures_util::future::join_all(events.into_iter().map(|e| audit.record(e))).await;
-            if let Some(Err(e)) = results.into_iter().find(|r| r.is_err()) {
-                wire::fatal(
-                    &mut self.to_client,
-                    "58030",
-                    &format!(
-                        "portcullis: the audit log cannot be written ({e}); the session is closed"
-                    ),
-                    None,
-                );
-                self.ended = Some(format!("the audit log failed: {e}"));
-                return;
-            }
+        if self.record_pending().await {
+            frame.write_to(&mut self.to_client);
         }
-        frame.write_to(&mut self.to_client);
+    }
+
+    /// Records the events waiting for their batch's end. `false`: the log failed, the
+    /// client is told and the session ends.
+    async fn record_pending(&mut self) -> bool {
+        if self.events.is_empty() {
+            return true;
+        }
+        let events = std::mem::take(&mut self.events);
+        let audit = &self.proxy.audit;
+        let results =
+            futures_util::future::join_all(events.into_iter().map(|e| audit.record(e))).await;
+        if let Some(Err(e)) = results.into_iter().find(|r| r.is_err()) {
+            wire::fatal(
+                &mut self.to_client,
+                "58030",
+                &format!(
+                    "portcullis: the audit log cannot be written ({e}); the session is closed"
+                ),
+                None,
+            );
+            self.ended = Some(format!("the audit log failed: {e}"));
+            return false;
+        }
+        true
     }
 
     // ---------------------------------------------------------------- events
