@@ -36,7 +36,7 @@ use portcullis_model::{Decision, EventType, Identity, Outcome, Verdict};
 use portcullis_policy::Policy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 
@@ -96,7 +96,9 @@ pub(crate) struct CancelHandle {
     upstream_pid: i32,
     upstream_secret: Bytes,
     /// Wakes a statement held for approval: cancelling it ends the wait.
-    hold_cancelled: Arc<Notify>,
+    /// Counts cancel requests; a held statement waits for it to change, so a cancel that
+    /// comes while it waits is never missed.
+    cancels: tokio::sync::watch::Sender<u64>,
 }
 
 /// The settings of [`PgProxy::new`] that are not shared gateway parts.
@@ -176,23 +178,9 @@ impl PgProxy {
         }
     }
 
-    async fn connection(self: Arc<Self>, mut tcp: TcpStream, peer: SocketAddr) {
-        let Ok(permit) = self.connections.clone().try_acquire_owned() else {
-            let mut out = BytesMut::new();
-            wire::fatal(
-                &mut out,
-                wire::TOO_MANY_CONNECTIONS,
-                &format!(
-                    "portcullis: target {} has its {} connections in use",
-                    self.target, self.max_connections
-                ),
-                None,
-            );
-            let _ = tcp.write_all(&out).await;
-            return;
-        };
+    async fn connection(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr) {
         let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.handshake(tcp, peer)).await;
-        let Ok(Some((client, client_in, identity, upstream))) = handshake else {
+        let Ok(Some((client, client_in, identity, upstream, permit))) = handshake else {
             return;
         };
         self.run_session(client, client_in, identity, upstream, peer)
@@ -206,7 +194,13 @@ impl PgProxy {
         &self,
         mut tcp: TcpStream,
         peer: SocketAddr,
-    ) -> Option<(BoxStream, BytesMut, Identity, upstream::Upstream)> {
+    ) -> Option<(
+        BoxStream,
+        BytesMut,
+        Identity,
+        upstream::Upstream,
+        OwnedSemaphorePermit,
+    )> {
         let mut buf = BytesMut::with_capacity(1024);
         // Before TLS: SSLRequest and GSSENCRequest may come first.
         let first = loop {
@@ -262,6 +256,21 @@ impl PgProxy {
                 .await;
                 return None;
             }
+        };
+        // A cancel request needs no slot (above); a session does. Taken only now, so that a
+        // cancel still gets through when every connection is in use.
+        let Ok(permit) = self.connections.clone().try_acquire_owned() else {
+            refuse(
+                &mut stream,
+                wire::TOO_MANY_CONNECTIONS,
+                &format!(
+                    "portcullis: target {} has its {} connections in use",
+                    self.target, self.max_connections
+                ),
+                None,
+            )
+            .await;
+            return None;
         };
         if self.require_tls && !tls {
             refuse(
@@ -470,7 +479,7 @@ impl PgProxy {
                 return None;
             }
         };
-        Some((stream, buf, identity, upstream))
+        Some((stream, buf, identity, upstream, permit))
     }
 
     async fn run_session(
@@ -489,7 +498,7 @@ impl PgProxy {
             upstream_addr: upstream.addr,
             upstream_pid: upstream.pid,
             upstream_secret: upstream.secret.clone(),
-            hold_cancelled: Arc::new(Notify::new()),
+            cancels: tokio::sync::watch::channel(0).0,
         });
         let mut out = BytesMut::new();
         wire::auth_request(&mut out, 0);
@@ -565,7 +574,7 @@ impl PgProxy {
         let Some(handle) = handle else {
             return;
         };
-        handle.hold_cancelled.notify_waiters();
+        handle.cancels.send_modify(|n| *n += 1);
         if let Err(e) = self
             .upstream
             .cancel(

@@ -55,6 +55,9 @@ const POISON: &str = "PORTCULLIS REFUSED";
 /// Events kept for the end of their batch at most; beyond, they are recorded at once.
 const MAX_HELD_EVENTS: usize = 256;
 
+/// The prepared-statement name the poison is parsed into (it never gets created).
+const POISON_NAME: &str = "portcullis_refused";
+
 /// Stop reading a side while this much waits to be written to the other.
 const BACKPRESSURE: usize = 1 << 20;
 
@@ -82,6 +85,9 @@ struct Admitted {
     /// (a prepared statement's result shape cannot change: the server refuses to re-plan it
     /// into another), so later Executes need no Describe.
     columns: std::sync::OnceLock<Vec<Column>>,
+    /// A prepared statement under a `hold` rule: each Execute waits for its own approval,
+    /// with its parameter values shown to the approvers.
+    hold: Option<Arc<portcullis_model::ApprovalRequirement>>,
 }
 
 /// A refusal waiting for the server's answer to the poison that stands in for it.
@@ -95,9 +101,20 @@ struct Refusal {
 enum Owed {
     /// A simple Query: answers until ReadyForQuery, one result per statement.
     Query(QueryRun),
-    ParseComplete,
-    BindComplete,
-    CloseComplete,
+    /// The statement `name` exists once the server confirms it.
+    ParseComplete {
+        name: String,
+        admitted: Arc<Admitted>,
+    },
+    /// The portal exists once the server confirms it.
+    BindComplete {
+        portal: String,
+        bound: Bound,
+    },
+    CloseComplete {
+        statement: bool,
+        name: String,
+    },
     /// A Describe: ParameterDescription (statements only), then RowDescription or NoData.
     /// `swallow`: the gateway asked, the client did not; the answer sets up masking of the
     /// Execute that follows.
@@ -112,6 +129,15 @@ enum Owed {
         simple: bool,
     },
     Sync,
+}
+
+/// A portal: its statement, the result formats and parameters its Bind gave.
+#[derive(Clone)]
+struct Bound {
+    admitted: Arc<Admitted>,
+    formats: Vec<i16>,
+    /// The parameter values as approvers see them (held statements only).
+    parameters: Arc<[String]>,
 }
 
 /// One statement on its way through the server.
@@ -187,10 +213,17 @@ pub(crate) struct Session {
     /// Statement counter, for request ids in events.
     seq: u64,
     owed: VecDeque<Owed>,
-    /// Prepared statements and portals the gateway admitted, by name (`""`: unnamed).
+    /// Prepared statements and portals as they stand once the server has answered
+    /// everything so far: changed only by its confirmations (ParseComplete, BindComplete,
+    /// CloseComplete, ReadyForQuery), never by what the client merely sent.
+    confirmed_statements: HashMap<String, Arc<Admitted>>,
+    confirmed_portals: HashMap<String, Bound>,
+    /// The same within the batch being sent: the confirmed state plus this batch's
+    /// messages. Sound because the client's next batch waits for this one's ReadyForQuery
+    /// (see `batch_pending`), and within a batch a message after a failed one is skipped by
+    /// the server.
     statements: HashMap<String, Arc<Admitted>>,
-    /// Each portal's statement and the result formats its Bind asked for.
-    portals: HashMap<String, (Arc<Admitted>, Vec<i16>)>,
+    portals: HashMap<String, Bound>,
     /// Events waiting for the end of their batch (ReadyForQuery), recorded before it leaves.
     events: Vec<AuditEvent>,
     client_r: ReadHalf<BoxStream>,
@@ -200,6 +233,13 @@ pub(crate) struct Session {
     to_upstream: BytesMut,
     /// After the gateway replaced a server error mid-batch: drop answers until ReadyForQuery.
     discarding: bool,
+    /// An Execute waiting for the description of its portal; the client's later messages
+    /// wait behind it.
+    deferred: Option<(Frame, StatementRun)>,
+    /// The server is skipping messages after an error and the client's Sync has not come
+    /// yet: what the client sends until then is skipped here too (never forwarded, so it
+    /// owes no answer).
+    skipping: bool,
     ended: Option<String>,
 }
 
@@ -231,12 +271,16 @@ impl Session {
             cancel,
             seq: 0,
             owed: VecDeque::new(),
+            confirmed_statements: HashMap::new(),
+            confirmed_portals: HashMap::new(),
             statements: HashMap::new(),
             portals: HashMap::new(),
             events: Vec::new(),
             to_client: BytesMut::with_capacity(16 * 1024),
             to_upstream: BytesMut::with_capacity(8 * 1024),
             discarding: false,
+            deferred: None,
+            skipping: false,
             ended: None,
         }
     }
@@ -251,6 +295,19 @@ impl Session {
             // Everything already buffered is handled before waiting again.
             loop {
                 if self.to_upstream.len() >= BACKPRESSURE || self.ended.is_some() {
+                    break;
+                }
+                // A new batch waits for the previous one's ReadyForQuery (COPY data, Flush,
+                // Sync and Terminate do not start one).
+                if self.deferred.is_some() {
+                    break;
+                }
+                if self.batch_pending()
+                    && !matches!(
+                        self.client_in.first(),
+                        None | Some(b'd' | b'c' | b'f' | b'H' | b'S' | b'X')
+                    )
+                {
                     break;
                 }
                 match wire::next_frame(&mut self.client_in, client_limit) {
@@ -310,7 +367,8 @@ impl Session {
                 self.finish_unanswered(&why).await;
                 return why;
             }
-            let read_client = self.to_upstream.len() < BACKPRESSURE;
+            let read_client =
+                self.to_upstream.len() < BACKPRESSURE && self.client_in.len() < BACKPRESSURE;
             let read_upstream = self.to_client.len() < BACKPRESSURE;
             tokio::select! {
                 biased;
@@ -360,6 +418,9 @@ impl Session {
     // ---------------------------------------------------------------- client side
 
     async fn on_client_message(&mut self, frame: Frame) -> Flow {
+        if self.skipping && !matches!(frame.tag, b'S' | b'X' | b'd' | b'c' | b'f' | b'H') {
+            return Flow::Continue;
+        }
         match frame.tag {
             b'Q' => {
                 let text = match wire::parse_query(&frame) {
@@ -382,19 +443,33 @@ impl Session {
                 };
                 match self.statements.get(&bind.statement) {
                     Some(admitted) => {
-                        self.portals
-                            .insert(bind.portal, (admitted.clone(), bind.result_formats));
+                        let bound = Bound {
+                            admitted: admitted.clone(),
+                            formats: bind.result_formats,
+                            parameters: if admitted.hold.is_some() {
+                                bind.parameters.into()
+                            } else {
+                                Arc::from([])
+                            },
+                        };
+                        self.portals.insert(bind.portal.clone(), bound.clone());
                         frame.write_to(&mut self.to_upstream);
-                        self.owed.push_back(Owed::BindComplete);
+                        self.owed.push_back(Owed::BindComplete {
+                            portal: bind.portal,
+                            bound,
+                        });
                     }
-                    None => self.refuse_extended(Refusal {
+                    None => {
+                        self.portals.remove(&bind.portal);
+                        self.refuse_extended(Refusal {
                         code: "26000",
                         message: format!(
                             "portcullis: prepared statement \"{}\" does not exist (or the gateway refused it)",
                             bind.statement
                         ),
-                        hint: None,
-                    }),
+                            hint: None,
+                        })
+                    }
                 }
                 Flow::Continue
             }
@@ -403,13 +478,41 @@ impl Session {
                     Ok(p) => p,
                     Err(e) => return self.violation(e),
                 };
-                let Some((admitted, formats)) = self.portals.get(&portal).cloned() else {
+                let Some(bound) = self.portals.get(&portal).cloned() else {
                     self.refuse_extended(Refusal {
                         code: "34000",
                         message: format!("portcullis: portal \"{portal}\" does not exist"),
                         hint: None,
                     });
                     return Flow::Continue;
+                };
+                let formats = bound.formats;
+                let admitted = match &bound.admitted.hold {
+                    None => bound.admitted,
+                    Some(requirement) => {
+                        // Each execution is its own request, with its own values.
+                        let held = &bound.admitted;
+                        let text = held.classified.text.clone();
+                        match self
+                            .hold(
+                                held.classified.clone(),
+                                held.verdict.clone(),
+                                requirement.clone(),
+                                &text,
+                                &bound.parameters,
+                            )
+                            .await
+                        {
+                            Ok(approved) => approved,
+                            Err(refusal) => {
+                                if self.ended.is_some() {
+                                    return Flow::Close;
+                                }
+                                self.refuse_extended(refusal);
+                                return Flow::Continue;
+                            }
+                        }
+                    }
                 };
                 let mut run = StatementRun::new(admitted.clone());
                 match (&admitted.mask, admitted.columns.get()) {
@@ -430,12 +533,17 @@ impl Session {
                         run.set_plan(&columns);
                     }
                     (Some(_), None) => {
+                        // The first Execute of a masked statement waits for the portal's
+                        // description: whether its rows can be masked at all is known before
+                        // it runs, not after.
                         wire::describe_portal(&mut self.to_upstream, &portal);
+                        wire::flush(&mut self.to_upstream);
                         self.owed.push_back(Owed::Describe { swallow: true });
+                        self.deferred = Some((frame, run));
+                        return Flow::Continue;
                     }
                 }
-                frame.write_to(&mut self.to_upstream);
-                self.owed.push_back(Owed::Execute(run));
+                self.execute(frame, run);
                 Flow::Continue
             }
             b'D' => {
@@ -458,10 +566,14 @@ impl Session {
                     self.portals.remove(&name);
                 }
                 frame.write_to(&mut self.to_upstream);
-                self.owed.push_back(Owed::CloseComplete);
+                self.owed.push_back(Owed::CloseComplete {
+                    statement: kind == b'S',
+                    name,
+                });
                 Flow::Continue
             }
             b'S' => {
+                self.skipping = false;
                 frame.write_to(&mut self.to_upstream);
                 self.owed.push_back(Owed::Sync);
                 Flow::Continue
@@ -503,6 +615,23 @@ impl Session {
         }
     }
 
+    /// Forwards an Execute whose masking is settled, or refuses it when its rows could not
+    /// be masked (a named column asked for in binary).
+    fn execute(&mut self, frame: Frame, mut run: StatementRun) {
+        if let Some(why) = run.withheld.take() {
+            let event_run = StatementRun::new(run.admitted.clone());
+            self.finish_statement(event_run, Outcome::Denied, &why);
+            self.refuse_extended(Refusal {
+                code: wire::INSUFFICIENT_PRIVILEGE,
+                message: format!("portcullis: {why}"),
+                hint: None,
+            });
+            return;
+        }
+        frame.write_to(&mut self.to_upstream);
+        self.owed.push_back(Owed::Execute(run));
+    }
+
     fn violation(&mut self, e: wire::WireError) -> Flow {
         wire::fatal(
             &mut self.to_client,
@@ -526,7 +655,8 @@ impl Session {
     /// Stands in a poison Parse for a refused extended-protocol message; the server then
     /// skips the rest of the batch until Sync, as it would after its own error.
     fn refuse_extended(&mut self, refusal: Refusal) {
-        wire::parse_message(&mut self.to_upstream, "", POISON);
+        // Into a name of the gateway's own: the client's unnamed statement stays as it was.
+        wire::parse_message(&mut self.to_upstream, POISON_NAME, POISON);
         self.owed.push_back(Owed::Refused {
             refusal,
             simple: false,
@@ -563,7 +693,7 @@ impl Session {
                 all: classified.clone(),
                 index,
             };
-            match self.admit(c, text).await {
+            match self.admit(c, text, false).await {
                 Ok(a) => admitted.push(a),
                 Err(refusal) => {
                     // One refused statement refuses the message: the server runs a simple
@@ -621,9 +751,12 @@ impl Session {
             }
         };
         let admitted = match one {
-            Some(c) => match self.admit(c, &parse.query).await {
+            Some(c) => match self.admit(c, &parse.query, true).await {
                 Ok(a) => a,
                 Err(refusal) => {
+                    // Later messages of the batch must not reach an older statement of the
+                    // same name (the server skips them anyway).
+                    self.statements.remove(&parse.name);
                     self.refuse_extended(refusal);
                     return Flow::Continue;
                 }
@@ -643,15 +776,21 @@ impl Session {
                 mask: None,
                 approval: None,
                 columns: Default::default(),
+                hold: None,
             }),
         };
-        // A named statement that already exists makes the server refuse this Parse; the old
-        // one, which the gateway admitted earlier, stays.
+        // Within the batch the new statement stands in for the name (if this Parse fails,
+        // the server skips the rest of the batch); beyond it, only the server's
+        // ParseComplete makes it so. A named statement that already exists makes the server
+        // refuse this Parse, and the old one stays.
         if parse.name.is_empty() || !self.statements.contains_key(&parse.name) {
-            self.statements.insert(parse.name, admitted);
+            self.statements.insert(parse.name.clone(), admitted.clone());
         }
         frame.write_to(&mut self.to_upstream);
-        self.owed.push_back(Owed::ParseComplete);
+        self.owed.push_back(Owed::ParseComplete {
+            name: parse.name,
+            admitted,
+        });
         Flow::Continue
     }
 
@@ -681,6 +820,7 @@ impl Session {
         &mut self,
         classified: StatementRef,
         text: &str,
+        defer_hold: bool,
     ) -> Result<Arc<Admitted>, Refusal> {
         let proxy = self.proxy.clone();
         let statement = &classified.statement;
@@ -709,6 +849,21 @@ impl Session {
                 message,
                 hint: None,
             });
+        }
+        if statement.kind == "set"
+            && classified
+                .normalized
+                .to_ascii_lowercase()
+                .contains("standard_conforming_strings")
+        {
+            // The gateway reads strings as the server does only while this stays on; the
+            // change would apply to statements already on their way.
+            let message =
+                "portcullis: standard_conforming_strings cannot be changed through the gateway"
+                    .to_string();
+            self.record_decided(&classified, &verdict, Outcome::Denied, &message)
+                .await;
+            return Err(self.policy_refusal(&verdict, message));
         }
         if statement.kind == "copy" && classified.copy_server_side() {
             // Reading or writing the server's files or programs is never delegated.
@@ -745,6 +900,7 @@ impl Session {
                     mask,
                     approval: None,
                     columns: Default::default(),
+                    hold: None,
                 }))
             }
             Decision::Deny { reason } => {
@@ -757,9 +913,17 @@ impl Session {
                     .await;
                 Err(self.policy_refusal(&verdict, message))
             }
+            Decision::Hold(requirement) if defer_hold => Ok(Arc::new(Admitted {
+                hold: Some(requirement.clone()),
+                classified,
+                verdict,
+                mask: None,
+                approval: None,
+                columns: Default::default(),
+            })),
             Decision::Hold(requirement) => {
                 let requirement = requirement.clone();
-                self.hold(classified, verdict, requirement, text).await
+                self.hold(classified, verdict, requirement, text, &[]).await
             }
         }
     }
@@ -783,6 +947,7 @@ impl Session {
         verdict: Verdict,
         requirement: Arc<portcullis_model::ApprovalRequirement>,
         text: &str,
+        parameters: &[String],
     ) -> Result<Arc<Admitted>, Refusal> {
         let proxy = self.proxy.clone();
         let statement = &classified.statement;
@@ -814,8 +979,23 @@ impl Session {
             target: proxy.target.clone(),
             action: statement.kind.clone(),
             resource: (!statement.tables.is_empty()).then(|| statement.tables.join(", ")),
-            arguments: Some(serde_json::json!({ "sql": shown })),
-            arguments_digest: Some(PayloadDigest::of(classified.text.as_bytes())),
+            arguments: Some(if parameters.is_empty() {
+                serde_json::json!({ "sql": shown })
+            } else {
+                let shown_parameters: Vec<String> = parameters
+                    .iter()
+                    .map(|p| match proxy.masks.get(crate::DEFAULT_PROFILE) {
+                        Some(profile) => profile
+                            .mask_text(p, "$.parameters", &mut report)
+                            .unwrap_or_else(|| p.clone()),
+                        None => p.clone(),
+                    })
+                    .collect();
+                serde_json::json!({ "sql": shown, "parameters": shown_parameters })
+            }),
+            arguments_digest: Some(PayloadDigest::of(
+                format!("{}\0{}", classified.text, parameters.join("\0")).as_bytes(),
+            )),
             reason,
             rule: verdict.rule_label().to_string(),
             policy_version: verdict.policy_version.to_string(),
@@ -851,14 +1031,14 @@ impl Session {
             self.ended = Some("the client went away".into());
             return Err(self.policy_refusal(&verdict, "the client went away".into()));
         }
-        let cancel = self.cancel.hold_cancelled.clone();
+        let mut cancel = self.cancel.cancels.subscribe();
         let mut stop = proxy.stopping.subscribe();
         // A client that hangs up ends the wait; messages it pipelines meanwhile stay in
         // `client_in` for after the decision.
         let outcome: Result<Approval, &str> = loop {
             tokio::select! {
                 approval = held.outcome() => break Ok(approval),
-                _ = cancel.notified() => break Err("the client cancelled the statement"),
+                _ = cancel.changed() => break Err("the client cancelled the statement"),
                 _ = stop.wait_for(|s| *s) => break Err("the gateway is stopping"),
                 r = self.client_r.read_buf(&mut self.client_in), if self.client_in.len() < BACKPRESSURE => match r {
                     Ok(0) | Err(_) => break Err("the client went away"),
@@ -906,6 +1086,7 @@ impl Session {
             mask,
             approval: Some(id),
             columns: Default::default(),
+            hold: None,
         }))
     }
 
@@ -951,10 +1132,11 @@ impl Session {
                 self.discarding = false;
                 while let Some(owed) = self.owed.pop_front() {
                     match owed {
-                        Owed::Execute(run) => self.finish_statement(run, Outcome::Failed, "answer withheld: an earlier statement of the batch was refused its rows"),
+                        // A simple query's later statements ran; the client was told the
+                        // message failed at the withheld one.
                         Owed::Query(mut run) => {
                             while let Some(s) = run.statements.pop_front() {
-                                self.finish_statement(s, Outcome::Failed, "answer withheld: an earlier statement of the message was refused its rows");
+                                self.finish_statement(s, Outcome::Success, "ran, but its answer was withheld after an earlier statement of the message had its rows withheld");
                             }
                             break;
                         }
@@ -962,6 +1144,7 @@ impl Session {
                         _ => {}
                     }
                 }
+                self.batch_over(frame.body.first().copied().unwrap_or(b'I'));
                 self.release(frame).await;
             }
             return Flow::Continue;
@@ -985,12 +1168,11 @@ impl Session {
                         _ => {}
                     }
                 }
+                self.batch_over(frame.body.first().copied().unwrap_or(b'I'));
                 self.release(frame).await;
             }
             b'E' => self.upstream_error(frame),
-            b'1' => self.complete(frame, |o| matches!(o, Owed::ParseComplete)),
-            b'2' => self.complete(frame, |o| matches!(o, Owed::BindComplete)),
-            b'3' => self.complete(frame, |o| matches!(o, Owed::CloseComplete)),
+            b'1' | b'2' | b'3' => self.confirmed(frame),
             b't' => {
                 // ParameterDescription: part of a statement Describe; the RowDescription or
                 // NoData that follows completes it.
@@ -1013,11 +1195,72 @@ impl Session {
         Flow::Continue
     }
 
-    fn complete(&mut self, frame: Frame, expected: impl Fn(&Owed) -> bool) {
-        if self.owed.front().is_some_and(expected) {
-            self.owed.pop_front();
+    /// ParseComplete, BindComplete, CloseComplete: what the message made is now so.
+    fn confirmed(&mut self, frame: Frame) {
+        let expected = matches!(
+            (frame.tag, self.owed.front()),
+            (b'1', Some(Owed::ParseComplete { .. }))
+                | (b'2', Some(Owed::BindComplete { .. }))
+                | (b'3', Some(Owed::CloseComplete { .. }))
+        );
+        if !expected {
+            self.lost_track("a completion the gateway did not expect");
+            return;
+        }
+        match self.owed.pop_front() {
+            Some(Owed::ParseComplete { name, admitted }) => {
+                self.confirmed_statements.insert(name, admitted);
+            }
+            Some(Owed::BindComplete { portal, bound }) => {
+                self.confirmed_portals.insert(portal, bound);
+            }
+            Some(Owed::CloseComplete { statement, name }) => {
+                if statement {
+                    self.confirmed_statements.remove(&name);
+                } else {
+                    self.confirmed_portals.remove(&name);
+                }
+            }
+            _ => {}
         }
         frame.write_to(&mut self.to_client);
+    }
+
+    /// The server's answers no longer match what the gateway expects: nothing more is
+    /// forwarded (an answer matched to the wrong statement could escape its mask).
+    fn lost_track(&mut self, what: &str) {
+        wire::fatal(
+            &mut self.to_client,
+            wire::PROTOCOL_VIOLATION,
+            &format!("portcullis: the database sent {what}; the session is closed"),
+            None,
+        );
+        self.ended = Some(format!("lost track of the server's answers: {what}"));
+    }
+
+    /// Whether an earlier batch (up to a Sync, or a simple query) still waits for its
+    /// ReadyForQuery: the client's next messages wait until it has it, so that every batch
+    /// starts from the server's confirmed state.
+    fn batch_pending(&self) -> bool {
+        self.owed.iter().any(|o| {
+            matches!(
+                o,
+                Owed::Sync | Owed::Query(_) | Owed::Refused { simple: true, .. }
+            )
+        })
+    }
+
+    /// ReadyForQuery: the batch is over; the next starts from what the server confirmed.
+    fn batch_over(&mut self, status: u8) {
+        if status == b'I' {
+            // Outside a transaction block no portal survives (the gateway binds no
+            // holdable ones).
+            self.confirmed_portals.clear();
+        }
+        if !self.batch_pending() {
+            self.statements = self.confirmed_statements.clone();
+            self.portals = self.confirmed_portals.clone();
+        }
     }
 
     fn description(&mut self, frame: Frame) {
@@ -1033,9 +1276,10 @@ impl Session {
                     } else {
                         Vec::new()
                     };
-                    if let Some(Owed::Execute(run)) = self.owed.front_mut() {
+                    if let Some((frame, mut run)) = self.deferred.take() {
                         run.set_plan(&columns);
                         let _ = run.admitted.columns.set(columns);
+                        self.execute(frame, run);
                     }
                     return;
                 }
@@ -1051,7 +1295,7 @@ impl Session {
                 }
                 frame.write_to(&mut self.to_client);
             }
-            _ => frame.write_to(&mut self.to_client),
+            _ => self.lost_track("a row description no statement asked for"),
         }
     }
 
@@ -1065,7 +1309,9 @@ impl Session {
 
     fn data_row(&mut self, frame: Frame) {
         let Some(run) = self.current_run() else {
-            frame.write_to(&mut self.to_client);
+            // Rows only answer a Query or an Execute: anything else means the gateway lost
+            // track of the conversation, and such a row must not pass unchecked.
+            self.lost_track("a row no statement asked for");
             return;
         };
         if run.withheld.is_some() {
@@ -1186,14 +1432,20 @@ impl Session {
     }
 
     fn upstream_error(&mut self, frame: Frame) {
-        // The server's error about a masked statement can quote the data (a unique
-        // violation's detail shows the key): it gets the statement's profile too.
+        // The server's error about a masked statement can quote the data: a failed cast
+        // quotes the value ("..."), a unique violation's detail the key (`=(...)`). Under a
+        // mask those quoted values are withheld, and the detectors see the rest.
         let frame = match self.current_run() {
             Some(run) => match run.admitted.mask.clone() {
                 Some(profile) => {
                     let report = &mut run.report;
-                    wire::rewrite_notice(&frame, |text| profile.mask_text(text, "error", report))
-                        .unwrap_or(frame)
+                    wire::rewrite_notice(&frame, |text| {
+                        let withheld = withhold_quoted_values(text);
+                        let scanned =
+                            profile.mask_text(withheld.as_deref().unwrap_or(text), "error", report);
+                        scanned.or(withheld)
+                    })
+                    .unwrap_or(frame)
                 }
                 None => frame,
             },
@@ -1243,7 +1495,18 @@ impl Session {
                 frame.write_to(&mut self.to_client);
                 self.owed.push_front(Owed::Sync);
             }
-            Some(_) => {
+            Some(failed) => {
+                // A Parse or Bind of the unnamed statement or portal that fails still drops
+                // the old one on the server.
+                match failed {
+                    Owed::ParseComplete { name, .. } if name.is_empty() => {
+                        self.confirmed_statements.remove("");
+                    }
+                    Owed::BindComplete { portal, .. } if portal.is_empty() => {
+                        self.confirmed_portals.remove("");
+                    }
+                    _ => {}
+                }
                 frame.write_to(&mut self.to_client);
                 self.skip_to_sync("not run: an earlier message of the batch failed");
             }
@@ -1254,19 +1517,25 @@ impl Session {
         }
     }
 
-    /// After an error the server ignores everything until Sync: so does the queue.
+    /// After an error in the extended protocol the server ignores every message until Sync
+    /// (a simple Query and a function call among them): so does the queue.
     fn skip_to_sync(&mut self, why: &str) {
+        // An Execute held back for its portal's description would be skipped too.
+        if let Some((_, run)) = self.deferred.take() {
+            self.finish_statement(run, Outcome::Failed, why);
+        }
         while let Some(owed) = self.owed.front() {
-            if matches!(
-                owed,
-                Owed::Sync | Owed::Query(_) | Owed::Refused { simple: true, .. }
-            ) {
+            if matches!(owed, Owed::Sync) {
                 break;
             }
-            if let Some(Owed::Execute(run)) = self.owed.pop_front() {
-                self.finish_statement(run, Outcome::Failed, why);
+            match self.owed.pop_front() {
+                Some(Owed::Execute(run)) => self.finish_statement(run, Outcome::Failed, why),
+                Some(Owed::Query(run)) => self.finish_query(run),
+                _ => {}
             }
         }
+        // The batch's Sync is not here yet: the client's messages until it are skipped.
+        self.skipping = self.owed.is_empty();
     }
 
     fn finish_query(&mut self, mut run: QueryRun) {
@@ -1444,6 +1713,9 @@ impl Session {
 
     /// The session ends with answers outstanding: their statements still get events.
     async fn finish_unanswered(&mut self, why: &str) {
+        if let Some((_, run)) = self.deferred.take() {
+            self.finish_statement(run, Outcome::Failed, &format!("not run: {why}"));
+        }
         while let Some(owed) = self.owed.pop_front() {
             match owed {
                 Owed::Execute(run) => {
@@ -1517,6 +1789,35 @@ fn summary(report: &Report) -> Option<Vec<DataFinding>> {
     })
 }
 
+/// An error text with the values it quotes (`"..."`, `=(...)`) replaced by `[WITHHELD]`;
+/// `None` when it quotes none.
+fn withhold_quoted_values(text: &str) -> Option<String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    let mut changed = false;
+    loop {
+        let quote = rest.find('"');
+        let paren = rest.find("=(");
+        let (at, open, close) = match (quote, paren) {
+            (Some(q), Some(p)) if p < q => (p, "=(", ')'),
+            (Some(q), _) => (q, "\"", '"'),
+            (None, Some(p)) => (p, "=(", ')'),
+            (None, None) => break,
+        };
+        let body_start = at + open.len();
+        let Some(len) = rest[body_start..].find(close) else {
+            break;
+        };
+        out.push_str(&rest[..body_start]);
+        out.push_str("[WITHHELD]");
+        out.push(close);
+        rest = &rest[body_start + len + 1..];
+        changed = true;
+    }
+    out.push_str(rest);
+    changed.then_some(out)
+}
+
 /// `DELETE on customers` for messages.
 fn describe(statement: &SqlStatement) -> String {
     let kind = statement.kind.to_uppercase();
@@ -1575,6 +1876,19 @@ fn hold_refusal(what: &str, approval: &Approval) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quoted_values_in_errors_are_withheld() {
+        assert_eq!(
+            withhold_quoted_values("invalid input syntax for type integer: \"ACCT-1\"").as_deref(),
+            Some("invalid input syntax for type integer: \"[WITHHELD]\"")
+        );
+        assert_eq!(
+            withhold_quoted_values("Key (email)=(a@b.c) already exists.").as_deref(),
+            Some("Key (email)=([WITHHELD]) already exists.")
+        );
+        assert_eq!(withhold_quoted_values("division by zero"), None);
+    }
 
     #[test]
     fn reasons_come_from_a_leading_comment() {

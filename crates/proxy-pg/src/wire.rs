@@ -261,6 +261,22 @@ pub struct Bind {
     /// The result-column format codes as sent: empty (all text), one (for all), or one per
     /// column.
     pub result_formats: Vec<i16>,
+    /// The parameter values as a person reads them: text as sent, binary as `\x` hex
+    /// (each cut at 256 characters), NULL as `NULL`.
+    pub parameters: Vec<String>,
+}
+
+fn shown_parameter(value: Option<&[u8]>, binary: bool) -> String {
+    const MAX: usize = 256;
+    match value {
+        None => "NULL".into(),
+        Some(v) if !binary => match std::str::from_utf8(v) {
+            Ok(t) if t.chars().count() <= MAX => t.to_string(),
+            Ok(t) => format!("{}…", t.chars().take(MAX).collect::<String>()),
+            Err(_) => format!("\\x{}", hex::encode(&v[..v.len().min(MAX / 2)])),
+        },
+        Some(v) => format!("\\x{}", hex::encode(&v[..v.len().min(MAX / 2)])),
+    }
 }
 
 pub fn parse_bind(frame: &Frame) -> Result<Bind, WireError> {
@@ -271,15 +287,23 @@ pub fn parse_bind(frame: &Frame) -> Result<Bind, WireError> {
     if nformats < 0 {
         return Err(WireError::Malformed { what: "Bind" });
     }
+    let mut formats = Vec::with_capacity(nformats as usize);
     for _ in 0..nformats {
-        r.i16("Bind")?;
+        formats.push(r.i16("Bind")?);
     }
     let nparams = r.i16("Bind")?;
     if nparams < 0 {
         return Err(WireError::Malformed { what: "Bind" });
     }
-    for _ in 0..nparams {
-        r.value("Bind")?;
+    let mut parameters = Vec::with_capacity(nparams as usize);
+    for i in 0..nparams as usize {
+        let value = r.value("Bind")?;
+        let binary = match formats.as_slice() {
+            [] => false,
+            [one] => *one == 1,
+            many => many.get(i) == Some(&1),
+        };
+        parameters.push(shown_parameter(value.as_deref(), binary));
     }
     let nresults = r.i16("Bind")?;
     if nresults < 0 {
@@ -300,6 +324,7 @@ pub fn parse_bind(frame: &Frame) -> Result<Bind, WireError> {
         portal,
         statement,
         result_formats,
+        parameters,
     })
 }
 
