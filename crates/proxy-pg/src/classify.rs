@@ -66,6 +66,35 @@ pub struct Classified {
     pub fingerprint: String,
     /// For `COPY`: where the rows come from or go to.
     pub copy: Option<CopyInfo>,
+    /// Where the result's columns may come from, for masks that name columns.
+    pub outputs: Outputs,
+}
+
+/// What the statement's output lists (select lists, RETURNING) say about where each result
+/// column comes from: enough to tell a column returned under its own name from one that
+/// could carry another column's values under another name.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Outputs {
+    /// Column names referenced inside any output expression, at any depth.
+    pub referenced: Vec<String>,
+    /// Names given to outputs (`AS x`), to subquery and CTE columns, or as INSERT targets:
+    /// a result column of such a name may hold another column's values.
+    pub renamed: Vec<String>,
+    /// A whole row is turned into a value (`SELECT c FROM t c`, `row_to_json(c)`).
+    pub whole_row: bool,
+    /// UNION / INTERSECT / EXCEPT: a result column takes the first branch's name.
+    pub set_operation: bool,
+}
+
+impl Outputs {
+    /// Whether a result column named `name` is a plain column of that name, returned as
+    /// it is (as far as the text can tell).
+    pub fn plain(&self, name: &str) -> bool {
+        !self.whole_row
+            && !self.set_operation
+            && self.referenced.iter().any(|r| r == name)
+            && !self.renamed.iter().any(|r| r == name)
+    }
 }
 
 impl Classified {
@@ -187,7 +216,7 @@ pub fn classify_as(sql: &str, strings: StringLiterals) -> Result<Vec<Classified>
             Ok(len) => start.saturating_add(len).min(sql.len()),
         };
         let text = sql.get(start..end).unwrap_or(sql).trim();
-        let (statement, copy) = classify_node(node);
+        let (statement, copy, outputs) = classify_node(node);
         // normalize and fingerprint take text, not a tree, so each parses the statement
         // again; they get the statement alone so that each answer is about that statement.
         let normalized = pg_query::normalize(text).map_err(|e| parse_error(text, e))?;
@@ -201,6 +230,7 @@ pub fn classify_as(sql: &str, strings: StringLiterals) -> Result<Vec<Classified>
             normalized,
             fingerprint,
             copy,
+            outputs,
         });
     }
     Ok(out)
@@ -300,6 +330,7 @@ impl Classifier {
             normalized: shape.normalized.clone(),
             fingerprint: base.fingerprint.clone(),
             copy: base.copy,
+            outputs: base.outputs.clone(),
         };
         if let Some(hit) = self.lock().shapes.get(shape.key.as_str()) {
             return Ok(Arc::from([own(hit)]));
@@ -435,7 +466,7 @@ fn error_cursor(sql: &str, message: &str) -> Option<usize> {
     Some(char_position(sql, usize::try_from(token.start).ok()?))
 }
 
-fn classify_node(node: &NodeEnum) -> (SqlStatement, Option<CopyInfo>) {
+fn classify_node(node: &NodeEnum) -> (SqlStatement, Option<CopyInfo>, Outputs) {
     let mut c = Collector::default();
     let kind = kind_of(node);
     c.kind(kind);
@@ -461,6 +492,12 @@ fn classify_node(node: &NodeEnum) -> (SqlStatement, Option<CopyInfo>) {
         }),
         _ => None,
     };
+    let mut outputs = std::mem::take(&mut c.outputs);
+    outputs.whole_row = c.single_refs.iter().any(|r| c.relations.contains(r));
+    outputs.referenced.sort_unstable();
+    outputs.referenced.dedup();
+    outputs.renamed.sort_unstable();
+    outputs.renamed.dedup();
     let statement = SqlStatement {
         kind: kind.to_owned(),
         kinds: c.kinds.iter().map(|k| (*k).to_owned()).collect(),
@@ -468,7 +505,7 @@ fn classify_node(node: &NodeEnum) -> (SqlStatement, Option<CopyInfo>) {
         functions: c.functions,
         no_where: c.no_where,
     };
-    (statement, copy)
+    (statement, copy, outputs)
 }
 
 /// The kind of a statement by its top node.
@@ -602,6 +639,13 @@ struct Collector<'t> {
     tables: Vec<String>,
     functions: Vec<String>,
     no_where: bool,
+    outputs: Outputs,
+    /// Inside an output expression (a `ResTarget`'s value) this many levels deep.
+    in_output: u32,
+    /// One-part column references (`c`), and relation names and aliases: a one-part
+    /// reference naming a relation is a whole-row reference.
+    single_refs: Vec<String>,
+    relations: Vec<String>,
     /// CTE names visible at the current point of the walk, innermost last.
     ctes: Vec<&'t str>,
 }
@@ -665,6 +709,7 @@ impl<'t> Collector<'t> {
     /// kinds appear in the order of the text.
     fn note(&mut self, node: &NodeEnum) {
         use NodeEnum as N;
+        self.note_outputs(node);
         match node {
             N::SelectStmt(s) => {
                 if s.into_clause.is_some() {
@@ -721,6 +766,77 @@ impl<'t> Collector<'t> {
                 }
             }
             _ => {}
+        }
+    }
+}
+
+impl Collector<'_> {
+    /// Facts about where result columns come from (see [`Outputs`]).
+    fn note_outputs(&mut self, node: &NodeEnum) {
+        use NodeEnum as N;
+        let strings = |list: &[Node]| -> Vec<String> {
+            list.iter()
+                .filter_map(|n| match &n.node {
+                    Some(N::String(s)) => Some(s.sval.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        match node {
+            N::ColumnRef(cr) => {
+                let names = strings(&cr.fields);
+                if let Some(last) = names.last()
+                    && self.in_output > 0
+                {
+                    self.outputs.referenced.push(last.clone());
+                }
+                if cr.fields.len() == 1
+                    && let Some(only) = names.first()
+                {
+                    self.single_refs.push(only.clone());
+                }
+            }
+            N::ResTarget(r) if !r.name.is_empty() => self.outputs.renamed.push(r.name.clone()),
+            N::RangeVar(rv) => {
+                self.relations.push(rv.relname.clone());
+                if let Some(alias) = &rv.alias {
+                    self.alias(alias);
+                }
+            }
+            N::RangeSubselect(rs) => {
+                if let Some(alias) = &rs.alias {
+                    self.alias(alias);
+                }
+            }
+            N::RangeFunction(rf) => {
+                if let Some(alias) = &rf.alias {
+                    self.alias(alias);
+                }
+            }
+            N::JoinExpr(j) => {
+                if let Some(alias) = &j.alias {
+                    self.alias(alias);
+                }
+            }
+            N::CommonTableExpr(cte) => {
+                self.relations.push(cte.ctename.clone());
+                self.outputs.renamed.extend(strings(&cte.aliascolnames));
+            }
+            N::SelectStmt(st)
+                if st.op != 0 && st.op != protobuf::SetOperation::SetopNone as i32 =>
+            {
+                self.outputs.set_operation = true;
+            }
+            _ => {}
+        }
+    }
+
+    fn alias(&mut self, alias: &protobuf::Alias) {
+        self.relations.push(alias.aliasname.clone());
+        for name in &alias.colnames {
+            if let Some(NodeEnum::String(s)) = &name.node {
+                self.outputs.renamed.push(s.sval.clone());
+            }
         }
     }
 }
@@ -1114,7 +1230,6 @@ walk_fields! {
     RelabelType { xpr, arg },
     RenameStmt { relation, object },
     ReplicaIdentityStmt {},
-    ResTarget { indirection, val },
     ReturnStmt { returnval },
     ReturningClause { options, exprs },
     ReturningExpr { xpr, retexpr },
@@ -1210,6 +1325,15 @@ impl Walk for protobuf::WithClause {
                 c.ctes.extend(name(cte));
             }
         }
+    }
+}
+
+impl Walk for protobuf::ResTarget {
+    fn walk<'t>(&'t self, c: &mut Collector<'t>) {
+        self.indirection.walk(c);
+        c.in_output += 1;
+        self.val.walk(c);
+        c.in_output -= 1;
     }
 }
 
@@ -1898,6 +2022,34 @@ mod tests {
         );
         assert!(v.copy_server_side());
         assert_eq!(c("SELECT 1").copy, None);
+    }
+
+    #[test]
+    fn outputs_tell_plain_columns_from_renamed_and_derived_ones() {
+        let o = |sql: &str| classify(sql).unwrap()[0].outputs.clone();
+        let plain = o("SELECT id, account_number FROM customers WHERE email = 'x'");
+        assert!(plain.plain("id") && plain.plain("account_number"));
+        assert!(
+            !plain.referenced.contains(&"email".to_string()),
+            "WHERE is not output"
+        );
+        let aliased = o("SELECT account_number AS acct FROM customers");
+        assert!(aliased.referenced.contains(&"account_number".into()));
+        assert!(!aliased.plain("acct"));
+        let expr = o("SELECT upper(account_number) FROM customers");
+        assert!(!expr.plain("upper"));
+        let sub = o("SELECT acct FROM (SELECT account_number AS acct FROM customers) s");
+        assert!(!sub.plain("acct"));
+        let cte = o("WITH x(a) AS (SELECT account_number FROM customers) SELECT a FROM x");
+        assert!(!cte.plain("a"));
+        assert!(o("SELECT row_to_json(c) FROM customers c").whole_row);
+        assert!(o("SELECT c FROM customers c").whole_row);
+        assert!(!o("SELECT c.id FROM customers c").whole_row);
+        assert!(o("SELECT name FROM a UNION SELECT account_number FROM b").set_operation);
+        assert!(!o("SELECT name FROM a").set_operation);
+        let returning =
+            o("UPDATE customers SET name = 'x' WHERE id = 1 RETURNING account_number AS a");
+        assert!(returning.referenced.contains(&"account_number".into()) && !returning.plain("a"));
     }
 
     #[test]

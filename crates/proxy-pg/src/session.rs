@@ -43,7 +43,7 @@ use portcullis_model::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 
-use crate::classify::Classified;
+use crate::classify::{Classified, Outputs};
 use crate::tls::BoxStream;
 use crate::wire::{self, Column, Frame};
 use crate::{CancelHandle, PgProxy};
@@ -183,17 +183,31 @@ fn text_like(oid: u32) -> Option<usize> {
     }
 }
 
-fn plan_columns(columns: &[Column], profile: &Profile) -> Result<Vec<ColumnPlan>, String> {
+fn plan_columns(
+    columns: &[Column],
+    profile: &Profile,
+    outputs: &Outputs,
+) -> Result<Vec<ColumnPlan>, String> {
+    // A column the profile names can come back under another name (`AS x`, an expression,
+    // a subquery's alias, a whole row turned into JSON). When the statement's output lists
+    // reference a named column, or a whole row, every result column that is not plainly a
+    // column returned under its own name is masked whole too.
+    let derived = outputs.whole_row
+        || outputs
+            .referenced
+            .iter()
+            .any(|name| profile.masks_column(name));
     columns
         .iter()
         .map(|c| {
-            let named = profile.masks_column(&c.name);
+            let named =
+                profile.masks_column(&c.name) || (derived && !outputs.plain(&c.name));
             match (c.format, named, text_like(c.type_oid)) {
                 (0, true, _) => Ok(ColumnPlan::Whole),
                 (0, false, _) => Ok(ColumnPlan::Scan { skip: 0 }),
                 (_, true, Some(0)) => Ok(ColumnPlan::Whole),
                 (_, true, _) => Err(format!(
-                    "column \"{}\" must be masked, but the client asked for it in binary format, which the gateway cannot mask; request text format for it",
+                    "column \"{}\" must be masked (it is, or may carry, a column the masking profile names), but the client asked for it in binary format, which the gateway cannot mask; request text format for it",
                     c.name
                 )),
                 (_, false, Some(skip)) => Ok(ColumnPlan::Scan { skip }),
@@ -769,6 +783,7 @@ impl Session {
                         normalized: String::new(),
                         fingerprint: String::new(),
                         copy: None,
+                        outputs: Default::default(),
                     }]),
                     index: 0,
                 },
@@ -1758,7 +1773,7 @@ impl StatementRun {
         let Some(profile) = &self.admitted.mask else {
             return;
         };
-        match plan_columns(columns, profile) {
+        match plan_columns(columns, profile, &self.admitted.classified.outputs) {
             Ok(plan) => {
                 self.columns = columns.iter().map(|c| c.name.clone()).collect();
                 self.plan = Some(plan);
