@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
     if let (Ok(ca), Ok(cb)) = (classify(a), classify(b)) {
         let facts = |c: &[portcullis_proxy_pg::classify::Classified]| {
             c.iter()
-                .map(|s| (s.statement.clone(), s.copy))
+                .map(|s| (s.statement.clone(), s.copy, s.outputs.clone()))
                 .collect::<Vec<_>>()
         };
         assert_eq!(facts(&ca), facts(&cb), "{a:?} and {b:?} share a shape");

@@ -58,7 +58,7 @@ fn fill(template: &str, strings: &[String], numbers: &[String]) -> String {
 
 fn facts(c: &[Classified]) -> Vec<String> {
     c.iter()
-        .map(|s| format!("{:?} {:?}", s.statement, s.copy))
+        .map(|s| format!("{:?} {:?} {:?}", s.statement, s.copy, s.outputs))
         .collect()
 }
 
