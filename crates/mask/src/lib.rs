@@ -606,6 +606,11 @@ impl Profile {
         Some(self.render(text, &hits))
     }
 
+    /// Whether the profile masks any column or key by name at all.
+    pub fn names_columns(&self) -> bool {
+        self.fields.is_some()
+    }
+
     /// Whether a column (or any key) named `name` is masked whole by the profile's `fields`
     /// globs, whatever it holds: decided once per result column, not per value.
     pub fn masks_column(&self, name: &str) -> bool {

@@ -1084,7 +1084,7 @@ async fn a_ten_megabyte_value_and_a_hundred_thousand_rows_arrive_masked() {
 
     let msgs = c
         .simple_query(
-            "SELECT g AS n, 'user' || g || '@example.com' AS email FROM customers, generate_series(1, 50000) AS s(g)",
+            "SELECT n, 'user' || n || '@example.com' AS email FROM customers, (SELECT generate_series(1, 50000) AS n) s",
         )
         .await
         .unwrap();
@@ -1095,7 +1095,7 @@ async fn a_ten_megabyte_value_and_a_hundred_thousand_rows_arrive_masked() {
     // The same through the extended protocol (binary: text values are scanned too).
     let found = c
         .query(
-            "SELECT 'user' || g || '@example.com' AS email FROM customers, generate_series(1, 50000) AS s(g)",
+            "SELECT 'user' || n || '@example.com' AS email FROM customers, (SELECT generate_series(1, 50000) AS n) s",
             &[],
         )
         .await

@@ -84,6 +84,9 @@ pub struct Outputs {
     pub whole_row: bool,
     /// UNION / INTERSECT / EXCEPT: a result column takes the first branch's name.
     pub set_operation: bool,
+    /// A table, subquery, function or CTE renames its columns (`AS t(a, b)`): any column
+    /// of the result may be another under a new name.
+    pub renamed_sources: bool,
 }
 
 impl Outputs {
@@ -92,6 +95,7 @@ impl Outputs {
     pub fn plain(&self, name: &str) -> bool {
         !self.whole_row
             && !self.set_operation
+            && !self.renamed_sources
             && self.referenced.iter().any(|r| r == name)
             && !self.renamed.iter().any(|r| r == name)
     }
@@ -493,7 +497,7 @@ fn classify_node(node: &NodeEnum) -> (SqlStatement, Option<CopyInfo>, Outputs) {
         _ => None,
     };
     let mut outputs = std::mem::take(&mut c.outputs);
-    outputs.whole_row = c.single_refs.iter().any(|r| c.relations.contains(r));
+    outputs.whole_row = c.star_refs > 0 || c.single_refs.iter().any(|r| c.relations.contains(r));
     outputs.referenced.sort_unstable();
     outputs.referenced.dedup();
     outputs.renamed.sort_unstable();
@@ -640,8 +644,11 @@ struct Collector<'t> {
     functions: Vec<String>,
     no_where: bool,
     outputs: Outputs,
-    /// Inside an output expression (a `ResTarget`'s value) this many levels deep.
+    /// Inside an output expression (a `ResTarget`'s value) or a FROM item, this many levels
+    /// deep: column references there can reach the result.
     in_output: u32,
+    /// `x.*` references inside expressions (whole rows).
+    star_refs: u32,
     /// One-part column references (`c`), and relation names and aliases: a one-part
     /// reference naming a relation is a whole-row reference.
     single_refs: Vec<String>,
@@ -784,8 +791,23 @@ impl Collector<'_> {
         };
         match node {
             N::ColumnRef(cr) => {
+                if self.in_output > 0
+                    && cr.fields.len() >= 2
+                    && matches!(
+                        cr.fields.last().and_then(|f| f.node.as_ref()),
+                        Some(N::AStar(_))
+                    )
+                {
+                    self.star_refs += 1;
+                }
                 let names = strings(&cr.fields);
+                // `x.*` names no column: its last part is the star.
+                let ends_in_name = matches!(
+                    cr.fields.last().and_then(|f| f.node.as_ref()),
+                    Some(N::String(_))
+                );
                 if let Some(last) = names.last()
+                    && ends_in_name
                     && self.in_output > 0
                 {
                     self.outputs.referenced.push(last.clone());
@@ -820,6 +842,7 @@ impl Collector<'_> {
             }
             N::CommonTableExpr(cte) => {
                 self.relations.push(cte.ctename.clone());
+                self.outputs.renamed_sources |= !cte.aliascolnames.is_empty();
                 self.outputs.renamed.extend(strings(&cte.aliascolnames));
             }
             N::SelectStmt(st)
@@ -836,6 +859,7 @@ impl Collector<'_> {
         for name in &alias.colnames {
             if let Some(NodeEnum::String(s)) = &name.node {
                 self.outputs.renamed.push(s.sval.clone());
+                self.outputs.renamed_sources = true;
             }
         }
     }
@@ -1332,7 +1356,18 @@ impl Walk for protobuf::ResTarget {
     fn walk<'t>(&'t self, c: &mut Collector<'t>) {
         self.indirection.walk(c);
         c.in_output += 1;
+        let stars = c.star_refs;
         self.val.walk(c);
+        // `c.*` as a select-list item is expanded by the server into the columns with their
+        // own names; inside an expression (`row_to_json(c.*)`) it is a whole row.
+        let bare_star = matches!(
+            self.val.as_ref().and_then(|v| v.node.as_ref()),
+            Some(NodeEnum::ColumnRef(cr))
+                if matches!(cr.fields.last().and_then(|f| f.node.as_ref()), Some(NodeEnum::AStar(_)))
+        );
+        if bare_star {
+            c.star_refs = stars;
+        }
         c.in_output -= 1;
     }
 }
@@ -1344,7 +1379,11 @@ impl Walk for protobuf::SelectStmt {
         self.distinct_clause.walk(c);
         self.into_clause.walk(c);
         self.target_list.walk(c);
+        // What a FROM item computes (`LATERAL (VALUES (x))`, `unnest(ARRAY[x])`) can
+        // become a result column.
+        c.in_output += 1;
         self.from_clause.walk(c);
+        c.in_output -= 1;
         self.where_clause.walk(c);
         self.group_clause.walk(c);
         self.having_clause.walk(c);

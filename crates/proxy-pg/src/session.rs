@@ -192,11 +192,13 @@ fn plan_columns(
     // a subquery's alias, a whole row turned into JSON). When the statement's output lists
     // reference a named column, or a whole row, every result column that is not plainly a
     // column returned under its own name is masked whole too.
-    let derived = outputs.whole_row
-        || outputs
-            .referenced
-            .iter()
-            .any(|name| profile.masks_column(name));
+    let derived = profile.names_columns()
+        && (outputs.whole_row
+            || outputs.renamed_sources
+            || outputs
+                .referenced
+                .iter()
+                .any(|name| profile.masks_column(name)));
     columns
         .iter()
         .map(|c| {
@@ -250,6 +252,9 @@ pub(crate) struct Session {
     /// An Execute waiting for the description of its portal; the client's later messages
     /// wait behind it.
     deferred: Option<(Frame, StatementRun)>,
+    /// The server is in COPY FROM STDIN for an Execute: until the client's CopyDone or
+    /// CopyFail, it ignores Sync.
+    copy_in: bool,
     /// The server is skipping messages after an error and the client's Sync has not come
     /// yet: what the client sends until then is skipped here too (never forwarded, so it
     /// owes no answer).
@@ -294,6 +299,7 @@ impl Session {
             to_upstream: BytesMut::with_capacity(8 * 1024),
             discarding: false,
             deferred: None,
+            copy_in: false,
             skipping: false,
             ended: None,
         }
@@ -589,12 +595,18 @@ impl Session {
             b'S' => {
                 self.skipping = false;
                 frame.write_to(&mut self.to_upstream);
-                self.owed.push_back(Owed::Sync);
+                // During COPY FROM STDIN the server ignores Sync: it owes nothing for it.
+                if !self.copy_in {
+                    self.owed.push_back(Owed::Sync);
+                }
                 Flow::Continue
             }
             // Flush, and COPY data from the client (only meaningful while the server is in
             // COPY FROM STDIN for a statement the gateway admitted).
             b'H' | b'd' | b'c' | b'f' => {
+                if matches!(frame.tag, b'c' | b'f') {
+                    self.copy_in = false;
+                }
                 frame.write_to(&mut self.to_upstream);
                 Flow::Continue
             }
@@ -1201,6 +1213,20 @@ impl Session {
             b'T' | b'n' => self.description(frame),
             b'D' => self.data_row(frame),
             b'C' | b'I' | b's' => self.statement_done(frame),
+            b'G' if matches!(self.owed.front(), Some(Owed::Execute(_))) => {
+                // COPY FROM STDIN in the extended protocol: the Syncs the client sent after
+                // the Execute reach a server that ignores them until the copy ends.
+                self.copy_in = true;
+                let mut kept = VecDeque::with_capacity(self.owed.len());
+                for (i, owed) in std::mem::take(&mut self.owed).into_iter().enumerate() {
+                    if i > 0 && matches!(owed, Owed::Sync) {
+                        continue;
+                    }
+                    kept.push_back(owed);
+                }
+                self.owed = kept;
+                frame.write_to(&mut self.to_client);
+            }
             b'G' | b'H' | b'W' | b'd' | b'c' => {
                 // COPY in progress: the statement was admitted (and is unmasked).
                 frame.write_to(&mut self.to_client);
