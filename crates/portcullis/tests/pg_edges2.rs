@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::Value;
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
 // ---------------------------------------------------------------- databases
@@ -91,33 +90,11 @@ impl Db {
         db
     }
 
-    /// Directly to the server, as the superuser.
-    async fn as_super(&self) -> Client {
-        connect(&format!(
-            "host=127.0.0.1 port=5432 user=postgres dbname={}",
-            self.name
-        ))
-        .await
-        .unwrap()
-    }
-
     fn target(&self, name: &str, port: u16) -> String {
         format!(
             "[targets.{name}]\nkind = \"postgres\"\nlisten = \"127.0.0.1:{port}\"\nupstream = \"postgres://127.0.0.1:5432/{}\"\nuser = \"{}\"\n\n",
             self.name, self.role
         )
-    }
-
-    async fn count(&self, filter: &str) -> i64 {
-        self.as_super()
-            .await
-            .query_one(
-                &format!("SELECT count(*) FROM customers WHERE {filter}"),
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0)
     }
 }
 
@@ -207,12 +184,6 @@ async fn through(port: u16, key: &Key, user: &str, dbname: &str) -> Client {
     .unwrap_or_else(|e| panic!("connecting through the gateway: {e:?}"))
 }
 
-fn sqlstate(e: &tokio_postgres::Error) -> String {
-    e.code()
-        .map(|c| c.code().to_string())
-        .unwrap_or_else(|| format!("no SQLSTATE: {e:?}"))
-}
-
 fn message(e: &tokio_postgres::Error) -> String {
     e.as_db_error()
         .map(|d| d.message().to_string())
@@ -226,36 +197,6 @@ fn simple_rows(msgs: &[SimpleQueryMessage]) -> Vec<&tokio_postgres::SimpleQueryR
             _ => None,
         })
         .collect()
-}
-
-/// Polls the audit log until `n` events satisfy `pred` (10 s at most); returns them.
-async fn wait_events(
-    gw: &Gateway,
-    what: &str,
-    n: usize,
-    pred: impl Fn(&Value) -> bool,
-) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let found: Vec<Value> = gw.events().into_iter().filter(|e| pred(e)).collect();
-        if found.len() >= n {
-            return found;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not {n} {what} events in {:#?}",
-            gw.events()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn wait_event(gw: &Gateway, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    wait_events(gw, what, 1, pred).await.remove(0)
-}
-
-fn text_of(e: &Value) -> &str {
-    e["statement"]["text"].as_str().unwrap_or("")
 }
 
 // ---------------------------------------------------------------- a raw protocol client
@@ -333,15 +274,6 @@ impl Raw {
         }
     }
 
-    /// Frames until the gateway closes the connection.
-    fn until_closed(&mut self) -> Frames {
-        let mut frames = Vec::new();
-        while let Some(f) = self.next() {
-            frames.push(f);
-        }
-        frames
-    }
-
     /// The next `n` frames that are not asynchronous (notices, parameter status).
     fn take(&mut self, n: usize) -> Frames {
         let mut frames = Vec::new();
@@ -411,12 +343,6 @@ fn describe_msg(kind: u8, name: &str) -> Vec<u8> {
     let mut b = vec![kind];
     cstr(&mut b, name);
     msg(b'D', &b)
-}
-
-fn close(kind: u8, name: &str) -> Vec<u8> {
-    let mut b = vec![kind];
-    cstr(&mut b, name);
-    msg(b'C', &b)
 }
 
 fn sync() -> Vec<u8> {
@@ -512,84 +438,6 @@ fn assert_tags(frames: &Frames, expected: &str) {
 }
 
 // ---------------------------------------------------------------- approvals
-
-async fn pending_approvals(admin: &str, key: &str) -> Vec<Value> {
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Ok(resp) = client
-            .get(format!("{admin}/api/v1/approvals"))
-            .bearer_auth(key)
-            .send()
-            .await
-            && resp.status().is_success()
-        {
-            let body: Value = resp.json().await.unwrap();
-            let list: Vec<Value> = body["approvals"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|a| a["status"] == "pending")
-                .collect();
-            if !list.is_empty() {
-                return list;
-            }
-        }
-        assert!(Instant::now() < deadline, "no pending approval appeared");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn approvals_cli(admin: &str, key: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(binary())
-        .args(args)
-        .env("PORTCULLIS_TOKEN", key)
-        .env("PORTCULLIS_ADMIN_URL", admin)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
-/// A gateway whose UPDATEs on customers are held for a lead; (gateway, pg port, admin URL).
-fn held_gateway(db: &Db, agent: &Key, lead: &Key) -> (Gateway, u16, String) {
-    let pg_port = free_port();
-    let admin_port = free_port();
-    let gw = Gateway::start_with(
-        &format!(
-            r#"{}{}
-{}
-[[rules]]
-name = "agents read and update customers"
-who.subjects = ["pg-agent"]
-target = "crm"
-allow.statements = ["select", "update"]
-allow.tables = ["customers"]
-
-[[rules]]
-name = "updates need a lead"
-target = "crm"
-hold.statements = ["update"]
-approvers = ["leads"]
-timeout = "1m"
-{MASKS}"#,
-            agent.config,
-            lead.config,
-            db.target("crm", pg_port),
-        ),
-        &format!("admin_listen = \"127.0.0.1:{admin_port}\""),
-        &[],
-    );
-    wait_listen(pg_port);
-    (gw, pg_port, format!("http://127.0.0.1:{admin_port}"))
-}
 
 // ================================================================ 1. broken frames
 // ================================================================ review 2
