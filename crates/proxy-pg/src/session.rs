@@ -915,6 +915,28 @@ impl Session {
                     },
                     None => None,
                 };
+                // A write under a masking rule must not copy a masked column somewhere the
+                // mask does not reach (`INSERT ... SELECT account_number`, `SET name =
+                // account_number`): later reads of that place would show it in clear.
+                if let Some(profile) = &mask
+                    && ["insert", "update", "merge"]
+                        .iter()
+                        .any(|k| statement.performs(k))
+                    && let Some(column) = classified
+                        .outputs
+                        .referenced
+                        .iter()
+                        .find(|c| profile.masks_column(c))
+                {
+                    let message = format!(
+                        "portcullis: {} would copy column \"{column}\", which rule \"{}\" masks, into the database, where later reads would show it unmasked",
+                        describe(statement),
+                        verdict.rule_label()
+                    );
+                    self.record_decided(&classified, &verdict, Outcome::Denied, &message)
+                        .await;
+                    return Err(self.policy_refusal(&verdict, message));
+                }
                 if mask.is_some() && statement.performs("copy") {
                     let message = "portcullis: COPY output cannot be masked; use SELECT for data this rule masks".to_string();
                     self.record_decided(&classified, &verdict, Outcome::Denied, &message)
