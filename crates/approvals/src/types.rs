@@ -152,6 +152,39 @@ pub struct Approval {
 }
 
 impl Approval {
+    /// Why a held request that ended without approval is refused, for its caller: the
+    /// decision, who made it, when and why. `what` names the request ("tools/call refund",
+    /// "UPDATE on customers").
+    pub fn refusal(&self, what: &str) -> String {
+        match self.status {
+            Status::Denied => match self.votes.iter().find(|v| !v.approve) {
+                Some(v) => format!(
+                    "{what} was denied by {} at {} (approval {}): {}",
+                    v.approver.name(),
+                    v.time,
+                    self.id,
+                    v.reason
+                ),
+                None => format!("{what} was denied (approval {})", self.id),
+            },
+            Status::Expired => format!(
+                "{what} was held for approval {} and nobody decided before {}, so it is refused",
+                self.id, self.expires_at
+            ),
+            Status::Cancelled => format!(
+                "{what} was held for approval {} and cancelled: {}",
+                self.id,
+                self.closed_because.as_deref().unwrap_or("no reason given")
+            ),
+            // Still pending (or approved, but asked why it was refused): its end could not
+            // be recorded. Fail closed.
+            Status::Pending | Status::Approved => format!(
+                "{what} was held for approval {} and its end could not be recorded, so it is refused",
+                self.id
+            ),
+        }
+    }
+
     /// Computes `digest` from the fields that say what is approved.
     pub(crate) fn seal(&mut self) {
         let bound = serde_json::json!([

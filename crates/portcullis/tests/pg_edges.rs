@@ -1618,3 +1618,357 @@ async fn a_refused_parse_does_not_leave_a_phantom_event_for_the_previous_stateme
         .collect();
     assert_eq!(selects.len(), 1, "one SELECT was executed: {requests:#?}");
 }
+
+// ================================================================ after the fixes: a second review
+
+fn copy_rules() -> String {
+    rules(
+        "crm",
+        r#"
+[[rules]]
+name = "agents copy into products"
+who.subjects = ["pg-agent"]
+target = "crm"
+allow.statements = ["copy", "insert"]
+allow.tables = ["products"]
+"#,
+    )
+}
+
+/// COPY FROM STDIN in the extended protocol, libpq style: P/B/E/S, then the data, CopyDone
+/// and a second Sync (the server ignores the first Sync while in copy-in mode).
+#[tokio::test]
+async fn copy_from_stdin_in_the_extended_protocol_does_not_stall_the_next_batch() {
+    let db = Db::new(SETUP).await;
+    let agent = api_key("pg-agent", "agent", &["agents"]);
+    let (_gw, port) = start(&db, "crm", &[&agent], &copy_rules(), "");
+    let mut raw = Raw::login(port, "pg-agent", &agent.key, "crm");
+    raw.0
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    raw.send(&[
+        parse("", "COPY products FROM STDIN"),
+        bind("", "", &[], &[]),
+        execute("", 0),
+        sync(),
+    ]);
+    let frames = raw.take(3);
+    assert_eq!(tags(&frames), "12G", "{}", describe(&frames));
+    raw.send(&[msg(b'd', b"7\tGadget\n"), msg(b'c', b""), sync()]);
+    let frames = raw.until_ready();
+    assert_eq!(tags(&frames), "CZ", "{}", describe(&frames));
+    raw.send(&[query("SELECT name FROM products WHERE id = 7")]);
+    let frames = raw.until_ready();
+    assert_eq!(rows(&frames), [[Some("Gadget".to_string())]]);
+}
+
+/// A Flush-only client: Parse, Describe, Flush, waits; Bind, Execute, Flush, waits; Sync.
+#[tokio::test]
+async fn a_flush_only_client_gets_masked_answers_without_sync() {
+    let db = Db::new(SETUP).await;
+    let agent = api_key("pg-agent", "agent", &["agents"]);
+    let (_gw, port) = start(&db, "crm", &[&agent], &rules("crm", ""), "");
+    let mut raw = Raw::login(port, "pg-agent", &agent.key, "crm");
+    raw.send(&[
+        parse("s1", "SELECT id, account_number FROM customers ORDER BY id"),
+        describe_msg(b'S', "s1"),
+        flush(),
+    ]);
+    let frames = raw.take(3);
+    assert_eq!(tags(&frames), "1tT", "{}", describe(&frames));
+    raw.send(&[bind("p1", "s1", &[], &[]), execute("p1", 1), flush()]);
+    let frames = raw.take(3);
+    assert_eq!(tags(&frames), "2Ds", "{}", describe(&frames));
+    assert!(!leaks(&frames), "{}", describe(&frames));
+    raw.send(&[execute("p1", 0), flush()]);
+    let frames = raw.take(2);
+    assert_eq!(tags(&frames), "DC", "{}", describe(&frames));
+    assert!(!leaks(&frames), "{}", describe(&frames));
+    raw.send(&[sync()]);
+    assert_tags(&raw.until_ready(), "Z");
+    // A statement prepared in the earlier batch is still usable.
+    raw.send(&[bind("", "s1", &[], &[]), execute("", 0), sync()]);
+    let frames = raw.until_ready();
+    assert_eq!(tags(&frames), "2DDCZ", "{}", describe(&frames));
+    assert!(!leaks(&frames), "{}", describe(&frames));
+}
+
+/// An error while the client is still in a Flush-only exchange: it sends more messages
+/// (skipped), then Sync; the next batch works.
+#[tokio::test]
+async fn messages_after_an_error_before_sync_are_skipped_and_the_session_recovers() {
+    let db = Db::new(SETUP).await;
+    let agent = api_key("pg-agent", "agent", &["agents"]);
+    let (_gw, port) = start(&db, "crm", &[&agent], &rules("crm", ""), "");
+    let mut raw = Raw::login(port, "pg-agent", &agent.key, "crm");
+    raw.send(&[
+        parse("", "SELECT 1/0"),
+        bind("", "", &[], &[]),
+        execute("", 0),
+        flush(),
+    ]);
+    let frames = raw.take(2);
+    assert_eq!(tags(&frames), "1E", "{}", describe(&frames));
+    raw.send(&[
+        parse("s2", "SELECT id, account_number FROM customers"),
+        bind("p2", "s2", &[], &[]),
+        execute("p2", 0),
+        query("SELECT 1"),
+        flush(),
+        sync(),
+    ]);
+    let frames = raw.until_ready();
+    assert_eq!(tags(&frames), "Z", "{}", describe(&frames));
+    // s2 was skipped by the server: the gateway must not pretend it exists.
+    raw.send(&[bind("", "s2", &[], &[]), execute("", 0), sync()]);
+    let frames = raw.until_ready();
+    assert!(!leaks(&frames), "{}", describe(&frames));
+    assert_eq!(errors(&frames).len(), 1, "{}", describe(&frames));
+    raw.send(&[query(
+        "SELECT id, account_number FROM customers ORDER BY id",
+    )]);
+    let frames = raw.until_ready();
+    assert_eq!(rows(&frames).len(), 2, "{}", describe(&frames));
+    assert!(!leaks(&frames), "{}", describe(&frames));
+}
+
+/// Table alias column lists rename a masked column without referencing it by name.
+#[tokio::test]
+async fn alias_column_lists_do_not_unmask_a_named_column() {
+    let db = Db::new(SETUP).await;
+    let agent = api_key("pg-agent", "agent", &["agents"]);
+    let (_gw, port) = start(&db, "crm", &[&agent], &rules("crm", ""), "");
+    let c = through(port, &agent, "pg-agent", "crm").await;
+    let mut leaked = Vec::new();
+    for sql in [
+        "SELECT * FROM customers AS c(a, b, e, acct, s)",
+        "SELECT acct FROM customers AS c(a, b, e, acct, s)",
+        "SELECT * FROM (SELECT * FROM customers) AS t(a, b, e, acct, s)",
+        "WITH x(a, b, e, acct, s) AS (SELECT * FROM customers) SELECT * FROM x",
+        "WITH x AS (SELECT * FROM customers) SELECT * FROM x AS y(a, b, e, acct)",
+    ] {
+        match c.simple_query(sql).await {
+            Ok(msgs) => {
+                for row in simple_rows(&msgs) {
+                    for i in 0..row.len() {
+                        let v = row.get(i).unwrap_or("");
+                        if ACCOUNTS.iter().any(|a| v.contains(a)) {
+                            leaked.push(format!("{sql} -> {v}"));
+                        }
+                    }
+                }
+            }
+            Err(e) => leaked.push(format!("{sql} -> error {}", message(&e))),
+        }
+    }
+    assert!(leaked.is_empty(), "account numbers in clear: {leaked:#?}");
+}
+
+/// A named column used in FROM (LATERAL VALUES, a function in FROM) comes back under a
+/// new name without appearing in any output list.
+#[tokio::test]
+async fn a_named_column_moved_through_from_is_still_masked() {
+    let db = Db::new(SETUP).await;
+    let agent = api_key("pg-agent", "agent", &["agents"]);
+    let (_gw, port) = start(&db, "crm", &[&agent], &rules("crm", ""), "");
+    let c = through(port, &agent, "pg-agent", "crm").await;
+    let mut leaked = Vec::new();
+    for sql in [
+        "SELECT v.* FROM customers, LATERAL (VALUES (account_number)) v",
+        "SELECT x FROM customers, LATERAL (VALUES (account_number)) v(x)",
+        "SELECT u FROM customers, unnest(ARRAY[account_number]) u",
+        "SELECT u.* FROM customers, LATERAL unnest(ARRAY[account_number]) u",
+        "SELECT z FROM customers, LATERAL (SELECT account_number AS z) s",
+        "SELECT s.* FROM customers, LATERAL (SELECT account_number || '' AS name) s",
+        "SELECT j FROM customers, LATERAL to_jsonb(account_number) j",
+        "SELECT id, name FROM customers c, LATERAL (SELECT c.account_number) AS t(name2) WHERE false \
+         UNION ALL SELECT 1, account_number FROM customers",
+    ] {
+        match c.simple_query(sql).await {
+            Ok(msgs) => {
+                for row in simple_rows(&msgs) {
+                    for i in 0..row.len() {
+                        let v = row.get(i).unwrap_or("");
+                        if ACCOUNTS.iter().any(|a| v.contains(a)) {
+                            leaked.push(format!("{sql} -> {v}"));
+                        }
+                    }
+                }
+            }
+            Err(e) => leaked.push(format!("{sql} -> error {}", message(&e))),
+        }
+    }
+    assert!(leaked.is_empty(), "account numbers in clear: {leaked:#?}");
+}
+
+/// Copying a named column into an unnamed one with a write allowed under a masking rule is
+/// refused: later reads of the new place would show it in clear.
+#[tokio::test]
+async fn a_named_column_copied_into_another_column_by_a_write_is_refused() {
+    let db = Db::new(SETUP).await;
+    let agent = api_key("pg-agent", "agent", &["agents"]);
+    let (_gw, port) = start(&db, "crm", &[&agent], &rules("crm", ""), "");
+    let c = through(port, &agent, "pg-agent", "crm").await;
+    for sql in [
+        "INSERT INTO customers (id, name) SELECT 100 + id, account_number FROM customers",
+        "INSERT INTO customers (id, name) SELECT 100 + id, upper(account_number) FROM customers RETURNING id",
+    ] {
+        let e = c.simple_query(sql).await.map(drop).expect_err(sql);
+        assert_eq!(e.code().map(|c| c.code()), Some("42501"), "{sql}: {e:?}");
+        assert!(message(&e).contains("account_number"), "{}", message(&e));
+    }
+    // Nothing was written, and an ordinary insert under the same rule still works.
+    let msgs = c
+        .simple_query("SELECT count(*) FROM customers WHERE id > 100")
+        .await
+        .unwrap();
+    assert_eq!(simple_rows(&msgs)[0].get(0), Some("0"));
+    c.simple_query("INSERT INTO customers (id, name) VALUES (200, 'new')")
+        .await
+        .unwrap();
+}
+
+/// The first Execute of a masked statement is deferred; a whole pipeline behind it, with
+/// a simple query, comes back in order and masked.
+#[tokio::test]
+async fn a_deferred_execute_with_a_pipeline_behind_it() {
+    let db = Db::new(SETUP).await;
+    let agent = api_key("pg-agent", "agent", &["agents"]);
+    let (_gw, port) = start(&db, "crm", &[&agent], &rules("crm", ""), "");
+    let mut raw = Raw::login(port, "pg-agent", &agent.key, "crm");
+    raw.send(&[
+        parse(
+            "",
+            "SELECT id, account_number AS a FROM customers ORDER BY id",
+        ),
+        bind("", "", &[], &[]),
+        execute("", 0),
+        sync(),
+        query("SELECT account_number FROM customers"),
+        parse("s", "SELECT id, account_number FROM customers ORDER BY id"),
+        bind("", "s", &[], &[]),
+        execute("", 1),
+        execute("", 1),
+        sync(),
+    ]);
+    let a = raw.until_ready();
+    let b = raw.until_ready();
+    let c = raw.until_ready();
+    for f in [&a, &b, &c] {
+        assert!(!leaks(f), "{}", describe(f));
+    }
+    assert_eq!(tags(&a), "12DDCZ", "{}", describe(&a));
+    assert_eq!(tags(&b), "TDDCZ", "{}", describe(&b));
+    assert_eq!(tags(&c), "12DsDsZ", "{}", describe(&c));
+}
+
+/// A deferred Execute whose statement then fails mid-rows, in a Flush-only exchange.
+#[tokio::test]
+async fn a_deferred_execute_that_fails_mid_rows_without_sync() {
+    let db = Db::new(SETUP).await;
+    let agent = api_key("pg-agent", "agent", &["agents"]);
+    let (_gw, port) = start(&db, "crm", &[&agent], &rules("crm", ""), "");
+    let mut raw = Raw::login(port, "pg-agent", &agent.key, "crm");
+    raw.0
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    raw.send(&[
+        parse("", "SELECT account_number, 10 / (2 - id) FROM customers"),
+        bind("", "", &[], &[]),
+        execute("", 0),
+        flush(),
+    ]);
+    let frames = raw.take(4);
+    assert_eq!(tags(&frames), "12DE", "{}", describe(&frames));
+    assert!(!leaks(&frames), "{}", describe(&frames));
+    raw.send(&[bind("", "", &[], &[]), execute("", 0), flush(), sync()]);
+    assert_tags(&raw.until_ready(), "Z");
+    raw.send(&[query("SELECT account_number FROM customers")]);
+    let frames = raw.until_ready();
+    assert_eq!(rows(&frames).len(), 2, "{}", describe(&frames));
+    assert!(!leaks(&frames), "{}", describe(&frames));
+}
+
+/// COPY FROM STDIN in the extended protocol, ended by CopyFail then Sync.
+#[tokio::test]
+async fn a_failed_copy_in_the_extended_protocol_does_not_stall_the_next_batch() {
+    let db = Db::new(SETUP).await;
+    let agent = api_key("pg-agent", "agent", &["agents"]);
+    let (_gw, port) = start(&db, "crm", &[&agent], &copy_rules(), "");
+    let mut raw = Raw::login(port, "pg-agent", &agent.key, "crm");
+    raw.0
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    raw.send(&[
+        parse("", "COPY products FROM STDIN"),
+        bind("", "", &[], &[]),
+        execute("", 0),
+        sync(),
+    ]);
+    let frames = raw.take(3);
+    assert_eq!(tags(&frames), "12G", "{}", describe(&frames));
+    let mut reason = Vec::new();
+    cstr(&mut reason, "changed my mind");
+    raw.send(&[msg(b'f', &reason), sync()]);
+    let frames = raw.until_ready();
+    assert_eq!(tags(&frames), "EZ", "{}", describe(&frames));
+    raw.send(&[query("SELECT 1")]);
+    assert_tags(&raw.until_ready(), "TDCZ");
+}
+
+/// The same COPY with Flush instead of the first Sync: one Sync in all.
+#[tokio::test]
+async fn copy_from_stdin_with_flush_then_one_sync() {
+    let db = Db::new(SETUP).await;
+    let agent = api_key("pg-agent", "agent", &["agents"]);
+    let (_gw, port) = start(&db, "crm", &[&agent], &copy_rules(), "");
+    let mut raw = Raw::login(port, "pg-agent", &agent.key, "crm");
+    raw.0
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    raw.send(&[
+        parse("", "COPY products FROM STDIN"),
+        bind("", "", &[], &[]),
+        execute("", 0),
+        flush(),
+    ]);
+    let frames = raw.take(3);
+    assert_eq!(tags(&frames), "12G", "{}", describe(&frames));
+    raw.send(&[msg(b'd', b"8\tGizmo\n"), msg(b'c', b""), sync()]);
+    assert_tags(&raw.until_ready(), "CZ");
+    raw.send(&[query("SELECT name FROM products WHERE id = 8")]);
+    let frames = raw.until_ready();
+    assert_eq!(rows(&frames), [[Some("Gizmo".to_string())]]);
+}
+
+/// Whole rows written `c.*` or schema-qualified are whole rows too.
+#[tokio::test]
+async fn whole_rows_written_with_a_star_or_a_schema_are_masked() {
+    let db = Db::new(SETUP).await;
+    let agent = api_key("pg-agent", "agent", &["agents"]);
+    let (_gw, port) = start(&db, "crm", &[&agent], &rules("crm", ""), "");
+    let c = through(port, &agent, "pg-agent", "crm").await;
+    let mut leaked = Vec::new();
+    for sql in [
+        "SELECT json_agg(c.*) FROM customers c",
+        "SELECT to_jsonb(c.*) FROM customers c",
+        "SELECT (c.*)::text FROM customers c",
+        "SELECT ROW(c.*)::text FROM customers c",
+        "SELECT row_to_json(customers.*) FROM customers",
+    ] {
+        match c.simple_query(sql).await {
+            Ok(msgs) => {
+                for row in simple_rows(&msgs) {
+                    for i in 0..row.len() {
+                        let v = row.get(i).unwrap_or("");
+                        if ACCOUNTS.iter().any(|a| v.contains(a)) {
+                            leaked.push(format!("{sql} -> {v}"));
+                        }
+                    }
+                }
+            }
+            Err(e) => leaked.push(format!("{sql} -> error {}", message(&e))),
+        }
+    }
+    assert!(leaked.is_empty(), "account numbers in clear: {leaked:#?}");
+}

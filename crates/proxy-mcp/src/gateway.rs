@@ -1827,51 +1827,13 @@ fn awaiting_message(approval: &Approval, admin_url: Option<&str>) -> String {
 
 /// The outcome, code and message for a held request that was not approved.
 fn hold_refusal(what: &str, approval: &Approval) -> (Outcome, i64, String) {
-    match approval.status {
-        Status::Denied => {
-            let by = approval.votes.iter().find(|v| !v.approve);
-            let message = match by {
-                Some(v) => format!(
-                    "{what} was denied by {} at {} (approval {}): {}",
-                    v.approver.name(),
-                    v.time,
-                    approval.id,
-                    v.reason
-                ),
-                None => format!("{what} was denied (approval {})", approval.id),
-            };
-            (Outcome::Denied, code::POLICY_HOLD, message)
-        }
-        Status::Expired => (
-            Outcome::Denied,
-            code::POLICY_HOLD,
-            format!(
-                "{what} was held for approval {} and nobody decided before {}, so it is refused",
-                approval.id, approval.expires_at
-            ),
-        ),
-        Status::Cancelled => (
-            Outcome::Failed,
-            code::POLICY_HOLD,
-            format!(
-                "{what} was held for approval {} and cancelled: {}",
-                approval.id,
-                approval
-                    .closed_because
-                    .as_deref()
-                    .unwrap_or("no reason given")
-            ),
-        ),
+    let (outcome, code) = match approval.status {
+        Status::Denied | Status::Expired => (Outcome::Denied, code::POLICY_HOLD),
+        Status::Cancelled => (Outcome::Failed, code::POLICY_HOLD),
         // Still pending: the expiry could not be recorded. Fail closed.
-        Status::Pending | Status::Approved => (
-            Outcome::Failed,
-            code::AUDIT_UNAVAILABLE,
-            format!(
-                "{what} was held for approval {} and its end could not be recorded, so it is refused",
-                approval.id
-            ),
-        ),
-    }
+        Status::Pending | Status::Approved => (Outcome::Failed, code::AUDIT_UNAVAILABLE),
+    };
+    (outcome, code, approval.refusal(what))
 }
 
 /// The JSON-RPC error for a verdict that does not allow or hold, or `None`.

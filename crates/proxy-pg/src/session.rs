@@ -463,14 +463,15 @@ impl Session {
                 };
                 match self.statements.get(&bind.statement) {
                     Some(admitted) => {
+                        let parameters: Arc<[String]> = if admitted.hold.is_some() {
+                            bind.shown_parameters().into()
+                        } else {
+                            Arc::from([])
+                        };
                         let bound = Bound {
                             admitted: admitted.clone(),
                             formats: bind.result_formats,
-                            parameters: if admitted.hold.is_some() {
-                                bind.parameters.into()
-                            } else {
-                                Arc::from([])
-                            },
+                            parameters,
                         };
                         self.portals.insert(bind.portal.clone(), bound.clone());
                         frame.write_to(&mut self.to_upstream);
@@ -542,11 +543,7 @@ impl Session {
                             .iter()
                             .enumerate()
                             .map(|(i, c)| Column {
-                                format: match formats.as_slice() {
-                                    [] => 0,
-                                    [one] => *one,
-                                    many => many.get(i).copied().unwrap_or(0),
-                                },
+                                format: wire::format_of(&formats, i),
                                 ..c.clone()
                             })
                             .collect();
@@ -733,7 +730,6 @@ impl Session {
                 return Flow::Close;
             }
         }
-        self.learn_session_statements(&admitted);
         frame.write_to(&mut self.to_upstream);
         self.owed.push_back(Owed::Query(QueryRun {
             statements: admitted.into_iter().map(StatementRun::new).collect(),
@@ -806,40 +802,18 @@ impl Session {
                 hold: None,
             }),
         };
-        // Within the batch the new statement stands in for the name (if this Parse fails,
-        // the server skips the rest of the batch); beyond it, only the server's
-        // ParseComplete makes it so. A named statement that already exists makes the server
-        // refuse this Parse, and the old one stays.
-        if parse.name.is_empty() || !self.statements.contains_key(&parse.name) {
-            self.statements.insert(parse.name.clone(), admitted.clone());
-        }
+        // Within the batch the new statement stands in for the name: should this Parse
+        // fail (a name that still exists, 42P05), the server skips the rest of the batch,
+        // so nothing binds to it. Beyond the batch only the server's ParseComplete makes it
+        // so; a statement ended by SQL (`DEALLOCATE`, `DISCARD`) needs no tracking, since
+        // binding it fails on the server and parsing its name again is confirmed anew.
+        self.statements.insert(parse.name.clone(), admitted.clone());
         frame.write_to(&mut self.to_upstream);
         self.owed.push_back(Owed::ParseComplete {
             name: parse.name,
             admitted,
         });
         Flow::Continue
-    }
-
-    /// `DEALLOCATE` and `DISCARD` end prepared statements the gateway tracks.
-    fn learn_session_statements(&mut self, admitted: &[Arc<Admitted>]) {
-        for a in admitted {
-            if a.classified.statement.kind == "session" {
-                let text = a.classified.normalized.to_ascii_lowercase();
-                let words: Vec<&str> = text.split_whitespace().collect();
-                match words.as_slice() {
-                    ["deallocate", "prepare", name, ..] | ["deallocate", name, ..]
-                        if *name != "all" =>
-                    {
-                        self.statements
-                            .remove(name.trim_end_matches(';').trim_matches('"'));
-                    }
-                    _ => {
-                        self.statements.retain(|name, _| name.is_empty());
-                    }
-                }
-            }
-        }
     }
 
     /// Decides one statement: allowed, refused, or held until people decide.
@@ -1114,7 +1088,7 @@ impl Session {
             }
         };
         if approval.status != Status::Approved {
-            let message = format!("portcullis: {}", hold_refusal(&what, &approval));
+            let message = format!("portcullis: {}", approval.refusal(&what));
             self.record_held(&classified, &verdict, &id, Outcome::Denied, &message)
                 .await;
             return Err(self.policy_refusal(&verdict, message));
@@ -1903,37 +1877,6 @@ fn reason_comment(text: &str) -> Option<String> {
     };
     let reason = body.trim().strip_prefix("reason:")?.trim();
     (!reason.is_empty()).then(|| reason.to_string())
-}
-
-fn hold_refusal(what: &str, approval: &Approval) -> String {
-    match approval.status {
-        Status::Denied => match approval.votes.iter().find(|v| !v.approve) {
-            Some(v) => format!(
-                "{what} was denied by {} at {} (approval {}): {}",
-                v.approver.name(),
-                v.time,
-                approval.id,
-                v.reason
-            ),
-            None => format!("{what} was denied (approval {})", approval.id),
-        },
-        Status::Expired => format!(
-            "{what} was held for approval {} and nobody decided before {}, so it is refused",
-            approval.id, approval.expires_at
-        ),
-        Status::Cancelled => format!(
-            "{what} was held for approval {} and cancelled: {}",
-            approval.id,
-            approval
-                .closed_because
-                .as_deref()
-                .unwrap_or("no reason given")
-        ),
-        Status::Pending | Status::Approved => format!(
-            "{what} was held for approval {} and its outcome could not be recorded; refused",
-            approval.id
-        ),
-    }
 }
 
 #[cfg(test)]

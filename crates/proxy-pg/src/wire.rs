@@ -261,9 +261,32 @@ pub struct Bind {
     /// The result-column format codes as sent: empty (all text), one (for all), or one per
     /// column.
     pub result_formats: Vec<i16>,
+    /// The parameter values as sent (slices of the frame, not copies) and their format
+    /// codes: read only when a held statement shows them to approvers.
+    pub parameters: Vec<Option<Bytes>>,
+    pub parameter_formats: Vec<i16>,
+}
+
+impl Bind {
     /// The parameter values as a person reads them: text as sent, binary as `\x` hex
     /// (each cut at 256 characters), NULL as `NULL`.
-    pub parameters: Vec<String>,
+    pub fn shown_parameters(&self) -> Vec<String> {
+        self.parameters
+            .iter()
+            .enumerate()
+            .map(|(i, v)| shown_parameter(v.as_deref(), format_of(&self.parameter_formats, i) == 1))
+            .collect()
+    }
+}
+
+/// The format code of value `i` under a message's list of codes: none (all text), one (for
+/// all), or one per value.
+pub fn format_of(codes: &[i16], i: usize) -> i16 {
+    match codes {
+        [] => 0,
+        [one] => *one,
+        many => many.get(i).copied().unwrap_or(0),
+    }
 }
 
 fn shown_parameter(value: Option<&[u8]>, binary: bool) -> String {
@@ -296,14 +319,8 @@ pub fn parse_bind(frame: &Frame) -> Result<Bind, WireError> {
         return Err(WireError::Malformed { what: "Bind" });
     }
     let mut parameters = Vec::with_capacity(nparams as usize);
-    for i in 0..nparams as usize {
-        let value = r.value("Bind")?;
-        let binary = match formats.as_slice() {
-            [] => false,
-            [one] => *one == 1,
-            many => many.get(i) == Some(&1),
-        };
-        parameters.push(shown_parameter(value.as_deref(), binary));
+    for _ in 0..nparams {
+        parameters.push(r.value("Bind")?);
     }
     let nresults = r.i16("Bind")?;
     if nresults < 0 {
@@ -325,6 +342,7 @@ pub fn parse_bind(frame: &Frame) -> Result<Bind, WireError> {
         statement,
         result_formats,
         parameters,
+        parameter_formats: formats,
     })
 }
 
