@@ -22,7 +22,9 @@ pub const META_SERVER: &str = "io.modelcontextprotocol/serverInfo";
 /// The facts about a request that the gateway reads from its `params`, in one parse.
 #[derive(Debug, Default, Clone)]
 pub struct RequestFacts {
-    /// `params.name` (tools, prompts) or `params.uri` (resources).
+    /// What the method acts on, read from exactly the field the upstream reads
+    /// ([`target_field`]): `params.name` for tools and prompts, `params.uri` for resources;
+    /// none for methods that act on nothing named.
     pub name: Option<String>,
     pub arguments: Option<Value>,
     pub protocol_version: Option<String>,
@@ -56,9 +58,47 @@ struct MetaView<'a> {
     reason: Option<String>,
 }
 
+/// The `params` field naming what `method` acts on: the one the specification says the
+/// server reads, so the decision is made on exactly what the upstream will act on.
+pub fn target_field(method: &str) -> Option<&'static str> {
+    match method {
+        "tools/call" | "prompts/get" => Some("name"),
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => Some("uri"),
+        _ => None,
+    }
+}
+
+/// Why a request's `params` were refused, with what the request really targets (for the
+/// audit event) when that could be read.
+#[derive(Debug, Clone)]
+pub struct FactsError {
+    pub message: String,
+    pub target: Option<String>,
+}
+
+impl From<String> for FactsError {
+    fn from(message: String) -> FactsError {
+        FactsError {
+            message,
+            target: None,
+        }
+    }
+}
+
+impl std::fmt::Display for FactsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 impl RequestFacts {
-    /// Reads the facts; `params` that are not an object give none.
-    pub fn read(params: Option<&RawValue>) -> Result<RequestFacts, String> {
+    /// Reads the facts of a `method` request; `params` that are not an object give none.
+    /// A request naming its target twice with different values (`name` and `uri`) is
+    /// refused: an upstream reads one of them, and which one is not the gateway's guess.
+    pub fn read(
+        method: Option<&str>,
+        params: Option<&RawValue>,
+    ) -> Result<RequestFacts, FactsError> {
         let Some(params) = params else {
             return Ok(RequestFacts::default());
         };
@@ -67,6 +107,24 @@ impl RequestFacts {
         }
         let view: ParamsView =
             serde_json::from_str(params.get()).map_err(|e| format!("invalid params: {e}"))?;
+        let field = method.and_then(target_field);
+        let (target, other, other_field) = match field {
+            Some("uri") => (view.uri, view.name, "name"),
+            Some(_) => (view.name, view.uri, "uri"),
+            None => (None, None, ""),
+        };
+        if let (Some(field), Some(other)) = (field, other.as_deref())
+            && target.as_deref() != Some(other)
+        {
+            return Err(FactsError {
+                message: format!(
+                    "params.{other_field} {other:?} disagrees with params.{field} {:?}: {} acts on params.{field}",
+                    target.as_deref().unwrap_or(""),
+                    method.unwrap_or("")
+                ),
+                target,
+            });
+        }
         let (protocol_version, progress_token, reason) = match view.meta {
             Some(raw) if raw.get().starts_with('{') => {
                 let m: MetaView = serde_json::from_str(raw.get())
@@ -78,11 +136,11 @@ impl RequestFacts {
                 )
             }
             Some(raw) if raw.get() == "null" => (None, None, None),
-            Some(_) => return Err("params._meta must be an object".into()),
+            Some(_) => return Err(String::from("params._meta must be an object").into()),
             None => (None, None, None),
         };
         Ok(RequestFacts {
-            name: view.name.or(view.uri),
+            name: target,
             arguments: view.arguments,
             protocol_version,
             progress_token,
@@ -201,7 +259,7 @@ mod tests {
     #[test]
     fn facts_are_read_in_one_pass() {
         let raw = RawValue::from_string(r#"{"name":"t","arguments":{"a":1},"_meta":{"progressToken":"p1","io.modelcontextprotocol/protocolVersion":"2026-07-28"}}"#.into()).unwrap();
-        let f = RequestFacts::read(Some(&raw)).unwrap();
+        let f = RequestFacts::read(Some("tools/call"), Some(&raw)).unwrap();
         assert_eq!(f.name.as_deref(), Some("t"));
         assert_eq!(f.arguments.unwrap()["a"], 1);
         assert_eq!(f.progress_token.as_deref(), Some("\"p1\""));
@@ -212,15 +270,47 @@ mod tests {
     fn meta_must_be_an_object() {
         let raw = RawValue::from_string(r#"{"_meta":["", null]}"#.into()).unwrap();
         assert!(
-            RequestFacts::read(Some(&raw))
+            RequestFacts::read(Some("tools/call"), Some(&raw))
                 .unwrap_err()
+                .message
                 .contains("_meta")
         );
         let raw = RawValue::from_string(r#"{"_meta":null,"name":"t"}"#.into()).unwrap();
         assert_eq!(
-            RequestFacts::read(Some(&raw)).unwrap().name.as_deref(),
+            RequestFacts::read(Some("tools/call"), Some(&raw))
+                .unwrap()
+                .name
+                .as_deref(),
             Some("t")
         );
+    }
+
+    #[test]
+    fn the_target_is_the_field_the_upstream_reads() {
+        let raw = |s: &str| RawValue::from_string(s.into()).unwrap();
+        let read = |m: &str, s: &str| RequestFacts::read(Some(m), Some(&raw(s)));
+        assert_eq!(
+            read("resources/read", r#"{"uri":"file:///a"}"#)
+                .unwrap()
+                .name
+                .as_deref(),
+            Some("file:///a")
+        );
+        // A `name` the upstream ignores is not what is decided.
+        let e = read(
+            "resources/read",
+            r#"{"name":"file:///ok","uri":"file:///secret"}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.target.as_deref(), Some("file:///secret"));
+        assert!(e.message.contains("acts on params.uri"), "{e}");
+        let e = read("tools/call", r#"{"name":"ok","uri":"evil"}"#).unwrap_err();
+        assert_eq!(e.target.as_deref(), Some("ok"));
+        assert!(read("resources/subscribe", r#"{"name":"x"}"#).is_err());
+        // The same value twice is not a disagreement.
+        assert!(read("resources/read", r#"{"name":"u","uri":"u"}"#).is_ok());
+        // Methods that act on nothing named carry no target.
+        assert_eq!(read("tools/list", r#"{"name":"x"}"#).unwrap().name, None);
     }
 
     #[test]

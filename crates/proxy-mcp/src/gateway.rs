@@ -974,6 +974,12 @@ impl Gateway {
     ) -> Result<Decided, Refused> {
         let IncomingRequest { method, facts, .. } = incoming;
         let method = *method;
+        // A subscription delivers the resource's updates: it is decided as reading it.
+        let method = if method == "resources/subscribe" {
+            "resources/read"
+        } else {
+            method
+        };
         if !matches!(method, "tools/call" | "resources/read" | "prompts/get") {
             ev.decision = Some("allow".into());
             ev.rule = Some("protocol".into());

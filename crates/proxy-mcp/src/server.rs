@@ -266,7 +266,7 @@ async fn post_message(
         Message::Request { params, .. } | Message::Notification { params, .. } => params.as_deref(),
         Message::Response { .. } => None,
     };
-    let facts = match RequestFacts::read(params) {
+    let facts = match RequestFacts::read(message.method(), params) {
         Ok(mut f) => {
             if f.reason.is_none() {
                 f.reason = headers
@@ -286,13 +286,13 @@ async fn post_message(
                 &caller,
                 &target,
                 message.method(),
-                None,
-                e.clone(),
+                e.target.as_deref(),
+                e.message.clone(),
             )
             .await;
             return json_response(
                 StatusCode::BAD_REQUEST,
-                jsonrpc::error(id, code::INVALID_PARAMS, &e, None),
+                jsonrpc::error(id, code::INVALID_PARAMS, &e.message, None),
             );
         }
     };

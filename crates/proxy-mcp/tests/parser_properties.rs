@@ -371,11 +371,11 @@ proptest! {
     #[test]
     fn request_facts_never_panic(params in params_object()) {
         let raw = as_raw(&params);
-        let Ok(facts) = RequestFacts::read(Some(&raw)) else {
+        let Ok(facts) = RequestFacts::read(Some("tools/call"), Some(&raw)) else {
             return Ok(());
         };
         let string = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
-        let expected_name = string(params.get("name")).or_else(|| string(params.get("uri")));
+        let expected_name = string(params.get("name"));
         prop_assert_eq!(facts.name, expected_name);
         let meta = params.get("_meta").and_then(Value::as_object);
         prop_assert_eq!(
@@ -393,6 +393,6 @@ proptest! {
     #[test]
     fn request_facts_never_panic_on_any_value(value in json_value()) {
         let raw = as_raw(&value);
-        let _ = RequestFacts::read(Some(&raw));
+        let _ = RequestFacts::read(Some("resources/read"), Some(&raw));
     }
 }
