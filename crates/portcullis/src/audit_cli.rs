@@ -198,3 +198,70 @@ fn load_witness_keys(paths: &[PathBuf]) -> Result<Vec<CosignatureVerifier>> {
         })
         .collect()
 }
+
+/// An event's JSON line made safe to print on a terminal: characters that a terminal acts on
+/// or that reorder or hide text (DEL and the C1 controls, the bidirectional overrides,
+/// embeddings and isolates, zero-width and invisible format characters, the line and
+/// paragraph separators) become `\uXXXX` escapes. The caller controls strings such as a tool
+/// name, so printed raw they could make a line read differently from what it records (a
+/// U+202E reverses the rest of it). serde_json leaves them raw; inside a JSON string the
+/// escape is the same value, and they cannot occur outside one, so the line is still the
+/// event's JSON, equal to the stored one once parsed.
+pub fn terminal_safe(line: &str) -> std::borrow::Cow<'_, str> {
+    if !line.chars().any(acts_on_a_terminal) {
+        return std::borrow::Cow::Borrowed(line);
+    }
+    let mut out = String::with_capacity(line.len() + 16);
+    for c in line.chars() {
+        if acts_on_a_terminal(c) {
+            // Every character listed is in the Basic Multilingual Plane: one escape each.
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+fn acts_on_a_terminal(c: char) -> bool {
+    matches!(c,
+        // C0 controls are not listed: serde_json escapes them inside strings, and outside
+        // one they are the layout of a pretty-printed event.
+        '\u{7f}'..='\u{9f}' // DEL and C1, which include CSI (U+009B)
+        | '\u{ad}' // soft hyphen, invisible
+        | '\u{061c}' // Arabic letter mark
+        | '\u{180e}' // Mongolian vowel separator
+        | '\u{200b}'..='\u{200f}' // zero-width characters, LRM, RLM
+        | '\u{2028}'..='\u{202e}' // line/paragraph separators, bidi embeddings and overrides
+        | '\u{2060}'..='\u{206f}' // word joiner, invisible operators, bidi isolates
+        | '\u{feff}' // zero-width no-break space
+        | '\u{fff9}'..='\u{fffb}' // interlinear annotation
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::terminal_safe;
+
+    #[test]
+    fn bidi_and_control_characters_are_escaped_and_the_json_is_unchanged() {
+        let value =
+            serde_json::json!({"tool": "a\u{202e}b\u{2067}c\u{9b}d\u{7f}e\u{200b}f", "n": 1});
+        let line = serde_json::to_string(&value).unwrap();
+        let safe = terminal_safe(&line);
+        assert!(
+            safe.chars().all(|c| c.is_ascii() && !c.is_ascii_control()),
+            "{safe}"
+        );
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&safe).unwrap(),
+            value
+        );
+    }
+
+    #[test]
+    fn ordinary_text_is_left_as_is() {
+        let line = r#"{"who":"Zoë — 東京","n":1}"#;
+        assert!(matches!(terminal_safe(line), std::borrow::Cow::Borrowed(_)));
+    }
+}

@@ -402,7 +402,7 @@ fn audit(command: AuditCommand) -> Result<()> {
                 .with_context(|| format!("opening the audit log in {}", dir.display()))?;
             let mut last = 0;
             for (seq, body) in reader.last(lines)? {
-                println!("{body}");
+                println!("{}", audit_cli::terminal_safe(&body));
                 last = seq;
             }
             if !follow {
@@ -411,7 +411,7 @@ fn audit(command: AuditCommand) -> Result<()> {
             loop {
                 std::thread::sleep(Duration::from_millis(200));
                 for (seq, body) in reader.since(last, 1000)? {
-                    println!("{body}");
+                    println!("{}", audit_cli::terminal_safe(&body));
                     last = seq;
                 }
             }
@@ -425,7 +425,8 @@ fn audit(command: AuditCommand) -> Result<()> {
             match reader.by_id(&event_id)? {
                 Some((_, body)) => {
                     let value: serde_json::Value = serde_json::from_str(&body)?;
-                    println!("{}", serde_json::to_string_pretty(&value)?);
+                    let pretty = serde_json::to_string_pretty(&value)?;
+                    println!("{}", audit_cli::terminal_safe(&pretty));
                     Ok(())
                 }
                 None => bail!("no event {event_id} in {}", dir.display()),
