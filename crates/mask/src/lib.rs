@@ -648,6 +648,22 @@ impl Profile {
         Walk::new(self, path, report).mask(value, None, &mut Vec::new());
     }
 
+    /// Like [`Profile::mask_json`], but leaves alone, at any depth, the members `keep` names:
+    /// it is asked with each object and each of its keys whether that member's value must
+    /// pass as it is (base64 bytes that masking would corrupt, say). Only the caller knows
+    /// which members those are; the profile still masks everything else.
+    pub fn mask_json_keeping(
+        &self,
+        value: &mut Value,
+        path: &str,
+        report: &mut Report,
+        keep: &Keep,
+    ) {
+        let mut walk = Walk::new(self, path, report);
+        walk.keep = Some(keep);
+        walk.mask(value, None, &mut Vec::new());
+    }
+
     /// Reports what [`Profile::mask_json`] would mask, changing nothing (the inbound
     /// direction: tool-call arguments).
     pub fn scan_json(&self, value: &Value, path: &str, report: &mut Report) {
@@ -1026,6 +1042,10 @@ enum Seg<'a> {
 
 /// A walk over a JSON value: the path so far as a stack of segments, the dotted path for
 /// field globs (only kept when a glob needs it), and buffers reused across strings.
+/// Which members of an object [`Profile::mask_json_keeping`] leaves alone: asked with the
+/// object and one of its keys.
+pub type Keep = dyn Fn(&Map<String, Value>, &str) -> bool;
+
 struct Walk<'p, 'r> {
     p: &'p Profile,
     root: &'r str,
@@ -1035,6 +1055,8 @@ struct Walk<'p, 'r> {
     hints_on: bool,
     hits: Vec<Hit>,
     report: &'r mut Report,
+    /// Members left as they are (see [`Profile::mask_json_keeping`]).
+    keep: Option<&'r Keep>,
 }
 
 impl<'p, 'r> Walk<'p, 'r> {
@@ -1048,6 +1070,7 @@ impl<'p, 'r> Walk<'p, 'r> {
             hints_on: p.password.is_some() || p.aws_secret.is_some(),
             hits: Vec::new(),
             report,
+            keep: None,
         }
     }
 
@@ -1156,7 +1179,16 @@ impl<'p, 'r> Walk<'p, 'r> {
             }
             Value::Object(map) => {
                 self.rename_keys(map, stack);
+                // Found before the loop, which borrows the map mutably; empty (and not
+                // allocated) when nothing is kept.
+                let kept: Vec<String> = match self.keep {
+                    Some(keep) => map.keys().filter(|k| keep(map, k)).cloned().collect(),
+                    None => Vec::new(),
+                };
                 for (key, item) in map.iter_mut() {
+                    if kept.contains(key) {
+                        continue;
+                    }
                     let mark = self.enter_dotted(key);
                     stack.push(Seg::Key(key));
                     if self.p.field_match(key, &self.dotted) {
