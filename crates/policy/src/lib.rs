@@ -985,6 +985,36 @@ impl Policy {
         bucket.hold.iter().chain(&bucket.allow[..]).any(applies)
     }
 
+    /// Every masking profile named by an allow rule that applies to this caller on this
+    /// target, in file order and without repeats: what masks the messages that are not the
+    /// answer of one decided call (lists, `initialize`, a session's stream, server requests),
+    /// and what a decided answer gets besides its own rule's profile. A rule's `when` is not
+    /// evaluated (it speaks of one call's arguments), so a conditional rule's profile counts:
+    /// more masking, never less. Empty (and not allocated) when no such rule names one.
+    pub fn masks_for(&self, identity: &Identity, target: &str) -> Vec<Arc<str>> {
+        let mut rules: Vec<usize> = self
+            .index(target)
+            .verbs
+            .iter()
+            .flat_map(|bucket| bucket.allow.iter().copied())
+            .filter(|&i| {
+                let rule = &self.rules[i];
+                matches!(rule.decision, Decision::Allow { mask: Some(_) })
+                    && rule.who_matches(identity)
+            })
+            .collect();
+        rules.sort_unstable();
+        let mut names: Vec<Arc<str>> = Vec::new();
+        for i in rules {
+            if let Decision::Allow { mask: Some(name) } = &self.rules[i].decision
+                && !names.contains(name)
+            {
+                names.push(name.clone());
+            }
+        }
+        names
+    }
+
     fn condition(&self, rule: &CompiledRule, vars: &mut CelInputs<'_>) -> Cond {
         let Some(when) = &rule.when else {
             return Cond::True;
@@ -1293,6 +1323,31 @@ mod tests {
         );
         assert_eq!(&*v.policy_version, p.version());
         assert_eq!(p.rule_count(), 0);
+    }
+
+    #[test]
+    fn masks_for_names_every_profile_of_the_callers_allow_rules_on_the_target() {
+        let p = policy(concat!(
+            "[[rules]]\nname = \"lookup\"\nwho.groups = [\"agents\"]\ntarget = \"billing\"\ntools = [\"lookup\"]\nmask = \"pii\"\n",
+            "[[rules]]\nname = \"files\"\ntarget = \"*\"\nresources = [\"file:///*\"]\nwhen = \"false\"\nmask = \"default\"\n",
+            "[[rules]]\nname = \"again\"\ntarget = \"billing\"\nprompts = [\"p\"]\nmask = \"pii\"\n",
+            "[[rules]]\nname = \"humans\"\nwho.groups = [\"people\"]\ntarget = \"billing\"\nmask = \"cards\"\n",
+            "[[rules]]\nname = \"plain\"\ntarget = \"billing\"\ntools = [\"ping\"]\n",
+            "[masks.pii]\ndetectors = [\"email\"]\n[masks.cards]\ndetectors = [\"credit_card\"]\n",
+        ));
+        let names = |target: &str| -> Vec<String> {
+            p.masks_for(&agent(), target)
+                .iter()
+                .map(|n| n.to_string())
+                .collect()
+        };
+        // A conditional rule's profile counts; a repeat does not; another group's does not.
+        assert_eq!(names("billing"), ["pii", "default"]);
+        // Only the `*` rule speaks about another target.
+        assert_eq!(names("docs"), ["default"]);
+        let nobody = who("x", IdentityKind::Agent, &[]);
+        assert_eq!(p.masks_for(&nobody, "billing").len(), 1);
+        assert!(policy("").masks_for(&agent(), "billing").is_empty());
     }
 
     #[test]
