@@ -16,7 +16,7 @@ use portcullis_approvals::{Approval, Approvals, HoldRequest, Status};
 use portcullis_audit::AuditLog;
 use portcullis_config::Config;
 use portcullis_identity::Authenticator;
-use portcullis_mask::{Profile, Report};
+use portcullis_mask::Report;
 use portcullis_model::{
     Action, ApprovalRequirement, AuditEvent, Decision, EventType, Identity, Outcome, PayloadDigest,
     TargetKind, Verdict,
@@ -30,7 +30,7 @@ use tokio::sync::{Semaphore, mpsc};
 use crate::era::{self, RequestFacts, UpstreamEra};
 use crate::jsonrpc::{self, Message, ResponseBody, code};
 use crate::link::{Driver, Inbound, Link, LinkError, Outgoing, UpstreamSpec};
-use crate::masking::{self, Masks};
+use crate::masking::{self, MaskSet, Masks};
 use crate::pins::{PinCheck, Pins, fingerprint};
 use crate::stream::StreamBuf;
 
@@ -275,8 +275,8 @@ struct Exchange {
     driver: Option<Driver>,
     owner: String,
     shape: Shape,
-    /// The profile masking what comes back, when the matching rule names one.
-    mask: Option<Arc<Profile>>,
+    /// The profiles masking what comes back (see [`Masks::for_caller`]).
+    mask: MaskSet,
 }
 
 /// What post-processing an upstream answer needs before it is released.
@@ -630,6 +630,16 @@ impl Gateway {
             .ok()
             .flatten()
             .unwrap_or(Value::Null);
+        // What the session carries back (the answer to `initialize`, the standalone stream)
+        // answers no one decided call: masked with every profile of the caller's rules here.
+        let masks = self.answer_masks(caller, target, None).map_err(|refused| {
+            Refusal::new(
+                http::StatusCode::OK,
+                Some(id.get()),
+                refused.code,
+                &refused.message,
+            )
+        })?;
         let mut raw_id = [0u8; 16];
         rand::rng().fill_bytes(&mut raw_id);
         let session_id = hex::encode(raw_id);
@@ -698,6 +708,23 @@ impl Gateway {
             link.listen();
             (link, SessionRoute::Dedicated, answer, Some(unsolicited))
         };
+        let mut masked = Report::default();
+        let Some(answer) = masks.mask_message(answer, &mut masked) else {
+            // Unreachable (the answer was parsed above, or made here), but never unmasked.
+            if matches!(route, SessionRoute::Dedicated) {
+                link.close().await;
+            }
+            let message = format!(
+                "upstream {} answered initialize with a message the masking profile cannot read",
+                target.name
+            );
+            return Err(Refusal::new(
+                http::StatusCode::OK,
+                Some(id.get()),
+                code::INTERNAL_ERROR,
+                &message,
+            ));
+        };
         let session = Arc::new(Session {
             id: session_id,
             target: target.clone(),
@@ -713,9 +740,13 @@ impl Gateway {
         });
         if let Some(mut unsolicited) = unsolicited {
             let standalone = session.standalone.clone();
+            let masks = masks.clone();
             tokio::spawn(async move {
                 while let Some(text) = unsolicited.recv().await {
-                    standalone.push(text);
+                    // What no request's event records is not counted either.
+                    if let Some(text) = masks.mask_message(text, &mut Report::default()) {
+                        standalone.push(text);
+                    }
                 }
                 standalone.finish();
             });
@@ -735,6 +766,7 @@ impl Gateway {
                 init["protocolVersion"].as_str().unwrap_or("?")
             )
         });
+        ev.masked = masking::summary(&masked);
         if let Err(e) = self.audit.record(ev).await {
             session.link.close().await;
             return Err(audit_refusal(id.get(), &e.to_string()));
@@ -928,7 +960,7 @@ impl Gateway {
                         Forward::Upstream(exchange) => {
                             Forward::Upstream(Exchange { mask, ..exchange })
                         }
-                        local => local,
+                        Forward::Local(answer) => Forward::Local(mask_local(&mask, answer)),
                     }),
             },
             Err(refused) => Err(refused),
@@ -983,7 +1015,10 @@ impl Gateway {
         if !matches!(method, "tools/call" | "resources/read" | "prompts/get") {
             ev.decision = Some("allow".into());
             ev.rule = Some("protocol".into());
-            return Ok(Decided::default());
+            return Ok(Decided {
+                mask: self.answer_masks(caller, target, None)?,
+                hold: None,
+            });
         }
         let Some(name) = facts.name.as_deref() else {
             let what = if method == "resources/read" {
@@ -1063,29 +1098,32 @@ impl Gateway {
                 }
             }
         }
-        match &verdict.decision {
-            Decision::Hold(requirement) => Ok(Decided {
-                mask: None,
-                hold: Some(requirement.clone()),
-            }),
-            Decision::Allow {
-                mask: Some(profile),
-            } => match self.masks.profile(profile) {
-                Some(profile) => Ok(Decided {
-                    mask: Some(profile),
-                    hold: None,
-                }),
-                // Configuration validation makes this unreachable; if it is reached anyway,
-                // nothing unmasked may leave.
-                None => Err(Refused::failed(
-                    code::INTERNAL_ERROR,
-                    format!(
-                        "masking profile {profile:?} is not loaded; refusing rather than answer unmasked"
-                    ),
-                )),
+        let rule_profile = match &verdict.decision {
+            Decision::Allow { mask } => mask.as_deref(),
+            _ => None,
+        };
+        Ok(Decided {
+            mask: self.answer_masks(caller, target, rule_profile)?,
+            hold: match &verdict.decision {
+                Decision::Hold(requirement) => Some(requirement.clone()),
+                _ => None,
             },
-            _ => Ok(Decided::default()),
-        }
+        })
+    }
+
+    /// The masking profiles for what comes back to this caller from this target: the
+    /// deciding rule's, if any, and those of every allow rule of the caller's there.
+    fn answer_masks(
+        &self,
+        caller: &Caller,
+        target: &TargetRuntime,
+        rule_profile: Option<&str>,
+    ) -> Result<MaskSet, Refused> {
+        self.masks
+            .for_caller(&self.policy, &caller.identity, &target.name, rule_profile)
+            // Configuration validation makes this unreachable; if it is reached anyway,
+            // nothing unmasked may leave.
+            .map_err(|why| Refused::failed(code::INTERNAL_ERROR, why))
     }
 
     /// The held path: ask people, keep the caller informed while they decide, then forward
@@ -1098,7 +1136,7 @@ impl Gateway {
         session: Option<Arc<Session>>,
         call: HeldCall,
         requirement: Arc<ApprovalRequirement>,
-        mask: Option<Arc<Profile>>,
+        mask: MaskSet,
         mut ev: AuditEvent,
         tx: mpsc::Sender<Inbound>,
         started: Instant,
@@ -1283,6 +1321,7 @@ impl Gateway {
             }
             Ok(Forward::Local(answer)) => {
                 ev.outcome = Outcome::Success;
+                let answer = mask_local(&mask, answer);
                 self.release(ev, answer, &client_id, started, &tx).await;
             }
             Err(refused) => self.refuse(ev, refused, &client_id, started, &tx).await,
@@ -1361,7 +1400,7 @@ impl Gateway {
             })
             .map_err(unavailable)?;
         Ok(Forward::Upstream(Exchange {
-            mask: None,
+            mask: MaskSet::default(),
             link,
             upstream,
             driver,
@@ -1433,10 +1472,12 @@ impl Gateway {
             mask,
         } = exchange;
         let mut masked = Report::default();
-        // Interim messages of a masked request are masked one by one as they pass.
-        let relay = |text: String, masked: &mut Report| match &mask {
-            Some(profile) => masking::mask_interim(profile, &text, masked).unwrap_or(text),
-            None => text,
+        // Interim messages of a masked request are masked one by one as they pass; one that
+        // cannot be read cannot be masked, and is not relayed.
+        let relay = async |text: String, masked: &mut Report| {
+            if let Some(text) = mask.mask_message(text, masked) {
+                let _ = tx.send(Inbound::Interim(text)).await;
+            }
         };
         let deadline = tokio::time::sleep(self.settings.request_timeout);
         tokio::pin!(deadline);
@@ -1461,10 +1502,10 @@ impl Gateway {
                                 let reply = jsonrpc::error(Some(id.get()), code::METHOD_NOT_FOUND, "the gateway does not relay server-to-client requests to stateless callers", None);
                                 let _ = link.send(reply, "").await;
                             }
-                            _ => { let _ = tx.send(Inbound::Interim(relay(text, &mut masked))).await; }
+                            _ => relay(text, &mut masked).await,
                         }
                     }
-                    Some(Inbound::Interim(text)) => { let _ = tx.send(Inbound::Interim(relay(text, &mut masked))).await; }
+                    Some(Inbound::Interim(text)) => relay(text, &mut masked).await,
                     Some(Inbound::Final(text)) => break Ok(text),
                     None => break Err("the request was cancelled".to_string()),
                 },
@@ -1477,14 +1518,7 @@ impl Gateway {
         let answer = match answer {
             Ok(text) => {
                 let (text, outcome, detail) = self
-                    .shape_answer(
-                        &caller,
-                        &target,
-                        text,
-                        &method,
-                        shape,
-                        mask.as_deref().map(|profile| (profile, &mut masked)),
-                    )
+                    .shape_answer(&caller, &target, text, &method, shape, (&mask, &mut masked))
                     .await;
                 ev.outcome = outcome;
                 ev.detail = detail;
@@ -1510,8 +1544,8 @@ impl Gateway {
         text: String,
         method: &str,
         shape: Shape,
-        // The profile of the allowing rule, and where to count what it masks.
-        mask: Option<(&Profile, &mut Report)>,
+        // The profiles masking the answer, and where to count what they mask.
+        (mask, masked): (&MaskSet, &mut Report),
     ) -> (String, Outcome, Option<String>) {
         let Ok(Message::Response { id, body }) =
             Message::parse(text.as_bytes(), self.settings.max_bytes)
@@ -1524,32 +1558,19 @@ impl Gateway {
         };
         let result = match body {
             ResponseBody::Error(e) => {
-                let error = serde_json::from_str::<Value>(e.get()).unwrap_or(Value::Null);
-                let message = error["message"].as_str().map(str::to_string);
-                // The link answers for an upstream that died or broke its stream: the gateway
-                // could not complete the request, which is not an error of the upstream's.
-                let link_failure = error["code"] == code::UPSTREAM_UNAVAILABLE
-                    && message
-                        .as_deref()
-                        .is_some_and(|m| m.starts_with(&format!("upstream {}: ", target.name)));
-                let outcome = if link_failure {
-                    Outcome::Failed
-                } else {
-                    Outcome::UpstreamError
-                };
-                return (text, outcome, message);
+                return shape_error(&target.name, id.get(), text, e.get(), mask, masked);
             }
             ResponseBody::Result(r) => r,
         };
         if !(shape.filter.is_some()
             || shape.modernise
             || shape.legacy_client_over_modern
-            || mask.is_some())
+            || !mask.is_empty())
         {
             return (text, Outcome::Success, None);
         }
         let Ok(Value::Object(mut result)) = serde_json::from_str::<Value>(result.get()) else {
-            if mask.is_some() {
+            if !mask.is_empty() {
                 // What cannot be read cannot be masked: it does not leave.
                 let message = format!(
                     "upstream {} answered with a result that is not a JSON object, which the masking profile cannot check",
@@ -1563,9 +1584,6 @@ impl Gateway {
             }
             return (text, Outcome::Success, None);
         };
-        if let Some((profile, masked)) = mask {
-            masking::mask_result(profile, method, &mut result, masked);
-        }
         let mut detail = None;
         if shape.legacy_client_over_modern
             && result.get("resultType").and_then(Value::as_str) == Some("input_required")
@@ -1616,6 +1634,9 @@ impl Gateway {
             ));
             result.insert(filter.key.into(), Value::Array(visible));
         }
+        // After the filter, which matches on names and pins on definitions as the upstream
+        // sent them.
+        mask.mask_result(&mut result, masked);
         if shape.modernise {
             era::modernise_result(&mut result, method);
         }
@@ -1800,10 +1821,10 @@ impl Gateway {
 /// How often a held caller with a progress token hears that it is still waiting.
 const HOLD_PROGRESS_EVERY: Duration = Duration::from_secs(15);
 
-/// What the decision step found: the answer's masking profile, or what a hold needs.
+/// What the decision step found: the answer's masking profiles, or what a hold needs.
 #[derive(Default)]
 struct Decided {
-    mask: Option<Arc<Profile>>,
+    mask: MaskSet,
     hold: Option<Arc<ApprovalRequirement>>,
 }
 
@@ -1871,4 +1892,71 @@ fn audit_refusal(id: &str, cause: &str) -> Refusal {
             None,
         ),
     }
+}
+
+/// An upstream's error answer, masked (its message and data are text a model reads like any
+/// result), with the outcome and detail of its event.
+fn shape_error(
+    target: &str,
+    id: &str,
+    text: String,
+    error: &str,
+    mask: &MaskSet,
+    masked: &mut Report,
+) -> (String, Outcome, Option<String>) {
+    let mut error = serde_json::from_str::<Value>(error).unwrap_or(Value::Null);
+    // The link answers for an upstream that died or broke its stream: the gateway could not
+    // complete the request, which is not an error of the upstream's.
+    let link_failure = error["code"] == code::UPSTREAM_UNAVAILABLE
+        && error["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with(&format!("upstream {target}: ")));
+    let outcome = if link_failure {
+        Outcome::Failed
+    } else {
+        Outcome::UpstreamError
+    };
+    let text = match &mut error {
+        _ if mask.is_empty() => text,
+        Value::Object(object) => {
+            mask.mask_error(object, masked);
+            jsonrpc::response(id, &ResponseBody::Error(raw(&error)))
+        }
+        _ => {
+            let message = format!(
+                "upstream {target} answered with an error that is not a JSON object, which the masking profile cannot check"
+            );
+            return (
+                jsonrpc::error(Some(id), code::INTERNAL_ERROR, &message, None),
+                Outcome::UpstreamError,
+                Some(message),
+            );
+        }
+    };
+    // The event's detail is the message as the caller got it: masked.
+    let message = error["message"].as_str().map(str::to_string);
+    (text, outcome, message)
+}
+
+/// A JSON value as raw JSON text.
+fn raw(value: &Value) -> Box<RawValue> {
+    serde_json::value::to_raw_value(value).expect("a JSON value serialises")
+}
+
+/// An answer the gateway made itself (from what the upstream told it, such as discovery's
+/// instructions) is masked like an upstream's; one that cannot be read is not released.
+fn mask_local(mask: &MaskSet, answer: String) -> String {
+    let id = serde_json::from_str::<Value>(&answer)
+        .ok()
+        .map(|v| v["id"].to_string())
+        .unwrap_or_else(|| "null".into());
+    mask.mask_message(answer, &mut Report::default())
+        .unwrap_or_else(|| {
+            jsonrpc::error(
+                Some(&id),
+                code::INTERNAL_ERROR,
+                "the gateway could not read its own answer to mask it",
+                None,
+            )
+        })
 }

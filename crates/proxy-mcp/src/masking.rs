@@ -1,12 +1,17 @@
 //! Masking on the MCP path: the profiles of the configuration, compiled once, and where in
 //! each MCP message they apply.
 //!
-//! Outbound (what comes back to the caller), the profile chosen by the matching rule masks the
-//! text a model reads: tool results (`content[].text`, embedded resources' `text`,
-//! `structuredContent`), resource contents, prompt messages, and the interim messages of the
-//! same request (progress, log messages, server-to-client requests), each message on its own,
-//! so streaming never buffers more than one. Binary parts (`blob`, image and audio `data`)
-//! are left alone: they are not text, and rewriting them would corrupt them.
+//! Outbound, every message that reaches the caller is masked: answers (results and errors)
+//! of every method, `initialize` included, the interim messages of a request (progress, log
+//! messages, server-to-client requests) and a session's standalone stream, each message on
+//! its own, so streaming never buffers more than one. Every string is masked, at any depth
+//! and whatever the content type, except the few protocol fields listed in
+//! [`PROTOCOL_FIELDS`] and base64 bytes (`blob`, image and audio `data`), which masking
+//! would corrupt.
+//!
+//! Which profiles apply ([`Masks::for_caller`]): the one the deciding rule names, and every
+//! profile named by an allow rule that applies to the caller on the target; a caller whose
+//! rules name none gets no masking, and then no answer is parsed for it.
 //!
 //! Inbound, the tool-call arguments are classified (not changed) with the `default` profile,
 //! and the detectors that fired become `findings` for policy.
@@ -16,7 +21,8 @@ use std::sync::Arc;
 
 use portcullis_config::{Config, MaskProfile, MaskStyle};
 use portcullis_mask::{CustomDetector, Profile, ProfileSpec, Report, Style, Validator};
-use portcullis_model::DataFinding;
+use portcullis_model::{DataFinding, Identity};
+use portcullis_policy::Policy;
 use serde_json::{Map, Value};
 
 /// The name of the profile that needs no declaration, also used to classify arguments.
@@ -154,103 +160,193 @@ pub fn summary(report: &Report) -> Option<Vec<DataFinding>> {
     })
 }
 
-/// Masks the result of `method` in place; paths start at `$`.
-pub fn mask_result(
-    profile: &Profile,
-    method: &str,
-    result: &mut Map<String, Value>,
-    report: &mut Report,
-) {
-    match method {
-        "tools/call" => {
-            if let Some(Value::Array(items)) = result.get_mut("content") {
-                for (i, item) in items.iter_mut().enumerate() {
-                    mask_content(profile, item, &format!("$.content[{i}]"), report);
-                }
-            }
-            if let Some(structured) = result.get_mut("structuredContent") {
-                profile.mask_json(structured, "$.structuredContent", report);
-            }
-        }
-        "resources/read" => {
-            if let Some(Value::Array(items)) = result.get_mut("contents") {
-                for (i, item) in items.iter_mut().enumerate() {
-                    mask_resource(profile, item, &format!("$.contents[{i}]"), report);
-                }
-            }
-        }
-        "prompts/get" => {
-            mask_string_field(profile, result, "description", "$", report);
-            if let Some(Value::Array(messages)) = result.get_mut("messages") {
-                for (i, message) in messages.iter_mut().enumerate() {
-                    if let Some(content) = message.get_mut("content") {
-                        let path = format!("$.messages[{i}].content");
-                        match content {
-                            // One content block, or (newer revisions) a list of them.
-                            Value::Array(blocks) => {
-                                for (j, block) in blocks.iter_mut().enumerate() {
-                                    mask_content(profile, block, &format!("{path}[{j}]"), report);
-                                }
-                            }
-                            block => mask_content(profile, block, &path, report),
-                        }
-                    }
-                }
-            }
-        }
-        _ => {}
+/// Members of a message that are never masked: they identify or steer the exchange (which
+/// request, which page, which protocol) and carry no data, and masking them breaks it (a
+/// progress token rewritten to `[PASSWORD]` matches no request). They are kept only where the
+/// protocol puts them: at the top of `params` or `result`, and in the `_meta` there. The
+/// envelope (`jsonrpc`, `id`, `method`) and an error's `code` are never masked either.
+/// Everything else is masked, names and URIs included: a URI that carries a detected value
+/// reaches the caller masked, and cannot be used to read it.
+const PROTOCOL_FIELDS: &[&str] = &[
+    "progressToken",
+    "requestId",
+    "cursor",
+    "nextCursor",
+    "protocolVersion",
+    "resultType",
+    crate::era::META_VERSION,
+];
+
+/// The masking profiles one message passes through, applied in turn. Empty: nothing is
+/// masked, and nothing is parsed for it.
+#[derive(Clone, Default)]
+pub struct MaskSet(Vec<Arc<Profile>>);
+
+impl std::fmt::Debug for MaskSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MaskSet({})", self.0.len())
     }
 }
 
-/// A content block: text is masked, an embedded resource's text too, binary data is not.
-fn mask_content(profile: &Profile, block: &mut Value, path: &str, report: &mut Report) {
-    let Some(block) = block.as_object_mut() else {
-        return;
-    };
-    match block.get("type").and_then(Value::as_str) {
-        Some("text") => mask_string_field(profile, block, "text", path, report),
-        Some("resource") => {
-            if let Some(resource) = block.get_mut("resource") {
-                mask_resource(profile, resource, &format!("{path}.resource"), report);
+impl Masks {
+    /// The profiles for what a caller receives from a target: the deciding rule's
+    /// (`rule_profile`, if any), then every profile named by the caller's allow rules on the
+    /// target ([`Policy::masks_for`]), without repeats. Err names a profile that is not
+    /// loaded (configuration validation makes that unreachable).
+    pub fn for_caller(
+        &self,
+        policy: &Policy,
+        identity: &Identity,
+        target: &str,
+        rule_profile: Option<&str>,
+    ) -> Result<MaskSet, String> {
+        let named = policy.masks_for(identity, target);
+        let mut profiles = Vec::new();
+        let mut seen: Vec<&str> = Vec::new();
+        for name in rule_profile.into_iter().chain(named.iter().map(|n| &**n)) {
+            if seen.contains(&name) {
+                continue;
+            }
+            seen.push(name);
+            let profile = self.profile(name).ok_or_else(|| {
+                format!(
+                    "masking profile {name:?} is not loaded; refusing rather than answer unmasked"
+                )
+            })?;
+            profiles.push(profile);
+        }
+        Ok(MaskSet(profiles))
+    }
+}
+
+impl MaskSet {
+    pub fn of(profiles: Vec<Arc<Profile>>) -> MaskSet {
+        MaskSet(profiles)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Masks a result in place, every member but the protocol fields; paths start at `$`.
+    /// `structuredContent` is masked as a root of its own, so `fields` paths such as
+    /// `customer.card` name its members as they always did.
+    pub fn mask_result(&self, result: &mut Map<String, Value>, report: &mut Report) {
+        for profile in &self.0 {
+            let structured = result.remove("structuredContent");
+            mask_members(profile, result, "$", report);
+            if let Some(mut structured) = structured {
+                profile.mask_json_keeping(
+                    &mut structured,
+                    "$.structuredContent",
+                    report,
+                    &is_binary,
+                );
+                result.insert("structuredContent".into(), structured);
             }
         }
-        _ => {}
+    }
+
+    /// Masks an error object in place: its `message` and `data` (and whatever else it
+    /// carries), not its `code`; paths start at `$.error`.
+    pub fn mask_error(&self, error: &mut Map<String, Value>, report: &mut Report) {
+        let code = error.remove("code");
+        for profile in &self.0 {
+            let mut value = Value::Object(std::mem::take(error));
+            profile.mask_json_keeping(&mut value, "$.error", report, &is_binary);
+            if let Value::Object(masked) = value {
+                *error = masked;
+            }
+        }
+        if let Some(code) = code {
+            error.insert("code".into(), code);
+        }
+    }
+
+    /// Masks one whole JSON-RPC message the upstream sent (a notification, a server-to-client
+    /// request, or an answer). Returns the text to relay: unchanged when nothing matched (or
+    /// the set is empty), masked otherwise, or `None` when it cannot be read, since what
+    /// cannot be read cannot be masked and must not leave.
+    pub fn mask_message(&self, text: String, report: &mut Report) -> Option<String> {
+        if self.is_empty() {
+            return Some(text);
+        }
+        let Ok(Value::Object(mut message)) = serde_json::from_str::<Value>(&text) else {
+            return None;
+        };
+        let before = report.total();
+        if let Some(Value::Object(params)) = message.get_mut("params") {
+            for profile in &self.0 {
+                mask_members(profile, params, "$.params", report);
+            }
+        } else if let Some(params) = message.get_mut("params") {
+            // Positional params (an array): no protocol field to keep.
+            for profile in &self.0 {
+                profile.mask_json_keeping(params, "$.params", report, &is_binary);
+            }
+        }
+        if let Some(Value::Object(result)) = message.get_mut("result") {
+            self.mask_result(result, report);
+        }
+        if let Some(Value::Object(error)) = message.get_mut("error") {
+            self.mask_error(error, report);
+        }
+        if report.total() == before {
+            return Some(text);
+        }
+        serde_json::to_string(&message).ok()
     }
 }
 
-/// A resource's contents: `text` is masked, `blob` (base64 bytes) is not.
-fn mask_resource(profile: &Profile, resource: &mut Value, path: &str, report: &mut Report) {
-    if let Some(resource) = resource.as_object_mut() {
-        mask_string_field(profile, resource, "text", path, report);
-    }
-}
-
-fn mask_string_field(
+/// Masks the members of `params` or `result` with one profile, setting the protocol fields
+/// (there and in its `_meta`) aside and putting them back after.
+fn mask_members(
     profile: &Profile,
     object: &mut Map<String, Value>,
-    key: &str,
     path: &str,
     report: &mut Report,
 ) {
-    if let Some(Value::String(text)) = object.get_mut(key)
-        && let Some(masked) = profile.mask_text(text, &format!("{path}.{key}"), report)
-    {
-        *text = masked;
+    let kept = take_protocol_fields(object);
+    let kept_meta = match object.get_mut("_meta") {
+        Some(Value::Object(meta)) => take_protocol_fields(meta),
+        _ => Vec::new(),
+    };
+    let mut value = Value::Object(std::mem::take(object));
+    profile.mask_json_keeping(&mut value, path, report, &is_binary);
+    if let Value::Object(masked) = value {
+        *object = masked;
     }
+    if let Some(Value::Object(meta)) = object.get_mut("_meta") {
+        meta.extend(kept_meta);
+    }
+    object.extend(kept);
 }
 
-/// Masks an interim message of a masked request (a notification or a server-to-client
-/// request): every string of its `params`. Returns the new text, or `None` if nothing
-/// changed (or it is not JSON, which the caller relays as it came).
-pub fn mask_interim(profile: &Profile, text: &str, report: &mut Report) -> Option<String> {
-    let mut message: Value = serde_json::from_str(text).ok()?;
-    let params = message.get_mut("params")?;
-    let before = report.total();
-    profile.mask_json(params, "$.params", report);
-    if report.total() == before {
-        return None;
-    }
-    serde_json::to_string(&message).ok()
+fn take_protocol_fields(object: &mut Map<String, Value>) -> Vec<(String, Value)> {
+    PROTOCOL_FIELDS
+        .iter()
+        .filter_map(|key| object.remove(*key).map(|value| (key.to_string(), value)))
+        .collect()
+}
+
+/// Base64 bytes, which masking would corrupt: a resource's `blob` and the `data` of image
+/// and audio content, when they hold nothing but the base64 alphabet (text put there is
+/// masked like any other). Bytes are not scanned: a secret inside base64 (a `text/plain`
+/// blob) passes as it is, a limit written in docs/security.md.
+fn is_binary(object: &Map<String, Value>, key: &str) -> bool {
+    let shaped = match key {
+        "blob" => object.contains_key("uri"),
+        "data" => matches!(
+            object.get("type").and_then(Value::as_str),
+            Some("image" | "audio")
+        ),
+        _ => false,
+    };
+    shaped
+        && object.get(key).and_then(Value::as_str).is_some_and(|text| {
+            text.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_'))
+        })
 }
 
 #[cfg(test)]
@@ -269,18 +365,13 @@ mod tests {
         Masks::compile(&config).unwrap()
     }
 
-    fn masked(profile: &str, method: &str, result: Value) -> (Value, Vec<(String, String)>) {
+    fn masked(profile: &str, result: Value) -> (Value, Vec<(String, String)>) {
         let masks = masks();
         let Value::Object(mut result) = result else {
             panic!("an object")
         };
         let mut report = Report::default();
-        mask_result(
-            &masks.profile(profile).unwrap(),
-            method,
-            &mut result,
-            &mut report,
-        );
+        MaskSet::of(vec![masks.profile(profile).unwrap()]).mask_result(&mut result, &mut report);
         let found = report
             .findings()
             .iter()
@@ -293,7 +384,6 @@ mod tests {
     fn resource_contents_are_masked_but_blobs_are_not() {
         let (result, found) = masked(
             "default",
-            "resources/read",
             json!({"contents": [
                 {"uri": "file:///a.txt", "text": "owner: ada@example.com"},
                 {"uri": "file:///a.bin", "blob": "YWRhQGV4YW1wbGUuY29t"}
@@ -308,7 +398,6 @@ mod tests {
     fn prompt_messages_and_embedded_resources_are_masked() {
         let (result, found) = masked(
             "cards",
-            "prompts/get",
             json!({"description": "card 4111 1111 1111 1111", "messages": [
                 {"role": "user", "content": {"type": "text", "text": "charge 5500 0055 5555 5559"}},
                 {"role": "user", "content": {"type": "resource", "resource": {"uri": "x:/1", "text": "3782 822463 10005"}}},
@@ -339,14 +428,87 @@ mod tests {
     }
 
     #[test]
-    fn other_methods_pass_untouched_and_arguments_are_classified() {
+    fn every_string_of_every_result_is_masked_but_protocol_fields_and_bytes_are_not() {
         let (result, found) = masked(
             "default",
-            "tools/list",
-            json!({"tools": [{"name": "t", "description": "mail ada@example.com"}]}),
+            json!({
+                "content": [
+                    {"type": "resource_link", "uri": "mailto:ada@example.com", "name": "ada@example.com",
+                     "title": "Ada ada@example.com", "description": "write to ada@example.com"},
+                    {"type": "text", "text": "ok", "annotations": {"audience": ["ada@example.com"]},
+                     "_meta": {"owner": "ada@example.com"}, "extra": "ada@example.com"},
+                    {"text": "no type: ada@example.com"},
+                    {"type": "novel", "text": ["an array: ada@example.com"]},
+                    {"type": "resource", "resource": {"uri": "users://ada@example.com", "text": "x"}},
+                    {"type": "image", "data": "YWRhQGV4YW1wbGUuY29t", "mimeType": "image/png"},
+                    {"type": "audio", "data": "not base64: ada@example.com", "mimeType": "audio/wav"}
+                ],
+                "tools": [{"name": "t", "description": "mail ada@example.com",
+                           "inputSchema": {"properties": {"to": {"default": "ada@example.com"}}}}],
+                "instructions": "ask ada@example.com",
+                "nextCursor": "ada@example.com",
+                "_meta": {"progressToken": "tok_ada@example.com", "note": "ada@example.com"}
+            }),
         );
-        assert_eq!(result["tools"][0]["description"], "mail ada@example.com");
-        assert!(found.is_empty());
+        let text = result.to_string();
+        assert_eq!(text.matches("ada@example.com").count(), 2, "{text}");
+        assert_eq!(result["nextCursor"], "ada@example.com");
+        assert_eq!(result["_meta"]["progressToken"], "tok_ada@example.com");
+        assert_eq!(result["_meta"]["note"], "[EMAIL]");
+        assert_eq!(result["content"][0]["uri"], "mailto:[EMAIL]");
+        assert_eq!(result["content"][3]["text"][0], "an array: [EMAIL]");
+        assert_eq!(result["content"][5]["data"], "YWRhQGV4YW1wbGUuY29t");
+        assert_eq!(result["content"][6]["data"], "not base64: [EMAIL]");
+        assert!(
+            found.contains(&("email".into(), "$.content[0].name".into())),
+            "{found:?}"
+        );
+        assert!(
+            found.contains(&(
+                "email".into(),
+                "$.tools[0].inputSchema.properties.to.default".into()
+            )),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn errors_and_interim_messages_are_masked_whole_but_keep_their_protocol_fields() {
+        let set = MaskSet::of(vec![masks().profile("default").unwrap()]);
+        let mut report = Report::default();
+        let error = r#"{"jsonrpc":"2.0","id":7,"error":{"code":-32000,"message":"no row for ada@example.com","data":{"card":"4111 1111 1111 1111"}}}"#;
+        let masked: Value =
+            serde_json::from_str(&set.mask_message(error.into(), &mut report).unwrap()).unwrap();
+        assert_eq!(masked["id"], 7);
+        assert_eq!(masked["error"]["code"], -32000);
+        assert_eq!(masked["error"]["message"], "no row for [EMAIL]");
+        assert_eq!(masked["error"]["data"]["card"], "[CREDIT_CARD]");
+        let progress = r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"my-token","progress":1,"message":"ada@example.com"}}"#;
+        let masked: Value =
+            serde_json::from_str(&set.mask_message(progress.into(), &mut report).unwrap()).unwrap();
+        assert_eq!(masked["params"]["progressToken"], "my-token");
+        assert_eq!(masked["params"]["message"], "[EMAIL]");
+        let sampling = r#"{"jsonrpc":"2.0","id":"s1","method":"sampling/createMessage","params":{"_meta":{"progressToken":"t"},"messages":[{"role":"user","content":{"type":"text","text":"ada@example.com"}}],"systemPrompt":"ada@example.com"}}"#;
+        let masked = set.mask_message(sampling.into(), &mut report).unwrap();
+        assert!(!masked.contains("ada@example.com"), "{masked}");
+        assert!(masked.contains(r#""progressToken":"t""#), "{masked}");
+        // Nothing to mask: the text passes as it came; unreadable: it does not pass at all.
+        let clean = r#"{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"ok"}}"#;
+        assert_eq!(
+            set.mask_message(clean.into(), &mut report).as_deref(),
+            Some(clean)
+        );
+        assert_eq!(set.mask_message("not json".into(), &mut report), None);
+        assert_eq!(
+            MaskSet::default()
+                .mask_message("not json".into(), &mut report)
+                .as_deref(),
+            Some("not json")
+        );
+    }
+
+    #[test]
+    fn arguments_are_classified() {
         let report = masks().classify_arguments(&json!({"to": "ada@example.com", "n": 3}));
         assert_eq!(report.detectors(), ["email"]);
         assert_eq!(report.findings()[0].path, "$.arguments.to");
