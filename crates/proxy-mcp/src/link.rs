@@ -418,6 +418,7 @@ impl Link {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(upstream = %self.target, "dropping malformed upstream message: {e}");
+                self.fail_refused_answer(text, &e.message).await;
                 return;
             }
         };
@@ -468,6 +469,29 @@ impl Link {
                         .map(|p| p.tx.clone())
                 });
                 self.deliver(tx, text).await;
+            }
+        }
+    }
+
+    /// An answer the gateway refuses to read (duplicate keys, a broken envelope) still names
+    /// the request it answers: that request fails at once, saying why, rather than waiting
+    /// for its timeout. A duplicated `id` names every request it lists.
+    async fn fail_refused_answer(&self, text: &str, why: &str) {
+        for gateway_id in ids_named(text) {
+            let pending = self.pending.lock().expect("lock").remove(&gateway_id);
+            if let Some(p) = pending {
+                let message = format!(
+                    "upstream {} sent an answer the gateway refuses to read, so the request failed: {why}",
+                    self.target
+                );
+                let _ =
+                    p.tx.send(Inbound::Final(jsonrpc::error(
+                        Some(&p.client_id),
+                        jsonrpc::code::INTERNAL_ERROR,
+                        &message,
+                        None,
+                    )))
+                    .await;
             }
         }
     }
@@ -649,6 +673,49 @@ fn progress_token_of(params: &RawValue) -> Option<String> {
         .map(|t| t.get().to_string())
 }
 
+/// Every numeric top-level `id` of a JSON object without a `method`, read leniently
+/// (duplicate keys allowed): the requests a message the strict parser refused claims to
+/// answer. A message with a `method` is a request of the upstream's, whose ids are its own.
+fn ids_named(text: &str) -> Vec<u64> {
+    struct Ids(Vec<u64>);
+    impl<'de> serde::Deserialize<'de> for Ids {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Ids, D::Error> {
+            struct Visit;
+            impl<'de> serde::de::Visitor<'de> for Visit {
+                type Value = Ids;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> Result<Ids, A::Error> {
+                    let mut ids = Vec::new();
+                    let mut request = false;
+                    while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                        if key == "id" {
+                            if let Some(id) = map.next_value::<serde_json::Value>()?.as_u64() {
+                                ids.push(id);
+                            }
+                        } else {
+                            request |= key == "method";
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                    if request {
+                        ids.clear();
+                    }
+                    Ok(Ids(ids))
+                }
+            }
+            d.deserialize_map(Visit)
+        }
+    }
+    serde_json::from_str::<Ids>(text)
+        .map(|ids| ids.0)
+        .unwrap_or_default()
+}
+
 /// Reads a response body, refusing more than `max` bytes.
 async fn read_bounded(resp: reqwest::Response, max: usize) -> Result<Bytes, String> {
     let mut stream = resp.bytes_stream();
@@ -672,4 +739,27 @@ fn without_url(e: reqwest::Error) -> String {
         text.push_str(&source.to_string());
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ids_named;
+
+    #[test]
+    fn a_refused_answer_still_names_its_requests() {
+        assert_eq!(
+            ids_named(r#"{"jsonrpc":"2.0","id":4,"result":{"a":1,"a":2}}"#),
+            [4]
+        );
+        assert_eq!(
+            ids_named(r#"{"jsonrpc":"2.0","id":4,"id":5,"result":{}}"#),
+            [4, 5]
+        );
+        // A request of the upstream's: its id is not one of the gateway's.
+        assert!(
+            ids_named(r#"{"jsonrpc":"2.0","id":4,"method":"x","params":{"a":1,"a":2}}"#).is_empty()
+        );
+        assert!(ids_named("not json").is_empty());
+        assert!(ids_named(r#"{"id":"4"}"#).is_empty());
+    }
 }

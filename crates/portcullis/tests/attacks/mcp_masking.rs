@@ -428,6 +428,43 @@ async fn initialize_lists_and_completions_are_masked() {
     );
 }
 
+/// Item 14e: an upstream answer with duplicate keys was dropped, and the caller waited the
+/// whole request timeout (20 s here) for an answer that never came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_with_duplicate_keys_fails_at_once_and_says_why() {
+    let agent = api_key("mask-dupes", "agent", &["agents"]);
+    let gw = leaky_gateway(&agent);
+    let c = client();
+    let url = gw.url("billing");
+    // The first call starts the upstream: not part of what is timed.
+    modern(&c, &url, &agent.key, 1, "ping", json!({})).await;
+    let started = Instant::now();
+    let answer = modern(
+        &c,
+        &url,
+        &agent.key,
+        2,
+        "tools/call",
+        json!({"name": "dupes", "arguments": {}}),
+    )
+    .await;
+    let elapsed = started.elapsed();
+    let answer = answer.last().unwrap();
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "answered after {elapsed:?}: {answer}"
+    );
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("duplicate key") && message.contains("text"),
+        "the error names the problem: {answer}"
+    );
+    assert_no_secret("the error", &answer.to_string());
+    // Nothing else was broken: the next call works.
+    let answer = modern(&c, &url, &agent.key, 3, "ping", json!({})).await;
+    assert!(answer.last().unwrap()["result"].is_object(), "{answer:?}");
+}
+
 const EVERYTHING: &str = "@modelcontextprotocol/server-everything";
 
 /// Whether `npx` can start the reference server (it fetches it once into its cache).
