@@ -19,6 +19,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use portcullis_config::{Config, MaskProfile, MaskStyle};
 use portcullis_mask::{CustomDetector, Profile, ProfileSpec, Report, Style, Validator};
 use portcullis_model::{DataFinding, Identity};
@@ -242,6 +244,8 @@ impl MaskSet {
                     report,
                     &is_binary,
                 );
+                let mut path = "$.structuredContent".to_string();
+                mask_text_blobs(profile, &mut structured, &mut path, report);
                 result.insert("structuredContent".into(), structured);
             }
         }
@@ -254,6 +258,7 @@ impl MaskSet {
         for profile in &self.0 {
             let mut value = Value::Object(std::mem::take(error));
             profile.mask_json_keeping(&mut value, "$.error", report, &is_binary);
+            mask_text_blobs(profile, &mut value, &mut "$.error".to_string(), report);
             if let Value::Object(masked) = value {
                 *error = masked;
             }
@@ -283,6 +288,7 @@ impl MaskSet {
             // Positional params (an array): no protocol field to keep.
             for profile in &self.0 {
                 profile.mask_json_keeping(params, "$.params", report, &is_binary);
+                mask_text_blobs(profile, params, &mut "$.params".to_string(), report);
             }
         }
         if let Some(Value::Object(result)) = message.get_mut("result") {
@@ -313,6 +319,7 @@ fn mask_members(
     };
     let mut value = Value::Object(std::mem::take(object));
     profile.mask_json_keeping(&mut value, path, report, &is_binary);
+    mask_text_blobs(profile, &mut value, &mut path.to_string(), report);
     if let Value::Object(masked) = value {
         *object = masked;
     }
@@ -320,6 +327,72 @@ fn mask_members(
         meta.extend(kept_meta);
     }
     object.extend(kept);
+}
+
+/// A resource `blob` whose `mimeType` says it is text (`text/*`, JSON, XML, YAML, CSV) is
+/// text in base64: decoded, masked as text, encoded again. One that does not decode to UTF-8
+/// is bytes whatever its type claims, and is left as it is. A second pass, but one that
+/// scans no string: it only looks for such blobs, which are rare.
+fn mask_text_blobs(profile: &Profile, value: &mut Value, path: &mut String, report: &mut Report) {
+    let mark = path.len();
+    match value {
+        Value::Object(object) => {
+            if is_text_blob(object)
+                && let Some(Value::String(blob)) = object.get_mut("blob")
+                && let Ok(bytes) = STANDARD.decode(blob.as_bytes())
+                && let Ok(text) = String::from_utf8(bytes)
+            {
+                path.push_str(".blob");
+                if let Some(masked) = profile.mask_text(&text, path, report) {
+                    *blob = STANDARD.encode(masked);
+                }
+                path.truncate(mark);
+            }
+            for (key, item) in object.iter_mut() {
+                if item.is_object() || item.is_array() {
+                    path.push('.');
+                    path.push_str(key);
+                    mask_text_blobs(profile, item, path, report);
+                    path.truncate(mark);
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                if item.is_object() || item.is_array() {
+                    path.push_str(&format!("[{i}]"));
+                    mask_text_blobs(profile, item, path, report);
+                    path.truncate(mark);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn is_text_blob(object: &Map<String, Value>) -> bool {
+    let Some(mime) = object.get("mimeType").and_then(Value::as_str) else {
+        return false;
+    };
+    let mime = mime
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    object.get("blob").is_some_and(Value::is_string)
+        && (mime.starts_with("text/")
+            || mime.ends_with("+json")
+            || mime.ends_with("+xml")
+            || matches!(
+                mime.as_str(),
+                "application/json"
+                    | "application/xml"
+                    | "application/yaml"
+                    | "application/x-yaml"
+                    | "application/csv"
+                    | "application/javascript"
+            ))
 }
 
 fn take_protocol_fields(object: &mut Map<String, Value>) -> Vec<(String, Value)> {
@@ -331,8 +404,8 @@ fn take_protocol_fields(object: &mut Map<String, Value>) -> Vec<(String, Value)>
 
 /// Base64 bytes, which masking would corrupt: a resource's `blob` and the `data` of image
 /// and audio content, when they hold nothing but the base64 alphabet (text put there is
-/// masked like any other). Bytes are not scanned: a secret inside base64 (a `text/plain`
-/// blob) passes as it is, a limit written in docs/security.md.
+/// masked like any other). A blob whose `mimeType` says it is text is masked by
+/// [`mask_text_blobs`]; other bytes are not scanned (a limit written in docs/security.md).
 fn is_binary(object: &Map<String, Value>, key: &str) -> bool {
     let shaped = match key {
         "blob" => object.contains_key("uri"),
@@ -505,6 +578,27 @@ mod tests {
                 .as_deref(),
             Some("not json")
         );
+    }
+
+    #[test]
+    fn a_text_blob_is_masked_as_text_and_other_bytes_are_not() {
+        let text_blob = STANDARD.encode("owner,ada@example.com\n");
+        let png = STANDARD.encode([0x89, b'P', b'N', b'G', 0xff, 0x00]);
+        let (result, found) = masked(
+            "default",
+            json!({"contents": [
+                {"uri": "file:///owners.csv", "mimeType": "text/csv; charset=utf-8", "blob": text_blob},
+                {"uri": "file:///logo.png", "mimeType": "image/png", "blob": png},
+                {"uri": "file:///odd.txt", "mimeType": "text/plain", "blob": png}
+            ]}),
+        );
+        let decoded = STANDARD
+            .decode(result["contents"][0]["blob"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(String::from_utf8(decoded).unwrap(), "owner,[EMAIL]\n");
+        assert_eq!(result["contents"][1]["blob"], png.as_str());
+        assert_eq!(result["contents"][2]["blob"], png.as_str());
+        assert_eq!(found, [("email".into(), "$.contents[0].blob".into())]);
     }
 
     #[test]

@@ -25,7 +25,7 @@ const LEGACY: &str = "2025-11-25";
 /// resource notifications, a sampling request, content items of every shape; and answers
 /// the tool `dupes` with duplicate keys.
 const LEAKY_SERVER: &str = r#"
-import json, sys
+import base64, json, sys
 EMAIL = "ada.lovelace@example.com"
 CARD = "4111 1111 1111 1111"
 CLOUD_KEY = "AKIAIOSFODNN7EXAMPLE"
@@ -86,7 +86,9 @@ while True:
                 {"text": "no type: " + EMAIL},
                 {"type": "novel", "text": ["as an array: " + EMAIL]},
                 {"type": "resource", "resource": {"uri": "users://" + EMAIL + "/card", "mimeType": "text/plain", "text": "on file"}},
-                {"type": "image", "data": "iVBORw0KGgoAAAANSUhEUg==", "mimeType": "image/png"}],
+                {"type": "image", "data": "iVBORw0KGgoAAAANSUhEUg==", "mimeType": "image/png"},
+                {"type": "resource", "resource": {"uri": "file:///owners.csv", "mimeType": "text/csv",
+                 "blob": base64.b64encode(("owner," + EMAIL).encode()).decode()}}],
                 "_meta": {"owner": EMAIL}})
         elif name == "dupes":
             sys.stdout.write('{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"masked?","text":"%s"}]}}\n' % (json.dumps(i), EMAIL))
@@ -350,7 +352,8 @@ async fn progress_is_masked_but_its_token_comes_back_as_sent() {
 
 /// Item 5: only `type: "text"` items and `structuredContent` were masked; a resource link's
 /// name, title, description and URI, `_meta`, `annotations`, unknown keys, items of another
-/// or no type, `text` given as an array and an embedded resource's URI came back raw.
+/// or no type, `text` given as an array, an embedded resource's URI, and text sent as a
+/// base64 blob of a text type came back raw.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_content_shape_of_a_tool_result_is_masked() {
     let agent = api_key("mask-shapes", "agent", &["agents"]);
@@ -384,6 +387,12 @@ async fn every_content_shape_of_a_tool_result_is_masked() {
     );
     // Base64 bytes are left alone: masking would corrupt them.
     assert_eq!(content[5]["data"], "iVBORw0KGgoAAAANSUhEUg==");
+    // But a blob whose type says it is text is text.
+    use base64::Engine as _;
+    let blob = base64::engine::general_purpose::STANDARD
+        .decode(content[6]["resource"]["blob"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(String::from_utf8(blob).unwrap(), "owner,[EMAIL]");
 }
 
 /// Item 6 (masking): results of methods policy does not decide were never masked:
