@@ -960,7 +960,9 @@ impl Gateway {
                         Forward::Upstream(exchange) => {
                             Forward::Upstream(Exchange { mask, ..exchange })
                         }
-                        Forward::Local(answer) => Forward::Local(mask_local(&mask, answer)),
+                        Forward::Local(answer) => {
+                            Forward::Local(mask_local(&mask, answer, &mut ev))
+                        }
                     }),
             },
             Err(refused) => Err(refused),
@@ -1321,7 +1323,7 @@ impl Gateway {
             }
             Ok(Forward::Local(answer)) => {
                 ev.outcome = Outcome::Success;
-                let answer = mask_local(&mask, answer);
+                let answer = mask_local(&mask, answer, &mut ev);
                 self.release(ev, answer, &client_id, started, &tx).await;
             }
             Err(refused) => self.refuse(ev, refused, &client_id, started, &tx).await,
@@ -1944,19 +1946,25 @@ fn raw(value: &Value) -> Box<RawValue> {
 }
 
 /// An answer the gateway made itself (from what the upstream told it, such as discovery's
-/// instructions) is masked like an upstream's; one that cannot be read is not released.
-fn mask_local(mask: &MaskSet, answer: String) -> String {
+/// instructions) is masked like an upstream's, and the event says what was masked; one that
+/// cannot be read is not released.
+fn mask_local(mask: &MaskSet, answer: String, ev: &mut AuditEvent) -> String {
+    if mask.is_empty() {
+        return answer;
+    }
     let id = serde_json::from_str::<Value>(&answer)
         .ok()
         .map(|v| v["id"].to_string())
         .unwrap_or_else(|| "null".into());
-    mask.mask_message(answer, &mut Report::default())
-        .unwrap_or_else(|| {
-            jsonrpc::error(
-                Some(&id),
-                code::INTERNAL_ERROR,
-                "the gateway could not read its own answer to mask it",
-                None,
-            )
-        })
+    let mut masked = Report::default();
+    let answer = mask.mask_message(answer, &mut masked);
+    ev.masked = masking::summary(&masked);
+    answer.unwrap_or_else(|| {
+        jsonrpc::error(
+            Some(&id),
+            code::INTERNAL_ERROR,
+            "the gateway could not read its own answer to mask it",
+            None,
+        )
+    })
 }

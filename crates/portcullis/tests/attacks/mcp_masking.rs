@@ -426,7 +426,14 @@ async fn initialize_lists_and_completions_are_masked() {
         assert!(answer["result"].is_object(), "{method}: {answer}");
         assert_no_secret(method, &answer.to_string());
     }
-    // The same through the stateless era, and the tool stays callable by its name.
+    // The same through the stateless era: discovery, which the gateway answers from what
+    // the upstream said in its `initialize`, and the tool list (the tool keeps its name).
+    let discover = modern(&c, &url, &agent.key, 8, "server/discover", json!({})).await;
+    let discover = discover.last().unwrap();
+    assert_eq!(
+        discover["result"]["instructions"], "Escalations go to [EMAIL]",
+        "{discover}"
+    );
     let list = modern(&c, &url, &agent.key, 9, "tools/list", json!({})).await;
     let tools = &list.last().unwrap()["result"]["tools"];
     assert_eq!(tools[0]["name"], "shapes", "{tools}");
@@ -434,6 +441,18 @@ async fn initialize_lists_and_completions_are_masked() {
     assert_eq!(
         tools[0]["inputSchema"]["properties"]["to"]["default"],
         "[EMAIL]"
+    );
+    let events = gw.events();
+    assert_no_secret("the audit log", &serde_json::to_string(&events).unwrap());
+    let discovered = events
+        .iter()
+        .find(|e| e["type"] == "request" && e["action"] == "server/discover")
+        .unwrap();
+    assert!(
+        discovered["masked"]
+            .to_string()
+            .contains("\"$.instructions\""),
+        "the event says what was masked: {discovered}"
     );
 }
 
