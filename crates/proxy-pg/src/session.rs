@@ -259,6 +259,12 @@ pub(crate) struct Session {
     /// yet: what the client sends until then is skipped here too (never forwarded, so it
     /// owes no answer).
     skipping: bool,
+    /// A `ddl` statement went through this session: the schema may hold functions the
+    /// catalog look-up cannot see yet (see [`crate::catalog`]).
+    schema_changed: bool,
+    /// The profile of the latest masked statement: asynchronous messages that come between
+    /// statements (notifications, notices) are masked with it.
+    last_mask: Option<Arc<Profile>>,
     ended: Option<String>,
 }
 
@@ -301,6 +307,8 @@ impl Session {
             deferred: None,
             copy_in: false,
             skipping: false,
+            schema_changed: false,
+            last_mask: None,
             ended: None,
         }
     }
@@ -824,7 +832,14 @@ impl Session {
         defer_hold: bool,
     ) -> Result<Arc<Admitted>, Refusal> {
         let proxy = self.proxy.clone();
-        let statement = &classified.statement;
+        let with_flags;
+        let statement = match self.flag_functions(&classified).await? {
+            None => &classified.statement,
+            Some(flagged) => {
+                with_flags = flagged;
+                &with_flags
+            }
+        };
         let grants = if proxy.approvals.any_grants() {
             proxy.approvals.active_grants(&self.identity, &proxy.target)
         } else {
@@ -917,6 +932,9 @@ impl Session {
                         .await;
                     return Err(self.policy_refusal(&verdict, message));
                 }
+                if mask.is_some() {
+                    self.last_mask = mask.clone();
+                }
                 Ok(Arc::new(Admitted {
                     classified,
                     verdict,
@@ -949,6 +967,48 @@ impl Session {
                 self.hold(classified, verdict, requirement, text, &[]).await
             }
         }
+    }
+
+    /// The statement with the functions it calls that the server's catalog flags (see
+    /// [`crate::catalog`]); `None` when none is. Checked on every statement, cached
+    /// classification or not. A statement that changes the schema empties the catalog
+    /// cache, before it runs and again once decided. A catalog that cannot be read refuses
+    /// the statement.
+    async fn flag_functions(
+        &mut self,
+        classified: &Classified,
+    ) -> Result<Option<SqlStatement>, Refusal> {
+        let statement = &classified.statement;
+        if statement.performs("ddl") {
+            self.schema_changed = true;
+            self.proxy.catalog.forget();
+        }
+        let flagged = match self
+            .proxy
+            .catalog
+            .flag(&self.proxy.upstream, statement, self.schema_changed)
+            .await
+        {
+            Ok(flagged) => flagged,
+            Err(e) => {
+                tracing::warn!(target = %self.proxy.target, "{e}");
+                let message = format!(
+                    "portcullis: {} calls functions the gateway must look up in the server's catalog, and {e}; refused until it can be read",
+                    describe(statement)
+                );
+                self.record_refusal_now("function-catalog", None, &message)
+                    .await;
+                return Err(Refusal {
+                    code: wire::SYSTEM_ERROR,
+                    message,
+                    hint: None,
+                });
+            }
+        };
+        Ok((!flagged.is_empty()).then(|| SqlStatement {
+            flagged_functions: flagged,
+            ..statement.clone()
+        }))
     }
 
     fn policy_refusal(&self, verdict: &Verdict, message: String) -> Refusal {
@@ -1125,7 +1185,7 @@ impl Session {
         match frame.tag {
             // Asynchronous: any time.
             b'N' | b'A' => {
-                frame.write_to(&mut self.to_client);
+                self.asynchronous(frame).write_to(&mut self.to_client);
                 return Flow::Continue;
             }
             b'S' => {
@@ -1230,6 +1290,43 @@ impl Session {
             _ => frame.write_to(&mut self.to_client),
         }
         Flow::Continue
+    }
+
+    /// A NoticeResponse or NotificationResponse, masked like rows (issue 13 item 10): a
+    /// function the statement calls can `RAISE NOTICE` or `pg_notify` any value it reads.
+    /// The profile is the running statement's; for a notification between statements, the
+    /// latest masked statement's. The detectors mask what they find; a profile that names columns masks
+    /// the texts whole, since the gateway cannot tell which part of a text came from a named
+    /// column. Under no mask the message passes as it is.
+    fn asynchronous(&mut self, frame: Frame) -> Frame {
+        let (profile, report) = match self.current_run() {
+            Some(run) if run.admitted.mask.is_some() => {
+                (run.admitted.mask.clone(), Some(&mut run.report))
+            }
+            // A notice comes while a statement runs; between statements only a notification
+            // (from another session's NOTIFY) is expected.
+            _ if frame.tag == b'A' => (self.last_mask.clone(), None),
+            _ => (None, None),
+        };
+        let Some(profile) = profile else {
+            return frame;
+        };
+        let mut scratch = Report::default();
+        let report = report.unwrap_or(&mut scratch);
+        let mut mask = |text: &str, path: &str| {
+            if text.is_empty() {
+                None
+            } else if profile.names_columns() {
+                Some(profile.mask_whole(text, path, report))
+            } else {
+                profile.mask_text(text, path, report)
+            }
+        };
+        let rewritten = match frame.tag {
+            b'N' => wire::rewrite_notice(&frame, |t| mask(t, "notice")),
+            _ => wire::rewrite_notification(&frame, |t| mask(t, "notification")),
+        };
+        rewritten.unwrap_or(frame)
     }
 
     /// ParseComplete, BindComplete, CloseComplete: what the message made is now so.

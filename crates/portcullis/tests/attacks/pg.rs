@@ -1,3 +1,322 @@
 //! Attacks on the PostgreSQL adapter: functions that write under a read-only rule, functions
 //! that expose other sessions, predicate oracles on masked columns, asynchronous messages
 //! carrying unmasked values, detector-only masks defeated by transformations.
+
+// ------------------------------------------------------- functions, notices (items 4, 10)
+//
+// Engineer C's block (issue 13 items 4, 10, 14b): functions judged by the server's catalog,
+// privileged functions that show other sessions or the schema, asynchronous messages masked.
+
+use std::process::{Command, Stdio};
+
+use crate::common::*;
+use crate::pg_support::*;
+
+/// Customers, and functions an attacker would call through a read-only rule.
+const FUNCTIONS_SETUP: &str = "
+CREATE TABLE customers (id int PRIMARY KEY, name text, email text, account_number text);
+INSERT INTO customers VALUES
+    (1, 'Ada Lovelace', 'ada@example.com', 'DE89370400440532013000'),
+    (2, 'Alan Turing', 'alan@example.org', 'GB29NWBK60161331926819');
+CREATE FUNCTION bump() RETURNS int LANGUAGE plpgsql AS
+    $$ BEGIN DELETE FROM customers WHERE id = 2; RETURN 1; END $$;
+CREATE FUNCTION tell(who int) RETURNS int LANGUAGE plpgsql AS $$
+DECLARE r record;
+BEGIN
+    SELECT email, account_number INTO r FROM customers WHERE id = who;
+    RAISE NOTICE 'customer % has account %', r.email, r.account_number;
+    RETURN who;
+END $$;
+CREATE SEQUENCE tickets;
+CREATE VIEW mailing AS SELECT name, email FROM customers WHERE email LIKE '%.org';
+";
+
+const PII: &str = r#"
+[masks.pii]
+detectors = ["email"]
+columns = ["account_number"]
+style = "partial"
+styles = { email = "redact" }
+"#;
+
+/// One identity that may only read customers (masked), and a rule refusing NOTIFY.
+fn read_only_rules(target: &str) -> String {
+    format!(
+        r#"
+[[rules]]
+name = "agent reads customers"
+who.subjects = ["reader"]
+target = "{target}"
+allow.statements = ["select"]
+allow.tables = ["customers"]
+mask = "pii"
+
+[[rules]]
+name = "no notifications"
+target = "{target}"
+deny.statements = ["notify"]
+reason = "agents do not signal other sessions"
+{PII}"#
+    )
+}
+
+async fn remaining_customers(db: &Db) -> i64 {
+    db.as_super()
+        .await
+        .query_one("SELECT count(*) FROM customers", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn a_user_defined_function_that_deletes_does_not_run_under_a_select_only_rule() {
+    let db = Db::new(FUNCTIONS_SETUP).await;
+    let reader = api_key("reader", "agent", &[]);
+    let (_gw, port) = db.gateway("crm", &[&reader], &read_only_rules("crm"));
+    let client = through(port, &reader, "reader", "crm").await;
+
+    // Twice, and in another shape with inlined values: a cached classification must not
+    // skip the catalog check.
+    for sql in [
+        "select bump() from customers",
+        "select bump() from customers",
+        "select bump() from customers where id = 1",
+        "select bump() from customers where id = 2",
+        "select public.bump() from customers",
+        "select * from customers where id = bump()",
+    ] {
+        let e = client.simple_query(sql).await.unwrap_err();
+        assert_eq!(sqlstate(&e), "42501", "{sql}: {e:?}");
+        let m = message(&e);
+        assert!(
+            m.contains("bump") && m.contains("user-defined"),
+            "{sql}: {m}"
+        );
+    }
+    assert_eq!(remaining_customers(&db).await, 2, "bump() ran");
+
+    // A volatile built-in that writes (a sequence) needs naming too; built-ins that only
+    // compute, and harmless volatile ones, still pass.
+    let e = client
+        .simple_query("select nextval('tickets') from customers")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501", "{e:?}");
+    assert!(message(&e).contains("volatile"), "{}", message(&e));
+    client
+        .simple_query("select lower(name), random(), now(), count(*) over () from customers")
+        .await
+        .unwrap();
+    client
+        .query("select upper(name) from customers where id = $1", &[&1i32])
+        .await
+        .unwrap();
+    // The extended protocol is checked the same way.
+    let e = client.prepare("select bump()").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "42501", "{e:?}");
+    assert_eq!(remaining_customers(&db).await, 2, "bump() ran");
+}
+
+#[tokio::test]
+async fn a_function_runs_only_when_a_rule_names_it() {
+    let db = Db::new(FUNCTIONS_SETUP).await;
+    let ops = api_key("ops", "agent", &[]);
+    let rules = r#"
+[[rules]]
+name = "ops may bump"
+who.subjects = ["ops"]
+target = "crm"
+allow.statements = ["select"]
+allow.tables = ["customers"]
+allow.functions = ["bump"]
+"#;
+    let (_gw, port) = db.gateway("crm", &[&ops], rules);
+    let client = through(port, &ops, "ops", "crm").await;
+    client
+        .simple_query("select bump() from customers where id = 1")
+        .await
+        .unwrap();
+    assert_eq!(remaining_customers(&db).await, 1);
+    // A function the catalog does not know (temporary, created in this transaction, or a
+    // typo): the gateway cannot tell what it does, so it is refused.
+    let e = client
+        .simple_query("select public.unknown_fn() from customers")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501", "{e:?}");
+    assert!(message(&e).contains("not found"), "{}", message(&e));
+}
+
+#[tokio::test]
+async fn pg_notify_is_decided_as_notify() {
+    let db = Db::new(FUNCTIONS_SETUP).await;
+    let reader = api_key("reader", "agent", &[]);
+    let (_gw, port) = db.gateway("crm", &[&reader], &read_only_rules("crm"));
+    let client = through(port, &reader, "reader", "crm").await;
+    let e = client.simple_query("NOTIFY jobs, 'x'").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "42501", "{e:?}");
+    for sql in [
+        "select pg_notify('jobs', 'x')",
+        "select pg_catalog.pg_notify('jobs', name) from customers",
+    ] {
+        let e = client.simple_query(sql).await.unwrap_err();
+        assert_eq!(sqlstate(&e), "42501", "{sql}: {e:?}");
+        assert!(
+            message(&e).contains("no notifications"),
+            "{sql}: {}",
+            message(&e)
+        );
+    }
+    // current_setting reads what SHOW reads, custom secrets included.
+    let e = client
+        .simple_query("select current_setting('app.jwt_secret', true)")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501", "{e:?}");
+}
+
+#[tokio::test]
+async fn pg_stat_get_activity_does_not_show_other_sessions_statements() {
+    let db = Db::new(FUNCTIONS_SETUP).await;
+    // A gateway role that monitors the server (pg_monitor, pg_read_all_stats) is common.
+    db.as_super()
+        .await
+        .batch_execute(&format!("GRANT pg_read_all_stats TO {}", db.role))
+        .await
+        .unwrap();
+    let reader = api_key("reader", "agent", &[]);
+    let (_gw, port) = db.gateway("crm", &[&reader], &read_only_rules("crm"));
+    let client = through(port, &reader, "reader", "crm").await;
+    // Another session's statement, with a literal in it, is running.
+    let other = db.as_super().await;
+    let running = tokio::spawn(async move {
+        other
+            .simple_query("select 'hunter2-secret' as pw, pg_sleep(3)")
+            .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    for sql in [
+        "select query from pg_stat_get_activity(null)",
+        "select pg_stat_get_backend_activity(s) from pg_stat_get_backend_idset() s",
+        "select * from pg_catalog.pg_stat_get_activity(null::int)",
+    ] {
+        let e = client.simple_query(sql).await.unwrap_err();
+        assert_eq!(sqlstate(&e), "42501", "{sql}: {e:?}");
+        assert!(message(&e).contains("privileged"), "{sql}: {}", message(&e));
+    }
+    running.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn an_unreadable_function_catalog_refuses_statements_that_call_functions() {
+    let db = Db::new(FUNCTIONS_SETUP).await;
+    // The gateway's role loses the right to read pg_proc (in this database only).
+    db.as_super()
+        .await
+        .batch_execute("REVOKE SELECT ON pg_catalog.pg_proc FROM PUBLIC")
+        .await
+        .unwrap();
+    let reader = api_key("reader", "agent", &[]);
+    let (_gw, port) = db.gateway("crm", &[&reader], &read_only_rules("crm"));
+    let client = through(port, &reader, "reader", "crm").await;
+    let e = client
+        .simple_query("select lower(name) from customers")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "58000", "{e:?}");
+    assert!(
+        message(&e).contains("function catalog could not be read"),
+        "{}",
+        message(&e)
+    );
+    // Statements without functions need no look-up.
+    client
+        .simple_query("select id from customers")
+        .await
+        .unwrap();
+}
+
+/// psql through the gateway; (success, stdout, stderr).
+fn psql_through(port: u16, user: &str, key: &str, db: &str, sql: &str) -> (bool, String, String) {
+    let out = Command::new("psql")
+        .args(["-X", "-A", "-t", "-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-U", user, "-d", db, "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .env("PGPASSWORD", key)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn raise_notice_from_a_function_is_masked_like_rows() {
+    let db = Db::new(FUNCTIONS_SETUP).await;
+    let reader = api_key("reader", "agent", &[]);
+    let detectors_only = api_key("scanner", "agent", &[]);
+    let rules = r#"
+[[rules]]
+name = "reader may call tell, masked"
+who.subjects = ["reader"]
+target = "crm"
+allow.statements = ["select"]
+allow.tables = ["customers"]
+allow.functions = ["tell"]
+mask = "pii"
+
+[[rules]]
+name = "scanner may call tell, detectors only"
+who.subjects = ["scanner"]
+target = "crm"
+allow.statements = ["select"]
+allow.functions = ["tell"]
+mask = "emails"
+
+[masks.emails]
+detectors = ["email"]
+"#;
+    let (_gw, port) = db.gateway("crm", &[&reader, &detectors_only], &format!("{rules}{PII}"));
+    let (ok, out, err) = psql_through(port, "reader", &reader.key, "crm", "select tell(1)");
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("NOTICE"),
+        "the notice should still arrive: {err}"
+    );
+    assert!(!err.contains("ada@example.com"), "{err}");
+    assert!(!err.contains("DE8937040044"), "{err}");
+    assert_eq!(out.trim(), "1");
+    // Under a profile of detectors only, what they find is masked and the rest stays.
+    let (ok, _, err) = psql_through(
+        port,
+        "scanner",
+        &detectors_only.key,
+        "crm",
+        "select tell(2)",
+    );
+    assert!(ok, "{err}");
+    assert!(err.contains("customer [EMAIL] has account"), "{err}");
+    assert!(!err.contains("alan@example.org"), "{err}");
+}
+
+#[tokio::test]
+async fn schema_definitions_are_refused_to_an_identity_that_reads_one_table() {
+    let db = Db::new(FUNCTIONS_SETUP).await;
+    let reader = api_key("reader", "agent", &[]);
+    let (_gw, port) = db.gateway("crm", &[&reader], &read_only_rules("crm"));
+    let client = through(port, &reader, "reader", "crm").await;
+    for sql in [
+        "select pg_get_functiondef('bump'::regproc)",
+        "select pg_get_viewdef('mailing'::regclass)",
+        "select pg_catalog.pg_get_viewdef('mailing', true)",
+        "select pg_get_function_arguments('tell'::regproc)",
+    ] {
+        let e = client.simple_query(sql).await.unwrap_err();
+        assert_eq!(sqlstate(&e), "42501", "{sql}: {e:?}");
+        assert!(message(&e).contains("privileged"), "{sql}: {}", message(&e));
+    }
+}
