@@ -320,3 +320,55 @@ async fn schema_definitions_are_refused_to_an_identity_that_reads_one_table() {
         assert!(message(&e).contains("privileged"), "{sql}: {}", message(&e));
     }
 }
+
+#[tokio::test]
+async fn notification_payloads_are_masked_for_a_masked_listener() {
+    let db = Db::new(FUNCTIONS_SETUP).await;
+    let reader = api_key("reader", "agent", &[]);
+    let rules = r#"
+[[rules]]
+name = "reader listens, masked"
+who.subjects = ["reader"]
+target = "crm"
+allow.statements = ["select", "listen"]
+allow.tables = ["customers"]
+mask = "emails"
+
+[masks.emails]
+detectors = ["email"]
+"#;
+    let (_gw, port) = db.gateway("crm", &[&reader], rules);
+    let (listener, mut connection) = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={port} user=reader password={} dbname=crm",
+            reader.key
+        ),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(m) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            match m {
+                Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                    let _ = tx.send(n.payload().to_string());
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    });
+    listener.batch_execute("LISTEN jobs").await.unwrap();
+    // Another session (here the server's superuser) sends what it read.
+    db.as_super()
+        .await
+        .batch_execute("NOTIFY jobs, 'row 1: ada@example.com'")
+        .await
+        .unwrap();
+    let payload = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv())
+        .await
+        .expect("no notification arrived")
+        .unwrap();
+    assert_eq!(payload, "row 1: [EMAIL]");
+}
