@@ -170,6 +170,43 @@ enum ColumnPlan {
     },
     /// Masked whole.
     Whole,
+    /// A json or jsonb column masked whole: the masked text as a JSON string, so the client
+    /// still decodes JSON (`skip` leading bytes kept: jsonb's binary version byte).
+    Json {
+        skip: usize,
+    },
+    /// An array column masked whole: NULL, the one value every array decoder reads in both
+    /// formats (a masked text is not an array; masking each element would have to parse
+    /// every element type's format).
+    Null,
+}
+
+/// json and jsonb.
+const JSON: u32 = 114;
+const JSONB: u32 = 3802;
+
+/// The array types of the built-in types (`pg_type.typarray` for OIDs below 16384): bool,
+/// bytea, char, name, int2, int2vector, int4, regproc, text, tid, xid, cid, oidvector,
+/// bpchar, varchar, int8, point, lseg, path, box, float4, float8, polygon, oid, aclitem,
+/// macaddr, inet, cidr, timestamp, date, time, timestamptz, interval, numeric, timetz, bit,
+/// varbit, uuid, json, jsonb, xml, money, tsvector, tsquery, macaddr8, regclass, regtype.
+const ARRAY_TYPES: &[u32] = &[
+    1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 1015, 1016,
+    1017, 1018, 1019, 1020, 1021, 1022, 1027, 1028, 1034, 1040, 1041, 651, 1115, 1182, 1183, 1185,
+    1187, 1231, 1270, 1561, 1563, 2951, 199, 3807, 143, 791, 3643, 3645, 775, 2210, 2211,
+];
+
+/// How a column the profile names is masked whole so that the client still decodes a value
+/// of its type (issue 13 item 14b); `None`: the gateway cannot in this format.
+fn whole_plan(type_oid: u32, format: i16) -> Option<ColumnPlan> {
+    match (type_oid, format) {
+        (JSON, _) | (JSONB, 0) => Some(ColumnPlan::Json { skip: 0 }),
+        (JSONB, _) => Some(ColumnPlan::Json { skip: 1 }),
+        (oid, _) if ARRAY_TYPES.contains(&oid) => Some(ColumnPlan::Null),
+        (_, 0) => Some(ColumnPlan::Whole),
+        (oid, _) if text_like(oid) == Some(0) => Some(ColumnPlan::Whole),
+        _ => None,
+    }
 }
 
 /// Types whose binary form is their text (UTF-8), so detectors can read it.
@@ -205,9 +242,8 @@ fn plan_columns(
             let named =
                 profile.masks_column(&c.name) || (derived && !outputs.plain(&c.name));
             match (c.format, named, text_like(c.type_oid)) {
-                (0, true, _) => Ok(ColumnPlan::Whole),
+                (_, true, _) if let Some(plan) = whole_plan(c.type_oid, c.format) => Ok(plan),
                 (0, false, _) => Ok(ColumnPlan::Scan { skip: 0 }),
-                (_, true, Some(0)) => Ok(ColumnPlan::Whole),
                 (_, true, _) => Err(format!(
                     "column \"{}\" must be masked (it is, or may carry, a column the masking profile names), but the client asked for it in binary format, which the gateway cannot mask; request text format for it",
                     c.name
@@ -1484,6 +1520,22 @@ impl Session {
                     Ok(text) => Some(profile.mask_whole(text, &path, &mut run.report)),
                     Err(_) => Some(profile.mask_whole("binary", &path, &mut run.report)),
                 },
+                ColumnPlan::Json { skip } => {
+                    let body = bytes.get(skip..).unwrap_or_default();
+                    let text = std::str::from_utf8(body).unwrap_or("binary");
+                    let masked = profile.mask_whole(text, &path, &mut run.report);
+                    let mut out =
+                        String::from_utf8_lossy(&bytes[..skip.min(bytes.len())]).into_owned();
+                    out.push_str(&serde_json::Value::String(masked).to_string());
+                    Some(out)
+                }
+                ColumnPlan::Null => {
+                    // Reported as masked like any other whole value.
+                    profile.mask_whole("array", &path, &mut run.report);
+                    *value = None;
+                    changed = true;
+                    None
+                }
                 ColumnPlan::Scan { skip } => {
                     let body = bytes.get(skip..).unwrap_or_default();
                     match std::str::from_utf8(body) {

@@ -372,3 +372,92 @@ detectors = ["email"]
         .unwrap();
     assert_eq!(payload, "row 1: [EMAIL]");
 }
+
+// ------------------------------------------------ masked json and arrays stay valid (14b)
+
+/// A value's bytes as the server sent them, whatever its type (binary format).
+struct RawValue(Vec<u8>);
+
+impl<'a> tokio_postgres::types::FromSql<'a> for RawValue {
+    fn from_sql(
+        _: &tokio_postgres::types::Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(RawValue(raw.to_vec()))
+    }
+
+    fn accepts(_: &tokio_postgres::types::Type) -> bool {
+        true
+    }
+}
+
+#[tokio::test]
+async fn masked_json_and_array_columns_stay_valid_values_of_their_type() {
+    let db = Db::new(
+        "CREATE TABLE profiles (id int, prefs jsonb, extra json, tags text[], codes int[]);
+         INSERT INTO profiles VALUES (1, '{\"iban\": \"DE89370400440532013000\"}',
+             '{\"pin\": 4711}', '{ada@example.com,vip}', '{4711,42}');",
+    )
+    .await;
+    let reader = api_key("reader", "agent", &[]);
+    let rules = r#"
+[[rules]]
+name = "reader reads profiles, masked"
+who.subjects = ["reader"]
+target = "crm"
+allow.statements = ["select"]
+allow.tables = ["profiles"]
+mask = "profile"
+
+[masks.profile]
+detectors = ["email"]
+columns = ["prefs", "extra", "tags", "codes"]
+"#;
+    let (_gw, port) = db.gateway("crm", &[&reader], rules);
+    let client = through(port, &reader, "reader", "crm").await;
+
+    // Text format (simple protocol): JSON columns hold a JSON value, arrays are NULL.
+    let rows = client
+        .simple_query("select prefs, extra, tags, codes from profiles")
+        .await
+        .unwrap();
+    let row = rows
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        })
+        .expect("a row");
+    for column in ["prefs", "extra"] {
+        let text = row.get(column).expect("masked, not NULL");
+        let value: serde_json::Value = serde_json::from_str(text)
+            .unwrap_or_else(|e| panic!("{column} is not JSON: {text:?}: {e}"));
+        assert!(value.is_string(), "{column}: {value}");
+        assert!(
+            !text.contains("DE8937040044") && !text.contains("4711"),
+            "{text}"
+        );
+    }
+    assert_eq!(row.get("tags"), None);
+    assert_eq!(row.get("codes"), None);
+
+    // Binary format (tokio-postgres asks for it): the same values, decodable.
+    let row = client
+        .query_one(
+            "select prefs, extra, tags, codes from profiles where id = $1",
+            &[&1i32],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let prefs: RawValue = row.get("prefs");
+    assert_eq!(prefs.0.first(), Some(&1), "jsonb's version byte");
+    let value: serde_json::Value = serde_json::from_slice(&prefs.0[1..]).unwrap();
+    assert!(value.is_string(), "{value}");
+    let extra: RawValue = row.get("extra");
+    let value: serde_json::Value = serde_json::from_slice(&extra.0).unwrap();
+    assert!(value.is_string(), "{value}");
+    let tags: Option<Vec<String>> = row.get("tags");
+    assert_eq!(tags, None);
+    let codes: Option<Vec<i32>> = row.get("codes");
+    assert_eq!(codes, None);
+}
