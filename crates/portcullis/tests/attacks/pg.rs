@@ -461,3 +461,51 @@ columns = ["prefs", "extra", "tags", "codes"]
     let codes: Option<Vec<i32>> = row.get("codes");
     assert_eq!(codes, None);
 }
+
+#[tokio::test]
+async fn a_function_created_in_an_open_transaction_cannot_shadow_a_built_in() {
+    let db = Db::new(FUNCTIONS_SETUP).await;
+    let dev = api_key("dev", "agent", &[]);
+    // May change the schema and read, never delete.
+    let rules = r#"
+[[rules]]
+name = "dev builds and reads"
+who.subjects = ["dev"]
+target = "crm"
+allow.statements = ["select", "ddl", "transaction"]
+
+[[rules]]
+name = "no deletes"
+target = "crm"
+deny.statements = ["delete"]
+"#;
+    let (_gw, port) = db.gateway("crm", &[&dev], rules);
+    let client = through(port, &dev, "dev", "crm").await;
+    client
+        .simple_query("select lower(name) from customers")
+        .await
+        .unwrap();
+    // An overload of lower() that deletes, uncommitted: the gateway's catalog connection
+    // cannot see it, and lower(1) would pick it.
+    client
+        .batch_execute(
+            "BEGIN; CREATE FUNCTION public.lower(int) RETURNS int LANGUAGE sql AS
+             'DELETE FROM customers RETURNING 1';",
+        )
+        .await
+        .unwrap();
+    let e = client.simple_query("select lower(1)").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "42501", "{e:?}");
+    assert!(
+        message(&e).contains("changed the schema"),
+        "{}",
+        message(&e)
+    );
+    client.batch_execute("ROLLBACK").await.unwrap();
+    // Qualified with pg_catalog, a built-in is still callable in such a session.
+    client
+        .simple_query("select pg_catalog.lower(name) from customers")
+        .await
+        .unwrap();
+    assert_eq!(remaining_customers(&db).await, 2);
+}
