@@ -168,6 +168,11 @@ enum ColumnPlan {
     Scan {
         skip: usize,
     },
+    /// A json or jsonb value scanned as JSON (`Profile::mask_json`): a match in a number
+    /// becomes a string, so the result is still JSON (`skip`: as for `Scan`).
+    ScanJson {
+        skip: usize,
+    },
     /// Masked whole.
     Whole,
     /// A json or jsonb column masked whole: the masked text as a JSON string, so the client
@@ -243,11 +248,17 @@ fn plan_columns(
                 profile.masks_column(&c.name) || (derived && !outputs.plain(&c.name));
             match (c.format, named, text_like(c.type_oid)) {
                 (_, true, _) if let Some(plan) = whole_plan(c.type_oid, c.format) => Ok(plan),
+                (0, false, _) if matches!(c.type_oid, JSON | JSONB) => {
+                    Ok(ColumnPlan::ScanJson { skip: 0 })
+                }
                 (0, false, _) => Ok(ColumnPlan::Scan { skip: 0 }),
                 (_, true, _) => Err(format!(
                     "column \"{}\" must be masked (it is, or may carry, a column the masking profile names), but the client asked for it in binary format, which the gateway cannot mask; request text format for it",
                     c.name
                 )),
+                (_, false, Some(skip)) if matches!(c.type_oid, JSON | JSONB) => {
+                    Ok(ColumnPlan::ScanJson { skip })
+                }
                 (_, false, Some(skip)) => Ok(ColumnPlan::Scan { skip }),
                 (_, false, None) => Ok(ColumnPlan::Pass),
             }
@@ -1516,6 +1527,31 @@ impl Session {
             let path = run.column_path(i);
             let masked = match plan.get(i).copied().unwrap_or(ColumnPlan::Whole) {
                 ColumnPlan::Pass => None,
+                ColumnPlan::ScanJson { skip } => {
+                    let body = bytes.get(skip..).unwrap_or_default();
+                    match serde_json::from_slice::<serde_json::Value>(body) {
+                        Ok(mut json) => {
+                            let before = run.report.total();
+                            profile.mask_json(&mut json, &path, &mut run.report);
+                            (run.report.total() != before).then(|| {
+                                let mut out =
+                                    String::from_utf8_lossy(&bytes[..skip.min(bytes.len())])
+                                        .into_owned();
+                                out.push_str(&json.to_string());
+                                out
+                            })
+                        }
+                        // The server sent something else than JSON: mask it whole, as JSON.
+                        Err(_) => {
+                            let text = std::str::from_utf8(body).unwrap_or("binary");
+                            let masked = profile.mask_whole(text, &path, &mut run.report);
+                            let mut out = String::from_utf8_lossy(&bytes[..skip.min(bytes.len())])
+                                .into_owned();
+                            out.push_str(&serde_json::Value::String(masked).to_string());
+                            Some(out)
+                        }
+                    }
+                }
                 ColumnPlan::Whole => match std::str::from_utf8(bytes) {
                     Ok(text) => Some(profile.mask_whole(text, &path, &mut run.report)),
                     Err(_) => Some(profile.mask_whole("binary", &path, &mut run.report)),

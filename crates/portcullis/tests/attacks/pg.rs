@@ -509,3 +509,61 @@ deny.statements = ["delete"]
         .unwrap();
     assert_eq!(remaining_customers(&db).await, 2);
 }
+
+#[tokio::test]
+async fn detectors_keep_a_json_column_valid_json() {
+    // A card number stored as a JSON number: masked as text it became `[CREDIT_CARD]`
+    // unquoted, which no JSON decoder reads.
+    let db = Db::new(
+        "CREATE TABLE orders (id int, payment jsonb, note json);
+         INSERT INTO orders VALUES (1, '{\"card\": 4111111111111111, \"by\": \"ada@example.com\"}',
+             '{\"card\": 4111111111111111}');",
+    )
+    .await;
+    let reader = api_key("reader", "agent", &[]);
+    let rules = r#"
+[[rules]]
+name = "reader reads orders, scanned"
+who.subjects = ["reader"]
+target = "crm"
+allow.statements = ["select"]
+allow.tables = ["orders"]
+mask = "cards"
+
+[masks.cards]
+detectors = ["email", "credit_card"]
+"#;
+    let (_gw, port) = db.gateway("crm", &[&reader], rules);
+    let client = through(port, &reader, "reader", "crm").await;
+    let rows = client
+        .simple_query("select payment, note from orders")
+        .await
+        .unwrap();
+    let row = rows
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        })
+        .expect("a row");
+    for column in ["payment", "note"] {
+        let text = row.get(column).unwrap();
+        let value: serde_json::Value = serde_json::from_str(text)
+            .unwrap_or_else(|e| panic!("{column} is not JSON: {text:?}: {e}"));
+        assert!(!text.contains("4111111111111111"), "{text}");
+        assert!(value["card"].is_string(), "{column}: {value}");
+    }
+    // Binary jsonb (tokio-postgres asks for it): version byte, then JSON.
+    let row = client
+        .query_one("select payment from orders where id = $1", &[&1i32])
+        .await
+        .unwrap();
+    let payment: RawValue = row.get("payment");
+    assert_eq!(payment.0.first(), Some(&1));
+    let value: serde_json::Value = serde_json::from_slice(&payment.0[1..]).unwrap();
+    assert!(
+        value["card"].is_string() && value["by"].is_string(),
+        "{value}"
+    );
+    assert!(!value.to_string().contains("ada@example.com"), "{value}");
+}
