@@ -146,6 +146,20 @@ pub struct SqlStatement {
     pub functions: Vec<String>,
     /// An UPDATE or DELETE (at any depth) without a WHERE clause: it touches every row.
     pub no_where: bool,
+    /// Functions among `functions` that the server's catalog shows are not plain reads
+    /// (user-defined, volatile, or not found), each with why: like a privileged function,
+    /// an allow rule covers the statement only when its `allow.functions` names them. Filled
+    /// in by the database adapter from the server's catalog, not by the parser.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flagged_functions: Vec<FlaggedFunction>,
+}
+
+/// A function a statement calls that needs an explicit `allow.functions`, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlaggedFunction {
+    /// As the statement wrote it (see [`SqlStatement::functions`]).
+    pub name: String,
+    pub why: String,
 }
 
 impl SqlStatement {

@@ -289,9 +289,9 @@ fn with_schema(schema: &str, name: &str, f: impl FnOnce(&str) -> bool) -> bool {
 enum Fit<'a> {
     Yes,
     No,
-    /// An allow rule would cover the statement but for this privileged function (and why
-    /// it is privileged).
-    Privileged(&'a str, &'static str),
+    /// An allow rule would cover the statement but for this privileged or flagged function
+    /// (and why it needs naming).
+    Privileged(&'a str, &'a str),
     /// An allow rule would cover the statement but for its UPDATE/DELETE without WHERE.
     NoWhere,
 }
@@ -341,6 +341,13 @@ impl SqlRule {
                 && !self.function(function)
             {
                 return Fit::Privileged(function, why);
+            }
+        }
+        // Functions the server's catalog shows may write or are not the server's own: the
+        // parser cannot see what they do, so they need naming like privileged ones.
+        for flagged in &stmt.flagged_functions {
+            if !self.function(&flagged.name) {
+                return Fit::Privileged(&flagged.name, &flagged.why);
             }
         }
         if stmt.no_where && !self.without_where {
@@ -418,6 +425,35 @@ pub const PRIVILEGED_FUNCTIONS: &[(&str, &str)] = &[
     ("pg_replication_slot_advance", ADMINISTRATION),
     ("pg_replication_origin_*", ADMINISTRATION),
     ("pg_import_system_collations", ADMINISTRATION),
+    // Other sessions and the server's state: what other sessions run, with their literals
+    // (pg_stat_get_activity behind pg_stat_activity, the per-backend accessors), their locks,
+    // progress and memory, replication peers, prepared transactions, and the server's
+    // configuration files. A rule that may read one table must not read other callers'
+    // statements. (The views over them, such as pg_stat_activity, are tables to policy.)
+    ("pg_stat_get_activity", OTHER_SESSIONS),
+    ("pg_stat_get_backend_*", OTHER_SESSIONS),
+    ("pg_stat_get_progress_info", OTHER_SESSIONS),
+    ("pg_stat_get_wal_senders", OTHER_SESSIONS),
+    ("pg_stat_get_wal_receiver", OTHER_SESSIONS),
+    ("pg_stat_get_subscription", OTHER_SESSIONS),
+    ("pg_stat_statements*", OTHER_SESSIONS),
+    ("pg_lock_status", OTHER_SESSIONS),
+    ("pg_blocking_pids", OTHER_SESSIONS),
+    ("pg_safe_snapshot_blocking_pids", OTHER_SESSIONS),
+    ("pg_prepared_xact", OTHER_SESSIONS),
+    ("pg_get_backend_memory_contexts", OTHER_SESSIONS),
+    ("pg_get_shmem_allocations*", OTHER_SESSIONS),
+    ("pg_show_all_file_settings", READS_FILES),
+    ("pg_hba_file_rules", READS_FILES),
+    ("pg_ident_file_mappings", READS_FILES),
+    // The schema's source: definitions of functions (with their bodies), views, rules,
+    // triggers, indexes, constraints, statistics and partition keys, by OID, whatever
+    // tables the caller's rules name (issue 13 item 10). psql's `\d` uses some of them:
+    // name them in allow.functions for identities that browse the schema.
+    ("pg_get_*def", SCHEMA_SOURCE),
+    ("pg_get_expr", SCHEMA_SOURCE),
+    ("pg_get_function_*", SCHEMA_SOURCE),
+    ("pg_get_statisticsobjdef_*", SCHEMA_SOURCE),
     // Holding the connection or locks, which can stall other sessions and the gateway's pool.
     ("pg_sleep", BLOCKS),
     ("pg_sleep_for", BLOCKS),
@@ -435,6 +471,10 @@ const SQL_FROM_STRING: &str =
 const SETTINGS: &str = "changes server or session settings";
 const SIGNALS: &str = "cancels, terminates or signals other sessions";
 const ADMINISTRATION: &str = "administers the server: WAL, backups, replication";
+const OTHER_SESSIONS: &str =
+    "shows other sessions' statements, locks or state, or the server's internals";
+const SCHEMA_SOURCE: &str =
+    "discloses the definitions of functions, views, rules, triggers or other schema objects";
 const BLOCKS: &str = "sleeps or takes advisory locks, which can stall other sessions";
 
 /// Whether `function` (as a statement wrote it, schema-qualified or not) is privileged, and
@@ -1801,6 +1841,7 @@ mod tests {
             tables: list(tables),
             functions: list(functions),
             no_where,
+            flagged_functions: Vec::new(),
         }
     }
 
@@ -1949,6 +1990,23 @@ mod tests {
         assert!(privileged_function("pg_copy_logical_replication_slot").is_some());
         assert!(privileged_function("query_to_xml_and_xmlschema").is_some());
         assert!(privileged_function("pg_ls_waldir").is_some());
+        // Issue 13 items 4 and 10: other sessions' statements and the schema's source.
+        for f in [
+            "pg_stat_get_activity",
+            "pg_catalog.pg_stat_get_backend_activity",
+            "pg_get_functiondef",
+            "pg_get_viewdef",
+            "pg_get_triggerdef",
+            "pg_get_ruledef",
+            "pg_get_indexdef",
+            "pg_get_constraintdef",
+            "pg_get_function_arguments",
+            "pg_get_expr",
+            "pg_lock_status",
+        ] {
+            assert!(privileged_function(f).is_some(), "{f}");
+        }
+        assert_eq!(privileged_function("pg_get_serial_sequence"), None);
     }
 
     #[test]

@@ -122,6 +122,7 @@ fn sql_decisions_without_conditions_do_not_allocate() {
         tables: tables.iter().map(|t| t.to_string()).collect(),
         functions: functions.iter().map(|f| f.to_string()).collect(),
         no_where: false,
+        flagged_functions: Vec::new(),
     };
     let statements = [
         // `customers` unqualified matches `public.customers` through a name built on the

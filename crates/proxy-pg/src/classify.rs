@@ -508,6 +508,7 @@ fn classify_node(node: &NodeEnum) -> (SqlStatement, Option<CopyInfo>, Outputs) {
         tables: c.tables,
         functions: c.functions,
         no_where: c.no_where,
+        flagged_functions: Vec::new(),
     };
     (statement, copy, outputs)
 }
@@ -1310,9 +1311,26 @@ impl Walk for protobuf::RangeVar {
     }
 }
 
+/// Built-in functions that do what a statement kind does, decided as that kind too:
+/// `pg_notify` sends a notification as `NOTIFY` does, `current_setting` and
+/// `pg_show_all_settings` read settings as `SHOW` does (custom settings such as
+/// `app.jwt_secret` are a common place for secrets). Matched on the name whatever its
+/// schema: a look-alike in another schema gets the kind too, which errs on the side of
+/// refusing (and the catalog check flags it as user-defined anyway).
+const FUNCTION_KINDS: &[(&str, &str)] = &[
+    ("pg_notify", "notify"),
+    ("current_setting", "show"),
+    ("pg_show_all_settings", "show"),
+];
+
 impl Walk for protobuf::FuncCall {
     fn walk<'t>(&'t self, c: &mut Collector<'t>) {
-        c.functions.push(dotted(&self.funcname));
+        let name = dotted(&self.funcname);
+        let bare = name.rsplit('.').next().unwrap_or(&name);
+        if let Some((_, kind)) = FUNCTION_KINDS.iter().find(|(f, _)| *f == bare) {
+            c.kind(kind);
+        }
+        c.functions.push(name);
         self.args.walk(c);
         self.agg_order.walk(c);
         self.agg_filter.walk(c);
@@ -1893,6 +1911,24 @@ mod tests {
         for (sql, want) in cases {
             assert_eq!(functions(sql), *want, "{sql}");
         }
+    }
+
+    #[test]
+    fn functions_that_act_as_statements_carry_their_kind() {
+        assert_eq!(kinds("SELECT pg_notify('c', 'x')"), ["select", "notify"]);
+        assert_eq!(
+            kinds("SELECT pg_catalog.pg_notify('c', 'x') FROM t"),
+            ["select", "notify"]
+        );
+        assert_eq!(
+            kinds("SELECT 1 WHERE current_setting('app.secret') > ''"),
+            ["select", "show"]
+        );
+        assert_eq!(
+            kinds("SELECT * FROM pg_show_all_settings()"),
+            ["select", "show"]
+        );
+        assert_eq!(kinds("SELECT lower('x')"), ["select"]);
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! any server setting), and `standard_conforming_strings = off` (the parser would no longer
 //! read strings as the server does).
 
+pub mod catalog;
 pub mod classify;
 mod session;
 pub mod shape;
@@ -40,6 +41,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 
+use crate::catalog::FunctionCatalog;
 use crate::classify::Classifier;
 use crate::session::Session;
 use crate::tls::BoxStream;
@@ -76,6 +78,8 @@ pub struct PgProxy {
     pub approvals: Approvals,
     pub masks: HashMap<String, Arc<Profile>>,
     pub classifier: Classifier,
+    /// What the server's catalog says about the functions statements call.
+    pub catalog: FunctionCatalog,
     /// The gateway's certificate for clients; `None`: plain connections only.
     pub tls: Option<Arc<ServerConfig>>,
     /// Refuse clients that do not use TLS (the listener is not on loopback).
@@ -129,6 +133,7 @@ impl PgProxy {
             approvals,
             masks,
             classifier: Classifier::new(),
+            catalog: FunctionCatalog::default(),
             tls: settings.tls,
             require_tls: settings.require_tls,
             max_client_frame: settings.max_client_frame,

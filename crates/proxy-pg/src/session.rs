@@ -168,8 +168,50 @@ enum ColumnPlan {
     Scan {
         skip: usize,
     },
+    /// A json or jsonb value scanned as JSON (`Profile::mask_json`): a match in a number
+    /// becomes a string, so the result is still JSON (`skip`: as for `Scan`).
+    ScanJson {
+        skip: usize,
+    },
     /// Masked whole.
     Whole,
+    /// A json or jsonb column masked whole: the masked text as a JSON string, so the client
+    /// still decodes JSON (`skip` leading bytes kept: jsonb's binary version byte).
+    Json {
+        skip: usize,
+    },
+    /// An array column masked whole: NULL, the one value every array decoder reads in both
+    /// formats (a masked text is not an array; masking each element would have to parse
+    /// every element type's format).
+    Null,
+}
+
+/// json and jsonb.
+const JSON: u32 = 114;
+const JSONB: u32 = 3802;
+
+/// The array types of the built-in types (`pg_type.typarray` for OIDs below 16384): bool,
+/// bytea, char, name, int2, int2vector, int4, regproc, text, tid, xid, cid, oidvector,
+/// bpchar, varchar, int8, point, lseg, path, box, float4, float8, polygon, oid, aclitem,
+/// macaddr, inet, cidr, timestamp, date, time, timestamptz, interval, numeric, timetz, bit,
+/// varbit, uuid, json, jsonb, xml, money, tsvector, tsquery, macaddr8, regclass, regtype.
+const ARRAY_TYPES: &[u32] = &[
+    1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 1015, 1016,
+    1017, 1018, 1019, 1020, 1021, 1022, 1027, 1028, 1034, 1040, 1041, 651, 1115, 1182, 1183, 1185,
+    1187, 1231, 1270, 1561, 1563, 2951, 199, 3807, 143, 791, 3643, 3645, 775, 2210, 2211,
+];
+
+/// How a column the profile names is masked whole so that the client still decodes a value
+/// of its type (issue 13 item 14b); `None`: the gateway cannot in this format.
+fn whole_plan(type_oid: u32, format: i16) -> Option<ColumnPlan> {
+    match (type_oid, format) {
+        (JSON, _) | (JSONB, 0) => Some(ColumnPlan::Json { skip: 0 }),
+        (JSONB, _) => Some(ColumnPlan::Json { skip: 1 }),
+        (oid, _) if ARRAY_TYPES.contains(&oid) => Some(ColumnPlan::Null),
+        (_, 0) => Some(ColumnPlan::Whole),
+        (oid, _) if text_like(oid) == Some(0) => Some(ColumnPlan::Whole),
+        _ => None,
+    }
 }
 
 /// Types whose binary form is their text (UTF-8), so detectors can read it.
@@ -205,13 +247,18 @@ fn plan_columns(
             let named =
                 profile.masks_column(&c.name) || (derived && !outputs.plain(&c.name));
             match (c.format, named, text_like(c.type_oid)) {
-                (0, true, _) => Ok(ColumnPlan::Whole),
+                (_, true, _) if let Some(plan) = whole_plan(c.type_oid, c.format) => Ok(plan),
+                (0, false, _) if matches!(c.type_oid, JSON | JSONB) => {
+                    Ok(ColumnPlan::ScanJson { skip: 0 })
+                }
                 (0, false, _) => Ok(ColumnPlan::Scan { skip: 0 }),
-                (_, true, Some(0)) => Ok(ColumnPlan::Whole),
                 (_, true, _) => Err(format!(
                     "column \"{}\" must be masked (it is, or may carry, a column the masking profile names), but the client asked for it in binary format, which the gateway cannot mask; request text format for it",
                     c.name
                 )),
+                (_, false, Some(skip)) if matches!(c.type_oid, JSON | JSONB) => {
+                    Ok(ColumnPlan::ScanJson { skip })
+                }
                 (_, false, Some(skip)) => Ok(ColumnPlan::Scan { skip }),
                 (_, false, None) => Ok(ColumnPlan::Pass),
             }
@@ -259,6 +306,12 @@ pub(crate) struct Session {
     /// yet: what the client sends until then is skipped here too (never forwarded, so it
     /// owes no answer).
     skipping: bool,
+    /// A `ddl` statement went through this session: the schema may hold functions the
+    /// catalog look-up cannot see yet (see [`crate::catalog`]).
+    schema_changed: bool,
+    /// The profile of the latest masked statement: asynchronous messages that come between
+    /// statements (notifications, notices) are masked with it.
+    last_mask: Option<Arc<Profile>>,
     ended: Option<String>,
 }
 
@@ -301,6 +354,8 @@ impl Session {
             deferred: None,
             copy_in: false,
             skipping: false,
+            schema_changed: false,
+            last_mask: None,
             ended: None,
         }
     }
@@ -824,7 +879,14 @@ impl Session {
         defer_hold: bool,
     ) -> Result<Arc<Admitted>, Refusal> {
         let proxy = self.proxy.clone();
-        let statement = &classified.statement;
+        let with_flags;
+        let statement = match self.flag_functions(&classified).await? {
+            None => &classified.statement,
+            Some(flagged) => {
+                with_flags = flagged;
+                &with_flags
+            }
+        };
         let grants = if proxy.approvals.any_grants() {
             proxy.approvals.active_grants(&self.identity, &proxy.target)
         } else {
@@ -917,6 +979,9 @@ impl Session {
                         .await;
                     return Err(self.policy_refusal(&verdict, message));
                 }
+                if mask.is_some() {
+                    self.last_mask = mask.clone();
+                }
                 Ok(Arc::new(Admitted {
                     classified,
                     verdict,
@@ -949,6 +1014,48 @@ impl Session {
                 self.hold(classified, verdict, requirement, text, &[]).await
             }
         }
+    }
+
+    /// The statement with the functions it calls that the server's catalog flags (see
+    /// [`crate::catalog`]); `None` when none is. Checked on every statement, cached
+    /// classification or not. A statement that changes the schema empties the catalog
+    /// cache, before it runs and again once decided. A catalog that cannot be read refuses
+    /// the statement.
+    async fn flag_functions(
+        &mut self,
+        classified: &Classified,
+    ) -> Result<Option<SqlStatement>, Refusal> {
+        let statement = &classified.statement;
+        if statement.performs("ddl") {
+            self.schema_changed = true;
+            self.proxy.catalog.forget();
+        }
+        let flagged = match self
+            .proxy
+            .catalog
+            .flag(&self.proxy.upstream, statement, self.schema_changed)
+            .await
+        {
+            Ok(flagged) => flagged,
+            Err(e) => {
+                tracing::warn!(target = %self.proxy.target, "{e}");
+                let message = format!(
+                    "portcullis: {} calls functions the gateway must look up in the server's catalog, and {e}; refused until it can be read",
+                    describe(statement)
+                );
+                self.record_refusal_now("function-catalog", None, &message)
+                    .await;
+                return Err(Refusal {
+                    code: wire::SYSTEM_ERROR,
+                    message,
+                    hint: None,
+                });
+            }
+        };
+        Ok((!flagged.is_empty()).then(|| SqlStatement {
+            flagged_functions: flagged,
+            ..statement.clone()
+        }))
     }
 
     fn policy_refusal(&self, verdict: &Verdict, message: String) -> Refusal {
@@ -1125,7 +1232,7 @@ impl Session {
         match frame.tag {
             // Asynchronous: any time.
             b'N' | b'A' => {
-                frame.write_to(&mut self.to_client);
+                self.asynchronous(frame).write_to(&mut self.to_client);
                 return Flow::Continue;
             }
             b'S' => {
@@ -1230,6 +1337,43 @@ impl Session {
             _ => frame.write_to(&mut self.to_client),
         }
         Flow::Continue
+    }
+
+    /// A NoticeResponse or NotificationResponse, masked like rows (issue 13 item 10): a
+    /// function the statement calls can `RAISE NOTICE` or `pg_notify` any value it reads.
+    /// The profile is the running statement's; for a notification between statements, the
+    /// latest masked statement's. The detectors mask what they find; a profile that names columns masks
+    /// the texts whole, since the gateway cannot tell which part of a text came from a named
+    /// column. Under no mask the message passes as it is.
+    fn asynchronous(&mut self, frame: Frame) -> Frame {
+        let (profile, report) = match self.current_run() {
+            Some(run) if run.admitted.mask.is_some() => {
+                (run.admitted.mask.clone(), Some(&mut run.report))
+            }
+            // A notice comes while a statement runs; between statements only a notification
+            // (from another session's NOTIFY) is expected.
+            _ if frame.tag == b'A' => (self.last_mask.clone(), None),
+            _ => (None, None),
+        };
+        let Some(profile) = profile else {
+            return frame;
+        };
+        let mut scratch = Report::default();
+        let report = report.unwrap_or(&mut scratch);
+        let mut mask = |text: &str, path: &str| {
+            if text.is_empty() {
+                None
+            } else if profile.names_columns() {
+                Some(profile.mask_whole(text, path, report))
+            } else {
+                profile.mask_text(text, path, report)
+            }
+        };
+        let rewritten = match frame.tag {
+            b'N' => wire::rewrite_notice(&frame, |t| mask(t, "notice")),
+            _ => wire::rewrite_notification(&frame, |t| mask(t, "notification")),
+        };
+        rewritten.unwrap_or(frame)
     }
 
     /// ParseComplete, BindComplete, CloseComplete: what the message made is now so.
@@ -1383,10 +1527,51 @@ impl Session {
             let path = run.column_path(i);
             let masked = match plan.get(i).copied().unwrap_or(ColumnPlan::Whole) {
                 ColumnPlan::Pass => None,
+                ColumnPlan::ScanJson { skip } => {
+                    let body = bytes.get(skip..).unwrap_or_default();
+                    match serde_json::from_slice::<serde_json::Value>(body) {
+                        Ok(mut json) => {
+                            let before = run.report.total();
+                            profile.mask_json(&mut json, &path, &mut run.report);
+                            (run.report.total() != before).then(|| {
+                                let mut out =
+                                    String::from_utf8_lossy(&bytes[..skip.min(bytes.len())])
+                                        .into_owned();
+                                out.push_str(&json.to_string());
+                                out
+                            })
+                        }
+                        // The server sent something else than JSON: mask it whole, as JSON.
+                        Err(_) => {
+                            let text = std::str::from_utf8(body).unwrap_or("binary");
+                            let masked = profile.mask_whole(text, &path, &mut run.report);
+                            let mut out = String::from_utf8_lossy(&bytes[..skip.min(bytes.len())])
+                                .into_owned();
+                            out.push_str(&serde_json::Value::String(masked).to_string());
+                            Some(out)
+                        }
+                    }
+                }
                 ColumnPlan::Whole => match std::str::from_utf8(bytes) {
                     Ok(text) => Some(profile.mask_whole(text, &path, &mut run.report)),
                     Err(_) => Some(profile.mask_whole("binary", &path, &mut run.report)),
                 },
+                ColumnPlan::Json { skip } => {
+                    let body = bytes.get(skip..).unwrap_or_default();
+                    let text = std::str::from_utf8(body).unwrap_or("binary");
+                    let masked = profile.mask_whole(text, &path, &mut run.report);
+                    let mut out =
+                        String::from_utf8_lossy(&bytes[..skip.min(bytes.len())]).into_owned();
+                    out.push_str(&serde_json::Value::String(masked).to_string());
+                    Some(out)
+                }
+                ColumnPlan::Null => {
+                    // Reported as masked like any other whole value.
+                    profile.mask_whole("array", &path, &mut run.report);
+                    *value = None;
+                    changed = true;
+                    None
+                }
                 ColumnPlan::Scan { skip } => {
                     let body = bytes.get(skip..).unwrap_or_default();
                     match std::str::from_utf8(body) {

@@ -304,6 +304,39 @@ impl Upstream {
     }
 }
 
+impl Upstream {
+    /// Runs one query (simple protocol) as the gateway's own role and returns its rows, each
+    /// value as text (`None`: NULL), for the gateway's own look-ups (the function catalog).
+    /// `Err` carries the server's first error.
+    pub async fn query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, UpstreamError> {
+        let mut out = BytesMut::new();
+        wire::query(&mut out, sql);
+        self.stream.write_all(&out).await?;
+        let mut failed = None;
+        let mut rows = Vec::new();
+        loop {
+            let frame = read_frame(&mut self.stream, &mut self.buffered).await?;
+            match frame.tag {
+                b'D' => rows.push(
+                    wire::parse_data_row(&frame)?
+                        .into_iter()
+                        .map(|v| v.map(|b| String::from_utf8_lossy(&b).into_owned()))
+                        .collect(),
+                ),
+                b'E' => {
+                    let n = wire::parse_notice(&frame);
+                    failed.get_or_insert(UpstreamError::Server(format!(
+                        "{} ({})",
+                        n.message, n.code
+                    )));
+                }
+                b'Z' => return failed.map_or(Ok(rows), Err),
+                _ => {}
+            }
+        }
+    }
+}
+
 async fn read_frame(stream: &mut BoxStream, buf: &mut BytesMut) -> Result<Frame, UpstreamError> {
     loop {
         if let Some(frame) = wire::next_frame(buf, LOGIN_FRAME_LIMIT)? {

@@ -487,8 +487,9 @@ pub fn parse_notice(frame: &Frame) -> Notice {
     n
 }
 
-/// An ErrorResponse or NoticeResponse with the message (`M`) and detail (`D`) fields passed
-/// through `mask`; `None` when nothing changed (forward the original).
+/// An ErrorResponse or NoticeResponse with the fields that can quote data (message `M`,
+/// detail `D`, hint `H`, context `W`) passed through `mask`; `None` when nothing changed
+/// (forward the original).
 pub fn rewrite_notice(
     frame: &Frame,
     mut mask: impl FnMut(&str) -> Option<String>,
@@ -503,7 +504,7 @@ pub fn rewrite_notice(
         }
         let value = r.cstr("ErrorResponse").ok()?;
         let value = match field {
-            b'M' | b'D' => match mask(&value) {
+            b'M' | b'D' | b'H' | b'W' => match mask(&value) {
                 Some(masked) => {
                     changed = true;
                     masked
@@ -523,6 +524,27 @@ pub fn rewrite_notice(
         put_cstr(&mut body, &value);
     }
     body.put_u8(0);
+    Some(Frame {
+        tag: frame.tag,
+        body: body.freeze(),
+    })
+}
+
+/// A NotificationResponse with its payload passed through `mask`; `None` when nothing
+/// changed or the message is malformed (forward the original).
+pub fn rewrite_notification(
+    frame: &Frame,
+    mask: impl FnOnce(&str) -> Option<String>,
+) -> Option<Frame> {
+    let mut r = Reader::of(frame, "NotificationResponse");
+    let pid = r.i32("NotificationResponse").ok()?;
+    let channel = r.cstr("NotificationResponse").ok()?;
+    let payload = r.cstr("NotificationResponse").ok()?;
+    let masked = mask(&payload)?;
+    let mut body = BytesMut::new();
+    body.put_i32(pid);
+    put_cstr(&mut body, &channel);
+    put_cstr(&mut body, &masked);
     Some(Frame {
         tag: frame.tag,
         body: body.freeze(),
@@ -563,6 +585,8 @@ pub const TOO_MANY_CONNECTIONS: &str = "53300";
 pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
 /// 57014 query_canceled.
 pub const QUERY_CANCELED: &str = "57014";
+/// `system_error`: the gateway could not read what it needs from the server.
+pub const SYSTEM_ERROR: &str = "58000";
 
 /// An ErrorResponse (`E`) or NoticeResponse (`N`).
 pub fn notice(

@@ -11,3 +11,4 @@ mod mcp_decisions;
 mod mcp_masking;
 mod mcp_transport;
 mod pg;
+mod pg_support;

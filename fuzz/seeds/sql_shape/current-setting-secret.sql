@@ -1,0 +1,1 @@
+select current_setting('app.jwt_secret', true)

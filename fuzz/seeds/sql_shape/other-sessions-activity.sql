@@ -1,0 +1,1 @@
+select query from pg_stat_get_activity(null)

@@ -1,0 +1,1 @@
+select pg_get_viewdef('mailing'::regclass)

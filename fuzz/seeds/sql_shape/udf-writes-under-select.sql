@@ -1,0 +1,1 @@
+select bump() from customers where id = 1
