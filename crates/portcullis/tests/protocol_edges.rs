@@ -117,6 +117,7 @@ async fn post(
 
 /// A 2026-07-28 body with `_meta` naming `version`.
 fn modern_body(id: u64, method: &str, mut params: Value, version: &str) -> String {
+    add_modern_meta(&mut params);
     params["_meta"]["io.modelcontextprotocol/protocolVersion"] = json!(version);
     json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string()
 }
