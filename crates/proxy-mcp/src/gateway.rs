@@ -1077,12 +1077,14 @@ impl Gateway {
             MethodDecision::Listen => {
                 self.admit_protocol(caller, target)?;
                 for uri in &facts.subscriptions {
+                    // The event names the URI a refusal is about.
+                    ev.resource = Some(uri.clone());
                     let decided = self.decide_named(caller, target, "resources/read", uri, None, ev)?;
                     if decided.hold.is_some() {
-                        ev.resource = Some(uri.clone());
                         return Err(not_held("subscriptions/listen", "resources/read", uri, ev));
                     }
                 }
+                ev.resource = None;
                 ev.decision = Some("allow".into());
                 if facts.subscriptions.is_empty() {
                     ev.rule = Some("protocol".into());

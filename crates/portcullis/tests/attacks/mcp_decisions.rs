@@ -593,6 +593,45 @@ async fn completion_for_a_denied_prompt_or_resource_is_refused() {
     );
 }
 
+/// Issue 13, item 6 (2026-07-28 side of `resources/subscribe`): `subscriptions/listen`
+/// subscribes to resource URIs too, and each must be one the caller may read.
+#[tokio::test(flavor = "multi_thread")]
+async fn subscriptions_listen_to_a_forbidden_uri_is_refused() {
+    let agent = api_key("agent", "agent", &["agents"]);
+    let (gw, log) = permissive_gateway(&[&agent], "");
+    let client = client();
+    let url = gw.url("app");
+    let listen = |uris: &[&str]| json!({"notifications": {"resourceSubscriptions": uris}});
+    let (_, denied) = modern_call(
+        &client,
+        &url,
+        &agent.key,
+        1,
+        "subscriptions/listen",
+        listen(&["docs://public/readme", "docs://secret/payroll"]),
+    )
+    .await;
+    assert_eq!(denied["error"]["code"], -32010, "{denied}");
+    assert!(!upstream_saw(&log, "docs://secret/payroll"));
+    let (_, ok) = modern_call(
+        &client,
+        &url,
+        &agent.key,
+        2,
+        "subscriptions/listen",
+        listen(&["docs://public/readme"]),
+    )
+    .await;
+    assert!(ok.get("result").is_some(), "{ok}");
+    assert!(
+        gw.events()
+            .iter()
+            .any(|e| e["action"] == "subscriptions/listen"
+                && e["resource"] == "docs://secret/payroll"
+                && e["decision"] == "deny")
+    );
+}
+
 /// Issue 13, item 6: a tool the upstream never listed (so never pinned, never shown to
 /// anyone) was callable by name under a broad rule.
 #[tokio::test(flavor = "multi_thread")]
