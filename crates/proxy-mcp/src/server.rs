@@ -352,33 +352,6 @@ async fn post_modern(
             ),
         );
     }
-    if let Some(method) = message.method()
-        && let Err(why) = check_modern_headers(
-            &headers,
-            method,
-            facts.name.as_deref(),
-            facts.protocol_version.as_deref(),
-        )
-    {
-        record_rejection(
-            &gateway,
-            &caller,
-            &runtime.name,
-            message.method(),
-            facts.name.as_deref(),
-            format!("Header mismatch: {why}"),
-        )
-        .await;
-        return json_response(
-            StatusCode::BAD_REQUEST,
-            jsonrpc::error(
-                id_text.as_deref(),
-                code::HEADER_MISMATCH,
-                &format!("Header mismatch: {why}"),
-                None,
-            ),
-        );
-    }
     if let Message::Request { id, method, .. } = &message {
         let missing = facts.missing_request_meta();
         if !missing.is_empty() {
@@ -405,6 +378,33 @@ async fn post_modern(
                 jsonrpc::error(Some(id.get()), code::INVALID_PARAMS, &why, Some(data)),
             );
         }
+    }
+    if let Some(method) = message.method()
+        && let Err(why) = check_modern_headers(
+            &headers,
+            method,
+            facts.name.as_deref(),
+            facts.protocol_version.as_deref(),
+        )
+    {
+        record_rejection(
+            &gateway,
+            &caller,
+            &runtime.name,
+            message.method(),
+            facts.name.as_deref(),
+            format!("Header mismatch: {why}"),
+        )
+        .await;
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            jsonrpc::error(
+                id_text.as_deref(),
+                code::HEADER_MISMATCH,
+                &format!("Header mismatch: {why}"),
+                None,
+            ),
+        );
     }
     dispatch(&gateway, &caller, &runtime, None, &headers, message, facts).await
 }

@@ -760,6 +760,23 @@ async fn stateless_requests_without_the_required_meta_are_refused_naming_the_key
         json!(["io.modelcontextprotocol/clientCapabilities"])
     );
     assert!(!upstream_saw(&log, "NO-CAPABILITIES"));
+    // No `_meta` at all: both required keys are named.
+    let bare = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
+        "name": "echo", "arguments": {"marker": "NO-META"}}});
+    let (status, body, _) = post(&client, &url, &agent.key, &h, &bare).await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (400, json!(-32602)),
+        "{body}"
+    );
+    assert_eq!(
+        body["error"]["data"]["missing"],
+        json!([
+            "io.modelcontextprotocol/protocolVersion",
+            "io.modelcontextprotocol/clientCapabilities"
+        ])
+    );
+    assert!(!upstream_saw(&log, "NO-META"));
 
     // With the keys, the same call goes through.
     let (_, ok) = modern_call(
