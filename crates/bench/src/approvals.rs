@@ -224,6 +224,8 @@ async fn held_call(client: reqwest::Client, url: String, key: String, id: u64) -
             "arguments": {"customer": "cus_1001", "amount_usd": 25},
             "_meta": {
                 "io.modelcontextprotocol/protocolVersion": MODERN,
+                "io.modelcontextprotocol/clientCapabilities": {},
+                "io.modelcontextprotocol/clientInfo": {"name": "portcullis-bench", "version": "1"},
                 "dev.portcullis/reason": "duplicate charge on the March invoice",
             }
         }

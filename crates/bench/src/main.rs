@@ -274,7 +274,11 @@ pub(crate) enum Probe {
 }
 
 fn call_body(probe: Probe, id: u64) -> String {
-    let meta = json!({"io.modelcontextprotocol/protocolVersion": MODERN});
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "portcullis-bench", "version": "1"},
+    });
     match probe {
         Probe::ToolCall => json!({
             "jsonrpc": "2.0", "id": id, "method": "tools/call",

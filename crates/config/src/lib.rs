@@ -340,6 +340,11 @@ pub struct Target {
     /// session, plus one shared for stateless callers). Default: 16.
     #[serde(default = "default_max_processes")]
     pub max_processes: usize,
+    /// The most sessions one identity may hold open on this target at once (each may be an
+    /// upstream process), so one key cannot take every process slot from the others.
+    /// Default: 4.
+    #[serde(default = "default_max_sessions_per_identity")]
+    pub max_sessions_per_identity: usize,
     /// For `postgres` (required): the address of the gateway's PostgreSQL listener for this
     /// target, where agents connect with any PostgreSQL client. Each target has its own
     /// listener. An address other than loopback requires `[gateway.tls]`: clients send their
@@ -1134,6 +1139,11 @@ impl Config {
                     "targets.{name}.max_processes: must be at least 1"
                 )));
             }
+            if target.max_sessions_per_identity == 0 {
+                return Err(at(format!(
+                    "targets.{name}.max_sessions_per_identity: must be at least 1"
+                )));
+            }
             if target.command.is_some() && target.upstream_auth.is_some() {
                 return Err(at(format!(
                     "targets.{name}.upstream_auth: only HTTP upstreams take a credential header; give a stdio program its secret with `env`"
@@ -1635,6 +1645,9 @@ fn default_leeway() -> Duration {
 }
 fn default_max_processes() -> usize {
     16
+}
+fn default_max_sessions_per_identity() -> usize {
+    4
 }
 fn default_max_connections() -> usize {
     100

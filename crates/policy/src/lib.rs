@@ -1001,6 +1001,21 @@ impl Policy {
             })
     }
 
+    /// Whether any allow or hold rule on `target` applies to this identity, whatever it names
+    /// and whatever its `when` says. A caller for whom this is false can do nothing on the
+    /// target, so the gateway spends nothing on it (no upstream session or process).
+    pub fn any_rule_for(&self, identity: &Identity, target: &str) -> bool {
+        let index = self.index(target);
+        VERBS.iter().any(|&verb| {
+            let bucket = &index.verbs[verb as usize];
+            bucket
+                .hold
+                .iter()
+                .chain(&bucket.allow[..])
+                .any(|&i| self.rules[i].who_matches(identity))
+        })
+    }
+
     /// For `tools/list` filtering: whether this caller may see this tool. True if some allow
     /// or hold rule could match (ignoring `when`, which depends on the call's arguments) and
     /// no unconditional deny matches. A conditional deny leaves the tool visible: whether it
@@ -1803,6 +1818,22 @@ mod tests {
         let c = policy(&AMOUNT.replace("500", "501"));
         assert_ne!(a.version(), c.version());
         assert_ne!(a.version(), policy("").version());
+    }
+
+    #[test]
+    fn any_rule_for_asks_only_who_and_where() {
+        let p = policy(
+            "[[rules]]\nname = \"ops read\"\ntarget = \"billing\"\ntools = [\"lookup\"]\nwho.groups = [\"ops\"]\n\
+             [[rules]]\nname = \"agents wait\"\ntarget = \"docs\"\nresources = [\"x\"]\ndecision = \"hold\"\napprovers = [\"leads\"]\nwho.groups = [\"agents\"]\n\
+             [[rules]]\nname = \"nobody\"\ntarget = \"*\"\ndecision = \"deny\"\nwho.groups = [\"agents\"]\nwhen = \"false\"\n",
+        );
+        let ops = who("op", IdentityKind::Human, &["ops"]);
+        assert!(p.any_rule_for(&ops, "billing"));
+        assert!(!p.any_rule_for(&ops, "docs"));
+        // A hold rule counts (the caller may ask); a deny rule does not.
+        assert!(p.any_rule_for(&agent(), "docs"));
+        assert!(!p.any_rule_for(&agent(), "billing"));
+        assert!(!p.any_rule_for(&agent(), "unknown"));
     }
 
     #[test]

@@ -74,6 +74,8 @@ async fn refund(url: String, key: String, id: u64) -> String {
         "arguments": {"customer": "cus_1001", "amount": 25, "card": "4111 1111 1111 1111"},
         "_meta": {
             "io.modelcontextprotocol/protocolVersion": MODERN,
+            "io.modelcontextprotocol/clientCapabilities": {},
+            "io.modelcontextprotocol/clientInfo": {"name": "portcullis-tests", "version": "1"},
             "progressToken": format!("p{id}"),
             "dev.portcullis/reason": "duplicate charge on the March invoice",
         }

@@ -318,7 +318,7 @@ async fn kill_9_under_load_loses_no_answered_request() {
                     .json(
                         &json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
                         "name": "lookup_customer", "arguments": {"customer": "cus_1001"},
-                        "_meta": {"io.modelcontextprotocol/protocolVersion": MODERN}}}),
+                        "_meta": {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}, "io.modelcontextprotocol/clientInfo": {"name": "portcullis-tests", "version": "1"}}}}),
                     );
                 let Ok(response) = request.send().await else {
                     break;

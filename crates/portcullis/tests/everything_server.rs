@@ -193,7 +193,7 @@ async fn modern(
     method: &str,
     mut params: Value,
 ) -> Answer {
-    params["_meta"]["io.modelcontextprotocol/protocolVersion"] = json!(MODERN);
+    add_modern_meta(&mut params);
     let mut req = c
         .post(url)
         .bearer_auth(key)

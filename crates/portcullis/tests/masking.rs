@@ -198,7 +198,7 @@ mask = "default"
         .json(
             &json!({"jsonrpc": "2.0", "id": 11, "method": "tools/call", "params": {
             "name": "export", "arguments": {},
-            "_meta": {"io.modelcontextprotocol/protocolVersion": MODERN, "progressToken": "p1"}}}),
+            "_meta": {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}, "io.modelcontextprotocol/clientInfo": {"name": "portcullis-tests", "version": "1"}, "progressToken": "p1"}}}),
         )
         .send()
         .await

@@ -117,6 +117,7 @@ async fn post(
 
 /// A 2026-07-28 body with `_meta` naming `version`.
 fn modern_body(id: u64, method: &str, mut params: Value, version: &str) -> String {
+    add_modern_meta(&mut params);
     params["_meta"]["io.modelcontextprotocol/protocolVersion"] = json!(version);
     json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string()
 }
@@ -906,7 +907,8 @@ async fn modern_headers_must_match_the_body_and_the_version_must_be_supported() 
             r.body
         );
     }
-    // A 2026-07-28 header with no version in _meta.
+    // A 2026-07-28 header with no version in _meta: a malformed request, which the
+    // specification answers with -32602 (the message names the missing keys).
     let bare = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).to_string();
     let r = post(
         &c,
@@ -921,7 +923,15 @@ async fn modern_headers_must_match_the_body_and_the_version_must_be_supported() 
     .await;
     assert_eq!(
         (r.status, r.body["error"]["code"].as_i64()),
-        (400, Some(-32020)),
+        (400, Some(-32602)),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("io.modelcontextprotocol/protocolVersion"),
         "{}",
         r.body
     );

@@ -192,7 +192,7 @@ async fn a_caller_that_hangs_up_mid_call_still_leaves_the_calls_event() {
         .header("mcp-protocol-version", MODERN)
         .header("mcp-method", "tools/call")
         .header("mcp-name", "slow")
-        .json(&json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "slow", "arguments": {}, "_meta": {"io.modelcontextprotocol/protocolVersion": MODERN}}}))
+        .json(&json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "slow", "arguments": {}, "_meta": {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}, "io.modelcontextprotocol/clientInfo": {"name": "portcullis-tests", "version": "1"}}}}))
         .send()
         .await;
     assert!(gone.is_err(), "the caller hung up before the answer");

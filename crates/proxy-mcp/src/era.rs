@@ -32,6 +32,23 @@ pub struct RequestFacts {
     /// Why the caller asks, for a request a rule holds for approval:
     /// `_meta["dev.portcullis/reason"]`, or the `Portcullis-Reason` header.
     pub reason: Option<String>,
+    /// Whether `_meta` carries `io.modelcontextprotocol/clientCapabilities` (not null).
+    pub has_client_capabilities: bool,
+    /// What a `completion/complete` completes for, read from `params.ref`.
+    pub completion: Option<CompletionRef>,
+    /// The URIs a `subscriptions/listen` subscribes to
+    /// (`params.notifications.resourceSubscriptions`).
+    pub subscriptions: Vec<String>,
+}
+
+/// What a `completion/complete` request completes arguments of, as the decided method it
+/// stands for and the name policy matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompletionRef {
+    /// `prompts/get` for a `ref/prompt`, `resources/read` for a `ref/resource`.
+    pub verb: &'static str,
+    /// The prompt's name, or the resource template's URI.
+    pub name: String,
 }
 
 /// The `_meta` key carrying a requester's reason for a held request.
@@ -46,6 +63,9 @@ struct ParamsView<'a> {
     /// object.
     #[serde(rename = "_meta", borrow)]
     meta: Option<&'a RawValue>,
+    #[serde(rename = "ref")]
+    reference: Option<Value>,
+    notifications: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -56,6 +76,8 @@ struct MetaView<'a> {
     progress_token: Option<&'a RawValue>,
     #[serde(rename = "dev.portcullis/reason")]
     reason: Option<String>,
+    #[serde(rename = "io.modelcontextprotocol/clientCapabilities", borrow)]
+    client_capabilities: Option<&'a RawValue>,
 }
 
 /// The `params` field naming what `method` acts on: the one the specification says the
@@ -125,7 +147,7 @@ impl RequestFacts {
                 target,
             });
         }
-        let (protocol_version, progress_token, reason) = match view.meta {
+        let (protocol_version, progress_token, reason, has_client_capabilities) = match view.meta {
             Some(raw) if raw.get().starts_with('{') => {
                 let m: MetaView = serde_json::from_str(raw.get())
                     .map_err(|e| format!("invalid params._meta: {e}"))?;
@@ -133,11 +155,25 @@ impl RequestFacts {
                     m.protocol_version,
                     m.progress_token.map(|t| t.get().to_string()),
                     m.reason,
+                    m.client_capabilities.is_some(),
                 )
             }
-            Some(raw) if raw.get() == "null" => (None, None, None),
+            Some(raw) if raw.get() == "null" => (None, None, None, false),
             Some(_) => return Err(String::from("params._meta must be an object").into()),
-            None => (None, None, None),
+            None => (None, None, None, false),
+        };
+        let completion = match method {
+            Some("completion/complete") => view.reference.as_ref().and_then(completion_ref),
+            _ => None,
+        };
+        let subscriptions = match method {
+            Some("subscriptions/listen") => view
+                .notifications
+                .as_ref()
+                .map(resource_subscriptions)
+                .transpose()?
+                .unwrap_or_default(),
+            _ => Vec::new(),
         };
         Ok(RequestFacts {
             name: target,
@@ -145,7 +181,222 @@ impl RequestFacts {
             protocol_version,
             progress_token,
             reason,
+            has_client_capabilities,
+            completion,
+            subscriptions,
         })
+    }
+}
+
+/// Which revision family a caller speaks: it decides which methods exist for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientEra {
+    /// 2025-06-18 and 2025-11-25 (and 2025-03-26): a session opened with `initialize`.
+    Session,
+    /// 2026-07-28: every request stands alone and carries its `_meta`.
+    Stateless,
+}
+
+impl ClientEra {
+    pub fn label(self) -> &'static str {
+        match self {
+            ClientEra::Session => "session-based (2025-06-18/2025-11-25)",
+            ClientEra::Stateless => "2026-07-28",
+        }
+    }
+}
+
+/// How the gateway decides a request of a known method. Every method a caller may send has
+/// one; a method with none is refused (-32601) before anything reaches the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MethodDecision {
+    /// Opens a session. Answered by opening one; on a session that is open already it is
+    /// refused (a second handshake would reset what the upstream knows of the client).
+    Handshake,
+    /// Acts on what [`target_field`] names: decided by policy as `verb` on that name.
+    Named { verb: &'static str },
+    /// `completion/complete`: decided by its `ref`, as the method that reference stands for
+    /// (a prompt as `prompts/get` of its name, a resource as `resources/read` of its URI
+    /// template), so it answers only for what the caller may use.
+    Completion,
+    /// `subscriptions/listen`: every URI in `notifications.resourceSubscriptions` is decided
+    /// as `resources/read` of that URI.
+    Listen,
+    /// Acts on nothing named (liveness, lists, discovery, tasks of the caller's own
+    /// session): open to any caller a rule on the target applies to; lists are filtered by
+    /// policy on the way back.
+    Protocol,
+}
+
+use MethodDecision::{Completion, Handshake, Listen, Named, Protocol};
+
+/// The requests a session-based client may send (2025-06-18 and 2025-11-25 schemas,
+/// `ClientRequest`). Method names are case-sensitive: `Tools/Call` is not `tools/call`.
+const SESSION_REQUESTS: &[(&str, MethodDecision)] = &[
+    // The handshake.
+    ("initialize", Handshake),
+    // Liveness and the session's log level: nothing named.
+    ("ping", Protocol),
+    ("logging/setLevel", Protocol),
+    // Lists: filtered by policy on the way back.
+    ("tools/list", Protocol),
+    ("resources/list", Protocol),
+    ("resources/templates/list", Protocol),
+    ("prompts/list", Protocol),
+    // Acting on a named thing: decided on the field the upstream reads.
+    ("tools/call", Named { verb: "tools/call" }),
+    (
+        "prompts/get",
+        Named {
+            verb: "prompts/get",
+        },
+    ),
+    (
+        "resources/read",
+        Named {
+            verb: "resources/read",
+        },
+    ),
+    // A subscription delivers the resource's updates: decided as reading it. Ending one
+    // gives nothing away, so anyone may.
+    (
+        "resources/subscribe",
+        Named {
+            verb: "resources/read",
+        },
+    ),
+    ("resources/unsubscribe", Protocol),
+    // Argument completion: decided by what it completes for.
+    ("completion/complete", Completion),
+    // Tasks (2025-11-25): the session's own tasks, each begun by a decided request.
+    ("tasks/get", Protocol),
+    ("tasks/result", Protocol),
+    ("tasks/list", Protocol),
+    ("tasks/cancel", Protocol),
+];
+
+/// The requests a 2026-07-28 client may send (schema `ClientRequest`). There is no
+/// handshake, `ping` or `logging/setLevel` in this revision.
+const STATELESS_REQUESTS: &[(&str, MethodDecision)] = &[
+    // Discovery: what the server is and offers.
+    ("server/discover", Protocol),
+    // Liveness. Not a 2026-07-28 method; kept because the gateway answers it itself for a
+    // stateless upstream (nothing reaches the upstream), so clients may probe the gateway.
+    ("ping", Protocol),
+    // Lists: filtered by policy on the way back.
+    ("tools/list", Protocol),
+    ("resources/list", Protocol),
+    ("resources/templates/list", Protocol),
+    ("prompts/list", Protocol),
+    // Acting on a named thing: decided on the field the upstream reads.
+    ("tools/call", Named { verb: "tools/call" }),
+    (
+        "prompts/get",
+        Named {
+            verb: "prompts/get",
+        },
+    ),
+    (
+        "resources/read",
+        Named {
+            verb: "resources/read",
+        },
+    ),
+    // Argument completion: decided by what it completes for.
+    ("completion/complete", Completion),
+    // The notification stream, with the resources it subscribes to decided as reads.
+    ("subscriptions/listen", Listen),
+];
+
+/// The notifications a session-based client may send (2025-06-18 and 2025-11-25
+/// `ClientNotification`). Anything else under `notifications/` is refused: an upstream may
+/// act on notifications, and the gateway relays only what it knows the meaning of.
+const SESSION_NOTIFICATIONS: &[&str] = &[
+    // Lifecycle and request control.
+    "notifications/initialized",
+    "notifications/cancelled",
+    "notifications/progress",
+    // The client's roots changed (the upstream may ask for them again).
+    "notifications/roots/list_changed",
+    // A task the client runs for the server changed state (2025-11-25).
+    "notifications/tasks/status",
+];
+
+/// The notifications a 2026-07-28 client may send: only cancellation.
+const STATELESS_NOTIFICATIONS: &[&str] = &["notifications/cancelled"];
+
+/// How a request of `method` from a caller of `era` is decided, or `None` when no revision of
+/// that era has such a method (refused, -32601).
+pub fn method_decision(era: ClientEra, method: &str) -> Option<MethodDecision> {
+    let table = match era {
+        ClientEra::Session => SESSION_REQUESTS,
+        ClientEra::Stateless => STATELESS_REQUESTS,
+    };
+    table
+        .iter()
+        .find(|(known, _)| *known == method)
+        .map(|(_, decision)| *decision)
+}
+
+/// Whether a caller of `era` may send the notification `method`.
+pub fn is_client_notification(era: ClientEra, method: &str) -> bool {
+    let table = match era {
+        ClientEra::Session => SESSION_NOTIFICATIONS,
+        ClientEra::Stateless => STATELESS_NOTIFICATIONS,
+    };
+    table.contains(&method)
+}
+
+/// The `_meta` keys every 2026-07-28 request must carry (basic/index, "Per-request protocol
+/// fields": a request without one is malformed and gets -32602). `clientInfo` is only
+/// recommended, so its absence is not refused.
+pub const REQUIRED_REQUEST_META: &[&str] = &[META_VERSION, META_CAPS];
+
+impl RequestFacts {
+    /// The required `_meta` keys ([`REQUIRED_REQUEST_META`]) this 2026-07-28 request lacks.
+    pub fn missing_request_meta(&self) -> Vec<&'static str> {
+        let mut missing = Vec::new();
+        if self.protocol_version.is_none() {
+            missing.push(META_VERSION);
+        }
+        if !self.has_client_capabilities {
+            missing.push(META_CAPS);
+        }
+        missing
+    }
+}
+
+/// The decided method and name a completion `ref` stands for; `None` for a reference of
+/// another type or without its name (refused by the gateway as invalid params).
+fn completion_ref(reference: &Value) -> Option<CompletionRef> {
+    let (verb, field) = match reference.get("type")?.as_str()? {
+        "ref/prompt" => ("prompts/get", "name"),
+        "ref/resource" => ("resources/read", "uri"),
+        _ => return None,
+    };
+    let name = reference.get(field)?.as_str()?.to_string();
+    Some(CompletionRef { verb, name })
+}
+
+/// The resource URIs a `subscriptions/listen` filter subscribes to. A list that is not all
+/// strings is refused: what cannot be read cannot be decided.
+fn resource_subscriptions(filter: &Value) -> Result<Vec<String>, FactsError> {
+    match filter.get("resourceSubscriptions") {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(uris)) => uris
+            .iter()
+            .map(|u| {
+                u.as_str().map(str::to_string).ok_or_else(|| {
+                    FactsError::from(String::from(
+                        "params.notifications.resourceSubscriptions must be a list of URIs",
+                    ))
+                })
+            })
+            .collect(),
+        Some(_) => Err(String::from(
+            "params.notifications.resourceSubscriptions must be a list of URIs",
+        )
+        .into()),
     }
 }
 
@@ -311,6 +562,78 @@ mod tests {
         assert!(read("resources/read", r#"{"name":"u","uri":"u"}"#).is_ok());
         // Methods that act on nothing named carry no target.
         assert_eq!(read("tools/list", r#"{"name":"x"}"#).unwrap().name, None);
+    }
+
+    #[test]
+    fn every_method_has_a_decision_per_era() {
+        use ClientEra::{Session, Stateless};
+        assert_eq!(method_decision(Session, "initialize"), Some(Handshake));
+        assert_eq!(method_decision(Stateless, "initialize"), None);
+        assert_eq!(method_decision(Session, "Tools/Call"), None);
+        assert_eq!(
+            method_decision(Session, "resources/subscribe"),
+            Some(Named {
+                verb: "resources/read"
+            })
+        );
+        assert_eq!(method_decision(Stateless, "resources/subscribe"), None);
+        assert_eq!(
+            method_decision(Stateless, "subscriptions/listen"),
+            Some(Listen)
+        );
+        assert_eq!(
+            method_decision(Stateless, "completion/complete"),
+            Some(Completion)
+        );
+        assert!(is_client_notification(Session, "notifications/initialized"));
+        assert!(!is_client_notification(
+            Session,
+            "notifications/resources/updated"
+        ));
+        assert!(!is_client_notification(
+            Stateless,
+            "notifications/initialized"
+        ));
+        assert!(is_client_notification(Stateless, "notifications/cancelled"));
+    }
+
+    #[test]
+    fn completion_and_listen_targets_and_required_meta_are_read() {
+        let raw = |s: &str| RawValue::from_string(s.into()).unwrap();
+        let read = |m: &str, s: &str| RequestFacts::read(Some(m), Some(&raw(s)));
+        let f = read(
+            "completion/complete",
+            r#"{"ref":{"type":"ref/resource","uri":"docs://{x}"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            f.completion,
+            Some(CompletionRef {
+                verb: "resources/read",
+                name: "docs://{x}".into()
+            })
+        );
+        assert_eq!(f.missing_request_meta(), vec![META_CAPS]);
+        let f = read(
+            "completion/complete",
+            r#"{"ref":{"type":"ref/tool","name":"x"}}"#,
+        )
+        .unwrap();
+        assert_eq!(f.completion, None);
+        assert_eq!(f.missing_request_meta(), vec![META_VERSION, META_CAPS]);
+        let f = read(
+            "subscriptions/listen",
+            r#"{"notifications":{"resourceSubscriptions":["a://1","a://2"]}}"#,
+        )
+        .unwrap();
+        assert_eq!(f.subscriptions, ["a://1", "a://2"]);
+        assert!(
+            read(
+                "subscriptions/listen",
+                r#"{"notifications":{"resourceSubscriptions":[1]}}"#
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::era::{self, RequestFacts, UpstreamEra};
+use crate::era::{self, ClientEra, MethodDecision, RequestFacts, UpstreamEra};
 use crate::jsonrpc::{self, Message, ResponseBody, code};
 use crate::link::{Driver, Inbound, Link, LinkError, Outgoing, UpstreamSpec};
 use crate::masking::{self, MaskSet, Masks};
@@ -72,6 +72,8 @@ pub struct TargetRuntime {
     spec: UpstreamSpec,
     slots: Arc<Semaphore>,
     max_processes: usize,
+    /// The most sessions one identity may hold on this target (`max_sessions_per_identity`).
+    max_sessions_per_identity: usize,
     shared: tokio::sync::Mutex<Option<(Arc<Link>, UpstreamEra)>>,
 }
 
@@ -358,6 +360,7 @@ impl Gateway {
                     spec,
                     slots: Arc::new(Semaphore::new(target.max_processes)),
                     max_processes: target.max_processes,
+                    max_sessions_per_identity: target.max_sessions_per_identity,
                     shared: tokio::sync::Mutex::new(None),
                 }),
             );
@@ -484,11 +487,7 @@ impl Gateway {
         target: &TargetRuntime,
         link: &Arc<Link>,
     ) -> Result<UpstreamEra, LinkError> {
-        let meta = json!({ "_meta": {
-            era::META_VERSION: era::MODERN,
-            era::META_CAPS: {},
-            era::META_CLIENT: { "name": "portcullis", "version": env!("CARGO_PKG_VERSION") },
-        }});
+        let meta = json!({ "_meta": self.own_meta() });
         let params = serde_json::value::to_raw_value(&meta).expect("serialises");
         link.set_protocol_version(era::MODERN);
         let discover = self.call(link, "server/discover", Some(&params)).await?;
@@ -588,9 +587,14 @@ impl Gateway {
         ev.arguments = params.map(|p| PayloadDigest::of(p.get().as_bytes()));
         ev.result = Some(PayloadDigest::of(refusal.body.as_bytes()));
         ev.duration_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
-        ev.detail = serde_json::from_str::<Value>(&refusal.body)
-            .ok()
-            .and_then(|v| v["error"]["message"].as_str().map(str::to_string));
+        let error = serde_json::from_str::<Value>(&refusal.body)
+            .map(|v| v["error"].clone())
+            .unwrap_or(Value::Null);
+        ev.detail = error["message"].as_str().map(str::to_string);
+        if error["code"] == code::POLICY_DENIED {
+            ev.outcome = Outcome::Denied;
+            ev.decision = Some("deny".into());
+        }
         match self.audit.record(ev).await {
             Ok(_) => Err(refusal),
             Err(e) => Err(audit_refusal(id.get(), &e.to_string())),
@@ -616,6 +620,7 @@ impl Gateway {
                 ),
             ));
         }
+        self.admit_session(caller, target, id)?;
         let unreachable = |e: LinkError| {
             Refusal::new(
                 http::StatusCode::OK,
@@ -774,13 +779,17 @@ impl Gateway {
         {
             let mut sessions = self.sessions.lock().expect("lock");
             // Checked again here: concurrent initializes all passed the first check.
-            if sessions.len() < self.settings.max_sessions {
+            let own = sessions_of(&sessions, &caller.identity, &target.name);
+            if sessions.len() < self.settings.max_sessions && own < target.max_sessions_per_identity
+            {
                 sessions.insert(session.id.clone(), session.clone());
                 drop(sessions);
                 return Ok((session, answer));
             }
         }
         self.end_unregistered(&session, caller).await;
+        // Lost the race for the last slot: the caller's own limit, or the gateway's.
+        self.admit_session(caller, target, id)?;
         Err(Refusal::new(
             http::StatusCode::SERVICE_UNAVAILABLE,
             Some(id.get()),
@@ -790,6 +799,46 @@ impl Gateway {
                 self.settings.max_sessions
             ),
         ))
+    }
+
+    /// Before anything is spawned for a session: some rule on the target must apply to the
+    /// caller (otherwise it could do nothing there but hold a process), and the caller must
+    /// be under its own limit of sessions on the target, so one key cannot take every
+    /// process slot from the others.
+    fn admit_session(
+        &self,
+        caller: &Caller,
+        target: &TargetRuntime,
+        id: &RawValue,
+    ) -> Result<(), Refusal> {
+        if !self.policy.any_rule_for(&caller.identity, &target.name) {
+            return Err(Refusal::new(
+                http::StatusCode::FORBIDDEN,
+                Some(id.get()),
+                code::POLICY_DENIED,
+                &no_rule_message(&caller.identity, &target.name),
+            ));
+        }
+        let own = sessions_of(
+            &self.sessions.lock().expect("lock"),
+            &caller.identity,
+            &target.name,
+        );
+        if own >= target.max_sessions_per_identity {
+            return Err(Refusal::new(
+                http::StatusCode::TOO_MANY_REQUESTS,
+                Some(id.get()),
+                code::UPSTREAM_UNAVAILABLE,
+                &format!(
+                    "{} holds {own} sessions on {}, its limit (targets.{}.max_sessions_per_identity = {}); end one (DELETE) or let one expire first",
+                    caller.identity.subject,
+                    target.name,
+                    target.name,
+                    target.max_sessions_per_identity
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The session with this id, if it exists, belongs to this caller and is alive. A
@@ -912,7 +961,11 @@ impl Gateway {
             .map(|p| PayloadDigest::of(p.get().as_bytes()));
         ev.policy_version = Some(self.policy.version().to_string());
 
-        let planned = match self.decide(caller, target, &incoming, &mut ev) {
+        let client_era = match session {
+            Some(_) => ClientEra::Session,
+            None => ClientEra::Stateless,
+        };
+        let planned = match self.decide(caller, target, &incoming, client_era, &mut ev) {
             Ok(Decided {
                 mask,
                 hold: Some(requirement),
@@ -995,46 +1048,121 @@ impl Gateway {
         (rx, pump)
     }
 
-    /// Classify and decide: policy for the methods that act on something, the tool pin for
-    /// tool calls; protocol methods (listing, ping, completion ...) are open to every
-    /// authenticated caller, and lists are filtered on the way back. Returns the masking
-    /// profile the allowing rule names, or what a hold needs.
+    /// Classify and decide. Every method has a decision ([`era::method_decision`]): an
+    /// unknown one is refused; methods that act on something are decided by policy (and a
+    /// tool call by its pin); protocol methods (lists, ping, discovery ...) are open to any
+    /// caller some rule on the target applies to, and lists are filtered on the way back.
+    /// Returns the masking profile the allowing rule names, or what a hold needs.
     fn decide(
         &self,
         caller: &Caller,
         target: &TargetRuntime,
         incoming: &IncomingRequest<'_>,
+        client_era: ClientEra,
         ev: &mut AuditEvent,
     ) -> Result<Decided, Refused> {
         let IncomingRequest { method, facts, .. } = incoming;
         let method = *method;
-        // A subscription delivers the resource's updates: it is decided as reading it.
-        let method = if method == "resources/subscribe" {
-            "resources/read"
-        } else {
-            method
-        };
-        if !matches!(method, "tools/call" | "resources/read" | "prompts/get") {
-            ev.decision = Some("allow".into());
-            ev.rule = Some("protocol".into());
-            return Ok(Decided {
-                mask: self.answer_masks(caller, target, None)?,
-                hold: None,
-            });
-        }
-        let Some(name) = facts.name.as_deref() else {
-            let what = if method == "resources/read" {
-                "params.uri"
-            } else {
-                "params.name"
-            };
+        let Some(how) = era::method_decision(client_era, method) else {
             return Err(Refused::rejected(
-                code::INVALID_PARAMS,
-                format!("{method} needs {what}"),
+                code::METHOD_NOT_FOUND,
+                format!(
+                    "method {method:?} is not a {} MCP request method (names are case-sensitive); the gateway decides only methods it knows, so it is refused",
+                    client_era.label()
+                ),
             ));
         };
+        match how {
+            MethodDecision::Handshake => Err(Refused::rejected(
+                code::INVALID_REQUEST,
+                "this session is initialized already; a session has one initialize (start a new session without Mcp-Session-Id)".into(),
+            )),
+            MethodDecision::Protocol => {
+                self.admit_protocol(caller, target)?;
+                ev.decision = Some("allow".into());
+                ev.rule = Some("protocol".into());
+                // Lists, discovery and the rest answer for no one decided call: they are
+                // masked with every profile of the caller's rules on the target.
+                Ok(Decided {
+                    mask: self.answer_masks(caller, target, None)?,
+                    hold: None,
+                })
+            }
+            MethodDecision::Named { verb } => {
+                let Some(name) = facts.name.as_deref() else {
+                    let field = era::target_field(method).unwrap_or("name");
+                    return Err(Refused::rejected(
+                        code::INVALID_PARAMS,
+                        format!("{method} needs params.{field}"),
+                    ));
+                };
+                self.decide_named(caller, target, verb, name, facts.arguments.as_ref(), ev)
+            }
+            MethodDecision::Completion => {
+                let Some(reference) = &facts.completion else {
+                    return Err(Refused::rejected(
+                        code::INVALID_PARAMS,
+                        "completion/complete needs params.ref: {\"type\": \"ref/prompt\", \"name\": ...} or {\"type\": \"ref/resource\", \"uri\": ...}".into(),
+                    ));
+                };
+                ev.resource = Some(reference.name.clone());
+                let decided =
+                    self.decide_named(caller, target, reference.verb, &reference.name, None, ev)?;
+                if decided.hold.is_some() {
+                    return Err(not_held("completion/complete", reference.verb, &reference.name, ev));
+                }
+                Ok(decided)
+            }
+            MethodDecision::Listen => {
+                self.admit_protocol(caller, target)?;
+                for uri in &facts.subscriptions {
+                    // The event names the URI a refusal is about.
+                    ev.resource = Some(uri.clone());
+                    let decided = self.decide_named(caller, target, "resources/read", uri, None, ev)?;
+                    if decided.hold.is_some() {
+                        return Err(not_held("subscriptions/listen", "resources/read", uri, ev));
+                    }
+                }
+                ev.resource = None;
+                ev.decision = Some("allow".into());
+                if facts.subscriptions.is_empty() {
+                    ev.rule = Some("protocol".into());
+                }
+                Ok(Decided {
+                    mask: self.answer_masks(caller, target, None)?,
+                    hold: None,
+                })
+            }
+        }
+    }
+
+    /// A protocol method acts on nothing named, but it still reaches the upstream (and may
+    /// start it): only a caller some rule on the target applies to gets that far.
+    fn admit_protocol(&self, caller: &Caller, target: &TargetRuntime) -> Result<(), Refused> {
+        if self.policy.any_rule_for(&caller.identity, &target.name) {
+            return Ok(());
+        }
+        Err(Refused {
+            outcome: Outcome::Denied,
+            code: code::POLICY_DENIED,
+            message: no_rule_message(&caller.identity, &target.name),
+            data: None,
+        })
+    }
+
+    /// Decides acting as `verb` on `name` (a tool, a resource URI, a prompt): policy, then
+    /// the tool's pin. Returns the allowing rule's masking profile, or what a hold needs.
+    fn decide_named(
+        &self,
+        caller: &Caller,
+        target: &TargetRuntime,
+        method: &str,
+        name: &str,
+        arguments: Option<&Value>,
+        ev: &mut AuditEvent,
+    ) -> Result<Decided, Refused> {
         // What the arguments carry (a card number, a secret) is an input of the decision.
-        let findings = match &facts.arguments {
+        let findings = match arguments {
             Some(arguments) => {
                 let report = self.masks.classify_arguments(arguments);
                 ev.findings = masking::summary(&report);
@@ -1053,7 +1181,7 @@ impl Gateway {
             target_kind: TargetKind::Mcp,
             verb: method,
             resource: Some(name),
-            arguments: facts.arguments.as_ref(),
+            arguments,
             findings: &findings,
             grants: &grants,
             sql: None,
@@ -1380,6 +1508,12 @@ impl Gateway {
             let discover = era.discover_result().to_string();
             return Ok(Forward::Local(jsonrpc::result(id.get(), &discover)));
         }
+        if method == "tools/call"
+            && let Some(tool) = facts.name.as_deref()
+        {
+            self.ensure_pinned(caller, target, &link, upstream_modern, tool)
+                .await?;
+        }
         let translated = match over_modern {
             Some((caps, info)) => Some(
                 era::add_modern_meta(params, caps, info)
@@ -1414,6 +1548,110 @@ impl Gateway {
                 legacy_client_over_modern: over_modern.is_some(),
             },
         }))
+    }
+
+    /// A tool is callable only with a pin: one the gateway has never seen listed has no
+    /// fingerprint vouching for it (and was never filtered by policy for anyone). Before the
+    /// first call of an unpinned tool the gateway lists the upstream's tools itself and pins
+    /// it; a tool the upstream does not list, or lists changed, is refused.
+    async fn ensure_pinned(
+        &self,
+        caller: &Caller,
+        target: &TargetRuntime,
+        link: &Arc<Link>,
+        upstream_modern: bool,
+        tool: &str,
+    ) -> Result<(), Refused> {
+        let store_failed = |e: crate::pins::PinError| {
+            Refused::failed(
+                code::INTERNAL_ERROR,
+                format!("cannot check the tool pin: {e}"),
+            )
+        };
+        if self
+            .pins
+            .is_pinned(&target.name, tool)
+            .map_err(store_failed)?
+        {
+            return Ok(());
+        }
+        let listed = self
+            .find_listed_tool(link, upstream_modern, tool)
+            .await
+            .map_err(|why| {
+                Refused::failed(
+                    code::UPSTREAM_UNAVAILABLE,
+                    format!(
+                        "upstream {}: tool {tool:?} has no pin and listing the upstream's tools to pin it failed: {why}",
+                        target.name
+                    ),
+                )
+            })?;
+        let Some(listed) = listed else {
+            return Err(Refused::rejected(
+                code::INVALID_PARAMS,
+                format!(
+                    "tool {tool:?} is not in the tools/list of {}: only a listed (and pinned) tool can be called",
+                    target.name
+                ),
+            ));
+        };
+        if self.tool_pin_holds(caller, target, &listed, tool).await {
+            return Ok(());
+        }
+        Err(Refused {
+            outcome: Outcome::Denied,
+            code: code::TOOL_PIN_MISMATCH,
+            message: format!(
+                "tool {tool:?} changed since it was pinned and is withheld until an operator runs `portcullis tools accept {} {tool}`",
+                target.name
+            ),
+            data: Some(json!({ "rule": "tool-pin" })),
+        })
+    }
+
+    /// The upstream's listing of `tool`, read page by page (bounded), or `None` when it does
+    /// not list it.
+    async fn find_listed_tool(
+        &self,
+        link: &Arc<Link>,
+        upstream_modern: bool,
+        tool: &str,
+    ) -> Result<Option<Value>, String> {
+        const MAX_PAGES: usize = 32;
+        let mut cursor: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let mut params = serde_json::Map::new();
+            if let Some(c) = cursor.take() {
+                params.insert("cursor".into(), Value::String(c));
+            }
+            if upstream_modern {
+                params.insert("_meta".into(), self.own_meta());
+            }
+            let params = serde_json::value::to_raw_value(&params).expect("serialises");
+            let result = self
+                .call(link, "tools/list", Some(&params))
+                .await
+                .map_err(|e| e.to_string())??;
+            let tools = result["tools"].as_array().ok_or("no tools in the answer")?;
+            if let Some(found) = tools.iter().find(|t| t["name"] == tool) {
+                return Ok(Some(found.clone()));
+            }
+            match result["nextCursor"].as_str() {
+                Some(next) => cursor = Some(next.to_string()),
+                None => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+
+    /// The `_meta` of the gateway's own requests to a 2026-07-28 upstream.
+    fn own_meta(&self) -> Value {
+        json!({
+            era::META_VERSION: era::MODERN,
+            era::META_CAPS: {},
+            era::META_CLIENT: { "name": "portcullis", "version": env!("CARGO_PKG_VERSION") },
+        })
     }
 
     /// Answers a refused request with its JSON-RPC error, recorded with the refusal's outcome
@@ -1707,12 +1945,30 @@ impl Gateway {
         ev.session = session.map(|s| s.id.clone());
         ev.action = Some(method.to_string());
         ev.arguments = params.map(|p| PayloadDigest::of(p.get().as_bytes()));
-        if !method.starts_with("notifications/") {
+        let client_era = match session {
+            Some(_) => ClientEra::Session,
+            None => ClientEra::Stateless,
+        };
+        if !era::is_client_notification(client_era, method) {
             // Without an id this would reach the upstream undecided: a `tools/call` sent as
-            // a notification must not slip past policy.
-            let message = format!(
-                "{method:?} is not a notification method; send it as a request (with an id) so it can be decided"
-            );
+            // a notification must not slip past policy, nor a notification of the
+            // upstream's own kind (`notifications/resources/updated`, say) be fed to it.
+            let (code, message) = if method.starts_with("notifications/") {
+                (
+                    code::METHOD_NOT_FOUND,
+                    format!(
+                        "{method:?} is not a notification a {} client sends; the gateway relays only the ones the specification defines",
+                        client_era.label()
+                    ),
+                )
+            } else {
+                (
+                    code::INVALID_REQUEST,
+                    format!(
+                        "{method:?} is not a notification method; send it as a request (with an id) so it can be decided"
+                    ),
+                )
+            };
             ev.outcome = Outcome::Rejected;
             ev.detail = Some(message.clone());
             if let Err(e) = self.audit.record(ev).await {
@@ -1721,7 +1977,7 @@ impl Gateway {
             return Err(Refusal::new(
                 http::StatusCode::BAD_REQUEST,
                 None,
-                code::INVALID_REQUEST,
+                code,
                 &message,
             ));
         }
@@ -1808,6 +2064,30 @@ impl Gateway {
         );
         ev.request_id = Some(id.get().to_string());
         ev.result = Some(PayloadDigest::of(text.as_bytes()));
+        // Only an answer to a request the upstream made on this session is relayed: anything
+        // else would feed the upstream a result it never asked for (or answer another
+        // session's request on a shared link).
+        let dedicated = matches!(session.route, SessionRoute::Dedicated);
+        if !session
+            .link
+            .take_server_request(id.get(), &session.id, dedicated)
+        {
+            let message = format!(
+                "response {} answers no request the upstream made on this session; it is not relayed",
+                id.get()
+            );
+            ev.outcome = Outcome::Rejected;
+            ev.detail = Some(message.clone());
+            if let Err(e) = self.audit.record(ev).await {
+                return Err(audit_refusal(id.get(), &e.to_string()));
+            }
+            return Err(Refusal::new(
+                http::StatusCode::BAD_REQUEST,
+                Some(id.get()),
+                code::INVALID_REQUEST,
+                &message,
+            ));
+        }
         if let Err(e) = session.link.send(text, "").await {
             ev.outcome = Outcome::Failed;
             ev.detail = Some(e.to_string());
@@ -1877,6 +2157,40 @@ fn refusal_of(verdict: &Verdict, method: &str, name: &str) -> Option<(i64, Strin
             ),
         )),
     }
+}
+
+/// The refusal of a request whose decision is a hold where nobody can be asked: a
+/// completion or a subscription is not worth a person's approval, so it is not offered.
+fn not_held(method: &str, verb: &str, name: &str, ev: &AuditEvent) -> Refused {
+    Refused {
+        outcome: Outcome::Denied,
+        code: code::POLICY_DENIED,
+        message: format!(
+            "{method} for {name:?} refused: {verb} {name:?} is held for approval by rule {:?}, and {method} is not held",
+            ev.rule.as_deref().unwrap_or("")
+        ),
+        data: Some(json!({ "decision": "hold", "rule": &ev.rule, "event": &ev.id })),
+    }
+}
+
+/// Why a caller no rule on the target applies to gets nothing from it.
+fn no_rule_message(identity: &Identity, target: &str) -> String {
+    format!(
+        "no rule on target {target:?} applies to {}; nothing on it is open to this caller",
+        identity.subject
+    )
+}
+
+/// How many of `sessions` belong to `identity` on `target`.
+fn sessions_of(
+    sessions: &HashMap<String, Arc<Session>>,
+    identity: &Identity,
+    target: &str,
+) -> usize {
+    sessions
+        .values()
+        .filter(|s| s.belongs_to(identity) && &*s.target.name == target)
+        .count()
 }
 
 /// The owner key of a stateless caller's requests on a shared link.

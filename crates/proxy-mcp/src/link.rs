@@ -7,7 +7,7 @@
 //! they belong to when that is knowable (the HTTP response stream they arrived on, or a
 //! progress token), and otherwise to the session's stream of unsolicited messages.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -103,9 +103,17 @@ pub struct Link {
     pending: Mutex<HashMap<u64, Pending>>,
     next_id: AtomicU64,
     unsolicited: mpsc::Sender<String>,
+    /// The server-to-client requests the upstream sent and nobody answered yet, as (owner of
+    /// the request whose stream carried it, if any; raw JSON id): a caller's response is
+    /// relayed only when it answers one of these.
+    server_requests: Mutex<VecDeque<(Option<String>, String)>>,
     closed: AtomicBool,
     max_bytes: usize,
 }
+
+/// How many unanswered server-to-client requests a link remembers; the oldest are forgotten
+/// (and can no longer be answered) past this.
+const SERVER_REQUESTS_KEPT: usize = 256;
 
 /// Capacity of the per-request and unsolicited queues: an upstream that floods notifications
 /// faster than the caller reads them is slowed down (request queues) or loses the excess
@@ -162,6 +170,7 @@ impl Link {
                     pending: Mutex::new(HashMap::new()),
                     next_id: AtomicU64::new(1),
                     unsolicited,
+                    server_requests: Mutex::new(VecDeque::new()),
                     closed: AtomicBool::new(false),
                     max_bytes,
                 });
@@ -213,6 +222,7 @@ impl Link {
                     pending: Mutex::new(HashMap::new()),
                     next_id: AtomicU64::new(1),
                     unsolicited,
+                    server_requests: Mutex::new(VecDeque::new()),
                     closed: AtomicBool::new(false),
                     max_bytes,
                 }),
@@ -460,14 +470,16 @@ impl Link {
                 };
                 self.deliver(tx, text).await;
             }
-            Message::Request { .. } => {
-                let tx = via.and_then(|v| {
+            Message::Request { ref id, .. } => {
+                let carrier = via.and_then(|v| {
                     self.pending
                         .lock()
                         .expect("lock")
                         .get(&v)
-                        .map(|p| p.tx.clone())
+                        .map(|p| (p.tx.clone(), p.owner.clone()))
                 });
+                let (tx, owner) = carrier.unzip();
+                self.expect_answer(owner, id.get());
                 self.deliver(tx, text).await;
             }
         }
@@ -494,6 +506,30 @@ impl Link {
                     .await;
             }
         }
+    }
+
+    /// Remembers a server-to-client request, so the caller's answer to it can be relayed.
+    fn expect_answer(&self, owner: Option<String>, id: &str) {
+        let mut expected = self.server_requests.lock().expect("lock");
+        if expected.len() >= SERVER_REQUESTS_KEPT {
+            expected.pop_front();
+        }
+        expected.push_back((owner, id.to_string()));
+    }
+
+    /// Whether `id` answers a server-to-client request of this link that `owner` may answer:
+    /// one sent on the stream of `owner`'s request, or (`unowned_ok`: the link is the
+    /// owner's own session) one sent outside any request. A match is used up.
+    pub fn take_server_request(&self, id: &str, owner: &str, unowned_ok: bool) -> bool {
+        let mut expected = self.server_requests.lock().expect("lock");
+        let found = expected.iter().position(|(o, i)| {
+            i == id
+                && match o {
+                    Some(o) => o == owner,
+                    None => unowned_ok,
+                }
+        });
+        found.and_then(|at| expected.remove(at)).is_some()
     }
 
     async fn deliver(&self, tx: Option<mpsc::Sender<Inbound>>, text: &str) {

@@ -352,6 +352,33 @@ async fn post_modern(
             ),
         );
     }
+    if let Message::Request { id, method, .. } = &message {
+        let missing = facts.missing_request_meta();
+        if !missing.is_empty() {
+            // The specification's own answer to a request without its required `_meta`
+            // (-32602, HTTP 400), given here with the keys named: an upstream would refuse it
+            // too, but without saying why.
+            let why = format!(
+                "a 2026-07-28 request carries {} in params._meta; this {method} lacks {}",
+                era::REQUIRED_REQUEST_META.join(" and "),
+                missing.join(" and ")
+            );
+            record_rejection(
+                &gateway,
+                &caller,
+                &runtime.name,
+                Some(method),
+                facts.name.as_deref(),
+                why.clone(),
+            )
+            .await;
+            let data = json!({ "missing": missing });
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                jsonrpc::error(Some(id.get()), code::INVALID_PARAMS, &why, Some(data)),
+            );
+        }
+    }
     if let Some(method) = message.method()
         && let Err(why) = check_modern_headers(
             &headers,
@@ -391,8 +418,11 @@ async fn post_legacy(
     message: Message,
     facts: RequestFacts,
 ) -> Response {
+    // An `initialize` with a session id is a second handshake on that session: it goes to
+    // the session, where the pipeline refuses it.
     if let Message::Request { id, method, params } = &message
         && method == "initialize"
+        && session_header(&headers).is_none()
     {
         return match gateway
             .initialize(&caller, &runtime, id, params.as_deref())

@@ -235,6 +235,23 @@ impl Gateway {
     }
 }
 
+/// Adds the `_meta` every 2026-07-28 request carries: the required protocol version and
+/// client capabilities, and the recommended client info (keys already there are kept).
+pub fn add_modern_meta(params: &mut Value) {
+    let meta = &mut params["_meta"];
+    meta["io.modelcontextprotocol/protocolVersion"] = json!(MODERN);
+    if meta
+        .get("io.modelcontextprotocol/clientCapabilities")
+        .is_none()
+    {
+        meta["io.modelcontextprotocol/clientCapabilities"] = json!({});
+    }
+    if meta.get("io.modelcontextprotocol/clientInfo").is_none() {
+        meta["io.modelcontextprotocol/clientInfo"] =
+            json!({"name": "portcullis-tests", "version": "1"});
+    }
+}
+
 /// A 2026-07-28 request, with the headers the revision requires.
 pub async fn modern_call(
     client: &reqwest::Client,
@@ -244,7 +261,7 @@ pub async fn modern_call(
     method: &str,
     mut params: Value,
 ) -> (u16, Value) {
-    params["_meta"]["io.modelcontextprotocol/protocolVersion"] = json!(MODERN);
+    add_modern_meta(&mut params);
     let name = params
         .get("name")
         .or_else(|| params.get("uri"))
