@@ -594,6 +594,12 @@ pub struct Rule {
     /// back: tool results, resource contents, prompt messages.
     #[serde(default)]
     pub mask: Option<String>,
+    /// For `allow` with `mask` on a database target: statements may use masked columns
+    /// outside the output list (WHERE, JOIN, ORDER BY, GROUP BY ...). Off by default: each
+    /// such statement tells the caller something about the hidden values (`WHERE
+    /// substr(account_number, 1, 1) = '4'`), and enough of them read the values whole.
+    #[serde(default)]
+    pub filter_masked: bool,
 }
 
 /// An SQL sub-table of a rule (`allow`, `deny` or `hold`): which statements it is about.
@@ -1279,6 +1285,14 @@ impl Config {
                     ));
                 }
                 _ => {}
+            }
+            if rule.filter_masked && rule.mask.is_none() {
+                return Err(src.error_at(
+                    rule.name.span(),
+                    format!(
+                        "rules[{i}] ({name}).filter_masked: only a rule that masks (an allow rule with mask) can allow filtering on masked columns"
+                    ),
+                ));
             }
             if let Some(mask) = &rule.mask
                 && mask != "default"

@@ -796,6 +796,12 @@ async fn start_databases(
             require_tls: !addr.ip().is_loopback(),
             max_client_frame: config.gateway.max_message_bytes,
             max_connections: target.max_connections,
+            filter_masked_rules: config
+                .rules
+                .iter()
+                .filter(|r| r.filter_masked)
+                .map(|r| r.name.get_ref().clone())
+                .collect(),
         };
         let proxy = PgProxy::new(
             settings,

@@ -16,13 +16,14 @@
 //! read strings as the server does).
 
 pub mod classify;
+mod inference;
 mod session;
 pub mod shape;
 pub mod tls;
 pub mod upstream;
 pub mod wire;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -84,6 +85,9 @@ pub struct PgProxy {
     pub max_client_frame: usize,
     pub max_upstream_frame: usize,
     pub max_connections: usize,
+    /// Rules with `filter_masked = true`: statements they allow may use masked columns
+    /// outside the output list (see [`inference`]).
+    pub filter_masked_rules: HashSet<String>,
     connections: Arc<Semaphore>,
     cancels: Mutex<HashMap<(i32, Bytes), Arc<CancelHandle>>>,
     /// Set when the gateway stops: sessions end, held statements are cancelled.
@@ -109,6 +113,8 @@ pub struct PgSettings {
     pub require_tls: bool,
     pub max_client_frame: usize,
     pub max_connections: usize,
+    /// Names of the rules with `filter_masked = true`.
+    pub filter_masked_rules: HashSet<String>,
 }
 
 impl PgProxy {
@@ -134,6 +140,7 @@ impl PgProxy {
             max_client_frame: settings.max_client_frame,
             max_upstream_frame: 256 << 20,
             max_connections: settings.max_connections,
+            filter_masked_rules: settings.filter_masked_rules,
             connections: Arc::new(Semaphore::new(settings.max_connections)),
             cancels: Mutex::new(HashMap::new()),
             stopping: tokio::sync::watch::channel(false).0,
@@ -167,6 +174,15 @@ impl PgProxy {
         self.stopping.send_replace(true);
         let all = self.max_connections as u32;
         let _ = tokio::time::timeout(grace, self.connections.acquire_many(all)).await;
+    }
+
+    /// Whether the rule that allowed a statement lets it use masked columns outside its
+    /// output list.
+    pub(crate) fn filters_masked(&self, verdict: &Verdict) -> bool {
+        verdict
+            .rule
+            .as_deref()
+            .is_some_and(|rule| self.filter_masked_rules.contains(rule))
     }
 
     pub(crate) fn allow_empty(&self) -> Verdict {

@@ -1,3 +1,337 @@
 //! Attacks on the PostgreSQL adapter: functions that write under a read-only rule, functions
 //! that expose other sessions, predicate oracles on masked columns, asynchronous messages
 //! carrying unmasked values, detector-only masks defeated by transformations.
+
+/// Issue 13 items 9 and 13: masked columns read by inference (predicates, ordering,
+/// grouping...) and detector-only masks defeated by transformations. Helpers and tests of
+/// these items stay in this block.
+mod masked_columns {
+    use std::net::TcpStream;
+    use std::process::{Command, Stdio};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::{Duration, Instant};
+
+    use serde_json::Value;
+    use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+    use crate::common::{Gateway, Key, api_key, free_port};
+
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+
+    async fn connect(conn: &str) -> Result<Client, tokio_postgres::Error> {
+        let (client, connection) = tokio_postgres::connect(conn, NoTls).await?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(client)
+    }
+
+    /// A database of its own, owned by the role the gateway logs in as; dropped on drop.
+    struct Db {
+        name: String,
+        role: String,
+    }
+
+    impl Db {
+        async fn new(setup: &str) -> Db {
+            let n = format!(
+                "{}_{}",
+                std::process::id(),
+                SEQ.fetch_add(1, Ordering::SeqCst)
+            );
+            let db = Db {
+                name: format!("pgmask_{n}"),
+                role: format!("pgmask_app_{n}"),
+            };
+            let admin = connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres")
+                .await
+                .expect("PostgreSQL at 127.0.0.1:5432");
+            admin
+                .batch_execute(&format!("CREATE ROLE {} LOGIN", db.role))
+                .await
+                .unwrap();
+            admin
+                .batch_execute(&format!("CREATE DATABASE {} OWNER {}", db.name, db.role))
+                .await
+                .unwrap();
+            connect(&format!(
+                "host=127.0.0.1 port=5432 user={} dbname={}",
+                db.role, db.name
+            ))
+            .await
+            .unwrap()
+            .batch_execute(setup)
+            .await
+            .unwrap();
+            db
+        }
+
+        fn target(&self, name: &str, port: u16) -> String {
+            format!(
+                "[targets.{name}]\nkind = \"postgres\"\nlisten = \"127.0.0.1:{port}\"\nupstream = \"postgres://127.0.0.1:5432/{}\"\nuser = \"{}\"\n\n",
+                self.name, self.role
+            )
+        }
+    }
+
+    impl Drop for Db {
+        fn drop(&mut self) {
+            for sql in [
+                format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+                format!("DROP ROLE IF EXISTS {}", self.role),
+            ] {
+                let _ = Command::new("psql")
+                    .args(["-X", "-q", "-h", "127.0.0.1", "-U", "postgres"])
+                    .args(["-d", "postgres", "-c", &sql])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+
+    /// Starts a gateway with one postgres target `db` for `database`; returns it and the
+    /// target's port.
+    fn start(database: &Db, keys: &[&Key], rest: &str) -> (Gateway, u16) {
+        let port = free_port();
+        let keys: String = keys.iter().map(|k| k.config.as_str()).collect();
+        let gw = Gateway::start(&format!("{keys}\n{}\n{rest}", database.target("db", port)));
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "listener {port} did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (gw, port)
+    }
+
+    async fn through(port: u16, key: &Key, user: &str) -> Client {
+        connect(&format!(
+            "host=127.0.0.1 port={port} user={user} password={} dbname=db connect_timeout=10",
+            key.key
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("connecting through the gateway: {e:?}"))
+    }
+
+    fn rows(msgs: &[SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
+        msgs.iter()
+            .filter_map(|m| match m {
+                SimpleQueryMessage::Row(r) => {
+                    Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Polls the audit log (10 s at most) for an event matching `pred`.
+    async fn wait_event(gw: &Gateway, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(e) = gw.events().into_iter().find(|e| pred(e)) {
+                return e;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {what} event in {:#?}",
+                gw.events()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    // ------------------------------------------------------------ item 9
+
+    const ACCOUNT: &str = "ACCT-000123-XYZ";
+
+    const CUSTOMERS: &str = "
+        CREATE TABLE customers (id int PRIMARY KEY, name text, email text, account_number text);
+        INSERT INTO customers VALUES
+            (1, 'Ada Lovelace', 'ada@example.com', 'ACCT-000123-XYZ'),
+            (2, 'Alan Turing', 'alan@example.org', 'ACCT-000456-QRS');
+    ";
+
+    /// `agent` reads and corrects customers with account numbers masked; `analyst` has the
+    /// same rule with `filter_masked = true`.
+    fn oracle_rules() -> String {
+        r#"
+[masks.accounts]
+detectors = ["email"]
+columns = ["account_number"]
+
+[[rules]]
+name = "agents read customers masked"
+who.subjects = ["agent"]
+target = "db"
+allow.statements = ["select", "update", "delete"]
+allow.tables = ["customers"]
+mask = "accounts"
+
+[[rules]]
+name = "analysts filter on masked columns"
+who.subjects = ["analyst"]
+target = "db"
+allow.statements = ["select"]
+allow.tables = ["customers"]
+mask = "accounts"
+filter_masked = true
+"#
+        .to_string()
+    }
+
+    /// The attack of the issue: one question per statement about one character of the
+    /// masked value, answered by whether row 1 comes back. Returns what it recovered.
+    async fn recover_by_oracle(c: &Client, query: impl Fn(usize, char) -> String) -> String {
+        let alphabet: Vec<char> = ('A'..='Z').chain('0'..='9').chain(['-']).collect();
+        let mut recovered = String::new();
+        for position in 1..=ACCOUNT.len() {
+            let mut found = None;
+            for &ch in &alphabet {
+                match c.simple_query(&query(position, ch)).await {
+                    Ok(msgs) if !rows(&msgs).is_empty() => {
+                        found = Some(ch);
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            match found {
+                Some(ch) => recovered.push(ch),
+                None => break,
+            }
+        }
+        recovered
+    }
+
+    #[tokio::test]
+    async fn predicate_oracle_on_a_masked_column_is_refused() {
+        let db = Db::new(CUSTOMERS).await;
+        let agent = api_key("agent", "agent", &[]);
+        let analyst = api_key("analyst", "agent", &[]);
+        let (gw, port) = start(&db, &[&agent, &analyst], &oracle_rules());
+        let c = through(port, &agent, "agent").await;
+
+        // The column itself comes back masked; other columns filter freely.
+        let plain = rows(
+            &c.simple_query(
+                "SELECT id, name, account_number FROM customers WHERE name LIKE 'Ada%' ORDER BY id",
+            )
+            .await
+            .unwrap(),
+        );
+        assert_eq!(plain.len(), 1);
+        assert_eq!(plain[0][1].as_deref(), Some("Ada Lovelace"));
+        assert!(
+            !plain[0][2].as_deref().unwrap().contains("000123"),
+            "{plain:?}"
+        );
+
+        // The attack as filed: character by character through WHERE.
+        let recovered = recover_by_oracle(&c, |n, ch| {
+            format!(
+                "select id from customers where id = 1 and substr(account_number, {n}, 1) = '{ch}'"
+            )
+        })
+        .await;
+        assert_eq!(
+            recovered, "",
+            "the masked value was read through a predicate"
+        );
+
+        // Every spelling and every place a predicate can hide in.
+        let attacks = [
+            "select id from customers where id = 1 and substr(account_number, 1, 1) = 'A'",
+            "select c.id from customers c where c.account_number like 'ACCT-0001%'",
+            "select id from customers where \"account_number\" like 'ACCT%'",
+            "select id from public.customers where public.customers.account_number like 'A%'",
+            "select c.id from customers c join customers d on d.id = c.id and d.account_number like 'A%'",
+            "select c.id from customers c join (select 'ACCT-000123-XYZ'::text as account_number) p using (account_number)",
+            "select c.id from customers c natural join (select 'ACCT-000123-XYZ'::text as account_number) p",
+            "select id from customers order by account_number limit 1",
+            "select id, account_number from customers order by 2 limit 1",
+            "select count(*) from customers group by account_number",
+            "select count(*) from customers group by id having max(account_number) like 'A%'",
+            "select id, row_number() over (order by account_number) from customers",
+            "select id, rank() over w from customers window w as (order by account_number)",
+            "select id from customers limit (select count(*) from customers where account_number like 'A%')",
+            "select id from customers c where exists (select 1 from customers d where d.id = c.id and d.account_number like 'A%')",
+            "select id from customers where id in (select id from customers where account_number like 'A%')",
+            "with x as (select id, account_number as a from customers) select id from x where a like 'A%'",
+            "with x(i, a) as (select id, account_number from customers) select i from x where a like 'A%'",
+            "select id from (select id, account_number as a from customers) s where a like 'A%'",
+            "select id from (select id, upper(account_number) from customers) s where upper like 'A%'",
+            "select id from (select id, account_number || '' from customers) s where \"?column?\" like 'A%'",
+            "select i from customers as c(i, n, e, a) where a like 'A%'",
+            "select id from customers c where c::text like '%000123%'",
+            "select id from customers c where (c.*)::text like '%000123%'",
+            "select id from customers c where account_number(c) like 'A%'",
+            "select id from customers c where (c).account_number like 'A%'",
+            "select id, case when account_number like 'A%' then 1 else 0 end from customers",
+            "select count(*) filter (where account_number like 'A%') from customers",
+            "select string_agg(name, ',' order by account_number) from customers",
+            "select distinct on (account_number) id from customers",
+            "update customers set name = name where account_number like 'ACCT-0001%'",
+            "delete from customers where account_number like 'ZZZ%'",
+        ];
+        for sql in attacks {
+            let e = c
+                .simple_query(sql)
+                .await
+                .expect_err(&format!("not refused: {sql}"));
+            assert_eq!(e.code().map(|c| c.code()), Some("42501"), "{sql}: {e:?}");
+            let message = e.as_db_error().unwrap().message();
+            assert!(
+                message.contains("agents read customers masked")
+                    && message.contains("filter_masked"),
+                "{sql}: {message}"
+            );
+        }
+        // The filed spelling names the column.
+        let e = c
+            .simple_query("select id from customers where substr(account_number, 1, 1) = 'A'")
+            .await
+            .unwrap_err();
+        assert!(
+            e.as_db_error()
+                .unwrap()
+                .message()
+                .contains("column \"account_number\"")
+        );
+        // The extended protocol (a driver's prepared statement) is decided the same way.
+        let e = c
+            .query(
+                "select id from customers where id = $1 and substr(account_number, $2, 1) = $3",
+                &[&1i32, &1i32, &"A"],
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.code().map(|c| c.code()), Some("42501"), "{e:?}");
+        // Nothing was changed or deleted on the way.
+        let still = rows(
+            &c.simple_query("select count(*) from customers")
+                .await
+                .unwrap(),
+        );
+        assert_eq!(still[0][0].as_deref(), Some("2"));
+
+        // The refusal is on the record, without the literal.
+        let ev = wait_event(&gw, "refused predicate", |e| {
+            e["outcome"] == "denied"
+                && e["statement"]["text"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("substr(account_number"))
+        })
+        .await;
+        assert_eq!(ev["rule"], "agents read customers masked");
+
+        // A rule that opts out gets the inference risk it asked for.
+        let a = through(port, &analyst, "analyst").await;
+        let recovered = recover_by_oracle(&a, |n, ch| {
+            format!(
+                "select id from customers where id = 1 and substr(account_number, {n}, 1) = '{ch}'"
+            )
+        })
+        .await;
+        assert_eq!(recovered, ACCOUNT, "filter_masked = true allows filtering");
+    }
+}
