@@ -790,6 +790,11 @@ pub struct MaskProfile {
     /// Detectors of your own.
     #[serde(default)]
     pub custom: Vec<CustomDetector>,
+    /// For database targets: sample each table the first time an allowed statement under
+    /// this profile touches it, and mask the columns whose values the detectors flag as if
+    /// `columns` named them (tags kept in the data directory).
+    #[serde(default)]
+    pub discover: bool,
 }
 
 impl Default for MaskProfile {
@@ -804,6 +809,7 @@ impl Default for MaskProfile {
             hmac_key_env: None,
             deny_list: Vec::new(),
             custom: Vec::new(),
+            discover: false,
         }
     }
 }

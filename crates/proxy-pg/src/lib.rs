@@ -16,6 +16,7 @@
 //! read strings as the server does).
 
 pub mod classify;
+pub mod discovery;
 mod inference;
 mod session;
 pub mod shape;
@@ -88,6 +89,8 @@ pub struct PgProxy {
     /// Rules with `filter_masked = true`: statements they allow may use masked columns
     /// outside the output list (see [`inference`]).
     pub filter_masked_rules: HashSet<String>,
+    /// Column discovery for the profiles with `discover = true` (see [`discovery`]).
+    pub discovery: Option<discovery::Discovery>,
     connections: Arc<Semaphore>,
     cancels: Mutex<HashMap<(i32, Bytes), Arc<CancelHandle>>>,
     /// Set when the gateway stops: sessions end, held statements are cancelled.
@@ -115,6 +118,8 @@ pub struct PgSettings {
     pub max_connections: usize,
     /// Names of the rules with `filter_masked = true`.
     pub filter_masked_rules: HashSet<String>,
+    /// Column discovery, when a masking profile has `discover = true`.
+    pub discovery: Option<discovery::Discovery>,
 }
 
 impl PgProxy {
@@ -141,6 +146,7 @@ impl PgProxy {
             max_upstream_frame: 256 << 20,
             max_connections: settings.max_connections,
             filter_masked_rules: settings.filter_masked_rules,
+            discovery: settings.discovery,
             connections: Arc::new(Semaphore::new(settings.max_connections)),
             cancels: Mutex::new(HashMap::new()),
             stopping: tokio::sync::watch::channel(false).0,

@@ -890,7 +890,29 @@ impl Session {
                     },
                     None => None,
                 };
-                let discovered: Vec<String> = Vec::new();
+                let discovered = match discovered_columns(
+                    &proxy,
+                    mask_name(&verdict),
+                    &mask,
+                    statement,
+                )
+                .await
+                {
+                    Ok(columns) => columns,
+                    Err(why) => {
+                        let message = format!(
+                            "portcullis: {}: {why}; the statement is refused until the masking profile knows the table's columns",
+                            describe(statement)
+                        );
+                        self.record_decided(&classified, &verdict, Outcome::Failed, &message)
+                            .await;
+                        return Err(Refusal {
+                            code: "58000",
+                            message,
+                            hint: None,
+                        });
+                    }
+                };
                 let masked = mask.as_deref().map(|profile| MaskedColumns {
                     profile,
                     discovered: &discovered,
@@ -1837,6 +1859,32 @@ impl StatementRun {
             Some(name) => name.clone(),
             None => format!("${i}"),
         }
+    }
+}
+
+/// The columns column discovery tagged in the statement's tables for its mask, sampling
+/// tables not sampled yet (see [`crate::discovery`]).
+async fn discovered_columns(
+    proxy: &PgProxy,
+    name: Option<&str>,
+    mask: &Option<Arc<Profile>>,
+    statement: &SqlStatement,
+) -> Result<Vec<String>, String> {
+    match (&proxy.discovery, name, mask) {
+        (Some(discovery), Some(name), Some(profile)) if discovery.enabled(name) => {
+            discovery
+                .columns(proxy, name, profile, &statement.tables)
+                .await
+        }
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// The masking profile an allow names.
+fn mask_name(verdict: &Verdict) -> Option<&str> {
+    match &verdict.decision {
+        Decision::Allow { mask } => mask.as_deref(),
+        _ => None,
     }
 }
 

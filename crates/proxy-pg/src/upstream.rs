@@ -304,6 +304,50 @@ impl Upstream {
     }
 }
 
+impl Upstream {
+    /// Runs one query (simple protocol) as the gateway's own role and returns its column
+    /// names and rows, text format. For the gateway's own reads (column discovery).
+    #[allow(clippy::type_complexity)]
+    pub async fn rows(
+        &mut self,
+        sql: &str,
+    ) -> Result<(Vec<String>, Vec<Vec<Option<Bytes>>>), UpstreamError> {
+        let mut out = BytesMut::new();
+        wire::query(&mut out, sql);
+        self.stream.write_all(&out).await?;
+        let (mut columns, mut rows, mut failed) = (Vec::new(), Vec::new(), None);
+        loop {
+            let frame = read_frame(&mut self.stream, &mut self.buffered).await?;
+            match frame.tag {
+                b'T' => {
+                    columns = wire::parse_row_description(&frame)?
+                        .into_iter()
+                        .map(|c| c.name)
+                        .collect();
+                }
+                b'D' => rows.push(wire::parse_data_row(&frame)?),
+                b'E' => {
+                    let n = wire::parse_notice(&frame);
+                    failed.get_or_insert(UpstreamError::Server(format!(
+                        "{} ({})",
+                        n.message, n.code
+                    )));
+                }
+                b'Z' => return failed.map_or(Ok((columns, rows)), Err),
+                _ => {}
+            }
+        }
+    }
+
+    /// Ends the session politely (the server then logs no "unexpected EOF").
+    pub async fn terminate(&mut self) -> std::io::Result<()> {
+        let mut out = BytesMut::new();
+        wire::terminate(&mut out);
+        self.stream.write_all(&out).await?;
+        self.stream.shutdown().await
+    }
+}
+
 async fn read_frame(stream: &mut BoxStream, buf: &mut BytesMut) -> Result<Frame, UpstreamError> {
     loop {
         if let Some(frame) = wire::next_frame(buf, LOGIN_FRAME_LIMIT)? {

@@ -334,4 +334,180 @@ filter_masked = true
         .await;
         assert_eq!(recovered, ACCOUNT, "filter_masked = true allows filtering");
     }
+
+    // ------------------------------------------------------------ item 13
+
+    const PEOPLE: &str = "
+        CREATE TABLE people (id int PRIMARY KEY, name text, contact text, card text);
+        INSERT INTO people VALUES
+            (1, 'Ada Lovelace', 'ada.lovelace@example.com', '4111 1111 1111 1111'),
+            (2, 'Alan Turing', 'alan.turing@example.org', '5500 0000 0000 0004');
+    ";
+
+    /// A detector-only profile (no `columns`) that discovers.
+    fn discovery_rules() -> String {
+        r#"
+[masks.found]
+detectors = ["email", "credit_card"]
+discover = true
+
+[[rules]]
+name = "agents read people"
+who.subjects = ["agent"]
+target = "db"
+allow.statements = ["select"]
+allow.tables = ["people", "ghost"]
+mask = "found"
+"#
+        .to_string()
+    }
+
+    /// Every form of the secret values a transformation can return them in.
+    fn leaked_forms() -> Vec<String> {
+        use base64::Engine;
+        let mut forms = Vec::new();
+        for v in ["ada.lovelace@example.com", "4111 1111 1111 1111"] {
+            forms.push(v.to_string());
+            forms.push(v.chars().rev().collect());
+            forms.push(base64::engine::general_purpose::STANDARD.encode(v));
+            forms.push(v.bytes().map(|b| format!("{b:02x}")).collect());
+            forms.push(v.replace('@', "#"));
+        }
+        forms.push("ada.lovelace".into());
+        forms.push("example.com".into());
+        forms.push("4111 1111".into());
+        forms
+    }
+
+    #[tokio::test]
+    async fn detector_only_mask_defeated_by_transformations_is_closed_by_column_discovery() {
+        let db = Db::new(PEOPLE).await;
+        let agent = api_key("agent", "agent", &[]);
+        let (mut gw, port) = start(&db, &[&agent], &discovery_rules());
+        let c = through(port, &agent, "agent").await;
+        let variants = [
+            "select contact from people",
+            "select contact::bytea from people",
+            "select encode(contact::bytea, 'base64') from people",
+            "select encode(contact::bytea, 'hex') from people",
+            "select encode(convert_to(contact, 'UTF8'), 'base64') as x from people",
+            "select reverse(contact) from people",
+            "select translate(contact, '@', '#') from people",
+            "select substr(contact, 1, 12) as a, substr(contact, 13) as b from people",
+            "select left(contact, 5), right(contact, 12) from people",
+            "select split_part(contact, '@', 1), split_part(contact, '@', 2) from people",
+            "select replace(contact, '.', ' ') from people",
+            "select upper(contact) from people",
+            "select md5(contact), contact || '' from people",
+            "select string_agg(contact, ',') from people",
+            "select array_agg(contact)::text from people",
+            "select row_to_json(p)::text from people p",
+            "select p::text from people p",
+            "select to_jsonb(p.*) from people p",
+            "select x from people, lateral (values (reverse(contact))) v(x)",
+            "select reverse(card), replace(card, ' ', '') from people",
+            "select encode(card::bytea, 'base64') from people",
+        ];
+        let forms = leaked_forms();
+        for sql in variants {
+            let msgs = c
+                .simple_query(sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+            let got = rows(&msgs);
+            assert!(!got.is_empty(), "{sql}: no rows");
+            let text = format!("{got:?}");
+            for form in &forms {
+                assert!(
+                    !text.contains(form.as_str()),
+                    "{sql} leaked {form:?}: {text}"
+                );
+            }
+        }
+        // Columns nobody flagged come back as they are.
+        let names = rows(
+            &c.simple_query("select name from people order by id")
+                .await
+                .unwrap(),
+        );
+        assert_eq!(names[0][0].as_deref(), Some("Ada Lovelace"));
+        // A tagged column is a masked column: item 9's refusal applies to it.
+        let e = c
+            .simple_query("select id from people where contact like 'ada%'")
+            .await
+            .unwrap_err();
+        assert_eq!(e.code().map(|c| c.code()), Some("42501"), "{e:?}");
+        assert!(e.as_db_error().unwrap().message().contains("\"contact\""));
+
+        // One discovery per table, recorded with names and counts, never values.
+        let ev = wait_event(&gw, "columns.discovered", |e| {
+            e["type"] == "columns.discovered" && e["resource"] == "people"
+        })
+        .await;
+        let detail = ev["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("contact") && detail.contains("card"),
+            "{ev}"
+        );
+        assert!(!detail.contains("name,") && !detail.contains(" id"), "{ev}");
+        let recorded = ev.to_string();
+        assert!(
+            !recorded.contains("ada.lovelace") && !recorded.contains("4111"),
+            "{ev}"
+        );
+        let n = gw
+            .events()
+            .iter()
+            .filter(|e| e["type"] == "columns.discovered" && e["resource"] == "people")
+            .count();
+        assert_eq!(n, 1, "sampled once");
+
+        // Tags are kept in the data directory and survive a restart: no new sample, and the
+        // transformations stay masked.
+        let kept = std::fs::read_to_string(gw.data_dir().join("discovery/db.json")).unwrap();
+        assert!(
+            kept.contains("contact") && !kept.contains("ada.lovelace"),
+            "{kept}"
+        );
+        drop(c);
+        gw.restart();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let c = loop {
+            match connect(&format!(
+                "host=127.0.0.1 port={port} user=agent password={} dbname=db connect_timeout=10",
+                agent.key
+            ))
+            .await
+            {
+                Ok(c) => break c,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "{e:?}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        };
+        let got = rows(
+            &c.simple_query("select reverse(contact), encode(card::bytea, 'hex') from people")
+                .await
+                .unwrap(),
+        );
+        let text = format!("{got:?}");
+        for form in &forms {
+            assert!(
+                !text.contains(form.as_str()),
+                "after restart leaked {form:?}: {text}"
+            );
+        }
+        let n = gw
+            .events()
+            .iter()
+            .filter(|e| e["type"] == "columns.discovered" && e["resource"] == "people")
+            .count();
+        assert_eq!(n, 1, "tags survive the restart: no second sample");
+
+        // Fail closed: a table whose sample fails (here: it does not exist) is not queried
+        // with a mask that does not know its columns.
+        let e = c.simple_query("select * from ghost").await.unwrap_err();
+        assert_eq!(e.code().map(|c| c.code()), Some("58000"), "{e:?}");
+    }
 }
