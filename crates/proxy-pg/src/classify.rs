@@ -103,6 +103,9 @@ pub struct Outputs {
     pub positional: bool,
     /// A bare `*` or `t.*` in an output list (its columns are not named in the text).
     pub output_star: bool,
+    /// `DISTINCT`, `UNION`, `INTERSECT` or `EXCEPT` (not `ALL`): rows merge when their
+    /// values are equal, so how many come back compares the values.
+    pub deduplicates: bool,
     /// Every output expression (select lists at any depth, RETURNING) outside the places
     /// above, with the name it yields and the columns it reads: a subquery, CTE or alias
     /// can carry a column under another name into a WHERE or ORDER BY of an enclosing query.
@@ -935,6 +938,10 @@ impl Collector<'_> {
                 if st.op != 0 && st.op != protobuf::SetOperation::SetopNone as i32 =>
             {
                 self.outputs.set_operation = true;
+                self.outputs.deduplicates |= !st.all;
+            }
+            N::SelectStmt(st) if !st.distinct_clause.is_empty() => {
+                self.outputs.deduplicates = true;
             }
             _ => {}
         }
@@ -1395,7 +1402,15 @@ impl Walk for protobuf::RangeVar {
 impl Walk for protobuf::FuncCall {
     fn walk<'t>(&'t self, c: &mut Collector<'t>) {
         c.functions.push(dotted(&self.funcname));
-        self.args.walk(c);
+        // How many rows a set-returning function gives depends on its arguments
+        // (`generate_series(1, ascii(substr(x, 1, 1)))`), as does what `count(DISTINCT x)`
+        // counts: their arguments choose rows. `unnest(ARRAY[x, y])` gives one row per
+        // element whatever the values, and stays an output.
+        if self.agg_distinct || (returns_rows(self) && !unnests_an_array(self)) {
+            c.filtering(|c| self.args.walk(c));
+        } else {
+            self.args.walk(c);
+        }
         // `count(*) FILTER (WHERE ...)`, `string_agg(x, ',' ORDER BY y)`, `OVER (ORDER BY
         // y)`: these choose and order rows.
         c.filtering(|c| {
@@ -1404,6 +1419,54 @@ impl Walk for protobuf::FuncCall {
             self.over.walk(c);
         });
     }
+}
+
+/// Built-in set-returning functions: the number of rows they return depends on their
+/// arguments. A user's set-returning function is not known here (that takes the catalog);
+/// see docs/postgres.md, "Not yet".
+const SET_RETURNING: &[&str] = &[
+    "generate_series",
+    "generate_subscripts",
+    "unnest",
+    "regexp_matches",
+    "regexp_split_to_table",
+    "string_to_table",
+    "json_array_elements",
+    "json_array_elements_text",
+    "jsonb_array_elements",
+    "jsonb_array_elements_text",
+    "json_each",
+    "json_each_text",
+    "jsonb_each",
+    "jsonb_each_text",
+    "json_object_keys",
+    "jsonb_object_keys",
+    "json_populate_recordset",
+    "jsonb_populate_recordset",
+    "json_to_recordset",
+    "jsonb_to_recordset",
+    "jsonb_path_query",
+    "jsonb_path_query_tz",
+    "ts_stat",
+    "ts_debug",
+];
+
+fn returns_rows(f: &protobuf::FuncCall) -> bool {
+    match f.funcname.last().and_then(|n| n.node.as_ref()) {
+        Some(NodeEnum::String(s)) => SET_RETURNING.contains(&s.sval.to_ascii_lowercase().as_str()),
+        _ => false,
+    }
+}
+
+/// `unnest(ARRAY[...])`: one row per element written, whatever their values.
+fn unnests_an_array(f: &protobuf::FuncCall) -> bool {
+    matches!(
+        f.funcname.last().and_then(|n| n.node.as_ref()),
+        Some(NodeEnum::String(s)) if s.sval.eq_ignore_ascii_case("unnest")
+    ) && !f.args.is_empty()
+        && f.args
+            .iter()
+            .all(|a| matches!(a.node, Some(NodeEnum::AArrayExpr(_))))
 }
 
 impl Walk for protobuf::JoinExpr {
@@ -2329,6 +2392,22 @@ mod tests {
             "one shape with ORDER BY 2: cached for both"
         );
         assert!(o("SELECT * FROM t").output_star);
+        for sql in [
+            "SELECT id, generate_series(1, ascii(a)) FROM t",
+            "SELECT id FROM t, generate_series(1, length(a)) g",
+            "SELECT id, regexp_matches(a, 'x', 'g') FROM t",
+            "SELECT id FROM t, unnest(string_to_array(a, '1')) u",
+            "SELECT count(DISTINCT a) FROM t",
+        ] {
+            assert!(filtered(sql).contains(&"a".to_string()), "{sql}");
+        }
+        assert!(filtered("SELECT u FROM t, unnest(ARRAY[a]) u").is_empty());
+        assert!(filtered("SELECT j FROM t, LATERAL to_jsonb(a) j").is_empty());
+        assert!(o("SELECT DISTINCT a FROM t").deduplicates);
+        assert!(o("SELECT a FROM t UNION SELECT 'x'").deduplicates);
+        assert!(o("SELECT a FROM t EXCEPT SELECT 'x'").deduplicates);
+        assert!(!o("SELECT a FROM t UNION ALL SELECT 'x'").deduplicates);
+        assert!(!o("SELECT a FROM t").deduplicates);
         // Output expressions and the names they yield, at any depth.
         let items = o("SELECT id FROM (SELECT id, account_number AS a, upper(name), b::text,                        (c || '') FROM t) s WHERE a = '1'")
         .items;

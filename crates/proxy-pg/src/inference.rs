@@ -14,6 +14,13 @@
 //! subquery, CTE or alias that carries it under another name (`(SELECT account_number AS a
 //! ...) s WHERE a ...`), by position (`ORDER BY 2`) and through columns a source renames
 //! (`customers AS c(i, n, e, a)`).
+//!
+//! Row counts answer questions too: a set-returning function's arguments decide how many
+//! rows it gives (`generate_series(1, ascii(substr(account_number, 1, 1)))`), and
+//! DISTINCT, UNION, INTERSECT and EXCEPT merge equal rows (`SELECT left(account_number, 1)
+//! ... UNION SELECT 'A'` returns one row exactly when they are equal). So those
+//! arguments count as places that choose rows, and a statement that deduplicates a result
+//! carrying a masked column is refused as well.
 
 use portcullis_mask::Profile;
 
@@ -78,7 +85,7 @@ pub(crate) fn masked_use_outside_output(
             // A name only the server knows may be the one filtered on.
             None => !outputs.filtered.is_empty(),
         };
-        if used || outputs.positional {
+        if used || outputs.positional || outputs.deduplicates {
             return Some(format!(
                 "{carried} (through the result column {} that carries it)",
                 carrier
@@ -88,9 +95,10 @@ pub(crate) fn masked_use_outside_output(
             ));
         }
     }
-    if outputs.positional && outputs.output_star {
+    if (outputs.positional || outputs.deduplicates) && outputs.output_star {
         return Some(
-            "a result column by position over `*`, which includes the masked columns".into(),
+            "`*` (which includes the masked columns) by position or in DISTINCT / UNION / INTERSECT / EXCEPT"
+                .into(),
         );
     }
     // `customers AS c(i, n, e, a)` renames columns by position: any renamed name may be a

@@ -270,6 +270,14 @@ filter_masked = true
             "select count(*) filter (where account_number like 'A%') from customers",
             "select string_agg(name, ',' order by account_number) from customers",
             "select distinct on (account_number) id from customers",
+            // Row counts: set-returning functions and merged duplicates answer too.
+            "select id, generate_series(1, ascii(substr(account_number, 1, 1))) from customers where id = 1",
+            "select c.id from customers c, generate_series(1, length(c.account_number)) g",
+            "select id, regexp_matches(account_number, '0', 'g') from customers",
+            "select substr(account_number, 1, 1) from customers where id = 1 union select 'A'",
+            "select account_number from customers intersect select 'ACCT-000123-XYZ'",
+            "select distinct substr(account_number, 1, 1) from customers",
+            "select count(distinct account_number) from customers",
             "update customers set name = name where account_number like 'ACCT-0001%'",
             "delete from customers where account_number like 'ZZZ%'",
         ];
