@@ -599,6 +599,12 @@ pub struct Rule {
     /// back: tool results, resource contents, prompt messages.
     #[serde(default)]
     pub mask: Option<String>,
+    /// For `allow` with `mask` on a database target: statements may use masked columns
+    /// outside the output list (WHERE, JOIN, ORDER BY, GROUP BY ...). Off by default: each
+    /// such statement tells the caller something about the hidden values (`WHERE
+    /// substr(account_number, 1, 1) = '4'`), and enough of them read the values whole.
+    #[serde(default)]
+    pub filter_masked: bool,
 }
 
 /// An SQL sub-table of a rule (`allow`, `deny` or `hold`): which statements it is about.
@@ -789,6 +795,11 @@ pub struct MaskProfile {
     /// Detectors of your own.
     #[serde(default)]
     pub custom: Vec<CustomDetector>,
+    /// For database targets: sample each table the first time an allowed statement under
+    /// this profile touches it, and mask the columns whose values the detectors flag as if
+    /// `columns` named them (tags kept in the data directory).
+    #[serde(default)]
+    pub discover: bool,
 }
 
 impl Default for MaskProfile {
@@ -803,6 +814,7 @@ impl Default for MaskProfile {
             hmac_key_env: None,
             deny_list: Vec::new(),
             custom: Vec::new(),
+            discover: false,
         }
     }
 }
@@ -1289,6 +1301,14 @@ impl Config {
                     ));
                 }
                 _ => {}
+            }
+            if rule.filter_masked && rule.mask.is_none() {
+                return Err(src.error_at(
+                    rule.name.span(),
+                    format!(
+                        "rules[{i}] ({name}).filter_masked: only a rule that masks (an allow rule with mask) can allow filtering on masked columns"
+                    ),
+                ));
             }
             if let Some(mask) = &rule.mask
                 && mask != "default"

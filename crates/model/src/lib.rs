@@ -350,6 +350,10 @@ pub enum EventType {
     /// A grant reached its end.
     #[serde(rename = "grant.expired")]
     GrantExpired,
+    /// Column discovery sampled a table and tagged the columns its detectors flagged (names
+    /// and counts, never values).
+    #[serde(rename = "columns.discovered")]
+    ColumnsDiscovered,
 }
 
 /// How a request ended.

@@ -796,6 +796,13 @@ async fn start_databases(
             require_tls: !addr.ip().is_loopback(),
             max_client_frame: config.gateway.max_message_bytes,
             max_connections: target.max_connections,
+            filter_masked_rules: config
+                .rules
+                .iter()
+                .filter(|r| r.filter_masked)
+                .map(|r| r.name.get_ref().clone())
+                .collect(),
+            discovery: discovery(config, name)?,
         };
         let proxy = PgProxy::new(
             settings,
@@ -812,6 +819,26 @@ async fn start_databases(
         started.push((proxy, bound, task));
     }
     Ok(started)
+}
+
+/// Column discovery for a postgres target, when a masking profile has `discover = true`.
+fn discovery(
+    config: &Config,
+    target: &str,
+) -> Result<Option<portcullis_proxy_pg::discovery::Discovery>> {
+    let profiles: std::collections::HashSet<String> = config
+        .masks
+        .iter()
+        .filter(|(_, profile)| profile.discover)
+        .map(|(name, _)| name.clone())
+        .collect();
+    if profiles.is_empty() {
+        return Ok(None);
+    }
+    let dir = config.gateway.data_dir.join("discovery");
+    portcullis_proxy_pg::discovery::Discovery::open(&dir, target, profiles)
+        .map(Some)
+        .with_context(|| format!("loading the column tags of target {target}"))
 }
 
 /// A listening socket with a deep accept queue: the default of 128 overflows when a few

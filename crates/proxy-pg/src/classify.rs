@@ -87,6 +87,42 @@ pub struct Outputs {
     /// A table, subquery, function or CTE renames its columns (`AS t(a, b)`): any column
     /// of the result may be another under a new name.
     pub renamed_sources: bool,
+    /// Column names used where their values decide which rows come back, in what order or
+    /// how grouped, without being returned: WHERE, JOIN ON / USING, GROUP BY, HAVING,
+    /// ORDER BY, DISTINCT ON, WINDOW and OVER, LIMIT / OFFSET, aggregate FILTER and ORDER
+    /// BY, CASE conditions, MERGE conditions, and everything inside a subquery that sits in
+    /// one of those places. A masked column here leaks by inference (`WHERE
+    /// substr(account_number, 1, 1) = '4'` answers one question per statement).
+    pub filtered: Vec<String>,
+    /// A whole row is used in one of those places (`WHERE c::text LIKE ...`,
+    /// `WHERE account_number(c) = ...`, `(c.*)`), or a NATURAL JOIN compares columns the
+    /// text does not name.
+    pub filtered_whole_row: bool,
+    /// ORDER BY, GROUP BY or DISTINCT ON by position (`ORDER BY 2`): it uses a result
+    /// column without naming it.
+    pub positional: bool,
+    /// A bare `*` or `t.*` in an output list (its columns are not named in the text).
+    pub output_star: bool,
+    /// `DISTINCT`, `UNION`, `INTERSECT` or `EXCEPT` (not `ALL`): rows merge when their
+    /// values are equal, so how many come back compares the values.
+    pub deduplicates: bool,
+    /// Every output expression (select lists at any depth, RETURNING) outside the places
+    /// above, with the name it yields and the columns it reads: a subquery, CTE or alias
+    /// can carry a column under another name into a WHERE or ORDER BY of an enclosing query.
+    pub items: Vec<OutputItem>,
+}
+
+/// One output expression: see [`Outputs::items`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OutputItem {
+    /// The result column's name when the text determines it (an alias, a plain column, a
+    /// function call's name); `None` when only the server knows it (`?column?`, a cast's
+    /// type...).
+    pub name: Option<String>,
+    /// Columns the expression reads.
+    pub columns: Vec<String>,
+    /// The expression turns a whole row into a value.
+    pub whole_row: bool,
 }
 
 impl Outputs {
@@ -502,6 +538,13 @@ fn classify_node(node: &NodeEnum) -> (SqlStatement, Option<CopyInfo>, Outputs) {
     outputs.referenced.dedup();
     outputs.renamed.sort_unstable();
     outputs.renamed.dedup();
+    outputs.filtered_whole_row |=
+        c.filter_star_refs > 0 || outputs.filtered.iter().any(|r| c.relations.contains(r));
+    outputs.filtered.sort_unstable();
+    outputs.filtered.dedup();
+    for item in &mut outputs.items {
+        item.whole_row |= item.columns.iter().any(|r| c.relations.contains(r));
+    }
     let statement = SqlStatement {
         kind: kind.to_owned(),
         kinds: c.kinds.iter().map(|k| (*k).to_owned()).collect(),
@@ -648,6 +691,11 @@ struct Collector<'t> {
     /// Inside an output expression (a `ResTarget`'s value) or a FROM item, this many levels
     /// deep: column references there can reach the result.
     in_output: u32,
+    /// Inside a clause whose values choose, order or group rows (see
+    /// [`Outputs::filtered`]), this many levels deep; it wins over `in_output`.
+    in_filter: u32,
+    /// `x.*` references inside such clauses.
+    filter_star_refs: u32,
     /// `x.*` references inside expressions (whole rows).
     star_refs: u32,
     /// One-part column references (`c`), and relation names and aliases: a one-part
@@ -778,6 +826,28 @@ impl<'t> Collector<'t> {
     }
 }
 
+impl<'t> Collector<'t> {
+    /// Walks what `walk` visits as a clause that chooses, orders or groups rows.
+    fn filtering(&mut self, walk: impl FnOnce(&mut Self)) {
+        self.in_filter += 1;
+        walk(self);
+        self.in_filter -= 1;
+    }
+}
+
+/// A number standing for a result column's position (`ORDER BY 2`). Any numeric constant
+/// counts: the shape cache gives `ORDER BY 2.5` (an error on the server) and `ORDER BY 2`
+/// one classification, which must then be the cautious one.
+fn is_position(node: &Node) -> bool {
+    matches!(
+        &node.node,
+        Some(NodeEnum::AConst(a)) if matches!(
+            a.val,
+            Some(protobuf::a_const::Val::Ival(_) | protobuf::a_const::Val::Fval(_))
+        )
+    )
+}
+
 impl Collector<'_> {
     /// Facts about where result columns come from (see [`Outputs`]).
     fn note_outputs(&mut self, node: &NodeEnum) {
@@ -791,6 +861,25 @@ impl Collector<'_> {
                 .collect()
         };
         match node {
+            N::ColumnRef(cr) if self.in_filter > 0 => {
+                let last = cr.fields.last().and_then(|f| f.node.as_ref());
+                match last {
+                    Some(N::String(s)) => self.outputs.filtered.push(s.sval.clone()),
+                    _ => self.filter_star_refs += 1,
+                }
+                // Still a reference for the output facts: a subquery in a WHERE may also
+                // sit in a select list.
+                if let Some(N::String(s)) = last
+                    && self.in_output > 0
+                {
+                    self.outputs.referenced.push(s.sval.clone());
+                }
+                if cr.fields.len() == 1
+                    && let Some(N::String(s)) = last
+                {
+                    self.single_refs.push(s.sval.clone());
+                }
+            }
             N::ColumnRef(cr) => {
                 if self.in_output > 0
                     && cr.fields.len() >= 2
@@ -850,6 +939,10 @@ impl Collector<'_> {
                 if st.op != 0 && st.op != protobuf::SetOperation::SetopNone as i32 =>
             {
                 self.outputs.set_operation = true;
+                self.outputs.deduplicates |= !st.all;
+            }
+            N::SelectStmt(st) if !st.distinct_clause.is_empty() => {
+                self.outputs.deduplicates = true;
             }
             _ => {}
         }
@@ -1064,9 +1157,7 @@ walk_fields! {
     BooleanTest { xpr, arg },
     CallContext {},
     CallStmt { funccall, funcexpr, outargs },
-    CaseExpr { xpr, arg, args, defresult },
     CaseTestExpr { xpr },
-    CaseWhen { xpr, expr, result },
     CheckPointStmt {},
     ClosePortalStmt {},
     ClusterStmt { relation, params },
@@ -1167,7 +1258,6 @@ walk_fields! {
     InlineCodeBlock {},
     IntList { items },
     Integer {},
-    JoinExpr { larg, rarg, using_clause, join_using_alias, quals, alias },
     JsonAggConstructor { output, agg_filter, agg_order, over },
     JsonArgument { val },
     JsonArrayAgg { constructor, arg },
@@ -1204,7 +1294,6 @@ walk_fields! {
     LockingClause { locked_rels },
     MergeAction { qual, target_list, update_colnos },
     MergeSupportFunc { xpr },
-    MergeWhenClause { condition, target_list, values },
     MinMaxExpr { xpr, args },
     MultiAssignRef { source },
     NamedArgExpr { xpr, arg },
@@ -1331,10 +1420,114 @@ impl Walk for protobuf::FuncCall {
             c.kind(kind);
         }
         c.functions.push(name);
+        // How many rows a set-returning function gives depends on its arguments
+        // (`generate_series(1, ascii(substr(x, 1, 1)))`), as does what `count(DISTINCT x)`
+        // counts: their arguments choose rows. `unnest(ARRAY[x, y])` gives one row per
+        // element whatever the values, and stays an output.
+        if self.agg_distinct || (returns_rows(self) && !unnests_an_array(self)) {
+            c.filtering(|c| self.args.walk(c));
+        } else {
+            self.args.walk(c);
+        }
+        // `count(*) FILTER (WHERE ...)`, `string_agg(x, ',' ORDER BY y)`, `OVER (ORDER BY
+        // y)`: these choose and order rows.
+        c.filtering(|c| {
+            self.agg_order.walk(c);
+            self.agg_filter.walk(c);
+            self.over.walk(c);
+        });
+    }
+}
+
+/// Built-in set-returning functions: the number of rows they return depends on their
+/// arguments. A user's set-returning function is not known here (that takes the catalog);
+/// see docs/postgres.md, "Not yet".
+const SET_RETURNING: &[&str] = &[
+    "generate_series",
+    "generate_subscripts",
+    "unnest",
+    "regexp_matches",
+    "regexp_split_to_table",
+    "string_to_table",
+    "json_array_elements",
+    "json_array_elements_text",
+    "jsonb_array_elements",
+    "jsonb_array_elements_text",
+    "json_each",
+    "json_each_text",
+    "jsonb_each",
+    "jsonb_each_text",
+    "json_object_keys",
+    "jsonb_object_keys",
+    "json_populate_recordset",
+    "jsonb_populate_recordset",
+    "json_to_recordset",
+    "jsonb_to_recordset",
+    "jsonb_path_query",
+    "jsonb_path_query_tz",
+    "ts_stat",
+    "ts_debug",
+];
+
+fn returns_rows(f: &protobuf::FuncCall) -> bool {
+    match f.funcname.last().and_then(|n| n.node.as_ref()) {
+        Some(NodeEnum::String(s)) => SET_RETURNING.contains(&s.sval.to_ascii_lowercase().as_str()),
+        _ => false,
+    }
+}
+
+/// `unnest(ARRAY[...])`: one row per element written, whatever their values.
+fn unnests_an_array(f: &protobuf::FuncCall) -> bool {
+    matches!(
+        f.funcname.last().and_then(|n| n.node.as_ref()),
+        Some(NodeEnum::String(s)) if s.sval.eq_ignore_ascii_case("unnest")
+    ) && !f.args.is_empty()
+        && f.args
+            .iter()
+            .all(|a| matches!(a.node, Some(NodeEnum::AArrayExpr(_))))
+}
+
+impl Walk for protobuf::JoinExpr {
+    fn walk<'t>(&'t self, c: &mut Collector<'t>) {
+        self.larg.walk(c);
+        self.rarg.walk(c);
+        // `USING (a)` names columns as strings; `NATURAL` compares columns it never names.
+        for name in &self.using_clause {
+            if let Some(NodeEnum::String(s)) = &name.node {
+                c.outputs.filtered.push(s.sval.clone());
+            }
+        }
+        c.outputs.filtered_whole_row |= self.is_natural;
+        self.join_using_alias.walk(c);
+        c.filtering(|c| self.quals.walk(c));
+        self.alias.walk(c);
+    }
+}
+
+/// `CASE x WHEN ...` compares `x`, `CASE WHEN cond` tests `cond`: both choose what the
+/// result shows, like a WHERE.
+impl Walk for protobuf::CaseExpr {
+    fn walk<'t>(&'t self, c: &mut Collector<'t>) {
+        self.xpr.walk(c);
+        c.filtering(|c| self.arg.walk(c));
         self.args.walk(c);
-        self.agg_order.walk(c);
-        self.agg_filter.walk(c);
-        self.over.walk(c);
+        self.defresult.walk(c);
+    }
+}
+
+impl Walk for protobuf::CaseWhen {
+    fn walk<'t>(&'t self, c: &mut Collector<'t>) {
+        self.xpr.walk(c);
+        c.filtering(|c| self.expr.walk(c));
+        self.result.walk(c);
+    }
+}
+
+impl Walk for protobuf::MergeWhenClause {
+    fn walk<'t>(&'t self, c: &mut Collector<'t>) {
+        c.filtering(|c| self.condition.walk(c));
+        self.target_list.walk(c);
+        self.values.walk(c);
     }
 }
 
@@ -1375,6 +1568,7 @@ impl Walk for protobuf::ResTarget {
         self.indirection.walk(c);
         c.in_output += 1;
         let stars = c.star_refs;
+        let first_reference = c.outputs.referenced.len();
         self.val.walk(c);
         // `c.*` as a select-list item is expanded by the server into the columns with their
         // own names; inside an expression (`row_to_json(c.*)`) it is a whole row.
@@ -1385,8 +1579,50 @@ impl Walk for protobuf::ResTarget {
         );
         if bare_star {
             c.star_refs = stars;
+            c.outputs.output_star = true;
+        } else if c.in_filter == 0 && self.val.is_some() {
+            let item = OutputItem {
+                name: if self.name.is_empty() {
+                    yielded_name(self.val.as_deref())
+                } else {
+                    Some(self.name.clone())
+                },
+                columns: c.outputs.referenced[first_reference..].to_vec(),
+                whole_row: c.star_refs > stars,
+            };
+            c.outputs.items.push(item);
         }
         c.in_output -= 1;
+    }
+}
+
+/// The name PostgreSQL gives an output expression without an alias, where the text alone
+/// settles it: a column keeps its name, a function call takes the function's. `None` for
+/// the rest (`?column?`, a cast's type name, `case`, ...): the caller treats an unknown name
+/// as possibly any name.
+fn yielded_name(val: Option<&Node>) -> Option<String> {
+    match val.and_then(|v| v.node.as_ref())? {
+        NodeEnum::ColumnRef(cr) => match cr.fields.last().and_then(|f| f.node.as_ref()) {
+            Some(NodeEnum::String(s)) => Some(s.sval.clone()),
+            _ => None,
+        },
+        NodeEnum::FuncCall(f) => match f.funcname.last().and_then(|n| n.node.as_ref()) {
+            Some(NodeEnum::String(s)) => Some(s.sval.clone()),
+            _ => None,
+        },
+        // `x::t` keeps the name of `x` when it has one, else takes the type's.
+        NodeEnum::TypeCast(tc) => yielded_name(tc.arg.as_deref()).or_else(|| {
+            match tc
+                .type_name
+                .as_ref()
+                .and_then(|t| t.names.last())
+                .and_then(|n| n.node.as_ref())
+            {
+                Some(NodeEnum::String(s)) => Some(s.sval.clone()),
+                _ => None,
+            }
+        }),
+        _ => None,
     }
 }
 
@@ -1394,7 +1630,6 @@ impl Walk for protobuf::SelectStmt {
     fn walk<'t>(&'t self, c: &mut Collector<'t>) {
         let scope = c.ctes.len();
         self.with_clause.walk(c);
-        self.distinct_clause.walk(c);
         self.into_clause.walk(c);
         self.target_list.walk(c);
         // What a FROM item computes (`LATERAL (VALUES (x))`, `unnest(ARRAY[x])`) can
@@ -1402,14 +1637,25 @@ impl Walk for protobuf::SelectStmt {
         c.in_output += 1;
         self.from_clause.walk(c);
         c.in_output -= 1;
-        self.where_clause.walk(c);
-        self.group_clause.walk(c);
-        self.having_clause.walk(c);
-        self.window_clause.walk(c);
+        c.filtering(|c| {
+            self.distinct_clause.walk(c);
+            self.where_clause.walk(c);
+            self.group_clause.walk(c);
+            self.having_clause.walk(c);
+            self.window_clause.walk(c);
+        });
         self.values_lists.walk(c);
-        self.sort_clause.walk(c);
-        self.limit_offset.walk(c);
-        self.limit_count.walk(c);
+        c.filtering(|c| {
+            self.sort_clause.walk(c);
+            self.limit_offset.walk(c);
+            self.limit_count.walk(c);
+        });
+        c.outputs.positional |= self.group_clause.iter().any(is_position)
+            || self.distinct_clause.iter().any(is_position)
+            || self.sort_clause.iter().any(|s| match &s.node {
+                Some(NodeEnum::SortBy(by)) => by.node.as_deref().is_some_and(is_position),
+                _ => false,
+            });
         self.locking_clause.walk(c);
         self.larg.walk(c);
         self.rarg.walk(c);
@@ -1440,7 +1686,7 @@ impl Walk for protobuf::UpdateStmt {
             c.table(rel);
         }
         self.target_list.walk(c);
-        self.where_clause.walk(c);
+        c.filtering(|c| self.where_clause.walk(c));
         self.from_clause.walk(c);
         self.returning_clause.walk(c);
         c.ctes.truncate(scope);
@@ -1455,7 +1701,7 @@ impl Walk for protobuf::DeleteStmt {
             c.table(rel);
         }
         self.using_clause.walk(c);
-        self.where_clause.walk(c);
+        c.filtering(|c| self.where_clause.walk(c));
         self.returning_clause.walk(c);
         c.ctes.truncate(scope);
     }
@@ -1469,7 +1715,7 @@ impl Walk for protobuf::MergeStmt {
             c.table(rel);
         }
         self.source_relation.walk(c);
-        self.join_condition.walk(c);
+        c.filtering(|c| self.join_condition.walk(c));
         self.merge_when_clauses.walk(c);
         self.returning_clause.walk(c);
         c.ctes.truncate(scope);
@@ -2125,6 +2371,98 @@ mod tests {
         let returning =
             o("UPDATE customers SET name = 'x' WHERE id = 1 RETURNING account_number AS a");
         assert!(returning.referenced.contains(&"account_number".into()) && !returning.plain("a"));
+    }
+
+    #[test]
+    fn columns_that_choose_order_or_group_rows_are_told_from_output() {
+        let o = |sql: &str| classify(sql).unwrap()[0].outputs.clone();
+        let filtered = |sql: &str| o(sql).filtered;
+        assert_eq!(
+            filtered("SELECT name FROM customers c WHERE substr(c.account_number, 1, 1) = 'A'"),
+            ["account_number"]
+        );
+        assert!(filtered("SELECT account_number FROM customers").is_empty());
+        for (sql, column) in [
+            ("SELECT id FROM t ORDER BY a", "a"),
+            ("SELECT count(*) FROM t GROUP BY a", "a"),
+            ("SELECT max(b) FROM t GROUP BY id HAVING max(a) > '1'", "a"),
+            ("SELECT x.id FROM t x JOIN u y ON y.a = x.a", "a"),
+            ("SELECT x.id FROM t x JOIN u y USING (a)", "a"),
+            ("SELECT id, rank() OVER (ORDER BY a) FROM t", "a"),
+            ("SELECT id FROM t WINDOW w AS (PARTITION BY a)", "a"),
+            (
+                "SELECT id FROM t LIMIT (SELECT count(*) FROM t WHERE a > '1')",
+                "a",
+            ),
+            ("SELECT DISTINCT ON (a) id FROM t", "a"),
+            ("SELECT count(*) FILTER (WHERE a > '1') FROM t", "a"),
+            ("SELECT CASE WHEN a > '1' THEN 1 END FROM t", "a"),
+            ("SELECT CASE a WHEN '1' THEN 1 END FROM t", "a"),
+            (
+                "SELECT id FROM t WHERE id IN (SELECT id FROM t WHERE a = '1')",
+                "a",
+            ),
+            (
+                "SELECT id FROM t WHERE (SELECT a FROM t LIMIT 1) = '1'",
+                "a",
+            ),
+            ("UPDATE t SET b = 1 WHERE a = '1'", "a"),
+            ("DELETE FROM t WHERE a = '1'", "a"),
+            (
+                "WITH x AS (SELECT id FROM t WHERE a = '1') SELECT id FROM x",
+                "a",
+            ),
+        ] {
+            assert!(filtered(sql).contains(&column.to_string()), "{sql}");
+        }
+        assert!(o("SELECT id FROM customers c WHERE c::text LIKE '%1%'").filtered_whole_row);
+        assert!(o("SELECT id FROM customers c WHERE account_number(c) = '1'").filtered_whole_row);
+        assert!(o("SELECT id FROM customers c WHERE (c.*)::text = '1'").filtered_whole_row);
+        assert!(o("SELECT id FROM t NATURAL JOIN u").filtered_whole_row);
+        assert!(!o("SELECT c FROM customers c WHERE id = 1").filtered_whole_row);
+        assert!(o("SELECT id, a FROM t ORDER BY 2").positional);
+        assert!(o("SELECT a, count(*) FROM t GROUP BY 1").positional);
+        assert!(!o("SELECT id FROM t ORDER BY id").positional);
+        assert!(
+            o("SELECT id, a FROM t ORDER BY 2.5").positional,
+            "one shape with ORDER BY 2: cached for both"
+        );
+        assert!(o("SELECT * FROM t").output_star);
+        for sql in [
+            "SELECT id, generate_series(1, ascii(a)) FROM t",
+            "SELECT id FROM t, generate_series(1, length(a)) g",
+            "SELECT id, regexp_matches(a, 'x', 'g') FROM t",
+            "SELECT id FROM t, unnest(string_to_array(a, '1')) u",
+            "SELECT count(DISTINCT a) FROM t",
+        ] {
+            assert!(filtered(sql).contains(&"a".to_string()), "{sql}");
+        }
+        assert!(filtered("SELECT u FROM t, unnest(ARRAY[a]) u").is_empty());
+        assert!(filtered("SELECT j FROM t, LATERAL to_jsonb(a) j").is_empty());
+        assert!(o("SELECT DISTINCT a FROM t").deduplicates);
+        assert!(o("SELECT a FROM t UNION SELECT 'x'").deduplicates);
+        assert!(o("SELECT a FROM t EXCEPT SELECT 'x'").deduplicates);
+        assert!(!o("SELECT a FROM t UNION ALL SELECT 'x'").deduplicates);
+        assert!(!o("SELECT a FROM t").deduplicates);
+        // Output expressions and the names they yield, at any depth.
+        let items = o("SELECT id FROM (SELECT id, account_number AS a, upper(name), b::text,                        (c || '') FROM t) s WHERE a = '1'")
+        .items;
+        let names: Vec<_> = items.iter().map(|i| i.name.as_deref()).collect();
+        assert_eq!(
+            names,
+            [
+                Some("id"),
+                Some("id"),
+                Some("a"),
+                Some("upper"),
+                Some("b"),
+                None
+            ]
+        );
+        assert_eq!(items[2].columns, ["account_number"]);
+        assert!(
+            o("SELECT x FROM (SELECT row_to_json(c) AS x FROM customers c) s").items[1].whole_row
+        );
     }
 
     #[test]

@@ -17,13 +17,15 @@
 
 pub mod catalog;
 pub mod classify;
+pub mod discovery;
+mod inference;
 mod session;
 pub mod shape;
 pub mod tls;
 pub mod upstream;
 pub mod wire;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -88,6 +90,11 @@ pub struct PgProxy {
     pub max_client_frame: usize,
     pub max_upstream_frame: usize,
     pub max_connections: usize,
+    /// Rules with `filter_masked = true`: statements they allow may use masked columns
+    /// outside the output list (see [`inference`]).
+    pub filter_masked_rules: HashSet<String>,
+    /// Column discovery for the profiles with `discover = true` (see [`discovery`]).
+    pub discovery: Option<discovery::Discovery>,
     connections: Arc<Semaphore>,
     cancels: Mutex<HashMap<(i32, Bytes), Arc<CancelHandle>>>,
     /// Set when the gateway stops: sessions end, held statements are cancelled.
@@ -113,6 +120,10 @@ pub struct PgSettings {
     pub require_tls: bool,
     pub max_client_frame: usize,
     pub max_connections: usize,
+    /// Names of the rules with `filter_masked = true`.
+    pub filter_masked_rules: HashSet<String>,
+    /// Column discovery, when a masking profile has `discover = true`.
+    pub discovery: Option<discovery::Discovery>,
 }
 
 impl PgProxy {
@@ -139,6 +150,8 @@ impl PgProxy {
             max_client_frame: settings.max_client_frame,
             max_upstream_frame: 256 << 20,
             max_connections: settings.max_connections,
+            filter_masked_rules: settings.filter_masked_rules,
+            discovery: settings.discovery,
             connections: Arc::new(Semaphore::new(settings.max_connections)),
             cancels: Mutex::new(HashMap::new()),
             stopping: tokio::sync::watch::channel(false).0,
@@ -172,6 +185,15 @@ impl PgProxy {
         self.stopping.send_replace(true);
         let all = self.max_connections as u32;
         let _ = tokio::time::timeout(grace, self.connections.acquire_many(all)).await;
+    }
+
+    /// Whether the rule that allowed a statement lets it use masked columns outside its
+    /// output list.
+    pub(crate) fn filters_masked(&self, verdict: &Verdict) -> bool {
+        verdict
+            .rule
+            .as_deref()
+            .is_some_and(|rule| self.filter_masked_rules.contains(rule))
     }
 
     pub(crate) fn allow_empty(&self) -> Verdict {

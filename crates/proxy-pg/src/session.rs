@@ -44,6 +44,7 @@ use portcullis_model::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 
 use crate::classify::{Classified, Outputs};
+use crate::inference::MaskedColumns;
 use crate::tls::BoxStream;
 use crate::wire::{self, Column, Frame};
 use crate::{CancelHandle, PgProxy};
@@ -85,6 +86,9 @@ struct Admitted {
     /// (a prepared statement's result shape cannot change: the server refuses to re-plan it
     /// into another), so later Executes need no Describe.
     columns: std::sync::OnceLock<Vec<Column>>,
+    /// Columns of the statement's tables that discovery tagged for its mask (lower case):
+    /// masked whole like the profile's `columns`.
+    discovered: Vec<String>,
     /// A prepared statement under a `hold` rule: each Execute waits for its own approval,
     /// with its parameter values shown to the approvers.
     hold: Option<Arc<portcullis_model::ApprovalRequirement>>,
@@ -227,25 +231,21 @@ fn text_like(oid: u32) -> Option<usize> {
 
 fn plan_columns(
     columns: &[Column],
-    profile: &Profile,
+    masked: &MaskedColumns<'_>,
     outputs: &Outputs,
 ) -> Result<Vec<ColumnPlan>, String> {
     // A column the profile names can come back under another name (`AS x`, an expression,
     // a subquery's alias, a whole row turned into JSON). When the statement's output lists
     // reference a named column, or a whole row, every result column that is not plainly a
     // column returned under its own name is masked whole too.
-    let derived = profile.names_columns()
+    let derived = masked.any()
         && (outputs.whole_row
             || outputs.renamed_sources
-            || outputs
-                .referenced
-                .iter()
-                .any(|name| profile.masks_column(name)));
+            || outputs.referenced.iter().any(|name| masked.masks(name)));
     columns
         .iter()
         .map(|c| {
-            let named =
-                profile.masks_column(&c.name) || (derived && !outputs.plain(&c.name));
+            let named = masked.masks(&c.name) || (derived && !outputs.plain(&c.name));
             match (c.format, named, text_like(c.type_oid)) {
                 (_, true, _) if let Some(plan) = whole_plan(c.type_oid, c.format) => Ok(plan),
                 (0, false, _) if matches!(c.type_oid, JSON | JSONB) => {
@@ -854,6 +854,7 @@ impl Session {
                 mask: None,
                 approval: None,
                 columns: Default::default(),
+                discovered: Vec::new(),
                 hold: None,
             }),
         };
@@ -951,10 +952,52 @@ impl Session {
                     },
                     None => None,
                 };
+                let discovered = match discovered_columns(
+                    &proxy,
+                    mask_name(&verdict),
+                    &mask,
+                    statement,
+                )
+                .await
+                {
+                    Ok(columns) => columns,
+                    Err(why) => {
+                        let message = format!(
+                            "portcullis: {}: {why}; the statement is refused until the masking profile knows the table's columns",
+                            describe(statement)
+                        );
+                        self.record_decided(&classified, &verdict, Outcome::Failed, &message)
+                            .await;
+                        return Err(Refusal {
+                            code: "58000",
+                            message,
+                            hint: None,
+                        });
+                    }
+                };
+                let masked = mask.as_deref().map(|profile| MaskedColumns {
+                    profile,
+                    discovered: &discovered,
+                });
+                // A masked column used where it is not returned leaks by inference.
+                if let Some(masked) = &masked
+                    && !proxy.filters_masked(&verdict)
+                    && let Some(what) =
+                        crate::inference::masked_use_outside_output(&classified.outputs, masked)
+                {
+                    let message = format!(
+                        "portcullis: {} uses {what}, which rule \"{}\" masks, outside its output list (WHERE, JOIN, ORDER BY, GROUP BY, HAVING, a window, LIMIT, a CASE condition, or a subquery there): which rows come back would reveal the masked values; refused (a rule with filter_masked = true allows it)",
+                        describe(statement),
+                        verdict.rule_label()
+                    );
+                    self.record_decided(&classified, &verdict, Outcome::Denied, &message)
+                        .await;
+                    return Err(self.policy_refusal(&verdict, message));
+                }
                 // A write under a masking rule must not copy a masked column somewhere the
                 // mask does not reach (`INSERT ... SELECT account_number`, `SET name =
                 // account_number`): later reads of that place would show it in clear.
-                if let Some(profile) = &mask
+                if let Some(masked) = &masked
                     && ["insert", "update", "merge"]
                         .iter()
                         .any(|k| statement.performs(k))
@@ -962,7 +1005,7 @@ impl Session {
                         .outputs
                         .referenced
                         .iter()
-                        .find(|c| profile.masks_column(c))
+                        .find(|c| masked.masks(c))
                 {
                     let message = format!(
                         "portcullis: {} would copy column \"{column}\", which rule \"{}\" masks, into the database, where later reads would show it unmasked",
@@ -988,6 +1031,7 @@ impl Session {
                     mask,
                     approval: None,
                     columns: Default::default(),
+                    discovered,
                     hold: None,
                 }))
             }
@@ -1008,6 +1052,7 @@ impl Session {
                 mask: None,
                 approval: None,
                 columns: Default::default(),
+                discovered: Vec::new(),
             })),
             Decision::Hold(requirement) => {
                 let requirement = requirement.clone();
@@ -1216,6 +1261,7 @@ impl Session {
             mask,
             approval: Some(id),
             columns: Default::default(),
+            discovered: Vec::new(),
             hold: None,
         }))
     }
@@ -1980,7 +2026,11 @@ impl StatementRun {
         let Some(profile) = &self.admitted.mask else {
             return;
         };
-        match plan_columns(columns, profile, &self.admitted.classified.outputs) {
+        let masked = MaskedColumns {
+            profile,
+            discovered: &self.admitted.discovered,
+        };
+        match plan_columns(columns, &masked, &self.admitted.classified.outputs) {
             Ok(plan) => {
                 self.columns = columns.iter().map(|c| c.name.clone()).collect();
                 self.plan = Some(plan);
@@ -1994,6 +2044,32 @@ impl StatementRun {
             Some(name) => name.clone(),
             None => format!("${i}"),
         }
+    }
+}
+
+/// The columns column discovery tagged in the statement's tables for its mask, sampling
+/// tables not sampled yet (see [`crate::discovery`]).
+async fn discovered_columns(
+    proxy: &PgProxy,
+    name: Option<&str>,
+    mask: &Option<Arc<Profile>>,
+    statement: &SqlStatement,
+) -> Result<Vec<String>, String> {
+    match (&proxy.discovery, name, mask) {
+        (Some(discovery), Some(name), Some(profile)) if discovery.enabled(name) => {
+            discovery
+                .columns(proxy, name, profile, &statement.tables)
+                .await
+        }
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// The masking profile an allow names.
+fn mask_name(verdict: &Verdict) -> Option<&str> {
+    match &verdict.decision {
+        Decision::Allow { mask } => mask.as_deref(),
+        _ => None,
     }
 }
 

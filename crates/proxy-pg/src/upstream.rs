@@ -309,20 +309,38 @@ impl Upstream {
     /// value as text (`None`: NULL), for the gateway's own look-ups (the function catalog).
     /// `Err` carries the server's first error.
     pub async fn query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, UpstreamError> {
+        let (_, rows) = self.rows(sql).await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                row.into_iter()
+                    .map(|v| v.map(|b| String::from_utf8_lossy(&b).into_owned()))
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// Runs one query (simple protocol) as the gateway's own role and returns its column
+    /// names and rows, text format. For the gateway's own reads (column discovery, the function catalog).
+    #[allow(clippy::type_complexity)]
+    pub async fn rows(
+        &mut self,
+        sql: &str,
+    ) -> Result<(Vec<String>, Vec<Vec<Option<Bytes>>>), UpstreamError> {
         let mut out = BytesMut::new();
         wire::query(&mut out, sql);
         self.stream.write_all(&out).await?;
-        let mut failed = None;
-        let mut rows = Vec::new();
+        let (mut columns, mut rows, mut failed) = (Vec::new(), Vec::new(), None);
         loop {
             let frame = read_frame(&mut self.stream, &mut self.buffered).await?;
             match frame.tag {
-                b'D' => rows.push(
-                    wire::parse_data_row(&frame)?
+                b'T' => {
+                    columns = wire::parse_row_description(&frame)?
                         .into_iter()
-                        .map(|v| v.map(|b| String::from_utf8_lossy(&b).into_owned()))
-                        .collect(),
-                ),
+                        .map(|c| c.name)
+                        .collect();
+                }
+                b'D' => rows.push(wire::parse_data_row(&frame)?),
                 b'E' => {
                     let n = wire::parse_notice(&frame);
                     failed.get_or_insert(UpstreamError::Server(format!(
@@ -330,10 +348,18 @@ impl Upstream {
                         n.message, n.code
                     )));
                 }
-                b'Z' => return failed.map_or(Ok(rows), Err),
+                b'Z' => return failed.map_or(Ok((columns, rows)), Err),
                 _ => {}
             }
         }
+    }
+
+    /// Ends the session politely (the server then logs no "unexpected EOF").
+    pub async fn terminate(&mut self) -> std::io::Result<()> {
+        let mut out = BytesMut::new();
+        wire::terminate(&mut out);
+        self.stream.write_all(&out).await?;
+        self.stream.shutdown().await
     }
 }
 

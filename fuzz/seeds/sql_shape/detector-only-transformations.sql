@@ -1,0 +1,1 @@
+select encode(contact::bytea, 'base64'), reverse(contact) from people

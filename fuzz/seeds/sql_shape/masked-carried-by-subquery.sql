@@ -1,0 +1,1 @@
+select id from (select id, account_number as a from customers) s where a like 'A%'

@@ -1,0 +1,1 @@
+select id from customers where id = 1 and substr(account_number, 3, 1) = '7'

@@ -1,0 +1,1 @@
+select id, generate_series(1, ascii(substr(account_number, 1, 1))) from customers where id = 1

@@ -1,0 +1,1 @@
+select substr(account_number, 1, 1) from customers where id = 1 union select 'A'

@@ -1,0 +1,1 @@
+select id from customers c where account_number(c) like 'A%'
