@@ -20,6 +20,7 @@ pub mod merkle;
 pub mod proof;
 pub mod publish;
 mod reader;
+mod space;
 mod store;
 pub mod verify;
 pub mod witness;
@@ -162,6 +163,8 @@ struct Inner {
     checkpoints: tokio::sync::watch::Receiver<Option<StoredCheckpoint>>,
     /// A signing log: the verifier of its own key, and its origin.
     signing: Option<(checkpoint::Verifier, String)>,
+    /// Free space kept so that what is forwarded can be recorded.
+    space: space::SpaceReserve,
 }
 
 impl fmt::Debug for AuditLog {
@@ -297,6 +300,7 @@ impl AuditLog {
                 closed: AtomicBool::new(false),
                 checkpoints: announced,
                 signing,
+                space: space::SpaceReserve::new(data_dir.to_path_buf()),
             }),
         })
     }
@@ -334,10 +338,21 @@ impl AuditLog {
         }
     }
 
-    /// Why the store cannot be written right now, if it is known to be failed. Lets a caller
-    /// refuse an action *before* it happens rather than withhold its answer afterwards.
+    /// Why the store cannot be written right now, if it is known to be failed or its file
+    /// system is below the space reserve. Lets a caller refuse an action *before* it happens
+    /// rather than withhold its answer afterwards: the reserve is there so that an action
+    /// let through can still be recorded. Cheap enough to call before every forward.
     pub fn unavailable(&self) -> Option<String> {
-        self.inner.shared.failure()
+        self.inner
+            .shared
+            .failure()
+            .or_else(|| self.inner.space.shortfall())
+    }
+
+    /// Sets the space reserve (`audit.space_reserve`): `None` the default (64 MiB, or 5% of
+    /// the file system if smaller), `Some(0)` no check.
+    pub fn set_space_reserve(&self, bytes: Option<u64>) {
+        self.inner.space.set(bytes);
     }
 
     /// Appends an event and returns its sequence number.

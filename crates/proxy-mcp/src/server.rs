@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
+use portcullis_limits::{Admission, FailureRecord};
 use portcullis_model::{EventType, Outcome};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -174,6 +175,10 @@ async fn admit(
         );
         return Err(response);
     };
+    let failures = gateway.auth.failures();
+    if let Admission::Throttled { retry_after } = failures.admit(addr.ip()) {
+        return Err(throttled(retry_after));
+    }
     match gateway.auth.authenticate(credential).await {
         Ok(identity) => Ok((
             Caller {
@@ -184,11 +189,15 @@ async fn admit(
         )),
         Err(e) => {
             let message = e.to_string();
-            let mut ev = gateway.event(EventType::AuthFailure, Outcome::Rejected, None, target);
-            ev.source = Some(addr.to_string());
-            ev.detail = Some(format!("{}: {message}", e.code()));
-            if let Err(audit) = gateway.audit.record(ev).await {
-                tracing::error!("cannot record an authentication failure: {audit}");
+            // The first failure of a source's window is recorded now; the rest are counted
+            // into one summary event, so a burst of bad keys cannot cost an fsync each.
+            if failures.failed(addr.ip()) == FailureRecord::Individually {
+                let mut ev = gateway.event(EventType::AuthFailure, Outcome::Rejected, None, target);
+                ev.source = Some(addr.to_string());
+                ev.detail = Some(format!("{}: {message}", e.code()));
+                if let Err(audit) = gateway.audit.record(ev).await {
+                    tracing::error!("cannot record an authentication failure: {audit}");
+                }
             }
             let mut response = plain_error(
                 StatusCode::UNAUTHORIZED,
@@ -204,6 +213,23 @@ async fn admit(
             Err(response)
         }
     }
+}
+
+/// 429 for a source over its budget of failed authentications; its credential is not
+/// checked (see `portcullis_limits::FailureThrottle`).
+fn throttled(retry_after: std::time::Duration) -> Response {
+    let seconds = retry_after.as_secs().max(1);
+    let mut response = plain_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        code::INVALID_REQUEST,
+        &format!(
+            "too many failed authentications from your address; credentials from it are not checked for {seconds}s (gateway.limits.max_auth_failures)"
+        ),
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
 }
 
 fn session_header(headers: &HeaderMap) -> Option<&str> {

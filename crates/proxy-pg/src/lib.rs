@@ -31,6 +31,7 @@ use bytes::{Bytes, BytesMut};
 use portcullis_approvals::Approvals;
 use portcullis_audit::AuditLog;
 use portcullis_identity::Authenticator;
+use portcullis_limits::{Admission, ConnectionLimiter, FailureRecord};
 use portcullis_mask::Profile;
 use portcullis_model::{Decision, EventType, Identity, Outcome, Verdict};
 use portcullis_policy::Policy;
@@ -60,7 +61,9 @@ const FORWARDED_PARAMETERS: &[&str] = &[
     "extra_float_digits",
 ];
 
-/// How long a client has to finish the startup and authentication exchange.
+/// How long the whole startup and authentication exchange may take, the gateway's own
+/// login to the database included. The client's part has its own, shorter deadline
+/// ([`PgSettings::startup_timeout`]).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The largest password message (an OIDC token with many claims fits).
@@ -85,6 +88,10 @@ pub struct PgProxy {
     pub max_upstream_frame: usize,
     pub max_connections: usize,
     connections: Arc<Semaphore>,
+    /// The per-source and total caps shared with every listener of the gateway.
+    connection_caps: Arc<ConnectionLimiter>,
+    /// How long a client has to send its startup packet and credential.
+    startup_timeout: Duration,
     cancels: Mutex<HashMap<(i32, Bytes), Arc<CancelHandle>>>,
     /// Set when the gateway stops: sessions end, held statements are cancelled.
     stopping: tokio::sync::watch::Sender<bool>,
@@ -109,6 +116,11 @@ pub struct PgSettings {
     pub require_tls: bool,
     pub max_client_frame: usize,
     pub max_connections: usize,
+    /// The gateway's connection caps (`[gateway.limits]`), checked as a connection arrives.
+    pub connection_caps: Arc<ConnectionLimiter>,
+    /// How long a client has to send its startup packet and its credential
+    /// (`gateway.limits.header_read_timeout`).
+    pub startup_timeout: Duration,
 }
 
 impl PgProxy {
@@ -135,6 +147,8 @@ impl PgProxy {
             max_upstream_frame: 256 << 20,
             max_connections: settings.max_connections,
             connections: Arc::new(Semaphore::new(settings.max_connections)),
+            connection_caps: settings.connection_caps,
+            startup_timeout: settings.startup_timeout,
             cancels: Mutex::new(HashMap::new()),
             stopping: tokio::sync::watch::channel(false).0,
         })
@@ -155,9 +169,25 @@ impl PgProxy {
             if *self.stopping.borrow() {
                 continue;
             }
+            let Ok(slot) = self.connection_caps.admit(peer.ip(), &self.target) else {
+                // Over a cap: told at once, without reading anything, and closed. A client
+                // sends its startup packet first and then reads this error.
+                let mut out = BytesMut::new();
+                wire::fatal(
+                    &mut out,
+                    wire::TOO_MANY_CONNECTIONS,
+                    "portcullis: too many connections from this source",
+                    None,
+                );
+                let _ = tcp.try_write(&out);
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let proxy = self.clone();
-            tokio::spawn(async move { proxy.connection(tcp, peer).await });
+            tokio::spawn(async move {
+                proxy.connection(tcp, peer).await;
+                drop(slot);
+            });
         }
     }
 
@@ -202,9 +232,12 @@ impl PgProxy {
         OwnedSemaphorePermit,
     )> {
         let mut buf = BytesMut::with_capacity(1024);
+        // The client's part of the exchange (startup, TLS, credential) must be over by then;
+        // a client trickling bytes is cut off.
+        let deadline = tokio::time::Instant::now() + self.startup_timeout;
         // Before TLS: SSLRequest and GSSENCRequest may come first.
         let first = loop {
-            let packet = read_startup(&mut tcp, &mut buf).await?;
+            let packet = read_startup_by(deadline, &mut tcp, &mut buf).await?;
             match packet {
                 Startup::GssEnc => {
                     if !buf.is_empty() {
@@ -225,15 +258,16 @@ impl PgProxy {
                 match &self.tls {
                     Some(config) => {
                         tcp.write_all(b"S").await.ok()?;
-                        let tls = TlsAcceptor::from(config.clone()).accept(tcp).await.ok()?;
+                        let accept = TlsAcceptor::from(config.clone()).accept(tcp);
+                        let tls = tokio::time::timeout_at(deadline, accept).await.ok()?.ok()?;
                         let mut stream: BoxStream = Box::new(tls);
-                        let packet = read_startup(&mut stream, &mut buf).await?;
+                        let packet = read_startup_by(deadline, &mut stream, &mut buf).await?;
                         (stream, true, packet)
                     }
                     None => {
                         tcp.write_all(b"N").await.ok()?;
                         let mut stream: BoxStream = Box::new(tcp);
-                        let packet = read_startup(&mut stream, &mut buf).await?;
+                        let packet = read_startup_by(deadline, &mut stream, &mut buf).await?;
                         (stream, false, packet)
                     }
                 }
@@ -380,7 +414,8 @@ impl PgProxy {
                     return None;
                 }
                 Ok(None) => {
-                    if stream.read_buf(&mut buf).await.ok()? == 0 {
+                    let read = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf));
+                    if read.await.ok()?.ok()? == 0 {
                         return None;
                     }
                 }
@@ -396,15 +431,33 @@ impl PgProxy {
             .await;
             return None;
         }
+        let failures = self.auth.failures();
+        if let Admission::Throttled { retry_after } = failures.admit(peer.ip()) {
+            refuse(
+                &mut stream,
+                wire::TOO_MANY_CONNECTIONS,
+                &format!(
+                    "portcullis: too many failed authentications from your address; credentials from it are not checked for {}s",
+                    retry_after.as_secs().max(1)
+                ),
+                None,
+            )
+            .await;
+            return None;
+        }
         let identity = match self.auth.authenticate(&credential).await {
             Ok(identity) => identity,
             Err(e) => {
-                let mut ev = self.audit.event(EventType::AuthFailure, Outcome::Rejected);
-                ev.source = Some(peer.to_string());
-                ev.target = Some(self.target.clone());
-                ev.detail = Some(format!("{}: {e}", e.code()));
-                if let Err(a) = self.audit.record(ev).await {
-                    tracing::error!("cannot record an authentication failure: {a}");
+                // The first failure of a source's window is recorded now, the rest counted
+                // into one summary event (see `portcullis_limits::FailureThrottle`).
+                if failures.failed(peer.ip()) == FailureRecord::Individually {
+                    let mut ev = self.audit.event(EventType::AuthFailure, Outcome::Rejected);
+                    ev.source = Some(peer.to_string());
+                    ev.target = Some(self.target.clone());
+                    ev.detail = Some(format!("{}: {e}", e.code()));
+                    if let Err(a) = self.audit.record(ev).await {
+                        tracing::error!("cannot record an authentication failure: {a}");
+                    }
                 }
                 refuse(
                     &mut stream,
@@ -596,6 +649,18 @@ fn is_utf8(encoding: &str) -> bool {
 
 fn uuid_like() -> String {
     hex::encode(rand::random::<[u8; 12]>())
+}
+
+/// [`read_startup`], given up (`None`) at `deadline`.
+async fn read_startup_by<S: tokio::io::AsyncRead + Unpin>(
+    deadline: tokio::time::Instant,
+    stream: &mut S,
+    buf: &mut BytesMut,
+) -> Option<Startup> {
+    tokio::time::timeout_at(deadline, read_startup(stream, buf))
+        .await
+        .ok()
+        .flatten()
 }
 
 async fn read_startup<S: tokio::io::AsyncRead + Unpin>(
