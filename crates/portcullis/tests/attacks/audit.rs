@@ -1,10 +1,186 @@
 //! Attacks on the audit trail: actions that reach a target without their event, and digests
 //! that give back the values they summarise.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use crate::common::*;
 use serde_json::json;
+
+/// A stdio MCP server in Python (session era) with one tool, `lookup`, that appends every
+/// `tools/call` it receives to `argv[1]`: what reached the target, counted on its side.
+const COUNTING_SERVER: &str = r#"
+import json, sys
+calls_path = sys.argv[1]
+def send(obj):
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+for line in sys.stdin:
+    line = line.strip()
+    if not line:
+        continue
+    msg = json.loads(line)
+    if "id" not in msg or "method" not in msg:
+        continue
+    i, m, p = msg["id"], msg["method"], msg.get("params") or {}
+    if m == "initialize":
+        send({"jsonrpc": "2.0", "id": i, "result": {"protocolVersion": p.get("protocolVersion", "2025-11-25"),
+              "capabilities": {"tools": {}}, "serverInfo": {"name": "counting", "version": "1"}}})
+    elif m == "tools/list":
+        send({"jsonrpc": "2.0", "id": i, "result": {"tools": [
+            {"name": "lookup", "description": "Look something up.", "inputSchema": {"type": "object"}}]}})
+    elif m == "tools/call":
+        with open(calls_path, "a") as f:
+            f.write(json.dumps(msg["id"]) + "\n")
+        send({"jsonrpc": "2.0", "id": i, "result": {"content": [{"type": "text", "text": "found"}]}})
+    elif m == "ping":
+        send({"jsonrpc": "2.0", "id": i, "result": {}})
+    else:
+        send({"jsonrpc": "2.0", "id": i, "error": {"code": -32601, "message": "Method not found"}})
+"#;
+
+/// The configuration of a gateway in front of the counting server (written into `dir`);
+/// returns it and the file the server counts its calls in.
+fn counting_config(dir: &Path, agent: &Key) -> (String, PathBuf) {
+    let script = dir.join("counting.py");
+    std::fs::write(&script, COUNTING_SERVER).unwrap();
+    let calls = dir.join("calls.log");
+    let config = format!(
+        r#"{agent}
+[targets.counted]
+kind = "mcp"
+command = [{python:?}, {script:?}, {calls:?}]
+
+[[rules]]
+name = "agents look up"
+who.groups = ["agents"]
+target = "counted"
+tools = ["lookup"]
+"#,
+        agent = agent.config,
+        python = python(),
+        script = script.display().to_string(),
+        calls = calls.display().to_string(),
+    );
+    (config, calls)
+}
+
+/// Unmounts on drop.
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Fills the file system holding `dir` to the last byte.
+fn fill(dir: &Path) -> PathBuf {
+    use std::io::Write as _;
+    let path = dir.join("filler");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let block = vec![0u8; 64 * 1024];
+    while file.write(&block).is_ok_and(|n| n > 0) {}
+    while file.write(&[0u8]).is_ok_and(|n| n == 1) {}
+    path
+}
+
+/// How many `tools/call` reached the counting server.
+fn calls_upstream(calls: &Path) -> usize {
+    std::fs::read_to_string(calls)
+        .unwrap_or_default()
+        .lines()
+        .count()
+}
+
+/// Issue 13, item 11: when the audit store filled, one `tools/call` still ran upstream and
+/// its event could not be written (8 forwarded, 7 recorded; the caller got -32013). The
+/// gateway must stop forwarding while its events can still be written (the space reserve),
+/// so every call that reaches the target has its event; and it serves again once space is
+/// freed.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_call_reaches_the_target_unrecorded_when_the_audit_store_fills() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(&data)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        mounted,
+        "this test needs to mount a small tmpfs (root, CAP_SYS_ADMIN)"
+    );
+    let _mount = Mount(data.clone());
+    let agent = api_key("filling-agent", "agent", &["agents"]);
+    let (config, calls) = counting_config(dir.path(), &agent);
+    // The default reserve: 5% of this 8 MiB file system.
+    let gw = Gateway::start_in(dir, &config, "", &[]);
+    let client = reqwest::Client::new();
+    let url = gw.url("counted");
+    let call = |id: u64| {
+        let client = client.clone();
+        let (url, key) = (url.clone(), agent.key.clone());
+        async move {
+            modern_call(
+                &client,
+                &url,
+                &key,
+                id,
+                "tools/call",
+                json!({"name": "lookup", "arguments": {"q": id}}),
+            )
+            .await
+        }
+    };
+    let (status, body) = call(1).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["result"].is_object(), "{body}");
+
+    let filler = fill(&data);
+    // The gateway measures the free space at most every 250 ms.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut answers = Vec::new();
+    for id in 10..20 {
+        answers.push(call(id).await.1);
+    }
+    let recorded = |gw: &Gateway| {
+        gw.events()
+            .into_iter()
+            .filter(|e| e["action"] == "tools/call" && e["outcome"] == "success")
+            .count()
+    };
+    assert_eq!(
+        calls_upstream(&calls),
+        recorded(&gw),
+        "calls that reached the target vs their events, on a full store: {answers:#?}"
+    );
+    for body in &answers {
+        assert!(body["result"].is_null(), "answered on a full store: {body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("audit"), "the refusal says why: {body}");
+    }
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut id = 100;
+    loop {
+        let (_, body) = call(id).await;
+        if body["result"].is_object() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no recovery: {body}");
+        id += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    assert_eq!(
+        calls_upstream(&calls),
+        recorded(&gw),
+        "calls that reached the target vs their events, after recovery"
+    );
+}
 
 fn demo_config(agent: &Key) -> String {
     format!(
