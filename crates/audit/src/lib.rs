@@ -15,6 +15,7 @@
 
 mod canonical;
 pub mod checkpoint;
+pub mod digest;
 pub mod keys;
 pub mod merkle;
 pub mod proof;
@@ -37,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, Utc};
 use portcullis_config::Durability;
-use portcullis_model::{AuditEvent, EventType, Outcome};
+use portcullis_model::{AuditEvent, EventType, Outcome, PayloadDigest};
 use tokio::sync::{mpsc, oneshot};
 
 pub use canonical::canonical_bytes;
@@ -78,6 +79,8 @@ pub enum AuditError {
     },
     #[error("audit log {path} has an unreadable schema version {found:?}")]
     BadSchemaVersion { path: PathBuf, found: String },
+    #[error("the audit digest key: {0}")]
+    DigestKey(String),
     #[error("cannot start the audit writer thread: {0}")]
     Spawn(std::io::Error),
     /// The transaction holding this event failed (strict mode).
@@ -165,6 +168,8 @@ struct Inner {
     signing: Option<(checkpoint::Verifier, String)>,
     /// Free space kept so that what is forwarded can be recorded.
     space: space::SpaceReserve,
+    /// The key of the payload digests in events.
+    digest_key: digest::DigestKey,
 }
 
 impl fmt::Debug for AuditLog {
@@ -207,6 +212,11 @@ impl AuditLog {
         max_page_count: Option<u64>,
     ) -> Result<AuditLog, AuditError> {
         store::create_data_dir(data_dir)?;
+        let digest_key = match &checkpoints {
+            Some(settings) => digest::DigestKey::derived_from(settings.signer.as_ref()),
+            None => digest::DigestKey::load_or_create(data_dir),
+        }
+        .map_err(|e| AuditError::DigestKey(e.to_string()))?;
         let path = store::db_path(data_dir);
         // Opened here rather than in the thread so that a bad path or a newer schema is
         // reported by `open`, at startup, instead of by the first request.
@@ -301,6 +311,7 @@ impl AuditLog {
                 checkpoints: announced,
                 signing,
                 space: space::SpaceReserve::new(data_dir.to_path_buf()),
+                digest_key,
             }),
         })
     }
@@ -347,6 +358,12 @@ impl AuditLog {
             .shared
             .failure()
             .or_else(|| self.inner.space.shortfall())
+    }
+
+    /// The digest of a payload (arguments, a result) for an event: keyed, so a short secret
+    /// in it cannot be found again by hashing candidates (see [`digest`]).
+    pub fn digest(&self, payload: &[u8]) -> PayloadDigest {
+        self.inner.digest_key.digest(payload)
     }
 
     /// Sets the space reserve (`audit.space_reserve`): `None` the default (64 MiB, or 5% of

@@ -91,6 +91,7 @@ pub async fn serve(
     }
     stop.send_replace(true);
     // Every connection task holds a receiver; all gone means all finished.
+    drop(stopping);
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, stop.closed()).await;
 }
 

@@ -196,6 +196,9 @@ enum AuditCommand {
     Proof(audit_cli::ProofArgs),
     /// Check a proof written by `audit proof`, offline. Exit 0 valid, 1 invalid.
     VerifyProof(audit_cli::VerifyProofArgs),
+    /// Print the keyed digest an event would hold for the payload on standard input, to
+    /// check a known payload (a request's exact `params`) against an event's digest.
+    Digest(audit_cli::DigestArgs),
 }
 
 #[derive(Subcommand)]
@@ -418,6 +421,7 @@ fn audit(command: AuditCommand) -> Result<()> {
         }
         AuditCommand::Verify(args) => std::process::exit(audit_cli::verify(&args)),
         AuditCommand::Proof(args) => audit_cli::proof(&args),
+        AuditCommand::Digest(args) => audit_cli::digest(&args),
         AuditCommand::VerifyProof(args) => std::process::exit(audit_cli::verify_proof(&args)),
         AuditCommand::Show { event_id, dir } => {
             let dir = dir.resolve()?;

@@ -18,8 +18,8 @@ use portcullis_config::Config;
 use portcullis_identity::Authenticator;
 use portcullis_mask::{Profile, Report};
 use portcullis_model::{
-    Action, ApprovalRequirement, AuditEvent, Decision, EventType, Identity, Outcome, PayloadDigest,
-    TargetKind, Verdict,
+    Action, ApprovalRequirement, AuditEvent, Decision, EventType, Identity, Outcome, TargetKind,
+    Verdict,
 };
 use portcullis_policy::Policy;
 use rand::RngCore as _;
@@ -585,8 +585,8 @@ impl Gateway {
         );
         ev.action = Some("initialize".into());
         ev.request_id = Some(id.get().to_string());
-        ev.arguments = params.map(|p| PayloadDigest::of(p.get().as_bytes()));
-        ev.result = Some(PayloadDigest::of(refusal.body.as_bytes()));
+        ev.arguments = params.map(|p| self.audit.digest(p.get().as_bytes()));
+        ev.result = Some(self.audit.digest(refusal.body.as_bytes()));
         ev.duration_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
         ev.detail = serde_json::from_str::<Value>(&refusal.body)
             .ok()
@@ -877,7 +877,7 @@ impl Gateway {
         ev.request_id = Some(incoming.id.get().to_string());
         ev.arguments = incoming
             .params
-            .map(|p| PayloadDigest::of(p.get().as_bytes()));
+            .map(|p| self.audit.digest(p.get().as_bytes()));
         ev.policy_version = Some(self.policy.version().to_string());
 
         let planned = match self.decide(caller, target, &incoming, &mut ev) {
@@ -1401,7 +1401,7 @@ impl Gateway {
         started: Instant,
         tx: &mpsc::Sender<Inbound>,
     ) {
-        ev.result = Some(PayloadDigest::of(answer.as_bytes()));
+        ev.result = Some(self.audit.digest(answer.as_bytes()));
         ev.duration_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
         let answer = match self.audit.record(ev).await {
             Ok(_) => answer,
@@ -1683,7 +1683,7 @@ impl Gateway {
         );
         ev.session = session.map(|s| s.id.clone());
         ev.action = Some(method.to_string());
-        ev.arguments = params.map(|p| PayloadDigest::of(p.get().as_bytes()));
+        ev.arguments = params.map(|p| self.audit.digest(p.get().as_bytes()));
         if !method.starts_with("notifications/") {
             // Without an id this would reach the upstream undecided: a `tools/call` sent as
             // a notification must not slip past policy.
@@ -1784,7 +1784,7 @@ impl Gateway {
             .into(),
         );
         ev.request_id = Some(id.get().to_string());
-        ev.result = Some(PayloadDigest::of(text.as_bytes()));
+        ev.result = Some(self.audit.digest(text.as_bytes()));
         if let Err(e) = session.link.send(text, "").await {
             ev.outcome = Outcome::Failed;
             ev.detail = Some(e.to_string());

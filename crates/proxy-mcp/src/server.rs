@@ -278,7 +278,7 @@ async fn post_message(
                 &target,
             );
             ev.detail = Some(e.message.clone());
-            ev.arguments = Some(portcullis_model::PayloadDigest::of(&bytes));
+            ev.arguments = Some(gateway.audit.digest(&bytes));
             if let Err(audit) = gateway.audit.record(ev).await {
                 tracing::error!("cannot record a malformed message: {audit}");
             }

@@ -245,3 +245,132 @@ async fn a_bidi_override_in_a_tool_name_is_escaped_in_audit_tail() {
         "no event carries the tool name as given"
     );
 }
+
+/// Runs the portcullis binary with `args`, `stdin` on its standard input; returns its exit
+/// status success and standard output.
+fn run_with_stdin(args: &[&str], stdin: &[u8]) -> (bool, String) {
+    use std::io::Write as _;
+    let mut child = Command::new(binary())
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use aws_lc_rs::digest::{SHA256, digest};
+    digest(&SHA256, bytes)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The exact `params` of a 2026-07-28 `tools/call` carrying `pin` as an argument.
+fn params_with_pin(pin: &str) -> String {
+    format!(
+        r#"{{"name":"lookup_customer","arguments":{{"customer":"cus_1001","pin":"{pin}"}},"_meta":{{"io.modelcontextprotocol/protocolVersion":"{MODERN}","io.modelcontextprotocol/clientInfo":{{"name":"attacker","version":"1"}},"io.modelcontextprotocol/clientCapabilities":{{}}}}}}"#
+    )
+}
+
+/// Issue 13, item 12: events held the plain SHA-256 of a request's arguments, so a short
+/// secret in them (a 4-digit PIN) came back to anyone reading the log, by hashing the 10,000
+/// candidates. Digests are now keyed (HMAC-SHA256 under a key derived from the audit signing
+/// key, `alg` says so): no candidate matches, the operator can still check a known payload
+/// (`portcullis audit digest`), and the log still verifies.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pin_in_the_arguments_cannot_be_recovered_from_the_logged_digest() {
+    let keys = tempfile::tempdir().unwrap();
+    let key_dir = keys.path().join("audit-key");
+    let out = Command::new(binary())
+        .args(["keys", "audit-init", "--out"])
+        .arg(&key_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let agent = api_key("pin-agent", "agent", &["agents"]);
+    let config = format!(
+        "{}\n[audit]\nsigning_key = {:?}\n",
+        demo_config(&agent),
+        key_dir.display().to_string()
+    );
+    let mut gw = Gateway::start(&config);
+    let secret = "4821";
+    let params = params_with_pin(secret);
+    let body = format!(r#"{{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{params}}}"#);
+    let response = reqwest::Client::new()
+        .post(gw.url("billing"))
+        .bearer_auth(&agent.key)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", MODERN)
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "lookup_customer")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let _ = response.text().await;
+
+    let events = gw.events();
+    let event = events
+        .iter()
+        .find(|e| e["action"] == "tools/call" && e["request_id"] == "7")
+        .unwrap_or_else(|| panic!("no event for the call: {events:#?}"));
+    let logged = event["arguments"]["sha256"].as_str().unwrap().to_string();
+    // The attack: hash every candidate PIN in the payload's known shape.
+    let recovered: Vec<String> = (0..10_000)
+        .map(|n| format!("{n:04}"))
+        .filter(|pin| sha256_hex(params_with_pin(pin).as_bytes()) == logged)
+        .collect();
+    assert!(
+        recovered.is_empty(),
+        "the PIN was recovered from the log: {recovered:?}"
+    );
+    assert_eq!(event["arguments"]["alg"], "hmac-sha256", "{event}");
+
+    // The operator, holding the key, can check the payload against the event.
+    let config_path = gw.dir.path().join("portcullis.toml");
+    let (ok, digest) = run_with_stdin(
+        &["audit", "digest", "--config", config_path.to_str().unwrap()],
+        params.as_bytes(),
+    );
+    assert!(ok);
+    let digest: serde_json::Value = serde_json::from_str(digest.trim()).unwrap();
+    assert_eq!(
+        digest, event["arguments"],
+        "the operator's digest of the payload"
+    );
+    let (_, wrong) = run_with_stdin(
+        &["audit", "digest", "--config", config_path.to_str().unwrap()],
+        params_with_pin("4822").as_bytes(),
+    );
+    assert_ne!(
+        serde_json::from_str::<serde_json::Value>(wrong.trim()).unwrap(),
+        event["arguments"]
+    );
+
+    // The log with keyed digests verifies (after the stop's final checkpoint).
+    assert!(gw.terminate());
+    let out = Command::new(binary())
+        .args(["audit", "verify", "--data-dir"])
+        .arg(gw.data_dir())
+        .arg("--pubkey")
+        .arg(key_dir.join("audit.pub"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
