@@ -202,9 +202,10 @@ async fn a_postgres_client_trickling_its_startup_packet_is_cut_off() {
             Err(e) => panic!("nothing listens on {listen}: {e}"),
         }
     };
-    // A StartupMessage (protocol 3.0, user=agent) sent one byte every 250 ms.
+    // A valid StartupMessage (protocol 3.0, the agent's user, the target's database) sent
+    // one byte every 250 ms.
     let mut packet = Vec::new();
-    let body = b"\x00\x03\x00\x00user\x00slow-pg-agent\x00\x00";
+    let body = b"\x00\x03\x00\x00user\x00slow-pg-agent\x00database\x00db\x00\x00";
     packet.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
     packet.extend_from_slice(body);
     let (mut read, mut write) = stream.into_split();
