@@ -169,7 +169,8 @@ pub struct Limits {
     #[serde(default = "default_max_connections_total")]
     pub max_connections: usize,
     /// Failed authentications from one source within `auth_failure_window` before that
-    /// source is refused without its credential being checked. Default: 10.
+    /// source is refused without its credential being checked. Default: 60 (one a second,
+    /// so a client retrying through an IdP's key rotation is not locked out).
     #[serde(default = "default_max_auth_failures")]
     pub max_auth_failures: u32,
     /// The window of `max_auth_failures`, from the source's first failure. Default: `1m`.
@@ -202,7 +203,7 @@ fn default_max_connections_total() -> usize {
     4096
 }
 fn default_max_auth_failures() -> u32 {
-    10
+    60
 }
 fn default_auth_failure_window() -> Duration {
     Duration::from_secs(60)

@@ -10,11 +10,13 @@
 //!   counted and reported in one log line per interval, not one line (or audit write) each.
 //! - [`FailureThrottle`]: after N failed authentications from one source within a window,
 //!   that source is refused without its credential being checked until the window ends.
-//!   Only the first failure of a window is meant to be recorded on its own; the rest are
-//!   counted and handed back as one [`FailureSummary`] when the window ends, so a burst of
-//!   bad keys costs one fsync, not one per attempt.
+//!   The N failures are recorded one by one (each says what was wrong); the refused
+//!   attempts are counted and handed back as one [`FailureSummary`] when the window ends,
+//!   so a burst of bad keys costs at most N audit writes per source and window, not one per
+//!   attempt.
 //!
-//! Both key on the source IP address (not the port). Callers behind one NAT or proxy share
+//! Both key on the source address (not the port): an IPv4 address, or the /64 prefix of an
+//! IPv6 address (one host usually holds a whole /64). Callers behind one NAT or proxy share
 //! the address, and so share its budget: that is the accepted limit of keying on what an
 //! unauthenticated caller cannot choose freely.
 #![forbid(unsafe_code)]
@@ -24,6 +26,19 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
+
+/// The source a limit counts against: the IPv4 address, or the /64 prefix of an IPv6 one.
+pub fn source_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
+    }
+}
 
 /// How often, at most, refused connections are reported in the log.
 const REFUSAL_REPORT_INTERVAL: Duration = Duration::from_secs(10);
@@ -85,11 +100,8 @@ impl ConnectionLimiter {
 
     /// Takes a place for a new connection from `source`, or says which cap it is over. A
     /// refusal is counted for the periodic log line (`listener` names where it happened).
-    pub fn admit(
-        self: &Arc<Self>,
-        source: IpAddr,
-        listener: &str,
-    ) -> Result<ConnectionSlot, OverCap> {
+    pub fn admit(self: &Arc<Self>, ip: IpAddr, listener: &str) -> Result<ConnectionSlot, OverCap> {
+        let source = source_of(ip);
         let over = {
             let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
             let from_source = open.by_source.get(&source).copied().unwrap_or(0);
@@ -116,7 +128,8 @@ impl ConnectionLimiter {
     }
 
     /// The number of connections open now (total, and from `source`).
-    pub fn open(&self, source: IpAddr) -> (usize, usize) {
+    pub fn open(&self, ip: IpAddr) -> (usize, usize) {
+        let source = source_of(ip);
         let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         (
             open.total,
@@ -189,24 +202,16 @@ pub enum Admission {
     },
 }
 
-/// How a failed authentication is to be recorded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureRecord {
-    /// The first failure of the source's window: record it as its own event.
-    Individually,
-    /// Counted into the window's [`FailureSummary`].
-    Counted,
-}
-
-/// The failures of one source in one finished window that were not recorded on their own.
+/// The attempts of one source in one finished window that were refused unchecked, which
+/// were not recorded on their own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FailureSummary {
     pub source: IpAddr,
     /// When the window started (the source's first failure in it).
     pub started: SystemTime,
     pub window: Duration,
-    /// Failed authentications after the first (the credential was checked and wrong).
-    pub more_failures: u32,
+    /// Failed authentications in the window (each recorded on its own).
+    pub failures: u32,
     /// Attempts refused without a check while the source was throttled.
     pub throttled: u32,
 }
@@ -234,12 +239,11 @@ struct FailureWindow {
 
 impl FailureWindow {
     fn summary(&self, source: IpAddr, window: Duration) -> Option<FailureSummary> {
-        let more_failures = self.failures.saturating_sub(1);
-        (more_failures > 0 || self.throttled > 0).then_some(FailureSummary {
+        (self.throttled > 0).then_some(FailureSummary {
             source,
             started: self.started_at,
             window,
-            more_failures,
+            failures: self.failures,
             throttled: self.throttled,
         })
     }
@@ -257,8 +261,9 @@ impl FailureThrottle {
         self.limits
     }
 
-    /// Whether to check a credential from `source` now. A throttled attempt is counted.
-    pub fn admit(&self, source: IpAddr) -> Admission {
+    /// Whether to check a credential from `ip` now. A throttled attempt is counted.
+    pub fn admit(&self, ip: IpAddr) -> Admission {
+        let source = source_of(ip);
         let mut windows = self.windows.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(window) = windows.open.get_mut(&source) else {
             return Admission::Check;
@@ -273,8 +278,9 @@ impl FailureThrottle {
         }
     }
 
-    /// Counts a failed authentication from `source`; says whether to record it on its own.
-    pub fn failed(&self, source: IpAddr) -> FailureRecord {
+    /// Counts a failed authentication from `ip` (recorded on its own by the caller).
+    pub fn failed(&self, ip: IpAddr) {
+        let source = source_of(ip);
         let mut windows = self.windows.lock().unwrap_or_else(PoisonError::into_inner);
         let Windows { open, ended } = &mut *windows;
         if let Some(window) = open.get(&source)
@@ -290,11 +296,6 @@ impl FailureThrottle {
             throttled: 0,
         });
         window.failures = window.failures.saturating_add(1);
-        if window.failures == 1 {
-            FailureRecord::Individually
-        } else {
-            FailureRecord::Counted
-        }
     }
 
     /// Removes the windows that have ended and returns the summaries of those with anything
@@ -324,11 +325,11 @@ impl FailureSummary {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         format!(
-            "{} more failed authentications and {} attempts refused unchecked (throttled) from {} in the {}s window starting at unix time {since}; the window's first failure is recorded on its own",
-            self.more_failures,
+            "{} attempts refused unchecked (throttled) from {} in the {}s window starting at unix time {since}, after {} failed authentications (each recorded on its own)",
             self.throttled,
             self.source,
-            self.window.as_secs()
+            self.window.as_secs(),
+            self.failures
         )
     }
 }
@@ -362,10 +363,10 @@ mod tests {
             max_failures: 3,
             window: Duration::from_secs(60),
         });
-        assert_eq!(throttle.failed(A), FailureRecord::Individually);
-        assert_eq!(throttle.failed(A), FailureRecord::Counted);
+        throttle.failed(A);
+        throttle.failed(A);
         assert_eq!(throttle.admit(A), Admission::Check);
-        assert_eq!(throttle.failed(A), FailureRecord::Counted);
+        throttle.failed(A);
         assert!(matches!(throttle.admit(A), Admission::Throttled { .. }));
         assert!(matches!(throttle.admit(A), Admission::Throttled { .. }));
         assert_eq!(throttle.admit(B), Admission::Check);
@@ -373,8 +374,19 @@ mod tests {
         let summaries = throttle.drain_ended(true);
         assert_eq!(summaries.len(), 1);
         assert_eq!(summaries[0].source, A);
-        assert_eq!(summaries[0].more_failures, 2);
+        assert_eq!(summaries[0].failures, 3);
         assert_eq!(summaries[0].throttled, 2);
         assert_eq!(throttle.admit(A), Admission::Check, "a new window");
+    }
+
+    #[test]
+    fn an_ipv6_host_counts_as_its_slash_64() {
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(source_of(a), source_of(b));
+        assert_ne!(source_of(a), source_of(c));
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert_eq!(source_of(mapped), A);
     }
 }

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use portcullis_limits::{Admission, FailureRecord};
+use portcullis_limits::Admission;
 use portcullis_model::{EventType, Outcome};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -189,15 +189,14 @@ async fn admit(
         )),
         Err(e) => {
             let message = e.to_string();
-            // The first failure of a source's window is recorded now; the rest are counted
-            // into one summary event, so a burst of bad keys cannot cost an fsync each.
-            if failures.failed(addr.ip()) == FailureRecord::Individually {
-                let mut ev = gateway.event(EventType::AuthFailure, Outcome::Rejected, None, target);
-                ev.source = Some(addr.to_string());
-                ev.detail = Some(format!("{}: {message}", e.code()));
-                if let Err(audit) = gateway.audit.record(ev).await {
-                    tracing::error!("cannot record an authentication failure: {audit}");
-                }
+            // Counted: past the limit the source is refused unchecked (above), and those
+            // refusals are recorded as one summary, not an fsync each.
+            failures.failed(addr.ip());
+            let mut ev = gateway.event(EventType::AuthFailure, Outcome::Rejected, None, target);
+            ev.source = Some(addr.to_string());
+            ev.detail = Some(format!("{}: {message}", e.code()));
+            if let Err(audit) = gateway.audit.record(ev).await {
+                tracing::error!("cannot record an authentication failure: {audit}");
             }
             let mut response = plain_error(
                 StatusCode::UNAUTHORIZED,

@@ -31,7 +31,7 @@ use bytes::{Bytes, BytesMut};
 use portcullis_approvals::Approvals;
 use portcullis_audit::AuditLog;
 use portcullis_identity::Authenticator;
-use portcullis_limits::{Admission, ConnectionLimiter, FailureRecord};
+use portcullis_limits::{Admission, ConnectionLimiter};
 use portcullis_mask::Profile;
 use portcullis_model::{Decision, EventType, Identity, Outcome, Verdict};
 use portcullis_policy::Policy;
@@ -448,16 +448,15 @@ impl PgProxy {
         let identity = match self.auth.authenticate(&credential).await {
             Ok(identity) => identity,
             Err(e) => {
-                // The first failure of a source's window is recorded now, the rest counted
-                // into one summary event (see `portcullis_limits::FailureThrottle`).
-                if failures.failed(peer.ip()) == FailureRecord::Individually {
-                    let mut ev = self.audit.event(EventType::AuthFailure, Outcome::Rejected);
-                    ev.source = Some(peer.to_string());
-                    ev.target = Some(self.target.clone());
-                    ev.detail = Some(format!("{}: {e}", e.code()));
-                    if let Err(a) = self.audit.record(ev).await {
-                        tracing::error!("cannot record an authentication failure: {a}");
-                    }
+                // Counted: past the limit the source is refused unchecked (above), and those
+                // refusals are recorded as one summary (`portcullis_limits::FailureThrottle`).
+                failures.failed(peer.ip());
+                let mut ev = self.audit.event(EventType::AuthFailure, Outcome::Rejected);
+                ev.source = Some(peer.to_string());
+                ev.target = Some(self.target.clone());
+                ev.detail = Some(format!("{}: {e}", e.code()));
+                if let Err(a) = self.audit.record(ev).await {
+                    tracing::error!("cannot record an authentication failure: {a}");
                 }
                 refuse(
                     &mut stream,
