@@ -353,3 +353,62 @@ async fn a_burst_of_bad_keys_from_one_source_is_throttled_and_audited_in_aggrega
     .await;
     assert_eq!(status, 200, "{body}");
 }
+
+/// Issue 13, item 14c, on a PostgreSQL listener: past `max_auth_failures` bad credentials a
+/// source is refused with SQLSTATE 53300 before its credential is checked, and those
+/// refusals are audited as one summary.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_of_bad_passwords_on_postgres_is_throttled_and_audited_in_aggregate() {
+    let agent = api_key("throttle-pg-agent", "agent", &["agents"]);
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let gw = Gateway::start_with(
+        &format!(
+            "{}[targets.db]\nkind = \"postgres\"\nlisten = \"{listen}\"\nupstream = \"postgres://127.0.0.1:5432/postgres\"\nuser = \"postgres\"\n",
+            agent.config
+        ),
+        "[gateway.limits]\nmax_auth_failures = 3\nauth_failure_window = \"2s\"",
+        &[],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(listen).await.is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {listen}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut codes = Vec::new();
+    for i in 0..12 {
+        let refused = tokio_postgres::Config::new()
+            .host("127.0.0.1")
+            .port(listen.port())
+            .user("throttle-pg-agent")
+            .dbname("db")
+            .password(format!("pcx_wrong{i:040}"))
+            .connect(tokio_postgres::NoTls)
+            .await
+            .err()
+            .expect("a bad key logged in");
+        let db = refused.as_db_error().expect("a server error");
+        codes.push(db.code().code().to_string());
+    }
+    assert_eq!(&codes[..3], &["28P01"; 3], "{codes:?}");
+    assert_eq!(&codes[3..], &["53300"; 9], "{codes:?}");
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let failures: Vec<Value> = gw
+            .events()
+            .into_iter()
+            .filter(|e| e["type"] == "auth.failure")
+            .collect();
+        if failures.len() >= 4 {
+            assert_eq!(failures.len(), 4, "{failures:#?}");
+            let summary = failures[3]["detail"].as_str().unwrap();
+            assert!(
+                summary.contains("9 attempts refused unchecked"),
+                "{summary}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no summary: {failures:#?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
