@@ -182,6 +182,123 @@ async fn no_call_reaches_the_target_unrecorded_when_the_audit_store_fills() {
     );
 }
 
+/// A plain connection to the PostgreSQL server (not through the gateway).
+async fn postgres(
+    dbname: &str,
+    user: &str,
+    password: Option<&str>,
+    port: u16,
+) -> tokio_postgres::Client {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("127.0.0.1")
+        .port(port)
+        .user(user)
+        .dbname(dbname);
+    if let Some(password) = password {
+        config.password(password);
+    }
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+/// Issue 13, item 11, on a PostgreSQL target: a statement must not reach the database while
+/// its event cannot be written. Each allowed INSERT that reached the server leaves a row;
+/// the rows must match the recorded statements when the audit store fills.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_statement_reaches_the_database_unrecorded_when_the_audit_store_fills() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(&data)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        mounted,
+        "this test needs to mount a small tmpfs (root, CAP_SYS_ADMIN)"
+    );
+    let _mount = Mount(data.clone());
+
+    let db = format!("door_reserve_{}", std::process::id());
+    let admin = postgres("postgres", "postgres", None, 5432).await;
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {db}"),
+        format!("CREATE DATABASE {db}"),
+    ] {
+        admin.batch_execute(&sql).await.unwrap();
+    }
+    postgres(&db, "postgres", None, 5432)
+        .await
+        .batch_execute("CREATE TABLE hits (n int)")
+        .await
+        .unwrap();
+
+    let agent = api_key("pg-filling-agent", "agent", &["agents"]);
+    let port = free_port();
+    let config = format!(
+        "{}[targets.db]\nkind = \"postgres\"\nlisten = \"127.0.0.1:{port}\"\nupstream = \"postgres://127.0.0.1:5432/{db}\"\nuser = \"postgres\"\n\n[[rules]]\nname = \"agents insert\"\nwho.groups = [\"agents\"]\ntarget = \"db\"\nallow.statements = [\"insert\", \"select\"]\n",
+        agent.config
+    );
+    let gw = Gateway::start_in(dir, &config, "", &[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the PostgreSQL listener did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let through = postgres("db", "pg-filling-agent", Some(&agent.key), port).await;
+    through
+        .batch_execute("INSERT INTO hits VALUES (1)")
+        .await
+        .unwrap();
+
+    let filler = fill(&data);
+    // The gateway measures the free space at most every 250 ms.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut refusals = Vec::new();
+    for n in 10..15 {
+        if let Err(e) = through
+            .batch_execute(&format!("INSERT INTO hits VALUES ({n})"))
+            .await
+        {
+            refusals.push(
+                e.as_db_error()
+                    .map(|d| (d.code().code().to_string(), d.message().to_string())),
+            );
+        }
+    }
+    let reached: i64 = postgres(&db, "postgres", None, 5432)
+        .await
+        .query_one("SELECT count(*) FROM hits", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let recorded = gw
+        .events()
+        .into_iter()
+        .filter(|e| e["action"] == "insert" && e["outcome"] == "success")
+        .count();
+    std::fs::remove_file(&filler).unwrap();
+    let _ = admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        .await;
+    assert_eq!(
+        reached as usize, recorded,
+        "statements that reached the database vs their events: {refusals:?}"
+    );
+    assert_eq!(refusals.len(), 5, "{refusals:?}");
+    for refusal in &refusals {
+        let (code, message) = refusal.as_ref().expect("a server error");
+        assert_eq!(code, "58030", "{message}");
+        assert!(message.contains("audit"), "{message}");
+    }
+}
+
 fn demo_config(agent: &Key) -> String {
     format!(
         r#"{agent}
