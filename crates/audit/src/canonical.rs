@@ -220,8 +220,11 @@ fn write_findings(out: &mut Vec<u8>, findings: &[DataFinding]) {
 }
 
 fn write_digest(out: &mut Vec<u8>, digest: &PayloadDigest) {
-    let PayloadDigest { sha256, size } = digest;
+    let PayloadDigest { alg, sha256, size } = digest;
     let mut obj = Object::new(out);
+    if let Some(alg) = alg {
+        obj.str("alg", alg.as_str());
+    }
     obj.str("sha256", sha256);
     obj.key("size");
     write_integer(obj.out, *size);
@@ -346,10 +349,12 @@ mod tests {
             rule: Some("r".into()),
             policy_version: Some("v".into()),
             arguments: Some(PayloadDigest {
+                alg: Some(portcullis_model::DigestAlgorithm::HmacSha256),
                 sha256: "00".into(),
                 size: 12,
             }),
             result: Some(PayloadDigest {
+                alg: None,
                 sha256: "ff".into(),
                 size: u64::MAX,
             }),

@@ -15,11 +15,13 @@
 
 mod canonical;
 pub mod checkpoint;
+pub mod digest;
 pub mod keys;
 pub mod merkle;
 pub mod proof;
 pub mod publish;
 mod reader;
+mod space;
 mod store;
 pub mod verify;
 pub mod witness;
@@ -36,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, Utc};
 use portcullis_config::Durability;
-use portcullis_model::{AuditEvent, EventType, Outcome};
+use portcullis_model::{AuditEvent, EventType, Outcome, PayloadDigest};
 use tokio::sync::{mpsc, oneshot};
 
 pub use canonical::canonical_bytes;
@@ -77,6 +79,8 @@ pub enum AuditError {
     },
     #[error("audit log {path} has an unreadable schema version {found:?}")]
     BadSchemaVersion { path: PathBuf, found: String },
+    #[error("the audit digest key: {0}")]
+    DigestKey(String),
     #[error("cannot start the audit writer thread: {0}")]
     Spawn(std::io::Error),
     /// The transaction holding this event failed (strict mode).
@@ -162,6 +166,10 @@ struct Inner {
     checkpoints: tokio::sync::watch::Receiver<Option<StoredCheckpoint>>,
     /// A signing log: the verifier of its own key, and its origin.
     signing: Option<(checkpoint::Verifier, String)>,
+    /// Free space kept so that what is forwarded can be recorded.
+    space: space::SpaceReserve,
+    /// The key of the payload digests in events.
+    digest_key: digest::DigestKey,
 }
 
 impl fmt::Debug for AuditLog {
@@ -204,6 +212,11 @@ impl AuditLog {
         max_page_count: Option<u64>,
     ) -> Result<AuditLog, AuditError> {
         store::create_data_dir(data_dir)?;
+        let digest_key = match &checkpoints {
+            Some(settings) => digest::DigestKey::derived_from(settings.signer.as_ref()),
+            None => digest::DigestKey::load_or_create(data_dir),
+        }
+        .map_err(|e| AuditError::DigestKey(e.to_string()))?;
         let path = store::db_path(data_dir);
         // Opened here rather than in the thread so that a bad path or a newer schema is
         // reported by `open`, at startup, instead of by the first request.
@@ -297,6 +310,8 @@ impl AuditLog {
                 closed: AtomicBool::new(false),
                 checkpoints: announced,
                 signing,
+                space: space::SpaceReserve::new(data_dir.to_path_buf()),
+                digest_key,
             }),
         })
     }
@@ -334,10 +349,27 @@ impl AuditLog {
         }
     }
 
-    /// Why the store cannot be written right now, if it is known to be failed. Lets a caller
-    /// refuse an action *before* it happens rather than withhold its answer afterwards.
+    /// Why the store cannot be written right now, if it is known to be failed or its file
+    /// system is below the space reserve. Lets a caller refuse an action *before* it happens
+    /// rather than withhold its answer afterwards: the reserve is there so that an action
+    /// let through can still be recorded. Cheap enough to call before every forward.
     pub fn unavailable(&self) -> Option<String> {
-        self.inner.shared.failure()
+        self.inner
+            .shared
+            .failure()
+            .or_else(|| self.inner.space.shortfall())
+    }
+
+    /// The digest of a payload (arguments, a result) for an event: keyed, so a short secret
+    /// in it cannot be found again by hashing candidates (see [`digest`]).
+    pub fn digest(&self, payload: &[u8]) -> PayloadDigest {
+        self.inner.digest_key.digest(payload)
+    }
+
+    /// Sets the space reserve (`audit.space_reserve`): `None` the default (64 MiB, or 5% of
+    /// the file system if smaller), `Some(0)` no check.
+    pub fn set_space_reserve(&self, bytes: Option<u64>) {
+        self.inner.space.set(bytes);
     }
 
     /// Appends an event and returns its sequence number.

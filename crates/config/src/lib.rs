@@ -145,6 +145,68 @@ pub struct Gateway {
     /// TLS for the gateway.
     #[serde(default)]
     pub allow_plain_http: bool,
+    /// `[gateway.limits]`: what an unauthenticated caller may cost the gateway.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// `[gateway.limits]`: bounds on connections and failed logins, enforced before the caller
+/// is known, on the front door, the admin API and every PostgreSQL listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// How long a client has to send a request's headers (HTTP), or its startup packet and
+    /// credential (PostgreSQL). A slower client is disconnected. Default: `10s`.
+    #[serde(
+        default = "default_header_read_timeout",
+        deserialize_with = "de_duration"
+    )]
+    pub header_read_timeout: Duration,
+    /// Connections open at once from one source address, over all listeners. Default: 256.
+    #[serde(default = "default_max_connections_per_source")]
+    pub max_connections_per_source: usize,
+    /// Connections open at once in total, over all listeners. Default: 4096.
+    #[serde(default = "default_max_connections_total")]
+    pub max_connections: usize,
+    /// Failed authentications from one source within `auth_failure_window` before that
+    /// source is refused without its credential being checked. Default: 60 (one a second,
+    /// so a client retrying through an IdP's key rotation is not locked out).
+    #[serde(default = "default_max_auth_failures")]
+    pub max_auth_failures: u32,
+    /// The window of `max_auth_failures`, from the source's first failure. Default: `1m`.
+    #[serde(
+        default = "default_auth_failure_window",
+        deserialize_with = "de_duration"
+    )]
+    pub auth_failure_window: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_read_timeout: default_header_read_timeout(),
+            max_connections_per_source: default_max_connections_per_source(),
+            max_connections: default_max_connections_total(),
+            max_auth_failures: default_max_auth_failures(),
+            auth_failure_window: default_auth_failure_window(),
+        }
+    }
+}
+
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_connections_per_source() -> usize {
+    256
+}
+fn default_max_connections_total() -> usize {
+    4096
+}
+fn default_max_auth_failures() -> u32 {
+    60
+}
+fn default_auth_failure_window() -> Duration {
+    Duration::from_secs(60)
 }
 
 /// `[gateway.tls]`: the front door's certificate.
@@ -173,6 +235,7 @@ impl Default for Gateway {
             session_idle_timeout: default_session_idle(),
             tls: None,
             allow_plain_http: false,
+            limits: Limits::default(),
         }
     }
 }
@@ -221,6 +284,11 @@ pub struct Audit {
     /// Witnesses that cosign checkpoints (`portcullis witness`).
     #[serde(default)]
     pub witnesses: Vec<WitnessConfig>,
+    /// Free space, in bytes, kept on the file system of `gateway.data_dir`: below it the
+    /// gateway forwards nothing (every action is refused with a clear error) while its
+    /// events can still be written. Default: 64 MiB, or 5% of the file system if that is
+    /// smaller. 0 turns the check off (an action can then reach a target and its event fail).
+    pub space_reserve: Option<u64>,
 }
 
 impl Default for Audit {
@@ -233,6 +301,7 @@ impl Default for Audit {
             checkpoint_every: default_checkpoint_every(),
             checkpoint_dir: None,
             witnesses: Vec::new(),
+            space_reserve: None,
         }
     }
 }
@@ -1057,6 +1126,29 @@ impl Config {
         Ok(())
     }
 
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let limits = &self.gateway.limits;
+        let zero = [
+            ("header_read_timeout", limits.header_read_timeout.is_zero()),
+            (
+                "max_connections_per_source",
+                limits.max_connections_per_source == 0,
+            ),
+            ("max_connections", limits.max_connections == 0),
+            ("max_auth_failures", limits.max_auth_failures == 0),
+            ("auth_failure_window", limits.auth_failure_window.is_zero()),
+        ];
+        for (field, is_zero) in zero {
+            if is_zero {
+                return Err(self.source.error_at(
+                    find_text(&self.source.text, field),
+                    format!("gateway.limits.{field}: must be more than zero"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The admin API's URL for approvers: configured, or derived from `admin_listen`.
     pub fn admin_url(&self) -> Option<String> {
         if let Some(url) = &self.approvals.admin_url {
@@ -1091,6 +1183,7 @@ impl Config {
                 ),
             ));
         }
+        self.validate_limits()?;
         self.validate_audit()?;
         self.validate_approvals()?;
         for (name, target) in &self.targets {

@@ -28,6 +28,7 @@ use std::fmt;
 use std::time::Duration;
 
 use portcullis_config::IdentityConfig;
+use portcullis_limits::{FailureLimits, FailureThrottle};
 use portcullis_model::Identity;
 
 pub use apikey::{API_KEY_ISSUER, API_KEY_PREFIX, generate_api_key, hash_api_key};
@@ -48,6 +49,8 @@ pub struct Authenticator {
     api_keys: apikey::ApiKeys,
     /// Keyed by the exact `iss` string.
     issuers: HashMap<String, jwt::Issuer>,
+    /// Failed authentications per source, shared by every listener that authenticates.
+    failures: FailureThrottle,
 }
 
 impl Authenticator {
@@ -81,7 +84,27 @@ impl Authenticator {
                 }
             }
         }
-        Ok(Authenticator { api_keys, issuers })
+        let defaults = portcullis_config::Limits::default();
+        Ok(Authenticator {
+            api_keys,
+            issuers,
+            failures: FailureThrottle::new(FailureLimits {
+                max_failures: defaults.max_auth_failures,
+                window: defaults.auth_failure_window,
+            }),
+        })
+    }
+
+    /// Replaces the limits on failed authentications (`[gateway.limits]`).
+    pub fn with_failure_limits(mut self, limits: FailureLimits) -> Authenticator {
+        self.failures = FailureThrottle::new(limits);
+        self
+    }
+
+    /// The throttle on failed authentications: a listener asks it before checking a
+    /// credential from a source, and tells it of each failure (see `portcullis_limits`).
+    pub fn failures(&self) -> &FailureThrottle {
+        &self.failures
     }
 
     /// Authenticates `credential`, the bearer value from `Authorization: Bearer <credential>`.

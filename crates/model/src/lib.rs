@@ -277,16 +277,41 @@ impl Verdict {
     }
 }
 
-/// The SHA-256 and size of a payload that is recorded without its content.
+/// The digest and size of a payload that is recorded without its content.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PayloadDigest {
+    /// How `sha256` was computed; absent: plain SHA-256 (events written before keyed
+    /// digests, which stay readable and verifiable as they are).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alg: Option<DigestAlgorithm>,
+    /// The 256-bit digest, hex.
     pub sha256: String,
     pub size: u64,
 }
 
+/// The algorithm of a [`PayloadDigest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DigestAlgorithm {
+    /// HMAC-SHA256 under the audit log's digest key: a short secret in a payload cannot be
+    /// found by hashing candidates without the key.
+    #[serde(rename = "hmac-sha256")]
+    HmacSha256,
+}
+
+impl DigestAlgorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DigestAlgorithm::HmacSha256 => "hmac-sha256",
+        }
+    }
+}
+
 impl PayloadDigest {
+    /// The plain SHA-256 of `bytes`. Events record keyed digests instead (the audit log's
+    /// `digest`): a plain one of a short secret gives the secret back.
     pub fn of(bytes: &[u8]) -> Self {
         PayloadDigest {
+            alg: None,
             sha256: hex::encode(Sha256::digest(bytes)),
             size: bytes.len() as u64,
         }

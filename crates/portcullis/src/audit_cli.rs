@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use portcullis_audit::checkpoint::Verifier;
+use portcullis_audit::digest::DigestKey;
 use portcullis_audit::witness::CosignatureVerifier;
 use portcullis_audit::{keys, proof, verify};
 
@@ -52,6 +53,40 @@ pub struct ProofArgs {
     out: PathBuf,
     #[command(flatten)]
     dir: DataDir,
+}
+
+#[derive(clap::Args)]
+pub struct DigestArgs {
+    #[command(flatten)]
+    dir: DataDir,
+    /// The directory of the audit signing key (`audit.signing_key`), if the log has one:
+    /// its digest key is derived from it. Default: read from `--config`.
+    #[arg(long)]
+    signing_key: Option<PathBuf>,
+}
+
+/// `audit digest`: the digest an event would hold for the payload on standard input (the
+/// exact bytes: a request's `params`, a result), to check a known payload against an
+/// event. Needs the log's digest key, which only the operator holds.
+pub fn digest(args: &DigestArgs) -> Result<()> {
+    use std::io::Read as _;
+    let signing_key = match (&args.signing_key, &args.dir.config) {
+        (Some(dir), _) => Some(dir.clone()),
+        (None, Some(config)) => portcullis_config::Config::load(config)?.audit.signing_key,
+        (None, None) => None,
+    };
+    let key = match signing_key {
+        Some(dir) => {
+            let signer = keys::load_signer(&dir, keys::AUDIT_KEY)
+                .context("loading the audit signing key")?;
+            DigestKey::derived_from(&signer)?
+        }
+        None => DigestKey::load(&args.dir.resolve()?)?,
+    };
+    let mut payload = Vec::new();
+    std::io::stdin().read_to_end(&mut payload)?;
+    println!("{}", serde_json::to_string(&key.digest(&payload))?);
+    Ok(())
 }
 
 #[derive(clap::Args)]

@@ -9,6 +9,7 @@ mod admin_cli;
 mod audit_cli;
 mod demo;
 mod demo_server;
+mod front_door;
 mod witness;
 
 use std::net::SocketAddr;
@@ -17,7 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use axum::serve::ListenerExt as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use portcullis_approvals::Approvals;
 use portcullis_audit::publish::{Publisher, Sinks, WitnessSink};
@@ -196,6 +196,9 @@ enum AuditCommand {
     Proof(audit_cli::ProofArgs),
     /// Check a proof written by `audit proof`, offline. Exit 0 valid, 1 invalid.
     VerifyProof(audit_cli::VerifyProofArgs),
+    /// Print the keyed digest an event would hold for the payload on standard input, to
+    /// check a known payload (a request's exact `params`) against an event's digest.
+    Digest(audit_cli::DigestArgs),
 }
 
 #[derive(Subcommand)]
@@ -418,6 +421,7 @@ fn audit(command: AuditCommand) -> Result<()> {
         }
         AuditCommand::Verify(args) => std::process::exit(audit_cli::verify(&args)),
         AuditCommand::Proof(args) => audit_cli::proof(&args),
+        AuditCommand::Digest(args) => audit_cli::digest(&args),
         AuditCommand::VerifyProof(args) => std::process::exit(audit_cli::verify_proof(&args)),
         AuditCommand::Show { event_id, dir } => {
             let dir = dir.resolve()?;
@@ -549,9 +553,22 @@ pub async fn serve(
     config: Config,
     ready: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
 ) -> Result<()> {
-    let auth = Arc::new(Authenticator::new(&config.identity)?);
+    let limits = &config.gateway.limits;
+    let auth = Arc::new(Authenticator::new(&config.identity)?.with_failure_limits(
+        portcullis_limits::FailureLimits {
+            max_failures: limits.max_auth_failures,
+            window: limits.auth_failure_window,
+        },
+    ));
+    // One set of connection caps for every listener: a flood on one cannot starve the rest.
+    let connections =
+        portcullis_limits::ConnectionLimiter::new(portcullis_limits::ConnectionLimits {
+            per_source: limits.max_connections_per_source,
+            total: limits.max_connections,
+        });
     let policy = Arc::new(Policy::compile(&config)?);
     let audit = open_audit_log(&config)?;
+    audit.set_space_reserve(config.audit.space_reserve);
     let publisher = start_publisher(&config, &audit)?;
     let pins = Arc::new(Pins::open(&config.gateway.data_dir)?);
     let approvals = Approvals::open(&config.gateway.data_dir, audit.clone(), &config)
@@ -581,9 +598,17 @@ pub async fn serve(
         ),
         None => None,
     };
-    let databases = start_databases(&config, &auth, &policy, &audit, &approvals, &gateway)
-        .await
-        .context("starting the database listeners")?;
+    let databases = start_databases(
+        &config,
+        &auth,
+        &policy,
+        &audit,
+        &approvals,
+        &gateway,
+        &connections,
+    )
+    .await
+    .context("starting the database listeners")?;
     let listener = listen(config.gateway.listen)
         .with_context(|| format!("cannot listen on {}", config.gateway.listen))?;
     let addr = listener.local_addr()?;
@@ -592,7 +617,7 @@ pub async fn serve(
             let listener = listen(admin_addr)
                 .with_context(|| format!("cannot listen on {admin_addr} (gateway.admin_listen)"))?;
             let app = portcullis_console::router(portcullis_console::Admin {
-                auth,
+                auth: auth.clone(),
                 policy: policy.clone(),
                 approvals: approvals.clone(),
                 audit: audit.clone(),
@@ -634,40 +659,21 @@ pub async fn serve(
         .await
         .context("the audit log cannot be written; refusing to start")?;
     tracing::info!(%addr, admin = ?admin_addr, tls = tls.is_some(), policy = policy.version(), targets = gateway.targets.len(), "portcullis is serving");
+    let http_limits = front_door::HttpLimits {
+        connections: connections.clone(),
+        header_read_timeout: config.gateway.limits.header_read_timeout,
+    };
+    let tls = tls.map(|tls| front_door::http1_tls(&tls.get_inner()));
     let admin_server = admin.map(|(listener, app)| {
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            let served = match tls {
-                None => axum::serve(listener, app)
-                    .with_graceful_shutdown(shutdown_signal())
-                    .await
-                    .map_err(anyhow::Error::from),
-                Some(tls) => {
-                    let handle = axum_server::Handle::new();
-                    let stopper = handle.clone();
-                    tokio::spawn(async move {
-                        shutdown_signal().await;
-                        stopper.graceful_shutdown(Some(Duration::from_secs(10)));
-                    });
-                    match listener.into_std() {
-                        Ok(std) => match axum_server::from_tcp(std) {
-                            Ok(server) => server
-                                .acceptor(axum_server::tls_rustls::RustlsAcceptor::new(tls))
-                                .handle(handle)
-                                .serve(app)
-                                .await
-                                .map_err(anyhow::Error::from),
-                            Err(e) => Err(e.into()),
-                        },
-                        Err(e) => Err(e.into()),
-                    }
-                }
-            };
-            if let Err(e) = served {
-                tracing::error!("the admin API stopped: {e}");
-            }
-        })
+        let (tls, limits) = (tls.clone(), http_limits.clone());
+        tokio::spawn(front_door::serve(
+            "admin",
+            listener,
+            app,
+            tls,
+            limits,
+            shutdown_signal(),
+        ))
     });
     if let Some(ready) = ready {
         let _ = ready.send(addr);
@@ -682,41 +688,34 @@ pub async fn serve(
             }
         })
     };
-    let app = portcullis_proxy_mcp::router(gateway.clone())
-        .into_make_service_with_connect_info::<SocketAddr>();
-    match tls {
-        None => {
-            // Small JSON-RPC answers must not wait for Nagle's algorithm.
-            let listener = listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stopping(approvals.clone()))
-                .await?;
-        }
-        Some(tls) => {
-            let handle = axum_server::Handle::new();
-            let stopper = handle.clone();
-            let approvals = approvals.clone();
-            tokio::spawn(async move {
-                stopping(approvals).await;
-                stopper.graceful_shutdown(Some(Duration::from_secs(10)));
-            });
-            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls)
-                .acceptor(axum_server::accept::NoDelayAcceptor::new());
-            axum_server::from_tcp(listener.into_std()?)?
-                .acceptor(acceptor)
-                .handle(handle)
-                .serve(app)
-                .await?;
-        }
-    }
+    let failure_summaries = {
+        let (auth, audit) = (auth.clone(), audit.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                record_failure_summaries(&auth, &audit, false).await;
+            }
+        })
+    };
+    let app = portcullis_proxy_mcp::router(gateway.clone());
+    front_door::serve(
+        "front door",
+        listener,
+        app,
+        tls,
+        http_limits,
+        stopping(approvals.clone()),
+    )
+    .await;
     for (proxy, _, task) in &databases {
         task.abort();
         proxy.stop(Duration::from_secs(10)).await;
     }
     sweeper.abort();
     sweeper_of_approvals.abort();
+    failure_summaries.abort();
+    record_failure_summaries(&auth, &audit, true).await;
     if let Some(admin) = admin_server {
         admin.abort();
     }
@@ -734,6 +733,20 @@ pub async fn serve(
     Ok(())
 }
 
+/// Records one event per source whose failed authentications were counted rather than
+/// recorded one by one (see `portcullis_limits::FailureThrottle`): its windows that have
+/// ended, or all of them (`all`, at stop).
+async fn record_failure_summaries(auth: &Authenticator, audit: &AuditLog, all: bool) {
+    for summary in auth.failures().drain_ended(all) {
+        let mut ev = audit.event(EventType::AuthFailure, Outcome::Rejected);
+        ev.source = Some(summary.source.to_string());
+        ev.detail = Some(summary.detail());
+        if let Err(e) = audit.record(ev).await {
+            tracing::error!("cannot record a summary of failed authentications: {e}");
+        }
+    }
+}
+
 /// Binds one PostgreSQL listener per `kind = "postgres"` target and serves it. The
 /// database passwords are read from the environment here, so a missing one fails the start.
 async fn start_databases(
@@ -743,6 +756,7 @@ async fn start_databases(
     audit: &AuditLog,
     approvals: &Approvals,
     gateway: &Gateway,
+    connections: &Arc<portcullis_limits::ConnectionLimiter>,
 ) -> Result<Vec<(Arc<PgProxy>, SocketAddr, tokio::task::JoinHandle<()>)>> {
     let mut started = Vec::new();
     let client_tls = match &config.gateway.tls {
@@ -803,6 +817,8 @@ async fn start_databases(
                 .map(|r| r.name.get_ref().clone())
                 .collect(),
             discovery: discovery(config, name)?,
+            connection_caps: connections.clone(),
+            startup_timeout: config.gateway.limits.header_read_timeout,
         };
         let proxy = PgProxy::new(
             settings,

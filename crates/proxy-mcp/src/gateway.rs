@@ -18,8 +18,8 @@ use portcullis_config::Config;
 use portcullis_identity::Authenticator;
 use portcullis_mask::Report;
 use portcullis_model::{
-    Action, ApprovalRequirement, AuditEvent, Decision, EventType, Identity, Outcome, PayloadDigest,
-    TargetKind, Verdict,
+    Action, ApprovalRequirement, AuditEvent, Decision, EventType, Identity, Outcome, TargetKind,
+    Verdict,
 };
 use portcullis_policy::Policy;
 use rand::RngCore as _;
@@ -584,8 +584,8 @@ impl Gateway {
         );
         ev.action = Some("initialize".into());
         ev.request_id = Some(id.get().to_string());
-        ev.arguments = params.map(|p| PayloadDigest::of(p.get().as_bytes()));
-        ev.result = Some(PayloadDigest::of(refusal.body.as_bytes()));
+        ev.arguments = params.map(|p| self.audit.digest(p.get().as_bytes()));
+        ev.result = Some(self.audit.digest(refusal.body.as_bytes()));
         ev.duration_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
         let error = serde_json::from_str::<Value>(&refusal.body)
             .map(|v| v["error"].clone())
@@ -958,7 +958,7 @@ impl Gateway {
         ev.request_id = Some(incoming.id.get().to_string());
         ev.arguments = incoming
             .params
-            .map(|p| PayloadDigest::of(p.get().as_bytes()));
+            .map(|p| self.audit.digest(p.get().as_bytes()));
         ev.policy_version = Some(self.policy.version().to_string());
 
         let client_era = match session {
@@ -1680,7 +1680,7 @@ impl Gateway {
         started: Instant,
         tx: &mpsc::Sender<Inbound>,
     ) {
-        ev.result = Some(PayloadDigest::of(answer.as_bytes()));
+        ev.result = Some(self.audit.digest(answer.as_bytes()));
         ev.duration_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
         let answer = match self.audit.record(ev).await {
             Ok(_) => answer,
@@ -1944,7 +1944,7 @@ impl Gateway {
         );
         ev.session = session.map(|s| s.id.clone());
         ev.action = Some(method.to_string());
-        ev.arguments = params.map(|p| PayloadDigest::of(p.get().as_bytes()));
+        ev.arguments = params.map(|p| self.audit.digest(p.get().as_bytes()));
         let client_era = match session {
             Some(_) => ClientEra::Session,
             None => ClientEra::Stateless,
@@ -2063,7 +2063,7 @@ impl Gateway {
             .into(),
         );
         ev.request_id = Some(id.get().to_string());
-        ev.result = Some(PayloadDigest::of(text.as_bytes()));
+        ev.result = Some(self.audit.digest(text.as_bytes()));
         // Only an answer to a request the upstream made on this session is relayed: anything
         // else would feed the upstream a result it never asked for (or answer another
         // session's request on a shared link).

@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
+use portcullis_limits::Admission;
 use portcullis_model::{EventType, Outcome};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -174,6 +175,10 @@ async fn admit(
         );
         return Err(response);
     };
+    let failures = gateway.auth.failures();
+    if let Admission::Throttled { retry_after } = failures.admit(addr.ip()) {
+        return Err(throttled(retry_after));
+    }
     match gateway.auth.authenticate(credential).await {
         Ok(identity) => Ok((
             Caller {
@@ -184,6 +189,9 @@ async fn admit(
         )),
         Err(e) => {
             let message = e.to_string();
+            // Counted: past the limit the source is refused unchecked (above), and those
+            // refusals are recorded as one summary, not an fsync each.
+            failures.failed(addr.ip());
             let mut ev = gateway.event(EventType::AuthFailure, Outcome::Rejected, None, target);
             ev.source = Some(addr.to_string());
             ev.detail = Some(format!("{}: {message}", e.code()));
@@ -204,6 +212,23 @@ async fn admit(
             Err(response)
         }
     }
+}
+
+/// 429 for a source over its budget of failed authentications; its credential is not
+/// checked (see `portcullis_limits::FailureThrottle`).
+fn throttled(retry_after: std::time::Duration) -> Response {
+    let seconds = retry_after.as_secs().max(1);
+    let mut response = plain_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        code::INVALID_REQUEST,
+        &format!(
+            "too many failed authentications from your address; credentials from it are not checked for {seconds}s (gateway.limits.max_auth_failures)"
+        ),
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
 }
 
 fn session_header(headers: &HeaderMap) -> Option<&str> {
@@ -252,7 +277,7 @@ async fn post_message(
                 &target,
             );
             ev.detail = Some(e.message.clone());
-            ev.arguments = Some(portcullis_model::PayloadDigest::of(&bytes));
+            ev.arguments = Some(gateway.audit.digest(&bytes));
             if let Err(audit) = gateway.audit.record(ev).await {
                 tracing::error!("cannot record a malformed message: {audit}");
             }

@@ -34,6 +34,7 @@ use bytes::{Bytes, BytesMut};
 use portcullis_approvals::Approvals;
 use portcullis_audit::AuditLog;
 use portcullis_identity::Authenticator;
+use portcullis_limits::{Admission, ConnectionLimiter};
 use portcullis_mask::Profile;
 use portcullis_model::{Decision, EventType, Identity, Outcome, Verdict};
 use portcullis_policy::Policy;
@@ -64,7 +65,9 @@ const FORWARDED_PARAMETERS: &[&str] = &[
     "extra_float_digits",
 ];
 
-/// How long a client has to finish the startup and authentication exchange.
+/// How long the whole startup and authentication exchange may take, the gateway's own
+/// login to the database included. The client's part has its own, shorter deadline
+/// ([`PgSettings::startup_timeout`]).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The largest password message (an OIDC token with many claims fits).
@@ -96,6 +99,10 @@ pub struct PgProxy {
     /// Column discovery for the profiles with `discover = true` (see [`discovery`]).
     pub discovery: Option<discovery::Discovery>,
     connections: Arc<Semaphore>,
+    /// The per-source and total caps shared with every listener of the gateway.
+    connection_caps: Arc<ConnectionLimiter>,
+    /// How long a client has to send its startup packet and credential.
+    startup_timeout: Duration,
     cancels: Mutex<HashMap<(i32, Bytes), Arc<CancelHandle>>>,
     /// Set when the gateway stops: sessions end, held statements are cancelled.
     stopping: tokio::sync::watch::Sender<bool>,
@@ -124,6 +131,11 @@ pub struct PgSettings {
     pub filter_masked_rules: HashSet<String>,
     /// Column discovery, when a masking profile has `discover = true`.
     pub discovery: Option<discovery::Discovery>,
+    /// The gateway's connection caps (`[gateway.limits]`), checked as a connection arrives.
+    pub connection_caps: Arc<ConnectionLimiter>,
+    /// How long a client has to send its startup packet and its credential
+    /// (`gateway.limits.header_read_timeout`).
+    pub startup_timeout: Duration,
 }
 
 impl PgProxy {
@@ -153,6 +165,8 @@ impl PgProxy {
             filter_masked_rules: settings.filter_masked_rules,
             discovery: settings.discovery,
             connections: Arc::new(Semaphore::new(settings.max_connections)),
+            connection_caps: settings.connection_caps,
+            startup_timeout: settings.startup_timeout,
             cancels: Mutex::new(HashMap::new()),
             stopping: tokio::sync::watch::channel(false).0,
         })
@@ -173,9 +187,25 @@ impl PgProxy {
             if *self.stopping.borrow() {
                 continue;
             }
+            let Ok(slot) = self.connection_caps.admit(peer.ip(), &self.target) else {
+                // Over a cap: told at once, without reading anything, and closed. A client
+                // sends its startup packet first and then reads this error.
+                let mut out = BytesMut::new();
+                wire::fatal(
+                    &mut out,
+                    wire::TOO_MANY_CONNECTIONS,
+                    "portcullis: too many connections from this source",
+                    None,
+                );
+                let _ = tcp.try_write(&out);
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let proxy = self.clone();
-            tokio::spawn(async move { proxy.connection(tcp, peer).await });
+            tokio::spawn(async move {
+                proxy.connection(tcp, peer).await;
+                drop(slot);
+            });
         }
     }
 
@@ -229,9 +259,12 @@ impl PgProxy {
         OwnedSemaphorePermit,
     )> {
         let mut buf = BytesMut::with_capacity(1024);
+        // The client's part of the exchange (startup, TLS, credential) must be over by then;
+        // a client trickling bytes is cut off.
+        let deadline = tokio::time::Instant::now() + self.startup_timeout;
         // Before TLS: SSLRequest and GSSENCRequest may come first.
         let first = loop {
-            let packet = read_startup(&mut tcp, &mut buf).await?;
+            let packet = read_startup_by(deadline, &mut tcp, &mut buf).await?;
             match packet {
                 Startup::GssEnc => {
                     if !buf.is_empty() {
@@ -252,15 +285,16 @@ impl PgProxy {
                 match &self.tls {
                     Some(config) => {
                         tcp.write_all(b"S").await.ok()?;
-                        let tls = TlsAcceptor::from(config.clone()).accept(tcp).await.ok()?;
+                        let accept = TlsAcceptor::from(config.clone()).accept(tcp);
+                        let tls = tokio::time::timeout_at(deadline, accept).await.ok()?.ok()?;
                         let mut stream: BoxStream = Box::new(tls);
-                        let packet = read_startup(&mut stream, &mut buf).await?;
+                        let packet = read_startup_by(deadline, &mut stream, &mut buf).await?;
                         (stream, true, packet)
                     }
                     None => {
                         tcp.write_all(b"N").await.ok()?;
                         let mut stream: BoxStream = Box::new(tcp);
-                        let packet = read_startup(&mut stream, &mut buf).await?;
+                        let packet = read_startup_by(deadline, &mut stream, &mut buf).await?;
                         (stream, false, packet)
                     }
                 }
@@ -407,7 +441,8 @@ impl PgProxy {
                     return None;
                 }
                 Ok(None) => {
-                    if stream.read_buf(&mut buf).await.ok()? == 0 {
+                    let read = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf));
+                    if read.await.ok()?.ok()? == 0 {
                         return None;
                     }
                 }
@@ -423,9 +458,26 @@ impl PgProxy {
             .await;
             return None;
         }
+        let failures = self.auth.failures();
+        if let Admission::Throttled { retry_after } = failures.admit(peer.ip()) {
+            refuse(
+                &mut stream,
+                wire::TOO_MANY_CONNECTIONS,
+                &format!(
+                    "portcullis: too many failed authentications from your address; credentials from it are not checked for {}s",
+                    retry_after.as_secs().max(1)
+                ),
+                None,
+            )
+            .await;
+            return None;
+        }
         let identity = match self.auth.authenticate(&credential).await {
             Ok(identity) => identity,
             Err(e) => {
+                // Counted: past the limit the source is refused unchecked (above), and those
+                // refusals are recorded as one summary (`portcullis_limits::FailureThrottle`).
+                failures.failed(peer.ip());
                 let mut ev = self.audit.event(EventType::AuthFailure, Outcome::Rejected);
                 ev.source = Some(peer.to_string());
                 ev.target = Some(self.target.clone());
@@ -623,6 +675,18 @@ fn is_utf8(encoding: &str) -> bool {
 
 fn uuid_like() -> String {
     hex::encode(rand::random::<[u8; 12]>())
+}
+
+/// [`read_startup`], given up (`None`) at `deadline`.
+async fn read_startup_by<S: tokio::io::AsyncRead + Unpin>(
+    deadline: tokio::time::Instant,
+    stream: &mut S,
+    buf: &mut BytesMut,
+) -> Option<Startup> {
+    tokio::time::timeout_at(deadline, read_startup(stream, buf))
+        .await
+        .ok()
+        .flatten()
 }
 
 async fn read_startup<S: tokio::io::AsyncRead + Unpin>(

@@ -38,8 +38,8 @@ use bytes::{Bytes, BytesMut};
 use portcullis_approvals::{Approval, HoldRequest, Status};
 use portcullis_mask::{Profile, Report};
 use portcullis_model::{
-    Action, AuditEvent, DataFinding, Decision, EventType, Identity, Outcome, PayloadDigest,
-    SqlStatement, StatementRecord, TargetKind, Verdict,
+    Action, AuditEvent, DataFinding, Decision, EventType, Identity, Outcome, SqlStatement,
+    StatementRecord, TargetKind, Verdict,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 
@@ -1168,9 +1168,11 @@ impl Session {
                     .collect();
                 serde_json::json!({ "sql": shown, "parameters": shown_parameters })
             }),
-            arguments_digest: Some(PayloadDigest::of(
-                format!("{}\0{}", classified.text, parameters.join("\0")).as_bytes(),
-            )),
+            arguments_digest: Some(
+                proxy
+                    .audit
+                    .digest(format!("{}\0{}", classified.text, parameters.join("\0")).as_bytes()),
+            ),
             reason,
             rule: verdict.rule_label().to_string(),
             policy_version: verdict.policy_version.to_string(),
