@@ -572,111 +572,22 @@ detectors = ["email", "credit_card"]
 /// grouping...) and detector-only masks defeated by transformations. Helpers and tests of
 /// these items stay in this block.
 mod masked_columns {
-    use std::net::TcpStream;
-    use std::process::{Command, Stdio};
-    use std::sync::atomic::{AtomicU32, Ordering};
     use std::time::{Duration, Instant};
 
     use serde_json::Value;
-    use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+    use tokio_postgres::{Client, SimpleQueryMessage};
 
-    use crate::common::{Gateway, Key, api_key, free_port};
+    use crate::common::{Gateway, Key, api_key};
+    use crate::pg_support::{Db, connect};
 
-    static SEQ: AtomicU32 = AtomicU32::new(0);
-
-    async fn connect(conn: &str) -> Result<Client, tokio_postgres::Error> {
-        let (client, connection) = tokio_postgres::connect(conn, NoTls).await?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        Ok(client)
-    }
-
-    /// A database of its own, owned by the role the gateway logs in as; dropped on drop.
-    struct Db {
-        name: String,
-        role: String,
-    }
-
-    impl Db {
-        async fn new(setup: &str) -> Db {
-            let n = format!(
-                "{}_{}",
-                std::process::id(),
-                SEQ.fetch_add(1, Ordering::SeqCst)
-            );
-            let db = Db {
-                name: format!("pgmask_{n}"),
-                role: format!("pgmask_app_{n}"),
-            };
-            let admin = connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres")
-                .await
-                .expect("PostgreSQL at 127.0.0.1:5432");
-            admin
-                .batch_execute(&format!("CREATE ROLE {} LOGIN", db.role))
-                .await
-                .unwrap();
-            admin
-                .batch_execute(&format!("CREATE DATABASE {} OWNER {}", db.name, db.role))
-                .await
-                .unwrap();
-            connect(&format!(
-                "host=127.0.0.1 port=5432 user={} dbname={}",
-                db.role, db.name
-            ))
-            .await
-            .unwrap()
-            .batch_execute(setup)
-            .await
-            .unwrap();
-            db
-        }
-
-        fn target(&self, name: &str, port: u16) -> String {
-            format!(
-                "[targets.{name}]\nkind = \"postgres\"\nlisten = \"127.0.0.1:{port}\"\nupstream = \"postgres://127.0.0.1:5432/{}\"\nuser = \"{}\"\n\n",
-                self.name, self.role
-            )
-        }
-    }
-
-    impl Drop for Db {
-        fn drop(&mut self) {
-            for sql in [
-                format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-                format!("DROP ROLE IF EXISTS {}", self.role),
-            ] {
-                let _ = Command::new("psql")
-                    .args(["-X", "-q", "-h", "127.0.0.1", "-U", "postgres"])
-                    .args(["-d", "postgres", "-c", &sql])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status();
-            }
-        }
-    }
-
-    /// Starts a gateway with one postgres target `db` for `database`; returns it and the
+    /// A gateway with one postgres target `db` in front of `database`; returns it and the
     /// target's port.
     fn start(database: &Db, keys: &[&Key], rest: &str) -> (Gateway, u16) {
-        let port = free_port();
-        let keys: String = keys.iter().map(|k| k.config.as_str()).collect();
-        let gw = Gateway::start(&format!("{keys}\n{}\n{rest}", database.target("db", port)));
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "listener {port} did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        (gw, port)
+        database.gateway("db", keys, rest)
     }
 
     async fn through(port: u16, key: &Key, user: &str) -> Client {
-        connect(&format!(
-            "host=127.0.0.1 port={port} user={user} password={} dbname=db connect_timeout=10",
-            key.key
-        ))
-        .await
-        .unwrap_or_else(|e| panic!("connecting through the gateway: {e:?}"))
+        crate::pg_support::through(port, key, user, "db").await
     }
 
     fn rows(msgs: &[SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
