@@ -807,13 +807,13 @@ async fn revoke_grant(client: &Client, id: &str, reason: &str) -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // Rendering. Pure functions of the records and the time, so they are tested without a network.
 
-/// Escapes control and bidirectional-formatting characters (a requester's text must not move
-/// the cursor, recolour or reorder the approver's screen). Newlines are kept.
+/// Escapes control, bidirectional-formatting and invisible characters (a requester's text
+/// must not move the cursor, recolour, reorder or hide anything on the approver's screen):
+/// the same set as `audit tail` ([`crate::audit_cli::acts_on_a_terminal`]). Newlines are kept.
 fn clean(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
-        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
-        if (c.is_control() && c != '\n') || bidi {
+        if (c.is_control() && c != '\n') || crate::audit_cli::acts_on_a_terminal(c) {
             out.extend(c.escape_unicode());
         } else {
             out.push(c);

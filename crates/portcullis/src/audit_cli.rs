@@ -249,8 +249,11 @@ pub fn terminal_safe(line: &str) -> std::borrow::Cow<'_, str> {
     let mut out = String::with_capacity(line.len() + 16);
     for c in line.chars() {
         if acts_on_a_terminal(c) {
-            // Every character listed is in the Basic Multilingual Plane: one escape each.
-            out.push_str(&format!("\\u{:04x}", c as u32));
+            // JSON escapes are UTF-16 units: a character beyond the Basic Multilingual Plane
+            // (the tag characters) is written as its surrogate pair.
+            for unit in c.encode_utf16(&mut [0; 2]) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
         } else {
             out.push(c);
         }
@@ -258,19 +261,32 @@ pub fn terminal_safe(line: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
-fn acts_on_a_terminal(c: char) -> bool {
+/// Whether a terminal acts on `c` or shows nothing for it: controls, and the characters of
+/// Unicode's format category (Cf) and the invisible fillers, which reorder, join or hide
+/// text. Kept as ranges (Unicode 16) rather than a table crate: the list is short and stable.
+pub(crate) fn acts_on_a_terminal(c: char) -> bool {
     matches!(c,
         // C0 controls are not listed: serde_json escapes them inside strings, and outside
         // one they are the layout of a pretty-printed event.
         '\u{7f}'..='\u{9f}' // DEL and C1, which include CSI (U+009B)
         | '\u{ad}' // soft hyphen, invisible
+        | '\u{034f}' // combining grapheme joiner
+        | '\u{0600}'..='\u{0605}' | '\u{06dd}' | '\u{070f}' | '\u{0890}'..='\u{0891}' | '\u{08e2}' // Arabic and Syriac format marks
         | '\u{061c}' // Arabic letter mark
-        | '\u{180e}' // Mongolian vowel separator
+        | '\u{115f}'..='\u{1160}' | '\u{3164}' | '\u{ffa0}' // Hangul fillers, blank
+        | '\u{17b4}'..='\u{17b5}' // Khmer inherent vowels, invisible
+        | '\u{180b}'..='\u{180f}' // Mongolian variation selectors and vowel separator
         | '\u{200b}'..='\u{200f}' // zero-width characters, LRM, RLM
         | '\u{2028}'..='\u{202e}' // line/paragraph separators, bidi embeddings and overrides
         | '\u{2060}'..='\u{206f}' // word joiner, invisible operators, bidi isolates
+        | '\u{fe00}'..='\u{fe0f}' // variation selectors
         | '\u{feff}' // zero-width no-break space
         | '\u{fff9}'..='\u{fffb}' // interlinear annotation
+        | '\u{110bd}' | '\u{110cd}' // Kaithi number signs
+        | '\u{13430}'..='\u{1345f}' // Egyptian hieroglyph format controls
+        | '\u{1bca0}'..='\u{1bca3}' // shorthand format controls
+        | '\u{1d173}'..='\u{1d17a}' // musical symbol format controls
+        | '\u{e0000}'..='\u{e0fff}' // tag characters and variation selectors supplement
     )
 }
 
@@ -288,6 +304,19 @@ mod tests {
             safe.chars().all(|c| c.is_ascii() && !c.is_ascii_control()),
             "{safe}"
         );
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&safe).unwrap(),
+            value
+        );
+    }
+
+    #[test]
+    fn invisible_characters_beyond_the_basic_plane_are_escaped_as_surrogate_pairs() {
+        let value = serde_json::json!({"tool": "evil\u{e0041}x\u{1d173}y\u{3164}z\u{34f}"});
+        let line = serde_json::to_string(&value).unwrap();
+        let safe = terminal_safe(&line);
+        assert!(safe.is_ascii(), "{safe}");
+        assert!(safe.contains("\\udb40\\udc41"), "{safe}");
         assert_eq!(
             serde_json::from_str::<serde_json::Value>(&safe).unwrap(),
             value

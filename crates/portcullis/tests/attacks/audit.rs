@@ -326,7 +326,9 @@ async fn a_bidi_override_in_a_tool_name_is_escaped_in_audit_tail() {
     let agent = api_key("bidi-agent", "agent", &["agents"]);
     let gw = Gateway::start(&demo_config(&agent));
     let client = reqwest::Client::new();
-    let sneaky = "lookup\u{202e}remmoc\u{2066}x\u{200f}\u{85}";
+    // U+E0041 is a tag character (invisible, beyond the Basic Multilingual Plane), U+3164
+    // a Hangul filler that shows as blank.
+    let sneaky = "lookup\u{202e}remmoc\u{2066}x\u{200f}\u{85}\u{e0041}\u{3164}";
     let _ = modern_call(
         &client,
         &gw.url("billing"),
@@ -343,7 +345,14 @@ async fn a_bidi_override_in_a_tool_name_is_escaped_in_audit_tail() {
         .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    for raw in ['\u{202e}', '\u{2066}', '\u{200f}', '\u{85}'] {
+    for raw in [
+        '\u{202e}',
+        '\u{2066}',
+        '\u{200f}',
+        '\u{85}',
+        '\u{e0041}',
+        '\u{3164}',
+    ] {
         assert!(
             !text.contains(raw),
             "audit tail printed U+{:04X} raw: {text}",
