@@ -1485,8 +1485,20 @@ mask = "pii"
     assert_tags(&raw.until_ready(), "12Z");
     raw.send(&[query("BEGIN")]);
     assert_tags(&raw.until_ready(), "CZ");
+    // A cursor that names a masked column is refused (FETCH could not tell which of its
+    // columns carry it); one over `*` returns the masked column under its own name.
     raw.send(&[query(
         "DECLARE c CURSOR FOR SELECT id, account_number FROM customers ORDER BY id",
+    )]);
+    let frames = raw.until_ready();
+    assert_tags(&frames, "EZ");
+    assert_eq!(errors(&frames), ["42501"]);
+    raw.send(&[query("ROLLBACK")]);
+    assert_tags(&raw.until_ready(), "CZ");
+    raw.send(&[query("BEGIN")]);
+    assert_tags(&raw.until_ready(), "CZ");
+    raw.send(&[query(
+        "DECLARE c CURSOR FOR SELECT * FROM customers ORDER BY id",
     )]);
     let frames = raw.until_ready();
     assert_tags(&frames, "CZ");

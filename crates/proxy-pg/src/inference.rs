@@ -115,3 +115,46 @@ pub(crate) fn masked_use_outside_output(
     }
     None
 }
+
+/// What of a masked column a `DECLARE ... CURSOR FOR` or SQL-level `PREPARE ... AS` reads,
+/// described for the refusal (`column "account_number"`, to be followed by "that rule ...
+/// masks"), or `None` when it reads none (or `kind` is neither).
+///
+/// The rows of such a statement come back later, to a `FETCH` or an SQL `EXECUTE` whose text
+/// does not carry the query: the result column `x` of `DECLARE c CURSOR FOR SELECT
+/// reverse(account_number) AS x ...` would reach the client masked by the detectors only.
+/// Rather than carry each cursor's and statement's origin across statements (and
+/// transactions, `WITH HOLD`, `DEALLOCATE`...), the statement is refused whenever its query
+/// reads a masked column at all, plainly or transformed, or a whole row, or renames a
+/// source's columns. Protocol-level prepared statements (Parse/Bind/Execute) keep their
+/// query with them and are masked as usual.
+pub(crate) fn masked_read_by_deferred_query(
+    kind: &str,
+    outputs: &Outputs,
+    masked: &MaskedColumns<'_>,
+) -> Option<String> {
+    if !matches!(kind, "cursor" | "prepare") || !masked.any() {
+        return None;
+    }
+    if let Some(name) = outputs
+        .referenced
+        .iter()
+        .chain(&outputs.filtered)
+        .find(|n| masked.masks(n))
+    {
+        return Some(format!("column \"{name}\""));
+    }
+    if outputs.whole_row || outputs.filtered_whole_row {
+        return Some("a whole row, which holds columns".into());
+    }
+    if outputs.renamed_sources {
+        return Some("columns it renames (`AS t(a, b)`), any of which may be a column".into());
+    }
+    if outputs.set_operation && outputs.output_star {
+        return Some(
+            "`*` in a UNION / INTERSECT / EXCEPT, which may return under another branch's name a column"
+                .into(),
+        );
+    }
+    None
+}

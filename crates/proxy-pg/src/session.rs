@@ -994,6 +994,24 @@ impl Session {
                         .await;
                     return Err(self.policy_refusal(&verdict, message));
                 }
+                // FETCH and SQL EXECUTE return rows without the query's text, so nothing
+                // would tell which of their columns carry a masked one.
+                if let Some(masked) = &masked
+                    && let Some(what) = crate::inference::masked_read_by_deferred_query(
+                        &statement.kind,
+                        &classified.outputs,
+                        masked,
+                    )
+                {
+                    let message = format!(
+                        "portcullis: {} reads {what} that rule \"{}\" masks, in a cursor or SQL-level prepared statement: the rows FETCH or EXECUTE return later do not carry the query, so the gateway could not tell which of their columns to mask; refused (use a plain SELECT, or a protocol-level prepared statement, which are masked)",
+                        describe(statement),
+                        verdict.rule_label()
+                    );
+                    self.record_decided(&classified, &verdict, Outcome::Denied, &message)
+                        .await;
+                    return Err(self.policy_refusal(&verdict, message));
+                }
                 // A write under a masking rule must not copy a masked column somewhere the
                 // mask does not reach (`INSERT ... SELECT account_number`, `SET name =
                 // account_number`): later reads of that place would show it in clear.

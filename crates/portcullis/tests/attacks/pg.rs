@@ -1001,3 +1001,115 @@ mask = "found"
         assert_eq!(e.code().map(|c| c.code()), Some("58000"), "{e:?}");
     }
 }
+
+// ------------------------------------------------------- re-check of issue 13 (P1-P3)
+
+/// Customers with an account number a mask names, read through SQL-level cursors and
+/// prepared statements.
+const RECHECK_SETUP: &str = "
+CREATE TABLE customers (id int PRIMARY KEY, name text, account_number text);
+INSERT INTO customers VALUES (1, 'Ada Lovelace', 'DE89370400440532013000');
+";
+
+/// `reader` may read customers (account numbers masked) through cursors and SQL-level
+/// prepared statements.
+const RECHECK_RULES: &str = r#"
+[[rules]]
+name = "reader uses cursors, masked"
+who.subjects = ["reader"]
+target = "crm"
+allow.statements = ["select", "cursor", "transaction", "prepare", "execute"]
+allow.tables = ["customers"]
+mask = "accounts"
+
+[masks.accounts]
+detectors = ["email"]
+columns = ["account_number"]
+"#;
+
+/// Every value of a simple query's rows, joined: what the caller got to see.
+fn everything_returned(msgs: &[tokio_postgres::SimpleQueryMessage]) -> String {
+    msgs.iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
+                    .collect::<Vec<_>>()
+                    .join("|"),
+            ),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test]
+async fn a_masked_column_read_through_a_sql_cursor_or_prepare_is_refused() {
+    let db = Db::new(RECHECK_SETUP).await;
+    let reader = api_key("reader", "agent", &[]);
+    let (_gw, port) = db.gateway("crm", &[&reader], RECHECK_RULES);
+    let client = through(port, &reader, "reader", "crm").await;
+    let account = "DE89370400440532013000";
+    let reversed: String = account.chars().rev().collect();
+
+    // FETCH and EXECUTE return the rows of a query whose text they do not carry: the
+    // gateway could not tell that `x` holds the account number.
+    for sql in [
+        "begin; declare c cursor for select id, reverse(account_number) as x from customers; fetch all from c; commit;",
+        "begin; declare c cursor for select id, substr(account_number, 1, 8) as y from customers; fetch all from c; commit;",
+        "begin; declare c cursor for select * from customers as t(a, b, c); fetch all from c; commit;",
+        "begin; declare c cursor for select row_to_json(t) from customers t; fetch all from c; commit;",
+        "begin; declare c cursor for select account_number from customers; fetch all from c; commit;",
+        "prepare p as select id, reverse(account_number) as x from customers; execute p;",
+    ] {
+        match client.simple_query(sql).await {
+            Ok(msgs) => {
+                let got = everything_returned(&msgs);
+                panic!("{sql} was not refused; it returned {got:?}");
+            }
+            Err(e) => {
+                assert_eq!(sqlstate(&e), "42501", "{sql}: {e:?}");
+                let m = message(&e);
+                assert!(
+                    m.contains("column \"account_number\"")
+                        || m.contains("a whole row")
+                        || m.contains("columns it renames"),
+                    "{sql}: {m}"
+                );
+                assert!(m.contains("reader uses cursors, masked"), "{sql}: {m}");
+                assert!(m.contains("FETCH"), "{sql}: says why: {m}");
+            }
+        }
+        // Nothing of the refused message ran: no transaction is left open.
+        client.simple_query("rollback").await.unwrap();
+    }
+    // The same through the extended protocol (a DECLARE parsed as a prepared statement).
+    client.simple_query("begin").await.unwrap();
+    let e = client
+        .prepare("declare c2 cursor for select reverse(account_number) from customers")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501", "{e:?}");
+    client.simple_query("rollback").await.unwrap();
+
+    // Cursors and prepared statements over columns the mask does not name still work.
+    let msgs = client
+        .simple_query(
+            "begin; declare ok cursor for select id, upper(name) as n from customers; fetch all from ok; commit;",
+        )
+        .await
+        .unwrap();
+    assert_eq!(everything_returned(&msgs), "1|ADA LOVELACE");
+    let msgs = client
+        .simple_query("prepare fine as select id, name from customers; execute fine;")
+        .await
+        .unwrap();
+    assert_eq!(everything_returned(&msgs), "1|Ada Lovelace");
+    // And a plain SELECT of the same expression is masked, as before.
+    let msgs = client
+        .simple_query("select id, reverse(account_number) as x from customers")
+        .await
+        .unwrap();
+    let got = everything_returned(&msgs);
+    assert!(!got.contains(&reversed) && !got.contains(account), "{got}");
+}
