@@ -745,8 +745,7 @@ impl Session {
         let classified = match self.proxy.classifier.classify(text) {
             Ok(c) => c,
             Err(e) => {
-                let message =
-                    format!("portcullis: the statement does not parse, so it is refused: {e}");
+                let message = self.unparseable(&e);
                 self.record_refusal_now("unparseable", None, &message).await;
                 self.refuse_simple(Refusal {
                     code: wire::SYNTAX_ERROR,
@@ -797,8 +796,7 @@ impl Session {
         let classified = match self.proxy.classifier.classify(&parse.query) {
             Ok(c) => c,
             Err(e) => {
-                let message =
-                    format!("portcullis: the statement does not parse, so it is refused: {e}");
+                let message = self.unparseable(&e);
                 self.record_refusal_now("unparseable", None, &message).await;
                 self.refuse_extended(Refusal {
                     code: wire::SYNTAX_ERROR,
@@ -1895,6 +1893,21 @@ impl Session {
             rows: None,
         });
         ev
+    }
+
+    /// The refusal of a text that does not parse, for the client and the log. The parser's
+    /// message quotes the text near the error (`syntax error at or near "'ada@example.com'"`),
+    /// which was never normalised: quoted parts are withheld and the `default` profile's
+    /// detectors see the rest. The position still tells the client where to look.
+    fn unparseable(&self, e: &crate::classify::ClassifyError) -> String {
+        let message = format!("portcullis: the statement does not parse, so it is refused: {e}");
+        let withheld = withhold_quoted_values(&message).unwrap_or(message);
+        match self.proxy.masks.get(crate::DEFAULT_PROFILE) {
+            Some(profile) => profile
+                .mask_text(&withheld, "$.detail", &mut Report::default())
+                .unwrap_or(withheld),
+            None => withheld,
+        }
     }
 
     /// The normalised text as the log may keep it. Normalising replaces literals but keeps

@@ -1113,3 +1113,57 @@ async fn a_masked_column_read_through_a_sql_cursor_or_prepare_is_refused() {
     let got = everything_returned(&msgs);
     assert!(!got.contains(&reversed) && !got.contains(account), "{got}");
 }
+
+#[tokio::test]
+async fn a_literal_in_an_unparseable_statement_stays_out_of_the_audit_log() {
+    let db = Db::new(RECHECK_SETUP).await;
+    let reader = api_key("reader", "agent", &[]);
+    let (gw, port) = db.gateway("crm", &[&reader], RECHECK_RULES);
+    let client = through(port, &reader, "reader", "crm").await;
+
+    let secrets = ["ada@example.com", "AKIAIOSFODNN7EXAMPLE"];
+    let e = client
+        .simple_query("select 1 'ada@example.com'")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42601", "{e:?}");
+    // The same through the extended protocol, and a literal the lexer cannot end.
+    let e2 = client
+        .prepare("select 2 'AKIAIOSFODNN7EXAMPLE'")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e2), "42601", "{e2:?}");
+    let e3 = client
+        .simple_query("select 'ada@example.com")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e3), "42601", "{e3:?}");
+    for e in [&e, &e2, &e3] {
+        let m = message(e);
+        assert!(m.contains("does not parse"), "{m}");
+        for s in secrets {
+            assert!(!m.contains(s), "the refusal echoes {s}: {m}");
+        }
+    }
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let rejected = loop {
+        let rejected: Vec<_> = gw
+            .events()
+            .into_iter()
+            .filter(|e| e["outcome"] == "rejected" && e["rule"] == "unparseable")
+            .collect();
+        if rejected.len() >= 3 || std::time::Instant::now() > deadline {
+            break rejected;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(rejected.len(), 3, "{rejected:#?}");
+    for ev in &rejected {
+        let text = ev.to_string();
+        assert!(text.contains("does not parse"), "{text}");
+        for s in secrets {
+            assert!(!text.contains(s), "the audit event holds {s}: {text}");
+        }
+    }
+}
