@@ -1167,3 +1167,41 @@ async fn a_literal_in_an_unparseable_statement_stays_out_of_the_audit_log() {
         }
     }
 }
+
+#[tokio::test]
+async fn an_unauthenticated_client_does_not_learn_the_served_database() {
+    let db = Db::new("").await;
+    let reader = api_key("reader", "agent", &[]);
+    let (_gw, port) = db.gateway("crm", &[&reader], RECHECK_RULES);
+
+    for password in ["wrong", "pcx_testreaderAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAB"] {
+        let e = connect(&format!(
+            "host=127.0.0.1 port={port} user=reader password={password} dbname=nosuch connect_timeout=10"
+        ))
+        .await
+        .map(|_| ())
+        .unwrap_err();
+        let m = message(&e);
+        assert_eq!(sqlstate(&e), "28P01", "authentication comes first: {m}");
+        assert!(!m.contains(&db.name), "names the database: {m}");
+        assert!(!m.contains("crm"), "names the target: {m}");
+    }
+    // psql, as the finding reported it.
+    let (ok, _, err) = psql_through(port, "reader", "wrong", "nosuch", "select 1");
+    assert!(!ok);
+    assert!(
+        !err.contains(&db.name) && !err.contains("crm"),
+        "psql learns the served names: {err}"
+    );
+    // Authenticated, the caller is told which database this listener serves.
+    let e = connect(&format!(
+        "host=127.0.0.1 port={port} user=reader password={} dbname=nosuch connect_timeout=10",
+        reader.key
+    ))
+    .await
+    .map(|_| ())
+    .unwrap_err();
+    assert_eq!(sqlstate(&e), "3D000", "{e:?}");
+    assert!(message(&e).contains("crm"), "{}", message(&e));
+    through(port, &reader, "reader", "crm").await;
+}
