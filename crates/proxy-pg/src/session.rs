@@ -237,10 +237,13 @@ fn plan_columns(
     // A column the profile names can come back under another name (`AS x`, an expression,
     // a subquery's alias, a whole row turned into JSON). When the statement's output lists
     // reference a named column, or a whole row, every result column that is not plainly a
-    // column returned under its own name is masked whole too.
+    // column returned under its own name is masked whole too. So does `*` in a UNION,
+    // INTERSECT or EXCEPT: the result's columns take the first branch's names, so `SELECT 0,
+    // 'x', 'y' UNION ALL SELECT * FROM customers` returns a masked column under the name `y`.
     let derived = masked.any()
         && (outputs.whole_row
             || outputs.renamed_sources
+            || (outputs.set_operation && outputs.output_star)
             || outputs.referenced.iter().any(|name| masked.masks(name)));
     columns
         .iter()

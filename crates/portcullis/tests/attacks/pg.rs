@@ -1205,3 +1205,23 @@ async fn an_unauthenticated_client_does_not_learn_the_served_database() {
     assert!(message(&e).contains("crm"), "{}", message(&e));
     through(port, &reader, "reader", "crm").await;
 }
+
+#[tokio::test]
+async fn a_masked_column_under_another_branchs_name_in_a_union_is_masked() {
+    let db = Db::new(RECHECK_SETUP).await;
+    let reader = api_key("reader", "agent", &[]);
+    let (_gw, port) = db.gateway("crm", &[&reader], RECHECK_RULES);
+    let client = through(port, &reader, "reader", "crm").await;
+    // A UNION's columns take the first branch's names: `*` of the second branch puts the
+    // account number under the name `y`, which no mask names.
+    for sql in [
+        "select 0 as i, 'x' as n, 'y' as y union all select * from customers",
+        "select 0, 'x', 'y' union all select * from customers",
+        "select 0, 'x', 'y' union all select c.* from customers c",
+    ] {
+        let msgs = client.simple_query(sql).await.unwrap();
+        let got = everything_returned(&msgs);
+        assert_eq!(got.lines().count(), 2, "{sql}: {got}");
+        assert!(!got.contains("DE89370400440532013000"), "{sql}: {got}");
+    }
+}
