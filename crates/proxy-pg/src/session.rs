@@ -995,17 +995,13 @@ impl Session {
                         .await;
                     return Err(self.policy_refusal(&verdict, message));
                 }
-                // FETCH and SQL EXECUTE return rows without the query's text, so nothing
-                // would tell which of their columns carry a masked one.
+                // FETCH and SQL EXECUTE return rows without the query or its mask.
                 if let Some(masked) = &masked
-                    && let Some(what) = crate::inference::masked_read_by_deferred_query(
-                        &statement.kind,
-                        &classified.outputs,
-                        masked,
-                    )
+                    && let Some(what) =
+                        crate::inference::masked_read_by_deferred_query(&classified.outputs, masked)
                 {
                     let message = format!(
-                        "portcullis: {} reads {what} that rule \"{}\" masks, in a cursor or SQL-level prepared statement: the rows FETCH or EXECUTE return later do not carry the query, so the gateway could not tell which of their columns to mask; refused (use a plain SELECT, or a protocol-level prepared statement, which are masked)",
+                        "portcullis: {} reads {what} that rule \"{}\" masks, in a cursor or SQL-level prepared statement: the rows FETCH or EXECUTE return later carry neither the query nor this rule's mask, so the gateway could not mask them; refused (use a plain SELECT, or a protocol-level prepared statement, which are masked)",
                         describe(statement),
                         verdict.rule_label()
                     );

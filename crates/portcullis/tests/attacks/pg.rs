@@ -1092,19 +1092,21 @@ async fn a_masked_column_read_through_a_sql_cursor_or_prepare_is_refused() {
     assert_eq!(sqlstate(&e), "42501", "{e:?}");
     client.simple_query("rollback").await.unwrap();
 
-    // Cursors and prepared statements over columns the mask does not name still work.
-    let msgs = client
-        .simple_query(
-            "begin; declare ok cursor for select id, upper(name) as n from customers; fetch all from ok; commit;",
-        )
-        .await
-        .unwrap();
-    assert_eq!(everything_returned(&msgs), "1|ADA LOVELACE");
-    let msgs = client
-        .simple_query("prepare fine as select id, name from customers; execute fine;")
-        .await
-        .unwrap();
-    assert_eq!(everything_returned(&msgs), "1|Ada Lovelace");
+    // Under a masking rule every cursor and SQL prepared statement is refused (a FETCH may
+    // be allowed by another rule, without the mask), its message saying why.
+    for sql in [
+        "begin; declare ok cursor for select id, upper(name) as n from customers; fetch all from ok; commit;",
+        "prepare fine as select id, name from customers; execute fine;",
+    ] {
+        let e = client.simple_query(sql).await.unwrap_err();
+        assert_eq!(sqlstate(&e), "42501", "{sql}: {e:?}");
+        assert!(
+            message(&e).contains("reads rows that rule"),
+            "{}",
+            message(&e)
+        );
+        client.simple_query("rollback").await.unwrap();
+    }
     // And a plain SELECT of the same expression is masked, as before.
     let msgs = client
         .simple_query("select id, reverse(account_number) as x from customers")
@@ -1224,4 +1226,52 @@ async fn a_masked_column_under_another_branchs_name_in_a_union_is_masked() {
         assert_eq!(got.lines().count(), 2, "{sql}: {got}");
         assert!(!got.contains("DE89370400440532013000"), "{sql}: {got}");
     }
+}
+
+#[tokio::test]
+async fn a_cursor_declared_under_a_mask_is_not_fetched_under_another_rule() {
+    let db = Db::new(&format!(
+        "{RECHECK_SETUP} CREATE TABLE products (id int, title text); INSERT INTO products VALUES (1, 'lamp');"
+    ))
+    .await;
+    let reader = api_key("reader", "agent", &[]);
+    // A rule for another table comes first: FETCH and SQL EXECUTE name no table, so it is
+    // the one that allows them, without a mask.
+    let rules = format!(
+        r#"
+[[rules]]
+name = "reader browses products"
+who.subjects = ["reader"]
+target = "crm"
+allow.statements = ["select", "cursor", "transaction", "prepare", "execute"]
+allow.tables = ["products"]
+{RECHECK_RULES}"#
+    );
+    let (_gw, port) = db.gateway("crm", &[&reader], &rules);
+    let client = through(port, &reader, "reader", "crm").await;
+    for sql in [
+        "begin; declare c cursor for select * from customers; fetch all from c; commit;",
+        "prepare p as select * from customers; execute p;",
+    ] {
+        match client.simple_query(sql).await {
+            Ok(msgs) => {
+                let got = everything_returned(&msgs);
+                assert!(!got.contains("DE89370400440532013000"), "{sql}: {got}");
+            }
+            Err(e) => {
+                assert_eq!(sqlstate(&e), "42501", "{sql}: {e:?}");
+                let m = message(&e);
+                assert!(m.contains("reader uses cursors, masked"), "{sql}: {m}");
+                client.simple_query("rollback").await.unwrap();
+            }
+        }
+    }
+    // Cursors over what the unmasked rule allows still work.
+    let msgs = client
+        .simple_query(
+            "begin; declare p2 cursor for select * from products; fetch all from p2; commit;",
+        )
+        .await
+        .unwrap();
+    assert_eq!(everything_returned(&msgs), "1|lamp");
 }
