@@ -938,6 +938,15 @@ impl Session {
             return Err(self.policy_refusal(&verdict, message));
         }
         match &verdict.decision {
+            Decision::Allow { .. } if let Some(what) = self.masked_by_name(&classified.outputs) => {
+                let message = format!(
+                    "portcullis: {} reads {what}, which is masked, through SQL: its rows would come back without the statement's text or mask; refused (run it through the protocol, Bind/Execute, where it is masked)",
+                    describe(statement)
+                );
+                self.record_decided(&classified, &verdict, Outcome::Denied, &message)
+                    .await;
+                Err(self.policy_refusal(&verdict, message))
+            }
             Decision::Allow { mask } => {
                 let mask = match mask {
                     Some(name) => match proxy.masks.get(&**name) {
@@ -1074,6 +1083,26 @@ impl Session {
                 self.hold(classified, verdict, requirement, text, &[]).await
             }
         }
+    }
+
+    /// A masked protocol-level portal that an SQL `FETCH`/`MOVE` names, or a masked
+    /// protocol-level prepared statement that an SQL `EXECUTE` names, described for the
+    /// refusal: SQL reaches them by name, and their rows would come back as the answer to a
+    /// statement that carries neither their text nor their mask.
+    fn masked_by_name(&self, outputs: &Outputs) -> Option<String> {
+        if let Some(name) = &outputs.fetches
+            && let Some(bound) = self.portals.get(name)
+            && bound.admitted.mask.is_some()
+        {
+            return Some(format!("portal \"{name}\""));
+        }
+        if let Some(name) = &outputs.executes
+            && let Some(admitted) = self.statements.get(name)
+            && admitted.mask.is_some()
+        {
+            return Some(format!("prepared statement \"{name}\""));
+        }
+        None
     }
 
     /// The statement with the functions it calls that the server's catalog flags (see

@@ -1275,3 +1275,75 @@ allow.tables = ["products"]
         .unwrap();
     assert_eq!(everything_returned(&msgs), "1|lamp");
 }
+
+#[tokio::test]
+async fn a_masked_protocol_portal_is_not_read_by_sql_fetch() {
+    let db = Db::new(RECHECK_SETUP).await;
+    let reader = api_key("reader", "agent", &[]);
+    let (_gw, port) = db.gateway("crm", &[&reader], RECHECK_RULES);
+    let mut client = through(port, &reader, "reader", "crm").await;
+    let account = "DE89370400440532013000";
+    let reversed: String = account.chars().rev().collect();
+    let tx = client.transaction().await.unwrap();
+    // A named portal of a masked statement (Parse/Bind), kept open by the transaction; SQL
+    // FETCH reads portals by name like cursors, without the statement's text or mask.
+    let _portal = tx
+        .bind(
+            "select id, reverse(account_number) as x from customers",
+            &[],
+        )
+        .await
+        .unwrap();
+    for n in 0..20 {
+        match tx.simple_query(&format!("fetch all from p{n}")).await {
+            Ok(msgs) => {
+                let got = everything_returned(&msgs);
+                assert!(
+                    !got.contains(&reversed) && !got.contains(account),
+                    "p{n}: {got}"
+                );
+            }
+            Err(e) => {
+                // An unknown portal (34000) aborts the transaction; a refusal is fine too.
+                assert!(
+                    ["34000", "42501", "25P02"].contains(&sqlstate(&e).as_str()),
+                    "{e:?}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_masked_protocol_prepared_statement_is_not_run_by_sql_execute() {
+    let db = Db::new(RECHECK_SETUP).await;
+    let reader = api_key("reader", "agent", &[]);
+    let (_gw, port) = db.gateway("crm", &[&reader], RECHECK_RULES);
+    let client = through(port, &reader, "reader", "crm").await;
+    let account = "DE89370400440532013000";
+    let reversed: String = account.chars().rev().collect();
+    // A masked protocol-level prepared statement (Parse); SQL EXECUTE runs it by name.
+    let statement = client
+        .prepare("select id, reverse(account_number) as x from customers")
+        .await
+        .unwrap();
+    for n in 0..20 {
+        match client.simple_query(&format!("execute s{n}")).await {
+            Ok(msgs) => {
+                let got = everything_returned(&msgs);
+                assert!(
+                    !got.contains(&reversed) && !got.contains(account),
+                    "s{n}: {got}"
+                );
+            }
+            Err(e) => {
+                // An unknown statement (26000), or a refusal.
+                assert!(["26000", "42501"].contains(&sqlstate(&e).as_str()), "{e:?}");
+            }
+        }
+    }
+    // Through the protocol it is still masked.
+    let rows = client.query(&statement, &[]).await.unwrap();
+    let x: &str = rows[0].get(1);
+    assert!(!x.contains(&reversed), "{x}");
+}
