@@ -106,6 +106,15 @@ pub struct Outputs {
     /// `DISTINCT`, `UNION`, `INTERSECT` or `EXCEPT` (not `ALL`): rows merge when their
     /// values are equal, so how many come back compares the values.
     pub deduplicates: bool,
+    /// `DECLARE ... CURSOR FOR` or SQL-level `PREPARE ... AS`: the query's rows come back
+    /// later, to a `FETCH` or `EXECUTE` whose text does not carry the query.
+    pub deferred_rows: bool,
+    /// `FETCH` / `MOVE`: the cursor or portal it reads, which may be a protocol-level portal
+    /// (Bind) of another statement.
+    pub fetches: Option<String>,
+    /// SQL `EXECUTE`: the prepared statement it runs, which may be a protocol-level one
+    /// (Parse) of another text.
+    pub executes: Option<String>,
     /// Every output expression (select lists at any depth, RETURNING) outside the places
     /// above, with the name it yields and the columns it reads: a subquery, CTE or alias
     /// can carry a column under another name into a WHERE or ORDER BY of an enclosing query.
@@ -533,6 +542,18 @@ fn classify_node(node: &NodeEnum) -> (SqlStatement, Option<CopyInfo>, Outputs) {
         _ => None,
     };
     let mut outputs = std::mem::take(&mut c.outputs);
+    outputs.deferred_rows = matches!(
+        node,
+        NodeEnum::DeclareCursorStmt(_) | NodeEnum::PrepareStmt(_)
+    );
+    outputs.fetches = match node {
+        NodeEnum::FetchStmt(f) => Some(f.portalname.clone()),
+        _ => None,
+    };
+    outputs.executes = match node {
+        NodeEnum::ExecuteStmt(e) => Some(e.name.clone()),
+        _ => None,
+    };
     outputs.whole_row = c.star_refs > 0 || c.single_refs.iter().any(|r| c.relations.contains(r));
     outputs.referenced.sort_unstable();
     outputs.referenced.dedup();
@@ -2428,6 +2449,20 @@ mod tests {
             "one shape with ORDER BY 2: cached for both"
         );
         assert!(o("SELECT * FROM t").output_star);
+        // Rows that come back to a later FETCH or EXECUTE (issue 13 re-check P1).
+        assert!(o("DECLARE c CURSOR FOR SELECT a FROM t").deferred_rows);
+        assert!(o("PREPARE p AS SELECT a FROM t").deferred_rows);
+        assert_eq!(o("FETCH ALL FROM P0").fetches.as_deref(), Some("p0"));
+        assert_eq!(o("MOVE 1 IN \"C\"").fetches.as_deref(), Some("C"));
+        assert_eq!(o("EXECUTE s1(2)").executes.as_deref(), Some("s1"));
+        for sql in [
+            "FETCH ALL FROM c",
+            "EXECUTE p",
+            "SELECT a FROM t",
+            "EXPLAIN SELECT a FROM t",
+        ] {
+            assert!(!o(sql).deferred_rows, "{sql}");
+        }
         for sql in [
             "SELECT id, generate_series(1, ascii(a)) FROM t",
             "SELECT id FROM t, generate_series(1, length(a)) g",

@@ -115,3 +115,41 @@ pub(crate) fn masked_use_outside_output(
     }
     None
 }
+
+/// Why a `DECLARE ... CURSOR FOR` or SQL-level `PREPARE ... AS` may not run under a masking
+/// rule, described for the refusal (`column "account_number"`, to be followed by "that rule
+/// ... masks"), or `None` for any other statement.
+///
+/// The rows of such a statement come back later, to a `FETCH` or an SQL `EXECUTE` whose text
+/// does not carry the query. The result column `x` of `DECLARE c CURSOR FOR SELECT
+/// reverse(account_number) AS x ...` would reach the client masked by the detectors only;
+/// and since a `FETCH` names no table, another rule of the caller (one without a mask, for
+/// another table) may be the one that allows it, so even `SELECT *` would come back
+/// unmasked. Rather than carry each cursor's and statement's mask across statements (and
+/// transactions, `WITH HOLD`, `DEALLOCATE`...), such a statement is refused under any
+/// masking rule; the description names a masked column when the query reads one.
+/// Protocol-level prepared statements (Parse/Bind/Execute) keep their query and mask with
+/// them and are masked as usual.
+pub(crate) fn masked_read_by_deferred_query(
+    outputs: &Outputs,
+    masked: &MaskedColumns<'_>,
+) -> Option<String> {
+    if !outputs.deferred_rows {
+        return None;
+    }
+    if let Some(name) = outputs
+        .referenced
+        .iter()
+        .chain(&outputs.filtered)
+        .find(|n| masked.masks(n))
+    {
+        return Some(format!("column \"{name}\""));
+    }
+    if masked.any() && (outputs.whole_row || outputs.filtered_whole_row) {
+        return Some("a whole row, which holds columns".into());
+    }
+    if masked.any() && outputs.renamed_sources {
+        return Some("columns it renames (`AS t(a, b)`), any of which may be a column".into());
+    }
+    Some("rows".into())
+}

@@ -324,9 +324,10 @@ impl PgProxy {
             refuse(
                 &mut stream,
                 wire::TOO_MANY_CONNECTIONS,
+                // Before authentication: says nothing of which target this is.
                 &format!(
-                    "portcullis: target {} has its {} connections in use",
-                    self.target, self.max_connections
+                    "portcullis: this listener has its {} connections in use",
+                    self.max_connections
                 ),
                 None,
             )
@@ -368,20 +369,6 @@ impl PgProxy {
             .await;
             return None;
         };
-        let database = get("database").filter(|d| !d.is_empty()).unwrap_or(user);
-        if database != self.target && database != self.upstream.database {
-            refuse(
-                &mut stream,
-                "3D000",
-                &format!(
-                    "portcullis: database \"{database}\" is not served here; this listener serves target {} (database \"{}\")",
-                    self.target, self.upstream.database
-                ),
-                None,
-            )
-            .await;
-            return None;
-        }
         let mut forwarded: Vec<(&str, &str)> = Vec::new();
         for (key, value) in &params {
             match key.as_str() {
@@ -512,6 +499,22 @@ impl PgProxy {
                 &format!(
                     "portcullis: user name \"{user}\" does not match the credential, which belongs to \"{}\"",
                     identity.subject
+                ),
+                None,
+            )
+            .await;
+            return None;
+        }
+        // Checked only now: the answer names the served target and database, which only an
+        // authenticated caller may learn.
+        let database = get("database").filter(|d| !d.is_empty()).unwrap_or(user);
+        if database != self.target && database != self.upstream.database {
+            refuse(
+                &mut stream,
+                "3D000",
+                &format!(
+                    "portcullis: database \"{database}\" is not served here; this listener serves target {} (database \"{}\")",
+                    self.target, self.upstream.database
                 ),
                 None,
             )

@@ -237,10 +237,13 @@ fn plan_columns(
     // A column the profile names can come back under another name (`AS x`, an expression,
     // a subquery's alias, a whole row turned into JSON). When the statement's output lists
     // reference a named column, or a whole row, every result column that is not plainly a
-    // column returned under its own name is masked whole too.
+    // column returned under its own name is masked whole too. So does `*` in a UNION,
+    // INTERSECT or EXCEPT: the result's columns take the first branch's names, so `SELECT 0,
+    // 'x', 'y' UNION ALL SELECT * FROM customers` returns a masked column under the name `y`.
     let derived = masked.any()
         && (outputs.whole_row
             || outputs.renamed_sources
+            || (outputs.set_operation && outputs.output_star)
             || outputs.referenced.iter().any(|name| masked.masks(name)));
     columns
         .iter()
@@ -745,8 +748,7 @@ impl Session {
         let classified = match self.proxy.classifier.classify(text) {
             Ok(c) => c,
             Err(e) => {
-                let message =
-                    format!("portcullis: the statement does not parse, so it is refused: {e}");
+                let message = self.unparseable(&e);
                 self.record_refusal_now("unparseable", None, &message).await;
                 self.refuse_simple(Refusal {
                     code: wire::SYNTAX_ERROR,
@@ -797,8 +799,7 @@ impl Session {
         let classified = match self.proxy.classifier.classify(&parse.query) {
             Ok(c) => c,
             Err(e) => {
-                let message =
-                    format!("portcullis: the statement does not parse, so it is refused: {e}");
+                let message = self.unparseable(&e);
                 self.record_refusal_now("unparseable", None, &message).await;
                 self.refuse_extended(Refusal {
                     code: wire::SYNTAX_ERROR,
@@ -937,6 +938,15 @@ impl Session {
             return Err(self.policy_refusal(&verdict, message));
         }
         match &verdict.decision {
+            Decision::Allow { .. } if let Some(what) = self.masked_by_name(&classified.outputs) => {
+                let message = format!(
+                    "portcullis: {} reads {what}, which is masked, through SQL: its rows would come back without the statement's text or mask; refused (run it through the protocol, Bind/Execute, where it is masked)",
+                    describe(statement)
+                );
+                self.record_decided(&classified, &verdict, Outcome::Denied, &message)
+                    .await;
+                Err(self.policy_refusal(&verdict, message))
+            }
             Decision::Allow { mask } => {
                 let mask = match mask {
                     Some(name) => match proxy.masks.get(&**name) {
@@ -987,6 +997,20 @@ impl Session {
                 {
                     let message = format!(
                         "portcullis: {} uses {what}, which rule \"{}\" masks, outside its output list (WHERE, JOIN, ORDER BY, GROUP BY, HAVING, a window, LIMIT, a CASE condition, or a subquery there): which rows come back would reveal the masked values; refused (a rule with filter_masked = true allows it)",
+                        describe(statement),
+                        verdict.rule_label()
+                    );
+                    self.record_decided(&classified, &verdict, Outcome::Denied, &message)
+                        .await;
+                    return Err(self.policy_refusal(&verdict, message));
+                }
+                // FETCH and SQL EXECUTE return rows without the query or its mask.
+                if let Some(masked) = &masked
+                    && let Some(what) =
+                        crate::inference::masked_read_by_deferred_query(&classified.outputs, masked)
+                {
+                    let message = format!(
+                        "portcullis: {} reads {what} that rule \"{}\" masks, in a cursor or SQL-level prepared statement: the rows FETCH or EXECUTE return later carry neither the query nor this rule's mask, so the gateway could not mask them; refused (use a plain SELECT, or a protocol-level prepared statement, which are masked)",
                         describe(statement),
                         verdict.rule_label()
                     );
@@ -1059,6 +1083,26 @@ impl Session {
                 self.hold(classified, verdict, requirement, text, &[]).await
             }
         }
+    }
+
+    /// A masked protocol-level portal that an SQL `FETCH`/`MOVE` names, or a masked
+    /// protocol-level prepared statement that an SQL `EXECUTE` names, described for the
+    /// refusal: SQL reaches them by name, and their rows would come back as the answer to a
+    /// statement that carries neither their text nor their mask.
+    fn masked_by_name(&self, outputs: &Outputs) -> Option<String> {
+        if let Some(name) = &outputs.fetches
+            && let Some(bound) = self.portals.get(name)
+            && bound.admitted.mask.is_some()
+        {
+            return Some(format!("portal \"{name}\""));
+        }
+        if let Some(name) = &outputs.executes
+            && let Some(admitted) = self.statements.get(name)
+            && admitted.mask.is_some()
+        {
+            return Some(format!("prepared statement \"{name}\""));
+        }
+        None
     }
 
     /// The statement with the functions it calls that the server's catalog flags (see
@@ -1877,6 +1921,21 @@ impl Session {
             rows: None,
         });
         ev
+    }
+
+    /// The refusal of a text that does not parse, for the client and the log. The parser's
+    /// message quotes the text near the error (`syntax error at or near "'ada@example.com'"`),
+    /// which was never normalised: quoted parts are withheld and the `default` profile's
+    /// detectors see the rest. The position still tells the client where to look.
+    fn unparseable(&self, e: &crate::classify::ClassifyError) -> String {
+        let message = format!("portcullis: the statement does not parse, so it is refused: {e}");
+        let withheld = withhold_quoted_values(&message).unwrap_or(message);
+        match self.proxy.masks.get(crate::DEFAULT_PROFILE) {
+            Some(profile) => profile
+                .mask_text(&withheld, "$.detail", &mut Report::default())
+                .unwrap_or(withheld),
+            None => withheld,
+        }
     }
 
     /// The normalised text as the log may keep it. Normalising replaces literals but keeps

@@ -1001,3 +1001,349 @@ mask = "found"
         assert_eq!(e.code().map(|c| c.code()), Some("58000"), "{e:?}");
     }
 }
+
+// ------------------------------------------------------- re-check of issue 13 (P1-P3)
+
+/// Customers with an account number a mask names, read through SQL-level cursors and
+/// prepared statements.
+const RECHECK_SETUP: &str = "
+CREATE TABLE customers (id int PRIMARY KEY, name text, account_number text);
+INSERT INTO customers VALUES (1, 'Ada Lovelace', 'DE89370400440532013000');
+";
+
+/// `reader` may read customers (account numbers masked) through cursors and SQL-level
+/// prepared statements.
+const RECHECK_RULES: &str = r#"
+[[rules]]
+name = "reader uses cursors, masked"
+who.subjects = ["reader"]
+target = "crm"
+allow.statements = ["select", "cursor", "transaction", "prepare", "execute"]
+allow.tables = ["customers"]
+mask = "accounts"
+
+[masks.accounts]
+detectors = ["email"]
+columns = ["account_number"]
+"#;
+
+/// Every value of a simple query's rows, joined: what the caller got to see.
+fn everything_returned(msgs: &[tokio_postgres::SimpleQueryMessage]) -> String {
+    msgs.iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
+                    .collect::<Vec<_>>()
+                    .join("|"),
+            ),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test]
+async fn a_masked_column_read_through_a_sql_cursor_or_prepare_is_refused() {
+    let db = Db::new(RECHECK_SETUP).await;
+    let reader = api_key("reader", "agent", &[]);
+    let (_gw, port) = db.gateway("crm", &[&reader], RECHECK_RULES);
+    let client = through(port, &reader, "reader", "crm").await;
+    let account = "DE89370400440532013000";
+    let reversed: String = account.chars().rev().collect();
+
+    // FETCH and EXECUTE return the rows of a query whose text they do not carry: the
+    // gateway could not tell that `x` holds the account number.
+    for sql in [
+        "begin; declare c cursor for select id, reverse(account_number) as x from customers; fetch all from c; commit;",
+        "begin; declare c cursor for select id, substr(account_number, 1, 8) as y from customers; fetch all from c; commit;",
+        "begin; declare c cursor for select * from customers as t(a, b, c); fetch all from c; commit;",
+        "begin; declare c cursor for select row_to_json(t) from customers t; fetch all from c; commit;",
+        "begin; declare c cursor for select account_number from customers; fetch all from c; commit;",
+        "prepare p as select id, reverse(account_number) as x from customers; execute p;",
+    ] {
+        match client.simple_query(sql).await {
+            Ok(msgs) => {
+                let got = everything_returned(&msgs);
+                panic!("{sql} was not refused; it returned {got:?}");
+            }
+            Err(e) => {
+                assert_eq!(sqlstate(&e), "42501", "{sql}: {e:?}");
+                let m = message(&e);
+                assert!(
+                    m.contains("column \"account_number\"")
+                        || m.contains("a whole row")
+                        || m.contains("columns it renames"),
+                    "{sql}: {m}"
+                );
+                assert!(m.contains("reader uses cursors, masked"), "{sql}: {m}");
+                assert!(m.contains("FETCH"), "{sql}: says why: {m}");
+            }
+        }
+        // Nothing of the refused message ran: no transaction is left open.
+        client.simple_query("rollback").await.unwrap();
+    }
+    // The same through the extended protocol (a DECLARE parsed as a prepared statement).
+    client.simple_query("begin").await.unwrap();
+    let e = client
+        .prepare("declare c2 cursor for select reverse(account_number) from customers")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501", "{e:?}");
+    client.simple_query("rollback").await.unwrap();
+
+    // Under a masking rule every cursor and SQL prepared statement is refused (a FETCH may
+    // be allowed by another rule, without the mask), its message saying why.
+    for sql in [
+        "begin; declare ok cursor for select id, upper(name) as n from customers; fetch all from ok; commit;",
+        "prepare fine as select id, name from customers; execute fine;",
+    ] {
+        let e = client.simple_query(sql).await.unwrap_err();
+        assert_eq!(sqlstate(&e), "42501", "{sql}: {e:?}");
+        assert!(
+            message(&e).contains("reads rows that rule"),
+            "{}",
+            message(&e)
+        );
+        client.simple_query("rollback").await.unwrap();
+    }
+    // And a plain SELECT of the same expression is masked, as before.
+    let msgs = client
+        .simple_query("select id, reverse(account_number) as x from customers")
+        .await
+        .unwrap();
+    let got = everything_returned(&msgs);
+    assert!(!got.contains(&reversed) && !got.contains(account), "{got}");
+}
+
+#[tokio::test]
+async fn a_literal_in_an_unparseable_statement_stays_out_of_the_audit_log() {
+    let db = Db::new(RECHECK_SETUP).await;
+    let reader = api_key("reader", "agent", &[]);
+    let (gw, port) = db.gateway("crm", &[&reader], RECHECK_RULES);
+    let client = through(port, &reader, "reader", "crm").await;
+
+    let secrets = ["ada@example.com", "AKIAIOSFODNN7EXAMPLE"];
+    let e = client
+        .simple_query("select 1 'ada@example.com'")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42601", "{e:?}");
+    // The same through the extended protocol, and a literal the lexer cannot end.
+    let e2 = client
+        .prepare("select 2 'AKIAIOSFODNN7EXAMPLE'")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e2), "42601", "{e2:?}");
+    let e3 = client
+        .simple_query("select 'ada@example.com")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e3), "42601", "{e3:?}");
+    for e in [&e, &e2, &e3] {
+        let m = message(e);
+        assert!(m.contains("does not parse"), "{m}");
+        for s in secrets {
+            assert!(!m.contains(s), "the refusal echoes {s}: {m}");
+        }
+    }
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let rejected = loop {
+        let rejected: Vec<_> = gw
+            .events()
+            .into_iter()
+            .filter(|e| e["outcome"] == "rejected" && e["rule"] == "unparseable")
+            .collect();
+        if rejected.len() >= 3 || std::time::Instant::now() > deadline {
+            break rejected;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(rejected.len(), 3, "{rejected:#?}");
+    for ev in &rejected {
+        let text = ev.to_string();
+        assert!(text.contains("does not parse"), "{text}");
+        for s in secrets {
+            assert!(!text.contains(s), "the audit event holds {s}: {text}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_unauthenticated_client_does_not_learn_the_served_database() {
+    let db = Db::new("").await;
+    let reader = api_key("reader", "agent", &[]);
+    let (_gw, port) = db.gateway("crm", &[&reader], RECHECK_RULES);
+
+    for password in ["wrong", "pcx_testreaderAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAB"] {
+        let e = connect(&format!(
+            "host=127.0.0.1 port={port} user=reader password={password} dbname=nosuch connect_timeout=10"
+        ))
+        .await
+        .map(|_| ())
+        .unwrap_err();
+        let m = message(&e);
+        assert_eq!(sqlstate(&e), "28P01", "authentication comes first: {m}");
+        assert!(!m.contains(&db.name), "names the database: {m}");
+        assert!(!m.contains("crm"), "names the target: {m}");
+    }
+    // psql, as the finding reported it.
+    let (ok, _, err) = psql_through(port, "reader", "wrong", "nosuch", "select 1");
+    assert!(!ok);
+    assert!(
+        !err.contains(&db.name) && !err.contains("crm"),
+        "psql learns the served names: {err}"
+    );
+    // Authenticated, the caller is told which database this listener serves.
+    let e = connect(&format!(
+        "host=127.0.0.1 port={port} user=reader password={} dbname=nosuch connect_timeout=10",
+        reader.key
+    ))
+    .await
+    .map(|_| ())
+    .unwrap_err();
+    assert_eq!(sqlstate(&e), "3D000", "{e:?}");
+    assert!(message(&e).contains("crm"), "{}", message(&e));
+    through(port, &reader, "reader", "crm").await;
+}
+
+#[tokio::test]
+async fn a_masked_column_under_another_branchs_name_in_a_union_is_masked() {
+    let db = Db::new(RECHECK_SETUP).await;
+    let reader = api_key("reader", "agent", &[]);
+    let (_gw, port) = db.gateway("crm", &[&reader], RECHECK_RULES);
+    let client = through(port, &reader, "reader", "crm").await;
+    // A UNION's columns take the first branch's names: `*` of the second branch puts the
+    // account number under the name `y`, which no mask names.
+    for sql in [
+        "select 0 as i, 'x' as n, 'y' as y union all select * from customers",
+        "select 0, 'x', 'y' union all select * from customers",
+        "select 0, 'x', 'y' union all select c.* from customers c",
+    ] {
+        let msgs = client.simple_query(sql).await.unwrap();
+        let got = everything_returned(&msgs);
+        assert_eq!(got.lines().count(), 2, "{sql}: {got}");
+        assert!(!got.contains("DE89370400440532013000"), "{sql}: {got}");
+    }
+}
+
+#[tokio::test]
+async fn a_cursor_declared_under_a_mask_is_not_fetched_under_another_rule() {
+    let db = Db::new(&format!(
+        "{RECHECK_SETUP} CREATE TABLE products (id int, title text); INSERT INTO products VALUES (1, 'lamp');"
+    ))
+    .await;
+    let reader = api_key("reader", "agent", &[]);
+    // A rule for another table comes first: FETCH and SQL EXECUTE name no table, so it is
+    // the one that allows them, without a mask.
+    let rules = format!(
+        r#"
+[[rules]]
+name = "reader browses products"
+who.subjects = ["reader"]
+target = "crm"
+allow.statements = ["select", "cursor", "transaction", "prepare", "execute"]
+allow.tables = ["products"]
+{RECHECK_RULES}"#
+    );
+    let (_gw, port) = db.gateway("crm", &[&reader], &rules);
+    let client = through(port, &reader, "reader", "crm").await;
+    for sql in [
+        "begin; declare c cursor for select * from customers; fetch all from c; commit;",
+        "prepare p as select * from customers; execute p;",
+    ] {
+        match client.simple_query(sql).await {
+            Ok(msgs) => {
+                let got = everything_returned(&msgs);
+                assert!(!got.contains("DE89370400440532013000"), "{sql}: {got}");
+            }
+            Err(e) => {
+                assert_eq!(sqlstate(&e), "42501", "{sql}: {e:?}");
+                let m = message(&e);
+                assert!(m.contains("reader uses cursors, masked"), "{sql}: {m}");
+                client.simple_query("rollback").await.unwrap();
+            }
+        }
+    }
+    // Cursors over what the unmasked rule allows still work.
+    let msgs = client
+        .simple_query(
+            "begin; declare p2 cursor for select * from products; fetch all from p2; commit;",
+        )
+        .await
+        .unwrap();
+    assert_eq!(everything_returned(&msgs), "1|lamp");
+}
+
+#[tokio::test]
+async fn a_masked_protocol_portal_is_not_read_by_sql_fetch() {
+    let db = Db::new(RECHECK_SETUP).await;
+    let reader = api_key("reader", "agent", &[]);
+    let (_gw, port) = db.gateway("crm", &[&reader], RECHECK_RULES);
+    let mut client = through(port, &reader, "reader", "crm").await;
+    let account = "DE89370400440532013000";
+    let reversed: String = account.chars().rev().collect();
+    let tx = client.transaction().await.unwrap();
+    // A named portal of a masked statement (Parse/Bind), kept open by the transaction; SQL
+    // FETCH reads portals by name like cursors, without the statement's text or mask.
+    let _portal = tx
+        .bind(
+            "select id, reverse(account_number) as x from customers",
+            &[],
+        )
+        .await
+        .unwrap();
+    for n in 0..20 {
+        match tx.simple_query(&format!("fetch all from p{n}")).await {
+            Ok(msgs) => {
+                let got = everything_returned(&msgs);
+                assert!(
+                    !got.contains(&reversed) && !got.contains(account),
+                    "p{n}: {got}"
+                );
+            }
+            Err(e) => {
+                // An unknown portal (34000) aborts the transaction; a refusal is fine too.
+                assert!(
+                    ["34000", "42501", "25P02"].contains(&sqlstate(&e).as_str()),
+                    "{e:?}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_masked_protocol_prepared_statement_is_not_run_by_sql_execute() {
+    let db = Db::new(RECHECK_SETUP).await;
+    let reader = api_key("reader", "agent", &[]);
+    let (_gw, port) = db.gateway("crm", &[&reader], RECHECK_RULES);
+    let client = through(port, &reader, "reader", "crm").await;
+    let account = "DE89370400440532013000";
+    let reversed: String = account.chars().rev().collect();
+    // A masked protocol-level prepared statement (Parse); SQL EXECUTE runs it by name.
+    let statement = client
+        .prepare("select id, reverse(account_number) as x from customers")
+        .await
+        .unwrap();
+    for n in 0..20 {
+        match client.simple_query(&format!("execute s{n}")).await {
+            Ok(msgs) => {
+                let got = everything_returned(&msgs);
+                assert!(
+                    !got.contains(&reversed) && !got.contains(account),
+                    "s{n}: {got}"
+                );
+            }
+            Err(e) => {
+                // An unknown statement (26000), or a refusal.
+                assert!(["26000", "42501"].contains(&sqlstate(&e).as_str()), "{e:?}");
+            }
+        }
+    }
+    // Through the protocol it is still masked.
+    let rows = client.query(&statement, &[]).await.unwrap();
+    let x: &str = rows[0].get(1);
+    assert!(!x.contains(&reversed), "{x}");
+}

@@ -1,0 +1,1 @@
+declare c cursor for select id, reverse(account_number) as x from customers

@@ -1,0 +1,1 @@
+prepare p as select id, substr(account_number, 1, 8) as y from customers

@@ -1,0 +1,1 @@
+select 0, 'x', 'y' union all select * from customers

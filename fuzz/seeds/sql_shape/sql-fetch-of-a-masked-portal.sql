@@ -1,0 +1,1 @@
+fetch all from p0
