@@ -562,6 +562,17 @@ impl Gateway {
         }
     }
 
+    /// Refuses, before anything reaches an upstream (a process spawned, a handshake, a
+    /// notification, a client's answer), while the audit log could not record it: the store
+    /// has failed or its file system is below `audit.space_reserve`. Requests are checked in
+    /// [`Gateway::request`]; this covers what reaches the upstream outside them.
+    fn refuse_unrecordable(&self, id: &str) -> Result<(), Refusal> {
+        match self.audit.unavailable() {
+            Some(cause) => Err(audit_refusal(id, &cause)),
+            None => Ok(()),
+        }
+    }
+
     /// `initialize` from a session-based client: opens a gateway session.
     pub async fn initialize(
         self: &Arc<Self>,
@@ -571,9 +582,12 @@ impl Gateway {
         params: Option<&RawValue>,
     ) -> Result<(Arc<Session>, String), Refusal> {
         let started = Instant::now();
-        let refusal = match self.open_session(caller, target, id, params, started).await {
-            Ok(opened) => return Ok(opened),
+        let refusal = match self.refuse_unrecordable(id.get()) {
             Err(refusal) => refusal,
+            Ok(()) => match self.open_session(caller, target, id, params, started).await {
+                Ok(opened) => return Ok(opened),
+                Err(refusal) => refusal,
+            },
         };
         // A session that could not be opened is an attempt all the same: record it.
         let mut ev = self.event(
@@ -1981,6 +1995,13 @@ impl Gateway {
                 &message,
             ));
         }
+        if let Err(refusal) = self.refuse_unrecordable("null") {
+            // Recorded all the same: events are still written below the reserve.
+            ev.outcome = Outcome::Failed;
+            ev.detail = Some("not relayed: the audit log cannot record it".into());
+            let _ = self.audit.record(ev).await;
+            return Err(refusal);
+        }
         let link = match session {
             Some(s) if matches!(s.route, SessionRoute::Dedicated) => Some((s.link.clone(), false)),
             _ => target
@@ -2064,6 +2085,14 @@ impl Gateway {
         );
         ev.request_id = Some(id.get().to_string());
         ev.result = Some(self.audit.digest(text.as_bytes()));
+        // Checked before the upstream's request is taken as answered, so the client can
+        // answer again once the log can record it.
+        if let Err(refusal) = self.refuse_unrecordable(id.get()) {
+            ev.outcome = Outcome::Failed;
+            ev.detail = Some("not relayed: the audit log cannot record it".into());
+            let _ = self.audit.record(ev).await;
+            return Err(refusal);
+        }
         // Only an answer to a request the upstream made on this session is relayed: anything
         // else would feed the upstream a result it never asked for (or answer another
         // session's request on a shared link).
