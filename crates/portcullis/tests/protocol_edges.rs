@@ -424,6 +424,8 @@ async fn credentials_origins_and_targets_are_checked_at_the_door() {
         "API keys only: no authorization server"
     );
     assert_eq!(doc["bearer_methods_supported"], json!(["header"]));
+    // Any name gets the document: a 404 for unknown names would tell an unauthenticated
+    // caller which targets exist (issue 13 re-check, M5).
     let none = c
         .get(format!(
             "http://{}/.well-known/oauth-protected-resource/mcp/nope",
@@ -432,7 +434,7 @@ async fn credentials_origins_and_targets_are_checked_at_the_door() {
         .send()
         .await
         .unwrap();
-    assert_eq!(none.status(), 404);
+    assert_eq!(none.status(), 200);
 
     // A wrong API key: 401 with error="invalid_token", and an auth.failure event.
     let wrong = format!("pcx_{}", "Z".repeat(43));

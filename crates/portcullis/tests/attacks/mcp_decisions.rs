@@ -894,3 +894,62 @@ async fn the_demos_printed_stateless_requests_carry_the_required_meta() {
         );
     }
 }
+
+/// Issue 13 re-check, M5: an unauthenticated caller told targets apart: `POST /mcp/nosuch`
+/// answered 404 `no MCP target named "nosuch"` while an existing target answered 401, and
+/// the protected-resource metadata was 404 for unknown names. Without valid credentials
+/// every `/mcp/*` path answers alike (401), and the metadata alike (200); only an
+/// authenticated caller hears that a target does not exist.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unauthenticated_caller_cannot_tell_which_targets_exist() {
+    let agent = api_key("agent", "agent", &["agents"]);
+    let (gw, _log) = permissive_gateway(&[&agent], "");
+    let client = client();
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list",
+        "params": {"_meta": modern_meta()}});
+    let wrong_key = format!("pcx_{}", "Z".repeat(43));
+    let answer = |target: &'static str, key: Option<String>| {
+        let mut req = client
+            .post(gw.url(target))
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", MODERN)
+            .header("mcp-method", "tools/list")
+            .json(&list);
+        if let Some(key) = key {
+            req = req.bearer_auth(key);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap();
+            (status, text)
+        }
+    };
+    for key in [None, Some(wrong_key)] {
+        let (existing_status, _) = answer("app", key.clone()).await;
+        let (unknown_status, unknown_body) = answer("nosuch", key.clone()).await;
+        assert_eq!(existing_status, 401, "credential {key:?}");
+        assert_eq!(
+            unknown_status, 401,
+            "credential {key:?}: an unknown target answered otherwise: {unknown_body}"
+        );
+        assert!(!unknown_body.contains("nosuch"), "{unknown_body}");
+    }
+    let metadata = |target: &str| {
+        client
+            .get(format!(
+                "{}/.well-known/oauth-protected-resource/mcp/{target}",
+                gw.url("").trim_end_matches("/mcp/")
+            ))
+            .send()
+    };
+    assert_eq!(
+        metadata("app").await.unwrap().status(),
+        metadata("nosuch").await.unwrap().status(),
+        "the metadata tells the names apart"
+    );
+    // An authenticated caller is told.
+    let (status, body) = answer("nosuch", Some(agent.key.clone())).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("no MCP target named"), "{body}");
+}
