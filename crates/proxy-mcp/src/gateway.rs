@@ -228,6 +228,10 @@ impl ListFilter {
         let (key, name, verb) = match method {
             "tools/list" => ("tools", "name", "tools/call"),
             "resources/list" => ("resources", "uri", "resources/read"),
+            // A template is judged by its text against the resource rules (`*` spans an
+            // expression such as `{id}`): one whose text no allowed glob matches, whose
+            // expansions then lie outside what the caller may read, is hidden.
+            "resources/templates/list" => ("resourceTemplates", "uriTemplate", "resources/read"),
             "prompts/list" => ("prompts", "name", "prompts/get"),
             _ => return None,
         };

@@ -11,8 +11,9 @@ use crate::common::{Gateway, Key, MODERN, api_key, last_message, modern_call, py
 
 /// A stdio MCP server in Python (session era: it refuses `server/discover`) that logs every
 /// line it receives to `argv[1]` and answers `resources/read` with the URI it actually read
-/// (`params.uri`, as the specification says a server does), and `resources/subscribe` with
-/// an empty result.
+/// (`params.uri`, as the specification says a server does), `resources/subscribe` with
+/// an empty result, and `resources/templates/list` with `docs://public/{name}` and
+/// `docs://secret/{name}`.
 const RESOURCE_SERVER: &str = r#"
 import json, sys
 log_path = sys.argv[1]
@@ -40,6 +41,10 @@ while True:
         send({"jsonrpc": "2.0", "id": i, "result": {"contents": [{"uri": uri, "mimeType": "text/plain", "text": "CONTENT OF " + uri}]}})
     elif m == "resources/subscribe":
         send({"jsonrpc": "2.0", "id": i, "result": {}})
+    elif m == "resources/templates/list":
+        send({"jsonrpc": "2.0", "id": i, "result": {"resourceTemplates": [
+            {"uriTemplate": "docs://public/{name}", "name": "public doc"},
+            {"uriTemplate": "docs://secret/{name}", "name": "secret doc"}]}})
     elif m == "ping":
         send({"jsonrpc": "2.0", "id": i, "result": {}})
     else:
@@ -952,4 +957,45 @@ async fn an_unauthenticated_caller_cannot_tell_which_targets_exist() {
     let (status, body) = answer("nosuch", Some(agent.key.clone())).await;
     assert_eq!(status, 404, "{body}");
     assert!(body.contains("no MCP target named"), "{body}");
+}
+
+/// Issue 13 re-check, M2: `resources/templates/list` was not filtered by policy, so a
+/// caller that may read only `docs://public/*` learned of `docs://secret/{name}` (both
+/// eras). Templates are filtered like `resources/list`: a template whose text the caller's
+/// resource rules do not allow is hidden.
+#[tokio::test(flavor = "multi_thread")]
+async fn resource_templates_the_caller_may_not_read_are_not_listed() {
+    let agent = api_key("agent", "agent", &["agents"]);
+    let (gw, _log) = resources_gateway(&agent);
+    let client = client();
+    let url = gw.url("docs");
+    let templates = |body: &Value| -> Vec<String> {
+        body["result"]["resourceTemplates"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no templates: {body}"))
+            .iter()
+            .map(|t| t["uriTemplate"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let session = open_session(&client, &url, &agent.key).await;
+    let h = [
+        ("mcp-session-id", session.as_str()),
+        ("mcp-protocol-version", "2025-11-25"),
+    ];
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "resources/templates/list"});
+    let (status, body, _) = post(&client, &url, &agent.key, &h, &list).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(templates(&body), ["docs://public/{name}"], "session era");
+
+    let (status, body) = modern_call(
+        &client,
+        &url,
+        &agent.key,
+        2,
+        "resources/templates/list",
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(templates(&body), ["docs://public/{name}"], "stateless era");
 }
