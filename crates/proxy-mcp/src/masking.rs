@@ -329,20 +329,22 @@ fn mask_members(
     object.extend(kept);
 }
 
-/// A resource `blob` whose `mimeType` says it is text (`text/*`, JSON, XML, YAML, CSV) is
-/// text in base64: decoded, masked as text, encoded again. One that does not decode to UTF-8
-/// is bytes whatever its type claims, and is left as it is. A second pass, but one that
-/// scans no string: it only looks for such blobs, which are rare.
+/// Base64 bytes that decode to UTF-8 text are text, whatever their declared type (none, an
+/// image type: a declared type is the upstream's word, not a fact): decoded, masked as text,
+/// encoded again. Real bytes (an image, an archive) almost never decode to UTF-8, and are left
+/// as they are. A second pass, but one that scans no string: it only decodes the members
+/// [`bytes_member`] names, which are rare.
 fn mask_text_blobs(profile: &Profile, value: &mut Value, path: &mut String, report: &mut Report) {
     let mark = path.len();
     match value {
         Value::Object(object) => {
-            if is_text_blob(object)
-                && let Some(Value::String(blob)) = object.get_mut("blob")
+            if let Some(key) = bytes_member(object)
+                && let Some(Value::String(blob)) = object.get_mut(key)
                 && let Ok(bytes) = STANDARD.decode(blob.as_bytes())
                 && let Ok(text) = String::from_utf8(bytes)
             {
-                path.push_str(".blob");
+                path.push('.');
+                path.push_str(key);
                 if let Some(masked) = profile.mask_text(&text, path, report) {
                     *blob = STANDARD.encode(masked);
                 }
@@ -370,29 +372,20 @@ fn mask_text_blobs(profile: &Profile, value: &mut Value, path: &mut String, repo
     }
 }
 
-fn is_text_blob(object: &Map<String, Value>) -> bool {
-    let Some(mime) = object.get("mimeType").and_then(Value::as_str) else {
-        return false;
+/// The member of this object the protocol gives base64 bytes, if it has one: a resource's
+/// `blob`, the `data` of image and audio content.
+fn bytes_member(object: &Map<String, Value>) -> Option<&'static str> {
+    let key = if object.contains_key("uri") {
+        "blob"
+    } else if matches!(
+        object.get("type").and_then(Value::as_str),
+        Some("image" | "audio")
+    ) {
+        "data"
+    } else {
+        return None;
     };
-    let mime = mime
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    object.get("blob").is_some_and(Value::is_string)
-        && (mime.starts_with("text/")
-            || mime.ends_with("+json")
-            || mime.ends_with("+xml")
-            || matches!(
-                mime.as_str(),
-                "application/json"
-                    | "application/xml"
-                    | "application/yaml"
-                    | "application/x-yaml"
-                    | "application/csv"
-                    | "application/javascript"
-            ))
+    object.get(key).is_some_and(Value::is_string).then_some(key)
 }
 
 fn take_protocol_fields(object: &mut Map<String, Value>) -> Vec<(String, Value)> {
@@ -402,20 +395,13 @@ fn take_protocol_fields(object: &mut Map<String, Value>) -> Vec<(String, Value)>
         .collect()
 }
 
-/// Base64 bytes, which masking would corrupt: a resource's `blob` and the `data` of image
-/// and audio content, when they hold nothing but the base64 alphabet (text put there is
-/// masked like any other). A blob whose `mimeType` says it is text is masked by
-/// [`mask_text_blobs`]; other bytes are not scanned (a limit written in docs/security.md).
+/// Base64 bytes, which masking as a string would corrupt: a resource's `blob` and the `data`
+/// of image and audio content ([`bytes_member`]), when they hold nothing but the base64
+/// alphabet (text put there is masked like any other). Those that decode to UTF-8 text are
+/// masked by [`mask_text_blobs`]; other bytes are not scanned (a limit written in
+/// docs/security.md).
 fn is_binary(object: &Map<String, Value>, key: &str) -> bool {
-    let shaped = match key {
-        "blob" => object.contains_key("uri"),
-        "data" => matches!(
-            object.get("type").and_then(Value::as_str),
-            Some("image" | "audio")
-        ),
-        _ => false,
-    };
-    shaped
+    bytes_member(object) == Some(key)
         && object.get(key).and_then(Value::as_str).is_some_and(|text| {
             text.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_'))
@@ -454,7 +440,7 @@ mod tests {
     }
 
     #[test]
-    fn resource_contents_are_masked_but_blobs_are_not() {
+    fn resource_contents_are_masked_and_so_is_text_in_an_untyped_blob() {
         let (result, found) = masked(
             "default",
             json!({"contents": [
@@ -463,8 +449,14 @@ mod tests {
             ]}),
         );
         assert_eq!(result["contents"][0]["text"], "owner: [EMAIL]");
-        assert_eq!(result["contents"][1]["blob"], "YWRhQGV4YW1wbGUuY29t");
-        assert_eq!(found, [("email".into(), "$.contents[0].text".into())]);
+        assert_eq!(result["contents"][1]["blob"], STANDARD.encode("[EMAIL]"));
+        assert_eq!(
+            found,
+            [
+                ("email".into(), "$.contents[0].text".into()),
+                ("email".into(), "$.contents[1].blob".into())
+            ]
+        );
     }
 
     #[test]
@@ -489,11 +481,12 @@ mod tests {
             embedded.ends_with("0005") && !embedded.contains("822463"),
             "{embedded}"
         );
+        // Text sent as an image is text all the same.
         assert_eq!(
             result["messages"][2]["content"]["data"],
-            "NDExMSAxMTExIDExMTEgMTExMQ=="
+            STANDARD.encode("**** **** **** 1111")
         );
-        assert_eq!(found.len(), 3, "{found:?}");
+        assert_eq!(found.len(), 4, "{found:?}");
         assert!(found.contains(&(
             "credit_card".into(),
             "$.messages[1].content.resource.text".into()
@@ -530,7 +523,8 @@ mod tests {
         assert_eq!(result["_meta"]["note"], "[EMAIL]");
         assert_eq!(result["content"][0]["uri"], "mailto:[EMAIL]");
         assert_eq!(result["content"][3]["text"][0], "an array: [EMAIL]");
-        assert_eq!(result["content"][5]["data"], "YWRhQGV4YW1wbGUuY29t");
+        // Base64 that decodes to text is masked as text, whatever the declared type.
+        assert_eq!(result["content"][5]["data"], STANDARD.encode("[EMAIL]"));
         assert_eq!(result["content"][6]["data"], "not base64: [EMAIL]");
         assert!(
             found.contains(&("email".into(), "$.content[0].name".into())),

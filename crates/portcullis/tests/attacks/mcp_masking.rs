@@ -90,7 +90,12 @@ while True:
                 {"type": "resource", "resource": {"uri": "users://" + EMAIL + "/card", "mimeType": "text/plain", "text": "on file"}},
                 {"type": "image", "data": "iVBORw0KGgoAAAANSUhEUg==", "mimeType": "image/png"},
                 {"type": "resource", "resource": {"uri": "file:///owners.csv", "mimeType": "text/csv",
-                 "blob": base64.b64encode(("owner," + EMAIL).encode()).decode()}}],
+                 "blob": base64.b64encode(("owner," + EMAIL).encode()).decode()}},
+                # Text as base64 bytes whose declared type does not say text: none, or an image.
+                {"type": "resource", "resource": {"uri": "file:///b",
+                 "blob": base64.b64encode(("owner " + EMAIL + " card " + CARD).encode()).decode()}},
+                {"type": "image", "mimeType": "image/png",
+                 "data": base64.b64encode(("key " + CLOUD_KEY).encode()).decode()}],
                 "_meta": {"owner": EMAIL}})
         elif name == "dupes":
             sys.stdout.write('{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"masked?","text":"%s"}]}}\n' % (json.dumps(i), EMAIL))
@@ -395,6 +400,45 @@ async fn every_content_shape_of_a_tool_result_is_masked() {
         .decode(content[6]["resource"]["blob"].as_str().unwrap())
         .unwrap();
     assert_eq!(String::from_utf8(blob).unwrap(), "owner,[EMAIL]");
+}
+
+/// Issue 13 re-check, M3: only a blob whose `mimeType` said text was decoded and masked, so
+/// text sent as base64 with no type (or an image type) reached the caller in clear once
+/// decoded. Any blob or image/audio `data` that decodes to UTF-8 text is masked as text,
+/// whatever its declared type.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_in_a_base64_blob_without_a_text_type_is_masked() {
+    use base64::Engine as _;
+    let agent = api_key("mask-untyped-blob", "agent", &["agents"]);
+    let gw = leaky_gateway(&agent);
+    let c = client();
+    let answer = modern(
+        &c,
+        &gw.url("billing"),
+        &agent.key,
+        1,
+        "tools/call",
+        json!({"name": "shapes", "arguments": {}}),
+    )
+    .await;
+    let content = &answer.last().unwrap()["result"]["content"];
+    let decoded = |value: &Value| {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(
+                value
+                    .as_str()
+                    .unwrap_or_else(|| panic!("no base64: {content}")),
+            )
+            .unwrap();
+        String::from_utf8(bytes).unwrap()
+    };
+    let blob = decoded(&content[7]["resource"]["blob"]);
+    assert_no_secret("a blob without mimeType, decoded", &blob);
+    assert!(blob.starts_with("owner [EMAIL] card "), "{blob}");
+    let image = decoded(&content[8]["data"]);
+    assert_no_secret("text declared as an image, decoded", &image);
+    // Real bytes are still left alone.
+    assert_eq!(content[5]["data"], "iVBORw0KGgoAAAANSUhEUg==");
 }
 
 /// Item 6 (masking): results of methods policy does not decide were never masked:
