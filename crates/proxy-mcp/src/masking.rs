@@ -165,7 +165,9 @@ pub fn summary(report: &Report) -> Option<Vec<DataFinding>> {
 /// Members of a message that are never masked: they identify or steer the exchange (which
 /// request, which page, which protocol) and carry no data, and masking them breaks it (a
 /// progress token rewritten to `[PASSWORD]` matches no request). They are kept only where the
-/// protocol puts them: at the top of `params` or `result`, and in the `_meta` there. The
+/// protocol puts them (at the top of `params` or `result`, and in the `_meta` there) and only
+/// with a value the protocol could have put there ([`legitimate_protocol_value`]): anything
+/// else under those names is masked like any member. The
 /// envelope (`jsonrpc`, `id`, `method`) and an error's `code` are never masked either.
 /// Everything else is masked, names and URIs included: a URI that carries a detected value
 /// reaches the caller masked, and cannot be used to read it.
@@ -312,9 +314,9 @@ fn mask_members(
     path: &str,
     report: &mut Report,
 ) {
-    let kept = take_protocol_fields(object);
+    let kept = take_protocol_fields(profile, object);
     let kept_meta = match object.get_mut("_meta") {
-        Some(Value::Object(meta)) => take_protocol_fields(meta),
+        Some(Value::Object(meta)) => take_protocol_fields(profile, meta),
         _ => Vec::new(),
     };
     let mut value = Value::Object(std::mem::take(object));
@@ -388,11 +390,53 @@ fn bytes_member(object: &Map<String, Value>) -> Option<&'static str> {
     object.get(key).is_some_and(Value::is_string).then_some(key)
 }
 
-fn take_protocol_fields(object: &mut Map<String, Value>) -> Vec<(String, Value)> {
-    PROTOCOL_FIELDS
+/// Sets aside the protocol fields of `object` whose values are legitimate
+/// ([`legitimate_protocol_value`]); the others stay, and are masked like any member.
+fn take_protocol_fields(
+    profile: &Profile,
+    object: &mut Map<String, Value>,
+) -> Vec<(String, Value)> {
+    let legitimate: Vec<&str> = PROTOCOL_FIELDS
         .iter()
-        .filter_map(|key| object.remove(*key).map(|value| (key.to_string(), value)))
+        .copied()
+        .filter(|key| {
+            object
+                .get(*key)
+                .is_some_and(|value| legitimate_protocol_value(profile, key, value))
+        })
+        .collect();
+    legitimate
+        .into_iter()
+        .filter_map(|key| object.remove(key).map(|value| (key.to_string(), value)))
         .collect()
+}
+
+/// The result types the specification defines (2026-07-28, `resultType`).
+const RESULT_TYPES: &[&str] = &["complete", "input_required"];
+
+/// Whether a protocol field's value is one the protocol could have put there, so it passes
+/// unmasked: a known protocol version, a result type of the specification, or a token,
+/// request id or cursor (a string or number: opaque to the client) in which no detector of
+/// the profile finds a value. The exemption is from the field-name rules (`token` would mask
+/// `progressToken` whole and break progress), never from the detectors: an upstream cannot
+/// pass a value in clear by putting it under a protocol name.
+fn legitimate_protocol_value(profile: &Profile, key: &str, value: &Value) -> bool {
+    match key {
+        "protocolVersion" | crate::era::META_VERSION => value
+            .as_str()
+            .is_some_and(|v| v == crate::era::MODERN || crate::era::LEGACY.contains(&v)),
+        "resultType" => value.as_str().is_some_and(|v| RESULT_TYPES.contains(&v)),
+        _ => {
+            let text = match value {
+                Value::String(text) => text.clone(),
+                Value::Number(number) => number.to_string(),
+                _ => return false,
+            };
+            let mut found = Report::default();
+            profile.scan_text(&text, "", &mut found);
+            found.total() == 0
+        }
+    }
 }
 
 /// Base64 bytes, which masking as a string would corrupt: a resource's `blob` and the `data`
@@ -494,7 +538,7 @@ mod tests {
     }
 
     #[test]
-    fn every_string_of_every_result_is_masked_but_protocol_fields_and_bytes_are_not() {
+    fn every_string_of_every_result_is_masked_but_legitimate_protocol_fields_and_bytes_are_not() {
         let (result, found) = masked(
             "default",
             json!({
@@ -513,13 +557,23 @@ mod tests {
                            "inputSchema": {"properties": {"to": {"default": "ada@example.com"}}}}],
                 "instructions": "ask ada@example.com",
                 "nextCursor": "ada@example.com",
-                "_meta": {"progressToken": "tok_ada@example.com", "note": "ada@example.com"}
+                "resultType": "complete",
+                "protocolVersion": "4111 1111 1111 1111",
+                "_meta": {"progressToken": "tok_7f3a", "note": "ada@example.com",
+                          "io.modelcontextprotocol/protocolVersion": "2026-07-28"}
             }),
         );
         let text = result.to_string();
-        assert_eq!(text.matches("ada@example.com").count(), 2, "{text}");
-        assert_eq!(result["nextCursor"], "ada@example.com");
-        assert_eq!(result["_meta"]["progressToken"], "tok_ada@example.com");
+        assert_eq!(text.matches("ada@example.com").count(), 0, "{text}");
+        // Protocol fields pass as they are only with legitimate values.
+        assert_eq!(result["nextCursor"], "[EMAIL]");
+        assert_eq!(result["protocolVersion"], "[CREDIT_CARD]");
+        assert_eq!(result["resultType"], "complete");
+        assert_eq!(result["_meta"]["progressToken"], "tok_7f3a");
+        assert_eq!(
+            result["_meta"]["io.modelcontextprotocol/protocolVersion"],
+            "2026-07-28"
+        );
         assert_eq!(result["_meta"]["note"], "[EMAIL]");
         assert_eq!(result["content"][0]["uri"], "mailto:[EMAIL]");
         assert_eq!(result["content"][3]["text"][0], "an array: [EMAIL]");

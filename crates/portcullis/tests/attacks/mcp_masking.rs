@@ -54,7 +54,7 @@ while True:
         answer(i, {"tools": [{"name": "shapes", "description": "mails " + EMAIL,
                               "inputSchema": {"type": "object", "properties": {"to": {"type": "string", "default": EMAIL}}}}]
                              # The gateway calls only tools the upstream lists (and it pins).
-                             + [{"name": n, "inputSchema": {"type": "object"}} for n in ("fail", "chatter", "dupes")]})
+                             + [{"name": n, "inputSchema": {"type": "object"}} for n in ("fail", "chatter", "dupes", "protocol_fields")]})
     elif m == "resources/templates/list":
         answer(i, {"resourceTemplates": [{"name": "by owner", "uriTemplate": "users://" + EMAIL + "/{id}",
                                           "description": "cards like " + CARD}]})
@@ -97,6 +97,14 @@ while True:
                 {"type": "image", "mimeType": "image/png",
                  "data": base64.b64encode(("key " + CLOUD_KEY).encode()).decode()}],
                 "_meta": {"owner": EMAIL}})
+        elif name == "protocol_fields":
+            # Secrets in the members the gateway passes unmasked as protocol fields.
+            if token is not None:
+                send({"jsonrpc": "2.0", "method": "notifications/progress",
+                      "params": {"progressToken": token, "progress": 1, "requestId": EMAIL, "cursor": EMAIL}})
+            answer(i, {"content": [{"type": "text", "text": "ok"}], "nextCursor": EMAIL,
+                       "protocolVersion": EMAIL, "resultType": CARD,
+                       "_meta": {"progressToken": EMAIL, "io.modelcontextprotocol/protocolVersion": CLOUD_KEY}})
         elif name == "dupes":
             sys.stdout.write('{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"masked?","text":"%s"}]}}\n' % (json.dumps(i), EMAIL))
             sys.stdout.flush()
@@ -439,6 +447,47 @@ async fn text_in_a_base64_blob_without_a_text_type_is_masked() {
     assert_no_secret("text declared as an image, decoded", &image);
     // Real bytes are still left alone.
     assert_eq!(content[5]["data"], "iVBORw0KGgoAAAANSUhEUg==");
+}
+
+/// Issue 13 re-check, M1: the members kept unmasked as protocol fields passed whatever the
+/// upstream put there: `nextCursor`, `protocolVersion`, `resultType` and `_meta`'s
+/// `progressToken` and protocol version of a result, a progress notification's `requestId`
+/// and `cursor`, in both eras. A protocol field is kept only when its value is legitimate
+/// (a known version or result type, a token or cursor no detector flags); the caller's own
+/// progress token still comes back as sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_in_protocol_fields_are_masked() {
+    let agent = api_key("mask-protocol-fields", "agent", &["agents"]);
+    let gw = leaky_gateway(&agent);
+    let c = client();
+    let url = gw.url("billing");
+    let token = "req-token-7f3a9c2e41";
+    let stateless = modern(
+        &c,
+        &url,
+        &agent.key,
+        1,
+        "tools/call",
+        json!({"name": "protocol_fields", "arguments": {}, "_meta": {"progressToken": token}}),
+    )
+    .await;
+    let (sid, _) = open_session(&c, &url, &agent.key).await;
+    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "protocol_fields", "arguments": {}, "_meta": {"progressToken": token}}});
+    let (_, session) = post(&c, &url, &agent.key, Some(&sid), call).await;
+    for (era, answer) in [("stateless", stateless), ("session", session)] {
+        let text = serde_json::to_string(&answer).unwrap();
+        assert_no_secret(era, &text);
+        let progress = answer
+            .iter()
+            .find(|m| m["method"] == "notifications/progress")
+            .unwrap_or_else(|| panic!("{era}: no progress: {text}"));
+        assert_eq!(progress["params"]["progressToken"], token, "{era}: {text}");
+        assert_eq!(progress["params"]["requestId"], "[EMAIL]", "{era}: {text}");
+        let result = &answer.last().unwrap()["result"];
+        assert_eq!(result["nextCursor"], "[EMAIL]", "{era}: {text}");
+        assert_eq!(result["content"][0]["text"], "ok", "{era}: {text}");
+    }
 }
 
 /// Item 6 (masking): results of methods policy does not decide were never masked:
