@@ -74,6 +74,9 @@ pub struct TargetRuntime {
     max_processes: usize,
     /// The most sessions one identity may hold on this target (`max_sessions_per_identity`).
     max_sessions_per_identity: usize,
+    /// How long a session must be idle before its owner's new session may end it
+    /// (`session_reclaim_after`).
+    session_reclaim_after: Duration,
     shared: tokio::sync::Mutex<Option<(Arc<Link>, UpstreamEra)>>,
 }
 
@@ -365,6 +368,7 @@ impl Gateway {
                     slots: Arc::new(Semaphore::new(target.max_processes)),
                     max_processes: target.max_processes,
                     max_sessions_per_identity: target.max_sessions_per_identity,
+                    session_reclaim_after: target.session_reclaim_after,
                     shared: tokio::sync::Mutex::new(None),
                 }),
             );
@@ -638,6 +642,7 @@ impl Gateway {
                 ),
             ));
         }
+        self.reclaim_idle_session(caller, target).await;
         self.admit_session(caller, target, id)?;
         let unreachable = |e: LinkError| {
             Refusal::new(
@@ -819,6 +824,39 @@ impl Gateway {
         ))
     }
 
+    /// When the caller holds its limit of sessions on the target, ends its least recently
+    /// used one if that has been idle for `session_reclaim_after`: a client that abandons
+    /// its sessions (never sends DELETE) is not locked out until they expire, and since only
+    /// the caller's own session is ended, no one else loses anything. While all of them are
+    /// active, nothing is ended and [`Gateway::admit_session`] refuses.
+    async fn reclaim_idle_session(&self, caller: &Caller, target: &TargetRuntime) {
+        let reclaimable = {
+            let sessions = self.sessions.lock().expect("lock");
+            if sessions_of(&sessions, &caller.identity, &target.name)
+                < target.max_sessions_per_identity
+            {
+                return;
+            }
+            sessions
+                .values()
+                .filter(|s| s.belongs_to(&caller.identity) && s.target.name == target.name)
+                .map(|s| (*s.last_seen.lock().expect("lock"), s.id.clone()))
+                .min()
+                .filter(|(seen, _)| seen.elapsed() >= target.session_reclaim_after)
+        };
+        if let Some((seen, id)) = reclaimable {
+            let why = format!(
+                "ended to admit a new session of its owner, who held its limit (targets.{}.max_sessions_per_identity = {}); idle for {}s, past targets.{}.session_reclaim_after = {}s",
+                target.name,
+                target.max_sessions_per_identity,
+                seen.elapsed().as_secs(),
+                target.name,
+                target.session_reclaim_after.as_secs()
+            );
+            self.end_session(&id, Some(caller), &why).await;
+        }
+    }
+
     /// Before anything is spawned for a session: some rule on the target must apply to the
     /// caller (otherwise it could do nothing there but hold a process), and the caller must
     /// be under its own limit of sessions on the target, so one key cannot take every
@@ -848,11 +886,13 @@ impl Gateway {
                 Some(id.get()),
                 code::UPSTREAM_UNAVAILABLE,
                 &format!(
-                    "{} holds {own} sessions on {}, its limit (targets.{}.max_sessions_per_identity = {}); end one (DELETE) or let one expire first",
+                    "{} holds {own} sessions on {}, its limit (targets.{}.max_sessions_per_identity = {}), all active within targets.{}.session_reclaim_after = {}s; end one (DELETE) or let one go idle first",
                     caller.identity.subject,
                     target.name,
                     target.name,
-                    target.max_sessions_per_identity
+                    target.max_sessions_per_identity,
+                    target.name,
+                    target.session_reclaim_after.as_secs()
                 ),
             ));
         }

@@ -999,3 +999,66 @@ async fn resource_templates_the_caller_may_not_read_are_not_listed() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(templates(&body), ["docs://public/{name}"], "stateless era");
 }
+
+/// Issue 13 re-check, M6: a client that never ends its sessions locked itself out: at
+/// `max_sessions_per_identity` abandoned sessions, every new `initialize` got 429 until one
+/// expired (`session_idle_timeout`, 30 min). At its cap, the identity's least recently used
+/// session idle for `session_reclaim_after` is ended (recorded as a session end saying why)
+/// and the new one admitted; 429 only while all of them are active.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_abandons_its_sessions_is_not_locked_out() {
+    let agent = api_key("agent", "agent", &["agents"]);
+    let (gw, _log) = permissive_gateway(
+        &[&agent],
+        "max_sessions_per_identity = 2\nsession_reclaim_after = \"1s\"",
+    );
+    let client = client();
+    let url = gw.url("app");
+    let abandoned = open_session(&client, &url, &agent.key).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = open_session(&client, &url, &agent.key).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Both are idle past the reclaim delay: the older one gives way.
+    let third = open_session(&client, &url, &agent.key).await;
+    let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
+    let (status, _, _) = post(
+        &client,
+        &url,
+        &agent.key,
+        &session_headers(&abandoned),
+        &ping,
+    )
+    .await;
+    assert_eq!(status, 404, "the reclaimed session is over");
+    let (status, body, _) = post(&client, &url, &agent.key, &session_headers(&second), &ping).await;
+    assert_eq!(status, 200, "the other one lives on: {body}");
+
+    // Both remaining sessions are active now: no room, and the refusal says why.
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "one-too-many", "version": "1"}}});
+    let (status, body, _) = post(&client, &url, &agent.key, &[], &init).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_sessions_per_identity"),
+        "{body}"
+    );
+    let (status, _, _) = post(&client, &url, &agent.key, &session_headers(&third), &ping).await;
+    assert_eq!(status, 200);
+
+    let events = gw.events();
+    let end = events
+        .iter()
+        .find(|e| e["type"] == "session.end" && e["session"] == abandoned.as_str())
+        .unwrap_or_else(|| panic!("no end recorded for the reclaimed session: {events:#?}"));
+    assert!(
+        end["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("session_reclaim_after"),
+        "the end says why: {end}"
+    );
+}
