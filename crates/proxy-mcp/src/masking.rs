@@ -281,6 +281,9 @@ impl MaskSet {
         let Ok(Value::Object(mut message)) = serde_json::from_str::<Value>(&text) else {
             return None;
         };
+        if self.request_id_carries_a_value(&message) {
+            return None;
+        }
         let before = report.total();
         if let Some(Value::Object(params)) = message.get_mut("params") {
             for profile in &self.0 {
@@ -303,6 +306,24 @@ impl MaskSet {
             return Some(text);
         }
         serde_json::to_string(&message).ok()
+    }
+}
+
+impl MaskSet {
+    /// Whether `message` is a server-to-client request whose id a detector of the set flags.
+    /// Such an id cannot be masked (the caller's answer must carry it back as sent to reach
+    /// the upstream), so the request is not relayed at all: the upstream hears no answer, as
+    /// when a client declines. The ids of answers are the caller's own and are left alone.
+    fn request_id_carries_a_value(&self, message: &Map<String, Value>) -> bool {
+        if !message.contains_key("method") {
+            return false;
+        }
+        let Some(id @ (Value::String(_) | Value::Number(_))) = message.get("id") else {
+            return false;
+        };
+        self.0
+            .iter()
+            .any(|profile| !legitimate_protocol_value(profile, "id", id))
     }
 }
 
@@ -613,6 +634,10 @@ mod tests {
         let masked = set.mask_message(sampling.into(), &mut report).unwrap();
         assert!(!masked.contains("ada@example.com"), "{masked}");
         assert!(masked.contains(r#""progressToken":"t""#), "{masked}");
+        // A server request whose id carries a value cannot be masked (the answer must carry
+        // the id back): it is not relayed.
+        let leaky_id = r#"{"jsonrpc":"2.0","id":"ada@example.com","method":"sampling/createMessage","params":{"messages":[]}}"#;
+        assert_eq!(set.mask_message(leaky_id.into(), &mut report), None);
         // Nothing to mask: the text passes as it came; unreadable: it does not pass at all.
         let clean = r#"{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"ok"}}"#;
         assert_eq!(

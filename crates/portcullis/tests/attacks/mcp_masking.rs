@@ -54,7 +54,7 @@ while True:
         answer(i, {"tools": [{"name": "shapes", "description": "mails " + EMAIL,
                               "inputSchema": {"type": "object", "properties": {"to": {"type": "string", "default": EMAIL}}}}]
                              # The gateway calls only tools the upstream lists (and it pins).
-                             + [{"name": n, "inputSchema": {"type": "object"}} for n in ("fail", "chatter", "dupes", "protocol_fields")]})
+                             + [{"name": n, "inputSchema": {"type": "object"}} for n in ("fail", "chatter", "dupes", "protocol_fields", "stray_request")]})
     elif m == "resources/templates/list":
         answer(i, {"resourceTemplates": [{"name": "by owner", "uriTemplate": "users://" + EMAIL + "/{id}",
                                           "description": "cards like " + CARD}]})
@@ -105,6 +105,13 @@ while True:
             answer(i, {"content": [{"type": "text", "text": "ok"}], "nextCursor": EMAIL,
                        "protocolVersion": EMAIL, "resultType": CARD,
                        "_meta": {"progressToken": EMAIL, "io.modelcontextprotocol/protocolVersion": CLOUD_KEY}})
+        elif name == "stray_request":
+            # On the standalone (GET) stream: a server request whose id is a secret, then a marker.
+            send({"jsonrpc": "2.0", "id": EMAIL, "method": "sampling/createMessage",
+                  "params": {"messages": [{"role": "user", "content": {"type": "text", "text": "hi"}}], "maxTokens": 5}})
+            send({"jsonrpc": "2.0", "method": "notifications/message",
+                  "params": {"level": "info", "data": "after the stray request"}})
+            answer(i, {"content": [{"type": "text", "text": "done"}]})
         elif name == "dupes":
             sys.stdout.write('{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"masked?","text":"%s"}]}}\n' % (json.dumps(i), EMAIL))
             sys.stdout.flush()
@@ -488,6 +495,32 @@ async fn secrets_in_protocol_fields_are_masked() {
         assert_eq!(result["nextCursor"], "[EMAIL]", "{era}: {text}");
         assert_eq!(result["content"][0]["text"], "ok", "{era}: {text}");
     }
+
+    // A server request on the GET stream whose id is a secret: the id cannot be masked (the
+    // answer must carry it back), so the request is not relayed.
+    let call = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+        "params": {"name": "stray_request", "arguments": {}}});
+    post(&c, &url, &agent.key, Some(&sid), call).await;
+    let mut stream = c
+        .get(&url)
+        .bearer_auth(&agent.key)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &sid)
+        .header("mcp-protocol-version", LEGACY)
+        .send()
+        .await
+        .unwrap();
+    let mut text = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !text.contains("after the stray request") && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(1), stream.chunk()).await {
+            Ok(Ok(Some(chunk))) => text.push_str(&String::from_utf8_lossy(&chunk)),
+            Ok(_) => break,
+            Err(_) => continue,
+        }
+    }
+    assert!(text.contains("after the stray request"), "{text}");
+    assert_no_secret("the GET stream", &text);
 }
 
 /// Item 6 (masking): results of methods policy does not decide were never masked:
