@@ -221,6 +221,8 @@ async fn no_handshake_or_notification_reaches_the_target_below_the_space_reserve
     let (data, _mount) = small_store(dir.path());
     let agent = api_key("reserve-agent", "agent", &["agents"]);
     let (config, _) = counting_config(dir.path(), &agent);
+    // Half the store in reserve: below it with room left, so the refusals can be recorded.
+    let config = format!("{config}\n[audit]\nspace_reserve = 4194304\n");
     let seen = seen_log(dir.path());
     let gw = Gateway::start_in(dir, &config, "", &[]);
     let client = reqwest::Client::new();
@@ -259,6 +261,13 @@ async fn no_handshake_or_notification_reaches_the_target_below_the_space_reserve
     assert!(seen_before.contains("before-the-fill"));
 
     let filler = fill(&data);
+    let full = std::fs::metadata(&filler).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&filler)
+        .unwrap()
+        .set_len(full.saturating_sub(2 << 20))
+        .unwrap();
     // The gateway measures the free space at most every 250 ms.
     tokio::time::sleep(Duration::from_millis(400)).await;
     let (status, new_session, body) = post(None, init("below-the-reserve")).await;
