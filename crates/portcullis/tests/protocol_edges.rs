@@ -509,22 +509,32 @@ async fn credentials_origins_and_targets_are_checked_at_the_door() {
     .await;
     assert_eq!(r.status, 403);
 
-    // An unknown target: 404, whoever asks.
-    for key in [Some(agent.key.as_str()), None] {
-        let r = post(&c, &gw.url("nope"), key, &modern, list.clone()).await;
-        assert_eq!(
-            (r.status, r.body["error"]["code"].as_i64()),
-            (404, Some(-32600)),
-            "{}",
-            r.body
-        );
-        assert!(
-            r.body["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("nope")
-        );
-    }
+    // An unknown target: 404 naming it, to an authenticated caller only; without
+    // credentials it answers 401 like every target, so target names cannot be probed
+    // (issue 13 re-check, M5).
+    let r = post(
+        &c,
+        &gw.url("nope"),
+        Some(agent.key.as_str()),
+        &modern,
+        list.clone(),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_i64()),
+        (404, Some(-32600)),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nope")
+    );
+    let r = post(&c, &gw.url("nope"), None, &modern, list.clone()).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert!(!r.body.to_string().contains("nope"), "{}", r.body);
 
     let events = gw.events();
     let failure = events
