@@ -414,6 +414,15 @@ pub struct Target {
     /// Default: 4.
     #[serde(default = "default_max_sessions_per_identity")]
     pub max_sessions_per_identity: usize,
+    /// When an identity at `max_sessions_per_identity` opens another session, its least
+    /// recently used session idle for at least this long is ended to make room (a client
+    /// that never ends its sessions is not locked out until they expire). Only the caller's
+    /// own sessions are ended. Default: `60s`.
+    #[serde(
+        default = "default_session_reclaim_after",
+        deserialize_with = "de_duration"
+    )]
+    pub session_reclaim_after: Duration,
     /// For `postgres` (required): the address of the gateway's PostgreSQL listener for this
     /// target, where agents connect with any PostgreSQL client. Each target has its own
     /// listener. An address other than loopback requires `[gateway.tls]`: clients send their
@@ -1761,6 +1770,9 @@ fn default_max_processes() -> usize {
 }
 fn default_max_sessions_per_identity() -> usize {
     4
+}
+fn default_session_reclaim_after() -> Duration {
+    Duration::from_secs(60)
 }
 fn default_max_connections() -> usize {
     100

@@ -166,7 +166,7 @@ for line in sys.stdin:
 "#;
 
 #[tokio::test]
-async fn interim_messages_are_masked_one_by_one_and_binary_parts_are_left_alone() {
+async fn interim_messages_are_masked_one_by_one_and_text_sent_as_image_data_too() {
     let agent = api_key("billing-agent", "agent", &["agents"]);
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("chatty.py");
@@ -211,11 +211,10 @@ mask = "default"
     );
     let answer = last_message(&text);
     assert_eq!(answer["result"]["content"][0]["text"], "exported [EMAIL]");
-    // Base64 image data is bytes, not text: untouched.
-    assert_eq!(
-        answer["result"]["content"][1]["data"],
-        "Z3JhY2UuaG9wcGVyQGV4YW1wbGUub3Jn"
-    );
+    // Base64 "image" data that decodes to UTF-8 text is text, whatever its declared type
+    // (issue 13 re-check, M3): masked as text and encoded again. Real image bytes are not
+    // UTF-8 and stay untouched (tests/attacks/mcp_masking.rs).
+    assert_eq!(answer["result"]["content"][1]["data"], "W0VNQUlMXQ==");
     let event = request_event(&gw, "11");
     let paths: Vec<&str> = event["masked"]
         .as_array()
@@ -225,6 +224,7 @@ mask = "default"
         .collect();
     assert!(paths.contains(&"$.params.message"), "{paths:?}");
     assert!(paths.contains(&"$.content[0].text"), "{paths:?}");
+    assert!(paths.contains(&"$.content[1].data"), "{paths:?}");
 }
 
 /// `check-config` compiles the masking profiles as `serve` would: a typo in a detector name

@@ -424,6 +424,8 @@ async fn credentials_origins_and_targets_are_checked_at_the_door() {
         "API keys only: no authorization server"
     );
     assert_eq!(doc["bearer_methods_supported"], json!(["header"]));
+    // Any name gets the document: a 404 for unknown names would tell an unauthenticated
+    // caller which targets exist (issue 13 re-check, M5).
     let none = c
         .get(format!(
             "http://{}/.well-known/oauth-protected-resource/mcp/nope",
@@ -432,7 +434,7 @@ async fn credentials_origins_and_targets_are_checked_at_the_door() {
         .send()
         .await
         .unwrap();
-    assert_eq!(none.status(), 404);
+    assert_eq!(none.status(), 200);
 
     // A wrong API key: 401 with error="invalid_token", and an auth.failure event.
     let wrong = format!("pcx_{}", "Z".repeat(43));
@@ -507,22 +509,32 @@ async fn credentials_origins_and_targets_are_checked_at_the_door() {
     .await;
     assert_eq!(r.status, 403);
 
-    // An unknown target: 404, whoever asks.
-    for key in [Some(agent.key.as_str()), None] {
-        let r = post(&c, &gw.url("nope"), key, &modern, list.clone()).await;
-        assert_eq!(
-            (r.status, r.body["error"]["code"].as_i64()),
-            (404, Some(-32600)),
-            "{}",
-            r.body
-        );
-        assert!(
-            r.body["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("nope")
-        );
-    }
+    // An unknown target: 404 naming it, to an authenticated caller only; without
+    // credentials it answers 401 like every target, so target names cannot be probed
+    // (issue 13 re-check, M5).
+    let r = post(
+        &c,
+        &gw.url("nope"),
+        Some(agent.key.as_str()),
+        &modern,
+        list.clone(),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_i64()),
+        (404, Some(-32600)),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nope")
+    );
+    let r = post(&c, &gw.url("nope"), None, &modern, list.clone()).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert!(!r.body.to_string().contains("nope"), "{}", r.body);
 
     let events = gw.events();
     let failure = events

@@ -74,6 +74,9 @@ pub struct TargetRuntime {
     max_processes: usize,
     /// The most sessions one identity may hold on this target (`max_sessions_per_identity`).
     max_sessions_per_identity: usize,
+    /// How long a session must be idle before its owner's new session may end it
+    /// (`session_reclaim_after`).
+    session_reclaim_after: Duration,
     shared: tokio::sync::Mutex<Option<(Arc<Link>, UpstreamEra)>>,
 }
 
@@ -228,6 +231,10 @@ impl ListFilter {
         let (key, name, verb) = match method {
             "tools/list" => ("tools", "name", "tools/call"),
             "resources/list" => ("resources", "uri", "resources/read"),
+            // A template is judged by its text against the resource rules (`*` spans an
+            // expression such as `{id}`): one whose text no allowed glob matches, whose
+            // expansions then lie outside what the caller may read, is hidden.
+            "resources/templates/list" => ("resourceTemplates", "uriTemplate", "resources/read"),
             "prompts/list" => ("prompts", "name", "prompts/get"),
             _ => return None,
         };
@@ -361,6 +368,7 @@ impl Gateway {
                     slots: Arc::new(Semaphore::new(target.max_processes)),
                     max_processes: target.max_processes,
                     max_sessions_per_identity: target.max_sessions_per_identity,
+                    session_reclaim_after: target.session_reclaim_after,
                     shared: tokio::sync::Mutex::new(None),
                 }),
             );
@@ -562,6 +570,17 @@ impl Gateway {
         }
     }
 
+    /// Refuses, before anything reaches an upstream (a process spawned, a handshake, a
+    /// notification, a client's answer), while the audit log could not record it: the store
+    /// has failed or its file system is below `audit.space_reserve`. Requests are checked in
+    /// [`Gateway::request`]; this covers what reaches the upstream outside them.
+    fn refuse_unrecordable(&self, id: &str) -> Result<(), Refusal> {
+        match self.audit.unavailable() {
+            Some(cause) => Err(audit_refusal(id, &cause)),
+            None => Ok(()),
+        }
+    }
+
     /// `initialize` from a session-based client: opens a gateway session.
     pub async fn initialize(
         self: &Arc<Self>,
@@ -571,9 +590,12 @@ impl Gateway {
         params: Option<&RawValue>,
     ) -> Result<(Arc<Session>, String), Refusal> {
         let started = Instant::now();
-        let refusal = match self.open_session(caller, target, id, params, started).await {
-            Ok(opened) => return Ok(opened),
+        let refusal = match self.refuse_unrecordable(id.get()) {
             Err(refusal) => refusal,
+            Ok(()) => match self.open_session(caller, target, id, params, started).await {
+                Ok(opened) => return Ok(opened),
+                Err(refusal) => refusal,
+            },
         };
         // A session that could not be opened is an attempt all the same: record it.
         let mut ev = self.event(
@@ -620,6 +642,7 @@ impl Gateway {
                 ),
             ));
         }
+        self.reclaim_idle_session(caller, target).await;
         self.admit_session(caller, target, id)?;
         let unreachable = |e: LinkError| {
             Refusal::new(
@@ -801,6 +824,39 @@ impl Gateway {
         ))
     }
 
+    /// When the caller holds its limit of sessions on the target, ends its least recently
+    /// used one if that has been idle for `session_reclaim_after`: a client that abandons
+    /// its sessions (never sends DELETE) is not locked out until they expire, and since only
+    /// the caller's own session is ended, no one else loses anything. While all of them are
+    /// active, nothing is ended and [`Gateway::admit_session`] refuses.
+    async fn reclaim_idle_session(&self, caller: &Caller, target: &TargetRuntime) {
+        let reclaimable = {
+            let sessions = self.sessions.lock().expect("lock");
+            if sessions_of(&sessions, &caller.identity, &target.name)
+                < target.max_sessions_per_identity
+            {
+                return;
+            }
+            sessions
+                .values()
+                .filter(|s| s.belongs_to(&caller.identity) && s.target.name == target.name)
+                .map(|s| (*s.last_seen.lock().expect("lock"), s.id.clone()))
+                .min()
+                .filter(|(seen, _)| seen.elapsed() >= target.session_reclaim_after)
+        };
+        if let Some((seen, id)) = reclaimable {
+            let why = format!(
+                "ended to admit a new session of its owner, who held its limit (targets.{}.max_sessions_per_identity = {}); idle for {}s, past targets.{}.session_reclaim_after = {}s",
+                target.name,
+                target.max_sessions_per_identity,
+                seen.elapsed().as_secs(),
+                target.name,
+                target.session_reclaim_after.as_secs()
+            );
+            self.end_session(&id, Some(caller), &why).await;
+        }
+    }
+
     /// Before anything is spawned for a session: some rule on the target must apply to the
     /// caller (otherwise it could do nothing there but hold a process), and the caller must
     /// be under its own limit of sessions on the target, so one key cannot take every
@@ -830,11 +886,13 @@ impl Gateway {
                 Some(id.get()),
                 code::UPSTREAM_UNAVAILABLE,
                 &format!(
-                    "{} holds {own} sessions on {}, its limit (targets.{}.max_sessions_per_identity = {}); end one (DELETE) or let one expire first",
+                    "{} holds {own} sessions on {}, its limit (targets.{}.max_sessions_per_identity = {}), all active within targets.{}.session_reclaim_after = {}s; end one (DELETE) or let one go idle first",
                     caller.identity.subject,
                     target.name,
                     target.name,
-                    target.max_sessions_per_identity
+                    target.max_sessions_per_identity,
+                    target.name,
+                    target.session_reclaim_after.as_secs()
                 ),
             ));
         }
@@ -1981,6 +2039,13 @@ impl Gateway {
                 &message,
             ));
         }
+        if let Err(refusal) = self.refuse_unrecordable("null") {
+            // Recorded all the same: events are still written below the reserve.
+            ev.outcome = Outcome::Failed;
+            ev.detail = Some("not relayed: the audit log cannot record it".into());
+            let _ = self.audit.record(ev).await;
+            return Err(refusal);
+        }
         let link = match session {
             Some(s) if matches!(s.route, SessionRoute::Dedicated) => Some((s.link.clone(), false)),
             _ => target
@@ -2064,6 +2129,14 @@ impl Gateway {
         );
         ev.request_id = Some(id.get().to_string());
         ev.result = Some(self.audit.digest(text.as_bytes()));
+        // Checked before the upstream's request is taken as answered, so the client can
+        // answer again once the log can record it.
+        if let Err(refusal) = self.refuse_unrecordable(id.get()) {
+            ev.outcome = Outcome::Failed;
+            ev.detail = Some("not relayed: the audit log cannot record it".into());
+            let _ = self.audit.record(ev).await;
+            return Err(refusal);
+        }
         // Only an answer to a request the upstream made on this session is relayed: anything
         // else would feed the upstream a result it never asked for (or answer another
         // session's request on a shared link).

@@ -165,7 +165,9 @@ pub fn summary(report: &Report) -> Option<Vec<DataFinding>> {
 /// Members of a message that are never masked: they identify or steer the exchange (which
 /// request, which page, which protocol) and carry no data, and masking them breaks it (a
 /// progress token rewritten to `[PASSWORD]` matches no request). They are kept only where the
-/// protocol puts them: at the top of `params` or `result`, and in the `_meta` there. The
+/// protocol puts them (at the top of `params` or `result`, and in the `_meta` there) and only
+/// with a value the protocol could have put there ([`legitimate_protocol_value`]): anything
+/// else under those names is masked like any member. The
 /// envelope (`jsonrpc`, `id`, `method`) and an error's `code` are never masked either.
 /// Everything else is masked, names and URIs included: a URI that carries a detected value
 /// reaches the caller masked, and cannot be used to read it.
@@ -279,6 +281,9 @@ impl MaskSet {
         let Ok(Value::Object(mut message)) = serde_json::from_str::<Value>(&text) else {
             return None;
         };
+        if self.request_id_carries_a_value(&message) {
+            return None;
+        }
         let before = report.total();
         if let Some(Value::Object(params)) = message.get_mut("params") {
             for profile in &self.0 {
@@ -304,6 +309,24 @@ impl MaskSet {
     }
 }
 
+impl MaskSet {
+    /// Whether `message` is a server-to-client request whose id a detector of the set flags.
+    /// Such an id cannot be masked (the caller's answer must carry it back as sent to reach
+    /// the upstream), so the request is not relayed at all: the upstream hears no answer, as
+    /// when a client declines. The ids of answers are the caller's own and are left alone.
+    fn request_id_carries_a_value(&self, message: &Map<String, Value>) -> bool {
+        if !message.contains_key("method") {
+            return false;
+        }
+        let Some(id @ (Value::String(_) | Value::Number(_))) = message.get("id") else {
+            return false;
+        };
+        self.0
+            .iter()
+            .any(|profile| !legitimate_protocol_value(profile, "id", id))
+    }
+}
+
 /// Masks the members of `params` or `result` with one profile, setting the protocol fields
 /// (there and in its `_meta`) aside and putting them back after.
 fn mask_members(
@@ -312,9 +335,9 @@ fn mask_members(
     path: &str,
     report: &mut Report,
 ) {
-    let kept = take_protocol_fields(object);
+    let kept = take_protocol_fields(profile, object);
     let kept_meta = match object.get_mut("_meta") {
-        Some(Value::Object(meta)) => take_protocol_fields(meta),
+        Some(Value::Object(meta)) => take_protocol_fields(profile, meta),
         _ => Vec::new(),
     };
     let mut value = Value::Object(std::mem::take(object));
@@ -329,20 +352,22 @@ fn mask_members(
     object.extend(kept);
 }
 
-/// A resource `blob` whose `mimeType` says it is text (`text/*`, JSON, XML, YAML, CSV) is
-/// text in base64: decoded, masked as text, encoded again. One that does not decode to UTF-8
-/// is bytes whatever its type claims, and is left as it is. A second pass, but one that
-/// scans no string: it only looks for such blobs, which are rare.
+/// Base64 bytes that decode to UTF-8 text are text, whatever their declared type (none, an
+/// image type: a declared type is the upstream's word, not a fact): decoded, masked as text,
+/// encoded again. Real bytes (an image, an archive) almost never decode to UTF-8, and are left
+/// as they are. A second pass, but one that scans no string: it only decodes the members
+/// [`bytes_member`] names, which are rare.
 fn mask_text_blobs(profile: &Profile, value: &mut Value, path: &mut String, report: &mut Report) {
     let mark = path.len();
     match value {
         Value::Object(object) => {
-            if is_text_blob(object)
-                && let Some(Value::String(blob)) = object.get_mut("blob")
+            if let Some(key) = bytes_member(object)
+                && let Some(Value::String(blob)) = object.get_mut(key)
                 && let Ok(bytes) = STANDARD.decode(blob.as_bytes())
                 && let Ok(text) = String::from_utf8(bytes)
             {
-                path.push_str(".blob");
+                path.push('.');
+                path.push_str(key);
                 if let Some(masked) = profile.mask_text(&text, path, report) {
                     *blob = STANDARD.encode(masked);
                 }
@@ -370,52 +395,78 @@ fn mask_text_blobs(profile: &Profile, value: &mut Value, path: &mut String, repo
     }
 }
 
-fn is_text_blob(object: &Map<String, Value>) -> bool {
-    let Some(mime) = object.get("mimeType").and_then(Value::as_str) else {
-        return false;
+/// The member of this object the protocol gives base64 bytes, if it has one: a resource's
+/// `blob`, the `data` of image and audio content.
+fn bytes_member(object: &Map<String, Value>) -> Option<&'static str> {
+    let key = if object.contains_key("uri") {
+        "blob"
+    } else if matches!(
+        object.get("type").and_then(Value::as_str),
+        Some("image" | "audio")
+    ) {
+        "data"
+    } else {
+        return None;
     };
-    let mime = mime
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    object.get("blob").is_some_and(Value::is_string)
-        && (mime.starts_with("text/")
-            || mime.ends_with("+json")
-            || mime.ends_with("+xml")
-            || matches!(
-                mime.as_str(),
-                "application/json"
-                    | "application/xml"
-                    | "application/yaml"
-                    | "application/x-yaml"
-                    | "application/csv"
-                    | "application/javascript"
-            ))
+    object.get(key).is_some_and(Value::is_string).then_some(key)
 }
 
-fn take_protocol_fields(object: &mut Map<String, Value>) -> Vec<(String, Value)> {
-    PROTOCOL_FIELDS
+/// Sets aside the protocol fields of `object` whose values are legitimate
+/// ([`legitimate_protocol_value`]); the others stay, and are masked like any member.
+fn take_protocol_fields(
+    profile: &Profile,
+    object: &mut Map<String, Value>,
+) -> Vec<(String, Value)> {
+    let legitimate: Vec<&str> = PROTOCOL_FIELDS
         .iter()
-        .filter_map(|key| object.remove(*key).map(|value| (key.to_string(), value)))
+        .copied()
+        .filter(|key| {
+            object
+                .get(*key)
+                .is_some_and(|value| legitimate_protocol_value(profile, key, value))
+        })
+        .collect();
+    legitimate
+        .into_iter()
+        .filter_map(|key| object.remove(key).map(|value| (key.to_string(), value)))
         .collect()
 }
 
-/// Base64 bytes, which masking would corrupt: a resource's `blob` and the `data` of image
-/// and audio content, when they hold nothing but the base64 alphabet (text put there is
-/// masked like any other). A blob whose `mimeType` says it is text is masked by
-/// [`mask_text_blobs`]; other bytes are not scanned (a limit written in docs/security.md).
+/// The result types the specification defines (2026-07-28, `resultType`).
+const RESULT_TYPES: &[&str] = &["complete", "input_required"];
+
+/// Whether a protocol field's value is one the protocol could have put there, so it passes
+/// unmasked: a known protocol version, a result type of the specification, or a token,
+/// request id or cursor (a string or number: opaque to the client) in which no detector of
+/// the profile finds a value. The exemption is from the field-name rules (`token` would mask
+/// `progressToken` whole and break progress), never from the detectors: an upstream cannot
+/// pass a value in clear by putting it under a protocol name.
+fn legitimate_protocol_value(profile: &Profile, key: &str, value: &Value) -> bool {
+    match key {
+        "protocolVersion" | crate::era::META_VERSION => value
+            .as_str()
+            .is_some_and(|v| v == crate::era::MODERN || crate::era::LEGACY.contains(&v)),
+        "resultType" => value.as_str().is_some_and(|v| RESULT_TYPES.contains(&v)),
+        _ => {
+            let text = match value {
+                Value::String(text) => text.clone(),
+                Value::Number(number) => number.to_string(),
+                _ => return false,
+            };
+            let mut found = Report::default();
+            profile.scan_text(&text, "", &mut found);
+            found.total() == 0
+        }
+    }
+}
+
+/// Base64 bytes, which masking as a string would corrupt: a resource's `blob` and the `data`
+/// of image and audio content ([`bytes_member`]), when they hold nothing but the base64
+/// alphabet (text put there is masked like any other). Those that decode to UTF-8 text are
+/// masked by [`mask_text_blobs`]; other bytes are not scanned (a limit written in
+/// docs/security.md).
 fn is_binary(object: &Map<String, Value>, key: &str) -> bool {
-    let shaped = match key {
-        "blob" => object.contains_key("uri"),
-        "data" => matches!(
-            object.get("type").and_then(Value::as_str),
-            Some("image" | "audio")
-        ),
-        _ => false,
-    };
-    shaped
+    bytes_member(object) == Some(key)
         && object.get(key).and_then(Value::as_str).is_some_and(|text| {
             text.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_'))
@@ -454,7 +505,7 @@ mod tests {
     }
 
     #[test]
-    fn resource_contents_are_masked_but_blobs_are_not() {
+    fn resource_contents_are_masked_and_so_is_text_in_an_untyped_blob() {
         let (result, found) = masked(
             "default",
             json!({"contents": [
@@ -463,8 +514,14 @@ mod tests {
             ]}),
         );
         assert_eq!(result["contents"][0]["text"], "owner: [EMAIL]");
-        assert_eq!(result["contents"][1]["blob"], "YWRhQGV4YW1wbGUuY29t");
-        assert_eq!(found, [("email".into(), "$.contents[0].text".into())]);
+        assert_eq!(result["contents"][1]["blob"], STANDARD.encode("[EMAIL]"));
+        assert_eq!(
+            found,
+            [
+                ("email".into(), "$.contents[0].text".into()),
+                ("email".into(), "$.contents[1].blob".into())
+            ]
+        );
     }
 
     #[test]
@@ -489,11 +546,12 @@ mod tests {
             embedded.ends_with("0005") && !embedded.contains("822463"),
             "{embedded}"
         );
+        // Text sent as an image is text all the same.
         assert_eq!(
             result["messages"][2]["content"]["data"],
-            "NDExMSAxMTExIDExMTEgMTExMQ=="
+            STANDARD.encode("**** **** **** 1111")
         );
-        assert_eq!(found.len(), 3, "{found:?}");
+        assert_eq!(found.len(), 4, "{found:?}");
         assert!(found.contains(&(
             "credit_card".into(),
             "$.messages[1].content.resource.text".into()
@@ -501,7 +559,7 @@ mod tests {
     }
 
     #[test]
-    fn every_string_of_every_result_is_masked_but_protocol_fields_and_bytes_are_not() {
+    fn every_string_of_every_result_is_masked_but_legitimate_protocol_fields_and_bytes_are_not() {
         let (result, found) = masked(
             "default",
             json!({
@@ -520,17 +578,28 @@ mod tests {
                            "inputSchema": {"properties": {"to": {"default": "ada@example.com"}}}}],
                 "instructions": "ask ada@example.com",
                 "nextCursor": "ada@example.com",
-                "_meta": {"progressToken": "tok_ada@example.com", "note": "ada@example.com"}
+                "resultType": "complete",
+                "protocolVersion": "4111 1111 1111 1111",
+                "_meta": {"progressToken": "tok_7f3a", "note": "ada@example.com",
+                          "io.modelcontextprotocol/protocolVersion": "2026-07-28"}
             }),
         );
         let text = result.to_string();
-        assert_eq!(text.matches("ada@example.com").count(), 2, "{text}");
-        assert_eq!(result["nextCursor"], "ada@example.com");
-        assert_eq!(result["_meta"]["progressToken"], "tok_ada@example.com");
+        assert_eq!(text.matches("ada@example.com").count(), 0, "{text}");
+        // Protocol fields pass as they are only with legitimate values.
+        assert_eq!(result["nextCursor"], "[EMAIL]");
+        assert_eq!(result["protocolVersion"], "[CREDIT_CARD]");
+        assert_eq!(result["resultType"], "complete");
+        assert_eq!(result["_meta"]["progressToken"], "tok_7f3a");
+        assert_eq!(
+            result["_meta"]["io.modelcontextprotocol/protocolVersion"],
+            "2026-07-28"
+        );
         assert_eq!(result["_meta"]["note"], "[EMAIL]");
         assert_eq!(result["content"][0]["uri"], "mailto:[EMAIL]");
         assert_eq!(result["content"][3]["text"][0], "an array: [EMAIL]");
-        assert_eq!(result["content"][5]["data"], "YWRhQGV4YW1wbGUuY29t");
+        // Base64 that decodes to text is masked as text, whatever the declared type.
+        assert_eq!(result["content"][5]["data"], STANDARD.encode("[EMAIL]"));
         assert_eq!(result["content"][6]["data"], "not base64: [EMAIL]");
         assert!(
             found.contains(&("email".into(), "$.content[0].name".into())),
@@ -565,6 +634,10 @@ mod tests {
         let masked = set.mask_message(sampling.into(), &mut report).unwrap();
         assert!(!masked.contains("ada@example.com"), "{masked}");
         assert!(masked.contains(r#""progressToken":"t""#), "{masked}");
+        // A server request whose id carries a value cannot be masked (the answer must carry
+        // the id back): it is not relayed.
+        let leaky_id = r#"{"jsonrpc":"2.0","id":"ada@example.com","method":"sampling/createMessage","params":{"messages":[]}}"#;
+        assert_eq!(set.mask_message(leaky_id.into(), &mut report), None);
         // Nothing to mask: the text passes as it came; unreadable: it does not pass at all.
         let clean = r#"{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"ok"}}"#;
         assert_eq!(

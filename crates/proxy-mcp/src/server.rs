@@ -113,9 +113,9 @@ async fn resource_metadata(
     State(gateway): State<Arc<Gateway>>,
     Path(target): Path<String>,
 ) -> Response {
-    if !gateway.targets.contains_key(&target) {
-        return StatusCode::NOT_FOUND.into_response();
-    }
+    // Served for any name, like the 401 challenge that points here: a 404 for unknown
+    // names would tell an unauthenticated caller which targets exist. The document says
+    // only where to authenticate, the same for every target.
     let body = json!({
         "resource": format!("{}/mcp/{target}", gateway.settings.public_url),
         "authorization_servers": gateway.settings.issuers,
@@ -139,13 +139,6 @@ async fn admit(
             "this Origin is not allowed (gateway.allowed_origins)",
         ));
     }
-    let Some(runtime) = gateway.targets.get(target).cloned() else {
-        return Err(plain_error(
-            StatusCode::NOT_FOUND,
-            code::INVALID_REQUEST,
-            &format!("no MCP target named {target:?}"),
-        ));
-    };
     let challenge = |error: Option<(&str, &str)>| {
         let mut value = format!(
             "Bearer resource_metadata=\"{}\"",
@@ -180,13 +173,22 @@ async fn admit(
         return Err(throttled(retry_after));
     }
     match gateway.auth.authenticate(credential).await {
-        Ok(identity) => Ok((
-            Caller {
-                identity: Arc::new(identity),
-                source: addr.to_string(),
-            },
-            runtime,
-        )),
+        // Only an authenticated caller learns which targets exist: before, every path
+        // answers alike (401), so target names cannot be probed without a credential.
+        Ok(identity) => match gateway.targets.get(target).cloned() {
+            Some(runtime) => Ok((
+                Caller {
+                    identity: Arc::new(identity),
+                    source: addr.to_string(),
+                },
+                runtime,
+            )),
+            None => Err(plain_error(
+                StatusCode::NOT_FOUND,
+                code::INVALID_REQUEST,
+                &format!("no MCP target named {target:?}"),
+            )),
+        },
         Err(e) => {
             let message = e.to_string();
             // Counted: past the limit the source is refused unchecked (above), and those

@@ -9,17 +9,23 @@ use crate::common::*;
 use serde_json::json;
 
 /// A stdio MCP server in Python (session era) with one tool, `lookup`, that appends every
-/// `tools/call` it receives to `argv[1]`: what reached the target, counted on its side.
+/// `tools/call` it receives to `argv[1]`, and every message it receives to `argv[2]`: what
+/// reached the target, counted on its side.
 const COUNTING_SERVER: &str = r#"
 import json, sys
-calls_path = sys.argv[1]
+calls_path, seen_path = sys.argv[1], sys.argv[2]
 def send(obj):
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
-for line in sys.stdin:
+while True:
+    line = sys.stdin.readline()
+    if not line:
+        break
     line = line.strip()
     if not line:
         continue
+    with open(seen_path, "a") as f:
+        f.write(line + "\n")
     msg = json.loads(line)
     if "id" not in msg or "method" not in msg:
         continue
@@ -40,6 +46,11 @@ for line in sys.stdin:
         send({"jsonrpc": "2.0", "id": i, "error": {"code": -32601, "message": "Method not found"}})
 "#;
 
+/// The file the counting server in `dir` writes every message it receives to.
+fn seen_log(dir: &Path) -> PathBuf {
+    dir.join("seen.log")
+}
+
 /// The configuration of a gateway in front of the counting server (written into `dir`);
 /// returns it and the file the server counts its calls in.
 fn counting_config(dir: &Path, agent: &Key) -> (String, PathBuf) {
@@ -50,7 +61,7 @@ fn counting_config(dir: &Path, agent: &Key) -> (String, PathBuf) {
         r#"{agent}
 [targets.counted]
 kind = "mcp"
-command = [{python:?}, {script:?}, {calls:?}]
+command = [{python:?}, {script:?}, {calls:?}, {seen:?}]
 
 [[rules]]
 name = "agents look up"
@@ -62,6 +73,7 @@ tools = ["lookup"]
         python = python(),
         script = script.display().to_string(),
         calls = calls.display().to_string(),
+        seen = seen_log(dir).display().to_string(),
     );
     (config, calls)
 }
@@ -179,6 +191,126 @@ async fn no_call_reaches_the_target_unrecorded_when_the_audit_store_fills() {
         calls_upstream(&calls),
         recorded(&gw),
         "calls that reached the target vs their events, after recovery"
+    );
+}
+
+/// Mounts an 8 MiB tmpfs on `dir/data` (unmounted on drop); returns the mount point.
+fn small_store(dir: &Path) -> (PathBuf, Mount) {
+    let data = dir.join("data");
+    std::fs::create_dir(&data).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(&data)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        mounted,
+        "this test needs to mount a small tmpfs (root, CAP_SYS_ADMIN)"
+    );
+    (data.clone(), Mount(data))
+}
+
+/// Issue 13 re-check, M4: the space reserve covered requests only. Below it, `initialize`
+/// still spawned an upstream and handed it the handshake, and a session's notifications
+/// (`notifications/initialized`, `roots/list_changed`, `progress`) and answers reached the
+/// upstream. Below the reserve nothing reaches the upstream: each is refused with -32013,
+/// saying why, and recorded.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_handshake_or_notification_reaches_the_target_below_the_space_reserve() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, _mount) = small_store(dir.path());
+    let agent = api_key("reserve-agent", "agent", &["agents"]);
+    let (config, _) = counting_config(dir.path(), &agent);
+    // Half the store in reserve: below it with room left, so the refusals can be recorded.
+    let config = format!("{config}\n[audit]\nspace_reserve = 4194304\n");
+    let seen = seen_log(dir.path());
+    let gw = Gateway::start_in(dir, &config, "", &[]);
+    let client = reqwest::Client::new();
+    let url = gw.url("counted");
+    let post = |session: Option<String>, body: serde_json::Value| {
+        let mut req = client
+            .post(&url)
+            .bearer_auth(&agent.key)
+            .header("accept", "application/json, text/event-stream")
+            .json(&body);
+        if let Some(session) = session {
+            req = req
+                .header("mcp-session-id", session)
+                .header("mcp-protocol-version", "2025-11-25");
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let session = resp
+                .headers()
+                .get("mcp-session-id")
+                .map(|v| v.to_str().unwrap().to_string());
+            (status, session, last_message(&resp.text().await.unwrap()))
+        }
+    };
+    let init = |name: &str| {
+        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": name, "version": "1"}}})
+    };
+    // A session opened while there is room; its client has not yet said `initialized`.
+    let (status, session, body) = post(None, init("before-the-fill")).await;
+    assert_eq!(status, 200, "{body}");
+    let session = session.expect("a session id");
+    let seen_before = std::fs::read_to_string(&seen).unwrap();
+    assert!(seen_before.contains("before-the-fill"));
+
+    let filler = fill(&data);
+    let full = std::fs::metadata(&filler).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&filler)
+        .unwrap()
+        .set_len(full.saturating_sub(2 << 20))
+        .unwrap();
+    // The gateway measures the free space at most every 250 ms.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (status, new_session, body) = post(None, init("below-the-reserve")).await;
+    assert_eq!(body["error"]["code"], -32013, "initialize: {status} {body}");
+    assert!(new_session.is_none(), "a session was opened: {body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("audit"),
+        "the refusal says why: {body}"
+    );
+    for (method, params) in [
+        ("notifications/initialized", json!({})),
+        ("notifications/roots/list_changed", json!({})),
+        (
+            "notifications/progress",
+            json!({"progressToken": "below-the-reserve", "progress": 1}),
+        ),
+    ] {
+        let note = json!({"jsonrpc": "2.0", "method": method, "params": params});
+        let (status, _, body) = post(Some(session.clone()), note).await;
+        assert_eq!(body["error"]["code"], -32013, "{method}: {status} {body}");
+    }
+    let seen_below = std::fs::read_to_string(&seen).unwrap();
+    std::fs::remove_file(&filler).unwrap();
+    assert_eq!(
+        seen_below.strip_prefix(&seen_before).unwrap_or(&seen_below),
+        "",
+        "reached the target below the reserve"
+    );
+    let events = gw.events();
+    assert!(
+        events.iter().any(|e| e["action"] == "initialize"
+            && e["outcome"] == "failed"
+            && e["detail"].as_str().unwrap_or_default().contains("audit")),
+        "the refused initialize is recorded: {events:#?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["action"] == "notifications/roots/list_changed" && e["outcome"] == "failed"),
+        "the withheld notification is recorded: {events:#?}"
     );
 }
 

@@ -11,8 +11,9 @@ use crate::common::{Gateway, Key, MODERN, api_key, last_message, modern_call, py
 
 /// A stdio MCP server in Python (session era: it refuses `server/discover`) that logs every
 /// line it receives to `argv[1]` and answers `resources/read` with the URI it actually read
-/// (`params.uri`, as the specification says a server does), and `resources/subscribe` with
-/// an empty result.
+/// (`params.uri`, as the specification says a server does), `resources/subscribe` with
+/// an empty result, and `resources/templates/list` with `docs://public/{name}` and
+/// `docs://secret/{name}`.
 const RESOURCE_SERVER: &str = r#"
 import json, sys
 log_path = sys.argv[1]
@@ -40,6 +41,10 @@ while True:
         send({"jsonrpc": "2.0", "id": i, "result": {"contents": [{"uri": uri, "mimeType": "text/plain", "text": "CONTENT OF " + uri}]}})
     elif m == "resources/subscribe":
         send({"jsonrpc": "2.0", "id": i, "result": {}})
+    elif m == "resources/templates/list":
+        send({"jsonrpc": "2.0", "id": i, "result": {"resourceTemplates": [
+            {"uriTemplate": "docs://public/{name}", "name": "public doc"},
+            {"uriTemplate": "docs://secret/{name}", "name": "secret doc"}]}})
     elif m == "ping":
         send({"jsonrpc": "2.0", "id": i, "result": {}})
     else:
@@ -893,4 +898,167 @@ async fn the_demos_printed_stateless_requests_carry_the_required_meta() {
             "{answer}"
         );
     }
+}
+
+/// Issue 13 re-check, M5: an unauthenticated caller told targets apart: `POST /mcp/nosuch`
+/// answered 404 `no MCP target named "nosuch"` while an existing target answered 401, and
+/// the protected-resource metadata was 404 for unknown names. Without valid credentials
+/// every `/mcp/*` path answers alike (401), and the metadata alike (200); only an
+/// authenticated caller hears that a target does not exist.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unauthenticated_caller_cannot_tell_which_targets_exist() {
+    let agent = api_key("agent", "agent", &["agents"]);
+    let (gw, _log) = permissive_gateway(&[&agent], "");
+    let client = client();
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list",
+        "params": {"_meta": modern_meta()}});
+    let wrong_key = format!("pcx_{}", "Z".repeat(43));
+    let answer = |target: &'static str, key: Option<String>| {
+        let mut req = client
+            .post(gw.url(target))
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", MODERN)
+            .header("mcp-method", "tools/list")
+            .json(&list);
+        if let Some(key) = key {
+            req = req.bearer_auth(key);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap();
+            (status, text)
+        }
+    };
+    for key in [None, Some(wrong_key)] {
+        let (existing_status, _) = answer("app", key.clone()).await;
+        let (unknown_status, unknown_body) = answer("nosuch", key.clone()).await;
+        assert_eq!(existing_status, 401, "credential {key:?}");
+        assert_eq!(
+            unknown_status, 401,
+            "credential {key:?}: an unknown target answered otherwise: {unknown_body}"
+        );
+        assert!(!unknown_body.contains("nosuch"), "{unknown_body}");
+    }
+    let metadata = |target: &str| {
+        client
+            .get(format!(
+                "{}/.well-known/oauth-protected-resource/mcp/{target}",
+                gw.url("").trim_end_matches("/mcp/")
+            ))
+            .send()
+    };
+    assert_eq!(
+        metadata("app").await.unwrap().status(),
+        metadata("nosuch").await.unwrap().status(),
+        "the metadata tells the names apart"
+    );
+    // An authenticated caller is told.
+    let (status, body) = answer("nosuch", Some(agent.key.clone())).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("no MCP target named"), "{body}");
+}
+
+/// Issue 13 re-check, M2: `resources/templates/list` was not filtered by policy, so a
+/// caller that may read only `docs://public/*` learned of `docs://secret/{name}` (both
+/// eras). Templates are filtered like `resources/list`: a template whose text the caller's
+/// resource rules do not allow is hidden.
+#[tokio::test(flavor = "multi_thread")]
+async fn resource_templates_the_caller_may_not_read_are_not_listed() {
+    let agent = api_key("agent", "agent", &["agents"]);
+    let (gw, _log) = resources_gateway(&agent);
+    let client = client();
+    let url = gw.url("docs");
+    let templates = |body: &Value| -> Vec<String> {
+        body["result"]["resourceTemplates"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no templates: {body}"))
+            .iter()
+            .map(|t| t["uriTemplate"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let session = open_session(&client, &url, &agent.key).await;
+    let h = [
+        ("mcp-session-id", session.as_str()),
+        ("mcp-protocol-version", "2025-11-25"),
+    ];
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "resources/templates/list"});
+    let (status, body, _) = post(&client, &url, &agent.key, &h, &list).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(templates(&body), ["docs://public/{name}"], "session era");
+
+    let (status, body) = modern_call(
+        &client,
+        &url,
+        &agent.key,
+        2,
+        "resources/templates/list",
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(templates(&body), ["docs://public/{name}"], "stateless era");
+}
+
+/// Issue 13 re-check, M6: a client that never ends its sessions locked itself out: at
+/// `max_sessions_per_identity` abandoned sessions, every new `initialize` got 429 until one
+/// expired (`session_idle_timeout`, 30 min). At its cap, the identity's least recently used
+/// session idle for `session_reclaim_after` is ended (recorded as a session end saying why)
+/// and the new one admitted; 429 only while all of them are active.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_abandons_its_sessions_is_not_locked_out() {
+    let agent = api_key("agent", "agent", &["agents"]);
+    let (gw, _log) = permissive_gateway(
+        &[&agent],
+        "max_sessions_per_identity = 2\nsession_reclaim_after = \"1s\"",
+    );
+    let client = client();
+    let url = gw.url("app");
+    let abandoned = open_session(&client, &url, &agent.key).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = open_session(&client, &url, &agent.key).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Both are idle past the reclaim delay: the older one gives way.
+    let third = open_session(&client, &url, &agent.key).await;
+    let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
+    let (status, _, _) = post(
+        &client,
+        &url,
+        &agent.key,
+        &session_headers(&abandoned),
+        &ping,
+    )
+    .await;
+    assert_eq!(status, 404, "the reclaimed session is over");
+    let (status, body, _) = post(&client, &url, &agent.key, &session_headers(&second), &ping).await;
+    assert_eq!(status, 200, "the other one lives on: {body}");
+
+    // Both remaining sessions are active now: no room, and the refusal says why.
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "one-too-many", "version": "1"}}});
+    let (status, body, _) = post(&client, &url, &agent.key, &[], &init).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_sessions_per_identity"),
+        "{body}"
+    );
+    let (status, _, _) = post(&client, &url, &agent.key, &session_headers(&third), &ping).await;
+    assert_eq!(status, 200);
+
+    let events = gw.events();
+    let end = events
+        .iter()
+        .find(|e| e["type"] == "session.end" && e["session"] == abandoned.as_str())
+        .unwrap_or_else(|| panic!("no end recorded for the reclaimed session: {events:#?}"));
+    assert!(
+        end["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("session_reclaim_after"),
+        "the end says why: {end}"
+    );
 }

@@ -54,7 +54,7 @@ while True:
         answer(i, {"tools": [{"name": "shapes", "description": "mails " + EMAIL,
                               "inputSchema": {"type": "object", "properties": {"to": {"type": "string", "default": EMAIL}}}}]
                              # The gateway calls only tools the upstream lists (and it pins).
-                             + [{"name": n, "inputSchema": {"type": "object"}} for n in ("fail", "chatter", "dupes")]})
+                             + [{"name": n, "inputSchema": {"type": "object"}} for n in ("fail", "chatter", "dupes", "protocol_fields", "stray_request")]})
     elif m == "resources/templates/list":
         answer(i, {"resourceTemplates": [{"name": "by owner", "uriTemplate": "users://" + EMAIL + "/{id}",
                                           "description": "cards like " + CARD}]})
@@ -90,8 +90,28 @@ while True:
                 {"type": "resource", "resource": {"uri": "users://" + EMAIL + "/card", "mimeType": "text/plain", "text": "on file"}},
                 {"type": "image", "data": "iVBORw0KGgoAAAANSUhEUg==", "mimeType": "image/png"},
                 {"type": "resource", "resource": {"uri": "file:///owners.csv", "mimeType": "text/csv",
-                 "blob": base64.b64encode(("owner," + EMAIL).encode()).decode()}}],
+                 "blob": base64.b64encode(("owner," + EMAIL).encode()).decode()}},
+                # Text as base64 bytes whose declared type does not say text: none, or an image.
+                {"type": "resource", "resource": {"uri": "file:///b",
+                 "blob": base64.b64encode(("owner " + EMAIL + " card " + CARD).encode()).decode()}},
+                {"type": "image", "mimeType": "image/png",
+                 "data": base64.b64encode(("key " + CLOUD_KEY).encode()).decode()}],
                 "_meta": {"owner": EMAIL}})
+        elif name == "protocol_fields":
+            # Secrets in the members the gateway passes unmasked as protocol fields.
+            if token is not None:
+                send({"jsonrpc": "2.0", "method": "notifications/progress",
+                      "params": {"progressToken": token, "progress": 1, "requestId": EMAIL, "cursor": EMAIL}})
+            answer(i, {"content": [{"type": "text", "text": "ok"}], "nextCursor": EMAIL,
+                       "protocolVersion": EMAIL, "resultType": CARD,
+                       "_meta": {"progressToken": EMAIL, "io.modelcontextprotocol/protocolVersion": CLOUD_KEY}})
+        elif name == "stray_request":
+            # On the standalone (GET) stream: a server request whose id is a secret, then a marker.
+            send({"jsonrpc": "2.0", "id": EMAIL, "method": "sampling/createMessage",
+                  "params": {"messages": [{"role": "user", "content": {"type": "text", "text": "hi"}}], "maxTokens": 5}})
+            send({"jsonrpc": "2.0", "method": "notifications/message",
+                  "params": {"level": "info", "data": "after the stray request"}})
+            answer(i, {"content": [{"type": "text", "text": "done"}]})
         elif name == "dupes":
             sys.stdout.write('{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"masked?","text":"%s"}]}}\n' % (json.dumps(i), EMAIL))
             sys.stdout.flush()
@@ -395,6 +415,112 @@ async fn every_content_shape_of_a_tool_result_is_masked() {
         .decode(content[6]["resource"]["blob"].as_str().unwrap())
         .unwrap();
     assert_eq!(String::from_utf8(blob).unwrap(), "owner,[EMAIL]");
+}
+
+/// Issue 13 re-check, M3: only a blob whose `mimeType` said text was decoded and masked, so
+/// text sent as base64 with no type (or an image type) reached the caller in clear once
+/// decoded. Any blob or image/audio `data` that decodes to UTF-8 text is masked as text,
+/// whatever its declared type.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_in_a_base64_blob_without_a_text_type_is_masked() {
+    use base64::Engine as _;
+    let agent = api_key("mask-untyped-blob", "agent", &["agents"]);
+    let gw = leaky_gateway(&agent);
+    let c = client();
+    let answer = modern(
+        &c,
+        &gw.url("billing"),
+        &agent.key,
+        1,
+        "tools/call",
+        json!({"name": "shapes", "arguments": {}}),
+    )
+    .await;
+    let content = &answer.last().unwrap()["result"]["content"];
+    let decoded = |value: &Value| {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(
+                value
+                    .as_str()
+                    .unwrap_or_else(|| panic!("no base64: {content}")),
+            )
+            .unwrap();
+        String::from_utf8(bytes).unwrap()
+    };
+    let blob = decoded(&content[7]["resource"]["blob"]);
+    assert_no_secret("a blob without mimeType, decoded", &blob);
+    assert!(blob.starts_with("owner [EMAIL] card "), "{blob}");
+    let image = decoded(&content[8]["data"]);
+    assert_no_secret("text declared as an image, decoded", &image);
+    // Real bytes are still left alone.
+    assert_eq!(content[5]["data"], "iVBORw0KGgoAAAANSUhEUg==");
+}
+
+/// Issue 13 re-check, M1: the members kept unmasked as protocol fields passed whatever the
+/// upstream put there: `nextCursor`, `protocolVersion`, `resultType` and `_meta`'s
+/// `progressToken` and protocol version of a result, a progress notification's `requestId`
+/// and `cursor`, in both eras. A protocol field is kept only when its value is legitimate
+/// (a known version or result type, a token or cursor no detector flags); the caller's own
+/// progress token still comes back as sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_in_protocol_fields_are_masked() {
+    let agent = api_key("mask-protocol-fields", "agent", &["agents"]);
+    let gw = leaky_gateway(&agent);
+    let c = client();
+    let url = gw.url("billing");
+    let token = "req-token-7f3a9c2e41";
+    let stateless = modern(
+        &c,
+        &url,
+        &agent.key,
+        1,
+        "tools/call",
+        json!({"name": "protocol_fields", "arguments": {}, "_meta": {"progressToken": token}}),
+    )
+    .await;
+    let (sid, _) = open_session(&c, &url, &agent.key).await;
+    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "protocol_fields", "arguments": {}, "_meta": {"progressToken": token}}});
+    let (_, session) = post(&c, &url, &agent.key, Some(&sid), call).await;
+    for (era, answer) in [("stateless", stateless), ("session", session)] {
+        let text = serde_json::to_string(&answer).unwrap();
+        assert_no_secret(era, &text);
+        let progress = answer
+            .iter()
+            .find(|m| m["method"] == "notifications/progress")
+            .unwrap_or_else(|| panic!("{era}: no progress: {text}"));
+        assert_eq!(progress["params"]["progressToken"], token, "{era}: {text}");
+        assert_eq!(progress["params"]["requestId"], "[EMAIL]", "{era}: {text}");
+        let result = &answer.last().unwrap()["result"];
+        assert_eq!(result["nextCursor"], "[EMAIL]", "{era}: {text}");
+        assert_eq!(result["content"][0]["text"], "ok", "{era}: {text}");
+    }
+
+    // A server request on the GET stream whose id is a secret: the id cannot be masked (the
+    // answer must carry it back), so the request is not relayed.
+    let call = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+        "params": {"name": "stray_request", "arguments": {}}});
+    post(&c, &url, &agent.key, Some(&sid), call).await;
+    let mut stream = c
+        .get(&url)
+        .bearer_auth(&agent.key)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &sid)
+        .header("mcp-protocol-version", LEGACY)
+        .send()
+        .await
+        .unwrap();
+    let mut text = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !text.contains("after the stray request") && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(1), stream.chunk()).await {
+            Ok(Ok(Some(chunk))) => text.push_str(&String::from_utf8_lossy(&chunk)),
+            Ok(_) => break,
+            Err(_) => continue,
+        }
+    }
+    assert!(text.contains("after the stray request"), "{text}");
+    assert_no_secret("the GET stream", &text);
 }
 
 /// Item 6 (masking): results of methods policy does not decide were never masked:
