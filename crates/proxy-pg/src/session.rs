@@ -1020,9 +1020,10 @@ impl Session {
                 }
                 // A write under a masking rule must not copy a masked column somewhere the
                 // mask does not reach (`INSERT ... SELECT account_number`, `SET name =
-                // account_number`): later reads of that place would show it in clear.
+                // account_number`, `CREATE TABLE copy AS SELECT account_number`, a view over
+                // it): later reads of that place would show it in clear.
                 if let Some(masked) = &masked
-                    && ["insert", "update", "merge"]
+                    && ["insert", "update", "merge", "ddl"]
                         .iter()
                         .any(|k| statement.performs(k))
                     && let Some(column) = classified
@@ -1049,6 +1050,9 @@ impl Session {
                 if mask.is_some() {
                     self.last_mask = mask.clone();
                 }
+                // From the next statement on, an unqualified function may be one this DDL
+                // created (a refused DDL changes nothing, so it does not count).
+                self.schema_changed |= statement.performs("ddl");
                 Ok(Arc::new(Admitted {
                     classified,
                     verdict,
@@ -1116,7 +1120,6 @@ impl Session {
     ) -> Result<Option<SqlStatement>, Refusal> {
         let statement = &classified.statement;
         if statement.performs("ddl") {
-            self.schema_changed = true;
             self.proxy.catalog.forget();
         }
         let flagged = match self
@@ -1301,6 +1304,7 @@ impl Session {
             Decision::Allow { mask: Some(name) } => proxy.masks.get(&**name).cloned(),
             _ => None,
         };
+        self.schema_changed |= classified.statement.performs("ddl");
         Ok(Arc::new(Admitted {
             classified,
             verdict,

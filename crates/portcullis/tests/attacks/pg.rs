@@ -321,6 +321,60 @@ async fn schema_definitions_are_refused_to_an_identity_that_reads_one_table() {
     }
 }
 
+/// Found while closing the cursor leak: the check that stops a write under a masking rule
+/// from copying a masked column covered INSERT, UPDATE and MERGE, not DDL. A rule that lets
+/// an agent create tables could copy account numbers into a table (or a view) no mask
+/// names, and read them back in clear.
+#[tokio::test]
+async fn a_masked_column_copied_by_create_table_as_or_a_view_is_refused() {
+    let db = Db::new(FUNCTIONS_SETUP).await;
+    let builder = api_key("builder", "agent", &[]);
+    let rules = format!(
+        r#"
+[[rules]]
+name = "agent builds reports, masked"
+who.subjects = ["builder"]
+target = "crm"
+allow.statements = ["select", "ddl"]
+allow.tables = ["customers", "report_*"]
+mask = "pii"
+{PII}"#
+    );
+    let (_gw, port) = db.gateway("crm", &[&builder], &rules);
+    let client = through(port, &builder, "builder", "crm").await;
+    for sql in [
+        "create table report_copy as select id, account_number from customers",
+        "create table report_rev as select reverse(account_number) as a from customers",
+        "create view report_view as select id, account_number from customers",
+        "create materialized view report_mat as select account_number from customers",
+    ] {
+        let e = client.simple_query(sql).await.unwrap_err();
+        assert_eq!(sqlstate(&e), "42501", "{sql}: {e:?}");
+        assert!(
+            message(&e).contains("account_number") && message(&e).contains("copy"),
+            "{sql}: {}",
+            message(&e)
+        );
+    }
+    // Nothing was created: the refused statements never reached the server.
+    let created: i64 = db
+        .as_super()
+        .await
+        .query_one(
+            "select count(*) from pg_class where relname like 'report_%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(created, 0);
+    // A report that copies no masked column is still allowed.
+    client
+        .simple_query("create table report_names as select id, name from customers")
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn notification_payloads_are_masked_for_a_masked_listener() {
     let db = Db::new(FUNCTIONS_SETUP).await;
