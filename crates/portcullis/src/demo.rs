@@ -355,11 +355,11 @@ Use it from an MCP client (streamable HTTP), e.g. in mcp.json:
 
 Watch the audit log:
 
-  portcullis audit tail --data-dir {data} --follow
+  {exe} audit tail --data-dir {data} --follow
 
 Verify it as an auditor would (signatures, Merkle tree, published checkpoints):
 
-  portcullis audit verify --data-dir {data} --pubkey {pubkey} --checkpoints {checkpoints}
+  {exe} audit verify --data-dir {data} --pubkey {pubkey} --checkpoints {checkpoints}
 
 Stop with Ctrl-C.
 "#,
