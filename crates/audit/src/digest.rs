@@ -16,7 +16,6 @@
 //!   with the log. That protects a copy of the log, not someone who can read the data
 //!   directory: configure `audit.signing_key`.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use aws_lc_rs::hmac;
@@ -92,16 +91,7 @@ impl DigestKey {
             loaded => return loaded,
         }
         let bytes: [u8; 32] = rand_bytes().map_err(DigestKeyError::Derive)?;
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt as _;
-            options.mode(0o600);
-        }
-        let mut file = options.open(&path).map_err(io)?;
-        file.write_all(&bytes).map_err(io)?;
-        file.sync_all().map_err(io)?;
+        crate::keys::write_new(&path, &bytes, 0o600).map_err(io)?;
         Ok(DigestKey(hmac::Key::new(hmac::HMAC_SHA256, &bytes)))
     }
 

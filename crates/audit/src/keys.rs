@@ -187,7 +187,7 @@ fn read_key_line(path: &Path) -> Result<String, KeyError> {
 }
 
 /// Creates `path` (never replacing a file) with `mode`, writes and fsyncs it.
-fn write_new(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+pub(crate) fn write_new(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]

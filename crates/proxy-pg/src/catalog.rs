@@ -35,6 +35,7 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use portcullis_model::{FlaggedFunction, SqlStatement};
 
 use crate::upstream::{Upstream, UpstreamError, UpstreamSettings};
@@ -169,14 +170,15 @@ impl FunctionCatalog {
             let [Some(name), Some(schema), Some(oid), Some(volatility)] = row.as_slice() else {
                 return Err(CatalogError("unexpected answer from pg_proc".into()));
             };
-            let oid: u32 = oid
+            let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            let oid: u32 = text(oid)
                 .parse()
                 .map_err(|_| CatalogError(format!("unexpected OID {oid:?} from pg_proc")))?;
-            if let Some(procs) = fresh.get_mut(name) {
+            if let Some(procs) = fresh.get_mut(&text(name)) {
                 procs.push(Proc {
-                    schema: schema.clone(),
+                    schema: text(schema),
                     builtin: oid < FIRST_NORMAL_OBJECT_ID,
-                    volatile: volatility == "v",
+                    volatile: volatility.as_ref() == b"v",
                 });
             }
         }
@@ -205,7 +207,7 @@ impl FunctionCatalog {
         &self,
         upstream: &UpstreamSettings,
         sql: &str,
-    ) -> Result<Vec<Vec<Option<String>>>, CatalogError> {
+    ) -> Result<Vec<Vec<Option<Bytes>>>, CatalogError> {
         let mut connection = self.connection.lock().await;
         let run = async {
             if connection.is_none() {
@@ -216,7 +218,7 @@ impl FunctionCatalog {
                 );
             }
             match connection.as_mut() {
-                Some(c) => c.query(sql).await,
+                Some(c) => c.rows(sql).await.map(|(_, rows)| rows),
                 None => Err(UpstreamError::Closed),
             }
         };

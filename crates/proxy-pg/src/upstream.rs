@@ -283,45 +283,12 @@ impl Upstream {
     /// gateway's own role, for set-up work such as the demo's. `Err` carries the server's
     /// first error.
     pub async fn execute(&mut self, sql: &str) -> Result<(), UpstreamError> {
-        let mut out = BytesMut::new();
-        wire::query(&mut out, sql);
-        self.stream.write_all(&out).await?;
-        let mut failed = None;
-        loop {
-            let frame = read_frame(&mut self.stream, &mut self.buffered).await?;
-            match frame.tag {
-                b'E' => {
-                    let n = wire::parse_notice(&frame);
-                    failed.get_or_insert(UpstreamError::Server(format!(
-                        "{} ({})",
-                        n.message, n.code
-                    )));
-                }
-                b'Z' => return failed.map_or(Ok(()), Err),
-                _ => {}
-            }
-        }
-    }
-}
-
-impl Upstream {
-    /// Runs one query (simple protocol) as the gateway's own role and returns its rows, each
-    /// value as text (`None`: NULL), for the gateway's own look-ups (the function catalog).
-    /// `Err` carries the server's first error.
-    pub async fn query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, UpstreamError> {
-        let (_, rows) = self.rows(sql).await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| {
-                row.into_iter()
-                    .map(|v| v.map(|b| String::from_utf8_lossy(&b).into_owned()))
-                    .collect()
-            })
-            .collect())
+        self.rows(sql).await.map(|_| ())
     }
 
     /// Runs one query (simple protocol) as the gateway's own role and returns its column
-    /// names and rows, text format. For the gateway's own reads (column discovery, the function catalog).
+    /// names and rows, text format, for the gateway's own reads (column discovery, the function
+    /// catalog). `Err` carries the server's first error.
     #[allow(clippy::type_complexity)]
     pub async fn rows(
         &mut self,
