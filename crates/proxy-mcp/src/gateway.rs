@@ -837,9 +837,7 @@ impl Gateway {
             {
                 return;
             }
-            sessions
-                .values()
-                .filter(|s| s.belongs_to(&caller.identity) && s.target.name == target.name)
+            own_sessions(&sessions, &caller.identity, &target.name)
                 .map(|s| (*s.last_seen.lock().expect("lock"), s.id.clone()))
                 .min()
                 .filter(|(seen, _)| seen.elapsed() >= target.session_reclaim_after)
@@ -1072,7 +1070,7 @@ impl Gateway {
                             Forward::Upstream(Exchange { mask, ..exchange })
                         }
                         Forward::Local(answer) => {
-                            Forward::Local(mask_local(&mask, answer, &mut ev))
+                            Forward::Local(mask_local(&mask, answer, incoming.id.get(), &mut ev))
                         }
                     }),
             },
@@ -1266,24 +1264,10 @@ impl Gateway {
             match self.pins.is_withheld(&target.name, name) {
                 Ok(false) => {}
                 Ok(true) => {
-                    return Err(Refused {
-                        outcome: Outcome::Denied,
-                        code: code::TOOL_PIN_MISMATCH,
-                        message: format!(
-                            "tool {name:?} changed since it was pinned and is withheld until an operator runs `portcullis tools accept {} {name}`",
-                            target.name
-                        ),
-                        data: Some(json!({ "event": &ev.id, "rule": "tool-pin" })),
-                    });
+                    let data = json!({ "event": &ev.id, "rule": "tool-pin" });
+                    return Err(pin_withheld(&target.name, name, data));
                 }
-                Err(e) => {
-                    return Err(Refused {
-                        outcome: Outcome::Failed,
-                        code: code::INTERNAL_ERROR,
-                        message: format!("cannot check the tool pin: {e}"),
-                        data: None,
-                    });
-                }
+                Err(e) => return Err(pin_store_failed(e)),
             }
         }
         let rule_profile = match &verdict.decision {
@@ -1509,7 +1493,7 @@ impl Gateway {
             }
             Ok(Forward::Local(answer)) => {
                 ev.outcome = Outcome::Success;
-                let answer = mask_local(&mask, answer, &mut ev);
+                let answer = mask_local(&mask, answer, &client_id, &mut ev);
                 self.release(ev, answer, &client_id, started, &tx).await;
             }
             Err(refused) => self.refuse(ev, refused, &client_id, started, &tx).await,
@@ -1620,16 +1604,10 @@ impl Gateway {
         upstream_modern: bool,
         tool: &str,
     ) -> Result<(), Refused> {
-        let store_failed = |e: crate::pins::PinError| {
-            Refused::failed(
-                code::INTERNAL_ERROR,
-                format!("cannot check the tool pin: {e}"),
-            )
-        };
         if self
             .pins
             .is_pinned(&target.name, tool)
-            .map_err(store_failed)?
+            .map_err(pin_store_failed)?
         {
             return Ok(());
         }
@@ -1657,15 +1635,11 @@ impl Gateway {
         if self.tool_pin_holds(caller, target, &listed, tool).await {
             return Ok(());
         }
-        Err(Refused {
-            outcome: Outcome::Denied,
-            code: code::TOOL_PIN_MISMATCH,
-            message: format!(
-                "tool {tool:?} changed since it was pinned and is withheld until an operator runs `portcullis tools accept {} {tool}`",
-                target.name
-            ),
-            data: Some(json!({ "rule": "tool-pin" })),
-        })
+        Err(pin_withheld(
+            &target.name,
+            tool,
+            json!({ "rule": "tool-pin" }),
+        ))
     }
 
     /// The upstream's listing of `tool`, read page by page (bounded), or `None` when it does
@@ -2260,10 +2234,38 @@ fn sessions_of(
     identity: &Identity,
     target: &str,
 ) -> usize {
+    own_sessions(sessions, identity, target).count()
+}
+
+/// The sessions `identity` holds on `target`.
+fn own_sessions<'a>(
+    sessions: &'a HashMap<String, Arc<Session>>,
+    identity: &'a Identity,
+    target: &'a str,
+) -> impl Iterator<Item = &'a Arc<Session>> {
     sessions
         .values()
-        .filter(|s| s.belongs_to(identity) && &*s.target.name == target)
-        .count()
+        .filter(move |s| s.belongs_to(identity) && &*s.target.name == target)
+}
+
+/// The refusal of a tool whose definition changed since it was pinned.
+fn pin_withheld(target: &str, tool: &str, data: Value) -> Refused {
+    Refused {
+        outcome: Outcome::Denied,
+        code: code::TOOL_PIN_MISMATCH,
+        message: format!(
+            "tool {tool:?} changed since it was pinned and is withheld until an operator runs `portcullis tools accept {target} {tool}`"
+        ),
+        data: Some(data),
+    }
+}
+
+/// The refusal when the pin store cannot be read: fail closed.
+fn pin_store_failed(e: crate::pins::PinError) -> Refused {
+    Refused::failed(
+        code::INTERNAL_ERROR,
+        format!("cannot check the tool pin: {e}"),
+    )
 }
 
 /// The owner key of a stateless caller's requests on a shared link.
@@ -2335,20 +2337,16 @@ fn raw(value: &Value) -> Box<RawValue> {
 /// An answer the gateway made itself (from what the upstream told it, such as discovery's
 /// instructions) is masked like an upstream's, and the event says what was masked; one that
 /// cannot be read is not released.
-fn mask_local(mask: &MaskSet, answer: String, ev: &mut AuditEvent) -> String {
+fn mask_local(mask: &MaskSet, answer: String, id: &str, ev: &mut AuditEvent) -> String {
     if mask.is_empty() {
         return answer;
     }
-    let id = serde_json::from_str::<Value>(&answer)
-        .ok()
-        .map(|v| v["id"].to_string())
-        .unwrap_or_else(|| "null".into());
     let mut masked = Report::default();
     let answer = mask.mask_message(answer, &mut masked);
     ev.masked = masking::summary(&masked);
     answer.unwrap_or_else(|| {
         jsonrpc::error(
-            Some(&id),
+            Some(id),
             code::INTERNAL_ERROR,
             "the gateway could not read its own answer to mask it",
             None,

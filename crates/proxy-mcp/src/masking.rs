@@ -17,6 +17,7 @@
 //! and the detectors that fired become `findings` for policy.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -206,12 +207,12 @@ impl Masks {
     ) -> Result<MaskSet, String> {
         let named = policy.masks_for(identity, target);
         let mut profiles = Vec::new();
-        let mut seen: Vec<&str> = Vec::new();
-        for name in rule_profile.into_iter().chain(named.iter().map(|n| &**n)) {
-            if seen.contains(&name) {
-                continue;
-            }
-            seen.push(name);
+        // `masks_for` names each profile once; only the rule's own may repeat among them.
+        let others = named
+            .iter()
+            .map(|n| &**n)
+            .filter(|n| Some(*n) != rule_profile);
+        for name in rule_profile.into_iter().chain(others) {
             let profile = self.profile(name).ok_or_else(|| {
                 format!(
                     "masking profile {name:?} is not loaded; refusing rather than answer unmasked"
@@ -240,14 +241,7 @@ impl MaskSet {
             let structured = result.remove("structuredContent");
             mask_members(profile, result, "$", report);
             if let Some(mut structured) = structured {
-                profile.mask_json_keeping(
-                    &mut structured,
-                    "$.structuredContent",
-                    report,
-                    &is_binary,
-                );
-                let mut path = "$.structuredContent".to_string();
-                mask_text_blobs(profile, &mut structured, &mut path, report);
+                mask_tree(profile, &mut structured, "$.structuredContent", report);
                 result.insert("structuredContent".into(), structured);
             }
         }
@@ -257,13 +251,12 @@ impl MaskSet {
     /// carries), not its `code`; paths start at `$.error`.
     pub fn mask_error(&self, error: &mut Map<String, Value>, report: &mut Report) {
         let code = error.remove("code");
+        let mut value = Value::Object(std::mem::take(error));
         for profile in &self.0 {
-            let mut value = Value::Object(std::mem::take(error));
-            profile.mask_json_keeping(&mut value, "$.error", report, &is_binary);
-            mask_text_blobs(profile, &mut value, &mut "$.error".to_string(), report);
-            if let Value::Object(masked) = value {
-                *error = masked;
-            }
+            mask_tree(profile, &mut value, "$.error", report);
+        }
+        if let Value::Object(masked) = value {
+            *error = masked;
         }
         if let Some(code) = code {
             error.insert("code".into(), code);
@@ -292,8 +285,7 @@ impl MaskSet {
         } else if let Some(params) = message.get_mut("params") {
             // Positional params (an array): no protocol field to keep.
             for profile in &self.0 {
-                profile.mask_json_keeping(params, "$.params", report, &is_binary);
-                mask_text_blobs(profile, params, &mut "$.params".to_string(), report);
+                mask_tree(profile, params, "$.params", report);
             }
         }
         if let Some(Value::Object(result)) = message.get_mut("result") {
@@ -327,6 +319,13 @@ impl MaskSet {
     }
 }
 
+/// Masks every string of `value` with one profile, base64 bytes kept, then the text those
+/// bytes carry ([`mask_text_blobs`]).
+fn mask_tree(profile: &Profile, value: &mut Value, path: &str, report: &mut Report) {
+    profile.mask_json_keeping(value, path, report, &is_binary);
+    mask_text_blobs(profile, value, &mut path.to_string(), report);
+}
+
 /// Masks the members of `params` or `result` with one profile, setting the protocol fields
 /// (there and in its `_meta`) aside and putting them back after.
 fn mask_members(
@@ -341,8 +340,7 @@ fn mask_members(
         _ => Vec::new(),
     };
     let mut value = Value::Object(std::mem::take(object));
-    profile.mask_json_keeping(&mut value, path, report, &is_binary);
-    mask_text_blobs(profile, &mut value, &mut path.to_string(), report);
+    mask_tree(profile, &mut value, path, report);
     if let Value::Object(masked) = value {
         *object = masked;
     }
@@ -385,7 +383,7 @@ fn mask_text_blobs(profile: &Profile, value: &mut Value, path: &mut String, repo
         Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
                 if item.is_object() || item.is_array() {
-                    path.push_str(&format!("[{i}]"));
+                    let _ = write!(path, "[{i}]");
                     mask_text_blobs(profile, item, path, report);
                     path.truncate(mark);
                 }
@@ -448,13 +446,12 @@ fn legitimate_protocol_value(profile: &Profile, key: &str, value: &Value) -> boo
             .is_some_and(|v| v == crate::era::MODERN || crate::era::LEGACY.contains(&v)),
         "resultType" => value.as_str().is_some_and(|v| RESULT_TYPES.contains(&v)),
         _ => {
-            let text = match value {
-                Value::String(text) => text.clone(),
-                Value::Number(number) => number.to_string(),
-                _ => return false,
-            };
             let mut found = Report::default();
-            profile.scan_text(&text, "", &mut found);
+            match value {
+                Value::String(text) => profile.scan_text(text, "", &mut found),
+                Value::Number(number) => profile.scan_text(&number.to_string(), "", &mut found),
+                _ => return false,
+            }
             found.total() == 0
         }
     }
