@@ -979,7 +979,7 @@ impl Session {
                         self.record_decided(&classified, &verdict, Outcome::Failed, &message)
                             .await;
                         return Err(Refusal {
-                            code: "58000",
+                            code: wire::SYSTEM_ERROR,
                             message,
                             hint: None,
                         });
@@ -1638,29 +1638,26 @@ impl Session {
                             })
                         }
                         // The server sent something else than JSON: mask it whole, as JSON.
-                        Err(_) => {
-                            let text = std::str::from_utf8(body).unwrap_or("binary");
-                            let masked = profile.mask_whole(text, &path, &mut run.report);
-                            let mut out = String::from_utf8_lossy(&bytes[..skip.min(bytes.len())])
-                                .into_owned();
-                            out.push_str(&serde_json::Value::String(masked).to_string());
-                            Some(out)
-                        }
+                        Err(_) => Some(json_masked_whole(
+                            bytes,
+                            skip,
+                            &profile,
+                            &path,
+                            &mut run.report,
+                        )),
                     }
                 }
                 ColumnPlan::Whole => match std::str::from_utf8(bytes) {
                     Ok(text) => Some(profile.mask_whole(text, &path, &mut run.report)),
                     Err(_) => Some(profile.mask_whole("binary", &path, &mut run.report)),
                 },
-                ColumnPlan::Json { skip } => {
-                    let body = bytes.get(skip..).unwrap_or_default();
-                    let text = std::str::from_utf8(body).unwrap_or("binary");
-                    let masked = profile.mask_whole(text, &path, &mut run.report);
-                    let mut out =
-                        String::from_utf8_lossy(&bytes[..skip.min(bytes.len())]).into_owned();
-                    out.push_str(&serde_json::Value::String(masked).to_string());
-                    Some(out)
-                }
+                ColumnPlan::Json { skip } => Some(json_masked_whole(
+                    bytes,
+                    skip,
+                    &profile,
+                    &path,
+                    &mut run.report,
+                )),
                 ColumnPlan::Null => {
                     // Reported as masked like any other whole value.
                     profile.mask_whole("array", &path, &mut run.report);
@@ -2066,6 +2063,23 @@ impl Session {
             self.record_now(ev).await;
         }
     }
+}
+
+/// A json or jsonb value masked whole and still valid: its format prefix (jsonb's version
+/// byte, `skip` bytes) kept, then the masked text as a JSON string.
+fn json_masked_whole(
+    bytes: &[u8],
+    skip: usize,
+    profile: &Profile,
+    path: &str,
+    report: &mut Report,
+) -> String {
+    let body = bytes.get(skip..).unwrap_or_default();
+    let text = std::str::from_utf8(body).unwrap_or("binary");
+    let masked = profile.mask_whole(text, path, report);
+    let mut out = String::from_utf8_lossy(&bytes[..skip.min(bytes.len())]).into_owned();
+    out.push_str(&serde_json::Value::String(masked).to_string());
+    out
 }
 
 fn run_fail(owed: &mut VecDeque<Owed>) {
