@@ -1,0 +1,241 @@
+//! The guard: the one request pipeline every protocol adapter calls.
+//!
+//! An adapter owns its wire protocol and nothing else. For each request it
+//!
+//! 1. identifies the caller ([`Guard::identify`]: credential checks, failure throttling, the
+//!    `auth.failure` event);
+//! 2. opens an [`Exchange`] ([`Guard::exchange`]), which carries the request's one audit event
+//!    from the start;
+//! 3. turns its message into a protocol-neutral [`Action`] and asks for a [`Verdict`]
+//!    ([`Exchange::decide`]: grants are looked up here, policy decides);
+//! 4. on a hold, waits for people ([`Exchange::hold`]), telling the caller through a
+//!    [`HoldChannel`] it implements (an MCP progress notification, a PostgreSQL NOTICE);
+//! 5. forwards, masks with the profiles compiled here ([`Guard::masks`]), and
+//! 6. finishes the exchange ([`Exchange::finish`] or [`Exchange::refuse`]), which yields the
+//!    event to record before the answer is released.
+//!
+//! Every refusal is a [`Refusal`] whose [`RefusalKind`] fixes the audit outcome; an adapter
+//! renders it to its wire form in one function. An exchange dropped unfinished records the
+//! request as failed, so every request ends in exactly one event whatever path it takes.
+//! Adapters do not use the policy engine, the approvals service or the audit writer
+//! directly: what they need of them is here.
+#![forbid(unsafe_code)]
+
+mod exchange;
+mod hold;
+pub mod masks;
+mod refusal;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use portcullis_approvals::Approvals;
+use portcullis_audit::{AuditError, AuditLog};
+use portcullis_identity::Authenticator;
+use portcullis_limits::Admission;
+use portcullis_model::{AuditEvent, EventType, Identity, Outcome, PayloadDigest};
+use portcullis_policy::Policy;
+
+pub use exchange::{Exchange, Finished};
+pub use hold::{HoldAsk, HoldChannel, Released};
+pub use masks::{DEFAULT_PROFILE, Masks, summary};
+pub use portcullis_approvals::{Approval, Status as ApprovalStatus, Vote};
+pub use portcullis_audit::AuditError as RecordError;
+pub use refusal::{Interruption, Refusal, RefusalKind};
+
+/// The shared phases' state: built once by the binary and handed to every adapter.
+pub struct Guard {
+    auth: Arc<Authenticator>,
+    policy: Arc<Policy>,
+    approvals: Approvals,
+    audit: AuditLog,
+    masks: Masks,
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard")
+            .field("policy", &self.policy.version())
+            .field("masks", &self.masks)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a request comes from and on what: the facts every event of an exchange carries.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub identity: Arc<Identity>,
+    /// The caller's network address.
+    pub source: String,
+    pub target: Arc<str>,
+    /// The adapter's session, when the protocol has one.
+    pub session: Option<String>,
+}
+
+impl Guard {
+    pub fn new(
+        auth: Arc<Authenticator>,
+        policy: Arc<Policy>,
+        approvals: Approvals,
+        audit: AuditLog,
+        masks: Masks,
+    ) -> Arc<Guard> {
+        Arc::new(Guard {
+            auth,
+            policy,
+            approvals,
+            audit,
+            masks,
+        })
+    }
+
+    // ------------------------------------------------------------------ identify
+
+    /// Identifies the caller behind `credential` (an OIDC token or an API key), coming from
+    /// `source` to `target`. A source over its budget of failed attempts is refused without a
+    /// check ([`RefusalKind::Throttled`]); a failed check is counted and recorded as
+    /// `auth.failure`.
+    pub async fn identify(
+        &self,
+        credential: &str,
+        source: SocketAddr,
+        target: Option<&str>,
+    ) -> Result<Identity, Refusal> {
+        let failures = self.auth.failures();
+        if let Admission::Throttled { retry_after } = failures.admit(source.ip()) {
+            let mut refusal = Refusal::new(
+                RefusalKind::Throttled,
+                format!(
+                    "too many failed authentications from your address; credentials from it are not checked for {}s",
+                    retry_after.as_secs().max(1)
+                ),
+            );
+            refusal.retry_after = Some(retry_after);
+            return Err(refusal);
+        }
+        match self.auth.authenticate(credential).await {
+            Ok(identity) => Ok(identity),
+            Err(e) => {
+                // Counted: past the limit the source is refused unchecked (above), and those
+                // refusals are recorded as one summary, not an fsync each.
+                failures.failed(source.ip());
+                self.record_auth_failure(source, target, &format!("{}: {e}", e.code()))
+                    .await;
+                Err(Refusal::new(RefusalKind::Unauthenticated, e.to_string()))
+            }
+        }
+    }
+
+    /// Records an `auth.failure` the adapter found itself (a user name that does not match
+    /// the credential's identity, say).
+    pub async fn record_auth_failure(
+        &self,
+        source: SocketAddr,
+        target: Option<&str>,
+        detail: &str,
+    ) {
+        let mut ev = self.audit.event(EventType::AuthFailure, Outcome::Rejected);
+        ev.source = Some(source.to_string());
+        ev.target = target.map(str::to_string);
+        ev.detail = Some(detail.to_string());
+        if let Err(e) = self.audit.record(ev).await {
+            tracing::error!("cannot record an authentication failure: {e}");
+        }
+    }
+
+    /// Whether any OIDC issuer is configured (adapters then advertise where to sign in).
+    pub fn has_oidc(&self) -> bool {
+        self.auth.has_oidc()
+    }
+
+    // ------------------------------------------------------------------ exchanges
+
+    /// Opens the exchange of one request: its `request` event exists from here on, with
+    /// the caller's facts, and is recorded exactly once.
+    pub fn exchange(self: &Arc<Self>, origin: &Origin) -> Exchange {
+        let mut ev = self.audit.event(EventType::Request, Outcome::Denied);
+        ev.source = Some(origin.source.clone());
+        ev.identity = Some((*origin.identity).clone());
+        ev.target = Some(origin.target.to_string());
+        ev.session = origin.session.clone();
+        ev.policy_version = Some(self.policy.version().to_string());
+        Exchange::new(self.clone(), origin.identity.clone(), ev)
+    }
+
+    /// Records the events of finished exchanges together (a PostgreSQL batch ends at its
+    /// `ReadyForQuery`): one group commit for all of them.
+    pub async fn record_all(&self, finished: Vec<Finished>) -> Result<(), AuditError> {
+        let events = finished.into_iter().map(Finished::into_event);
+        let results = futures_util::future::join_all(events.map(|ev| self.audit.record(ev))).await;
+        results
+            .into_iter()
+            .find_map(Result::err)
+            .map_or(Ok(()), Err)
+    }
+
+    // ------------------------------------------------------------------ policy
+
+    /// The policy version every event names.
+    pub fn policy_version(&self) -> &str {
+        self.policy.version()
+    }
+
+    /// Whether any rule on `target` applies to `identity`: a protocol request (a list, a
+    /// ping) reaches the upstream only for such a caller.
+    pub fn any_rule_for(&self, identity: &Identity, target: &str) -> bool {
+        self.policy.any_rule_for(identity, target)
+    }
+
+    /// Whether `identity` may see `name` in a list of `target` (some rule allows or holds
+    /// acting on it with `verb`).
+    pub fn visible(&self, identity: &Identity, target: &str, verb: &str, name: &str) -> bool {
+        self.policy.visible(identity, target, verb, name)
+    }
+
+    /// The masking profiles named by the allow rules that apply to `identity` on `target`.
+    pub fn masks_for(&self, identity: &Identity, target: &str) -> Vec<Arc<str>> {
+        self.policy.masks_for(identity, target)
+    }
+
+    // ------------------------------------------------------------------ masks
+
+    /// Every masking profile, compiled.
+    pub fn masks(&self) -> &Masks {
+        &self.masks
+    }
+
+    // ------------------------------------------------------------------ approvals
+
+    /// Where people decide, when the admin API is served.
+    pub fn admin_url(&self) -> Option<&str> {
+        self.approvals.admin_url()
+    }
+
+    // ------------------------------------------------------------------ audit
+
+    /// An event of another type than a request (session start and end, tool pins, column
+    /// discovery), with the gateway's facts filled in.
+    pub fn event(&self, event_type: EventType, outcome: Outcome) -> AuditEvent {
+        self.audit.event(event_type, outcome)
+    }
+
+    /// Records an event that is not a request's (those are recorded through their
+    /// exchange).
+    pub async fn record(&self, event: AuditEvent) -> Result<u64, AuditError> {
+        self.audit.record(event).await
+    }
+
+    /// The digest of a payload as events keep it (keyed: a short secret cannot be found by
+    /// hashing candidates).
+    pub fn digest(&self, payload: &[u8]) -> PayloadDigest {
+        self.audit.digest(payload)
+    }
+
+    /// Why the audit log cannot record now (a full volume, a failed write), if it cannot.
+    pub fn audit_unavailable(&self) -> Option<String> {
+        self.audit.unavailable()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,248 @@
+//! Why a request is refused, in one protocol-neutral form.
+//!
+//! Every refusal of every adapter is a [`Refusal`]: its [`RefusalKind`] alone decides the
+//! audit outcome and the stable label that logs and metrics use, and each adapter has one
+//! small `render()` from a kind to its wire form (a JSON-RPC error code, a SQLSTATE, an HTTP
+//! status). Keeping that mapping in one place is what stops two adapters from recording the
+//! same situation differently.
+
+use std::fmt;
+use std::time::Duration;
+
+use portcullis_approvals::Approval;
+use portcullis_model::{Outcome, Verdict};
+
+/// The situation a refusal answers. The kind, not the message, is what adapters match on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RefusalKind {
+    /// The request is not one the gateway can read or act on: malformed, unknown method,
+    /// missing fields, unparseable statement.
+    Malformed,
+    /// No credential, or one that does not verify.
+    Unauthenticated,
+    /// The source failed to authenticate too often; its credentials are not checked for a
+    /// while.
+    Throttled,
+    /// A limit of the gateway's: too many sessions or connections.
+    OverLimit,
+    /// Policy refused: a deny rule, or no rule at all (default deny).
+    Denied,
+    /// The gateway's own protections refused, whatever the policy allows: a masked column
+    /// used where masking cannot follow it, a server-side file, a setting the gateway
+    /// relies on.
+    Unsafe,
+    /// A tool whose definition changed since it was pinned is withheld.
+    ToolChanged,
+    /// The rule holds the request for approval and needs a reason the caller did not give.
+    ReasonRequired,
+    /// The rule holds the request but nothing can be held now (the gateway is stopping, or
+    /// the method is not one worth a person's approval).
+    HoldUnavailable,
+    /// An approver denied the held request.
+    HeldDenied,
+    /// Nobody decided the held request in time.
+    HeldExpired,
+    /// The held request ended without a decision: the caller went away or cancelled, the
+    /// gateway stopped.
+    HeldCancelled,
+    /// The audit log cannot record the request, so it is not run (fail closed).
+    AuditUnavailable,
+    /// The upstream could not be reached or broke the exchange.
+    UpstreamFailed,
+    /// Something inside the gateway failed (a store, a lookup); fail closed.
+    Internal,
+}
+
+impl RefusalKind {
+    /// The outcome the request's audit event records. Refused by a decision (policy, an
+    /// approver, the clock, the gateway's protections): `Denied`; refused before any decision
+    /// could be made: `Rejected`; could not be completed: `Failed`.
+    pub fn outcome(self) -> Outcome {
+        match self {
+            RefusalKind::Malformed
+            | RefusalKind::Unauthenticated
+            | RefusalKind::Throttled
+            | RefusalKind::OverLimit => Outcome::Rejected,
+            RefusalKind::Denied
+            | RefusalKind::Unsafe
+            | RefusalKind::ToolChanged
+            | RefusalKind::ReasonRequired
+            | RefusalKind::HoldUnavailable
+            | RefusalKind::HeldDenied
+            | RefusalKind::HeldExpired => Outcome::Denied,
+            RefusalKind::HeldCancelled
+            | RefusalKind::AuditUnavailable
+            | RefusalKind::UpstreamFailed
+            | RefusalKind::Internal => Outcome::Failed,
+        }
+    }
+
+    /// A stable name for logs and metrics (`refusal="held_denied"`).
+    pub fn label(self) -> &'static str {
+        match self {
+            RefusalKind::Malformed => "malformed",
+            RefusalKind::Unauthenticated => "unauthenticated",
+            RefusalKind::Throttled => "throttled",
+            RefusalKind::OverLimit => "over_limit",
+            RefusalKind::Denied => "denied",
+            RefusalKind::Unsafe => "unsafe",
+            RefusalKind::ToolChanged => "tool_changed",
+            RefusalKind::ReasonRequired => "reason_required",
+            RefusalKind::HoldUnavailable => "hold_unavailable",
+            RefusalKind::HeldDenied => "held_denied",
+            RefusalKind::HeldExpired => "held_expired",
+            RefusalKind::HeldCancelled => "held_cancelled",
+            RefusalKind::AuditUnavailable => "audit_unavailable",
+            RefusalKind::UpstreamFailed => "upstream_failed",
+            RefusalKind::Internal => "internal",
+        }
+    }
+
+    /// Every kind, for tests that check each adapter renders all of them.
+    pub const ALL: [RefusalKind; 15] = [
+        RefusalKind::Malformed,
+        RefusalKind::Unauthenticated,
+        RefusalKind::Throttled,
+        RefusalKind::OverLimit,
+        RefusalKind::Denied,
+        RefusalKind::Unsafe,
+        RefusalKind::ToolChanged,
+        RefusalKind::ReasonRequired,
+        RefusalKind::HoldUnavailable,
+        RefusalKind::HeldDenied,
+        RefusalKind::HeldExpired,
+        RefusalKind::HeldCancelled,
+        RefusalKind::AuditUnavailable,
+        RefusalKind::UpstreamFailed,
+        RefusalKind::Internal,
+    ];
+}
+
+impl fmt::Display for RefusalKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// How a held request's wait ended early, as the adapter saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interruption {
+    /// The caller's connection closed.
+    CallerGone,
+    /// The caller cancelled the request (a JSON-RPC cancellation, a PostgreSQL cancel
+    /// request).
+    CallerCancelled,
+    /// The gateway is stopping.
+    Stopping,
+}
+
+impl Interruption {
+    pub fn why(self) -> &'static str {
+        match self {
+            Interruption::CallerGone => "the caller went away",
+            Interruption::CallerCancelled => "the caller cancelled the request",
+            Interruption::Stopping => "the gateway is stopping",
+        }
+    }
+}
+
+/// A refused request: what kind of refusal, a message for the caller (plain text, no
+/// protocol prefix, never a secret or a masked value), and the decision facts an adapter may
+/// add to its wire form.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub kind: RefusalKind,
+    pub message: String,
+    /// The rule that decided, when a rule did.
+    pub rule: Option<String>,
+    pub policy_version: Option<String>,
+    /// The approval a held request went through.
+    pub approval: Option<Box<Approval>>,
+    /// Set when a held request's wait was interrupted.
+    pub interruption: Option<Interruption>,
+    /// For [`RefusalKind::Throttled`]: when the caller may try again.
+    pub retry_after: Option<Duration>,
+}
+
+impl Refusal {
+    pub fn new(kind: RefusalKind, message: impl Into<String>) -> Refusal {
+        Refusal {
+            kind,
+            message: message.into(),
+            rule: None,
+            policy_version: None,
+            approval: None,
+            interruption: None,
+            retry_after: None,
+        }
+    }
+
+    /// The refusal names the rule and policy that decided.
+    pub fn by(mut self, verdict: &Verdict) -> Refusal {
+        self.rule = Some(verdict.rule_label().to_string());
+        self.policy_version = Some(verdict.policy_version.to_string());
+        self
+    }
+
+    /// Names a rule that is not a policy rule (`protocol`, `tool-pin`, `function-catalog`).
+    pub fn by_rule(mut self, rule: &str) -> Refusal {
+        self.rule = Some(rule.to_string());
+        self
+    }
+
+    pub fn outcome(&self) -> Outcome {
+        self.kind.outcome()
+    }
+
+    /// Whether the caller is gone, so no answer can reach it.
+    pub fn caller_gone(&self) -> bool {
+        self.interruption == Some(Interruption::CallerGone)
+    }
+
+    /// The refusal of a request whose event the audit log cannot write.
+    pub fn audit_unavailable(cause: impl fmt::Display) -> Refusal {
+        Refusal::new(
+            RefusalKind::AuditUnavailable,
+            format!("the audit log cannot record this request, so it is refused: {cause}"),
+        )
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_unique_and_every_kind_has_an_outcome() {
+        let mut labels: Vec<&str> = RefusalKind::ALL.iter().map(|k| k.label()).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), RefusalKind::ALL.len());
+    }
+
+    #[test]
+    fn a_decision_refuses_as_denied_and_an_interrupted_wait_as_failed() {
+        for kind in [
+            RefusalKind::Denied,
+            RefusalKind::HeldDenied,
+            RefusalKind::HeldExpired,
+            RefusalKind::ReasonRequired,
+        ] {
+            assert_eq!(kind.outcome(), Outcome::Denied, "{kind}");
+        }
+        for kind in [
+            RefusalKind::HeldCancelled,
+            RefusalKind::AuditUnavailable,
+            RefusalKind::UpstreamFailed,
+        ] {
+            assert_eq!(kind.outcome(), Outcome::Failed, "{kind}");
+        }
+        assert_eq!(RefusalKind::Malformed.outcome(), Outcome::Rejected);
+    }
+}

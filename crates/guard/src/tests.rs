@@ -1,0 +1,420 @@
+//! The pipeline cores without a network: decisions, the one-event rule, and holds over a
+//! channel the test drives, with a paused clock, against a real audit log and approvals
+//! store in a temporary directory.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use portcullis_audit::{AuditLog, AuditReader};
+use portcullis_config::{Config, Durability};
+use portcullis_identity::Authenticator;
+use portcullis_model::{Action, AuthMethod, Decision, Identity, IdentityKind, Outcome, TargetKind};
+use portcullis_policy::Policy;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::*;
+
+const CONFIG: &str = r#"
+[targets.billing]
+kind = "mcp"
+command = ["true"]
+
+[[rules]]
+name = "agents read"
+who.groups = ["agents"]
+target = "billing"
+tools = ["get_*"]
+
+[[rules]]
+name = "no deletes"
+who.groups = ["agents"]
+target = "billing"
+tools = ["delete_*"]
+decision = "deny"
+reason = "deleting is not for agents"
+
+[[rules]]
+name = "refunds need a lead"
+who.groups = ["agents"]
+target = "billing"
+tools = ["refund_*"]
+decision = "hold"
+approvers = ["leads"]
+timeout = "1h"
+
+[[rules]]
+name = "reasons first"
+who.groups = ["agents"]
+target = "billing"
+tools = ["close_*"]
+decision = "hold"
+approvers = ["leads"]
+require_reason = true
+"#;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    dir: std::path::PathBuf,
+    guard: Arc<Guard>,
+    approvals: Approvals,
+}
+
+async fn fixture() -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let config = Config::parse(Path::new("/tmp/guard.toml"), CONFIG.to_string()).unwrap();
+    let audit = AuditLog::open(&dir, "test", Durability::Strict).unwrap();
+    let approvals = Approvals::open(&dir, audit.clone(), &config).await.unwrap();
+    let guard = Guard::new(
+        Arc::new(Authenticator::new(&config.identity).unwrap()),
+        Arc::new(Policy::compile(&config).unwrap()),
+        approvals.clone(),
+        audit,
+        Masks::compile(&config.masks).unwrap(),
+    );
+    Fixture {
+        _dir: tmp,
+        dir,
+        guard,
+        approvals,
+    }
+}
+
+fn person(subject: &str, groups: &[&str], kind: IdentityKind) -> Arc<Identity> {
+    Arc::new(Identity {
+        issuer: "portcullis:api-key".into(),
+        subject: subject.into(),
+        display_name: None,
+        kind,
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        auth_method: AuthMethod::ApiKey,
+        credential_id: None,
+        act: Vec::new(),
+    })
+}
+
+fn origin() -> Origin {
+    Origin {
+        identity: person("billing-agent", &["agents"], IdentityKind::Agent),
+        source: "127.0.0.1:4000".into(),
+        target: Arc::from("billing"),
+        session: None,
+    }
+}
+
+fn call(tool: &str) -> Action<'_> {
+    Action {
+        target: "billing",
+        target_kind: TargetKind::Mcp,
+        verb: "tools/call",
+        resource: Some(tool),
+        arguments: None,
+        findings: &[],
+        grants: &[],
+        sql: None,
+    }
+}
+
+fn requests(dir: &Path) -> Vec<Value> {
+    AuditReader::open(dir)
+        .unwrap()
+        .last(1000)
+        .unwrap()
+        .into_iter()
+        .map(|(_, body)| serde_json::from_str::<Value>(&body).unwrap())
+        .filter(|v| v["type"] == "request")
+        .collect()
+}
+
+#[tokio::test]
+async fn a_decision_and_its_outcome_make_one_event() {
+    let f = fixture().await;
+    let mut exchange = f.guard.exchange(&origin());
+    exchange.event().action = Some("tools/call".into());
+    let verdict = exchange.decide(&call("get_invoice"));
+    assert!(verdict.is_allow());
+    exchange.finish(Outcome::Success).record().await.unwrap();
+
+    let mut exchange = f.guard.exchange(&origin());
+    let verdict = exchange.decide(&call("delete_customer"));
+    let Decision::Deny { reason } = &verdict.decision else {
+        panic!("denied: {verdict:?}")
+    };
+    let refusal = Refusal::new(RefusalKind::Denied, format!("refused: {reason}")).by(&verdict);
+    exchange.refuse(&refusal).record().await.unwrap();
+
+    let events = requests(&f.dir);
+    assert_eq!(events.len(), 2, "{events:#?}");
+    assert_eq!(events[0]["outcome"], "success");
+    assert_eq!(events[0]["rule"], "agents read");
+    assert_eq!(events[0]["decision"], "allow");
+    assert_eq!(events[1]["outcome"], "denied");
+    assert_eq!(events[1]["rule"], "no deletes");
+    assert_eq!(events[1]["detail"], "refused: deleting is not for agents");
+    assert_eq!(events[1]["identity"]["subject"], "billing-agent");
+    assert!(events[1]["duration_ms"].is_number());
+}
+
+#[tokio::test]
+async fn an_exchange_dropped_unfinished_is_recorded_as_failed() {
+    let f = fixture().await;
+    {
+        let mut exchange = f.guard.exchange(&origin());
+        exchange.decide(&call("get_invoice"));
+        // The adapter's future is dropped here: the caller went away mid-request.
+    }
+    // The event is recorded by a task of its own.
+    for _ in 0..100 {
+        if !requests(&f.dir).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let events = requests(&f.dir);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["outcome"], "failed");
+    assert_eq!(events[0]["rule"], "agents read");
+}
+
+#[tokio::test]
+async fn a_batch_of_finished_exchanges_is_recorded_together() {
+    let f = fixture().await;
+    let finished: Vec<Finished> = (0..3)
+        .map(|_| {
+            let mut exchange = f.guard.exchange(&origin());
+            exchange.decide(&call("get_invoice"));
+            exchange.finish(Outcome::Success)
+        })
+        .collect();
+    f.guard.record_all(finished).await.unwrap();
+    assert_eq!(requests(&f.dir).len(), 3);
+}
+
+/// A caller as a test drives it: each message it is told, and an interruption to send.
+struct TestChannel {
+    told: mpsc::UnboundedSender<(String, u64)>,
+    interrupt: mpsc::UnboundedReceiver<Interruption>,
+    every: Option<Duration>,
+}
+
+impl HoldChannel for TestChannel {
+    async fn tell(&mut self, approval: &Approval, round: u64) -> Result<(), Interruption> {
+        self.told
+            .send((approval.id.clone(), round))
+            .map_err(|_| Interruption::CallerGone)
+    }
+
+    fn every(&self) -> Option<Duration> {
+        self.every
+    }
+
+    async fn interrupted(&mut self) -> Interruption {
+        match self.interrupt.recv().await {
+            Some(interruption) => interruption,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+fn channel(
+    every: Option<Duration>,
+) -> (
+    TestChannel,
+    mpsc::UnboundedReceiver<(String, u64)>,
+    mpsc::UnboundedSender<Interruption>,
+) {
+    let (told, told_rx) = mpsc::unbounded_channel();
+    let (interrupt_tx, interrupt) = mpsc::unbounded_channel();
+    (
+        TestChannel {
+            told,
+            interrupt,
+            every,
+        },
+        told_rx,
+        interrupt_tx,
+    )
+}
+
+fn ask(tool: &str, reason: Option<&str>) -> HoldAsk {
+    HoldAsk {
+        what: format!("tools/call {tool:?}"),
+        action: "tools/call".into(),
+        resource: Some(tool.into()),
+        shown: Some(serde_json::json!({ "card": "4111 1111 1111 1111" })),
+        digest: None,
+        reason: reason.map(str::to_string),
+    }
+}
+
+async fn held(
+    f: &Fixture,
+    tool: &str,
+    channel: &mut TestChannel,
+) -> (Exchange, Result<Released, Refusal>) {
+    let mut exchange = f.guard.exchange(&origin());
+    let verdict = exchange.decide(&call(tool));
+    let Decision::Hold(requirement) = verdict.decision.clone() else {
+        panic!("held: {verdict:?}")
+    };
+    let result = exchange
+        .hold(
+            &verdict,
+            requirement,
+            ask(tool, Some("customer called")),
+            channel,
+        )
+        .await;
+    (exchange, result)
+}
+
+#[tokio::test]
+async fn an_approved_hold_is_released_and_approvers_see_masked_arguments() {
+    let f = fixture().await;
+    let (mut ch, mut told, _interrupt) = channel(None);
+    let approvals = f.approvals.clone();
+    let approver = tokio::spawn(async move {
+        let (id, round) = told.recv().await.unwrap();
+        assert_eq!(round, 0);
+        let lead = person("lead", &["leads"], IdentityKind::Human);
+        let approval = approvals.get(&lead, &id).await.unwrap();
+        assert!(
+            !approval
+                .arguments
+                .as_ref()
+                .unwrap()
+                .to_string()
+                .contains("4111 1111 1111 1111"),
+            "approvers see the card masked: {:?}",
+            approval.arguments
+        );
+        approvals
+            .decide(&lead, &id, true, "fine", &approval.digest)
+            .await
+            .unwrap();
+    });
+    let (exchange, result) = held(&f, "refund_payment", &mut ch).await;
+    approver.await.unwrap();
+    let released = result.expect("approved");
+    exchange.finish(Outcome::Success).record().await.unwrap();
+    let events = requests(&f.dir);
+    assert_eq!(events[0]["approval"], released.approval.as_str());
+    assert_eq!(events[0]["outcome"], "success");
+}
+
+#[tokio::test]
+async fn a_denied_hold_is_refused_as_denied_naming_the_approver() {
+    let f = fixture().await;
+    let (mut ch, mut told, _interrupt) = channel(None);
+    let approvals = f.approvals.clone();
+    tokio::spawn(async move {
+        let (id, _) = told.recv().await.unwrap();
+        let lead = person("lead", &["leads"], IdentityKind::Human);
+        let approval = approvals.get(&lead, &id).await.unwrap();
+        approvals
+            .decide(&lead, &id, false, "not today", &approval.digest)
+            .await
+            .unwrap();
+    });
+    let (exchange, result) = held(&f, "refund_payment", &mut ch).await;
+    let refusal = result.expect_err("denied");
+    assert_eq!(refusal.kind, RefusalKind::HeldDenied);
+    assert_eq!(refusal.outcome(), Outcome::Denied);
+    assert!(refusal.message.contains("not today"), "{}", refusal.message);
+    exchange.refuse(&refusal).record().await.unwrap();
+    let events = requests(&f.dir);
+    assert_eq!(events[0]["outcome"], "denied");
+    assert_eq!(events[0]["approval"], refusal.approval.unwrap().id.as_str());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hold_nobody_decides_expires_and_the_caller_hears_about_it_meanwhile() {
+    let f = fixture().await;
+    // One message every ten minutes over an hour's timeout, with the clock paused: the
+    // test takes no hour, and the count shows the caller was kept informed.
+    let (mut ch, mut told, _interrupt) = channel(Some(Duration::from_secs(600)));
+    let (exchange, result) = held(&f, "refund_payment", &mut ch).await;
+    let refusal = result.expect_err("expired");
+    assert_eq!(refusal.kind, RefusalKind::HeldExpired);
+    assert_eq!(refusal.outcome(), Outcome::Denied);
+    let mut rounds = Vec::new();
+    while let Ok((_, round)) = told.try_recv() {
+        rounds.push(round);
+    }
+    // Told at 0, 10, ..., 50 minutes before the expiry; the paused clock may run on while
+    // the expiry is written (real I/O), and the caller keeps hearing meanwhile.
+    assert!(rounds.len() >= 6, "{rounds:?}");
+    assert!(
+        rounds.iter().enumerate().all(|(i, r)| *r == i as u64),
+        "{rounds:?}"
+    );
+    exchange.refuse(&refusal).record().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_hold_whose_caller_goes_away_is_cancelled_and_recorded_as_failed() {
+    let f = fixture().await;
+    let (mut ch, mut told, interrupt) = channel(None);
+    tokio::spawn(async move {
+        told.recv().await.unwrap();
+        interrupt.send(Interruption::CallerGone).unwrap();
+    });
+    let (exchange, result) = held(&f, "refund_payment", &mut ch).await;
+    let refusal = result.expect_err("interrupted");
+    assert_eq!(refusal.kind, RefusalKind::HeldCancelled);
+    assert!(refusal.caller_gone());
+    assert_eq!(refusal.outcome(), Outcome::Failed);
+    let id = refusal.approval.as_ref().unwrap().id.clone();
+    let lead = person("lead", &["leads"], IdentityKind::Human);
+    let approval = f.approvals.get(&lead, &id).await.unwrap();
+    assert_eq!(approval.status, ApprovalStatus::Cancelled);
+    exchange.refuse(&refusal).record().await.unwrap();
+    assert_eq!(requests(&f.dir)[0]["outcome"], "failed");
+}
+
+#[tokio::test]
+async fn a_hold_that_needs_a_reason_is_refused_without_one_before_anyone_is_asked() {
+    let f = fixture().await;
+    let (mut ch, mut told, _interrupt) = channel(None);
+    let mut exchange = f.guard.exchange(&origin());
+    let verdict = exchange.decide(&call("close_account"));
+    let Decision::Hold(requirement) = verdict.decision.clone() else {
+        panic!("held")
+    };
+    let refusal = exchange
+        .hold(&verdict, requirement, ask("close_account", None), &mut ch)
+        .await
+        .expect_err("no reason");
+    assert_eq!(refusal.kind, RefusalKind::ReasonRequired);
+    assert_eq!(refusal.outcome(), Outcome::Denied);
+    assert_eq!(refusal.rule.as_deref(), Some("reasons first"));
+    assert!(told.try_recv().is_err(), "nobody was asked");
+    exchange.refuse(&refusal).record().await.unwrap();
+}
+
+#[tokio::test]
+async fn identify_refuses_a_bad_key_and_records_the_failure() {
+    let f = fixture().await;
+    let source: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+    let refusal = f
+        .guard
+        .identify("pc_not_a_real_key", source, Some("billing"))
+        .await
+        .expect_err("unknown key");
+    assert_eq!(refusal.kind, RefusalKind::Unauthenticated);
+    assert_eq!(refusal.outcome(), Outcome::Rejected);
+    let failures: Vec<Value> = AuditReader::open(&f.dir)
+        .unwrap()
+        .last(10)
+        .unwrap()
+        .into_iter()
+        .map(|(_, body)| serde_json::from_str::<Value>(&body).unwrap())
+        .filter(|v| v["type"] == "auth.failure")
+        .collect();
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0]["source"], "127.0.0.1:5000");
+    assert_eq!(failures[0]["target"], "billing");
+}
