@@ -15,16 +15,23 @@ use portcullis_model::{Outcome, Verdict};
 /// The situation a refusal answers. The kind, not the message, is what adapters match on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RefusalKind {
-    /// The request is not one the gateway can read or act on: malformed, unknown method,
-    /// missing fields, unparseable statement.
+    /// The request is not one the gateway can read or act on: malformed, missing fields,
+    /// unparseable statement.
     Malformed,
+    /// An operation the gateway does not know (an unknown or mis-cased method): it decides
+    /// only what it knows.
+    UnknownOperation,
+    /// A message out of the protocol's order (a second handshake, an answer to nothing).
+    OutOfOrder,
     /// No credential, or one that does not verify.
     Unauthenticated,
     /// The source failed to authenticate too often; its credentials are not checked for a
     /// while.
     Throttled,
-    /// A limit of the gateway's: too many sessions or connections.
+    /// A limit of the gateway's: too many sessions or connections in all.
     OverLimit,
+    /// The caller's own share is used up (its sessions on a target).
+    OverQuota,
     /// Policy refused: a deny rule, or no rule at all (default deny).
     Denied,
     /// The gateway's own protections refused, whatever the policy allows: a masked column
@@ -60,9 +67,10 @@ impl RefusalKind {
     pub fn outcome(self) -> Outcome {
         match self {
             RefusalKind::Malformed
+            | RefusalKind::UnknownOperation
+            | RefusalKind::OutOfOrder
             | RefusalKind::Unauthenticated
-            | RefusalKind::Throttled
-            | RefusalKind::OverLimit => Outcome::Rejected,
+            | RefusalKind::Throttled => Outcome::Rejected,
             RefusalKind::Denied
             | RefusalKind::Unsafe
             | RefusalKind::ToolChanged
@@ -70,7 +78,10 @@ impl RefusalKind {
             | RefusalKind::HoldUnavailable
             | RefusalKind::HeldDenied
             | RefusalKind::HeldExpired => Outcome::Denied,
-            RefusalKind::HeldCancelled
+            // The gateway could not take the request on: it was not refused on its merits.
+            RefusalKind::OverLimit
+            | RefusalKind::OverQuota
+            | RefusalKind::HeldCancelled
             | RefusalKind::AuditUnavailable
             | RefusalKind::UpstreamFailed
             | RefusalKind::Internal => Outcome::Failed,
@@ -81,9 +92,12 @@ impl RefusalKind {
     pub fn label(self) -> &'static str {
         match self {
             RefusalKind::Malformed => "malformed",
+            RefusalKind::UnknownOperation => "unknown_operation",
+            RefusalKind::OutOfOrder => "out_of_order",
             RefusalKind::Unauthenticated => "unauthenticated",
             RefusalKind::Throttled => "throttled",
             RefusalKind::OverLimit => "over_limit",
+            RefusalKind::OverQuota => "over_quota",
             RefusalKind::Denied => "denied",
             RefusalKind::Unsafe => "unsafe",
             RefusalKind::ToolChanged => "tool_changed",
@@ -99,11 +113,14 @@ impl RefusalKind {
     }
 
     /// Every kind, for tests that check each adapter renders all of them.
-    pub const ALL: [RefusalKind; 15] = [
+    pub const ALL: [RefusalKind; 18] = [
         RefusalKind::Malformed,
+        RefusalKind::UnknownOperation,
+        RefusalKind::OutOfOrder,
         RefusalKind::Unauthenticated,
         RefusalKind::Throttled,
         RefusalKind::OverLimit,
+        RefusalKind::OverQuota,
         RefusalKind::Denied,
         RefusalKind::Unsafe,
         RefusalKind::ToolChanged,
@@ -153,6 +170,8 @@ impl Interruption {
 pub struct Refusal {
     pub kind: RefusalKind,
     pub message: String,
+    /// The decision behind the refusal (`deny`, `hold`), when policy made one.
+    pub decision: Option<&'static str>,
     /// The rule that decided, when a rule did.
     pub rule: Option<String>,
     pub policy_version: Option<String>,
@@ -169,6 +188,7 @@ impl Refusal {
         Refusal {
             kind,
             message: message.into(),
+            decision: None,
             rule: None,
             policy_version: None,
             approval: None,
@@ -179,6 +199,7 @@ impl Refusal {
 
     /// The refusal names the rule and policy that decided.
     pub fn by(mut self, verdict: &Verdict) -> Refusal {
+        self.decision = Some(verdict.decision.label());
         self.rule = Some(verdict.rule_label().to_string());
         self.policy_version = Some(verdict.policy_version.to_string());
         self
