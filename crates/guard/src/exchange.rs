@@ -145,8 +145,10 @@ impl Exchange {
             if ev.rule.is_none() {
                 ev.rule.clone_from(&refusal.rule);
             }
-            if ev.decision.is_none() {
-                ev.decision = Some("deny".into());
+            // A refusal on the merits is a denial even where no rule decided (no rule
+            // applies, the gateway's own protections).
+            if ev.decision.is_none() && refusal.outcome() == Outcome::Denied {
+                ev.decision = Some(refusal.decision.unwrap_or("deny").to_string());
             }
         }
         self.finish(refusal.outcome())

@@ -161,3 +161,42 @@ pub fn summary(report: &Report) -> Option<Vec<DataFinding>> {
             .collect()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use portcullis_config::Config;
+    use serde_json::json;
+
+    use super::*;
+
+    fn masks() -> Masks {
+        let config = Config::parse(
+            std::path::Path::new("portcullis.toml"),
+            "[masks.cards]\ndetectors = [\"credit_card\"]\n".into(),
+        )
+        .unwrap();
+        Masks::compile(&config.masks).unwrap()
+    }
+
+    #[test]
+    fn arguments_are_classified() {
+        let report = masks().classify_arguments(&json!({"to": "ada@example.com", "n": 3}));
+        assert_eq!(report.detectors(), ["email"]);
+        assert_eq!(report.findings()[0].path, "$.arguments.to");
+    }
+
+    #[test]
+    fn a_hash_profile_needs_its_key() {
+        let config = Config::parse(
+            std::path::Path::new("portcullis.toml"),
+            "[masks.tokens]\nstyle = \"hash\"\nhmac_key_env = \"PORTCULLIS_TEST_UNSET_MASK_KEY\"\n"
+                .into(),
+        )
+        .unwrap();
+        let err = Masks::compile(&config.masks).unwrap_err();
+        assert!(
+            err.contains("masks.tokens.hmac_key_env") && err.contains("is not set"),
+            "{err}"
+        );
+    }
+}

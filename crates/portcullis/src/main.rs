@@ -23,6 +23,7 @@ use portcullis_approvals::Approvals;
 use portcullis_audit::publish::{Publisher, Sinks, WitnessSink};
 use portcullis_audit::{AuditLog, AuditReader};
 use portcullis_config::Config;
+use portcullis_guard::{Guard, Masks};
 use portcullis_identity::Authenticator;
 use portcullis_model::{EventType, IdentityKind, Outcome};
 use portcullis_policy::Policy;
@@ -279,8 +280,7 @@ fn check_config(path: &Path) -> Result<()> {
     let policy = Policy::compile(&config)?;
     // The masking profiles are compiled as `serve` would (patterns, detector names, keys),
     // so a file that would not start is not called valid.
-    portcullis_proxy_mcp::masking::Masks::compile(&config)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Masks::compile(&config.masks).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     println!("{}: valid", path.display());
     println!(
         "  gateway {} listening on {} ({}), data in {}",
@@ -575,14 +575,17 @@ pub async fn serve(
         .await
         .context("opening the approvals store")?;
     let sweeper_of_approvals = approvals.spawn_sweeper();
-    let gateway = Gateway::new(
-        &config,
+    // The shared phases, built once: every adapter identifies, decides, holds, masks and
+    // records through this one guard.
+    let masks = Masks::compile(&config.masks).map_err(anyhow::Error::msg)?;
+    let guard = Guard::new(
         auth.clone(),
         policy.clone(),
-        audit.clone(),
-        pins,
         approvals.clone(),
-    )?;
+        audit.clone(),
+        masks,
+    );
+    let gateway = Gateway::new(&config, guard.clone(), pins)?;
     // The certificate is loaded before anything is announced: a bad key fails the start.
     let tls = match &config.gateway.tls {
         Some(tls) => Some(
@@ -826,7 +829,7 @@ async fn start_databases(
             policy.clone(),
             audit.clone(),
             approvals.clone(),
-            gateway.masks.all(),
+            gateway.guard.masks().all(),
         );
         let listener = listen(addr)
             .with_context(|| format!("cannot listen on {addr} (targets.{name}.listen)"))?;

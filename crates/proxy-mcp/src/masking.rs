@@ -16,152 +16,14 @@
 //! Inbound, the tool-call arguments are classified (not changed) with the `default` profile,
 //! and the detectors that fired become `findings` for policy.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use portcullis_config::{Config, MaskProfile, MaskStyle};
-use portcullis_mask::{CustomDetector, Profile, ProfileSpec, Report, Style, Validator};
-use portcullis_model::{DataFinding, Identity};
-use portcullis_policy::Policy;
+use portcullis_guard::Masks;
+use portcullis_mask::{Profile, Report};
 use serde_json::{Map, Value};
-
-/// The name of the profile that needs no declaration, also used to classify arguments.
-pub const DEFAULT_PROFILE: &str = "default";
-
-/// The smallest HMAC key accepted for the `hash` style.
-const MIN_HMAC_KEY: usize = 32;
-
-/// Every masking profile of the configuration, compiled.
-pub struct Masks {
-    profiles: HashMap<String, Arc<Profile>>,
-}
-
-impl std::fmt::Debug for Masks {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Masks")
-            .field("profiles", &self.profiles.keys().collect::<Vec<_>>())
-            .finish()
-    }
-}
-
-impl Masks {
-    /// Compiles `[masks.*]` and the built-in `default`. Errors name the profile.
-    pub fn compile(config: &Config) -> Result<Masks, String> {
-        let mut profiles = HashMap::new();
-        if !config.masks.contains_key(DEFAULT_PROFILE) {
-            let spec = spec_of(DEFAULT_PROFILE, &MaskProfile::default())?;
-            profiles.insert(
-                DEFAULT_PROFILE.to_string(),
-                Arc::new(compile(DEFAULT_PROFILE, &spec)?),
-            );
-        }
-        for (name, profile) in &config.masks {
-            let spec = spec_of(name, profile)?;
-            profiles.insert(name.clone(), Arc::new(compile(name, &spec)?));
-        }
-        Ok(Masks { profiles })
-    }
-
-    pub fn profile(&self, name: &str) -> Option<Arc<Profile>> {
-        self.profiles.get(name).cloned()
-    }
-
-    /// Every compiled profile by name, for the other adapters.
-    pub fn all(&self) -> HashMap<String, Arc<Profile>> {
-        self.profiles.clone()
-    }
-
-    /// Classifies tool-call arguments; paths start at `$.arguments`.
-    pub fn classify_arguments(&self, arguments: &Value) -> Report {
-        let mut report = Report::default();
-        if let Some(profile) = self.profiles.get(DEFAULT_PROFILE) {
-            profile.scan_json(arguments, "$.arguments", &mut report);
-        }
-        report
-    }
-}
-
-fn compile(name: &str, spec: &ProfileSpec) -> Result<Profile, String> {
-    Profile::compile(spec).map_err(|e| format!("masks.{name}: {e}"))
-}
-
-fn style_of(style: MaskStyle, keep: usize) -> Style {
-    match style {
-        MaskStyle::Redact => Style::Redact,
-        MaskStyle::Partial => Style::Partial { keep },
-        MaskStyle::Hash => Style::Hash,
-    }
-}
-
-/// The engine's spec of a configured profile; reads the HMAC key from the environment.
-fn spec_of(name: &str, profile: &MaskProfile) -> Result<ProfileSpec, String> {
-    let hmac_key = match &profile.hmac_key_env {
-        Some(var) => {
-            let key = std::env::var(var).map_err(|_| {
-                format!("masks.{name}.hmac_key_env: the environment variable {var} is not set")
-            })?;
-            if key.len() < MIN_HMAC_KEY {
-                return Err(format!(
-                    "masks.{name}.hmac_key_env: the key in {var} has {} bytes; at least {MIN_HMAC_KEY} are needed",
-                    key.len()
-                ));
-            }
-            Some(key.into_bytes())
-        }
-        None => None,
-    };
-    let mut custom = Vec::with_capacity(profile.custom.len());
-    for detector in &profile.custom {
-        let validator = match detector.validator.as_deref() {
-            None => None,
-            Some("luhn") => Some(Validator::Luhn),
-            Some("mod97") => Some(Validator::Mod97),
-            Some(other) => {
-                return Err(format!(
-                    "masks.{name}.custom ({}): unknown validator {other:?}; use \"luhn\" or \"mod97\"",
-                    detector.name
-                ));
-            }
-        };
-        custom.push(CustomDetector {
-            name: detector.name.clone(),
-            pattern: detector.pattern.clone(),
-            validator,
-            style: detector.style.map(|s| style_of(s, profile.keep)),
-        });
-    }
-    Ok(ProfileSpec {
-        detectors: profile.detectors.clone(),
-        fields: profile.field_globs(),
-        style: style_of(profile.style, profile.keep),
-        styles: profile
-            .styles
-            .iter()
-            .map(|(detector, style)| (detector.clone(), style_of(*style, profile.keep)))
-            .collect(),
-        custom,
-        deny_list: profile.deny_list.clone(),
-        hmac_key,
-    })
-}
-
-/// The audit form of a report.
-pub fn summary(report: &Report) -> Option<Vec<DataFinding>> {
-    (!report.is_empty()).then(|| {
-        report
-            .findings()
-            .iter()
-            .map(|f| DataFinding {
-                detector: f.detector.clone(),
-                path: f.path.clone(),
-                count: f.count,
-            })
-            .collect()
-    })
-}
 
 /// Members of a message that are never masked: they identify or steer the exchange (which
 /// request, which page, which protocol) and carry no data, and masking them breaks it (a
@@ -193,19 +55,16 @@ impl std::fmt::Debug for MaskSet {
     }
 }
 
-impl Masks {
+impl MaskSet {
     /// The profiles for what a caller receives from a target: the deciding rule's
-    /// (`rule_profile`, if any), then every profile named by the caller's allow rules on the
-    /// target ([`Policy::masks_for`]), without repeats. Err names a profile that is not
-    /// loaded (configuration validation makes that unreachable).
+    /// (`rule_profile`, if any), then every profile `named` by the caller's allow rules on
+    /// the target ([`portcullis_guard::Guard::masks_for`]), without repeats. Err names a
+    /// profile that is not loaded (configuration validation makes that unreachable).
     pub fn for_caller(
-        &self,
-        policy: &Policy,
-        identity: &Identity,
-        target: &str,
+        masks: &Masks,
+        named: &[Arc<str>],
         rule_profile: Option<&str>,
     ) -> Result<MaskSet, String> {
-        let named = policy.masks_for(identity, target);
         let mut profiles = Vec::new();
         // `masks_for` names each profile once; only the rule's own may repeat among them.
         let others = named
@@ -213,7 +72,7 @@ impl Masks {
             .map(|n| &**n)
             .filter(|n| Some(*n) != rule_profile);
         for name in rule_profile.into_iter().chain(others) {
-            let profile = self.profile(name).ok_or_else(|| {
+            let profile = masks.profile(name).ok_or_else(|| {
                 format!(
                     "masking profile {name:?} is not loaded; refusing rather than answer unmasked"
                 )
@@ -222,9 +81,7 @@ impl Masks {
         }
         Ok(MaskSet(profiles))
     }
-}
 
-impl MaskSet {
     pub fn of(profiles: Vec<Arc<Profile>>) -> MaskSet {
         MaskSet(profiles)
     }
@@ -472,6 +329,7 @@ fn is_binary(object: &Map<String, Value>, key: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use portcullis_config::Config;
     use serde_json::json;
 
     use super::*;
@@ -483,7 +341,7 @@ mod tests {
                 .into(),
         )
         .unwrap();
-        Masks::compile(&config).unwrap()
+        Masks::compile(&config.masks).unwrap()
     }
 
     fn masked(profile: &str, result: Value) -> (Value, Vec<(String, String)>) {
@@ -669,27 +527,5 @@ mod tests {
         assert_eq!(result["contents"][1]["blob"], png.as_str());
         assert_eq!(result["contents"][2]["blob"], png.as_str());
         assert_eq!(found, [("email".into(), "$.contents[0].blob".into())]);
-    }
-
-    #[test]
-    fn arguments_are_classified() {
-        let report = masks().classify_arguments(&json!({"to": "ada@example.com", "n": 3}));
-        assert_eq!(report.detectors(), ["email"]);
-        assert_eq!(report.findings()[0].path, "$.arguments.to");
-    }
-
-    #[test]
-    fn a_hash_profile_needs_its_key() {
-        let config = Config::parse(
-            std::path::Path::new("portcullis.toml"),
-            "[masks.tokens]\nstyle = \"hash\"\nhmac_key_env = \"PORTCULLIS_TEST_UNSET_MASK_KEY\"\n"
-                .into(),
-        )
-        .unwrap();
-        let err = Masks::compile(&config).unwrap_err();
-        assert!(
-            err.contains("masks.tokens.hmac_key_env") && err.contains("is not set"),
-            "{err}"
-        );
     }
 }

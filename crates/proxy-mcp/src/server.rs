@@ -15,13 +15,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use portcullis_limits::Admission;
-use portcullis_model::{EventType, Outcome};
+use portcullis_guard::{Refusal, RefusalKind};
 use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::era::{self, RequestFacts};
-use crate::gateway::{Caller, Gateway, IncomingRequest, Pump, Refusal, Session, TargetRuntime};
+use crate::gateway::{Caller, Gateway, IncomingRequest, Pump, Rejection, Session, TargetRuntime};
 use crate::headers::check_modern_headers;
 use crate::jsonrpc::{self, Message, code};
 use crate::link::Inbound;
@@ -46,7 +45,7 @@ fn json_response(status: StatusCode, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-fn refusal(r: Refusal) -> Response {
+fn refusal(r: Rejection) -> Response {
     json_response(r.status, r.body)
 }
 
@@ -64,11 +63,17 @@ async fn record_rejection(
     resource: Option<&str>,
     detail: String,
 ) {
-    let mut ev = gateway.event(EventType::Request, Outcome::Rejected, Some(caller), target);
+    let Some(target) = gateway.targets.get(target) else {
+        return;
+    };
+    let mut exchange = gateway
+        .guard
+        .exchange(&gateway.origin(caller, target, None));
+    let ev = exchange.event();
     ev.action = method.map(str::to_string);
     ev.resource = resource.map(str::to_string);
-    ev.detail = Some(detail);
-    if let Err(audit) = gateway.audit.record(ev).await {
+    let refusal = Refusal::new(RefusalKind::Malformed, detail);
+    if let Err(audit) = exchange.refuse(&refusal).record().await {
         tracing::error!("cannot record a rejected request: {audit}");
     }
 }
@@ -168,11 +173,7 @@ async fn admit(
         );
         return Err(response);
     };
-    let failures = gateway.auth.failures();
-    if let Admission::Throttled { retry_after } = failures.admit(addr.ip()) {
-        return Err(throttled(retry_after));
-    }
-    match gateway.auth.authenticate(credential).await {
+    match gateway.guard.identify(credential, addr, Some(target)).await {
         // Only an authenticated caller learns which targets exist: before, every path
         // answers alike (401), so target names cannot be probed without a credential.
         Ok(identity) => match gateway.targets.get(target).cloned() {
@@ -189,17 +190,13 @@ async fn admit(
                 &format!("no MCP target named {target:?}"),
             )),
         },
-        Err(e) => {
-            let message = e.to_string();
-            // Counted: past the limit the source is refused unchecked (above), and those
-            // refusals are recorded as one summary, not an fsync each.
-            failures.failed(addr.ip());
-            let mut ev = gateway.event(EventType::AuthFailure, Outcome::Rejected, None, target);
-            ev.source = Some(addr.to_string());
-            ev.detail = Some(format!("{}: {message}", e.code()));
-            if let Err(audit) = gateway.audit.record(ev).await {
-                tracing::error!("cannot record an authentication failure: {audit}");
-            }
+        Err(refusal) if refusal.kind == RefusalKind::Throttled => Err(throttled(
+            refusal
+                .retry_after
+                .unwrap_or(std::time::Duration::from_secs(1)),
+        )),
+        Err(refusal) => {
+            let message = refusal.message;
             let mut response = plain_error(
                 StatusCode::UNAUTHORIZED,
                 code::INVALID_REQUEST,
@@ -272,15 +269,12 @@ async fn post_message(
     let message = match Message::parse(&bytes, max) {
         Ok(m) => m,
         Err(e) => {
-            let mut ev = gateway.event(
-                EventType::Request,
-                Outcome::Rejected,
-                Some(&caller),
-                &target,
-            );
-            ev.detail = Some(e.message.clone());
-            ev.arguments = Some(gateway.audit.digest(&bytes));
-            if let Err(audit) = gateway.audit.record(ev).await {
+            let mut exchange = gateway
+                .guard
+                .exchange(&gateway.origin(&caller, &runtime, None));
+            exchange.event().arguments = Some(gateway.guard.digest(&bytes));
+            let refusal = Refusal::new(RefusalKind::Malformed, e.message.clone());
+            if let Err(audit) = exchange.refuse(&refusal).record().await {
                 tracing::error!("cannot record a malformed message: {audit}");
             }
             return json_response(
@@ -499,7 +493,7 @@ async fn dispatch(
     message: Message,
     facts: RequestFacts,
 ) -> Response {
-    let accepted = |result: Result<(), Refusal>| match result {
+    let accepted = |result: Result<(), Rejection>| match result {
         Ok(()) => StatusCode::ACCEPTED.into_response(),
         Err(r) => refusal(r),
     };

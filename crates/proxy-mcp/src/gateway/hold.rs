@@ -1,0 +1,219 @@
+//! The held path: a request waits for approval through the guard, and the caller hears
+//! progress notifications meanwhile.
+//!
+//! The guard owns the wait and its outcomes; this module is MCP's side of it: a
+//! [`HoldChannel`] that sends `notifications/progress` on the request's stream (when the
+//! caller gave a progress token) and notices that the caller hung up or sent
+//! `notifications/cancelled`, then the forward of an approved request.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use portcullis_guard::{Approval, Exchange, HoldAsk, HoldChannel, Interruption, Refusal};
+use portcullis_model::{ApprovalRequirement, Outcome, Verdict};
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::era::RequestFacts;
+use crate::link::Inbound;
+use crate::masking::MaskSet;
+
+use super::*;
+
+/// How often a held caller with a progress token hears that it is still waiting.
+pub(super) const HOLD_PROGRESS_EVERY: Duration = Duration::from_secs(15);
+
+/// A held request, owned, so it can wait in a future of its own.
+pub(super) struct HeldCall {
+    pub(super) id: Box<RawValue>,
+    pub(super) method: String,
+    pub(super) params: Option<Box<RawValue>>,
+    pub(super) facts: RequestFacts,
+}
+
+/// Everything the held path carries from the decision to the forward.
+pub(super) struct HeldRequest {
+    pub(super) caller: Caller,
+    pub(super) target: Arc<TargetRuntime>,
+    pub(super) session: Option<Arc<Session>>,
+    pub(super) call: HeldCall,
+    pub(super) verdict: Verdict,
+    pub(super) requirement: Arc<ApprovalRequirement>,
+    pub(super) mask: MaskSet,
+    pub(super) exchange: Exchange,
+    pub(super) tx: mpsc::Sender<Inbound>,
+}
+
+/// The progress message of a held request: what it waits for and where people decide.
+pub(super) fn awaiting_message(approval: &Approval, admin_url: Option<&str>) -> String {
+    let mut text = format!(
+        "awaiting approval {} ({} approval(s) from {}, until {}): decide with `portcullis approvals approve {}`",
+        approval.id,
+        approval.min_approvals,
+        approval.approvers.join(", "),
+        approval.expires_at,
+        approval.id
+    );
+    if let Some(url) = admin_url {
+        text.push_str(&format!(" or at {url}/api/v1/approvals/{}", approval.id));
+    }
+    text
+}
+
+/// MCP's side of a hold: progress on the request's stream, and the two ways a caller stops
+/// waiting (it hangs up; it sends `notifications/cancelled`).
+struct ProgressChannel<'a> {
+    tx: &'a mpsc::Sender<Inbound>,
+    /// The caller's progress token as it sent it (JSON text); without one, nothing is sent.
+    progress_token: Option<Value>,
+    cancelled: oneshot::Receiver<()>,
+    admin_url: Option<String>,
+}
+
+impl HoldChannel for ProgressChannel<'_> {
+    async fn tell(&mut self, approval: &Approval, round: u64) -> Result<(), Interruption> {
+        let Some(token) = &self.progress_token else {
+            return Ok(());
+        };
+        // The spec wants the progress value to grow with each notification.
+        let text = json!({
+            "jsonrpc": "2.0",
+            "method": "notifications/progress",
+            "params": {
+                "progressToken": token,
+                "progress": round + 1,
+                "message": awaiting_message(approval, self.admin_url.as_deref()),
+            },
+        })
+        .to_string();
+        // A caller that is gone is noticed by `interrupted`.
+        let _ = self.tx.send(Inbound::Interim(text)).await;
+        Ok(())
+    }
+
+    fn every(&self) -> Option<Duration> {
+        self.progress_token.as_ref().map(|_| HOLD_PROGRESS_EVERY)
+    }
+
+    async fn interrupted(&mut self) -> Interruption {
+        tokio::select! {
+            () = self.tx.closed() => Interruption::CallerGone,
+            _ = &mut self.cancelled => Interruption::CallerCancelled,
+        }
+    }
+}
+
+impl Gateway {
+    /// The held path: ask people through the guard, keep the caller informed while they
+    /// decide, then forward (approved) or refuse, naming the approval, the decision, who
+    /// made it and why.
+    pub(super) async fn hold_then_forward(self: Arc<Self>, held: HeldRequest) {
+        let HeldRequest {
+            caller,
+            target,
+            session,
+            call,
+            verdict,
+            requirement,
+            mask,
+            mut exchange,
+            tx,
+        } = held;
+        let client_id = call.id.get().to_string();
+        let ask = HoldAsk {
+            what: format!(
+                "{} {:?}",
+                call.method,
+                call.facts.name.as_deref().unwrap_or("")
+            ),
+            action: call.method.clone(),
+            resource: call.facts.name.clone(),
+            // Approvers see the arguments masked with the default profile (by the guard).
+            shown: call.facts.arguments.clone(),
+            digest: None,
+            reason: call.facts.reason.clone(),
+        };
+        // Registered so that a `notifications/cancelled` for it ends its wait: no upstream
+        // has seen it to cancel.
+        let owner = match &session {
+            Some(s) => s.id.clone(),
+            None => caller_key(&caller.identity),
+        };
+        let key = (owner, client_id.clone());
+        let (cancel_tx, cancelled) = oneshot::channel();
+        self.held
+            .lock()
+            .expect("lock")
+            .insert(key.clone(), cancel_tx);
+        let mut channel = ProgressChannel {
+            tx: &tx,
+            progress_token: call
+                .facts
+                .progress_token
+                .as_deref()
+                .map(|t| serde_json::from_str::<Value>(t).unwrap_or(Value::Null)),
+            cancelled,
+            admin_url: self.guard.admin_url().map(str::to_string),
+        };
+        let released = exchange
+            .hold(&verdict, requirement, ask, &mut channel)
+            .await;
+        self.held.lock().expect("lock").remove(&key);
+        if let Err(refusal) = released {
+            self.refuse_held(exchange, &refusal, &client_id, &tx).await;
+            return;
+        }
+        let incoming = IncomingRequest {
+            id: &call.id,
+            method: &call.method,
+            params: call.params.as_deref(),
+            facts: call.facts,
+        };
+        match self
+            .forward(&caller, &target, session.as_ref(), &incoming)
+            .await
+        {
+            Ok(Forward::Upstream(in_flight)) => {
+                let in_flight = InFlight { mask, ..in_flight };
+                self.clone()
+                    .pump(
+                        caller,
+                        target,
+                        in_flight,
+                        tx,
+                        exchange,
+                        call.method,
+                        client_id,
+                    )
+                    .await;
+            }
+            Ok(Forward::Local(answer)) => {
+                let answer = mask_local(&mask, answer, &client_id, exchange.event());
+                self.release(exchange.finish(Outcome::Success), answer, &client_id, &tx)
+                    .await;
+            }
+            Err(refusal) => self.refuse(exchange, &refusal, &client_id, &tx).await,
+        }
+    }
+
+    /// A held request that ends refused. One whose caller stopped waiting (it hung up or
+    /// cancelled) gets no answer, as a cancelled JSON-RPC request gets none; its event is
+    /// recorded all the same.
+    async fn refuse_held(
+        &self,
+        exchange: Exchange,
+        refusal: &Refusal,
+        client_id: &str,
+        tx: &mpsc::Sender<Inbound>,
+    ) {
+        match refusal.interruption {
+            Some(Interruption::CallerGone | Interruption::CallerCancelled) => {
+                if let Err(e) = exchange.refuse(refusal).record().await {
+                    tracing::error!("recording an abandoned held request: {e}");
+                }
+            }
+            _ => self.refuse(exchange, refusal, client_id, tx).await,
+        }
+    }
+}
