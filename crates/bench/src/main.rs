@@ -467,7 +467,7 @@ async fn main() -> Result<()> {
             rps / direct_rps
         );
     }
-    let mut gateways: Vec<Variant> = Vec::new();
+    let mut gateways: Vec<Variant<'_>> = Vec::new();
     for durability in &args.durability {
         for baseline in &args.baseline {
             let (name, path) = baseline

@@ -442,7 +442,7 @@ fn agent() -> Key {
 
 /// A gateway with one postgres target `db` on a loopback listener; returns it and the
 /// listener's address once it accepts connections.
-fn gateway(agent: &Key, target: &Target, env: &[(&str, &str)]) -> (Gateway, SocketAddr) {
+fn gateway(agent: &Key, target: &Target<'_>, env: &[(&str, &str)]) -> (Gateway, SocketAddr) {
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let gw = Gateway::start_with(
         &format!(

@@ -127,7 +127,7 @@ impl RequestFacts {
         if !params.get().starts_with('{') {
             return Ok(RequestFacts::default());
         }
-        let view: ParamsView =
+        let view: ParamsView<'_> =
             serde_json::from_str(params.get()).map_err(|e| format!("invalid params: {e}"))?;
         let field = method.and_then(target_field);
         let (target, other, other_field) = match field {
@@ -149,7 +149,7 @@ impl RequestFacts {
         }
         let (protocol_version, progress_token, reason, has_client_capabilities) = match view.meta {
             Some(raw) if raw.get().starts_with('{') => {
-                let m: MetaView = serde_json::from_str(raw.get())
+                let m: MetaView<'_> = serde_json::from_str(raw.get())
                     .map_err(|e| format!("invalid params._meta: {e}"))?;
                 (
                     m.protocol_version,

@@ -127,7 +127,7 @@ impl Message {
                 "a JSON-RPC message must be a JSON object".into(),
             ));
         }
-        let env: RawEnvelope = serde_json::from_slice(bytes).map_err(|e| {
+        let env: RawEnvelope<'_> = serde_json::from_slice(bytes).map_err(|e| {
             fail(
                 code::INVALID_REQUEST,
                 format!("not a JSON-RPC message: {e}"),
@@ -288,7 +288,7 @@ impl<'de> DeserializeSeed<'de> for UniqueKeys {
 
 impl<'de> Visitor<'de> for UniqueKeys {
     type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("any JSON value")
     }
     fn visit_bool<E>(self, _: bool) -> Result<(), E> {

@@ -703,7 +703,7 @@ fn progress_token_of(params: &RawValue) -> Option<String> {
         #[serde(rename = "progressToken", borrow)]
         progress_token: Option<&'a RawValue>,
     }
-    serde_json::from_str::<P>(params.get())
+    serde_json::from_str::<P<'_>>(params.get())
         .ok()?
         .progress_token
         .map(|t| t.get().to_string())
@@ -719,7 +719,7 @@ fn ids_named(text: &str) -> Vec<u64> {
             struct Visit;
             impl<'de> serde::de::Visitor<'de> for Visit {
                 type Value = Ids;
-                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                     f.write_str("a JSON object")
                 }
                 fn visit_map<A: serde::de::MapAccess<'de>>(

@@ -15,6 +15,8 @@
 //! any server setting), and `standard_conforming_strings = off` (the parser would no longer
 //! read strings as the server does).
 
+#![forbid(unsafe_code)]
+
 pub mod catalog;
 pub mod classify;
 pub mod discovery;
