@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use portcullis_approvals::{Approval, Approvals, HoldRequest, Status};
 use portcullis_audit::AuditLog;
-use portcullis_config::Config;
+use portcullis_config::{Config, McpUpstream};
 use portcullis_identity::Authenticator;
 use portcullis_mask::Report;
 use portcullis_model::{
@@ -312,21 +312,17 @@ impl Gateway {
     ) -> Result<Arc<Gateway>, GatewayError> {
         let mut targets = HashMap::new();
         for (name, target) in &config.targets {
-            if target.kind != TargetKind::Mcp {
+            let Some(target) = target.as_mcp() else {
                 continue;
-            }
-            let spec = match (&target.command, &target.url) {
-                (Some(command), _) => UpstreamSpec::Stdio {
+            };
+            let spec = match &target.upstream {
+                McpUpstream::Stdio { command, env, cwd } => UpstreamSpec::Stdio {
                     command: command.clone(),
-                    env: target
-                        .env
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect(),
-                    cwd: target.cwd.clone(),
+                    env: env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                    cwd: cwd.clone(),
                 },
-                (None, Some(url)) => {
-                    let auth = match &target.upstream_auth {
+                McpUpstream::Http { url, auth } => {
+                    let auth = match auth {
                         None => None,
                         Some(a) => {
                             let secret = std::env::var(&a.env).map_err(|_| {
@@ -358,7 +354,6 @@ impl Gateway {
                         auth,
                     }
                 }
-                (None, None) => unreachable!("validated by the config crate"),
             };
             targets.insert(
                 name.clone(),
