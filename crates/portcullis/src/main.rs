@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use portcullis_approvals::Approvals;
+use portcullis_approvals::{ApprovalSettings, Approvals};
 use portcullis_audit::publish::{Publisher, Sinks, WitnessSink};
 use portcullis_audit::{AuditLog, AuditReader};
 use portcullis_config::{Config, McpUpstream, TargetSpec, UpstreamTls};
@@ -568,7 +568,11 @@ pub async fn serve(
     audit.set_space_reserve(config.audit.space_reserve);
     let publisher = start_publisher(&config, &audit)?;
     let pins = Arc::new(Pins::open(&config.gateway.data_dir)?);
-    let approvals = Approvals::open(&config.gateway.data_dir, audit.clone(), &config)
+    let approval_settings = ApprovalSettings {
+        approvals: config.approvals.clone(),
+        admin_url: config.admin_url(),
+    };
+    let approvals = Approvals::open(&config.gateway.data_dir, audit.clone(), &approval_settings)
         .await
         .context("opening the approvals store")?;
     let sweeper_of_approvals = approvals.spawn_sweeper();
