@@ -116,3 +116,40 @@ fn first_key(value: &Spanned<DeValue>) -> Option<Range<usize>> {
         .map(Spanned::span)
         .min_by_key(|span| span.start)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(text: &str, path: &[Seg]) -> usize {
+        let source = SourceFile {
+            path: "t.toml".into(),
+            text: text.into(),
+        };
+        let span = Locator::new(&source).span(path);
+        source.line_of(span.start)
+    }
+
+    #[test]
+    fn keys_are_found_by_path_not_by_text() {
+        let text = "[targets.db2]\nlisten = 1\n\n[targets.db]\nkind = \"x\"\nlisten = 2\n";
+        assert_eq!(line(text, key_path!["targets", "db", "listen"]), 6);
+        assert_eq!(line(text, key_path!["targets", "db2", "listen"]), 2);
+        // A key the file leaves out: the deepest table that is written.
+        assert_eq!(line(text, key_path!["targets", "db", "user"]), 4);
+        assert_eq!(line(text, key_path!["gateway", "listen"]), 1);
+        // Dotted keys and inline tables have spans too.
+        let text = "a = 1\ntargets.db.listen = 2\n";
+        assert_eq!(line(text, key_path!["targets", "db", "listen"]), 2);
+    }
+
+    #[test]
+    fn array_elements_are_found_by_index() {
+        let text = "[[hooks]]\nurl = \"a\"\n\n[[hooks]]\nname = \"b\"\nurl = \"b\"\n";
+        assert_eq!(line(text, key_path!["hooks", 1usize, "url"]), 6);
+        assert_eq!(line(text, key_path!["hooks", 1usize]), 5);
+        assert_eq!(line(text, key_path!["hooks", 0usize, "url"]), 2);
+        let inline = "hooks = [\n  { url = \"a\" },\n  { url = \"b\" },\n]\n";
+        assert_eq!(line(inline, key_path!["hooks", 1usize, "url"]), 3);
+    }
+}
