@@ -201,16 +201,27 @@ fn clean_reason(reason: Option<&str>) -> Result<Option<String>, ApprovalError> {
     Ok(Some(reason.to_string()))
 }
 
+/// What the approval service takes from the configuration, built by the binary: the
+/// `[approvals]` section and where approvers reach the admin API. The service reads no other
+/// part of the file.
+#[derive(Debug, Clone, Default)]
+pub struct ApprovalSettings {
+    /// `[approvals]`: break-glass groups and notification webhooks.
+    pub approvals: portcullis_config::Approvals,
+    /// The admin API's URL for links in notifications and refusals (`Config::admin_url`).
+    pub admin_url: Option<String>,
+}
+
 impl Approvals {
     /// Opens `approvals.db` in `data_dir`, cancels held requests left pending by a previous
     /// run (their callers are gone), loads the open grants, and starts notifications.
     pub async fn open(
         data_dir: &Path,
         audit: AuditLog,
-        config: &portcullis_config::Config,
+        settings: &ApprovalSettings,
     ) -> Result<Approvals, ApprovalError> {
         let store = Store::open(data_dir)?;
-        let notifier = match Notifier::start(&config.approvals)? {
+        let notifier = match Notifier::start(&settings.approvals)? {
             Some((notifier, deliveries)) => {
                 spawn_delivery_recorder(audit.clone(), deliveries);
                 Some(notifier)
@@ -228,8 +239,8 @@ impl Approvals {
             inner: Arc::new(Inner {
                 store: tokio::sync::Mutex::new(store),
                 audit,
-                break_glass: config.approvals.break_glass_groups.clone(),
-                admin_url: config.admin_url(),
+                break_glass: settings.approvals.break_glass_groups.clone(),
+                admin_url: settings.admin_url.clone(),
                 notifier,
                 waiters: Mutex::new(HashMap::new()),
                 grants: RwLock::new(grants),

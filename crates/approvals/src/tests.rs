@@ -30,8 +30,12 @@ fn agent() -> Identity {
     id
 }
 
-fn config(extra: &str) -> Config {
-    Config::parse(Path::new("/tmp/t.toml"), extra.to_string()).unwrap()
+fn settings(extra: &str) -> ApprovalSettings {
+    let config = Config::parse(Path::new("/tmp/t.toml"), extra.to_string()).unwrap();
+    ApprovalSettings {
+        admin_url: config.admin_url(),
+        approvals: config.approvals,
+    }
 }
 
 fn requirement(min: u32, timeout: Duration) -> Arc<ApprovalRequirement> {
@@ -55,7 +59,7 @@ async fn fixture(extra: &str) -> Fixture {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     let audit = AuditLog::open(&dir, "test", Durability::Strict).unwrap();
-    let approvals = Approvals::open(&dir, audit.clone(), &config(extra))
+    let approvals = Approvals::open(&dir, audit.clone(), &settings(extra))
         .await
         .unwrap();
     Fixture {
@@ -421,7 +425,7 @@ async fn a_restart_cancels_held_requests_and_keeps_grant_requests() {
     let dir = tmp.path();
     let (held_id, grant_id) = {
         let audit = AuditLog::open(dir, "test", Durability::Strict).unwrap();
-        let approvals = Approvals::open(dir, audit.clone(), &config(""))
+        let approvals = Approvals::open(dir, audit.clone(), &settings(""))
             .await
             .unwrap();
         let held = approvals
@@ -436,7 +440,7 @@ async fn a_restart_cancels_held_requests_and_keeps_grant_requests() {
         (id, grant.id)
     };
     let audit = AuditLog::open(dir, "test", Durability::Strict).unwrap();
-    let approvals = Approvals::open(dir, audit.clone(), &config(""))
+    let approvals = Approvals::open(dir, audit.clone(), &settings(""))
         .await
         .unwrap();
     let dana = person("dana", &["finance-leads"]);

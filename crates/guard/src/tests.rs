@@ -67,7 +67,13 @@ async fn fixture() -> Fixture {
     let dir = tmp.path().to_path_buf();
     let config = Config::parse(Path::new("/tmp/guard.toml"), CONFIG.to_string()).unwrap();
     let audit = AuditLog::open(&dir, "test", Durability::Strict).unwrap();
-    let approvals = Approvals::open(&dir, audit.clone(), &config).await.unwrap();
+    let settings = portcullis_approvals::ApprovalSettings {
+        approvals: config.approvals.clone(),
+        admin_url: config.admin_url(),
+    };
+    let approvals = Approvals::open(&dir, audit.clone(), &settings)
+        .await
+        .unwrap();
     let guard = Guard::new(
         Arc::new(Authenticator::new(&config.identity).unwrap()),
         Arc::new(Policy::compile(&config).unwrap()),

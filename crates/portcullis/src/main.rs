@@ -19,10 +19,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use portcullis_approvals::Approvals;
+use portcullis_approvals::{ApprovalSettings, Approvals};
 use portcullis_audit::publish::{Publisher, Sinks, WitnessSink};
 use portcullis_audit::{AuditLog, AuditReader};
-use portcullis_config::Config;
+use portcullis_config::{Config, McpUpstream, TargetSpec, UpstreamTls};
 use portcullis_guard::{Guard, Masks};
 use portcullis_identity::Authenticator;
 use portcullis_model::{EventType, IdentityKind, Outcome};
@@ -298,20 +298,17 @@ fn check_config(path: &Path) -> Result<()> {
         config.identity.api_keys.len()
     );
     for (name, target) in &config.targets {
-        let how = match (&target.command, &target.url, target.pg_upstream()) {
-            (Some(cmd), _, _) => format!("stdio: {}", cmd.join(" ")),
-            (None, Some(url), _) => format!("http: {url}"),
-            (None, None, Some(db)) => format!(
+        let how = match target {
+            TargetSpec::Mcp(mcp) => match &mcp.upstream {
+                McpUpstream::Stdio { command, .. } => format!("stdio: {}", command.join(" ")),
+                McpUpstream::Http { url, .. } => format!("http: {url}"),
+            },
+            TargetSpec::Postgres(pg) => format!(
                 "listening on {}, database {} on {}:{} as {}",
-                target.listen.map(|a| a.to_string()).unwrap_or_default(),
-                db.database,
-                db.host,
-                db.port,
-                target.user.as_deref().unwrap_or("?")
+                pg.listen, pg.upstream.database, pg.upstream.host, pg.upstream.port, pg.user
             ),
-            _ => String::new(),
         };
-        println!("  target {name} ({:?}, {how})", target.kind);
+        println!("  target {name} ({:?}, {how})", target.kind());
     }
     println!(
         "  {} rule(s), policy version {} (default: deny)",
@@ -571,7 +568,11 @@ pub async fn serve(
     audit.set_space_reserve(config.audit.space_reserve);
     let publisher = start_publisher(&config, &audit)?;
     let pins = Arc::new(Pins::open(&config.gateway.data_dir)?);
-    let approvals = Approvals::open(&config.gateway.data_dir, audit.clone(), &config)
+    let approval_settings = ApprovalSettings {
+        approvals: config.approvals.clone(),
+        admin_url: config.admin_url(),
+    };
+    let approvals = Approvals::open(&config.gateway.data_dir, audit.clone(), &approval_settings)
         .await
         .context("opening the approvals store")?;
     let sweeper_of_approvals = approvals.spawn_sweeper();
@@ -770,11 +771,10 @@ async fn start_databases(
         None => None,
     };
     for (name, target) in &config.targets {
-        let (Some(upstream), Some(addr), Some(user)) =
-            (target.pg_upstream(), target.listen, target.user.clone())
-        else {
+        let Some(target) = target.as_postgres() else {
             continue;
         };
+        let (upstream, addr) = (&target.upstream, target.listen);
         if target.record_results {
             anyhow::bail!(
                 "targets.{name}.record_results: recording result sets is not built yet; remove the line (statements and their row counts are recorded regardless)"
@@ -788,23 +788,23 @@ async fn start_databases(
             })?)),
             None => None,
         };
-        let upstream_tls = match target.upstream_tls {
-            portcullis_config::UpstreamTls::Disable => None,
-            portcullis_config::UpstreamTls::Require => {
+        let upstream_tls = match &target.upstream_tls {
+            UpstreamTls::Disable => None,
+            UpstreamTls::Require => {
                 Some(portcullis_proxy_pg::tls::client_config(None).map_err(anyhow::Error::msg)?)
             }
-            portcullis_config::UpstreamTls::VerifyFull => Some(
-                portcullis_proxy_pg::tls::client_config(target.upstream_ca.as_deref())
+            UpstreamTls::VerifyFull { ca } => Some(
+                portcullis_proxy_pg::tls::client_config(Some(ca.as_path()))
                     .map_err(|e| anyhow::anyhow!("targets.{name}.upstream_ca: {e}"))?,
             ),
         };
         let settings = PgSettings {
             target: name.clone(),
             upstream: UpstreamSettings {
-                host: upstream.host,
+                host: upstream.host.clone(),
                 port: upstream.port,
-                database: upstream.database,
-                user,
+                database: upstream.database.clone(),
+                user: target.user.clone(),
                 password,
                 tls: upstream_tls,
                 connect_timeout: Duration::from_secs(10),

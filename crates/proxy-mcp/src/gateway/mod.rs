@@ -29,9 +29,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use portcullis_config::Config;
+use portcullis_config::{Config, McpUpstream};
 use portcullis_guard::{Guard, Origin, Refusal, summary};
-use portcullis_model::{AuditEvent, EventType, Identity, Outcome, TargetKind};
+use portcullis_model::{AuditEvent, EventType, Identity, Outcome};
 use serde_json::Value;
 use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
@@ -145,21 +145,17 @@ impl Gateway {
     ) -> Result<Arc<Gateway>, GatewayError> {
         let mut targets = HashMap::new();
         for (name, target) in &config.targets {
-            if target.kind != TargetKind::Mcp {
+            let Some(target) = target.as_mcp() else {
                 continue;
-            }
-            let spec = match (&target.command, &target.url) {
-                (Some(command), _) => UpstreamSpec::Stdio {
+            };
+            let spec = match &target.upstream {
+                McpUpstream::Stdio { command, env, cwd } => UpstreamSpec::Stdio {
                     command: command.clone(),
-                    env: target
-                        .env
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect(),
-                    cwd: target.cwd.clone(),
+                    env: env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                    cwd: cwd.clone(),
                 },
-                (None, Some(url)) => {
-                    let auth = match &target.upstream_auth {
+                McpUpstream::Http { url, auth } => {
+                    let auth = match auth {
                         None => None,
                         Some(a) => {
                             let secret = std::env::var(&a.env).map_err(|_| {
@@ -191,7 +187,6 @@ impl Gateway {
                         auth,
                     }
                 }
-                (None, None) => unreachable!("validated by the config crate"),
             };
             targets.insert(
                 name.clone(),
