@@ -598,17 +598,9 @@ pub async fn serve(
         ),
         None => None,
     };
-    let databases = start_databases(
-        &config,
-        &auth,
-        &policy,
-        &audit,
-        &approvals,
-        &gateway,
-        &connections,
-    )
-    .await
-    .context("starting the database listeners")?;
+    let databases = start_databases(&config, &auth, &policy, &audit, &approvals, &connections)
+        .await
+        .context("starting the database listeners")?;
     let listener = listen(config.gateway.listen)
         .with_context(|| format!("cannot listen on {}", config.gateway.listen))?;
     let addr = listener.local_addr()?;
@@ -755,10 +747,17 @@ async fn start_databases(
     policy: &Arc<Policy>,
     audit: &AuditLog,
     approvals: &Approvals,
-    gateway: &Gateway,
     connections: &Arc<portcullis_limits::ConnectionLimiter>,
 ) -> Result<Vec<(Arc<PgProxy>, SocketAddr, tokio::task::JoinHandle<()>)>> {
     let mut started = Vec::new();
+    // The pipeline both adapters share (until the MCP adapter takes it too, built here).
+    let guard = portcullis_guard::Guard::new(
+        auth.clone(),
+        policy.clone(),
+        approvals.clone(),
+        audit.clone(),
+        portcullis_guard::Masks::compile(&config.masks).map_err(anyhow::Error::msg)?,
+    );
     let client_tls = match &config.gateway.tls {
         Some(tls) => Some(
             portcullis_proxy_pg::tls::server_config(&tls.cert, &tls.key)
@@ -820,14 +819,7 @@ async fn start_databases(
             connection_caps: connections.clone(),
             startup_timeout: config.gateway.limits.header_read_timeout,
         };
-        let proxy = PgProxy::new(
-            settings,
-            auth.clone(),
-            policy.clone(),
-            audit.clone(),
-            approvals.clone(),
-            gateway.masks.all(),
-        );
+        let proxy = PgProxy::new(settings, guard.clone());
         let listener = listen(addr)
             .with_context(|| format!("cannot listen on {addr} (targets.{name}.listen)"))?;
         let bound = listener.local_addr()?;
