@@ -56,7 +56,9 @@ impl Session {
         }
     }
 
-    pub(super) async fn decide(
+    /// The decision on one statement, inside `exchange`; a refusal is left to the caller
+    /// to record.
+    async fn decide(
         &mut self,
         exchange: &mut Exchange,
         classified: StatementRef,

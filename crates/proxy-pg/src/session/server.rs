@@ -53,6 +53,12 @@ impl Session {
                             }
                             break;
                         }
+                        // Likewise the batch's later Executes: each still ends in its event.
+                        Owed::Execute(run) => self.finish_statement(
+                            run,
+                            Outcome::Success,
+                            "ran, but its answer was withheld after an earlier message of the batch had its rows withheld",
+                        ),
                         Owed::Sync => break,
                         _ => {}
                     }
