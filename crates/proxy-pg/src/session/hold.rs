@@ -153,6 +153,70 @@ fn reason_comment(text: &str) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// A held client over an in-memory stream: the test's end of it, and the watches.
+    struct Wait {
+        reader: ReadHalf<BoxStream>,
+        writer: WriteHalf<BoxStream>,
+        client_in: BytesMut,
+        to_client: BytesMut,
+        cancels: watch::Sender<u64>,
+        stopping: watch::Sender<bool>,
+    }
+
+    fn wait() -> (Wait, tokio::io::DuplexStream) {
+        let (ours, theirs) = tokio::io::duplex(1024);
+        let stream: BoxStream = Box::new(ours);
+        let (reader, writer) = tokio::io::split(stream);
+        let wait = Wait {
+            reader,
+            writer,
+            client_in: BytesMut::new(),
+            to_client: BytesMut::new(),
+            cancels: watch::channel(0).0,
+            stopping: watch::channel(false).0,
+        };
+        (wait, theirs)
+    }
+
+    impl Wait {
+        fn client(&mut self) -> HeldClient<'_> {
+            HeldClient {
+                reader: &mut self.reader,
+                writer: &mut self.writer,
+                client_in: &mut self.client_in,
+                to_client: &mut self.to_client,
+                cancels: self.cancels.subscribe(),
+                stopping: self.stopping.subscribe(),
+                what: "UPDATE on t",
+                rule: "r",
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cancel_or_the_gateway_stopping_ends_the_wait() {
+        let (mut w, _peer) = wait();
+        let cancels = w.cancels.clone();
+        let mut client = w.client();
+        cancels.send_modify(|n| *n += 1);
+        assert_eq!(client.interrupted().await, Interruption::CallerCancelled);
+
+        let (mut w, _peer) = wait();
+        let stopping = w.stopping.clone();
+        let mut client = w.client();
+        stopping.send_replace(true);
+        assert_eq!(client.interrupted().await, Interruption::Stopping);
+    }
+
+    #[tokio::test]
+    async fn what_the_client_pipelines_while_held_is_kept_and_its_hang_up_ends_the_wait() {
+        let (mut w, mut peer) = wait();
+        peer.write_all(b"Q\0\0\0\x05").await.unwrap();
+        drop(peer);
+        assert_eq!(w.client().interrupted().await, Interruption::CallerGone);
+        assert_eq!(&w.client_in[..], b"Q\0\0\0\x05");
+    }
+
     #[test]
     pub(super) fn reasons_come_from_a_leading_comment() {
         assert_eq!(
