@@ -602,17 +602,9 @@ pub async fn serve(
         ),
         None => None,
     };
-    let databases = start_databases(
-        &config,
-        &auth,
-        &policy,
-        &audit,
-        &approvals,
-        &gateway,
-        &connections,
-    )
-    .await
-    .context("starting the database listeners")?;
+    let databases = start_databases(&config, &guard, &connections)
+        .await
+        .context("starting the database listeners")?;
     let listener = listen(config.gateway.listen)
         .with_context(|| format!("cannot listen on {}", config.gateway.listen))?;
     let addr = listener.local_addr()?;
@@ -755,11 +747,7 @@ async fn record_failure_summaries(auth: &Authenticator, audit: &AuditLog, all: b
 /// database passwords are read from the environment here, so a missing one fails the start.
 async fn start_databases(
     config: &Config,
-    auth: &Arc<Authenticator>,
-    policy: &Arc<Policy>,
-    audit: &AuditLog,
-    approvals: &Approvals,
-    gateway: &Gateway,
+    guard: &Arc<Guard>,
     connections: &Arc<portcullis_limits::ConnectionLimiter>,
 ) -> Result<Vec<(Arc<PgProxy>, SocketAddr, tokio::task::JoinHandle<()>)>> {
     let mut started = Vec::new();
@@ -823,14 +811,7 @@ async fn start_databases(
             connection_caps: connections.clone(),
             startup_timeout: config.gateway.limits.header_read_timeout,
         };
-        let proxy = PgProxy::new(
-            settings,
-            auth.clone(),
-            policy.clone(),
-            audit.clone(),
-            approvals.clone(),
-            gateway.guard.masks().all(),
-        );
+        let proxy = PgProxy::new(settings, guard.clone());
         let listener = listen(addr)
             .with_context(|| format!("cannot listen on {addr} (targets.{name}.listen)"))?;
         let bound = listener.local_addr()?;

@@ -195,7 +195,7 @@ impl Discovery {
             }
         }
         let mut ev = proxy
-            .audit
+            .guard
             .event(EventType::ColumnsDiscovered, Outcome::Success);
         ev.target = Some(proxy.target.clone());
         ev.action = Some("discover".into());
@@ -212,7 +212,7 @@ impl Discovery {
         ));
         ev.findings = (!findings.is_empty()).then_some(findings);
         proxy
-            .audit
+            .guard
             .record(ev)
             .await
             .map_err(|e| format!("column discovery could not record its event: {e}"))?;

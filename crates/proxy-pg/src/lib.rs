@@ -21,6 +21,7 @@ pub mod catalog;
 pub mod classify;
 pub mod discovery;
 mod inference;
+mod refusal;
 mod session;
 pub mod shape;
 pub mod tls;
@@ -33,13 +34,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use portcullis_approvals::Approvals;
-use portcullis_audit::AuditLog;
-use portcullis_identity::Authenticator;
-use portcullis_limits::{Admission, ConnectionLimiter};
-use portcullis_mask::Profile;
+use portcullis_guard::{Guard, RefusalKind};
+use portcullis_limits::ConnectionLimiter;
 use portcullis_model::{Decision, EventType, Identity, Outcome, Verdict};
-use portcullis_policy::Policy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -52,9 +49,6 @@ use crate::session::Session;
 use crate::tls::BoxStream;
 use crate::upstream::UpstreamSettings;
 use crate::wire::Startup;
-
-/// The profile approvers' copies of held statements are masked with.
-pub const DEFAULT_PROFILE: &str = "default";
 
 /// Startup parameters passed on to the server. Anything else could change how the server
 /// reads what the gateway checked (`options`, `search_path`, `role`, ...), so it is refused.
@@ -79,11 +73,8 @@ const MAX_PASSWORD: usize = 64 * 1024;
 pub struct PgProxy {
     pub target: String,
     pub upstream: UpstreamSettings,
-    pub auth: Arc<Authenticator>,
-    pub policy: Arc<Policy>,
-    pub audit: AuditLog,
-    pub approvals: Approvals,
-    pub masks: HashMap<String, Arc<Profile>>,
+    /// Identify, decide, hold, record: the pipeline every adapter shares.
+    pub guard: Arc<Guard>,
     pub classifier: Classifier,
     /// What the server's catalog says about the functions statements call.
     pub catalog: FunctionCatalog,
@@ -141,22 +132,11 @@ pub struct PgSettings {
 }
 
 impl PgProxy {
-    pub fn new(
-        settings: PgSettings,
-        auth: Arc<Authenticator>,
-        policy: Arc<Policy>,
-        audit: AuditLog,
-        approvals: Approvals,
-        masks: HashMap<String, Arc<Profile>>,
-    ) -> Arc<PgProxy> {
+    pub fn new(settings: PgSettings, guard: Arc<Guard>) -> Arc<PgProxy> {
         Arc::new(PgProxy {
             target: settings.target,
             upstream: settings.upstream,
-            auth,
-            policy,
-            audit,
-            approvals,
-            masks,
+            guard,
             classifier: Classifier::new(),
             catalog: FunctionCatalog::default(),
             tls: settings.tls,
@@ -232,7 +212,7 @@ impl PgProxy {
         Verdict {
             decision: Decision::Allow { mask: None },
             rule: None,
-            policy_version: Arc::from(self.policy.version()),
+            policy_version: Arc::from(self.guard.policy_version()),
             grant: None,
         }
     }
@@ -447,54 +427,32 @@ impl PgProxy {
             .await;
             return None;
         }
-        let failures = self.auth.failures();
-        if let Admission::Throttled { retry_after } = failures.admit(peer.ip()) {
-            refuse(
-                &mut stream,
-                wire::TOO_MANY_CONNECTIONS,
-                &format!(
-                    "portcullis: too many failed authentications from your address; credentials from it are not checked for {}s",
-                    retry_after.as_secs().max(1)
-                ),
-                None,
-            )
-            .await;
-            return None;
-        }
-        let identity = match self.auth.authenticate(&credential).await {
+        let identity = match self
+            .guard
+            .identify(&credential, peer, Some(&self.target))
+            .await
+        {
             Ok(identity) => identity,
-            Err(e) => {
-                // Counted: past the limit the source is refused unchecked (above), and those
-                // refusals are recorded as one summary (`portcullis_limits::FailureThrottle`).
-                failures.failed(peer.ip());
-                let mut ev = self.audit.event(EventType::AuthFailure, Outcome::Rejected);
-                ev.source = Some(peer.to_string());
-                ev.target = Some(self.target.clone());
-                ev.detail = Some(format!("{}: {e}", e.code()));
-                if let Err(a) = self.audit.record(ev).await {
-                    tracing::error!("cannot record an authentication failure: {a}");
+            Err(mut refusal) => {
+                if refusal.kind == RefusalKind::Unauthenticated {
+                    refusal.message = format!(
+                        "authentication failed for user \"{user}\": {}",
+                        refusal.message
+                    );
                 }
-                refuse(
-                    &mut stream,
-                    wire::INVALID_PASSWORD,
-                    &format!("portcullis: authentication failed for user \"{user}\": {e}"),
-                    None,
-                )
-                .await;
+                let wire = refusal::render(&refusal);
+                refuse(&mut stream, wire.code, &wire.message, None).await;
                 return None;
             }
         };
         if user != identity.subject && identity.display_name.as_deref() != Some(user) {
-            let mut ev = self.audit.event(EventType::AuthFailure, Outcome::Rejected);
-            ev.source = Some(peer.to_string());
-            ev.target = Some(self.target.clone());
-            ev.detail = Some(format!(
+            let detail = format!(
                 "user name {user:?} does not match the credential's identity {:?}",
                 identity.subject
-            ));
-            if let Err(a) = self.audit.record(ev).await {
-                tracing::error!("cannot record an authentication failure: {a}");
-            }
+            );
+            self.guard
+                .record_auth_failure(peer, Some(&self.target), &detail)
+                .await;
             refuse(
                 &mut stream,
                 wire::INVALID_AUTHORIZATION,
@@ -540,13 +498,13 @@ impl PgProxy {
                         "no database connection: the session ended at once".to_string(),
                     ),
                 ] {
-                    let mut ev = self.audit.event(event_type, Outcome::Failed);
+                    let mut ev = self.guard.event(event_type, Outcome::Failed);
                     ev.source = Some(peer.to_string());
                     ev.identity = Some(identity.clone());
                     ev.target = Some(self.target.clone());
                     ev.session = Some(session.clone());
                     ev.detail = Some(detail);
-                    if let Err(a) = self.audit.record(ev).await {
+                    if let Err(a) = self.guard.record(ev).await {
                         tracing::error!("cannot record a failed session: {a}");
                     }
                 }
@@ -593,7 +551,7 @@ impl PgProxy {
         wire::ready(&mut out, b'I');
 
         let identity = Arc::new(identity);
-        let mut ev = self.audit.event(EventType::SessionStart, Outcome::Info);
+        let mut ev = self.guard.event(EventType::SessionStart, Outcome::Info);
         ev.source = Some(peer.to_string());
         ev.identity = Some((*identity).clone());
         ev.target = Some(self.target.clone());
@@ -602,11 +560,11 @@ impl PgProxy {
             "database {} on {} as {}",
             self.upstream.database, upstream.addr, self.upstream.user
         ));
-        if let Err(e) = self.audit.record(ev).await {
+        if let Err(e) = self.guard.record(ev).await {
             let mut out = BytesMut::new();
             wire::fatal(
                 &mut out,
-                "58030",
+                wire::IO_ERROR,
                 &format!(
                     "portcullis: the audit log cannot be written ({e}); no session starts until it can"
                 ),
@@ -635,13 +593,13 @@ impl PgProxy {
         let why = session.run(upstream.stream, upstream.buffered).await;
         self.cancels.lock().expect("lock").remove(&(pid, secret));
 
-        let mut ev = self.audit.event(EventType::SessionEnd, Outcome::Info);
+        let mut ev = self.guard.event(EventType::SessionEnd, Outcome::Info);
         ev.source = Some(peer.to_string());
         ev.identity = Some((*identity).clone());
         ev.target = Some(self.target.clone());
         ev.session = Some(session_id);
         ev.detail = Some(why);
-        if let Err(e) = self.audit.record(ev).await {
+        if let Err(e) = self.guard.record(ev).await {
             tracing::error!("cannot record the end of a session: {e}");
         }
     }

@@ -587,6 +587,8 @@ pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
 pub const QUERY_CANCELED: &str = "57014";
 /// `system_error`: the gateway could not read what it needs from the server.
 pub const SYSTEM_ERROR: &str = "58000";
+/// 58030 io_error: the audit log cannot be written, so nothing runs.
+pub const IO_ERROR: &str = "58030";
 
 /// An ErrorResponse (`E`) or NoticeResponse (`N`).
 pub fn notice(
