@@ -18,8 +18,8 @@ use portcullis_config::Config;
 use portcullis_identity::Authenticator;
 use portcullis_mask::Report;
 use portcullis_model::{
-    Action, ApprovalRequirement, AuditEvent, Decision, EventType, Identity, Outcome, TargetKind,
-    Verdict,
+    Action, ApprovalRequirement, AuditEvent, Decision, EventType, Identity, McpKind, McpOperation,
+    Operation, Outcome, TargetKind, Verdict,
 };
 use portcullis_policy::Policy;
 use rand::RngCore as _;
@@ -222,23 +222,23 @@ struct ListFilter {
     key: &'static str,
     /// The item member policy matches on.
     name: &'static str,
-    /// The verb whose rules decide visibility.
-    verb: &'static str,
+    /// The kind whose rules decide visibility.
+    kind: McpKind,
 }
 
 impl ListFilter {
     fn of(method: &str) -> Option<ListFilter> {
-        let (key, name, verb) = match method {
-            "tools/list" => ("tools", "name", "tools/call"),
-            "resources/list" => ("resources", "uri", "resources/read"),
+        let (key, name, kind) = match method {
+            "tools/list" => ("tools", "name", McpKind::Tool),
+            "resources/list" => ("resources", "uri", McpKind::Resource),
             // A template is judged by its text against the resource rules (`*` spans an
             // expression such as `{id}`): one whose text no allowed glob matches, whose
             // expansions then lie outside what the caller may read, is hidden.
-            "resources/templates/list" => ("resourceTemplates", "uriTemplate", "resources/read"),
-            "prompts/list" => ("prompts", "name", "prompts/get"),
+            "resources/templates/list" => ("resourceTemplates", "uriTemplate", McpKind::Resource),
+            "prompts/list" => ("prompts", "name", McpKind::Prompt),
             _ => return None,
         };
-        Some(ListFilter { key, name, verb })
+        Some(ListFilter { key, name, kind })
     }
 }
 
@@ -1144,7 +1144,7 @@ impl Gateway {
                     hold: None,
                 })
             }
-            MethodDecision::Named { verb } => {
+            MethodDecision::Named { kind } => {
                 let Some(name) = facts.name.as_deref() else {
                     let field = era::target_field(method).unwrap_or("name");
                     return Err(Refused::rejected(
@@ -1152,7 +1152,7 @@ impl Gateway {
                         format!("{method} needs params.{field}"),
                     ));
                 };
-                self.decide_named(caller, target, verb, name, facts.arguments.as_ref(), ev)
+                self.decide_named(caller, target, kind, name, facts.arguments.as_ref(), ev)
             }
             MethodDecision::Completion => {
                 let Some(reference) = &facts.completion else {
@@ -1163,9 +1163,10 @@ impl Gateway {
                 };
                 ev.resource = Some(reference.name.clone());
                 let decided =
-                    self.decide_named(caller, target, reference.verb, &reference.name, None, ev)?;
+                    self.decide_named(caller, target, reference.kind, &reference.name, None, ev)?;
                 if decided.hold.is_some() {
-                    return Err(not_held("completion/complete", reference.verb, &reference.name, ev));
+                    let verb = reference.kind.method().unwrap_or_default();
+                    return Err(not_held("completion/complete", verb, &reference.name, ev));
                 }
                 Ok(decided)
             }
@@ -1174,7 +1175,8 @@ impl Gateway {
                 for uri in &facts.subscriptions {
                     // The event names the URI a refusal is about.
                     ev.resource = Some(uri.clone());
-                    let decided = self.decide_named(caller, target, "resources/read", uri, None, ev)?;
+                    let decided =
+                        self.decide_named(caller, target, McpKind::Resource, uri, None, ev)?;
                     if decided.hold.is_some() {
                         return Err(not_held("subscriptions/listen", "resources/read", uri, ev));
                     }
@@ -1206,13 +1208,13 @@ impl Gateway {
         })
     }
 
-    /// Decides acting as `verb` on `name` (a tool, a resource URI, a prompt): policy, then
-    /// the tool's pin. Returns the allowing rule's masking profile, or what a hold needs.
+    /// Decides acting on the tool, resource (URI) or prompt `name`: policy, then the tool's
+    /// pin. Returns the allowing rule's masking profile, or what a hold needs.
     fn decide_named(
         &self,
         caller: &Caller,
         target: &TargetRuntime,
-        method: &str,
+        kind: McpKind,
         name: &str,
         arguments: Option<&Value>,
         ev: &mut AuditEvent,
@@ -1235,18 +1237,15 @@ impl Gateway {
         let action = Action {
             target: &target.name,
             target_kind: TargetKind::Mcp,
-            verb: method,
-            resource: Some(name),
-            arguments,
+            operation: Operation::Mcp(McpOperation::named(kind, name, arguments)),
             findings: &findings,
             grants: &grants,
-            sql: None,
         };
         let verdict = self.policy.decide(&caller.identity, &action);
         ev.decision = Some(verdict.decision.label().to_string());
         ev.rule = Some(verdict.rule_label().to_string());
         ev.grant = verdict.grant.as_deref().map(str::to_string);
-        if let Some((code, message)) = refusal_of(&verdict, method, name) {
+        if let Some((code, message)) = refusal_of(&verdict, action.verb(), name) {
             let data = json!({
                 "decision": verdict.decision.label(),
                 "rule": verdict.rule_label(),
@@ -1260,7 +1259,7 @@ impl Gateway {
                 data: Some(data),
             });
         }
-        if method == "tools/call" {
+        if kind == McpKind::Tool {
             match self.pins.is_withheld(&target.name, name) {
                 Ok(false) => {}
                 Ok(true) => {
@@ -1882,11 +1881,11 @@ impl Gateway {
                 };
                 if !self
                     .policy
-                    .visible(&caller.identity, &target.name, filter.verb, name)
+                    .visible(&caller.identity, &target.name, filter.kind, name)
                 {
                     continue;
                 }
-                let pinned = filter.verb != "tools/call"
+                let pinned = filter.kind != McpKind::Tool
                     || self.tool_pin_holds(caller, target, &item, name).await;
                 if pinned {
                     visible.push(item);

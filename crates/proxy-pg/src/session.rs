@@ -38,8 +38,8 @@ use bytes::{Bytes, BytesMut};
 use portcullis_approvals::{Approval, HoldRequest, Status};
 use portcullis_mask::{Profile, Report};
 use portcullis_model::{
-    Action, AuditEvent, DataFinding, Decision, EventType, Identity, Outcome, SqlStatement,
-    StatementRecord, TargetKind, Verdict,
+    Action, AuditEvent, DataFinding, Decision, EventType, Identity, Operation, Outcome,
+    SqlStatement, StatementRecord, TargetKind, Verdict,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 
@@ -897,12 +897,9 @@ impl Session {
         let action = Action {
             target: &proxy.target,
             target_kind: TargetKind::Postgres,
-            verb: &statement.kind,
-            resource: None,
-            arguments: None,
+            operation: Operation::Sql(statement),
             findings: &[],
             grants: &grants,
-            sql: Some(statement),
         };
         let verdict = proxy.policy.decide(&self.identity, &action);
         if let Some(why) = proxy.audit.unavailable() {
