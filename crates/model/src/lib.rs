@@ -720,3 +720,79 @@ pub struct DataFinding {
     pub path: String,
     pub count: u32,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operation_kinds_index_densely() {
+        for (i, kind) in OperationKind::ALL.iter().enumerate() {
+            assert_eq!(kind.index(), i, "{kind:?}");
+        }
+        assert_eq!(OperationKind::COUNT, McpKind::COUNT + 1);
+        assert_eq!(
+            OperationKind::ALL[OperationKind::COUNT - 1],
+            OperationKind::Sql
+        );
+    }
+
+    #[test]
+    fn an_action_names_its_verb_and_resource_for_events() {
+        let args = serde_json::json!({"amount": 1});
+        let call = Action {
+            target: "billing",
+            target_kind: TargetKind::Mcp,
+            operation: Operation::Mcp(McpOperation::named(McpKind::Tool, "refund", Some(&args))),
+            findings: &[],
+            grants: &[],
+        };
+        assert_eq!(call.verb(), "tools/call");
+        assert_eq!(call.resource(), Some("refund"));
+        assert_eq!(call.arguments(), Some(&args));
+        assert_eq!(call.sql(), None);
+        assert_eq!(call.operation.kind(), OperationKind::Mcp(McpKind::Tool));
+        let init = Operation::Mcp(McpOperation::protocol("initialize"));
+        assert_eq!(init.kind(), OperationKind::Mcp(McpKind::Protocol));
+        let stmt = SqlStatement {
+            kind: "select".into(),
+            ..SqlStatement::default()
+        };
+        let select = Action {
+            operation: Operation::Sql(&stmt),
+            target_kind: TargetKind::Postgres,
+            ..call
+        };
+        assert_eq!(select.verb(), "select");
+        assert_eq!(select.resource(), None);
+        assert_eq!(select.sql(), Some(&stmt));
+    }
+
+    #[test]
+    fn grants_cover_by_kind_and_by_table_in_default_schemas() {
+        let grant = |tools: &[&str], tables: &[&str]| ActiveGrant {
+            id: "g".into(),
+            target: "t".into(),
+            tools: tools.iter().map(|s| s.to_string()).collect(),
+            tables: tables.iter().map(|s| s.to_string()).collect(),
+        };
+        let tools = grant(&["refund_*"], &[]);
+        assert!(tools.covers("t", McpKind::Tool, Some("refund_one")));
+        assert!(!tools.covers("t", McpKind::Prompt, Some("refund_one")));
+        assert!(!tools.covers("other", McpKind::Tool, Some("refund_one")));
+        let stmt = |tables: &[&str]| SqlStatement {
+            tables: tables.iter().map(|s| s.to_string()).collect(),
+            default_schemas: DefaultSchemas {
+                tables: &["public"],
+                functions: &[],
+            },
+            ..SqlStatement::default()
+        };
+        let tables = grant(&[], &["customers"]);
+        assert!(tables.covers_sql("t", &stmt(&["public.customers"])));
+        assert!(!tables.covers_sql("t", &stmt(&["sales.customers"])));
+        assert!(!tables.covers_sql("t", &stmt(&[])));
+        assert!(!tools.covers_sql("t", &stmt(&["customers"])));
+        assert!(grant(&[], &[]).covers_sql("t", &stmt(&[])));
+    }
+}

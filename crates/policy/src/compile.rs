@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use cel::Program;
-use portcullis_config::{Config, RuleDecision};
+use portcullis_config::{Config, Rule, RuleDecision, SourceFile};
 use portcullis_model::{ApprovalRequirement, Decision, McpKind};
 use sha2::{Digest as _, Sha256};
 
@@ -20,9 +20,20 @@ impl Policy {
     /// Compiles `config.rules`. The configuration has been validated (targets exist, globs
     /// parse); what is left to find here is bad CEL in `when`, reported at its line.
     pub fn compile(config: &Config) -> Result<Policy, PolicyError> {
-        let src = &config.source;
-        let mut rules = Vec::with_capacity(config.rules.len());
-        for (i, rule) in config.rules.iter().enumerate() {
+        let targets: Vec<&str> = target_names(config).collect();
+        Policy::compile_rules(&config.source, &config.rules, &targets)
+    }
+
+    /// Compiles validated `rules` read from `src` (which errors point into), for the
+    /// configured `targets` (by name; a rule on another name than these or `*` is never
+    /// consulted): what [`Policy::compile`] takes from a [`Config`].
+    pub fn compile_rules(
+        src: &SourceFile,
+        config_rules: &[Rule],
+        targets: &[&str],
+    ) -> Result<Policy, PolicyError> {
+        let mut rules = Vec::with_capacity(config_rules.len());
+        for (i, rule) in config_rules.iter().enumerate() {
             let name = rule.name.get_ref();
             let globs = |list: &[String]| {
                 Globs::build(list).map_err(|e| {
@@ -99,10 +110,11 @@ impl Policy {
             });
         }
 
-        let by_target = target_names(config)
-            .map(|target| {
+        let by_target = targets
+            .iter()
+            .map(|&target| {
                 let index = TargetIndex::build(rules.iter().enumerate().filter(|(i, _)| {
-                    let t = config.rules[*i].target.get_ref();
+                    let t = config_rules[*i].target.get_ref();
                     t == "*" || t == target
                 }));
                 (Box::from(target), index)
@@ -112,10 +124,10 @@ impl Policy {
             rules
                 .iter()
                 .enumerate()
-                .filter(|(i, _)| config.rules[*i].target.get_ref() == "*"),
+                .filter(|(i, _)| config_rules[*i].target.get_ref() == "*"),
         );
 
-        let digest = hex::encode(Sha256::digest(canonical_rules(config).as_bytes()));
+        let digest = hex::encode(Sha256::digest(canonical_rules(config_rules).as_bytes()));
         Ok(Policy {
             rules,
             by_target,
@@ -132,7 +144,7 @@ fn target_names(config: &Config) -> impl Iterator<Item = &str> {
 }
 
 /// The rule's list of names for operations of `kind` (none for protocol methods).
-fn patterns(rule: &portcullis_config::Rule, kind: McpKind) -> &[String] {
+fn patterns(rule: &Rule, kind: McpKind) -> &[String] {
     match kind {
         McpKind::Tool => &rule.tools,
         McpKind::Resource => &rule.resources,
@@ -141,7 +153,7 @@ fn patterns(rule: &portcullis_config::Rule, kind: McpKind) -> &[String] {
     }
 }
 
-fn requirement(rule: &portcullis_config::Rule) -> ApprovalRequirement {
+fn requirement(rule: &Rule) -> ApprovalRequirement {
     ApprovalRequirement {
         approvers: rule.approvers.clone(),
         min_approvals: rule.min_approvals,
@@ -155,9 +167,9 @@ fn requirement(rule: &portcullis_config::Rule) -> ApprovalRequirement {
 /// what decides (the description is for reviewers and is left out so that editing it does
 /// not change the version). Arrays only, no objects, so the rendering cannot depend on
 /// serde_json's map ordering features.
-fn canonical_rules(config: &Config) -> String {
+fn canonical_rules(rules: &[Rule]) -> String {
     let mut text = String::from("portcullis-policy/1\n");
-    for rule in &config.rules {
+    for rule in rules {
         let decision = rule.effective_decision().as_str();
         let kinds: Vec<&str> = rule.who.kinds.iter().map(|k| k.as_str()).collect();
         let line = serde_json::json!([

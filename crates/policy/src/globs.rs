@@ -77,7 +77,7 @@ impl Globs {
         })
     }
 
-    /// The rule names none of these: it says nothing about this verb.
+    /// The rule names none of these: it says nothing about this kind of operation.
     pub(crate) fn is_empty(&self) -> bool {
         self.simple.is_empty() && self.complex.is_none()
     }
