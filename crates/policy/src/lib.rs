@@ -14,10 +14,10 @@
 //! [`McpKind`](portcullis_model::McpKind), SQL by the facts the database adapter's classifier
 //! reports), and the adapters enforce the [`Verdict`] they get.
 //!
-//! One idea per module: [`compile`] builds the rules, [`index`] sorts them by target, kind
-//! and decision, [`rule`] matches one rule's caller and names, [`sql`] its SQL sub-table,
-//! [`condition`] its `when`, [`decide`] answers one action, [`grants`] what grants need and
-//! cover, [`visibility`] what a caller may see and which masks apply.
+//! One idea per module: `compile` builds the rules, `index` sorts them by target, kind
+//! and decision, `rule` matches one rule's caller and names, `sql` its SQL sub-table,
+//! `condition` its `when`, `decide` answers one action, `grants` what grants need and
+//! cover, `visibility` what a caller may see and which masks apply.
 #![forbid(unsafe_code)]
 
 mod compile;

@@ -30,11 +30,11 @@
 //!   [`StringLiterals`].
 
 //!
-//! One idea per module: [`kinds`] names a statement's kind, [`collector`] gathers what a walk
-//! finds (kinds, tables through CTEs, functions), [`walk`] visits every node of the tree,
-//! [`functions`] judges function calls ([`privileged`] is the catalogue of privileged ones),
-//! [`outputs`] tells which columns reach the result, [`errors`] turns parse failures into
-//! messages, and [`cache`] keeps classifications by text and by shape.
+//! One idea per module: `kinds` names a statement's kind, `collector` gathers what a walk
+//! finds (kinds, tables through CTEs, functions), `walk` visits every node of the tree,
+//! `functions` judges function calls (`privileged` is the catalogue of privileged ones),
+//! `outputs` tells which columns reach the result, `errors` turns parse failures into
+//! messages, and `cache` keeps classifications by text and by shape.
 
 mod cache;
 mod collector;
