@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use portcullis_audit::{AuditLog, AuditReader};
 use portcullis_config::{Config, Durability};
-use portcullis_model::{ApprovalRequirement, AuthMethod, Identity, IdentityKind};
+use portcullis_model::{ApprovalRequirement, AuthMethod, Identity, IdentityKind, McpKind};
 
 use super::*;
 
@@ -492,7 +492,7 @@ async fn grants_are_issued_used_revoked_and_expire() {
         .unwrap();
     let active = f.approvals.active_grants(&agent(), "billing");
     assert_eq!(active.len(), 1);
-    assert!(active[0].covers("billing", "tools/call", Some("refund_payment")));
+    assert!(active[0].covers("billing", McpKind::Tool, Some("refund_payment")));
     assert!(f.approvals.active_grants(&agent(), "docs").is_empty());
     assert!(
         f.approvals

@@ -33,7 +33,7 @@ use portcullis_approvals::Approvals;
 use portcullis_audit::{AuditError, AuditLog};
 use portcullis_identity::Authenticator;
 use portcullis_limits::Admission;
-use portcullis_model::{AuditEvent, EventType, Identity, Outcome, PayloadDigest};
+use portcullis_model::{AuditEvent, EventType, Identity, McpKind, Outcome, PayloadDigest};
 use portcullis_policy::Policy;
 
 pub use exchange::{Exchange, Finished};
@@ -187,9 +187,9 @@ impl Guard {
     }
 
     /// Whether `identity` may see `name` in a list of `target` (some rule allows or holds
-    /// acting on it with `verb`).
-    pub fn visible(&self, identity: &Identity, target: &str, verb: &str, name: &str) -> bool {
-        self.policy.visible(identity, target, verb, name)
+    /// acting on the tool, resource or prompt of that name).
+    pub fn visible(&self, identity: &Identity, target: &str, kind: McpKind, name: &str) -> bool {
+        self.policy.visible(identity, target, kind, name)
     }
 
     /// The masking profiles named by the allow rules that apply to `identity` on `target`.

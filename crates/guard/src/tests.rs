@@ -10,7 +10,10 @@ use std::time::Duration;
 use portcullis_audit::{AuditLog, AuditReader};
 use portcullis_config::{Config, Durability};
 use portcullis_identity::Authenticator;
-use portcullis_model::{Action, AuthMethod, Decision, Identity, IdentityKind, Outcome, TargetKind};
+use portcullis_model::{
+    Action, AuthMethod, Decision, Identity, IdentityKind, McpKind, McpOperation, Operation,
+    Outcome, TargetKind,
+};
 use portcullis_policy::Policy;
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -115,12 +118,9 @@ fn call(tool: &str) -> Action<'_> {
     Action {
         target: "billing",
         target_kind: TargetKind::Mcp,
-        verb: "tools/call",
-        resource: Some(tool),
-        arguments: None,
+        operation: Operation::Mcp(McpOperation::named(McpKind::Tool, tool, None)),
         findings: &[],
         grants: &[],
-        sql: None,
     }
 }
 

@@ -102,14 +102,8 @@ pub struct Action<'a> {
     /// The configured target name.
     pub target: &'a str,
     pub target_kind: TargetKind,
-    /// The operation: `tools/call`, `resources/read`, `prompts/get`, `SELECT`, `GET`, ...
-    pub verb: &'a str,
-    /// The thing acted on: a tool name, a resource URI, a prompt name, a table.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub resource: Option<&'a str>,
-    /// Arguments as parsed JSON, available to `when` conditions.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub arguments: Option<&'a serde_json::Value>,
+    /// What is done, in the terms of the target's protocol family.
+    pub operation: Operation<'a>,
     /// The detectors that found sensitive data in the arguments (`credit_card`, `aws_secret_key`
     /// ...), sorted: `findings` in `when` conditions, so a rule can deny or hold an agent that
     /// sends a card number or a secret to a tool.
@@ -120,10 +114,165 @@ pub struct Action<'a> {
     /// adapter looks them up; policy, which has no clock, only matches them.
     #[serde(skip_serializing_if = "<[ActiveGrant]>::is_empty")]
     pub grants: &'a [ActiveGrant],
-    /// For database targets: what the statement does, as the SQL parser classified it. The
-    /// verb is then the statement's kind (`select`, `delete`, ...) and `resource` is `None`.
+}
+
+impl<'a> Action<'a> {
+    /// The operation's name for events and messages: the MCP method (`tools/call`,
+    /// `resources/read`, `initialize` ...) or the SQL statement's kind (`select`, ...).
+    pub fn verb(&self) -> &'a str {
+        match self.operation {
+            Operation::Mcp(op) => op.method,
+            Operation::Sql(stmt) => &stmt.kind,
+        }
+    }
+
+    /// The thing acted on: a tool name, a resource URI, a prompt name; `None` for SQL
+    /// (whose tables are in the statement) and for MCP methods that name nothing.
+    pub fn resource(&self) -> Option<&'a str> {
+        match self.operation {
+            Operation::Mcp(op) => op.name,
+            Operation::Sql(_) => None,
+        }
+    }
+
+    /// Arguments as parsed JSON, available to `when` conditions.
+    pub fn arguments(&self) -> Option<&'a serde_json::Value> {
+        match self.operation {
+            Operation::Mcp(op) => op.arguments,
+            Operation::Sql(_) => None,
+        }
+    }
+
+    /// For database targets: the statement as the SQL parser classified it.
+    pub fn sql(&self) -> Option<&'a SqlStatement> {
+        match self.operation {
+            Operation::Sql(stmt) => Some(stmt),
+            Operation::Mcp(_) => None,
+        }
+    }
+}
+
+/// What an [`Action`] does, by protocol family: each adapter fills the variant of its
+/// family, and policy indexes and matches rules on [`Operation::kind`]. (An HTTP variant
+/// belongs here when an HTTP adapter exists.)
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Operation<'a> {
+    Mcp(McpOperation<'a>),
+    /// What the statement does, as the database adapter's parser classified it.
+    Sql(&'a SqlStatement),
+}
+
+impl Operation<'_> {
+    pub fn kind(&self) -> OperationKind {
+        match self {
+            Operation::Mcp(op) => OperationKind::Mcp(op.kind),
+            Operation::Sql(_) => OperationKind::Sql,
+        }
+    }
+}
+
+/// The kind of an [`Operation`], without its data: what rules are indexed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OperationKind {
+    Mcp(McpKind),
+    Sql,
+}
+
+impl OperationKind {
+    /// Every kind, in [`OperationKind::index`] order.
+    pub const ALL: [OperationKind; McpKind::COUNT + 1] = {
+        let mut all = [OperationKind::Sql; McpKind::COUNT + 1];
+        let mut i = 0;
+        while i < McpKind::COUNT {
+            all[i] = OperationKind::Mcp(McpKind::ALL[i]);
+            i += 1;
+        }
+        all
+    };
+    pub const COUNT: usize = Self::ALL.len();
+
+    /// A dense index `0..COUNT`, for tables indexed by kind.
+    pub const fn index(self) -> usize {
+        match self {
+            OperationKind::Mcp(kind) => kind as usize,
+            OperationKind::Sql => McpKind::COUNT,
+        }
+    }
+}
+
+/// What an MCP request acts on. Rules name tools, resources and prompts in separate lists;
+/// every other method (`initialize`, `completion/complete` ...) is `Protocol`, which only
+/// whole-target rules cover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum McpKind {
+    Tool = 0,
+    Resource = 1,
+    Prompt = 2,
+    Protocol = 3,
+}
+
+impl McpKind {
+    /// Every kind, in discriminant order.
+    pub const ALL: [McpKind; 4] = [
+        McpKind::Tool,
+        McpKind::Resource,
+        McpKind::Prompt,
+        McpKind::Protocol,
+    ];
+    pub const COUNT: usize = Self::ALL.len();
+
+    /// The method that acts on one named thing of this kind (`tools/call`, ...): the verb
+    /// events and messages show. `None` for `Protocol`, which has many methods.
+    pub const fn method(self) -> Option<&'static str> {
+        match self {
+            McpKind::Tool => Some("tools/call"),
+            McpKind::Resource => Some("resources/read"),
+            McpKind::Prompt => Some("prompts/get"),
+            McpKind::Protocol => None,
+        }
+    }
+}
+
+/// One MCP request as policy sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct McpOperation<'a> {
+    pub kind: McpKind,
+    /// The JSON-RPC method, for events and messages (`tools/call`, `initialize` ...).
+    pub method: &'a str,
+    /// The thing acted on: a tool name, a resource URI, a prompt name.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub sql: Option<&'a SqlStatement>,
+    pub name: Option<&'a str>,
+    /// Arguments as parsed JSON, available to `when` conditions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<&'a serde_json::Value>,
+}
+
+impl<'a> McpOperation<'a> {
+    /// Acting on the tool, resource or prompt `name` with that kind's method.
+    pub fn named(
+        kind: McpKind,
+        name: &'a str,
+        arguments: Option<&'a serde_json::Value>,
+    ) -> McpOperation<'a> {
+        McpOperation {
+            kind,
+            method: kind.method().unwrap_or(""),
+            name: Some(name),
+            arguments,
+        }
+    }
+
+    /// A protocol method that names no tool, resource or prompt.
+    pub fn protocol(method: &'a str) -> McpOperation<'a> {
+        McpOperation {
+            kind: McpKind::Protocol,
+            method,
+            name: None,
+            arguments: None,
+        }
+    }
 }
 
 /// One SQL statement as the database adapter's parser (PostgreSQL's own grammar) saw it:
@@ -146,12 +295,62 @@ pub struct SqlStatement {
     pub functions: Vec<String>,
     /// An UPDATE or DELETE (at any depth) without a WHERE clause: it touches every row.
     pub no_where: bool,
+    /// Functions among `functions` the database adapter knows to be privileged (they read
+    /// server files, reach other servers, signal other sessions ...), each with why, in the
+    /// order of `functions`: an allow rule covers the statement only when its
+    /// `allow.functions` names them. Filled in by the adapter's classifier.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub privileged_functions: Vec<FlaggedFunction>,
     /// Functions among `functions` that the server's catalog shows are not plain reads
     /// (user-defined, volatile, or not found), each with why: like a privileged function,
     /// an allow rule covers the statement only when its `allow.functions` names them. Filled
     /// in by the database adapter from the server's catalog, not by the parser.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub flagged_functions: Vec<FlaggedFunction>,
+    /// The schemas an unqualified name may stand for, as the database defines them: rules
+    /// and grants take `schema.name` and `name` as the same object for these schemas.
+    #[serde(skip)]
+    pub default_schemas: DefaultSchemas,
+}
+
+/// Schemas whose names a statement may leave out, a fact of the database (PostgreSQL: an
+/// unqualified table is looked up in `public`, a function also in `pg_catalog`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DefaultSchemas {
+    pub tables: &'static [&'static str],
+    pub functions: &'static [&'static str],
+}
+
+impl DefaultSchemas {
+    /// Whether `pattern` (a matcher of names) matches `name`, taking `schema.name` and
+    /// `name` as the same for each of `schemas`: `customers` matches `public.customers` and
+    /// the reverse, never `sales.customers`.
+    pub fn matches(schemas: &[&str], name: &str, pattern: impl Fn(&str) -> bool) -> bool {
+        if pattern(name) {
+            return true;
+        }
+        match name.split_once('.') {
+            Some((schema, rest)) => schemas.contains(&schema) && pattern(rest),
+            None => schemas
+                .iter()
+                .any(|schema| with_schema(schema, name, &pattern)),
+        }
+    }
+}
+
+/// Calls `f` with `schema.name`, built on the stack (names are at most 63 bytes in
+/// PostgreSQL, so the heap is needed only for names it would truncate anyway).
+fn with_schema(schema: &str, name: &str, f: impl Fn(&str) -> bool) -> bool {
+    let mut buf = [0u8; 256];
+    let len = schema.len() + 1 + name.len();
+    if len > buf.len() {
+        return f(&format!("{schema}.{name}"));
+    }
+    buf[..schema.len()].copy_from_slice(schema.as_bytes());
+    buf[schema.len()] = b'.';
+    buf[schema.len() + 1..len].copy_from_slice(name.as_bytes());
+    // Both parts are `str`s and `.` is ASCII, so this is UTF-8.
+    std::str::from_utf8(&buf[..len]).is_ok_and(f)
 }
 
 /// A function a statement calls that needs an explicit `allow.functions`, and why.
@@ -185,10 +384,11 @@ pub struct ActiveGrant {
 }
 
 impl ActiveGrant {
-    /// Whether the grant covers acting on `resource` with `verb` on `target`. A grant naming
-    /// tools covers only `tools/call` of those tools; one naming tables only statements whose
-    /// tables it names; one naming neither covers everything on its target.
-    pub fn covers(&self, target: &str, verb: &str, resource: Option<&str>) -> bool {
+    /// Whether the grant covers acting on the MCP `resource` of `kind` on `target`. A grant
+    /// naming tools covers only calls of those tools; one naming tables only statements
+    /// whose tables it names (see [`ActiveGrant::covers_sql`]); one naming neither covers
+    /// everything on its target.
+    pub fn covers(&self, target: &str, kind: McpKind, resource: Option<&str>) -> bool {
         if self.target != target {
             return false;
         }
@@ -199,10 +399,31 @@ impl ActiveGrant {
             return false;
         };
         let listed = |list: &[String]| list.iter().any(|p| name_matches(p, resource));
-        match verb {
-            "tools/call" => listed(&self.tools),
+        match kind {
+            McpKind::Tool => listed(&self.tools),
             _ => listed(&self.tables),
         }
+    }
+
+    /// Whether the grant covers an SQL statement: a whole-target grant always; one naming
+    /// tables only a statement whose every table it names (`schema.name` and `name` the same
+    /// for the statement's default schemas; so a statement touching no table needs a
+    /// whole-target grant); one naming tools never.
+    pub fn covers_sql(&self, target: &str, stmt: &SqlStatement) -> bool {
+        if self.target != target {
+            return false;
+        }
+        if self.tools.is_empty() && self.tables.is_empty() {
+            return true;
+        }
+        let schemas = stmt.default_schemas.tables;
+        !self.tables.is_empty()
+            && !stmt.tables.is_empty()
+            && stmt.tables.iter().all(|t| {
+                self.tables
+                    .iter()
+                    .any(|p| DefaultSchemas::matches(schemas, t, |n| name_matches(p, n)))
+            })
     }
 }
 
@@ -498,4 +719,80 @@ pub struct DataFinding {
     pub detector: String,
     pub path: String,
     pub count: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operation_kinds_index_densely() {
+        for (i, kind) in OperationKind::ALL.iter().enumerate() {
+            assert_eq!(kind.index(), i, "{kind:?}");
+        }
+        assert_eq!(OperationKind::COUNT, McpKind::COUNT + 1);
+        assert_eq!(
+            OperationKind::ALL[OperationKind::COUNT - 1],
+            OperationKind::Sql
+        );
+    }
+
+    #[test]
+    fn an_action_names_its_verb_and_resource_for_events() {
+        let args = serde_json::json!({"amount": 1});
+        let call = Action {
+            target: "billing",
+            target_kind: TargetKind::Mcp,
+            operation: Operation::Mcp(McpOperation::named(McpKind::Tool, "refund", Some(&args))),
+            findings: &[],
+            grants: &[],
+        };
+        assert_eq!(call.verb(), "tools/call");
+        assert_eq!(call.resource(), Some("refund"));
+        assert_eq!(call.arguments(), Some(&args));
+        assert_eq!(call.sql(), None);
+        assert_eq!(call.operation.kind(), OperationKind::Mcp(McpKind::Tool));
+        let init = Operation::Mcp(McpOperation::protocol("initialize"));
+        assert_eq!(init.kind(), OperationKind::Mcp(McpKind::Protocol));
+        let stmt = SqlStatement {
+            kind: "select".into(),
+            ..SqlStatement::default()
+        };
+        let select = Action {
+            operation: Operation::Sql(&stmt),
+            target_kind: TargetKind::Postgres,
+            ..call
+        };
+        assert_eq!(select.verb(), "select");
+        assert_eq!(select.resource(), None);
+        assert_eq!(select.sql(), Some(&stmt));
+    }
+
+    #[test]
+    fn grants_cover_by_kind_and_by_table_in_default_schemas() {
+        let grant = |tools: &[&str], tables: &[&str]| ActiveGrant {
+            id: "g".into(),
+            target: "t".into(),
+            tools: tools.iter().map(|s| s.to_string()).collect(),
+            tables: tables.iter().map(|s| s.to_string()).collect(),
+        };
+        let tools = grant(&["refund_*"], &[]);
+        assert!(tools.covers("t", McpKind::Tool, Some("refund_one")));
+        assert!(!tools.covers("t", McpKind::Prompt, Some("refund_one")));
+        assert!(!tools.covers("other", McpKind::Tool, Some("refund_one")));
+        let stmt = |tables: &[&str]| SqlStatement {
+            tables: tables.iter().map(|s| s.to_string()).collect(),
+            default_schemas: DefaultSchemas {
+                tables: &["public"],
+                functions: &[],
+            },
+            ..SqlStatement::default()
+        };
+        let tables = grant(&[], &["customers"]);
+        assert!(tables.covers_sql("t", &stmt(&["public.customers"])));
+        assert!(!tables.covers_sql("t", &stmt(&["sales.customers"])));
+        assert!(!tables.covers_sql("t", &stmt(&[])));
+        assert!(!tools.covers_sql("t", &stmt(&["customers"])));
+        assert!(grant(&[], &[]).covers_sql("t", &stmt(&[])));
+    }
 }

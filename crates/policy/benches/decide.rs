@@ -6,7 +6,9 @@ use std::path::Path;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use portcullis_config::Config;
-use portcullis_model::{Action, AuthMethod, Identity, IdentityKind, TargetKind};
+use portcullis_model::{
+    Action, AuthMethod, Identity, IdentityKind, McpKind, McpOperation, Operation, TargetKind,
+};
 use portcullis_policy::Policy;
 
 /// Five targets, 50 rules: per target a spread of allows, denies and holds on tool globs,
@@ -78,12 +80,9 @@ fn bench(c: &mut Criterion) {
     let action = |tool| Action {
         target: "t3",
         target_kind: TargetKind::Mcp,
-        verb: "tools/call",
-        resource: Some(tool),
-        arguments: Some(&args),
+        operation: Operation::Mcp(McpOperation::named(McpKind::Tool, tool, Some(&args))),
         findings: &[],
         grants: &[],
-        sql: None,
     };
     let allowed = action("read_invoice");
     let denied = action("admin_reset");

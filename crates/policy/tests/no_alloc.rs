@@ -10,7 +10,10 @@ use std::cell::Cell;
 use std::path::Path;
 
 use portcullis_config::Config;
-use portcullis_model::{Action, AuthMethod, Identity, IdentityKind, SqlStatement, TargetKind};
+use portcullis_model::{
+    Action, AuthMethod, DefaultSchemas, Identity, IdentityKind, McpKind, McpOperation, Operation,
+    SqlStatement, TargetKind,
+};
 use portcullis_policy::Policy;
 
 struct Counting;
@@ -68,12 +71,9 @@ fn decisions_without_conditions_do_not_allocate() {
     let action = |tool| Action {
         target: "billing",
         target_kind: TargetKind::Mcp,
-        verb: "tools/call",
-        resource: Some(tool),
-        arguments: Some(&args),
+        operation: Operation::Mcp(McpOperation::named(McpKind::Tool, tool, Some(&args))),
         findings: &[],
         grants: &[],
-        sql: None,
     };
     let cases = [
         (action("read_invoice"), "allow"),
@@ -86,17 +86,17 @@ fn decisions_without_conditions_do_not_allocate() {
     // Warm up: the glob matchers' regex caches are filled on first use.
     for (a, expected) in &cases {
         assert_eq!(policy.decide(&identity, a).decision.label(), *expected);
-        let _ = policy.tool_visible(&identity, "billing", a.resource.unwrap());
+        let _ = policy.tool_visible(&identity, "billing", a.resource().unwrap());
     }
     for (a, _) in &cases {
         let n = allocations_during(|| {
             std::hint::black_box(policy.decide(&identity, a));
         });
-        assert_eq!(n, 0, "decide({:?}) allocated", a.resource);
+        assert_eq!(n, 0, "decide({:?}) allocated", a.resource());
         let n = allocations_during(|| {
-            std::hint::black_box(policy.tool_visible(&identity, "billing", a.resource.unwrap()));
+            std::hint::black_box(policy.tool_visible(&identity, "billing", a.resource().unwrap()));
         });
-        assert_eq!(n, 0, "tool_visible({:?}) allocated", a.resource);
+        assert_eq!(n, 0, "tool_visible({:?}) allocated", a.resource());
     }
 }
 
@@ -125,7 +125,13 @@ fn sql_decisions_without_conditions_do_not_allocate() {
         tables: tables.iter().map(|t| t.to_string()).collect(),
         functions: functions.iter().map(|f| f.to_string()).collect(),
         no_where: false,
+        privileged_functions: Vec::new(),
         flagged_functions: Vec::new(),
+        // PostgreSQL's, as its adapter reports them.
+        default_schemas: DefaultSchemas {
+            tables: &["public"],
+            functions: &["pg_catalog", "public"],
+        },
     };
     let statements = [
         // `customers` unqualified matches `public.customers` through a name built on the
@@ -145,12 +151,9 @@ fn sql_decisions_without_conditions_do_not_allocate() {
     let action = |s| Action {
         target: "db",
         target_kind: TargetKind::Postgres,
-        verb: "select",
-        resource: None,
-        arguments: None,
+        operation: Operation::Sql(s),
         findings: &[],
         grants: &[],
-        sql: Some(s),
     };
     for (s, expected) in &statements {
         assert_eq!(

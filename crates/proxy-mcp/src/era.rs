@@ -7,6 +7,7 @@
 //! client expects from what the upstream told it, adds `_meta` where a modern upstream needs
 //! it, and adds `resultType` where a modern client expects it.
 
+use portcullis_model::McpKind;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
@@ -45,8 +46,9 @@ pub struct RequestFacts {
 /// stands for and the name policy matches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompletionRef {
-    /// `prompts/get` for a `ref/prompt`, `resources/read` for a `ref/resource`.
-    pub verb: &'static str,
+    /// A prompt for a `ref/prompt` (decided as `prompts/get`), a resource for a
+    /// `ref/resource` (as `resources/read`).
+    pub kind: McpKind,
     /// The prompt's name, or the resource template's URI.
     pub name: String,
 }
@@ -213,8 +215,9 @@ pub enum MethodDecision {
     /// Opens a session. Answered by opening one; on a session that is open already it is
     /// refused (a second handshake would reset what the upstream knows of the client).
     Handshake,
-    /// Acts on what [`target_field`] names: decided by policy as `verb` on that name.
-    Named { verb: &'static str },
+    /// Acts on what [`target_field`] names: decided by policy as acting on that tool,
+    /// resource or prompt (`kind`).
+    Named { kind: McpKind },
     /// `completion/complete`: decided by its `ref`, as the method that reference stands for
     /// (a prompt as `prompts/get` of its name, a resource as `resources/read` of its URI
     /// template), so it answers only for what the caller may use.
@@ -244,17 +247,22 @@ const SESSION_REQUESTS: &[(&str, MethodDecision)] = &[
     ("resources/templates/list", Protocol),
     ("prompts/list", Protocol),
     // Acting on a named thing: decided on the field the upstream reads.
-    ("tools/call", Named { verb: "tools/call" }),
+    (
+        "tools/call",
+        Named {
+            kind: McpKind::Tool,
+        },
+    ),
     (
         "prompts/get",
         Named {
-            verb: "prompts/get",
+            kind: McpKind::Prompt,
         },
     ),
     (
         "resources/read",
         Named {
-            verb: "resources/read",
+            kind: McpKind::Resource,
         },
     ),
     // A subscription delivers the resource's updates: decided as reading it. Ending one
@@ -262,7 +270,7 @@ const SESSION_REQUESTS: &[(&str, MethodDecision)] = &[
     (
         "resources/subscribe",
         Named {
-            verb: "resources/read",
+            kind: McpKind::Resource,
         },
     ),
     ("resources/unsubscribe", Protocol),
@@ -289,17 +297,22 @@ const STATELESS_REQUESTS: &[(&str, MethodDecision)] = &[
     ("resources/templates/list", Protocol),
     ("prompts/list", Protocol),
     // Acting on a named thing: decided on the field the upstream reads.
-    ("tools/call", Named { verb: "tools/call" }),
+    (
+        "tools/call",
+        Named {
+            kind: McpKind::Tool,
+        },
+    ),
     (
         "prompts/get",
         Named {
-            verb: "prompts/get",
+            kind: McpKind::Prompt,
         },
     ),
     (
         "resources/read",
         Named {
-            verb: "resources/read",
+            kind: McpKind::Resource,
         },
     ),
     // Argument completion: decided by what it completes for.
@@ -369,13 +382,13 @@ impl RequestFacts {
 /// The decided method and name a completion `ref` stands for; `None` for a reference of
 /// another type or without its name (refused by the gateway as invalid params).
 fn completion_ref(reference: &Value) -> Option<CompletionRef> {
-    let (verb, field) = match reference.get("type")?.as_str()? {
-        "ref/prompt" => ("prompts/get", "name"),
-        "ref/resource" => ("resources/read", "uri"),
+    let (kind, field) = match reference.get("type")?.as_str()? {
+        "ref/prompt" => (McpKind::Prompt, "name"),
+        "ref/resource" => (McpKind::Resource, "uri"),
         _ => return None,
     };
     let name = reference.get(field)?.as_str()?.to_string();
-    Some(CompletionRef { verb, name })
+    Some(CompletionRef { kind, name })
 }
 
 /// The resource URIs a `subscriptions/listen` filter subscribes to. A list that is not all
@@ -573,7 +586,7 @@ mod tests {
         assert_eq!(
             method_decision(Session, "resources/subscribe"),
             Some(Named {
-                verb: "resources/read"
+                kind: McpKind::Resource
             })
         );
         assert_eq!(method_decision(Stateless, "resources/subscribe"), None);
@@ -609,7 +622,7 @@ mod tests {
         assert_eq!(
             f.completion,
             Some(CompletionRef {
-                verb: "resources/read",
+                kind: McpKind::Resource,
                 name: "docs://{x}".into()
             })
         );

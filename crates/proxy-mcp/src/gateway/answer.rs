@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use portcullis_guard::Exchange;
 use portcullis_mask::Report;
-use portcullis_model::{AuditEvent, Outcome};
+use portcullis_model::{AuditEvent, McpKind, Outcome};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -243,11 +243,11 @@ impl Gateway {
                 };
                 if !self
                     .guard
-                    .visible(&caller.identity, &target.name, filter.verb, name)
+                    .visible(&caller.identity, &target.name, filter.kind, name)
                 {
                     continue;
                 }
-                let pinned = filter.verb != "tools/call"
+                let pinned = filter.kind != McpKind::Tool
                     || self.tool_pin_holds(caller, target, &item, name).await;
                 if pinned {
                     visible.push(item);

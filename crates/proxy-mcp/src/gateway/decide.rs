@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use portcullis_guard::{Exchange, Refusal, RefusalKind};
-use portcullis_model::{Action, ApprovalRequirement, Decision, TargetKind, Verdict};
+use portcullis_model::{
+    Action, ApprovalRequirement, Decision, McpKind, McpOperation, Operation, TargetKind, Verdict,
+};
 use serde_json::Value;
 
 use crate::era::{self, ClientEra, MethodDecision};
@@ -20,23 +22,23 @@ pub(super) struct ListFilter {
     pub(super) key: &'static str,
     /// The item member policy matches on.
     pub(super) name: &'static str,
-    /// The verb whose rules decide visibility.
-    pub(super) verb: &'static str,
+    /// The kind whose rules decide visibility.
+    pub(super) kind: McpKind,
 }
 
 impl ListFilter {
     pub(super) fn of(method: &str) -> Option<ListFilter> {
-        let (key, name, verb) = match method {
-            "tools/list" => ("tools", "name", "tools/call"),
-            "resources/list" => ("resources", "uri", "resources/read"),
+        let (key, name, kind) = match method {
+            "tools/list" => ("tools", "name", McpKind::Tool),
+            "resources/list" => ("resources", "uri", McpKind::Resource),
             // A template is judged by its text against the resource rules (`*` spans an
             // expression such as `{id}`): one whose text no allowed glob matches, whose
             // expansions then lie outside what the caller may read, is hidden.
-            "resources/templates/list" => ("resourceTemplates", "uriTemplate", "resources/read"),
-            "prompts/list" => ("prompts", "name", "prompts/get"),
+            "resources/templates/list" => ("resourceTemplates", "uriTemplate", McpKind::Resource),
+            "prompts/list" => ("prompts", "name", McpKind::Prompt),
             _ => return None,
         };
-        Some(ListFilter { key, name, verb })
+        Some(ListFilter { key, name, kind })
     }
 }
 
@@ -126,7 +128,7 @@ impl Gateway {
                     hold: None,
                 })
             }
-            MethodDecision::Named { verb } => {
+            MethodDecision::Named { kind } => {
                 let Some(name) = facts.name.as_deref() else {
                     let field = era::target_field(method).unwrap_or("name");
                     return Err(Refusal::new(
@@ -137,7 +139,7 @@ impl Gateway {
                 self.decide_named(
                     caller,
                     target,
-                    verb,
+                    kind,
                     name,
                     facts.arguments.as_ref(),
                     exchange,
@@ -154,7 +156,7 @@ impl Gateway {
                 let decided = self.decide_named(
                     caller,
                     target,
-                    reference.verb,
+                    reference.kind,
                     &reference.name,
                     None,
                     exchange,
@@ -162,7 +164,7 @@ impl Gateway {
                 if let Some((verdict, _)) = &decided.hold {
                     return Err(not_held(
                         "completion/complete",
-                        reference.verb,
+                        reference.kind.method().unwrap_or_default(),
                         &reference.name,
                         verdict,
                     ));
@@ -175,7 +177,7 @@ impl Gateway {
                     // The event names the URI a refusal is about.
                     exchange.event().resource = Some(uri.clone());
                     let decided =
-                        self.decide_named(caller, target, "resources/read", uri, None, exchange)?;
+                        self.decide_named(caller, target, McpKind::Resource, uri, None, exchange)?;
                     if let Some((verdict, _)) = &decided.hold {
                         return Err(not_held(
                             "subscriptions/listen",
@@ -215,13 +217,13 @@ impl Gateway {
         ))
     }
 
-    /// Decides acting as `verb` on `name` (a tool, a resource URI, a prompt): policy, then
-    /// the tool's pin. Returns the allowing rule's masking profile, or what a hold needs.
+    /// Decides acting on the tool, resource (URI) or prompt `name`: policy, then the tool's
+    /// pin. Returns the allowing rule's masking profile, or what a hold needs.
     pub(super) fn decide_named(
         &self,
         caller: &Caller,
         target: &TargetRuntime,
-        method: &str,
+        kind: McpKind,
         name: &str,
         arguments: Option<&Value>,
         exchange: &mut Exchange,
@@ -238,18 +240,15 @@ impl Gateway {
         let action = Action {
             target: &target.name,
             target_kind: TargetKind::Mcp,
-            verb: method,
-            resource: Some(name),
-            arguments,
+            operation: Operation::Mcp(McpOperation::named(kind, name, arguments)),
             findings: &findings,
             grants: &[],
-            sql: None,
         };
         let verdict = exchange.decide(&action);
-        if let Some(refusal) = refusal_of(&verdict, method, name) {
+        if let Some(refusal) = refusal_of(&verdict, action.verb(), name) {
             return Err(refusal);
         }
-        if method == "tools/call" {
+        if kind == McpKind::Tool {
             match self.pins.is_withheld(&target.name, name) {
                 Ok(false) => {}
                 Ok(true) => return Err(pin_withheld(&target.name, name)),

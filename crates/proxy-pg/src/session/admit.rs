@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use portcullis_guard::{Exchange, Refusal, RefusalKind};
 use portcullis_mask::Profile;
-use portcullis_model::{Action, Decision, SqlStatement, TargetKind, Verdict};
+use portcullis_model::{Action, Decision, Operation, SqlStatement, TargetKind, Verdict};
 
 use super::{Admitted, Session, StatementRef, describe};
 use crate::PgProxy;
@@ -19,12 +19,9 @@ fn action_of<'a>(target: &'a str, statement: &'a SqlStatement) -> Action<'a> {
     Action {
         target,
         target_kind: TargetKind::Postgres,
-        verb: &statement.kind,
-        resource: None,
-        arguments: None,
+        operation: Operation::Sql(statement),
         findings: &[],
         grants: &[],
-        sql: Some(statement),
     }
 }
 
