@@ -10,6 +10,8 @@
 #
 # Usage: bench/pg.sh [SECONDS]   (default 10 s per run). Needs PostgreSQL on 127.0.0.1:5432
 # (trust, user postgres), pgbench, and pgbouncer (apt install pgbouncer) for the reference.
+# BASELINE=PATH also measures an earlier portcullis build in the same run (as "baseline-*"),
+# so a change is compared against the build before it on the same machine state.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-10}"
@@ -39,8 +41,9 @@ keyout=$("$bin" keys new --name bench)
 key=$(grep -o 'pcx_[A-Za-z0-9_-]*' <<<"$keyout" | head -1)
 sha=$(sed -n 's/^sha256 = "\(.*\)"/\1/p' <<<"$keyout")
 
-start_gateway() { # durability
-  local dir="$work/gw-$1"
+start_gateway() { # durability [binary]
+  local dir="$work/gw-$1-$(basename "$(dirname "${2:-$bin}")")-$RANDOM"
+  local binary="${2:-$bin}"
   mkdir -p "$dir"
   cat >"$dir/portcullis.toml" <<EOF
 [gateway]
@@ -80,7 +83,7 @@ deny.statements = ["delete", "truncate", "ddl"]
 detectors = ["pii"]
 columns = ["account_number"]
 EOF
-  (cd "$dir" && exec "$bin" serve --config portcullis.toml) 2>"$dir/stderr" &
+  (cd "$dir" && exec "$binary" serve --config portcullis.toml) 2>"$dir/stderr" &
   pids+=($!)
   for _ in $(seq 100); do
     if PGPASSWORD="$key" psql -q -h 127.0.0.1 -p "$gw_port" -U bench -d bench -c 'select 1' >/dev/null 2>&1; then
@@ -151,13 +154,18 @@ if start_pgbouncer; then
   done
   kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; unset 'pids[-1]'
 fi
+builds=("gateway=$bin")
+if [ -n "${BASELINE:-}" ]; then builds=("baseline=$BASELINE" "${builds[@]}"); fi
 for durability in strict batched; do
-  start_gateway "$durability"
-  labels+=("gateway-$durability")
-  for mode in simple prepared; do
-    for c in 1 8; do run "gateway-$durability" "$gw_port" bench bench "$key" "$mode" "$c"; done
+  for build in "${builds[@]}"; do
+    name=${build%%=*}
+    start_gateway "$durability" "${build#*=}"
+    labels+=("$name-$durability")
+    for mode in simple prepared; do
+      for c in 1 8; do run "$name-$durability" "$gw_port" bench bench "$key" "$mode" "$c"; done
+    done
+    stop_gateway
   done
-  stop_gateway
 done
 
 echo

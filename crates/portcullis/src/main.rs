@@ -586,7 +586,12 @@ pub async fn serve(
         audit.clone(),
         masks,
     );
-    let gateway = Gateway::new(&config, guard.clone(), pins)?;
+    let gateway = Gateway::new(
+        portcullis_proxy_mcp::gateway::Settings::of(&config),
+        &config.targets,
+        guard.clone(),
+        pins,
+    )?;
     // The certificate is loaded before anything is announced: a bad key fails the start.
     let tls = match &config.gateway.tls {
         Some(tls) => Some(

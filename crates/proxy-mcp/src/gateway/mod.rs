@@ -25,11 +25,11 @@ pub use render::render;
 use request::*;
 use sessions::*;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use portcullis_config::{Config, McpUpstream};
+use portcullis_config::{Config, McpUpstream, TargetSpec};
 use portcullis_guard::{Guard, Origin, Refusal, summary};
 use portcullis_model::{AuditEvent, EventType, Identity, Outcome};
 use serde_json::Value;
@@ -43,7 +43,8 @@ use crate::pins::Pins;
 pub use request::Pump;
 pub use sessions::Session;
 
-/// Gateway-wide limits and names, from `[gateway]`.
+/// Gateway-wide limits and names, from `[gateway]` (and the OIDC issuers, which the
+/// protected-resource metadata names).
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub gateway_id: String,
@@ -54,6 +55,27 @@ pub struct Settings {
     pub allowed_origins: Vec<String>,
     pub public_url: String,
     pub issuers: Vec<String>,
+}
+
+impl Settings {
+    /// The adapter's settings from a configuration.
+    pub fn of(config: &Config) -> Settings {
+        Settings {
+            gateway_id: config.gateway.id.clone(),
+            max_bytes: config.gateway.max_message_bytes,
+            request_timeout: config.gateway.request_timeout,
+            max_sessions: config.gateway.max_sessions,
+            idle_timeout: config.gateway.session_idle_timeout,
+            allowed_origins: config.gateway.allowed_origins.clone(),
+            public_url: config.gateway.public_url(),
+            issuers: config
+                .identity
+                .oidc
+                .iter()
+                .map(|o| o.issuer.clone())
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,13 +160,17 @@ fn raw(value: &Value) -> Box<RawValue> {
 }
 
 impl Gateway {
+    /// The MCP adapter for the `mcp` targets among `targets`, with the gateway-wide
+    /// `settings`; decisions, holds, masks and events go through `guard`.
     pub fn new(
-        config: &Config,
+        settings: Settings,
+        targets: &BTreeMap<String, TargetSpec>,
         guard: Arc<Guard>,
         pins: Arc<Pins>,
     ) -> Result<Arc<Gateway>, GatewayError> {
+        let specs = targets;
         let mut targets = HashMap::new();
-        for (name, target) in &config.targets {
+        for (name, target) in specs {
             let Some(target) = target.as_mcp() else {
                 continue;
             };
@@ -206,21 +232,6 @@ impl Gateway {
             .pool_max_idle_per_host(64)
             .build()
             .expect("TLS backend initialises");
-        let settings = Settings {
-            gateway_id: config.gateway.id.clone(),
-            max_bytes: config.gateway.max_message_bytes,
-            request_timeout: config.gateway.request_timeout,
-            max_sessions: config.gateway.max_sessions,
-            idle_timeout: config.gateway.session_idle_timeout,
-            allowed_origins: config.gateway.allowed_origins.clone(),
-            public_url: config.gateway.public_url(),
-            issuers: config
-                .identity
-                .oidc
-                .iter()
-                .map(|o| o.issuer.clone())
-                .collect(),
-        };
         Ok(Arc::new(Gateway {
             settings,
             guard,
