@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use portcullis_guard::{Refusal, RefusalKind};
-use portcullis_model::{EventType, Outcome};
+use portcullis_model::{AuditEvent, EventType, Outcome};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -59,9 +59,7 @@ impl Gateway {
             };
             ev.outcome = Outcome::Rejected;
             ev.detail = Some(message.clone());
-            if let Err(e) = self.guard.record(ev).await {
-                return Err(audit_refusal("null", &e.to_string()));
-            }
+            self.record_relayed(ev, "null").await?;
             return Err(Rejection::of(&Refusal::new(kind, message), None, None));
         }
         if let Err(refusal) = self.refuse_unrecordable("null") {
@@ -96,12 +94,7 @@ impl Gateway {
             // Held at the gateway: no upstream has seen it, so the cancel ends the wait here.
             let _ = waiting.send(());
             ev.detail = Some("cancelled a request held for approval".into());
-            return self
-                .guard
-                .record(ev)
-                .await
-                .map(|_| ())
-                .map_err(|e| audit_refusal("null", &e.to_string()));
+            return self.record_relayed(ev, "null").await;
         }
         if let Some((link, upstream_modern)) = link {
             if method == "notifications/cancelled" {
@@ -121,11 +114,7 @@ impl Gateway {
                 ev.detail = Some(e.to_string());
             }
         }
-        self.guard
-            .record(ev)
-            .await
-            .map(|_| ())
-            .map_err(|e| audit_refusal("null", &e.to_string()))
+        self.record_relayed(ev, "null").await
     }
 
     /// A caller's answer to a server-to-client request (elicitation, sampling, roots).
@@ -176,9 +165,7 @@ impl Gateway {
             );
             ev.outcome = Outcome::Rejected;
             ev.detail = Some(message.clone());
-            if let Err(e) = self.guard.record(ev).await {
-                return Err(audit_refusal(id.get(), &e.to_string()));
-            }
+            self.record_relayed(ev, id.get()).await?;
             return Err(Rejection::of(
                 &Refusal::new(RefusalKind::OutOfOrder, message),
                 Some(id.get()),
@@ -189,10 +176,16 @@ impl Gateway {
             ev.outcome = Outcome::Failed;
             ev.detail = Some(e.to_string());
         }
+        self.record_relayed(ev, id.get()).await
+    }
+
+    /// Records the event of a relayed message; a log that cannot record it refuses the
+    /// message (`id`: the JSON-RPC id to answer, `null` for a notification).
+    async fn record_relayed(&self, ev: AuditEvent, id: &str) -> Result<(), Rejection> {
         self.guard
             .record(ev)
             .await
             .map(|_| ())
-            .map_err(|e| audit_refusal(id.get(), &e.to_string()))
+            .map_err(|e| audit_refusal(id, &e.to_string()))
     }
 }

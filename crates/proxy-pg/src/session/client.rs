@@ -189,17 +189,7 @@ impl Session {
                 ));
                 Flow::Continue
             }
-            other => {
-                let e = format!("unexpected message type {:?}", other as char);
-                wire::fatal(
-                    &mut self.to_client,
-                    wire::PROTOCOL_VIOLATION,
-                    &format!("portcullis: {e}"),
-                    None,
-                );
-                self.ended = Some(format!("the client broke the protocol: {e}"));
-                Flow::Close
-            }
+            other => self.violation(format_args!("unexpected message type {:?}", other as char)),
         }
     }
 
@@ -215,7 +205,8 @@ impl Session {
         self.owed.push_back(Owed::Execute(run));
     }
 
-    pub(super) fn violation(&mut self, e: wire::WireError) -> Flow {
+    /// Ends the session on a message that breaks the protocol, telling the client why.
+    pub(super) fn violation(&mut self, e: impl std::fmt::Display) -> Flow {
         wire::fatal(
             &mut self.to_client,
             wire::PROTOCOL_VIOLATION,

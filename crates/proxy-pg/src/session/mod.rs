@@ -305,13 +305,7 @@ impl Session {
                     },
                     Ok(None) => break,
                     Err(e) => {
-                        wire::fatal(
-                            &mut self.to_client,
-                            wire::PROTOCOL_VIOLATION,
-                            &format!("portcullis: {e}"),
-                            None,
-                        );
-                        self.ended = Some(format!("the client broke the protocol: {e}"));
+                        self.violation(e);
                     }
                 }
             }
