@@ -145,9 +145,12 @@ impl Exchange {
             if ev.rule.is_none() {
                 ev.rule.clone_from(&refusal.rule);
             }
-            // A refusal on the merits is a denial even where no rule decided (no rule
-            // applies, the gateway's own protections).
-            if ev.decision.is_none() && refusal.outcome() == Outcome::Denied {
+            // The gateway did not let the request through: a denial even where no rule
+            // decided (no rule applies, its own protections, a request it cannot read). A
+            // request that failed after it was allowed keeps its `allow`.
+            if ev.decision.is_none()
+                && matches!(refusal.outcome(), Outcome::Denied | Outcome::Rejected)
+            {
                 ev.decision = Some(refusal.decision.unwrap_or("deny").to_string());
             }
         }

@@ -75,7 +75,9 @@ impl Exchange {
         channel: &mut impl HoldChannel,
     ) -> Result<Released, Refusal> {
         let what = ask.what.clone();
-        if requirement.require_reason && ask.reason.is_none() {
+        // A blank reason is no reason (the approvals service would drop it as empty).
+        let has_reason = ask.reason.as_deref().is_some_and(|r| !r.trim().is_empty());
+        if requirement.require_reason && !has_reason {
             return Err(Refusal::new(
                 RefusalKind::ReasonRequired,
                 format!(

@@ -142,10 +142,15 @@ impl Gateway {
         };
         let key = (owner, client_id.clone());
         let (cancel_tx, cancelled) = oneshot::channel();
-        self.held
-            .lock()
-            .expect("lock")
-            .insert(key.clone(), cancel_tx);
+        // A second request with the id of one already held (a client reusing ids) does not
+        // take over the first one's cancellation, nor end it when it leaves.
+        let registered = match self.held.lock().expect("lock").entry(key.clone()) {
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(cancel_tx);
+                true
+            }
+            std::collections::hash_map::Entry::Occupied(_) => false,
+        };
         let mut channel = ProgressChannel {
             tx: &tx,
             progress_token: call
@@ -159,7 +164,9 @@ impl Gateway {
         let released = exchange
             .hold(&verdict, requirement, ask, &mut channel)
             .await;
-        self.held.lock().expect("lock").remove(&key);
+        if registered {
+            self.held.lock().expect("lock").remove(&key);
+        }
         if let Err(refusal) = released {
             self.refuse_held(exchange, &refusal, &client_id, &tx).await;
             return;
