@@ -9,9 +9,6 @@ use cel::objects::{Key, Map as CelMap};
 use cel::{Context as CelContext, Program, Value as CelValue};
 use portcullis_model::{Action, AuthMethod, Identity, SqlStatement};
 
-use crate::Policy;
-use crate::rule::CompiledRule;
-
 /// A compiled `when`.
 pub(crate) struct Condition {
     pub(crate) program: Program,
@@ -28,13 +25,11 @@ pub(crate) enum Cond {
     Error(String),
 }
 
-impl Policy {
-    pub(crate) fn condition(&self, rule: &CompiledRule, vars: &mut CelInputs<'_>) -> Cond {
-        let Some(when) = &rule.when else {
-            return Cond::True;
-        };
-        let context = vars.context(&self.env, &when.uses);
-        match when.program.execute(&context) {
+impl Condition {
+    /// Evaluates the condition on one decision's variables (converting only those it uses).
+    pub(crate) fn evaluate(&self, env: &Arc<CelEnv>, vars: &mut CelInputs<'_>) -> Cond {
+        let context = vars.context(env, &self.uses);
+        match self.program.execute(&context) {
             Ok(CelValue::Bool(true)) => Cond::True,
             Ok(CelValue::Bool(false)) => Cond::False,
             Ok(other) => Cond::Error(format!("it gave {} instead of a bool", other.type_of())),

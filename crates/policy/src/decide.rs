@@ -24,7 +24,7 @@ impl Policy {
             .filter(|i| applies(i))
             .map(|&i| &self.rules[i])
         {
-            match self.condition(rule, &mut vars) {
+            match rule.condition(&self.env, &mut vars) {
                 Cond::True => return self.verdict(rule, rule.decision.clone()),
                 Cond::False => {}
                 // Fail closed: a deny whose condition cannot be judged applies, and says so.
@@ -48,7 +48,7 @@ impl Policy {
             .filter(|i| applies(i))
             .map(|&i| &self.rules[i])
         {
-            match self.condition(rule, &mut vars) {
+            match rule.condition(&self.env, &mut vars) {
                 // Fail closed: an unjudgeable hold still holds, a person decides.
                 Cond::True | Cond::Error(_) => return self.verdict(rule, rule.decision.clone()),
                 Cond::False => {}
@@ -63,14 +63,15 @@ impl Policy {
                 Fit::Yes => {}
                 Fit::No => continue,
                 miss => {
-                    if near_miss.is_none() && matches!(self.condition(rule, &mut vars), Cond::True)
+                    if near_miss.is_none()
+                        && matches!(rule.condition(&self.env, &mut vars), Cond::True)
                     {
                         near_miss = Some(miss);
                     }
                     continue;
                 }
             }
-            match self.condition(rule, &mut vars) {
+            match rule.condition(&self.env, &mut vars) {
                 Cond::True if rule.grant.is_some() => match covering_grant(action) {
                     Some(grant) => {
                         let mut verdict = self.verdict(rule, rule.decision.clone());

@@ -9,7 +9,7 @@ use portcullis_model::{
     OperationKind,
 };
 
-use crate::condition::Condition;
+use crate::condition::{CelEnv, CelInputs, Cond, Condition};
 use crate::globs::Globs;
 use crate::sql::{Fit, SqlRule};
 
@@ -41,6 +41,14 @@ pub(crate) fn kind_bit(kind: IdentityKind) -> u8 {
 }
 
 impl CompiledRule {
+    /// The rule's `when` on one decision's variables; a rule without one always holds.
+    pub(crate) fn condition(&self, env: &Arc<CelEnv>, vars: &mut CelInputs<'_>) -> Cond {
+        match &self.when {
+            Some(when) => when.evaluate(env, vars),
+            None => Cond::True,
+        }
+    }
+
     /// Whether the rule can speak about this kind of operation at all (used to build the
     /// index).
     pub(crate) fn covers(&self, kind: OperationKind) -> bool {
