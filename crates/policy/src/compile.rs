@@ -102,7 +102,9 @@ impl Policy {
                 groups: rule.who.groups.clone().into(),
                 subjects: rule.who.subjects.clone().into(),
                 kinds: rule.who.kinds.iter().fold(0, |bits, &k| bits | kind_bit(k)),
-                whole_target: globs.iter().all(Globs::is_empty) && sql.is_none(),
+                // One definition of "names nothing", the configuration's: a rule field
+                // added for a new kind of operation counts there, in one place.
+                whole_target: rule.whole_target(),
                 globs,
                 sql,
                 when,

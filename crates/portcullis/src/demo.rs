@@ -231,6 +231,9 @@ pub async fn run(
     dir: &Path,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // Absolute from here on: the lines the demo prints work from any directory.
+    let dir =
+        &std::fs::canonicalize(dir).with_context(|| format!("cannot resolve {}", dir.display()))?;
     let keys = demo_keys(dir)?;
     let audit_key = dir.join("audit-key");
     if !audit_key.exists() {

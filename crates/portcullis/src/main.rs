@@ -659,7 +659,7 @@ pub async fn serve(
         .record(start)
         .await
         .context("the audit log cannot be written; refusing to start")?;
-    tracing::info!(%addr, admin = ?admin_addr, tls = tls.is_some(), policy = policy.version(), targets = gateway.targets.len(), "portcullis is serving");
+    tracing::info!(%addr, admin = ?admin_addr, tls = tls.is_some(), policy = policy.version(), targets = config.targets.len(), "portcullis is serving");
     let http_limits = front_door::HttpLimits {
         connections: connections.clone(),
         header_read_timeout: config.gateway.limits.header_read_timeout,
