@@ -122,16 +122,17 @@ deny.statements = ["delete"]
     }
 }
 
-/// The refund call, as a 2026-07-28 request; its answer as text.
-async fn refund(s: &Setup, id: u64) -> reqwest::Result<String> {
+/// The refund call, as a 2026-07-28 request to `url` as `key`; its answer as text. Owned
+/// arguments, so a test can spawn it and hang up by aborting the task.
+async fn refund(url: String, key: String, id: u64) -> reqwest::Result<String> {
     let mut params = json!({
         "name": "refund_payment",
         "arguments": {"customer": "cus_1001", "amount": 25},
     });
     add_modern_meta(&mut params);
     reqwest::Client::new()
-        .post(s.gw.url("billing"))
-        .bearer_auth(&s.agent.key)
+        .post(url)
+        .bearer_auth(key)
         .header("accept", "application/json, text/event-stream")
         .header("mcp-protocol-version", MODERN)
         .header("mcp-method", "tools/call")
@@ -210,11 +211,12 @@ async fn both_adapters_record_the_same_outcome_for_the_same_situation() {
     let s = setup(Db::new(CUSTOMERS).await);
 
     // 1. Held, then denied by a lead: `denied`, in both.
-    let (answer, approval) = tokio::join!(refund(&s, 1), async {
-        let approval = pending(&s, "tools/call").await;
-        deny(&s, &approval).await;
-        approval
-    });
+    let (answer, approval) =
+        tokio::join!(refund(s.gw.url("billing"), s.agent.key.clone(), 1), async {
+            let approval = pending(&s, "tools/call").await;
+            deny(&s, &approval).await;
+            approval
+        });
     let answer = last_message(&answer.unwrap());
     assert_eq!(answer["error"]["code"], -32011, "{answer}");
     let mcp_denied = request_event_of(&s, &approval).await;
@@ -235,24 +237,7 @@ async fn both_adapters_record_the_same_outcome_for_the_same_situation() {
     assert_eq!(pg_denied["decision"], mcp_denied["decision"]);
 
     // 2. Held, then abandoned by the caller: `failed`, in both (nobody decided).
-    let call = tokio::spawn({
-        let url = s.gw.url("billing");
-        let key = s.agent.key.clone();
-        async move {
-            let mut params = json!({"name": "refund_payment", "arguments": {"customer": "cus_1001", "amount": 7}});
-            add_modern_meta(&mut params);
-            let _ = reqwest::Client::new()
-                .post(url)
-                .bearer_auth(key)
-                .header("accept", "application/json, text/event-stream")
-                .header("mcp-protocol-version", MODERN)
-                .header("mcp-method", "tools/call")
-                .header("mcp-name", "refund_payment")
-                .json(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": params}))
-                .send()
-                .await;
-        }
-    });
+    let call = tokio::spawn(refund(s.gw.url("billing"), s.agent.key.clone(), 2));
     let approval = pending(&s, "tools/call").await;
     // The caller hangs up while it waits.
     call.abort();
@@ -313,26 +298,7 @@ async fn both_adapters_record_the_same_outcome_for_the_same_situation() {
 
     // 4. Held while the gateway stops: the approvals are cancelled, nobody decided them:
     // `failed`, in both.
-    let call = tokio::spawn({
-        let url = s.gw.url("billing");
-        let key = s.agent.key.clone();
-        async move {
-            let mut params = json!({"name": "refund_payment", "arguments": {"customer": "cus_1001", "amount": 9}});
-            add_modern_meta(&mut params);
-            reqwest::Client::new()
-                .post(url)
-                .bearer_auth(key)
-                .header("accept", "application/json, text/event-stream")
-                .header("mcp-protocol-version", MODERN)
-                .header("mcp-method", "tools/call")
-                .header("mcp-name", "refund_payment")
-                .json(&json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": params}))
-                .send()
-                .await?
-                .text()
-                .await
-        }
-    });
+    let call = tokio::spawn(refund(s.gw.url("billing"), s.agent.key.clone(), 4));
     let mcp_held = pending(&s, "tools/call").await;
     let update = tokio::spawn(async move {
         c.simple_query("UPDATE customers SET name = 'Stopped' WHERE id = 2")
