@@ -25,6 +25,8 @@ mod exchange;
 mod hold;
 pub mod masks;
 mod refusal;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -7,14 +7,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use portcullis_audit::{AuditLog, AuditReader};
-use portcullis_config::{Config, Durability};
-use portcullis_identity::Authenticator;
+use portcullis_config::Config;
 use portcullis_model::{
     Action, AuthMethod, Decision, Identity, IdentityKind, McpKind, McpOperation, Operation,
     Outcome, TargetKind,
 };
-use portcullis_policy::Policy;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -69,21 +66,7 @@ async fn fixture() -> Fixture {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     let config = Config::parse(Path::new("/tmp/guard.toml"), CONFIG.to_string()).unwrap();
-    let audit = AuditLog::open(&dir, "test", Durability::Strict).unwrap();
-    let settings = portcullis_approvals::ApprovalSettings {
-        approvals: config.approvals.clone(),
-        admin_url: config.admin_url(),
-    };
-    let approvals = Approvals::open(&dir, audit.clone(), &settings)
-        .await
-        .unwrap();
-    let guard = Guard::new(
-        Arc::new(Authenticator::new(&config.identity).unwrap()),
-        Arc::new(Policy::compile(&config).unwrap()),
-        approvals.clone(),
-        audit,
-        Masks::compile(&config.masks).unwrap(),
-    );
+    let (guard, approvals) = testing::guard(&config, &dir).await;
     Fixture {
         _dir: tmp,
         dir,
@@ -125,14 +108,7 @@ fn call(tool: &str) -> Action<'_> {
 }
 
 fn requests(dir: &Path) -> Vec<Value> {
-    AuditReader::open(dir)
-        .unwrap()
-        .last(1000)
-        .unwrap()
-        .into_iter()
-        .map(|(_, body)| serde_json::from_str::<Value>(&body).unwrap())
-        .filter(|v| v["type"] == "request")
-        .collect()
+    testing::events(dir, "request")
 }
 
 #[tokio::test]
@@ -412,14 +388,7 @@ async fn identify_refuses_a_bad_key_and_records_the_failure() {
         .expect_err("unknown key");
     assert_eq!(refusal.kind, RefusalKind::Unauthenticated);
     assert_eq!(refusal.outcome(), Outcome::Rejected);
-    let failures: Vec<Value> = AuditReader::open(&f.dir)
-        .unwrap()
-        .last(10)
-        .unwrap()
-        .into_iter()
-        .map(|(_, body)| serde_json::from_str::<Value>(&body).unwrap())
-        .filter(|v| v["type"] == "auth.failure")
-        .collect();
+    let failures = testing::events(&f.dir, "auth.failure");
     assert_eq!(failures.len(), 1);
     assert_eq!(failures[0]["source"], "127.0.0.1:5000");
     assert_eq!(failures[0]["target"], "billing");

@@ -43,6 +43,8 @@ mod events;
 mod hold;
 mod results;
 mod server;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
