@@ -69,12 +69,20 @@ async fn remaining_customers(db: &Db) -> i64 {
         .get(0)
 }
 
-#[tokio::test]
-async fn a_user_defined_function_that_deletes_does_not_run_under_a_select_only_rule() {
+/// The functions database behind a gateway, and a client of an identity that may only read
+/// `customers` (`read_only_rules`); the database and the gateway live as long as the test
+/// keeps them.
+async fn reader_of_functions_db() -> (Db, Gateway, tokio_postgres::Client) {
     let db = Db::new(FUNCTIONS_SETUP).await;
     let reader = api_key("reader", "agent", &[]);
-    let (_gw, port) = db.gateway("crm", &[&reader], &read_only_rules("crm"));
+    let (gw, port) = db.gateway("crm", &[&reader], &read_only_rules("crm"));
     let client = through(port, &reader, "reader", "crm").await;
+    (db, gw, client)
+}
+
+#[tokio::test]
+async fn a_user_defined_function_that_deletes_does_not_run_under_a_select_only_rule() {
+    let (db, _gw, client) = reader_of_functions_db().await;
 
     // Twice, and in another shape with inlined values: a cached classification must not
     // skip the catalog check.
@@ -150,10 +158,7 @@ allow.functions = ["bump"]
 
 #[tokio::test]
 async fn pg_notify_is_decided_as_notify() {
-    let db = Db::new(FUNCTIONS_SETUP).await;
-    let reader = api_key("reader", "agent", &[]);
-    let (_gw, port) = db.gateway("crm", &[&reader], &read_only_rules("crm"));
-    let client = through(port, &reader, "reader", "crm").await;
+    let (_db, _gw, client) = reader_of_functions_db().await;
     let e = client.simple_query("NOTIFY jobs, 'x'").await.unwrap_err();
     assert_eq!(sqlstate(&e), "42501", "{e:?}");
     for sql in [
@@ -305,10 +310,7 @@ detectors = ["email"]
 
 #[tokio::test]
 async fn schema_definitions_are_refused_to_an_identity_that_reads_one_table() {
-    let db = Db::new(FUNCTIONS_SETUP).await;
-    let reader = api_key("reader", "agent", &[]);
-    let (_gw, port) = db.gateway("crm", &[&reader], &read_only_rules("crm"));
-    let client = through(port, &reader, "reader", "crm").await;
+    let (_db, _gw, client) = reader_of_functions_db().await;
     for sql in [
         "select pg_get_functiondef('bump'::regproc)",
         "select pg_get_viewdef('mailing'::regclass)",
