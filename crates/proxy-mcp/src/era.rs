@@ -233,6 +233,17 @@ pub enum MethodDecision {
 
 use MethodDecision::{Completion, Handshake, Listen, Named, Protocol};
 
+/// Acting on a named tool, prompt or resource: decided by policy on that name.
+const ON_TOOL: MethodDecision = Named {
+    kind: McpKind::Tool,
+};
+const ON_PROMPT: MethodDecision = Named {
+    kind: McpKind::Prompt,
+};
+const ON_RESOURCE: MethodDecision = Named {
+    kind: McpKind::Resource,
+};
+
 /// The requests a session-based client may send (2025-06-18 and 2025-11-25 schemas,
 /// `ClientRequest`). Method names are case-sensitive: `Tools/Call` is not `tools/call`.
 const SESSION_REQUESTS: &[(&str, MethodDecision)] = &[
@@ -247,32 +258,12 @@ const SESSION_REQUESTS: &[(&str, MethodDecision)] = &[
     ("resources/templates/list", Protocol),
     ("prompts/list", Protocol),
     // Acting on a named thing: decided on the field the upstream reads.
-    (
-        "tools/call",
-        Named {
-            kind: McpKind::Tool,
-        },
-    ),
-    (
-        "prompts/get",
-        Named {
-            kind: McpKind::Prompt,
-        },
-    ),
-    (
-        "resources/read",
-        Named {
-            kind: McpKind::Resource,
-        },
-    ),
+    ("tools/call", ON_TOOL),
+    ("prompts/get", ON_PROMPT),
+    ("resources/read", ON_RESOURCE),
     // A subscription delivers the resource's updates: decided as reading it. Ending one
     // gives nothing away, so anyone may.
-    (
-        "resources/subscribe",
-        Named {
-            kind: McpKind::Resource,
-        },
-    ),
+    ("resources/subscribe", ON_RESOURCE),
     ("resources/unsubscribe", Protocol),
     // Argument completion: decided by what it completes for.
     ("completion/complete", Completion),
@@ -297,24 +288,9 @@ const STATELESS_REQUESTS: &[(&str, MethodDecision)] = &[
     ("resources/templates/list", Protocol),
     ("prompts/list", Protocol),
     // Acting on a named thing: decided on the field the upstream reads.
-    (
-        "tools/call",
-        Named {
-            kind: McpKind::Tool,
-        },
-    ),
-    (
-        "prompts/get",
-        Named {
-            kind: McpKind::Prompt,
-        },
-    ),
-    (
-        "resources/read",
-        Named {
-            kind: McpKind::Resource,
-        },
-    ),
+    ("tools/call", ON_TOOL),
+    ("prompts/get", ON_PROMPT),
+    ("resources/read", ON_RESOURCE),
     // Argument completion: decided by what it completes for.
     ("completion/complete", Completion),
     // The notification stream, with the resources it subscribes to decided as reads.
