@@ -4,7 +4,10 @@
 //! a given event: any difference between two implementations (ours now, a verifier written
 //! in another language later) would make a valid log look tampered with.
 
-use portcullis_model::{Actor, AuditEvent, DataFinding, Identity, PayloadDigest, StatementRecord};
+use portcullis_model::{
+    Actor, AuditEvent, DataFinding, Identity, PayloadDigest, RecordedRef, RemovedRecord,
+    SegmentRecord, StatementRecord,
+};
 
 /// Canonical bytes of an event: the RFC 8785 JSON canonicalization (JCS) of its serde
 /// serialization.
@@ -53,6 +56,9 @@ fn write_event(out: &mut Vec<u8>, event: &AuditEvent) {
         findings,
         masked,
         statement,
+        recorded,
+        segment,
+        removed,
     } = event;
     // JSON has no NaN or Infinity, so JCS refuses them; such a duration is left out, which
     // reads back as the same `None` and keeps this function infallible for the gateway.
@@ -92,6 +98,18 @@ fn write_event(out: &mut Vec<u8>, event: &AuditEvent) {
     obj.str("outcome", &serde_name(outcome));
     obj.opt_str("policy_version", policy_version.as_deref());
     obj.opt_str("reason", reason.as_deref());
+    if let Some(recorded) = recorded {
+        obj.key("recorded");
+        let RecordedRef { request, answer } = recorded;
+        let mut r = Object::new(obj.out);
+        r.opt_str("answer", answer.as_deref());
+        r.opt_str("request", request.as_deref());
+        r.end();
+    }
+    if let Some(removed) = removed {
+        obj.key("removed");
+        write_removed(obj.out, removed);
+    }
     obj.opt_str("request_id", request_id.as_deref());
     obj.opt_str("resource", resource.as_deref());
     if let Some(d) = result {
@@ -99,6 +117,10 @@ fn write_event(out: &mut Vec<u8>, event: &AuditEvent) {
         write_digest(obj.out, d);
     }
     obj.opt_str("rule", rule.as_deref());
+    if let Some(segment) = segment {
+        obj.key("segment");
+        write_segment(obj.out, segment);
+    }
     obj.opt_str("session", session.as_deref());
     obj.opt_str("source", source.as_deref());
     if let Some(statement) = statement {
@@ -111,6 +133,60 @@ fn write_event(out: &mut Vec<u8>, event: &AuditEvent) {
     obj.end();
 }
 
+fn write_list(obj: &mut Object<'_>, key: &str, items: &[String]) {
+    obj.key(key);
+    obj.out.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            obj.out.push(b',');
+        }
+        write_string(obj.out, item);
+    }
+    obj.out.push(b']');
+}
+
+fn write_segment(out: &mut Vec<u8>, segment: &SegmentRecord) {
+    let SegmentRecord {
+        file,
+        sha256,
+        bytes,
+        first_seq,
+        last_seq,
+        chunks,
+        recipients,
+    } = segment;
+    let mut obj = Object::new(out);
+    obj.key("bytes");
+    write_integer(obj.out, *bytes);
+    obj.key("chunks");
+    write_integer(obj.out, *chunks);
+    obj.str("file", file);
+    obj.key("first_seq");
+    write_integer(obj.out, *first_seq);
+    obj.key("last_seq");
+    write_integer(obj.out, *last_seq);
+    write_list(&mut obj, "recipients", recipients);
+    obj.str("sha256", sha256);
+    obj.end();
+}
+
+fn write_removed(out: &mut Vec<u8>, removed: &RemovedRecord) {
+    let RemovedRecord {
+        before,
+        chunks,
+        segments,
+    } = removed;
+    let mut obj = Object::new(out);
+    obj.str("before", before);
+    if !chunks.is_empty() {
+        write_list(&mut obj, "chunks", chunks);
+    }
+    if !segments.is_empty() {
+        write_list(&mut obj, "segments", segments);
+    }
+    obj.end();
+}
+
 fn write_statement(out: &mut Vec<u8>, statement: &StatementRecord) {
     let StatementRecord {
         text,
@@ -120,29 +196,18 @@ fn write_statement(out: &mut Vec<u8>, statement: &StatementRecord) {
         functions,
         rows,
     } = statement;
-    let list = |obj: &mut Object<'_>, key: &str, items: &[String]| {
-        obj.key(key);
-        obj.out.push(b'[');
-        for (i, item) in items.iter().enumerate() {
-            if i > 0 {
-                obj.out.push(b',');
-            }
-            write_string(obj.out, item);
-        }
-        obj.out.push(b']');
-    };
     let mut obj = Object::new(out);
     obj.str("fingerprint", fingerprint);
     if !functions.is_empty() {
-        list(&mut obj, "functions", functions);
+        write_list(&mut obj, "functions", functions);
     }
-    list(&mut obj, "kinds", kinds);
+    write_list(&mut obj, "kinds", kinds);
     if let Some(rows) = rows {
         obj.key("rows");
         write_integer(obj.out, *rows);
     }
     if !tables.is_empty() {
-        list(&mut obj, "tables", tables);
+        write_list(&mut obj, "tables", tables);
     }
     obj.str("text", text);
     obj.end();
@@ -389,6 +454,24 @@ mod tests {
                 functions: vec!["pg_catalog.count".into()],
                 rows: Some(u64::MAX),
             }),
+            recorded: Some(RecordedRef {
+                request: Some(format!("{text}req")),
+                answer: Some("ans".into()),
+            }),
+            segment: Some(SegmentRecord {
+                file: format!("{text}.age"),
+                sha256: "ab".into(),
+                bytes: u64::MAX,
+                first_seq: 1,
+                last_seq: 9,
+                chunks: 4,
+                recipients: vec!["f1".into(), text.into()],
+            }),
+            removed: Some(RemovedRecord {
+                before: "2026-12-01T00:00:00Z".into(),
+                chunks: vec![text.into(), "c2".into()],
+                segments: vec!["s.age".into()],
+            }),
         }
     }
 
@@ -431,6 +514,16 @@ mod tests {
         sparse.break_glass = false;
         sparse.grant = None;
         sparse.duration_ms = None;
+        sparse.recorded = Some(RecordedRef {
+            request: None,
+            answer: Some("a".into()),
+        });
+        sparse.segment = None;
+        sparse.removed = Some(RemovedRecord {
+            before: "t".into(),
+            chunks: vec![],
+            segments: vec![],
+        });
         assert_eq!(canonical_bytes(&sparse), canonicalize(&sparse));
     }
 

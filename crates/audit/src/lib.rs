@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 use chrono::{SecondsFormat, Utc};
 use portcullis_config::Durability;
 use portcullis_model::{AuditEvent, EventType, Outcome, PayloadDigest};
+use portcullis_recording::Chunk;
 use tokio::sync::{mpsc, oneshot};
 
 pub use canonical::canonical_bytes;
@@ -346,6 +347,9 @@ impl AuditLog {
             findings: None,
             masked: None,
             statement: None,
+            recorded: None,
+            segment: None,
+            removed: None,
         }
     }
 
@@ -379,8 +383,20 @@ impl AuditLog {
     /// under. Errors (disk full, permissions, store failed or closed) are returned so the
     /// caller can fail closed; while the store is failed, calls fail at once.
     pub async fn record(&self, event: AuditEvent) -> Result<u64, AuditError> {
+        self.record_with(event, Vec::new()).await
+    }
+
+    /// Like [`record`](Self::record), and stores `chunks` (the recorded messages the event
+    /// names in `recorded`) in the same transaction: the event and its recording are
+    /// written together or not at all.
+    pub async fn record_with(
+        &self,
+        event: AuditEvent,
+        chunks: Vec<Chunk>,
+    ) -> Result<u64, AuditError> {
         self.inner.shared.admit()?;
         let mut row = Row::from_event(&event);
+        row.chunks = chunks;
         match self.inner.durability {
             Durability::Strict => {
                 let (reply, answer) = oneshot::channel();
@@ -569,6 +585,7 @@ impl Row {
             body,
             leaf_hash,
             promised_seq: None,
+            chunks: Vec::new(),
         }
     }
 }

@@ -116,6 +116,34 @@ impl AuditReader {
         row.map(|(seq, body)| self.decode(seq, body)).transpose()
     }
 
+    /// The events of one session, in order.
+    pub fn session(&self, session: &str) -> Result<Vec<(u64, String)>, AuditError> {
+        if self.version < 4 {
+            return self.query(
+                "SELECT seq, body FROM events WHERE session = ?1 ORDER BY seq",
+                params![session],
+            );
+        }
+        self.query(
+            "SELECT seq, body FROM events INDEXED BY events_by_session \
+             WHERE session = ?1 ORDER BY seq",
+            params![session],
+        )
+    }
+
+    /// The stored bytes of a recorded chunk, as they are (unchecked: see
+    /// [`Chunk::stored`](portcullis_recording::Chunk::stored)); `None` if there is no such
+    /// chunk, or the log predates recordings.
+    pub fn chunk_bytes(&self, id: &str) -> Result<Option<Vec<u8>>, AuditError> {
+        if self.version < 4 {
+            return Ok(None);
+        }
+        self.conn
+            .prepare_cached("SELECT bytes FROM chunks WHERE id = ?1")
+            .and_then(|mut stmt| stmt.query_row(params![id], |r| r.get(0)).optional())
+            .map_err(|source| self.read_err(source))
+    }
+
     /// The Merkle tree head of the log as committed: its size and RFC 6962 root.
     pub fn tree_head(&self) -> Result<(u64, crate::merkle::Hash), AuditError> {
         let size = self.count()?;

@@ -13,7 +13,7 @@ use crate::merkle::{Frontier, Hash};
 pub(crate) const DB_FILE: &str = "audit.db";
 
 /// The schema this build writes and understands.
-pub(crate) const SCHEMA_VERSION: u32 = 3;
+pub(crate) const SCHEMA_VERSION: u32 = 4;
 
 /// How long a connection waits for a lock held by another connection (a reader opening
 /// while the writer checkpoints the WAL, or a second process) before giving up.
@@ -98,6 +98,25 @@ CREATE TRIGGER cosignatures_no_update BEFORE UPDATE ON cosignatures
 BEGIN SELECT RAISE(ABORT, 'cosignatures are append-only'); END;
 CREATE TRIGGER cosignatures_no_delete BEFORE DELETE ON cosignatures
 BEGIN SELECT RAISE(ABORT, 'cosignatures are append-only'); END;
+";
+
+/// Version 4: session recordings. `chunks` holds the recorded messages the events name
+/// (`recorded.request` / `recorded.answer`), written in the transaction of the event that
+/// names them, so no event names a chunk that was never stored and no chunk outlives a
+/// refused event. `seq` is that event. Chunks are content-addressed: an update could only
+/// make one disagree with its id, so none is allowed; retention deletes them, after an
+/// event naming them. Sessions are looked up by id now (`portcullis sessions`), hence the
+/// index, kept to the events that have a session.
+const SCHEMA_V4: &str = "
+CREATE TABLE chunks (
+    id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    bytes BLOB NOT NULL
+) STRICT;
+CREATE INDEX chunks_seq ON chunks(seq);
+CREATE TRIGGER chunks_no_update BEFORE UPDATE ON chunks
+BEGIN SELECT RAISE(ABORT, 'recorded chunks are content-addressed and never change'); END;
+CREATE INDEX events_by_session ON events(session, seq) WHERE session IS NOT NULL;
 ";
 
 pub(crate) const INSERT_CHECKPOINT: &str =
@@ -209,6 +228,9 @@ pub(crate) fn frontier_from_bytes(size: u64, bytes: &[u8]) -> Option<Frontier> {
 pub(crate) fn frontier_bytes(frontier: &Frontier) -> Vec<u8> {
     frontier.nodes().concat()
 }
+
+pub(crate) const INSERT_CHUNK: &str =
+    "INSERT OR IGNORE INTO chunks (id, seq, bytes) VALUES (?1, ?2, ?3)";
 
 pub(crate) const INSERT_EVENT: &str = "INSERT INTO events \
     (seq, id, time, type, session, subject, target, outcome, body, leaf_hash) \
@@ -395,6 +417,9 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), AuditError> {
     }
     if version < 3 {
         tx.execute_batch(SCHEMA_V3).map_err(open_err)?;
+    }
+    if version < 4 {
+        tx.execute_batch(SCHEMA_V4).map_err(open_err)?;
     }
     if version < SCHEMA_VERSION {
         tx.execute(

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use portcullis_config::Durability;
+use portcullis_recording::Chunk;
 use rusqlite::{Connection, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
@@ -45,6 +46,8 @@ pub(crate) struct Row {
     pub leaf_hash: [u8; 32],
     /// Batched mode: the sequence number already returned to the caller.
     pub promised_seq: Option<u64>,
+    /// The recorded messages the event names, stored in its transaction.
+    pub chunks: Vec<Chunk>,
 }
 
 pub(crate) type Reply = oneshot::Sender<Result<u64, AuditError>>;
@@ -420,6 +423,7 @@ impl Writer {
         let mut last_size = self.checkpoints.as_ref().map_or(0, |c| c.last_size);
         {
             let mut insert = tx.prepare_cached(store::INSERT_EVENT).map_err(cause)?;
+            let mut insert_chunk = tx.prepare_cached(store::INSERT_CHUNK).map_err(cause)?;
             for Entry { row, .. } in entries {
                 let inserted = insert.execute(params![
                     seq as i64,
@@ -435,6 +439,11 @@ impl Writer {
                 ]);
                 match inserted {
                     Ok(_) => {
+                        for chunk in &row.chunks {
+                            insert_chunk
+                                .execute(params![chunk.id().as_str(), seq as i64, chunk.bytes()])
+                                .map_err(cause)?;
+                        }
                         tree.append(row.leaf_hash);
                         outcomes.push(Some(seq));
                         seq += 1;

@@ -26,6 +26,7 @@ pub mod gateway;
 pub mod identity;
 pub mod masks;
 mod pg_url;
+pub mod recording;
 pub mod rules;
 mod spans;
 pub mod targets;
@@ -40,6 +41,7 @@ pub use gateway::{Gateway, Limits, Tls};
 pub use identity::{ApiKey, IdentityConfig, OidcIssuer};
 pub use masks::{CustomDetector, MaskProfile, MaskStyle};
 pub use pg_url::PgUpstream;
+pub use recording::{Recording, RecordingMode};
 pub use rules::{Rule, RuleDecision, STATEMENT_KINDS, SqlMatch, Who};
 pub use targets::{McpTarget, McpUpstream, PostgresTarget, TargetSpec, UpstreamAuth, UpstreamTls};
 
@@ -58,6 +60,7 @@ pub struct Config {
     /// Masking profiles, by name.
     pub masks: BTreeMap<String, MaskProfile>,
     pub approvals: Approvals,
+    pub recording: Recording,
     /// Where the file was read from, to locate later errors (policy's `when` conditions).
     pub source: SourceFile,
 }
@@ -86,6 +89,9 @@ struct RawConfig {
     /// `[approvals]`: break-glass approvers and notifications for held requests and grants.
     #[serde(default)]
     approvals: Approvals,
+    /// `[recording]`: session recordings bound to the audit log.
+    #[serde(default)]
+    recording: Recording,
 }
 
 impl Config {
@@ -130,6 +136,7 @@ impl Config {
             rules: raw.rules,
             masks: raw.masks,
             approvals: raw.approvals,
+            recording: raw.recording,
             source: SourceFile::default(),
         };
         config.gateway.validate(&at)?;
@@ -139,6 +146,7 @@ impl Config {
         config.validate_masks(&at)?;
         config.identity.validate(&at)?;
         config.validate_rules(&at)?;
+        config.validate_recording(&at)?;
         drop(at);
         config.source = source;
         Ok(config)

@@ -13,7 +13,10 @@ use std::time::Instant;
 
 use portcullis_audit::AuditError;
 use portcullis_model::{Action, AuditEvent, Identity, Outcome, Verdict};
+use portcullis_recording::Chunk;
+use serde_json::Value;
 
+use crate::recording::Tape;
 use crate::{Guard, Refusal};
 
 /// The request in flight: its event, the caller, when it started.
@@ -23,6 +26,8 @@ pub struct Exchange {
     /// `None` once finished.
     pub(crate) event: Option<AuditEvent>,
     started: Instant,
+    /// The request's recording, when the guard records.
+    tape: Option<Tape>,
 }
 
 impl std::fmt::Debug for Exchange {
@@ -35,12 +40,67 @@ impl std::fmt::Debug for Exchange {
 
 impl Exchange {
     pub(crate) fn new(guard: Arc<Guard>, identity: Arc<Identity>, event: AuditEvent) -> Exchange {
+        let tape = guard.recorder.as_ref().map(|r| r.tape(&event.time));
         Exchange {
             guard,
             identity,
             event: Some(event),
             started: Instant::now(),
+            tape,
         }
+    }
+
+    /// Whether this exchange is recorded: an adapter builds the messages it hands to the
+    /// `record_*` methods only then.
+    pub fn recording(&self) -> bool {
+        self.tape.is_some()
+    }
+
+    /// Records a message as forwarded to the target (`kind`: `request`, `query`, `bind`
+    /// ...). Its strings are masked with the `[recording]` profile first.
+    pub fn record_request(&mut self, kind: &str, body: Value) {
+        if let Some(tape) = &mut self.tape {
+            tape.request(kind, body);
+        }
+    }
+
+    /// Records a message as the caller received it (after masking): a result, an error, a
+    /// progress or log notification, a row description, a notice, a command tag.
+    pub fn record_answer(&mut self, kind: &str, body: Value) {
+        if let Some(tape) = &mut self.tape {
+            tape.answer(kind, body);
+        }
+    }
+
+    /// Records one result row as the caller received it; beyond `max_rows_per_statement`
+    /// rows are counted, not kept, until the next other message ends the statement.
+    pub fn record_row(&mut self, body: Value) {
+        if let Some(tape) = &mut self.tape {
+            tape.row(body);
+        }
+    }
+
+    /// The caller went away before its answer was complete: the record says so.
+    pub fn record_caller_left(&mut self) {
+        if let Some(tape) = &mut self.tape {
+            tape.caller_left();
+        }
+    }
+
+    /// Takes the event for its final record, with the recording's chunks named in it.
+    fn take_event(&mut self) -> Option<(AuditEvent, Vec<Chunk>)> {
+        let mut ev = self.event.take()?;
+        let chunks = match self.tape.take() {
+            Some(tape) => {
+                let (recorded, chunks) = tape.seal();
+                if recorded.request.is_some() || recorded.answer.is_some() {
+                    ev.recorded = Some(recorded);
+                }
+                chunks
+            }
+            None => Vec::new(),
+        };
+        Some((ev, chunks))
     }
 
     /// The request's event, for the adapter's facts: the action and resource, the request
@@ -117,25 +177,33 @@ impl Exchange {
     /// decision time is finished here instead, like any other request.
     pub fn settle_later(mut self) {
         self.event = None;
+        self.tape = None;
     }
 
     /// Ends the exchange with `outcome`. The duration is measured here unless the adapter
     /// set it.
     pub fn finish(mut self, outcome: Outcome) -> Finished {
-        let mut ev = self.event.take().expect("finished once");
+        let (mut ev, chunks) = self.take_event().expect("finished once");
         ev.outcome = outcome;
         if ev.duration_ms.is_none() {
             ev.duration_ms = Some(self.started.elapsed().as_secs_f64() * 1000.0);
         }
         Finished {
             guard: self.guard.clone(),
-            event: Some(ev),
+            event: Some((ev, chunks)),
         }
     }
 
     /// Ends the exchange with a refusal: its kind's outcome, its message as the detail, the
     /// approval it went through.
     pub fn refuse(mut self, refusal: &Refusal) -> Finished {
+        if self.recording() {
+            let body = serde_json::json!({
+                "refused": refusal.kind.label(),
+                "message": refusal.message,
+            });
+            self.record_answer("refusal", body);
+        }
         {
             let ev = self.event();
             ev.detail = Some(refusal.message.clone());
@@ -160,7 +228,7 @@ impl Exchange {
 
 impl Drop for Exchange {
     fn drop(&mut self) {
-        let Some(mut ev) = self.event.take() else {
+        let Some((mut ev, chunks)) = self.take_event() else {
             return;
         };
         ev.outcome = Outcome::Failed;
@@ -169,7 +237,7 @@ impl Drop for Exchange {
                 Some("the request ended without an answer (the exchange was dropped)".into());
         }
         ev.duration_ms = Some(self.started.elapsed().as_secs_f64() * 1000.0);
-        record_in_background(&self.guard, ev);
+        record_in_background(&self.guard, ev, chunks);
     }
 }
 
@@ -177,41 +245,43 @@ impl Drop for Exchange {
 #[must_use = "a finished exchange's event must be recorded before the answer is released"]
 pub struct Finished {
     guard: Arc<Guard>,
-    event: Option<AuditEvent>,
+    /// The event and the recorded chunks it names.
+    event: Option<(AuditEvent, Vec<Chunk>)>,
 }
 
 impl Finished {
     pub fn event(&mut self) -> &mut AuditEvent {
-        self.event.as_mut().expect("recorded once")
+        &mut self.event.as_mut().expect("recorded once").0
     }
 
-    /// Records the event now (durably, in strict mode). Err: the answer must be withheld.
+    /// Records the event and its recording now (durably, in strict mode). Err: the answer
+    /// must be withheld.
     pub async fn record(mut self) -> Result<(), AuditError> {
-        let ev = self.event.take().expect("recorded once");
-        self.guard.audit.record(ev).await.map(|_| ())
+        let (ev, chunks) = self.event.take().expect("recorded once");
+        self.guard.store(ev, chunks).await.map(|_| ())
     }
 
-    pub(crate) fn into_event(mut self) -> AuditEvent {
+    pub(crate) fn into_parts(mut self) -> (AuditEvent, Vec<Chunk>) {
         self.event.take().expect("recorded once")
     }
 }
 
 impl Drop for Finished {
     fn drop(&mut self) {
-        if let Some(ev) = self.event.take() {
-            record_in_background(&self.guard, ev);
+        if let Some((ev, chunks)) = self.event.take() {
+            record_in_background(&self.guard, ev, chunks);
         }
     }
 }
 
 /// The last resort of the exactly-one-event rule: a task records what a dropped exchange
 /// left. Outside a runtime (a test tearing down) the loss is logged.
-fn record_in_background(guard: &Arc<Guard>, ev: AuditEvent) {
+fn record_in_background(guard: &Arc<Guard>, ev: AuditEvent, chunks: Vec<Chunk>) {
     let guard = guard.clone();
     match tokio::runtime::Handle::try_current() {
         Ok(runtime) => {
             runtime.spawn(async move {
-                if let Err(e) = guard.audit.record(ev).await {
+                if let Err(e) = guard.store(ev, chunks).await {
                     tracing::error!("cannot record a request that ended unanswered: {e}");
                 }
             });

@@ -24,6 +24,7 @@
 mod exchange;
 mod hold;
 pub mod masks;
+mod recording;
 mod refusal;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -43,6 +44,7 @@ pub use hold::{HoldAsk, HoldChannel, Released};
 pub use masks::{DEFAULT_PROFILE, Masks, summary};
 pub use portcullis_approvals::{Approval, Status as ApprovalStatus, Vote};
 pub use portcullis_audit::AuditError as RecordError;
+pub use recording::Recorder;
 pub use refusal::{Interruption, Refusal, RefusalKind};
 
 /// The shared phases' state: built once by the binary and handed to every adapter.
@@ -52,6 +54,8 @@ pub struct Guard {
     approvals: Approvals,
     audit: AuditLog,
     masks: Masks,
+    /// `None` when recording is off.
+    recorder: Option<Arc<Recorder>>,
 }
 
 impl std::fmt::Debug for Guard {
@@ -81,6 +85,7 @@ impl Guard {
         approvals: Approvals,
         audit: AuditLog,
         masks: Masks,
+        recorder: Option<Recorder>,
     ) -> Arc<Guard> {
         Arc::new(Guard {
             auth,
@@ -88,6 +93,7 @@ impl Guard {
             approvals,
             audit,
             masks,
+            recorder: recorder.map(Arc::new),
         })
     }
 
@@ -167,8 +173,9 @@ impl Guard {
     /// Records the events of finished exchanges together (a PostgreSQL batch ends at its
     /// `ReadyForQuery`): one group commit for all of them.
     pub async fn record_all(&self, finished: Vec<Finished>) -> Result<(), AuditError> {
-        let events = finished.into_iter().map(Finished::into_event);
-        let results = futures_util::future::join_all(events.map(|ev| self.audit.record(ev))).await;
+        let events = finished.into_iter().map(Finished::into_parts);
+        let results =
+            futures_util::future::join_all(events.map(|(ev, chunks)| self.store(ev, chunks))).await;
         results
             .into_iter()
             .find_map(Result::err)
@@ -225,6 +232,20 @@ impl Guard {
     /// exchange).
     pub async fn record(&self, event: AuditEvent) -> Result<u64, AuditError> {
         self.audit.record(event).await
+    }
+
+    /// Stores a request's event with the recorded chunks it names, in one transaction.
+    async fn store(
+        &self,
+        event: AuditEvent,
+        chunks: Vec<portcullis_recording::Chunk>,
+    ) -> Result<u64, AuditError> {
+        self.audit.record_with(event, chunks).await
+    }
+
+    /// Whether requests are recorded.
+    pub fn records(&self) -> bool {
+        self.recorder.is_some()
     }
 
     /// The digest of a payload as events keep it (keyed: a short secret cannot be found by

@@ -12,7 +12,7 @@ use portcullis_identity::Authenticator;
 use portcullis_policy::Policy;
 use serde_json::Value;
 
-use crate::{Guard, Masks};
+use crate::{Guard, Masks, Recorder};
 
 /// The guard of `config` with its stores in `dir`, and the approvals service (to decide
 /// held requests as a test's approver would).
@@ -25,12 +25,15 @@ pub async fn guard(config: &Config, dir: &Path) -> (Arc<Guard>, Approvals) {
     let approvals = Approvals::open(dir, audit.clone(), &settings)
         .await
         .expect("approvals store");
+    let masks = Masks::compile(&config.masks).expect("masks");
+    let recorder = Recorder::from_config(&config.recording, &masks).expect("recording");
     let guard = Guard::new(
         Arc::new(Authenticator::new(&config.identity).expect("identity")),
         Arc::new(Policy::compile(config).expect("policy")),
         approvals.clone(),
         audit,
-        Masks::compile(&config.masks).expect("masks"),
+        masks,
+        recorder,
     );
     (guard, approvals)
 }

@@ -600,6 +600,19 @@ pub enum EventType {
     /// and counts, never values).
     #[serde(rename = "columns.discovered")]
     ColumnsDiscovered,
+    /// A segment of encrypted recordings was sealed and written.
+    #[serde(rename = "recording.sealed")]
+    RecordingSealed,
+    /// Retention deleted recordings (named in the event).
+    #[serde(rename = "recording.removed")]
+    RecordingRemoved,
+    /// Someone read recordings back through the gateway's commands: showed, replayed,
+    /// exported, decrypted.
+    #[serde(rename = "recording.accessed")]
+    RecordingAccessed,
+    /// Recording failed for a request that went on anyway (`mode = "best-effort"`).
+    #[serde(rename = "recording.failed")]
+    RecordingFailed,
 }
 
 /// How a request ended.
@@ -691,6 +704,57 @@ pub struct AuditEvent {
     /// For a database statement: what ran, without its values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub statement: Option<StatementRecord>,
+    /// The session recording of this request: the chunks holding what was forwarded and
+    /// what the caller received.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recorded: Option<RecordedRef>,
+    /// `recording.sealed`: the encrypted segment this event vouches for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment: Option<SegmentRecord>,
+    /// `recording.removed`: what retention deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed: Option<RemovedRecord>,
+}
+
+/// Where a request's recording is: the ids (SHA-256 of the stored bytes, 64 hex digits) of
+/// the chunk holding the request as forwarded and of the chunk holding the answer as the
+/// caller received it. The log signs the ids, so the chunks can be checked against it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
+}
+
+/// A sealed segment of recordings encrypted to the auditors: enough to check the file
+/// without the key that decrypts it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentRecord {
+    /// The file's name in the recordings directory.
+    pub file: String,
+    /// SHA-256 (hex) of the whole file, as written.
+    pub sha256: String,
+    pub bytes: u64,
+    /// The audit sequence numbers of the first and last request whose chunks it holds.
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// How many chunks it holds.
+    pub chunks: u64,
+    /// Fingerprints of the age recipients it is encrypted to (SHA-256 of the recipient's
+    /// text, first 16 hex digits).
+    pub recipients: Vec<String>,
+}
+
+/// What a retention run deleted: the chunks and segments named here are gone on purpose.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemovedRecord {
+    /// Recordings of requests before this time (RFC 3339) were removed.
+    pub before: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunks: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<String>,
 }
 
 /// The record of one SQL statement: its shape and effect, never its literal values.

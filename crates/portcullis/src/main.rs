@@ -23,7 +23,7 @@ use portcullis_approvals::{ApprovalSettings, Approvals};
 use portcullis_audit::publish::{Publisher, Sinks, WitnessSink};
 use portcullis_audit::{AuditLog, AuditReader};
 use portcullis_config::{Config, McpUpstream, TargetSpec, UpstreamTls};
-use portcullis_guard::{Guard, Masks};
+use portcullis_guard::{Guard, Masks, Recorder};
 use portcullis_identity::Authenticator;
 use portcullis_model::{EventType, IdentityKind, Outcome};
 use portcullis_policy::Policy;
@@ -579,12 +579,14 @@ pub async fn serve(
     // The shared phases, built once: every adapter identifies, decides, holds, masks and
     // records through this one guard.
     let masks = Masks::compile(&config.masks).map_err(anyhow::Error::msg)?;
+    let recorder = Recorder::from_config(&config.recording, &masks).map_err(anyhow::Error::msg)?;
     let guard = Guard::new(
         auth.clone(),
         policy.clone(),
         approvals.clone(),
         audit.clone(),
         masks,
+        recorder,
     );
     let gateway = Gateway::new(
         portcullis_proxy_mcp::gateway::Settings::of(&config),

@@ -1,0 +1,227 @@
+//! Session recording: what each request forwarded and what its caller received, kept as
+//! chunks the request's audit event names.
+//!
+//! An adapter attached to a recording guard hands each message to its [`Exchange`] as it
+//! passes: [`Exchange::record_request`] for what it forwards (masked here with the
+//! `[recording]` profile, so a secret a caller pasted into an argument is not kept) and
+//! [`Exchange::record_answer`] / [`Exchange::record_row`] for what the caller received
+//! (already masked by the rule's profile: a recording never holds more than the caller
+//! saw). The caps apply here, and the record lists what they cut. When the exchange
+//! finishes, each side becomes one [`Chunk`], the event gets their ids, and the audit log
+//! stores the chunks in the event's own transaction.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use portcullis_config::{Recording, RecordingMode};
+use portcullis_mask::{Profile, Report};
+use portcullis_model::RecordedRef;
+use portcullis_recording::Chunk;
+use portcullis_recording::document::{Part, Record, Truncation};
+use serde_json::Value;
+
+use crate::Masks;
+
+/// How the guard records: built once from `[recording]`.
+pub struct Recorder {
+    mode: RecordingMode,
+    /// Masks what callers send before it is kept.
+    profile: Arc<Profile>,
+    max_message_bytes: u64,
+    max_rows: u64,
+    max_request_bytes: u64,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder")
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Recorder {
+    /// The recorder of `[recording]`; `None` when recording is off.
+    pub fn from_config(settings: &Recording, masks: &Masks) -> Result<Option<Recorder>, String> {
+        if !settings.enabled() {
+            return Ok(None);
+        }
+        let profile = masks.profile(&settings.profile).ok_or_else(|| {
+            format!(
+                "recording.profile: no masking profile {:?}",
+                settings.profile
+            )
+        })?;
+        Ok(Some(Recorder {
+            mode: settings.mode,
+            profile,
+            max_message_bytes: settings.max_message_bytes,
+            max_rows: settings.max_rows_per_statement,
+            max_request_bytes: settings.max_request_bytes,
+        }))
+    }
+
+    /// `best-effort`: a request goes on when its recording cannot be kept.
+    pub fn best_effort(&self) -> bool {
+        self.mode == RecordingMode::BestEffort
+    }
+
+    pub(crate) fn tape(self: &Arc<Self>, at: &str) -> Tape {
+        Tape {
+            recorder: Arc::clone(self),
+            started: Instant::now(),
+            request: Record::new(at.to_string()),
+            answer: Record::new(at.to_string()),
+            bytes: 0,
+            rows: RowCount::default(),
+        }
+    }
+}
+
+/// Rows of the statement being answered: kept up to the cap, then only counted.
+#[derive(Default)]
+struct RowCount {
+    kept: u64,
+    dropped: u64,
+    /// Where in the answer's parts the dropped rows would have been.
+    at: usize,
+}
+
+/// One exchange's recording while it is made.
+pub(crate) struct Tape {
+    recorder: Arc<Recorder>,
+    started: Instant,
+    request: Record,
+    answer: Record,
+    /// Bytes kept so far, request and answer together.
+    bytes: u64,
+    rows: RowCount,
+}
+
+/// Which side of the exchange a message belongs to.
+#[derive(Clone, Copy)]
+pub(crate) enum Side {
+    Request,
+    Answer,
+}
+
+impl Tape {
+    fn ms(&self) -> f64 {
+        (self.started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0
+    }
+
+    pub(crate) fn request(&mut self, kind: &str, mut body: Value) {
+        let mut report = Report::default();
+        self.recorder.profile.mask_json(&mut body, "$", &mut report);
+        self.push(Side::Request, kind, body);
+    }
+
+    pub(crate) fn answer(&mut self, kind: &str, body: Value) {
+        self.end_rows();
+        self.push(Side::Answer, kind, body);
+    }
+
+    pub(crate) fn row(&mut self, body: Value) {
+        if self.rows.kept >= self.recorder.max_rows {
+            if self.rows.dropped == 0 {
+                self.rows.at = self.answer.parts.len();
+            }
+            self.rows.dropped += 1;
+            return;
+        }
+        self.rows.kept += 1;
+        self.push(Side::Answer, "row", body);
+    }
+
+    pub(crate) fn caller_left(&mut self) {
+        self.answer.caller_left = true;
+    }
+
+    /// A statement's rows are over (a new part that is not a row): note what the cap
+    /// dropped, and count the next statement's rows afresh.
+    fn end_rows(&mut self) {
+        let rows = std::mem::take(&mut self.rows);
+        if rows.dropped > 0 {
+            self.answer.truncated.push(Truncation {
+                part: rows.at,
+                unit: "rows".into(),
+                kept: rows.kept,
+                dropped: rows.dropped,
+            });
+        }
+    }
+
+    fn push(&mut self, side: Side, kind: &str, body: Value) {
+        let ms = self.ms();
+        let max_message = self.recorder.max_message_bytes;
+        let max_request = self.recorder.max_request_bytes;
+        let record = match side {
+            Side::Request => &mut self.request,
+            Side::Answer => &mut self.answer,
+        };
+        let index = record.parts.len();
+        // Sizes are those of the body's JSON text, what the chunk holds before compression.
+        let size = serde_json::to_vec(&body).map_or(0, |v| v.len() as u64);
+        if self.bytes.saturating_add(size.min(max_message)) > max_request {
+            record.truncated.push(Truncation {
+                part: index,
+                unit: "parts".into(),
+                kept: 0,
+                dropped: 1,
+            });
+            return;
+        }
+        let body = if size > max_message {
+            record.truncated.push(Truncation {
+                part: index,
+                unit: "bytes".into(),
+                kept: max_message,
+                dropped: size - max_message,
+            });
+            cut(&body, max_message as usize)
+        } else {
+            body
+        };
+        self.bytes += size.min(max_message);
+        record.parts.push(Part {
+            ms,
+            kind: kind.to_string(),
+            body,
+        });
+    }
+
+    /// The chunks of the exchange and the reference the event carries. A side with
+    /// nothing recorded has no chunk.
+    pub(crate) fn seal(mut self) -> (RecordedRef, Vec<Chunk>) {
+        self.end_rows();
+        let mut chunks = Vec::with_capacity(2);
+        let mut seal = |record: &Record| {
+            let content = serde_json::to_vec(record).expect("a record serializes");
+            let chunk = Chunk::seal(&content);
+            let id = chunk.id().to_string();
+            chunks.push(chunk);
+            id
+        };
+        let request = (!self.request.parts.is_empty() || !self.request.truncated.is_empty())
+            .then(|| seal(&self.request));
+        let answer = (!self.answer.parts.is_empty()
+            || !self.answer.truncated.is_empty()
+            || self.answer.caller_left)
+            .then(|| seal(&self.answer));
+        (RecordedRef { request, answer }, chunks)
+    }
+}
+
+/// A body cut to about `max` bytes of its JSON text, as a string the record marks as cut:
+/// what was kept of it is still readable, and the truncation entry says how much is gone.
+fn cut(body: &Value, max: usize) -> Value {
+    let text = match body {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut end = max.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Value::String(text[..end].to_string())
+}
