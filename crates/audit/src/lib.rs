@@ -21,6 +21,7 @@ pub mod merkle;
 pub mod proof;
 pub mod publish;
 mod reader;
+pub mod recordings;
 mod space;
 mod store;
 pub mod verify;

@@ -393,3 +393,103 @@ async fn identify_refuses_a_bad_key_and_records_the_failure() {
     assert_eq!(failures[0]["source"], "127.0.0.1:5000");
     assert_eq!(failures[0]["target"], "billing");
 }
+
+/// The guard of `CONFIG` with recording on and small caps.
+async fn recording_fixture() -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let text = format!(
+        "{CONFIG}\n[recording]\nmode = \"strict\"\nmax_rows_per_statement = 2\nmax_message_bytes = 1024\n"
+    );
+    let config = Config::parse(Path::new("/tmp/guard.toml"), text).unwrap();
+    let (guard, approvals) = testing::guard(&config, &dir).await;
+    Fixture {
+        _dir: tmp,
+        dir,
+        guard,
+        approvals,
+    }
+}
+
+fn recorded(dir: &Path, event: &Value, side: &str) -> portcullis_recording::document::Record {
+    let id =
+        portcullis_recording::ChunkId::parse(event["recorded"][side].as_str().unwrap()).unwrap();
+    let chunk = portcullis_audit::recordings::Recordings::open(dir)
+        .unwrap()
+        .get(&id)
+        .unwrap();
+    portcullis_recording::document::Record::parse(&chunk.content(1 << 20).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn a_recorded_exchange_keeps_the_masked_request_and_the_answer_named_by_its_event() {
+    let f = recording_fixture().await;
+    let mut exchange = f.guard.exchange(&origin());
+    assert!(exchange.recording());
+    let secret = "AKIAIOSFODNN7EXAMPLE";
+    exchange.record_request(
+        "request",
+        serde_json::json!({"name": "get_invoice", "arguments": {"note": format!("key {secret}")}}),
+    );
+    exchange.record_answer("progress", serde_json::json!({"progress": 1}));
+    for i in 0..5 {
+        exchange.record_row(serde_json::json!([i]));
+    }
+    exchange.record_answer("complete", serde_json::json!("SELECT 5"));
+    exchange.record_answer("result", serde_json::json!({"text": "x".repeat(3000)}));
+    exchange.finish(Outcome::Success).record().await.unwrap();
+
+    let events = requests(&f.dir);
+    let request = recorded(&f.dir, &events[0], "request");
+    let text = serde_json::to_string(&request).unwrap();
+    assert!(!text.contains(secret), "{text}");
+    assert_eq!(request.parts[0].body["name"], "get_invoice");
+    let answer = recorded(&f.dir, &events[0], "answer");
+    let kinds: Vec<&str> = answer.parts.iter().map(|p| p.kind.as_str()).collect();
+    assert_eq!(kinds, ["progress", "row", "row", "complete", "result"]);
+    assert!(answer.parts.windows(2).all(|w| w[0].ms <= w[1].ms));
+    // Three rows past the cap, where the fourth part would have been; the long result cut.
+    assert_eq!(answer.truncated.len(), 2, "{:?}", answer.truncated);
+    assert_eq!(
+        (answer.truncated[0].part, answer.truncated[0].unit.as_str()),
+        (3, "rows")
+    );
+    assert_eq!(
+        (answer.truncated[0].kept, answer.truncated[0].dropped),
+        (2, 3)
+    );
+    assert_eq!(answer.truncated[1].unit, "bytes");
+    assert_eq!(answer.truncated[1].kept, 1024);
+}
+
+#[tokio::test]
+async fn a_refusal_is_recorded_as_the_caller_received_it_and_a_dropped_exchange_says_the_caller_left()
+ {
+    let f = recording_fixture().await;
+    let mut exchange = f.guard.exchange(&origin());
+    let verdict = exchange.decide(&call("delete_customer"));
+    let refusal = Refusal::new(RefusalKind::Denied, "refused: no").by(&verdict);
+    exchange.refuse(&refusal).record().await.unwrap();
+
+    let mut exchange = f.guard.exchange(&origin());
+    exchange.record_request("request", serde_json::json!({"name": "get_invoice"}));
+    exchange.record_answer("progress", serde_json::json!({"progress": 1}));
+    exchange.record_caller_left();
+    drop(exchange);
+    for _ in 0..100 {
+        if requests(&f.dir).len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let events = requests(&f.dir);
+    assert_eq!(events.len(), 2);
+    let refused = recorded(&f.dir, &events[0], "answer");
+    assert_eq!(refused.parts[0].kind, "refusal");
+    assert_eq!(refused.parts[0].body["refused"], "denied");
+    assert!(events[0]["recorded"].get("request").is_none());
+    assert_eq!(events[1]["outcome"], "failed");
+    let left = recorded(&f.dir, &events[1], "answer");
+    assert!(left.caller_left);
+    assert_eq!(left.parts.len(), 1);
+}
