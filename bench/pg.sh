@@ -5,6 +5,9 @@
 #   gateway       Portcullis with the guardrails (every statement parsed and decided), a
 #                 masking profile on the result columns and the audit log (strict: each
 #                 statement's event fsynced before its ReadyForQuery; batched: 2 ms groups).
+# The current build is also measured with session recording on (statements, bind values,
+# columns, rows and tags recorded beside the events: `record_results`) and on + encrypted to
+# an age recipient (`age-keygen`, apt install age), in strict durability: RECORDING=0 skips.
 # Each configuration runs in simple (-M simple, a new text every statement) and prepared
 # (-M prepared) protocol. Prints a Markdown table with TPS, mean latency and ratio to direct.
 #
@@ -41,10 +44,19 @@ keyout=$("$bin" keys new --name bench)
 key=$(grep -o 'pcx_[A-Za-z0-9_-]*' <<<"$keyout" | head -1)
 sha=$(sed -n 's/^sha256 = "\(.*\)"/\1/p' <<<"$keyout")
 
-start_gateway() { # durability [binary]
+start_gateway() { # durability [binary] [recording: off|on|encrypted]
   local dir="$work/gw-$1-$(basename "$(dirname "${2:-$bin}")")-$RANDOM"
   local binary="${2:-$bin}"
+  local recording="${3:-off}" record_results=false section=""
   mkdir -p "$dir"
+  case "$recording" in
+    on) section=$'[recording]\nmode = "strict"'; record_results=true ;;
+    encrypted)
+      local recipient
+      recipient=$(age-keygen 2>&1 >/dev/null | grep -o 'age1[0-9a-z]*')
+      section=$'[recording]\nmode = "strict"\nrecipients = ["'"$recipient"'"]'
+      record_results=true ;;
+  esac
   cat >"$dir/portcullis.toml" <<EOF
 [gateway]
 listen = "127.0.0.1:16500"
@@ -64,6 +76,7 @@ kind = "postgres"
 listen = "127.0.0.1:$gw_port"
 upstream = "postgres://127.0.0.1:5432/$db"
 user = "postgres"
+$( [ "$record_results" = true ] && echo "record_results = true" )
 
 # pgbench reads its tables and, at start, the catalog (partition check).
 [[rules]]
@@ -82,6 +95,8 @@ deny.statements = ["delete", "truncate", "ddl"]
 [masks.pii]
 detectors = ["pii"]
 columns = ["account_number"]
+
+$section
 EOF
   (cd "$dir" && exec "$binary" serve --config portcullis.toml) 2>"$dir/stderr" &
   pids+=($!)
@@ -167,6 +182,16 @@ for durability in strict batched; do
     stop_gateway
   done
 done
+if [ "${RECORDING:-1}" != 0 ]; then
+  for recording in on encrypted; do
+    start_gateway strict "$bin" "$recording"
+    labels+=("gateway-strict-rec-$recording")
+    for mode in simple prepared; do
+      for c in 1 8; do run "gateway-strict-rec-$recording" "$gw_port" bench bench "$key" "$mode" "$c"; done
+    done
+    stop_gateway
+  done
+fi
 
 echo
 echo "pgbench -S, scale 1, ${seconds} s per run, $(nproc) cores shared by client, proxy and server"

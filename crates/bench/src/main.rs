@@ -74,6 +74,42 @@ struct Args {
     /// every built-in detector over every answer).
     #[arg(long)]
     mask: bool,
+    /// Session recording modes to measure the current build with: `off`, `on` (recorded
+    /// beside the events), `encrypted` (sealed to an age recipient made with `age-keygen`).
+    #[arg(long, value_delimiter = ',', default_value = "off")]
+    recording: Vec<Recording>,
+}
+
+/// How a measured gateway records sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Recording {
+    Off,
+    On,
+    Encrypted,
+}
+
+impl Recording {
+    /// The `[recording]` section for this mode; `encrypted` makes a fresh age key pair
+    /// (the identity is thrown away: nobody reads a benchmark's recordings back).
+    fn section(self) -> Result<String> {
+        Ok(match self {
+            Recording::Off => String::new(),
+            Recording::On => "[recording]\nmode = \"strict\"\n".into(),
+            Recording::Encrypted => {
+                let out = Command::new("age-keygen")
+                    .output()
+                    .context("age-keygen (apt install age) makes the benchmark's recipient")?;
+                anyhow::ensure!(out.status.success(), "age-keygen failed");
+                let text = String::from_utf8_lossy(&out.stderr).to_string()
+                    + &String::from_utf8_lossy(&out.stdout);
+                let recipient = text
+                    .split_whitespace()
+                    .find(|w| w.starts_with("age1"))
+                    .context("age-keygen printed no recipient")?;
+                format!("[recording]\nmode = \"strict\"\nrecipients = [\"{recipient}\"]\n")
+            }
+        })
+    }
 }
 
 /// One gateway configuration to measure.
@@ -84,6 +120,7 @@ struct Variant<'a> {
     /// Signed checkpoints published to a directory (the current build only).
     signed: bool,
     mask: bool,
+    recording: Recording,
 }
 
 pub(crate) const MODERN: &str = "2026-07-28";
@@ -180,9 +217,10 @@ pub(crate) fn start_gateway(
     durability: &str,
     signed: bool,
     mask: bool,
+    recording: Recording,
 ) -> Result<GatewayProcess> {
     let mask = if mask { "mask = \"default\"\n" } else { "" };
-    let body = bench_config(key_hash, upstream, mask);
+    let body = bench_config(key_hash, upstream, mask) + "\n" + &recording.section()?;
     launch_gateway(binary, durability, signed, "", &body)
 }
 
@@ -479,15 +517,24 @@ async fn main() -> Result<()> {
                 durability,
                 signed: false,
                 mask: false,
+                recording: Recording::Off,
             });
         }
-        gateways.push(Variant {
-            label: format!("gateway (audit {durability})"),
-            binary: args.gateway.clone(),
-            durability,
-            signed: true,
-            mask: false,
-        });
+        for &recording in &args.recording {
+            let label = match recording {
+                Recording::Off => format!("gateway (audit {durability})"),
+                Recording::On => format!("gateway ({durability}, recorded)"),
+                Recording::Encrypted => format!("gateway ({durability}, rec. encrypted)"),
+            };
+            gateways.push(Variant {
+                label,
+                binary: args.gateway.clone(),
+                durability,
+                signed: true,
+                mask: false,
+                recording,
+            });
+        }
         if args.mask {
             gateways.push(Variant {
                 label: format!("gateway ({durability}, masked)"),
@@ -495,6 +542,7 @@ async fn main() -> Result<()> {
                 durability,
                 signed: true,
                 mask: true,
+                recording: Recording::Off,
             });
         }
     }
@@ -505,8 +553,11 @@ async fn main() -> Result<()> {
             durability,
             signed,
             mask,
+            recording,
         } = variant;
-        let gateway = start_gateway(&binary, upstream, &hash, durability, signed, mask)?;
+        let gateway = start_gateway(
+            &binary, upstream, &hash, durability, signed, mask, recording,
+        )?;
         let local = measure_latency(&gateway.url, &key, args.latency_calls, Probe::Ping).await?;
         let latency =
             measure_latency(&gateway.url, &key, args.latency_calls, Probe::ToolCall).await?;
