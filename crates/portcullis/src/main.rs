@@ -22,7 +22,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use portcullis_approvals::{ApprovalSettings, Approvals};
 use portcullis_audit::publish::{Publisher, Sinks, WitnessSink};
 use portcullis_audit::{AuditLog, AuditReader};
-use portcullis_config::{Config, McpUpstream, TargetSpec, UpstreamTls};
+use portcullis_config::{Config, McpUpstream, RecordingMode, TargetSpec, UpstreamTls};
 use portcullis_guard::{Guard, Masks, Recorder};
 use portcullis_identity::Authenticator;
 use portcullis_model::{EventType, IdentityKind, Outcome};
@@ -646,7 +646,7 @@ pub async fn serve(
         None => None,
     };
     start.detail = Some(format!(
-        "listening on {addr} ({}){}{}; policy {}",
+        "listening on {addr} ({}){}{}; policy {}; {}",
         if tls.is_some() { "https" } else { "http" },
         admin_addr
             .map(|a| format!(", admin API on {a}"))
@@ -655,8 +655,14 @@ pub async fn serve(
             .iter()
             .map(|(proxy, addr, _)| format!(", postgres target {} on {addr}", proxy.target))
             .collect::<String>(),
-        policy.version()
+        policy.version(),
+        recording_summary(&config.recording),
     ));
+    if config.recording.mode == RecordingMode::BestEffort {
+        tracing::warn!(
+            "recording.mode = \"best-effort\": a request whose recording cannot be kept goes on, with a recording.failed event"
+        );
+    }
     audit
         .record(start)
         .await
@@ -884,4 +890,25 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+/// How sessions are recorded, for the `gateway.start` event: an assessor reading the log
+/// sees when recording was off, best-effort or encrypted.
+fn recording_summary(recording: &portcullis_config::Recording) -> String {
+    match recording.mode {
+        RecordingMode::Off => "sessions not recorded".into(),
+        mode => format!(
+            "sessions recorded ({}{})",
+            if mode == RecordingMode::BestEffort {
+                "best-effort"
+            } else {
+                "strict"
+            },
+            if recording.recipients.is_empty() {
+                String::new()
+            } else {
+                format!(", encrypted to {} recipients", recording.recipients.len())
+            }
+        ),
+    }
 }
