@@ -1522,13 +1522,20 @@ INSERT INTO notes VALUES (1, 'deploy key {PLANTED}');
 
 /// A gateway that records (strict, three rows per statement) with two targets on `db`:
 /// `rec` keeps result rows (`record_results = true`), `plain` only counts them. The agent
-/// reads customers, numbers and notes masked by `rec` (every detector, the account number
-/// whole) and may run DO blocks; returns the gateway and the two ports.
+/// reads numbers unmasked, customers and notes masked by `rec` (every detector, the account
+/// number and score whole) and may run DO blocks; returns the gateway and the two ports.
 fn recording_gateway(db: &Db, agent: &Key) -> (Gateway, u16, u16) {
     let (rec, plain) = (free_port(), free_port());
     let rules = |target: &str| {
         format!(
             r#"
+[[rules]]
+name = "{target}: agents count, unmasked"
+who.subjects = ["pg-agent"]
+target = "{target}"
+allow.statements = ["select"]
+allow.tables = ["numbers"]
+
 [[rules]]
 name = "{target}: agents read, masked"
 who.subjects = ["pg-agent"]
@@ -1552,7 +1559,7 @@ mode = \"strict\"
 max_rows_per_statement = 3
 
 [masks.rec]
-columns = [\"account_number\"]
+columns = [\"account_number\", \"secret_score\"]
 style = \"partial\"
 ",
         agent.config,
@@ -1762,6 +1769,38 @@ async fn statements_and_their_answers_are_recorded_as_the_client_received_them()
         "{answer}"
     );
 
+    // An unmasked prepared statement: its columns come from the client's own Describe,
+    // its binary values are kept as the client decoded them.
+    let found = c
+        .query(
+            "SELECT n, n::text AS t FROM numbers WHERE n < $1 ORDER BY n",
+            &[&3i32],
+        )
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 2);
+    let ev = request_event(&gw, "SELECT n, n::text AS t FROM numbers").await;
+    let request = recorded(&gw, &ev, "request");
+    assert_eq!(
+        request["parts"][0]["body"]["params"],
+        serde_json::json!([{"binary": "00000003"}]),
+        "{request}"
+    );
+    let answer = recorded(&gw, &ev, "answer");
+    assert_eq!(
+        parts(&answer, "columns"),
+        [&serde_json::json!([{"name": "n", "type_oid": 23}, {"name": "t", "type_oid": 25}])],
+        "{answer}"
+    );
+    assert_eq!(
+        parts(&answer, "row"),
+        [
+            &serde_json::json!(["1", "1"]),
+            &serde_json::json!(["2", "2"])
+        ],
+        "{answer}"
+    );
+
     // Ten rows, three kept: the record says what the cap dropped.
     let msgs = c
         .simple_query("SELECT n FROM numbers ORDER BY n")
@@ -1810,6 +1849,23 @@ async fn statements_and_their_answers_are_recorded_as_the_client_received_them()
     assert_eq!(error.len(), 1, "{answer}");
     assert_eq!(error[0]["code"], "22012");
     assert_eq!(error[0]["message"], "division by zero");
+
+    // Rows the gateway withholds (a masked bigint asked for in binary): the client's
+    // error is the answer.
+    let e = c
+        .query("SELECT secret_score FROM customers WHERE id = $1", &[&1i32])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501", "{e:?}");
+    let ev = request_event(&gw, "SELECT secret_score FROM customers").await;
+    assert_eq!(ev["outcome"], "denied", "{ev}");
+    assert_eq!(recorded(&gw, &ev, "request")["parts"][0]["kind"], "execute");
+    let answer = recorded(&gw, &ev, "answer");
+    let error = parts(&answer, "error");
+    assert_eq!(error.len(), 1, "{answer}");
+    assert_eq!(error[0]["code"], "42501");
+    assert_eq!(error[0]["message"], message(&e).as_str(), "{answer}");
+    assert!(parts(&answer, "row").is_empty(), "{answer}");
 
     // A refusal is recorded by the guard, the request beside it.
     let e = c.simple_query("DELETE FROM numbers").await.unwrap_err();
