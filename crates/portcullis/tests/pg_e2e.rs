@@ -1533,7 +1533,7 @@ fn recording_gateway(db: &Db, agent: &Key) -> (Gateway, u16, u16) {
 name = "{target}: agents count, unmasked"
 who.subjects = ["pg-agent"]
 target = "{target}"
-allow.statements = ["select"]
+allow.statements = ["select", "copy"]
 allow.tables = ["numbers"]
 
 [[rules]]
@@ -1824,6 +1824,31 @@ async fn statements_and_their_answers_are_recorded_as_the_client_received_them()
     assert_eq!(truncated[0]["kept"], 3);
     assert_eq!(truncated[0]["dropped"], 7);
     assert_eq!(parts(&answer, "complete"), [&Value::from("SELECT 10")]);
+
+    // COPY TO STDOUT: its data kept like rows, under the same cap.
+    let (ok, out, err) = psql(
+        port,
+        "pg-agent",
+        &agent.key,
+        "rec",
+        &["-c", "COPY (SELECT n FROM numbers ORDER BY n) TO STDOUT"],
+        &[],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 10, "{out}");
+    let ev = request_event(&gw, "COPY (SELECT n FROM numbers ORDER BY n) TO STDOUT").await;
+    let answer = recorded(&gw, &ev, "answer");
+    assert_eq!(
+        parts(&answer, "row"),
+        [
+            &Value::from("1\n"),
+            &Value::from("2\n"),
+            &Value::from("3\n")
+        ],
+        "{answer}"
+    );
+    assert_eq!(answer["truncated"][0]["dropped"], 7, "{answer}");
+    assert_eq!(parts(&answer, "complete"), [&Value::from("COPY 10")]);
 
     // A notice, and an error.
     c.batch_execute("DO $$ BEGIN RAISE NOTICE 'hello from a block'; END $$")

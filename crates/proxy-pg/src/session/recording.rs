@@ -1,9 +1,10 @@
 //! What the session recording keeps of each statement (issue 15): the request as the
 //! gateway forwarded it (the SQL text, and for an Execute its bind values), and the answer
 //! as the client received it, after masking: the result's columns, its rows (only on a
-//! target with `record_results = true`; otherwise only counted), its completion, notices and
-//! errors. The guard masks requests with the `[recording]` profile, applies the caps and
-//! names what they cut; this file only turns protocol messages into record parts.
+//! target with `record_results = true`; otherwise only counted) or COPY TO STDOUT's data
+//! (kept like rows), its completion, notices and errors. The guard masks requests with the
+//! `[recording]` profile, applies the caps and names what they cut; this file only turns
+//! protocol messages into record parts.
 //!
 //! Values are kept as the client read them: text-format values as strings; binary-format
 //! values decoded when their type is a simple one (text types, integers, booleans, floats),
@@ -67,6 +68,7 @@ pub(super) fn parameters(bind: &Bind) -> Value {
 
 /// Built-in types whose binary form is decoded for the record.
 const BOOL: u32 = 16;
+const TEXT: u32 = 25;
 const INT8: u32 = 20;
 const INT2: u32 = 21;
 const INT4: u32 = 23;
@@ -223,6 +225,17 @@ impl StatementRun {
                 Err(e) => json!({ "unreadable": e.to_string() }),
             },
         });
+    }
+
+    /// One CopyData of COPY TO STDOUT, kept like a row (a line of text, or its bytes in
+    /// hex for a binary COPY).
+    pub(super) fn record_copy_data(&mut self, frame: &Frame) {
+        if !self.recording.as_ref().is_some_and(|r| r.keep_rows) {
+            return;
+        }
+        if let Some(exchange) = self.exchange.as_mut() {
+            exchange.record_row_with(|| value(Some(&frame.body), TEXT, 0));
+        }
     }
 
     /// CommandComplete (or PortalSuspended, `suspended`): the command tag, and where rows

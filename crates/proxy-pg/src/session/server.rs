@@ -127,6 +127,11 @@ impl Session {
             }
             b'G' | b'H' | b'W' | b'd' | b'c' => {
                 // COPY in progress: the statement was admitted (and is unmasked).
+                if frame.tag == b'd'
+                    && let Some(run) = self.current_run()
+                {
+                    run.record_copy_data(&frame);
+                }
                 frame.write_to(&mut self.to_client);
             }
             _ => frame.write_to(&mut self.to_client),
