@@ -120,6 +120,22 @@ impl Config {
                 ));
             }
         }
+        // A target asked to keep its result rows while nothing is recorded would keep
+        // nothing, silently: the operator is told instead.
+        if !r.enabled()
+            && let Some(name) = self
+                .targets
+                .iter()
+                .find(|(_, t)| t.as_postgres().is_some_and(|pg| pg.record_results))
+                .map(|(name, _)| name)
+        {
+            return Err(at.error(
+                key_path!["targets", name.as_str(), "record_results"],
+                format!(
+                    "targets.{name}.record_results needs [recording] mode = \"strict\" or \"best-effort\" (recording is off, so no result would be kept)"
+                ),
+            ));
+        }
         if !r.recipients.is_empty() && !r.enabled() {
             return Err(at.error(
                 key_path!["recording", "recipients"],
@@ -183,6 +199,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("recording is off"), "{err}");
+        let target = "[targets.db]\nkind = \"postgres\"\nlisten = \"127.0.0.1:6432\"\nupstream = \"postgres://db/crm\"\nuser = \"app\"\nrecord_results = true\n";
+        let err = parse(target).unwrap_err().to_string();
+        assert!(
+            err.starts_with("portcullis.toml:6: targets.db.record_results needs [recording] mode = \"strict\" or \"best-effort\""),
+            "{err}"
+        );
+        assert!(parse(&format!("{target}\n[recording]\nmode = \"strict\"\n")).is_ok());
         let err = parse("[recording]\nmode = \"strict\"\nmax_message_bytes = 10\n")
             .unwrap_err()
             .to_string();

@@ -568,7 +568,7 @@ mod tests {
     #[test]
     fn a_postgres_target_parses_and_resolves() {
         let config = parse(&format!(
-            "{PG}password_env = \"DB_PASSWORD\"\nupstream_tls = \"verify-full\"\nupstream_ca = \"ca.pem\"\nrecord_results = true\nmax_connections = 5\n"
+            "{PG}password_env = \"DB_PASSWORD\"\nupstream_tls = \"verify-full\"\nupstream_ca = \"ca.pem\"\nrecord_results = true\nmax_connections = 5\n\n[recording]\nmode = \"strict\"\n"
         ))
         .unwrap();
         assert_eq!(config.targets["db"].kind(), TargetKind::Postgres);

@@ -75,6 +75,12 @@ impl Exchange {
     /// Records one result row as the caller received it; beyond `max_rows_per_statement`
     /// rows are counted, not kept, until the next other message ends the statement.
     pub fn record_row(&mut self, body: Value) {
+        self.record_row_with(|| body);
+    }
+
+    /// [`Exchange::record_row`] for a row whose body is costly to build: `body` is called
+    /// only for a row that is kept, so rows beyond the cap cost a count, not a copy.
+    pub fn record_row_with(&mut self, body: impl FnOnce() -> Value) {
         if let Some(tape) = &mut self.tape {
             tape.row(body);
         }

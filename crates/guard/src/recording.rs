@@ -121,7 +121,7 @@ impl Tape {
         self.push(Side::Answer, kind, body);
     }
 
-    pub(crate) fn row(&mut self, body: Value) {
+    pub(crate) fn row(&mut self, body: impl FnOnce() -> Value) {
         if self.rows.kept >= self.recorder.max_rows {
             if self.rows.dropped == 0 {
                 self.rows.at = self.answer.parts.len();
@@ -130,7 +130,7 @@ impl Tape {
             return;
         }
         self.rows.kept += 1;
-        self.push(Side::Answer, "row", body);
+        self.push(Side::Answer, "row", body());
     }
 
     pub(crate) fn caller_left(&mut self) {

@@ -776,11 +776,6 @@ async fn start_databases(
             continue;
         };
         let (upstream, addr) = (&target.upstream, target.listen);
-        if target.record_results {
-            anyhow::bail!(
-                "targets.{name}.record_results: recording result sets is not built yet; remove the line (statements and their row counts are recorded regardless)"
-            );
-        }
         let password = match &target.password_env {
             Some(var) => Some(Arc::<str>::from(std::env::var(var).map_err(|_| {
                 anyhow::anyhow!(
@@ -821,6 +816,7 @@ async fn start_databases(
                 .map(|r| r.name.get_ref().clone())
                 .collect(),
             discovery: discovery(config, name)?,
+            record_results: target.record_results,
             connection_caps: connections.clone(),
             startup_timeout: config.gateway.limits.header_read_timeout,
         };

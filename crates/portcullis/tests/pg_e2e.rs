@@ -1502,3 +1502,482 @@ async fn a_secret_in_a_comment_does_not_reach_the_audit_log() {
     assert!(!text.contains("grace@example.net"), "{text}");
     assert!(text.contains("id = $1"), "{text}");
 }
+
+// ---------------------------------------------------------------- 16. session recording
+
+/// A secret planted in statements, bind values and rows: the recording must never keep it.
+const PLANTED: &str = "AKIAIOSFODNN7EXAMPLE";
+
+/// Customers, ten numbers and a note that holds the planted secret.
+fn recorded_setup() -> String {
+    format!(
+        "{CUSTOMERS}
+CREATE TABLE numbers (n int);
+INSERT INTO numbers SELECT generate_series(1, 10);
+CREATE TABLE notes (id int, note text);
+INSERT INTO notes VALUES (1, 'deploy key {PLANTED}');
+"
+    )
+}
+
+/// A gateway that records (strict, three rows per statement) with two targets on `db`:
+/// `rec` keeps result rows (`record_results = true`), `plain` only counts them. The agent
+/// reads numbers unmasked, customers and notes masked by `rec` (every detector, the account
+/// number and score whole) and may run DO blocks; returns the gateway and the two ports.
+fn recording_gateway(db: &Db, agent: &Key) -> (Gateway, u16, u16) {
+    let (rec, plain) = (free_port(), free_port());
+    let rules = |target: &str| {
+        format!(
+            r#"
+[[rules]]
+name = "{target}: agents count, unmasked"
+who.subjects = ["pg-agent"]
+target = "{target}"
+allow.statements = ["select", "copy"]
+allow.tables = ["numbers"]
+
+[[rules]]
+name = "{target}: agents read, masked"
+who.subjects = ["pg-agent"]
+target = "{target}"
+allow.statements = ["select"]
+allow.tables = ["customers", "numbers", "notes"]
+mask = "rec"
+
+[[rules]]
+name = "{target}: agents run blocks"
+who.subjects = ["pg-agent"]
+target = "{target}"
+allow.statements = ["do"]
+"#
+        )
+    };
+    let gw = Gateway::start(&format!(
+        "{}\n{}record_results = true\n\n{}\n{}\n{}\n
+[recording]
+mode = \"strict\"
+max_rows_per_statement = 3
+
+[masks.rec]
+columns = [\"account_number\", \"secret_score\"]
+style = \"partial\"
+",
+        agent.config,
+        db.target("rec", rec),
+        db.target("plain", plain),
+        rules("rec"),
+        rules("plain"),
+    ));
+    wait_listen(rec);
+    wait_listen(plain);
+    (gw, rec, plain)
+}
+
+/// One side (`request` or `answer`) of an event's recording, read back through the audit
+/// crate (checked against its id) and parsed.
+fn recorded(gw: &Gateway, event: &Value, side: &str) -> Value {
+    let id = event["recorded"][side]
+        .as_str()
+        .unwrap_or_else(|| panic!("no recorded {side} in {event}"));
+    let id = portcullis_recording::ChunkId::parse(id).unwrap();
+    let chunk = portcullis_audit::recordings::Recordings::open(&gw.data_dir())
+        .unwrap()
+        .get(&id)
+        .unwrap();
+    serde_json::from_slice(&chunk.content(64 << 20).unwrap()).unwrap()
+}
+
+/// The request event whose statement text contains `needle`, once recorded.
+async fn request_event(gw: &Gateway, needle: &str) -> Value {
+    wait_event(gw, "request", |e| {
+        e["type"] == "request"
+            && e["statement"]["text"]
+                .as_str()
+                .is_some_and(|t| t.contains(needle))
+    })
+    .await
+}
+
+/// The parts of a record of one kind.
+fn parts<'a>(record: &'a Value, kind: &str) -> Vec<&'a Value> {
+    record["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["kind"] == kind)
+        .map(|p| &p["body"])
+        .collect()
+}
+
+/// No file of the data directory holds `secret`, nor does any recorded chunk once
+/// decompressed.
+fn assert_nowhere_in(gw: &Gateway, secret: &str) {
+    let mut stack = vec![gw.data_dir()];
+    let mut files = 0;
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let bytes = std::fs::read(&path).unwrap();
+            files += 1;
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{} holds the planted secret",
+                path.display()
+            );
+        }
+    }
+    assert!(files > 0);
+    let db = rusqlite::Connection::open(gw.data_dir().join("audit.db")).unwrap();
+    let ids: Vec<String> = db
+        .prepare("SELECT id FROM chunks")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(!ids.is_empty(), "nothing was recorded");
+    let recordings = portcullis_audit::recordings::Recordings::open(&gw.data_dir()).unwrap();
+    for id in ids {
+        let chunk = recordings
+            .get(&portcullis_recording::ChunkId::parse(&id).unwrap())
+            .unwrap();
+        let content = String::from_utf8(chunk.content(64 << 20).unwrap()).unwrap();
+        assert!(
+            !content.contains(secret),
+            "chunk {id} holds the planted secret: {content}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn statements_and_their_answers_are_recorded_as_the_client_received_them() {
+    let db = Db::new(&recorded_setup()).await;
+    let agent = api_key("pg-agent", "agent", &["agents"]);
+    let (gw, port, _) = recording_gateway(&db, &agent);
+    let c = through(port, &agent, "pg-agent", "rec").await;
+
+    // Simple protocol: the text (its literal masked), the columns, each row as the client
+    // read it, the tag.
+    let sql = format!(
+        "SELECT id, name, email, account_number FROM customers WHERE name <> '{PLANTED}' ORDER BY id"
+    );
+    let msgs = c.simple_query(&sql).await.unwrap();
+    let got: Vec<Value> = rows(&msgs)
+        .iter()
+        .map(|r| {
+            (0..4)
+                .map(|i| r.get(i).map_or(Value::Null, Value::from))
+                .collect()
+        })
+        .collect();
+    assert_ne!(got[0][2], "ada@example.com", "{got:?}");
+    let ev = request_event(&gw, "WHERE name <> $1 ORDER BY id").await;
+    let request = recorded(&gw, &ev, "request");
+    assert_eq!(request["parts"][0]["kind"], "query", "{request}");
+    let recorded_sql = request["parts"][0]["body"]["sql"].as_str().unwrap();
+    assert!(!recorded_sql.contains(PLANTED), "{recorded_sql}");
+    assert!(
+        recorded_sql
+            .starts_with("SELECT id, name, email, account_number FROM customers WHERE name <> '"),
+        "{recorded_sql}"
+    );
+    let answer = recorded(&gw, &ev, "answer");
+    assert_eq!(
+        parts(&answer, "columns")[0],
+        &serde_json::json!([
+            {"name": "id", "type_oid": 23},
+            {"name": "name", "type_oid": 25},
+            {"name": "email", "type_oid": 25},
+            {"name": "account_number", "type_oid": 25},
+        ]),
+        "{answer}"
+    );
+    let kept: Vec<Value> = parts(&answer, "row").into_iter().cloned().collect();
+    assert_eq!(kept, got, "{answer}");
+    assert_eq!(kept[0][3], ADA_ACCOUNT_MASKED);
+    assert_eq!(parts(&answer, "complete"), [&Value::from("SELECT 2")]);
+    assert!(
+        answer.get("caller_left").is_none_or(|v| v == false),
+        "{answer}"
+    );
+
+    // Extended protocol, binary results and a bind value that carries the secret.
+    let found = c
+        .query(
+            "SELECT id, name, account_number FROM customers WHERE name <> $1 ORDER BY id",
+            &[&PLANTED],
+        )
+        .await
+        .unwrap();
+    let got: Vec<Value> = found
+        .iter()
+        .map(|r| {
+            serde_json::json!([
+                r.get::<_, i32>("id").to_string(),
+                r.get::<_, &str>("name"),
+                r.get::<_, &str>("account_number"),
+            ])
+        })
+        .collect();
+    let ev = request_event(
+        &gw,
+        "SELECT id, name, account_number FROM customers WHERE name <> $1",
+    )
+    .await;
+    let request = recorded(&gw, &ev, "request");
+    let execute = &request["parts"][0];
+    assert_eq!(execute["kind"], "execute", "{request}");
+    assert_eq!(
+        execute["body"]["sql"],
+        "SELECT id, name, account_number FROM customers WHERE name <> $1 ORDER BY id"
+    );
+    let params = execute["body"]["params"].as_array().unwrap();
+    assert_eq!(params.len(), 1, "{request}");
+    let param = params[0].as_str().unwrap();
+    assert!(!param.contains(PLANTED) && !param.is_empty(), "{param}");
+    assert!(execute["body"]["portal"].is_string(), "{request}");
+    let answer = recorded(&gw, &ev, "answer");
+    assert_eq!(
+        parts(&answer, "columns")[0],
+        &serde_json::json!([
+            {"name": "id", "type_oid": 23},
+            {"name": "name", "type_oid": 25},
+            {"name": "account_number", "type_oid": 25},
+        ]),
+        "{answer}"
+    );
+    let kept: Vec<Value> = parts(&answer, "row").into_iter().cloned().collect();
+    assert_eq!(kept, got, "{answer}");
+    assert_eq!(parts(&answer, "complete"), [&Value::from("SELECT 2")]);
+
+    // A row whose text carries the secret: masked for the client, so in the record.
+    let note = c
+        .query_one("SELECT note FROM notes WHERE id = $1", &[&1i32])
+        .await
+        .unwrap();
+    let note: &str = note.get(0);
+    assert!(!note.contains(PLANTED), "{note}");
+    let ev = request_event(&gw, "SELECT note FROM notes").await;
+    let answer = recorded(&gw, &ev, "answer");
+    assert_eq!(
+        parts(&answer, "row"),
+        [&serde_json::json!([note])],
+        "{answer}"
+    );
+
+    // An unmasked prepared statement: its columns come from the client's own Describe,
+    // its binary values are kept as the client decoded them.
+    let found = c
+        .query(
+            "SELECT n, n::text AS t FROM numbers WHERE n < $1 ORDER BY n",
+            &[&3i32],
+        )
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 2);
+    let ev = request_event(&gw, "SELECT n, n::text AS t FROM numbers").await;
+    let request = recorded(&gw, &ev, "request");
+    assert_eq!(
+        request["parts"][0]["body"]["params"],
+        serde_json::json!([{"binary": "00000003"}]),
+        "{request}"
+    );
+    let answer = recorded(&gw, &ev, "answer");
+    assert_eq!(
+        parts(&answer, "columns"),
+        [&serde_json::json!([{"name": "n", "type_oid": 23}, {"name": "t", "type_oid": 25}])],
+        "{answer}"
+    );
+    assert_eq!(
+        parts(&answer, "row"),
+        [
+            &serde_json::json!(["1", "1"]),
+            &serde_json::json!(["2", "2"])
+        ],
+        "{answer}"
+    );
+
+    // Ten rows, three kept: the record says what the cap dropped.
+    let msgs = c
+        .simple_query("SELECT n FROM numbers ORDER BY n")
+        .await
+        .unwrap();
+    assert_eq!(rows(&msgs).len(), 10);
+    let ev = request_event(&gw, "SELECT n FROM numbers ORDER BY n").await;
+    let answer = recorded(&gw, &ev, "answer");
+    assert_eq!(
+        parts(&answer, "row"),
+        [
+            &serde_json::json!(["1"]),
+            &serde_json::json!(["2"]),
+            &serde_json::json!(["3"])
+        ],
+        "{answer}"
+    );
+    let truncated = answer["truncated"].as_array().unwrap();
+    assert_eq!(truncated.len(), 1, "{answer}");
+    assert_eq!(truncated[0]["unit"], "rows");
+    assert_eq!(truncated[0]["kept"], 3);
+    assert_eq!(truncated[0]["dropped"], 7);
+    assert_eq!(parts(&answer, "complete"), [&Value::from("SELECT 10")]);
+
+    // COPY TO STDOUT: its data kept like rows, under the same cap.
+    let (ok, out, err) = psql(
+        port,
+        "pg-agent",
+        &agent.key,
+        "rec",
+        &["-c", "COPY (SELECT n FROM numbers ORDER BY n) TO STDOUT"],
+        &[],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 10, "{out}");
+    let ev = request_event(&gw, "COPY (SELECT n FROM numbers ORDER BY n) TO STDOUT").await;
+    let answer = recorded(&gw, &ev, "answer");
+    assert_eq!(
+        parts(&answer, "row"),
+        [
+            &Value::from("1\n"),
+            &Value::from("2\n"),
+            &Value::from("3\n")
+        ],
+        "{answer}"
+    );
+    assert_eq!(answer["truncated"][0]["dropped"], 7, "{answer}");
+    assert_eq!(parts(&answer, "complete"), [&Value::from("COPY 10")]);
+
+    // A notice, and an error.
+    c.batch_execute("DO $$ BEGIN RAISE NOTICE 'hello from a block'; END $$")
+        .await
+        .unwrap();
+    let ev = request_event(&gw, "DO $").await;
+    let answer = recorded(&gw, &ev, "answer");
+    let notice = parts(&answer, "notice");
+    assert_eq!(notice.len(), 1, "{answer}");
+    assert_eq!(notice[0]["severity"], "NOTICE");
+    assert_eq!(notice[0]["code"], "00000");
+    assert_eq!(notice[0]["message"], "hello from a block");
+    assert_eq!(parts(&answer, "complete"), [&Value::from("DO")]);
+    let e = c
+        .simple_query("SELECT n / 0 FROM numbers")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "22012");
+    let ev = request_event(&gw, "SELECT n / $1 FROM numbers").await;
+    assert_eq!(ev["outcome"], "upstream_error", "{ev}");
+    let answer = recorded(&gw, &ev, "answer");
+    let error = parts(&answer, "error");
+    assert_eq!(error.len(), 1, "{answer}");
+    assert_eq!(error[0]["code"], "22012");
+    assert_eq!(error[0]["message"], "division by zero");
+
+    // Rows the gateway withholds (a masked bigint asked for in binary): the client's
+    // error is the answer.
+    let e = c
+        .query("SELECT secret_score FROM customers WHERE id = $1", &[&1i32])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501", "{e:?}");
+    let ev = request_event(&gw, "SELECT secret_score FROM customers").await;
+    assert_eq!(ev["outcome"], "denied", "{ev}");
+    assert_eq!(recorded(&gw, &ev, "request")["parts"][0]["kind"], "execute");
+    let answer = recorded(&gw, &ev, "answer");
+    let error = parts(&answer, "error");
+    assert_eq!(error.len(), 1, "{answer}");
+    assert_eq!(error[0]["code"], "42501");
+    assert_eq!(error[0]["message"], message(&e).as_str(), "{answer}");
+    assert!(parts(&answer, "row").is_empty(), "{answer}");
+
+    // A refusal is recorded by the guard, the request beside it.
+    let e = c.simple_query("DELETE FROM numbers").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+    let ev = request_event(&gw, "DELETE FROM numbers").await;
+    assert_eq!(
+        recorded(&gw, &ev, "request")["parts"][0]["body"]["sql"],
+        "DELETE FROM numbers"
+    );
+    assert_eq!(parts(&recorded(&gw, &ev, "answer"), "refusal").len(), 1);
+
+    assert_nowhere_in(&gw, PLANTED);
+}
+
+#[tokio::test]
+async fn without_record_results_rows_are_counted_not_kept() {
+    let db = Db::new(&recorded_setup()).await;
+    let agent = api_key("pg-agent", "agent", &["agents"]);
+    let (gw, _, port) = recording_gateway(&db, &agent);
+    let c = through(port, &agent, "pg-agent", "plain").await;
+    let msgs = c
+        .simple_query("SELECT id, name FROM customers ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(rows(&msgs).len(), 2);
+    let found = c
+        .query(
+            "SELECT name, note FROM customers, notes WHERE customers.id = $1",
+            &[&1i32],
+        )
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    for needle in [
+        "SELECT id, name FROM customers",
+        "SELECT name, note FROM customers",
+    ] {
+        let ev = request_event(&gw, needle).await;
+        let answer = recorded(&gw, &ev, "answer");
+        assert!(parts(&answer, "row").is_empty(), "{answer}");
+        assert!(!answer.to_string().contains("Ada Lovelace"), "{answer}");
+        assert_eq!(parts(&answer, "columns").len(), 1, "{answer}");
+        let complete = parts(&answer, "complete");
+        assert_eq!(complete.len(), 1, "{answer}");
+        assert_eq!(complete[0]["rows_kept"], false, "{answer}");
+        assert!(complete[0]["tag"].as_str().unwrap().starts_with("SELECT "));
+    }
+    let ev = request_event(&gw, "SELECT id, name FROM customers").await;
+    let complete = &parts(&recorded(&gw, &ev, "answer"), "complete")[0].clone();
+    assert_eq!(complete["rows"], 2);
+    assert_eq!(complete["tag"], "SELECT 2");
+    assert_nowhere_in(&gw, PLANTED);
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_result_is_recorded_as_gone() {
+    let db = Db::new(&recorded_setup()).await;
+    let agent = api_key("pg-agent", "agent", &["agents"]);
+    let (gw, port, _) = recording_gateway(&db, &agent);
+    let mut s = raw_login(port, "pg-agent", &agent.key, "rec");
+    let sql = "SELECT g, md5(g::text) FROM generate_series(1, 2000000) g";
+    let mut q = vec![b'Q'];
+    q.extend_from_slice(&((sql.len() + 5) as i32).to_be_bytes());
+    q.extend_from_slice(sql.as_bytes());
+    q.push(0);
+    s.write_all(&q).unwrap();
+    let mut got = 0;
+    let mut buf = vec![0u8; 16 * 1024];
+    while got < 256 * 1024 {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "the gateway closed the connection");
+        got += n;
+    }
+    drop(s);
+
+    let ev = request_event(&gw, "generate_series").await;
+    assert_eq!(ev["outcome"], "failed", "{ev}");
+    let answer = recorded(&gw, &ev, "answer");
+    assert_eq!(answer["caller_left"], true, "{answer}");
+    assert_eq!(parts(&answer, "columns").len(), 1, "{answer}");
+    let kept = parts(&answer, "row");
+    assert_eq!(kept.len(), 3, "{answer}");
+    // As the client was sent them: masked (the alias `g` renames a source, so under a mask
+    // that names columns every column is masked whole).
+    assert_eq!(kept[0].as_array().map(Vec::len), Some(2), "{answer}");
+    assert!(parts(&answer, "complete").is_empty(), "{answer}");
+    let truncated = answer["truncated"].as_array().unwrap();
+    assert_eq!(truncated[0]["unit"], "rows", "{answer}");
+    assert!(truncated[0]["dropped"].as_u64().unwrap() > 0, "{answer}");
+}

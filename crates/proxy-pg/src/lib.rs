@@ -91,6 +91,9 @@ pub struct PgProxy {
     pub filter_masked_rules: HashSet<String>,
     /// Column discovery for the profiles with `discover = true` (see [`discovery`]).
     pub discovery: Option<discovery::Discovery>,
+    /// `record_results`: a recorded statement keeps its rows (as the client received them),
+    /// not only their count.
+    pub record_results: bool,
     connections: Arc<Semaphore>,
     /// The per-source and total caps shared with every listener of the gateway.
     connection_caps: Arc<ConnectionLimiter>,
@@ -124,6 +127,8 @@ pub struct PgSettings {
     pub filter_masked_rules: HashSet<String>,
     /// Column discovery, when a masking profile has `discover = true`.
     pub discovery: Option<discovery::Discovery>,
+    /// `targets.<name>.record_results`: recorded statements keep their rows.
+    pub record_results: bool,
     /// The gateway's connection caps (`[gateway.limits]`), checked as a connection arrives.
     pub connection_caps: Arc<ConnectionLimiter>,
     /// How long a client has to send its startup packet and its credential
@@ -146,6 +151,7 @@ impl PgProxy {
             max_connections: settings.max_connections,
             filter_masked_rules: settings.filter_masked_rules,
             discovery: settings.discovery,
+            record_results: settings.record_results,
             connections: Arc::new(Semaphore::new(settings.max_connections)),
             connection_caps: settings.connection_caps,
             startup_timeout: settings.startup_timeout,

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use portcullis_guard::{Exchange, Refusal, RefusalKind};
 use portcullis_mask::Profile;
 use portcullis_model::{Action, Decision, Operation, SqlStatement, TargetKind, Verdict};
+use serde_json::json;
 
-use super::{Admitted, Session, StatementRef, describe};
+use super::{Admitted, Session, StatementRef, describe, recording};
 use crate::PgProxy;
 use crate::classify::{Classified, Outputs};
 use crate::inference::MaskedColumns;
@@ -33,14 +34,17 @@ fn unsafe_under(verdict: &Verdict, message: String) -> Refusal {
 impl Session {
     /// Decides one statement in a new exchange: allowed (the exchange returned open, for
     /// the statement's run or to settle later), held until people decide, or refused (the
-    /// refusal recorded before it is returned).
+    /// refusal recorded before it is returned). `kind` names the message it came in
+    /// (`query`, `parse`) for the recording, which keeps the statement's own text.
     pub(super) async fn admit(
         &mut self,
         classified: StatementRef,
+        kind: &str,
         text: &str,
         defer_hold: bool,
     ) -> Result<(Arc<Admitted>, Exchange), Refusal> {
         let mut exchange = self.statement_exchange(Some(&classified));
+        recording::record_request(&mut exchange, kind, || json!({ "sql": classified.text }));
         match self
             .decide(&mut exchange, classified, text, defer_hold)
             .await

@@ -8,7 +8,8 @@ use portcullis_guard::{Exchange, Refusal, RefusalKind};
 use portcullis_model::{Outcome, SqlStatement};
 
 use super::{
-    Admitted, Bound, Flow, Owed, POISON, POISON_NAME, QueryRun, Session, StatementRef, StatementRun,
+    Admitted, Bound, Flow, Owed, POISON, POISON_NAME, QueryRun, Session, StatementRef,
+    StatementRun, recording,
 };
 use crate::classify::Classified;
 use crate::refusal::{ErrorReply, render};
@@ -46,10 +47,17 @@ impl Session {
                         } else {
                             Arc::from([])
                         };
+                        // The values as the recording keeps them (masked when recorded).
+                        let recorded_parameters = self
+                            .proxy
+                            .guard
+                            .records()
+                            .then(|| Arc::new(recording::parameters(&bind)));
                         let bound = Bound {
                             admitted: admitted.clone(),
                             formats: bind.result_formats,
                             parameters,
+                            recorded_parameters,
                         };
                         self.portals.insert(bind.portal.clone(), bound.clone());
                         frame.write_to(&mut self.to_upstream);
@@ -85,11 +93,11 @@ impl Session {
                 };
                 let (admitted, exchange) = match &bound.admitted.hold {
                     None => {
-                        let exchange = self.run_exchange(&bound.admitted);
+                        let exchange = self.run_exchange(&bound, &portal);
                         (bound.admitted.clone(), exchange)
                     }
                     // Each execution is its own request, with its own values.
-                    Some(_) => match self.hold_execution(&bound).await {
+                    Some(_) => match self.hold_execution(&bound, &portal).await {
                         Ok((admitted, exchange)) => (admitted, Some(exchange)),
                         Err(refusal) => {
                             if self.ended.is_some() {
@@ -101,7 +109,12 @@ impl Session {
                     },
                 };
                 let formats = bound.formats;
-                let mut run = StatementRun::new(admitted.clone(), exchange);
+                let mut run = StatementRun::new(
+                    admitted.clone(),
+                    exchange,
+                    self.proxy.record_results,
+                    Some(&formats),
+                );
                 match (&admitted.mask, admitted.columns.get()) {
                     (None, _) => {}
                     (Some(_), Some(columns)) => {
@@ -121,7 +134,10 @@ impl Session {
                         // it runs, not after.
                         wire::describe_portal(&mut self.to_upstream, &portal);
                         wire::flush(&mut self.to_upstream);
-                        self.owed.push_back(Owed::Describe { swallow: true });
+                        self.owed.push_back(Owed::Describe {
+                            swallow: true,
+                            learns: None,
+                        });
                         self.deferred = Some((frame, run));
                         return Flow::Continue;
                     }
@@ -130,12 +146,27 @@ impl Session {
                 Flow::Continue
             }
             b'D' => {
-                let (_, _) = match wire::parse_target(&frame, "Describe") {
+                let (kind, name) = match wire::parse_target(&frame, "Describe") {
                     Ok(t) => t,
                     Err(e) => return self.violation(e),
                 };
+                // A recorded unmasked statement learns its columns from the client's own
+                // Describe, for the record of its Executes (a masked one learns them from
+                // the gateway's Describe, as its masking always has).
+                let learns = if self.proxy.guard.records() {
+                    match kind {
+                        b'S' => self.statements.get(&name).cloned(),
+                        _ => self.portals.get(&name).map(|b| b.admitted.clone()),
+                    }
+                    .filter(|admitted| admitted.mask.is_none())
+                } else {
+                    None
+                };
                 frame.write_to(&mut self.to_upstream);
-                self.owed.push_back(Owed::Describe { swallow: false });
+                self.owed.push_back(Owed::Describe {
+                    swallow: false,
+                    learns,
+                });
                 Flow::Continue
             }
             b'C' => {
@@ -173,7 +204,11 @@ impl Session {
                 frame.write_to(&mut self.to_upstream);
                 Flow::Continue
             }
-            b'X' => Flow::Close,
+            b'X' => {
+                // A Terminate with answers still coming: the client left them.
+                self.client_left = true;
+                Flow::Close
+            }
             b'F' => {
                 // The fast-path interface calls any function by OID, out of sight of the
                 // parser: there is no way to decide on it.
@@ -182,7 +217,7 @@ impl Session {
                     "the fast-path function call interface is not supported through the gateway",
                 )
                 .by_rule("function-call");
-                self.record_refusal_now(&refusal).await;
+                self.record_refusal_now(&refusal, None).await;
                 self.refuse_simple(ErrorReply::protocol(
                     wire::FEATURE_NOT_SUPPORTED,
                     format_args!("{refusal}; call the function in a query"),
@@ -197,8 +232,10 @@ impl Session {
     /// be masked (a named column asked for in binary).
     pub(super) fn execute(&mut self, frame: Frame, mut run: StatementRun) {
         if let Some(why) = run.withheld.take() {
+            let reply = render(&Refusal::new(RefusalKind::Unsafe, why.clone()));
+            run.record_error(reply.code, &reply.message);
             self.finish_statement(run, Outcome::Denied, &why);
-            self.refuse_extended(render(&Refusal::new(RefusalKind::Unsafe, why)));
+            self.refuse_extended(reply);
             return;
         }
         frame.write_to(&mut self.to_upstream);
@@ -243,7 +280,8 @@ impl Session {
             Err(e) => {
                 let refusal = Refusal::new(RefusalKind::Malformed, self.unparseable(&e))
                     .by_rule("unparseable");
-                self.record_refusal_now(&refusal).await;
+                self.record_refusal_now(&refusal, Some(("query", text)))
+                    .await;
                 self.refuse_simple(render(&refusal));
                 return Flow::Continue;
             }
@@ -263,7 +301,7 @@ impl Session {
                 all: classified.clone(),
                 index,
             };
-            match self.admit(c, text, false).await {
+            match self.admit(c, "query", text, false).await {
                 Ok(a) => admitted.push(a),
                 Err(refusal) => {
                     // One refused statement refuses the message: the server runs a simple
@@ -278,10 +316,13 @@ impl Session {
             }
         }
         frame.write_to(&mut self.to_upstream);
+        let keep_rows = self.proxy.record_results;
         self.owed.push_back(Owed::Query(QueryRun {
             statements: admitted
                 .into_iter()
-                .map(|(admitted, exchange)| StatementRun::new(admitted, Some(exchange)))
+                .map(|(admitted, exchange)| {
+                    StatementRun::new(admitted, Some(exchange), keep_rows, None)
+                })
                 .collect(),
             failed: false,
         }));
@@ -294,7 +335,8 @@ impl Session {
             Err(e) => {
                 let refusal = Refusal::new(RefusalKind::Malformed, self.unparseable(&e))
                     .by_rule("unparseable");
-                self.record_refusal_now(&refusal).await;
+                self.record_refusal_now(&refusal, Some(("parse", &parse.query)))
+                    .await;
                 self.refuse_extended(render(&refusal));
                 return Flow::Continue;
             }
@@ -312,13 +354,14 @@ impl Session {
                     "a prepared statement holds one SQL statement; this text holds several",
                 )
                 .by_rule("multiple-statements");
-                self.record_refusal_now(&refusal).await;
+                self.record_refusal_now(&refusal, Some(("parse", &parse.query)))
+                    .await;
                 self.refuse_extended(render(&refusal));
                 return Flow::Continue;
             }
         };
         let admitted = match one {
-            Some(c) => match self.admit(c, &parse.query, true).await {
+            Some(c) => match self.admit(c, "parse", &parse.query, true).await {
                 Ok((admitted, exchange)) => {
                     // Each Execute is a request of its own, with its own exchange.
                     exchange.settle_later();
@@ -370,11 +413,12 @@ impl Session {
     pub(super) async fn hold_execution(
         &mut self,
         bound: &Bound,
+        portal: &str,
     ) -> Result<(Arc<Admitted>, Exchange), Refusal> {
         let held = &bound.admitted;
         let requirement = held.hold.clone().expect("a held statement");
         let mut exchange = self
-            .run_exchange(held)
+            .run_exchange(bound, portal)
             .expect("a held statement is not empty");
         let text = held.classified.text.clone();
         let decided = self

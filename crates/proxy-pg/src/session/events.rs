@@ -7,8 +7,9 @@ use std::sync::Arc;
 use portcullis_guard::{Exchange, Refusal, summary};
 use portcullis_mask::Report;
 use portcullis_model::{Outcome, StatementRecord};
+use serde_json::json;
 
-use super::{Admitted, Frame, Owed, Session, StatementRun};
+use super::{Admitted, Bound, Frame, Owed, Session, StatementRun, recording};
 use crate::classify::{Classified, ClassifyError};
 use crate::wire;
 
@@ -40,22 +41,32 @@ impl Session {
         exchange
     }
 
-    /// The exchange of one execution of a statement decided earlier (at Parse); `None` for
-    /// the empty statement, which is no request.
-    pub(super) fn run_exchange(&mut self, admitted: &Admitted) -> Option<Exchange> {
+    /// The exchange of one execution of a statement decided earlier (at Parse), of the
+    /// portal `portal` bound as `bound`; `None` for the empty statement, which is no request.
+    /// The recording keeps the statement's text and the values bound to it.
+    pub(super) fn run_exchange(&mut self, bound: &Bound, portal: &str) -> Option<Exchange> {
+        let admitted = &bound.admitted;
         if admitted.classified.statement.kind.is_empty() {
             return None;
         }
         let mut exchange = self.statement_exchange(Some(&admitted.classified));
         exchange.note_verdict(&admitted.verdict);
+        recording::record_request(&mut exchange, "execute", || {
+            json!({
+                "sql": admitted.classified.text,
+                "params": bound.recorded_parameters.as_deref().cloned().unwrap_or_default(),
+                "portal": portal,
+            })
+        });
         Some(exchange)
     }
 
     /// Records a refused request now: nothing of it reaches the server, so nothing waits
     /// for the batch's end. A client gone during a hold ends the session.
-    pub(super) async fn record_refusal(&mut self, exchange: Exchange, refusal: &Refusal) {
+    pub(super) async fn record_refusal(&mut self, mut exchange: Exchange, refusal: &Refusal) {
         if refusal.caller_gone() {
-            self.ended = Some("the client went away".into());
+            exchange.record_caller_left();
+            self.client_went_away();
         }
         if let Err(e) = exchange.refuse(refusal).record().await {
             tracing::error!(session = ?self.origin.session, "cannot record a refusal: {e}");
@@ -63,8 +74,16 @@ impl Session {
     }
 
     /// A refusal before there is a statement to speak of (unparseable text, fast-path call).
-    pub(super) async fn record_refusal_now(&mut self, refusal: &Refusal) {
-        let exchange = self.statement_exchange(None);
+    /// `request`: the message's kind and text, for the recording.
+    pub(super) async fn record_refusal_now(
+        &mut self,
+        refusal: &Refusal,
+        request: Option<(&str, &str)>,
+    ) {
+        let mut exchange = self.statement_exchange(None);
+        if let Some((kind, sql)) = request {
+            recording::record_request(&mut exchange, kind, || json!({ "sql": sql }));
+        }
         self.record_refusal(exchange, refusal).await;
     }
 
@@ -165,23 +184,33 @@ impl Session {
         true
     }
 
-    /// The session ends with answers outstanding: their statements still get events.
+    /// The session ends with answers outstanding: their statements still get events, and
+    /// when the client is who left, their recordings say so.
     pub(super) async fn finish_unanswered(&mut self, why: &str) {
+        let caller_left = self.client_left;
+        let unfinished = |mut run: StatementRun| {
+            if caller_left {
+                run.record_caller_left();
+            }
+            run
+        };
+        let mut runs = Vec::new();
         if let Some((_, run)) = self.deferred.take() {
-            self.finish_statement(run, Outcome::Failed, &format!("not run: {why}"));
+            runs.push((unfinished(run), "not run"));
         }
         while let Some(owed) = self.owed.pop_front() {
             match owed {
-                Owed::Execute(run) => {
-                    self.finish_statement(run, Outcome::Failed, &format!("unfinished: {why}"))
-                }
+                Owed::Execute(run) => runs.push((unfinished(run), "unfinished")),
                 Owed::Query(mut run) => {
                     while let Some(s) = run.statements.pop_front() {
-                        self.finish_statement(s, Outcome::Failed, &format!("unfinished: {why}"));
+                        runs.push((unfinished(s), "unfinished"));
                     }
                 }
                 _ => {}
             }
+        }
+        for (run, what) in runs {
+            self.finish_statement(run, Outcome::Failed, &format!("{what}: {why}"));
         }
         let finished = std::mem::take(&mut self.events);
         if let Err(e) = self.proxy.guard.record_all(finished).await {

@@ -41,6 +41,7 @@ mod admit;
 mod client;
 mod events;
 mod hold;
+mod recording;
 mod results;
 mod server;
 #[cfg(test)]
@@ -99,7 +100,8 @@ struct Admitted {
     mask: Option<Arc<Profile>>,
     /// The result's columns, learnt from the first Execute of a masked prepared statement
     /// (a prepared statement's result shape cannot change: the server refuses to re-plan it
-    /// into another), so later Executes need no Describe.
+    /// into another), so later Executes need no Describe. An unmasked statement learns them
+    /// from the client's Describe when the session is recorded, for the record only.
     columns: std::sync::OnceLock<Vec<Column>>,
     /// Columns of the statement's tables that discovery tagged for its mask (lower case):
     /// masked whole like the profile's `columns`.
@@ -132,6 +134,8 @@ enum Owed {
     /// Execute that follows.
     Describe {
         swallow: bool,
+        /// The unmasked statement whose columns the answer tells, for the recording.
+        learns: Option<Arc<Admitted>>,
     },
     Execute(StatementRun),
     /// The server answers a poison with an error, replaced by this refusal; in simple-query
@@ -150,6 +154,8 @@ struct Bound {
     formats: Vec<i16>,
     /// The parameter values as approvers see them (held statements only).
     parameters: Arc<[String]>,
+    /// The parameter values as the recording keeps them (only when the guard records).
+    recorded_parameters: Option<Arc<serde_json::Value>>,
 }
 
 /// One statement on its way through the server: one request, with its own exchange.
@@ -168,6 +174,8 @@ struct StatementRun {
     /// the statement's completion.
     withheld: Option<String>,
     rows_sent: u64,
+    /// What the session recording keeps of the answer (`None`: not recorded).
+    recording: Option<recording::RunRecording>,
 }
 
 struct QueryRun {
@@ -222,6 +230,9 @@ pub(crate) struct Session {
     /// statements (notifications, notices) are masked with it.
     last_mask: Option<Arc<Profile>>,
     ended: Option<String>,
+    /// The session ends because the client left (hung up, or sent Terminate): statements
+    /// still being answered are recorded as left by their caller.
+    client_left: bool,
 }
 
 enum Flow {
@@ -269,6 +280,7 @@ impl Session {
             schema_changed: false,
             last_mask: None,
             ended: None,
+            client_left: false,
         }
     }
 
@@ -359,7 +371,7 @@ impl Session {
                 }
                 r = self.client_w.write_buf(&mut self.to_client), if !self.to_client.is_empty() => {
                     if r.is_err() || matches!(r, Ok(0)) {
-                        self.ended = Some("the client went away".into());
+                        self.client_went_away();
                     }
                 }
                 r = upstream_w.write_buf(&mut self.to_upstream), if !self.to_upstream.is_empty() => {
@@ -375,12 +387,17 @@ impl Session {
                 }
                 r = self.client_r.read_buf(&mut self.client_in), if read_client => {
                     match r {
-                        Ok(0) | Err(_) => self.ended = Some("the client went away".into()),
+                        Ok(0) | Err(_) => self.client_went_away(),
                         Ok(_) => {}
                     }
                 }
             }
         }
+    }
+
+    fn client_went_away(&mut self) {
+        self.ended = Some("the client went away".into());
+        self.client_left = true;
     }
 
     fn lost_upstream(&mut self) {

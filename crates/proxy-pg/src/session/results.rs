@@ -8,6 +8,7 @@ use bytes::Bytes;
 use portcullis_guard::Exchange;
 use portcullis_mask::{Profile, Report};
 
+use super::recording::RunRecording;
 use super::{Admitted, Session, StatementRun};
 use crate::classify::Outputs;
 use crate::inference::MaskedColumns;
@@ -67,7 +68,7 @@ fn whole_plan(type_oid: u32, format: i16) -> Option<ColumnPlan> {
 }
 
 /// Types whose binary form is their text (UTF-8), so detectors can read it.
-fn text_like(oid: u32) -> Option<usize> {
+pub(super) fn text_like(oid: u32) -> Option<usize> {
     match oid {
         // text, varchar, bpchar, name, unknown, json, xml, citext-less char
         25 | 1043 | 1042 | 19 | 705 | 114 | 142 | 18 => Some(0),
@@ -137,10 +138,12 @@ impl Session {
                 );
                 return;
             }
+            run.record_row(&frame, None);
             frame.write_to(&mut self.to_client);
             return;
         };
         if plan.iter().all(|p| *p == ColumnPlan::Pass) {
+            run.record_row(&frame, None);
             frame.write_to(&mut self.to_client);
             return;
         }
@@ -218,8 +221,10 @@ impl Session {
             }
         }
         if changed {
+            run.record_row(&frame, Some(&values));
             wire::data_row(&values, &mut self.to_client);
         } else {
+            run.record_row(&frame, None);
             frame.write_to(&mut self.to_client);
         }
     }
@@ -243,8 +248,16 @@ fn json_masked_whole(
 }
 
 impl StatementRun {
-    pub(super) fn new(admitted: Arc<Admitted>, exchange: Option<Exchange>) -> StatementRun {
+    /// The run of one statement in `exchange`. `keep_rows`: the target's `record_results`;
+    /// `formats`: an Execute's result formats (see [`RunRecording`]).
+    pub(super) fn new(
+        admitted: Arc<Admitted>,
+        exchange: Option<Exchange>,
+        keep_rows: bool,
+        formats: Option<&[i16]>,
+    ) -> StatementRun {
         StatementRun {
+            recording: RunRecording::of(exchange.as_ref(), keep_rows, formats),
             admitted,
             exchange: exchange.map(Box::new),
             started: Instant::now(),

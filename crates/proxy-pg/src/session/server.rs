@@ -15,7 +15,13 @@ impl Session {
         match frame.tag {
             // Asynchronous: any time.
             b'N' | b'A' => {
-                self.asynchronous(frame).write_to(&mut self.to_client);
+                let frame = self.asynchronous(frame);
+                if frame.tag == b'N'
+                    && let Some(run) = self.current_run()
+                {
+                    run.record_notice("notice", &frame);
+                }
+                frame.write_to(&mut self.to_client);
                 return Flow::Continue;
             }
             b'S' => {
@@ -121,6 +127,11 @@ impl Session {
             }
             b'G' | b'H' | b'W' | b'd' | b'c' => {
                 // COPY in progress: the statement was admitted (and is unmasked).
+                if frame.tag == b'd'
+                    && let Some(run) = self.current_run()
+                {
+                    run.record_copy_data(&frame);
+                }
                 frame.write_to(&mut self.to_client);
             }
             _ => frame.write_to(&mut self.to_client),
@@ -211,9 +222,10 @@ impl Session {
     /// Whether an earlier batch (up to a Sync, or a simple query) still waits for its
     pub(super) fn description(&mut self, frame: Frame) {
         match self.owed.front() {
-            Some(Owed::Describe { swallow, .. }) => {
-                let swallow = *swallow;
-                self.owed.pop_front();
+            Some(Owed::Describe { .. }) => {
+                let Some(Owed::Describe { swallow, learns }) = self.owed.pop_front() else {
+                    unreachable!()
+                };
                 if swallow {
                     // The gateway's own Describe, sent just before an Execute: its answer
                     // sets up the masking of that Execute's rows.
@@ -229,6 +241,13 @@ impl Session {
                     }
                     return;
                 }
+                if let Some(admitted) = learns {
+                    let columns = match frame.tag {
+                        b'T' => wire::parse_row_description(&frame).unwrap_or_default(),
+                        _ => Vec::new(),
+                    };
+                    let _ = admitted.columns.set(columns);
+                }
                 frame.write_to(&mut self.to_client);
             }
             Some(Owed::Query(_)) if frame.tag == b'T' => {
@@ -238,6 +257,7 @@ impl Session {
                 if let Some(current) = run.statements.front_mut() {
                     let columns = wire::parse_row_description(&frame).unwrap_or_default();
                     current.set_plan(&columns);
+                    current.record_columns(&columns);
                 }
                 frame.write_to(&mut self.to_client);
             }
@@ -270,10 +290,12 @@ impl Session {
                 if let Some(why) = current.withheld.take() {
                     // The rest of the simple query still runs; the client gets this
                     // statement's refusal in place of its completion.
+                    let message = format!("portcullis: rows withheld: {why}");
+                    current.record_error(wire::INSUFFICIENT_PRIVILEGE, &message);
                     wire::error(
                         &mut self.to_client,
                         wire::INSUFFICIENT_PRIVILEGE,
-                        &format!("portcullis: rows withheld: {why}"),
+                        &message,
                         None,
                     );
                     self.finish_statement(current, Outcome::Denied, &why);
@@ -281,6 +303,7 @@ impl Session {
                     self.discarding = true;
                     return;
                 }
+                current.record_complete(&frame, frame.tag == b's');
                 frame.write_to(&mut self.to_client);
                 self.finish_statement(current, Outcome::Success, "");
             }
@@ -290,10 +313,12 @@ impl Session {
                 };
                 run.rows_sent = rows.unwrap_or(run.rows_sent);
                 if let Some(why) = run.withheld.take() {
+                    let message = format!("portcullis: rows withheld: {why}");
+                    run.record_error(wire::INSUFFICIENT_PRIVILEGE, &message);
                     wire::error(
                         &mut self.to_client,
                         wire::INSUFFICIENT_PRIVILEGE,
-                        &format!("portcullis: rows withheld: {why}"),
+                        &message,
                         None,
                     );
                     self.finish_statement(run, Outcome::Denied, &why);
@@ -302,6 +327,7 @@ impl Session {
                     self.discarding = true;
                     return;
                 }
+                run.record_complete(&frame, frame.tag == b's');
                 frame.write_to(&mut self.to_client);
                 self.finish_statement(run, Outcome::Success, "");
             }
@@ -345,7 +371,8 @@ impl Session {
                 }
             }
             Some(Owed::Query(mut run)) => {
-                if let Some(current) = run.statements.pop_front() {
+                if let Some(mut current) = run.statements.pop_front() {
+                    current.record_notice("error", &frame);
                     let n = wire::parse_notice(&frame);
                     self.finish_statement(
                         current,
@@ -357,7 +384,8 @@ impl Session {
                 frame.write_to(&mut self.to_client);
                 self.owed.push_front(Owed::Query(run));
             }
-            Some(Owed::Execute(run)) => {
+            Some(Owed::Execute(mut run)) => {
+                run.record_notice("error", &frame);
                 let n = wire::parse_notice(&frame);
                 frame.write_to(&mut self.to_client);
                 self.finish_statement(

@@ -53,6 +53,11 @@ fn agent() -> Arc<Identity> {
 }
 
 async fn start(rules: &str) -> Harness {
+    start_recording(rules, false).await
+}
+
+/// [`start`] with the target's `record_results` (the `[recording]` section is in `rules`).
+async fn start_recording(rules: &str, record_results: bool) -> Harness {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     let config = Config::parse(
@@ -79,6 +84,7 @@ async fn start(rules: &str) -> Harness {
             max_connections: 4,
             filter_masked_rules: HashSet::new(),
             discovery: None,
+            record_results,
             connection_caps: ConnectionLimiter::new(ConnectionLimits {
                 per_source: 4,
                 total: 4,
@@ -119,7 +125,9 @@ async fn start(rules: &str) -> Harness {
 
 /// The upstream side: answers every simple query as PostgreSQL would, in the least it
 /// takes (the gateway's stand-in for a refused message fails in the parser, as on a real
-/// server), and keeps each text it was sent.
+/// server), and keeps each text it was sent. `SELECT n FROM numbers` answers three rows of
+/// one int column; `SELECT n FROM endless` one row, then nothing (a statement still
+/// running).
 async fn scripted_server(mut io: DuplexStream, saw: Arc<Mutex<Vec<String>>>) {
     let mut buf = BytesMut::new();
     loop {
@@ -136,6 +144,18 @@ async fn scripted_server(mut io: DuplexStream, saw: Arc<Mutex<Vec<String>>>) {
                     "syntax error at or near \"PORTCULLIS\"",
                     None,
                 );
+            } else if text.starts_with("SELECT n FROM") {
+                row_description(&mut out, "n", 23);
+                let rows = if text.contains("endless") { 1 } else { 3 };
+                for n in 1..=rows {
+                    wire::data_row(&[Some(Bytes::from(n.to_string()))], &mut out);
+                }
+                if text.contains("endless") {
+                    saw.lock().unwrap().push(text);
+                    io.write_all(&out).await.unwrap();
+                    continue;
+                }
+                command_complete(&mut out, "SELECT 3");
             } else {
                 let tag = text.split_whitespace().next().unwrap_or("").to_uppercase();
                 command_complete(&mut out, &format!("{tag} 1"));
@@ -148,6 +168,25 @@ async fn scripted_server(mut io: DuplexStream, saw: Arc<Mutex<Vec<String>>>) {
             return;
         }
     }
+}
+
+/// A RowDescription of one text-format column.
+fn row_description(out: &mut BytesMut, name: &str, type_oid: u32) {
+    let mut body = BytesMut::new();
+    body.extend_from_slice(&1i16.to_be_bytes());
+    body.extend_from_slice(name.as_bytes());
+    body.extend_from_slice(&[0]);
+    body.extend_from_slice(&0i32.to_be_bytes()); // table
+    body.extend_from_slice(&0i16.to_be_bytes()); // column
+    body.extend_from_slice(&type_oid.to_be_bytes());
+    body.extend_from_slice(&4i16.to_be_bytes()); // size
+    body.extend_from_slice(&(-1i32).to_be_bytes()); // modifier
+    body.extend_from_slice(&0i16.to_be_bytes()); // text
+    Frame {
+        tag: b'T',
+        body: body.freeze(),
+    }
+    .write_to(out);
 }
 
 fn command_complete(out: &mut BytesMut, tag: &str) {
@@ -317,4 +356,117 @@ timeout = "1h"
         "{}",
         events[0]
     );
+}
+
+/// One side of an event's recording, read back and checked against its id.
+fn recorded(dir: &std::path::Path, event: &serde_json::Value, side: &str) -> serde_json::Value {
+    let id =
+        portcullis_recording::ChunkId::parse(event["recorded"][side].as_str().unwrap()).unwrap();
+    let chunk = portcullis_audit::recordings::Recordings::open(dir)
+        .unwrap()
+        .get(&id)
+        .unwrap();
+    serde_json::from_slice(&chunk.content(1 << 20).unwrap()).unwrap()
+}
+
+const RECORDED_READS: &str = r#"
+[[rules]]
+name = "agents read"
+who.groups = ["agents"]
+target = "crm"
+allow.statements = ["select"]
+
+[recording]
+mode = "strict"
+max_rows_per_statement = 2
+"#;
+
+#[tokio::test]
+async fn a_recorded_query_keeps_its_text_columns_rows_up_to_the_cap_and_its_tag() {
+    let mut h = start_recording(RECORDED_READS, true).await;
+    let frames = h.query("SELECT n FROM numbers").await;
+    assert_eq!(frames.iter().filter(|f| f.tag == b'D').count(), 3);
+    let events = h.requests();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    let request = recorded(&h.dir, &events[0], "request");
+    assert_eq!(request["parts"][0]["kind"], "query");
+    assert_eq!(request["parts"][0]["body"]["sql"], "SELECT n FROM numbers");
+    let answer = recorded(&h.dir, &events[0], "answer");
+    let kinds: Vec<&str> = answer["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["columns", "row", "row", "complete"], "{answer}");
+    assert_eq!(
+        answer["parts"][0]["body"],
+        serde_json::json!([{"name": "n", "type_oid": 23}])
+    );
+    assert_eq!(answer["parts"][1]["body"], serde_json::json!(["1"]));
+    assert_eq!(answer["parts"][3]["body"], "SELECT 3");
+    assert_eq!(answer["truncated"][0]["unit"], "rows");
+    assert_eq!(answer["truncated"][0]["kept"], 2);
+    assert_eq!(answer["truncated"][0]["dropped"], 1);
+}
+
+#[tokio::test]
+async fn without_record_results_rows_are_counted_and_not_kept() {
+    let mut h = start_recording(RECORDED_READS, false).await;
+    h.query("SELECT n FROM numbers").await;
+    let events = h.requests();
+    let answer = recorded(&h.dir, &events[0], "answer");
+    let kinds: Vec<&str> = answer["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["columns", "complete"], "{answer}");
+    assert_eq!(
+        answer["parts"][1]["body"],
+        serde_json::json!({"tag": "SELECT 3", "rows": 3, "rows_kept": false})
+    );
+    assert!(
+        answer["truncated"].as_array().is_none_or(Vec::is_empty),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_terminates_mid_answer_is_recorded_as_gone_with_what_it_was_sent() {
+    let mut h = start_recording(RECORDED_READS, true).await;
+    let mut out = BytesMut::new();
+    wire::query(&mut out, "SELECT n FROM endless");
+    h.client.write_all(&out).await.unwrap();
+    // The first row arrives; the statement runs on; the client leaves.
+    let mut row = false;
+    while !row {
+        assert!(h.client.read_buf(&mut h.buffered).await.unwrap() > 0);
+        while let Some(frame) = wire::next_frame(&mut h.buffered, 1 << 20).unwrap() {
+            row |= frame.tag == b'D';
+        }
+    }
+    let mut bye = BytesMut::new();
+    wire::terminate(&mut bye);
+    h.client.write_all(&bye).await.unwrap();
+    let mut rest = Vec::new();
+    let _ = h.client.read_to_end(&mut rest).await;
+    let events = loop {
+        let events = h.requests();
+        if !events.is_empty() {
+            break events;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(events[0]["outcome"], "failed", "{events:#?}");
+    let answer = recorded(&h.dir, &events[0], "answer");
+    assert_eq!(answer["caller_left"], true, "{answer}");
+    let kinds: Vec<&str> = answer["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["columns", "row"], "{answer}");
 }
