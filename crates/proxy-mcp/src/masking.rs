@@ -125,8 +125,26 @@ impl MaskSet {
     /// the set is empty), masked otherwise, or `None` when it cannot be read, since what
     /// cannot be read cannot be masked and must not leave.
     pub fn mask_message(&self, text: String, report: &mut Report) -> Option<String> {
+        self.mask_message_kept(text, report, false)
+            .map(|(text, _)| text)
+    }
+
+    /// [`MaskSet::mask_message`], also handing back the message as the caller receives it
+    /// when `keep` is set (a recorded exchange keeps it): a set that masks has parsed it
+    /// already, so it is not read twice. `None` as a message: it is not a JSON object.
+    pub fn mask_message_kept(
+        &self,
+        text: String,
+        report: &mut Report,
+        keep: bool,
+    ) -> Option<(String, Option<Map<String, Value>>)> {
         if self.is_empty() {
-            return Some(text);
+            // Read only for the recording: relaying needs no parse.
+            let kept = match keep.then(|| serde_json::from_str::<Value>(&text)) {
+                Some(Ok(Value::Object(message))) => Some(message),
+                _ => None,
+            };
+            return Some((text, kept));
         }
         let Ok(Value::Object(mut message)) = serde_json::from_str::<Value>(&text) else {
             return None;
@@ -151,10 +169,12 @@ impl MaskSet {
         if let Some(Value::Object(error)) = message.get_mut("error") {
             self.mask_error(error, report);
         }
-        if report.total() == before {
-            return Some(text);
-        }
-        serde_json::to_string(&message).ok()
+        let text = if report.total() == before {
+            text
+        } else {
+            serde_json::to_string(&message).ok()?
+        };
+        Some((text, keep.then_some(message)))
     }
 }
 
