@@ -197,9 +197,43 @@ fn assert_echo_recorded(gw: &Gateway, event: &Value, received: &Value) {
     assert!(!answer.caller_left);
 }
 
+/// Checks a recorded long-running call: the progress and any other message the caller
+/// received before the result, each a part of its kind, in order, then the result.
+fn assert_streamed_recorded(gw: &Gateway, event: &Value, tool: &str, got: &[Value]) {
+    let (result, interim) = got.split_last().unwrap();
+    assert!(
+        interim
+            .iter()
+            .filter(|m| m["method"] == "notifications/progress")
+            .count()
+            >= 2,
+        "{got:?}"
+    );
+    assert_eq!(forwarded(gw, event)["params"]["name"], tool);
+    let answer = recorded(gw, event, "answer");
+    let (last, parts) = answer.parts.split_last().unwrap();
+    assert_eq!(last.kind, "result");
+    assert_eq!(last.body, result["result"]);
+    let relayed: Vec<&Value> = parts.iter().map(|p| &p.body).collect();
+    assert_eq!(relayed, interim.iter().collect::<Vec<_>>());
+    for part in parts {
+        let expected = match part.body["method"].as_str() {
+            Some("notifications/progress") => "progress",
+            Some("notifications/message") => "log",
+            _ => "notification",
+        };
+        assert_eq!(part.kind, expected, "{:?}", part.body);
+    }
+    assert!(
+        answer.parts.windows(2).all(|w| w[0].ms <= w[1].ms),
+        "parts in the order they were sent"
+    );
+}
+
 /// Every byte under `dir`, and the content of every chunk the audit log holds, is free of
-/// `secrets`.
-fn assert_nowhere(dir: &Path, secrets: &[&str]) {
+/// `secrets`; `context`, recorded around them, is found in some chunk (so the search reads
+/// what the chunks hold).
+fn assert_nowhere(dir: &Path, secrets: &[&str], context: &str) {
     fn contains(haystack: &[u8], needle: &str) -> bool {
         haystack
             .windows(needle.len())
@@ -237,6 +271,7 @@ fn assert_nowhere(dir: &Path, secrets: &[&str]) {
         .collect();
     assert!(!ids.is_empty(), "no recorded chunks");
     let recordings = Recordings::open(dir).unwrap();
+    let mut context_seen = false;
     for id in ids {
         let content = recordings
             .get(&ChunkId::parse(&id).unwrap())
@@ -246,7 +281,9 @@ fn assert_nowhere(dir: &Path, secrets: &[&str]) {
         for secret in secrets {
             assert!(!contains(&content, secret), "{secret} is in chunk {id}");
         }
+        context_seen |= contains(&content, context);
     }
+    assert!(context_seen, "no chunk holds {context:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -322,37 +359,12 @@ async fn both_eras_are_recorded_as_the_caller_saw_them_and_no_planted_secret_is_
         .find(|n| names.contains(n))
         .unwrap_or_else(|| panic!("no long-running tool in {names:?}"));
 
-    // Progress, in order, then the result: each part the message the caller received.
+    // Progress, in order, then the result, on an SSE stream of either era.
     let got = modern(&c, &url, &agent.key, 23, "tools/call", json!({"name": long, "arguments": {"duration": 2, "steps": 3}, "_meta": {"progressToken": "tok-23"}})).await;
-    let (result, interim) = got.split_last().unwrap();
-    assert!(
-        interim
-            .iter()
-            .filter(|m| m["method"] == "notifications/progress")
-            .count()
-            >= 2,
-        "{got:?}"
-    );
-    let event = event_of(&gw, "request", "23");
-    assert_eq!(forwarded(&gw, &event)["params"]["name"], long);
-    let answer = recorded(&gw, &event, "answer");
-    let (last, parts) = answer.parts.split_last().unwrap();
-    assert_eq!(last.kind, "result");
-    assert_eq!(last.body, result["result"]);
-    let relayed: Vec<&Value> = parts.iter().map(|p| &p.body).collect();
-    assert_eq!(relayed, interim.iter().collect::<Vec<_>>());
-    for part in parts {
-        let expected = match part.body["method"].as_str() {
-            Some("notifications/progress") => "progress",
-            Some("notifications/message") => "log",
-            _ => "notification",
-        };
-        assert_eq!(part.kind, expected, "{:?}", part.body);
-    }
-    assert!(
-        answer.parts.windows(2).all(|w| w[0].ms <= w[1].ms),
-        "parts in the order they were sent"
-    );
+    assert_streamed_recorded(&gw, &event_of(&gw, "request", "23"), long, &got);
+    let call = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": long, "arguments": {"duration": 2, "steps": 3}, "_meta": {"progressToken": "tok-3"}}});
+    let (_, got) = legacy(&c, &url, &agent.key, Some(&sid), call).await;
+    assert_streamed_recorded(&gw, &event_of(&gw, "request", "3"), long, &got);
 
     // A call refused by policy: what was asked, and the refusal the caller got.
     let got = modern(
@@ -390,7 +402,7 @@ async fn both_eras_are_recorded_as_the_caller_saw_them_and_no_planted_secret_is_
     assert_eq!(r.status(), 204);
     // Everything is written: the whole data directory holds no planted secret, in any file
     // or any chunk's content.
-    assert_nowhere(&gw.data_dir(), &[AWS_KEY, CARD]);
+    assert_nowhere(&gw.data_dir(), &[AWS_KEY, CARD], "deploy with ");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
