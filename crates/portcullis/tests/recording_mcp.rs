@@ -26,6 +26,9 @@ use serde_json::{Value, json};
 const AWS_KEY: &str = "AKIAIOSFODNN7EXAMPLE";
 const CARD: &str = "4111111111111111";
 
+/// The `Accept` of a caller that takes an SSE stream.
+const STREAMS: &str = "application/json, text/event-stream";
+
 fn config(agent: &Key) -> String {
     format!(
         r#"{key}
@@ -78,7 +81,7 @@ async fn legacy(
     let mut req = c
         .post(url)
         .bearer_auth(key)
-        .header("accept", "application/json, text/event-stream")
+        .header("accept", STREAMS)
         .json(&body);
     if let Some(s) = session {
         req = req
@@ -93,9 +96,10 @@ async fn legacy(
     (session, messages(&resp.text().await.unwrap()))
 }
 
-/// A 2026-07-28 request, with the headers and `_meta` the revision requires.
+/// A 2026-07-28 request, with the headers and `_meta` the revision requires; `accept`: the
+/// answers the caller takes.
 fn modern_request(
-    c: &reqwest::Client,
+    (c, accept): (&reqwest::Client, &str),
     url: &str,
     key: &str,
     id: u64,
@@ -106,7 +110,7 @@ fn modern_request(
     let mut req = c
         .post(url)
         .bearer_auth(key)
-        .header("accept", "application/json, text/event-stream")
+        .header("accept", accept)
         .header("mcp-protocol-version", MODERN)
         .header("mcp-method", method)
         .json(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
@@ -125,7 +129,7 @@ async fn modern(
     method: &str,
     params: Value,
 ) -> Vec<Value> {
-    let resp = modern_request(c, url, key, id, method, params)
+    let resp = modern_request((c, STREAMS), url, key, id, method, params)
         .send()
         .await
         .unwrap();
@@ -422,7 +426,7 @@ async fn a_caller_that_leaves_mid_answer_is_recorded_as_gone_with_what_it_was_se
         .unwrap_or_else(|| panic!("no long-running tool in {tools}"));
 
     // Four seconds in four steps: the caller reads the first progress, then hangs up.
-    let mut resp = modern_request(&c, &url, &agent.key, 2, "tools/call", json!({"name": long, "arguments": {"duration": 4, "steps": 4}, "_meta": {"progressToken": "tok-2"}}))
+    let mut resp = modern_request((&c, STREAMS), &url, &agent.key, 2, "tools/call", json!({"name": long, "arguments": {"duration": 4, "steps": 4}, "_meta": {"progressToken": "tok-2"}}))
         .send()
         .await
         .unwrap();
@@ -449,6 +453,29 @@ async fn a_caller_that_leaves_mid_answer_is_recorded_as_gone_with_what_it_was_se
     assert!(
         answer.parts.iter().all(|p| p.kind == "progress"),
         "no result reached the caller: {:?}",
+        kinds(&answer)
+    );
+
+    // A caller that takes only JSON gets no progress, and gives up after a second of the
+    // four: nothing reached it, and the record says it left.
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let gone = modern_request((&impatient, "application/json"), &url, &agent.key, 3, "tools/call", json!({"name": long, "arguments": {"duration": 4, "steps": 4}, "_meta": {"progressToken": "tok-3"}}))
+        .send()
+        .await;
+    assert!(gone.is_err(), "the caller hung up before the answer");
+    let event = event_of(&gw, "request", "3");
+    assert_eq!(
+        event["outcome"], "success",
+        "the call ran to its end: {event}"
+    );
+    let answer = recorded(&gw, &event, "answer");
+    assert!(answer.caller_left, "{answer:?}");
+    assert!(
+        answer.parts.is_empty(),
+        "a caller without a stream received nothing: {:?}",
         kinds(&answer)
     );
 }
