@@ -490,6 +490,33 @@ mod tests {
     }
 
     #[test]
+    fn a_kept_message_is_the_one_relayed_masked_or_not() {
+        let progress = r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"t","progress":1,"message":"ada@example.com"}}"#;
+        let mut report = Report::default();
+        for set in [
+            MaskSet::of(vec![masks().profile("default").unwrap()]),
+            MaskSet::default(),
+        ] {
+            let (text, kept) = set
+                .mask_message_kept(progress.into(), &mut report, true)
+                .unwrap();
+            let relayed: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(Value::Object(kept.unwrap()), relayed);
+            // Unasked, nothing is kept (and an empty set reads nothing).
+            let (again, kept) = set
+                .mask_message_kept(progress.into(), &mut report, false)
+                .unwrap();
+            assert_eq!(again, text);
+            assert!(kept.is_none());
+        }
+        assert_eq!(
+            report.total(),
+            2,
+            "the default profile masked the email twice"
+        );
+    }
+
+    #[test]
     fn errors_and_interim_messages_are_masked_whole_but_keep_their_protocol_fields() {
         let set = MaskSet::of(vec![masks().profile("default").unwrap()]);
         let mut report = Report::default();
