@@ -153,26 +153,13 @@ fn event_of(gw: &Gateway, event_type: &str, id: &str) -> Value {
     }
 }
 
-/// One side (`request` or `answer`) of an event's recording, read back checked against its
-/// chunk id.
-fn recorded(gw: &Gateway, event: &Value, side: &str) -> Record {
-    let id = event["recorded"][side]
-        .as_str()
-        .unwrap_or_else(|| panic!("no recorded {side} in {event}"));
-    let chunk = Recordings::open(&gw.data_dir())
-        .unwrap()
-        .get(&ChunkId::parse(id).unwrap())
-        .unwrap();
-    Record::parse(&chunk.content(1 << 24).unwrap()).unwrap()
-}
-
 fn kinds(record: &Record) -> Vec<&str> {
     record.parts.iter().map(|p| p.kind.as_str()).collect()
 }
 
 /// The recorded request: one part, the method and the params as forwarded.
 fn forwarded(gw: &Gateway, event: &Value) -> Value {
-    let request = recorded(gw, event, "request");
+    let request = gw.recorded(event, "request");
     assert_eq!(kinds(&request), ["request"], "{event}");
     request.parts[0].body.clone()
 }
@@ -195,7 +182,7 @@ fn assert_echo_recorded(gw: &Gateway, event: &Value, received: &Value) {
         !text.contains(AWS_KEY) && !text.contains(CARD),
         "the rule's profile masks the result: {text}"
     );
-    let answer = recorded(gw, event, "answer");
+    let answer = gw.recorded(event, "answer");
     assert_eq!(kinds(&answer), ["result"], "{event}");
     assert_eq!(answer.parts[0].body, received["result"]);
     assert!(!answer.caller_left);
@@ -214,7 +201,7 @@ fn assert_streamed_recorded(gw: &Gateway, event: &Value, tool: &str, got: &[Valu
         "{got:?}"
     );
     assert_eq!(forwarded(gw, event)["params"]["name"], tool);
-    let answer = recorded(gw, event, "answer");
+    let answer = gw.recorded(event, "answer");
     let (last, parts) = answer.parts.split_last().unwrap();
     assert_eq!(last.kind, "result");
     assert_eq!(last.body, result["result"]);
@@ -310,7 +297,7 @@ async fn both_eras_are_recorded_as_the_caller_saw_them_and_no_planted_secret_is_
     let request = forwarded(&gw, &start);
     assert_eq!(request["method"], "initialize");
     assert_eq!(request["params"]["clientInfo"]["name"], "recorded-client");
-    let answer = recorded(&gw, &start, "answer");
+    let answer = gw.recorded(&start, "answer");
     assert_eq!(kinds(&answer), ["result"]);
     assert_eq!(answer.parts[0].body, got[0]["result"]);
     let (_, got) = legacy(
@@ -347,7 +334,7 @@ async fn both_eras_are_recorded_as_the_caller_saw_them_and_no_planted_secret_is_
     let got = modern(&c, &url, &agent.key, 22, "tools/list", json!({})).await;
     let event = event_of(&gw, "request", "22");
     assert_eq!(forwarded(&gw, &event)["method"], "tools/list");
-    let answer = recorded(&gw, &event, "answer");
+    let answer = gw.recorded(&event, "answer");
     assert_eq!(kinds(&answer), ["result"]);
     assert_eq!(answer.parts[0].body, got.last().unwrap()["result"]);
     let names: Vec<&str> = answer.parts[0].body["tools"]
@@ -385,7 +372,7 @@ async fn both_eras_are_recorded_as_the_caller_saw_them_and_no_planted_secret_is_
     assert_eq!(event["outcome"], "denied");
     let request = forwarded(&gw, &event);
     assert_eq!(request["params"]["name"], "get-env");
-    let answer = recorded(&gw, &event, "answer");
+    let answer = gw.recorded(&event, "answer");
     assert_eq!(kinds(&answer), ["refusal"]);
     assert!(
         answer.parts[0].body["message"]
@@ -445,7 +432,7 @@ async fn a_caller_that_leaves_mid_answer_is_recorded_as_gone_with_what_it_was_se
 
     let event = event_of(&gw, "request", "2");
     assert_eq!(forwarded(&gw, &event)["params"]["name"], long);
-    let answer = recorded(&gw, &event, "answer");
+    let answer = gw.recorded(&event, "answer");
     assert!(answer.caller_left, "{answer:?}");
     assert!(!answer.parts.is_empty(), "what was sent is kept");
     assert_eq!(answer.parts[0].kind, "progress");
@@ -471,7 +458,7 @@ async fn a_caller_that_leaves_mid_answer_is_recorded_as_gone_with_what_it_was_se
         event["outcome"], "success",
         "the call ran to its end: {event}"
     );
-    let answer = recorded(&gw, &event, "answer");
+    let answer = gw.recorded(&event, "answer");
     assert!(answer.caller_left, "{answer:?}");
     assert!(
         answer.parts.is_empty(),

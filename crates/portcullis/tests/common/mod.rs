@@ -218,6 +218,19 @@ impl Gateway {
             .collect()
     }
 
+    /// One side (`request` or `answer`) of an event's recording, read back from the data
+    /// directory checked against its chunk id.
+    pub fn recorded(&self, event: &Value, side: &str) -> portcullis_recording::document::Record {
+        let id = event["recorded"][side]
+            .as_str()
+            .unwrap_or_else(|| panic!("no recorded {side} in {event}"));
+        let chunk = portcullis_audit::recordings::Recordings::open(&self.data_dir())
+            .unwrap()
+            .get(&portcullis_recording::ChunkId::parse(id).unwrap())
+            .unwrap();
+        portcullis_recording::document::Record::parse(&chunk.content(1 << 24).unwrap()).unwrap()
+    }
+
     /// Sends SIGTERM and waits (bounded) for a graceful exit; returns whether it exited 0.
     pub fn terminate(&mut self) -> bool {
         let pid = self.child.id().to_string();
