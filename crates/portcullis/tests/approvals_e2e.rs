@@ -1009,3 +1009,51 @@ async fn a_cancelled_held_call_is_never_forwarded() {
         "nothing was forwarded"
     );
 }
+
+/// With recording on, a held call's record shows what the caller heard while it waited
+/// (the progress naming the approval), the request as it went upstream once approved (the
+/// card masked by the recording profile), and the answer as the caller got it.
+#[tokio::test]
+async fn a_recorded_held_call_keeps_the_wait_the_forwarded_request_and_the_answer() {
+    let s = setup(1, "5m", "[recording]\nmode = \"strict\"\n", &[]);
+    let call = tokio::spawn(refund(s.gw.url("billing"), s.agent.key.clone(), 3));
+    let approval = pending(&s.admin, &s.dana.key, 1).await.remove(0);
+    let (status, body) = decide(&s.admin, &s.dana.key, &approval, "approve", "ok").await;
+    assert_eq!(status, 200, "{body}");
+    let got = messages(&call.await.unwrap());
+    let (result, waiting) = got.split_last().unwrap();
+    assert!(result["result"].is_object(), "{result}");
+    assert!(!waiting.is_empty(), "the caller heard it was held: {got:?}");
+
+    let event =
+        s.gw.events()
+            .into_iter()
+            .find(|e| e["type"] == "request" && e["request_id"] == "3")
+            .expect("the held call's event");
+    assert_eq!(event["approval"], approval["id"]);
+    let request = s.gw.recorded(&event, "request");
+    assert_eq!(request.parts.len(), 1);
+    let forwarded = &request.parts[0].body;
+    assert_eq!(forwarded["method"], "tools/call");
+    assert_eq!(forwarded["params"]["name"], "refund_payment");
+    assert_eq!(forwarded["params"]["arguments"]["amount"], 25);
+    assert!(
+        !forwarded.to_string().contains("4111 1111 1111 1111"),
+        "{forwarded}"
+    );
+    let answer = s.gw.recorded(&event, "answer");
+    let (last, heard) = answer.parts.split_last().unwrap();
+    assert_eq!(last.kind, "result");
+    assert_eq!(last.body, result["result"]);
+    let heard: Vec<&Value> = heard.iter().map(|p| &p.body).collect();
+    assert_eq!(heard, waiting.iter().collect::<Vec<_>>());
+    assert_eq!(answer.parts[0].kind, "progress");
+    assert!(
+        answer.parts[0].body["params"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(approval["id"].as_str().unwrap()),
+        "{:?}",
+        answer.parts[0].body
+    );
+}

@@ -10,70 +10,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
 
-const PACKAGE: &str = "@modelcontextprotocol/server-everything";
-const LEGACY: &str = "2025-11-25";
-
-/// Starts the package once outside the gateway (this is what fetches it into the npx cache)
-/// and checks that it answers `initialize`. Returns false when the test should be skipped.
-fn everything_available() -> bool {
-    let skip = std::env::var("PORTCULLIS_SKIP_NPX").is_ok_and(|v| v == "1");
-    match probe_package() {
-        Ok(()) => true,
-        Err(why) if skip => {
-            eprintln!(
-                "SKIPPED: {PACKAGE} is not available through npx ({why}); PORTCULLIS_SKIP_NPX=1 is set"
-            );
-            false
-        }
-        Err(why) => panic!(
-            "{PACKAGE} is not available through npx: {why}. Set PORTCULLIS_SKIP_NPX=1 to skip these tests where the npm registry is unreachable."
-        ),
-    }
-}
-
-fn probe_package() -> Result<(), String> {
-    let mut child = Command::new("npx")
-        .args(["-y", PACKAGE, "stdio"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot run npx: {e}"))?;
-    let mut stdin = child.stdin.take().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "probe", "version": "1"}}});
-    let _ = writeln!(stdin, "{init}");
-    let _ = stdin.flush();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str::<Value>(&line)
-                && v["id"] == 1
-            {
-                let _ = tx.send(v);
-                return;
-            }
-        }
-    });
-    // The first run downloads the package: be generous.
-    let answer = rx.recv_timeout(Duration::from_secs(180));
-    drop(stdin);
-    let _ = child.kill();
-    let _ = child.wait();
-    match answer {
-        Ok(v) if v["result"]["serverInfo"].is_object() => Ok(()),
-        Ok(v) => Err(format!("unexpected answer to initialize: {v}")),
-        Err(_) => Err("no answer to initialize within 180 s".into()),
-    }
-}
+const PACKAGE: &str = EVERYTHING;
 
 fn config(agent: &Key) -> String {
     format!(
@@ -106,27 +48,6 @@ fn client() -> reqwest::Client {
         .timeout(Duration::from_secs(90))
         .build()
         .unwrap()
-}
-
-/// Every JSON-RPC message of a body: the one JSON message, or each `data:` of an SSE stream.
-fn messages(text: &str) -> Vec<Value> {
-    if let Ok(v) = serde_json::from_str(text) {
-        return vec![v];
-    }
-    let mut out = Vec::new();
-    let mut data = String::new();
-    for line in text.lines().chain(std::iter::once("")) {
-        if let Some(d) = line.strip_prefix("data:") {
-            data.push_str(d.trim_start());
-        } else if line.is_empty() && !data.is_empty() {
-            out.push(
-                serde_json::from_str(&data)
-                    .unwrap_or_else(|e| panic!("bad SSE data {data:?}: {e}")),
-            );
-            data.clear();
-        }
-    }
-    out
 }
 
 struct Answer {

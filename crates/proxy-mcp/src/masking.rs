@@ -125,8 +125,26 @@ impl MaskSet {
     /// the set is empty), masked otherwise, or `None` when it cannot be read, since what
     /// cannot be read cannot be masked and must not leave.
     pub fn mask_message(&self, text: String, report: &mut Report) -> Option<String> {
+        self.mask_message_kept(text, report, false)
+            .map(|(text, _)| text)
+    }
+
+    /// [`MaskSet::mask_message`], also handing back the message as the caller receives it
+    /// when `keep` is set (a recorded exchange keeps it): a set that masks has parsed it
+    /// already, so it is not read twice. `None` as a message: it is not a JSON object.
+    pub fn mask_message_kept(
+        &self,
+        text: String,
+        report: &mut Report,
+        keep: bool,
+    ) -> Option<(String, Option<Map<String, Value>>)> {
         if self.is_empty() {
-            return Some(text);
+            // Read only for the recording: relaying needs no parse.
+            let kept = match keep.then(|| serde_json::from_str::<Value>(&text)) {
+                Some(Ok(Value::Object(message))) => Some(message),
+                _ => None,
+            };
+            return Some((text, kept));
         }
         let Ok(Value::Object(mut message)) = serde_json::from_str::<Value>(&text) else {
             return None;
@@ -151,10 +169,12 @@ impl MaskSet {
         if let Some(Value::Object(error)) = message.get_mut("error") {
             self.mask_error(error, report);
         }
-        if report.total() == before {
-            return Some(text);
-        }
-        serde_json::to_string(&message).ok()
+        let text = if report.total() == before {
+            text
+        } else {
+            serde_json::to_string(&message).ok()?
+        };
+        Some((text, keep.then_some(message)))
     }
 }
 
@@ -466,6 +486,33 @@ mod tests {
                 "$.tools[0].inputSchema.properties.to.default".into()
             )),
             "{found:?}"
+        );
+    }
+
+    #[test]
+    fn a_kept_message_is_the_one_relayed_masked_or_not() {
+        let progress = r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"t","progress":1,"message":"ada@example.com"}}"#;
+        let mut report = Report::default();
+        for set in [
+            MaskSet::of(vec![masks().profile("default").unwrap()]),
+            MaskSet::default(),
+        ] {
+            let (text, kept) = set
+                .mask_message_kept(progress.into(), &mut report, true)
+                .unwrap();
+            let relayed: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(Value::Object(kept.unwrap()), relayed);
+            // Unasked, nothing is kept (and an empty set reads nothing).
+            let (again, kept) = set
+                .mask_message_kept(progress.into(), &mut report, false)
+                .unwrap();
+            assert_eq!(again, text);
+            assert!(kept.is_none());
+        }
+        assert_eq!(
+            report.total(),
+            2,
+            "the default profile masked the email twice"
         );
     }
 

@@ -504,6 +504,7 @@ async fn dispatch(
                 method: &method,
                 params: params.as_deref(),
                 facts,
+                streams: accepts_sse(headers),
             };
             let (rx, pump) = gateway.request(caller, runtime, session, incoming).await;
             respond(rx, pump, accepts_sse(headers), session).await

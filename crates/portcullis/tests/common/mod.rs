@@ -2,7 +2,7 @@
 //! test, and talks to it over HTTP like any client would.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -11,6 +11,11 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 pub const MODERN: &str = "2026-07-28";
+/// The session-based revision the tests' hand-written clients speak.
+pub const LEGACY: &str = "2025-11-25";
+
+/// The reference MCP server, run by `npx` as an upstream.
+pub const EVERYTHING: &str = "@modelcontextprotocol/server-everything";
 
 /// A running gateway; killed on drop.
 pub struct Gateway {
@@ -213,6 +218,19 @@ impl Gateway {
             .collect()
     }
 
+    /// One side (`request` or `answer`) of an event's recording, read back from the data
+    /// directory checked against its chunk id.
+    pub fn recorded(&self, event: &Value, side: &str) -> portcullis_recording::document::Record {
+        let id = event["recorded"][side]
+            .as_str()
+            .unwrap_or_else(|| panic!("no recorded {side} in {event}"));
+        let chunk = portcullis_audit::recordings::Recordings::open(&self.data_dir())
+            .unwrap()
+            .get(&portcullis_recording::ChunkId::parse(id).unwrap())
+            .unwrap();
+        portcullis_recording::document::Record::parse(&chunk.content(1 << 24).unwrap()).unwrap()
+    }
+
     /// Sends SIGTERM and waits (bounded) for a graceful exit; returns whether it exited 0.
     pub fn terminate(&mut self) -> bool {
         let pid = self.child.id().to_string();
@@ -306,4 +324,79 @@ pub fn last_message(text: &str) -> Value {
 
 pub fn path_exists(p: &Path) -> bool {
     p.exists()
+}
+
+/// Starts the package once outside the gateway (this is what fetches it into the npx cache)
+/// and checks that it answers `initialize`. Returns false when the test should be skipped.
+pub fn everything_available() -> bool {
+    let skip = std::env::var("PORTCULLIS_SKIP_NPX").is_ok_and(|v| v == "1");
+    match probe_package() {
+        Ok(()) => true,
+        Err(why) if skip => {
+            eprintln!(
+                "SKIPPED: {EVERYTHING} is not available through npx ({why}); PORTCULLIS_SKIP_NPX=1 is set"
+            );
+            false
+        }
+        Err(why) => panic!(
+            "{EVERYTHING} is not available through npx: {why}. Set PORTCULLIS_SKIP_NPX=1 to skip these tests where the npm registry is unreachable."
+        ),
+    }
+}
+
+fn probe_package() -> Result<(), String> {
+    let mut child = Command::new("npx")
+        .args(["-y", EVERYTHING, "stdio"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot run npx: {e}"))?;
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "probe", "version": "1"}}});
+    let _ = writeln!(stdin, "{init}");
+    let _ = stdin.flush();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<Value>(&line)
+                && v["id"] == 1
+            {
+                let _ = tx.send(v);
+                return;
+            }
+        }
+    });
+    // The first run downloads the package: be generous.
+    let answer = rx.recv_timeout(Duration::from_secs(180));
+    drop(stdin);
+    let _ = child.kill();
+    let _ = child.wait();
+    match answer {
+        Ok(v) if v["result"]["serverInfo"].is_object() => Ok(()),
+        Ok(v) => Err(format!("unexpected answer to initialize: {v}")),
+        Err(_) => Err("no answer to initialize within 180 s".into()),
+    }
+}
+
+/// Every JSON-RPC message of a body: the one JSON message, or each `data:` of an SSE stream.
+pub fn messages(text: &str) -> Vec<Value> {
+    if let Ok(v) = serde_json::from_str(text) {
+        return vec![v];
+    }
+    let mut out = Vec::new();
+    let mut data = String::new();
+    for line in text.lines().chain(std::iter::once("")) {
+        if let Some(d) = line.strip_prefix("data:") {
+            data.push_str(d.trim_start());
+        } else if line.is_empty() && !data.is_empty() {
+            out.push(
+                serde_json::from_str(&data)
+                    .unwrap_or_else(|e| panic!("bad SSE data {data:?}: {e}")),
+            );
+            data.clear();
+        }
+    }
+    out
 }

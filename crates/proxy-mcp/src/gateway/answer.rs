@@ -16,16 +16,39 @@ use crate::masking::MaskSet;
 
 use super::*;
 
+/// An upstream's answer made ready for the caller.
+pub(super) struct Shaped {
+    /// The JSON-RPC text to release.
+    pub(super) text: String,
+    pub(super) outcome: Outcome,
+    /// The event's detail.
+    pub(super) detail: Option<String>,
+    /// The result or error as released, for a recording, when the gateway read it as a value
+    /// anyway (to filter or mask it): then it is not read again.
+    pub(super) body: Option<AnswerBody>,
+}
+
+impl Shaped {
+    fn new(text: String, outcome: Outcome, detail: Option<String>) -> Shaped {
+        Shaped {
+            text,
+            outcome,
+            detail,
+            body: None,
+        }
+    }
+}
+
 /// An upstream's error answer, masked (its message and data are text a model reads like any
-/// result), with the outcome and detail of its event.
+/// result), with the outcome and detail of its event; the error as a value too if `keep`.
 pub(super) fn shape_error(
     target: &str,
     id: &str,
     text: String,
     error: &str,
-    mask: &MaskSet,
-    masked: &mut Report,
-) -> (String, Outcome, Option<String>) {
+    (mask, masked): (&MaskSet, &mut Report),
+    keep: bool,
+) -> Shaped {
     let mut error = serde_json::from_str::<Value>(error).unwrap_or(Value::Null);
     // The link answers for an upstream that died or broke its stream: the gateway could not
     // complete the request, which is not an error of the upstream's.
@@ -48,7 +71,7 @@ pub(super) fn shape_error(
             let message = format!(
                 "upstream {target} answered with an error that is not a JSON object, which the masking profile cannot check"
             );
-            return (
+            return Shaped::new(
                 jsonrpc::error(Some(id), code::INTERNAL_ERROR, &message, None),
                 Outcome::UpstreamError,
                 Some(message),
@@ -57,7 +80,12 @@ pub(super) fn shape_error(
     };
     // The event's detail is the message as the caller got it: masked.
     let message = error["message"].as_str().map(str::to_string);
-    (text, outcome, message)
+    Shaped {
+        text,
+        outcome,
+        detail: message,
+        body: keep.then_some(("error", error)),
+    }
 }
 
 /// An answer the gateway made itself (from what the upstream told it, such as discovery's
@@ -104,10 +132,20 @@ impl Gateway {
         } = in_flight;
         let mut masked = Report::default();
         // Interim messages of a masked request are masked one by one as they pass; one that
-        // cannot be read cannot be masked, and is not relayed.
-        let relay = async |text: String, masked: &mut Report| {
-            if let Some(text) = mask.mask_message(text, masked) {
-                let _ = tx.send(Inbound::Interim(text)).await;
+        // cannot be read cannot be masked, and is not relayed. A caller without a stream
+        // gets none of them, so none is sent or recorded.
+        let relay = async |text: String, masked: &mut Report, exchange: &mut Exchange| {
+            if !shape.streams {
+                return;
+            }
+            let keep = exchange.recording();
+            let Some((text, message)) = mask.mask_message_kept(text, masked, keep) else {
+                return;
+            };
+            if tx.send(Inbound::Interim(text)).await.is_err() {
+                exchange.record_caller_left();
+            } else if let Some(message) = message {
+                record_interim(exchange, message);
             }
         };
         let deadline = tokio::time::sleep(self.settings.request_timeout);
@@ -133,10 +171,10 @@ impl Gateway {
                                 let reply = jsonrpc::error(Some(id.get()), code::METHOD_NOT_FOUND, "the gateway does not relay server-to-client requests to stateless callers", None);
                                 let _ = link.send(reply, "").await;
                             }
-                            _ => relay(text, &mut masked).await,
+                            _ => relay(text, &mut masked, &mut exchange).await,
                         }
                     }
-                    Some(Inbound::Interim(text)) => relay(text, &mut masked).await,
+                    Some(Inbound::Interim(text)) => relay(text, &mut masked, &mut exchange).await,
                     Some(Inbound::Final(text)) => break Ok(text),
                     None => break Err("the request was cancelled".to_string()),
                 },
@@ -146,44 +184,54 @@ impl Gateway {
                 }
             }
         };
-        let (answer, outcome) = match answer {
+        let (answer, outcome, body) = match answer {
             Ok(text) => {
-                let (text, outcome, detail) = self
-                    .shape_answer(&caller, &target, text, &method, shape, (&mask, &mut masked))
+                let keep = exchange.recording();
+                let shaped = self
+                    .shape_answer(
+                        (&caller, &target),
+                        text,
+                        &method,
+                        shape,
+                        (&mask, &mut masked),
+                        keep,
+                    )
                     .await;
                 let ev = exchange.event();
-                ev.detail = detail;
+                ev.detail = shaped.detail;
                 ev.masked = summary(&masked);
-                (text, outcome)
+                (shaped.text, shaped.outcome, shaped.body)
             }
             Err(why) => {
                 let message = format!("upstream {}: {why}", target.name);
                 exchange.event().detail = Some(message.clone());
                 let answer =
                     jsonrpc::error(Some(&client_id), code::UPSTREAM_UNAVAILABLE, &message, None);
-                (answer, Outcome::Failed)
+                (answer, Outcome::Failed, None)
             }
         };
+        record_final(&mut exchange, &answer, body, &tx);
         self.release(exchange.finish(outcome), answer, &client_id, &tx)
             .await;
     }
 
-    /// Filters and translates an upstream answer. Returns the text to release, the outcome
-    /// and a detail for the event.
+    /// Filters and translates an upstream answer: the text to release, the outcome and a
+    /// detail for the event, and (if `keep`, for a recording) the result or error as a
+    /// value when it was read as one.
     pub(super) async fn shape_answer(
         &self,
-        caller: &Caller,
-        target: &TargetRuntime,
+        (caller, target): (&Caller, &TargetRuntime),
         text: String,
         method: &str,
         shape: Shape,
         // The profiles masking the answer, and where to count what they mask.
         (mask, masked): (&MaskSet, &mut Report),
-    ) -> (String, Outcome, Option<String>) {
+        keep: bool,
+    ) -> Shaped {
         let Ok(Message::Response { id, body }) =
             Message::parse(text.as_bytes(), self.settings.max_bytes)
         else {
-            return (
+            return Shaped::new(
                 text,
                 Outcome::UpstreamError,
                 Some("malformed answer from upstream".into()),
@@ -191,7 +239,8 @@ impl Gateway {
         };
         let result = match body {
             ResponseBody::Error(e) => {
-                return shape_error(&target.name, id.get(), text, e.get(), mask, masked);
+                let error = e.get();
+                return shape_error(&target.name, id.get(), text, error, (mask, masked), keep);
             }
             ResponseBody::Result(r) => r,
         };
@@ -200,7 +249,7 @@ impl Gateway {
             || shape.legacy_client_over_modern
             || !mask.is_empty())
         {
-            return (text, Outcome::Success, None);
+            return Shaped::new(text, Outcome::Success, None);
         }
         let Ok(Value::Object(mut result)) = serde_json::from_str::<Value>(result.get()) else {
             if !mask.is_empty() {
@@ -209,13 +258,13 @@ impl Gateway {
                     "upstream {} answered with a result that is not a JSON object, which the masking profile cannot check",
                     target.name
                 );
-                return (
+                return Shaped::new(
                     jsonrpc::error(Some(id.get()), code::INTERNAL_ERROR, &message, None),
                     Outcome::UpstreamError,
                     Some(message),
                 );
             }
-            return (text, Outcome::Success, None);
+            return Shaped::new(text, Outcome::Success, None);
         };
         let mut detail = None;
         if shape.legacy_client_over_modern
@@ -225,7 +274,7 @@ impl Gateway {
                 "upstream {} asked for more input (a 2026-07-28 multi-round-trip request), which the gateway cannot relay to a session-based client",
                 target.name
             );
-            return (
+            return Shaped::new(
                 jsonrpc::error(Some(id.get()), code::INTERNAL_ERROR, &message, None),
                 Outcome::UpstreamError,
                 Some(message),
@@ -273,7 +322,13 @@ impl Gateway {
         if shape.modernise {
             era::modernise_result(&mut result, method);
         }
-        let text = jsonrpc::result(id.get(), &Value::Object(result).to_string());
-        (text, Outcome::Success, detail)
+        let result = Value::Object(result);
+        let text = jsonrpc::result(id.get(), &result.to_string());
+        Shaped {
+            text,
+            outcome: Outcome::Success,
+            detail,
+            body: keep.then_some(("result", result)),
+        }
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use portcullis_guard::{Approval, Exchange, HoldAsk, HoldChannel, Interruption, Refusal};
 use portcullis_model::{ApprovalRequirement, Outcome, Verdict};
 use serde_json::value::RawValue;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::era::RequestFacts;
@@ -30,6 +30,7 @@ pub(super) struct HeldCall {
     pub(super) method: String,
     pub(super) params: Option<Box<RawValue>>,
     pub(super) facts: RequestFacts,
+    pub(super) streams: bool,
 }
 
 /// Everything the held path carries from the decision to the forward.
@@ -69,6 +70,8 @@ struct ProgressChannel<'a> {
     progress_token: Option<Value>,
     cancelled: oneshot::Receiver<()>,
     admin_url: Option<String>,
+    /// The progress sent, kept for a recording exchange (which the hold holds meanwhile).
+    told: Option<Vec<Map<String, Value>>>,
 }
 
 impl HoldChannel for ProgressChannel<'_> {
@@ -77,7 +80,7 @@ impl HoldChannel for ProgressChannel<'_> {
             return Ok(());
         };
         // The spec wants the progress value to grow with each notification.
-        let text = json!({
+        let message = json!({
             "jsonrpc": "2.0",
             "method": "notifications/progress",
             "params": {
@@ -85,10 +88,16 @@ impl HoldChannel for ProgressChannel<'_> {
                 "progress": round + 1,
                 "message": awaiting_message(approval, self.admin_url.as_deref()),
             },
-        })
-        .to_string();
+        });
         // A caller that is gone is noticed by `interrupted`.
-        let _ = self.tx.send(Inbound::Interim(text)).await;
+        let sent = self
+            .tx
+            .send(Inbound::Interim(message.to_string()))
+            .await
+            .is_ok();
+        if let (true, Some(told), Value::Object(message)) = (sent, &mut self.told, message) {
+            told.push(message);
+        }
         Ok(())
     }
 
@@ -153,22 +162,31 @@ impl Gateway {
         };
         let mut channel = ProgressChannel {
             tx: &tx,
+            // Progress reaches only a caller that takes a stream.
             progress_token: call
                 .facts
                 .progress_token
                 .as_deref()
+                .filter(|_| call.streams)
                 .map(|t| serde_json::from_str::<Value>(t).unwrap_or(Value::Null)),
             cancelled,
             admin_url: self.guard.admin_url().map(str::to_string),
+            told: exchange.recording().then(Vec::new),
         };
         let released = exchange
             .hold(&verdict, requirement, ask, &mut channel)
             .await;
+        // Recorded once the hold gives the exchange back, in the order they were sent.
+        for message in channel.told.take().unwrap_or_default() {
+            record_interim(&mut exchange, message);
+        }
         if registered {
             self.held.lock().expect("lock").remove(&key);
         }
         if let Err(refusal) = released {
-            self.refuse_held(exchange, &refusal, &client_id, &tx).await;
+            let request = (call.method.as_str(), call.params.as_deref());
+            self.refuse_held(exchange, &refusal, request, &client_id, &tx)
+                .await;
             return;
         }
         let incoming = IncomingRequest {
@@ -176,9 +194,10 @@ impl Gateway {
             method: &call.method,
             params: call.params.as_deref(),
             facts: call.facts,
+            streams: call.streams,
         };
         match self
-            .forward(&caller, &target, session.as_ref(), &incoming)
+            .forward(&caller, &target, session.as_ref(), &incoming, &mut exchange)
             .await
         {
             Ok(Forward::Upstream(in_flight)) => {
@@ -197,10 +216,15 @@ impl Gateway {
             }
             Ok(Forward::Local(answer)) => {
                 let answer = mask_local(&mask, answer, &client_id, exchange.event());
+                record_final(&mut exchange, &answer, None, &tx);
                 self.release(exchange.finish(Outcome::Success), answer, &client_id, &tx)
                     .await;
             }
-            Err(refusal) => self.refuse(exchange, &refusal, &client_id, &tx).await,
+            Err(refusal) => {
+                let request = (incoming.method, incoming.params);
+                self.refuse(exchange, &refusal, request, &client_id, &tx)
+                    .await
+            }
         }
     }
 
@@ -209,18 +233,23 @@ impl Gateway {
     /// recorded all the same.
     async fn refuse_held(
         &self,
-        exchange: Exchange,
+        mut exchange: Exchange,
         refusal: &Refusal,
+        request: (&str, Option<&RawValue>),
         client_id: &str,
         tx: &mpsc::Sender<Inbound>,
     ) {
         match refusal.interruption {
-            Some(Interruption::CallerGone | Interruption::CallerCancelled) => {
+            Some(interruption @ (Interruption::CallerGone | Interruption::CallerCancelled)) => {
+                record_request(&mut exchange, request.0, request.1);
+                if interruption == Interruption::CallerGone {
+                    exchange.record_caller_left();
+                }
                 if let Err(e) = exchange.refuse(refusal).record().await {
                     tracing::error!("recording an abandoned held request: {e}");
                 }
             }
-            _ => self.refuse(exchange, refusal, client_id, tx).await,
+            _ => self.refuse(exchange, refusal, request, client_id, tx).await,
         }
     }
 }

@@ -16,6 +16,7 @@ mod relay;
 mod render;
 mod request;
 mod sessions;
+mod tape;
 
 use answer::*;
 use decide::*;
@@ -24,6 +25,7 @@ use pins::*;
 pub use render::render;
 use request::*;
 use sessions::*;
+use tape::*;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -143,6 +145,9 @@ pub struct IncomingRequest<'a> {
     pub method: &'a str,
     pub params: Option<&'a RawValue>,
     pub facts: RequestFacts,
+    /// Whether the caller takes an SSE stream: messages before the answer (progress, logs)
+    /// reach it only then, so only then are they sent and recorded.
+    pub streams: bool,
 }
 
 /// The owner key of a stateless caller's requests on a shared link.

@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use portcullis_guard::{Exchange, Finished, Refusal, RefusalKind};
+use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
 use crate::era::{self, ClientEra, UpstreamEra};
@@ -72,6 +73,8 @@ pub(super) struct Shape {
     /// set (filtered, cacheable lists); otherwise the answer passes untouched.
     pub(super) modernise: bool,
     pub(super) legacy_client_over_modern: bool,
+    /// The caller takes an SSE stream, so interim messages are relayed (and recorded).
+    pub(super) streams: bool,
 }
 
 impl Gateway {
@@ -113,6 +116,7 @@ impl Gateway {
                     method: incoming.method.to_string(),
                     params: incoming.params.map(ToOwned::to_owned),
                     facts: incoming.facts,
+                    streams: incoming.streams,
                 };
                 let gateway = self.clone();
                 let caller = caller.clone();
@@ -140,7 +144,7 @@ impl Gateway {
             Ok(Decided { mask, hold: None }) => match exchange.check_recordable() {
                 Err(refusal) => Err(refusal),
                 Ok(()) => self
-                    .forward(caller, target, session, &incoming)
+                    .forward(caller, target, session, &incoming, &mut exchange)
                     .await
                     .map(|forward| match forward {
                         Forward::Upstream(in_flight) => {
@@ -160,6 +164,7 @@ impl Gateway {
             Ok(Forward::Local(answer)) => {
                 // Methods a stateless upstream no longer has, or discovery synthesised from
                 // a session-based upstream.
+                record_final(&mut exchange, &answer, None, &tx);
                 self.release(
                     exchange.finish(Outcome::Success),
                     answer,
@@ -181,7 +186,8 @@ impl Gateway {
                 })));
             }
             Err(refusal) => {
-                self.refuse(exchange, &refusal, incoming.id.get(), &tx)
+                let request = (incoming.method, incoming.params);
+                self.refuse(exchange, &refusal, request, incoming.id.get(), &tx)
                     .await;
             }
         }
@@ -189,19 +195,22 @@ impl Gateway {
     }
 
     /// Chooses the upstream link, answers what the upstream's era has no method for, adds
-    /// the `_meta` a stateless upstream needs, and sends the request.
+    /// the `_meta` a stateless upstream needs, and sends the request. The exchange records
+    /// the request as sent (or as answered here).
     pub(super) async fn forward(
         &self,
         caller: &Caller,
         target: &Arc<TargetRuntime>,
         session: Option<&Arc<Session>>,
         incoming: &IncomingRequest<'_>,
+        exchange: &mut Exchange,
     ) -> Result<Forward, Refusal> {
         let IncomingRequest {
             id,
             method,
             params,
             facts,
+            streams,
         } = incoming;
         let (id, method, params) = (*id, *method, *params);
         let unavailable = |e: LinkError| {
@@ -230,11 +239,13 @@ impl Gateway {
             over_modern.is_some() || upstream_era.as_ref().is_some_and(UpstreamEra::is_modern);
         // Methods a modern upstream no longer has are answered here.
         if upstream_modern && matches!(method, "ping" | "logging/setLevel") {
+            record_request(exchange, method, params);
             return Ok(Forward::Local(jsonrpc::result(id.get(), "{}")));
         }
         if method == "server/discover"
             && let Some(era) = upstream_era.as_ref().filter(|e| !e.is_modern())
         {
+            record_request(exchange, method, params);
             let discover = era.discover_result().to_string();
             return Ok(Forward::Local(jsonrpc::result(id.get(), &discover)));
         }
@@ -255,16 +266,18 @@ impl Gateway {
             Some(s) => s.id.clone(),
             None => caller_key(&caller.identity),
         };
+        let forwarded = translated.as_deref().or(params);
         let (upstream, driver) = link
             .request_driven(Outgoing {
                 owner: &owner,
                 client_id: id.get(),
                 method,
                 name: facts.name.as_deref(),
-                params: translated.as_deref().or(params),
+                params: forwarded,
                 progress_token: facts.progress_token.clone(),
             })
             .map_err(unavailable)?;
+        record_request(exchange, method, forwarded);
         Ok(Forward::Upstream(InFlight {
             mask: MaskSet::default(),
             link,
@@ -276,19 +289,24 @@ impl Gateway {
                 modern_client: session.is_none(),
                 modernise: session.is_none() && (!upstream_modern || era::is_cacheable(method)),
                 legacy_client_over_modern: over_modern.is_some(),
+                streams: *streams,
             },
         }))
     }
 
     /// Answers a refused request with its JSON-RPC error, recorded with the refusal's
-    /// outcome and message.
+    /// outcome and message. A recording keeps the request as the caller sent it (`method`
+    /// and `params`: it went nowhere) and the refusal.
     pub(super) async fn refuse(
         &self,
-        exchange: Exchange,
+        mut exchange: Exchange,
         refusal: &Refusal,
+        (method, params): (&str, Option<&RawValue>),
         id: &str,
         tx: &mpsc::Sender<Inbound>,
     ) {
+        record_request(&mut exchange, method, params);
+        caller_left(&mut exchange, tx);
         let (_, answer) = render(refusal, Some(id), Some(exchange.id()));
         self.release(exchange.refuse(refusal), answer, id, tx).await;
     }

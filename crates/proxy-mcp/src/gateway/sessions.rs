@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use portcullis_guard::{Refusal, RefusalKind};
+use portcullis_guard::{Exchange, Refusal, RefusalKind};
 use portcullis_mask::Report;
 use portcullis_model::{EventType, Identity, Outcome};
 use rand::RngCore as _;
@@ -107,6 +107,22 @@ pub(super) fn own_sessions<'a>(
 }
 
 impl Gateway {
+    /// The exchange of an `initialize` request.
+    fn initialize_exchange(
+        &self,
+        caller: &Caller,
+        target: &TargetRuntime,
+        id: &RawValue,
+        params: Option<&RawValue>,
+    ) -> Exchange {
+        let mut exchange = self.guard.exchange(&self.origin(caller, target, None));
+        let ev = exchange.event();
+        ev.action = Some("initialize".into());
+        ev.request_id = Some(id.get().to_string());
+        ev.arguments = params.map(|p| self.guard.digest(p.get().as_bytes()));
+        exchange
+    }
+
     /// `initialize` from a session-based client: opens a gateway session.
     pub async fn initialize(
         self: &Arc<Self>,
@@ -115,31 +131,31 @@ impl Gateway {
         id: &RawValue,
         params: Option<&RawValue>,
     ) -> Result<(Arc<Session>, String), Rejection> {
-        let mut exchange = self.guard.exchange(&self.origin(caller, target, None));
-        {
-            let ev = exchange.event();
-            ev.action = Some("initialize".into());
-            ev.request_id = Some(id.get().to_string());
-            ev.arguments = params.map(|p| self.guard.digest(p.get().as_bytes()));
-        }
-        let not_opened = match exchange.check_recordable() {
-            Err(refusal) => NotOpened::Refused(refusal),
-            Ok(()) => match self.open_session(caller, target, id, params).await {
-                Ok(opened) => {
-                    // An opened session is recorded as its `session.start`.
-                    exchange.settle_later();
-                    return Ok(opened);
-                }
+        // Taken by an opened session, whose `session.start` is this request's event.
+        let mut opening = Some(self.initialize_exchange(caller, target, id, params));
+        let not_opened = match opening.as_ref().map(Exchange::check_recordable) {
+            Some(Err(refusal)) => NotOpened::Refused(refusal),
+            _ => match self
+                .open_session(caller, target, id, params, &mut opening)
+                .await
+            {
+                Ok(opened) => return Ok(opened),
                 Err(not_opened) => not_opened,
             },
         };
-        // A session that could not be opened is an attempt all the same: record it.
+        // A session that could not be opened is an attempt all the same: record it (with an
+        // exchange of its own if the session's start took this one, recorded before it was
+        // lost to a concurrent initialize).
+        let mut exchange =
+            opening.unwrap_or_else(|| self.initialize_exchange(caller, target, id, params));
+        record_request(&mut exchange, "initialize", params);
         let (finished, rejection) = match not_opened {
             NotOpened::Refused(refusal) => {
                 let rejection = Rejection::of(&refusal, Some(id.get()), None);
                 (exchange.refuse(&refusal), rejection)
             }
             NotOpened::Upstream(answer) => {
+                record_released(&mut exchange, &answer, None);
                 let error = serde_json::from_str::<Value>(&answer)
                     .map(|v| v["error"].clone())
                     .unwrap_or(Value::Null);
@@ -159,12 +175,15 @@ impl Gateway {
         }
     }
 
+    /// Opens a session; its `session.start` is recorded as the end of `exchange`, the
+    /// `initialize` request's, which it takes (with the recording of the handshake).
     pub(super) async fn open_session(
         self: &Arc<Self>,
         caller: &Caller,
         target: &Arc<TargetRuntime>,
         id: &RawValue,
         params: Option<&RawValue>,
+        exchange: &mut Option<Exchange>,
     ) -> Result<(Arc<Session>, String), NotOpened> {
         let started = Instant::now();
         if self.session_count() >= self.settings.max_sessions {
@@ -290,15 +309,16 @@ impl Gateway {
                 standalone.finish();
             });
         }
-        let mut ev = self.event(
-            EventType::SessionStart,
-            Outcome::Info,
-            Some(caller),
-            &target.name,
-        );
+        let Some(mut start) = exchange.take() else {
+            // Unreachable: `initialize` hands its exchange to the one session it opens.
+            session.link.close().await;
+            return Err(Refusal::new(RefusalKind::Internal, "initialize has no exchange").into());
+        };
+        record_request(&mut start, "initialize", params);
+        record_released(&mut start, &answer, None);
+        let ev = start.event();
+        ev.event_type = EventType::SessionStart;
         ev.session = Some(session.id.clone());
-        ev.action = Some("initialize".into());
-        ev.request_id = Some(id.get().to_string());
         ev.detail = init["clientInfo"]["name"].as_str().map(|name| {
             format!(
                 "client {name}, protocol {}",
@@ -306,7 +326,9 @@ impl Gateway {
             )
         });
         ev.masked = summary(&masked);
-        if let Err(e) = self.guard.record(ev).await {
+        let mut start = start.finish(Outcome::Info);
+        start.event().result = Some(self.guard.digest(answer.as_bytes()));
+        if let Err(e) = start.record().await {
             session.link.close().await;
             return Err(Refusal::audit_unavailable(e).into());
         }
