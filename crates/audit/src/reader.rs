@@ -165,6 +165,11 @@ impl AuditReader {
         &self.path
     }
 
+    /// The schema version of the file (a version below 4 has no `chunks` table).
+    pub(crate) fn schema_version(&self) -> u32 {
+        self.version
+    }
+
     pub(crate) fn connection(&self) -> &Connection {
         &self.conn
     }
