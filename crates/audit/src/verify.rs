@@ -15,6 +15,11 @@
 //! names it (retention: evidence, not a gap). The reader thread walks the chunks by
 //! sequence number beside the events and hashes them, so chunk bytes never pile up in
 //! memory; only the ids of chunks not (yet) found are kept until the log says why.
+//! Encrypted recordings are not beside their events but in sealed segments: each
+//! `recording.sealed` event's file must hash to what the event signs, and the chunks of the
+//! requests in its range are sealed (checked inside the segment when an auditor's identity
+//! is given). Requests of an encrypted run whose chunks no seal covers are the unsealed
+//! tail a crash loses: reported, not failed.
 //!
 //! Events are streamed, so memory stays small: one reader thread steps through SQLite and
 //! hashes each body while the calling thread parses and checks the previous chunk. All
@@ -33,7 +38,9 @@ use portcullis_model::{EventType, Outcome};
 use serde::Deserialize;
 use serde::de::IntoDeserializer as _;
 
+use portcullis_model::SegmentRecord;
 use portcullis_recording::ChunkId;
+use portcullis_recording::segment::{self, Identities};
 
 use crate::AuditReader;
 use crate::checkpoint::{Checkpoint, CheckpointError, Verifier};
@@ -154,6 +161,15 @@ pub struct Summary {
     pub chunks_removed: u64,
     /// The sequence numbers of the `recording.removed` events that accounted for them.
     pub removal_events: Vec<u64>,
+    /// Sealed segments whose files match their `recording.sealed` events.
+    pub segments: u64,
+    /// Of those, decrypted with the identity given (their chunks are in `chunks_checked`).
+    pub segments_opened: u64,
+    /// Chunks named by events and covered by a sealed segment.
+    pub chunks_sealed: u64,
+    /// Requests of an encrypted run whose recordings no segment holds: the unsealed tail
+    /// (lost in a crash, or not sealed yet).
+    pub unsealed_requests: u64,
     /// Things worth a look that are not evidence of tampering.
     pub warnings: Vec<String>,
 }
@@ -187,8 +203,27 @@ impl fmt::Display for Summary {
                 self.unsigned_tail()
             )?;
         }
-        if self.chunks_checked > 0 || self.chunks_removed > 0 {
+        let recordings = self.chunks_checked + self.chunks_removed + self.chunks_sealed;
+        if recordings > 0 || self.segments > 0 || self.unsealed_requests > 0 {
             write!(f, "; recordings: {} chunks checked", self.chunks_checked)?;
+            if self.segments > 0 || self.chunks_sealed > 0 {
+                write!(
+                    f,
+                    ", {} sealed in {} segments ({})",
+                    self.chunks_sealed,
+                    self.segments,
+                    if self.segments_opened == self.segments {
+                        "decrypted and checked".to_string()
+                    } else if self.segments_opened == 0 {
+                        "files checked; their chunks need --identity".to_string()
+                    } else {
+                        format!("{} decrypted", self.segments_opened)
+                    }
+                )?;
+            }
+            if self.unsealed_requests > 0 {
+                write!(f, ", {} requests unsealed", self.unsealed_requests)?;
+            }
             if self.chunks_removed > 0 {
                 write!(
                     f,
@@ -226,6 +261,19 @@ pub fn verify(
     witnesses: &[CosignatureVerifier],
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Summary, Failure> {
+    verify_with_identities(data_dir, key, published, witnesses, None, progress)
+}
+
+/// [`verify`], and with an auditor's `identities` (age keys), every sealed segment is
+/// decrypted and each chunk the events name is checked inside it.
+pub fn verify_with_identities(
+    data_dir: &Path,
+    key: &Verifier,
+    published: &[PathBuf],
+    witnesses: &[CosignatureVerifier],
+    identities: Option<&Identities>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Summary, Failure> {
     let dirs_given = !published.is_empty();
     let published = read_published(published)?;
     let reader = AuditReader::open(data_dir).map_err(|e| Failure::database(e.to_string()))?;
@@ -235,7 +283,10 @@ pub fn verify(
         .name("portcullis-verify-reader".into())
         .spawn(move || read_log(&reader, &tx, &recycle_rx))
         .map_err(|e| Failure::database(format!("cannot start the reader thread: {e}")))?;
-    let result = check(rx, recycle_tx, key, published, witnesses, progress);
+    let recordings = (data_dir, identities);
+    let result = check(
+        rx, recycle_tx, key, published, witnesses, recordings, progress,
+    );
     // `check` dropped the receiving end, so a reader still sending stops at its next chunk.
     if handle.join().is_err() {
         return Err(Failure::database("the reader thread panicked"));
@@ -627,6 +678,9 @@ struct Fields<'a> {
     /// `recording.removed`: what retention deleted.
     #[serde(borrow, default)]
     removed: Option<RemovedFields<'a>>,
+    /// `recording.sealed`: the segment it vouches for.
+    #[serde(default)]
+    segment: Option<SegmentRecord>,
 }
 
 #[derive(Deserialize)]
@@ -641,6 +695,8 @@ struct RecordedFields<'a> {
 struct RemovedFields<'a> {
     #[serde(borrow, default)]
     chunks: Vec<Text<'a>>,
+    #[serde(borrow, default)]
+    segments: Vec<Text<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -735,6 +791,17 @@ struct Checker<'a> {
     absent: Vec<Absent>,
     /// Where each absent chunk is in `absent`.
     absent_at: HashMap<[u8; 32], usize>,
+    /// The current gateway run (from its `gateway.start`): where its absent chunks begin in
+    /// `absent`, whether any of its chunks were beside their events (a run that records in
+    /// clear), and whether it sealed segments (one that encrypts).
+    run_absent_from: usize,
+    run_chunks_in_table: bool,
+    run_sealed: bool,
+    /// Where segment files are, and the auditor's identity that opens them.
+    data_dir: PathBuf,
+    identities: Option<&'a Identities>,
+    /// Seals whose file is missing, until a removal names it: `(seq, event id, file)`.
+    missing_segments: Vec<(u64, Box<str>, String)>,
     summary: Summary,
 }
 
@@ -753,6 +820,10 @@ enum AbsentState {
     Unexplained,
     /// A later `recording.removed` event names it.
     Removed,
+    /// A sealed segment holds it.
+    Sealed,
+    /// Its run encrypted recordings and no segment covers it: the unsealed tail.
+    Unsealed,
 }
 
 fn check(
@@ -761,6 +832,7 @@ fn check(
     key: &Verifier,
     published: Vec<(PathBuf, String)>,
     witnesses: &[CosignatureVerifier],
+    (data_dir, identities): (&Path, Option<&Identities>),
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Summary, Failure> {
     let header = match rx.recv() {
@@ -776,6 +848,8 @@ fn check(
         tree_state,
     } = *header;
     let mut checker = Checker::new(key, witnesses, checkpoints, total);
+    checker.data_dir = data_dir.to_path_buf();
+    checker.identities = identities;
     checker.load_published(published)?;
     checker.attach_cosignatures(cosignatures)?;
     checker.plan_targets();
@@ -869,6 +943,12 @@ impl<'a> Checker<'a> {
             unchecked_witnesses: BTreeSet::new(),
             absent: Vec::new(),
             absent_at: HashMap::new(),
+            run_absent_from: 0,
+            run_chunks_in_table: false,
+            run_sealed: false,
+            data_dir: PathBuf::new(),
+            identities: None,
+            missing_segments: Vec::new(),
             summary: Summary {
                 events: 0,
                 root: merkle::empty_root(),
@@ -888,6 +968,10 @@ impl<'a> Checker<'a> {
                 chunks_checked: 0,
                 chunks_removed: 0,
                 removal_events: Vec::new(),
+                segments: 0,
+                segments_opened: 0,
+                chunks_sealed: 0,
+                unsealed_requests: 0,
                 warnings: Vec::new(),
             },
         }
@@ -1300,6 +1384,7 @@ impl<'a> Checker<'a> {
             identity,
             recorded,
             removed,
+            segment,
             ..
         } = fields;
         let id: &str = &id.0;
@@ -1347,6 +1432,16 @@ impl<'a> Checker<'a> {
         if let Some(recorded) = &recorded {
             self.recorded_chunks(seq, id, recorded, &row.chunks)
                 .map_err(fail)?;
+        }
+        if event_type.0 == EventType::GatewayStart {
+            self.end_run();
+        }
+        if let Some(segment) = &segment {
+            self.sealed(seq, id, segment)
+                .map_err(|reason| match reason {
+                    Ok(at_request) => at_request,
+                    Err(at_seal) => fail(at_seal),
+                })?;
         }
         if let Some(removed) = &removed {
             self.removal(seq, removed);
@@ -1499,7 +1594,10 @@ impl<'a> Checker<'a> {
                 ));
             };
             match stored.iter().find(|c| &*c.id == named) {
-                Some(c) if c.intact => self.summary.chunks_checked += 1,
+                Some(c) if c.intact => {
+                    self.summary.chunks_checked += 1;
+                    self.run_chunks_in_table = true;
+                }
                 Some(_) => {
                     return Err(format!(
                         "its recorded {side}, chunk {named}, was altered: the stored bytes no \
@@ -1535,14 +1633,132 @@ impl<'a> Checker<'a> {
             if let Some(&i) = self.absent_at.get(&chunk)
                 && self.absent[i].state != AbsentState::Removed
             {
+                if self.absent[i].state == AbsentState::Sealed {
+                    self.summary.chunks_sealed -= 1;
+                }
                 self.absent[i].state = AbsentState::Removed;
                 self.summary.chunks_removed += 1;
                 any = true;
             }
         }
+        for file in &removed.segments {
+            let before = self.missing_segments.len();
+            self.missing_segments.retain(|(_, _, f)| f != &*file.0);
+            any |= self.missing_segments.len() < before;
+        }
         if any {
             self.summary.removal_events.push(seq);
         }
+    }
+
+    /// A `recording.sealed` event: its file must be what it signs, and the requests in its
+    /// range have their chunks in it (checked there when an identity was given).
+    ///
+    /// Err(Ok(failure)): a request's chunk is not in its segment (the failure is at that
+    /// request); Err(Err(reason)): the segment itself is wrong (at the seal).
+    fn sealed(
+        &mut self,
+        seq: u64,
+        event: &str,
+        seal: &SegmentRecord,
+    ) -> Result<(), Result<Failure, String>> {
+        self.run_sealed = true;
+        let path = crate::recordings::segment_path(&self.data_dir, &seal.file)
+            .map_err(|e| Err(format!("its segment: {e}")))?;
+        if !path.exists() {
+            // Retention may have removed it; a later `recording.removed` says so.
+            self.missing_segments
+                .push((seq, event.into(), seal.file.clone()));
+            self.cover(seal, None);
+            return Ok(());
+        }
+        let opened = match self.identities {
+            None => {
+                hash_file(&path, seal)
+                    .map_err(|why| Err(format!("its segment {}: {why}", seal.file)))?;
+                None
+            }
+            Some(identities) => {
+                let bytes = crate::recordings::read_segment(&self.data_dir, seal)
+                    .map_err(|why| Err(format!("its segment {}: {why}", seal.file)))?;
+                let entries = segment::open(&bytes, identities)
+                    .map_err(|e| Err(format!("its segment {} cannot be opened: {e}", seal.file)))?;
+                self.summary.segments_opened += 1;
+                Some(
+                    entries
+                        .into_iter()
+                        .filter_map(|(seq, chunk)| Some((seq, chunk_bytes(chunk.id())?)))
+                        .collect::<HashSet<(u64, [u8; 32])>>(),
+                )
+            }
+        };
+        self.summary.segments += 1;
+        match self.cover(seal, opened.as_ref()) {
+            Some(missing) => Err(Ok(missing)),
+            None => Ok(()),
+        }
+    }
+
+    /// Marks the absent chunks of the requests in a seal's range as sealed. With the
+    /// segment's contents, each must be in it: the first request whose chunk is not fails.
+    fn cover(
+        &mut self,
+        seal: &SegmentRecord,
+        contents: Option<&HashSet<(u64, [u8; 32])>>,
+    ) -> Option<Failure> {
+        let from = self.absent.partition_point(|a| a.seq < seal.first_seq);
+        for absent in &mut self.absent[from..] {
+            if absent.seq > seal.last_seq {
+                break;
+            }
+            if absent.state != AbsentState::Unexplained {
+                continue;
+            }
+            if let Some(contents) = contents {
+                if !contents.contains(&(absent.seq, absent.chunk)) {
+                    return Some(Failure::new(
+                        Location::Event {
+                            seq: absent.seq,
+                            id: Some(absent.event.to_string()),
+                        },
+                        format!(
+                            "its recorded {}, chunk {}, is not in the sealed segment {} that \
+                             covers it: it was left out or swapped",
+                            absent.side,
+                            hex::encode(absent.chunk),
+                            seal.file
+                        ),
+                    ));
+                }
+                self.summary.chunks_checked += 1;
+            }
+            absent.state = AbsentState::Sealed;
+            self.summary.chunks_sealed += 1;
+        }
+        None
+    }
+
+    /// The end of a gateway run (a `gateway.start` after it, or the end of the log). In a
+    /// run that encrypted recordings (it sealed segments, or kept no chunk beside its
+    /// events), chunks no seal covered are the unsealed tail a crash or a failed seal lost;
+    /// in a run that recorded in clear, they stay unexplained.
+    fn end_run(&mut self) {
+        let encrypted = self.run_sealed || !self.run_chunks_in_table;
+        if encrypted {
+            let mut last = None;
+            for absent in &mut self.absent[self.run_absent_from..] {
+                if absent.state == AbsentState::Unexplained {
+                    absent.state = AbsentState::Unsealed;
+                    if last != Some(absent.seq) {
+                        self.summary.unsealed_requests += 1;
+                        last = Some(absent.seq);
+                    }
+                }
+            }
+        }
+        self.run_absent_from = self.absent.len();
+        self.run_chunks_in_table = false;
+        self.run_sealed = false;
     }
 
     /// The first chunk nothing in the log accounts for: deleted, or never written.
@@ -1605,8 +1821,37 @@ impl<'a> Checker<'a> {
         if let Some(duplicate) = self.duplicate_id() {
             return Err(duplicate);
         }
+        self.end_run();
         if let Some(missing) = self.missing_chunk() {
             return Err(missing);
+        }
+        if let Some((seq, id, file)) = self.missing_segments.first() {
+            return Err(Failure::new(
+                Location::Event {
+                    seq: *seq,
+                    id: Some(id.to_string()),
+                },
+                format!(
+                    "its segment {file} is missing from {} and no recording.removed event \
+                     names it (deleted?)",
+                    crate::recordings::segments_dir(&self.data_dir).display()
+                ),
+            ));
+        }
+        if self.summary.unsealed_requests > 0 {
+            let unsealed: Vec<u64> = self
+                .absent
+                .iter()
+                .filter(|a| a.state == AbsentState::Unsealed)
+                .map(|a| a.seq)
+                .collect();
+            self.summary.warnings.push(format!(
+                "unsealed tail: {} requests' recordings are in no sealed segment (lost in a \
+                 crash, or not yet sealed): events {}..{}",
+                self.summary.unsealed_requests,
+                unsealed.first().copied().unwrap_or_default(),
+                unsealed.last().copied().unwrap_or_default()
+            ));
         }
         let events = self.frontier.size();
         // Checkpoints left over are of sizes the log does not reach.
@@ -1762,6 +2007,27 @@ fn canonical_uuid(id: &str) -> Option<u128> {
 
 fn duplicate_reason(first: u64) -> String {
     format!("its id is already the id of event {first}: an event was duplicated")
+}
+
+/// Checks a segment file against its seal without reading it into memory.
+fn hash_file(path: &Path, seal: &SegmentRecord) -> Result<(), String> {
+    use sha2::Digest as _;
+    let mut file =
+        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut hasher = sha2::Sha256::new();
+    let bytes = std::io::copy(&mut file, &mut hasher)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let actual = hex::encode(hasher.finalize());
+    if bytes != seal.bytes || actual != seal.sha256 {
+        return Err(format!(
+            "{} was altered: it holds {bytes} bytes hashing to {actual}, but its seal says {} \
+             bytes hashing to {}",
+            path.display(),
+            seal.bytes,
+            seal.sha256
+        ));
+    }
+    Ok(())
 }
 
 /// A chunk id as 32 bytes (the key absent chunks are found by).
