@@ -174,6 +174,13 @@ struct Inner {
     digest_key: digest::DigestKey,
 }
 
+impl AuditLog {
+    /// The data directory the log is in (recordings are kept beside it).
+    pub fn data_dir(&self) -> &Path {
+        self.inner.path.parent().unwrap_or(Path::new("."))
+    }
+}
+
 impl fmt::Debug for AuditLog {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuditLog")

@@ -144,6 +144,48 @@ impl AuditReader {
             .map_err(|source| self.read_err(source))
     }
 
+    /// The sequence number of the event that names chunk `id` as its recorded request or
+    /// answer (a scan of the log: ids are not indexed).
+    pub fn seq_naming_chunk(&self, id: &str) -> Result<Option<u64>, AuditError> {
+        if self.version < 4 {
+            return Ok(None);
+        }
+        // `instr` first: a cheap filter before the JSON is parsed.
+        self.conn
+            .prepare_cached(
+                "SELECT seq FROM events WHERE instr(body, ?1) > 0 \
+                 AND (json_extract(body, '$.recorded.request') = ?1 \
+                      OR json_extract(body, '$.recorded.answer') = ?1) \
+                 ORDER BY seq LIMIT 1",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(params![id], |r| r.get::<_, i64>(0))
+                    .optional()
+            })
+            .map(|seq| seq.map(|s| s as u64))
+            .map_err(|source| self.read_err(source))
+    }
+
+    /// The segments `recording.sealed` events vouch for, oldest first. An event whose
+    /// segment cannot be read is skipped: `audit verify` is where such damage is named.
+    pub fn segment_records(&self) -> Result<Vec<portcullis_model::SegmentRecord>, AuditError> {
+        if self.version < 4 {
+            return Ok(Vec::new());
+        }
+        let rows = self.query(
+            "SELECT seq, body FROM events WHERE type = 'recording.sealed' ORDER BY seq",
+            [],
+        )?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(_, body)| {
+                serde_json::from_str::<portcullis_model::AuditEvent>(&body)
+                    .ok()?
+                    .segment
+            })
+            .collect())
+    }
+
     /// The Merkle tree head of the log as committed: its size and RFC 6962 root.
     pub fn tree_head(&self) -> Result<(u64, crate::merkle::Hash), AuditError> {
         let size = self.count()?;
@@ -163,6 +205,11 @@ impl AuditReader {
 
     pub(crate) fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The schema version of the file (a version below 4 has no `chunks` table).
+    pub(crate) fn schema_version(&self) -> u32 {
+        self.version
     }
 
     pub(crate) fn connection(&self) -> &Connection {

@@ -1022,3 +1022,219 @@ mod refuses_to_sign_over_tampering {
         assert_eq!(checkpoint.root, crate::merkle::root(&leaves));
     }
 }
+
+/// `verify` checks every recorded chunk an event names against the chunks table.
+mod recorded_chunks {
+    use std::sync::Arc;
+
+    use portcullis_model::{RecordedRef, RemovedRecord};
+    use portcullis_recording::Chunk;
+
+    use super::*;
+    use crate::CheckpointSettings;
+    use crate::checkpoint::{Ed25519Signer, Verifier, verifier_key};
+    use crate::verify::{self, Failure, Location, Summary};
+
+    struct Recorded {
+        dir: tempfile::TempDir,
+        verifier: Verifier,
+        /// `(seq, event id, request chunk, answer chunk)` of each recorded request.
+        requests: Vec<(u64, String, Chunk, Chunk)>,
+    }
+
+    fn open(dir: &std::path::Path, pkcs8: &[u8]) -> AuditLog {
+        let settings = CheckpointSettings {
+            origin: "portcullis/test-gw".into(),
+            signer: Arc::new(Ed25519Signer::from_pkcs8("test-log-key", pkcs8).unwrap()),
+            interval: Duration::from_secs(3600),
+            every: 1000,
+        };
+        AuditLog::open_signed(dir, "test-gw", Durability::Strict, settings).unwrap()
+    }
+
+    /// A signed log of 5 recorded requests between unrecorded events; `remove` of them are
+    /// then deleted by a retention event that names their chunks.
+    async fn recorded_log(remove: usize) -> Recorded {
+        let dir = tempfile::tempdir().unwrap();
+        let pkcs8 = Ed25519Signer::generate_pkcs8().unwrap();
+        let signer = Ed25519Signer::from_pkcs8("test-log-key", &pkcs8).unwrap();
+        let verifier = Verifier::parse(&verifier_key(&signer)).unwrap();
+        let log = open(dir.path(), &pkcs8);
+        let mut requests = Vec::new();
+        for i in 0..5 {
+            log.record(log.event(EventType::Request, Outcome::Success))
+                .await
+                .unwrap();
+            let request = Chunk::seal(format!("{{\"q\":\"SELECT {i}\"}}").as_bytes());
+            let answer = Chunk::seal(format!("{{\"rows\":[[{i}]]}}").as_bytes());
+            let mut ev = full_event(&log);
+            ev.recorded = Some(RecordedRef {
+                request: Some(request.id().to_string()),
+                answer: Some(answer.id().to_string()),
+            });
+            let id = ev.id.clone();
+            let seq = log
+                .record_with(ev, vec![request.clone(), answer.clone()])
+                .await
+                .unwrap();
+            requests.push((seq, id, request, answer));
+        }
+        if remove > 0 {
+            let removed: Vec<&(u64, String, Chunk, Chunk)> = requests.iter().take(remove).collect();
+            let conn = rusqlite::Connection::open(dir.path().join("audit.db")).unwrap();
+            for (_, _, request, answer) in &removed {
+                for chunk in [request, answer] {
+                    conn.execute("DELETE FROM chunks WHERE id = ?1", [chunk.id().as_str()])
+                        .unwrap();
+                }
+            }
+            let mut ev = log.event(EventType::RecordingRemoved, Outcome::Success);
+            ev.removed = Some(RemovedRecord {
+                before: "2026-01-01T00:00:00Z".into(),
+                chunks: removed
+                    .iter()
+                    .flat_map(|(_, _, r, a)| [r.id().to_string(), a.id().to_string()])
+                    .collect(),
+                segments: Vec::new(),
+            });
+            log.record(ev).await.unwrap();
+        }
+        log.close().await.unwrap();
+        Recorded {
+            dir,
+            verifier,
+            requests,
+        }
+    }
+
+    fn run(log: &Recorded) -> Result<Summary, Failure> {
+        verify::verify(log.dir.path(), &log.verifier, &[], &[], &mut |_, _| {})
+    }
+
+    fn tamper(log: &Recorded, sql: &str) {
+        let conn = rusqlite::Connection::open(log.dir.path().join("audit.db")).unwrap();
+        conn.execute_batch(sql).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_recorded_log_verifies_with_every_chunk_checked() {
+        let log = recorded_log(0).await;
+        let summary = run(&log).unwrap();
+        assert_eq!(summary.chunks_checked, 10);
+        assert_eq!(summary.chunks_removed, 0);
+        assert!(summary.warnings.is_empty(), "{:?}", summary.warnings);
+        assert!(
+            summary
+                .to_string()
+                .contains("recordings: 10 chunks checked"),
+            "{summary}"
+        );
+    }
+
+    #[tokio::test]
+    async fn one_altered_byte_in_one_chunk_names_its_event_and_chunk() {
+        let log = recorded_log(0).await;
+        let (seq, id, _, answer) = &log.requests[2];
+        // What an attacker with the file would do: the trigger is only the gateway's
+        // protection against its own mistakes.
+        let mut bytes = answer.bytes().to_vec();
+        bytes[30] ^= 0x01;
+        tamper(&log, "DROP TRIGGER chunks_no_update;");
+        let conn = rusqlite::Connection::open(log.dir.path().join("audit.db")).unwrap();
+        conn.execute(
+            "UPDATE chunks SET bytes = ?1 WHERE id = ?2",
+            rusqlite::params![bytes, answer.id().as_str()],
+        )
+        .unwrap();
+        drop(conn);
+        let failure = run(&log).unwrap_err();
+        assert_eq!(
+            failure.at,
+            Location::Event {
+                seq: *seq,
+                id: Some(id.clone())
+            }
+        );
+        assert!(
+            failure.reason.contains(&format!(
+                "its recorded answer, chunk {}, was altered",
+                answer.id()
+            )),
+            "{failure}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_chunk_swapped_for_another_is_altered() {
+        let log = recorded_log(0).await;
+        let (_, _, first, _) = &log.requests[0];
+        let (seq, _, second, _) = &log.requests[3];
+        // Delete and insert: no trigger stands in the way.
+        tamper(
+            &log,
+            &format!(
+                "DELETE FROM chunks WHERE id = '{second}'; \
+                 INSERT INTO chunks (id, seq, bytes) \
+                 SELECT '{second}', {seq}, bytes FROM chunks WHERE id = '{first}';",
+                first = first.id(),
+                second = second.id()
+            ),
+        );
+        let failure = run(&log).unwrap_err();
+        assert!(matches!(failure.at, Location::Event { seq: s, .. } if s == *seq));
+        assert!(
+            failure.reason.contains("its recorded request") && failure.reason.contains("altered"),
+            "{failure}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_deleted_chunk_is_missing() {
+        let log = recorded_log(0).await;
+        let (seq, id, request, _) = &log.requests[1];
+        tamper(
+            &log,
+            &format!("DELETE FROM chunks WHERE id = '{}';", request.id()),
+        );
+        let failure = run(&log).unwrap_err();
+        assert_eq!(
+            failure.at,
+            Location::Event {
+                seq: *seq,
+                id: Some(id.clone())
+            }
+        );
+        assert!(
+            failure.reason.contains(&format!(
+                "its recorded request, chunk {}, is missing",
+                request.id()
+            )),
+            "{failure}"
+        );
+    }
+
+    #[tokio::test]
+    async fn chunks_removed_through_a_logged_retention_event_pass_and_are_counted() {
+        let log = recorded_log(2).await;
+        let summary = run(&log).unwrap();
+        assert_eq!(summary.chunks_checked, 6);
+        assert_eq!(summary.chunks_removed, 4);
+        let removal = log.requests.last().unwrap().0 + 1;
+        assert_eq!(summary.removal_events, vec![removal]);
+        assert!(
+            summary
+                .to_string()
+                .contains(&format!("4 removed by retention (event {removal})")),
+            "{summary}"
+        );
+        // A chunk deleted without a retention event naming it is still missing.
+        let (seq, _, _, answer) = &log.requests[3];
+        tamper(
+            &log,
+            &format!("DELETE FROM chunks WHERE id = '{}';", answer.id()),
+        );
+        let failure = run(&log).unwrap_err();
+        assert!(matches!(failure.at, Location::Event { seq: s, .. } if s == *seq));
+        assert!(failure.reason.contains("is missing"), "{failure}");
+    }
+}

@@ -10,6 +10,17 @@
 //! (searches and `audit show` trust them), that sequence numbers have no gaps, that event
 //! ids are unique, and that sessions open and close in a plausible order.
 //!
+//! Recordings are checked with the events: every chunk an event names must be in the
+//! `chunks` table with bytes that hash to its id, unless a later `recording.removed` event
+//! names it (retention: evidence, not a gap). The reader thread walks the chunks by
+//! sequence number beside the events and hashes them, so chunk bytes never pile up in
+//! memory; only the ids of chunks not (yet) found are kept until the log says why.
+//! Encrypted recordings are not beside their events but in sealed segments: each
+//! `recording.sealed` event's file must hash to what the event signs, and the chunks of the
+//! requests in its range are sealed (checked inside the segment when an auditor's identity
+//! is given). Requests of an encrypted run whose chunks no seal covers are the unsealed
+//! tail a crash loses: reported, not failed.
+//!
 //! Events are streamed, so memory stays small: one reader thread steps through SQLite and
 //! hashes each body while the calling thread parses and checks the previous chunk. All
 //! reads happen in one read transaction, so a gateway appending meanwhile cannot make the
@@ -26,6 +37,10 @@ use base64::engine::general_purpose::STANDARD as B64;
 use portcullis_model::{EventType, Outcome};
 use serde::Deserialize;
 use serde::de::IntoDeserializer as _;
+
+use portcullis_model::SegmentRecord;
+use portcullis_recording::ChunkId;
+use portcullis_recording::segment::{self, Identities};
 
 use crate::AuditReader;
 use crate::checkpoint::{Checkpoint, CheckpointError, Verifier};
@@ -139,6 +154,22 @@ pub struct Summary {
     pub cosignatures_unchecked: u64,
     /// The largest checkpoint size that matched the events (0 if none).
     pub signed_size: u64,
+    /// Recorded chunks found beside their events with bytes that hash to their ids.
+    pub chunks_checked: u64,
+    /// Chunks named by events and deliberately deleted: named by a `recording.removed`
+    /// event.
+    pub chunks_removed: u64,
+    /// The sequence numbers of the `recording.removed` events that accounted for them.
+    pub removal_events: Vec<u64>,
+    /// Sealed segments whose files match their `recording.sealed` events.
+    pub segments: u64,
+    /// Of those, decrypted with the identity given (their chunks are in `chunks_checked`).
+    pub segments_opened: u64,
+    /// Chunks named by events and covered by a sealed segment.
+    pub chunks_sealed: u64,
+    /// Requests of an encrypted run whose recordings no segment holds: the unsealed tail
+    /// (lost in a crash, or not sealed yet).
+    pub unsealed_requests: u64,
     /// Things worth a look that are not evidence of tampering.
     pub warnings: Vec<String>,
 }
@@ -172,6 +203,41 @@ impl fmt::Display for Summary {
                 self.unsigned_tail()
             )?;
         }
+        let recordings = self.chunks_checked + self.chunks_removed + self.chunks_sealed;
+        if recordings > 0 || self.segments > 0 || self.unsealed_requests > 0 {
+            write!(f, "; recordings: {} chunks checked", self.chunks_checked)?;
+            if self.segments > 0 || self.chunks_sealed > 0 {
+                write!(
+                    f,
+                    ", {} sealed in {} segments ({})",
+                    self.chunks_sealed,
+                    self.segments,
+                    if self.segments_opened == self.segments {
+                        "decrypted and checked".to_string()
+                    } else if self.segments_opened == 0 {
+                        "files checked; their chunks need --identity".to_string()
+                    } else {
+                        format!("{} decrypted", self.segments_opened)
+                    }
+                )?;
+            }
+            if self.unsealed_requests > 0 {
+                write!(f, ", {} requests unsealed", self.unsealed_requests)?;
+            }
+            if self.chunks_removed > 0 {
+                write!(
+                    f,
+                    ", {} removed by retention (event{} {})",
+                    self.chunks_removed,
+                    if self.removal_events.len() == 1 {
+                        ""
+                    } else {
+                        "s"
+                    },
+                    list_seqs(&self.removal_events)
+                )?;
+            }
+        }
         match (&self.first_time, &self.last_time) {
             (Some(first), Some(last)) => write!(f, "; from {first} to {last}")?,
             _ => write!(f, "; no events")?,
@@ -195,6 +261,19 @@ pub fn verify(
     witnesses: &[CosignatureVerifier],
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Summary, Failure> {
+    verify_with_identities(data_dir, key, published, witnesses, None, progress)
+}
+
+/// [`verify`], and with an auditor's `identities` (age keys), every sealed segment is
+/// decrypted and each chunk the events name is checked inside it.
+pub fn verify_with_identities(
+    data_dir: &Path,
+    key: &Verifier,
+    published: &[PathBuf],
+    witnesses: &[CosignatureVerifier],
+    identities: Option<&Identities>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Summary, Failure> {
     let dirs_given = !published.is_empty();
     let published = read_published(published)?;
     let reader = AuditReader::open(data_dir).map_err(|e| Failure::database(e.to_string()))?;
@@ -204,7 +283,10 @@ pub fn verify(
         .name("portcullis-verify-reader".into())
         .spawn(move || read_log(&reader, &tx, &recycle_rx))
         .map_err(|e| Failure::database(format!("cannot start the reader thread: {e}")))?;
-    let result = check(rx, recycle_tx, key, published, witnesses, progress);
+    let recordings = (data_dir, identities);
+    let result = check(
+        rx, recycle_tx, key, published, witnesses, recordings, progress,
+    );
     // `check` dropped the receiving end, so a reader still sending stops at its next chunk.
     if handle.join().is_err() {
         return Err(Failure::database("the reader thread panicked"));
@@ -327,6 +409,16 @@ const COLUMN_NAMES: [&str; COLUMNS] = [
 const EVENTS_SQL: &str = "SELECT seq, id, time, type, session, subject, target, outcome, \
     body, leaf_hash FROM events ORDER BY seq";
 
+/// The stored chunks, in the order of the events that stored them (`chunks_seq` index).
+const CHUNKS_SQL: &str = "SELECT seq, id, bytes FROM chunks ORDER BY seq";
+
+/// A chunk stored beside an event: its id as stored, and whether its bytes hash to it
+/// (hashed on the reader thread; the bytes themselves are not kept).
+struct StoredChunk {
+    id: Box<str>,
+    intact: bool,
+}
+
 struct RawRow {
     /// `None` if the stored value is not an integer.
     seq: Option<i64>,
@@ -334,6 +426,8 @@ struct RawRow {
     /// SHA-256(0x00 || body), computed on the reader thread (the hashing is a large share
     /// of the work, and the other thread has the parsing to do).
     leaf: Hash,
+    /// The chunks stored with this event's sequence number.
+    chunks: Vec<StoredChunk>,
 }
 
 #[derive(Default)]
@@ -372,7 +466,12 @@ impl Chunk {
             };
         }
         let leaf = merkle::leaf_hash(self.bytes(cols[BODY]).unwrap_or_default());
-        self.rows.push(RawRow { seq, cols, leaf });
+        self.rows.push(RawRow {
+            seq,
+            cols,
+            leaf,
+            chunks: Vec::new(),
+        });
         Ok(())
     }
 }
@@ -381,8 +480,11 @@ impl Chunk {
 enum FromReader {
     Header(Box<Header>),
     Rows(Chunk),
-    /// Every event was sent.
-    End,
+    /// Every event was sent; `orphan_chunks` stored chunks carry a sequence number no event
+    /// has.
+    End {
+        orphan_chunks: u64,
+    },
     /// Reading failed; nothing more follows.
     Failed(String),
 }
@@ -402,7 +504,7 @@ fn read_log(
     tx: &mpsc::SyncSender<FromReader>,
     recycle: &mpsc::Receiver<Chunk>,
 ) {
-    let result = (|| -> Result<(), String> {
+    let result = (|| -> Result<u64, String> {
         reader.begin_snapshot().map_err(|e| e.to_string())?;
         let header = Header {
             path: reader.path().to_path_buf(),
@@ -412,16 +514,31 @@ fn read_log(
             tree_state: reader.raw_tree_state().map_err(|e| e.to_string())?,
         };
         if tx.send(FromReader::Header(Box::new(header))).is_err() {
-            return Ok(()); // the checker stopped early
+            return Ok(0); // the checker stopped early
         }
         let read_err = |e: rusqlite::Error| {
             format!("cannot read the events of {}: {e}", reader.path().display())
         };
         let mut stmt = reader.connection().prepare(EVENTS_SQL).map_err(read_err)?;
         let mut rows = stmt.query([]).map_err(read_err)?;
+        // A log from before schema version 4 has no chunks (and no events that name any).
+        let mut chunks_stmt = if reader.schema_version() >= 4 {
+            Some(reader.connection().prepare(CHUNKS_SQL).map_err(read_err)?)
+        } else {
+            None
+        };
+        let mut stored = match &mut chunks_stmt {
+            Some(stmt) => Some(StoredChunks::new(stmt).map_err(read_err)?),
+            None => None,
+        };
         let mut chunk = Chunk::default();
         while let Some(row) = rows.next().map_err(read_err)? {
             chunk.push(row).map_err(read_err)?;
+            if let (Some(stored), Some(last)) = (&mut stored, chunk.rows.last_mut())
+                && let Some(seq) = last.seq
+            {
+                last.chunks = stored.take_up_to(seq).map_err(read_err)?;
+            }
             if chunk.rows.len() == CHUNK_ROWS {
                 let mut next = recycle.try_recv().unwrap_or_default();
                 next.rows.clear();
@@ -430,21 +547,100 @@ fn read_log(
                     .send(FromReader::Rows(std::mem::replace(&mut chunk, next)))
                     .is_err()
                 {
-                    return Ok(());
+                    return Ok(0);
                 }
             }
         }
         if !chunk.rows.is_empty() && tx.send(FromReader::Rows(chunk)).is_err() {
-            return Ok(());
+            return Ok(0);
         }
+        let orphans = match &mut stored {
+            Some(stored) => stored.rest().map_err(read_err)?,
+            None => 0,
+        };
+        drop(stored);
+        drop(chunks_stmt);
         // Ending the snapshot cannot change what was read; an error here is not a finding.
         let _ = reader.end_snapshot();
-        Ok(())
+        Ok(orphans)
     })();
     let _ = tx.send(match result {
-        Ok(()) => FromReader::End,
+        Ok(orphan_chunks) => FromReader::End { orphan_chunks },
         Err(message) => FromReader::Failed(message),
     });
+}
+
+/// The `chunks` table walked in sequence order beside the events: a merge join, so each
+/// chunk is read once and hashed as it goes by.
+struct StoredChunks<'c> {
+    rows: rusqlite::Rows<'c>,
+    /// The row read but not yet handed to an event: `(seq, chunk)`, with `None` for a
+    /// sequence number that is not an integer.
+    next: Option<(Option<i64>, StoredChunk)>,
+    /// Chunks passed over: their sequence number is no event's.
+    orphans: u64,
+}
+
+impl<'c> StoredChunks<'c> {
+    fn new(stmt: &'c mut rusqlite::Statement<'_>) -> rusqlite::Result<StoredChunks<'c>> {
+        let mut walk = StoredChunks {
+            rows: stmt.query([])?,
+            next: None,
+            orphans: 0,
+        };
+        walk.advance()?;
+        Ok(walk)
+    }
+
+    fn advance(&mut self) -> rusqlite::Result<()> {
+        use rusqlite::types::ValueRef;
+        self.next = match self.rows.next()? {
+            None => None,
+            Some(row) => {
+                let seq = match row.get_ref(0)? {
+                    ValueRef::Integer(seq) => Some(seq),
+                    _ => None,
+                };
+                let id: Box<str> = match row.get_ref(1)? {
+                    ValueRef::Text(id) => String::from_utf8_lossy(id).into(),
+                    _ => "".into(),
+                };
+                let intact = match row.get_ref(2)? {
+                    ValueRef::Blob(bytes) => ChunkId::of(bytes).as_str() == &*id,
+                    _ => false,
+                };
+                Some((seq, StoredChunk { id, intact }))
+            }
+        };
+        Ok(())
+    }
+
+    /// The chunks stored with sequence number `seq`; those before it belong to no event.
+    fn take_up_to(&mut self, seq: i64) -> rusqlite::Result<Vec<StoredChunk>> {
+        let mut found = Vec::new();
+        while let Some((at, _)) = &self.next {
+            match at {
+                Some(at) if *at == seq => {}
+                Some(at) if *at > seq => break,
+                _ => self.orphans += 1,
+            }
+            let (at, chunk) = self.next.take().expect("peeked");
+            if at == Some(seq) {
+                found.push(chunk);
+            }
+            self.advance()?;
+        }
+        Ok(found)
+    }
+
+    /// Counts what is left: chunks beyond the last event.
+    fn rest(&mut self) -> rusqlite::Result<u64> {
+        while self.next.is_some() {
+            self.orphans += 1;
+            self.advance()?;
+        }
+        Ok(self.orphans)
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -476,6 +672,31 @@ struct Fields<'a> {
     target: Option<Text<'a>>,
     #[serde(borrow, default)]
     identity: Option<IdentityFields<'a>>,
+    /// A request's recorded chunks.
+    #[serde(borrow, default)]
+    recorded: Option<RecordedFields<'a>>,
+    /// `recording.removed`: what retention deleted.
+    #[serde(borrow, default)]
+    removed: Option<RemovedFields<'a>>,
+    /// `recording.sealed`: the segment it vouches for.
+    #[serde(default)]
+    segment: Option<SegmentRecord>,
+}
+
+#[derive(Deserialize)]
+struct RecordedFields<'a> {
+    #[serde(borrow, default)]
+    request: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    answer: Option<Text<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RemovedFields<'a> {
+    #[serde(borrow, default)]
+    chunks: Vec<Text<'a>>,
+    #[serde(borrow, default)]
+    segments: Vec<Text<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -565,7 +786,44 @@ struct Checker<'a> {
     witnesses_seen: HashSet<String>,
     /// Witness names of stored cosignatures that could not be checked (no key given).
     unchecked_witnesses: BTreeSet<String>,
+    /// Recorded chunks named by events but not beside them, in event order, until the log
+    /// says why (a removal).
+    absent: Vec<Absent>,
+    /// Where each absent chunk is in `absent`.
+    absent_at: HashMap<[u8; 32], usize>,
+    /// The current gateway run (from its `gateway.start`): where its absent chunks begin in
+    /// `absent`, whether any of its chunks were beside their events (a run that records in
+    /// clear), and whether it sealed segments (one that encrypts).
+    run_absent_from: usize,
+    run_chunks_in_table: bool,
+    run_sealed: bool,
+    /// Where segment files are, and the auditor's identity that opens them.
+    data_dir: PathBuf,
+    identities: Option<&'a Identities>,
+    /// Seals whose file is missing, until a removal names it: `(seq, event id, file)`.
+    missing_segments: Vec<(u64, Box<str>, String)>,
     summary: Summary,
+}
+
+/// A chunk an event names that is not stored beside it.
+struct Absent {
+    chunk: [u8; 32],
+    seq: u64,
+    event: Box<str>,
+    side: &'static str,
+    state: AbsentState,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum AbsentState {
+    /// Nothing in the log accounts for it (yet).
+    Unexplained,
+    /// A later `recording.removed` event names it.
+    Removed,
+    /// A sealed segment holds it.
+    Sealed,
+    /// Its run encrypted recordings and no segment covers it: the unsealed tail.
+    Unsealed,
 }
 
 fn check(
@@ -574,6 +832,7 @@ fn check(
     key: &Verifier,
     published: Vec<(PathBuf, String)>,
     witnesses: &[CosignatureVerifier],
+    (data_dir, identities): (&Path, Option<&Identities>),
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Summary, Failure> {
     let header = match rx.recv() {
@@ -589,6 +848,8 @@ fn check(
         tree_state,
     } = *header;
     let mut checker = Checker::new(key, witnesses, checkpoints, total);
+    checker.data_dir = data_dir.to_path_buf();
+    checker.identities = identities;
     checker.load_published(published)?;
     checker.attach_cosignatures(cosignatures)?;
     checker.plan_targets();
@@ -609,7 +870,15 @@ fn check(
                 // The reader may be gone already; then the chunk is simply dropped.
                 let _ = recycle.send(chunk);
             }
-            Ok(FromReader::End) => break,
+            Ok(FromReader::End { orphan_chunks }) => {
+                if orphan_chunks > 0 {
+                    checker.summary.warnings.push(format!(
+                        "{orphan_chunks} stored chunk(s) carry a sequence number no event has \
+                         (left by a failed write, or moved away from their event)"
+                    ));
+                }
+                break;
+            }
             Ok(FromReader::Failed(message)) => {
                 return Err(Failure::new(
                     Location::Event {
@@ -672,6 +941,14 @@ impl<'a> Checker<'a> {
             cosigned: HashSet::new(),
             witnesses_seen: HashSet::new(),
             unchecked_witnesses: BTreeSet::new(),
+            absent: Vec::new(),
+            absent_at: HashMap::new(),
+            run_absent_from: 0,
+            run_chunks_in_table: false,
+            run_sealed: false,
+            data_dir: PathBuf::new(),
+            identities: None,
+            missing_segments: Vec::new(),
             summary: Summary {
                 events: 0,
                 root: merkle::empty_root(),
@@ -688,6 +965,13 @@ impl<'a> Checker<'a> {
                 cosignatures_verified: 0,
                 cosignatures_unchecked: 0,
                 signed_size: 0,
+                chunks_checked: 0,
+                chunks_removed: 0,
+                removal_events: Vec::new(),
+                segments: 0,
+                segments_opened: 0,
+                chunks_sealed: 0,
+                unsealed_requests: 0,
                 warnings: Vec::new(),
             },
         }
@@ -1098,6 +1382,9 @@ impl<'a> Checker<'a> {
             session,
             target,
             identity,
+            recorded,
+            removed,
+            segment,
             ..
         } = fields;
         let id: &str = &id.0;
@@ -1142,6 +1429,23 @@ impl<'a> Checker<'a> {
         }
         self.session_rules(seq, event_type.0, session.as_ref().map(|s| s.0.as_ref()))
             .map_err(fail)?;
+        if let Some(recorded) = &recorded {
+            self.recorded_chunks(seq, id, recorded, &row.chunks)
+                .map_err(fail)?;
+        }
+        if event_type.0 == EventType::GatewayStart {
+            self.end_run();
+        }
+        if let Some(segment) = &segment {
+            self.sealed(seq, id, segment)
+                .map_err(|reason| match reason {
+                    Ok(at_request) => at_request,
+                    Err(at_seal) => fail(at_seal),
+                })?;
+        }
+        if let Some(removed) = &removed {
+            self.removal(seq, removed);
+        }
         if self.first_time.is_none() {
             self.first_time = Some(time.0.to_string());
         }
@@ -1270,6 +1574,213 @@ impl<'a> Checker<'a> {
             .map(|(start, id)| (id.to_string(), start))
     }
 
+    /// Checks the chunks an event names against those stored beside it. One that is not
+    /// there is kept aside: a later event may account for it.
+    fn recorded_chunks(
+        &mut self,
+        seq: u64,
+        event: &str,
+        recorded: &RecordedFields<'_>,
+        stored: &[StoredChunk],
+    ) -> Result<(), String> {
+        let sides = [("request", &recorded.request), ("answer", &recorded.answer)];
+        for (side, named) in sides {
+            let Some(named) = named else { continue };
+            let named: &str = &named.0;
+            let Some(chunk) = ChunkId::parse(named).ok().and_then(|id| chunk_bytes(&id)) else {
+                return Err(format!(
+                    "its recorded {side} names {:?}, which is not a chunk id",
+                    named.chars().take(80).collect::<String>()
+                ));
+            };
+            match stored.iter().find(|c| &*c.id == named) {
+                Some(c) if c.intact => {
+                    self.summary.chunks_checked += 1;
+                    self.run_chunks_in_table = true;
+                }
+                Some(_) => {
+                    return Err(format!(
+                        "its recorded {side}, chunk {named}, was altered: the stored bytes no \
+                         longer hash to the id the event signs (changed or swapped for another \
+                         chunk's)"
+                    ));
+                }
+                None => {
+                    self.absent_at.insert(chunk, self.absent.len());
+                    self.absent.push(Absent {
+                        chunk,
+                        seq,
+                        event: event.into(),
+                        side,
+                        state: AbsentState::Unexplained,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A `recording.removed` event: the chunks it names are gone by design.
+    fn removal(&mut self, seq: u64, removed: &RemovedFields<'_>) {
+        let mut any = false;
+        for named in &removed.chunks {
+            let Some(chunk) = ChunkId::parse(&named.0)
+                .ok()
+                .and_then(|id| chunk_bytes(&id))
+            else {
+                continue;
+            };
+            if let Some(&i) = self.absent_at.get(&chunk)
+                && self.absent[i].state != AbsentState::Removed
+            {
+                if self.absent[i].state == AbsentState::Sealed {
+                    self.summary.chunks_sealed -= 1;
+                }
+                self.absent[i].state = AbsentState::Removed;
+                self.summary.chunks_removed += 1;
+                any = true;
+            }
+        }
+        for file in &removed.segments {
+            let before = self.missing_segments.len();
+            self.missing_segments.retain(|(_, _, f)| f != &*file.0);
+            any |= self.missing_segments.len() < before;
+        }
+        if any {
+            self.summary.removal_events.push(seq);
+        }
+    }
+
+    /// A `recording.sealed` event: its file must be what it signs, and the requests in its
+    /// range have their chunks in it (checked there when an identity was given).
+    ///
+    /// Err(Ok(failure)): a request's chunk is not in its segment (the failure is at that
+    /// request); Err(Err(reason)): the segment itself is wrong (at the seal).
+    fn sealed(
+        &mut self,
+        seq: u64,
+        event: &str,
+        seal: &SegmentRecord,
+    ) -> Result<(), Result<Failure, String>> {
+        self.run_sealed = true;
+        let path = crate::recordings::segment_path(&self.data_dir, &seal.file)
+            .map_err(|e| Err(format!("its segment: {e}")))?;
+        if !path.exists() {
+            // Retention may have removed it; a later `recording.removed` says so.
+            self.missing_segments
+                .push((seq, event.into(), seal.file.clone()));
+            self.cover(seal, None);
+            return Ok(());
+        }
+        let opened = match self.identities {
+            None => {
+                hash_file(&path, seal)
+                    .map_err(|why| Err(format!("its segment {}: {why}", seal.file)))?;
+                None
+            }
+            Some(identities) => {
+                let bytes = crate::recordings::read_segment(&self.data_dir, seal)
+                    .map_err(|why| Err(format!("its segment {}: {why}", seal.file)))?;
+                let entries = segment::open(&bytes, identities)
+                    .map_err(|e| Err(format!("its segment {} cannot be opened: {e}", seal.file)))?;
+                self.summary.segments_opened += 1;
+                Some(
+                    entries
+                        .into_iter()
+                        .filter_map(|(seq, chunk)| Some((seq, chunk_bytes(chunk.id())?)))
+                        .collect::<HashSet<(u64, [u8; 32])>>(),
+                )
+            }
+        };
+        self.summary.segments += 1;
+        match self.cover(seal, opened.as_ref()) {
+            Some(missing) => Err(Ok(missing)),
+            None => Ok(()),
+        }
+    }
+
+    /// Marks the absent chunks of the requests in a seal's range as sealed. With the
+    /// segment's contents, each must be in it: the first request whose chunk is not fails.
+    fn cover(
+        &mut self,
+        seal: &SegmentRecord,
+        contents: Option<&HashSet<(u64, [u8; 32])>>,
+    ) -> Option<Failure> {
+        let from = self.absent.partition_point(|a| a.seq < seal.first_seq);
+        for absent in &mut self.absent[from..] {
+            if absent.seq > seal.last_seq {
+                break;
+            }
+            if absent.state != AbsentState::Unexplained {
+                continue;
+            }
+            if let Some(contents) = contents {
+                if !contents.contains(&(absent.seq, absent.chunk)) {
+                    return Some(Failure::new(
+                        Location::Event {
+                            seq: absent.seq,
+                            id: Some(absent.event.to_string()),
+                        },
+                        format!(
+                            "its recorded {}, chunk {}, is not in the sealed segment {} that \
+                             covers it: it was left out or swapped",
+                            absent.side,
+                            hex::encode(absent.chunk),
+                            seal.file
+                        ),
+                    ));
+                }
+                self.summary.chunks_checked += 1;
+            }
+            absent.state = AbsentState::Sealed;
+            self.summary.chunks_sealed += 1;
+        }
+        None
+    }
+
+    /// The end of a gateway run (a `gateway.start` after it, or the end of the log). In a
+    /// run that encrypted recordings (it sealed segments, or kept no chunk beside its
+    /// events), chunks no seal covered are the unsealed tail a crash or a failed seal lost;
+    /// in a run that recorded in clear, they stay unexplained.
+    fn end_run(&mut self) {
+        let encrypted = self.run_sealed || !self.run_chunks_in_table;
+        if encrypted {
+            let mut last = None;
+            for absent in &mut self.absent[self.run_absent_from..] {
+                if absent.state == AbsentState::Unexplained {
+                    absent.state = AbsentState::Unsealed;
+                    if last != Some(absent.seq) {
+                        self.summary.unsealed_requests += 1;
+                        last = Some(absent.seq);
+                    }
+                }
+            }
+        }
+        self.run_absent_from = self.absent.len();
+        self.run_chunks_in_table = false;
+        self.run_sealed = false;
+    }
+
+    /// The first chunk nothing in the log accounts for: deleted, or never written.
+    fn missing_chunk(&self) -> Option<Failure> {
+        let absent = self
+            .absent
+            .iter()
+            .find(|a| a.state == AbsentState::Unexplained)?;
+        Some(Failure::new(
+            Location::Event {
+                seq: absent.seq,
+                id: Some(absent.event.to_string()),
+            },
+            format!(
+                "its recorded {}, chunk {}, is missing: it is not in the chunks table and no \
+                 recording.removed event names it (deleted?)",
+                absent.side,
+                hex::encode(absent.chunk)
+            ),
+        ))
+    }
+
     /// The earliest event whose id an earlier event already has, among those checked.
     fn duplicate_id(&mut self) -> Option<Failure> {
         self.uuids.sort_unstable();
@@ -1309,6 +1820,38 @@ impl<'a> Checker<'a> {
     ) -> Result<Summary, Failure> {
         if let Some(duplicate) = self.duplicate_id() {
             return Err(duplicate);
+        }
+        self.end_run();
+        if let Some(missing) = self.missing_chunk() {
+            return Err(missing);
+        }
+        if let Some((seq, id, file)) = self.missing_segments.first() {
+            return Err(Failure::new(
+                Location::Event {
+                    seq: *seq,
+                    id: Some(id.to_string()),
+                },
+                format!(
+                    "its segment {file} is missing from {} and no recording.removed event \
+                     names it (deleted?)",
+                    crate::recordings::segments_dir(&self.data_dir).display()
+                ),
+            ));
+        }
+        if self.summary.unsealed_requests > 0 {
+            let unsealed: Vec<u64> = self
+                .absent
+                .iter()
+                .filter(|a| a.state == AbsentState::Unsealed)
+                .map(|a| a.seq)
+                .collect();
+            self.summary.warnings.push(format!(
+                "unsealed tail: {} requests' recordings are in no sealed segment (lost in a \
+                 crash, or not yet sealed): events {}..{}",
+                self.summary.unsealed_requests,
+                unsealed.first().copied().unwrap_or_default(),
+                unsealed.last().copied().unwrap_or_default()
+            ));
         }
         let events = self.frontier.size();
         // Checkpoints left over are of sizes the log does not reach.
@@ -1464,6 +2007,43 @@ fn canonical_uuid(id: &str) -> Option<u128> {
 
 fn duplicate_reason(first: u64) -> String {
     format!("its id is already the id of event {first}: an event was duplicated")
+}
+
+/// Checks a segment file against its seal without reading it into memory.
+fn hash_file(path: &Path, seal: &SegmentRecord) -> Result<(), String> {
+    use sha2::Digest as _;
+    let mut file =
+        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut hasher = sha2::Sha256::new();
+    let bytes = std::io::copy(&mut file, &mut hasher)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let actual = hex::encode(hasher.finalize());
+    if bytes != seal.bytes || actual != seal.sha256 {
+        return Err(format!(
+            "{} was altered: it holds {bytes} bytes hashing to {actual}, but its seal says {} \
+             bytes hashing to {}",
+            path.display(),
+            seal.bytes,
+            seal.sha256
+        ));
+    }
+    Ok(())
+}
+
+/// A chunk id as 32 bytes (the key absent chunks are found by).
+fn chunk_bytes(id: &ChunkId) -> Option<[u8; 32]> {
+    let mut bytes = [0u8; 32];
+    hex::decode_to_slice(id.as_str(), &mut bytes).ok()?;
+    Some(bytes)
+}
+
+/// Sequence numbers for a message, the first few and how many more.
+fn list_seqs(seqs: &[u64]) -> String {
+    let mut text: Vec<String> = seqs.iter().take(LIST_LIMIT).map(u64::to_string).collect();
+    if seqs.len() > LIST_LIMIT {
+        text.push(format!("and {} more", seqs.len() - LIST_LIMIT));
+    }
+    text.join(", ")
 }
 
 /// A column value for a message: quoted, or "nothing" for NULL.

@@ -168,11 +168,15 @@ impl Exchange {
         ev.rule = Some(rule.to_string());
     }
 
-    /// Refuses the request before it acts, when the audit log could not record it: a
-    /// request whose event cannot be written must not reach the upstream.
+    /// Refuses the request before it acts, when the audit log could not record it or
+    /// (strict) its recording could not be sealed: a request whose record cannot be kept
+    /// must not reach the upstream.
     pub fn check_recordable(&self) -> Result<(), Refusal> {
-        match self.guard.audit.unavailable() {
-            Some(cause) => Err(Refusal::audit_unavailable(cause)),
+        if let Some(cause) = self.guard.audit.unavailable() {
+            return Err(Refusal::audit_unavailable(cause));
+        }
+        match self.guard.recording_unavailable() {
+            Some(cause) => Err(Refusal::recording_unavailable(cause)),
             None => Ok(()),
         }
     }

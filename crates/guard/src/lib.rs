@@ -26,6 +26,7 @@ mod hold;
 pub mod masks;
 mod recording;
 mod refusal;
+mod sealer;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
@@ -56,6 +57,8 @@ pub struct Guard {
     masks: Masks,
     /// `None` when recording is off.
     recorder: Option<Arc<Recorder>>,
+    /// Encrypted recordings: the open segment and its sealing.
+    sealer: Option<Arc<sealer::Sealer>>,
 }
 
 impl std::fmt::Debug for Guard {
@@ -87,6 +90,17 @@ impl Guard {
         masks: Masks,
         recorder: Option<Recorder>,
     ) -> Arc<Guard> {
+        let sealer = recorder.as_ref().and_then(|r| {
+            let sealing = r.sealing()?;
+            let sealer = Arc::new(sealer::Sealer::new(
+                audit.clone(),
+                sealing.recipients.clone(),
+                sealing.segment_bytes,
+                r.best_effort(),
+            ));
+            sealer.start(sealing.interval);
+            Some(sealer)
+        });
         Arc::new(Guard {
             auth,
             policy,
@@ -94,6 +108,7 @@ impl Guard {
             audit,
             masks,
             recorder: recorder.map(Arc::new),
+            sealer,
         })
     }
 
@@ -234,13 +249,44 @@ impl Guard {
         self.audit.record(event).await
     }
 
-    /// Stores a request's event with the recorded chunks it names, in one transaction.
+    /// Stores a request's event with the recorded chunks it names: in one transaction, or,
+    /// when recordings are encrypted, the event now and the chunks in the open segment.
     async fn store(
         &self,
         event: AuditEvent,
         chunks: Vec<portcullis_recording::Chunk>,
     ) -> Result<u64, AuditError> {
-        self.audit.record_with(event, chunks).await
+        match &self.sealer {
+            Some(sealer) if !chunks.is_empty() => {
+                let seq = self.audit.record(event).await?;
+                sealer.add(seq, chunks);
+                Ok(seq)
+            }
+            _ => self.audit.record_with(event, chunks).await,
+        }
+    }
+
+    /// Seals the recordings not yet sealed and stops sealing: the binary calls it at a
+    /// clean stop, after the last request and before the audit log closes. Without
+    /// encryption there is nothing to do.
+    pub async fn close_recording(&self) -> Result<(), String> {
+        match &self.sealer {
+            Some(sealer) => sealer.close().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Seals the open segment now (what the interval does), for tests and the admin API.
+    pub async fn seal_recordings(&self) -> Result<(), String> {
+        match &self.sealer {
+            Some(sealer) => sealer.seal().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Why recordings cannot be kept now (strict mode, a seal failed), if they cannot.
+    pub fn recording_unavailable(&self) -> Option<String> {
+        self.sealer.as_ref().and_then(|s| s.unavailable())
     }
 
     /// Whether requests are recorded.
@@ -254,9 +300,13 @@ impl Guard {
         self.audit.digest(payload)
     }
 
-    /// Why the audit log cannot record now (a full volume, a failed write), if it cannot.
+    /// Why the audit log cannot record now (a full volume, a failed write), or recordings
+    /// cannot be sealed in strict mode, if either: a request must not go through then.
     pub fn audit_unavailable(&self) -> Option<String> {
-        self.audit.unavailable()
+        self.audit.unavailable().or_else(|| {
+            self.recording_unavailable()
+                .map(|why| format!("recordings cannot be sealed: {why}"))
+        })
     }
 }
 

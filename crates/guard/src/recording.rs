@@ -11,13 +11,14 @@
 //! stores the chunks in the event's own transaction.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use portcullis_config::{Recording, RecordingMode};
 use portcullis_mask::{Profile, Report};
 use portcullis_model::RecordedRef;
 use portcullis_recording::Chunk;
 use portcullis_recording::document::{Part, Record, Truncation};
+use portcullis_recording::segment::Recipients;
 use serde_json::Value;
 
 use crate::Masks;
@@ -30,6 +31,15 @@ pub struct Recorder {
     max_message_bytes: u64,
     max_rows: u64,
     max_request_bytes: u64,
+    /// Encrypted recordings: to whom, and how often segments are sealed.
+    sealing: Option<Sealing>,
+}
+
+/// `[recording] recipients` and when to seal.
+pub(crate) struct Sealing {
+    pub(crate) recipients: Recipients,
+    pub(crate) interval: Duration,
+    pub(crate) segment_bytes: u64,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -52,18 +62,35 @@ impl Recorder {
                 settings.profile
             )
         })?;
+        let sealing = if settings.recipients.is_empty() {
+            None
+        } else {
+            let recipients = Recipients::parse(&settings.recipients)
+                .map_err(|e| format!("recording.recipients: {e}"))?;
+            Some(Sealing {
+                recipients,
+                interval: settings.seal_interval,
+                segment_bytes: settings.segment_bytes,
+            })
+        };
         Ok(Some(Recorder {
             mode: settings.mode,
             profile,
             max_message_bytes: settings.max_message_bytes,
             max_rows: settings.max_rows_per_statement,
             max_request_bytes: settings.max_request_bytes,
+            sealing,
         }))
     }
 
     /// `best-effort`: a request goes on when its recording cannot be kept.
     pub fn best_effort(&self) -> bool {
         self.mode == RecordingMode::BestEffort
+    }
+
+    /// How recordings are encrypted, when they are.
+    pub(crate) fn sealing(&self) -> Option<&Sealing> {
+        self.sealing.as_ref()
     }
 
     pub(crate) fn tape(self: &Arc<Self>, at: &str) -> Tape {

@@ -220,6 +220,15 @@ impl Refusal {
         self.interruption == Some(Interruption::CallerGone)
     }
 
+    /// The refusal of a request whose recording cannot be sealed (strict mode): refused
+    /// like one whose event cannot be written, until a seal succeeds.
+    pub fn recording_unavailable(cause: impl fmt::Display) -> Refusal {
+        Refusal::new(
+            RefusalKind::AuditUnavailable,
+            format!("the recording of this request cannot be kept, so it is refused: {cause}"),
+        )
+    }
+
     /// The refusal of a request whose event the audit log cannot write.
     pub fn audit_unavailable(cause: impl fmt::Display) -> Refusal {
         Refusal::new(

@@ -18,6 +18,11 @@ use crate::{Guard, Masks, Recorder};
 /// held requests as a test's approver would).
 pub async fn guard(config: &Config, dir: &Path) -> (Arc<Guard>, Approvals) {
     let audit = AuditLog::open(dir, "test", Durability::Strict).expect("audit log");
+    guard_over(config, dir, audit).await
+}
+
+/// [`guard`] over an audit log the test opened (a signing one, to verify it afterwards).
+pub async fn guard_over(config: &Config, dir: &Path, audit: AuditLog) -> (Arc<Guard>, Approvals) {
     let settings = ApprovalSettings {
         approvals: config.approvals.clone(),
         admin_url: config.admin_url(),

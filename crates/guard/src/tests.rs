@@ -493,3 +493,310 @@ async fn a_refusal_is_recorded_as_the_caller_received_it_and_a_dropped_exchange_
     assert!(left.caller_left);
     assert_eq!(left.parts.len(), 1);
 }
+
+/// Recordings encrypted to auditors: sealed in segments the host cannot read back.
+mod sealed {
+    use portcullis_audit::checkpoint::{Ed25519Signer, Verifier, verifier_key};
+    use portcullis_audit::recordings::{RecordingError, Recordings, segments_dir};
+    use portcullis_audit::verify::{self, Location};
+    use portcullis_audit::{AuditLog, CheckpointSettings};
+    use portcullis_config::Durability;
+    use portcullis_recording::ChunkId;
+    use portcullis_recording::segment::Identities;
+
+    use super::*;
+
+    /// Planted in every recorded request: it must not be found in clear on disk.
+    const PLANTED: &str = "zebra-crossing-4242-planted";
+
+    struct Sealed {
+        _dir: tempfile::TempDir,
+        dir: std::path::PathBuf,
+        guard: Arc<Guard>,
+        audit: AuditLog,
+        verifier: Verifier,
+        auditor: Identities,
+    }
+
+    async fn sealed_fixture(mode: &str, interval: &str) -> Sealed {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let (auditor, recipient) = Identities::generate();
+        let text = format!(
+            "{CONFIG}\n[recording]\nmode = \"{mode}\"\nrecipients = [\"{recipient}\"]\nseal_interval = \"{interval}\"\n"
+        );
+        let config = Config::parse(Path::new("/tmp/guard.toml"), text).unwrap();
+        let pkcs8 = Ed25519Signer::generate_pkcs8().unwrap();
+        let signer = Ed25519Signer::from_pkcs8("test-log-key", &pkcs8).unwrap();
+        let verifier = Verifier::parse(&verifier_key(&signer)).unwrap();
+        let settings = CheckpointSettings {
+            origin: "portcullis/test-gw".into(),
+            signer: Arc::new(signer),
+            interval: Duration::from_secs(3600),
+            every: 1000,
+        };
+        let audit = AuditLog::open_signed(&dir, "test", Durability::Strict, settings).unwrap();
+        let (guard, _) = testing::guard_over(&config, &dir, audit.clone()).await;
+        Sealed {
+            _dir: tmp,
+            dir,
+            guard,
+            audit,
+            verifier,
+            auditor,
+        }
+    }
+
+    async fn recorded_request(guard: &Arc<Guard>, n: usize) {
+        let mut exchange = guard.exchange(&origin());
+        exchange.record_request(
+            "request",
+            serde_json::json!({"name": "get_invoice", "arguments": {"note": format!("{PLANTED} {n}")}}),
+        );
+        exchange.record_answer(
+            "result",
+            serde_json::json!({"text": format!("{PLANTED} answer {n}")}),
+        );
+        exchange.finish(Outcome::Success).record().await.unwrap();
+    }
+
+    async fn wait_for(dir: &Path, ty: &str, count: usize) -> Vec<Value> {
+        for _ in 0..500 {
+            let events = testing::events(dir, ty);
+            if events.len() >= count {
+                return events;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no {count} {ty} event(s) within 5s");
+    }
+
+    /// Every file under `dir`, read whole.
+    fn every_file(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files.extend(every_file(&path));
+            } else {
+                files.push((path.clone(), std::fs::read(&path).unwrap()));
+            }
+        }
+        files
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn recordings_are_sealed_on_the_interval_verify_and_a_crash_leaves_an_unsealed_tail() {
+        let s = sealed_fixture("strict", "200ms").await;
+        for n in 0..3 {
+            recorded_request(&s.guard, n).await;
+        }
+        let seals = wait_for(&s.dir, "recording.sealed", 1).await;
+        let segment = &seals[0]["segment"];
+        assert_eq!(segment["first_seq"], 1);
+        assert_eq!(segment["last_seq"], 3);
+        assert_eq!(segment["chunks"], 6);
+        assert_eq!(segment["recipients"].as_array().unwrap().len(), 1);
+        let file = segments_dir(&s.dir).join(segment["file"].as_str().unwrap());
+        assert!(file.ends_with("1-3.age"), "{}", file.display());
+
+        // The host keeps no plaintext: no chunk beside the events, nothing in clear anywhere.
+        for (path, bytes) in every_file(&s.dir) {
+            assert!(
+                !bytes
+                    .windows(PLANTED.len())
+                    .any(|w| w == PLANTED.as_bytes()),
+                "{} holds recorded content in clear",
+                path.display()
+            );
+        }
+        let events = requests(&s.dir);
+        let id = ChunkId::parse(events[0]["recorded"]["request"].as_str().unwrap()).unwrap();
+        let err = Recordings::open(&s.dir).unwrap().get(&id).unwrap_err();
+        assert!(matches!(err, RecordingError::Encrypted(..)), "{err}");
+        assert!(err.to_string().contains("pass --identity"), "{err}");
+        // An auditor's key reads it back, checked against the id the event signs.
+        let recordings = Recordings::open(&s.dir)
+            .unwrap()
+            .with_identities(s.auditor.clone());
+        let chunk = recordings.get(&id).unwrap();
+        let record =
+            portcullis_recording::document::Record::parse(&chunk.content(1 << 20).unwrap())
+                .unwrap();
+        assert!(
+            record.parts[0]
+                .body
+                .to_string()
+                .contains(&format!("{PLANTED} 0"))
+        );
+
+        // Two more requests, then the process goes away without sealing them.
+        for n in 3..5 {
+            recorded_request(&s.guard, n).await;
+        }
+        let Sealed {
+            guard,
+            audit,
+            dir,
+            verifier,
+            auditor,
+            _dir,
+        } = s;
+        drop(guard);
+        audit.close().await.unwrap();
+
+        let summary = verify::verify(&dir, &verifier, &[], &[], &mut |_, _| {}).unwrap();
+        assert_eq!(summary.segments, 1);
+        assert_eq!(summary.chunks_sealed, 6);
+        assert_eq!(summary.chunks_checked, 0);
+        assert_eq!(summary.unsealed_requests, 2);
+        assert!(
+            summary
+                .warnings
+                .iter()
+                .any(|w| w.contains("unsealed tail: 2 requests")),
+            "{:?}",
+            summary.warnings
+        );
+        let opened = verify::verify_with_identities(
+            &dir,
+            &verifier,
+            &[],
+            &[],
+            Some(&auditor),
+            &mut |_, _| {},
+        )
+        .unwrap();
+        assert_eq!(opened.segments_opened, 1);
+        assert_eq!(opened.chunks_checked, 6);
+
+        // One byte of the segment altered: the seal event names it.
+        let mut bytes = std::fs::read(&file).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 1;
+        std::fs::write(&file, &bytes).unwrap();
+        let failure = verify::verify(&dir, &verifier, &[], &[], &mut |_, _| {}).unwrap_err();
+        let seal_seq = seals[0]["id"].as_str().map(str::to_string);
+        assert!(
+            matches!(&failure.at, Location::Event { id, .. } if *id == seal_seq),
+            "{failure}"
+        );
+        assert!(
+            failure.reason.contains("1-3.age") && failure.reason.contains("altered"),
+            "{failure}"
+        );
+        // And a deleted one is missing.
+        std::fs::remove_file(&file).unwrap();
+        let failure = verify::verify(&dir, &verifier, &[], &[], &mut |_, _| {}).unwrap_err();
+        assert!(failure.reason.contains("is missing"), "{failure}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_clean_stop_seals_everything_and_a_swapped_segment_fails_with_the_key() {
+        let s = sealed_fixture("strict", "1h").await;
+        for n in 0..2 {
+            recorded_request(&s.guard, n).await;
+        }
+        s.guard.close_recording().await.unwrap();
+        recorded_request(&s.guard, 2).await;
+        s.guard.close_recording().await.unwrap();
+        let seals = testing::events(&s.dir, "recording.sealed");
+        assert_eq!(seals.len(), 2);
+        let Sealed {
+            guard,
+            audit,
+            dir,
+            verifier,
+            auditor,
+            _dir,
+        } = s;
+        drop(guard);
+        audit.close().await.unwrap();
+        let summary = verify::verify_with_identities(
+            &dir,
+            &verifier,
+            &[],
+            &[],
+            Some(&auditor),
+            &mut |_, _| {},
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                summary.segments,
+                summary.chunks_checked,
+                summary.unsealed_requests
+            ),
+            (2, 6, 0)
+        );
+        assert!(summary.warnings.is_empty(), "{:?}", summary.warnings);
+
+        // The second segment replaced by a copy of the first (rewriting its seal event to
+        // match would break the signed tree): caught without the key.
+        let segments = segments_dir(&dir);
+        let second = seals[1]["segment"]["file"].as_str().unwrap();
+        assert_eq!(second, "4-4.age", "the seal of 1-2 is event 3");
+        std::fs::copy(segments.join("1-2.age"), segments.join(second)).unwrap();
+        let failure = verify::verify(&dir, &verifier, &[], &[], &mut |_, _| {}).unwrap_err();
+        assert!(failure.reason.contains("4-4.age"), "{failure}");
+        // A stranger's key opens nothing.
+        let (stranger, _) = Identities::generate();
+        std::fs::remove_file(segments.join(second)).unwrap();
+        let failure = verify::verify_with_identities(
+            &dir,
+            &verifier,
+            &[],
+            &[],
+            Some(&stranger),
+            &mut |_, _| {},
+        )
+        .unwrap_err();
+        assert!(failure.reason.contains("wrong key"), "{failure}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_seal_that_cannot_be_written_refuses_requests_in_strict_mode_until_it_can() {
+        let s = sealed_fixture("strict", "1h").await;
+        recorded_request(&s.guard, 0).await;
+        // Where the segments go is a file: nothing can be written there.
+        let segments = segments_dir(&s.dir);
+        std::fs::write(&segments, b"in the way").unwrap();
+        let err = s.guard.seal_recordings().await.unwrap_err();
+        assert!(err.contains("cannot write the segment"), "{err}");
+        let refusal = s.guard.exchange(&origin()).check_recordable().unwrap_err();
+        assert_eq!(refusal.kind, RefusalKind::AuditUnavailable);
+        assert!(
+            refusal
+                .message
+                .contains("recording of this request cannot be kept"),
+            "{refusal}"
+        );
+        assert!(s.guard.audit_unavailable().is_some());
+        // The space comes back: the segment kept in memory is sealed on the next attempt.
+        std::fs::remove_file(&segments).unwrap();
+        s.guard.seal_recordings().await.unwrap();
+        assert!(s.guard.exchange(&origin()).check_recordable().is_ok());
+        let seals = testing::events(&s.dir, "recording.sealed");
+        assert_eq!(seals.len(), 1);
+        assert_eq!(seals[0]["segment"]["chunks"], 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn best_effort_records_the_loss_and_goes_on() {
+        let s = sealed_fixture("best-effort", "1h").await;
+        recorded_request(&s.guard, 0).await;
+        std::fs::write(segments_dir(&s.dir), b"in the way").unwrap();
+        assert!(s.guard.seal_recordings().await.is_err());
+        assert!(s.guard.exchange(&origin()).check_recordable().is_ok());
+        let failed = testing::events(&s.dir, "recording.failed");
+        assert_eq!(failed.len(), 1);
+        assert!(
+            failed[0]["detail"]
+                .as_str()
+                .unwrap()
+                .contains("recordings of events 1..1 (2 chunks) are lost"),
+            "{}",
+            failed[0]
+        );
+    }
+}

@@ -42,6 +42,11 @@ pub struct VerifyArgs {
     /// Repeatable.
     #[arg(long = "witness-key", value_name = "FILE")]
     witness_keys: Vec<PathBuf>,
+    /// An auditor's age identity file (`AGE-SECRET-KEY-1...`, as `age-keygen` writes):
+    /// sealed recording segments are decrypted and every chunk in them checked. Without
+    /// it, only the segment files are checked against their seal events.
+    #[arg(long = "identity", value_name = "FILE")]
+    identity: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -113,9 +118,14 @@ pub fn verify(args: &VerifyArgs) -> i32 {
                 anyhow::bail!("--checkpoints {}: not a directory", dir.display());
             }
         }
-        Ok((data_dir, key, witnesses))
+        let identities = args
+            .identity
+            .as_deref()
+            .map(portcullis_recording::segment::load_identities)
+            .transpose()?;
+        Ok((data_dir, key, witnesses, identities))
     })();
-    let (data_dir, key, witnesses) = match inputs {
+    let (data_dir, key, witnesses, identities) = match inputs {
         Ok(inputs) => inputs,
         Err(err) => {
             eprintln!("error: {err}");
@@ -132,11 +142,12 @@ pub fn verify(args: &VerifyArgs) -> i32 {
         bar.set_length(total);
         bar.set_position(done);
     };
-    let result = verify::verify(
+    let result = verify::verify_with_identities(
         &data_dir,
         &key,
         &args.checkpoints,
         &witnesses,
+        identities.as_ref(),
         &mut progress,
     );
     if let Some(bar) = bar {

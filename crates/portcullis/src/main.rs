@@ -729,6 +729,11 @@ pub async fn serve(
         admin.abort();
     }
     gateway.end_all().await;
+    // The open segment of encrypted recordings is sealed while the log can still record
+    // its seal: what a clean stop leaves is all sealed.
+    if let Err(e) = guard.close_recording().await {
+        tracing::error!("the last recordings could not be sealed: {e}");
+    }
     let stop = audit.event(EventType::GatewayStop, Outcome::Info);
     audit.record(stop).await?;
     // The last checkpoint covers the stop event, and reaches the sinks while the log can

@@ -1134,3 +1134,184 @@ fn an_event_after_the_newest_checkpoint_has_no_proof_yet() {
         out.stderr
     );
 }
+
+/// Recorded chunks, in clear beside the events and sealed in an age segment: the binary
+/// checks both, names an altered chunk at its request, and opens segments with
+/// `--identity` (a key file `age-keygen` wrote).
+mod recordings {
+    use portcullis_model::{RecordedRef, SegmentRecord};
+    use portcullis_recording::Chunk;
+    use portcullis_recording::segment::{self, Recipients};
+    use sha2::Digest as _;
+
+    use super::*;
+
+    struct Recorded {
+        _dir: tempfile::TempDir,
+        data: PathBuf,
+        pubkey: PathBuf,
+        identity: PathBuf,
+        /// The id of the request whose chunk is in the table, and that chunk.
+        clear: (String, Chunk),
+    }
+
+    /// Two recorded requests: the first with its chunks beside it, the second sealed in a
+    /// segment to a key `age-keygen` made, vouched for by a `recording.sealed` event.
+    fn recorded() -> Recorded {
+        let dir = tempfile::tempdir().unwrap();
+        let keys_dir = dir.path().join("keys");
+        keys::generate(&keys_dir, keys::AUDIT_KEY, KEY_NAME).unwrap();
+        let identity = dir.path().join("auditor.txt");
+        let keygen = Command::new("age-keygen")
+            .arg("-o")
+            .arg(&identity)
+            .output()
+            .expect("age-keygen (Debian package age) must be installed");
+        assert!(keygen.status.success(), "{keygen:?}");
+        let recipient = std::fs::read_to_string(&identity)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("# public key: ").map(str::to_string))
+            .unwrap();
+        let data = dir.path().join("data");
+        let clear = tokio::runtime::Runtime::new().unwrap().block_on(async {
+            let log = AuditLog::open_signed(
+                &data,
+                "gw-1",
+                Durability::Strict,
+                signing_settings(&keys_dir),
+            )
+            .unwrap();
+            let request = Chunk::seal(br#"{"name":"get_invoice"}"#);
+            let mut ev = log.event(EventType::Request, Outcome::Success);
+            ev.recorded = Some(RecordedRef {
+                request: Some(request.id().to_string()),
+                answer: None,
+            });
+            let clear = (ev.id.clone(), request.clone());
+            log.record_with(ev, vec![request]).await.unwrap();
+            let sealed = Chunk::seal(br#"{"rows":[[42]]}"#);
+            let mut ev = log.event(EventType::Request, Outcome::Success);
+            ev.recorded = Some(RecordedRef {
+                request: None,
+                answer: Some(sealed.id().to_string()),
+            });
+            let seq = log.record(ev).await.unwrap();
+            let recipients = Recipients::parse(&[recipient]).unwrap();
+            let bytes = segment::seal(&[(seq, sealed)], &recipients).unwrap();
+            let file = format!("{seq}-{seq}.age");
+            let segments = data.join("recordings");
+            std::fs::create_dir_all(&segments).unwrap();
+            std::fs::write(segments.join(&file), &bytes).unwrap();
+            let mut ev = log.event(EventType::RecordingSealed, Outcome::Info);
+            ev.segment = Some(SegmentRecord {
+                file,
+                sha256: hex::encode(sha2::Sha256::digest(&bytes)),
+                bytes: bytes.len() as u64,
+                first_seq: seq,
+                last_seq: seq,
+                chunks: 1,
+                recipients: recipients.fingerprints().to_vec(),
+            });
+            log.record(ev).await.unwrap();
+            log.close().await.unwrap();
+            clear
+        });
+        Recorded {
+            data,
+            pubkey: keys_dir.join("audit.pub"),
+            identity,
+            clear,
+            _dir: dir,
+        }
+    }
+
+    fn verify(r: &Recorded, identity: bool) -> Outcome3 {
+        let mut args = vec![
+            "audit",
+            "verify",
+            "--data-dir",
+            s(&r.data),
+            "--pubkey",
+            s(&r.pubkey),
+        ];
+        if identity {
+            args.extend(["--identity", s(&r.identity)]);
+        }
+        run(&args)
+    }
+
+    #[test]
+    fn recorded_chunks_are_checked_in_clear_and_in_sealed_segments() {
+        let r = recorded();
+        let out = verify(&r, false);
+        out.ok();
+        assert!(
+            out.stdout.contains(
+                "recordings: 1 chunks checked, 1 sealed in 1 segments (files checked; their \
+                 chunks need --identity)"
+            ),
+            "{}",
+            out.stdout
+        );
+        let out = verify(&r, true);
+        out.ok();
+        assert!(
+            out.stdout.contains(
+                "recordings: 2 chunks checked, 1 sealed in 1 segments (decrypted and checked)"
+            ),
+            "{}",
+            out.stdout
+        );
+    }
+
+    #[test]
+    fn one_altered_byte_of_a_stored_chunk_fails_naming_its_event_and_chunk() {
+        let r = recorded();
+        let (event, chunk) = &r.clear;
+        let mut bytes = chunk.bytes().to_vec();
+        bytes[25] ^= 0x10;
+        let db = Connection::open(r.data.join("audit.db")).unwrap();
+        db.execute_batch("DROP TRIGGER chunks_no_update").unwrap();
+        db.execute(
+            "UPDATE chunks SET bytes = ?1 WHERE id = ?2",
+            params![bytes, chunk.id().as_str()],
+        )
+        .unwrap();
+        drop(db);
+        let out = verify(&r, false);
+        assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+        assert!(
+            out.stderr.contains(&format!(
+                "audit log INVALID: event 1 (id {event}): its recorded request, chunk {}, was altered",
+                chunk.id()
+            )),
+            "{}",
+            out.stderr
+        );
+    }
+
+    #[test]
+    fn a_wrong_identity_is_named() {
+        let r = recorded();
+        let other = r.identity.with_file_name("stranger.txt");
+        let keygen = Command::new("age-keygen")
+            .arg("-o")
+            .arg(&other)
+            .output()
+            .unwrap();
+        assert!(keygen.status.success());
+        let out = run(&[
+            "audit",
+            "verify",
+            "--data-dir",
+            s(&r.data),
+            "--pubkey",
+            s(&r.pubkey),
+            "--identity",
+            s(&other),
+        ]);
+        assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+        assert!(out.stderr.contains("wrong key"), "{}", out.stderr);
+    }
+}

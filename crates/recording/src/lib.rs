@@ -20,5 +20,6 @@
 
 mod chunk;
 pub mod document;
+pub mod segment;
 
 pub use chunk::{Chunk, ChunkError, ChunkId};
