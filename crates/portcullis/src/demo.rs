@@ -121,6 +121,7 @@ kind = "postgres"
 listen = "{pg_listen}"
 upstream = "{upstream}"
 user = "{role}"
+record_results = true           # rows are recorded too, as the agent received them (masked)
 
 [[rules]]
 name = "agents read customers, masked"
@@ -167,6 +168,11 @@ data_dir = "data"
 [audit]
 signing_key = "audit-key"
 checkpoint_dir = "checkpoints"
+
+# Every request and its answer are recorded (the answer as the caller received it, masked),
+# bound to the audit log: `portcullis sessions list`, `show`, `replay`, `export`.
+[recording]
+mode = "strict"
 
 [[identity.api_keys]]
 name = "billing-agent"
