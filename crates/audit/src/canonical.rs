@@ -100,10 +100,18 @@ fn write_event(out: &mut Vec<u8>, event: &AuditEvent) {
     obj.opt_str("reason", reason.as_deref());
     if let Some(recorded) = recorded {
         obj.key("recorded");
-        let RecordedRef { request, answer } = recorded;
+        let RecordedRef {
+            request,
+            answer,
+            sealed,
+        } = recorded;
         let mut r = Object::new(obj.out);
         r.opt_str("answer", answer.as_deref());
         r.opt_str("request", request.as_deref());
+        if *sealed {
+            r.key("sealed");
+            r.out.extend_from_slice(b"true");
+        }
         r.end();
     }
     if let Some(removed) = removed {
@@ -457,6 +465,7 @@ mod tests {
             recorded: Some(RecordedRef {
                 request: Some(format!("{text}req")),
                 answer: Some("ans".into()),
+                sealed: true,
             }),
             segment: Some(SegmentRecord {
                 file: format!("{text}.age"),
@@ -517,6 +526,7 @@ mod tests {
         sparse.recorded = Some(RecordedRef {
             request: None,
             answer: Some("a".into()),
+            sealed: false,
         });
         sparse.segment = None;
         sparse.removed = Some(RemovedRecord {

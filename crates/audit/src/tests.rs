@@ -1071,6 +1071,7 @@ mod recorded_chunks {
             ev.recorded = Some(RecordedRef {
                 request: Some(request.id().to_string()),
                 answer: Some(answer.id().to_string()),
+                sealed: false,
             });
             let id = ev.id.clone();
             let seq = log

@@ -689,6 +689,9 @@ struct RecordedFields<'a> {
     request: Option<Text<'a>>,
     #[serde(borrow, default)]
     answer: Option<Text<'a>>,
+    /// The chunks were meant for an encrypted segment, not the table beside the event.
+    #[serde(default)]
+    sealed: bool,
 }
 
 #[derive(Deserialize)]
@@ -792,11 +795,8 @@ struct Checker<'a> {
     /// Where each absent chunk is in `absent`.
     absent_at: HashMap<[u8; 32], usize>,
     /// The current gateway run (from its `gateway.start`): where its absent chunks begin in
-    /// `absent`, whether any of its chunks were beside their events (a run that records in
-    /// clear), and whether it sealed segments (one that encrypts).
+    /// `absent`.
     run_absent_from: usize,
-    run_chunks_in_table: bool,
-    run_sealed: bool,
     /// Where segment files are, and the auditor's identity that opens them.
     data_dir: PathBuf,
     identities: Option<&'a Identities>,
@@ -812,6 +812,8 @@ struct Absent {
     event: Box<str>,
     side: &'static str,
     state: AbsentState,
+    /// Its event says it was meant for a sealed segment.
+    sealed: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -944,8 +946,6 @@ impl<'a> Checker<'a> {
             absent: Vec::new(),
             absent_at: HashMap::new(),
             run_absent_from: 0,
-            run_chunks_in_table: false,
-            run_sealed: false,
             data_dir: PathBuf::new(),
             identities: None,
             missing_segments: Vec::new(),
@@ -1596,7 +1596,6 @@ impl<'a> Checker<'a> {
             match stored.iter().find(|c| &*c.id == named) {
                 Some(c) if c.intact => {
                     self.summary.chunks_checked += 1;
-                    self.run_chunks_in_table = true;
                 }
                 Some(_) => {
                     return Err(format!(
@@ -1613,6 +1612,7 @@ impl<'a> Checker<'a> {
                         event: event.into(),
                         side,
                         state: AbsentState::Unexplained,
+                        sealed: recorded.sealed,
                     });
                 }
             }
@@ -1662,7 +1662,6 @@ impl<'a> Checker<'a> {
         event: &str,
         seal: &SegmentRecord,
     ) -> Result<(), Result<Failure, String>> {
-        self.run_sealed = true;
         let path = crate::recordings::segment_path(&self.data_dir, &seal.file)
             .map_err(|e| Err(format!("its segment: {e}")))?;
         if !path.exists() {
@@ -1738,27 +1737,21 @@ impl<'a> Checker<'a> {
         None
     }
 
-    /// The end of a gateway run (a `gateway.start` after it, or the end of the log). In a
-    /// run that encrypted recordings (it sealed segments, or kept no chunk beside its
-    /// events), chunks no seal covered are the unsealed tail a crash or a failed seal lost;
-    /// in a run that recorded in clear, they stay unexplained.
+    /// The end of a gateway run (a `gateway.start` after it, or the end of the log). Chunks
+    /// its events meant for a sealed segment that no seal covered are the unsealed tail a
+    /// crash or a failed seal lost; chunks meant for the table stay unexplained.
     fn end_run(&mut self) {
-        let encrypted = self.run_sealed || !self.run_chunks_in_table;
-        if encrypted {
-            let mut last = None;
-            for absent in &mut self.absent[self.run_absent_from..] {
-                if absent.state == AbsentState::Unexplained {
-                    absent.state = AbsentState::Unsealed;
-                    if last != Some(absent.seq) {
-                        self.summary.unsealed_requests += 1;
-                        last = Some(absent.seq);
-                    }
+        let mut last = None;
+        for absent in &mut self.absent[self.run_absent_from..] {
+            if absent.state == AbsentState::Unexplained && absent.sealed {
+                absent.state = AbsentState::Unsealed;
+                if last != Some(absent.seq) {
+                    self.summary.unsealed_requests += 1;
+                    last = Some(absent.seq);
                 }
             }
         }
         self.run_absent_from = self.absent.len();
-        self.run_chunks_in_table = false;
-        self.run_sealed = false;
     }
 
     /// The first chunk nothing in the log accounts for: deleted, or never written.

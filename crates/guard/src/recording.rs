@@ -235,7 +235,15 @@ impl Tape {
             || !self.answer.truncated.is_empty()
             || self.answer.caller_left)
             .then(|| seal(&self.answer));
-        (RecordedRef { request, answer }, chunks)
+        let sealed = self.recorder.sealing.is_some();
+        (
+            RecordedRef {
+                request,
+                answer,
+                sealed,
+            },
+            chunks,
+        )
     }
 }
 

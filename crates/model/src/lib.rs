@@ -725,6 +725,11 @@ pub struct RecordedRef {
     pub request: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answer: Option<String>,
+    /// The chunks go to a segment encrypted to the auditors, not beside the event: signed
+    /// here so that verification knows where each chunk must be, and a chunk deleted from
+    /// beside its event cannot pass for one a crash lost before its segment was sealed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sealed: bool,
 }
 
 /// A sealed segment of recordings encrypted to the auditors: enough to check the file

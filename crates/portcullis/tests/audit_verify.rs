@@ -1187,6 +1187,7 @@ mod recordings {
             ev.recorded = Some(RecordedRef {
                 request: Some(request.id().to_string()),
                 answer: None,
+                sealed: false,
             });
             let clear = (ev.id.clone(), request.clone());
             log.record_with(ev, vec![request]).await.unwrap();
@@ -1195,6 +1196,7 @@ mod recordings {
             ev.recorded = Some(RecordedRef {
                 request: None,
                 answer: Some(sealed.id().to_string()),
+                sealed: true,
             });
             let seq = log.record(ev).await.unwrap();
             let recipients = Recipients::parse(&[recipient]).unwrap();
