@@ -23,9 +23,9 @@ mod args;
 mod client;
 mod grant_view;
 mod records;
-mod table;
-mod terminal;
-mod times;
+pub(crate) mod table;
+pub(crate) mod terminal;
+pub(crate) mod times;
 
 use anyhow::{Context as _, Result};
 
