@@ -3,6 +3,8 @@
 //! approvals and signed audit log, an approver deciding a held refund, and a recorded answer
 //! that carries terminal escape sequences, as a hostile upstream would send them.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -70,7 +72,7 @@ fn binary() -> PathBuf {
 /// A data directory with one recorded MCP session and one stateless request, and the
 /// directory of the audit key that signed its checkpoints.
 struct Recorded {
-    _tmp: tempfile::TempDir,
+    tmp: tempfile::TempDir,
     data: PathBuf,
     pubkey: PathBuf,
     /// The event id of the request outside any session.
@@ -187,7 +189,7 @@ async fn record_fixture() -> Recorded {
     audit.close().await.unwrap();
     Recorded {
         pubkey: keys_dir.join("audit.pub"),
-        _tmp: tmp,
+        tmp,
         data,
         stateless,
     }
@@ -779,4 +781,110 @@ fn pruning_logs_the_removal_then_removes_and_the_log_still_verifies() {
         "{}",
         text(&out.stdout)
     );
+}
+
+#[test]
+fn the_admin_api_serves_sessions_to_approvers_only_and_logs_each_read() {
+    let r = recorded();
+    let (data, pubkey) = (r.data.clone(), r.pubkey.clone());
+    let agent = common::api_key("billing-agent", "agent", &["agents"]);
+    let lead = common::api_key("lead-1", "human", &["leads"]);
+    let admin_port = common::free_port();
+    let rest = format!(
+        "{}{}[targets.billing]\nkind = \"mcp\"\n{}\n{}",
+        agent.config,
+        lead.config,
+        common::demo_server_command(),
+        CONFIG
+            .split_once("[recording]")
+            .unwrap()
+            .1
+            .split_once("\n\n")
+            .unwrap()
+            .1
+    );
+    let _gw = common::Gateway::start_in(
+        r.tmp,
+        &rest,
+        &format!("admin_listen = \"127.0.0.1:{admin_port}\""),
+        &[],
+    );
+    let admin = format!("http://127.0.0.1:{admin_port}/api/v1");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let client = reqwest::Client::new();
+        let get = |path: String, key: Option<String>| {
+            let request = client.get(format!("{admin}{path}"));
+            let request = match key {
+                Some(key) => request.bearer_auth(key),
+                None => request,
+            };
+            async move {
+                let response = request.send().await.unwrap();
+                let status = response.status().as_u16();
+                (status, response.json::<Value>().await.unwrap())
+            }
+        };
+        let (status, _) = get("/sessions".into(), None).await;
+        assert_eq!(status, 401);
+        let (status, body) = get("/sessions".into(), Some(agent.key.clone())).await;
+        assert_eq!(status, 403, "{body}");
+        assert_eq!(body["error"]["code"], "not_a_reader");
+        let (status, body) = get(format!("/sessions/{SESSION}"), Some(agent.key.clone())).await;
+        assert_eq!(status, 403, "{body}");
+
+        let (status, body) =
+            get("/sessions?who=billing-agent".into(), Some(lead.key.clone())).await;
+        assert_eq!(status, 200, "{body}");
+        let ids: Vec<&str> = body["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap())
+            .collect();
+        assert!(ids.contains(&SESSION), "{body}");
+        let (status, body) = get("/sessions?since=yesterday".into(), Some(lead.key.clone())).await;
+        assert_eq!(status, 400, "{body}");
+
+        let (status, timeline) = get(format!("/sessions/{SESSION}"), Some(lead.key.clone())).await;
+        assert_eq!(status, 200, "{timeline}");
+        assert_eq!(timeline["session"]["requests"], 4);
+        let entries = timeline["entries"].as_array().unwrap();
+        assert!(
+            entries.iter().any(|e| e["request"]["summary"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("refund_payment"))),
+            "{timeline}"
+        );
+        let (status, _) = get("/sessions/no-such-session".into(), Some(lead.key.clone())).await;
+        assert_eq!(status, 404);
+
+        let (status, bundle) = get(
+            format!("/sessions/{SESSION}/export"),
+            Some(lead.key.clone()),
+        )
+        .await;
+        assert_eq!(status, 200, "{bundle}");
+        let file = pubkey.parent().unwrap().join("from-api.json");
+        std::fs::write(&file, serde_json::to_vec(&bundle).unwrap()).unwrap();
+        let out = portcullis(&[
+            "sessions",
+            "verify-bundle",
+            file.to_str().unwrap(),
+            "--pubkey",
+            pubkey.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    });
+    let accessed = events(&data, "recording.accessed");
+    assert_eq!(
+        accessed.len(),
+        2,
+        "the timeline and the export: {accessed:#?}"
+    );
+    assert!(
+        accessed
+            .iter()
+            .all(|e| e["identity"]["subject"] == "lead-1")
+    );
+    assert_eq!(accessed[1]["action"], "GET /api/v1/sessions/{id}/export");
 }
