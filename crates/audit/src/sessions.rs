@@ -398,6 +398,7 @@ pub fn summary(record: &Record) -> String {
                 .iter()
                 .map(|(kind, n, bytes)| match n {
                     1 => format!("{kind} ({bytes} bytes)"),
+                    n if kind.ends_with('s') => format!("{n} {kind} parts"),
                     n => format!("{n} {kind}s"),
                 })
                 .collect::<Vec<_>>()
@@ -442,4 +443,94 @@ pub fn preview(body: &Value, max: usize) -> String {
     let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
     cut.push('…');
     cut
+}
+
+#[cfg(test)]
+mod tests {
+    use portcullis_model::RecordedRef;
+    use portcullis_recording::document::{Part, Truncation};
+
+    use super::*;
+
+    fn event(seq: u64, ty: EventType, session: Option<&str>) -> (u64, AuditEvent) {
+        let mut e: AuditEvent = serde_json::from_value(serde_json::json!({
+            "id": format!("ev-{seq}"),
+            "time": format!("2026-03-01T12:00:{seq:02}.000Z"),
+            "gateway": "gw",
+            "type": ty,
+            "outcome": if ty == EventType::Request { "success" } else { "info" },
+        }))
+        .unwrap();
+        e.session = session.map(str::to_string);
+        (seq, e)
+    }
+
+    #[test]
+    fn a_session_is_ended_open_or_abandoned() {
+        let start = event(1, EventType::SessionStart, Some("s"));
+        let mut held = event(2, EventType::Request, Some("s"));
+        held.1.decision = Some("hold".into());
+        held.1.recorded = Some(RecordedRef {
+            request: Some("a".repeat(64)),
+            answer: None,
+        });
+        let mut denied = event(3, EventType::Request, Some("s"));
+        denied.1.outcome = Outcome::Denied;
+        let end = event(4, EventType::SessionEnd, Some("s"));
+
+        let ended = summarize(
+            "s",
+            &[start.clone(), held.clone(), denied.clone(), end],
+            None,
+        );
+        assert_eq!(ended.state, SessionState::Ended);
+        assert_eq!(ended.end.as_deref(), Some("2026-03-01T12:00:04.000Z"));
+        assert_eq!((ended.requests, ended.denied, ended.held), (2, 1, 1));
+        assert!(ended.recorded && !ended.stateless);
+
+        let running = [start, held, denied];
+        assert_eq!(summarize("s", &running, Some(1)).state, SessionState::Open);
+        assert_eq!(
+            summarize("s", &running, Some(9)).state,
+            SessionState::Abandoned
+        );
+
+        let alone = summarize("ev-7", &[event(7, EventType::Request, None)], Some(9));
+        assert_eq!(alone.state, SessionState::Ended);
+        assert!(alone.stateless && !alone.recorded);
+    }
+
+    #[test]
+    fn a_summary_names_the_call_the_parts_the_cuts_and_a_caller_who_left() {
+        let mut sent = Record::new("2026-03-01T12:00:00.000Z".into());
+        sent.parts.push(Part {
+            ms: 0.0,
+            kind: "request".into(),
+            body: serde_json::json!({"name": "get_invoice", "arguments": {"id": 42}}),
+        });
+        assert_eq!(summary(&sent), "get_invoice {\"id\":42}");
+
+        let mut answer = Record::new("2026-03-01T12:00:00.000Z".into());
+        for i in 0..3 {
+            answer.parts.push(Part {
+                ms: f64::from(i),
+                kind: "row".into(),
+                body: serde_json::json!([i]),
+            });
+        }
+        answer.truncated.push(Truncation {
+            part: 3,
+            unit: "rows".into(),
+            kept: 3,
+            dropped: 5,
+        });
+        answer.caller_left = true;
+        assert_eq!(
+            summary(&answer),
+            "3 rows; truncated at part 3: 3 rows kept, 5 dropped; the caller left before the end"
+        );
+        let long = preview(&serde_json::json!("SELECT\n".repeat(40)), 20);
+        assert_eq!(long.chars().count(), 20);
+        assert!(long.ends_with('…') && !long.contains('\n'));
+    }
 }

@@ -781,6 +781,50 @@ fn pruning_logs_the_removal_then_removes_and_the_log_still_verifies() {
         "{}",
         text(&out.stdout)
     );
+
+    // Once a checkpoint covers the removal, a bundle carries the removal event in place of
+    // the chunks, and verifies; taking the event out makes the chunks plain missing.
+    let keys_dir = r.pubkey.parent().unwrap().to_path_buf();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let log = AuditLog::open_signed(
+            &r.data,
+            "gw-sessions",
+            Durability::Strict,
+            CheckpointSettings {
+                origin: "gw-sessions".into(),
+                signer: Arc::new(keys::load_signer(&keys_dir, keys::AUDIT_KEY).unwrap()),
+                interval: Duration::from_secs(3600),
+                every: 100_000,
+            },
+        )
+        .unwrap();
+        log.checkpoint_now().await.unwrap();
+        log.close().await.unwrap();
+    });
+    let file = export(&r, "after-prune.json");
+    let out = verify_bundle(&r, &file);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("8 removed by retention as logged"),
+        "{}",
+        text(&out.stdout)
+    );
+    let mut bundle: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert!(bundle["chunks"].as_array().unwrap().is_empty());
+    bundle["events"].as_array_mut().unwrap().retain(|e| {
+        !e["event"]
+            .as_str()
+            .unwrap()
+            .contains("\"type\":\"recording.removed\"")
+    });
+    std::fs::write(&file, serde_json::to_vec(&bundle).unwrap()).unwrap();
+    let out = verify_bundle(&r, &file);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no retention event in it removed it"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
