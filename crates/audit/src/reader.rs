@@ -52,7 +52,7 @@ impl AuditReader {
         let not_tables: Vec<String> = conn
             .prepare(
                 "SELECT name FROM sqlite_master WHERE name IN \
-                 ('events', 'checkpoints', 'cosignatures', 'tree_state', 'meta') AND type <> 'table'",
+                 ('events', 'checkpoints', 'cosignatures', 'tree_state', 'meta', 'chunks') AND type <> 'table'",
             )
             .and_then(|mut stmt| {
                 stmt.query_map([], |r| r.get(0))?
