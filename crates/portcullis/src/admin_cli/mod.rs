@@ -25,7 +25,7 @@ mod grant_view;
 mod records;
 pub(crate) mod table;
 pub(crate) mod terminal;
-pub(crate) mod times;
+mod times;
 
 use anyhow::{Context as _, Result};
 

@@ -4,14 +4,14 @@ use chrono::{DateTime, Utc};
 
 use super::terminal::clean_line;
 
-pub(crate) fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+pub(super) fn parse_time(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
         .ok()
         .map(|t| t.with_timezone(&Utc))
 }
 
 /// A span in the largest units that matter: `42s`, `14m`, `2h5m`, `3d4h`.
-pub(crate) fn span(secs: u64) -> String {
+pub(super) fn span(secs: u64) -> String {
     let (d, h, m) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60);
     match secs {
         0..60 => format!("{secs}s"),
@@ -24,7 +24,7 @@ pub(crate) fn span(secs: u64) -> String {
 }
 
 /// `in 14m`, `3m ago`, `now`, relative to `now`.
-pub(crate) fn relative(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
+pub(super) fn relative(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
     let secs = (at - now).num_seconds();
     match secs {
         0 => "now".to_string(),
@@ -34,7 +34,7 @@ pub(crate) fn relative(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
 }
 
 /// An RFC 3339 time as `2025-03-01 14:05:09 UTC (in 14m)`; unparseable text as it came.
-pub(crate) fn when(s: &str, now: DateTime<Utc>) -> String {
+pub(super) fn when(s: &str, now: DateTime<Utc>) -> String {
     match parse_time(s) {
         Some(t) => format!(
             "{} ({})",
@@ -46,7 +46,7 @@ pub(crate) fn when(s: &str, now: DateTime<Utc>) -> String {
 }
 
 /// `2025-03-01 14:05 UTC (in 14m)`: minutes are enough in a table.
-pub(crate) fn short_when(s: &str, now: DateTime<Utc>) -> String {
+pub(super) fn short_when(s: &str, now: DateTime<Utc>) -> String {
     match parse_time(s) {
         Some(t) => format!("{} ({})", t.format("%Y-%m-%d %H:%M UTC"), relative(t, now)),
         None => clean_line(s),
@@ -55,7 +55,7 @@ pub(crate) fn short_when(s: &str, now: DateTime<Utc>) -> String {
 
 /// A fixed instant for the tests of every view.
 #[cfg(test)]
-pub(crate) fn at(s: &str) -> DateTime<Utc> {
+pub(super) fn at(s: &str) -> DateTime<Utc> {
     parse_time(s).expect("a test time")
 }
 
