@@ -124,17 +124,13 @@ fn export_in(reader: &AuditReader, id: &str) -> Result<(Bundle, ExportNotes), Bu
             }
         }
         if let Some(refs) = &event.recorded {
-            named.extend(
-                [&refs.request, &refs.answer]
-                    .into_iter()
-                    .flatten()
-                    .map(|chunk| (chunk.clone(), *seq)),
-            );
+            named.extend([&refs.request, &refs.answer].into_iter().flatten().cloned());
         }
     }
+    let removals = sessions::removals(reader, &own)?;
     let mut chunks = Vec::new();
     let mut notes = ExportNotes::default();
-    for (chunk, seq) in &named {
+    for chunk in &named {
         match reader.chunk_bytes(chunk)? {
             Some(bytes) => {
                 let intact = ChunkId::parse(chunk)
@@ -148,9 +144,9 @@ fn export_in(reader: &AuditReader, id: &str) -> Result<(Bundle, ExportNotes), Bu
                     bytes: B64.encode(&bytes),
                 });
             }
-            None => match sessions::removed_by(reader, chunk, *seq)? {
+            None => match removals.get(chunk) {
                 Some(removal) => {
-                    seqs.insert(removal);
+                    seqs.insert(*removal);
                 }
                 None => notes.damaged.push(format!("chunk {chunk} is missing")),
             },

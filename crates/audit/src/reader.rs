@@ -298,6 +298,17 @@ impl AuditReader {
             .map_err(|source| self.read_err(source))
     }
 
+    /// Whether a recorded chunk is stored (whatever its bytes).
+    pub fn has_chunk(&self, id: &str) -> Result<bool, AuditError> {
+        if self.version < 4 {
+            return Ok(false);
+        }
+        self.conn
+            .prepare_cached("SELECT 1 FROM chunks WHERE id = ?1")
+            .and_then(|mut stmt| stmt.exists(params![id]))
+            .map_err(|source| self.read_err(source))
+    }
+
     /// The Merkle tree head of the log as committed: its size and RFC 6962 root.
     pub fn tree_head(&self) -> Result<(u64, crate::merkle::Hash), AuditError> {
         let size = self.count()?;

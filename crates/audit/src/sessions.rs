@@ -6,6 +6,8 @@
 //! by its event's id. Everything here reads; nothing decides who may read (the callers do,
 //! and record that they did).
 
+use std::collections::{HashMap, HashSet};
+
 use portcullis_model::{AuditEvent, EventType, Outcome};
 use portcullis_recording::document::Record;
 use portcullis_recording::{ChunkError, ChunkId};
@@ -235,6 +237,7 @@ pub fn timeline(
     };
     let restarted = reader.last_of_type("gateway.start")?;
     let session = summarize(id, &events, restarted);
+    let removals = removals(reader, &events)?;
     let mut entries = Vec::with_capacity(events.len());
     for (seq, event) in events {
         let approval_events = match &event.approval {
@@ -246,8 +249,8 @@ pub fn timeline(
         };
         let (request, answer) = match &event.recorded {
             Some(refs) => (
-                side(reader, recordings, refs.request.as_deref(), seq)?,
-                side(reader, recordings, refs.answer.as_deref(), seq)?,
+                side(recordings, refs.request.as_deref(), &removals)?,
+                side(recordings, refs.answer.as_deref(), &removals)?,
             ),
             None => (None, None),
         };
@@ -287,11 +290,11 @@ pub fn approval_events_of(
 }
 
 /// One recorded side, read and summarized: with its record when it could be read.
+/// `removals` are the session's chunks that retention removed ([`removals`]).
 pub fn side(
-    reader: &AuditReader,
     recordings: &Recordings,
     chunk: Option<&str>,
-    seq: u64,
+    removals: &HashMap<String, u64>,
 ) -> Result<Option<(Recorded, Option<Record>)>, AuditError> {
     let Some(chunk) = chunk else {
         return Ok(None);
@@ -309,7 +312,7 @@ pub fn side(
         }
         Err(Damage::Audit(e)) => Err(e),
         Err(Damage::Missing(why)) => {
-            recorded.removed_by = removed_by(reader, chunk, seq)?;
+            recorded.removed_by = removals.get(chunk).copied();
             recorded.damage = Some(match recorded.removed_by {
                 Some(by) => format!("chunk {chunk} was removed by retention (event {by})"),
                 None => why,
@@ -321,6 +324,46 @@ pub fn side(
             Ok(Some((recorded, None)))
         }
     }
+}
+
+/// The chunks named by `events` that are not stored and that a `recording.removed` event
+/// after them names, with that event's seq. One pass over the removal events, only when a
+/// chunk is missing: a pruned session costs one scan, not one per chunk.
+pub fn removals(
+    reader: &AuditReader,
+    events: &[(u64, AuditEvent)],
+) -> Result<HashMap<String, u64>, AuditError> {
+    let mut missing = HashSet::new();
+    for (_, event) in events {
+        if let Some(refs) = &event.recorded {
+            for chunk in [&refs.request, &refs.answer].into_iter().flatten() {
+                if !reader.has_chunk(chunk)? {
+                    missing.insert(chunk.clone());
+                }
+            }
+        }
+    }
+    let mut found = HashMap::new();
+    let Some(first) = events.first().map(|(seq, _)| *seq) else {
+        return Ok(found);
+    };
+    let mut after = first;
+    while found.len() < missing.len() {
+        let batch = reader.of_type_in("recording.removed", (after + 1, u64::MAX), 100)?;
+        let Some((last, _)) = batch.last() else {
+            break;
+        };
+        after = *last;
+        for (seq, body) in batch {
+            let event = parse(reader, seq, &body)?;
+            for chunk in event.removed.map(|r| r.chunks).unwrap_or_default() {
+                if missing.contains(&chunk) {
+                    found.entry(chunk).or_insert(seq);
+                }
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// Why a recorded side cannot be shown.
@@ -349,27 +392,6 @@ fn read_record(recordings: &Recordings, chunk: &str) -> Result<Record, Damage> {
         .content(MAX_RECORD_BYTES)
         .map_err(|e| Damage::Other(e.to_string()))?;
     Record::parse(&content).map_err(|why| Damage::Other(format!("chunk {id}: {why}")))
-}
-
-/// The `recording.removed` event after `seq` that names `chunk`, if any.
-pub fn removed_by(reader: &AuditReader, chunk: &str, seq: u64) -> Result<Option<u64>, AuditError> {
-    let mut after = seq;
-    loop {
-        let batch = reader.of_type_in("recording.removed", (after + 1, u64::MAX), 100)?;
-        let Some((last, _)) = batch.last() else {
-            return Ok(None);
-        };
-        after = *last;
-        for (seq, body) in batch {
-            let event = parse(reader, seq, &body)?;
-            if event
-                .removed
-                .is_some_and(|removed| removed.chunks.iter().any(|c| c == chunk))
-            {
-                return Ok(Some(seq));
-            }
-        }
-    }
 }
 
 /// A record in one line: what was sent (the tool and a preview of its arguments, the SQL

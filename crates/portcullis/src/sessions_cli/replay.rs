@@ -36,6 +36,7 @@ pub(super) fn replay(dir: &Path, id: &str, speed: f64) -> Result<usize> {
         anyhow::bail!("no session {} in {}", clean_line(id), dir.display());
     };
     let summary = sessions::summarize(id, &events, reader.last_of_type("gateway.start")?);
+    let removals = sessions::removals(&reader, &events)?;
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -82,10 +83,9 @@ pub(super) fn replay(dir: &Path, id: &str, speed: f64) -> Result<usize> {
         }
         let refs = event.recorded.clone();
         let request = sessions::side(
-            &reader,
             &recordings,
             refs.as_ref().and_then(|r| r.request.as_deref()),
-            *seq,
+            &removals,
         )?;
         if let Some((side, record)) = &request {
             writeln!(out, "  sent:")?;
@@ -116,10 +116,9 @@ pub(super) fn replay(dir: &Path, id: &str, speed: f64) -> Result<usize> {
             }
         }
         let answer = sessions::side(
-            &reader,
             &recordings,
             refs.as_ref().and_then(|r| r.answer.as_deref()),
-            *seq,
+            &removals,
         )?;
         if let Some((side, record)) = &answer {
             writeln!(out, "  came back:")?;
