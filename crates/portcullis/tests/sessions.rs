@@ -931,4 +931,38 @@ fn the_admin_api_serves_sessions_to_approvers_only_and_logs_each_read() {
             .all(|e| e["identity"]["subject"] == "lead-1")
     );
     assert_eq!(accessed[1]["action"], "GET /api/v1/sessions/{id}/export");
+
+    // The command line appends beside the running gateway, which goes on after it.
+    let dir = data.to_str().unwrap().to_string();
+    let out = portcullis(&["sessions", "show", SESSION, "--data-dir", &dir]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let status = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        reqwest::Client::new()
+            .get(format!("{admin}/sessions/{SESSION}"))
+            .bearer_auth(&lead.key)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    assert_eq!(status, 200);
+    let accessed = events(&data, "recording.accessed");
+    assert_eq!(accessed.len(), 4, "{accessed:#?}");
+    assert_eq!(accessed[2]["identity"]["auth_method"], "local");
+    assert_eq!(accessed[3]["identity"]["subject"], "lead-1");
+    let out = portcullis(&[
+        "audit",
+        "verify",
+        "--data-dir",
+        &dir,
+        "--pubkey",
+        pubkey.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{} {}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
 }
