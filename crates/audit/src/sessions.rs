@@ -443,6 +443,15 @@ pub fn summary(record: &Record) -> String {
 pub fn preview(body: &Value, max: usize) -> String {
     let text = match body {
         Value::String(s) => s.clone(),
+        // A JSON-RPC request as forwarded: what it calls is in its params.
+        Value::Object(map)
+            if map
+                .get("params")
+                .and_then(|p| p.get("name").or_else(|| p.get("uri")))
+                .is_some_and(Value::is_string) =>
+        {
+            return preview(&map["params"], max);
+        }
         Value::Object(map) => {
             let name = ["name", "method", "uri", "sql", "query"]
                 .iter()
@@ -551,6 +560,8 @@ mod tests {
             summary(&answer),
             "3 rows; truncated at part 3: 3 rows kept, 5 dropped; the caller left before the end"
         );
+        let rpc = serde_json::json!({"method": "tools/call", "params": {"name": "refund", "arguments": {"amount": 5}}});
+        assert_eq!(preview(&rpc, 100), "refund {\"amount\":5}");
         let long = preview(&serde_json::json!("SELECT\n".repeat(40)), 20);
         assert_eq!(long.chars().count(), 20);
         assert!(long.ends_with('…') && !long.contains('\n'));

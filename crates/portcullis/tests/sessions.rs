@@ -181,7 +181,10 @@ async fn record_fixture() -> Recorded {
     exchange.event().action = Some("tools/call".into());
     exchange.decide(&call("get_status"));
     exchange.record_request("request", json!({"name": "get_status", "arguments": {}}));
-    exchange.record_answer("result", json!({"text": "all good"}));
+    exchange.record_answer(
+        "result",
+        json!({"content": [{"type": "text", "text": "all good\nsecond line"}], "isError": false}),
+    );
     let stateless = exchange.id().to_string();
     exchange.finish(Outcome::Success).record().await.unwrap();
 
@@ -236,7 +239,7 @@ async fn session(guard: &Arc<Guard>, approvals: &Approvals) {
     exchange.event().resource = Some("refund_payment".into());
     exchange.record_request(
         "request",
-        json!({"name": "refund_payment", "arguments": {"amount": 900}}),
+        json!({"method": "tools/call", "params": {"name": "refund_payment", "arguments": {"amount": 900}}}),
     );
     let verdict = exchange.decide(&call("refund_payment"));
     let Decision::Hold(requirement) = verdict.decision.clone() else {
@@ -457,6 +460,22 @@ fn list_show_and_replay_a_recorded_session() {
     assert_eq!(
         events(&r.data, "recording.accessed")[2]["identity"]["subject"],
         "carol"
+    );
+    let out = portcullis(&[
+        "sessions",
+        "replay",
+        &r.stateless,
+        "--speed",
+        "0",
+        "--data-dir",
+        &dir,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let replayed = text(&out.stdout);
+    assert!(
+        replayed.contains("      all good\n      second line\n")
+            && replayed.contains("\"isError\": false"),
+        "{replayed}"
     );
 }
 

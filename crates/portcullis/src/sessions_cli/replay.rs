@@ -248,6 +248,30 @@ fn body_text(body: &Value) -> String {
         Value::Object(map) if map.len() == 1 && map.get("text").is_some_and(Value::is_string) => {
             map["text"].as_str().unwrap_or_default().to_string()
         }
+        // An MCP tool result: its text content as text, the rest (images, structured
+        // content, isError) as JSON after it.
+        Value::Object(map) if map.get("content").is_some_and(Value::is_array) => {
+            let mut text = Vec::new();
+            let mut rest = map.clone();
+            let mut others = Vec::new();
+            for item in map["content"].as_array().into_iter().flatten() {
+                match item.get("text").and_then(Value::as_str) {
+                    Some(t) if item.get("type").and_then(Value::as_str) == Some("text") => {
+                        text.push(t.to_string())
+                    }
+                    _ => others.push(item.clone()),
+                }
+            }
+            if others.is_empty() {
+                rest.remove("content");
+            } else {
+                rest.insert("content".into(), Value::Array(others));
+            }
+            if !rest.is_empty() {
+                text.push(serde_json::to_string_pretty(&Value::Object(rest)).unwrap_or_default());
+            }
+            text.join("\n")
+        }
         other => serde_json::to_string_pretty(other).unwrap_or_else(|_| other.to_string()),
     }
 }
