@@ -167,7 +167,11 @@ fn wait(gap: Duration, speed: f64) {
     if speed == 0.0 {
         return;
     }
-    let scaled = gap.div_f64(speed).min(MAX_WAIT);
+    // Offsets come from the recording and the speed from the user: whatever they are
+    // (infinite, absurdly large), the wait is at most MAX_WAIT and never a panic.
+    let scaled = Duration::try_from_secs_f64(gap.as_secs_f64() / speed)
+        .unwrap_or(MAX_WAIT)
+        .min(MAX_WAIT);
     if !scaled.is_zero() {
         std::thread::sleep(scaled);
     }
@@ -182,9 +186,12 @@ fn show_parts(out: &mut impl std::io::Write, record: &Record, speed: f64) -> Res
     while i < record.parts.len() {
         let part = &record.parts[i];
         if speed > 0.0 && part.ms > last_ms {
-            wait(Duration::from_secs_f64((part.ms - last_ms) / 1000.0), speed);
+            let gap = Duration::try_from_secs_f64((part.ms - last_ms) / 1000.0).unwrap_or(MAX_WAIT);
+            wait(gap, speed);
         }
-        last_ms = last_ms.max(part.ms);
+        if part.ms.is_finite() {
+            last_ms = last_ms.max(part.ms);
+        }
         if let Some(cut) = record.truncated.iter().find(|t| t.part == i) {
             writeln!(
                 out,
@@ -338,5 +345,30 @@ fn cell(value: &Value) -> String {
         Value::String(s) => clean_line(s),
         Value::Null => "NULL".into(),
         other => clean_line(&other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absurd_offsets_and_speeds_do_not_panic() {
+        let mut record = Record::new("2026-03-01T12:00:00.000Z".into());
+        for ms in [f64::INFINITY, f64::NAN, -5.0, 1e300] {
+            record.parts.push(Part {
+                ms,
+                kind: "progress".into(),
+                body: serde_json::json!({"p": 1}),
+            });
+        }
+        let mut out = Vec::new();
+        // With no waiting, the offsets are only printed.
+        show_parts(&mut out, &record, 0.0).unwrap();
+        assert!(String::from_utf8(out).unwrap().contains("progress"));
+        // A tiny speed would make any gap overflow a Duration: capped instead.
+        let started = std::time::Instant::now();
+        wait(Duration::from_nanos(1), 1e-300);
+        assert!(started.elapsed() <= MAX_WAIT + Duration::from_secs(1));
     }
 }
