@@ -13,6 +13,7 @@
 //! [`AuditReader`], which works alongside a running gateway thanks to WAL mode.
 #![forbid(unsafe_code)]
 
+pub mod bundle;
 mod canonical;
 pub mod checkpoint;
 pub mod digest;
@@ -22,6 +23,8 @@ pub mod proof;
 pub mod publish;
 mod reader;
 pub mod recordings;
+pub mod retention;
+pub mod sessions;
 mod space;
 mod store;
 pub mod verify;

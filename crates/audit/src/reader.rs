@@ -52,7 +52,7 @@ impl AuditReader {
         let not_tables: Vec<String> = conn
             .prepare(
                 "SELECT name FROM sqlite_master WHERE name IN \
-                 ('events', 'checkpoints', 'cosignatures', 'tree_state', 'meta') AND type <> 'table'",
+                 ('events', 'checkpoints', 'cosignatures', 'tree_state', 'meta', 'chunks') AND type <> 'table'",
             )
             .and_then(|mut stmt| {
                 stmt.query_map([], |r| r.get(0))?
@@ -166,6 +166,95 @@ impl AuditReader {
             .map_err(|source| self.read_err(source))
     }
 
+    /// The sessions with events in `seqs` (inclusive), newest activity first, at most
+    /// `limit`: a session is its `session` id; a request outside any session (stateless
+    /// MCP) is a session of its own, named by the event's id. `subject` and `target` keep
+    /// those whose events carry them. The range keeps the scan bounded (the rowid is `seq`).
+    pub fn sessions_in(
+        &self,
+        seqs: (u64, u64),
+        subject: Option<&str>,
+        target: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, AuditError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT COALESCE(session, id) AS sid, MAX(seq) AS last FROM events \
+                 WHERE seq BETWEEN ?1 AND ?2 \
+                 AND (session IS NOT NULL OR type = 'request') \
+                 AND type NOT LIKE 'approval.%' \
+                 AND (?3 IS NULL OR subject = ?3) AND (?4 IS NULL OR target = ?4) \
+                 GROUP BY sid ORDER BY last DESC LIMIT ?5",
+            )
+            .map_err(|source| self.read_err(source))?;
+        let rows = stmt
+            .query_map(
+                params![
+                    to_i64(seqs.0),
+                    to_i64(seqs.1),
+                    subject,
+                    target,
+                    to_i64(limit as u64)
+                ],
+                |r| r.get::<_, String>(0),
+            )
+            .map_err(|source| self.read_err(source))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(|source| self.read_err(source))
+    }
+
+    /// The sequence number of the first event written at or after `time` (RFC 3339, UTC, as
+    /// events write it), found by bisection on `seq`: times follow `seq` closely (an event
+    /// is stamped when it is made and appended soon after), so this is where a scan of a
+    /// time range starts without reading the log from the beginning. `count + 1` if none.
+    pub fn first_seq_at(&self, time: &str) -> Result<u64, AuditError> {
+        let (mut lo, mut hi) = (1, self.count()? + 1);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let at: Option<String> = self
+                .conn
+                .prepare_cached("SELECT time FROM events WHERE seq = ?1")
+                .and_then(|mut stmt| {
+                    stmt.query_row(params![to_i64(mid)], |r| r.get(0))
+                        .optional()
+                })
+                .map_err(|source| self.read_err(source))?;
+            match at {
+                Some(at) if at.as_str() < time => lo = mid + 1,
+                _ => hi = mid,
+            }
+        }
+        Ok(lo)
+    }
+
+    /// The events of type `approval.*` about `approval` among `seqs` (inclusive), in order.
+    pub fn approval_events(
+        &self,
+        approval: &str,
+        seqs: (u64, u64),
+    ) -> Result<Vec<(u64, String)>, AuditError> {
+        self.query(
+            "SELECT seq, body FROM events WHERE seq BETWEEN ?1 AND ?2 \
+             AND type LIKE 'approval.%' \
+             AND json_extract(CAST(body AS TEXT), '$.approval') = ?3 ORDER BY seq",
+            params![to_i64(seqs.0), to_i64(seqs.1), approval],
+        )
+    }
+
+    /// The sequence number of the newest `type` event, if any: read backwards from the end,
+    /// so it costs as much as the events written since.
+    pub fn last_of_type(&self, event_type: &str) -> Result<Option<u64>, AuditError> {
+        self.conn
+            .prepare_cached("SELECT seq FROM events WHERE type = ?1 ORDER BY seq DESC LIMIT 1")
+            .and_then(|mut stmt| {
+                stmt.query_row(params![event_type], |r| r.get::<_, i64>(0))
+                    .optional()
+            })
+            .map(|seq| seq.map(|s| s as u64))
+            .map_err(|source| self.read_err(source))
+    }
+
     /// The segments `recording.sealed` events vouch for, oldest first. An event whose
     /// segment cannot be read is skipped: `audit verify` is where such damage is named.
     pub fn segment_records(&self) -> Result<Vec<portcullis_model::SegmentRecord>, AuditError> {
@@ -192,6 +281,82 @@ impl AuditReader {
         let frontier = crate::store::load_frontier(&self.conn, size)
             .map_err(|source| self.read_err(source))?;
         Ok((frontier.size(), frontier.root()))
+    }
+
+    /// The events of type `event_type` among `seqs` (inclusive), in order, at most `limit`.
+    pub fn of_type_in(
+        &self,
+        event_type: &str,
+        seqs: (u64, u64),
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, AuditError> {
+        self.query(
+            "SELECT seq, body FROM events WHERE seq BETWEEN ?1 AND ?2 AND type = ?3 \
+             ORDER BY seq LIMIT ?4",
+            params![
+                to_i64(seqs.0),
+                to_i64(seqs.1),
+                event_type,
+                to_i64(limit as u64)
+            ],
+        )
+    }
+
+    /// The recorded chunks of the events before `seq` (exclusive) whose time is before
+    /// `time`, in order of their events: `(chunk id, event seq)`, at most `limit`, starting
+    /// after chunk event `after_seq`.
+    pub fn chunks_before(
+        &self,
+        time: &str,
+        below_seq: u64,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, AuditError> {
+        if self.version < 4 {
+            return Ok(Vec::new());
+        }
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT c.id, c.seq FROM chunks c JOIN events e ON e.seq = c.seq \
+                 WHERE c.seq > ?1 AND c.seq < ?2 AND e.time < ?3 ORDER BY c.seq, c.id LIMIT ?4",
+            )
+            .map_err(|source| self.read_err(source))?;
+        let rows = stmt
+            .query_map(
+                params![
+                    to_i64(after_seq),
+                    to_i64(below_seq),
+                    time,
+                    to_i64(limit as u64)
+                ],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)),
+            )
+            .map_err(|source| self.read_err(source))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(|source| self.read_err(source))
+    }
+
+    /// The time of the event at `seq`, if there is one.
+    pub fn time_at(&self, seq: u64) -> Result<Option<String>, AuditError> {
+        self.conn
+            .prepare_cached("SELECT time FROM events WHERE seq = ?1")
+            .and_then(|mut stmt| {
+                stmt.query_row(params![to_i64(seq)], |r| r.get(0))
+                    .optional()
+            })
+            .map_err(|source| self.read_err(source))
+    }
+
+    /// Whether a recorded chunk is stored (whatever its bytes).
+    pub fn has_chunk(&self, id: &str) -> Result<bool, AuditError> {
+        if self.version < 4 {
+            return Ok(false);
+        }
+        self.conn
+            .prepare_cached("SELECT 1 FROM chunks WHERE id = ?1")
+            .and_then(|mut stmt| stmt.exists(params![id]))
+            .map_err(|source| self.read_err(source))
     }
 
     pub fn count(&self) -> Result<u64, AuditError> {

@@ -18,6 +18,7 @@
 #![allow(clippy::result_large_err)]
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +37,8 @@ use portcullis_policy::Policy;
 use serde::Deserialize;
 use serde_json::json;
 
+mod sessions;
+
 /// The largest request body: a reason and a digest, or a grant request.
 const MAX_BODY: usize = 64 * 1024;
 /// The most records one list returns.
@@ -48,6 +51,11 @@ pub struct Admin {
     pub policy: Arc<Policy>,
     pub approvals: Approvals,
     pub audit: AuditLog,
+    /// The data directory, where recorded sessions are read from.
+    pub data_dir: PathBuf,
+    /// The groups whose members may read recorded sessions: the approvers named by any
+    /// rule, and the break-glass groups. Empty: nobody may (fail closed).
+    pub recording_readers: Vec<String>,
 }
 
 /// The admin API's routes. Serve with `into_make_service_with_connect_info::<SocketAddr>()`.
@@ -60,6 +68,9 @@ pub fn router(admin: Admin) -> Router {
         .route("/api/v1/approvals/{id}/deny", post(deny))
         .route("/api/v1/grants", get(list_grants).post(request_grant))
         .route("/api/v1/grants/{id}/revoke", post(revoke_grant))
+        .route("/api/v1/sessions", get(sessions::list))
+        .route("/api/v1/sessions/{id}", get(sessions::show))
+        .route("/api/v1/sessions/{id}/export", get(sessions::export))
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,

@@ -46,6 +46,10 @@ pub enum AuthMethod {
     Oidc,
     /// A Portcullis API key (stored hashed in the configuration).
     ApiKey,
+    /// Someone at the gateway host's command line (`portcullis sessions replay`, ...), named
+    /// by the operating system's user or the command's `--as`: trusted as far as the host's
+    /// accounts are, which is why events say so.
+    Local,
 }
 
 /// One link of an RFC 8693 `act` (on-behalf-of) chain: the party acting for the subject.

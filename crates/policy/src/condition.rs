@@ -134,6 +134,7 @@ fn identity_to_cel(identity: &Identity) -> CelValue {
     let auth_method = match identity.auth_method {
         AuthMethod::Oidc => "oidc",
         AuthMethod::ApiKey => "api_key",
+        AuthMethod::Local => "local",
     };
     let map: HashMap<Key, CelValue> = [
         ("subject", CelValue::from(identity.subject.as_str())),

@@ -10,6 +10,7 @@ mod audit_cli;
 mod demo;
 mod demo_server;
 mod front_door;
+mod sessions_cli;
 mod witness;
 
 use std::net::SocketAddr;
@@ -85,6 +86,16 @@ enum Command {
     Access {
         #[command(subcommand)]
         command: admin_cli::AccessCommand,
+    },
+    /// Recorded sessions: list, show, replay, export an evidence bundle, verify one.
+    Sessions {
+        #[command(subcommand)]
+        command: sessions_cli::SessionsCommand,
+    },
+    /// Retention of recorded sessions.
+    Recordings {
+        #[command(subcommand)]
+        command: sessions_cli::RecordingsCommand,
     },
     /// Tool pins (rug-pull protection).
     Tools {
@@ -241,6 +252,11 @@ fn main() -> Result<()> {
         } => audit_init(&out, &name),
         Command::Audit { command } => audit(command),
         Command::Tools { command } => tools(command),
+        Command::Sessions { command } => match sessions_cli::sessions(command)? {
+            0 => Ok(()),
+            code => std::process::exit(code),
+        },
+        Command::Recordings { command } => sessions_cli::recordings(command),
         Command::Approvals { command } => admin_cli::approvals(command),
         Command::Access { command } => admin_cli::access(command),
         Command::Serve { config } => {
@@ -624,6 +640,8 @@ pub async fn serve(
                 policy: policy.clone(),
                 approvals: approvals.clone(),
                 audit: audit.clone(),
+                data_dir: config.gateway.data_dir.clone(),
+                recording_readers: recording_readers(&config),
             });
             Some((listener, app))
         }
@@ -745,6 +763,20 @@ pub async fn serve(
     audit.close().await?;
     tracing::info!("portcullis stopped");
     Ok(())
+}
+
+/// Who may read recorded sessions on the admin API: the people who decide, i.e. the groups
+/// any rule names as approvers, and the break-glass groups.
+fn recording_readers(config: &Config) -> Vec<String> {
+    let mut groups: Vec<String> = config
+        .rules
+        .iter()
+        .flat_map(|rule| rule.approvers.iter().cloned())
+        .chain(config.approvals.break_glass_groups.iter().cloned())
+        .collect();
+    groups.sort();
+    groups.dedup();
+    groups
 }
 
 /// Records one event per source whose failed authentications were counted rather than

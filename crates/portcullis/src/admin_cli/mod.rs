@@ -23,8 +23,8 @@ mod args;
 mod client;
 mod grant_view;
 mod records;
-mod table;
-mod terminal;
+pub(crate) mod table;
+pub(crate) mod terminal;
 mod times;
 
 use anyhow::{Context as _, Result};

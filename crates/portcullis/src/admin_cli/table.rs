@@ -1,10 +1,10 @@
 //! Plain-text layout: aligned columns for lists, padded label/value lines for one record.
 
 /// The width of the REASON column, in characters.
-pub(super) const REASON_COLUMN: usize = 40;
+pub(crate) const REASON_COLUMN: usize = 40;
 
 /// Columns separated by two spaces, each as wide as its widest cell.
-pub(super) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -30,7 +30,7 @@ pub(super) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 
 /// Label/value lines, labels padded to one width; a multi-line value is indented under its
 /// first line.
-pub(super) fn labelled(fields: &[(&str, String)]) -> String {
+pub(crate) fn labelled(fields: &[(&str, String)]) -> String {
     let width = fields.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
     let mut out = String::new();
     for (label, value) in fields {

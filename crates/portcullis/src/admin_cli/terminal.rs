@@ -6,7 +6,7 @@
 /// Escapes control, bidirectional-formatting and invisible characters (a requester's text
 /// must not move the cursor, recolour, reorder or hide anything on the approver's screen):
 /// the same set as `audit tail` ([`crate::audit_cli::acts_on_a_terminal`]). Newlines are kept.
-pub(super) fn clean(s: &str) -> String {
+pub(crate) fn clean(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if (c.is_control() && c != '\n') || crate::audit_cli::acts_on_a_terminal(c) {
@@ -19,11 +19,11 @@ pub(super) fn clean(s: &str) -> String {
 }
 
 /// [`clean`], on one line: for table cells and one-line summaries.
-pub(super) fn clean_line(s: &str) -> String {
+pub(crate) fn clean_line(s: &str) -> String {
     clean(s).replace('\n', " ")
 }
 
-pub(super) fn truncate(s: &str, max: usize) -> String {
+pub(crate) fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         return s.to_string();
     }
