@@ -366,9 +366,22 @@ Watch the audit log:
 
   {exe} audit tail --data-dir {data} --follow
 
-Verify it as an auditor would (signatures, Merkle tree, published checkpoints):
+Verify it as an auditor would (signatures, Merkle tree, published checkpoints, and every
+recorded chunk against the id its event signs):
 
   {exe} audit verify --data-dir {data} --pubkey {pubkey} --checkpoints {checkpoints}
+
+Every request and its answer are recorded, as the agent received them (masked). See what
+the agent saw, and replay it with its timing (each read is itself an audit event):
+
+  {exe} sessions list --data-dir {data}
+  {exe} sessions show <session id from the list> --data-dir {data}
+  {exe} sessions replay <session id> --data-dir {data} --speed 0
+
+Export a session as evidence and check it offline, with nothing but the public key:
+
+  {exe} sessions export <session id> --data-dir {data} --out session.json
+  {exe} sessions verify-bundle session.json --pubkey {pubkey}
 
 Stop with Ctrl-C.
 "#,
