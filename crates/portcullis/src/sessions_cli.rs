@@ -18,6 +18,7 @@ use portcullis_audit::{AuditLog, AuditReader, bundle, retention};
 use portcullis_model::{
     AuditEvent, AuthMethod, EventType, Identity, IdentityKind, Outcome, RemovedRecord,
 };
+use portcullis_recording::segment::Identities;
 
 use crate::DataDir;
 use crate::admin_cli::table::table;
@@ -56,6 +57,9 @@ pub enum SessionsCommand {
     /// One session's timeline: requests, decisions, approvals, what was sent and came back.
     Show {
         session_id: String,
+        /// An age identity file, to decrypt recordings sealed to the auditors.
+        #[arg(long)]
+        identity: Option<PathBuf>,
         #[command(flatten)]
         dir: DataDir,
         #[command(flatten)]
@@ -154,13 +158,20 @@ pub fn sessions(command: SessionsCommand) -> Result<i32> {
         }
         SessionsCommand::Show {
             session_id,
+            identity,
             dir,
             reader,
             json,
         } => {
             let dir = dir.resolve()?;
-            let timeline = read_timeline(&dir, &session_id)?;
-            record_access(&dir, "show", &session_id, &reader)?;
+            let identities = load_identities(identity.as_deref())?;
+            let command = if identities.is_some() {
+                "show (decrypting sealed recordings)"
+            } else {
+                "show"
+            };
+            let timeline = read_timeline(&dir, &session_id, identities)?;
+            record_access(&dir, command, &session_id, &reader)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&timeline)?);
             } else {
@@ -179,15 +190,9 @@ pub fn sessions(command: SessionsCommand) -> Result<i32> {
                 bail!("--speed {speed}: a number 0 or more (0 does not wait)");
             }
             let dir = dir.resolve()?;
-            let identities = match &identity {
-                Some(path) => Some(
-                    portcullis_recording::segment::load_identities(path)
-                        .with_context(|| format!("--identity {}", path.display()))?,
-                ),
-                None => None,
-            };
+            let identities = load_identities(identity.as_deref())?;
             // Checked before the access is logged, so a mistyped id leaves no event.
-            read_timeline(&dir, &session_id)?;
+            read_timeline(&dir, &session_id, None)?;
             let command = if identities.is_some() {
                 "replay (decrypting sealed recordings)"
             } else {
@@ -208,7 +213,7 @@ pub fn sessions(command: SessionsCommand) -> Result<i32> {
             reader,
         } => {
             let dir = dir.resolve()?;
-            read_timeline(&dir, &session_id)?;
+            read_timeline(&dir, &session_id, None)?;
             record_access(&dir, "export", &session_id, &reader)?;
             let (bundle, notes) = bundle::export(&dir, &session_id)?;
             std::fs::write(&out, bundle.to_json())
@@ -309,10 +314,23 @@ fn open_reader(dir: &Path) -> Result<AuditReader> {
     AuditReader::open(dir).with_context(|| format!("opening the audit log in {}", dir.display()))
 }
 
-/// The timeline of a session, or a clear error if there is none.
-fn read_timeline(dir: &Path, id: &str) -> Result<Timeline> {
+/// An auditor's age identities, from `--identity FILE`.
+fn load_identities(path: Option<&Path>) -> Result<Option<Identities>> {
+    path.map(|path| {
+        portcullis_recording::segment::load_identities(path)
+            .with_context(|| format!("--identity {}", path.display()))
+    })
+    .transpose()
+}
+
+/// The timeline of a session, or a clear error if there is none; `identities` decrypt
+/// recordings sealed to the auditors.
+fn read_timeline(dir: &Path, id: &str, identities: Option<Identities>) -> Result<Timeline> {
     let reader = open_reader(dir)?;
-    let recordings = Recordings::open(dir)?;
+    let mut recordings = Recordings::open(dir)?;
+    if let Some(identities) = identities {
+        recordings = recordings.with_identities(identities);
+    }
     sessions::timeline(&reader, &recordings, id)?
         .ok_or_else(|| anyhow::anyhow!("no session {} in {}", clean_line(id), dir.display()))
 }
