@@ -100,32 +100,43 @@ impl Recordings {
         if let Some(bytes) = self.reader.chunk_bytes(id.as_str())? {
             return Ok(Chunk::stored(id, bytes)?);
         }
-        let Some(seal) = self.seal_covering(seq)? else {
+        let covering = self.seals_covering(seq)?;
+        let Some(first) = covering.first() else {
             return Err(ChunkError::Missing(id.clone()).into());
         };
         let Some(identities) = &self.identities else {
-            return Err(RecordingError::Encrypted(id.clone(), seal.file));
+            return Err(RecordingError::Encrypted(id.clone(), first.file.clone()));
         };
-        let opened = self.opened_segment(&seal, identities)?;
-        match opened.get(id) {
-            Some((at, chunk)) if *at == seq => Ok(chunk.clone()),
-            _ => Err(RecordingError::Segment {
-                file: seal.file,
-                why: format!("it does not hold chunk {id} of event {seq}"),
-            }),
+        // Ranges may overlap: a request whose event was written just before a seal can have
+        // its chunks in the next segment, whose range then starts at or before it.
+        for seal in &covering {
+            let opened = self.opened_segment(seal, identities)?;
+            if let Some((at, chunk)) = opened.get(id)
+                && *at == seq
+            {
+                return Ok(chunk.clone());
+            }
         }
+        Err(RecordingError::Segment {
+            file: first.file.clone(),
+            why: format!(
+                "neither it nor any other segment covering it holds chunk {id} of event {seq}"
+            ),
+        })
     }
 
-    /// The seal whose range holds `seq`.
-    fn seal_covering(&self, seq: u64) -> Result<Option<SegmentRecord>, RecordingError> {
+    /// The seals whose ranges hold `seq`, oldest first.
+    fn seals_covering(&self, seq: u64) -> Result<Vec<SegmentRecord>, RecordingError> {
         let mut seals = self.seals.lock().unwrap_or_else(|e| e.into_inner());
         if seals.is_none() {
             *seals = Some(self.reader.segment_records()?);
         }
         Ok(seals
-            .as_ref()
-            .and_then(|all| all.iter().find(|s| s.first_seq <= seq && seq <= s.last_seq))
-            .cloned())
+            .iter()
+            .flatten()
+            .filter(|s| s.first_seq <= seq && seq <= s.last_seq)
+            .cloned()
+            .collect())
     }
 
     fn opened_segment(
