@@ -94,6 +94,7 @@ impl Classifier {
             fingerprint: base.fingerprint.clone(),
             copy: base.copy,
             outputs: base.outputs.clone(),
+            holds_credentials: base.holds_credentials,
         };
         if let Some(hit) = self.lock().shapes.get(shape.key.as_str()) {
             return Ok(Arc::from([own(hit)]));

@@ -2,6 +2,90 @@
 
 use super::*;
 
+/// Whether a statement can carry a credential: `CREATE/ALTER ROLE ... PASSWORD`, a foreign
+/// server's or user mapping's `OPTIONS (password ...)`. The masking detectors look for
+/// `password=`/`password:` and would miss `PASSWORD 'x'`.
+pub(super) fn holds_credentials(node: &NodeEnum) -> bool {
+    use NodeEnum as N;
+    matches!(
+        node,
+        N::CreateRoleStmt(_)
+            | N::AlterRoleStmt(_)
+            | N::CreateForeignServerStmt(_)
+            | N::AlterForeignServerStmt(_)
+            | N::CreateUserMappingStmt(_)
+            | N::AlterUserMappingStmt(_)
+    )
+}
+
+/// `sql` with the contents of every string literal (`'...'`, `E'...'`, `$tag$...$tag$`)
+/// replaced by `***`. Identifiers (`"..."`) are kept.
+pub(super) fn without_string_literals(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut rest = sql;
+    while let Some(i) = rest.find(['\'', '$', '"']) {
+        let (before, at) = rest.split_at(i);
+        out.push_str(before);
+        let quote = at.as_bytes()[0];
+        if quote == b'$' {
+            // A dollar quote `$tag$` (tag: letters, digits, `_`), else a `$n` parameter.
+            let tag_end = at[1..]
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .map(|n| n + 1);
+            match tag_end.filter(|&n| {
+                at[n..].starts_with('$') && !at[1..n].starts_with(|c: char| c.is_ascii_digit())
+            }) {
+                Some(n) => {
+                    let tag = &at[..=n];
+                    out.push_str(tag);
+                    out.push_str("***");
+                    match at[tag.len()..].find(tag) {
+                        Some(close) => {
+                            out.push_str(tag);
+                            rest = &at[tag.len() + close + tag.len()..];
+                        }
+                        None => rest = "",
+                    }
+                }
+                None => {
+                    out.push('$');
+                    rest = &at[1..];
+                }
+            }
+            continue;
+        }
+        // `E'...'` reads backslash escapes; a plain literal only doubles its quote.
+        let escapes = quote == b'\'' && out.ends_with(['E', 'e']);
+        let mut end = None;
+        let bytes = at.as_bytes();
+        let mut j = 1;
+        while j < bytes.len() {
+            if escapes && bytes[j] == b'\\' {
+                j += 2;
+                continue;
+            }
+            if bytes[j] == quote {
+                if bytes.get(j + 1) == Some(&quote) {
+                    j += 2;
+                    continue;
+                }
+                end = Some(j);
+                break;
+            }
+            j += 1;
+        }
+        let close = end.unwrap_or(at.len());
+        if quote == b'"' {
+            out.push_str(&at[..(close + 1).min(at.len())]);
+        } else {
+            out.push_str("'***'");
+        }
+        rest = &at[(close + 1).min(at.len())..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The kind of a statement by its top node.
 ///
 /// Choices beyond the obvious: role and privilege administration (`CREATE/ALTER/DROP ROLE`,
@@ -129,6 +213,33 @@ pub(super) fn kind_of(node: &NodeEnum) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::super::test_support::*;
+
+    #[test]
+    fn statements_that_can_carry_a_credential_are_recorded_without_their_literals() {
+        for sql in [
+            "ALTER ROLE app PASSWORD 'S3cret-pw'",
+            "CREATE USER bob WITH LOGIN PASSWORD 'S3cret-pw'",
+            "CREATE USER MAPPING FOR app SERVER remote OPTIONS (user 'u', password 'S3cret-pw')",
+            "ALTER SERVER remote OPTIONS (SET password 'S3cret-pw')",
+        ] {
+            let stmt = all(sql).remove(0);
+            assert!(stmt.holds_credentials, "{sql}");
+            assert!(
+                !stmt.normalized.contains("S3cret-pw"),
+                "{}",
+                stmt.normalized
+            );
+        }
+        assert_eq!(
+            without_string_literals(
+                r#"ALTER SERVER "s'x" OPTIONS (SET password 'a''b', host E'c\'d', port $q$e$q$) WHERE $1"#
+            ),
+            r#"ALTER SERVER "s'x" OPTIONS (SET password '***', host E'***', port $q$***$q$) WHERE $1"#
+        );
+        for sql in ["SELECT 'S3cret-pw'", "GRANT SELECT ON t TO app"] {
+            assert!(!all(sql).remove(0).holds_credentials, "{sql}");
+        }
+    }
 
     #[test]
     fn kinds_of_top_level_statements() {

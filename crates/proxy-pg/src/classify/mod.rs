@@ -88,6 +88,10 @@ pub struct Classified {
     pub fingerprint: String,
     /// For `COPY`: where the rows come from or go to.
     pub copy: Option<CopyInfo>,
+    /// A statement that can carry a credential in its text or its parameters (a role's
+    /// password, a foreign server's or user mapping's options): a recording keeps its
+    /// `normalized` text and none of its bind values.
+    pub holds_credentials: bool,
     /// Where the result's columns may come from, for masks that name columns.
     pub outputs: Outputs,
 }
@@ -291,11 +295,21 @@ pub fn classify_as(sql: &str, strings: StringLiterals) -> Result<Vec<Classified>
         // normalize and fingerprint take text, not a tree, so each parses the statement
         // again; they get the statement alone so that each answer is about that statement.
         let normalized = pg_query::normalize(text).map_err(|e| parse_error(text, e))?;
+        // The normalizer leaves some literals (`OPTIONS (password '...')`): a statement that
+        // can carry a credential loses every string literal left, so neither its event nor
+        // its recording keeps one.
+        let holds_credentials = holds_credentials(node);
+        let normalized = if holds_credentials {
+            without_string_literals(&normalized)
+        } else {
+            normalized
+        };
         let fingerprint =
             pg_query::fingerprint(text, ParserOptions::DEFAULT, fingerprint_options())
                 .map_err(|e| parse_error(text, e))?
                 .hex;
         out.push(Classified {
+            holds_credentials,
             statement,
             text: text.to_owned(),
             normalized,

@@ -44,7 +44,11 @@ impl Session {
         defer_hold: bool,
     ) -> Result<(Arc<Admitted>, Exchange), Refusal> {
         let mut exchange = self.statement_exchange(Some(&classified));
-        recording::record_request(&mut exchange, kind, || json!({ "sql": classified.text }));
+        recording::record_request(
+            &mut exchange,
+            kind,
+            || json!({ "sql": recording::recorded_text(&classified) }),
+        );
         match self
             .decide(&mut exchange, classified, text, defer_hold)
             .await

@@ -384,6 +384,7 @@ impl Session {
                         fingerprint: String::new(),
                         copy: None,
                         outputs: Default::default(),
+                        holds_credentials: false,
                     }]),
                     index: 0,
                 },

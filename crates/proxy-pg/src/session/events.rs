@@ -52,9 +52,27 @@ impl Session {
         let mut exchange = self.statement_exchange(Some(&admitted.classified));
         exchange.note_verdict(&admitted.verdict);
         recording::record_request(&mut exchange, "execute", || {
+            let statement: &Classified = &admitted.classified;
+            // A statement that can carry a credential keeps no bind values: nothing says
+            // which of them is the password.
+            let params = if statement.holds_credentials {
+                serde_json::Value::String(format!(
+                    "withheld: {} value(s) of a statement that can carry a credential",
+                    bound
+                        .recorded_parameters
+                        .as_deref()
+                        .map_or(0, |p| p.as_array().map_or(0, Vec::len))
+                ))
+            } else {
+                bound
+                    .recorded_parameters
+                    .as_deref()
+                    .cloned()
+                    .unwrap_or_default()
+            };
             json!({
-                "sql": admitted.classified.text,
-                "params": bound.recorded_parameters.as_deref().cloned().unwrap_or_default(),
+                "sql": recording::recorded_text(statement),
+                "params": params,
                 "portal": portal,
             })
         });

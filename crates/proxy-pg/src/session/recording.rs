@@ -10,7 +10,8 @@
 //! values decoded when their type is a simple one (text types, integers, booleans, floats),
 //! else as `{"binary": "<hex>"}`; NULL as null. A binary value of unknown type that is
 //! printable UTF-8 is kept as a string, so the recording profile's detectors see it (hex
-//! would hide a pasted secret from them).
+//! would hide a pasted secret from them); any other bind value that is not text is kept as
+//! its lossy UTF-8 text, for the same reason.
 
 use bytes::Bytes;
 use portcullis_guard::Exchange;
@@ -18,6 +19,7 @@ use serde_json::{Value, json};
 
 use super::StatementRun;
 use super::results::text_like;
+use crate::classify::Classified;
 use crate::wire::{self, Bind, Column, Frame, Notice};
 
 /// What the recording keeps of one statement's answer; only a recorded exchange has one.
@@ -56,13 +58,33 @@ pub(super) fn record_request(exchange: &mut Exchange, kind: &str, body: impl FnO
     }
 }
 
+/// The text of `statement` a recording keeps: its own, or, for one that can carry a
+/// credential, the text with every literal replaced by `$n`.
+pub(super) fn recorded_text(statement: &Classified) -> &str {
+    if statement.holds_credentials {
+        &statement.normalized
+    } else {
+        &statement.text
+    }
+}
+
 /// A Bind's parameter values as the recording keeps them (types are not known here: the
 /// Parse may leave them to the server).
 pub(super) fn parameters(bind: &Bind) -> Value {
     bind.parameters
         .iter()
         .enumerate()
-        .map(|(i, v)| value(v.as_deref(), 0, wire::format_of(&bind.parameter_formats, i)))
+        .map(|(i, v)| {
+            match value(v.as_deref(), 0, wire::format_of(&bind.parameter_formats, i)) {
+                // What a caller sends is masked before it is kept, and the detectors read
+                // text: a value that is not text (another encoding, binary) is kept as its
+                // lossy text, so a secret in it is still found, never as hex that hides it.
+                Value::Object(_) => Value::String(
+                    String::from_utf8_lossy(v.as_deref().unwrap_or_default()).into_owned(),
+                ),
+                kept => kept,
+            }
+        })
         .collect()
 }
 
