@@ -54,10 +54,21 @@ fn plan_in(reader: &AuditReader, data_dir: &Path, before: &str) -> Result<Remova
             plan.chunks.extend(batch.into_iter().map(|(id, _)| id));
             break;
         }
-        // A full batch may end inside one event's chunks: that event is left to the next.
-        batch.retain(|(_, seq)| *seq < last);
+        // A full batch may end inside one event's chunks: that event is left to the next,
+        // unless it is the whole batch (a table no gateway wrote: an event names two).
+        let whole = std::mem::take(&mut batch);
+        batch = whole
+            .iter()
+            .filter(|(_, seq)| *seq < last)
+            .cloned()
+            .collect();
+        if batch.is_empty() {
+            batch = whole;
+            after = last;
+        } else {
+            after = last - 1;
+        }
         plan.chunks.extend(batch.into_iter().map(|(id, _)| id));
-        after = last - 1;
     }
     let count = reader.count()?;
     let mut from = 1;

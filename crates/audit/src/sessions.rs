@@ -249,8 +249,8 @@ pub fn timeline(
         };
         let (request, answer) = match &event.recorded {
             Some(refs) => (
-                side(recordings, refs.request.as_deref(), &removals)?,
-                side(recordings, refs.answer.as_deref(), &removals)?,
+                side(recordings, seq, refs.request.as_deref(), &removals)?,
+                side(recordings, seq, refs.answer.as_deref(), &removals)?,
             ),
             None => (None, None),
         };
@@ -290,9 +290,11 @@ pub fn approval_events_of(
 }
 
 /// One recorded side, read and summarized: with its record when it could be read.
-/// `removals` are the session's chunks that retention removed ([`removals`]).
+/// `removals` are the session's chunks that retention removed ([`removals`]); `seq` is the
+/// event naming the chunk (a sealed one is looked up by it, not by a scan of the log).
 pub fn side(
     recordings: &Recordings,
+    seq: u64,
     chunk: Option<&str>,
     removals: &HashMap<String, u64>,
 ) -> Result<Option<(Recorded, Option<Record>)>, AuditError> {
@@ -305,7 +307,7 @@ pub fn side(
         damage: None,
         removed_by: None,
     };
-    match read_record(recordings, chunk) {
+    match read_record(recordings, seq, chunk) {
         Ok(record) => {
             recorded.summary = Some(summary(&record));
             Ok(Some((recorded, Some(record))))
@@ -375,9 +377,9 @@ enum Damage {
     Audit(AuditError),
 }
 
-fn read_record(recordings: &Recordings, chunk: &str) -> Result<Record, Damage> {
+fn read_record(recordings: &Recordings, seq: u64, chunk: &str) -> Result<Record, Damage> {
     let id = ChunkId::parse(chunk).map_err(|e| Damage::Other(e.to_string()))?;
-    let stored = match recordings.get(&id) {
+    let stored = match recordings.get_at(seq, &id) {
         Ok(stored) => stored,
         Err(RecordingError::Chunk(e @ ChunkError::Missing(_))) => {
             return Err(Damage::Missing(e.to_string()));

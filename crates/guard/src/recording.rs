@@ -143,8 +143,15 @@ impl Tape {
         self.push(Side::Request, kind, body);
     }
 
-    pub(crate) fn answer(&mut self, kind: &str, body: Value) {
+    pub(crate) fn answer(&mut self, kind: &str, mut body: Value) {
         self.end_rows();
+        // Errors and notices often quote what the caller sent (`invalid input syntax for
+        // type integer: "sk_live_..."`): masked like the request they quote, even where the
+        // rule masks nothing.
+        if matches!(kind, "error" | "notice") {
+            let mut report = Report::default();
+            self.recorder.profile.mask_json(&mut body, "$", &mut report);
+        }
         self.push(Side::Answer, kind, body);
     }
 
@@ -156,8 +163,9 @@ impl Tape {
             self.rows.dropped += 1;
             return;
         }
-        self.rows.kept += 1;
-        self.push(Side::Answer, "row", body());
+        if self.push(Side::Answer, "row", body()) {
+            self.rows.kept += 1;
+        }
     }
 
     pub(crate) fn caller_left(&mut self) {
@@ -178,7 +186,9 @@ impl Tape {
         }
     }
 
-    fn push(&mut self, side: Side, kind: &str, body: Value) {
+    /// Adds a part, cut to the message cap; `false` when the request's budget is spent and
+    /// the part was only counted (consecutive ones in one truncation entry).
+    fn push(&mut self, side: Side, kind: &str, body: Value) -> bool {
         let ms = self.ms();
         let max_message = self.recorder.max_message_bytes;
         let max_request = self.recorder.max_request_bytes;
@@ -187,6 +197,14 @@ impl Tape {
             Side::Answer => &mut self.answer,
         };
         let index = record.parts.len();
+        if let Some(last) = record.truncated.last_mut()
+            && last.unit == "parts"
+            && last.part == index
+        {
+            // The budget is spent: the rest of the request is counted, not measured.
+            last.dropped += 1;
+            return false;
+        }
         // Sizes are those of the body's JSON text, what the chunk holds before compression.
         let size = serde_json::to_vec(&body).map_or(0, |v| v.len() as u64);
         if self.bytes.saturating_add(size.min(max_message)) > max_request {
@@ -196,7 +214,7 @@ impl Tape {
                 kept: 0,
                 dropped: 1,
             });
-            return;
+            return false;
         }
         let body = if size > max_message {
             record.truncated.push(Truncation {
@@ -215,6 +233,7 @@ impl Tape {
             kind: kind.to_string(),
             body,
         });
+        true
     }
 
     /// The chunks of the exchange and the reference the event carries. A side with

@@ -45,6 +45,8 @@ pub(crate) struct Sealer {
     failed: Mutex<Option<String>>,
     /// The interval task, stopped at close.
     ticker: Mutex<Option<tokio::task::AbortHandle>>,
+    /// A seal of a full segment is on its way: under load, one task, not one per request.
+    seal_queued: std::sync::atomic::AtomicBool,
 }
 
 impl Sealer {
@@ -65,6 +67,7 @@ impl Sealer {
             sealing: tokio::sync::Mutex::new(()),
             failed: Mutex::new(None),
             ticker: Mutex::new(None),
+            seal_queued: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -102,9 +105,14 @@ impl Sealer {
             }
             open.bytes >= self.segment_bytes
         };
-        if full && let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        use std::sync::atomic::Ordering;
+        if full
+            && !self.seal_queued.swap(true, Ordering::AcqRel)
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
             let sealer = Arc::clone(self);
             runtime.spawn(async move {
+                sealer.seal_queued.store(false, Ordering::Release);
                 let _ = sealer.seal().await;
             });
         }

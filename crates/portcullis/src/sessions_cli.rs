@@ -23,6 +23,7 @@ use portcullis_recording::segment::Identities;
 use crate::DataDir;
 use crate::admin_cli::table::table;
 use crate::admin_cli::terminal::{clean_line, truncate};
+use crate::audit_cli::terminal_safe;
 
 mod replay;
 
@@ -173,7 +174,10 @@ pub fn sessions(command: SessionsCommand) -> Result<i32> {
             let timeline = read_timeline(&dir, &session_id, identities)?;
             record_access(&dir, command, &session_id, &reader)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&timeline)?);
+                println!(
+                    "{}",
+                    terminal_safe(&serde_json::to_string_pretty(&timeline)?)
+                );
             } else {
                 print!("{}", render_timeline(&timeline));
             }
@@ -255,7 +259,7 @@ fn list(dir: &Path, filter: &SessionFilter, json: bool) -> Result<()> {
     let reader = open_reader(dir)?;
     let found = sessions::list(&reader, filter)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&found)?);
+        println!("{}", terminal_safe(&serde_json::to_string_pretty(&found)?));
         return Ok(());
     }
     if found.is_empty() {

@@ -92,6 +92,7 @@ pub(super) fn replay(
         let refs = event.recorded.clone();
         let request = sessions::side(
             &recordings,
+            *seq,
             refs.as_ref().and_then(|r| r.request.as_deref()),
             &removals,
         )?;
@@ -125,6 +126,7 @@ pub(super) fn replay(
         }
         let answer = sessions::side(
             &recordings,
+            *seq,
             refs.as_ref().and_then(|r| r.answer.as_deref()),
             &removals,
         )?;

@@ -10,8 +10,9 @@
 //! values decoded when their type is a simple one (text types, integers, booleans, floats),
 //! else as `{"binary": "<hex>"}`; NULL as null. A binary value of unknown type that is
 //! printable UTF-8 is kept as a string, so the recording profile's detectors see it (hex
-//! would hide a pasted secret from them); any other bind value that is not text is kept as
-//! its lossy UTF-8 text, for the same reason.
+//! would hide a pasted secret from them); any other bind value that is not text but holds a
+//! run of printable characters long enough to be a secret is kept as its lossy UTF-8 text,
+//! for the same reason.
 
 use bytes::Bytes;
 use portcullis_guard::Exchange;
@@ -77,15 +78,30 @@ pub(super) fn parameters(bind: &Bind) -> Value {
         .map(|(i, v)| {
             match value(v.as_deref(), 0, wire::format_of(&bind.parameter_formats, i)) {
                 // What a caller sends is masked before it is kept, and the detectors read
-                // text: a value that is not text (another encoding, binary) is kept as its
-                // lossy text, so a secret in it is still found, never as hex that hides it.
-                Value::Object(_) => Value::String(
-                    String::from_utf8_lossy(v.as_deref().unwrap_or_default()).into_owned(),
-                ),
+                // text: a value that is not text but holds a run of printable characters
+                // long enough to be a secret is kept as its lossy text, so the detectors
+                // find it; hex would hide it from them. Short binary values (integers)
+                // stay hex, which cannot hide a secret.
+                Value::Object(_) if has_text_run(v.as_deref().unwrap_or_default()) => {
+                    Value::String(
+                        String::from_utf8_lossy(v.as_deref().unwrap_or_default()).into_owned(),
+                    )
+                }
                 kept => kept,
             }
         })
         .collect()
+}
+
+/// The shortest run of printable ASCII that could be a secret worth masking (the detectors'
+/// shortest patterns are longer).
+const SECRET_RUN: usize = 8;
+
+/// Whether `bytes` hold [`SECRET_RUN`] printable ASCII characters in a row.
+fn has_text_run(bytes: &[u8]) -> bool {
+    bytes
+        .split(|b| !(b.is_ascii_graphic() || *b == b' '))
+        .any(|run| run.len() >= SECRET_RUN)
 }
 
 /// Built-in types whose binary form is decoded for the record.
@@ -312,6 +328,26 @@ impl StatementRun {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bind_values_that_could_hide_a_secret_are_kept_as_text_the_masking_reads() {
+        let bind = Bind {
+            portal: String::new(),
+            statement: String::new(),
+            parameter_formats: vec![1],
+            parameters: vec![
+                Some(Bytes::from_static(&[0, 0, 0, 3])),
+                Some(Bytes::from_static(b"\x01\x02AKIAIOSFODNN7EXAMPLE\xff")),
+            ],
+            result_formats: vec![],
+        };
+        let kept = parameters(&bind);
+        assert_eq!(kept[0], json!({ "binary": "00000003" }));
+        assert!(
+            kept[1].as_str().unwrap().contains("AKIAIOSFODNN7EXAMPLE"),
+            "{kept}"
+        );
+    }
 
     #[test]
     fn values_are_kept_as_the_client_read_them() {
