@@ -124,14 +124,19 @@ fn export_in(reader: &AuditReader, id: &str) -> Result<(Bundle, ExportNotes), Bu
             }
         }
         if let Some(refs) = &event.recorded {
-            named.extend([&refs.request, &refs.answer].into_iter().flatten().cloned());
+            named.extend(
+                [&refs.request, &refs.answer]
+                    .into_iter()
+                    .flatten()
+                    .map(|chunk| (*seq, chunk.clone())),
+            );
         }
     }
     let removals = sessions::removals(reader, &own)?;
     let mut chunks = Vec::new();
     let mut notes = ExportNotes::default();
-    for chunk in &named {
-        match reader.chunk_bytes(chunk)? {
+    for (seq, chunk) in &named {
+        match reader.chunk_bytes(*seq, chunk)? {
             Some(bytes) => {
                 let intact = ChunkId::parse(chunk)
                     .ok()

@@ -131,16 +131,19 @@ impl AuditReader {
         )
     }
 
-    /// The stored bytes of a recorded chunk, as they are (unchecked: see
-    /// [`Chunk::stored`](portcullis_recording::Chunk::stored)); `None` if there is no such
-    /// chunk, or the log predates recordings.
-    pub fn chunk_bytes(&self, id: &str) -> Result<Option<Vec<u8>>, AuditError> {
+    /// The stored bytes of the recorded chunk `id` of the event `seq`, as they are
+    /// (unchecked: see [`Chunk::stored`](portcullis_recording::Chunk::stored)); `None` if
+    /// there is no such chunk, or the log predates recordings.
+    pub fn chunk_bytes(&self, seq: u64, id: &str) -> Result<Option<Vec<u8>>, AuditError> {
         if self.version < 4 {
             return Ok(None);
         }
         self.conn
-            .prepare_cached("SELECT bytes FROM chunks WHERE id = ?1")
-            .and_then(|mut stmt| stmt.query_row(params![id], |r| r.get(0)).optional())
+            .prepare_cached("SELECT bytes FROM chunks WHERE seq = ?1 AND id = ?2")
+            .and_then(|mut stmt| {
+                stmt.query_row(params![to_i64(seq), id], |r| r.get(0))
+                    .optional()
+            })
             .map_err(|source| self.read_err(source))
     }
 
@@ -349,13 +352,13 @@ impl AuditReader {
     }
 
     /// Whether a recorded chunk is stored (whatever its bytes).
-    pub fn has_chunk(&self, id: &str) -> Result<bool, AuditError> {
+    pub fn has_chunk(&self, seq: u64, id: &str) -> Result<bool, AuditError> {
         if self.version < 4 {
             return Ok(false);
         }
         self.conn
-            .prepare_cached("SELECT 1 FROM chunks WHERE id = ?1")
-            .and_then(|mut stmt| stmt.exists(params![id]))
+            .prepare_cached("SELECT 1 FROM chunks WHERE seq = ?1 AND id = ?2")
+            .and_then(|mut stmt| stmt.exists(params![to_i64(seq), id]))
             .map_err(|source| self.read_err(source))
     }
 

@@ -82,13 +82,10 @@ impl Recordings {
         self
     }
 
-    /// The chunk named `id`, checked against it. A chunk in a sealed segment is first
-    /// looked up among the events (a scan of the log): a reader that knows the event's
-    /// sequence number calls [`get_at`](Self::get_at).
+    /// The chunk named `id`, checked against it. Chunks are found by their event, so the
+    /// event naming it is looked up first (a scan of the log): a reader that knows the
+    /// event's sequence number calls [`get_at`](Self::get_at).
     pub fn get(&self, id: &ChunkId) -> Result<Chunk, RecordingError> {
-        if let Some(bytes) = self.reader.chunk_bytes(id.as_str())? {
-            return Ok(Chunk::stored(id, bytes)?);
-        }
         match self.reader.seq_naming_chunk(id.as_str())? {
             Some(seq) => self.get_at(seq, id),
             None => Err(ChunkError::Missing(id.clone()).into()),
@@ -97,7 +94,7 @@ impl Recordings {
 
     /// The chunk named `id` by the event numbered `seq`, checked against it.
     pub fn get_at(&self, seq: u64, id: &ChunkId) -> Result<Chunk, RecordingError> {
-        if let Some(bytes) = self.reader.chunk_bytes(id.as_str())? {
+        if let Some(bytes) = self.reader.chunk_bytes(seq, id.as_str())? {
             return Ok(Chunk::stored(id, bytes)?);
         }
         let covering = self.seals_covering(seq)?;

@@ -22,9 +22,20 @@ pub const IDS_PER_EVENT: usize = 10_000;
 pub struct RemovalPlan {
     /// The recorded chunks of requests before the cut-off, in log order.
     pub chunks: Vec<String>,
+    /// The event of each chunk in `chunks` (chunks are found by their event).
+    pub chunk_seqs: Vec<u64>,
     /// The sealed segment files (names in [`segments_dir`](crate::recordings::segments_dir)) whose last request is before
     /// the cut-off and which are still there.
     pub segments: Vec<String>,
+}
+
+impl RemovalPlan {
+    fn add_chunks(&mut self, batch: Vec<(String, u64)>) {
+        for (id, seq) in batch {
+            self.chunks.push(id);
+            self.chunk_seqs.push(seq);
+        }
+    }
 }
 
 /// The chunks and segments of requests before `before` (RFC 3339, UTC, milliseconds, as
@@ -51,7 +62,7 @@ fn plan_in(reader: &AuditReader, data_dir: &Path, before: &str) -> Result<Remova
             break;
         };
         if batch.len() < IDS_PER_EVENT {
-            plan.chunks.extend(batch.into_iter().map(|(id, _)| id));
+            plan.add_chunks(batch);
             break;
         }
         // A full batch may end inside one event's chunks: that event is left to the next,
@@ -68,7 +79,7 @@ fn plan_in(reader: &AuditReader, data_dir: &Path, before: &str) -> Result<Remova
         } else {
             after = last - 1;
         }
-        plan.chunks.extend(batch.into_iter().map(|(id, _)| id));
+        plan.add_chunks(batch);
     }
     let count = reader.count()?;
     let mut from = 1;
@@ -103,7 +114,7 @@ fn plan_in(reader: &AuditReader, data_dir: &Path, before: &str) -> Result<Remova
 
 /// Deletes the named chunks from the log's `chunks` table; returns how many were there.
 /// Call only after the `recording.removed` events naming them are recorded.
-pub fn delete_chunks(data_dir: &Path, ids: &[String]) -> Result<usize, AuditError> {
+pub fn delete_chunks(data_dir: &Path, plan: &RemovalPlan) -> Result<usize, AuditError> {
     let path = store::db_path(data_dir);
     let open_err = |source| AuditError::Open {
         path: path.clone(),
@@ -117,14 +128,17 @@ pub fn delete_chunks(data_dir: &Path, ids: &[String]) -> Result<usize, AuditErro
         cause: format!("deleting recorded chunks from {}: {source}", path.display()),
     };
     let mut deleted = 0;
-    for batch in ids.chunks(IDS_PER_EVENT) {
+    let named: Vec<(&String, &u64)> = plan.chunks.iter().zip(&plan.chunk_seqs).collect();
+    for batch in named.chunks(IDS_PER_EVENT) {
         let tx = conn.transaction().map_err(write_err)?;
         {
             let mut stmt = tx
-                .prepare_cached("DELETE FROM chunks WHERE id = ?1")
+                .prepare_cached("DELETE FROM chunks WHERE seq = ?1 AND id = ?2")
                 .map_err(write_err)?;
-            for id in batch {
-                deleted += stmt.execute(params![id]).map_err(write_err)?;
+            for (id, seq) in batch {
+                deleted += stmt
+                    .execute(params![i64::try_from(**seq).unwrap_or(i64::MAX), id])
+                    .map_err(write_err)?;
             }
         }
         tx.commit().map_err(write_err)?;

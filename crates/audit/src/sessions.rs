@@ -336,10 +336,10 @@ pub fn removals(
     events: &[(u64, AuditEvent)],
 ) -> Result<HashMap<String, u64>, AuditError> {
     let mut missing = HashSet::new();
-    for (_, event) in events {
+    for (seq, event) in events {
         if let Some(refs) = &event.recorded {
             for chunk in [&refs.request, &refs.answer].into_iter().flatten() {
-                if !reader.has_chunk(chunk)? {
+                if !reader.has_chunk(*seq, chunk)? {
                     missing.insert(chunk.clone());
                 }
             }

@@ -105,11 +105,13 @@ BEGIN SELECT RAISE(ABORT, 'cosignatures are append-only'); END;
 /// names them, so no event names a chunk that was never stored and no chunk outlives a
 /// refused event. `seq` is that event. Chunks are content-addressed: an update could only
 /// make one disagree with its id, so none is allowed; retention deletes them, after an
-/// event naming them. Sessions are looked up by id now (`portcullis sessions`), hence the
-/// index, kept to the events that have a session.
+/// event naming them. They are found by their event (`seq`, then `id`): an index on the
+/// random ids would make every append touch pages all over a large tree, while `seq` only
+/// grows, so appends stay at the right edge. Sessions are looked up by id now (`portcullis
+/// sessions`), hence the index, kept to the events that have a session.
 const SCHEMA_V4: &str = "
 CREATE TABLE chunks (
-    id TEXT PRIMARY KEY,
+    id TEXT NOT NULL,
     seq INTEGER NOT NULL,
     bytes BLOB NOT NULL
 ) STRICT;
@@ -229,8 +231,7 @@ pub(crate) fn frontier_bytes(frontier: &Frontier) -> Vec<u8> {
     frontier.nodes().concat()
 }
 
-pub(crate) const INSERT_CHUNK: &str =
-    "INSERT OR IGNORE INTO chunks (id, seq, bytes) VALUES (?1, ?2, ?3)";
+pub(crate) const INSERT_CHUNK: &str = "INSERT INTO chunks (id, seq, bytes) VALUES (?1, ?2, ?3)";
 
 pub(crate) const INSERT_EVENT: &str = "INSERT INTO events \
     (seq, id, time, type, session, subject, target, outcome, body, leaf_hash) \

@@ -610,7 +610,7 @@ fn prune(dir: &Path, before: &str, reader: &AsName, dry_run: bool) -> Result<()>
             log.close().await
         })
         .context("the audit log cannot record the removal; nothing was removed")?;
-    let deleted = retention::delete_chunks(dir, &plan.chunks)?;
+    let deleted = retention::delete_chunks(dir, &plan)?;
     let segments_dir = portcullis_audit::recordings::segments_dir(dir);
     for segment in &plan.segments {
         let path = segments_dir.join(segment);

@@ -13,6 +13,13 @@ const HEADER_LEN: usize = MAGIC.len() + SALT_LEN;
 /// and this runs on the request path.
 const LEVEL: i32 = 3;
 
+thread_local! {
+    static COMPRESSOR: std::cell::RefCell<zstd::bulk::Compressor<'static>> =
+        std::cell::RefCell::new(
+            zstd::bulk::Compressor::new(LEVEL).expect("a zstd context at the default level"),
+        );
+}
+
 /// A chunk's id: 64 lower-case hex digits, the SHA-256 of its stored bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ChunkId(String);
@@ -85,10 +92,16 @@ impl Chunk {
         let mut salt = [0u8; SALT_LEN];
         rand::rng().fill_bytes(&mut salt);
         bytes.extend_from_slice(&salt);
-        // Compressing into a Vec cannot fail for want of room; zstd fails only on a
-        // corrupted context, which would be a bug in the library.
-        let compressed =
-            zstd::bulk::compress(content, LEVEL).expect("zstd compresses any byte string");
+        // A compression context costs far more to set up (its tables are hundreds of
+        // kilobytes) than compressing one message: each thread keeps one. Compressing into
+        // a Vec cannot fail for want of room; zstd fails only on a corrupted context, which
+        // would be a bug in the library.
+        let compressed = COMPRESSOR.with(|compressor| {
+            compressor
+                .borrow_mut()
+                .compress(content)
+                .expect("zstd compresses any byte string")
+        });
         bytes.extend_from_slice(&compressed);
         Chunk {
             id: ChunkId::of(&bytes),
