@@ -144,6 +144,19 @@ fn parse(reader: &AuditReader, seq: u64, body: &str) -> Result<AuditEvent, Audit
     })
 }
 
+/// When a request ended: its time (when it was read) plus its duration, as events write
+/// times; its time alone if either cannot be read.
+fn request_end(event: &AuditEvent) -> String {
+    let start = chrono::DateTime::parse_from_rfc3339(&event.time);
+    match (start, event.duration_ms) {
+        (Ok(start), Some(ms)) if ms.is_finite() && (0.0..1e12).contains(&ms) => (start
+            .with_timezone(&chrono::Utc)
+            + chrono::Duration::microseconds((ms * 1000.0) as i64))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        _ => event.time.clone(),
+    }
+}
+
 /// The summary of one session's events; `restarted` is the newest `gateway.start`.
 pub fn summarize(id: &str, events: &[(u64, AuditEvent)], restarted: Option<u64>) -> SessionSummary {
     let stateless = events.len() == 1 && events[0].1.session.is_none();
@@ -165,7 +178,7 @@ pub fn summarize(id: &str, events: &[(u64, AuditEvent)], restarted: Option<u64>)
         .map(|(_, e)| e.time.clone());
     let (end, state) = match ended {
         Some(end) => (Some(end), SessionState::Ended),
-        None if stateless => (first.map(|e| e.time.clone()), SessionState::Ended),
+        None if stateless => (first.map(request_end), SessionState::Ended),
         None if restarted.is_some_and(|start| start > last_seq) => (None, SessionState::Abandoned),
         None => (None, SessionState::Open),
     };
@@ -501,6 +514,15 @@ mod tests {
         .unwrap();
         e.session = session.map(str::to_string);
         (seq, e)
+    }
+
+    #[test]
+    fn a_request_outside_any_session_ends_after_its_duration() {
+        let mut request = event(1, EventType::Request, None).1;
+        request.duration_ms = Some(4516.6);
+        assert_eq!(request_end(&request), "2026-03-01T12:00:05.516Z");
+        request.duration_ms = Some(f64::NAN);
+        assert_eq!(request_end(&request), request.time);
     }
 
     #[test]
