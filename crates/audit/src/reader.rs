@@ -157,8 +157,8 @@ impl AuditReader {
         self.conn
             .prepare_cached(
                 "SELECT seq FROM events WHERE instr(body, ?1) > 0 \
-                 AND (json_extract(body, '$.recorded.request') = ?1 \
-                      OR json_extract(body, '$.recorded.answer') = ?1) \
+                 AND (json_extract(CAST(body AS TEXT), '$.recorded.request') = ?1 \
+                      OR json_extract(CAST(body AS TEXT), '$.recorded.answer') = ?1) \
                  ORDER BY seq LIMIT 1",
             )
             .and_then(|mut stmt| {

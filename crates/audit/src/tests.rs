@@ -1112,6 +1112,19 @@ mod recorded_chunks {
         verify::verify(log.dir.path(), &log.verifier, &[], &[], &mut |_, _| {})
     }
 
+    /// Verification fails at the event `seq` (id `id`), for a reason saying `why`.
+    fn fails_at(log: &Recorded, seq: u64, id: &str, why: &str) {
+        let failure = run(log).unwrap_err();
+        assert_eq!(
+            failure.at,
+            Location::Event {
+                seq,
+                id: Some(id.to_string())
+            }
+        );
+        assert!(failure.reason.contains(why), "{failure}");
+    }
+
     fn tamper(log: &Recorded, sql: &str) {
         let conn = rusqlite::Connection::open(log.dir.path().join("audit.db")).unwrap();
         conn.execute_batch(sql).unwrap();
@@ -1148,20 +1161,11 @@ mod recorded_chunks {
         )
         .unwrap();
         drop(conn);
-        let failure = run(&log).unwrap_err();
-        assert_eq!(
-            failure.at,
-            Location::Event {
-                seq: *seq,
-                id: Some(id.clone())
-            }
-        );
-        assert!(
-            failure.reason.contains(&format!(
-                "its recorded answer, chunk {}, was altered",
-                answer.id()
-            )),
-            "{failure}"
+        fails_at(
+            &log,
+            *seq,
+            id,
+            &format!("its recorded answer, chunk {}, was altered", answer.id()),
         );
     }
 
@@ -1197,20 +1201,11 @@ mod recorded_chunks {
             &log,
             &format!("DELETE FROM chunks WHERE id = '{}';", request.id()),
         );
-        let failure = run(&log).unwrap_err();
-        assert_eq!(
-            failure.at,
-            Location::Event {
-                seq: *seq,
-                id: Some(id.clone())
-            }
-        );
-        assert!(
-            failure.reason.contains(&format!(
-                "its recorded request, chunk {}, is missing",
-                request.id()
-            )),
-            "{failure}"
+        fails_at(
+            &log,
+            *seq,
+            id,
+            &format!("its recorded request, chunk {}, is missing", request.id()),
         );
     }
 

@@ -1591,7 +1591,7 @@ impl<'a> Checker<'a> {
         for (side, named) in sides {
             let Some(named) = named else { continue };
             let named: &str = &named.0;
-            let Some(chunk) = ChunkId::parse(named).ok().and_then(|id| chunk_bytes(&id)) else {
+            let Some(chunk) = ChunkId::parse(named).ok().and_then(|id| id_bytes(&id)) else {
                 return Err(format!(
                     "its recorded {side} names {:?}, which is not a chunk id",
                     named.chars().take(80).collect::<String>()
@@ -1629,10 +1629,7 @@ impl<'a> Checker<'a> {
     fn removal(&mut self, seq: u64, removed: &RemovedFields<'_>) {
         let mut any = false;
         for named in &removed.chunks {
-            let Some(chunk) = ChunkId::parse(&named.0)
-                .ok()
-                .and_then(|id| chunk_bytes(&id))
-            else {
+            let Some(chunk) = ChunkId::parse(&named.0).ok().and_then(|id| id_bytes(&id)) else {
                 continue;
             };
             if let Some(&i) = self.absent_at.get(&chunk)
@@ -1691,7 +1688,7 @@ impl<'a> Checker<'a> {
                 Some(
                     entries
                         .into_iter()
-                        .filter_map(|(seq, chunk)| Some((seq, chunk_bytes(chunk.id())?)))
+                        .filter_map(|(seq, chunk)| Some((seq, id_bytes(chunk.id())?)))
                         .collect::<HashSet<(u64, [u8; 32])>>(),
                 )
             }
@@ -2035,7 +2032,7 @@ fn hash_file(path: &Path, seal: &SegmentRecord) -> Result<(), String> {
 }
 
 /// A chunk id as 32 bytes (the key absent chunks are found by).
-fn chunk_bytes(id: &ChunkId) -> Option<[u8; 32]> {
+fn id_bytes(id: &ChunkId) -> Option<[u8; 32]> {
     let mut bytes = [0u8; 32];
     hex::decode_to_slice(id.as_str(), &mut bytes).ok()?;
     Some(bytes)

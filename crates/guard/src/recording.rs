@@ -205,8 +205,9 @@ impl Tape {
             last.dropped += 1;
             return false;
         }
-        // Sizes are those of the body's JSON text, what the chunk holds before compression.
-        let size = serde_json::to_vec(&body).map_or(0, |v| v.len() as u64);
+        // Sizes are those of the body's JSON text, what the chunk holds before compression:
+        // counted as it is written, not written into a buffer only to take its length.
+        let size = json_len(&body);
         if self.bytes.saturating_add(size.min(max_message)) > max_request {
             record.truncated.push(Truncation {
                 part: index,
@@ -264,6 +265,24 @@ impl Tape {
             chunks,
         )
     }
+}
+
+/// The length of `value`'s JSON text.
+fn json_len(value: &Value) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing a `Value` to a sink that cannot fail does not fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 /// A body cut to about `max` bytes of its JSON text, as a string the record marks as cut:

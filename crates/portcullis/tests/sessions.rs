@@ -129,6 +129,22 @@ impl HoldChannel for Waiting {
         std::future::pending().await
     }
 }
+/// The log of the test's data directory, signing with the key in `keys_dir` (checkpoints
+/// only when asked for).
+fn signed_log(data: &Path, keys_dir: &Path) -> AuditLog {
+    AuditLog::open_signed(
+        data,
+        "gw-sessions",
+        Durability::Strict,
+        CheckpointSettings {
+            origin: "gw-sessions".into(),
+            signer: Arc::new(keys::load_signer(keys_dir, keys::AUDIT_KEY).unwrap()),
+            interval: Duration::from_secs(3600),
+            every: 100_000,
+        },
+    )
+    .unwrap()
+}
 
 fn recorded() -> Recorded {
     tokio::runtime::Runtime::new()
@@ -142,18 +158,7 @@ async fn record_fixture() -> Recorded {
     let keys_dir = tmp.path().join("keys");
     keys::generate(&keys_dir, keys::AUDIT_KEY, "sessions-test").unwrap();
     let config = Config::parse(Path::new("/tmp/sessions.toml"), CONFIG.to_string()).unwrap();
-    let audit = AuditLog::open_signed(
-        &data,
-        "gw-sessions",
-        Durability::Strict,
-        CheckpointSettings {
-            origin: "gw-sessions".into(),
-            signer: Arc::new(keys::load_signer(&keys_dir, keys::AUDIT_KEY).unwrap()),
-            interval: Duration::from_secs(3600),
-            every: 100_000,
-        },
-    )
-    .unwrap();
+    let audit = signed_log(&data, &keys_dir);
     let approvals = Approvals::open(
         &data,
         audit.clone(),
@@ -805,18 +810,7 @@ fn pruning_logs_the_removal_then_removes_and_the_log_still_verifies() {
     // the chunks, and verifies; taking the event out makes the chunks plain missing.
     let keys_dir = r.pubkey.parent().unwrap().to_path_buf();
     tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let log = AuditLog::open_signed(
-            &r.data,
-            "gw-sessions",
-            Durability::Strict,
-            CheckpointSettings {
-                origin: "gw-sessions".into(),
-                signer: Arc::new(keys::load_signer(&keys_dir, keys::AUDIT_KEY).unwrap()),
-                interval: Duration::from_secs(3600),
-                every: 100_000,
-            },
-        )
-        .unwrap();
+        let log = signed_log(&r.data, &keys_dir);
         log.checkpoint_now().await.unwrap();
         log.close().await.unwrap();
     });
