@@ -296,7 +296,11 @@ fn check_config(path: &Path) -> Result<()> {
     let policy = Policy::compile(&config)?;
     // The masking profiles are compiled as `serve` would (patterns, detector names, keys),
     // so a file that would not start is not called valid.
-    Masks::compile(&config.masks).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let masks =
+        Masks::compile(&config.masks).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    // Likewise the recorder: its age recipients are parsed as keys only here.
+    Recorder::from_config(&config.recording, &masks)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     println!("{}: valid", path.display());
     println!(
         "  gateway {} listening on {} ({}), data in {}",

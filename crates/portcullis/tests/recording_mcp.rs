@@ -466,3 +466,28 @@ async fn a_caller_that_leaves_mid_answer_is_recorded_as_gone_with_what_it_was_se
         kinds(&answer)
     );
 }
+
+/// `check-config` builds the recorder as `serve` would: an age recipient that is not a key
+/// is reported, not called valid.
+#[test]
+fn check_config_refuses_a_recording_recipient_that_is_not_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("portcullis.toml");
+    std::fs::write(
+        &path,
+        "[recording]\nmode = \"strict\"\nrecipients = [\"age1notakey\"]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(binary())
+        .arg("check-config")
+        .arg(&path)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("recording.recipients") && stderr.contains("age1notakey"),
+        "{stderr}"
+    );
+}
