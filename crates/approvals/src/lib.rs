@@ -530,20 +530,42 @@ impl Approvals {
         let listed = approval.approvers.iter().any(|g| approver.in_group(g));
         let own = approval.requester.is(approver);
         let break_glass = self.is_break_glass(approver) && (own || !listed);
-        if own && !break_glass {
-            return Err(ApprovalError::SelfApproval {
+        let refusal = if own && !break_glass {
+            Some(ApprovalError::SelfApproval {
                 who: approver.subject.clone(),
                 id: id.to_string(),
                 break_glass: self.break_glass_hint(),
-            });
-        }
-        if !listed && !break_glass {
-            return Err(ApprovalError::NotApprover {
+            })
+        } else if !listed && !break_glass {
+            Some(ApprovalError::NotApprover {
                 who: approver.subject.clone(),
                 id: id.to_string(),
                 groups: approval.approvers.join(", "),
                 break_glass: self.break_glass_hint(),
-            });
+            })
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            // The refusal is evidence that separation of duties holds (AC-5), so it is
+            // logged; if it cannot be, the caller hears that instead, and nothing changed.
+            let mut ev = self.event(EventType::ApprovalRefused, Outcome::Denied, &approval);
+            ev.identity = Some(approver.clone());
+            ev.reason = Some(reason);
+            ev.decision = Some(if approve { "approve" } else { "deny" }.into());
+            ev.detail = Some(format!(
+                "{} may not decide {} requested by {}: {}",
+                approver.subject,
+                approval.summary(),
+                approval.requester.subject,
+                if own {
+                    "it is their own request"
+                } else {
+                    "none of their groups may approve it"
+                }
+            ));
+            self.record(ev).await?;
+            return Err(refusal);
         }
         if approval.status != Status::Pending {
             let by = approval

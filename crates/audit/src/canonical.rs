@@ -5,8 +5,8 @@
 //! in another language later) would make a valid log look tampered with.
 
 use portcullis_model::{
-    Actor, AuditEvent, DataFinding, Identity, PayloadDigest, RecordedRef, RemovedRecord,
-    SegmentRecord, StatementRecord,
+    Actor, AuditEvent, DataFinding, EvidenceRecord, Identity, PayloadDigest, RecordedRef,
+    RemovedRecord, SegmentRecord, StatementRecord,
 };
 
 /// Canonical bytes of an event: the RFC 8785 JSON canonicalization (JCS) of its serde
@@ -59,6 +59,7 @@ fn write_event(out: &mut Vec<u8>, event: &AuditEvent) {
         recorded,
         segment,
         removed,
+        evidence,
     } = event;
     // JSON has no NaN or Infinity, so JCS refuses them; such a duration is left out, which
     // reads back as the same `None` and keeps this function infallible for the gateway.
@@ -79,6 +80,10 @@ fn write_event(out: &mut Vec<u8>, event: &AuditEvent) {
     if let Some(ms) = duration_ms {
         obj.key("duration_ms");
         write_number(obj.out, ms);
+    }
+    if let Some(evidence) = evidence {
+        obj.key("evidence");
+        write_evidence(obj.out, evidence);
     }
     if let Some(findings) = findings {
         obj.key("findings");
@@ -175,6 +180,28 @@ fn write_segment(out: &mut Vec<u8>, segment: &SegmentRecord) {
     write_integer(obj.out, *last_seq);
     write_list(&mut obj, "recipients", recipients);
     obj.str("sha256", sha256);
+    obj.end();
+}
+
+fn write_evidence(out: &mut Vec<u8>, evidence: &EvidenceRecord) {
+    let EvidenceRecord {
+        document,
+        format,
+        since,
+        until,
+        sha256,
+        bytes,
+        file,
+    } = evidence;
+    let mut obj = Object::new(out);
+    obj.key("bytes");
+    write_integer(obj.out, *bytes);
+    obj.str("document", document);
+    obj.opt_str("file", file.as_deref());
+    obj.str("format", format);
+    obj.str("sha256", sha256);
+    obj.opt_str("since", since.as_deref());
+    obj.opt_str("until", until.as_deref());
     obj.end();
 }
 
@@ -481,6 +508,15 @@ mod tests {
                 chunks: vec![text.into(), "c2".into()],
                 segments: vec!["s.age".into()],
             }),
+            evidence: Some(EvidenceRecord {
+                document: "report".into(),
+                format: format!("html{text}"),
+                since: Some("2026-12-01T00:00:00Z".into()),
+                until: None,
+                sha256: "cd".into(),
+                bytes: 7,
+                file: Some(text.into()),
+            }),
         }
     }
 
@@ -529,6 +565,7 @@ mod tests {
             sealed: false,
         });
         sparse.segment = None;
+        sparse.evidence = None;
         sparse.removed = Some(RemovedRecord {
             before: "t".into(),
             chunks: vec![],

@@ -361,6 +361,7 @@ impl AuditLog {
             recorded: None,
             segment: None,
             removed: None,
+            evidence: None,
         }
     }
 

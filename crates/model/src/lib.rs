@@ -582,6 +582,10 @@ pub enum EventType {
     /// An approver denied; the approval is over.
     #[serde(rename = "approval.denied")]
     ApprovalDenied,
+    /// Someone tried to decide an approval they may not decide (their own request, or one
+    /// their groups do not cover) and was refused: AC-5 evidence that the refusal works.
+    #[serde(rename = "approval.refused")]
+    ApprovalRefused,
     /// An approved held request was forwarded.
     #[serde(rename = "approval.released")]
     ApprovalReleased,
@@ -617,6 +621,13 @@ pub enum EventType {
     /// Recording failed for a request that went on anyway (`mode = "best-effort"`).
     #[serde(rename = "recording.failed")]
     RecordingFailed,
+    /// An evidence document (review report, OSCAL document) was written: its hash, so the
+    /// document cannot later be regenerated with other numbers unnoticed.
+    #[serde(rename = "evidence.report")]
+    EvidenceReport,
+    /// A named reviewer signed off a review report (AU-6): who, when, which document, why.
+    #[serde(rename = "evidence.reviewed")]
+    EvidenceReviewed,
 }
 
 /// How a request ended.
@@ -718,6 +729,32 @@ pub struct AuditEvent {
     /// `recording.removed`: what retention deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub removed: Option<RemovedRecord>,
+    /// `evidence.report` and `evidence.reviewed`: the document written or reviewed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<EvidenceRecord>,
+}
+
+/// An evidence document, as an event names it: enough to recognise the exact bytes and the
+/// period they speak for, without the document itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceRecord {
+    /// What the document is: `report` (the AU-6 review report), `assessment-results`,
+    /// `assessment-plan`, `component-definition` (OSCAL).
+    pub document: String,
+    /// How it is written: `html`, `md`, `json` (the report's), `oscal-json`.
+    pub format: String,
+    /// The period it covers (RFC 3339, `since` inclusive, `until` exclusive); absent for
+    /// documents about the configuration rather than a period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    /// SHA-256 (hex) of the document's bytes, as written.
+    pub sha256: String,
+    pub bytes: u64,
+    /// The file's name where it was written (no directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
 }
 
 /// Where a request's recording is: the ids (SHA-256 of the stored bytes, 64 hex digits) of

@@ -680,6 +680,9 @@ pub async fn serve(
         policy.version(),
         recording_summary(&config.recording),
     ));
+    // The policy in force from now on, as a field (not only in the text) so that evidence
+    // reports can show when it changed (CM-3).
+    start.policy_version = Some(policy.version().to_string());
     if config.recording.mode == RecordingMode::BestEffort {
         tracing::warn!(
             "recording.mode = \"best-effort\": a request whose recording cannot be kept goes on, with a recording.failed event"
