@@ -22,6 +22,8 @@ pub mod controls;
 pub mod integrity;
 pub mod period;
 pub mod report;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use collect::Facts;
 pub use period::Period;
