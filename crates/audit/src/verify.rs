@@ -172,6 +172,22 @@ pub struct Summary {
     pub unsealed_requests: u64,
     /// Things worth a look that are not evidence of tampering.
     pub warnings: Vec<String>,
+    /// Every checkpoint that matched the events, by size: what evidence reports cite as
+    /// the checkpoint a period was verified against.
+    pub checkpoints: Vec<VerifiedCheckpoint>,
+}
+
+/// A checkpoint that matched the events, stored or published or both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedCheckpoint {
+    pub size: u64,
+    pub root: Hash,
+    /// Stored in the gateway's database.
+    pub stored: bool,
+    /// Found in a published directory.
+    pub published: bool,
+    /// Valid cosignatures by the witness keys given: `(witness name, Unix time it cosigned)`.
+    pub cosignatures: Vec<(String, u64)>,
 }
 
 impl Summary {
@@ -720,8 +736,8 @@ struct StoredCp {
 struct PublishedCp {
     file: PathBuf,
     checkpoint: Checkpoint,
-    /// Whether a given witness key has a valid cosignature in the file.
-    cosigned: bool,
+    /// The given witness keys' valid cosignatures in the file: `(name, Unix time)`.
+    cosigned: Vec<(String, u64)>,
 }
 
 /// A size at which the recomputed tree must match a checkpoint.
@@ -787,6 +803,8 @@ struct Checker<'a> {
     cosigned: HashSet<u64>,
     /// Witness names with at least one valid cosignature.
     witnesses_seen: HashSet<String>,
+    /// The checkpoints that matched, by size.
+    verified: std::collections::BTreeMap<u64, VerifiedCheckpoint>,
     /// Witness names of stored cosignatures that could not be checked (no key given).
     unchecked_witnesses: BTreeSet<String>,
     /// Recorded chunks named by events but not beside them, in event order, until the log
@@ -945,6 +963,7 @@ impl<'a> Checker<'a> {
             matched: 0,
             matched_before: 0,
             cosigned: HashSet::new(),
+            verified: std::collections::BTreeMap::new(),
             witnesses_seen: HashSet::new(),
             unchecked_witnesses: BTreeSet::new(),
             absent: Vec::new(),
@@ -977,6 +996,7 @@ impl<'a> Checker<'a> {
                 chunks_sealed: 0,
                 unsealed_requests: 0,
                 warnings: Vec::new(),
+                checkpoints: Vec::new(),
             },
         }
     }
@@ -1057,12 +1077,16 @@ impl<'a> Checker<'a> {
 
     /// Checks the given witnesses' cosignatures in a published note (a witness's state
     /// file carries them). Lines by keys not given are ignored: nothing can be said of them.
-    fn published_cosignatures(&mut self, file: &Path, note: &str) -> Result<bool, Failure> {
-        let mut cosigned = false;
+    fn published_cosignatures(
+        &mut self,
+        file: &Path,
+        note: &str,
+    ) -> Result<Vec<(String, u64)>, Failure> {
+        let mut cosigned = Vec::new();
         for witness in self.witnesses {
             match witness.verify_note(note) {
-                Ok(_) => {
-                    cosigned = true;
+                Ok((_, time)) => {
+                    cosigned.push((witness.name.clone(), time));
                     self.witnesses_seen.insert(witness.name.clone());
                 }
                 Err(CheckpointError::NotSigned(_)) => {}
@@ -1080,6 +1104,20 @@ impl<'a> Checker<'a> {
             }
         }
         Ok(cosigned)
+    }
+
+    /// The record of the checkpoint of `size`, which matched the events.
+    fn verified_at(&mut self, size: u64) -> &mut VerifiedCheckpoint {
+        let root = self.frontier.root();
+        self.verified
+            .entry(size)
+            .or_insert_with(|| VerifiedCheckpoint {
+                size,
+                root,
+                stored: false,
+                published: false,
+                cosignatures: Vec::new(),
+            })
     }
 
     /// Files the stored cosignatures under their checkpoints.
@@ -1193,6 +1231,7 @@ impl<'a> Checker<'a> {
         }
         self.summary.stored_checkpoints += 1;
         self.matched = size;
+        self.verified_at(size).stored = true;
         Ok(())
     }
 
@@ -1219,10 +1258,12 @@ impl<'a> Checker<'a> {
             line.push('\n');
         }
         match witness.verify_lines(body, &line) {
-            Ok(_) => {
+            Ok(time) => {
                 self.summary.cosignatures_verified += 1;
                 self.cosigned.insert(size);
                 self.witnesses_seen.insert(witness.name.clone());
+                let name = witness.name.clone();
+                self.verified_at(size).cosignatures.push((name, time));
                 Ok(())
             }
             Err(CheckpointError::NotSigned(_)) => Err(Failure::new(
@@ -1245,7 +1286,7 @@ impl<'a> Checker<'a> {
         let file = cp.file.clone();
         let origin = cp.checkpoint.origin.clone();
         let claimed = cp.checkpoint.root;
-        let cosigned = cp.cosigned;
+        let cosigned = cp.cosigned.clone();
         self.check_origin(&origin, Location::Published { file: file.clone() })
             .map_err(|f| {
                 published_failure(
@@ -1280,11 +1321,18 @@ impl<'a> Checker<'a> {
                 ),
             ));
         }
-        if cosigned {
+        if !cosigned.is_empty() {
             self.cosigned.insert(size);
         }
         self.summary.published_checkpoints += 1;
         self.matched = self.matched.max(size);
+        let seen = self.verified_at(size);
+        seen.published = true;
+        for cosignature in cosigned {
+            if !seen.cosignatures.contains(&cosignature) {
+                seen.cosignatures.push(cosignature);
+            }
+        }
         Ok(())
     }
 
@@ -1951,6 +1999,7 @@ impl<'a> Checker<'a> {
         summary.sessions_open = self.open_sessions as u64;
         summary.cosigned_checkpoints = self.cosigned.len() as u64;
         summary.signed_size = self.matched;
+        summary.checkpoints = self.verified.into_values().collect();
         Ok(summary)
     }
 }

@@ -1,10 +1,42 @@
 //! One streaming pass over the log: the facts of a period.
-//! (Being written: the spine's signature, so renderers and OSCAL can be built against it.)
+//!
+//! The pass starts at the baseline window before the period (found by bisection on the
+//! log's times, not by reading from the beginning) and stops shortly after the period's
+//! end. Events of the baseline window only teach what is usual: which identities, tools
+//! and tables were seen, each identity's volume and refusal rate. Events of the period are
+//! the facts. Memory grows with the number of distinct identities, targets, tools, tables,
+//! rules and approvals, never with the number of events: every list of events is
+//! [`Capped`], and counts are exact.
+//!
+//! Times follow sequence numbers closely but not exactly (an event is stamped when it is
+//! made and appended moments later), so the pass reads a little past each edge and decides
+//! membership by each event's own time.
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::Timelike as _;
 use portcullis_audit::AuditReader;
+use portcullis_model::{AuditEvent, AuthMethod, EventType, Identity, Outcome};
 
+use crate::period::{parse_time, stamp};
 use crate::report::*;
 use crate::{EvidenceError, Period};
+
+/// How far past each edge of a window the pass reads, for events stamped out of order.
+const EDGE_SLACK: chrono::Duration = chrono::Duration::minutes(5);
+
+/// Events read from SQLite per query.
+const PAGE: usize = 4096;
+
+/// How many sample events a finding keeps.
+const SAMPLES: usize = 5;
+
+/// Statement kinds that change data.
+const WRITE_KINDS: &[&str] = &["insert", "update", "delete", "merge", "copy"];
+/// Statement kinds that change the schema, privileges or run code.
+const PRIVILEGED_KINDS: &[&str] = &["ddl", "grant", "truncate", "do", "call", "maintenance"];
+/// Statement kinds that destroy data.
+const DESTRUCTIVE_KINDS: &[&str] = &["delete", "truncate"];
 
 /// How facts are collected.
 #[derive(Debug, Clone)]
@@ -32,7 +64,7 @@ impl Default for Options {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Facts {
     pub gateways: Vec<String>,
-    /// Events in the log up to the period's end (the highest seq at or before it).
+    /// Events in the log up to the period's end (the highest seq stamped before it).
     pub events_to_period_end: u64,
     pub first_seq: Option<u64>,
     pub last_seq: Option<u64>,
@@ -59,28 +91,1079 @@ pub struct Facts {
 pub struct CheckInputs {
     /// Requests allowed without a rule (must be none: default deny).
     pub allowed_without_rule: Capped<EventRef>,
-    /// Requests refused by default deny.
+    /// Requests refused because no rule allowed them.
     pub default_denied: u64,
-    /// Self-approvals that took effect (only break-glass can) and those outside it.
+    /// Self-approvals that took effect through break-glass, and any outside it (none can
+    /// happen unless the approvals service is broken).
     pub self_approvals_break_glass: Capped<EventRef>,
     pub self_approvals_outside_break_glass: Capped<EventRef>,
-    /// Privileged actions allowed with no rule naming them: none expected.
+    /// Refused attempts to decide one's own request.
+    pub self_approvals_refused: u64,
+    /// Privileged statements allowed.
+    pub privileged_allowed: u64,
+    /// Privileged statements allowed with no rule naming them: none expected.
     pub privileged_unexplained: Capped<EventRef>,
+    /// Privileged statements refused.
     pub privileged_refused: u64,
-    /// Request events missing an AU-3 field.
-    pub au3_incomplete: Capped<EventRef>,
+    /// Request events missing an AU-3 field, with the fields missing.
+    pub au3_incomplete: Capped<(EventRef, Vec<&'static str>)>,
     pub au3_checked: u64,
-    /// Targets with sessions but no request events.
+    /// Targets with sessions in the period but no request events.
     pub silent_targets: Vec<String>,
     /// Allowed requests without a named identity.
     pub anonymous_allowed: Capped<EventRef>,
+    pub allowed: u64,
 }
 
 /// Collects the facts of `period` from the log.
 pub fn collect(
-    _reader: &AuditReader,
-    _period: &Period,
-    _options: &Options,
+    reader: &AuditReader,
+    period: &Period,
+    options: &Options,
 ) -> Result<Facts, EvidenceError> {
-    Ok(Facts::default())
+    let baseline_start = period.since_time() - chrono::Duration::days(options.baseline_days.into());
+    let baseline_since = stamp(baseline_start);
+    let read_from = reader.first_seq_at(&stamp(baseline_start - EDGE_SLACK))?;
+    let read_until = stamp(period.until_time() + EDGE_SLACK);
+    let mut pass = Pass::new(period, options);
+    let mut after = read_from.saturating_sub(1);
+    'pages: loop {
+        let page = reader.since(after, PAGE)?;
+        let Some(&(last, _)) = page.last() else {
+            break;
+        };
+        for (seq, body) in page {
+            let event: AuditEvent = serde_json::from_str(&body).map_err(|e| {
+                EvidenceError::Invalid(format!(
+                    "event {seq} cannot be read as an audit event ({e}); run `portcullis audit \
+                     verify`"
+                ))
+            })?;
+            if event.time >= read_until {
+                break 'pages;
+            }
+            if event.time < baseline_since {
+                continue;
+            }
+            pass.see(seq, event);
+        }
+        after = last;
+    }
+    Ok(pass.finish())
+}
+
+/// The name an identity is reported under: unique across issuers.
+pub fn identity_name(identity: &Identity) -> String {
+    if identity.issuer.starts_with("portcullis:") {
+        identity.subject.clone()
+    } else {
+        format!("{}@{}", identity.subject, identity.issuer)
+    }
+}
+
+fn event_ref(seq: u64, event: &AuditEvent) -> EventRef {
+    EventRef {
+        id: event.id.clone(),
+        seq,
+        time: event.time.clone(),
+        session: event.session.clone(),
+        recorded: event.recorded.is_some(),
+    }
+}
+
+fn auth_method(method: AuthMethod) -> &'static str {
+    match method {
+        AuthMethod::Oidc => "oidc",
+        AuthMethod::ApiKey => "api_key",
+        AuthMethod::Local => "local",
+    }
+}
+
+/// What the baseline window teaches about one identity.
+#[derive(Default)]
+struct Usual {
+    requests: u64,
+    denied: u64,
+    tools: BTreeSet<String>,
+    tables: BTreeSet<String>,
+}
+
+/// One identity's activity in the period, as it accumulates.
+struct Active {
+    identity: Identity,
+    auth_methods: BTreeSet<&'static str>,
+    decisions: Decisions,
+    targets: BTreeSet<String>,
+    tools: BTreeSet<String>,
+    tables: BTreeSet<String>,
+    first_seen: String,
+    last_seen: String,
+    first_event: EventRef,
+    off_hours: Capped<EventRef>,
+    new_tools: Capped<EventRef>,
+    new_tool_names: BTreeSet<String>,
+    new_tables: Capped<EventRef>,
+    new_table_names: BTreeSet<String>,
+    denials: Vec<EventRef>,
+}
+
+#[derive(Default)]
+struct TargetAcc {
+    decisions: Decisions,
+    identities: BTreeSet<String>,
+    tools: BTreeSet<String>,
+    tables: BTreeSet<String>,
+    sessions: u64,
+    first_seen: String,
+    last_seen: String,
+}
+
+/// An approval followed through the pass (from the baseline window too, so a decision in
+/// the period on a request made before it still names its requester).
+struct Following {
+    hold: Hold,
+    /// Seen in the period (only those are reported).
+    in_period: bool,
+    requested_at: Option<String>,
+    requester: Option<(String, String)>,
+}
+
+struct Pass<'a> {
+    period: &'a Period,
+    options: &'a Options,
+    gateways: BTreeSet<String>,
+    facts: Facts,
+    usual: HashMap<String, Usual>,
+    active: BTreeMap<String, Active>,
+    targets: BTreeMap<String, TargetAcc>,
+    approvals: BTreeMap<String, Following>,
+    grants: BTreeMap<String, GrantChange>,
+    policy_versions: BTreeMap<String, PolicyVersion>,
+    rules: BTreeMap<String, (u64, BTreeSet<String>, Vec<EventRef>)>,
+    masking: BTreeMap<(String, String), (u64, u64)>,
+    auth_sources: BTreeMap<String, u64>,
+    auth_kinds: BTreeMap<String, u64>,
+}
+
+impl<'a> Pass<'a> {
+    fn new(period: &'a Period, options: &'a Options) -> Pass<'a> {
+        Pass {
+            period,
+            options,
+            gateways: BTreeSet::new(),
+            facts: Facts::default(),
+            usual: HashMap::new(),
+            active: BTreeMap::new(),
+            targets: BTreeMap::new(),
+            approvals: BTreeMap::new(),
+            grants: BTreeMap::new(),
+            policy_versions: BTreeMap::new(),
+            rules: BTreeMap::new(),
+            masking: BTreeMap::new(),
+            auth_sources: BTreeMap::new(),
+            auth_kinds: BTreeMap::new(),
+        }
+    }
+
+    fn see(&mut self, seq: u64, event: AuditEvent) {
+        if event.time.as_str() >= self.period.until.as_str() {
+            return;
+        }
+        self.facts.events_to_period_end = self.facts.events_to_period_end.max(seq);
+        if event.time.as_str() < self.period.since.as_str() {
+            self.learn(seq, &event);
+            return;
+        }
+        self.facts.first_seq = Some(self.facts.first_seq.map_or(seq, |s| s.min(seq)));
+        self.facts.last_seq = Some(self.facts.last_seq.map_or(seq, |s| s.max(seq)));
+        self.facts.totals.events += 1;
+        if !self.gateways.contains(&event.gateway) {
+            self.gateways.insert(event.gateway.clone());
+        }
+        if let Some(version) = &event.policy_version {
+            let at = event_ref(seq, &event);
+            let entry = self
+                .policy_versions
+                .entry(version.clone())
+                .or_insert_with(|| PolicyVersion {
+                    version: version.clone(),
+                    first_seen: at,
+                    last_seen: String::new(),
+                    events: 0,
+                });
+            entry.events += 1;
+            entry.last_seen.clone_from(&event.time);
+        }
+        let cap = self.options.cap;
+        match event.event_type {
+            EventType::Request => self.request(seq, &event),
+            EventType::SessionStart => {
+                self.facts.totals.sessions += 1;
+                if let Some(target) = &event.target {
+                    let acc = self.target(target, &event.time);
+                    acc.sessions += 1;
+                }
+            }
+            EventType::AuthFailure => {
+                let failures = &mut self.facts.auth_failures;
+                failures.total += 1;
+                if failures.samples.len() < SAMPLES {
+                    failures.samples.push(event_ref(seq, &event));
+                }
+                let source = event
+                    .source
+                    .as_deref()
+                    .map(host_of)
+                    .unwrap_or("unknown")
+                    .to_string();
+                *self.auth_sources.entry(source).or_default() += 1;
+                let kind = event
+                    .detail
+                    .as_deref()
+                    .and_then(|d| d.split_once(':'))
+                    .map(|(code, _)| code.trim())
+                    .filter(|code| !code.is_empty() && !code.contains(' '))
+                    .unwrap_or("unauthenticated")
+                    .to_string();
+                *self.auth_kinds.entry(kind).or_default() += 1;
+            }
+            EventType::ApprovalRequested
+            | EventType::ApprovalApproved
+            | EventType::ApprovalDenied
+            | EventType::ApprovalRefused
+            | EventType::ApprovalReleased
+            | EventType::ApprovalExpired
+            | EventType::ApprovalCancelled => self.approval(seq, &event, true),
+            EventType::GrantIssued | EventType::GrantRevoked | EventType::GrantExpired => {
+                self.grant(seq, &event)
+            }
+            EventType::GatewayStart => {
+                self.facts
+                    .access
+                    .gateway_starts
+                    .push(cap, event_ref(seq, &event));
+            }
+            EventType::ToolPinAccepted | EventType::ToolPinMismatch => {
+                let change = PinChange {
+                    target: event.target.clone().unwrap_or_default(),
+                    tool: event.resource.clone().unwrap_or_default(),
+                    by: event.identity.as_ref().map(identity_name),
+                    event: event_ref(seq, &event),
+                };
+                if event.event_type == EventType::ToolPinAccepted {
+                    self.facts.access.pins_accepted.push(cap, change);
+                } else {
+                    self.facts.access.pins_withheld.push(cap, change);
+                }
+            }
+            EventType::EvidenceReviewed => {
+                if let Some(record) = &event.evidence {
+                    let reviewed_period = match (&record.since, &record.until) {
+                        (Some(since), Some(until)) => Some(Period {
+                            since: since.clone(),
+                            until: until.clone(),
+                        }),
+                        _ => None,
+                    };
+                    if self.facts.reviews.len() < cap {
+                        self.facts.reviews.push(Review {
+                            reviewer: event
+                                .identity
+                                .as_ref()
+                                .map(identity_name)
+                                .unwrap_or_else(|| "(unnamed)".into()),
+                            reason: event.reason.clone(),
+                            sha256: record.sha256.clone(),
+                            reviewed_period,
+                            event: event_ref(seq, &event),
+                        });
+                    }
+                }
+            }
+            EventType::EvidenceReport => {
+                if let Some(record) = &event.evidence
+                    && self.facts.documents.len() < cap
+                {
+                    self.facts.documents.push(DocumentWritten {
+                        document: record.document.clone(),
+                        format: record.format.clone(),
+                        sha256: record.sha256.clone(),
+                        file: record.file.clone(),
+                        event: event_ref(seq, &event),
+                    });
+                }
+            }
+            EventType::SessionEnd
+            | EventType::Notification
+            | EventType::GatewayStop
+            | EventType::ApprovalNotified
+            | EventType::ColumnsDiscovered
+            | EventType::RecordingSealed
+            | EventType::RecordingRemoved
+            | EventType::RecordingAccessed
+            | EventType::RecordingFailed => {}
+        }
+    }
+
+    /// A baseline-window event: what is usual.
+    fn learn(&mut self, seq: u64, event: &AuditEvent) {
+        match event.event_type {
+            EventType::Request => {
+                let Some(identity) = &event.identity else {
+                    return;
+                };
+                let usual = self.usual.entry(identity_name(identity)).or_default();
+                usual.requests += 1;
+                if event.outcome == Outcome::Denied {
+                    usual.denied += 1;
+                }
+                if let Some(tool) = tool_of(event) {
+                    usual.tools.insert(tool.to_string());
+                }
+                if let Some(statement) = &event.statement {
+                    usual.tables.extend(statement.tables.iter().cloned());
+                }
+            }
+            EventType::ApprovalRequested
+            | EventType::ApprovalApproved
+            | EventType::ApprovalDenied
+            | EventType::ApprovalRefused
+            | EventType::ApprovalReleased
+            | EventType::ApprovalExpired
+            | EventType::ApprovalCancelled => self.approval(seq, event, false),
+            _ => {}
+        }
+    }
+
+    fn target(&mut self, name: &str, time: &str) -> &mut TargetAcc {
+        let acc = self.targets.entry(name.to_string()).or_default();
+        if acc.first_seen.is_empty() {
+            acc.first_seen = time.to_string();
+        }
+        if time > acc.last_seen.as_str() {
+            acc.last_seen = time.to_string();
+        }
+        acc
+    }
+
+    fn request(&mut self, seq: u64, event: &AuditEvent) {
+        let cap = self.options.cap;
+        let at = event_ref(seq, event);
+        let totals = &mut self.facts.totals;
+        totals.requests += 1;
+        let forwarded = matches!(event.outcome, Outcome::Success | Outcome::UpstreamError);
+        let held = event.approval.is_some() || event.decision.as_deref() == Some("hold");
+        match event.outcome {
+            Outcome::Success => totals.allowed += 1,
+            Outcome::UpstreamError => {
+                totals.allowed += 1;
+                totals.failed += 1;
+            }
+            Outcome::Denied => totals.denied += 1,
+            Outcome::Rejected => totals.rejected += 1,
+            Outcome::Failed => totals.failed += 1,
+            Outcome::Info => {}
+        }
+        if held {
+            totals.held += 1;
+        }
+        let tally = |d: &mut Decisions| {
+            d.requests += 1;
+            d.allowed += u64::from(forwarded);
+            d.denied += u64::from(event.outcome == Outcome::Denied);
+            d.held += u64::from(held);
+            d.failed += u64::from(matches!(
+                event.outcome,
+                Outcome::Failed | Outcome::UpstreamError
+            ));
+        };
+        let tool = tool_of(event);
+        let tables: &[String] = event
+            .statement
+            .as_ref()
+            .map_or(&[], |s| s.tables.as_slice());
+        let name = event.identity.as_ref().map(identity_name);
+        if let Some(target) = &event.target {
+            let acc = self.target(target, &event.time);
+            tally(&mut acc.decisions);
+            if let Some(name) = &name
+                && !acc.identities.contains(name)
+            {
+                acc.identities.insert(name.clone());
+            }
+            if let Some(tool) = tool {
+                acc.tools.insert(tool.to_string());
+            }
+            acc.tables.extend(tables.iter().cloned());
+        }
+
+        // AU-3: what, when, where, source, outcome, and who when it was let through.
+        let checks = &mut self.facts.checks;
+        checks.au3_checked += 1;
+        let mut missing = Vec::new();
+        if event.id.is_empty() {
+            missing.push("id");
+        }
+        if event.time.is_empty() {
+            missing.push("time");
+        }
+        if event.gateway.is_empty() {
+            missing.push("gateway");
+        }
+        if event.target.is_none() {
+            missing.push("target");
+        }
+        if event.action.is_none() {
+            missing.push("action");
+        }
+        if event.source.is_none() {
+            missing.push("source");
+        }
+        if forwarded && event.identity.is_none() {
+            missing.push("identity");
+        }
+        if event.decision.is_some() && event.policy_version.is_none() {
+            missing.push("policy_version");
+        }
+        if !missing.is_empty() {
+            checks.au3_incomplete.push(cap, (at.clone(), missing));
+        }
+        if forwarded {
+            checks.allowed += 1;
+            if event.rule.is_none() {
+                checks.allowed_without_rule.push(cap, at.clone());
+            }
+            if event.identity.is_none() {
+                checks.anonymous_allowed.push(cap, at.clone());
+            }
+        }
+        if event.outcome == Outcome::Denied
+            && matches!(event.rule.as_deref(), None | Some("default-deny"))
+        {
+            checks.default_denied += 1;
+        }
+
+        // Privileged and sensitive actions.
+        let kinds: &[String] = event.statement.as_ref().map_or(&[], |s| s.kinds.as_slice());
+        let mut why: Vec<String> = Vec::new();
+        let has = |list: &[&str]| kinds.iter().any(|k| list.contains(&k.as_str()));
+        if has(WRITE_KINDS) {
+            why.push("write".into());
+        }
+        if has(PRIVILEGED_KINDS) {
+            why.push("privileged".into());
+        }
+        if has(DESTRUCTIVE_KINDS) {
+            why.push("destructive".into());
+        }
+        if held {
+            why.push("held".into());
+        }
+        let privileged_statement = has(PRIVILEGED_KINDS);
+        if privileged_statement {
+            if forwarded {
+                checks.privileged_allowed += 1;
+                if event.rule.is_none() {
+                    checks.privileged_unexplained.push(cap, at.clone());
+                }
+            } else if event.outcome == Outcome::Denied {
+                checks.privileged_refused += 1;
+            }
+        }
+        if forwarded && !why.is_empty() {
+            let action = if kinds.is_empty() {
+                event.action.clone().unwrap_or_default()
+            } else {
+                kinds.join(", ")
+            };
+            let objects = if tables.is_empty() {
+                event.resource.iter().cloned().collect()
+            } else {
+                tables.to_vec()
+            };
+            self.facts.privileged.push(
+                cap,
+                PrivilegedAction {
+                    event: at.clone(),
+                    identity: name.clone().unwrap_or_else(|| "(anonymous)".into()),
+                    target: event.target.clone().unwrap_or_default(),
+                    action,
+                    objects,
+                    statement: event.statement.as_ref().map(|s| s.text.clone()),
+                    why,
+                    rule: event.rule.clone().unwrap_or_else(|| "(none)".into()),
+                    approval: event.approval.clone(),
+                    outcome: outcome_label(event.outcome).into(),
+                },
+            );
+        }
+
+        // Refusals by rule.
+        if event.outcome == Outcome::Denied {
+            let rule = event
+                .rule
+                .clone()
+                .unwrap_or_else(|| "default-deny".to_string());
+            let entry = self.rules.entry(rule).or_default();
+            entry.0 += 1;
+            if let Some(name) = &name
+                && entry.1.len() < cap
+            {
+                entry.1.insert(name.clone());
+            }
+            if entry.2.len() < SAMPLES {
+                entry.2.push(at.clone());
+            }
+        }
+
+        // Grants used.
+        if let Some(grant) = &event.grant
+            && forwarded
+        {
+            let change = self
+                .grants
+                .entry(grant.clone())
+                .or_insert_with(|| GrantChange {
+                    grant: grant.clone(),
+                    holder: name.clone().unwrap_or_default(),
+                    target: event.target.clone().unwrap_or_default(),
+                    scope: None,
+                    state: "issued".into(),
+                    events: Vec::new(),
+                    uses: 0,
+                });
+            change.uses += 1;
+        }
+
+        // Masking, per identity and detector: counts only.
+        if let (Some(masked), Some(name)) = (&event.masked, &name) {
+            let mut seen = BTreeSet::new();
+            for finding in masked {
+                let entry = self
+                    .masking
+                    .entry((name.clone(), finding.detector.clone()))
+                    .or_default();
+                entry.0 += u64::from(finding.count);
+                if seen.insert(finding.detector.as_str()) {
+                    entry.1 += 1;
+                }
+            }
+        }
+
+        // The identity's own activity.
+        let Some(identity) = &event.identity else {
+            return;
+        };
+        let name = name.expect("an identity has a name");
+        let usual = self.usual.get(&name);
+        let work_hours = self.options.work_hours;
+        let active = self.active.entry(name.clone()).or_insert_with(|| Active {
+            identity: identity.clone(),
+            auth_methods: BTreeSet::new(),
+            decisions: Decisions::default(),
+            targets: BTreeSet::new(),
+            tools: BTreeSet::new(),
+            tables: BTreeSet::new(),
+            first_seen: event.time.clone(),
+            last_seen: event.time.clone(),
+            first_event: at.clone(),
+            off_hours: Capped::default(),
+            new_tools: Capped::default(),
+            new_tool_names: BTreeSet::new(),
+            new_tables: Capped::default(),
+            new_table_names: BTreeSet::new(),
+            denials: Vec::new(),
+        });
+        active
+            .auth_methods
+            .insert(auth_method(identity.auth_method));
+        tally(&mut active.decisions);
+        if event.time > active.last_seen {
+            active.last_seen.clone_from(&event.time);
+        }
+        if let Some(target) = &event.target
+            && !active.targets.contains(target)
+        {
+            active.targets.insert(target.clone());
+        }
+        if let Some(tool) = tool
+            && active.tools.insert(tool.to_string())
+            && usual.is_some_and(|u| !u.tools.contains(tool))
+        {
+            active.new_tools.push(SAMPLES, at.clone());
+            active.new_tool_names.insert(tool.to_string());
+        }
+        for table in tables {
+            if active.tables.insert(table.clone())
+                && usual.is_some_and(|u| !u.tables.contains(table))
+            {
+                active.new_tables.push(SAMPLES, at.clone());
+                active.new_table_names.insert(table.clone());
+            }
+        }
+        if event.outcome == Outcome::Denied && active.denials.len() < SAMPLES {
+            active.denials.push(at.clone());
+        }
+        if let Ok(time) = parse_time(&event.time) {
+            let hour = time.hour();
+            let (start, end) = work_hours;
+            if hour < start || hour >= end {
+                active.off_hours.push(SAMPLES, at);
+            }
+        }
+    }
+
+    fn approval(&mut self, seq: u64, event: &AuditEvent, in_period: bool) {
+        let Some(id) = &event.approval else {
+            return;
+        };
+        let cap = self.options.cap;
+        let at = event_ref(seq, event);
+        let following = self
+            .approvals
+            .entry(id.clone())
+            .or_insert_with(|| Following {
+                hold: Hold {
+                    approval: id.clone(),
+                    kind: if event.grant.is_some() {
+                        "grant".into()
+                    } else {
+                        "request".into()
+                    },
+                    requester: "(requested before the baseline window)".into(),
+                    target: event.target.clone().unwrap_or_default(),
+                    action: event.action.clone().unwrap_or_default(),
+                    resource: event.resource.clone(),
+                    rule: event.rule.clone().unwrap_or_default(),
+                    reason: None,
+                    requested: at.clone(),
+                    status: "pending".into(),
+                    decisions: Vec::new(),
+                    seconds_to_decision: None,
+                    released: None,
+                },
+                in_period: false,
+                requested_at: None,
+                requester: None,
+            });
+        following.in_period |= in_period;
+        let hold = &mut following.hold;
+        let who = event.identity.as_ref().map(identity_name);
+        let closed = |following: &mut Following, status: &str, time: &str| {
+            following.hold.status = status.to_string();
+            if let (Some(from), Ok(to)) = (&following.requested_at, parse_time(time))
+                && let Ok(from) = parse_time(from)
+            {
+                let ms = (to - from).num_milliseconds().max(0);
+                following.hold.seconds_to_decision = Some(ms as f64 / 1000.0);
+            }
+        };
+        match event.event_type {
+            EventType::ApprovalRequested => {
+                hold.requester = who.clone().unwrap_or_else(|| "(unnamed)".into());
+                hold.reason.clone_from(&event.reason);
+                hold.requested = at;
+                following.requested_at = Some(event.time.clone());
+                following.requester = event
+                    .identity
+                    .as_ref()
+                    .map(|i| (i.issuer.clone(), i.subject.clone()));
+                if in_period && event.grant.is_some() {
+                    let change = self
+                        .grants
+                        .entry(id.clone())
+                        .or_insert_with(|| GrantChange {
+                            grant: id.clone(),
+                            holder: who.unwrap_or_default(),
+                            target: event.target.clone().unwrap_or_default(),
+                            scope: event.resource.clone(),
+                            state: "requested".into(),
+                            events: Vec::new(),
+                            uses: 0,
+                        });
+                    change.events.push(following.hold.requested.clone());
+                }
+            }
+            EventType::ApprovalApproved
+            | EventType::ApprovalDenied
+            | EventType::ApprovalRefused => {
+                let own = match (&following.requester, &event.identity) {
+                    (Some((issuer, subject)), Some(i)) => {
+                        &i.issuer == issuer && &i.subject == subject
+                    }
+                    _ => false,
+                };
+                let decision = Decision {
+                    approval: id.clone(),
+                    who: who.unwrap_or_else(|| "(unnamed)".into()),
+                    decision: event.decision.clone().unwrap_or_else(|| {
+                        if event.event_type == EventType::ApprovalDenied {
+                            "deny".into()
+                        } else {
+                            "approve".into()
+                        }
+                    }),
+                    reason: event.reason.clone(),
+                    break_glass: event.break_glass,
+                    own_request: own,
+                    event: at.clone(),
+                    detail: event.detail.clone(),
+                };
+                if !in_period {
+                    // Decisions of the baseline window only settle the approval's state.
+                } else if event.event_type == EventType::ApprovalRefused {
+                    if own {
+                        self.facts.checks.self_approvals_refused += 1;
+                    }
+                    self.facts.refused_decisions.push(cap, decision);
+                    return;
+                } else {
+                    if event.break_glass {
+                        self.facts.break_glass.push(cap, decision.clone());
+                    }
+                    if own && event.event_type == EventType::ApprovalApproved {
+                        if event.break_glass {
+                            self.facts
+                                .checks
+                                .self_approvals_break_glass
+                                .push(cap, at.clone());
+                        } else {
+                            self.facts
+                                .checks
+                                .self_approvals_outside_break_glass
+                                .push(cap, at.clone());
+                        }
+                    }
+                }
+                if event.event_type == EventType::ApprovalRefused {
+                    return;
+                }
+                if hold.decisions.len() < SAMPLES * 2 {
+                    hold.decisions.push(decision);
+                }
+                let closes = event.event_type == EventType::ApprovalDenied
+                    || event.break_glass
+                    || event
+                        .detail
+                        .as_deref()
+                        .is_some_and(|d| d.contains("the approval is approved"));
+                if closes {
+                    let status = if event.event_type == EventType::ApprovalDenied {
+                        "denied"
+                    } else {
+                        "approved"
+                    };
+                    closed(following, status, &event.time);
+                }
+            }
+            EventType::ApprovalReleased => {
+                hold.released = Some(at);
+                if hold.status == "pending" {
+                    hold.status = "approved".into();
+                }
+            }
+            EventType::ApprovalExpired => closed(following, "expired", &event.time),
+            EventType::ApprovalCancelled => closed(following, "cancelled", &event.time),
+            _ => {}
+        }
+    }
+
+    fn grant(&mut self, seq: u64, event: &AuditEvent) {
+        let Some(id) = event.grant.as_ref().or(event.approval.as_ref()) else {
+            return;
+        };
+        let state = match event.event_type {
+            EventType::GrantIssued => "issued",
+            EventType::GrantRevoked => "revoked",
+            _ => "expired",
+        };
+        let holder = self
+            .approvals
+            .get(id)
+            .map(|f| f.hold.requester.clone())
+            .unwrap_or_default();
+        let change = self
+            .grants
+            .entry(id.clone())
+            .or_insert_with(|| GrantChange {
+                grant: id.clone(),
+                holder,
+                target: event.target.clone().unwrap_or_default(),
+                scope: event.resource.clone(),
+                state: state.into(),
+                events: Vec::new(),
+                uses: 0,
+            });
+        change.state = state.into();
+        if change.events.len() < SAMPLES * 2 {
+            change.events.push(event_ref(seq, event));
+        }
+    }
+
+    fn finish(mut self) -> Facts {
+        let cap = self.options.cap;
+        let days = self.period.days();
+        let baseline_days = f64::from(self.options.baseline_days.max(1));
+        let mut facts = std::mem::take(&mut self.facts);
+        facts.gateways = self.gateways.into_iter().collect();
+
+        let mut anomalies = Vec::new();
+        let mut identities = Vec::new();
+        for (name, active) in self.active {
+            let usual = self.usual.get(&name);
+            let new = usual.is_none();
+            if new && active.identity.auth_method == AuthMethod::ApiKey {
+                facts.access.api_keys_first_used.push(
+                    cap,
+                    FirstUse {
+                        identity: name.clone(),
+                        event: active.first_event.clone(),
+                    },
+                );
+            }
+            anomalies.extend(flag(
+                &name,
+                &active,
+                usual,
+                days,
+                baseline_days,
+                self.options,
+            ));
+            identities.push(IdentityActivity {
+                name: name.clone(),
+                issuer: active.identity.issuer.clone(),
+                subject: active.identity.subject.clone(),
+                display_name: active.identity.display_name.clone(),
+                kind: active.identity.kind.as_str().into(),
+                auth_methods: active.auth_methods.iter().map(|m| m.to_string()).collect(),
+                decisions: active.decisions,
+                targets: active.targets.into_iter().collect(),
+                tools: capped(active.tools, cap),
+                tables: capped(active.tables, cap),
+                first_seen: active.first_seen,
+                last_seen: active.last_seen,
+                new,
+                first_event: active.first_event,
+            });
+        }
+        identities.sort_by(|a, b| {
+            b.decisions
+                .requests
+                .cmp(&a.decisions.requests)
+                .then_with(|| a.name.cmp(&b.name))
+        });
+        facts.totals.identities = identities.len() as u64;
+        facts.identities = identities;
+        facts.anomalies = anomalies;
+
+        let mut silent = Vec::new();
+        facts.targets = self
+            .targets
+            .into_iter()
+            .map(|(name, acc)| {
+                if acc.sessions > 0 && acc.decisions.requests == 0 {
+                    silent.push(name.clone());
+                }
+                TargetActivity {
+                    name,
+                    decisions: acc.decisions,
+                    identities: acc.identities.len() as u64,
+                    tools: capped(acc.tools, cap),
+                    tables: capped(acc.tables, cap),
+                    sessions: acc.sessions,
+                    first_seen: acc.first_seen,
+                    last_seen: acc.last_seen,
+                }
+            })
+            .collect();
+        facts.totals.targets = facts.targets.len() as u64;
+        facts.checks.silent_targets = silent;
+
+        for (_, following) in self.approvals {
+            if following.in_period {
+                facts.holds.push(cap, following.hold);
+            }
+        }
+        for (_, change) in self.grants {
+            facts.access.grants.push(cap, change);
+        }
+        let mut versions: Vec<PolicyVersion> = self.policy_versions.into_values().collect();
+        versions.sort_by_key(|a| a.first_seen.seq);
+        facts.access.policy_versions = versions;
+
+        let mut rules: Vec<RuleRefusals> = self
+            .rules
+            .into_iter()
+            .map(|(rule, (count, identities, samples))| RuleRefusals {
+                rule,
+                count,
+                identities: identities.into_iter().collect(),
+                samples,
+            })
+            .collect();
+        rules.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.rule.cmp(&b.rule)));
+        facts.refusals_by_rule = rules;
+
+        facts.masking = self
+            .masking
+            .into_iter()
+            .map(|((identity, detector), (values, answers))| MaskingCount {
+                identity,
+                detector,
+                values,
+                answers,
+            })
+            .collect();
+        facts.auth_failures.by_source = most_first(self.auth_sources, cap);
+        facts.auth_failures.by_kind = most_first(self.auth_kinds, cap);
+        facts
+    }
+}
+
+/// The anomaly rules, each stated in what it reports.
+fn flag(
+    name: &str,
+    active: &Active,
+    usual: Option<&Usual>,
+    days: f64,
+    baseline_days: f64,
+    options: &Options,
+) -> Vec<Anomaly> {
+    let mut out = Vec::new();
+    let d = &active.decisions;
+    let anomaly = |kind: &str, rule: String, detail: String, samples: Vec<EventRef>| Anomaly {
+        kind: kind.into(),
+        identity: name.to_string(),
+        rule,
+        detail,
+        samples,
+    };
+    if d.requests > 0 && d.denied >= 5 {
+        let rate = d.denied as f64 / d.requests as f64;
+        let usual_rate = usual
+            .filter(|u| u.requests > 0)
+            .map(|u| u.denied as f64 / u.requests as f64);
+        let spike = match usual_rate {
+            Some(base) => rate >= 3.0 * base && rate - base >= 0.05,
+            None => rate >= 0.2,
+        };
+        if spike {
+            out.push(anomaly(
+                "denial-spike",
+                "at least 5 refusals, at a refusal rate at least 3 times the identity's rate in \
+                 the baseline window (or at least 20 % when it has no baseline)"
+                    .into(),
+                format!(
+                    "{} of {} requests refused ({:.0} %; baseline {})",
+                    d.denied,
+                    d.requests,
+                    rate * 100.0,
+                    usual_rate.map_or("none".to_string(), |b| format!("{:.0} %", b * 100.0))
+                ),
+                active.denials.clone(),
+            ));
+        }
+    }
+    if active.off_hours.total > 0 {
+        out.push(anomaly(
+            "off-hours",
+            format!(
+                "requests outside working hours, {:02}:00-{:02}:00 UTC",
+                options.work_hours.0, options.work_hours.1
+            ),
+            format!("{} requests outside working hours", active.off_hours.total),
+            active.off_hours.items.clone(),
+        ));
+    }
+    if !active.new_tool_names.is_empty() {
+        out.push(anomaly(
+            "new-tool",
+            "a tool the identity did not call in the baseline window".into(),
+            format!(
+                "first calls of {}",
+                active
+                    .new_tool_names
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            active.new_tools.items.clone(),
+        ));
+    }
+    if !active.new_table_names.is_empty() {
+        out.push(anomaly(
+            "new-table",
+            "a table the identity did not touch in the baseline window".into(),
+            format!(
+                "first statements on {}",
+                active
+                    .new_table_names
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            active.new_tables.items.clone(),
+        ));
+    }
+    if let Some(usual) = usual {
+        let per_day = d.requests as f64 / days;
+        let usual_per_day = usual.requests as f64 / baseline_days;
+        if d.requests >= 100 && per_day > 3.0 * usual_per_day {
+            out.push(anomaly(
+                "volume",
+                "at least 100 requests, at more than 3 times the identity's daily average in \
+                 the baseline window"
+                    .into(),
+                format!("{per_day:.0} requests a day against {usual_per_day:.1} a day before"),
+                vec![active.first_event.clone()],
+            ));
+        }
+    }
+    out
+}
+
+fn tool_of(event: &AuditEvent) -> Option<&str> {
+    (event.action.as_deref() == Some("tools/call"))
+        .then_some(event.resource.as_deref())
+        .flatten()
+}
+
+fn outcome_label(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Success => "success",
+        Outcome::UpstreamError => "upstream_error",
+        Outcome::Denied => "denied",
+        Outcome::Rejected => "rejected",
+        Outcome::Failed => "failed",
+        Outcome::Info => "info",
+    }
+}
+
+/// The host of a `host:port` source (so failures from one machine count together).
+fn host_of(source: &str) -> &str {
+    match source.rsplit_once(':') {
+        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => {
+            host.trim_start_matches('[').trim_end_matches(']')
+        }
+        _ => source,
+    }
+}
+
+fn capped(set: BTreeSet<String>, cap: usize) -> Capped<String> {
+    Capped {
+        total: set.len() as u64,
+        items: set.into_iter().take(cap).collect(),
+    }
+}
+
+fn most_first(counts: BTreeMap<String, u64>, cap: usize) -> Vec<Count> {
+    let mut out: Vec<Count> = counts
+        .into_iter()
+        .map(|(name, count)| Count { name, count })
+        .collect();
+    out.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)));
+    out.truncate(cap);
+    out
 }

@@ -127,10 +127,10 @@ pub struct Integrity {
     pub checkpoints_published: u64,
     /// Verified witness cosignatures of those checkpoints.
     pub cosignatures: Vec<CosignatureSeen>,
-    /// The newest verified cosignature at or before the period's end (RFC 3339).
+    /// The newest verified cosignature of the checkpoints up to the covering one (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_cosignature: Option<String>,
-    /// Seconds from [`Integrity::last_cosignature`] to the period's end.
+    /// Seconds from [`Integrity::last_cosignature`] to the period's end (0 if it came after).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cosignature_age_seconds: Option<u64>,
     /// Things verification found worth a look that are not tampering.
