@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod approvals;
+mod evidence;
 mod verify;
 
 use std::net::SocketAddr;
@@ -37,6 +38,8 @@ enum Bench {
     Mcp(Args),
     /// `audit verify` on a large log (1,000,000 events by default).
     Verify(verify::Args),
+    /// Time and peak memory of an AU-6 report and its OSCAL documents over a large log.
+    Evidence(evidence::Args),
     /// The approval workflow: allow paths with and without a grant, held calls released by
     /// an approver through the admin API, and a backlog of held calls approved at once.
     Approvals(approvals::Args),
@@ -464,6 +467,7 @@ async fn main() -> Result<()> {
     let args = match Cli::parse().bench {
         Bench::Mcp(args) => args,
         Bench::Verify(args) => return verify::run(args).await,
+        Bench::Evidence(args) => return evidence::run(args).await,
         Bench::Approvals(args) => return approvals::run(args).await,
     };
     let upstream = start_upstream(args.upstream_listen).await?;

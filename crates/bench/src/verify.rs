@@ -87,7 +87,7 @@ fn timed_verify(
     Ok((started.elapsed(), summary))
 }
 
-async fn build(data: &Path, key_dir: &Path, published: &Path, events: u64) -> Result<()> {
+pub async fn build(data: &Path, key_dir: &Path, published: &Path, events: u64) -> Result<()> {
     if events < 2 {
         bail!("--events must be at least 2 (a gateway.start and a gateway.stop)");
     }

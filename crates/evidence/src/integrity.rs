@@ -15,7 +15,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use chrono::{DateTime, Utc};
 use portcullis_audit::checkpoint::Verifier;
-use portcullis_audit::verify::{self, Summary};
+use portcullis_audit::verify::{self, Failure, Summary};
 use portcullis_audit::witness::CosignatureVerifier;
 
 use crate::Period;
@@ -42,21 +42,25 @@ impl VerifyInputs {
     }
 }
 
-/// Verifies the log in `data_dir` and says what it means for `period`, whose last event is
-/// `events_to_period_end` (the highest sequence number written before the period's end).
-pub fn check(
-    data_dir: &Path,
-    inputs: &VerifyInputs,
-    period: &Period,
-    events_to_period_end: u64,
-) -> Integrity {
-    let outcome = verify::verify(
+/// Verifies the whole log in `data_dir`: exactly `portcullis audit verify`.
+pub fn verify(data_dir: &Path, inputs: &VerifyInputs) -> Result<Summary, Failure> {
+    verify::verify(
         data_dir,
         &inputs.key,
         &inputs.published,
         &inputs.witnesses,
         &mut |_, _| {},
-    );
+    )
+}
+
+/// What the verification `outcome` means for `period`, whose last event is
+/// `events_to_period_end` (the highest sequence number stamped before the period's end).
+pub fn for_period(
+    outcome: Result<Summary, Failure>,
+    inputs: &VerifyInputs,
+    period: &Period,
+    events_to_period_end: u64,
+) -> Integrity {
     let mut integrity = Integrity {
         verified: outcome.is_ok(),
         failure: None,
@@ -75,14 +79,14 @@ pub fn check(
         warnings: Vec::new(),
     };
     match outcome {
-        Ok(summary) => for_period(&mut integrity, summary, period),
+        Ok(summary) => summarize(&mut integrity, summary, period),
         Err(failure) => integrity.failure = Some(failure.to_string()),
     }
     integrity
 }
 
 /// Fills in what the verified log says about the period.
-fn for_period(integrity: &mut Integrity, summary: Summary, period: &Period) {
+fn summarize(integrity: &mut Integrity, summary: Summary, period: &Period) {
     let end = integrity.events_to_period_end;
     integrity.origin = summary.origin;
     integrity.warnings = summary.warnings;
