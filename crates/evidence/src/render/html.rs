@@ -47,6 +47,7 @@ h3 { font-size: 1.05rem; margin: 1.2rem 0 .4rem; }
 table { border-collapse: collapse; width: 100%; margin: .5rem 0 1rem; font-size: .9rem; }
 th, td { border: 1px solid #d0d0d0; padding: .3rem .45rem; text-align: left; vertical-align: top; overflow-wrap: anywhere; }
 th { background: #f2f2f2; }
+td, li, .callout { white-space: pre-line; }
 tr:target { background: #fff6c8; }
 code { font: .85em/1.3 ui-monospace, "DejaVu Sans Mono", monospace; background: #f5f5f5; padding: 0 .2em; overflow-wrap: anywhere; }
 .callout { border: 2px solid; padding: .6rem .9rem; margin: .6rem 0 1rem; border-radius: 4px; }
