@@ -413,3 +413,101 @@ fn an_unverified_report_without_a_reason_still_says_it_failed() {
     report.integrity.failure = None;
     assert!(html(&report).contains("Failure: <strong>no reason was recorded</strong>"));
 }
+
+/// What a real CommonMark/GFM parser makes of the Markdown: cells per row of each table,
+/// the raw HTML it found, the text it shows, the headings, links and images.
+struct Parsed {
+    tables: Vec<Vec<usize>>,
+    html: Vec<String>,
+    text: String,
+    headings: usize,
+    links: usize,
+}
+
+fn parse_markdown(md: &str) -> Parsed {
+    use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd};
+    let mut parsed = Parsed {
+        tables: Vec::new(),
+        html: Vec::new(),
+        text: String::new(),
+        headings: 0,
+        links: 0,
+    };
+    let mut cells = 0;
+    let options = Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH;
+    for event in Parser::new_ext(md, options) {
+        match event {
+            Event::Start(Tag::Table(_)) => parsed.tables.push(Vec::new()),
+            Event::Start(Tag::TableHead | Tag::TableRow) => cells = 0,
+            Event::Start(Tag::TableCell) => cells += 1,
+            Event::End(TagEnd::TableHead | TagEnd::TableRow) => {
+                parsed.tables.last_mut().unwrap().push(cells)
+            }
+            Event::Start(Tag::Heading { .. }) => parsed.headings += 1,
+            Event::Start(Tag::Link { .. } | Tag::Image { .. }) => parsed.links += 1,
+            Event::Html(html) | Event::InlineHtml(html) => parsed.html.push(html.to_string()),
+            Event::Text(text) | Event::Code(text) => parsed.text.push_str(&text),
+            Event::SoftBreak | Event::HardBreak => parsed.text.push('\n'),
+            _ => {}
+        }
+    }
+    parsed
+}
+
+/// The tables a GFM parser reads are the ones written: as many, with as many columns and
+/// rows. A GFM parser pads or drops cells to the header's count, so a value that split a
+/// cell shows in the text instead; one that ended a row shows here, as an extra row.
+fn assert_tables_read_as_written(report: &Report, parsed: &Parsed) {
+    let tables_written: Vec<(usize, usize)> = layout(report)
+        .iter()
+        .filter_map(|b| match b {
+            Block::Table { head, rows } => Some((head.len(), rows.len() + 1)),
+            _ => None,
+        })
+        .collect();
+    let tables_read: Vec<(usize, usize)> = parsed
+        .tables
+        .iter()
+        .map(|rows| (rows[0], rows.len()))
+        .collect();
+    assert_eq!(tables_read, tables_written);
+}
+
+#[test]
+fn a_markdown_parser_reads_hostile_values_as_text() {
+    let report = hostile_report();
+    let md = markdown(&report);
+    let parsed = parse_markdown(&md);
+    assert_tables_read_as_written(&report, &parsed);
+    let headings_written = layout(&report)
+        .iter()
+        .filter(|b| matches!(b, Block::Heading { .. }))
+        .count();
+    assert_eq!(parsed.headings, 1 + headings_written);
+    assert!(parsed.html.iter().all(|h| h == "<br>"), "{:?}", parsed.html);
+    assert_eq!(parsed.links, 0);
+    // The values are shown exactly as they are.
+    for value in [
+        "<script>alert(1)</script><img src=x onerror=alert(2)>",
+        "\"><script>x</script>",
+        "</td></tr></table><script>",
+        "<link rel=stylesheet href=https://evil.example/x.css>",
+        "a | b | c",
+        "`code` <b>",
+    ] {
+        assert!(parsed.text.contains(value), "{value:?} not shown as text");
+    }
+}
+
+#[test]
+fn a_markdown_parser_reads_the_sample_as_written() {
+    for report in [sample_report(), empty_report(), failed_report()] {
+        let parsed = parse_markdown(&markdown(&report));
+        assert_tables_read_as_written(&report, &parsed);
+        assert!(parsed.html.iter().all(|h| h == "<br>"));
+        assert_eq!(parsed.links, 0);
+    }
+    let text = parse_markdown(&markdown(&sample_report())).text;
+    assert!(text.contains("<script>alert(1)</script> | \"quoted\" & 'single'"));
+    assert!(text.contains("lookup_customer"));
+}
