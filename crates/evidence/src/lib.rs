@@ -21,6 +21,7 @@ pub mod collect;
 pub mod controls;
 pub mod integrity;
 pub mod period;
+pub mod render;
 pub mod report;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
