@@ -20,6 +20,7 @@ pub mod assess;
 pub mod collect;
 pub mod controls;
 pub mod integrity;
+pub mod oscal;
 pub mod period;
 pub mod report;
 #[cfg(any(test, feature = "testing"))]
