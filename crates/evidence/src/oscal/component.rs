@@ -96,8 +96,9 @@ pub struct AuditSetup {
     pub durability: String,
     /// A checkpoint signing key is configured.
     pub signed: bool,
-    /// Sign a checkpoint at least this often (seconds) and after at most this many events.
-    pub checkpoint_interval_seconds: u64,
+    /// Sign a checkpoint at least this often (milliseconds) and after at most this many
+    /// events.
+    pub checkpoint_interval_ms: u64,
     pub checkpoint_every: u64,
     /// Checkpoints are published to a write-once directory (`checkpoint_dir`).
     pub published: bool,
@@ -162,6 +163,18 @@ fn listing(items: &[String]) -> String {
         [] => "none".into(),
         [one] => one.clone(),
         [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
+/// `1 s`, `1.5 s`, `250 ms`.
+fn duration(ms: u64) -> String {
+    match ms {
+        ms if ms < 1000 => format!("{ms} ms"),
+        ms if ms % 1000 == 0 => format!("{} s", ms / 1000),
+        ms => {
+            let fraction = format!("{:03}", ms % 1000);
+            format!("{}.{} s", ms / 1000, fraction.trim_end_matches('0'))
+        }
     }
 }
 
@@ -325,8 +338,9 @@ pub fn component_definition(ctx: &ComponentContext) -> ComponentDefinitionDocume
                 if a.signed {
                     format!(
                         "Checkpoints are signed with the audit key (Ed25519) at least every \
-                         {} s and after at most {} events.",
-                        a.checkpoint_interval_seconds, a.checkpoint_every
+                         {} and after at most {} events.",
+                        duration(a.checkpoint_interval_ms),
+                        a.checkpoint_every
                     )
                 } else {
                     "No signing key is configured: no checkpoint is signed, so the log's \
@@ -541,4 +555,19 @@ fn event_type_names() -> Vec<String> {
         .iter()
         .map(|row| event_name(row.event))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_written() {
+        assert_eq!(duration(250), "250 ms");
+        assert_eq!(duration(1000), "1 s");
+        assert_eq!(duration(1500), "1.5 s");
+        assert_eq!(duration(60_000), "60 s");
+        assert_eq!(listing(&[]), "none");
+        assert_eq!(listing(&["a".into(), "b".into(), "c".into()]), "a, b and c");
+    }
 }

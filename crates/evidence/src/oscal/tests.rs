@@ -102,7 +102,7 @@ fn component_ctx() -> ComponentContext {
         audit: AuditSetup {
             durability: "strict".into(),
             signed: true,
-            checkpoint_interval_seconds: 1,
+            checkpoint_interval_ms: 1000,
             checkpoint_every: 1000,
             published: true,
             witnesses: vec!["https://witness.example/w1".into()],
@@ -219,6 +219,17 @@ fn the_schemas_catch_a_v7_uuid_and_a_missing_field() {
         assert!(
             !errors(file, &results).is_empty(),
             "{file} took a result without reviewed-controls"
+        );
+    }
+    let mut component = serde_json::to_value(component_definition(&component_ctx())).unwrap();
+    component["component-definition"]["components"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("description");
+    for file in CD_SCHEMAS {
+        assert!(
+            !errors(file, &component).is_empty(),
+            "{file} took a component without a description"
         );
     }
     let mut plan = plan_json(&sample_report());
@@ -533,6 +544,7 @@ fn component_definition_validates_and_states_the_configuration() {
     assert!(
         description("au-9").contains("1 witness cosigns checkpoints: https://witness.example/w1")
     );
+    assert!(description("au-9").contains("at least every 1 s and after at most 1000 events"));
     assert!(description("ia-2").contains("1 issuer (https://login.example.com) and 2 API keys"));
     assert!(description("au-14").contains("encrypted to 1 auditor key"));
     assert!(description("au-6").contains("scheduled weekly"));
@@ -564,6 +576,7 @@ fn a_control_the_configuration_does_not_implement_is_not_claimed() {
     ctx.audit.signed = false;
     ctx.audit.witnesses.clear();
     ctx.targets.truncate(1);
+    ctx.audit.checkpoint_interval_ms = 1500;
     let document = serde_json::to_value(component_definition(&ctx)).unwrap();
     assert_valid(CD_SCHEMAS, &document);
     let component = &document["component-definition"]["components"][0];
@@ -581,5 +594,6 @@ fn a_control_the_configuration_does_not_implement_is_not_claimed() {
     assert!(text.contains("1 target behind the gateway: billing (mcp)"));
     assert!(text.contains("No hold rule is configured"));
     assert!(text.contains("No signing key is configured"));
+    assert!(!text.contains("at least every"));
     assert!(text.contains("No database target is configured."));
 }
