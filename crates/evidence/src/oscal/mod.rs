@@ -213,16 +213,6 @@ impl Property {
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub struct Link {
-    pub href: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rel: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub text: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "kebab-case")]
 pub struct BackMatter {
     pub resources: Vec<Resource>,
 }
