@@ -20,6 +20,7 @@ pub mod assess;
 pub mod collect;
 pub mod controls;
 pub mod integrity;
+pub mod oscal;
 pub mod period;
 pub mod render;
 pub mod report;
