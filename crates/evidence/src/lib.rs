@@ -19,6 +19,7 @@
 pub mod assess;
 pub mod collect;
 pub mod controls;
+pub mod documents;
 pub mod integrity;
 pub mod oscal;
 pub mod period;

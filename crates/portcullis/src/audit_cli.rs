@@ -236,7 +236,7 @@ fn load_pubkey(path: &Path) -> Result<Verifier> {
     keys::load_verifier(path).map_err(|e| anyhow::anyhow!("--pubkey: {e}"))
 }
 
-fn load_witness_keys(paths: &[PathBuf]) -> Result<Vec<CosignatureVerifier>> {
+pub(crate) fn load_witness_keys(paths: &[PathBuf]) -> Result<Vec<CosignatureVerifier>> {
     paths
         .iter()
         .map(|path| {

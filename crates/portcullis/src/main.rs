@@ -9,6 +9,7 @@ mod admin_cli;
 mod audit_cli;
 mod demo;
 mod demo_server;
+mod evidence_report;
 mod front_door;
 mod sessions_cli;
 mod witness;
@@ -97,6 +98,11 @@ enum Command {
         #[command(subcommand)]
         command: sessions_cli::RecordingsCommand,
     },
+    /// NIST SP 800-53 evidence: AU-6 review reports and OSCAL documents.
+    Evidence {
+        #[command(subcommand)]
+        command: EvidenceCommand,
+    },
     /// Tool pins (rug-pull protection).
     Tools {
         #[command(subcommand)]
@@ -169,6 +175,17 @@ struct DataDir {
 }
 
 impl DataDir {
+    /// The configuration `--config` names, or `portcullis.toml` here if there is one.
+    fn config(&self) -> Result<Option<Config>> {
+        match &self.config {
+            Some(config) => Ok(Some(Config::load(config)?)),
+            None if Path::new("portcullis.toml").exists() => {
+                Ok(Some(Config::load(Path::new("portcullis.toml"))?))
+            }
+            None => Ok(None),
+        }
+    }
+
     fn resolve(&self) -> Result<PathBuf> {
         match (&self.data_dir, &self.config) {
             (Some(dir), _) => Ok(dir.clone()),
@@ -214,6 +231,16 @@ enum AuditCommand {
 }
 
 #[derive(Subcommand)]
+enum EvidenceCommand {
+    /// The AU-6 audit review report of a period, from a log that is verified first.
+    Report(evidence_report::ReportArgs),
+    /// OSCAL assessment results of a period, and the assessment plan they import.
+    Oscal(evidence_report::OscalArgs),
+    /// An OSCAL component definition: which controls this configuration implements, and how.
+    Component(evidence_report::ComponentArgs),
+}
+
+#[derive(Subcommand)]
 enum ToolsCommand {
     /// Accept the changed definition of a pinned tool, so the gateway shows it again.
     Accept {
@@ -252,6 +279,11 @@ fn main() -> Result<()> {
         } => audit_init(&out, &name),
         Command::Audit { command } => audit(command),
         Command::Tools { command } => tools(command),
+        Command::Evidence { command } => match command {
+            EvidenceCommand::Report(args) => std::process::exit(evidence_report::report(&args)),
+            EvidenceCommand::Oscal(args) => std::process::exit(evidence_report::oscal(&args)),
+            EvidenceCommand::Component(args) => evidence_report::component(&args),
+        },
         Command::Sessions { command } => match sessions_cli::sessions(command)? {
             0 => Ok(()),
             code => std::process::exit(code),

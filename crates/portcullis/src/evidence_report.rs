@@ -1,0 +1,357 @@
+//! `portcullis evidence report`, `evidence oscal` and `evidence component`: the documents
+//! an assessor reads, from the audit log and the configuration.
+//!
+//! The work is `portcullis_evidence`'s; this is argument handling, what `--config` fills in
+//! (the log's key, published checkpoints and witness keys, as `audit verify` would need them
+//! given), and the exit codes: 0 written from a log that verifies; 1 written, but the log
+//! does NOT verify (the report leads with why, and AU-9 is not satisfied); 2 nothing
+//! written, because an input is unusable.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, bail};
+use portcullis_audit::keys;
+use portcullis_config::Config;
+use portcullis_evidence::collect::Options;
+use portcullis_evidence::documents::{self, Document, Format};
+use portcullis_evidence::integrity::VerifyInputs;
+use portcullis_evidence::oscal::{self, ComponentContext};
+use portcullis_evidence::{Period, Report, build_report};
+
+use crate::DataDir;
+
+/// The report was written, from a log that does not verify.
+pub const EXIT_NOT_VERIFIED: i32 = 1;
+/// Nothing was written: an input is unusable.
+pub const EXIT_UNUSABLE_INPUT: i32 = 2;
+
+/// The period and the log a report is made from.
+#[derive(clap::Args)]
+pub struct Source {
+    #[command(flatten)]
+    dir: DataDir,
+    /// Start of the period, inclusive: RFC 3339 (`2026-12-01T09:00:00Z`) or a date
+    /// (`2026-12-01`, midnight UTC). Default: 24 hours before `--until`.
+    #[arg(long)]
+    since: Option<String>,
+    /// End of the period, exclusive. Default: now.
+    #[arg(long)]
+    until: Option<String>,
+    /// The gateway's checkpoint verifier key (`audit.pub`). Default: beside the configured
+    /// `audit.signing_key`.
+    #[arg(long)]
+    pubkey: Option<PathBuf>,
+    /// A directory of published checkpoints (repeatable). Default: the configured
+    /// `audit.checkpoint_dir`.
+    #[arg(long = "checkpoints", value_name = "DIR")]
+    checkpoints: Vec<PathBuf>,
+    /// A witness's cosignature verifier key (repeatable). Default: the configured witnesses'.
+    #[arg(long = "witness-key", value_name = "FILE")]
+    witness_keys: Vec<PathBuf>,
+    /// Days before the period that are its baseline (new identities, tools, volume).
+    #[arg(long, default_value_t = 28)]
+    baseline_days: u32,
+    /// Working hours, UTC (`07:00-19:00`): requests outside them are flagged.
+    #[arg(long, default_value = "07:00-19:00")]
+    work_hours: String,
+}
+
+#[derive(clap::Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    source: Source,
+    /// `html` (one self-contained page), `md` or `json` (the same data, for machines).
+    #[arg(long, default_value = "html")]
+    format: String,
+    /// Where to write it. Default: `au6-<since>_<until>.<format>` here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct OscalArgs {
+    #[command(flatten)]
+    source: Source,
+    /// Where to write the assessment results; the assessment plan they import is written
+    /// beside, as `<name>.assessment-plan.json`. Default:
+    /// `au6-<since>_<until>.assessment-results.json` here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct ComponentArgs {
+    /// The gateway's configuration, whose controls the component definition describes.
+    #[arg(long, default_value = "portcullis.toml")]
+    config: PathBuf,
+    /// Where to write it.
+    #[arg(long, default_value = "portcullis.component-definition.json")]
+    out: PathBuf,
+}
+
+/// `evidence report`; returns the exit code.
+pub fn report(args: &ReportArgs) -> i32 {
+    let written = (|| -> Result<(Report, PathBuf)> {
+        let format = Format::parse(&args.format)?;
+        if format == Format::Oscal {
+            bail!("--format oscal: use `portcullis evidence oscal`");
+        }
+        let report = build(&args.source)?;
+        let stem = documents::stem(&report);
+        let docs = documents::render_all(&report, &[format], &stem, env!("CARGO_PKG_VERSION"));
+        let doc = docs.into_iter().next().context("the report renders")?;
+        let path = args.out.clone().unwrap_or_else(|| PathBuf::from(&doc.file));
+        documents::write_atomically(&path, &doc.bytes)?;
+        Ok((report, path))
+    })();
+    finish(written.map(|(report, path)| (report, vec![path])))
+}
+
+/// `evidence oscal`; returns the exit code.
+pub fn oscal(args: &OscalArgs) -> i32 {
+    let written = (|| -> Result<(Report, Vec<PathBuf>)> {
+        let report = build(&args.source)?;
+        let stem = match &args.out {
+            Some(out) => {
+                let name = out
+                    .file_name()
+                    .context("--out names no file")?
+                    .to_string_lossy();
+                name.strip_suffix(".json").unwrap_or(&name).to_string()
+            }
+            None => format!("{}.assessment-results", documents::stem(&report)),
+        };
+        let base = stem.strip_suffix(".assessment-results").unwrap_or(&stem);
+        let docs =
+            documents::render_all(&report, &[Format::Oscal], base, env!("CARGO_PKG_VERSION"));
+        let dir = args
+            .out
+            .as_deref()
+            .and_then(Path::parent)
+            .unwrap_or(Path::new(""));
+        let mut paths = Vec::new();
+        for Document { file, bytes, .. } in docs {
+            let path = match (&args.out, file.ends_with(".assessment-results.json")) {
+                (Some(out), true) => out.clone(),
+                _ => dir.join(&file),
+            };
+            documents::write_atomically(&path, &bytes)?;
+            paths.push(path);
+        }
+        Ok((report, paths))
+    })();
+    finish(written)
+}
+
+/// `evidence component`.
+pub fn component(args: &ComponentArgs) -> Result<()> {
+    let config = Config::load(&args.config)?;
+    let modified = std::fs::metadata(&args.config)
+        .and_then(|m| m.modified())
+        .with_context(|| format!("reading {}", args.config.display()))?;
+    let ctx = component_context(&config, modified.into())?;
+    let bytes = oscal::to_bytes(&oscal::component_definition(&ctx));
+    documents::write_atomically(&args.out, &bytes)?;
+    println!(
+        "wrote {} (OSCAL {} component-definition of this configuration)",
+        args.out.display(),
+        oscal::OSCAL_VERSION
+    );
+    Ok(())
+}
+
+/// Prints what was written and why the exit code is what it is.
+fn finish(written: Result<(Report, Vec<PathBuf>)>) -> i32 {
+    let (report, paths) = match written {
+        Ok(written) => written,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return EXIT_UNUSABLE_INPUT;
+        }
+    };
+    for path in &paths {
+        println!("wrote {}", path.display());
+    }
+    let failing: Vec<&str> = report
+        .controls
+        .iter()
+        .filter(|c| c.status == portcullis_evidence::report::ControlStatus::NotSatisfied)
+        .map(|c| c.control.as_str())
+        .collect();
+    println!(
+        "{} to {}: {} events, {} requests by {} identities; controls not satisfied: {}",
+        report.period.since,
+        report.period.until,
+        report.totals.events,
+        report.totals.requests,
+        report.totals.identities,
+        if failing.is_empty() {
+            "none".to_string()
+        } else {
+            failing.join(", ")
+        }
+    );
+    match &report.integrity.failure {
+        None if report.integrity.verified => 0,
+        failure => {
+            eprintln!(
+                "the audit log does NOT verify: {}; the report leads with this, and AU-9 is not \
+                 satisfied",
+                failure.as_deref().unwrap_or("not checked")
+            );
+            EXIT_NOT_VERIFIED
+        }
+    }
+}
+
+/// Builds the report of the period `source` names.
+fn build(source: &Source) -> Result<Report> {
+    let data_dir = source.dir.resolve()?;
+    if !data_dir.join("audit.db").exists() {
+        bail!(
+            "no audit log in {} (audit.db is missing)",
+            data_dir.display()
+        );
+    }
+    let config = source.dir.config()?;
+    let until = match &source.until {
+        Some(until) => portcullis_evidence::period::parse_time(until)?,
+        None => chrono::Utc::now(),
+    };
+    let since = match &source.since {
+        Some(since) => portcullis_evidence::period::parse_time(since)?,
+        None => until - chrono::Duration::hours(24),
+    };
+    let period = Period::new(since, until)?;
+    let inputs = verify_inputs(source, config.as_ref())?;
+    let options = Options {
+        baseline_days: source.baseline_days,
+        work_hours: parse_hours(&source.work_hours)?,
+        ..Options::default()
+    };
+    Ok(build_report(&data_dir, period, &inputs, &options)?)
+}
+
+/// What verification needs, from the flags or else the configuration.
+fn verify_inputs(source: &Source, config: Option<&Config>) -> Result<VerifyInputs> {
+    let pubkey = match (
+        &source.pubkey,
+        config.and_then(|c| c.audit.signing_key.as_ref()),
+    ) {
+        (Some(path), _) => path.clone(),
+        (None, Some(dir)) => dir.join(format!("{}.pub", keys::AUDIT_KEY)),
+        (None, None) => bail!(
+            "give --pubkey (the gateway's audit.pub), or --config of a gateway with \
+             audit.signing_key: a report is only made from a log checked against its key"
+        ),
+    };
+    let key = keys::load_verifier(&pubkey)
+        .with_context(|| format!("loading the verifier key {}", pubkey.display()))?;
+    let mut published = source.checkpoints.clone();
+    if published.is_empty()
+        && let Some(dir) = config.and_then(|c| c.audit.checkpoint_dir.as_ref())
+        && dir.is_dir()
+    {
+        published.push(dir.clone());
+    }
+    let mut witness_keys = source.witness_keys.clone();
+    if witness_keys.is_empty()
+        && let Some(config) = config
+    {
+        witness_keys.extend(config.audit.witnesses.iter().map(|w| w.key.clone()));
+    }
+    let witnesses = crate::audit_cli::load_witness_keys(&witness_keys)?;
+    Ok(VerifyInputs {
+        key,
+        published,
+        witnesses,
+    })
+}
+
+/// `07:00-19:00` → `(7, 19)`.
+fn parse_hours(text: &str) -> Result<(u32, u32)> {
+    let hour = |part: &str| -> Option<u32> {
+        let hour = part.trim().split(':').next()?.parse().ok()?;
+        (hour <= 24).then_some(hour)
+    };
+    match text.split_once('-').map(|(a, b)| (hour(a), hour(b))) {
+        Some((Some(start), Some(end))) if start < end => Ok((start, end)),
+        _ => bail!("--work-hours {text:?}: give a range of UTC hours such as 07:00-19:00"),
+    }
+}
+
+/// The component definition's view of a configuration.
+pub fn component_context(
+    config: &Config,
+    modified: chrono::DateTime<chrono::Utc>,
+) -> Result<ComponentContext> {
+    use portcullis_evidence::oscal::{AuditSetup, RecordingSetup, RuleCounts, TargetInfo};
+    let mut rules = RuleCounts::default();
+    for rule in &config.rules {
+        match rule.decision {
+            portcullis_config::RuleDecision::Allow => rules.allow += 1,
+            portcullis_config::RuleDecision::Deny => rules.deny += 1,
+            portcullis_config::RuleDecision::Hold => rules.hold += 1,
+        }
+    }
+    let policy = portcullis_policy::Policy::compile(config)
+        .map_err(|e| anyhow::anyhow!("compiling the policy: {e}"))?;
+    let mut masking_profiles = vec!["default".to_string()];
+    masking_profiles.extend(config.masks.keys().cloned());
+    Ok(ComponentContext {
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        origin: config
+            .audit
+            .origin
+            .clone()
+            .unwrap_or_else(|| format!("portcullis/{}", config.gateway.id)),
+        last_modified: portcullis_evidence::period::stamp(modified),
+        policy_version: Some(policy.version().to_string()),
+        targets: config
+            .targets
+            .iter()
+            .map(|(name, spec)| TargetInfo {
+                name: name.clone(),
+                kind: match spec.kind() {
+                    portcullis_model::TargetKind::Mcp => "mcp",
+                    portcullis_model::TargetKind::Postgres => "postgres",
+                    portcullis_model::TargetKind::Mysql => "mysql",
+                    portcullis_model::TargetKind::Http => "http",
+                }
+                .to_string(),
+            })
+            .collect(),
+        front_door_tls: config.gateway.tls.is_some(),
+        max_auth_failures: config.gateway.limits.max_auth_failures,
+        auth_failure_window_seconds: config.gateway.limits.auth_failure_window.as_secs(),
+        oidc_issuers: config
+            .identity
+            .oidc
+            .iter()
+            .map(|o| o.issuer.clone())
+            .collect(),
+        api_keys: config.identity.api_keys.len() as u64,
+        rules,
+        default_deny: true,
+        masking_profiles,
+        recording: RecordingSetup {
+            mode: format!("{:?}", config.recording.mode).to_lowercase(),
+            recipients: config.recording.recipients.len() as u64,
+        },
+        audit: AuditSetup {
+            durability: format!("{:?}", config.audit.durability).to_lowercase(),
+            signed: config.audit.signing_key.is_some(),
+            checkpoint_interval_ms: config.audit.checkpoint_interval.as_millis() as u64,
+            checkpoint_every: config.audit.checkpoint_every,
+            published: config.audit.checkpoint_dir.is_some(),
+            witnesses: config
+                .audit
+                .witnesses
+                .iter()
+                .map(|w| w.url.clone())
+                .collect(),
+        },
+        break_glass_groups: config.approvals.break_glass_groups.clone(),
+        review_schedule: None,
+    })
+}
