@@ -311,6 +311,8 @@ async fn a_held_refund_is_approved_with_the_cli_and_completes_with_its_trail() {
         kinds,
         [
             "approval.requested",
+            "approval.refused",
+            "approval.refused",
             "approval.approved",
             "approval.released",
             "request"
@@ -318,9 +320,22 @@ async fn a_held_refund_is_approved_with_the_cli_and_completes_with_its_trail() {
         "{about:#?}"
     );
     assert_eq!(about[0]["reason"], "duplicate charge on the March invoice");
-    assert_eq!(about[1]["identity"]["subject"], "dana");
-    assert_eq!(about[1]["reason"], "customer called, refund agreed");
-    let request = about[3];
+    // The refused attempts (the agent's own, eve's outside finance-leads) are logged with
+    // who tried (AC-5 evidence that separation of duties holds).
+    let refused: Vec<&str> = about[1..3]
+        .iter()
+        .map(|e| e["identity"]["subject"].as_str().unwrap())
+        .collect();
+    assert_eq!(refused, ["billing-agent", "eve"]);
+    assert!(
+        about[1]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("their own request")
+    );
+    assert_eq!(about[3]["identity"]["subject"], "dana");
+    assert_eq!(about[3]["reason"], "customer called, refund agreed");
+    let request = about[5];
     assert_eq!(request["decision"], "hold");
     assert_eq!(request["outcome"], "success");
     assert_eq!(request["identity"]["subject"], "billing-agent");
@@ -830,6 +845,13 @@ async fn the_demo_holds_a_refund_until_the_human_approves_it() {
         .as_str()
         .unwrap()
         .to_string();
+    // The agent cannot approve its own refund; the refusal itself is logged (AC-5).
+    let (ok, out, err) = cli(
+        &admin,
+        &agent,
+        &["approvals", "approve", &id, "--reason", "mine"],
+    );
+    assert!(!ok && err.contains("[self_approval]"), "{out}{err}");
     let (ok, out, err) = cli(
         &admin,
         &human,
@@ -923,10 +945,151 @@ async fn the_demo_holds_a_refund_until_the_human_approves_it() {
         trail,
         [
             "approval.requested",
+            "approval.refused",
             "approval.approved",
             "approval.released",
             "request"
         ]
+    );
+
+    // The evidence of the demo's calls: the AU-6 report names the agent, the human who
+    // approved the refund, the refused self-approval, the denied delete and the log's
+    // integrity; the OSCAL documents validate against NIST's schemas.
+    let config = demo_dir.join("portcullis.toml");
+    let out = dir.path().join("evidence");
+    let evidence = |args: &[&str]| {
+        let output = Command::new(binary())
+            .arg("evidence")
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(output.status.success(), "evidence {args:?}: {text}");
+        text
+    };
+    let json_file = out.join("report.json");
+    evidence(&[
+        "report",
+        "--format",
+        "json",
+        "--out",
+        json_file.to_str().unwrap(),
+    ]);
+    let report: Value = serde_json::from_slice(&std::fs::read(&json_file).unwrap()).unwrap();
+    assert_eq!(
+        report["integrity"]["verified"], true,
+        "{}",
+        report["integrity"]
+    );
+    let names: Vec<&str> = report["identities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"billing-agent") && names.contains(&"dana.finance"),
+        "{names:?}"
+    );
+    let hold = &report["holds"]["items"][0];
+    assert_eq!(hold["approval"], id.as_str());
+    assert_eq!(hold["requester"], "billing-agent");
+    assert_eq!(hold["status"], "approved");
+    assert_eq!(hold["decisions"][0]["who"], "dana.finance");
+    assert_eq!(
+        report["refused_decisions"]["items"][0]["who"],
+        "billing-agent"
+    );
+    let rules: Vec<&str> = report["refusals_by_rule"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["rule"].as_str().unwrap())
+        .collect();
+    assert!(rules.contains(&"agents never delete rows"), "{rules:?}");
+    let status = |control: &str| {
+        report["controls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["control"] == control)
+            .unwrap()["status"]
+            .clone()
+    };
+    for control in ["ac-3", "ac-5", "ac-6", "au-3", "au-9", "au-12", "ia-2"] {
+        assert_eq!(
+            status(control),
+            "satisfied",
+            "{control}: {}",
+            report["controls"]
+        );
+    }
+    assert_eq!(
+        status("au-6"),
+        "not-satisfied",
+        "nobody signed a review off yet"
+    );
+
+    let html_file = out.join("report.html");
+    evidence(&["report", "--out", html_file.to_str().unwrap()]);
+    let html = std::fs::read_to_string(&html_file).unwrap();
+    for fact in [
+        "billing-agent",
+        "dana.finance",
+        "agents never delete rows",
+        &id,
+    ] {
+        assert!(html.contains(fact), "the HTML report names {fact}");
+    }
+
+    let results_file = out.join("results.json");
+    evidence(&["oscal", "--out", results_file.to_str().unwrap()]);
+    let schemas =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../evidence/tests/schemas");
+    let validate = |schema: &str, file: &std::path::Path| {
+        let schema: Value =
+            serde_json::from_slice(&std::fs::read(schemas.join(schema)).unwrap()).unwrap();
+        let document: Value = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
+        let validator = jsonschema::options()
+            .should_validate_formats(true)
+            .build(&schema)
+            .unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(&document)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .take(5)
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{} against {schema:?}: {errors:?}",
+            file.display()
+        );
+        document
+    };
+    let results = validate(
+        "oscal-1.2.1_assessment-results.nist.schema.json",
+        &results_file,
+    );
+    validate("oscal-1.0.6_assessment-results.schema.json", &results_file);
+    validate(
+        "oscal-1.2.1_assessment-plan.nist.schema.json",
+        &out.join("results.assessment-plan.json"),
+    );
+    assert_eq!(
+        results["assessment-results"]["import-ap"]["href"],
+        "results.assessment-plan.json"
+    );
+    let component_file = out.join("component.json");
+    evidence(&["component", "--out", component_file.to_str().unwrap()]);
+    validate(
+        "oscal-1.2.1_component-definition.nist.schema.json",
+        &component_file,
     );
 }
 
