@@ -19,9 +19,12 @@
 pub mod assess;
 pub mod collect;
 pub mod controls;
+pub mod evaluate;
 pub mod integrity;
 pub mod period;
+pub mod record;
 pub mod report;
+pub mod sign;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
