@@ -24,6 +24,7 @@ pub mod integrity;
 pub mod period;
 pub mod record;
 pub mod report;
+pub mod schedule;
 pub mod sign;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
