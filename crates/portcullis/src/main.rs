@@ -9,6 +9,7 @@ mod admin_cli;
 mod audit_cli;
 mod demo;
 mod demo_server;
+mod evidence_cli;
 mod front_door;
 mod sessions_cli;
 mod witness;
@@ -96,6 +97,12 @@ enum Command {
     Recordings {
         #[command(subcommand)]
         command: sessions_cli::RecordingsCommand,
+    },
+    /// Evidence documents: check their signatures, compare control statuses, sign off a
+    /// review (AU-6).
+    Evidence {
+        #[command(subcommand)]
+        command: evidence_cli::EvidenceCommand,
     },
     /// Tool pins (rug-pull protection).
     Tools {
@@ -257,6 +264,10 @@ fn main() -> Result<()> {
             code => std::process::exit(code),
         },
         Command::Recordings { command } => sessions_cli::recordings(command),
+        Command::Evidence { command } => match evidence_cli::evidence(command) {
+            0 => Ok(()),
+            code => std::process::exit(code),
+        },
         Command::Approvals { command } => admin_cli::approvals(command),
         Command::Access { command } => admin_cli::access(command),
         Command::Serve { config } => {
