@@ -10,6 +10,7 @@ mod audit_cli;
 mod demo;
 mod demo_server;
 mod evidence_cli;
+mod evidence_task;
 mod front_door;
 mod sessions_cli;
 mod witness;
@@ -720,6 +721,7 @@ pub async fn serve(
             shutdown_signal(),
         ))
     });
+    let evidence = start_evidence(&config, &audit)?;
     if let Some(ready) = ready {
         let _ = ready.send(addr);
     }
@@ -758,6 +760,9 @@ pub async fn serve(
         proxy.stop(Duration::from_secs(10)).await;
     }
     sweeper.abort();
+    if let Some(evidence) = evidence {
+        evidence.abort();
+    }
     sweeper_of_approvals.abort();
     failure_summaries.abort();
     record_failure_summaries(&auth, &audit, true).await;
@@ -781,6 +786,64 @@ pub async fn serve(
     audit.close().await?;
     tracing::info!("portcullis stopped");
     Ok(())
+}
+
+/// Starts the scheduled evidence run when `[evidence] schedule` is set. Its key and output
+/// directory are checked here, so a mistake fails the start rather than the first run.
+fn start_evidence(
+    config: &Config,
+    audit: &AuditLog,
+) -> Result<Option<tokio::task::JoinHandle<()>>> {
+    use portcullis_evidence::schedule::Plan;
+    let evidence = &config.evidence;
+    let Some(schedule) = &evidence.schedule else {
+        return Ok(None);
+    };
+    let plan = Plan::new(schedule).context("evidence.schedule")?;
+    // The configuration refuses a schedule without a key; this is the same rule, kept.
+    let key_dir = evidence
+        .signing_key(config.audit.signing_key.as_deref())
+        .context("evidence.schedule: scheduled reports are signed; set audit.signing_key")?;
+    let signer = portcullis_audit::keys::load_signer(key_dir, portcullis_audit::keys::AUDIT_KEY)
+        .context("loading the evidence signing key")?;
+    let out_dir = evidence.out_dir(&config.gateway.data_dir);
+    std::fs::create_dir_all(&out_dir)
+        .with_context(|| format!("cannot create evidence.out_dir {}", out_dir.display()))?;
+    // An unsigned log cannot be verified: its reports say so, checked against this key.
+    let key = match audit.signing() {
+        Some((key, _)) => key.clone(),
+        None => portcullis_audit::checkpoint::Verifier::for_signer(&signer),
+    };
+    let hours = |minute: u32| minute / 60;
+    let writer = Arc::new(evidence_task::Writer {
+        data_dir: config.gateway.data_dir.clone(),
+        out_dir: out_dir.clone(),
+        signer: Arc::new(signer),
+        audit: audit.clone(),
+        key,
+        published: config.audit.checkpoint_dir.iter().cloned().collect(),
+        witness_keys: config
+            .audit
+            .witnesses
+            .iter()
+            .map(|w| w.key.clone())
+            .collect(),
+        options: portcullis_evidence::collect::Options {
+            baseline_days: evidence.baseline_days,
+            work_hours: (
+                hours(evidence.work_hours.start_minute),
+                hours(evidence.work_hours.end_minute),
+            ),
+            ..Default::default()
+        },
+    });
+    tracing::info!(out_dir = %out_dir.display(), schedule = ?schedule, "evidence: scheduled reports on");
+    Ok(Some(tokio::spawn(evidence_task::run(
+        plan,
+        out_dir,
+        chrono::Utc::now,
+        move |period| writer.clone().write(period),
+    ))))
 }
 
 /// Who may read recorded sessions on the admin API: the people who decide, i.e. the groups

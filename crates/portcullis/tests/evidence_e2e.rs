@@ -1,6 +1,10 @@
-//! `portcullis evidence sign-off` against the real binary's admin API: a person's sign-off of a
-//! review report is an `evidence.reviewed` event naming them, the report's hash and period,
-//! and their reason; an agent's is refused, as is a sign-off without a reason.
+//! Evidence through the running gateway.
+//!
+//! - `portcullis evidence sign-off` against the real binary's admin API: a person's sign-off
+//!   of a review report is an `evidence.reviewed` event naming them, the report's hash and
+//!   period, and their reason; an agent's is refused, as is a sign-off without a reason.
+//! - `[evidence] schedule` in `serve`: the run missed while the gateway was down is made at
+//!   start, signed and recorded, and not made again on the next start.
 
 mod common;
 
@@ -225,4 +229,68 @@ async fn an_agent_or_a_missing_reason_is_refused_and_nothing_is_recorded() {
     assert_eq!(answer.status().as_u16(), 401);
 
     assert!(reviewed(&s.gw).is_empty());
+}
+
+#[test]
+fn serve_writes_the_missed_scheduled_report_at_start_signed_recorded_and_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys_dir = dir.path().join("keys");
+    keys::generate(&keys_dir, keys::AUDIT_KEY, "gw.test/evidence").unwrap();
+    let out_dir = dir.path().join("reports");
+    let rest = format!(
+        "[audit]\nsigning_key = {:?}\n\n[evidence]\nschedule = \"daily\"\nout_dir = {:?}\nformats = [\"json\"]\n",
+        keys_dir.to_str().unwrap(),
+        out_dir.to_str().unwrap()
+    );
+    let mut gw = Gateway::start_in(dir, &rest, "", &[]);
+
+    // Yesterday's run was due at midnight, while this gateway did not exist: made at start.
+    let today = chrono::Utc::now().date_naive();
+    let yesterday = today.pred_opt().unwrap();
+    let period = Period::parse(&yesterday.to_string(), &today.to_string()).unwrap();
+    let stem = portcullis_evidence::schedule::period_stem(&period);
+    let report = out_dir.join(format!("{stem}.json"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !sign::signature_path(&report).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no signed report in {}",
+            out_dir.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
+    let out = Command::new(binary())
+        .args(["evidence", "verify"])
+        .arg(&report)
+        .arg("--pubkey")
+        .arg(keys_dir.join("audit.pub"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let written = |gw: &Gateway| -> Vec<Value> {
+        gw.events()
+            .into_iter()
+            .filter(|e| e["type"] == "evidence.report")
+            .collect()
+    };
+    let events = written(&gw);
+    assert_eq!(events.len(), 1, "{events:#?}");
+    let bytes = std::fs::read(&report).unwrap();
+    let expected = record_for("report", "json", Some(&period), &bytes, &report);
+    assert_eq!(
+        events[0]["evidence"],
+        serde_json::to_value(&expected).unwrap()
+    );
+
+    // A restart finds the run done: no second report of the same period.
+    assert!(gw.terminate());
+    gw.restart();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_eq!(written(&gw).len(), 1);
 }
