@@ -22,6 +22,7 @@ pub mod approvals;
 pub mod audit;
 mod de;
 mod error;
+pub mod evidence;
 pub mod gateway;
 pub mod identity;
 pub mod masks;
@@ -37,6 +38,7 @@ mod example_snapshots;
 pub use approvals::{Approvals, Webhook, WebhookFormat};
 pub use audit::{Audit, Durability, WitnessConfig};
 pub use error::{ConfigError, SourceFile};
+pub use evidence::{Evidence, EvidenceFormat, Schedule, WorkHours};
 pub use gateway::{Gateway, Limits, Tls};
 pub use identity::{ApiKey, IdentityConfig, OidcIssuer};
 pub use masks::{CustomDetector, MaskProfile, MaskStyle};
@@ -61,6 +63,7 @@ pub struct Config {
     pub masks: BTreeMap<String, MaskProfile>,
     pub approvals: Approvals,
     pub recording: Recording,
+    pub evidence: Evidence,
     /// Where the file was read from, to locate later errors (policy's `when` conditions).
     pub source: SourceFile,
 }
@@ -92,6 +95,9 @@ struct RawConfig {
     /// `[recording]`: session recordings bound to the audit log.
     #[serde(default)]
     recording: Recording,
+    /// `[evidence]`: scheduled, signed review reports and OSCAL documents.
+    #[serde(default)]
+    evidence: Evidence,
 }
 
 impl Config {
@@ -137,6 +143,7 @@ impl Config {
             masks: raw.masks,
             approvals: raw.approvals,
             recording: raw.recording,
+            evidence: raw.evidence,
             source: SourceFile::default(),
         };
         config.gateway.validate(&at)?;
@@ -147,6 +154,7 @@ impl Config {
         config.identity.validate(&at)?;
         config.validate_rules(&at)?;
         config.validate_recording(&at)?;
+        config.validate_evidence(&at)?;
         drop(at);
         config.source = source;
         Ok(config)
@@ -170,6 +178,12 @@ impl RawConfig {
         }
         for witness in &mut self.audit.witnesses {
             resolve(&mut witness.key);
+        }
+        for path in [&mut self.evidence.out_dir, &mut self.evidence.signing_key]
+            .into_iter()
+            .flatten()
+        {
+            resolve(path);
         }
         if let Some(tls) = self.gateway.tls.as_mut() {
             resolve(&mut tls.cert);

@@ -37,6 +37,7 @@ use portcullis_policy::Policy;
 use serde::Deserialize;
 use serde_json::json;
 
+mod evidence;
 mod sessions;
 
 /// The largest request body: a reason and a digest, or a grant request.
@@ -71,6 +72,7 @@ pub fn router(admin: Admin) -> Router {
         .route("/api/v1/sessions", get(sessions::list))
         .route("/api/v1/sessions/{id}", get(sessions::show))
         .route("/api/v1/sessions/{id}/export", get(sessions::export))
+        .route("/api/v1/evidence/sign-offs", post(evidence::sign_off))
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,

@@ -46,7 +46,8 @@ pub struct Options {
     pub baseline_days: u32,
     /// How many items each list keeps (counts stay exact).
     pub cap: usize,
-    /// Working hours, UTC, `[start, end)`: requests outside them are off-hours.
+    /// Working hours, UTC, `[start, end)` in whole hours, wrapping midnight when `start >
+    /// end`: requests outside them are off-hours.
     pub work_hours: (u32, u32),
 }
 
@@ -707,7 +708,13 @@ impl<'a> Pass<'a> {
         if let Ok(time) = parse_time(&event.time) {
             let hour = time.hour();
             let (start, end) = work_hours;
-            if hour < start || hour >= end {
+            // A range may wrap midnight (`22:00-06:00`, a night shift).
+            let working = if start <= end {
+                hour >= start && hour < end
+            } else {
+                hour >= start || hour < end
+            };
+            if !working {
                 active.off_hours.push(SAMPLES, at);
             }
         }

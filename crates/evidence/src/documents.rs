@@ -65,15 +65,13 @@ impl Document {
     /// What an `evidence.report` event records of it, for `period` (`None`: a document
     /// about the configuration).
     pub fn record(&self, period: Option<&crate::Period>) -> EvidenceRecord {
-        EvidenceRecord {
-            document: self.document.to_string(),
-            format: self.format.to_string(),
-            since: period.map(|p| p.since.clone()),
-            until: period.map(|p| p.until.clone()),
-            sha256: sha256_hex(&self.bytes),
-            bytes: self.bytes.len() as u64,
-            file: Some(self.file.clone()),
-        }
+        crate::record::record_for(
+            self.document,
+            self.format,
+            period,
+            &self.bytes,
+            Path::new(&self.file),
+        )
     }
 }
 
@@ -82,19 +80,10 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// The stem of a period's file names: `au6-<since>_<until>` with the times made
-/// file-name-safe (`2026-12-01T000000Z`).
+/// The stem of a period's file names (`schedule::period_stem`): what a scheduled run looks
+/// for to know its period is done.
 pub fn stem(report: &Report) -> String {
-    let short = |t: &str| {
-        t.replace([':', '-'], "")
-            .replace(".000Z", "Z")
-            .replace('.', "")
-    };
-    format!(
-        "au6-{}_{}",
-        short(&report.period.since),
-        short(&report.period.until)
-    )
+    crate::schedule::period_stem(&report.period)
 }
 
 /// Renders `report` in each of `formats`, named from `stem`. The OSCAL results link the
@@ -185,7 +174,7 @@ mod tests {
     fn every_format_is_rendered_under_the_periods_name_and_oscal_links_the_report() {
         let report = sample_report();
         let stem = stem(&report);
-        assert_eq!(stem, "au6-20261201T000000Z_20261202T000000Z");
+        assert_eq!(stem, "evidence-20261201T000000Z--20261202T000000Z");
         let docs = render_all(
             &report,
             &[Format::Oscal, Format::Json, Format::Html, Format::Markdown],
@@ -196,11 +185,11 @@ mod tests {
         assert_eq!(
             names,
             [
-                "au6-20261201T000000Z_20261202T000000Z.html",
-                "au6-20261201T000000Z_20261202T000000Z.md",
-                "au6-20261201T000000Z_20261202T000000Z.json",
-                "au6-20261201T000000Z_20261202T000000Z.assessment-results.json",
-                "au6-20261201T000000Z_20261202T000000Z.assessment-plan.json",
+                "evidence-20261201T000000Z--20261202T000000Z.html",
+                "evidence-20261201T000000Z--20261202T000000Z.md",
+                "evidence-20261201T000000Z--20261202T000000Z.json",
+                "evidence-20261201T000000Z--20261202T000000Z.assessment-results.json",
+                "evidence-20261201T000000Z--20261202T000000Z.assessment-plan.json",
             ]
         );
         let results = String::from_utf8(docs[3].bytes.clone()).unwrap();
@@ -208,7 +197,9 @@ mod tests {
             results.contains(&sha256_hex(&docs[0].bytes)),
             "links the HTML by hash"
         );
-        assert!(results.contains("au6-20261201T000000Z_20261202T000000Z.assessment-plan.json"));
+        assert!(
+            results.contains("evidence-20261201T000000Z--20261202T000000Z.assessment-plan.json")
+        );
         let record = docs[0].record(Some(&report.period));
         assert_eq!(record.sha256, sha256_hex(&docs[0].bytes));
         assert_eq!(record.since.as_deref(), Some("2026-12-01T00:00:00.000Z"));

@@ -20,11 +20,15 @@ pub mod assess;
 pub mod collect;
 pub mod controls;
 pub mod documents;
+pub mod evaluate;
 pub mod integrity;
 pub mod oscal;
 pub mod period;
+pub mod record;
 pub mod render;
 pub mod report;
+pub mod schedule;
+pub mod sign;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 

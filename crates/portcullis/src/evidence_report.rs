@@ -275,8 +275,11 @@ fn parse_hours(text: &str) -> Result<(u32, u32)> {
         (hour <= 24).then_some(hour)
     };
     match text.split_once('-').map(|(a, b)| (hour(a), hour(b))) {
-        Some((Some(start), Some(end))) if start < end => Ok((start, end)),
-        _ => bail!("--work-hours {text:?}: give a range of UTC hours such as 07:00-19:00"),
+        Some((Some(start), Some(end))) if start != end => Ok((start, end)),
+        _ => bail!(
+            "--work-hours {text:?}: give a range of UTC hours such as 07:00-19:00 (22:00-06:00 \
+             wraps midnight)"
+        ),
     }
 }
 

@@ -9,7 +9,9 @@ mod admin_cli;
 mod audit_cli;
 mod demo;
 mod demo_server;
+mod evidence_cli;
 mod evidence_report;
+mod evidence_task;
 mod front_door;
 mod sessions_cli;
 mod witness;
@@ -98,10 +100,11 @@ enum Command {
         #[command(subcommand)]
         command: sessions_cli::RecordingsCommand,
     },
-    /// NIST SP 800-53 evidence: AU-6 review reports and OSCAL documents.
+    /// Evidence documents: check their signatures, compare control statuses, sign off a
+    /// review (AU-6).
     Evidence {
         #[command(subcommand)]
-        command: EvidenceCommand,
+        command: evidence_cli::EvidenceCommand,
     },
     /// Tool pins (rug-pull protection).
     Tools {
@@ -231,16 +234,6 @@ enum AuditCommand {
 }
 
 #[derive(Subcommand)]
-enum EvidenceCommand {
-    /// The AU-6 audit review report of a period, from a log that is verified first.
-    Report(evidence_report::ReportArgs),
-    /// OSCAL assessment results of a period, and the assessment plan they import.
-    Oscal(evidence_report::OscalArgs),
-    /// An OSCAL component definition: which controls this configuration implements, and how.
-    Component(evidence_report::ComponentArgs),
-}
-
-#[derive(Subcommand)]
 enum ToolsCommand {
     /// Accept the changed definition of a pinned tool, so the gateway shows it again.
     Accept {
@@ -279,16 +272,15 @@ fn main() -> Result<()> {
         } => audit_init(&out, &name),
         Command::Audit { command } => audit(command),
         Command::Tools { command } => tools(command),
-        Command::Evidence { command } => match command {
-            EvidenceCommand::Report(args) => std::process::exit(evidence_report::report(&args)),
-            EvidenceCommand::Oscal(args) => std::process::exit(evidence_report::oscal(&args)),
-            EvidenceCommand::Component(args) => evidence_report::component(&args),
-        },
         Command::Sessions { command } => match sessions_cli::sessions(command)? {
             0 => Ok(()),
             code => std::process::exit(code),
         },
         Command::Recordings { command } => sessions_cli::recordings(command),
+        Command::Evidence { command } => match evidence_cli::evidence(command) {
+            0 => Ok(()),
+            code => std::process::exit(code),
+        },
         Command::Approvals { command } => admin_cli::approvals(command),
         Command::Access { command } => admin_cli::access(command),
         Command::Serve { config } => {
@@ -741,6 +733,7 @@ pub async fn serve(
             shutdown_signal(),
         ))
     });
+    let evidence = start_evidence(&config, &audit)?;
     if let Some(ready) = ready {
         let _ = ready.send(addr);
     }
@@ -779,6 +772,9 @@ pub async fn serve(
         proxy.stop(Duration::from_secs(10)).await;
     }
     sweeper.abort();
+    if let Some(evidence) = evidence {
+        evidence.abort();
+    }
     sweeper_of_approvals.abort();
     failure_summaries.abort();
     record_failure_summaries(&auth, &audit, true).await;
@@ -802,6 +798,75 @@ pub async fn serve(
     audit.close().await?;
     tracing::info!("portcullis stopped");
     Ok(())
+}
+
+/// Starts the scheduled evidence run when `[evidence] schedule` is set. Its key and output
+/// directory are checked here, so a mistake fails the start rather than the first run.
+fn start_evidence(
+    config: &Config,
+    audit: &AuditLog,
+) -> Result<Option<tokio::task::JoinHandle<()>>> {
+    use portcullis_evidence::documents::Format;
+    use portcullis_evidence::schedule::Plan;
+    let evidence = &config.evidence;
+    let Some(schedule) = &evidence.schedule else {
+        return Ok(None);
+    };
+    let plan = Plan::new(schedule).context("evidence.schedule")?;
+    // The configuration refuses a schedule without a key; this is the same rule, kept.
+    let key_dir = evidence
+        .signing_key(config.audit.signing_key.as_deref())
+        .context("evidence.schedule: scheduled reports are signed; set audit.signing_key")?;
+    let signer = portcullis_audit::keys::load_signer(key_dir, portcullis_audit::keys::AUDIT_KEY)
+        .context("loading the evidence signing key")?;
+    let out_dir = evidence.out_dir(&config.gateway.data_dir);
+    std::fs::create_dir_all(&out_dir)
+        .with_context(|| format!("cannot create evidence.out_dir {}", out_dir.display()))?;
+    // An unsigned log cannot be verified: its reports say so, checked against this key.
+    let key = match audit.signing() {
+        Some((key, _)) => key.clone(),
+        None => portcullis_audit::checkpoint::Verifier::for_signer(&signer),
+    };
+    let hours = |minute: u32| minute / 60;
+    let writer = Arc::new(evidence_task::Writer {
+        data_dir: config.gateway.data_dir.clone(),
+        out_dir: out_dir.clone(),
+        signer: Arc::new(signer),
+        audit: audit.clone(),
+        key,
+        published: config.audit.checkpoint_dir.iter().cloned().collect(),
+        witness_keys: config
+            .audit
+            .witnesses
+            .iter()
+            .map(|w| w.key.clone())
+            .collect(),
+        options: portcullis_evidence::collect::Options {
+            baseline_days: evidence.baseline_days,
+            work_hours: (
+                hours(evidence.work_hours.start_minute),
+                hours(evidence.work_hours.end_minute),
+            ),
+            ..Default::default()
+        },
+        formats: evidence
+            .formats
+            .iter()
+            .map(|format| match format {
+                portcullis_config::EvidenceFormat::Html => Format::Html,
+                portcullis_config::EvidenceFormat::Json => Format::Json,
+                portcullis_config::EvidenceFormat::Md => Format::Markdown,
+                portcullis_config::EvidenceFormat::Oscal => Format::Oscal,
+            })
+            .collect(),
+    });
+    tracing::info!(out_dir = %out_dir.display(), schedule = ?schedule, "evidence: scheduled reports on");
+    Ok(Some(tokio::spawn(evidence_task::run(
+        plan,
+        out_dir,
+        chrono::Utc::now,
+        move |period| writer.clone().write(period),
+    ))))
 }
 
 /// Who may read recorded sessions on the admin API: the people who decide, i.e. the groups

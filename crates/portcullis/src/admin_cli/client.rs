@@ -17,14 +17,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// An authenticated connection to the admin API.
-pub(super) struct Client {
+pub(crate) struct Client {
     http: reqwest::Client,
     base: String,
     token: String,
 }
 
 impl Client {
-    pub(super) fn new(conn: &AdminConn) -> Result<Client> {
+    pub(crate) fn new(conn: &AdminConn) -> Result<Client> {
         let token = conn
             .token
             .as_deref()
@@ -118,7 +118,7 @@ impl Client {
         self.call(reqwest::Method::GET, path, None).await
     }
 
-    pub(super) async fn post_value(&self, path: &str, body: &Value) -> Result<Value> {
+    pub(crate) async fn post_value(&self, path: &str, body: &Value) -> Result<Value> {
         self.call(reqwest::Method::POST, path, Some(body)).await
     }
 

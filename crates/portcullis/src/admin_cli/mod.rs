@@ -31,8 +31,8 @@ use anyhow::{Context as _, Result};
 
 use access_commands::{GrantAsk, list_grants, request_grant, revoke_grant};
 use approvals_commands::{decide, list_approvals, show_approval};
-pub use args::{AccessCommand, ApprovalsCommand};
-use client::Client;
+pub use args::{AccessCommand, AdminConn, ApprovalsCommand};
+pub(crate) use client::Client;
 
 /// `portcullis approvals ...`.
 pub fn approvals(cmd: ApprovalsCommand) -> Result<()> {
@@ -88,7 +88,7 @@ pub fn access(cmd: AccessCommand) -> Result<()> {
 }
 
 /// main() is synchronous, and one request at a time needs no more than one thread.
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
