@@ -62,7 +62,7 @@ pub(crate) async fn sign_off(
             StatusCode::FORBIDDEN,
             "not_a_reviewer",
             &format!(
-                "only a person can sign off a review; {} is a {} identity, and a review by the reviewed is not a review",
+                "only a person can sign off a review; {} is not a human identity ({}), and a review by the reviewed is not a review",
                 identity.subject,
                 identity.kind.as_str()
             ),

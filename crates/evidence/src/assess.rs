@@ -297,7 +297,9 @@ fn protection(integrity: &Integrity) -> Outcome {
             ControlStatus::NotSatisfied,
             format!(
                 "the log verifies, but no signed checkpoint covers the period's events yet (up \
-                 to event {}): only the database vouches for them",
+                 to event {}): only the database vouches for them (the gateway signs new events \
+                 within its checkpoint interval: report again after it, or end the period \
+                 earlier)",
                 integrity.events_to_period_end
             ),
             counted,

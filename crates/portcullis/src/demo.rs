@@ -174,6 +174,12 @@ checkpoint_dir = "checkpoints"
 [recording]
 mode = "strict"
 
+# NIST SP 800-53 evidence: each day's AU-6 review report (HTML, JSON) and OSCAL assessment
+# results, written to data/evidence at midnight UTC (and at start for a missed day), signed
+# with the audit key, each hash recorded in the audit log.
+[evidence]
+schedule = "daily"
+
 [[identity.api_keys]]
 name = "billing-agent"
 kind = "agent"
@@ -382,6 +388,16 @@ Export a session as evidence and check it offline, with nothing but the public k
 
   {exe} sessions export <session id> --data-dir {data} --out session.json
   {exe} sessions verify-bundle session.json --pubkey {pubkey}
+
+NIST SP 800-53 evidence of the last 24 hours, from the verified log: the AU-6 review report
+(who did what, the refund's approver, the denied delete, the log's integrity, a status per
+control), the OSCAL assessment results, each signed and its hash recorded in the log; then
+the finance lead signs the review off (AU-6) and anyone checks a signature offline:
+
+  {exe} evidence report --config {config} --sign --out au6-report.html
+  {exe} evidence oscal --config {config} --sign --out assessment-results.json
+  PORTCULLIS_TOKEN={human} {exe} evidence sign-off au6-report.html --url http://{admin} --reason "reviewed: refund approved by finance, delete refused"
+  {exe} evidence verify au6-report.html --pubkey {pubkey}
 
 Stop with Ctrl-C.
 "#,

@@ -54,6 +54,15 @@ pub struct Source {
     /// Working hours, UTC (`07:00-19:00`): requests outside them are flagged.
     #[arg(long, default_value = "07:00-19:00")]
     work_hours: String,
+    /// Sign each document written (`FILE.sig`, checked by `portcullis evidence verify`) and
+    /// record its hash in the audit log as an `evidence.report` event, so the document is
+    /// itself evidence and cannot be regenerated with other numbers unnoticed.
+    #[arg(long)]
+    sign: bool,
+    /// The directory of the signing key (`audit.key`). Default: the configured
+    /// `evidence.signing_key`, else `audit.signing_key`.
+    #[arg(long, requires = "sign")]
+    signing_key: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -91,25 +100,31 @@ pub struct ComponentArgs {
 
 /// `evidence report`; returns the exit code.
 pub fn report(args: &ReportArgs) -> i32 {
-    let written = (|| -> Result<(Report, PathBuf)> {
+    let written = (|| -> Result<(Report, Vec<PathBuf>)> {
         let format = Format::parse(&args.format)?;
         if format == Format::Oscal {
             bail!("--format oscal: use `portcullis evidence oscal`");
         }
+        let signer = args.source.signer()?;
         let report = build(&args.source)?;
         let stem = documents::stem(&report);
         let docs = documents::render_all(&report, &[format], &stem, env!("CARGO_PKG_VERSION"));
         let doc = docs.into_iter().next().context("the report renders")?;
         let path = args.out.clone().unwrap_or_else(|| PathBuf::from(&doc.file));
+        let mut paths = vec![path.clone()];
         documents::write_atomically(&path, &doc.bytes)?;
-        Ok((report, path))
+        if let Some(signer) = &signer {
+            paths.push(vouch(&args.source, signer, &path, &doc, &report)?);
+        }
+        Ok((report, paths))
     })();
-    finish(written.map(|(report, path)| (report, vec![path])))
+    finish(written)
 }
 
 /// `evidence oscal`; returns the exit code.
 pub fn oscal(args: &OscalArgs) -> i32 {
     let written = (|| -> Result<(Report, Vec<PathBuf>)> {
+        let signer = args.source.signer()?;
         let report = build(&args.source)?;
         let stem = match &args.out {
             Some(out) => {
@@ -130,13 +145,16 @@ pub fn oscal(args: &OscalArgs) -> i32 {
             .and_then(Path::parent)
             .unwrap_or(Path::new(""));
         let mut paths = Vec::new();
-        for Document { file, bytes, .. } in docs {
-            let path = match (&args.out, file.ends_with(".assessment-results.json")) {
+        for doc in docs {
+            let path = match (&args.out, doc.file.ends_with(".assessment-results.json")) {
                 (Some(out), true) => out.clone(),
-                _ => dir.join(&file),
+                _ => dir.join(&doc.file),
             };
-            documents::write_atomically(&path, &bytes)?;
-            paths.push(path);
+            documents::write_atomically(&path, &doc.bytes)?;
+            paths.push(path.clone());
+            if let Some(signer) = &signer {
+                paths.push(vouch(&args.source, signer, &path, &doc, &report)?);
+            }
         }
         Ok((report, paths))
     })();
@@ -202,6 +220,70 @@ fn finish(written: Result<(Report, Vec<PathBuf>)>) -> i32 {
             EXIT_NOT_VERIFIED
         }
     }
+}
+
+impl Source {
+    /// With `--sign`: the key documents are signed with.
+    fn signer(&self) -> Result<Option<portcullis_audit::checkpoint::Ed25519Signer>> {
+        if !self.sign {
+            return Ok(None);
+        }
+        let config = self.dir.config()?;
+        let dir = match (&self.signing_key, &config) {
+            (Some(dir), _) => dir.clone(),
+            (None, Some(config)) => config
+                .evidence
+                .signing_key(config.audit.signing_key.as_deref())
+                .map(Path::to_path_buf)
+                .context(
+                    "--sign: the configuration names no evidence.signing_key or \
+                     audit.signing_key; give --signing-key DIR",
+                )?,
+            (None, None) => bail!("--sign: give --signing-key DIR (where audit.key is)"),
+        };
+        let signer = keys::load_signer(&dir, keys::AUDIT_KEY)
+            .with_context(|| format!("loading the signing key in {}", dir.display()))?;
+        Ok(Some(signer))
+    }
+}
+
+/// Records a written document's hash as an `evidence.report` event, then signs it (the
+/// signature last: a signed document always has its event). Returns the signature's path.
+fn vouch(
+    source: &Source,
+    signer: &portcullis_audit::checkpoint::Ed25519Signer,
+    path: &Path,
+    doc: &Document,
+    report: &Report,
+) -> Result<PathBuf> {
+    // The record names the file as written (`--out`), which the signature binds.
+    let record = portcullis_evidence::record::record_for(
+        doc.document,
+        doc.format,
+        Some(&report.period),
+        &doc.bytes,
+        path,
+    );
+    let data_dir = source.dir.resolve()?;
+    let log = portcullis_audit::AuditLog::open(
+        &data_dir,
+        "portcullis-cli",
+        portcullis_config::Durability::Strict,
+    )
+    .with_context(|| format!("opening the audit log in {}", data_dir.display()))?;
+    let event = portcullis_evidence::record::document_event(&log, record.clone());
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(async {
+            log.record(event).await?;
+            log.close().await
+        })
+        .context("the audit log cannot record the document's hash; it is not signed")?;
+    Ok(portcullis_evidence::sign::write_signature(
+        path, &record, signer,
+    )?)
 }
 
 /// Builds the report of the period `source` names.

@@ -1037,7 +1037,7 @@ async fn the_demo_holds_a_refund_until_the_human_approves_it() {
     );
 
     let html_file = out.join("report.html");
-    evidence(&["report", "--out", html_file.to_str().unwrap()]);
+    evidence(&["report", "--sign", "--out", html_file.to_str().unwrap()]);
     let html = std::fs::read_to_string(&html_file).unwrap();
     for fact in [
         "billing-agent",
@@ -1047,6 +1047,31 @@ async fn the_demo_holds_a_refund_until_the_human_approves_it() {
     ] {
         assert!(html.contains(fact), "the HTML report names {fact}");
     }
+    // Signed under the name it was written as, and its hash is in the log.
+    let verified = Command::new(binary())
+        .args(["evidence", "verify"])
+        .arg(&html_file)
+        .arg("--pubkey")
+        .arg(demo_dir.join("audit-key/audit.pub"))
+        .output()
+        .unwrap();
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    let tail = Command::new(binary())
+        .args(["audit", "tail", "-n", "5", "--data-dir"])
+        .arg(demo_dir.join("data"))
+        .output()
+        .unwrap();
+    let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(html.as_bytes()));
+    assert!(
+        String::from_utf8_lossy(&tail.stdout)
+            .lines()
+            .any(|l| l.contains("evidence.report") && l.contains(&sha256)),
+        "the report's hash is recorded"
+    );
 
     let results_file = out.join("results.json");
     evidence(&["oscal", "--out", results_file.to_str().unwrap()]);
