@@ -245,6 +245,17 @@ impl AuditReader {
         )
     }
 
+    /// The `evidence.report` event that recorded a document with this SHA-256 (hex), the
+    /// first if several did. Scans the events of that type: a sign-off is rare.
+    pub fn evidence_document(&self, sha256: &str) -> Result<Option<(u64, String)>, AuditError> {
+        let mut rows = self.query(
+            "SELECT seq, body FROM events WHERE type = 'evidence.report' \
+             AND json_extract(CAST(body AS TEXT), '$.evidence.sha256') = ?1 ORDER BY seq LIMIT 1",
+            params![sha256],
+        )?;
+        Ok(rows.pop())
+    }
+
     /// The sequence number of the newest `type` event, if any: read backwards from the end,
     /// so it costs as much as the events written since.
     pub fn last_of_type(&self, event_type: &str) -> Result<Option<u64>, AuditError> {

@@ -79,10 +79,72 @@ pub(crate) async fn sign_off(
         Ok(asked) => asked,
         Err(refused) => return refused,
     };
-    let (record, reason) = match check(asked) {
+    let (asked, reason) = match check(asked) {
         Ok(checked) => checked,
         Err(message) => return error(StatusCode::BAD_REQUEST, "invalid", &message),
     };
+    // Only a document the gateway wrote and recorded can be signed off, and what it is (its
+    // kind, its period) is taken from that record, not from the caller: a sign-off of a
+    // made-up hash, or of a real report under another period, would be evidence of nothing.
+    let (dir, sha256) = (admin.data_dir.clone(), asked.sha256.clone());
+    let found = tokio::task::spawn_blocking(move || {
+        let reader = portcullis_audit::AuditReader::open(&dir).map_err(|e| e.to_string())?;
+        reader.evidence_document(&sha256).map_err(|e| e.to_string())
+    })
+    .await;
+    let record = match found {
+        Ok(Ok(Some((_, body)))) => {
+            match serde_json::from_str::<portcullis_model::AuditEvent>(&body)
+                .ok()
+                .and_then(|event| event.evidence)
+            {
+                Some(record) => record,
+                None => {
+                    return error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "audit_unreadable",
+                        "the evidence.report event of this document cannot be read",
+                    );
+                }
+            }
+        }
+        Ok(Ok(None)) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "unknown_document",
+                &format!(
+                    "no evidence.report event records a document with SHA-256 {}: only a \
+                     document the gateway wrote and recorded (a scheduled report, or `portcullis \
+                     evidence report --sign`) can be signed off, exactly as written",
+                    asked.sha256
+                ),
+            );
+        }
+        Ok(Err(e)) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "audit_unavailable",
+                &format!("the audit log cannot be read: {e}"),
+            );
+        }
+        Err(e) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "audit_unavailable",
+                &format!("the audit log cannot be read: {e}"),
+            );
+        }
+    };
+    if record.bytes != asked.bytes {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            &format!(
+                "bytes: the document recorded with this SHA-256 has {} bytes, not {}",
+                record.bytes, asked.bytes
+            ),
+        );
+    }
 
     let mut ev = admin
         .audit

@@ -5,7 +5,9 @@
 //! the reason says what was found, and the samples are the events that decided it (the
 //! ones that failed it when it failed, examples of it working otherwise). A period with no
 //! events satisfies the checks that look for violations (there were none) and says so;
-//! AU-6 and AU-9 ask for something to exist, and are not satisfied without it.
+//! AU-6 and AU-9 ask for something to exist, and are not satisfied without it. Facts read
+//! from a log that does not verify prove nothing: when verification fails, every check
+//! fails with it, whatever the facts seem to say.
 
 use crate::collect::Facts;
 use crate::controls::CHECKS;
@@ -34,6 +36,16 @@ pub fn assess(facts: &Facts, integrity: &Integrity) -> Vec<ControlResult> {
                 other => {
                     unreachable!("controls::CHECKS names {other}, which assess has no rule for")
                 }
+            };
+            let (status, reason) = match &integrity.failure {
+                Some(failure) if check.id != "au-9" => (
+                    ControlStatus::NotSatisfied,
+                    format!(
+                        "the facts come from a log that does not verify ({failure}), so they \
+                         prove nothing; as read: {reason}"
+                    ),
+                ),
+                _ => (status, reason),
             };
             ControlResult {
                 control: check.id.to_string(),
@@ -242,7 +254,7 @@ fn record_content(facts: &Facts) -> Outcome {
 }
 
 fn review(facts: &Facts) -> Outcome {
-    let reviews = facts.reviews.len() as u64;
+    let reviews = facts.checks.reviews;
     let samples = facts.reviews.iter().map(|r| r.event.clone()).collect();
     if reviews == 0 {
         return (

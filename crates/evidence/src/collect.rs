@@ -22,8 +22,9 @@ use crate::period::{parse_time, stamp};
 use crate::report::*;
 use crate::{EvidenceError, Period};
 
-/// How far past each edge of a window the pass reads, for events stamped out of order.
-const EDGE_SLACK: chrono::Duration = chrono::Duration::minutes(5);
+/// How far before the baseline window the pass starts reading, for events stamped out of
+/// order at that edge (it only teaches what is usual).
+const START_SLACK: chrono::Duration = chrono::Duration::minutes(5);
 
 /// Events read from SQLite per query.
 const PAGE: usize = 4096;
@@ -46,9 +47,14 @@ pub struct Options {
     pub baseline_days: u32,
     /// How many items each list keeps (counts stay exact).
     pub cap: usize,
-    /// Working hours, UTC, `[start, end)` in whole hours, wrapping midnight when `start >
-    /// end`: requests outside them are off-hours.
-    pub work_hours: (u32, u32),
+    /// Working hours, UTC (they may wrap midnight): requests outside them are off-hours.
+    pub work_hours: portcullis_config::WorkHours,
+    /// How long after the period's end the pass keeps reading. A request is stamped when
+    /// it arrives and appended when it ends, which for a held request is up to its hold
+    /// timeout later: its event is in the period, but written after it. Default: 1 hour,
+    /// longer than the default hold timeout (15 minutes); set it above the longest timeout
+    /// of any rule.
+    pub settle: chrono::Duration,
 }
 
 impl Default for Options {
@@ -56,7 +62,8 @@ impl Default for Options {
         Options {
             baseline_days: 28,
             cap: 200,
-            work_hours: (7, 19),
+            work_hours: portcullis_config::WorkHours::default(),
+            settle: chrono::Duration::hours(1),
         }
     }
 }
@@ -114,6 +121,8 @@ pub struct CheckInputs {
     /// Allowed requests without a named identity.
     pub anonymous_allowed: Capped<EventRef>,
     pub allowed: u64,
+    /// Sign-offs of review reports in the period (the list in `Facts` is capped).
+    pub reviews: u64,
 }
 
 /// Collects the facts of `period` from the log.
@@ -124,15 +133,20 @@ pub fn collect(
 ) -> Result<Facts, EvidenceError> {
     let baseline_start = period.since_time() - chrono::Duration::days(options.baseline_days.into());
     let baseline_since = stamp(baseline_start);
-    let read_from = reader.first_seq_at(&stamp(baseline_start - EDGE_SLACK))?;
-    let read_until = stamp(period.until_time() + EDGE_SLACK);
-    let mut pass = Pass::new(period, options);
+    let read_from = reader.first_seq_at(&stamp(baseline_start - START_SLACK))?;
+    let read_until = stamp(period.until_time() + options.settle);
+    let mut pass = Pass::new(reader, period, options);
+    // Every event up to the period's end is covered by what verification checks, read or not.
+    pass.facts.events_to_period_end = reader.first_seq_at(&period.until)?.saturating_sub(1);
     let mut after = read_from.saturating_sub(1);
-    'pages: loop {
+    loop {
         let page = reader.since(after, PAGE)?;
         let Some(&(last, _)) = page.last() else {
             break;
         };
+        // A page wholly after the settling time ends the pass; an event stamped late in the
+        // middle of one does not (times follow the log's order only closely).
+        let mut settled = true;
         for (seq, body) in page {
             let event: AuditEvent = serde_json::from_str(&body).map_err(|e| {
                 EvidenceError::Invalid(format!(
@@ -141,21 +155,26 @@ pub fn collect(
                 ))
             })?;
             if event.time >= read_until {
-                break 'pages;
+                continue;
             }
+            settled = false;
             if event.time < baseline_since {
                 continue;
             }
             pass.see(seq, event);
+        }
+        if settled {
+            break;
         }
         after = last;
     }
     Ok(pass.finish())
 }
 
-/// The name an identity is reported under: unique across issuers.
+/// The name an identity is reported under: unique across issuers (an API key by its name,
+/// anyone else as `subject@issuer`).
 pub fn identity_name(identity: &Identity) -> String {
-    if identity.issuer.starts_with("portcullis:") {
+    if identity.issuer == "portcullis:api-key" {
         identity.subject.clone()
     } else {
         format!("{}@{}", identity.subject, identity.issuer)
@@ -230,6 +249,8 @@ struct Following {
 }
 
 struct Pass<'a> {
+    /// For the rare look-up of an approval requested before the baseline window.
+    reader: &'a AuditReader,
     period: &'a Period,
     options: &'a Options,
     gateways: BTreeSet<String>,
@@ -247,8 +268,9 @@ struct Pass<'a> {
 }
 
 impl<'a> Pass<'a> {
-    fn new(period: &'a Period, options: &'a Options) -> Pass<'a> {
+    fn new(reader: &'a AuditReader, period: &'a Period, options: &'a Options) -> Pass<'a> {
         Pass {
+            reader,
             period,
             options,
             gateways: BTreeSet::new(),
@@ -359,6 +381,7 @@ impl<'a> Pass<'a> {
             }
             EventType::EvidenceReviewed => {
                 if let Some(record) = &event.evidence {
+                    self.facts.checks.reviews += 1;
                     let reviewed_period = match (&record.since, &record.until) {
                         (Some(since), Some(until)) => Some(Period {
                             since: since.clone(),
@@ -705,18 +728,10 @@ impl<'a> Pass<'a> {
         if event.outcome == Outcome::Denied && active.denials.len() < SAMPLES {
             active.denials.push(at.clone());
         }
-        if let Ok(time) = parse_time(&event.time) {
-            let hour = time.hour();
-            let (start, end) = work_hours;
-            // A range may wrap midnight (`22:00-06:00`, a night shift).
-            let working = if start <= end {
-                hour >= start && hour < end
-            } else {
-                hour >= start || hour < end
-            };
-            if !working {
-                active.off_hours.push(SAMPLES, at);
-            }
+        if let Ok(time) = parse_time(&event.time)
+            && !work_hours.contains(time.hour() * 60 + time.minute())
+        {
+            active.off_hours.push(SAMPLES, at);
         }
     }
 
@@ -754,6 +769,30 @@ impl<'a> Pass<'a> {
                 requester: None,
             });
         following.in_period |= in_period;
+        if following.requester.is_none() && event.event_type != EventType::ApprovalRequested {
+            // Requested before the baseline window: its requester decides whether this is a
+            // self-approval (AC-5), so it is looked up rather than guessed.
+            let requested = self
+                .reader
+                .approval_events(id, (1, seq))
+                .ok()
+                .into_iter()
+                .flatten()
+                .filter_map(|(_, body)| serde_json::from_str::<AuditEvent>(&body).ok())
+                .find(|e| e.event_type == EventType::ApprovalRequested);
+            if let Some(requested) = requested {
+                following.hold.requester = requested
+                    .identity
+                    .as_ref()
+                    .map_or_else(|| "(unnamed)".into(), identity_name);
+                following.hold.reason.clone_from(&requested.reason);
+                following.requested_at = Some(requested.time.clone());
+                following.requester = requested
+                    .identity
+                    .as_ref()
+                    .map(|i| (i.issuer.clone(), i.subject.clone()));
+            }
+        }
         let hold = &mut following.hold;
         let who = event.identity.as_ref().map(identity_name);
         let closed = |following: &mut Following, status: &str, time: &str| {
@@ -798,7 +837,11 @@ impl<'a> Pass<'a> {
                     (Some((issuer, subject)), Some(i)) => {
                         &i.issuer == issuer && &i.subject == subject
                     }
-                    _ => false,
+                    // No request event to compare with: the approvals service's own words.
+                    _ => event
+                        .detail
+                        .as_deref()
+                        .is_some_and(|d| d.contains("self-approval") || d.contains("own request")),
                 };
                 let decision = Decision {
                     approval: id.clone(),
@@ -1075,8 +1118,11 @@ fn flag(
         out.push(anomaly(
             "off-hours",
             format!(
-                "requests outside working hours, {:02}:00-{:02}:00 UTC",
-                options.work_hours.0, options.work_hours.1
+                "requests outside working hours, {:02}:{:02}-{:02}:{:02} UTC",
+                options.work_hours.start_minute / 60,
+                options.work_hours.start_minute % 60,
+                options.work_hours.end_minute / 60,
+                options.work_hours.end_minute % 60
             ),
             format!("{} requests outside working hours", active.off_hours.total),
             active.off_hours.items.clone(),

@@ -59,6 +59,7 @@ pub fn for_period(
     outcome: Result<Summary, Failure>,
     inputs: &VerifyInputs,
     period: &Period,
+    first_seq: Option<u64>,
     events_to_period_end: u64,
 ) -> Integrity {
     let mut integrity = Integrity {
@@ -68,7 +69,7 @@ pub fn for_period(
         origin: None,
         events_to_period_end,
         period_events: 0,
-        first_seq: None,
+        first_seq,
         last_seq: None,
         covering_checkpoint: None,
         checkpoints_signed: 0,
@@ -76,7 +77,6 @@ pub fn for_period(
         cosignatures: Vec::new(),
         last_cosignature: None,
         cosignature_age_seconds: None,
-        warnings: Vec::new(),
     };
     match outcome {
         Ok(summary) => summarize(&mut integrity, summary, period),
@@ -89,17 +89,31 @@ pub fn for_period(
 fn summarize(integrity: &mut Integrity, summary: Summary, period: &Period) {
     let end = integrity.events_to_period_end;
     integrity.origin = summary.origin;
-    integrity.warnings = summary.warnings;
+    // Whole-log warnings (an unsealed tail, a crash after the period) are left to `audit
+    // verify`: they change as the log grows, and a closed period's report must not.
     // The smallest checkpoint at or past the period's last event vouches for all of it;
     // none: the period's newest events are not signed yet.
     let covering = summary.checkpoints.iter().find(|cp| cp.size >= end);
     let limit = covering.map_or(end, |cp| cp.size);
+    // From the last checkpoint before the period: the list stays the period's, not the
+    // log's whole history.
+    let start = integrity.first_seq.unwrap_or(end + 1).saturating_sub(1);
+    let from = summary
+        .checkpoints
+        .iter()
+        .filter(|cp| cp.size <= start)
+        .map(|cp| cp.size)
+        .next_back()
+        .unwrap_or(0);
     integrity.covering_checkpoint = covering.map(|cp| CheckpointSeen {
         size: cp.size,
         root: B64.encode(cp.root),
         published: cp.published,
     });
-    let upto = summary.checkpoints.iter().filter(|cp| cp.size <= limit);
+    let upto = summary
+        .checkpoints
+        .iter()
+        .filter(|cp| cp.size >= from && cp.size <= limit);
     let until = period.until_time();
     let mut newest: Option<DateTime<Utc>> = None;
     for cp in upto {

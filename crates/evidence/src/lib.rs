@@ -74,7 +74,13 @@ pub fn build_report(
         (facts, verified)
     });
     let facts = facts?;
-    let integrity = integrity::for_period(integrity, inputs, &period, facts.events_to_period_end);
+    let integrity = integrity::for_period(
+        integrity,
+        inputs,
+        &period,
+        facts.first_seq,
+        facts.events_to_period_end,
+    );
     Ok(Report::from_parts(period, facts, integrity))
 }
 

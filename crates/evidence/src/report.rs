@@ -121,7 +121,8 @@ pub struct Integrity {
     /// what the period's events were verified against. `None`: not signed yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub covering_checkpoint: Option<CheckpointSeen>,
-    /// Verified checkpoints with a size up to the covering one (or up to the period's end).
+    /// Verified checkpoints from the last one before the period up to the covering one (or
+    /// up to the period's end).
     pub checkpoints_signed: u64,
     /// Of those, how many were found published outside the gateway.
     pub checkpoints_published: u64,
@@ -133,8 +134,6 @@ pub struct Integrity {
     /// Seconds from [`Integrity::last_cosignature`] to the period's end (0 if it came after).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cosignature_age_seconds: Option<u64>,
-    /// Things verification found worth a look that are not tampering.
-    pub warnings: Vec<String>,
 }
 
 /// The inputs verification used.

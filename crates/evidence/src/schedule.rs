@@ -111,18 +111,17 @@ pub fn period_stem(period: &Period) -> String {
     )
 }
 
-/// Whether `out_dir` already holds a signed document of `period` (a `<stem>*.sig` file: a
-/// document is signed after it is completely written, so a signature means a finished run).
+/// The file that marks a run finished: `<stem>.complete`, written after every document of
+/// the run is written, recorded and signed (it lists them). One document signed is not a
+/// finished run: a disk that filled after the first must not keep the others from being
+/// written at the next try.
+pub fn completion_marker(out_dir: &Path, period: &Period) -> std::path::PathBuf {
+    out_dir.join(format!("{}.complete", period_stem(period)))
+}
+
+/// Whether `out_dir` holds a finished run of `period` (its [`completion_marker`]).
 pub fn already_written(out_dir: &Path, period: &Period) -> bool {
-    let stem = period_stem(period);
-    let Ok(entries) = std::fs::read_dir(out_dir) else {
-        return false;
-    };
-    entries.flatten().any(|entry| {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        name.starts_with(&stem) && name.ends_with(".sig")
-    })
+    completion_marker(out_dir, period).is_file()
 }
 
 /// The run to make at start, if the latest one due was missed.
@@ -259,6 +258,9 @@ mod tests {
         std::fs::write(dir.path().join(format!("{stem}.html")), "x").unwrap();
         assert!(catch_up(&Plan::Daily, now, dir.path()).unwrap().is_some());
         std::fs::write(dir.path().join(format!("{stem}.html.sig")), "x").unwrap();
+        // A signed document alone is not a finished run; the marker is.
+        assert!(catch_up(&Plan::Daily, now, dir.path()).unwrap().is_some());
+        std::fs::write(dir.path().join(format!("{stem}.complete")), "x").unwrap();
         assert_eq!(catch_up(&Plan::Daily, now, dir.path()).unwrap(), None);
         // Nor does another period's signature count.
         assert!(

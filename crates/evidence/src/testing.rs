@@ -53,7 +53,6 @@ pub fn sample_report() -> Report {
             }],
             last_cosignature: Some("2026-12-01T23:00:00Z".into()),
             cosignature_age_seconds: Some(3600),
-            warnings: vec![format!("a warning with {tricky}")],
         },
         controls: crate::controls::CHECKS
             .iter()

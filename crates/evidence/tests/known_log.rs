@@ -129,6 +129,9 @@ struct Scenario {
     break_glass_self_approval: bool,
     /// A reviewer signs off a report in the period.
     review: bool,
+    /// A request stamped in the period is appended after later events (a held request
+    /// released after the period's end).
+    late_request: bool,
 }
 
 /// Writes the log into `dir/data`, its key into `dir/key`; returns the verifier.
@@ -309,6 +312,17 @@ async fn write_log(dir: &Path, scenario: Scenario) -> Verifier {
     w.log.checkpoint_now().await.unwrap();
     // After the period: not in the report, not counted up to its end.
     w.put(w.request(
+        "2026-12-02T00:30:00.000Z",
+        Outcome::Success,
+        "lookup_customer",
+    ))
+    .await;
+    if scenario.late_request {
+        let mut late = w.request("2026-12-01T23:58:00.000Z", Outcome::Success, "refund");
+        late.approval = Some("ap-late".into());
+        w.put(late).await;
+    }
+    w.put(w.request(
         "2026-12-02T09:00:00.000Z",
         Outcome::Success,
         "lookup_customer",
@@ -445,7 +459,7 @@ async fn break_glass_self_approval_and_no_review_fail_ac5_and_au6() {
         dir.path(),
         Scenario {
             break_glass_self_approval: true,
-            review: false,
+            ..Scenario::default()
         },
     )
     .await;
@@ -482,6 +496,20 @@ async fn a_tampered_log_still_gives_a_report_that_leads_with_the_failure() {
             .reason
             .contains("does not verify")
     );
+    // Facts from a log that does not verify prove nothing: no control holds on them.
+    for control in &r.controls {
+        assert_eq!(
+            control.status,
+            ControlStatus::NotSatisfied,
+            "{}",
+            control.control
+        );
+        assert!(
+            control.reason.contains("does not verify"),
+            "{}",
+            control.reason
+        );
+    }
     // The facts are still there, as the (tampered) log states them.
     assert_eq!(r.totals.requests, 5);
 }
@@ -502,6 +530,31 @@ async fn a_period_without_events_is_a_valid_report_that_says_so() {
     // The JSON report reads back as the same report.
     let back: Report = serde_json::from_slice(&r.to_json()).unwrap();
     assert_eq!(back, r);
+}
+
+#[tokio::test]
+async fn a_request_of_the_period_appended_after_it_ended_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let verifier = write_log(
+        dir.path(),
+        Scenario {
+            late_request: true,
+            ..Scenario::default()
+        },
+    )
+    .await;
+    let r = report(dir.path(), verifier.clone(), "2026-12-01", "2026-12-02");
+    assert_eq!(r.totals.requests, 6);
+    assert_eq!(r.totals.held, 2);
+    assert!(
+        r.privileged
+            .items
+            .iter()
+            .any(|p| p.approval.as_deref() == Some("ap-late"))
+    );
+    // The next day's report does not count it again.
+    let next = report(dir.path(), verifier, "2026-12-02", "2026-12-03");
+    assert_eq!(next.totals.requests, 2);
 }
 
 #[tokio::test]

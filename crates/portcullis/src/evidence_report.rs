@@ -48,12 +48,14 @@ pub struct Source {
     /// A witness's cosignature verifier key (repeatable). Default: the configured witnesses'.
     #[arg(long = "witness-key", value_name = "FILE")]
     witness_keys: Vec<PathBuf>,
-    /// Days before the period that are its baseline (new identities, tools, volume).
-    #[arg(long, default_value_t = 28)]
-    baseline_days: u32,
-    /// Working hours, UTC (`07:00-19:00`): requests outside them are flagged.
-    #[arg(long, default_value = "07:00-19:00")]
-    work_hours: String,
+    /// Days before the period that are its baseline (new identities, tools, volume), 1 to
+    /// 366. Default: the configured `evidence.baseline_days`, else 28 (as scheduled reports).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=366))]
+    baseline_days: Option<u32>,
+    /// Working hours, UTC (`07:00-19:00`; `22:00-06:00` wraps midnight): requests outside
+    /// them are flagged. Default: the configured `evidence.work_hours`, else 07:00-19:00.
+    #[arg(long)]
+    work_hours: Option<String>,
     /// Sign each document written (`FILE.sig`, checked by `portcullis evidence verify`) and
     /// record its hash in the audit log as an `evidence.report` event, so the document is
     /// itself evidence and cannot be regenerated with other numbers unnoticed.
@@ -72,7 +74,7 @@ pub struct ReportArgs {
     /// `html` (one self-contained page), `md` or `json` (the same data, for machines).
     #[arg(long, default_value = "html")]
     format: String,
-    /// Where to write it. Default: `au6-<since>_<until>.<format>` here.
+    /// Where to write it. Default: `evidence-<since>--<until>.<format>` here.
     #[arg(long)]
     out: Option<PathBuf>,
 }
@@ -83,7 +85,7 @@ pub struct OscalArgs {
     source: Source,
     /// Where to write the assessment results; the assessment plan they import is written
     /// beside, as `<name>.assessment-plan.json`. Default:
-    /// `au6-<since>_<until>.assessment-results.json` here.
+    /// `evidence-<since>--<until>.assessment-results.json` here.
     #[arg(long)]
     out: Option<PathBuf>,
 }
@@ -306,9 +308,21 @@ fn build(source: &Source) -> Result<Report> {
     };
     let period = Period::new(since, until)?;
     let inputs = verify_inputs(source, config.as_ref())?;
+    // The same settings as scheduled reports, so a period reported by hand and by the
+    // schedule reads the same.
+    let configured = config.as_ref().map(|c| &c.evidence);
+    let work_hours = match (&source.work_hours, configured) {
+        (Some(text), _) => portcullis_config::WorkHours::parse(text)
+            .map_err(|e| anyhow::anyhow!("--work-hours: {e}"))?,
+        (None, Some(evidence)) => evidence.work_hours,
+        (None, None) => portcullis_config::WorkHours::default(),
+    };
     let options = Options {
-        baseline_days: source.baseline_days,
-        work_hours: parse_hours(&source.work_hours)?,
+        baseline_days: source
+            .baseline_days
+            .or(configured.map(|e| e.baseline_days))
+            .unwrap_or(Options::default().baseline_days),
+        work_hours,
         ..Options::default()
     };
     Ok(build_report(&data_dir, period, &inputs, &options)?)
@@ -348,21 +362,6 @@ fn verify_inputs(source: &Source, config: Option<&Config>) -> Result<VerifyInput
         published,
         witnesses,
     })
-}
-
-/// `07:00-19:00` → `(7, 19)`.
-fn parse_hours(text: &str) -> Result<(u32, u32)> {
-    let hour = |part: &str| -> Option<u32> {
-        let hour = part.trim().split(':').next()?.parse().ok()?;
-        (hour <= 24).then_some(hour)
-    };
-    match text.split_once('-').map(|(a, b)| (hour(a), hour(b))) {
-        Some((Some(start), Some(end))) if start != end => Ok((start, end)),
-        _ => bail!(
-            "--work-hours {text:?}: give a range of UTC hours such as 07:00-19:00 (22:00-06:00 \
-             wraps midnight)"
-        ),
-    }
 }
 
 /// The component definition's view of a configuration.

@@ -31,7 +31,7 @@ use portcullis_evidence::{Period, documents, integrity, record, sign};
 const MAX_SLEEP: Duration = Duration::from_secs(60);
 
 /// Runs the schedule until the task is aborted.
-pub async fn run<C, G, F, E>(plan: Plan, out_dir: PathBuf, now: C, generate: G)
+pub async fn run<C, G, F, E>(plan: Plan, out_dir: PathBuf, settle: Duration, now: C, generate: G)
 where
     C: Fn() -> DateTime<Utc>,
     G: Fn(Period) -> F,
@@ -50,7 +50,12 @@ where
     if let Some(run) = &pending {
         tracing::info!(since = %run.period.since, until = %run.period.until, "evidence: catching up on the run missed while the gateway was down");
     }
+    let settle = chrono::Duration::from_std(settle).unwrap_or(chrono::Duration::zero());
     loop {
+        if let Some(run) = &pending {
+            // A period is reported once it has settled (see `settle`), never earlier.
+            sleep_until(run.period.until_time() + settle, &now).await;
+        }
         if let Some(run) = pending.take()
             && !schedule::already_written(&out_dir, &run.period)
             && !attempt(&run, &generate).await
@@ -66,7 +71,7 @@ where
                 return;
             }
         };
-        sleep_until(next.at, &now).await;
+        sleep_until(next.at + settle, &now).await;
         // A run that failed last time is tried again first; if it fails again it is dropped
         // for this one (only the latest failure is kept).
         if let Some(failed) = pending.take()
@@ -165,7 +170,13 @@ impl Writer {
             );
         }
         let mut written = Vec::new();
+        let mut manifest = String::new();
         for document in documents {
+            manifest.push_str(&format!(
+                "{}  {}\n",
+                documents::sha256_hex(&document.bytes),
+                document.file
+            ));
             let path = self.out_dir.join(&document.file);
             written.extend(
                 self.vouch(
@@ -178,6 +189,11 @@ impl Writer {
                 .await?,
             );
         }
+        // Last: the run is finished only once every document is written, recorded and
+        // signed (a `sha256sum -c` list of them).
+        let done = schedule::completion_marker(&self.out_dir, &report.period);
+        documents::write_atomically(&done, manifest.as_bytes()).map_err(|e| e.to_string())?;
+        written.push(done);
         Ok(written)
     }
 
@@ -255,11 +271,9 @@ mod tests {
                 *fail -= 1;
                 return Err("disk full".into());
             }
-            let sig = self
-                .out_dir
-                .join(format!("{}.json.sig", schedule::period_stem(&period)));
-            std::fs::write(&sig, "signed").unwrap();
-            Ok(vec![sig])
+            let done = schedule::completion_marker(&self.out_dir, &period);
+            std::fs::write(&done, "done").unwrap();
+            Ok(vec![done])
         }
 
         fn calls(&self) -> Vec<Call> {
@@ -268,9 +282,18 @@ mod tests {
     }
 
     fn spawn(plan: Plan, start: &str, fake: &Fake) -> tokio::task::JoinHandle<()> {
+        spawn_settling(plan, start, fake, Duration::ZERO)
+    }
+
+    fn spawn_settling(
+        plan: Plan,
+        start: &str,
+        fake: &Fake,
+        settle: Duration,
+    ) -> tokio::task::JoinHandle<()> {
         let now = clock(start);
         let (fake, out_dir) = (fake.clone(), fake.out_dir.clone());
-        tokio::spawn(run(plan, out_dir, now.clone(), move |p| {
+        tokio::spawn(run(plan, out_dir, settle, now.clone(), move |p| {
             let (fake, at) = (fake.clone(), now());
             async move { fake.generate(p, at).await }
         }))
@@ -307,10 +330,29 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_period_is_reported_only_once_it_has_settled() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = Fake::new(dir.path(), 0);
+        // Started ten minutes after midnight with half an hour to settle: yesterday's
+        // report waits until 00:30, today's is made at 00:30 tomorrow.
+        let settle = Duration::from_secs(30 * 60);
+        let task = spawn_settling(Plan::Daily, "2026-12-06T00:10:00Z", &fake, settle);
+        tokio::time::sleep(Duration::from_secs(25 * 3600)).await;
+        task.abort();
+        let calls = fake.calls();
+        assert_eq!(calls.len(), 2, "{calls:?}");
+        for (p, at) in &calls {
+            let settled = p.until_time() + chrono::Duration::minutes(30);
+            assert!(*at >= settled, "{at} before {settled}");
+            assert!(*at - settled < chrono::Duration::seconds(61), "{at}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_run_already_written_is_not_caught_up_again() {
         let dir = tempfile::tempdir().unwrap();
         let stem = schedule::period_stem(&period("2026-12-05", "2026-12-06"));
-        std::fs::write(dir.path().join(format!("{stem}.html.sig")), "x").unwrap();
+        std::fs::write(dir.path().join(format!("{stem}.complete")), "x").unwrap();
         let fake = Fake::new(dir.path(), 0);
         let task = spawn(Plan::Daily, "2026-12-06T22:00:00Z", &fake);
         tokio::time::sleep(Duration::from_secs(3 * 3600)).await;

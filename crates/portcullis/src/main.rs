@@ -827,7 +827,18 @@ fn start_evidence(
         Some((key, _)) => key.clone(),
         None => portcullis_audit::checkpoint::Verifier::for_signer(&signer),
     };
-    let hours = |minute: u32| minute / 60;
+    // A period is reported once it has settled: a request held at its end is appended when
+    // it is decided (up to the longest hold timeout later), and its events are signed at the
+    // next checkpoint. A minute more for the witness.
+    let longest_hold = config
+        .rules
+        .iter()
+        .filter(|rule| rule.decision == portcullis_config::RuleDecision::Hold)
+        .map(|rule| rule.timeout)
+        .max()
+        .unwrap_or_default();
+    let settle =
+        longest_hold + config.audit.checkpoint_interval + std::time::Duration::from_secs(60);
     let writer = Arc::new(evidence_task::Writer {
         data_dir: config.gateway.data_dir.clone(),
         out_dir: out_dir.clone(),
@@ -843,10 +854,8 @@ fn start_evidence(
             .collect(),
         options: portcullis_evidence::collect::Options {
             baseline_days: evidence.baseline_days,
-            work_hours: (
-                hours(evidence.work_hours.start_minute),
-                hours(evidence.work_hours.end_minute),
-            ),
+            work_hours: evidence.work_hours,
+            settle: chrono::Duration::from_std(settle).unwrap_or(chrono::Duration::hours(1)),
             ..Default::default()
         },
         formats: evidence
@@ -864,6 +873,7 @@ fn start_evidence(
     Ok(Some(tokio::spawn(evidence_task::run(
         plan,
         out_dir,
+        settle,
         chrono::Utc::now,
         move |period| writer.clone().write(period),
     ))))

@@ -1,8 +1,9 @@
 //! Evidence through the running gateway.
 //!
 //! - `portcullis evidence sign-off` against the real binary's admin API: a person's sign-off
-//!   of a review report is an `evidence.reviewed` event naming them, the report's hash and
-//!   period, and their reason; an agent's is refused, as is a sign-off without a reason.
+//!   of a review report the gateway recorded is an `evidence.reviewed` event naming them, the
+//!   report's hash and period (from its record), and their reason; an agent's is refused, as
+//!   is a sign-off without a reason or of a document no `evidence.report` event records.
 //! - `[evidence] schedule` in `serve`: the run missed while the gateway was down is made at
 //!   start, signed and recorded, and not made again on the next start.
 
@@ -13,7 +14,7 @@ use std::process::Command;
 
 use common::*;
 use portcullis_audit::keys;
-use portcullis_evidence::{Period, record::record_for, sign};
+use portcullis_evidence::{Period, record, record::record_for, sign};
 use serde_json::{Value, json};
 
 struct Setup {
@@ -67,6 +68,30 @@ fn reviewed(gw: &Gateway) -> Vec<Value> {
         .collect()
 }
 
+/// Records a written document in the gateway's log as `evidence report --sign` does (the
+/// CLI appends to the log beside the running gateway): only a recorded document can be
+/// signed off.
+fn record_document(gw: &Gateway, path: &Path, document: &str, format: &str, period: &Period) {
+    let bytes = std::fs::read(path).unwrap();
+    let record = record_for(document, format, Some(period), &bytes, path);
+    let log = portcullis_audit::AuditLog::open(
+        &gw.data_dir(),
+        "portcullis-cli",
+        portcullis_config::Durability::Strict,
+    )
+    .unwrap();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            log.record(record::document_event(&log, record))
+                .await
+                .unwrap();
+            log.close().await.unwrap();
+        });
+}
+
 /// A JSON review report of 1 December 2026, as the report command writes it (format and
 /// period are what sign-off reads).
 fn write_report(dir: &Path) -> (std::path::PathBuf, String) {
@@ -87,6 +112,22 @@ fn a_person_signs_off_a_report_and_the_log_names_them_the_hash_and_the_period() 
     let s = setup();
     let dir = tempfile::tempdir().unwrap();
     let (report, sha) = write_report(dir.path());
+    // Not recorded by the gateway: refused, nothing recorded.
+    let (ok, _, err) = cli(
+        &s.admin,
+        &s.dana.key,
+        &[
+            "evidence",
+            "sign-off",
+            report.to_str().unwrap(),
+            "--reason",
+            "looks fine",
+        ],
+    );
+    assert!(!ok && err.contains("unknown_document"), "{err}");
+    assert!(reviewed(&s.gw).is_empty());
+    let period = Period::parse("2026-12-01", "2026-12-02").unwrap();
+    record_document(&s.gw, &report, "report", "json", &period);
     let report = report.to_str().unwrap();
 
     let (ok, out, err) = cli(
@@ -133,6 +174,7 @@ fn the_period_of_a_signed_html_report_comes_from_its_signature_and_must_match_it
     let bytes = std::fs::read(&html).unwrap();
     let record = record_for("report", "html", Some(&period), &bytes, &html);
     sign::write_signature(&html, &record, &signer).unwrap();
+    record_document(&s.gw, &html, "report", "html", &period);
 
     let (ok, out, err) = cli(
         &s.admin,
@@ -188,7 +230,7 @@ async fn an_agent_or_a_missing_reason_is_refused_and_nothing_is_recorded() {
     );
     assert!(!ok);
     assert!(err.contains("not_a_reviewer"), "{err}");
-    assert!(err.contains("agent identity"), "{err}");
+    assert!(err.contains("not a human identity"), "{err}");
 
     // The CLI refuses an empty reason before sending it; the API refuses it too.
     let (ok, _, err) = cli(

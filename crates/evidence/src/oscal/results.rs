@@ -447,7 +447,7 @@ fn verification_evidence(integrity: &Integrity) -> RelevantEvidence {
     if let Some(age) = integrity.cosignature_age_seconds {
         props.push(Property::ours("cosignature-age-seconds", age.to_string()));
     }
-    let mut remarks = format!(
+    let remarks = format!(
         "Reproduce: `portcullis audit verify` with the gateway's public key ({}), {} published \
          checkpoint directories and the witness keys {}.",
         integrity.checked_with.key,
@@ -458,9 +458,6 @@ fn verification_evidence(integrity: &Integrity) -> RelevantEvidence {
             integrity.checked_with.witnesses.join(", ")
         }
     );
-    for warning in &integrity.warnings {
-        remarks.push_str(&format!("\nWarning: {warning}"));
-    }
     RelevantEvidence {
         description: verification_sentence(integrity),
         props,

@@ -372,7 +372,7 @@ fn integrity(integrity: &Integrity, doc: &mut Vec<Block>) {
         (Some(time), None) => format!("Last witness cosignature: {time}."),
         _ => "No witness cosignature was seen up to the period's end.".to_string(),
     };
-    let mut facts = vec![
+    let facts = vec![
         checkpoint,
         vec![
             text("Checked with the key "),
@@ -396,9 +396,6 @@ fn integrity(integrity: &Integrity, doc: &mut Vec<Block>) {
         )),
         cell(cosignature),
     ];
-    for warning in &integrity.warnings {
-        facts.push(vec![strong("Warning: "), text(warning.clone())]);
-    }
     doc.push(Block::List(facts));
     if integrity.cosignatures.is_empty() {
         doc.push(sentence("No witness cosignatures were verified."));

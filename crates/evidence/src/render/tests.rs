@@ -22,7 +22,6 @@ fn failed_report() -> Report {
 fn empty_report() -> Report {
     let mut integrity = sample_report().integrity;
     integrity.events_to_period_end = 20;
-    integrity.warnings.clear();
     let period = Period::parse("2026-12-03", "2026-12-04").expect("valid period");
     Report::from_parts(period, Facts::default(), integrity)
 }
