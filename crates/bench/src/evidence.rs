@@ -13,6 +13,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use portcullis_audit::{AuditReader, keys};
 use portcullis_evidence::collect::Options;
+use portcullis_evidence::documents::{self, Format, render_all};
 use portcullis_evidence::integrity::VerifyInputs;
 use portcullis_evidence::{Period, build_report};
 
@@ -57,8 +58,15 @@ pub async fn run(args: Args) -> Result<()> {
         let started = Instant::now();
         let report = build_report(&data, period.clone(), &inputs, &Options::default())?;
         let built = started.elapsed();
-        let json = report.to_json();
-        std::fs::write(out.path().join("report.json"), &json)?;
+        let documents = render_all(
+            &report,
+            &[Format::Html, Format::Markdown, Format::Json, Format::Oscal],
+            &documents::stem(&report),
+            "bench",
+        );
+        for document in &documents {
+            documents::write_atomically(&out.path().join(&document.file), &document.bytes)?;
+        }
         let elapsed = started.elapsed();
         println!(
             "run {}: {} events in the period, report built in {:.2} s, all documents written in \

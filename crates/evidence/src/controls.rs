@@ -183,14 +183,15 @@ pub const CHECKS: &[ControlCheck] = &[
     ControlCheck {
         id: "ac-5",
         title: "Separation of Duties",
-        rule: "No request was approved by its own requester, except through break-glass (which \
-               is reported); attempts to decide one's own request were refused.",
+        rule: "No request was approved by its own requester. A break-glass self-approval (an \
+               emergency override) fails this check too, so that a person reviews it; attempts \
+               to decide one's own request must have been refused.",
     },
     ControlCheck {
         id: "ac-6",
         title: "Least Privilege",
-        rule: "Privileged functions (DDL, grants, destructive statements, privileged server \
-               functions) were allowed only by a rule that names them, or refused.",
+        rule: "Privileged statements (DDL, GRANT, TRUNCATE, DO, CALL, maintenance) were let \
+               through only by a named rule that allows them, or refused.",
     },
     ControlCheck {
         id: "au-3",
