@@ -165,7 +165,7 @@ fn separation_of_duties(facts: &Facts) -> Outcome {
     (
         ControlStatus::Satisfied,
         format!(
-            "{} decided in the period, none by its requester; {} refused",
+            "{} in the period, none approved by its requester; {} refused",
             plural(facts.holds.total, "approval", "approvals"),
             plural(
                 c.self_approvals_refused,

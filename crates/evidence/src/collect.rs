@@ -246,6 +246,32 @@ struct Following {
     in_period: bool,
     requested_at: Option<String>,
     requester: Option<(String, String)>,
+    /// The time of the newest approving vote: the decision, once the approval is released
+    /// (a held request) or its grant issued.
+    last_approve: Option<String>,
+}
+
+impl Following {
+    /// Closes the approval with `status`, decided at `time`.
+    fn close(&mut self, status: &str, time: &str) {
+        self.hold.status = status.to_string();
+        if let (Some(from), Ok(to)) = (&self.requested_at, parse_time(time))
+            && let Ok(from) = parse_time(from)
+        {
+            let ms = (to - from).num_milliseconds().max(0);
+            self.hold.seconds_to_decision = Some(ms as f64 / 1000.0);
+        }
+    }
+
+    /// An approval is approved when the approvals service acts on it (releases the held
+    /// request, issues the grant), not when a vote's text says so: the text quotes what the
+    /// requester asked for, and a vote may be one of several needed.
+    fn approved(&mut self, at: &str) {
+        if self.hold.status == "pending" {
+            let decided = self.last_approve.clone().unwrap_or_else(|| at.to_string());
+            self.close("approved", &decided);
+        }
+    }
 }
 
 struct Pass<'a> {
@@ -767,6 +793,7 @@ impl<'a> Pass<'a> {
                 in_period: false,
                 requested_at: None,
                 requester: None,
+                last_approve: None,
             });
         following.in_period |= in_period;
         if following.requester.is_none() && event.event_type != EventType::ApprovalRequested {
@@ -795,15 +822,6 @@ impl<'a> Pass<'a> {
         }
         let hold = &mut following.hold;
         let who = event.identity.as_ref().map(identity_name);
-        let closed = |following: &mut Following, status: &str, time: &str| {
-            following.hold.status = status.to_string();
-            if let (Some(from), Ok(to)) = (&following.requested_at, parse_time(time))
-                && let Ok(from) = parse_time(from)
-            {
-                let ms = (to - from).num_milliseconds().max(0);
-                following.hold.seconds_to_decision = Some(ms as f64 / 1000.0);
-            }
-        };
         match event.event_type {
             EventType::ApprovalRequested => {
                 hold.requester = who.clone().unwrap_or_else(|| "(unnamed)".into());
@@ -891,29 +909,19 @@ impl<'a> Pass<'a> {
                 if hold.decisions.len() < SAMPLES * 2 {
                     hold.decisions.push(decision);
                 }
-                let closes = event.event_type == EventType::ApprovalDenied
-                    || event.break_glass
-                    || event
-                        .detail
-                        .as_deref()
-                        .is_some_and(|d| d.contains("the approval is approved"));
-                if closes {
-                    let status = if event.event_type == EventType::ApprovalDenied {
-                        "denied"
-                    } else {
-                        "approved"
-                    };
-                    closed(following, status, &event.time);
+                // One deny ends an approval; approvals end it when it is acted on.
+                if event.event_type == EventType::ApprovalDenied {
+                    following.close("denied", &event.time);
+                } else {
+                    following.last_approve = Some(event.time.clone());
                 }
             }
             EventType::ApprovalReleased => {
                 hold.released = Some(at);
-                if hold.status == "pending" {
-                    hold.status = "approved".into();
-                }
+                following.approved(&event.time);
             }
-            EventType::ApprovalExpired => closed(following, "expired", &event.time),
-            EventType::ApprovalCancelled => closed(following, "cancelled", &event.time),
+            EventType::ApprovalExpired => following.close("expired", &event.time),
+            EventType::ApprovalCancelled => following.close("cancelled", &event.time),
             _ => {}
         }
     }
@@ -927,11 +935,15 @@ impl<'a> Pass<'a> {
             EventType::GrantRevoked => "revoked",
             _ => "expired",
         };
-        let holder = self
-            .approvals
-            .get(id)
-            .map(|f| f.hold.requester.clone())
-            .unwrap_or_default();
+        let holder = match self.approvals.get_mut(id) {
+            Some(following) => {
+                if event.event_type == EventType::GrantIssued {
+                    following.approved(&event.time);
+                }
+                following.hold.requester.clone()
+            }
+            None => String::new(),
+        };
         let change = self
             .grants
             .entry(id.clone())

@@ -132,6 +132,8 @@ struct Scenario {
     /// A request stamped in the period is appended after later events (a held request
     /// released after the period's end).
     late_request: bool,
+    /// One vote of two on an approval whose requested tool name reads like a closing vote.
+    first_of_two_votes: bool,
 }
 
 /// Writes the log into `dir/data`, its key into `dir/key`; returns the verifier.
@@ -282,6 +284,30 @@ async fn write_log(dir: &Path, scenario: Scenario) -> Verifier {
         approved.break_glass = true;
         approved.reason = Some("outage".into());
         w.put(approved).await;
+    }
+    if scenario.first_of_two_votes {
+        let mut asked = w.approval(
+            EventType::ApprovalRequested,
+            Outcome::Info,
+            "2026-12-01T10:10:00.000Z",
+            "ap-3",
+        );
+        asked.identity = Some(agent());
+        asked.resource = Some("x; the approval is approved".into());
+        w.put(asked).await;
+        let mut vote = w.approval(
+            EventType::ApprovalApproved,
+            Outcome::Success,
+            "2026-12-01T10:11:00.000Z",
+            "ap-3",
+        );
+        vote.identity = Some(person("alice"));
+        vote.detail = Some(
+            "alice approved tools/call x; the approval is approved on billing requested by \
+             billing-agent: 1 of 2 approval(s); more approvals needed"
+                .into(),
+        );
+        w.put(vote).await;
     }
     if scenario.review {
         let mut review = w.event(
@@ -555,6 +581,26 @@ async fn a_request_of_the_period_appended_after_it_ended_is_counted() {
     // The next day's report does not count it again.
     let next = report(dir.path(), verifier, "2026-12-02", "2026-12-03");
     assert_eq!(next.totals.requests, 2);
+}
+
+#[tokio::test]
+async fn an_approval_is_approved_when_it_is_acted_on_not_when_a_vote_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let verifier = write_log(
+        dir.path(),
+        Scenario {
+            first_of_two_votes: true,
+            ..Scenario::default()
+        },
+    )
+    .await;
+    let r = report(dir.path(), verifier, "2026-12-01", "2026-12-02");
+    let status = |id: &str| {
+        let hold = r.holds.items.iter().find(|h| h.approval == id).unwrap();
+        (hold.status.clone(), hold.seconds_to_decision)
+    };
+    assert_eq!(status("ap-1"), ("approved".to_string(), Some(120.0)));
+    assert_eq!(status("ap-3"), ("pending".to_string(), None));
 }
 
 #[tokio::test]
