@@ -1140,38 +1140,35 @@ fn flag(
             active.off_hours.items.clone(),
         ));
     }
-    if !active.new_tool_names.is_empty() {
-        out.push(anomaly(
-            "new-tool",
-            "a tool the identity did not call in the baseline window".into(),
-            format!(
-                "first calls of {}",
-                active
-                    .new_tool_names
-                    .iter()
-                    .map(String::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            active.new_tools.items.clone(),
-        ));
-    }
-    if !active.new_table_names.is_empty() {
-        out.push(anomaly(
-            "new-table",
-            "a table the identity did not touch in the baseline window".into(),
-            format!(
-                "first statements on {}",
-                active
-                    .new_table_names
-                    .iter()
-                    .map(String::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            active.new_tables.items.clone(),
-        ));
-    }
+    let first_uses = |kind: &str,
+                      rule: &str,
+                      verb: &str,
+                      names: &BTreeSet<String>,
+                      samples: &Capped<EventRef>| {
+        (!names.is_empty()).then(|| {
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            anomaly(
+                kind,
+                rule.into(),
+                format!("{verb} {}", names.join(", ")),
+                samples.items.clone(),
+            )
+        })
+    };
+    out.extend(first_uses(
+        "new-tool",
+        "a tool the identity did not call in the baseline window",
+        "first calls of",
+        &active.new_tool_names,
+        &active.new_tools,
+    ));
+    out.extend(first_uses(
+        "new-table",
+        "a table the identity did not touch in the baseline window",
+        "first statements on",
+        &active.new_table_names,
+        &active.new_tables,
+    ));
     if let Some(usual) = usual {
         let per_day = d.requests as f64 / days;
         let usual_per_day = usual.requests as f64 / baseline_days;

@@ -96,20 +96,6 @@ async fn refund(url: String, key: String, id: u64) -> String {
         .unwrap()
 }
 
-/// Runs the real CLI as `key`'s holder.
-fn cli(admin: &str, key: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(binary())
-        .args(args)
-        .env("PORTCULLIS_TOKEN", key)
-        .env("PORTCULLIS_ADMIN_URL", admin)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 async fn api(method: reqwest::Method, url: String, key: &str, body: Option<Value>) -> (u16, Value) {
     let mut req = reqwest::Client::new().request(method, url).bearer_auth(key);

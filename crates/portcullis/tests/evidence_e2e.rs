@@ -47,19 +47,6 @@ fn setup() -> Setup {
     }
 }
 
-fn cli(admin: &str, key: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(binary())
-        .args(args)
-        .env("PORTCULLIS_TOKEN", key)
-        .env("PORTCULLIS_ADMIN_URL", admin)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn reviewed(gw: &Gateway) -> Vec<Value> {
     gw.events()

@@ -400,3 +400,19 @@ pub fn messages(text: &str) -> Vec<Value> {
     }
     out
 }
+
+/// Runs the real CLI as `key`'s holder against the admin API at `admin`: (success, stdout,
+/// stderr).
+pub fn cli(admin: &str, key: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(binary())
+        .args(args)
+        .env("PORTCULLIS_TOKEN", key)
+        .env("PORTCULLIS_ADMIN_URL", admin)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
