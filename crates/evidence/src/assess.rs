@@ -322,6 +322,10 @@ fn protection(integrity: &Integrity) -> Outcome {
         "no witness key was given, so no cosignature was checked".to_string()
     } else {
         match integrity.cosignature_age_seconds {
+            Some(0) => format!(
+                "a witness cosigned the checkpoint that covers the period (newest cosignature {})",
+                integrity.last_cosignature.as_deref().unwrap_or("?")
+            ),
             Some(age) if age <= MAX_COSIGNATURE_AGE => format!(
                 "the newest witness cosignature ({}) is {} before the period's end",
                 integrity.last_cosignature.as_deref().unwrap_or("?"),

@@ -137,6 +137,14 @@ fn summarize(integrity: &mut Integrity, summary: Summary, period: &Period) {
     }
     if let Some(at) = newest {
         integrity.last_cosignature = Some(stamp(at));
-        integrity.cosignature_age_seconds = Some((until - at).num_seconds().max(0) as u64);
+        // A witness that cosigned the covering checkpoint vouches for the whole period,
+        // however long ago (a quiet period adds no checkpoint to cosign): no lag.
+        let covering_cosigned = covering.is_some_and(|cp| !cp.cosignatures.is_empty());
+        let lag = if covering_cosigned {
+            0
+        } else {
+            (until - at).num_seconds().max(0) as u64
+        };
+        integrity.cosignature_age_seconds = Some(lag);
     }
 }

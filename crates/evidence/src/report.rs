@@ -131,7 +131,8 @@ pub struct Integrity {
     /// The newest verified cosignature of the checkpoints up to the covering one (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_cosignature: Option<String>,
-    /// Seconds from [`Integrity::last_cosignature`] to the period's end (0 if it came after).
+    /// How far witnessing lags the period: 0 when a witness cosigned the covering
+    /// checkpoint, else the seconds from [`Integrity::last_cosignature`] to the period's end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cosignature_age_seconds: Option<u64>,
 }

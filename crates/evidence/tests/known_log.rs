@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use portcullis_audit::checkpoint::Verifier;
 use portcullis_audit::keys::{self, AUDIT_KEY};
+use portcullis_audit::witness::{self, CosignatureVerifier};
 use portcullis_audit::{AuditLog, CheckpointSettings};
 use portcullis_evidence::collect::Options;
 use portcullis_evidence::integrity::VerifyInputs;
@@ -610,4 +611,94 @@ async fn regenerating_a_closed_period_gives_the_same_report() {
     let first = report(dir.path(), verifier.clone(), "2026-12-01", "2026-12-02");
     let second = report(dir.path(), verifier, "2026-12-01", "2026-12-02");
     assert_eq!(first.to_json(), second.to_json());
+}
+
+/// Cosigns every stored checkpoint as a witness would, at `time` (Unix seconds), and stores
+/// the lines as the gateway stores a witness's answers; returns the witness's verifier.
+fn cosign_all(dir: &Path, name: &str, time: u64) -> CosignatureVerifier {
+    let key_dir = dir.join(name);
+    keys::generate_kind(
+        &key_dir,
+        keys::WITNESS_KEY,
+        name,
+        keys::KeyKind::Cosignature,
+    )
+    .unwrap();
+    let signer =
+        keys::load_signer_kind(&key_dir, keys::WITNESS_KEY, keys::KeyKind::Cosignature).unwrap();
+    let conn = rusqlite::Connection::open(dir.join("data/audit.db")).unwrap();
+    let checkpoints: Vec<(i64, String)> = conn
+        .prepare("SELECT size, note FROM checkpoints ORDER BY size")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(!checkpoints.is_empty());
+    for (size, note) in checkpoints {
+        let (body, _) = portcullis_audit::checkpoint::split_note(&note).unwrap();
+        let line = witness::cosign(&signer, body, time).unwrap();
+        conn.execute(
+            "INSERT INTO cosignatures (size, witness, time, line) VALUES (?1, ?2, ?3, ?4)",
+            rusqlite::params![size, name, time.to_string(), line.trim_end()],
+        )
+        .unwrap();
+    }
+    CosignatureVerifier::for_signer(&signer)
+}
+
+#[tokio::test]
+async fn au9_holds_with_a_witness_that_cosigned_the_covering_checkpoint_and_fails_without() {
+    let dir = tempfile::tempdir().unwrap();
+    let verifier = write_log(dir.path(), Scenario::default()).await;
+    // 2 December, 00:10 UTC: ten minutes after the period's end.
+    let witness = cosign_all(dir.path(), "witness.example/w1", 1_796_170_200);
+    let with = |witnesses: Vec<CosignatureVerifier>| {
+        build_report(
+            &dir.path().join("data"),
+            Period::parse("2026-12-01", "2026-12-02").unwrap(),
+            &VerifyInputs {
+                key: verifier.clone(),
+                published: vec![],
+                witnesses,
+            },
+            &Options::default(),
+        )
+        .unwrap()
+    };
+    let r = with(vec![witness]);
+    assert!(!r.integrity.cosignatures.is_empty());
+    assert!(
+        r.integrity
+            .cosignatures
+            .iter()
+            .all(|c| c.witness == "witness.example/w1" && c.time == "2026-12-02T00:10:00.000Z")
+    );
+    assert_eq!(r.integrity.cosignature_age_seconds, Some(0));
+    assert_eq!(
+        status(&r, "au-9"),
+        ControlStatus::Satisfied,
+        "{}",
+        r.control("au-9").unwrap().reason
+    );
+    assert!(
+        r.control("au-9")
+            .unwrap()
+            .reason
+            .contains("a witness cosigned")
+    );
+
+    // A witness key that cosigned nothing: AU-9 is not satisfied, and says whose.
+    let key_dir = dir.path().join("w2");
+    keys::generate_kind(
+        &key_dir,
+        keys::WITNESS_KEY,
+        "witness.example/w2",
+        keys::KeyKind::Cosignature,
+    )
+    .unwrap();
+    let silent =
+        keys::load_signer_kind(&key_dir, keys::WITNESS_KEY, keys::KeyKind::Cosignature).unwrap();
+    let r = with(vec![CosignatureVerifier::for_signer(&silent)]);
+    assert_eq!(status(&r, "au-9"), ControlStatus::NotSatisfied);
 }

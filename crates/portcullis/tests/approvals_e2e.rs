@@ -96,7 +96,6 @@ async fn refund(url: String, key: String, id: u64) -> String {
         .unwrap()
 }
 
-
 async fn api(method: reqwest::Method, url: String, key: &str, body: Option<Value>) -> (u16, Value) {
     let mut req = reqwest::Client::new().request(method, url).bearer_auth(key);
     if let Some(body) = body {

@@ -47,7 +47,6 @@ fn setup() -> Setup {
     }
 }
 
-
 fn reviewed(gw: &Gateway) -> Vec<Value> {
     gw.events()
         .into_iter()
