@@ -135,6 +135,17 @@ pub(crate) async fn sign_off(
             );
         }
     };
+    if record.document != "report" {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "not_a_report",
+            &format!(
+                "only a review report can be signed off; this document is {} ({}): sign off \
+                 the report of its period",
+                record.document, record.format
+            ),
+        );
+    }
     if record.bytes != asked.bytes {
         return error(
             StatusCode::BAD_REQUEST,

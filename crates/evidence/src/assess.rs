@@ -212,6 +212,7 @@ fn least_privilege(facts: &Facts) -> Outcome {
             .privileged
             .items
             .iter()
+            .filter(|p| p.why.iter().any(|w| w == "privileged"))
             .map(|p| p.event.clone())
             .collect(),
     )

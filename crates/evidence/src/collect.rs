@@ -406,7 +406,9 @@ impl<'a> Pass<'a> {
                 }
             }
             EventType::EvidenceReviewed => {
-                if let Some(record) = &event.evidence {
+                // A review is of a review report (the gateway refuses sign-offs of anything
+                // else; older events are held to the same rule here).
+                if let Some(record) = event.evidence.as_ref().filter(|r| r.document == "report") {
                     self.facts.checks.reviews += 1;
                     let reviewed_period = match (&record.since, &record.until) {
                         (Some(since), Some(until)) => Some(Period {

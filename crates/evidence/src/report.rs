@@ -19,7 +19,8 @@ pub struct Report {
     /// [`REPORT_FORMAT`].
     pub format: String,
     pub period: Period,
-    /// The gateway instances whose events are in the period.
+    /// Who wrote the period's events: gateway instances (`gateway.id`), and `portcullis-cli`
+    /// for events the command line appended (reads of recordings, signed documents).
     pub gateways: Vec<String>,
     /// Whether the log verified, against what; first, as the report leads with it.
     pub integrity: Integrity,

@@ -392,7 +392,8 @@ Export a session as evidence and check it offline, with nothing but the public k
 NIST SP 800-53 evidence of the last 24 hours, from the verified log: the AU-6 review report
 (who did what, the refund's approver, the denied delete, the log's integrity, a status per
 control), the OSCAL assessment results, each signed and its hash recorded in the log; then
-the finance lead signs the review off (AU-6) and anyone checks a signature offline:
+the finance lead signs the review off (AU-6: the sign-off counts in the next report whose
+period includes it) and anyone checks a signature offline:
 
   {exe} evidence report --config {config} --sign --out au6-report.html
   {exe} evidence oscal --config {config} --sign --out assessment-results.json

@@ -68,19 +68,13 @@ pub struct EvaluateArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct SignOffArgs {
-    /// The report you reviewed. Its period and kind are read from its signature (`REPORT.sig`),
-    /// else from the JSON report itself, else from --since/--until.
+    /// The report you reviewed, exactly as the gateway wrote it (a scheduled report, or one
+    /// written with `evidence report --sign`): the gateway finds it by its SHA-256 and records
+    /// its period from its own record. A report with a signature file must match it.
     report: PathBuf,
     /// What you reviewed and what you concluded: recorded in the audit log with your name.
     #[arg(long)]
     reason: String,
-    /// The start of the period the report covers (RFC 3339 or a date), if the report does not
-    /// say.
-    #[arg(long)]
-    since: Option<String>,
-    /// The end of the period (exclusive).
-    #[arg(long)]
-    until: Option<String>,
     #[command(flatten)]
     conn: AdminConn,
 }
@@ -127,19 +121,12 @@ fn sign_off(args: &SignOffArgs) -> Result<()> {
         &bytes,
         &args.report,
     );
-    let period = match (&args.since, &args.until) {
-        (Some(since), Some(until)) => Some(Period::parse(since, until)?),
-        (None, None) => described.period,
-        _ => bail!("give both --since and --until, or neither"),
-    };
-    let Some(period) = period else {
-        bail!(
-            "{}: which period does it cover? It has no signature file and is not a JSON report; pass --since and --until",
-            args.report.display()
-        );
-    };
-    record.since = Some(period.since);
-    record.until = Some(period.until);
+    // The period as the document says it (the gateway records the one its own record of
+    // the document names, and answers with it).
+    if let Some(period) = described.period {
+        record.since = Some(period.since);
+        record.until = Some(period.until);
+    }
     let body = serde_json::json!({
         "sha256": record.sha256,
         "bytes": record.bytes,
@@ -154,14 +141,16 @@ fn sign_off(args: &SignOffArgs) -> Result<()> {
         let client = Client::new(&args.conn)?;
         client.post_value("evidence/sign-offs", &body).await
     })?;
+    // What the gateway recorded, not what was sent.
+    let recorded = &answer["evidence"];
     println!(
         "signed off {} ({}) of [{}, {}) as {}: sha256 {}, event {}",
-        record.document,
-        record.format,
-        record.since.as_deref().unwrap_or_default(),
-        record.until.as_deref().unwrap_or_default(),
+        recorded["document"].as_str().unwrap_or("?"),
+        recorded["format"].as_str().unwrap_or("?"),
+        recorded["since"].as_str().unwrap_or("?"),
+        recorded["until"].as_str().unwrap_or("?"),
         answer["reviewer"].as_str().unwrap_or("?"),
-        record.sha256,
+        recorded["sha256"].as_str().unwrap_or("?"),
         answer["event"].as_str().unwrap_or("?"),
     );
     Ok(())

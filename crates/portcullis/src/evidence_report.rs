@@ -306,6 +306,16 @@ fn build(source: &Source) -> Result<Report> {
         Some(since) => portcullis_evidence::period::parse_time(since)?,
         None => until - chrono::Duration::hours(24),
     };
+    // A report covers what has happened: a period that has not ended would read as
+    // complete while events are still to come.
+    let now = chrono::Utc::now();
+    if until > now + chrono::Duration::minutes(1) {
+        bail!(
+            "--until {} is in the future: a report covers what has happened (leave --until out \
+             for now)",
+            portcullis_evidence::period::stamp(until)
+        );
+    }
     let period = Period::new(since, until)?;
     let inputs = verify_inputs(source, config.as_ref())?;
     // The same settings as scheduled reports, so a period reported by hand and by the

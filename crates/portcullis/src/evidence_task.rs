@@ -135,6 +135,12 @@ impl Writer {
     /// `period`, named by the period (`schedule::period_stem`), each signed and recorded as
     /// an `evidence.report` event.
     pub async fn write(self: Arc<Self>, period: Period) -> Result<Vec<PathBuf>, String> {
+        // Sign what is in the log now, so that the report's events are covered by a
+        // checkpoint: a gateway's first start has none yet, and a log nothing signed does not
+        // verify.
+        if let Err(e) = self.audit.checkpoint_now().await {
+            tracing::warn!("evidence: cannot sign a checkpoint before the report: {e}");
+        }
         let this = self.clone();
         let (report, documents) = tokio::task::spawn_blocking(move || {
             let witnesses = this
@@ -143,9 +149,17 @@ impl Writer {
                 .map(|path| portcullis_audit::keys::load_cosignature_verifier(path))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| e.to_string())?;
+            // A publication directory still empty (the first checkpoint is being published
+            // as this runs) has nothing to hold the log against yet.
+            let published = this
+                .published
+                .iter()
+                .filter(|dir| has_checkpoint_file(dir))
+                .cloned()
+                .collect();
             let inputs = integrity::VerifyInputs {
                 key: this.key.clone(),
-                published: this.published.clone(),
+                published,
                 witnesses,
             };
             let report =
@@ -220,6 +234,15 @@ impl Writer {
             .map_err(|e| e.to_string())?;
         Ok(vec![path.to_path_buf(), sig])
     }
+}
+
+/// Whether `dir` holds a published checkpoint (`*.checkpoint`).
+fn has_checkpoint_file(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.path().extension().is_some_and(|x| x == "checkpoint"))
+    })
 }
 
 #[cfg(test)]
