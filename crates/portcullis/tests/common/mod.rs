@@ -56,8 +56,11 @@ pub fn start_and_wait(cmd: &mut Command, addr: SocketAddr, label: &str) -> (Chil
     (child, lines)
 }
 
-/// Runs `portcullis serve --config <path>` and waits until it accepts connections.
-fn spawn(path: &Path, addr: SocketAddr, env: &[(String, String)]) -> (Child, Lines) {
+/// Runs `portcullis serve --config <path>` and waits until it says it is serving (every
+/// listener bound). Something else accepting on the port does not count: with tests in
+/// parallel, another test's server can take a port `free_port` handed out, and the gateway
+/// then exits with "address in use", which is returned as the error (with its stderr).
+fn spawn(path: &Path, env: &[(String, String)]) -> Result<(Child, Lines), String> {
     let mut cmd = Command::new(binary());
     cmd.arg("serve")
         .arg("--config")
@@ -68,7 +71,37 @@ fn spawn(path: &Path, addr: SocketAddr, env: &[(String, String)]) -> (Child, Lin
     for (k, v) in env {
         cmd.env(k, v);
     }
-    start_and_wait(&mut cmd, addr, "gateway")
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let lines: Lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("[gateway] {line}");
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("portcullis is serving"))
+        {
+            return Ok((child, lines));
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            // Let the reader thread take the last lines.
+            std::thread::sleep(Duration::from_millis(50));
+            return Err(format!(
+                "the gateway exited during start-up: {status}; stderr: {:?}",
+                lines.lock().unwrap()
+            ));
+        }
+        assert!(Instant::now() < deadline, "the gateway did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 impl Drop for Gateway {
@@ -156,24 +189,33 @@ impl Gateway {
         gateway_extra: &str,
         env: &[(&str, &str)],
     ) -> Gateway {
-        let port = free_port();
-        let config = format!(
-            "[gateway]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\nrequest_timeout = \"20s\"\n{gateway_extra}\n\n{rest}"
-        );
-        let path = dir.path().join("portcullis.toml");
-        std::fs::write(&path, config).unwrap();
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let (child, stderr) = spawn(&path, addr, &env);
-        Gateway {
-            addr,
-            dir,
-            child,
-            stderr,
-            env,
+        let path = dir.path().join("portcullis.toml");
+        let mut attempts = 0;
+        loop {
+            let port = free_port();
+            let config = format!(
+                "[gateway]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\nrequest_timeout = \"20s\"\n{gateway_extra}\n\n{rest}"
+            );
+            std::fs::write(&path, config).unwrap();
+            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            match spawn(&path, &env) {
+                Ok((child, stderr)) => {
+                    return Gateway {
+                        addr,
+                        dir,
+                        child,
+                        stderr,
+                        env,
+                    };
+                }
+                // Another test took the port between `free_port` and the bind: another one.
+                Err(e) if e.contains("in use") && attempts < 5 => attempts += 1,
+                Err(e) => panic!("{e}"),
+            }
         }
     }
 
@@ -182,11 +224,8 @@ impl Gateway {
     pub fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let (child, stderr) = spawn(
-            &self.dir.path().join("portcullis.toml"),
-            self.addr,
-            &self.env,
-        );
+        let (child, stderr) = spawn(&self.dir.path().join("portcullis.toml"), &self.env)
+            .unwrap_or_else(|e| panic!("{e}"));
         self.child = child;
         self.stderr = stderr;
     }
