@@ -151,6 +151,19 @@ fn upstream_saw(log: &Path, needle: &str) -> bool {
         .any(|l| l.contains(needle))
 }
 
+/// Whether the upstream logs `needle` within a few seconds: a notification is answered 202
+/// before it is relayed, so what the upstream saw is written a moment after the answer.
+async fn upstream_sees(log: &Path, needle: &str) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if upstream_saw(log, needle) {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    false
+}
+
 /// Issue 13, item 1: `resources/read` was decided on `params.name` while the upstream reads
 /// `params.uri`; an allowed `name` beside a forbidden `uri` read the forbidden resource in
 /// both eras, and the audit event named the allowed one.
@@ -447,7 +460,16 @@ async fn notifications_the_specification_does_not_give_clients_are_not_relayed()
     let roots_changed = json!({"jsonrpc": "2.0", "method": "notifications/roots/list_changed"});
     let (status, body, _) = post(&client, &url, &agent.key, &h, &roots_changed).await;
     assert_eq!(status, 202, "{body}");
-    assert!(upstream_saw(&log, "notifications/roots/list_changed"));
+    assert!(upstream_sees(&log, "notifications/roots/list_changed").await);
+    // Relayed in order: had a made-up one been relayed, it would be in the log before this.
+    for method in [
+        "notifications/resources/updated",
+        "notifications/tools/list_changed",
+        "notifications/admin/reload",
+        "notifications/Cancelled",
+    ] {
+        assert!(!upstream_saw(&log, method), "{method} reached the upstream");
+    }
 
     // A stateless client sends only cancellations.
     let modern = [
@@ -503,7 +525,7 @@ async fn client_responses_that_answer_no_upstream_request_are_refused() {
         "result": {"roots": [{"uri": "file:///ANSWERED-ROOT"}]}});
     let (status, body, _) = post(&client, &url, &agent.key, &h, &roots).await;
     assert_eq!(status, 202, "{body}");
-    assert!(upstream_saw(&log, "ANSWERED-ROOT"));
+    assert!(upstream_sees(&log, "ANSWERED-ROOT").await);
     let replay = json!({"jsonrpc": "2.0", "id": "srv-1",
         "result": {"roots": [{"uri": "file:///REPLAYED-ROOT"}]}});
     let (status, _, _) = post(&client, &url, &agent.key, &h, &replay).await;
@@ -657,7 +679,7 @@ async fn a_tool_never_listed_is_not_callable() {
     )
     .await;
     assert_eq!(ok["result"]["content"][0]["text"], "RAN echo", "{ok}");
-    assert!(upstream_saw(&log, "tools/list"));
+    assert!(upstream_sees(&log, "tools/list").await);
 
     let (_, refused) = modern_call(
         &client,
