@@ -93,13 +93,20 @@ pub fn evidence(command: EvidenceCommand) -> i32 {
         },
         EvidenceCommand::Verify(args) => verify(&args),
         EvidenceCommand::Evaluate(args) => evaluate(&args),
-        EvidenceCommand::SignOff(args) => match sign_off(&args) {
-            Ok(()) => 0,
-            Err(err) => {
-                eprintln!("error: {err:#}");
-                EXIT_INVALID
+        EvidenceCommand::SignOff(args) => {
+            // The report cannot be read: an unusable input, like `verify`'s.
+            if let Err(err) = std::fs::metadata(&args.report) {
+                eprintln!("error: cannot read {}: {err}", args.report.display());
+                return EXIT_UNUSABLE_INPUT;
             }
-        },
+            match sign_off(&args) {
+                Ok(()) => 0,
+                Err(err) => {
+                    eprintln!("error: {err:#}");
+                    EXIT_INVALID
+                }
+            }
+        }
     }
 }
 

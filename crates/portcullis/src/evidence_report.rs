@@ -283,9 +283,13 @@ fn vouch(
             log.close().await
         })
         .context("the audit log cannot record the document's hash; it is not signed")?;
-    Ok(portcullis_evidence::sign::write_signature(
-        path, &record, signer,
-    )?)
+    portcullis_evidence::sign::write_signature(path, &record, signer).with_context(|| {
+        format!(
+            "{} is written and its hash recorded in the audit log, but its signature could \
+             not be written (run the command again to sign it)",
+            path.display()
+        )
+    })
 }
 
 /// Builds the report of the period `source` names.

@@ -186,3 +186,20 @@ fn evaluate_exits_2_for_a_document_it_cannot_read() {
         );
     }
 }
+
+#[test]
+fn sign_off_of_a_report_that_cannot_be_read_exits_2_before_asking_anyone() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-report.html");
+    let out = portcullis(&[
+        "evidence",
+        "sign-off",
+        s(&missing),
+        "--reason",
+        "reviewed",
+        "--url",
+        "http://127.0.0.1:9",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("cannot read"), "{}", text(&out));
+}
