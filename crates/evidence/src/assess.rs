@@ -11,7 +11,7 @@
 
 use crate::collect::Facts;
 use crate::controls::CHECKS;
-use crate::report::{ControlResult, ControlStatus, EventRef, Integrity};
+use crate::report::{Capped, ControlResult, ControlStatus, EventRef, Integrity};
 
 /// How old the newest witness cosignature may be at the period's end, in seconds.
 pub const MAX_COSIGNATURE_AGE: u64 = 24 * 3600;
@@ -66,19 +66,34 @@ fn plural(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
+/// The failed outcome of a check that looks for violations, when `found` holds any: "N
+/// <noun> let through <how>", with the violating events as samples.
+fn let_through(
+    found: &Capped<EventRef>,
+    (one, many): (&str, &str),
+    how: &str,
+    counted: u64,
+) -> Option<Outcome> {
+    (found.total > 0).then(|| {
+        (
+            ControlStatus::NotSatisfied,
+            format!("{} let through {how}", plural(found.total, one, many)),
+            counted,
+            found.items.clone(),
+        )
+    })
+}
+
 fn access_enforcement(facts: &Facts) -> Outcome {
     let c = &facts.checks;
     let t = &facts.totals;
-    if c.allowed_without_rule.total > 0 {
-        return (
-            ControlStatus::NotSatisfied,
-            format!(
-                "{} let through without a rule that allowed them",
-                plural(c.allowed_without_rule.total, "request was", "requests were")
-            ),
-            t.requests,
-            c.allowed_without_rule.items.clone(),
-        );
+    if let Some(failed) = let_through(
+        &c.allowed_without_rule,
+        ("request was", "requests were"),
+        "without a rule that allowed them",
+        t.requests,
+    ) {
+        return failed;
     }
     let samples = facts
         .refusals_by_rule
@@ -181,20 +196,13 @@ fn separation_of_duties(facts: &Facts) -> Outcome {
 fn least_privilege(facts: &Facts) -> Outcome {
     let c = &facts.checks;
     let counted = c.privileged_allowed + c.privileged_refused;
-    if c.privileged_unexplained.total > 0 {
-        return (
-            ControlStatus::NotSatisfied,
-            format!(
-                "{} let through without a rule naming them",
-                plural(
-                    c.privileged_unexplained.total,
-                    "privileged statement was",
-                    "privileged statements were"
-                )
-            ),
-            counted,
-            c.privileged_unexplained.items.clone(),
-        );
+    if let Some(failed) = let_through(
+        &c.privileged_unexplained,
+        ("privileged statement was", "privileged statements were"),
+        "without a rule naming them",
+        counted,
+    ) {
+        return failed;
     }
     (
         ControlStatus::Satisfied,
@@ -406,16 +414,13 @@ fn generation(facts: &Facts) -> Outcome {
 
 fn identification(facts: &Facts) -> Outcome {
     let c = &facts.checks;
-    if c.anonymous_allowed.total > 0 {
-        return (
-            ControlStatus::NotSatisfied,
-            format!(
-                "{} let through without a named identity",
-                plural(c.anonymous_allowed.total, "request was", "requests were")
-            ),
-            c.allowed,
-            c.anonymous_allowed.items.clone(),
-        );
+    if let Some(failed) = let_through(
+        &c.anonymous_allowed,
+        ("request was", "requests were"),
+        "without a named identity",
+        c.allowed,
+    ) {
+        return failed;
     }
     (
         ControlStatus::Satisfied,

@@ -9,7 +9,6 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use portcullis_model::EvidenceRecord;
 use sha2::{Digest as _, Sha256};
 
 use crate::oscal::{self, FileRef, OscalContext};
@@ -59,20 +58,6 @@ pub struct Document {
     /// `html`, `md`, `json`, `oscal-json`.
     pub format: &'static str,
     pub bytes: Vec<u8>,
-}
-
-impl Document {
-    /// What an `evidence.report` event records of it, for `period` (`None`: a document
-    /// about the configuration).
-    pub fn record(&self, period: Option<&crate::Period>) -> EvidenceRecord {
-        crate::record::record_for(
-            self.document,
-            self.format,
-            period,
-            &self.bytes,
-            Path::new(&self.file),
-        )
-    }
 }
 
 /// SHA-256 of `bytes`, hex.
@@ -200,7 +185,13 @@ mod tests {
         assert!(
             results.contains("evidence-20261201T000000Z--20261202T000000Z.assessment-plan.json")
         );
-        let record = docs[0].record(Some(&report.period));
+        let record = crate::record::record_for(
+            docs[0].document,
+            docs[0].format,
+            Some(&report.period),
+            &docs[0].bytes,
+            Path::new(&docs[0].file),
+        );
         assert_eq!(record.sha256, sha256_hex(&docs[0].bytes));
         assert_eq!(record.since.as_deref(), Some("2026-12-01T00:00:00.000Z"));
     }

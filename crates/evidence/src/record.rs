@@ -9,11 +9,45 @@
 
 use std::path::Path;
 
-use portcullis_audit::AuditLog;
+use portcullis_audit::checkpoint::Signer;
+use portcullis_audit::{AuditError, AuditLog};
 use portcullis_model::{AuditEvent, EventType, EvidenceRecord, Outcome};
-use sha2::{Digest as _, Sha256};
 
 use crate::Period;
+use crate::sign::{self, SignatureError};
+
+/// Why a written document could not be vouched for.
+#[derive(Debug, thiserror::Error)]
+pub enum VouchError {
+    /// Its hash could not be recorded: it is not signed either.
+    #[error("the audit log cannot record the document's hash, so it is not signed: {0}")]
+    Record(#[source] AuditError),
+    /// Recorded, but the signature could not be written.
+    #[error(
+        "the document is written and its hash recorded in the audit log, but its signature \
+         could not be written (write it again to sign it): {0}"
+    )]
+    Sign(#[source] SignatureError),
+}
+
+/// Vouches for a document written at `path` (`bytes` as written): records its
+/// `evidence.report` event, then writes its signature. In that order, so that a signed
+/// document always has its event, and a signature file marks the work finished. Returns the
+/// signature's path.
+pub async fn vouch(
+    log: &AuditLog,
+    signer: &dyn Signer,
+    path: &Path,
+    (document, format): (&str, &str),
+    period: Option<&Period>,
+    bytes: &[u8],
+) -> Result<std::path::PathBuf, VouchError> {
+    let record = record_for(document, format, period, bytes, path);
+    log.record(document_event(log, record.clone()))
+        .await
+        .map_err(VouchError::Record)?;
+    sign::write_signature(path, &record, signer).map_err(VouchError::Sign)
+}
 
 /// The record naming a written document, for its signature and its `evidence.report` event.
 /// `file` is where it was written; only its name is kept (directories differ between the
@@ -30,7 +64,7 @@ pub fn record_for(
         format: format.to_string(),
         since: period.map(|p| p.since.clone()),
         until: period.map(|p| p.until.clone()),
-        sha256: hex::encode(Sha256::digest(bytes)),
+        sha256: crate::documents::sha256_hex(bytes),
         bytes: bytes.len() as u64,
         file: file
             .file_name()

@@ -107,17 +107,16 @@ pub fn report(args: &ReportArgs) -> i32 {
         if format == Format::Oscal {
             bail!("--format oscal: use `portcullis evidence oscal`");
         }
-        let signer = args.source.signer()?;
-        let report = build(&args.source)?;
+        let loaded = args.source.load()?;
+        let signer = args.source.signer(loaded.config.as_ref())?;
+        let report = build(&args.source, &loaded)?;
         let stem = documents::stem(&report);
         let docs = documents::render_all(&report, &[format], &stem, env!("CARGO_PKG_VERSION"));
         let doc = docs.into_iter().next().context("the report renders")?;
         let path = args.out.clone().unwrap_or_else(|| PathBuf::from(&doc.file));
-        let mut paths = vec![path.clone()];
         documents::write_atomically(&path, &doc.bytes)?;
-        if let Some(signer) = &signer {
-            paths.push(vouch(&args.source, signer, &path, &doc, &report)?);
-        }
+        let written = vec![(path, doc)];
+        let paths = vouch_all(&loaded.data_dir, signer.as_ref(), &written, &report)?;
         Ok((report, paths))
     })();
     finish(written)
@@ -126,8 +125,9 @@ pub fn report(args: &ReportArgs) -> i32 {
 /// `evidence oscal`; returns the exit code.
 pub fn oscal(args: &OscalArgs) -> i32 {
     let written = (|| -> Result<(Report, Vec<PathBuf>)> {
-        let signer = args.source.signer()?;
-        let report = build(&args.source)?;
+        let loaded = args.source.load()?;
+        let signer = args.source.signer(loaded.config.as_ref())?;
+        let report = build(&args.source, &loaded)?;
         let stem = match &args.out {
             Some(out) => {
                 let name = out
@@ -146,18 +146,16 @@ pub fn oscal(args: &OscalArgs) -> i32 {
             .as_deref()
             .and_then(Path::parent)
             .unwrap_or(Path::new(""));
-        let mut paths = Vec::new();
+        let mut written = Vec::new();
         for doc in docs {
             let path = match (&args.out, doc.file.ends_with(".assessment-results.json")) {
                 (Some(out), true) => out.clone(),
                 _ => dir.join(&doc.file),
             };
             documents::write_atomically(&path, &doc.bytes)?;
-            paths.push(path.clone());
-            if let Some(signer) = &signer {
-                paths.push(vouch(&args.source, signer, &path, &doc, &report)?);
-            }
+            written.push((path, doc));
         }
+        let paths = vouch_all(&loaded.data_dir, signer.as_ref(), &written, &report)?;
         Ok((report, paths))
     })();
     finish(written)
@@ -224,14 +222,28 @@ fn finish(written: Result<(Report, Vec<PathBuf>)>) -> i32 {
     }
 }
 
+/// The configuration (read once) and the data directory a command works on.
+struct Loaded {
+    config: Option<Config>,
+    data_dir: PathBuf,
+}
+
 impl Source {
+    fn load(&self) -> Result<Loaded> {
+        let config = self.dir.config()?;
+        let data_dir = self.dir.data_dir_of(config.as_ref());
+        Ok(Loaded { config, data_dir })
+    }
+
     /// With `--sign`: the key documents are signed with.
-    fn signer(&self) -> Result<Option<portcullis_audit::checkpoint::Ed25519Signer>> {
+    fn signer(
+        &self,
+        config: Option<&Config>,
+    ) -> Result<Option<portcullis_audit::checkpoint::Ed25519Signer>> {
         if !self.sign {
             return Ok(None);
         }
-        let config = self.dir.config()?;
-        let dir = match (&self.signing_key, &config) {
+        let dir = match (&self.signing_key, config) {
             (Some(dir), _) => dir.clone(),
             (None, Some(config)) => config
                 .evidence
@@ -249,59 +261,59 @@ impl Source {
     }
 }
 
-/// Records a written document's hash as an `evidence.report` event, then signs it (the
-/// signature last: a signed document always has its event). Returns the signature's path.
-fn vouch(
-    source: &Source,
-    signer: &portcullis_audit::checkpoint::Ed25519Signer,
-    path: &Path,
-    doc: &Document,
+/// The paths of the documents written, and with `--sign` (a `signer`) their signatures: each
+/// document's hash recorded in the log, then the document signed (`record::vouch`), in one
+/// opening of the log.
+fn vouch_all(
+    data_dir: &Path,
+    signer: Option<&portcullis_audit::checkpoint::Ed25519Signer>,
+    written: &[(PathBuf, Document)],
     report: &Report,
-) -> Result<PathBuf> {
-    // The record names the file as written (`--out`), which the signature binds.
-    let record = portcullis_evidence::record::record_for(
-        doc.document,
-        doc.format,
-        Some(&report.period),
-        &doc.bytes,
-        path,
-    );
-    let data_dir = source.dir.resolve()?;
-    let log = portcullis_audit::AuditLog::open(
-        &data_dir,
-        "portcullis-cli",
-        portcullis_config::Durability::Strict,
-    )
-    .with_context(|| format!("opening the audit log in {}", data_dir.display()))?;
-    let event = portcullis_evidence::record::document_event(&log, record.clone());
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?
-        .block_on(async {
-            log.record(event).await?;
-            log.close().await
-        })
-        .context("the audit log cannot record the document's hash; it is not signed")?;
-    portcullis_evidence::sign::write_signature(path, &record, signer).with_context(|| {
-        format!(
-            "{} is written and its hash recorded in the audit log, but its signature could \
-             not be written (run the command again to sign it)",
-            path.display()
-        )
-    })
+) -> Result<Vec<PathBuf>> {
+    let mut paths: Vec<PathBuf> = written.iter().map(|(path, _)| path.clone()).collect();
+    let Some(signer) = signer else {
+        return Ok(paths);
+    };
+    let log = crate::sessions_cli::open_log(data_dir)?;
+    let signatures = crate::sessions_cli::runtime()?.block_on(async {
+        let mut signatures = Vec::new();
+        for (path, doc) in written {
+            // The record names the file as written (`--out`), which the signature binds.
+            let vouched = portcullis_evidence::record::vouch(
+                &log,
+                signer,
+                path,
+                (doc.document, doc.format),
+                Some(&report.period),
+                &doc.bytes,
+            )
+            .await
+            .with_context(|| path.display().to_string());
+            match vouched {
+                Ok(signature) => signatures.push(signature),
+                Err(e) => {
+                    let _ = log.close().await;
+                    return Err(e);
+                }
+            }
+        }
+        log.close().await?;
+        Ok::<_, anyhow::Error>(signatures)
+    })?;
+    paths.extend(signatures);
+    Ok(paths)
 }
 
 /// Builds the report of the period `source` names.
-fn build(source: &Source) -> Result<Report> {
-    let data_dir = source.dir.resolve()?;
+fn build(source: &Source, loaded: &Loaded) -> Result<Report> {
+    let data_dir = &loaded.data_dir;
     if !data_dir.join("audit.db").exists() {
         bail!(
             "no audit log in {} (audit.db is missing)",
             data_dir.display()
         );
     }
-    let config = source.dir.config()?;
+    let config = loaded.config.as_ref();
     let until = match &source.until {
         Some(until) => portcullis_evidence::period::parse_time(until)?,
         None => chrono::Utc::now(),
@@ -321,10 +333,10 @@ fn build(source: &Source) -> Result<Report> {
         );
     }
     let period = Period::new(since, until)?;
-    let inputs = verify_inputs(source, config.as_ref())?;
+    let inputs = verify_inputs(source, config)?;
     // The same settings as scheduled reports, so a period reported by hand and by the
     // schedule reads the same.
-    let configured = config.as_ref().map(|c| &c.evidence);
+    let configured = config.map(|c| &c.evidence);
     let work_hours = match (&source.work_hours, configured) {
         (Some(text), _) => portcullis_config::WorkHours::parse(text)
             .map_err(|e| anyhow::anyhow!("--work-hours: {e}"))?,
@@ -339,7 +351,7 @@ fn build(source: &Source) -> Result<Report> {
         work_hours,
         ..Options::default()
     };
-    Ok(build_report(&data_dir, period, &inputs, &options)?)
+    Ok(build_report(data_dir, period, &inputs, &options)?)
 }
 
 /// What verification needs, from the flags or else the configuration.

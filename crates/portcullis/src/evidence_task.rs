@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 use portcullis_audit::AuditLog;
 use portcullis_audit::checkpoint::{Ed25519Signer, Verifier};
 use portcullis_evidence::schedule::{self, Plan, Run};
-use portcullis_evidence::{Period, documents, integrity, record, sign};
+use portcullis_evidence::{Period, documents, integrity, record};
 
 /// The longest single sleep: the wall clock is read again after it, so a clock that jumps
 /// (a suspended VM, an NTP step) delays a run by at most this much.
@@ -220,18 +220,17 @@ impl Writer {
         format: &str,
         period: &Period,
     ) -> Result<Vec<PathBuf>, String> {
-        std::fs::create_dir_all(&self.out_dir)
-            .map_err(|e| format!("cannot create {}: {e}", self.out_dir.display()))?;
         documents::write_atomically(path, bytes).map_err(|e| e.to_string())?;
-        let evidence = record::record_for(document, format, Some(period), bytes, path);
-        // Recorded before it is signed: a signature file is what marks a run finished, so a
-        // run that dies in between is made again rather than left without its event.
-        self.audit
-            .record(record::document_event(&self.audit, evidence.clone()))
-            .await
-            .map_err(|e| format!("cannot record the evidence.report event: {e}"))?;
-        let sig = sign::write_signature(path, &evidence, self.signer.as_ref())
-            .map_err(|e| e.to_string())?;
+        let sig = record::vouch(
+            &self.audit,
+            self.signer.as_ref(),
+            path,
+            (document, format),
+            Some(period),
+            bytes,
+        )
+        .await
+        .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(vec![path.to_path_buf(), sig])
     }
 }

@@ -190,13 +190,19 @@ impl DataDir {
     }
 
     fn resolve(&self) -> Result<PathBuf> {
-        match (&self.data_dir, &self.config) {
-            (Some(dir), _) => Ok(dir.clone()),
-            (None, Some(config)) => Ok(Config::load(config)?.gateway.data_dir),
-            (None, None) if Path::new("portcullis.toml").exists() => {
-                Ok(Config::load(Path::new("portcullis.toml"))?.gateway.data_dir)
-            }
-            (None, None) => Ok(PathBuf::from("portcullis-data")),
+        match &self.data_dir {
+            Some(dir) => Ok(dir.clone()),
+            None => Ok(self.data_dir_of(self.config()?.as_ref())),
+        }
+    }
+
+    /// The data directory, given the configuration [`DataDir::config`] read (for commands
+    /// that need both, so the file is read once).
+    fn data_dir_of(&self, config: Option<&Config>) -> PathBuf {
+        match (&self.data_dir, config) {
+            (Some(dir), _) => dir.clone(),
+            (None, Some(config)) => config.gateway.data_dir.clone(),
+            (None, None) => PathBuf::from("portcullis-data"),
         }
     }
 }

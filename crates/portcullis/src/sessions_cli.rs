@@ -487,12 +487,12 @@ fn record_access(dir: &Path, command: &str, session: &str, reader: &AsName) -> R
     Ok(())
 }
 
-fn open_log(dir: &Path) -> Result<AuditLog> {
+pub(crate) fn open_log(dir: &Path) -> Result<AuditLog> {
     AuditLog::open(dir, "portcullis-cli", portcullis_config::Durability::Strict)
         .with_context(|| format!("opening the audit log in {}", dir.display()))
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
