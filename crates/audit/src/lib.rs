@@ -47,7 +47,7 @@ use portcullis_recording::Chunk;
 use tokio::sync::{mpsc, oneshot};
 
 pub use canonical::canonical_bytes;
-pub use reader::AuditReader;
+pub use reader::{AuditReader, Leaf, SinkPage};
 
 use writer::{Msg, Row, Shared, Writer};
 
@@ -169,6 +169,8 @@ struct Inner {
     closed: AtomicBool,
     /// The newest checkpoint, for the sinks; `None` until one exists.
     checkpoints: tokio::sync::watch::Receiver<Option<StoredCheckpoint>>,
+    /// How many events are committed (the tree size), updated after each commit.
+    committed: tokio::sync::watch::Receiver<u64>,
     /// A signing log: the verifier of its own key, and its origin.
     signing: Option<(checkpoint::Verifier, String)>,
     /// Free space kept so that what is forwarded can be recorded.
@@ -276,7 +278,9 @@ impl AuditLog {
         let wal_stop = Arc::new(AtomicBool::new(false));
         store::spawn_wal_checkpointer(path.clone(), Arc::clone(&wal_stop))
             .map_err(AuditError::Spawn)?;
+        let (committed, committed_rx) = tokio::sync::watch::channel(next_seq - 1);
         let writer = Writer {
+            committed,
             path: path.clone(),
             durability,
             conn: Some(conn),
@@ -321,6 +325,7 @@ impl AuditLog {
                 next_queued_seq: Mutex::new(next_seq),
                 closed: AtomicBool::new(false),
                 checkpoints: announced,
+                committed: committed_rx,
                 signing,
                 space: space::SpaceReserve::new(data_dir.to_path_buf()),
                 digest_key,
@@ -449,6 +454,13 @@ impl AuditLog {
     /// publish checkpoints outside the gateway.
     pub fn checkpoints(&self) -> tokio::sync::watch::Receiver<Option<StoredCheckpoint>> {
         self.inner.checkpoints.clone()
+    }
+
+    /// How many events this process has committed so far (the tree size), updated after
+    /// every commit. Streaming sinks wait on it; events appended by another process (a CLI
+    /// command) are not announced here, so readers also look now and then.
+    pub fn committed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.committed.clone()
     }
 
     /// Signs a checkpoint of everything recorded so far (if anything is new), now.

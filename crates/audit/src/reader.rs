@@ -9,6 +9,22 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
 use crate::AuditError;
 use crate::store;
 
+/// One event as a sink reads it: its leaf index (from 0), canonical JSON and leaf hash.
+#[derive(Debug, Clone)]
+pub struct Leaf {
+    pub index: u64,
+    pub body: String,
+    pub leaf_hash: crate::merkle::Hash,
+}
+
+/// What [`AuditReader::sink_page`] read.
+#[derive(Debug, Clone, Default)]
+pub struct SinkPage {
+    pub leaves: Vec<Leaf>,
+    /// Checkpoints in the range, by size.
+    pub checkpoints: Vec<crate::StoredCheckpoint>,
+}
+
 /// A read-only view of `<data_dir>/audit.db`. It opens the file read-only, and WAL mode
 /// lets it read consistent snapshots while a gateway keeps writing.
 pub struct AuditReader {
@@ -91,6 +107,99 @@ impl AuditReader {
             "SELECT seq, body FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
             params![to_i64(after_seq), to_i64(limit as u64)],
         )
+    }
+
+    /// What a streaming sink sends next, read in one snapshot: the events after leaf index
+    /// `next_leaf - 1` (at most `limit`), and the stored checkpoints of a size above
+    /// `after_checkpoint` and at most the last event read (or `next_leaf`, when no event is
+    /// new). One snapshot matters: a checkpoint is stored in the transaction of the events it
+    /// covers (or later, covering nothing newer), so every checkpoint at or below an event
+    /// read here is read too, and none is ever found later below what was already sent.
+    pub fn sink_page(
+        &self,
+        next_leaf: u64,
+        limit: usize,
+        after_checkpoint: u64,
+    ) -> Result<SinkPage, AuditError> {
+        self.begin_snapshot()?;
+        let page = self.sink_page_in_snapshot(next_leaf, limit, after_checkpoint);
+        let end = self.end_snapshot();
+        let page = page?;
+        end?;
+        Ok(page)
+    }
+
+    fn sink_page_in_snapshot(
+        &self,
+        next_leaf: u64,
+        limit: usize,
+        after_checkpoint: u64,
+    ) -> Result<SinkPage, AuditError> {
+        let mut leaves = Vec::with_capacity(limit.min(4096));
+        {
+            let mut stmt = self
+                .conn
+                .prepare_cached(
+                    "SELECT seq, body, leaf_hash FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                )
+                .map_err(|source| self.read_err(source))?;
+            let rows = stmt
+                .query_map(params![to_i64(next_leaf), to_i64(limit as u64)], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, Vec<u8>>(1)?,
+                        r.get::<_, Vec<u8>>(2)?,
+                    ))
+                })
+                .map_err(|source| self.read_err(source))?;
+            for row in rows {
+                let (seq, body, hash) = row.map_err(|source| self.read_err(source))?;
+                let (seq, body) = self.decode(seq, body)?;
+                let leaf_hash: crate::merkle::Hash =
+                    hash.try_into().map_err(|_| AuditError::Corrupt {
+                        path: self.path.clone(),
+                        seq,
+                    })?;
+                leaves.push(Leaf {
+                    index: seq - 1,
+                    body,
+                    leaf_hash,
+                });
+            }
+        }
+        let upto = leaves.last().map_or(next_leaf, |l| l.index + 1);
+        let mut checkpoints = Vec::new();
+        if self.version >= 3 && upto > after_checkpoint {
+            let mut stmt = self
+                .conn
+                .prepare_cached(
+                    "SELECT size, time, note, frontier FROM checkpoints \
+                     WHERE size > ?1 AND size <= ?2 ORDER BY size",
+                )
+                .map_err(|source| self.read_err(source))?;
+            let rows = stmt
+                .query_map(
+                    params![to_i64(after_checkpoint), to_i64(upto)],
+                    store::checkpoint_row,
+                )
+                .map_err(|source| self.read_err(source))?;
+            for row in rows {
+                checkpoints.push(row.map_err(|source| self.read_err(source))?.0);
+            }
+        }
+        Ok(SinkPage {
+            leaves,
+            checkpoints,
+        })
+    }
+
+    /// The id of the log's first event: a sink's cursor names it, so a cursor is never
+    /// applied to another log (a data directory restored or replaced under it).
+    pub fn first_event_id(&self) -> Result<Option<String>, AuditError> {
+        self.conn
+            .query_row("SELECT id FROM events WHERE seq = 1", [], |r| r.get(0))
+            .optional()
+            .map_err(|source| self.read_err(source))
     }
 
     /// The last `n` events, ascending.

@@ -197,7 +197,7 @@ pub(crate) fn leaf_hashes(conn: &Connection, after: u64, upto: u64) -> rusqlite:
 }
 
 /// Reads a `checkpoints` row selected as `size, time, note, frontier`.
-fn checkpoint_row(
+pub(crate) fn checkpoint_row(
     row: &rusqlite::Row<'_>,
 ) -> rusqlite::Result<(crate::StoredCheckpoint, Frontier)> {
     let size = row.get::<_, i64>(0)? as u64;

