@@ -40,6 +40,15 @@ use serde_json::json;
 mod evidence;
 mod sessions;
 
+/// `GET /api/v1/sinks`: each audit sink's delivery state and lag, for the people who may
+/// read the audit trail (the same rule as recorded sessions).
+async fn sinks_status(State(admin): State<Arc<Admin>>, Caller(identity): Caller) -> Response {
+    if let Err(refused) = sessions::may_read(&admin, &identity) {
+        return refused;
+    }
+    Json(json!({ "sinks": admin.sinks.get() })).into_response()
+}
+
 /// The largest request body: a reason and a digest, or a grant request.
 const MAX_BODY: usize = 64 * 1024;
 /// The most records one list returns.
@@ -57,6 +66,8 @@ pub struct Admin {
     /// The groups whose members may read recorded sessions: the approvers named by any
     /// rule, and the break-glass groups. Empty: nobody may (fail closed).
     pub recording_readers: Vec<String>,
+    /// The audit sinks' delivery state (empty when none is configured).
+    pub sinks: portcullis_sinks::SinkStatuses,
 }
 
 /// The admin API's routes. Serve with `into_make_service_with_connect_info::<SocketAddr>()`.
@@ -73,6 +84,7 @@ pub fn router(admin: Admin) -> Router {
         .route("/api/v1/sessions/{id}", get(sessions::show))
         .route("/api/v1/sessions/{id}/export", get(sessions::export))
         .route("/api/v1/evidence/sign-offs", post(evidence::sign_off))
+        .route("/api/v1/sinks", get(sinks_status))
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,

@@ -33,7 +33,7 @@ pub(crate) struct SessionsQuery {
 }
 
 /// The caller may read recordings, or the 403 that says who may.
-fn may_read(admin: &Admin, identity: &Identity) -> Result<(), Response> {
+pub(crate) fn may_read(admin: &Admin, identity: &Identity) -> Result<(), Response> {
     if admin
         .recording_readers
         .iter()

@@ -14,6 +14,7 @@ mod evidence_report;
 mod evidence_task;
 mod front_door;
 mod sessions_cli;
+mod sinks_cli;
 mod witness;
 
 use std::net::SocketAddr;
@@ -105,6 +106,11 @@ enum Command {
     Evidence {
         #[command(subcommand)]
         command: evidence_cli::EvidenceCommand,
+    },
+    /// Audit sinks (SIEM, bus, file): delivery status, and re-sending a range.
+    Sinks {
+        #[command(subcommand)]
+        command: sinks_cli::SinksCommand,
     },
     /// Tool pins (rug-pull protection).
     Tools {
@@ -234,6 +240,10 @@ enum AuditCommand {
     Proof(audit_cli::ProofArgs),
     /// Check a proof written by `audit proof`, offline. Exit 0 valid, 1 invalid.
     VerifyProof(audit_cli::VerifyProofArgs),
+    /// Check a copy of the log taken back out of a SIEM (JSON lines as a sink sent them)
+    /// against the signed checkpoints in it: no gap, no edit, no reordering. Exit 0 valid,
+    /// 1 invalid, 2 unusable input.
+    VerifyExport(sinks_cli::VerifyExportArgs),
     /// Print the keyed digest an event would hold for the payload on standard input, to
     /// check a known payload (a request's exact `params`) against an event's digest.
     Digest(audit_cli::DigestArgs),
@@ -278,6 +288,7 @@ fn main() -> Result<()> {
         } => audit_init(&out, &name),
         Command::Audit { command } => audit(command),
         Command::Tools { command } => tools(command),
+        Command::Sinks { command } => sinks_cli::sinks(command),
         Command::Sessions { command } => match sessions_cli::sessions(command)? {
             0 => Ok(()),
             code => std::process::exit(code),
@@ -330,6 +341,15 @@ fn check_config(path: &Path) -> Result<()> {
         Masks::compile(&config.masks).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     // Likewise the recorder: its age recipients are parsed as keys only here.
     Recorder::from_config(&config.recording, &masks)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    // And each sink's transport: its secrets and certificates are read as `serve` reads
+    // them (the receivers are not contacted).
+    let origin = config.audit_origin();
+    let sinks = config
+        .sinks
+        .iter()
+        .map(|spec| portcullis_sinks::transport(spec, &origin).map(|t| (spec, t.destination())))
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     println!("{}: valid", path.display());
     println!(
@@ -425,6 +445,34 @@ fn check_config(path: &Path) -> Result<()> {
                 .unwrap_or_default(),
         );
     }
+    for (spec, destination) in sinks {
+        let filter = &spec.filter;
+        let mut only = Vec::new();
+        for (label, list) in [
+            ("types", &filter.event_types),
+            ("outcomes", &filter.outcomes),
+            ("targets", &filter.targets),
+        ] {
+            if !list.is_empty() {
+                only.push(format!("{label} {}", list.join(",")));
+            }
+        }
+        println!(
+            "  sink {} ({} -> {destination}): {}, signed checkpoints included; batches of {}, warns past {} of lag",
+            spec.name,
+            spec.kind.name(),
+            if only.is_empty() {
+                "every event".to_string()
+            } else {
+                format!(
+                    "events of {} (the others as leaf hashes)",
+                    only.join(" and ")
+                )
+            },
+            spec.batch_max,
+            humantime::format_duration(spec.lag_warning),
+        );
+    }
     Ok(())
 }
 
@@ -468,6 +516,7 @@ fn audit(command: AuditCommand) -> Result<()> {
         }
         AuditCommand::Verify(args) => std::process::exit(audit_cli::verify(&args)),
         AuditCommand::Proof(args) => audit_cli::proof(&args),
+        AuditCommand::VerifyExport(args) => std::process::exit(sinks_cli::verify_export(&args)),
         AuditCommand::Digest(args) => audit_cli::digest(&args),
         AuditCommand::VerifyProof(args) => std::process::exit(audit_cli::verify_proof(&args)),
         AuditCommand::Show { event_id, dir } => {
@@ -595,6 +644,9 @@ fn start_publisher(config: &Config, audit: &AuditLog) -> Result<Option<Publisher
         .map_err(anyhow::Error::msg)
 }
 
+/// How long a stopping gateway lets its sinks deliver the last events.
+const SINK_DRAIN: Duration = Duration::from_secs(5);
+
 /// Runs the gateway until Ctrl-C or SIGTERM. `ready` is told the bound address.
 pub async fn serve(
     config: Config,
@@ -617,6 +669,16 @@ pub async fn serve(
     let audit = open_audit_log(&config)?;
     audit.set_space_reserve(config.audit.space_reserve);
     let publisher = start_publisher(&config, &audit)?;
+    // The sinks read the committed log on their own tasks: no request waits for them.
+    let sinks = portcullis_sinks::SinkSet::start(
+        &config.sinks,
+        &portcullis_sinks::engine::Context {
+            data_dir: config.gateway.data_dir.clone(),
+            origin: config.audit_origin(),
+            committed: Some(audit.committed()),
+        },
+    )
+    .context("starting the audit sinks")?;
     let pins = Arc::new(Pins::open(&config.gateway.data_dir)?);
     let approval_settings = ApprovalSettings {
         approvals: config.approvals.clone(),
@@ -676,6 +738,7 @@ pub async fn serve(
                 audit: audit.clone(),
                 data_dir: config.gateway.data_dir.clone(),
                 recording_readers: recording_readers(&config),
+                sinks: sinks.statuses(),
             });
             Some((listener, app))
         }
@@ -798,6 +861,9 @@ pub async fn serve(
     // The last checkpoint covers the stop event, and reaches the sinks while the log can
     // still store the witnesses' cosignatures of it.
     audit.checkpoint_now().await?;
+    // The sinks get a few seconds to deliver the stop event and that checkpoint; what they
+    // do not deliver by then is sent after the next start, from their cursors.
+    sinks.finish(SINK_DRAIN).await;
     if let Some(publisher) = publisher {
         publisher.finish().await;
     }

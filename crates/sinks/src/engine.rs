@@ -52,9 +52,9 @@ pub struct SinkStatus {
     pub name: String,
     pub kind: String,
     pub destination: String,
-    /// `caught-up`, `delivering`, `retrying` (the last attempt failed), `stopped` (the sink
-    /// cannot go on: see `last_error`), or `not-running` (read from disk while the gateway
-    /// is down).
+    /// `caught-up`, `delivering`, `retrying` (the last attempt failed), or `stopped` (the
+    /// sink cannot go on: see `last_error`). Read from disk (`sinks status`), a sink with
+    /// undelivered events and no error is `behind`.
     pub state: String,
     /// Leaves `0..delivered` are acknowledged by the receiver.
     pub delivered: u64,
@@ -75,6 +75,27 @@ pub struct SinkSet {
     sinks: Vec<Running>,
     /// `None` while running; the drain deadline once stopping.
     stop: watch::Sender<Option<tokio::time::Instant>>,
+}
+
+/// Reads the running sinks' states; cheap to clone.
+#[derive(Clone, Default)]
+pub struct SinkStatuses(Arc<[Arc<Mutex<SinkStatus>>]>);
+
+impl SinkStatuses {
+    pub fn get(&self) -> Vec<SinkStatus> {
+        self.0
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).clone())
+            .collect()
+    }
+}
+
+impl std::fmt::Debug for SinkStatuses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SinkStatuses")
+            .field("sinks", &self.0.len())
+            .finish()
+    }
 }
 
 struct Running {
@@ -138,15 +159,13 @@ impl SinkSet {
 
     /// Every sink's state now.
     pub fn status(&self) -> Vec<SinkStatus> {
-        self.sinks
-            .iter()
-            .map(|s| {
-                s.shared
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .clone()
-            })
-            .collect()
+        self.statuses().get()
+    }
+
+    /// A handle that reads every sink's state, for the admin API (after the set is
+    /// finished it shows the last state).
+    pub fn statuses(&self) -> SinkStatuses {
+        SinkStatuses(self.sinks.iter().map(|s| s.shared.clone()).collect())
     }
 
     /// Stops the sinks, first letting each deliver what the log holds (the last checkpoint
@@ -602,10 +621,15 @@ pub fn status_from_disk(data_dir: &Path, specs: &[SinkSpec]) -> Result<Vec<SinkS
                 kind: spec.kind.name().into(),
                 destination,
                 state: if cursor_error.is_some() {
-                    "stopped".into()
+                    "stopped"
+                } else if cursor.last_error.is_some() {
+                    "retrying"
+                } else if lag_events > 0 {
+                    "behind"
                 } else {
-                    "not-running".into()
-                },
+                    "caught-up"
+                }
+                .into(),
                 delivered: cursor.next_leaf,
                 head,
                 lag_events,

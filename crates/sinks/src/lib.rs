@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use futures_util::future::BoxFuture;
 use portcullis_config::{SinkKind, SinkSpec};
 
-pub use engine::{SinkSet, SinkStatus};
+pub use engine::{SinkSet, SinkStatus, SinkStatuses};
 pub use record::{Batch, Record};
 
 /// Why a sink could not be set up or its state kept. Delivery failures are not errors of
