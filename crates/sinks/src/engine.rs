@@ -33,6 +33,8 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// How often an idle sink looks at the log even without a commit announced (events
 /// appended by another process, such as `portcullis tools accept`).
 const IDLE_POLL: Duration = Duration::from_secs(1);
+/// How long a sink whose log reading failed waits before it starts again.
+const RESTART_AFTER: Duration = Duration::from_secs(5);
 /// How often the lag warning is repeated while it lasts.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
@@ -149,6 +151,7 @@ impl SinkSet {
                     shared: shared.clone(),
                     stopping: stopping.clone(),
                     last_warning: None,
+                    oldest_undelivered: None,
                 };
                 let task = tokio::spawn(worker.run());
                 Ok(Running { shared, task })
@@ -193,6 +196,9 @@ struct Worker {
     shared: Arc<Mutex<SinkStatus>>,
     stopping: watch::Receiver<Option<tokio::time::Instant>>,
     last_warning: Option<Instant>,
+    /// The time of the oldest event not yet acknowledged, while there is one: the lag in
+    /// seconds grows from it while deliveries fail.
+    oldest_undelivered: Option<String>,
 }
 
 /// What one read of the log gave: the page and the log's size at that moment.
@@ -204,12 +210,37 @@ struct Read {
 
 impl Worker {
     async fn run(mut self) {
-        if let Err(e) = self.deliver().await {
-            tracing::error!(sink = %self.spec.name, "the sink stopped: {e}");
-            let mut status = self.status();
-            status.state = "stopped".into();
-            status.last_error = Some(e.to_string());
-            status.last_error_at = Some(now());
+        loop {
+            match self.deliver().await {
+                Ok(()) => return,
+                // A cursor that cannot be trusted needs the operator: going on could skip
+                // or repeat the whole log.
+                Err(e @ SinkError::Cursor { .. }) => {
+                    tracing::error!(sink = %self.spec.name, "the sink stopped: {e}");
+                    let mut status = self.status();
+                    status.state = "stopped".into();
+                    status.last_error = Some(e.to_string());
+                    status.last_error_at = Some(now());
+                    return;
+                }
+                // Anything else (the log busy or briefly unreadable) is tried again from
+                // the cursor on disk.
+                Err(e) => {
+                    tracing::warn!(sink = %self.spec.name, "the sink will start again: {e}");
+                    {
+                        let mut status = self.status();
+                        status.state = "retrying".into();
+                        status.last_error = Some(e.to_string());
+                        status.last_error_at = Some(now());
+                    }
+                    let pause = tokio::time::sleep(RESTART_AFTER);
+                    if until_deadline(self.stopping.clone(), pause).await.is_none()
+                        || self.deadline().is_some()
+                    {
+                        return;
+                    }
+                }
+            }
         }
     }
 
@@ -383,6 +414,12 @@ impl Worker {
             status.state = "retrying".into();
             status.last_error = Some(reason.to_string());
             status.last_error_at = Some(at.clone());
+            // The log keeps growing while the receiver is away.
+            if let Some(committed) = &self.context.committed {
+                status.head = status.head.max(*committed.borrow());
+                status.lag_events = status.head.saturating_sub(status.delivered);
+            }
+            status.lag_seconds = self.oldest_undelivered.as_deref().map_or(0.0, age_seconds);
         }
         self.warn_if_lagging();
         // Kept on disk when it changes, so `sinks status` can say why while the gateway is
@@ -443,6 +480,7 @@ impl Worker {
     }
 
     fn caught_up(&mut self, head: u64) {
+        self.oldest_undelivered = None;
         let was_lagging = self.last_warning.take().is_some();
         let mut status = self.status();
         status.head = head;
@@ -455,6 +493,7 @@ impl Worker {
     }
 
     fn lagging(&mut self, delivered: u64, head: u64, oldest: Option<&str>) {
+        self.oldest_undelivered = oldest.map(str::to_string);
         {
             let mut status = self.status();
             status.head = head;
@@ -613,9 +652,7 @@ pub fn status_from_disk(data_dir: &Path, specs: &[SinkSpec]) -> Result<Vec<SinkS
             } else {
                 0.0
             };
-            let destination = crate::transport(spec, "")
-                .map(|t| t.destination())
-                .unwrap_or_else(|e| e.to_string());
+            let destination = crate::destination(spec);
             Ok(SinkStatus {
                 name: spec.name.clone(),
                 kind: spec.kind.name().into(),

@@ -92,6 +92,25 @@ pub trait Transport: Send {
     fn destination(&self) -> String;
 }
 
+/// Where a configured sink sends, from its settings alone (no secret is read): for
+/// `check-config` and `sinks status`.
+pub fn destination(spec: &SinkSpec) -> String {
+    match &spec.kind {
+        SinkKind::Syslog(syslog) => format!(
+            "{}://{}",
+            match syslog.transport {
+                portcullis_config::SyslogTransport::Tcp => "tcp",
+                portcullis_config::SyslogTransport::Tls => "tls",
+            },
+            syslog.address
+        ),
+        SinkKind::Http(http) => http.url.clone(),
+        SinkKind::Otlp(otlp) => otlp.url.clone(),
+        SinkKind::Nats(nats) => format!("{} subject {}", nats.url, nats.subject),
+        SinkKind::File(file) => file.path.display().to_string(),
+    }
+}
+
 /// The transport of a configured sink. Secrets and certificates are read here, so a
 /// missing one fails the start, naming the sink; the receiver is not contacted yet, so one
 /// that is down does not.
