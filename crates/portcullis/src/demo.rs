@@ -180,6 +180,15 @@ mode = "strict"
 [evidence]
 schedule = "daily"
 
+# The audit log streamed, as it is written, to the security team's store: here a JSON lines
+# file standing in for a SIEM (syslog over TLS, Splunk HEC, Elasticsearch, OTLP and NATS
+# JetStream are configured the same way). At least once, from a cursor kept in data/sinks;
+# the signed checkpoints travel in the stream, so the copy can be checked on its own.
+[[sinks]]
+name = "siem"
+kind = "file"
+path = "siem/audit.jsonl"
+
 [[identity.api_keys]]
 name = "billing-agent"
 kind = "agent"
@@ -389,6 +398,13 @@ Export a session as evidence and check it offline, with nothing but the public k
   {exe} sessions export <session id> --data-dir {data} --out session.json
   {exe} sessions verify-bundle session.json --pubkey {pubkey}
 
+The log is also streamed to {siem} (a file sink standing in for your SIEM).
+See how far each sink got, and check that copy, on its own, against the signed checkpoints
+it carries (no gap, no edit, no reordering):
+
+  {exe} sinks status --config {config}
+  {exe} audit verify-export {siem} --pubkey {pubkey}
+
 NIST SP 800-53 evidence of the last 24 hours, from the verified log: the AU-6 review report
 (who did what, the refund's approver, the denied delete, the log's integrity, a status per
 control), the OSCAL assessment results, each signed and its hash recorded in the log; then
@@ -426,5 +442,6 @@ Stop with Ctrl-C.
         data = data_dir.display(),
         pubkey = dir.join("audit-key").join("audit.pub").display(),
         checkpoints = dir.join("checkpoints").display(),
+        siem = dir.join("siem").join("audit.jsonl").display(),
     );
 }

@@ -914,6 +914,28 @@ async fn the_demo_holds_a_refund_until_the_human_approves_it() {
         String::from_utf8_lossy(&verify.stdout),
         String::from_utf8_lossy(&verify.stderr)
     );
+    // The demo's file sink holds the same trail, and its copy verifies on its own against
+    // the checkpoints it carries, through the stop event.
+    let siem = demo_dir.join("siem/audit.jsonl");
+    let export = Command::new(binary())
+        .args(["audit", "verify-export"])
+        .arg(&siem)
+        .arg("--pubkey")
+        .arg(demo_dir.join("audit-key/audit.pub"))
+        .output()
+        .unwrap();
+    assert!(
+        export.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&export.stdout),
+        String::from_utf8_lossy(&export.stderr)
+    );
+    let streamed = std::fs::read_to_string(&siem).unwrap();
+    assert!(
+        streamed.contains("\"type\":\"gateway.stop\"")
+            && streamed.contains(&format!("\"approval\":\"{id}\"")),
+        "{streamed}"
+    );
     let tail = Command::new(binary())
         .args(["audit", "tail", "-n", "1000", "--data-dir"])
         .arg(demo_dir.join("data"))
