@@ -459,8 +459,9 @@ impl Connection {
     /// certificate (or noticed there is none when it requires one); a receiver that
     /// refuses says so in an alert right after. Without this wait the first batch would be
     /// written into a connection about to be refused, and count as delivered. A receiver
-    /// that accepts sends its session tickets (rsyslog and syslog-ng do) or nothing, in
-    /// which case the wait ends after [`SETTLE`], once per connection.
+    /// that accepts sends its session tickets (rsyslog and syslog-ng do), which are read
+    /// for [`DRAIN`], or nothing, in which case the wait ends after [`SETTLE`]: once per
+    /// connection.
     async fn settle(&mut self) -> Result<(), String> {
         let Connection::Tls(tls) = self else {
             return Ok(());
@@ -472,7 +473,7 @@ impl Connection {
         match tokio::time::timeout(SETTLE, tls.get_ref().0.peek(&mut byte)).await {
             Err(_) => Ok(()),
             Ok(Ok(0)) => Err("the connection was closed".into()),
-            Ok(Ok(_)) => self.drain(SETTLE).await,
+            Ok(Ok(_)) => self.drain(DRAIN).await,
             Ok(Err(e)) => Err(e.to_string()),
         }
     }
