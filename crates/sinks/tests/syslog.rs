@@ -751,7 +751,11 @@ async fn a_receiver_that_refuses_the_client_certificate_gets_nothing_and_the_sta
 
 /// Events per second to a real rsyslog, over TCP and TLS: 200,000 events recorded first
 /// (batched durability), then the time from the sink's start until it is caught up.
-/// `cargo test -p portcullis-sinks --release --test syslog -- --ignored --nocapture`
+/// `cargo test -p portcullis-sinks --release --test syslog throughput -- --ignored --nocapture`
+///
+/// On the project's 2-core machine (December 2026, shared with other builds): TCP 125,000
+/// to 134,000 events/s delivered (115,000/s written by rsyslog), TLS 105,000/s (96,000 to
+/// 100,000/s written), with `batch_max` 1000 or 5000 alike.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement, not a check: run it by name"]
 async fn throughput() {
