@@ -21,6 +21,7 @@ pub mod export;
 pub mod file;
 pub mod filter;
 pub mod record;
+pub mod syslog;
 
 use std::path::PathBuf;
 
@@ -122,6 +123,7 @@ pub fn transport(spec: &SinkSpec, origin: &str) -> Result<Box<dyn Transport>, Si
     let _ = origin;
     match &spec.kind {
         SinkKind::File(file) => Ok(Box::new(file::FileTransport::new(file.clone()))),
+        SinkKind::Syslog(syslog) => Ok(Box::new(syslog::SyslogSender::new(syslog).map_err(setup)?)),
         other => Err(setup(format!(
             "{} sinks are not available in this build",
             other.name()
