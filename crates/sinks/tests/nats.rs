@@ -16,7 +16,7 @@ use async_nats::jetstream::{self, consumer, stream};
 use futures_util::StreamExt as _;
 use portcullis_audit::checkpoint::{Ed25519Signer, Verifier};
 use portcullis_audit::{AuditLog, CheckpointSettings};
-use portcullis_config::{ClientTls, Durability, NatsSink, SinkFilter, SinkKind, SinkSpec};
+use portcullis_config::{ClientTls, Durability, NatsSink, Secret, SinkFilter, SinkKind, SinkSpec};
 use portcullis_model::{EventType, Outcome};
 use portcullis_sinks::engine::{self, Context};
 use portcullis_sinks::nats::NatsTransport;
@@ -361,11 +361,17 @@ async fn a_subject_no_stream_captures_is_named_and_nothing_is_lost_once_one_does
 struct OwnServer {
     port: u16,
     store: PathBuf,
+    /// More arguments (TLS, authentication).
+    extra: Vec<String>,
     child: Option<Child>,
 }
 
 impl OwnServer {
     fn start(store: &Path) -> OwnServer {
+        OwnServer::start_with(store, &[])
+    }
+
+    fn start_with(store: &Path, extra: &[String]) -> OwnServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -374,6 +380,7 @@ impl OwnServer {
         let mut server = OwnServer {
             port,
             store: store.to_path_buf(),
+            extra: extra.to_vec(),
             child: None,
         };
         server.restart();
@@ -397,6 +404,7 @@ impl OwnServer {
                     "-sd",
                 ])
                 .arg(&self.store)
+                .args(&self.extra)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -506,6 +514,201 @@ async fn a_server_killed_mid_stream_loses_nothing_once_it_is_back() {
         "killed with {delivered_at_kill} of 500 delivered; {} messages read back, {duplicates} event duplicates; last error during the outage: {error}",
         back.records.len()
     );
+    log.close().await.unwrap();
+}
+
+/// A certificate authority made with rcgen.
+struct Ca {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = rcgen::KeyPair::generate().unwrap();
+        Ca {
+            issuer: rcgen::CertifiedIssuer::self_signed(params, key).unwrap(),
+        }
+    }
+
+    /// A certificate for `names` (a server's or a client's), written as `<stem>.pem` and
+    /// `<stem>.key` in `dir`.
+    fn issue(&self, dir: &Path, stem: &str, names: &[&str], client: bool) -> (PathBuf, PathBuf) {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = rcgen::CertificateParams::new(names.clone()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, names[0].as_str());
+        params.extended_key_usages = vec![if client {
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth
+        } else {
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth
+        }];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let cert_path = dir.join(format!("{stem}.pem"));
+        let key_path = dir.join(format!("{stem}.key"));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        (cert_path, key_path)
+    }
+
+    fn write(&self, path: &Path) -> PathBuf {
+        std::fs::write(path, self.issuer.pem()).unwrap();
+        path.to_path_buf()
+    }
+}
+
+/// The sink's state once it has failed, or delivered all `n` events.
+async fn outcome(spec: &SinkSpec, context: &Context, n: u64) -> portcullis_sinks::SinkStatus {
+    let sinks = SinkSet::start(std::slice::from_ref(spec), context).unwrap();
+    wait_until("delivery or an error", Duration::from_secs(30), || {
+        let s = &sinks.status()[0];
+        s.last_error.is_some() || (s.delivered == n && s.state == "caught-up")
+    })
+    .await;
+    let status = sinks.status().remove(0);
+    sinks.finish(Duration::from_millis(200)).await;
+    status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_private_ca_a_client_certificate_and_server_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let signer = signer();
+    let log = open_log(&data, &signer, Durability::Strict, 10);
+    record(&log, 6).await;
+    log.checkpoint_now().await.unwrap();
+    let ca = Ca::new("test nats ca");
+    let ca_pem = ca.write(&dir.path().join("ca.pem"));
+    // The server's certificate names nats.internal and localhost, not 127.0.0.1: reached
+    // by address, the sink needs server_name.
+    let (server_cert, server_key) =
+        ca.issue(dir.path(), "server", &["nats.internal", "localhost"], false);
+    let (client_cert, client_key) = ca.issue(dir.path(), "client", &["portcullis"], true);
+    let path = |p: &Path| p.to_str().unwrap().to_string();
+    let server = OwnServer::start_with(
+        &dir.path().join("store"),
+        &[
+            "--tls".into(),
+            "--tlscert".into(),
+            path(&server_cert),
+            "--tlskey".into(),
+            path(&server_key),
+            "--tlsverify".into(),
+            "--tlscacert".into(),
+            path(&ca_pem),
+        ],
+    );
+    // The SIEM team's stream, made through localhost.
+    let admin = async_nats::ConnectOptions::new()
+        .add_root_certificates(ca_pem.clone())
+        .add_client_certificate(client_cert.clone(), client_key.clone())
+        .require_tls(true)
+        .connect(format!("tls://localhost:{}", server.port))
+        .await
+        .unwrap();
+    let js = jetstream::new(admin);
+    create_stream(&js, "AUDIT", "audit.gw").await;
+
+    let url = format!("tls://127.0.0.1:{}", server.port);
+    let sink = |ca: &Path, client: bool, server_name: Option<&str>| {
+        let mut spec = nats_sink(&url, "audit.gw", 100, Duration::from_secs(5));
+        if let SinkKind::Nats(n) = &mut spec.kind {
+            n.tls = ClientTls {
+                ca: Some(ca.to_path_buf()),
+                client_cert: client.then(|| (client_cert.clone(), client_key.clone())),
+                server_name: server_name.map(str::to_string),
+            };
+        }
+        spec
+    };
+    let context = Context {
+        data_dir: data.clone(),
+        origin: ORIGIN.into(),
+        committed: Some(log.committed()),
+    };
+
+    // The URL's host is not a name of the certificate: refused, and the status says why.
+    let status = outcome(&sink(&ca_pem, true, None), &context, 6).await;
+    let error = status.last_error.unwrap_or_default();
+    assert!(
+        error.contains(&format!("cannot connect to {url}"))
+            && error.contains("certificate not valid for name \"127.0.0.1\""),
+        "{error}"
+    );
+    // Another CA: refused.
+    let other = Ca::new("other").write(&dir.path().join("other.pem"));
+    let status = outcome(&sink(&other, true, Some("nats.internal")), &context, 6).await;
+    let error = status.last_error.unwrap_or_default();
+    assert!(
+        error.contains("invalid peer certificate") && error.contains("UnknownIssuer"),
+        "{error}"
+    );
+    // No client certificate: the server refuses.
+    let status = outcome(&sink(&ca_pem, false, Some("nats.internal")), &context, 6).await;
+    let error = status.last_error.unwrap_or_default();
+    assert!(
+        error.contains(&format!("cannot connect to {url}")),
+        "{error}"
+    );
+    assert_eq!(status.delivered, 0);
+    eprintln!("without the client certificate: {error}");
+
+    // All three right: delivered, and the copy verifies.
+    let status = outcome(&sink(&ca_pem, true, Some("nats.internal")), &context, 6).await;
+    assert_eq!((status.delivered, status.last_error), (6, None));
+    let back = read_back(&js, "AUDIT").await;
+    assert_complete_in_order(&back.records, 6);
+    assert_eq!(verify(&back.payloads, &signer).logs[0].covered, 6);
+    log.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_token_is_an_authorization_error_that_does_not_show_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let signer = signer();
+    let log = open_log(&data, &signer, Durability::Strict, 10);
+    record(&log, 4).await;
+    log.checkpoint_now().await.unwrap();
+    let server = OwnServer::start_with(
+        &dir.path().join("store"),
+        &["--auth".into(), "right-token-8c1f".into()],
+    );
+    let admin = async_nats::ConnectOptions::with_token("right-token-8c1f".into())
+        .connect(server.url())
+        .await
+        .unwrap();
+    let js = jetstream::new(admin);
+    create_stream(&js, "AUDIT", "audit.gw").await;
+    let context = Context {
+        data_dir: data.clone(),
+        origin: ORIGIN.into(),
+        committed: Some(log.committed()),
+    };
+    let sink = |token: &str| {
+        let mut spec = nats_sink(&server.url(), "audit.gw", 100, Duration::from_secs(5));
+        if let SinkKind::Nats(n) = &mut spec.kind {
+            n.token = Some(Secret::Literal(token.into()));
+        }
+        spec
+    };
+    let status = outcome(&sink("wrong-token-77aa"), &context, 4).await;
+    let error = status.last_error.unwrap_or_default();
+    assert!(error.contains("authorization violation"), "{error}");
+    assert!(!error.contains("wrong-token-77aa"), "{error}");
+    let status = outcome(&sink("right-token-8c1f"), &context, 4).await;
+    assert_eq!((status.delivered, status.last_error), (4, None));
     log.close().await.unwrap();
 }
 
