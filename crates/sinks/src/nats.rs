@@ -26,6 +26,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::context::{
@@ -74,6 +75,8 @@ struct Connection {
     jetstream: jetstream::Context,
     /// Counts the client's disconnections (from its event callback).
     disconnects: watch::Receiver<u64>,
+    /// The client gave up (closed): the next batch makes a new one.
+    closed: Arc<AtomicBool>,
 }
 
 impl NatsTransport {
@@ -134,6 +137,8 @@ impl NatsTransport {
     async fn connect(&self) -> Result<Connection, SendError> {
         let (disconnected, disconnects) = watch::channel(0u64);
         let disconnected = Arc::new(disconnected);
+        let closed = Arc::new(AtomicBool::new(false));
+        let closed_by_client = closed.clone();
         let destination = self.destination.clone();
         let mut options = ConnectOptions::new()
             .name("portcullis")
@@ -142,6 +147,7 @@ impl NatsTransport {
             .client_capacity(CLIENT_CAPACITY)
             .event_callback(move |event| {
                 let disconnected = disconnected.clone();
+                let closed = closed_by_client.clone();
                 let destination = destination.clone();
                 async move {
                     match event {
@@ -151,6 +157,10 @@ impl NatsTransport {
                         }
                         Event::Connected => {
                             tracing::info!(%destination, "connected to NATS");
+                        }
+                        Event::Closed => {
+                            closed.store(true, Ordering::Relaxed);
+                            disconnected.send_modify(|n| *n += 1);
                         }
                         other => tracing::warn!(%destination, "NATS: {other}"),
                     }
@@ -181,10 +191,18 @@ impl NatsTransport {
             client,
             jetstream,
             disconnects,
+            closed,
         })
     }
 
     async fn send_batch(&mut self, batch: &Batch) -> Result<Delivered, SendError> {
+        if self
+            .connection
+            .as_ref()
+            .is_some_and(|c| c.closed.load(Ordering::Relaxed))
+        {
+            self.connection = None;
+        }
         if self.connection.is_none() {
             self.connection = Some(self.connect().await?);
         }
@@ -226,7 +244,17 @@ impl NatsTransport {
                     total - tally.acked
                 ),
                 Failure::NoStream => no_stream(&self.settings.subject, &self.destination),
-                Failure::Publish(e) => format!("publishing to {}: {e}", self.destination),
+                Failure::Publish(e) => {
+                    // The client itself failed (not the stream): start afresh next time.
+                    self.connection = None;
+                    format!("publishing to {}: {e}", self.destination)
+                }
+                Failure::Ack(_, e) if e.kind() == PublishErrorKind::TimedOut => format!(
+                    "{} sent no acknowledgement (PubAck) within {:.1}s: {} of {total} records acknowledged",
+                    self.destination,
+                    self.timeout.as_secs_f64(),
+                    tally.acked
+                ),
                 Failure::Ack(record, e) => format!(
                     "{} did not acknowledge record {record} of the batch ({} of {total} acknowledged): {e}",
                     self.destination, tally.acked

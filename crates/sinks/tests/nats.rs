@@ -427,6 +427,17 @@ impl OwnServer {
         }
     }
 
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) the server: a server that hangs with its
+    /// connections open, as behind a network partition.
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let status = Command::new("kill")
+            .args([signal, pid.as_str()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     /// SIGKILL: no shutdown, no flush, as a crash would.
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -512,6 +523,70 @@ async fn a_server_killed_mid_stream_loses_nothing_once_it_is_back() {
     );
     eprintln!(
         "killed with {delivered_at_kill} of 500 delivered; {} messages read back, {duplicates} event duplicates; last error during the outage: {error}",
+        back.records.len()
+    );
+    log.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_hangs_fails_each_attempt_within_the_timeout_and_nothing_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let signer = signer();
+    let log = open_log(&data, &signer, Durability::Strict, 10);
+    let server = OwnServer::start(&dir.path().join("nats-store"));
+    let js = jetstream_at(&server.url()).await;
+    create_stream(&js, "AUDIT", "audit.gw").await;
+    record(&log, 50).await;
+    let context = Context {
+        data_dir: data.clone(),
+        origin: ORIGIN.into(),
+        committed: Some(log.committed()),
+    };
+    let spec = nats_sink(&server.url(), "audit.gw", 20, Duration::from_secs(2));
+    let sinks = SinkSet::start(std::slice::from_ref(&spec), &context).unwrap();
+    wait_until("50 delivered", Duration::from_secs(30), || {
+        sinks.status()[0].state == "caught-up"
+    })
+    .await;
+
+    // Frozen: the connection stays open, no ack comes. Each attempt fails at the timeout.
+    server.signal("-STOP");
+    let frozen = Instant::now();
+    record(&log, 100).await;
+    wait_until("the hang reported", Duration::from_secs(30), || {
+        sinks.status()[0].last_error.is_some()
+    })
+    .await;
+    let waited = frozen.elapsed();
+    let status = sinks.status().remove(0);
+    let error = status.last_error.clone().unwrap();
+    assert!(
+        waited < Duration::from_secs(8),
+        "failed after {waited:?}: {error}"
+    );
+    assert!(
+        error.contains("2.0s") || error.contains("timed out"),
+        "{error}"
+    );
+    assert_eq!((status.delivered, status.state.as_str()), (50, "retrying"));
+    // Retried a few times meanwhile, each bounded.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(sinks.status()[0].delivered, 50);
+
+    server.signal("-CONT");
+    log.checkpoint_now().await.unwrap();
+    wait_until("caught up after the thaw", Duration::from_secs(60), || {
+        let s = &sinks.status()[0];
+        s.delivered == 150 && s.state == "caught-up"
+    })
+    .await;
+    sinks.finish(Duration::from_secs(2)).await;
+    let back = read_back(&js, "AUDIT").await;
+    let duplicates = assert_complete_in_order(&back.records, 150);
+    assert_eq!(verify(&back.payloads, &signer).logs[0].covered, 150);
+    eprintln!(
+        "hung server: reported after {waited:?} ({error}); {} messages read back, {duplicates} event duplicates",
         back.records.len()
     );
     log.close().await.unwrap();
