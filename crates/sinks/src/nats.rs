@@ -9,6 +9,8 @@
 //! `checkpoint-<origin>-<size>` or `omitted-<origin>-<first leaf>`. A batch the engine sends
 //! again (its acknowledgement was lost) is therefore stored once when the resend falls
 //! within the stream's duplicate window; the PubAck says `duplicate`, and those are counted.
+//! A resend after the window is stored again: delivery stays at least once, and
+//! `verify-export` accepts duplicates.
 //!
 //! A batch is one round trip, not one per record: every record is published first
 //! (pipelined on the one connection, up to [`ACK_WINDOW`] unacknowledged), then the PubAcks
@@ -23,6 +25,11 @@
 //! client's buffer, and a connection lost while acks are awaited fails the batch then, not
 //! at the timeout. The client's buffer is bounded ([`CLIENT_CAPACITY`]) and every publish
 //! and ack waits at most the sink's `timeout`.
+//!
+//! TLS (rustls): a `tls://` URL, or any of `ca`, `client_cert`, `server_name`, requires it;
+//! the server's certificate must chain to `ca` (the system's roots without it) and carry
+//! `server_name` (the URL's host without it). Authentication: `token`, or `credentials`
+//! (a `.creds` file), or a `user:password@` in the URL, which status and errors never show.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
