@@ -570,6 +570,26 @@ mod tests {
         assert_eq!(without_userinfo("tls://h:1/x"), "tls://h:1/x");
     }
 
+    #[tokio::test]
+    async fn a_server_down_is_a_send_error_that_shows_no_password() {
+        let mut s = settings();
+        // Nothing listens on port 1.
+        s.url = "nats://user:hunter2@127.0.0.1:1".into();
+        let mut t = NatsTransport::new(s, "o", Duration::from_secs(2)).unwrap();
+        let batch = Batch {
+            origin: "o".into(),
+            records: Vec::new(),
+            first_leaf: 0,
+            end_leaf: 0,
+        };
+        let e = t.send(&batch).await.unwrap_err().reason;
+        assert!(
+            e.starts_with("cannot connect to nats://127.0.0.1:1 subject audit.gw1: ")
+                && !e.contains("hunter2"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn a_missing_secret_or_file_fails_the_start_without_showing_a_value() {
         let mut s = settings();
