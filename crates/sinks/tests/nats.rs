@@ -357,6 +357,62 @@ async fn a_subject_no_stream_captures_is_named_and_nothing_is_lost_once_one_does
     log.close().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_larger_than_the_stream_takes_is_rejected_and_reported_not_retried_forever() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let signer = signer();
+    let log = open_log(&data, &signer, Durability::Strict, 100);
+    let id = unique();
+    let (name, subject) = (format!("PCT_{id}"), format!("pctest.{id}.small"));
+    let js = jetstream_at(SHARED_NATS).await;
+    js.create_stream(stream::Config {
+        name: name.clone(),
+        subjects: vec![subject.clone()],
+        storage: stream::StorageType::File,
+        max_message_size: 4096,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let _guard = StreamGuard { name: name.clone() };
+    record(&log, 3).await;
+    let mut big = log.event(EventType::Request, Outcome::Success);
+    big.target = Some("x".repeat(8000));
+    log.record(big).await.unwrap();
+    record(&log, 3).await;
+    log.checkpoint_now().await.unwrap();
+    let context = Context {
+        data_dir: data.clone(),
+        origin: ORIGIN.into(),
+        committed: Some(log.committed()),
+    };
+    let spec = nats_sink(SHARED_NATS, &subject, 100, Duration::from_secs(10));
+    let sinks = SinkSet::start(std::slice::from_ref(&spec), &context).unwrap();
+    wait_until("7 leaves past", Duration::from_secs(30), || {
+        let s = &sinks.status()[0];
+        s.delivered == 7 && s.state == "caught-up"
+    })
+    .await;
+    assert_eq!(sinks.status()[0].rejected, 1);
+    sinks.finish(Duration::from_secs(2)).await;
+    let report = std::fs::read_to_string(data.join("sinks/bus.rejected.jsonl")).unwrap();
+    assert!(
+        report.contains("\"leaf_index\":3") && report.contains("refuses the record"),
+        "{report}"
+    );
+    eprintln!("rejected: {report}");
+    let back = read_back(&js, &name).await;
+    let leaves: Vec<u64> = back
+        .records
+        .iter()
+        .filter(|r| r["record"] == "event")
+        .map(|r| r["leaf_index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(leaves, [0, 1, 2, 4, 5, 6]);
+    log.close().await.unwrap();
+}
+
 /// A nats-server of the test's own, on a port and store directory that survive a kill.
 struct OwnServer {
     port: u16,
