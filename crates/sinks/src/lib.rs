@@ -20,6 +20,7 @@ pub mod engine;
 pub mod export;
 pub mod file;
 pub mod filter;
+pub mod nats;
 pub mod record;
 pub mod syslog;
 
@@ -120,10 +121,12 @@ pub fn transport(spec: &SinkSpec, origin: &str) -> Result<Box<dyn Transport>, Si
         sink: spec.name.clone(),
         reason,
     };
-    let _ = origin;
     match &spec.kind {
         SinkKind::File(file) => Ok(Box::new(file::FileTransport::new(file.clone()))),
         SinkKind::Syslog(syslog) => Ok(Box::new(syslog::SyslogSender::new(syslog).map_err(setup)?)),
+        SinkKind::Nats(nats) => Ok(Box::new(
+            nats::NatsTransport::new(nats.clone(), origin, spec.timeout).map_err(setup)?,
+        )),
         other => Err(setup(format!(
             "{} sinks are not available in this build",
             other.name()
