@@ -16,10 +16,13 @@
 #![forbid(unsafe_code)]
 
 pub mod cursor;
+pub mod ecs;
 pub mod engine;
 pub mod export;
 pub mod file;
 pub mod filter;
+pub mod http;
+pub mod otlp;
 pub mod record;
 
 use std::path::PathBuf;
@@ -103,6 +106,12 @@ pub fn transport(spec: &SinkSpec, origin: &str) -> Result<Box<dyn Transport>, Si
     let _ = origin;
     match &spec.kind {
         SinkKind::File(file) => Ok(Box::new(file::FileTransport::new(file.clone()))),
+        SinkKind::Http(http) => Ok(Box::new(
+            http::HttpTransport::new(http, spec.timeout).map_err(setup)?,
+        )),
+        SinkKind::Otlp(otlp) => Ok(Box::new(
+            otlp::OtlpTransport::new(otlp, spec.timeout).map_err(setup)?,
+        )),
         other => Err(setup(format!(
             "{} sinks are not available in this build",
             other.name()
