@@ -183,9 +183,8 @@ async fn hec_endpoint(State(peer): State<Arc<Peer>>, headers: HeaderMap, body: B
         check(&headers, "application/json")?;
         let body = body_of(&headers, &body)?;
         // HEC's framing: JSON objects one after the other, no array, no separator needed.
-        let mut stream = serde_json::Deserializer::from_slice(&body).into_iter::<Value>();
-        let mut n = 0;
-        while let Some(event) = stream.next() {
+        let stream = serde_json::Deserializer::from_slice(&body).into_iter::<Value>();
+        for (n, event) in stream.enumerate() {
             let event = event.map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?;
             let well_formed = event["sourcetype"] == "portcullis:audit"
                 && event["source"] == "portcullis"
@@ -211,7 +210,6 @@ async fn hec_endpoint(State(peer): State<Arc<Peer>>, headers: HeaderMap, body: B
                 ));
             }
             peer.stored.lock().unwrap().hec.push(event);
-            n += 1;
         }
         Ok(answer(
             StatusCode::OK,
@@ -237,7 +235,7 @@ async fn bulk_endpoint(State(peer): State<Arc<Peer>>, headers: HeaderMap, body: 
             return Err(bad("the body must end with a newline".into()));
         }
         let lines: Vec<&str> = body.lines().collect();
-        if lines.len() % 2 != 0 {
+        if !lines.len().is_multiple_of(2) {
             return Err(bad("action and document lines must pair up".into()));
         }
         let mut items = Vec::new();
@@ -425,7 +423,7 @@ async fn every_preset_waits_out_an_outage_and_delivers_everything_in_order() {
     }
     sinks.finish(Duration::from_secs(2)).await;
 
-    let st = stored();
+    let st = std::mem::take(&mut *stored());
     let exports = [
         ("json", st.json.clone()),
         ("hec", st.hec.clone()),
@@ -575,7 +573,7 @@ async fn bulk_resends_are_deduplicated_and_a_mapping_error_is_refused_for_good()
     assert_eq!((status.delivered, status.rejected), (20, 1), "{status:?}");
     sinks.finish(Duration::from_secs(1)).await;
 
-    let st = peer.stored.lock().unwrap();
+    let st = std::mem::take(&mut *peer.stored.lock().unwrap());
     assert!(
         st.conflicts >= 7,
         "the resent batch answered 409: {}",
