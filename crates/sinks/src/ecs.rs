@@ -20,12 +20,35 @@ pub const ECS_VERSION: &str = "8.17.0";
 
 /// The ECS document of a record of `origin`'s log.
 pub fn ecs_document(record: &Record, origin: &str) -> Value {
-    let native: Value = serde_json::from_str(&record.to_json(origin)).unwrap_or(Value::Null);
+    let mut doc = ecs_fields(record, origin);
+    doc["portcullis"] = serde_json::from_str(&record.to_json(origin)).unwrap_or(Value::Null);
+    doc
+}
+
+/// Appends the document of `record` to `out` (no newline), with `time` as `@timestamp`
+/// when the record has no time of its own. The native record is written as it is, not
+/// parsed and written again: it is most of the document.
+pub(crate) fn write_document(record: &Record, origin: &str, time: &str, out: &mut Vec<u8>) {
+    let mut doc = ecs_fields(record, origin);
+    if doc.get("@timestamp").is_none() {
+        doc["@timestamp"] = json!(time);
+    }
+    // Serialising a Value into a Vec cannot fail; it ends with `}`, reopened here.
+    let _ = serde_json::to_writer(&mut *out, &doc);
+    out.pop();
+    out.extend_from_slice(b",\"portcullis\":");
+    let mut native = String::new();
+    record.write_json(origin, &mut native);
+    out.extend_from_slice(native.as_bytes());
+    out.push(b'}');
+}
+
+/// The ECS fields of a record, without the native record.
+fn ecs_fields(record: &Record, origin: &str) -> Value {
     let mut doc = json!({
         "ecs": {"version": ECS_VERSION},
         "service": {"name": "portcullis"},
         "labels": {"origin": origin, "record": record.kind()},
-        "portcullis": native,
     });
     match record {
         Record::Event(e) => event_fields(e, &mut doc),
@@ -302,5 +325,11 @@ mod tests {
         assert_eq!(doc["event"]["action"], "omitted");
         assert_eq!(doc["portcullis"]["leaf_index"], 3);
         assert!(doc.get("@timestamp").is_none());
+        // As the transport writes it: the same document, with the time it is given.
+        let mut written = Vec::new();
+        write_document(&omitted, "o", "2026-12-06T10:00:02.000Z", &mut written);
+        let mut expected = doc;
+        expected["@timestamp"] = json!("2026-12-06T10:00:02.000Z");
+        assert_eq!(serde_json::from_slice::<Value>(&written).unwrap(), expected);
     }
 }

@@ -488,16 +488,15 @@ impl HttpTransport {
         let index = self.index.as_deref().unwrap_or("portcullis-audit");
         let mut body = Vec::with_capacity(batch.records.len() * 1500);
         let fallback = fallback_time(batch);
+        let index_json = serde_json::Value::String(index.into()).to_string();
         for (i, record) in batch.records.iter().enumerate() {
-            let mut document = crate::ecs::ecs_document(record, &batch.origin);
-            if document.get("@timestamp").is_none() {
-                document["@timestamp"] = serde_json::Value::String(fallback[i].clone());
-            }
-            let action = serde_json::json!({"create": {"_index": index, "_id": document_id(record, &batch.origin)}});
-            // Serialising a Value into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut body, &action);
-            body.push(b'\n');
-            let _ = serde_json::to_writer(&mut body, &document);
+            let id = serde_json::Value::String(document_id(record, &batch.origin)).to_string();
+            body.extend_from_slice(b"{\"create\":{\"_index\":");
+            body.extend_from_slice(index_json.as_bytes());
+            body.extend_from_slice(b",\"_id\":");
+            body.extend_from_slice(id.as_bytes());
+            body.extend_from_slice(b"}}\n");
+            crate::ecs::write_document(record, &batch.origin, &fallback[i], &mut body);
             body.push(b'\n');
         }
         let (status, _, answer) = self.poster.post("application/x-ndjson", body).await?;

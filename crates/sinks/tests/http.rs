@@ -293,6 +293,7 @@ async fn serve(peer: Arc<Peer>) -> String {
         .route("/ingest", post(json_endpoint))
         .route("/services/collector/event", post(hec_endpoint))
         .route("/es/_bulk", post(bulk_endpoint))
+        .layer(axum::extract::DefaultBodyLimit::max(1 << 30))
         .with_state(peer);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -201,6 +201,7 @@ async fn serve(peer: Arc<Peer>) -> String {
     let app = axum::Router::new()
         .route("/v1/logs", post(logs))
         .route("/refuse/v1/logs", post(refuse))
+        .layer(axum::extract::DefaultBodyLimit::max(1 << 30))
         .with_state(peer);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
