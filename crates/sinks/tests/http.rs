@@ -296,7 +296,10 @@ async fn lean_bulk_endpoint(headers: HeaderMap, body: Bytes) -> Answer {
     };
     let lines = body.iter().filter(|&&b| b == b'\n').count();
     assert!(lines.is_multiple_of(2));
-    (StatusCode::OK, json!({"took": 1, "errors": false, "items": []}).to_string())
+    (
+        StatusCode::OK,
+        json!({"took": 1, "errors": false, "items": []}).to_string(),
+    )
 }
 
 /// Starts the receiver; its base URL.
@@ -679,4 +682,148 @@ async fn throughput() {
         );
     }
     log.close().await.unwrap();
+}
+
+/// A certificate authority made with rcgen.
+struct Ca {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = rcgen::KeyPair::generate().unwrap();
+        Ca {
+            issuer: rcgen::CertifiedIssuer::self_signed(params, key).unwrap(),
+        }
+    }
+
+    /// A certificate for `names`, for a server or a client: (certificate PEM, key PEM).
+    fn issue(&self, names: &[&str], usage: rcgen::ExtendedKeyUsagePurpose) -> (String, String) {
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, names[0]);
+        params.extended_key_usages = vec![usage];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// A TLS receiver for `siem.test` (not for its IP address) that requires a client
+/// certificate from `ca`; its port.
+async fn serve_tls(peer: Arc<Peer>, ca: &Ca) -> u16 {
+    use tokio_rustls::rustls;
+    let (cert, key) = ca.issue(&["siem.test"], rcgen::ExtendedKeyUsagePurpose::ServerAuth);
+    let certs: Vec<_> = rustls::pki_types::pem::PemObject::pem_slice_iter(cert.as_bytes())
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = rustls::pki_types::pem::PemObject::from_pem_slice(key.as_bytes()).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.issuer.der().clone()).unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+        .build()
+        .unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .unwrap();
+    let app = axum::Router::new()
+        .route("/ingest", post(json_endpoint))
+        .with_state(peer);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config));
+    tokio::spawn(async move {
+        axum_server::from_tcp_rustls(listener, tls)
+            .unwrap()
+            .serve(app.into_make_service())
+            .await
+            .unwrap();
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_private_ca_a_client_certificate_and_a_server_name() {
+    let s = setup(Durability::Strict);
+    let dir = s.data.parent().unwrap().to_path_buf();
+    let ca = Ca::new("siem test ca");
+    let peer = Arc::new(Peer::default());
+    let port = serve_tls(peer.clone(), &ca).await;
+    std::fs::write(dir.join("ca.pem"), ca.issuer.pem()).unwrap();
+    let (cert, key) = ca.issue(
+        &["portcullis-gw"],
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    std::fs::write(dir.join("client.pem"), cert).unwrap();
+    std::fs::write(dir.join("client.key"), key).unwrap();
+    record(&s.log, 9, "billing").await;
+    s.log.checkpoint_now().await.unwrap();
+    let tls = |server_name: Option<&str>, client: bool| ClientTls {
+        ca: Some(dir.join("ca.pem")),
+        client_cert: client.then(|| (dir.join("client.pem"), dir.join("client.key"))),
+        server_name: server_name.map(String::from),
+    };
+    let sink = |name: &str, tls: ClientTls| {
+        let mut settings = http_sink(
+            format!("https://127.0.0.1:{port}/ingest"),
+            HttpPreset::Json,
+            None,
+        );
+        settings.tls = tls;
+        spec(name, 100, settings)
+    };
+    let specs = [
+        sink("good", tls(Some("siem.test"), true)),
+        // The certificate does not name 127.0.0.1.
+        sink("no-name", tls(None, true)),
+        sink("no-client-cert", tls(Some("siem.test"), false)),
+    ];
+    let sinks = SinkSet::start(&specs, &s.context).unwrap();
+    wait_until("the good sink caught up and the others failing", || {
+        let st = sinks.status();
+        st[0].state == "caught-up" && st[1].last_error.is_some() && st[2].last_error.is_some()
+    })
+    .await;
+    let st = sinks.status();
+    assert_eq!(st[0].delivered, 9);
+    assert_eq!(
+        st[0].destination,
+        format!("https://127.0.0.1:{port}/ingest")
+    );
+    let no_name = st[1].last_error.as_deref().unwrap();
+    assert!(
+        no_name.contains("certificate not valid for name \"127.0.0.1\""),
+        "{no_name}"
+    );
+    let no_client = st[2].last_error.as_deref().unwrap();
+    assert!(no_client.contains("CertificateRequired"), "{no_client}");
+    assert_eq!(st[2].delivered, 0, "{no_client}");
+    sinks.finish(Duration::from_secs(1)).await;
+    let json = std::mem::take(&mut peer.stored.lock().unwrap().json);
+    assert_eq!(leaves(json.into_iter()), (0..9).collect::<Vec<_>>());
+
+    // A missing CA file fails the start, naming the sink and the file.
+    let mut missing = tls(None, false);
+    missing.ca = Some(dir.join("nope.pem"));
+    let e = SinkSet::start(&[sink("broken", missing)], &s.context).unwrap_err();
+    assert!(
+        e.to_string().contains("sink broken: ca: cannot read")
+            && e.to_string().contains("nope.pem"),
+        "{e}"
+    );
+    s.log.close().await.unwrap();
 }
