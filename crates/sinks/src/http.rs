@@ -78,13 +78,27 @@ impl Poster {
             let value = secret.read().map_err(|e| format!("headers.{name}: {e}"))?;
             let header = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| format!("headers.{name}: not a valid header name"))?;
+            if RESERVED.contains(&header)
+                || extra
+                    .iter()
+                    .any(|(preset_header, _)| *preset_header == header)
+            {
+                return Err(format!(
+                    "headers.{name}: the sink sets this header itself{}",
+                    if header == reqwest::header::AUTHORIZATION {
+                        " (from token)"
+                    } else {
+                        ""
+                    }
+                ));
+            }
             let mut value = HeaderValue::from_str(&value)
                 .map_err(|_| format!("headers.{name}: the value is not a valid header value"))?;
             if !matches!(secret, Secret::Literal(_)) {
                 value.set_sensitive(true);
             }
             if let Ok(text) = value.to_str() {
-                secrets.push(text.to_string());
+                push_secret(&mut secrets, text);
             }
             map.insert(header, value);
         }
@@ -92,7 +106,7 @@ impl Poster {
             let mut v = HeaderValue::from_str(&value)
                 .map_err(|_| format!("{header}: the value is not a valid header value"))?;
             v.set_sensitive(true);
-            secrets.push(value);
+            push_secret(&mut secrets, &value);
             map.insert(header, v);
         }
         // Blank out only values long enough not to mangle ordinary words.
@@ -182,6 +196,25 @@ impl Poster {
             let _ = write!(reason, " ({hint})");
         }
         SendError::new(reason)
+    }
+}
+
+/// Headers the sink sets itself: a configured one would be sent twice or contradict the
+/// body.
+const RESERVED: &[HeaderName] = &[
+    CONTENT_TYPE,
+    CONTENT_ENCODING,
+    reqwest::header::CONTENT_LENGTH,
+    reqwest::header::HOST,
+    reqwest::header::TRANSFER_ENCODING,
+];
+
+/// Remembers a header value to blank out of receivers' answers: the whole value and, for
+/// `Scheme credentials` values, the credentials alone.
+fn push_secret(secrets: &mut Vec<String>, value: &str) {
+    secrets.push(value.to_string());
+    if let Some((_, credentials)) = value.split_once(' ') {
+        secrets.push(credentials.trim().to_string());
     }
 }
 
@@ -475,6 +508,9 @@ impl HttpTransport {
                         Some(1..=4) => "check the HEC token",
                         Some(7) => "the index is not allowed for this token",
                         Some(9) => "HEC is busy",
+                        Some(10 | 11) => {
+                            "the token has indexer acknowledgement on, which this sink does not use: turn it off for this token"
+                        }
                         _ => hint(status),
                     };
                     return Err(self.poster.refused(status, &answer, hint));
@@ -749,6 +785,40 @@ mod tests {
         assert_eq!(poster.destination(), "http://siem:9/x");
         let text = poster.excerpt(format!("bad key s3cret-value\n{}", "x".repeat(1000)).as_bytes());
         assert!(text.starts_with("bad key [redacted] x"), "{text}");
+        let poster = Poster::new(
+            reqwest::Url::parse("http://siem:9/").unwrap(),
+            &ClientTls::default(),
+            &Default::default(),
+            vec![(
+                reqwest::header::AUTHORIZATION,
+                "Splunk 1234-abcd-5678".into(),
+            )],
+            false,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert_eq!(
+            poster.excerpt(b"token 1234-abcd-5678 is disabled"),
+            "token [redacted] is disabled"
+        );
+        let e = Poster::new(
+            reqwest::Url::parse("http://siem:9/").unwrap(),
+            &ClientTls::default(),
+            &[(
+                "Content-Type".to_string(),
+                Secret::Literal("text/plain".into()),
+            )]
+            .into(),
+            vec![],
+            false,
+            Duration::from_secs(1),
+        )
+        .err()
+        .unwrap();
+        assert!(
+            e.contains("headers.Content-Type: the sink sets this header itself"),
+            "{e}"
+        );
         assert!(text.len() < EXCERPT + 10);
     }
 }
