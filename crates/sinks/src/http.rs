@@ -9,12 +9,19 @@
 //!   path gets `/services/collector/event` (the raw endpoint is refused: it has no framing
 //!   that keeps records whole). HEC stops at the first event it cannot parse and says which
 //!   (`invalid-event-number`): that record is refused for good, and the records after it,
-//!   which HEC never looked at, are sent again in a second request of the same delivery.
+//!   which HEC never looked at, are sent again in a second request of the same delivery
+//!   (the ones before it were indexed). If that request fails, the whole batch is retried
+//!   later, so those before it may arrive twice: at least once, never lost.
+//!   HEC tokens with indexer acknowledgement are not supported (the sink sends no channel).
 //! - `elasticsearch`: Elasticsearch or OpenSearch `_bulk` (`/_bulk` is appended to the URL
 //!   unless it ends with it), one `create` action per record with a deterministic `_id`
 //!   (the event id; `checkpoint-<origin>-<size>`; `omitted-<origin>-<leaf>`), so a batch
 //!   sent again after a crash or a failure is deduplicated by the receiver: an item
-//!   answering 409 (the document exists) counts as delivered. The documents are ECS
+//!   answering 409 (the document exists) counts as delivered. An item refused with 429 or
+//!   5xx (a busy or failing shard) fails the delivery: the whole batch goes again after the
+//!   engine's backoff, which the 409s make cheap and duplicate-free, rather than at once
+//!   from here. Any other refused item (400 `mapper_parsing_exception`, ...) is a rejection
+//!   for good with the item's error type and reason. The documents are ECS
 //!   ([`crate::ecs`]) with the native record under `portcullis`.
 //!
 //! Status codes. Any non-2xx answer to the whole request fails the delivery and the batch is
