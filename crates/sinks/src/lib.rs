@@ -16,11 +16,14 @@
 #![forbid(unsafe_code)]
 
 pub mod cursor;
+pub mod ecs;
 pub mod engine;
 pub mod export;
 pub mod file;
 pub mod filter;
+pub mod http;
 pub mod nats;
+pub mod otlp;
 pub mod record;
 pub mod syslog;
 
@@ -127,9 +130,11 @@ pub fn transport(spec: &SinkSpec, origin: &str) -> Result<Box<dyn Transport>, Si
         SinkKind::Nats(nats) => Ok(Box::new(
             nats::NatsTransport::new(nats.clone(), origin, spec.timeout).map_err(setup)?,
         )),
-        other => Err(setup(format!(
-            "{} sinks are not available in this build",
-            other.name()
-        ))),
+        SinkKind::Http(http) => Ok(Box::new(
+            http::HttpTransport::new(http, spec.timeout).map_err(setup)?,
+        )),
+        SinkKind::Otlp(otlp) => Ok(Box::new(
+            otlp::OtlpTransport::new(otlp, spec.timeout).map_err(setup)?,
+        )),
     }
 }
