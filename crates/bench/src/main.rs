@@ -10,6 +10,7 @@
 
 mod approvals;
 mod evidence;
+mod sinks;
 mod verify;
 
 use std::net::SocketAddr;
@@ -43,6 +44,9 @@ enum Bench {
     /// The approval workflow: allow paths with and without a grant, held calls released by
     /// an approver through the admin API, and a backlog of held calls approved at once.
     Approvals(approvals::Args),
+    /// Audit sinks: delivered events per second for each kind, and the lag behind a log
+    /// written at 10,000 events per second.
+    Sinks(sinks::Args),
 }
 
 #[derive(clap::Args)]
@@ -81,6 +85,10 @@ struct Args {
     /// beside the events), `encrypted` (sealed to an age recipient made with `age-keygen`).
     #[arg(long, value_delimiter = ',', default_value = "off")]
     recording: Vec<Recording>,
+    /// Also measure the gateway streaming its log to two sinks: syslog over TCP (to a
+    /// receiver in this process) and NATS JetStream (the machine's, on 127.0.0.1:4222).
+    #[arg(long)]
+    sinks: bool,
 }
 
 /// How a measured gateway records sessions.
@@ -124,6 +132,8 @@ struct Variant<'a> {
     signed: bool,
     mask: bool,
     recording: Recording,
+    /// `[[sinks]]` tables added to the configuration.
+    sinks: String,
 }
 
 pub(crate) const MODERN: &str = "2026-07-28";
@@ -213,18 +223,27 @@ tools = ["lookup"]
 /// Starts a gateway as the `mcp` benchmark configures it: one agent key, the `bench` target,
 /// one rule allowing `lookup`. `signed`: as deployed, with checkpoints signed at the default
 /// cadence and published to a directory.
-pub(crate) fn start_gateway(
-    binary: &Path,
+fn start_gateway(
+    variant: &Variant<'_>,
     upstream: SocketAddr,
     key_hash: &str,
-    durability: &str,
-    signed: bool,
-    mask: bool,
-    recording: Recording,
 ) -> Result<GatewayProcess> {
-    let mask = if mask { "mask = \"default\"\n" } else { "" };
-    let body = bench_config(key_hash, upstream, mask) + "\n" + &recording.section()?;
-    launch_gateway(binary, durability, signed, "", &body)
+    let mask = if variant.mask {
+        "mask = \"default\"\n"
+    } else {
+        ""
+    };
+    let body = bench_config(key_hash, upstream, mask)
+        + "\n"
+        + &variant.recording.section()?
+        + &variant.sinks;
+    launch_gateway(
+        &variant.binary,
+        variant.durability,
+        variant.signed,
+        "",
+        &body,
+    )
 }
 
 /// Starts a gateway whose `[gateway]` table also has `gateway_extra` (such as `admin_listen`),
@@ -469,6 +488,7 @@ async fn main() -> Result<()> {
         Bench::Verify(args) => return verify::run(args).await,
         Bench::Evidence(args) => return evidence::run(args).await,
         Bench::Approvals(args) => return approvals::run(args).await,
+        Bench::Sinks(args) => return sinks::run(args).await,
     };
     let upstream = start_upstream(args.upstream_listen).await?;
     let direct = format!("http://{upstream}/mcp");
@@ -509,6 +529,11 @@ async fn main() -> Result<()> {
             rps / direct_rps
         );
     }
+    let sink_peers = if args.sinks {
+        Some(sinks::McpSinks::start().await?)
+    } else {
+        None
+    };
     let mut gateways: Vec<Variant<'_>> = Vec::new();
     for durability in &args.durability {
         for baseline in &args.baseline {
@@ -522,6 +547,7 @@ async fn main() -> Result<()> {
                 signed: false,
                 mask: false,
                 recording: Recording::Off,
+                sinks: String::new(),
             });
         }
         for &recording in &args.recording {
@@ -537,6 +563,7 @@ async fn main() -> Result<()> {
                 signed: true,
                 mask: false,
                 recording,
+                sinks: String::new(),
             });
         }
         if args.mask {
@@ -547,21 +574,24 @@ async fn main() -> Result<()> {
                 signed: true,
                 mask: true,
                 recording: Recording::Off,
+                sinks: String::new(),
+            });
+        }
+        if let Some(sinks) = &sink_peers {
+            gateways.push(Variant {
+                label: format!("gateway ({durability}, 2 sinks)"),
+                binary: args.gateway.clone(),
+                durability,
+                signed: true,
+                mask: false,
+                recording: Recording::Off,
+                sinks: sinks.config.clone(),
             });
         }
     }
     for variant in gateways {
-        let Variant {
-            label,
-            binary,
-            durability,
-            signed,
-            mask,
-            recording,
-        } = variant;
-        let gateway = start_gateway(
-            &binary, upstream, &hash, durability, signed, mask, recording,
-        )?;
+        let gateway = start_gateway(&variant, upstream, &hash)?;
+        let label = &variant.label;
         let local = measure_latency(&gateway.url, &key, args.latency_calls, Probe::Ping).await?;
         let latency =
             measure_latency(&gateway.url, &key, args.latency_calls, Probe::ToolCall).await?;
@@ -586,6 +616,9 @@ async fn main() -> Result<()> {
             micros(latency.p99) - micros(direct_latency.p99),
             rps / direct_rps
         );
+    }
+    if let Some(sinks) = sink_peers {
+        sinks.finish().await?;
     }
     Ok(())
 }
