@@ -193,6 +193,27 @@ impl AuditReader {
         })
     }
 
+    /// The stored leaf hash of the leaf at `index` (from 0), if the log has it: a sink's
+    /// cursor checks that the last leaf it delivered is still the one in the log.
+    pub fn leaf_hash(&self, index: u64) -> Result<Option<crate::merkle::Hash>, AuditError> {
+        let hash: Option<Vec<u8>> = self
+            .conn
+            .query_row(
+                "SELECT leaf_hash FROM events WHERE seq = ?1",
+                params![to_i64(index + 1)],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|source| self.read_err(source))?;
+        hash.map(|h| {
+            h.try_into().map_err(|_| AuditError::Corrupt {
+                path: self.path.clone(),
+                seq: index + 1,
+            })
+        })
+        .transpose()
+    }
+
     /// The id of the log's first event: a sink's cursor names it, so a cursor is never
     /// applied to another log (a data directory restored or replaced under it).
     pub fn first_event_id(&self) -> Result<Option<String>, AuditError> {

@@ -542,12 +542,10 @@ fn resolve_kind(
         let scheme = value.split_once("://").map(|(s, _)| s);
         match scheme {
             Some(s) if schemes.contains(&s) && value.len() > s.len() + 3 => Ok(()),
+            // The value is not echoed: a URL may carry a password.
             _ => Err(err(
                 field,
-                format!(
-                    "{value:?} is not a URL starting with {}",
-                    schemes.join("://, ") + "://"
-                ),
+                format!("not a URL starting with {}", schemes.join("://, ") + "://"),
             )),
         }
     };

@@ -6,6 +6,8 @@
 //! log agree on meaning without depending on each other.
 #![forbid(unsafe_code)]
 
+pub mod json;
+
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;

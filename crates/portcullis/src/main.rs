@@ -436,6 +436,11 @@ fn check_config(path: &Path) -> Result<()> {
                 .unwrap_or_default(),
         );
     }
+    if !config.sinks.is_empty() && config.audit.signing_key.is_none() {
+        println!(
+            "  warning: audit.signing_key is not set, so the sinks' streams carry no signed checkpoints and their copies cannot be verified (audit verify-export)"
+        );
+    }
     for spec in &config.sinks {
         let destination = portcullis_sinks::destination(spec);
         let filter = &spec.filter;
@@ -450,7 +455,7 @@ fn check_config(path: &Path) -> Result<()> {
             }
         }
         println!(
-            "  sink {} ({} -> {destination}): {}, signed checkpoints included; batches of {}, warns past {} of lag",
+            "  sink {} ({} -> {destination}): {}{}; batches of {}, warns past {} of lag",
             spec.name,
             spec.kind.name(),
             if only.is_empty() {
@@ -460,6 +465,11 @@ fn check_config(path: &Path) -> Result<()> {
                     "events of {} (the others as leaf hashes)",
                     only.join(" and ")
                 )
+            },
+            if config.audit.signing_key.is_some() {
+                ", signed checkpoints included"
+            } else {
+                ""
             },
             spec.batch_max,
             humantime::format_duration(spec.lag_warning),
@@ -661,6 +671,11 @@ pub async fn serve(
     let audit = open_audit_log(&config)?;
     audit.set_space_reserve(config.audit.space_reserve);
     let publisher = start_publisher(&config, &audit)?;
+    if !config.sinks.is_empty() && config.audit.signing_key.is_none() {
+        tracing::warn!(
+            "audit.signing_key is not set: the sinks' streams carry no signed checkpoints, so their copies cannot be verified"
+        );
+    }
     // The sinks read the committed log on their own tasks: no request waits for them.
     let sinks = portcullis_sinks::SinkSet::start(
         &config.sinks,

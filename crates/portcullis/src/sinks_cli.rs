@@ -165,6 +165,10 @@ pub struct VerifyExportArgs {
     /// several gateways' logs.
     #[arg(long, required = true)]
     pubkey: Vec<PathBuf>,
+    /// Every event must be there in full: for a sink without a filter, where a hash
+    /// standing in for an event (an `omitted` record) can only be an event taken out.
+    #[arg(long)]
+    full: bool,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -197,7 +201,8 @@ pub fn verify_export(args: &VerifyExportArgs) -> i32 {
             }
         }
     };
-    match portcullis_sinks::export::verify(input, &keys) {
+    let options = portcullis_sinks::export::Options { full: args.full };
+    match portcullis_sinks::export::verify_with(input, &keys, options) {
         Ok(summary) => {
             if args.json {
                 println!(

@@ -276,4 +276,10 @@ fn check_config_names_a_misconfigured_sink_field_and_explains_a_good_one() {
         out.contains("sink lake (file -> ") && out.contains("events of types approval.*"),
         "{out}"
     );
+    // Without a signing key the stream has no checkpoints to verify a copy against: said.
+    assert!(
+        out.contains("warning: audit.signing_key is not set")
+            && !out.contains("checkpoints included"),
+        "{out}"
+    );
 }

@@ -24,6 +24,12 @@ pub struct Cursor {
     pub log: Option<String>,
     /// Leaves `0..next_leaf` are acknowledged (sent in full, or as hashes when filtered).
     pub next_leaf: u64,
+    /// The leaf hash (hex) of the last leaf acknowledged (`next_leaf - 1`): before going on,
+    /// the sink checks that the log still holds that leaf there. A log that lost its tail
+    /// (a power cut in batched durability) or was restored from a backup, and then grew
+    /// again, would otherwise have the sink skip the events it now holds at those indices.
+    #[serde(default)]
+    pub last_leaf_hash: Option<String>,
     /// The largest checkpoint size acknowledged.
     #[serde(default)]
     pub checkpoint: u64,
@@ -92,30 +98,56 @@ impl Cursor {
             .map_err(failed)?;
         std::fs::rename(&temporary, &path).map_err(failed)
     }
+}
 
-    /// Checks that the cursor belongs to the log whose first event is `first_event`, and
-    /// binds a new cursor to it.
-    pub fn bind(&mut self, first_event: Option<&str>, path: &Path) -> Result<(), SinkError> {
-        match (&self.log, first_event) {
-            (Some(mine), Some(first)) if mine != first => Err(SinkError::Cursor {
-                path: path.to_path_buf(),
-                reason: format!(
-                    "it belongs to another audit log (first event {mine}, this log's is {first}); \
-                     remove it to send this log from its start"
-                ),
-            }),
-            (Some(_), None) => Err(SinkError::Cursor {
-                path: path.to_path_buf(),
-                reason: "it names a log, but this audit log is empty; remove it to start again"
-                    .into(),
-            }),
-            (None, Some(first)) => {
-                self.log = Some(first.to_string());
-                Ok(())
-            }
-            _ => Ok(()),
+/// Checks a cursor against the log it is about to resume: the same log (its first event),
+/// no longer than the log, and the last leaf it delivered still in place.
+pub fn check(
+    cursor: &Cursor,
+    path: &Path,
+    head: u64,
+    first_event: Option<&str>,
+    last_leaf: Option<&[u8; 32]>,
+) -> Result<(), SinkError> {
+    let stop = |reason: String| SinkError::Cursor {
+        path: path.to_path_buf(),
+        reason,
+    };
+    match (&cursor.log, first_event) {
+        (Some(mine), Some(first)) if mine != first => {
+            return Err(stop(format!(
+                "it belongs to another audit log (first event {mine}, this log's is {first}); \
+                 remove it to send this log from its start"
+            )));
+        }
+        (Some(_), None) => {
+            return Err(stop(
+                "it names a log, but this audit log is empty; remove it to start again".into(),
+            ));
+        }
+        _ => {}
+    }
+    if head < cursor.next_leaf {
+        return Err(stop(format!(
+            "it says {} events were delivered, but the log holds {head}: the log lost its tail \
+             or was replaced, and the receiver holds events the log does not; remove the cursor \
+             to send this log again from its start, or run `portcullis sinks replay`",
+            cursor.next_leaf
+        )));
+    }
+    if let (Some(expected), true) = (&cursor.last_leaf_hash, cursor.next_leaf > 0) {
+        let found = last_leaf.map(hex::encode);
+        if found.as_deref() != Some(expected.as_str()) {
+            return Err(stop(format!(
+                "the log no longer holds, at leaf {}, the event the receiver got there (its leaf \
+                 hash differs): the log lost its tail (a power cut with durability = \"batched\"?) \
+                 or was restored, then grew again; remove the cursor to send this log again from \
+                 its start, or run `portcullis sinks replay`",
+                cursor.next_leaf - 1
+            )));
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -143,13 +175,28 @@ mod tests {
     }
 
     #[test]
-    fn a_cursor_of_another_log_is_refused() {
+    fn a_cursor_of_another_log_or_a_log_that_changed_under_it_is_refused() {
         let path = Path::new("x");
-        let mut cursor = Cursor::default();
-        cursor.bind(Some("one"), path).unwrap();
-        assert_eq!(cursor.log.as_deref(), Some("one"));
-        cursor.bind(Some("one"), path).unwrap();
-        let e = cursor.bind(Some("two"), path).unwrap_err().to_string();
-        assert!(e.contains("another audit log"), "{e}");
+        let cursor = Cursor {
+            log: Some("one".into()),
+            next_leaf: 3,
+            last_leaf_hash: Some(hex::encode([7; 32])),
+            ..Cursor::default()
+        };
+        check(&cursor, path, 3, Some("one"), Some(&[7; 32])).unwrap();
+        check(&cursor, path, 9, Some("one"), Some(&[7; 32])).unwrap();
+        let e = check(&cursor, path, 3, Some("two"), Some(&[7; 32])).unwrap_err();
+        assert!(e.to_string().contains("another audit log"), "{e}");
+        let e = check(&cursor, path, 2, Some("one"), None).unwrap_err();
+        assert!(e.to_string().contains("the log holds 2"), "{e}");
+        // The log lost leaf 2 and grew again: a different event sits there now.
+        let e = check(&cursor, path, 5, Some("one"), Some(&[8; 32])).unwrap_err();
+        assert!(e.to_string().contains("at leaf 2"), "{e}");
+        // A cursor from before the anchor existed is not refused for lacking it.
+        let old = Cursor {
+            last_leaf_hash: None,
+            ..cursor
+        };
+        check(&old, path, 5, Some("one"), Some(&[8; 32])).unwrap();
     }
 }

@@ -141,9 +141,11 @@ impl SinkSet {
                     rejected: 0,
                 }));
                 let worker = Worker {
-                    filter: Filter::new(&spec.filter).map_err(|e| SinkError::Setup {
-                        sink: spec.name.clone(),
-                        reason: e.to_string(),
+                    filter: Filter::new(&spec.filter).map(Arc::new).map_err(|e| {
+                        SinkError::Setup {
+                            sink: spec.name.clone(),
+                            reason: e.to_string(),
+                        }
                     })?,
                     spec: spec.clone(),
                     transport,
@@ -190,7 +192,7 @@ impl SinkSet {
 
 struct Worker {
     spec: SinkSpec,
-    filter: Filter,
+    filter: Arc<Filter>,
     transport: Box<dyn Transport>,
     context: Context,
     shared: Arc<Mutex<SinkStatus>>,
@@ -201,11 +203,17 @@ struct Worker {
     oldest_undelivered: Option<String>,
 }
 
-/// What one read of the log gave: the page and the log's size at that moment.
+/// What one read of the log gave, and the batch made of it (both done off the runtime's
+/// threads: reading, parsing and filtering a page is the sink's heaviest work).
 struct Read {
-    page: SinkPage,
+    batch: Batch,
+    /// The log's size at that moment.
     head: u64,
     first_event: Option<String>,
+    /// The leaf hash at `next_leaf - 1`, to check the cursor against.
+    last_leaf: Option<portcullis_audit::merkle::Hash>,
+    /// The time of the first leaf read (the oldest undelivered event).
+    oldest_time: Option<String>,
 }
 
 impl Worker {
@@ -261,7 +269,11 @@ impl Worker {
             source,
         };
         let mut reader = Some(AuditReader::open(&data_dir).map_err(audit_err)?);
-        let mut cursor = Cursor::load(&data_dir, &self.spec.name)?;
+        let mut cursor = blocking(self.spec.name.clone(), {
+            let (data_dir, name) = (data_dir.clone(), name.clone());
+            move || Cursor::load(&data_dir, &name)
+        })
+        .await??;
         let cursor_path = cursor::cursor_path(&data_dir, &self.spec.name);
         {
             let mut status = self.status();
@@ -269,43 +281,62 @@ impl Worker {
             status.rejected = cursor.rejected;
             status.delivered_at.clone_from(&cursor.delivered_at);
         }
+        // The cursor is checked against the log once, before anything is sent from it.
+        let mut checked = false;
         loop {
             let (next_leaf, after_checkpoint, limit) =
                 (cursor.next_leaf, cursor.checkpoint, self.spec.batch_max);
             let taken = reader
                 .take()
                 .expect("the reader is put back after each read");
-            let (back, read) = tokio::task::spawn_blocking(move || {
+            let (filter, origin) = (self.filter.clone(), self.context.origin.clone());
+            let (back, read) = blocking(self.spec.name.clone(), move || {
                 let read = (|| {
                     let page = taken.sink_page(next_leaf, limit, after_checkpoint)?;
                     let head = taken.count()?;
                     let first_event = taken.first_event_id()?;
-                    Ok::<_, portcullis_audit::AuditError>(Read {
-                        page,
-                        head,
-                        first_event,
-                    })
+                    let last_leaf = match (checked, next_leaf) {
+                        (false, 1..) => taken.leaf_hash(next_leaf - 1)?,
+                        _ => None,
+                    };
+                    Ok::<_, portcullis_audit::AuditError>((page, head, first_event, last_leaf))
                 })();
+                let read = read.map_err(SinkError::from).and_then(
+                    |(page, head, first_event, last_leaf)| {
+                        let oldest_time = page.leaves.first().and_then(|l| event_time(&l.body));
+                        Ok(Read {
+                            batch: build_batch(page, &filter, &origin, next_leaf)?,
+                            head,
+                            first_event,
+                            last_leaf,
+                            oldest_time,
+                        })
+                    },
+                );
                 (taken, read)
             })
-            .await
-            .map_err(|e| SinkError::Setup {
-                sink: self.spec.name.clone(),
-                reason: format!("the log reader stopped: {e}"),
-            })?;
+            .await?;
             reader = Some(back);
-            let read = read.map_err(audit_err)?;
-            cursor.bind(read.first_event.as_deref(), &cursor_path)?;
-            if read.head < cursor.next_leaf {
-                return Err(SinkError::Cursor {
-                    path: cursor_path,
-                    reason: format!(
-                        "it says {} events were delivered, but the log holds {}: the log was truncated or replaced",
-                        cursor.next_leaf, read.head
-                    ),
-                });
+            let read = match read {
+                Ok(read) => read,
+                Err(SinkError::Read(source)) => return Err(audit_err(source)),
+                Err(e) => return Err(e),
+            };
+            if !checked {
+                cursor::check(
+                    &cursor,
+                    &cursor_path,
+                    read.head,
+                    read.first_event.as_deref(),
+                    read.last_leaf.as_ref(),
+                )?;
+                checked = true;
             }
-            if read.page.leaves.is_empty() && read.page.checkpoints.is_empty() {
+            if cursor.log.is_none() {
+                cursor.log.clone_from(&read.first_event);
+            }
+            let batch = read.batch;
+            if batch.records.is_empty() {
                 self.caught_up(read.head);
                 if self.deadline().is_some() {
                     return Ok(());
@@ -313,9 +344,7 @@ impl Worker {
                 self.wait_for_commit().await;
                 continue;
             }
-            let oldest_time = read.page.leaves.first().and_then(|l| event_time(&l.body));
-            let batch = build_batch(read.page, &self.filter, &self.context.origin, next_leaf)?;
-            self.lagging(cursor.next_leaf, read.head, oldest_time.as_deref());
+            self.lagging(cursor.next_leaf, read.head, read.oldest_time.as_deref());
             let Some(delivered) = self.send_until_acknowledged(&batch, &mut cursor).await? else {
                 // Stopping, and the drain time is up: the cursor stays where it is.
                 return Ok(());
@@ -343,7 +372,7 @@ impl Worker {
                     humanize(self.spec.timeout)
                 ),
             };
-            self.failed(&failure, cursor)?;
+            self.failed(&failure, cursor).await?;
             // Full jitter over the upper half: never faster than half the backoff, never in
             // step with another sink.
             let half = backoff / 2;
@@ -357,6 +386,20 @@ impl Worker {
             backoff = (backoff * 2).min(self.spec.retry_max);
         }
     }
+}
+
+/// Runs blocking work (the log, the cursor file) on the blocking pool, never on the threads
+/// that serve requests.
+async fn blocking<T: Send + 'static>(
+    sink: String,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, SinkError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| SinkError::Setup {
+            sink,
+            reason: format!("a sink task stopped: {e}"),
+        })
 }
 
 /// Runs `future` until it ends or the drain deadline passes (`None`).
@@ -392,7 +435,11 @@ impl Worker {
         let commit = async {
             match committed {
                 Some(committed) => {
-                    let _ = committed.changed().await;
+                    // A closed watch (the log is closing) must not turn this into a busy
+                    // loop: then only the poll below wakes the sink.
+                    if committed.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
                 }
                 None => std::future::pending().await,
             }
@@ -404,7 +451,7 @@ impl Worker {
         }
     }
 
-    fn failed(&mut self, reason: &str, cursor: &mut Cursor) -> Result<(), SinkError> {
+    async fn failed(&mut self, reason: &str, cursor: &mut Cursor) -> Result<(), SinkError> {
         let at = now();
         {
             let mut status = self.status();
@@ -427,7 +474,12 @@ impl Worker {
         if cursor.last_error.as_deref() != Some(reason) {
             cursor.last_error = Some(reason.to_string());
             cursor.last_error_at = Some(at);
-            cursor.save(&self.context.data_dir, &self.spec.name)?;
+            let (data_dir, name, saved) = (
+                self.context.data_dir.clone(),
+                self.spec.name.clone(),
+                cursor.clone(),
+            );
+            blocking(self.spec.name.clone(), move || saved.save(&data_dir, &name)).await??;
         }
         Ok(())
     }
@@ -439,10 +491,22 @@ impl Worker {
         cursor: &mut Cursor,
     ) -> Result<(), SinkError> {
         if !delivered.rejected.is_empty() {
-            report_rejections(&self.context.data_dir, &self.spec.name, batch, &delivered)?;
+            let lines = rejection_lines(batch, &delivered);
+            let (data_dir, name) = (self.context.data_dir.clone(), self.spec.name.clone());
+            blocking(self.spec.name.clone(), move || {
+                report_rejections(&data_dir, &name, &lines)
+            })
+            .await??;
             cursor.rejected += delivered.rejected.len() as u64;
         }
         cursor.next_leaf = batch.end_leaf;
+        if let Some(hash) = batch.records.iter().rev().find_map(|r| match r {
+            Record::Event(e) => Some(e.leaf_hash),
+            Record::Omitted(o) => o.leaf_hashes.last().copied(),
+            Record::Checkpoint(_) => None,
+        }) {
+            cursor.last_leaf_hash = Some(hex::encode(hash));
+        }
         if let Some(size) = batch
             .records
             .iter()
@@ -462,12 +526,7 @@ impl Worker {
             self.spec.name.clone(),
             cursor.clone(),
         );
-        tokio::task::spawn_blocking(move || saved.save(&data_dir, &name))
-            .await
-            .map_err(|e| SinkError::Setup {
-                sink: self.spec.name.clone(),
-                reason: format!("the cursor writer stopped: {e}"),
-            })??;
+        blocking(self.spec.name.clone(), move || saved.save(&data_dir, &name)).await??;
         let mut status = self.status();
         status.delivered = cursor.next_leaf;
         status.lag_events = status.head.saturating_sub(cursor.next_leaf);
@@ -576,14 +635,42 @@ pub fn build_batch(
     })
 }
 
-/// Appends the refused records to `<name>.rejected.jsonl`, with the receiver's reasons,
-/// and logs them: counted and reported, never dropped silently.
-fn report_rejections(
-    data_dir: &Path,
-    sink: &str,
-    batch: &Batch,
-    delivered: &Delivered,
-) -> Result<(), SinkError> {
+/// The lines of `<name>.rejected.jsonl` for the records the receiver refused for good,
+/// each logged as it is made: counted and reported, never dropped silently.
+fn rejection_lines(batch: &Batch, delivered: &Delivered) -> Vec<String> {
+    let at = now();
+    delivered
+        .rejected
+        .iter()
+        .map(|rejected| {
+            let record = batch.records.get(rejected.record);
+            let line = serde_json::json!({
+                "time": at,
+                "record": record.map(Record::kind),
+                "leaf_index": record.and_then(|r| match r {
+                    Record::Event(e) => Some(e.leaf_index),
+                    Record::Omitted(o) => Some(o.leaf_index),
+                    Record::Checkpoint(_) => None,
+                }),
+                "checkpoint_size": record.and_then(|r| match r {
+                    Record::Checkpoint(c) => Some(c.size),
+                    _ => None,
+                }),
+                "event_id": record.and_then(|r| match r {
+                    Record::Event(e) => Some(e.event.id.clone()),
+                    _ => None,
+                }),
+                "reason": rejected.reason,
+            })
+            .to_string();
+            tracing::error!(record = %line, "the receiver refused a record for good; it is listed in the sink's .rejected.jsonl");
+            line
+        })
+        .collect()
+}
+
+/// Appends the lines to `<name>.rejected.jsonl`, synced.
+fn report_rejections(data_dir: &Path, sink: &str, lines: &[String]) -> Result<(), SinkError> {
     let path = cursor::rejected_path(data_dir, sink);
     let failed = |e: std::io::Error| SinkError::Cursor {
         path: path.clone(),
@@ -595,28 +682,7 @@ fn report_rejections(
         .append(true)
         .open(&path)
         .map_err(failed)?;
-    let at = now();
-    for rejected in &delivered.rejected {
-        let record = batch.records.get(rejected.record);
-        let line = serde_json::json!({
-            "time": at,
-            "record": record.map(Record::kind),
-            "leaf_index": record.and_then(|r| match r {
-                Record::Event(e) => Some(e.leaf_index),
-                Record::Omitted(o) => Some(o.leaf_index),
-                Record::Checkpoint(_) => None,
-            }),
-            "checkpoint_size": record.and_then(|r| match r {
-                Record::Checkpoint(c) => Some(c.size),
-                _ => None,
-            }),
-            "event_id": record.and_then(|r| match r {
-                Record::Event(e) => Some(e.event.id.clone()),
-                _ => None,
-            }),
-            "reason": rejected.reason,
-        });
-        tracing::error!(sink, record = %line, "the receiver refused a record for good; it is listed in {}", path.display());
+    for line in lines {
         writeln!(file, "{line}").map_err(failed)?;
     }
     file.sync_data().map_err(failed)
@@ -641,6 +707,27 @@ pub fn status_from_disk(data_dir: &Path, specs: &[SinkSpec]) -> Result<Vec<SinkS
             let (cursor, cursor_error) = match Cursor::load(data_dir, &spec.name) {
                 Ok(c) => (c, None),
                 Err(e) => (Cursor::default(), Some(e.to_string())),
+            };
+            // The checks a running sink makes before it resumes: a cursor the gateway would
+            // refuse is shown as stopped, with the reason.
+            let cursor_error = match cursor_error {
+                Some(e) => Some(e),
+                None => {
+                    let first = reader.first_event_id().map_err(audit_err(&spec.name))?;
+                    let last_leaf = match cursor.next_leaf {
+                        0 => None,
+                        n => reader.leaf_hash(n - 1).map_err(audit_err(&spec.name))?,
+                    };
+                    cursor::check(
+                        &cursor,
+                        &cursor::cursor_path(data_dir, &spec.name),
+                        head,
+                        first.as_deref(),
+                        last_leaf.as_ref(),
+                    )
+                    .err()
+                    .map(|e| e.to_string())
+                }
             };
             let lag_events = head.saturating_sub(cursor.next_leaf);
             let lag_seconds = if lag_events > 0 {

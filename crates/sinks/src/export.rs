@@ -102,6 +102,14 @@ pub enum ExportError {
         size: u64,
         line: u64,
     },
+    #[error(
+        "{origin}: leaf {leaf_index} (line {line}) is there only as its hash, but the copy should hold every event in full (--full)"
+    )]
+    NotFull {
+        origin: String,
+        leaf_index: u64,
+        line: u64,
+    },
     #[error("the export holds no signed checkpoint{}, so nothing in it is proven", origin.as_ref().map(|o| format!(" for {o}")).unwrap_or_default())]
     NoCheckpoint { origin: Option<String> },
 }
@@ -125,9 +133,26 @@ struct LogSeen {
     checkpoints: BTreeMap<u64, CheckpointSeen>,
 }
 
+/// How strict [`verify_with`] is beyond what every export must pass.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Every leaf must be there in full: the export is of a sink without a filter, so an
+    /// `omitted` record (a hash standing in for an event) can only be an event taken out.
+    pub full: bool,
+}
+
 /// Checks the export read from `input` against `keys` (the gateways' checkpoint verifier
-/// keys).
+/// keys). Any of the keys is accepted for any origin.
 pub fn verify(input: impl BufRead, keys: &[Verifier]) -> Result<ExportSummary, ExportError> {
+    verify_with(input, keys, Options::default())
+}
+
+/// [`verify`], with [`Options`].
+pub fn verify_with(
+    input: impl BufRead,
+    keys: &[Verifier],
+    options: Options,
+) -> Result<ExportSummary, ExportError> {
     let mut summary = ExportSummary::default();
     let mut logs: BTreeMap<String, LogSeen> = BTreeMap::new();
     for line in input.lines() {
@@ -138,13 +163,17 @@ pub fn verify(input: impl BufRead, keys: &[Verifier]) -> Result<ExportSummary, E
             summary.ignored_lines += 1;
             continue;
         }
-        let Some(record) = find_record(&text) else {
-            summary.ignored_lines += 1;
-            continue;
-        };
         let malformed = |reason: String| ExportError::Malformed {
             line: number,
             reason,
+        };
+        let record = match find_record(&text) {
+            Found::Record(record) => record,
+            Found::DuplicateKey(e) => return Err(malformed(e)),
+            Found::Nothing => {
+                summary.ignored_lines += 1;
+                continue;
+            }
         };
         let origin = record["origin"]
             .as_str()
@@ -273,6 +302,15 @@ pub fn verify(input: impl BufRead, keys: &[Verifier]) -> Result<ExportSummary, E
         return Err(ExportError::NoCheckpoint { origin: None });
     }
     for (origin, log) in logs {
+        if options.full
+            && let Some((index, leaf)) = log.leaves.iter().find(|(_, leaf)| !leaf.full)
+        {
+            return Err(ExportError::NotFull {
+                origin,
+                leaf_index: *index,
+                line: leaf.line,
+            });
+        }
         summary.logs.push(check_log(&origin, &log, keys)?);
     }
     Ok(summary)
@@ -363,37 +401,61 @@ fn hash_field(value: &Value) -> Option<Hash> {
     bytes.try_into().ok()
 }
 
+/// What a line holds.
+enum Found {
+    Record(Value),
+    /// JSON with an object holding the same key twice: it could read one way to a person
+    /// and another to this check, so it is refused, not ignored.
+    DuplicateKey(String),
+    Nothing,
+}
+
 /// The native record in a line, wherever the format put it.
-fn find_record(line: &str) -> Option<Value> {
+fn find_record(line: &str) -> Found {
     match serde_json::from_str::<Value>(line) {
-        Ok(value) => record_in(value),
+        Ok(value) => match portcullis_model::json::check_no_duplicate_keys(line.as_bytes()) {
+            Ok(()) => record_in(value),
+            Err(e) => Found::DuplicateKey(e),
+        },
         // Not JSON as a whole: a syslog line, whose message is the record.
         Err(_) => {
-            let start = line.find("{\"record\":\"")?;
+            let Some(start) = line.find("{\"record\":\"") else {
+                return Found::Nothing;
+            };
             let mut stream =
                 serde_json::Deserializer::from_str(&line[start..]).into_iter::<Value>();
-            record_in(stream.next()?.ok()?)
+            let Some(Ok(value)) = stream.next() else {
+                return Found::Nothing;
+            };
+            let end = start + stream.byte_offset();
+            match portcullis_model::json::check_no_duplicate_keys(&line.as_bytes()[start..end]) {
+                Ok(()) => record_in(value),
+                Err(e) => Found::DuplicateKey(e),
+            }
         }
     }
 }
 
-fn record_in(value: Value) -> Option<Value> {
+fn record_in(value: Value) -> Found {
     match value {
         Value::String(text) => find_record(&text),
         Value::Object(mut object) => {
             if object.get("record").is_some_and(Value::is_string) {
-                return Some(Value::Object(object));
+                return Found::Record(Value::Object(object));
             }
-            for key in ["_source", "portcullis", "event", "body"] {
-                if let Some(inner) = object.remove(key)
-                    && let Some(record) = record_in(inner)
-                {
-                    return Some(record);
+            // `_source`: an Elasticsearch export; `portcullis`: an ECS document; `event`: a
+            // HEC event; `body`: an OTLP log body; `result` and `_raw`: a Splunk export.
+            for key in ["_source", "portcullis", "event", "body", "result", "_raw"] {
+                if let Some(inner) = object.remove(key) {
+                    match record_in(inner) {
+                        Found::Nothing => {}
+                        found => return found,
+                    }
                 }
             }
-            None
+            Found::Nothing
         }
-        _ => None,
+        _ => Found::Nothing,
     }
 }
 
@@ -415,10 +477,28 @@ mod tests {
             ),
             serde_json::to_string(&native).unwrap(),
         ] {
-            let record = find_record(&line).unwrap_or_else(|| panic!("{line}"));
+            let Found::Record(record) = find_record(&line) else {
+                panic!("{line}")
+            };
             assert_eq!(record["record"], "omitted", "{line}");
         }
-        assert!(find_record("rsyslogd: started").is_none());
-        assert!(find_record(r#"{"event":{"action":"x"}}"#).is_none());
+        assert!(matches!(find_record("rsyslogd: started"), Found::Nothing));
+        assert!(matches!(
+            find_record(r#"{"event":{"action":"x"}}"#),
+            Found::Nothing
+        ));
+        // A Splunk search export.
+        let splunk = format!(
+            r#"{{"preview":false,"result":{{"_raw":{}}}}}"#,
+            serde_json::to_string(native).unwrap()
+        );
+        assert!(matches!(find_record(&splunk), Found::Record(_)));
+        // The same key twice, in the JSON or in a syslog message: refused.
+        let twice = r#"{"record":"event","origin":"o","leaf_index":0,"event":{"target":"hr","target":"billing"}}"#;
+        assert!(matches!(find_record(twice), Found::DuplicateKey(_)));
+        assert!(matches!(
+            find_record(&format!("<86>1 - host app - request - {twice} trailing")),
+            Found::DuplicateKey(_)
+        ));
     }
 }

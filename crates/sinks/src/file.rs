@@ -16,11 +16,17 @@ use crate::{Batch, Delivered, SendError, Transport};
 
 pub struct FileTransport {
     settings: FileSink,
+    /// Held by the blocking append: an append the engine's timeout gave up on still runs to
+    /// its end before the retry starts, so two never interleave or race a rotation.
+    writing: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 impl FileTransport {
     pub fn new(settings: FileSink) -> FileTransport {
-        FileTransport { settings }
+        FileTransport {
+            settings,
+            writing: Default::default(),
+        }
     }
 }
 
@@ -28,11 +34,17 @@ impl Transport for FileTransport {
     fn send<'a>(&'a mut self, batch: &'a Batch) -> BoxFuture<'a, Result<Delivered, SendError>> {
         let lines = batch.json_lines();
         let settings = self.settings.clone();
+        let writing = self.writing.clone();
         async move {
-            tokio::task::spawn_blocking(move || append(&settings, lines.as_bytes()))
-                .await
-                .map_err(|e| SendError::new(format!("the file writer stopped: {e}")))?
-                .map(|()| Delivered::default())
+            tokio::task::spawn_blocking(move || {
+                let _one_at_a_time = writing
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                append(&settings, lines.as_bytes())
+            })
+            .await
+            .map_err(|e| SendError::new(format!("the file writer stopped: {e}")))?
+            .map(|()| Delivered::default())
         }
         .boxed()
     }
@@ -64,8 +76,14 @@ fn append(settings: &FileSink, bytes: &[u8]) -> Result<(), SendError> {
         .append(true)
         .open(path)
         .map_err(|e| failed("open", e))?;
-    file.write_all(bytes).map_err(|e| failed("write", e))?;
-    file.sync_data().map_err(|e| failed("sync", e))
+    let start = file.metadata().map_err(|e| failed("read", e))?.len();
+    if let Err(e) = file.write_all(bytes).and_then(|()| file.sync_data()) {
+        // A write that stopped part-way (a full disk) would leave half a line for the
+        // retry to append to, gluing two records into one unreadable line: cut it off.
+        let _ = file.set_len(start);
+        return Err(failed("write", e));
+    }
+    Ok(())
 }
 
 fn rotated(path: &Path, n: u32) -> PathBuf {

@@ -13,15 +13,23 @@
 //!   (the ones before it were indexed). If that request fails, the whole batch is retried
 //!   later, so those before it may arrive twice: at least once, never lost.
 //!   HEC tokens with indexer acknowledgement are not supported (the sink sends no channel).
+//!   Only HEC's verdicts on the event itself (codes 6, 12, 13, 15 with `invalid-event-number`)
+//!   refuse one event for good; the others (code 7, an index the token may not write) are
+//!   retried.
 //! - `elasticsearch`: Elasticsearch or OpenSearch `_bulk` (`/_bulk` is appended to the URL
 //!   unless it ends with it), one `create` action per record with a deterministic `_id`
-//!   (the event id; `checkpoint-<origin>-<size>`; `omitted-<origin>-<leaf>`), so a batch
+//!   (the event id; `checkpoint-<origin hash>-<size>`; `omitted-<origin hash>-<leaf>-<count>`), so a batch
 //!   sent again after a crash or a failure is deduplicated by the receiver: an item
 //!   answering 409 (the document exists) counts as delivered. An item refused with 429 or
 //!   5xx (a busy or failing shard) fails the delivery: the whole batch goes again after the
 //!   engine's backoff, which the 409s make cheap and duplicate-free, rather than at once
-//!   from here. Any other refused item (400 `mapper_parsing_exception`, ...) is a rejection
-//!   for good with the item's error type and reason. The documents are ECS
+//!   from here. Only an item refused for what the document holds (400 with
+//!   `mapper_parsing_exception`, `document_parsing_exception`,
+//!   `strict_dynamic_mapping_exception`, `illegal_argument_exception`) is a rejection for good,
+//!   with its error type and reason; any other refusal (403 no right to write the index, 404
+//!   no such index, a closed index, a cluster block) is about the cluster or the
+//!   configuration and is retried, as is a batch whose every document was refused. The
+//!   documents are ECS
 //!   ([`crate::ecs`]) with the native record under `portcullis`.
 //!
 //! Status codes. Any non-2xx answer to the whole request fails the delivery and the batch is
@@ -380,7 +388,7 @@ pub struct HttpTransport {
 impl HttpTransport {
     pub fn new(settings: &HttpSink, timeout: Duration) -> Result<HttpTransport, String> {
         let mut url = reqwest::Url::parse(&settings.url)
-            .map_err(|e| format!("url: {:?} is not a URL: {e}", settings.url))?;
+            .map_err(|e| format!("url: {} is not a URL: {e}", crate::shown_url(&settings.url)))?;
         let mut extra = Vec::new();
         match settings.preset {
             HttpPreset::Json => {}
@@ -493,9 +501,14 @@ impl HttpTransport {
             }
             let parsed: Option<HecAnswer> = serde_json::from_slice(&answer).ok();
             match parsed {
+                // Only a verdict on the event itself (its format, a missing or blank event
+                // field, its indexed fields) refuses that one event for good. HEC also
+                // names an event with errors that are about the token or the index (code 7,
+                // "Incorrect index"): those would refuse every event the same way, so they
+                // fail the delivery and are retried until someone fixes them.
                 Some(HecAnswer {
                     text,
-                    code,
+                    code: code @ Some(6 | 12 | 13 | 15),
                     invalid_event_number: Some(n),
                 }) if status.is_client_error() && n < batch.records.len() - from => {
                     // HEC indexed the events before `n`, refused `n`, and did not look at
@@ -593,21 +606,35 @@ impl HttpTransport {
                     )
                 })
             };
+            let kind = item.error.as_ref().and_then(|e| e.kind.as_deref());
             match item.status {
                 200..=299 | 409 => {}
-                429 | 500..=599 => again.push(format!("{} {}", item.status, describe())),
-                status => delivered.rejected.push(Rejected {
+                // Only the document's own fault refuses it for good. Anything else (no
+                // right to write the index, an index missing or closed, a read-only cluster
+                // past its disk watermark, an unknown answer) is about the cluster or the
+                // configuration, would refuse every document alike, and is retried.
+                400 if kind.is_some_and(is_document_error) => delivered.rejected.push(Rejected {
                     record: i,
-                    reason: format!("{index} refused the document: HTTP {status} {}", describe()),
+                    reason: format!("{index} refused the document: HTTP 400 {}", describe()),
                 }),
+                _ => again.push(format!("{} {}", item.status, describe())),
             }
+        }
+        if !batch.records.is_empty() && delivered.rejected.len() == batch.records.len() {
+            // Every document refused as malformed: more likely a mapping or pipeline that
+            // refuses everything than a batch of bad documents. Keep them, and say so.
+            return Err(SendError::new(format!(
+                "{}: {index} refused every document of the batch (first: {}); the batch is sent again, check the index's mapping",
+                self.poster.destination(),
+                delivered.rejected[0].reason
+            )));
         }
         if let Some(first) = again.first() {
             // Sending the whole batch again is safe: the documents stored now answer 409
             // next time and count as delivered, and the refused ones are refused again
             // and reported then. The engine's backoff gives a busy cluster room.
             return Err(SendError::new(format!(
-                "{}: {} of {} documents were refused for now (first: {first}); the batch is sent again",
+                "{}: {} of {} documents were not stored (first: {first}); the batch is sent again",
                 self.poster.destination(),
                 again.len(),
                 batch.records.len()
@@ -704,7 +731,23 @@ fn epoch_seconds(time: &str) -> Option<String> {
     ))
 }
 
-/// The `_id` of a record's document: stable, so a resend is recognised.
+/// The error types with which Elasticsearch and OpenSearch refuse a document for what it
+/// holds: sending it again cannot help.
+fn is_document_error(kind: &str) -> bool {
+    matches!(
+        kind,
+        "mapper_parsing_exception"
+            | "document_parsing_exception"
+            | "strict_dynamic_mapping_exception"
+            | "illegal_argument_exception"
+            | "document_source_missing_exception"
+    )
+}
+
+/// The `_id` of a record's document: stable, so a resend is recognised. An omitted run's id
+/// names its length too: a run sent again after a restart can be longer (the log grew), and
+/// must not be taken for the shorter one already stored. The origin is hashed, so two
+/// origins never share ids and an id stays under the 512-byte limit.
 pub fn document_id(record: &Record, origin: &str) -> String {
     let clean = |s: &str| -> String {
         s.chars()
@@ -719,9 +762,20 @@ pub fn document_id(record: &Record, origin: &str) -> String {
     };
     match record {
         Record::Event(e) => clean(&e.event.id),
-        Record::Checkpoint(c) => format!("checkpoint-{}-{}", clean(origin), c.size),
-        Record::Omitted(o) => format!("omitted-{}-{}", clean(origin), o.leaf_index),
+        Record::Checkpoint(c) => format!("checkpoint-{}-{}", origin_tag(origin), c.size),
+        Record::Omitted(o) => format!(
+            "omitted-{}-{}-{}",
+            origin_tag(origin),
+            o.leaf_index,
+            o.leaf_hashes.len()
+        ),
     }
+}
+
+/// The first 16 hex digits of the origin's SHA-256: the same for one log, different for two.
+fn origin_tag(origin: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(&sha2::Sha256::digest(origin.as_bytes())[..8])
 }
 
 /// For each record, a time to index it under when it has none of its own (an omitted run):

@@ -51,6 +51,9 @@ pub enum SinkError {
     },
     #[error(transparent)]
     Unreadable(#[from] record::UnreadableEvent),
+    /// The log could not be read (mapped to [`SinkError::Audit`] with the sink's name).
+    #[error(transparent)]
+    Read(#[from] portcullis_audit::AuditError),
 }
 
 /// A delivery that was not acknowledged: the whole batch is sent again after a backoff.
@@ -109,11 +112,32 @@ pub fn destination(spec: &SinkSpec) -> String {
             },
             syslog.address
         ),
-        SinkKind::Http(http) => http.url.clone(),
-        SinkKind::Otlp(otlp) => otlp.url.clone(),
-        SinkKind::Nats(nats) => format!("{} subject {}", nats.url, nats.subject),
+        SinkKind::Http(http) => shown_url(&http.url),
+        SinkKind::Otlp(otlp) => shown_url(&otlp.url),
+        SinkKind::Nats(nats) => format!("{} subject {}", shown_url(&nats.url), nats.subject),
         SinkKind::File(file) => file.path.display().to_string(),
     }
+}
+
+/// A URL as status, logs and errors show it: without user, password, query or fragment,
+/// where credentials hide (`https://user:pass@host/?token=...`). A comma-separated list (NATS
+/// takes several servers) is shown item by item.
+pub(crate) fn shown_url(url: &str) -> String {
+    url.split(',')
+        .map(|one| {
+            let one = one.trim();
+            let Some((scheme, rest)) = one.split_once("://") else {
+                return "(not a URL)".to_string();
+            };
+            let rest = rest.split(['?', '#']).next().unwrap_or_default();
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let host = authority
+                .rsplit_once('@')
+                .map_or(authority, |(_, host)| host);
+            format!("{scheme}://{host}{path}")
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The transport of a configured sink. Secrets and certificates are read here, so a
@@ -136,5 +160,23 @@ pub fn transport(spec: &SinkSpec, origin: &str) -> Result<Box<dyn Transport>, Si
         SinkKind::Otlp(otlp) => Ok(Box::new(
             otlp::OtlpTransport::new(otlp, spec.timeout).map_err(setup)?,
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shown_urls_carry_no_credentials() {
+        assert_eq!(
+            shown_url("https://elastic:s3cret@es.internal:9200/_bulk?api_key=k#x"),
+            "https://es.internal:9200/_bulk"
+        );
+        assert_eq!(
+            shown_url("nats://a:pw1@n1:4222,nats://b:pw2@n2:4222"),
+            "nats://n1:4222,nats://n2:4222"
+        );
+        assert_eq!(shown_url("token@host"), "(not a URL)");
     }
 }

@@ -6,7 +6,7 @@
 //! Headers carry what a consumer routes on without parsing the payload: `Portcullis-Record`
 //! (`event`, `checkpoint`, `omitted`), `Portcullis-Leaf-Index`, `Portcullis-Leaf-Hash`
 //! (events), `Portcullis-Checkpoint-Size` (checkpoints), and `Nats-Msg-Id`: the event id,
-//! `checkpoint-<origin>-<size>` or `omitted-<origin>-<first leaf>`. A batch the engine sends
+//! `checkpoint-<origin>-<size>` or `omitted-<origin>-<first leaf>-<count>`. A batch the engine sends
 //! again (its acknowledgement was lost) is therefore stored once when the resend falls
 //! within the stream's duplicate window; the PubAck says `duplicate`, and those are counted.
 //! A resend after the window is stored again: delivery stays at least once, and
@@ -422,7 +422,9 @@ fn headers(record: &Record, origin: &str) -> HeaderMap {
         }
         Record::Omitted(o) => {
             headers.insert("Portcullis-Leaf-Index", o.leaf_index.to_string().as_str());
-            format!("omitted-{origin}-{}", o.leaf_index)
+            // The length too: a run sent again after a restart can be longer (the log
+            // grew) and must not be dropped as a duplicate of the shorter one.
+            format!("omitted-{origin}-{}-{}", o.leaf_index, o.leaf_hashes.len())
         }
     };
     headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
@@ -431,14 +433,7 @@ fn headers(record: &Record, origin: &str) -> HeaderMap {
 
 /// The URL as shown in status and errors: without a `user:password@` part.
 fn without_userinfo(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-            format!("{scheme}://{host}{path}")
-        }
-        None => url.to_string(),
-    }
+    crate::shown_url(url)
 }
 
 /// The TLS client settings: the `ca` file's certificates (or the system's roots), the
@@ -647,7 +642,7 @@ mod tests {
         let headers = headers(&Record::Omitted(parts[1].clone()), "portcullis/gw");
         assert_eq!(
             headers.get("Nats-Msg-Id").unwrap().as_str(),
-            "omitted-portcullis/gw-110"
+            "omitted-portcullis/gw-110-100"
         );
         assert_eq!(
             headers.get("Portcullis-Record").unwrap().as_str(),

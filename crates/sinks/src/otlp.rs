@@ -47,7 +47,7 @@ pub struct OtlpTransport {
 impl OtlpTransport {
     pub fn new(settings: &OtlpSink, timeout: Duration) -> Result<OtlpTransport, String> {
         let url = reqwest::Url::parse(&settings.url)
-            .map_err(|e| format!("url: {:?} is not a URL: {e}", settings.url))?;
+            .map_err(|e| format!("url: {} is not a URL: {e}", crate::shown_url(&settings.url)))?;
         let poster = Poster::new(
             url,
             &settings.tls,

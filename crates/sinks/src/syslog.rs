@@ -30,8 +30,10 @@
 //! receivers acknowledge. What this transport does make sure of is that a batch is never
 //! written into a connection the receiver already closed (a restart, an idle timeout):
 //! before each batch it looks whether the peer closed (readable with no data) or reset the
-//! connection, and if so reconnects first, so a receiver restart between batches loses
-//! nothing.
+//! connection, and if so reconnects first; and on every new connection the last batch is
+//! written again before the next (the receiver may have been killed before it read it from
+//! its socket), so a receiver restart between batches loses nothing, at the price of that
+//! batch twice.
 
 use std::fmt::Write as _;
 use std::mem::MaybeUninit;
@@ -86,6 +88,11 @@ pub struct SyslogSender {
     connection: Option<Connection>,
     /// The frames of the batch being sent, kept to reuse its allocation.
     frames: Vec<u8>,
+    /// The frames of the last batch counted as delivered. Syslog has no acknowledgement: a
+    /// receiver killed before it read them from its socket loses them, and the next batch
+    /// finds the connection reset. So on every new connection they are written again first
+    /// (at least once: the receiver may see them twice).
+    previous: Vec<u8>,
     message: String,
 }
 
@@ -122,6 +129,7 @@ impl SyslogSender {
             procid: std::process::id(),
             connection: None,
             frames: Vec::new(),
+            previous: Vec::new(),
             message: String::new(),
         })
     }
@@ -178,20 +186,23 @@ impl SyslogSender {
     async fn deliver(&mut self) -> Result<(), SendError> {
         // Taken out while writing: if the engine's timeout drops this future mid-write, the
         // next batch starts on a new connection rather than after half a frame.
-        let mut connection = match self.connection.take() {
+        let (mut connection, new) = match self.connection.take() {
             Some(mut open) => match open.check().await {
-                Ok(()) => open,
+                Ok(()) => (open, false),
                 Err(reason) => {
                     tracing::warn!(
                         receiver = %self.address,
-                        "syslog: {reason} since the last batch; reconnecting"
+                        "syslog: {reason} since the last batch; reconnecting, and sending the last batch again"
                     );
-                    self.connect().await?
+                    (self.connect().await?, true)
                 }
             },
-            None => self.connect().await?,
+            None => (self.connect().await?, true),
         };
         let written = async {
+            if new && !self.previous.is_empty() {
+                connection.write_all(&self.previous).await?;
+            }
             connection.write_all(&self.frames).await?;
             connection.flush().await
         };
@@ -202,6 +213,7 @@ impl SyslogSender {
             ))
         })?;
         self.connection = Some(connection);
+        std::mem::swap(&mut self.previous, &mut self.frames);
         Ok(())
     }
 

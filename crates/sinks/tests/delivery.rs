@@ -265,3 +265,62 @@ async fn a_receiver_that_fails_grows_the_lag_and_loses_nothing() {
     sinks.finish(Duration::from_secs(1)).await;
     log.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_that_lost_its_tail_and_grew_again_stops_the_sink_instead_of_skipping() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = dir.path().join("audit.jsonl");
+    let signer = signer();
+    let log = open_log(&data, &signer);
+    record(&log, 5, "billing").await;
+    log.close().await.unwrap();
+    drop(log);
+    // A backup of the log at 5 events (WAL checkpointed on close).
+    let backup = dir.path().join("backup.db");
+    std::fs::copy(data.join("audit.db"), &backup).unwrap();
+
+    let log = open_log(&data, &signer);
+    record(&log, 5, "billing").await;
+    let context = Context {
+        data_dir: data.clone(),
+        origin: ORIGIN.into(),
+        committed: Some(log.committed()),
+    };
+    let sinks = SinkSet::start(&[file_sink(&out, SinkFilter::default())], &context).unwrap();
+    wait_until("10 delivered", || sinks.status()[0].delivered >= 10).await;
+    sinks.finish(Duration::from_secs(1)).await;
+    log.close().await.unwrap();
+    drop(log);
+
+    // The log goes back to the backup (as after losing its tail), then grows past where the
+    // sink was: leaves 5..10 are other events now.
+    for name in ["audit.db-wal", "audit.db-shm"] {
+        let _ = std::fs::remove_file(data.join(name));
+    }
+    std::fs::copy(&backup, data.join("audit.db")).unwrap();
+    let log = open_log(&data, &signer);
+    record(&log, 8, "billing").await;
+    let context = Context {
+        committed: Some(log.committed()),
+        ..context
+    };
+    let before = lines(&out).len();
+    let sinks = SinkSet::start(&[file_sink(&out, SinkFilter::default())], &context).unwrap();
+    wait_until("the sink to stop", || sinks.status()[0].state == "stopped").await;
+    let status = sinks.status().remove(0);
+    assert!(
+        status.last_error.as_deref().unwrap().contains("at leaf 9"),
+        "{status:?}"
+    );
+    assert_eq!(lines(&out).len(), before, "nothing more was sent");
+    // `sinks status` from disk says the same.
+    let on_disk = portcullis_sinks::engine::status_from_disk(
+        &data,
+        &[file_sink(&out, SinkFilter::default())],
+    )
+    .unwrap();
+    assert_eq!(on_disk[0].state, "stopped", "{on_disk:?}");
+    sinks.finish(Duration::from_secs(1)).await;
+    log.close().await.unwrap();
+}

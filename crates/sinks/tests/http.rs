@@ -113,6 +113,9 @@ struct Peer {
     /// `_bulk`: the next request is stored, then answered 503 (a receiver that failed
     /// after indexing: the resend must be deduplicated).
     store_then_fail: AtomicBool,
+    /// While set, the token may not write the index: `_bulk` answers 200 with a 403
+    /// `security_exception` per item, HEC answers code 7 naming event 0.
+    forbidden: AtomicBool,
     requests: AtomicU64,
 }
 
@@ -177,6 +180,12 @@ async fn hec_endpoint(State(peer): State<Arc<Peer>>, headers: HeaderMap, body: B
         return answer(
             StatusCode::FORBIDDEN,
             json!({"text": "Invalid token", "code": 4}),
+        );
+    }
+    if peer.forbidden.load(Ordering::SeqCst) {
+        return answer(
+            StatusCode::BAD_REQUEST,
+            json!({"text": "Incorrect index", "code": 7, "invalid-event-number": 0}),
         );
     }
     let result = (|| {
@@ -252,7 +261,12 @@ async fn bulk_endpoint(State(peer): State<Arc<Peer>>, headers: HeaderMap, body: 
                     "not a create action with _index and _id: {action}"
                 )));
             };
-            let (status, error) = if poisoned(&doc["portcullis"]) {
+            let (status, error) = if peer.forbidden.load(Ordering::SeqCst) {
+                (
+                    403,
+                    json!({"type": "security_exception", "reason": "action [indices:data/write/bulk[s]] is unauthorized for API key"}),
+                )
+            } else if poisoned(&doc["portcullis"]) {
                 (
                     400,
                     json!({"type": "mapper_parsing_exception", "reason": "failed to parse field [portcullis.event.target]"}),
@@ -486,7 +500,7 @@ async fn every_preset_waits_out_an_outage_and_delivers_everything_in_order() {
     assert!(
         st.docs
             .iter()
-            .any(|(id, _)| id == "checkpoint-portcullis_test-gw-30")
+            .any(|(id, _)| id.starts_with("checkpoint-") && id.ends_with("-30"))
     );
     s.log.close().await.unwrap();
 }
@@ -611,6 +625,74 @@ async fn bulk_resends_are_deduplicated_and_a_mapping_error_is_refused_for_good()
     assert!(
         reason.contains("400") && reason.contains("mapper_parsing_exception"),
         "{reason}"
+    );
+    s.log.close().await.unwrap();
+}
+
+/// Refusals that are about the receiver's configuration, not a record (no right to write
+/// the index: a 403 per `_bulk` item, HEC's "Incorrect index" naming event 0), are retried
+/// until fixed, never taken as the records' fault: nothing is rejected, nothing skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_refusing_every_record_for_its_own_reasons_is_retried_not_believed() {
+    let s = setup(Durability::Strict);
+    let peer = Arc::new(Peer::default());
+    peer.forbidden.store(true, Ordering::SeqCst);
+    let base = serve(peer.clone()).await;
+    record(&s.log, 12, "billing").await;
+    s.log.checkpoint_now().await.unwrap();
+    let mut es = http_sink(format!("{base}/es"), HttpPreset::Elasticsearch, None);
+    es.gzip = false;
+    let hec = http_sink(
+        format!("{base}/services/collector/event"),
+        HttpPreset::SplunkHec,
+        Some(Secret::Literal(TOKEN.into())),
+    );
+    let sinks = SinkSet::start(&[spec("es", 5, es), spec("hec", 5, hec)], &s.context).unwrap();
+    wait_until("both retrying", || {
+        sinks
+            .status()
+            .iter()
+            .all(|st| st.state == "retrying" && st.last_error.is_some())
+    })
+    .await;
+    let status = sinks.status();
+    for st in &status {
+        assert_eq!((st.delivered, st.rejected), (0, 0), "{st:?}");
+    }
+    assert!(
+        status[0]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("security_exception"),
+        "{status:?}"
+    );
+    assert!(
+        status[1]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("Incorrect index"),
+        "{status:?}"
+    );
+    // Fixed: everything arrives, nothing was rejected.
+    peer.forbidden.store(false, Ordering::SeqCst);
+    wait_until("both caught up", || {
+        sinks.status().iter().all(|st| st.state == "caught-up")
+    })
+    .await;
+    for st in sinks.status() {
+        assert_eq!((st.delivered, st.rejected), (12, 0), "{st:?}");
+    }
+    sinks.finish(Duration::from_secs(1)).await;
+    let st = std::mem::take(&mut *peer.stored.lock().unwrap());
+    assert_eq!(
+        leaves(st.docs.iter().map(|d| d.1["portcullis"].clone())),
+        (0..12).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        leaves(st.hec.iter().map(|e| e["event"].clone())),
+        (0..12).collect::<Vec<_>>()
     );
     s.log.close().await.unwrap();
 }
