@@ -744,6 +744,9 @@ async fn events_reach_syslog_over_tls_and_nats_and_catch_up_after_outages_and_a_
     let bus_before = p.lagging("bus", &p.nats.url()).await;
     assert!(p.gw.terminate(), "the gateway stops cleanly");
     let first_run = p.log_size();
+    // rsyslog acknowledges nothing: what it took before the stop is written to its file
+    // shortly after.
+    p.syslog_reaches(first_run).await;
     let stop = p
         .syslog_copy()
         .into_iter()
@@ -792,6 +795,7 @@ async fn events_reach_syslog_over_tls_and_nats_and_catch_up_after_outages_and_a_
     // 5. A clean stop: the stop event and the final checkpoint reach both.
     assert!(p.gw.terminate(), "the gateway stops cleanly");
     let size = p.log_size();
+    p.syslog_reaches(size).await;
     for (who, records) in [("rsyslog", p.syslog_copy()), ("nats", p.nats_copy().await)] {
         let last_stop = records
             .iter()
