@@ -85,10 +85,11 @@ struct Args {
     /// beside the events), `encrypted` (sealed to an age recipient made with `age-keygen`).
     #[arg(long, value_delimiter = ',', default_value = "off")]
     recording: Vec<Recording>,
-    /// Also measure the gateway streaming its log to two sinks: syslog over TCP (to a
-    /// receiver in this process) and NATS JetStream (the machine's, on 127.0.0.1:4222).
-    #[arg(long)]
-    sinks: bool,
+    /// Also measure the gateway streaming its log to sinks: `syslog` over TCP (to a
+    /// receiver in this process), `nats` (the machine's JetStream on 127.0.0.1:4222),
+    /// `file`. The figure is `--sinks syslog,nats`.
+    #[arg(long, value_delimiter = ',')]
+    sinks: Vec<String>,
 }
 
 /// How a measured gateway records sessions.
@@ -529,10 +530,10 @@ async fn main() -> Result<()> {
             rps / direct_rps
         );
     }
-    let sink_peers = if args.sinks {
-        Some(sinks::McpSinks::start().await?)
-    } else {
+    let sink_peers = if args.sinks.is_empty() {
         None
+    } else {
+        Some(sinks::McpSinks::start(&args.sinks).await?)
     };
     let mut gateways: Vec<Variant<'_>> = Vec::new();
     for durability in &args.durability {
@@ -579,7 +580,7 @@ async fn main() -> Result<()> {
         }
         if let Some(sinks) = &sink_peers {
             gateways.push(Variant {
-                label: format!("gateway ({durability}, 2 sinks)"),
+                label: format!("gateway ({durability}, {})", args.sinks.join("+")),
                 binary: args.gateway.clone(),
                 durability,
                 signed: true,

@@ -264,6 +264,7 @@ fn spec_for(
         name: format!("bench-{kind}"),
         filter: SinkFilter::default(),
         batch_max: batch,
+        batch_wait: Duration::from_millis(100),
         lag_warning: Duration::from_secs(3600),
         retry_max: Duration::from_secs(1),
         timeout: Duration::from_secs(30),
@@ -397,38 +398,61 @@ fn otlp_records(body: &[u8]) -> u64 {
     })
 }
 
-/// The two sinks of `mcp --sinks`: syslog over TCP to a receiver in this process, and the
-/// machine's NATS JetStream.
+/// The sinks of `mcp --sinks`: syslog over TCP to a receiver in this process, the machine's
+/// NATS JetStream, a file.
 pub(crate) struct McpSinks {
     /// The `[[sinks]]` tables for the gateway's configuration.
     pub(crate) config: String,
     receiver: Receiver,
-    stream: NatsStream,
+    stream: Option<NatsStream>,
+    _dir: tempfile::TempDir,
 }
 
 impl McpSinks {
-    pub(crate) async fn start() -> Result<McpSinks> {
+    pub(crate) async fn start(kinds: &[String]) -> Result<McpSinks> {
         let receiver = Receiver::start().await?;
-        let stream = NatsStream::create(Path::new(".")).await?;
-        let config = format!(
-            "\n[[sinks]]\nname = \"siem\"\nkind = \"syslog\"\naddress = \"{}\"\ntransport = \"tcp\"\n\n\
-             [[sinks]]\nname = \"bus\"\nkind = \"nats\"\nurl = \"{NATS_URL}\"\nsubject = \"{}\"\n",
-            receiver.syslog, stream.subject
-        );
+        let dir = tempfile::tempdir_in(".")?;
+        let mut stream = None;
+        let mut config = String::new();
+        for kind in kinds {
+            config += &match kind.as_str() {
+                "syslog" => format!(
+                    "\n[[sinks]]\nname = \"siem\"\nkind = \"syslog\"\naddress = \"{}\"\ntransport = \"tcp\"\n",
+                    receiver.syslog
+                ),
+                "nats" => {
+                    let created = NatsStream::create(dir.path()).await?;
+                    let section = format!(
+                        "\n[[sinks]]\nname = \"bus\"\nkind = \"nats\"\nurl = \"{NATS_URL}\"\nsubject = \"{}\"\n",
+                        created.subject
+                    );
+                    stream = Some(created);
+                    section
+                }
+                "file" => format!(
+                    "\n[[sinks]]\nname = \"lake\"\nkind = \"file\"\npath = {:?}\n",
+                    dir.path().join("audit.jsonl").display().to_string()
+                ),
+                other => bail!("--sinks: {other} is not syslog, nats or file"),
+            };
+        }
         Ok(McpSinks {
             config,
             receiver,
             stream,
+            _dir: dir,
         })
     }
 
     pub(crate) async fn finish(self) -> Result<()> {
         println!(
-            "(the syslog receiver took {} records; the NATS stream was {})",
-            self.receiver.records.load(Ordering::Relaxed),
-            self.stream.name
+            "(the syslog receiver took {} records)",
+            self.receiver.records.load(Ordering::Relaxed)
         );
-        self.stream.delete().await
+        match self.stream {
+            Some(stream) => stream.delete().await,
+            None => Ok(()),
+        }
     }
 }
 

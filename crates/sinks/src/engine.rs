@@ -206,7 +206,8 @@ struct Worker {
 /// What one read of the log gave, and the batch made of it (both done off the runtime's
 /// threads: reading, parsing and filtering a page is the sink's heaviest work).
 struct Read {
-    batch: Batch,
+    /// `None`: fewer than a full batch wait, and `batch_wait` has not passed yet.
+    batch: Option<Batch>,
     /// The log's size at that moment.
     head: u64,
     first_event: Option<String>,
@@ -283,29 +284,48 @@ impl Worker {
         }
         // The cursor is checked against the log once, before anything is sent from it.
         let mut checked = false;
+        // When events were first seen waiting while fewer than a full batch.
+        let mut pending_since: Option<Instant> = None;
         loop {
             let (next_leaf, after_checkpoint, limit) =
                 (cursor.next_leaf, cursor.checkpoint, self.spec.batch_max);
+            // Events gather for up to `batch_wait` from when the first was seen, unless a
+            // full batch is there or the gateway is stopping.
+            let wait_left = match pending_since {
+                Some(since) => self.spec.batch_wait.saturating_sub(since.elapsed()),
+                None => self.spec.batch_wait,
+            };
+            let want_full = !wait_left.is_zero() && self.deadline().is_none();
             let taken = reader
                 .take()
                 .expect("the reader is put back after each read");
             let (filter, origin) = (self.filter.clone(), self.context.origin.clone());
             let (back, read) = blocking(self.spec.name.clone(), move || {
                 let read = (|| {
-                    let page = taken.sink_page(next_leaf, limit, after_checkpoint)?;
                     let head = taken.count()?;
                     let first_event = taken.first_event_id()?;
                     let last_leaf = match (checked, next_leaf) {
                         (false, 1..) => taken.leaf_hash(next_leaf - 1)?,
                         _ => None,
                     };
+                    let partial = head > next_leaf && head - next_leaf < limit as u64;
+                    let page = if want_full && partial {
+                        None
+                    } else {
+                        Some(taken.sink_page(next_leaf, limit, after_checkpoint)?)
+                    };
                     Ok::<_, portcullis_audit::AuditError>((page, head, first_event, last_leaf))
                 })();
                 let read = read.map_err(SinkError::from).and_then(
                     |(page, head, first_event, last_leaf)| {
-                        let oldest_time = page.leaves.first().and_then(|l| event_time(&l.body));
+                        let oldest_time = page
+                            .as_ref()
+                            .and_then(|p| p.leaves.first())
+                            .and_then(|l| event_time(&l.body));
                         Ok(Read {
-                            batch: build_batch(page, &filter, &origin, next_leaf)?,
+                            batch: page
+                                .map(|page| build_batch(page, &filter, &origin, next_leaf))
+                                .transpose()?,
                             head,
                             first_event,
                             last_leaf,
@@ -335,7 +355,18 @@ impl Worker {
             if cursor.log.is_none() {
                 cursor.log.clone_from(&read.first_event);
             }
-            let batch = read.batch;
+            let Some(batch) = read.batch else {
+                // A partial batch: let more events gather first.
+                pending_since.get_or_insert_with(Instant::now);
+                {
+                    let mut status = self.status();
+                    status.head = read.head;
+                    status.lag_events = read.head.saturating_sub(cursor.next_leaf);
+                }
+                let _ = until_deadline(self.stopping.clone(), tokio::time::sleep(wait_left)).await;
+                continue;
+            };
+            pending_since = None;
             if batch.records.is_empty() {
                 self.caught_up(read.head);
                 if self.deadline().is_some() {

@@ -40,6 +40,7 @@ fn file_sink(path: &Path, filter: SinkFilter) -> SinkSpec {
         name: "lake".into(),
         filter,
         batch_max: 7,
+        batch_wait: Duration::ZERO,
         lag_warning: Duration::from_secs(60),
         retry_max: Duration::from_millis(500),
         timeout: Duration::from_secs(5),

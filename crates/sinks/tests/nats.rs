@@ -56,6 +56,7 @@ fn nats_sink(url: &str, subject: &str, batch_max: usize, timeout: Duration) -> S
         name: "bus".into(),
         filter: SinkFilter::default(),
         batch_max,
+        batch_wait: Duration::ZERO,
         lag_warning: Duration::from_secs(60),
         retry_max: Duration::from_millis(500),
         timeout,

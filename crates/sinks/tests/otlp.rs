@@ -78,6 +78,7 @@ fn spec(name: &str, batch_max: usize, url: String, gzip: bool) -> SinkSpec {
         name: name.into(),
         filter: SinkFilter::default(),
         batch_max,
+        batch_wait: Duration::ZERO,
         lag_warning: Duration::from_secs(60),
         retry_max: Duration::from_millis(400),
         timeout: Duration::from_secs(20),

@@ -88,6 +88,7 @@ fn syslog_sink(
         name: "siem".into(),
         filter: SinkFilter::default(),
         batch_max,
+        batch_wait: Duration::ZERO,
         lag_warning: Duration::from_secs(60),
         retry_max: Duration::from_millis(500),
         timeout: Duration::from_secs(10),
