@@ -13,25 +13,24 @@
 //! is complete across both runs. A clean stop delivers the stop event and the final
 //! checkpoint to both.
 //!
-//! The receiver harness (certificates, rsyslog, nats-server) is copied from
-//! `crates/sinks/tests/syslog.rs` and `nats.rs`, so each test file stands on its own.
+//! The receivers are run by `portcullis_sinks::testing`, the harness the sinks' own tests
+//! use.
 
 mod common;
 
 use std::collections::HashSet;
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, stream};
 use common::*;
 use futures_util::StreamExt as _;
+use portcullis_sinks::testing::{Ca, OwnNats, Rsyslog, TlsFiles};
 use serde_json::{Value, json};
 
 const STREAM: &str = "AUDIT";
 const SUBJECT: &str = "portcullis.audit";
-const NATS_SERVER: &str = "/usr/sbin/nats-server";
 /// A call through the gateway must answer within this, receivers up or down.
 const CALL_BUDGET: Duration = Duration::from_secs(2);
 /// Generous: the tests run in parallel on 2 cores.
@@ -94,226 +93,6 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 // ---------------------------------------------------------------------------------------
 // Certificates (from crates/sinks/tests/syslog.rs)
 
-struct Ca {
-    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::CrlSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let key = rcgen::KeyPair::generate().unwrap();
-        Ca {
-            issuer: rcgen::CertifiedIssuer::self_signed(params, key).unwrap(),
-        }
-    }
-
-    /// A certificate for `names` (server or client): (certificate PEM, key PEM).
-    fn issue(&self, names: &[&str], purpose: rcgen::ExtendedKeyUsagePurpose) -> (String, String) {
-        let mut params =
-            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, names[0]);
-        params.extended_key_usages = vec![purpose];
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::DigitalSignature,
-            rcgen::KeyUsagePurpose::KeyEncipherment,
-        ];
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-}
-
-/// The files of the TLS receiver and of the sink that talks to it.
-struct TlsFiles {
-    ca: PathBuf,
-    server_cert: PathBuf,
-    server_key: PathBuf,
-    client_cert: PathBuf,
-    client_key: PathBuf,
-}
-
-impl TlsFiles {
-    fn write(dir: &Path, ca: &Ca) -> TlsFiles {
-        let (server_cert, server_key) = ca.issue(
-            &["syslog.test", "127.0.0.1"],
-            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-        );
-        let (client_cert, client_key) = ca.issue(
-            &["gateway.test"],
-            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-        );
-        let files = TlsFiles {
-            ca: dir.join("ca.pem"),
-            server_cert: dir.join("server.pem"),
-            server_key: dir.join("server.key"),
-            client_cert: dir.join("client.pem"),
-            client_key: dir.join("client.key"),
-        };
-        std::fs::write(&files.ca, ca.issuer.pem()).unwrap();
-        std::fs::write(&files.server_cert, server_cert).unwrap();
-        std::fs::write(&files.server_key, server_key).unwrap();
-        std::fs::write(&files.client_cert, client_cert).unwrap();
-        std::fs::write(&files.client_key, client_key).unwrap();
-        files
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// rsyslog (from crates/sinks/tests/syslog.rs)
-
-/// An rsyslogd in the foreground with a configuration of its own, on a port of its own,
-/// listening over TLS and requiring a client certificate the CA signed.
-struct Rsyslog {
-    dir: PathBuf,
-    port: u16,
-    child: Option<Child>,
-}
-
-fn rsyslogd() -> &'static str {
-    for path in ["/usr/sbin/rsyslogd", "/sbin/rsyslogd"] {
-        if Path::new(path).exists() {
-            return path;
-        }
-    }
-    panic!("rsyslogd is needed: apt-get install rsyslog rsyslog-gnutls (see .ci/run)");
-}
-
-impl Rsyslog {
-    fn start(dir: &Path, tls: &TlsFiles) -> Rsyslog {
-        let dir = dir.join("rsyslog");
-        std::fs::create_dir_all(&dir).unwrap();
-        for _ in 0..5 {
-            let port = free_port();
-            std::fs::write(dir.join("rsyslog.conf"), rsyslog_config(&dir, port, tls)).unwrap();
-            let mut receiver = Rsyslog {
-                dir: dir.clone(),
-                port,
-                child: None,
-            };
-            // Another test may take the port between our look and rsyslog's bind.
-            if receiver.spawn() {
-                return receiver;
-            }
-        }
-        panic!("rsyslogd did not start: {}", self_stderr(&dir));
-    }
-
-    fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// Starts rsyslogd with the configuration in `dir`; true once it accepts connections.
-    fn spawn(&mut self) -> bool {
-        let _ = std::fs::remove_file(self.dir.join("pid"));
-        let stderr = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("stderr"))
-            .unwrap();
-        let child = Command::new(rsyslogd())
-            .arg("-n")
-            .arg("-f")
-            .arg(self.dir.join("rsyslog.conf"))
-            .arg("-i")
-            .arg(self.dir.join("pid"))
-            .stdin(Stdio::null())
-            .stdout(stderr.try_clone().unwrap())
-            .stderr(stderr)
-            .spawn()
-            .expect("cannot start rsyslogd");
-        self.child = Some(child);
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(20) {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                eprintln!("rsyslogd exited: {status}");
-                self.child = None;
-                return false;
-            }
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.kill();
-        false
-    }
-
-    /// SIGKILL: the receiver dies without a goodbye, its connections closed by the kernel.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// On the same port. The port was ours a moment ago, but a parallel test may take it
-    /// while it is free: retried for a while before giving up.
-    fn restart(&mut self) {
-        let start = Instant::now();
-        while !self.spawn() {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "rsyslogd did not restart on port {}: {}",
-                self.port,
-                self_stderr(&self.dir)
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    fn raw_file(&self) -> PathBuf {
-        self.dir.join("raw.log")
-    }
-
-    /// The messages as received (`%rawmsg%`), one a line.
-    fn raw(&self) -> String {
-        std::fs::read_to_string(self.raw_file()).unwrap_or_default()
-    }
-}
-
-fn self_stderr(dir: &Path) -> String {
-    std::fs::read_to_string(dir.join("stderr")).unwrap_or_default()
-}
-
-impl Drop for Rsyslog {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// One imtcp listener over TLS (RFC 5425, the client's certificate checked against the
-/// CA), the raw messages from APP-NAME `portcullis` written to `raw.log`. One main-queue
-/// worker, so that the file holds the messages in the order the sink sent them.
-fn rsyslog_config(dir: &Path, port: u16, t: &TlsFiles) -> String {
-    let d = dir.display();
-    format!(
-        r#"global(workDirectory="{d}" maxMessageSize="256k" defaultNetstreamDriver="gtls" defaultNetstreamDriverCAFile="{ca}" defaultNetstreamDriverCertFile="{cert}" defaultNetstreamDriverKeyFile="{key}")
-main_queue(queue.workerThreads="1")
-module(load="imtcp" streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="x509/certvalid")
-input(type="imtcp" address="127.0.0.1" port="{port}")
-template(name="raw" type="string" string="%rawmsg%\n")
-if $app-name == "portcullis" then {{
-  action(type="omfile" file="{d}/raw.log" template="raw")
-}}
-"#,
-        ca = t.ca.display(),
-        cert = t.server_cert.display(),
-        key = t.server_key.display(),
-    )
-}
-
 /// The native records in rsyslog's file (each after its syslog header).
 fn syslog_records(raw: &str) -> Vec<Value> {
     raw.lines()
@@ -324,81 +103,6 @@ fn syslog_records(raw: &str) -> Vec<Value> {
             serde_json::from_str(&line[start..]).unwrap()
         })
         .collect()
-}
-
-// ---------------------------------------------------------------------------------------
-// nats-server (from crates/sinks/tests/nats.rs)
-
-/// A nats-server of the test's own, on a port and store directory that survive a kill.
-struct OwnServer {
-    port: u16,
-    store: PathBuf,
-    child: Option<Child>,
-}
-
-impl OwnServer {
-    fn start(store: &Path) -> OwnServer {
-        let mut server = OwnServer {
-            port: free_port(),
-            store: store.to_path_buf(),
-            child: None,
-        };
-        server.restart();
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    fn restart(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let mut child = Command::new(NATS_SERVER)
-                .args([
-                    "-a",
-                    "127.0.0.1",
-                    "-p",
-                    &self.port.to_string(),
-                    "-js",
-                    "-sd",
-                ])
-                .arg(&self.store)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("nats-server runs (apt-get install nats-server)");
-            // Ready once it accepts; if it exited (the port still held), try again.
-            while Instant::now() < deadline {
-                if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                    self.child = Some(child);
-                    return;
-                }
-                if child.try_wait().unwrap().is_some() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(25));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-            assert!(Instant::now() < deadline, "nats-server did not start");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    /// SIGKILL: no shutdown, no flush, as a crash would.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().unwrap();
-            child.wait().unwrap();
-        }
-    }
-}
-
-impl Drop for OwnServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 async fn jetstream_at(url: &str) -> jetstream::Context {
@@ -485,7 +189,7 @@ struct Peers {
     pubkey: PathBuf,
     agent: Key,
     rsyslog: Rsyslog,
-    nats: OwnServer,
+    nats: OwnNats,
     /// Where the copies are written for `verify-export`.
     out: PathBuf,
     client: reqwest::Client,
@@ -502,8 +206,8 @@ impl Peers {
         let (code, out) = run(&["keys", "audit-init", "--out", path(&audit_key)]);
         assert_eq!(code, 0, "{out}");
         let tls = TlsFiles::write(keys.path(), &Ca::new("test syslog CA"));
-        let rsyslog = Rsyslog::start(keys.path(), &tls);
-        let nats = OwnServer::start(&keys.path().join("nats-store"));
+        let rsyslog = Rsyslog::start(keys.path(), Some(&tls));
+        let nats = OwnNats::start(&keys.path().join("nats-store"));
         create_stream(&jetstream_at(&nats.url()).await).await;
 
         let agent = api_key("billing-agent", "agent", &["agents"]);

@@ -26,6 +26,8 @@ pub mod nats;
 pub mod otlp;
 pub mod record;
 pub mod syslog;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::path::PathBuf;
 

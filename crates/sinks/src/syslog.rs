@@ -206,11 +206,15 @@ impl SyslogSender {
             connection.write_all(&self.frames).await?;
             connection.flush().await
         };
-        written.await.map_err(|e| {
-            SendError::new(format!(
+        written.await.map_err(|e| match &self.tls {
+            // On a new TLS 1.3 connection, a receiver that refuses the client certificate
+            // may say so only now (the settling wait is short, and a loaded receiver slow):
+            // the same refusal, named the same way.
+            Some(tls) if new => SendError::new(tls.refused(&self.address, &e.to_string())),
+            _ => SendError::new(format!(
                 "writing to the syslog receiver {} failed: {e}",
                 self.address
-            ))
+            )),
         })?;
         self.connection = Some(connection);
         std::mem::swap(&mut self.previous, &mut self.frames);

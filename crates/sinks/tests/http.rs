@@ -6,7 +6,6 @@
 
 use std::collections::HashSet;
 use std::io::Read as _;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,38 +14,18 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use portcullis_audit::checkpoint::{Ed25519Signer, Verifier};
-use portcullis_audit::{AuditLog, CheckpointSettings};
+use portcullis_audit::AuditLog;
+use portcullis_audit::checkpoint::Verifier;
 use portcullis_config::{
     ClientTls, Durability, HttpPreset, HttpSink, Secret, SinkFilter, SinkKind, SinkSpec,
 };
 use portcullis_model::{EventType, Outcome};
 use portcullis_sinks::engine::Context;
+use portcullis_sinks::testing::{Ca, ORIGIN, open_log, signer};
 use portcullis_sinks::{SinkSet, export};
 use serde_json::{Value, json};
 
-const ORIGIN: &str = "portcullis/test-gw";
 const TOKEN: &str = "hec-token-7f3a9c";
-
-fn signer() -> Arc<Ed25519Signer> {
-    let pkcs8 = Ed25519Signer::generate_pkcs8().unwrap();
-    Arc::new(Ed25519Signer::from_pkcs8("test-log-key", &pkcs8).unwrap())
-}
-
-fn open_log(dir: &Path, signer: &Arc<Ed25519Signer>, durability: Durability) -> AuditLog {
-    AuditLog::open_signed(
-        dir,
-        "test-gw",
-        durability,
-        CheckpointSettings {
-            origin: ORIGIN.into(),
-            signer: signer.clone(),
-            interval: Duration::from_millis(50),
-            every: 10,
-        },
-    )
-    .unwrap()
-}
 
 async fn record(log: &AuditLog, n: usize, target: &str) {
     for _ in 0..n {
@@ -361,7 +340,7 @@ fn setup(durability: Durability) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let signer = signer();
-    let log = open_log(&data, &signer, durability);
+    let log = open_log(&data, &signer, durability, 10);
     let context = Context {
         data_dir: data.clone(),
         origin: ORIGIN.into(),
@@ -765,43 +744,6 @@ async fn throughput() {
         );
     }
     log.close().await.unwrap();
-}
-
-/// A certificate authority made with rcgen.
-struct Ca {
-    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let key = rcgen::KeyPair::generate().unwrap();
-        Ca {
-            issuer: rcgen::CertifiedIssuer::self_signed(params, key).unwrap(),
-        }
-    }
-
-    /// A certificate for `names`, for a server or a client: (certificate PEM, key PEM).
-    fn issue(&self, names: &[&str], usage: rcgen::ExtendedKeyUsagePurpose) -> (String, String) {
-        let mut params =
-            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, names[0]);
-        params.extended_key_usages = vec![usage];
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
 }
 
 /// A TLS receiver for `siem.test` (not for its IP address) that requires a client

@@ -6,50 +6,22 @@
 //! leaf at least once, in leaf order, with the checkpoints, and the payloads as JSON lines
 //! pass `export::verify` with the log's key.
 
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, stream};
 use futures_util::StreamExt as _;
+use portcullis_audit::AuditLog;
 use portcullis_audit::checkpoint::{Ed25519Signer, Verifier};
-use portcullis_audit::{AuditLog, CheckpointSettings};
 use portcullis_config::{ClientTls, Durability, NatsSink, Secret, SinkFilter, SinkKind, SinkSpec};
 use portcullis_model::{EventType, Outcome};
 use portcullis_sinks::engine::{self, Context};
 use portcullis_sinks::nats::NatsTransport;
+use portcullis_sinks::testing::{Ca, ORIGIN, OwnNats, open_log, signer, wait_until};
 use portcullis_sinks::{SinkSet, export};
 
-const ORIGIN: &str = "portcullis/test-gw";
 const SHARED_NATS: &str = "nats://127.0.0.1:4222";
-const NATS_SERVER: &str = "/usr/sbin/nats-server";
-
-fn signer() -> Arc<Ed25519Signer> {
-    let pkcs8 = Ed25519Signer::generate_pkcs8().unwrap();
-    Arc::new(Ed25519Signer::from_pkcs8("test-log-key", &pkcs8).unwrap())
-}
-
-fn open_log(
-    dir: &Path,
-    signer: &Arc<Ed25519Signer>,
-    durability: Durability,
-    every: u64,
-) -> AuditLog {
-    AuditLog::open_signed(
-        dir,
-        "test-gw",
-        durability,
-        CheckpointSettings {
-            origin: ORIGIN.into(),
-            signer: signer.clone(),
-            interval: Duration::from_millis(50),
-            every,
-        },
-    )
-    .unwrap()
-}
 
 fn nats_sink(url: &str, subject: &str, batch_max: usize, timeout: Duration) -> SinkSpec {
     SinkSpec {
@@ -76,17 +48,6 @@ async fn record(log: &AuditLog, n: usize) {
         event.target = Some("billing".into());
         log.record(event).await.unwrap();
     }
-}
-
-async fn wait_until(what: &str, deadline: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < deadline {
-        if done() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("timed out after {deadline:?} waiting for {what}");
 }
 
 /// A unique suffix for stream and subject names on the shared server.
@@ -414,109 +375,13 @@ async fn an_event_larger_than_the_stream_takes_is_rejected_and_reported_not_retr
     log.close().await.unwrap();
 }
 
-/// A nats-server of the test's own, on a port and store directory that survive a kill.
-struct OwnServer {
-    port: u16,
-    store: PathBuf,
-    /// More arguments (TLS, authentication).
-    extra: Vec<String>,
-    child: Option<Child>,
-}
-
-impl OwnServer {
-    fn start(store: &Path) -> OwnServer {
-        OwnServer::start_with(store, &[])
-    }
-
-    fn start_with(store: &Path, extra: &[String]) -> OwnServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut server = OwnServer {
-            port,
-            store: store.to_path_buf(),
-            extra: extra.to_vec(),
-            child: None,
-        };
-        server.restart();
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    fn restart(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let mut child = Command::new(NATS_SERVER)
-                .args([
-                    "-a",
-                    "127.0.0.1",
-                    "-p",
-                    &self.port.to_string(),
-                    "-js",
-                    "-sd",
-                ])
-                .arg(&self.store)
-                .args(&self.extra)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("nats-server runs (apt-get install nats-server)");
-            // Ready once it accepts; if it exited (the port still held), try again.
-            while Instant::now() < deadline {
-                if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                    self.child = Some(child);
-                    return;
-                }
-                if child.try_wait().unwrap().is_some() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(25));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-            assert!(Instant::now() < deadline, "nats-server did not start");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    /// Freezes (SIGSTOP) or thaws (SIGCONT) the server: a server that hangs with its
-    /// connections open, as behind a network partition.
-    fn signal(&self, signal: &str) {
-        let pid = self.child.as_ref().expect("running").id().to_string();
-        let status = Command::new("kill")
-            .args([signal, pid.as_str()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// SIGKILL: no shutdown, no flush, as a crash would.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().unwrap();
-            child.wait().unwrap();
-        }
-    }
-}
-
-impl Drop for OwnServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_killed_mid_stream_loses_nothing_once_it_is_back() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let signer = signer();
     let log = open_log(&data, &signer, Durability::Strict, 10);
-    let mut server = OwnServer::start(&dir.path().join("nats-store"));
+    let mut server = OwnNats::start(&dir.path().join("nats-store"));
     let js = jetstream_at(&server.url()).await;
     create_stream(&js, "AUDIT", "audit.gw").await;
     drop(js);
@@ -591,7 +456,7 @@ async fn a_server_that_hangs_fails_each_attempt_within_the_timeout_and_nothing_i
     let data = dir.path().join("data");
     let signer = signer();
     let log = open_log(&data, &signer, Durability::Strict, 10);
-    let server = OwnServer::start(&dir.path().join("nats-store"));
+    let server = OwnNats::start(&dir.path().join("nats-store"));
     let js = jetstream_at(&server.url()).await;
     create_stream(&js, "AUDIT", "audit.gw").await;
     record(&log, 50).await;
@@ -649,56 +514,6 @@ async fn a_server_that_hangs_fails_each_attempt_within_the_timeout_and_nothing_i
     log.close().await.unwrap();
 }
 
-/// A certificate authority made with rcgen.
-struct Ca {
-    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let key = rcgen::KeyPair::generate().unwrap();
-        Ca {
-            issuer: rcgen::CertifiedIssuer::self_signed(params, key).unwrap(),
-        }
-    }
-
-    /// A certificate for `names` (a server's or a client's), written as `<stem>.pem` and
-    /// `<stem>.key` in `dir`.
-    fn issue(&self, dir: &Path, stem: &str, names: &[&str], client: bool) -> (PathBuf, PathBuf) {
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let mut params = rcgen::CertificateParams::new(names.clone()).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, names[0].as_str());
-        params.extended_key_usages = vec![if client {
-            rcgen::ExtendedKeyUsagePurpose::ClientAuth
-        } else {
-            rcgen::ExtendedKeyUsagePurpose::ServerAuth
-        }];
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        let cert_path = dir.join(format!("{stem}.pem"));
-        let key_path = dir.join(format!("{stem}.key"));
-        std::fs::write(&cert_path, cert.pem()).unwrap();
-        std::fs::write(&key_path, key.serialize_pem()).unwrap();
-        (cert_path, key_path)
-    }
-
-    fn write(&self, path: &Path) -> PathBuf {
-        std::fs::write(path, self.issuer.pem()).unwrap();
-        path.to_path_buf()
-    }
-}
-
 /// The sink's state once it has failed, or delivered all `n` events.
 async fn outcome(spec: &SinkSpec, context: &Context, n: u64) -> portcullis_sinks::SinkStatus {
     let sinks = SinkSet::start(std::slice::from_ref(spec), context).unwrap();
@@ -725,10 +540,10 @@ async fn tls_with_a_private_ca_a_client_certificate_and_server_name() {
     // The server's certificate names nats.internal and localhost, not 127.0.0.1: reached
     // by address, the sink needs server_name.
     let (server_cert, server_key) =
-        ca.issue(dir.path(), "server", &["nats.internal", "localhost"], false);
-    let (client_cert, client_key) = ca.issue(dir.path(), "client", &["portcullis"], true);
+        ca.issue_files(dir.path(), "server", &["nats.internal", "localhost"], false);
+    let (client_cert, client_key) = ca.issue_files(dir.path(), "client", &["portcullis"], true);
     let path = |p: &Path| p.to_str().unwrap().to_string();
-    let server = OwnServer::start_with(
+    let server = OwnNats::start_with(
         &dir.path().join("store"),
         &[
             "--tls".into(),
@@ -813,7 +628,7 @@ async fn a_wrong_token_is_an_authorization_error_that_does_not_show_it() {
     let log = open_log(&data, &signer, Durability::Strict, 10);
     record(&log, 4).await;
     log.checkpoint_now().await.unwrap();
-    let server = OwnServer::start_with(
+    let server = OwnNats::start_with(
         &dir.path().join("store"),
         &["--auth".into(), "right-token-8c1f".into()],
     );
