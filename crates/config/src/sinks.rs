@@ -518,9 +518,18 @@ fn resolve_kind(
     let allowed = fields_of(sink.kind);
     for (field, present) in given {
         if present && !allowed.contains(&field) {
+            // The mix-up a reader is most likely to make: where one kind says address and
+            // the others url.
+            let instead = match (field, sink.kind) {
+                ("url", RawSinkKind::Syslog) => " (it takes address = \"host:port\")",
+                ("address", RawSinkKind::Http | RawSinkKind::Otlp | RawSinkKind::Nats) => {
+                    " (it takes url)"
+                }
+                _ => "",
+            };
             return Err(err(
                 field,
-                format!("a {kind_name} sink does not take {field}"),
+                format!("a {kind_name} sink does not take {field}{instead}"),
             ));
         }
     }
@@ -573,6 +582,14 @@ fn resolve_kind(
                 .is_none()
             {
                 return Err(err("address", format!("{address:?} is not host:port")));
+            }
+            if address.contains("://") {
+                return Err(err(
+                    "address",
+                    format!(
+                        "{address:?}: give host:port, without a scheme (transport says tcp or tls)"
+                    ),
+                ));
             }
             let transport = sink.transport.unwrap_or(SyslogTransport::Tls);
             let tls = tls()?;
@@ -787,6 +804,14 @@ path = \"audit.jsonl\"
             (
                 "name = \"a\"\nkind = \"syslog\"\naddress = \"host\"",
                 "is not host:port",
+            ),
+            (
+                "name = \"a\"\nkind = \"syslog\"\naddress = \"tcp://siem:514\"",
+                "without a scheme",
+            ),
+            (
+                "name = \"a\"\nkind = \"syslog\"\nurl = \"tcp://siem:514\"",
+                "does not take url (it takes address = \"host:port\")",
             ),
             (
                 "name = \"a\"\nkind = \"syslog\"\naddress = \"h:1\"\ntransport = \"tcp\"\nca = \"ca.pem\"",

@@ -177,8 +177,10 @@ impl From<Kind> for IdentityKind {
 /// Where the data directory is: given directly, or read from a configuration file.
 #[derive(clap::Args)]
 struct DataDir {
+    /// The gateway's data directory (default: the configuration's, else ./portcullis-data).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// The gateway's configuration file (default: ./portcullis.toml, if there is one).
     #[arg(long)]
     config: Option<PathBuf>,
 }
@@ -455,7 +457,7 @@ fn check_config(path: &Path) -> Result<()> {
             }
         }
         println!(
-            "  sink {} ({} -> {destination}): {}{}; batches of {}, warns past {} of lag",
+            "  sink {} ({} -> {destination}): {}{}; batches of up to {} (gathered for {}), warns past {} of lag",
             spec.name,
             spec.kind.name(),
             if only.is_empty() {
@@ -472,6 +474,7 @@ fn check_config(path: &Path) -> Result<()> {
                 ""
             },
             spec.batch_max,
+            humantime::format_duration(spec.batch_wait),
             humantime::format_duration(spec.lag_warning),
         );
     }

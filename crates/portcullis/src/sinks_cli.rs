@@ -83,12 +83,12 @@ pub fn sinks(command: SinksCommand) -> Result<()> {
                 ))
                 .map_err(|e| anyhow::anyhow!("replay to {name}: {e}"))?;
             println!(
-                "replayed to {name} ({}): {} events, {} filtered out as hashes, {} checkpoints, in {} batches",
+                "replayed to {name} ({}): {}, {} filtered out as hashes, {}, in {}",
                 transport.destination(),
-                replayed.events,
+                counted(replayed.events, "event"),
                 replayed.omitted,
-                replayed.checkpoints,
-                replayed.batches
+                counted(replayed.checkpoints, "checkpoint"),
+                counted(replayed.batches, "batch")
             );
             for reason in &replayed.rejected {
                 println!("  refused by the receiver: {reason}");
@@ -213,11 +213,11 @@ pub fn verify_export(args: &VerifyExportArgs) -> i32 {
             }
             for log in &summary.logs {
                 println!(
-                    "valid: {}: leaves 0..{} proven by {} signed checkpoints ({} events in full, {} filtered out as hashes){}",
+                    "valid: {}: leaves 0..{} proven by {} ({} in full, {} filtered out as hashes){}",
                     log.origin,
                     log.covered,
-                    log.checkpoints,
-                    log.events,
+                    counted(log.checkpoints, "signed checkpoint"),
+                    counted(log.events, "event"),
                     log.omitted,
                     if log.uncovered > 0 {
                         format!(
@@ -231,8 +231,10 @@ pub fn verify_export(args: &VerifyExportArgs) -> i32 {
             }
             if summary.duplicates > 0 || summary.ignored_lines > 0 {
                 println!(
-                    "{} lines: {} repeated records (resent, identical), {} lines without a record",
-                    summary.lines, summary.duplicates, summary.ignored_lines
+                    "{}: {} (resent, identical), {} without a record",
+                    counted(summary.lines, "line"),
+                    counted(summary.duplicates, "repeated record"),
+                    counted(summary.ignored_lines, "line")
                 );
             }
             0
@@ -245,5 +247,14 @@ pub fn verify_export(args: &VerifyExportArgs) -> i32 {
             println!("INVALID: {e}");
             1
         }
+    }
+}
+
+/// `1 event`, `2 events`, `1 batch`, `3 batches`.
+fn counted(n: u64, noun: &str) -> String {
+    match (n, noun.ends_with("ch")) {
+        (1, _) => format!("1 {noun}"),
+        (_, true) => format!("{n} {noun}es"),
+        _ => format!("{n} {noun}s"),
     }
 }

@@ -177,6 +177,19 @@ impl SinkSet {
     /// among it) for at most `drain`. What is not delivered by then is sent after the next
     /// start: the cursors are on disk.
     pub async fn finish(self, drain: Duration) {
+        let behind: Vec<String> = self
+            .status()
+            .into_iter()
+            .filter(|s| s.state != "caught-up")
+            .map(|s| s.name)
+            .collect();
+        if !behind.is_empty() {
+            tracing::info!(
+                sinks = %behind.join(", "),
+                "letting the sinks deliver the last events for up to {}s",
+                drain.as_secs()
+            );
+        }
         let _ = self.stop.send(Some(tokio::time::Instant::now() + drain));
         for sink in self.sinks {
             let mut task = sink.task;

@@ -78,9 +78,7 @@ pub enum ExportError {
         first: u64,
         second: u64,
     },
-    #[error(
-        "{origin}: leaves {from}..{to} are missing (the export is not complete up to leaf {seen})"
-    )]
+    #[error("{origin}: {} missing (the export is not complete up to leaf {seen})", if *to == from + 1 { format!("leaf {from} is") } else { format!("leaves {from}..{to} are") })]
     Gap {
         origin: String,
         from: u64,
@@ -112,6 +110,10 @@ pub enum ExportError {
     },
     #[error("the export holds no signed checkpoint{}, so nothing in it is proven", origin.as_ref().map(|o| format!(" for {o}")).unwrap_or_default())]
     NoCheckpoint { origin: Option<String> },
+    #[error(
+        "no line of the export holds a Portcullis record ({lines} lines read): is it the sink's output?"
+    )]
+    NoRecord { lines: u64 },
 }
 
 /// One leaf as the export gives it.
@@ -298,7 +300,12 @@ pub fn verify_with(
             other => return Err(malformed(format!("unknown record kind {other:?}"))),
         }
     }
-    if logs.is_empty() || logs.values().all(|l| l.checkpoints.is_empty()) {
+    if logs.is_empty() {
+        return Err(ExportError::NoRecord {
+            lines: summary.lines,
+        });
+    }
+    if logs.values().all(|l| l.checkpoints.is_empty()) {
         return Err(ExportError::NoCheckpoint { origin: None });
     }
     for (origin, log) in logs {
