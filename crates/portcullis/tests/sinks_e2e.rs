@@ -25,6 +25,17 @@ fn run(args: &[&str]) -> (i32, String) {
     )
 }
 
+/// `portcullis audit verify-export FILE --pubkey KEY`: (exit code, output).
+fn verify_export(file: &Path, pubkey: &Path) -> (i32, String) {
+    run(&[
+        "audit",
+        "verify-export",
+        path(file),
+        "--pubkey",
+        path(pubkey),
+    ])
+}
+
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -156,13 +167,7 @@ async fn the_log_reaches_a_file_sink_complete_and_provably_so() {
         .filter(|r| r["event"]["resource"] == "lookup_customer")
         .collect();
     assert!(tools.len() >= 5, "{tools:?}");
-    let (code, out) = run(&[
-        "audit",
-        "verify-export",
-        path(&s.lake),
-        "--pubkey",
-        path(&s.pubkey),
-    ]);
+    let (code, out) = verify_export(&s.lake, &s.pubkey);
     assert_eq!(code, 0, "{out}");
     assert!(out.starts_with("valid: portcullis/"), "{out}");
 
@@ -178,22 +183,10 @@ async fn the_log_reaches_a_file_sink_complete_and_provably_so() {
         ),
     )
     .unwrap();
-    let (code, out) = run(&[
-        "audit",
-        "verify-export",
-        path(&edited_file),
-        "--pubkey",
-        path(&s.pubkey),
-    ]);
+    let (code, out) = verify_export(&edited_file, &s.pubkey);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("was edited"), "{out}");
-    let (code, out) = run(&[
-        "audit",
-        "verify-export",
-        path(&s.lake),
-        "--pubkey",
-        "/nonexistent.pub",
-    ]);
+    let (code, out) = verify_export(&s.lake, Path::new("/nonexistent.pub"));
     assert_eq!(code, 2, "{out}");
 
     // A clean stop delivers the stop event and the checkpoint covering it.
@@ -224,13 +217,7 @@ async fn the_log_reaches_a_file_sink_complete_and_provably_so() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("replayed to lake"), "{out}");
     assert!(records(&s.lake).len() > before);
-    let (code, out) = run(&[
-        "audit",
-        "verify-export",
-        path(&s.lake),
-        "--pubkey",
-        path(&s.pubkey),
-    ]);
+    let (code, out) = verify_export(&s.lake, &s.pubkey);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("repeated records"), "{out}");
     let (code, out) = run(&[

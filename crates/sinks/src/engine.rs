@@ -54,10 +54,7 @@ pub struct SinkStatus {
     pub name: String,
     pub kind: String,
     pub destination: String,
-    /// `caught-up`, `delivering`, `retrying` (the last attempt failed), or `stopped` (the
-    /// sink cannot go on: see `last_error`). Read from disk (`sinks status`), a sink with
-    /// undelivered events and no error is `behind`.
-    pub state: String,
+    pub state: SinkState,
     /// Leaves `0..delivered` are acknowledged by the receiver.
     pub delivered: u64,
     /// Events in the log.
@@ -70,6 +67,46 @@ pub struct SinkStatus {
     pub last_error_at: Option<String>,
     /// Records the receiver refused for good (see the sink's `.rejected.jsonl`).
     pub rejected: u64,
+}
+
+/// Where a sink is, as `sinks status` and the admin API show it (`caught-up`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SinkState {
+    /// Everything in the log is acknowledged.
+    CaughtUp,
+    Delivering,
+    /// The last attempt failed (see `last_error`); the batch is sent again after a backoff.
+    Retrying,
+    /// Read from disk (`sinks status`): events wait, and no error was recorded.
+    Behind,
+    /// The sink cannot go on (see `last_error`): its cursor needs the operator.
+    Stopped,
+}
+
+impl SinkState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SinkState::CaughtUp => "caught-up",
+            SinkState::Delivering => "delivering",
+            SinkState::Retrying => "retrying",
+            SinkState::Behind => "behind",
+            SinkState::Stopped => "stopped",
+        }
+    }
+}
+
+impl std::fmt::Display for SinkState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// So a state reads as it is shown: `status.state == "caught-up"`.
+impl PartialEq<&str> for SinkState {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 /// The running sinks.
@@ -130,7 +167,7 @@ impl SinkSet {
                     name: spec.name.clone(),
                     kind: spec.kind.name().into(),
                     destination: transport.destination(),
-                    state: "delivering".into(),
+                    state: SinkState::Delivering,
                     delivered: 0,
                     head: 0,
                     lag_events: 0,
@@ -180,7 +217,7 @@ impl SinkSet {
         let behind: Vec<String> = self
             .status()
             .into_iter()
-            .filter(|s| s.state != "caught-up")
+            .filter(|s| s.state != SinkState::CaughtUp)
             .map(|s| s.name)
             .collect();
         if !behind.is_empty() {
@@ -230,6 +267,62 @@ struct Read {
     oldest_time: Option<String>,
 }
 
+/// What one step of a sink reads of the log.
+struct ReadRequest {
+    next_leaf: u64,
+    after_checkpoint: u64,
+    limit: usize,
+    /// Read no page while fewer than `limit` events wait (they are let gather).
+    want_full: bool,
+    /// Read the leaf hash the cursor ended on, to check it.
+    anchor: bool,
+    /// Read the log's first event id.
+    first_event: bool,
+}
+
+/// One step of a sink, on the blocking pool: the log's size, what the cursor checks need,
+/// and the next page made into a batch.
+fn read_log(
+    reader: &AuditReader,
+    request: &ReadRequest,
+    filter: &Filter,
+    origin: &str,
+    sink: &str,
+) -> Result<Read, SinkError> {
+    let audit_err = |source| SinkError::Audit {
+        sink: sink.to_string(),
+        source,
+    };
+    let next_leaf = request.next_leaf;
+    let head = reader.count().map_err(audit_err)?;
+    let first_event = match request.first_event {
+        true => reader.first_event_id().map_err(audit_err)?,
+        false => None,
+    };
+    let last_leaf = match (request.anchor, next_leaf) {
+        (true, 1..) => reader.leaf_hash(next_leaf - 1).map_err(audit_err)?,
+        _ => None,
+    };
+    let partial = head > next_leaf && head - next_leaf < request.limit as u64;
+    let batch = if request.want_full && partial {
+        None
+    } else {
+        let page = reader
+            .sink_page(next_leaf, request.limit, request.after_checkpoint)
+            .map_err(audit_err)?;
+        let oldest_time = page.leaves.first().and_then(|l| event_time(&l.body));
+        Some((build_batch(page, filter, origin, next_leaf)?, oldest_time))
+    };
+    let (batch, oldest_time) = batch.unzip();
+    Ok(Read {
+        batch,
+        head,
+        first_event,
+        last_leaf,
+        oldest_time: oldest_time.flatten(),
+    })
+}
+
 impl Worker {
     async fn run(mut self) {
         loop {
@@ -240,7 +333,7 @@ impl Worker {
                 Err(e @ SinkError::Cursor { .. }) => {
                     tracing::error!(sink = %self.spec.name, "the sink stopped: {e}");
                     let mut status = self.status();
-                    status.state = "stopped".into();
+                    status.state = SinkState::Stopped;
                     status.last_error = Some(e.to_string());
                     status.last_error_at = Some(now());
                     return;
@@ -251,7 +344,7 @@ impl Worker {
                     tracing::warn!(sink = %self.spec.name, "the sink will start again: {e}");
                     {
                         let mut status = self.status();
-                        status.state = "retrying".into();
+                        status.state = SinkState::Retrying;
                         status.last_error = Some(e.to_string());
                         status.last_error_at = Some(now());
                     }
@@ -300,8 +393,6 @@ impl Worker {
         // When events were first seen waiting while fewer than a full batch.
         let mut pending_since: Option<Instant> = None;
         loop {
-            let (next_leaf, after_checkpoint, limit) =
-                (cursor.next_leaf, cursor.checkpoint, self.spec.batch_max);
             // Events gather for up to `batch_wait` from when the first was seen, unless a
             // full batch is there or the gateway is stopping.
             let wait_left = match pending_since {
@@ -309,52 +400,30 @@ impl Worker {
                 None => self.spec.batch_wait,
             };
             let want_full = !wait_left.is_zero() && self.deadline().is_none();
+            let request = ReadRequest {
+                next_leaf: cursor.next_leaf,
+                after_checkpoint: cursor.checkpoint,
+                limit: self.spec.batch_max,
+                want_full,
+                anchor: !checked,
+                // The log's first event is only needed until the cursor is checked and bound.
+                first_event: !checked || cursor.log.is_none(),
+            };
             let taken = reader
                 .take()
                 .expect("the reader is put back after each read");
-            let (filter, origin) = (self.filter.clone(), self.context.origin.clone());
+            let (filter, origin, sink) = (
+                self.filter.clone(),
+                self.context.origin.clone(),
+                self.spec.name.clone(),
+            );
             let (back, read) = blocking(self.spec.name.clone(), move || {
-                let read = (|| {
-                    let head = taken.count()?;
-                    let first_event = taken.first_event_id()?;
-                    let last_leaf = match (checked, next_leaf) {
-                        (false, 1..) => taken.leaf_hash(next_leaf - 1)?,
-                        _ => None,
-                    };
-                    let partial = head > next_leaf && head - next_leaf < limit as u64;
-                    let page = if want_full && partial {
-                        None
-                    } else {
-                        Some(taken.sink_page(next_leaf, limit, after_checkpoint)?)
-                    };
-                    Ok::<_, portcullis_audit::AuditError>((page, head, first_event, last_leaf))
-                })();
-                let read = read.map_err(SinkError::from).and_then(
-                    |(page, head, first_event, last_leaf)| {
-                        let oldest_time = page
-                            .as_ref()
-                            .and_then(|p| p.leaves.first())
-                            .and_then(|l| event_time(&l.body));
-                        Ok(Read {
-                            batch: page
-                                .map(|page| build_batch(page, &filter, &origin, next_leaf))
-                                .transpose()?,
-                            head,
-                            first_event,
-                            last_leaf,
-                            oldest_time,
-                        })
-                    },
-                );
+                let read = read_log(&taken, &request, &filter, &origin, &sink);
                 (taken, read)
             })
             .await?;
             reader = Some(back);
-            let read = match read {
-                Ok(read) => read,
-                Err(SinkError::Read(source)) => return Err(audit_err(source)),
-                Err(e) => return Err(e),
-            };
+            let read = read?;
             if !checked {
                 cursor::check(
                     &cursor,
@@ -502,7 +571,7 @@ impl Worker {
             if status.last_error.as_deref() != Some(reason) {
                 tracing::warn!(sink = %self.spec.name, destination = %status.destination, "delivery failed, will retry: {reason}");
             }
-            status.state = "retrying".into();
+            status.state = SinkState::Retrying;
             status.last_error = Some(reason.to_string());
             status.last_error_at = Some(at.clone());
             // The log keeps growing while the receiver is away.
@@ -578,7 +647,7 @@ impl Worker {
         status.rejected = cursor.rejected;
         status.last_error = None;
         status.last_error_at = None;
-        status.state = "delivering".into();
+        status.state = SinkState::Delivering;
         Ok(())
     }
 
@@ -589,7 +658,7 @@ impl Worker {
         status.head = head;
         status.lag_events = 0;
         status.lag_seconds = 0.0;
-        status.state = "caught-up".into();
+        status.state = SinkState::CaughtUp;
         if was_lagging {
             tracing::info!(sink = %self.spec.name, "the sink caught up");
         }
@@ -789,15 +858,14 @@ pub fn status_from_disk(data_dir: &Path, specs: &[SinkSpec]) -> Result<Vec<SinkS
                 kind: spec.kind.name().into(),
                 destination,
                 state: if cursor_error.is_some() {
-                    "stopped"
+                    SinkState::Stopped
                 } else if cursor.last_error.is_some() {
-                    "retrying"
+                    SinkState::Retrying
                 } else if lag_events > 0 {
-                    "behind"
+                    SinkState::Behind
                 } else {
-                    "caught-up"
-                }
-                .into(),
+                    SinkState::CaughtUp
+                },
                 delivered: cursor.next_leaf,
                 head,
                 lag_events,

@@ -126,7 +126,8 @@ impl Poster {
         }
         // Blank out only values long enough not to mangle ordinary words.
         secrets.retain(|s| s.len() >= 6);
-        let destination = destination(&url);
+        // What status and logs show: the URL without credentials, query or fragment.
+        let destination = crate::shown_url(url.as_str());
         let (client, url) = client(url, tls, timeout)?;
         Ok(Poster {
             client,
@@ -243,16 +244,6 @@ pub(crate) fn hint(status: reqwest::StatusCode) -> &'static str {
         400..=499 => "the receiver refused the whole batch: check the sink's settings",
         _ => "",
     }
-}
-
-/// The URL without credentials, query or fragment: what status and logs show.
-fn destination(url: &reqwest::Url) -> String {
-    let mut shown = url.clone();
-    let _ = shown.set_username("");
-    let _ = shown.set_password(None);
-    shown.set_query(None);
-    shown.set_fragment(None);
-    shown.to_string()
 }
 
 /// A reqwest error with its causes (refused connection, TLS alert), without the URL (it

@@ -34,7 +34,7 @@ use std::path::PathBuf;
 use futures_util::future::BoxFuture;
 use portcullis_config::{SinkKind, SinkSpec};
 
-pub use engine::{SinkSet, SinkStatus, SinkStatuses};
+pub use engine::{SinkSet, SinkState, SinkStatus, SinkStatuses};
 pub use record::{Batch, Record};
 
 /// Why a sink could not be set up or its state kept. Delivery failures are not errors of
@@ -53,9 +53,6 @@ pub enum SinkError {
     },
     #[error(transparent)]
     Unreadable(#[from] record::UnreadableEvent),
-    /// The log could not be read (mapped to [`SinkError::Audit`] with the sink's name).
-    #[error(transparent)]
-    Read(#[from] portcullis_audit::AuditError),
 }
 
 /// A delivery that was not acknowledged: the whole batch is sent again after a backoff.

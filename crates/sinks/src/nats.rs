@@ -122,7 +122,7 @@ impl NatsTransport {
         };
         let subject = Subject::from(settings.subject.as_str());
         Ok(NatsTransport {
-            destination: format!("{} subject {}", without_userinfo(&settings.url), subject),
+            destination: format!("{} subject {}", crate::shown_url(&settings.url), subject),
             subject,
             origin: origin.to_string(),
             token,
@@ -431,11 +431,6 @@ fn headers(record: &Record, origin: &str) -> HeaderMap {
     headers
 }
 
-/// The URL as shown in status and errors: without a `user:password@` part.
-fn without_userinfo(url: &str) -> String {
-    crate::shown_url(url)
-}
-
 /// The TLS client settings: the `ca` file's certificates (or the system's roots), the
 /// client certificate, and `server_name` as the name the server's certificate must carry.
 fn client_tls(tls: &ClientTls) -> Result<rustls::ClientConfig, String> {
@@ -562,7 +557,7 @@ mod tests {
     fn the_destination_never_shows_credentials() {
         let t = NatsTransport::new(settings(), "o", Duration::from_secs(1)).unwrap();
         assert_eq!(t.destination(), "nats://127.0.0.1:4222 subject audit.gw1");
-        assert_eq!(without_userinfo("tls://h:1/x"), "tls://h:1/x");
+        assert_eq!(crate::shown_url("tls://h:1/x"), "tls://h:1/x");
     }
 
     #[tokio::test]

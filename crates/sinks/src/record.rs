@@ -18,7 +18,6 @@
 use portcullis_audit::merkle::Hash;
 use portcullis_audit::{Leaf, StoredCheckpoint};
 use portcullis_model::AuditEvent;
-use serde::Serialize;
 
 /// One record of the stream.
 // Nearly every record is an event: boxing it would add an allocation per event to shrink
@@ -193,10 +192,8 @@ impl Record {
 }
 
 fn push_json_string(out: &mut String, value: &str) {
-    #[derive(Serialize)]
-    struct S<'a>(&'a str);
     // serde_json's escaping of a plain string cannot fail.
-    out.push_str(&serde_json::to_string(&S(value)).unwrap_or_default());
+    out.push_str(&serde_json::to_string(value).unwrap_or_default());
 }
 
 /// What one delivery carries: records in stream order, and the range of leaves they cover.

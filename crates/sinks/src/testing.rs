@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use portcullis_audit::checkpoint::Ed25519Signer;
+use portcullis_audit::checkpoint::{Ed25519Signer, Verifier};
 use portcullis_audit::{AuditLog, CheckpointSettings};
 use portcullis_config::{ClientTls, Durability};
 
@@ -54,6 +54,35 @@ pub fn context(dir: &Path, log: &AuditLog) -> Context {
         data_dir: dir.to_path_buf(),
         origin: ORIGIN.into(),
         committed: Some(log.committed()),
+    }
+}
+
+/// A signed log in a temporary directory, with what the sinks and a verifier need of it.
+pub struct SignedLog {
+    pub dir: tempfile::TempDir,
+    /// The log's data directory.
+    pub data: PathBuf,
+    pub log: AuditLog,
+    /// The verifier of the log's checkpoints.
+    pub key: Verifier,
+    pub context: Context,
+}
+
+impl SignedLog {
+    /// A new log (checkpoints every 50 ms with events, and every 10 events).
+    pub fn new(durability: Durability) -> SignedLog {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let signer = signer();
+        let log = open_log(&data, &signer, durability, 10);
+        let context = context(&data, &log);
+        SignedLog {
+            dir,
+            data,
+            key: Verifier::for_signer(signer.as_ref()),
+            log,
+            context,
+        }
     }
 }
 

@@ -15,13 +15,11 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use portcullis_audit::AuditLog;
-use portcullis_audit::checkpoint::Verifier;
 use portcullis_config::{
     ClientTls, Durability, HttpPreset, HttpSink, Secret, SinkFilter, SinkKind, SinkSpec,
 };
 use portcullis_model::{EventType, Outcome};
-use portcullis_sinks::engine::Context;
-use portcullis_sinks::testing::{Ca, ORIGIN, open_log, signer};
+use portcullis_sinks::testing::{Ca, SignedLog};
 use portcullis_sinks::{SinkSet, export};
 use serde_json::{Value, json};
 
@@ -328,36 +326,9 @@ fn has_checkpoint(records: impl Iterator<Item = Value>, size: u64) -> bool {
         .any(|r| r["record"] == "checkpoint" && r["size"] == size)
 }
 
-struct Setup {
-    _dir: tempfile::TempDir,
-    data: std::path::PathBuf,
-    log: AuditLog,
-    key: Verifier,
-    context: Context,
-}
-
-fn setup(durability: Durability) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let signer = signer();
-    let log = open_log(&data, &signer, durability, 10);
-    let context = Context {
-        data_dir: data.clone(),
-        origin: ORIGIN.into(),
-        committed: Some(log.committed()),
-    };
-    Setup {
-        _dir: dir,
-        data,
-        key: Verifier::for_signer(signer.as_ref()),
-        log,
-        context,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_preset_waits_out_an_outage_and_delivers_everything_in_order() {
-    let s = setup(Durability::Strict);
+    let s = SignedLog::new(Durability::Strict);
     let peer = Arc::new(Peer::default());
     peer.down.store(true, Ordering::SeqCst);
     let base = serve(peer.clone()).await;
@@ -487,7 +458,7 @@ async fn every_preset_waits_out_an_outage_and_delivers_everything_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hec_refuses_one_bad_event_and_the_events_after_it_are_sent_again() {
-    let s = setup(Durability::Strict);
+    let s = SignedLog::new(Durability::Strict);
     let peer = Arc::new(Peer::default());
     let base = serve(peer.clone()).await;
     for i in 0..20 {
@@ -567,7 +538,7 @@ async fn hec_refuses_one_bad_event_and_the_events_after_it_are_sent_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_resends_are_deduplicated_and_a_mapping_error_is_refused_for_good() {
-    let s = setup(Durability::Strict);
+    let s = SignedLog::new(Durability::Strict);
     let peer = Arc::new(Peer::default());
     // The first request is indexed, but its answer is lost (503).
     peer.store_then_fail.store(true, Ordering::SeqCst);
@@ -614,7 +585,7 @@ async fn bulk_resends_are_deduplicated_and_a_mapping_error_is_refused_for_good()
 /// until fixed, never taken as the records' fault: nothing is rejected, nothing skipped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_refusing_every_record_for_its_own_reasons_is_retried_not_believed() {
-    let s = setup(Durability::Strict);
+    let s = SignedLog::new(Durability::Strict);
     let peer = Arc::new(Peer::default());
     peer.forbidden.store(true, Ordering::SeqCst);
     let base = serve(peer.clone()).await;
@@ -691,7 +662,7 @@ async fn throughput() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2000);
-    let s = setup(Durability::Batched);
+    let s = SignedLog::new(Durability::Batched);
     let started = Instant::now();
     let log = Arc::new(s.log);
     let mut tasks = Vec::new();
@@ -783,7 +754,7 @@ async fn serve_tls(peer: Arc<Peer>, ca: &Ca) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_a_private_ca_a_client_certificate_and_a_server_name() {
-    let s = setup(Durability::Strict);
+    let s = SignedLog::new(Durability::Strict);
     let dir = s.data.parent().unwrap().to_path_buf();
     let ca = Ca::new("siem test ca");
     let peer = Arc::new(Peer::default());

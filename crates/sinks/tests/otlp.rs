@@ -5,7 +5,6 @@
 //! is shown.
 
 use std::io::Read as _;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,35 +18,12 @@ use opentelemetry_proto::tonic::collector::logs::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value::Value as Any};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
-use portcullis_audit::checkpoint::{Ed25519Signer, Verifier};
-use portcullis_audit::{AuditLog, CheckpointSettings};
+use portcullis_audit::AuditLog;
 use portcullis_config::{ClientTls, Durability, OtlpSink, SinkFilter, SinkKind, SinkSpec};
 use portcullis_model::{EventType, Outcome};
-use portcullis_sinks::engine::Context;
+use portcullis_sinks::testing::{ORIGIN, SignedLog};
 use portcullis_sinks::{SinkSet, export};
 use prost::Message as _;
-
-const ORIGIN: &str = "portcullis/test-gw";
-
-fn signer() -> Arc<Ed25519Signer> {
-    let pkcs8 = Ed25519Signer::generate_pkcs8().unwrap();
-    Arc::new(Ed25519Signer::from_pkcs8("test-log-key", &pkcs8).unwrap())
-}
-
-fn open_log(dir: &Path, signer: &Arc<Ed25519Signer>, durability: Durability) -> AuditLog {
-    AuditLog::open_signed(
-        dir,
-        "test-gw",
-        durability,
-        CheckpointSettings {
-            origin: ORIGIN.into(),
-            signer: signer.clone(),
-            interval: Duration::from_millis(50),
-            every: 10,
-        },
-    )
-    .unwrap()
-}
 
 async fn record(log: &AuditLog, n: usize, target: &str) {
     for _ in 0..n {
@@ -217,36 +193,9 @@ fn native(records: &[LogRecord]) -> Vec<serde_json::Value> {
         .collect()
 }
 
-struct Setup {
-    _dir: tempfile::TempDir,
-    data: std::path::PathBuf,
-    log: AuditLog,
-    key: Verifier,
-    context: Context,
-}
-
-fn setup(durability: Durability) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let signer = signer();
-    let log = open_log(&data, &signer, durability);
-    let context = Context {
-        data_dir: data.clone(),
-        origin: ORIGIN.into(),
-        committed: Some(log.committed()),
-    };
-    Setup {
-        _dir: dir,
-        data,
-        key: Verifier::for_signer(signer.as_ref()),
-        log,
-        context,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_is_waited_out_and_every_record_arrives_as_an_otlp_log_record() {
-    let s = setup(Durability::Strict);
+    let s = SignedLog::new(Durability::Strict);
     let peer = Arc::new(Peer::default());
     peer.down.store(true, Ordering::SeqCst);
     let base = serve(peer.clone()).await;
@@ -348,7 +297,7 @@ async fn an_outage_is_waited_out_and_every_record_arrives_as_an_otlp_log_record(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partial_success_is_reported_and_an_error_status_is_shown() {
-    let s = setup(Durability::Strict);
+    let s = SignedLog::new(Durability::Strict);
     let peer = Arc::new(Peer::default());
     let base = serve(peer.clone()).await;
     record(&s.log, 3, "billing").await;
@@ -409,7 +358,7 @@ async fn throughput() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2000);
-    let s = setup(Durability::Batched);
+    let s = SignedLog::new(Durability::Batched);
     let log = Arc::new(s.log);
     let mut tasks = Vec::new();
     for _ in 0..64 {
