@@ -187,8 +187,38 @@ pub(crate) async fn start_upstream(listen: SocketAddr) -> Result<SocketAddr> {
 
 pub(crate) struct GatewayProcess {
     child: Child,
-    _dir: tempfile::TempDir,
+    /// Its configuration and data; removed with it.
+    dir: tempfile::TempDir,
     pub(crate) url: String,
+}
+
+/// Each sink's lag (events, seconds) as `portcullis sinks status` reports it.
+fn sinks_status(binary: &Path, gateway: &GatewayProcess) -> Result<String> {
+    let out = Command::new(binary)
+        .args(["sinks", "status", "--json", "--config"])
+        .arg(gateway.dir.path().join("portcullis.toml"))
+        .output()
+        .context("portcullis sinks status")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "sinks status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let statuses: Vec<Value> = serde_json::from_slice(&out.stdout)?;
+    Ok(statuses
+        .iter()
+        .map(|s| {
+            format!(
+                "{}: {} of {} delivered, lag {} events / {:.2}s",
+                s["name"].as_str().unwrap_or("?"),
+                s["delivered"],
+                s["head"],
+                s["lag_events"],
+                s["lag_seconds"].as_f64().unwrap_or(0.0)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; "))
 }
 
 impl Drop for GatewayProcess {
@@ -298,7 +328,7 @@ durability = "{durability}"
         .with_context(|| format!("starting {}", binary.display()))?;
     let gateway = GatewayProcess {
         child,
-        _dir: dir,
+        dir,
         url: format!("http://127.0.0.1:{port}/mcp/bench"),
     };
     wait_for_port(port, "the gateway")?;
@@ -597,6 +627,12 @@ async fn main() -> Result<()> {
         let latency =
             measure_latency(&gateway.url, &key, args.latency_calls, Probe::ToolCall).await?;
         let rps = measure_throughput(&gateway.url, &key, args.concurrency, args.seconds).await?;
+        // How far the sinks are behind the moment the load stops: their lag under load.
+        let sinks_lag = if variant.sinks.is_empty() {
+            None
+        } else {
+            Some(sinks_status(&variant.binary, &gateway)?)
+        };
         println!(
             "{:<26} p50 {:>8.1} us  p99 {:>8.1} us  throughput {:>9.0} calls/s",
             label,
@@ -617,6 +653,9 @@ async fn main() -> Result<()> {
             micros(latency.p99) - micros(direct_latency.p99),
             rps / direct_rps
         );
+        if let Some(lag) = sinks_lag {
+            println!("{:<26} {lag}", "  sinks when the load ends");
+        }
     }
     if let Some(sinks) = sink_peers {
         sinks.finish().await?;
