@@ -110,9 +110,7 @@ pub enum ExportError {
     },
     #[error("the export holds no signed checkpoint{}, so nothing in it is proven", origin.as_ref().map(|o| format!(" for {o}")).unwrap_or_default())]
     NoCheckpoint { origin: Option<String> },
-    #[error(
-        "no line of the export holds a Portcullis record ({lines} lines read): is it the sink's output?"
-    )]
+    #[error("no line of the export holds a Portcullis record ({} read): is it the sink's output?", if *lines == 1 { "1 line".to_string() } else { format!("{lines} lines") })]
     NoRecord { lines: u64 },
 }
 
