@@ -221,8 +221,8 @@ pub fn verify_export(args: &VerifyExportArgs) -> i32 {
                     log.omitted,
                     if log.uncovered > 0 {
                         format!(
-                            "; {} later events are not covered by a checkpoint yet",
-                            log.uncovered
+                            "; {} not covered by a checkpoint yet",
+                            counted(log.uncovered, "later event")
                         )
                     } else {
                         String::new()
