@@ -168,6 +168,9 @@ struct Inner {
     grants: RwLock<HashMap<(String, String), Vec<Grant>>>,
     /// Set when the gateway stops: nothing new is held.
     stopping: std::sync::atomic::AtomicBool,
+    /// Counts every change to any approval (new, voted on, decided, closed), so that a page
+    /// showing approvals can refresh the moment one changes.
+    changes: watch::Sender<u64>,
 }
 
 fn now() -> chrono::DateTime<Utc> {
@@ -245,6 +248,7 @@ impl Approvals {
                 waiters: Mutex::new(HashMap::new()),
                 grants: RwLock::new(grants),
                 stopping: std::sync::atomic::AtomicBool::new(false),
+                changes: watch::Sender::new(0),
             }),
         };
         approvals.cancel_orphaned_holds().await?;
@@ -272,6 +276,7 @@ impl Approvals {
             ev.detail = approval.closed_because.clone();
             self.record(ev).await?;
             store.put_approval(&approval)?;
+            self.changed();
         }
         Ok(())
     }
@@ -403,6 +408,7 @@ impl Approvals {
             ));
             self.record(ev).await?;
             store.put_approval(&approval)?;
+            self.changed();
             self.inner
                 .waiters
                 .lock()
@@ -476,6 +482,7 @@ impl Approvals {
             ));
             self.record(ev).await?;
             store.put_approval(&approval)?;
+            self.changed();
         }
         self.notify(NoticeKind::Requested, &approval);
         Ok(approval)
@@ -672,6 +679,7 @@ impl Approvals {
             None
         };
         store.put_approval(&approval)?;
+        self.changed();
         if let Some(grant) = grant {
             store.put_grant(&grant, false)?;
             self.inner
@@ -719,6 +727,15 @@ impl Approvals {
         Ok(grant)
     }
 
+    /// A receiver that sees a new number each time any approval changes (see `changes`).
+    pub fn watch_changes(&self) -> watch::Receiver<u64> {
+        self.inner.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.inner.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     /// Tells a waiting held request (if it waits in this process) what became of it.
     fn publish(&self, approval: &Approval) {
         let waiters = self.inner.waiters.lock().expect("lock");
@@ -744,6 +761,7 @@ impl Approvals {
         ev.detail = approval.closed_because.clone();
         self.record(ev).await?;
         store.put_approval(approval)?;
+        self.changed();
         self.publish(approval);
         self.notify(NoticeKind::Resolved, approval);
         Ok(())
@@ -945,6 +963,7 @@ impl Approvals {
         ev.detail = Some(why.to_string());
         self.record(ev).await?;
         store.put_approval(&approval)?;
+        self.changed();
         self.publish(&approval);
         self.notify(NoticeKind::Resolved, &approval);
         Ok(())

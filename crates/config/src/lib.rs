@@ -20,6 +20,7 @@ use serde::Deserialize;
 
 pub mod approvals;
 pub mod audit;
+pub mod console;
 mod de;
 mod error;
 pub mod evidence;
@@ -38,6 +39,7 @@ mod example_snapshots;
 
 pub use approvals::{Approvals, Webhook, WebhookFormat};
 pub use audit::{Audit, Durability, WitnessConfig};
+pub use console::{Console, ConsoleOidc};
 pub use error::{ConfigError, SourceFile};
 pub use evidence::{Evidence, EvidenceFormat, Schedule, WorkHours};
 pub use gateway::{Gateway, Limits, Tls};
@@ -71,6 +73,8 @@ pub struct Config {
     pub evidence: Evidence,
     /// `[[sinks]]`: where the audit log is streamed, in file order.
     pub sinks: Vec<SinkSpec>,
+    /// `[console]`: the web console.
+    pub console: Console,
     /// Where the file was read from, to locate later errors (policy's `when` conditions).
     pub source: SourceFile,
 }
@@ -108,6 +112,9 @@ struct RawConfig {
     /// `[[sinks]]`: SIEM, bus and file destinations the audit log is streamed to.
     #[serde(default)]
     sinks: Vec<sinks::RawSink>,
+    /// `[console]`: the web console on the admin listener.
+    #[serde(default)]
+    console: Console,
 }
 
 impl Config {
@@ -155,6 +162,7 @@ impl Config {
             recording: raw.recording,
             evidence: raw.evidence,
             sinks: Vec::new(),
+            console: raw.console,
             source: SourceFile::default(),
         };
         config.gateway.validate(&at)?;
@@ -167,6 +175,7 @@ impl Config {
         config.validate_recording(&at)?;
         config.validate_evidence(&at)?;
         config.sinks = sinks::resolve(&raw.sinks, &at)?;
+        config.validate_console(&at)?;
         drop(at);
         config.source = source;
         Ok(config)
@@ -199,6 +208,14 @@ impl RawConfig {
         }
         for sink in &mut self.sinks {
             sink.resolve_paths(&resolve);
+        }
+        if let Some(sinks::Secret::File { file }) = self
+            .console
+            .oidc
+            .as_mut()
+            .and_then(|oidc| oidc.client_secret.as_mut())
+        {
+            resolve(file);
         }
         if let Some(tls) = self.gateway.tls.as_mut() {
             resolve(&mut tls.cert);

@@ -39,6 +39,9 @@ use serde_json::json;
 
 mod evidence;
 mod sessions;
+pub mod web;
+
+pub use web::{ConsoleSettings, OidcClient, ToolPins};
 
 /// `GET /api/v1/sinks`: each audit sink's delivery state and lag, for the people who may
 /// read the audit trail (the same rule as recorded sessions).
@@ -70,8 +73,18 @@ pub struct Admin {
     pub sinks: portcullis_sinks::SinkStatuses,
 }
 
-/// The admin API's routes. Serve with `into_make_service_with_connect_info::<SocketAddr>()`.
-pub fn router(admin: Admin) -> Router {
+/// The admin API's routes, and the web console under `/console` when `console` is given.
+/// Serve with `into_make_service_with_connect_info::<SocketAddr>()`.
+pub fn router(admin: Admin, console: Option<ConsoleSettings>) -> Result<Router, String> {
+    let admin = Arc::new(admin);
+    let api = api_router(admin.clone());
+    Ok(match console {
+        Some(settings) => api.nest("/console", web::router(admin, settings)?),
+        None => api,
+    })
+}
+
+fn api_router(admin: Arc<Admin>) -> Router {
     Router::new()
         .route("/api/v1/whoami", get(whoami))
         .route("/api/v1/approvals", get(list_approvals))
@@ -93,7 +106,7 @@ pub fn router(admin: Admin) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(Arc::new(admin))
+        .with_state(admin)
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {

@@ -453,7 +453,10 @@ impl<'a> Pass<'a> {
             | EventType::RecordingSealed
             | EventType::RecordingRemoved
             | EventType::RecordingAccessed
-            | EventType::RecordingFailed => {}
+            | EventType::RecordingFailed
+            | EventType::ConsoleSignIn
+            | EventType::ConsoleSignOut
+            | EventType::ConsoleExport => {}
         }
     }
 

@@ -152,6 +152,21 @@ pub const EVENT_CONTROLS: &[EventControls] = &[
         controls: &["au-6"],
         why: "a named reviewer signed off a review report",
     },
+    EventControls {
+        event: EventType::ConsoleSignIn,
+        controls: &["ac-2", "ia-2", "ac-7"],
+        why: "a named person signed in to the console through the IdP (or was refused)",
+    },
+    EventControls {
+        event: EventType::ConsoleSignOut,
+        controls: &["ac-12"],
+        why: "a console session ended: signed out, idle or past its lifetime",
+    },
+    EventControls {
+        event: EventType::ConsoleExport,
+        controls: &["au-9"],
+        why: "audit information (a proof, an evidence document) was taken out through the console",
+    },
 ];
 
 /// The controls an event type is evidence for.
@@ -287,6 +302,9 @@ mod tests {
             RecordingFailed,
             EvidenceReport,
             EvidenceReviewed,
+            ConsoleSignIn,
+            ConsoleSignOut,
+            ConsoleExport,
         ];
         for event in &all {
             match event {
@@ -296,7 +314,8 @@ mod tests {
                 | ApprovalRefused | ApprovalReleased | ApprovalExpired | ApprovalCancelled
                 | GrantIssued | GrantRevoked | GrantExpired | ColumnsDiscovered
                 | RecordingSealed | RecordingRemoved | RecordingAccessed | RecordingFailed
-                | EvidenceReport | EvidenceReviewed => {}
+                | EvidenceReport | EvidenceReviewed | ConsoleSignIn | ConsoleSignOut
+                | ConsoleExport => {}
             }
         }
         all

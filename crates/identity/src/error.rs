@@ -32,6 +32,9 @@ pub enum AuthError {
     UnknownKey,
     /// The issuer's discovery document or JWKS could not be fetched and no cached keys exist.
     IssuerUnreachable,
+    /// An ID token does not carry the nonce of the sign-in request it answers (a replayed
+    /// or injected token).
+    NonceMismatch,
 }
 
 impl AuthError {
@@ -48,6 +51,7 @@ impl AuthError {
             AuthError::UnsupportedAlg => "unsupported_alg",
             AuthError::UnknownKey => "unknown_key",
             AuthError::IssuerUnreachable => "issuer_unreachable",
+            AuthError::NonceMismatch => "nonce_mismatch",
         }
     }
 
@@ -63,6 +67,9 @@ impl AuthError {
             AuthError::UnknownKey => "the token names a signing key its issuer does not publish",
             AuthError::IssuerUnreachable => {
                 "the token's issuer could not be reached to fetch its signing keys"
+            }
+            AuthError::NonceMismatch => {
+                "the ID token does not answer this sign-in request (nonce mismatch)"
             }
         }
     }

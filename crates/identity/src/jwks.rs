@@ -181,6 +181,10 @@ pub(crate) enum FetchError {
     IssuerMismatch { expected: String, found: String },
     #[error("unacceptable jwks_uri {0:?}")]
     BadJwksUri(String),
+    #[error(
+        "unacceptable {name} {uri:?} (missing, not http(s), or plain http for an https issuer)"
+    )]
+    BadEndpoint { name: &'static str, uri: String },
     #[error("the JWKS at {url} holds no usable signing key")]
     NoKeys { url: String },
 }
@@ -189,6 +193,18 @@ pub(crate) enum FetchError {
 struct Discovery {
     issuer: String,
     jwks_uri: Option<String>,
+    authorization_endpoint: Option<String>,
+    token_endpoint: Option<String>,
+    end_session_endpoint: Option<String>,
+}
+
+/// Where a person signs in at an issuer (from its discovery document).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignInEndpoints {
+    pub authorization: String,
+    pub token: String,
+    /// RP-initiated logout, when the IdP offers it.
+    pub end_session: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -315,7 +331,38 @@ impl KeySource {
         Ok(set)
     }
 
+    /// The issuer's sign-in endpoints, read from its discovery document now (sign-in is rare,
+    /// and an IdP that moved them is followed at once). They obey the same rule as the JWKS:
+    /// https whenever the issuer is.
+    pub(crate) async fn sign_in_endpoints(&self) -> Result<SignInEndpoints, FetchError> {
+        let doc = self.discovery_document().await?;
+        let checked = |name: &'static str, uri: Option<String>| {
+            let uri = uri.unwrap_or_default();
+            if acceptable_jwks_uri(&self.issuer, &uri) {
+                Ok(uri)
+            } else {
+                Err(FetchError::BadEndpoint { name, uri })
+            }
+        };
+        Ok(SignInEndpoints {
+            authorization: checked("authorization_endpoint", doc.authorization_endpoint)?,
+            token: checked("token_endpoint", doc.token_endpoint)?,
+            end_session: doc
+                .end_session_endpoint
+                .filter(|uri| acceptable_jwks_uri(&self.issuer, uri)),
+        })
+    }
+
     async fn discover(&self) -> Result<String, FetchError> {
+        let doc = self.discovery_document().await?;
+        let uri = doc.jwks_uri.unwrap_or_default();
+        if !acceptable_jwks_uri(&self.issuer, &uri) {
+            return Err(FetchError::BadJwksUri(uri));
+        }
+        Ok(uri)
+    }
+
+    async fn discovery_document(&self) -> Result<Discovery, FetchError> {
         let url = format!(
             "{}/.well-known/openid-configuration",
             self.issuer.trim_end_matches('/')
@@ -331,11 +378,7 @@ impl KeySource {
                 found: doc.issuer,
             });
         }
-        let uri = doc.jwks_uri.unwrap_or_default();
-        if !acceptable_jwks_uri(&self.issuer, &uri) {
-            return Err(FetchError::BadJwksUri(uri));
-        }
-        Ok(uri)
+        Ok(doc)
     }
 
     async fn fetch_jwks(&self, url: &str) -> Result<KeySet, FetchError> {

@@ -99,6 +99,13 @@ impl Issuer {
         })
     }
 
+    pub(crate) async fn sign_in_endpoints(&self) -> Result<crate::SignInEndpoints, String> {
+        self.keys
+            .sign_in_endpoints()
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     pub(crate) fn issuer(&self) -> &str {
         &self.issuer
     }
@@ -131,10 +138,24 @@ struct RawHeader {
     crit: Option<Value>,
 }
 
+/// What a token is checked as.
+pub(crate) enum Expect<'a> {
+    /// A bearer access token: its `aud` is one of the issuer's configured audiences.
+    Access,
+    /// An ID token the console received for its own sign-in request: from that issuer, for
+    /// that client (`aud`), carrying the nonce the request sent (OIDC Core 3.1.3.7).
+    IdToken {
+        issuer: &'a str,
+        client_id: &'a str,
+        nonce: &'a str,
+    },
+}
+
 /// Verifies a compact JWS (`header.payload.signature`) and turns its claims into an identity.
 pub(crate) async fn authenticate(
     issuers: &HashMap<String, Issuer>,
     token: &str,
+    expect: Expect<'_>,
 ) -> Result<Identity, AuthError> {
     let mut parts = token.split('.');
     let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
@@ -180,6 +201,11 @@ pub(crate) async fn authenticate(
         Some(Value::String(iss)) => issuers.get(iss).ok_or(AuthError::UnknownIssuer)?,
         _ => return Err(AuthError::UnknownIssuer),
     };
+    if let Expect::IdToken { issuer: asked, .. } = expect
+        && asked != issuer.issuer
+    {
+        return Err(AuthError::UnknownIssuer);
+    }
     if !issuer.algorithms.contains(&alg) {
         tracing::debug!(issuer = %issuer.issuer, ?alg, "token refused: algorithm not allowed for this issuer");
         return Err(AuthError::UnsupportedAlg);
@@ -189,7 +215,10 @@ pub(crate) async fn authenticate(
 
     let mut validation = Validation::new(alg);
     validation.set_issuer(&[&issuer.issuer]);
-    validation.set_audience(&issuer.audiences);
+    match expect {
+        Expect::Access => validation.set_audience(&issuer.audiences),
+        Expect::IdToken { client_id, .. } => validation.set_audience(&[client_id]),
+    }
     validation.leeway = issuer.leeway.as_secs();
     validation.validate_exp = true;
     validation.validate_nbf = true;
@@ -204,6 +233,18 @@ pub(crate) async fn authenticate(
             mapped
         })?
         .claims;
+    if let Expect::IdToken { nonce, .. } = expect {
+        let carried = claims
+            .get("nonce")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        // Constant time: the nonce is what binds this token to this browser's sign-in.
+        let same: bool = subtle::ConstantTimeEq::ct_eq(carried.as_bytes(), nonce.as_bytes()).into();
+        if nonce.is_empty() || !same {
+            tracing::debug!(issuer = %issuer.issuer, "ID token refused: nonce does not match the sign-in request");
+            return Err(AuthError::NonceMismatch);
+        }
+    }
 
     identity_from_claims(issuer, &claims, signature_b64)
 }

@@ -33,6 +33,7 @@ use portcullis_model::Identity;
 
 pub use apikey::{API_KEY_ISSUER, API_KEY_PREFIX, generate_api_key, hash_api_key};
 pub use error::{AuthError, IdentityError};
+pub use jwks::SignInEndpoints;
 
 /// The longest credential looked at; anything longer is refused as malformed before any
 /// parsing, so an oversized header cannot cost decoding work.
@@ -119,9 +120,44 @@ impl Authenticator {
             return self.api_keys.authenticate(credential);
         }
         if credential.bytes().filter(|&b| b == b'.').count() == 2 {
-            return jwt::authenticate(&self.issuers, credential).await;
+            return jwt::authenticate(&self.issuers, credential, jwt::Expect::Access).await;
         }
         Err(AuthError::Malformed)
+    }
+
+    /// Verifies an ID token the web console received at its sign-in callback: signed by
+    /// `issuer` (with the same keys, algorithms and groups claim as its access tokens), for
+    /// `client_id`, carrying `nonce`. The identity is the same as for a bearer token.
+    pub async fn authenticate_id_token(
+        &self,
+        token: &str,
+        issuer: &str,
+        client_id: &str,
+        nonce: &str,
+    ) -> Result<Identity, AuthError> {
+        if token.is_empty() || token.len() > MAX_CREDENTIAL_BYTES {
+            return Err(AuthError::Malformed);
+        }
+        jwt::authenticate(
+            &self.issuers,
+            token,
+            jwt::Expect::IdToken {
+                issuer,
+                client_id,
+                nonce,
+            },
+        )
+        .await
+    }
+
+    /// Where people sign in at `issuer`, from its discovery document. The error says why
+    /// not (unreachable, not configured, a document without the endpoints) for the operator;
+    /// it names URLs, never credentials.
+    pub async fn sign_in_endpoints(&self, issuer: &str) -> Result<SignInEndpoints, String> {
+        let Some(found) = self.issuers.get(issuer) else {
+            return Err(format!("{issuer} is not a configured issuer"));
+        };
+        found.sign_in_endpoints().await
     }
 
     /// True when at least one OIDC issuer is configured.

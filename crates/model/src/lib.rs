@@ -630,6 +630,16 @@ pub enum EventType {
     /// A named reviewer signed off a review report (AU-6): who, when, which document, why.
     #[serde(rename = "evidence.reviewed")]
     EvidenceReviewed,
+    /// A person signed in to the web console (with how: OIDC or API key), or was refused.
+    #[serde(rename = "console.sign_in")]
+    ConsoleSignIn,
+    /// A console session ended: signed out, or timed out.
+    #[serde(rename = "console.sign_out")]
+    ConsoleSignOut,
+    /// Something left the gateway through the console: an inclusion proof, an evidence
+    /// document, an audit event's detail. Who took what.
+    #[serde(rename = "console.export")]
+    ConsoleExport,
 }
 
 /// How a request ended.

@@ -189,6 +189,14 @@ name = "siem"
 kind = "file"
 path = "siem/audit.jsonl"
 
+# The web console, on the admin listener: approvals inbox, sessions and replay, audit search
+# and proofs, evidence. In production people sign in with the company's IdP ([console.oidc]);
+# the demo's finance lead signs in with its API key.
+[console]
+enabled = true
+api_key_sign_in = true
+admins = ["finance-leads"]      # may accept changed tool pins and see the configuration
+
 [[identity.api_keys]]
 name = "billing-agent"
 kind = "agent"
@@ -349,6 +357,7 @@ fn print_instructions(
     println!(
         r#"
 Portcullis demo is running: {url}
+  web console:   http://{admin}/console/  (sign in as dana.finance with its key)
   configuration: {config}
   identities:    billing-agent (agent, group agents)      key {agent}
                  dana.finance  (human, group finance-leads) key {human}
@@ -363,8 +372,10 @@ Try it (each call is decided by policy and recorded):
   # with progress messages saying where, until a finance lead decides (or 15 minutes pass)
   {hold}
 
-  # meanwhile, in another terminal, the finance lead (a human identity) decides; the agent
-  # can never approve its own request. Approved, the refund runs and the agent gets its result.
+  # meanwhile the finance lead (a human identity) decides, in the web console:
+  #   open http://{admin}/console/ and sign in with dana.finance's key (above)
+  # or in another terminal; the agent can never approve its own request. Approved, the
+  # refund runs and the agent gets its result.
   export PORTCULLIS_TOKEN={human} PORTCULLIS_ADMIN_URL=http://{admin}
   {exe} approvals list
   {exe} approvals approve <apr_... from the list> --reason "customer called, refund agreed"

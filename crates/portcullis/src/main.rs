@@ -345,7 +345,17 @@ fn check_config(path: &Path) -> Result<()> {
     Recorder::from_config(&config.recording, &masks)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     println!("{}: valid", path.display());
-    println!(
+    print!("{}", explain_config(&config, &policy));
+    Ok(())
+}
+
+/// What a configuration sets up, in words: `check-config` prints it, the console's admin
+/// page shows it.
+fn explain_config(config: &Config, policy: &Policy) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
         "  gateway {} listening on {} ({}), data in {}",
         config.gateway.id,
         config.gateway.listen,
@@ -355,7 +365,8 @@ fn check_config(path: &Path) -> Result<()> {
         },
         config.gateway.data_dir.display()
     );
-    println!(
+    let _ = writeln!(
+        out,
         "  identities: {} OIDC issuer(s), {} API key(s)",
         config.identity.oidc.len(),
         config.identity.api_keys.len()
@@ -371,9 +382,10 @@ fn check_config(path: &Path) -> Result<()> {
                 pg.listen, pg.upstream.database, pg.upstream.host, pg.upstream.port, pg.user
             ),
         };
-        println!("  target {name} ({:?}, {how})", target.kind());
+        let _ = writeln!(out, "  target {name} ({:?}, {how})", target.kind());
     }
-    println!(
+    let _ = writeln!(
+        out,
         "  {} rule(s), policy version {} (default: deny)",
         policy.rule_count(),
         policy.version()
@@ -417,7 +429,8 @@ fn check_config(path: &Path) -> Result<()> {
         .into_iter()
         .flatten()
         .collect::<Vec<_>>();
-        println!(
+        let _ = writeln!(
+            out,
             "    {:?}: {:?} {} on {} for {}{}",
             rule.name.get_ref(),
             rule.decision,
@@ -439,7 +452,8 @@ fn check_config(path: &Path) -> Result<()> {
         );
     }
     if !config.sinks.is_empty() && config.audit.signing_key.is_none() {
-        println!(
+        let _ = writeln!(
+            out,
             "  warning: audit.signing_key is not set, so the sinks' streams carry no signed checkpoints and their copies cannot be verified (audit verify-export)"
         );
     }
@@ -456,7 +470,8 @@ fn check_config(path: &Path) -> Result<()> {
                 only.push(format!("{label} {}", list.join(",")));
             }
         }
-        println!(
+        let _ = writeln!(
+            out,
             "  sink {} ({} -> {destination}): {}{}; batches of up to {} (gathered for {}), warns past {} of lag",
             spec.name,
             spec.kind.name(),
@@ -478,7 +493,7 @@ fn check_config(path: &Path) -> Result<()> {
             humantime::format_duration(spec.lag_warning),
         );
     }
-    Ok(())
+    out
 }
 
 fn keys_new(name: &str, kind: IdentityKind, groups: &[String]) {
@@ -690,6 +705,7 @@ pub async fn serve(
     )
     .context("starting the audit sinks")?;
     let pins = Arc::new(Pins::open(&config.gateway.data_dir)?);
+    let console = console_settings(&config, &policy, pins.clone())?;
     let approval_settings = ApprovalSettings {
         approvals: config.approvals.clone(),
         admin_url: config.admin_url(),
@@ -741,15 +757,19 @@ pub async fn serve(
         Some(admin_addr) => {
             let listener = listen(admin_addr)
                 .with_context(|| format!("cannot listen on {admin_addr} (gateway.admin_listen)"))?;
-            let app = portcullis_console::router(portcullis_console::Admin {
-                auth: auth.clone(),
-                policy: policy.clone(),
-                approvals: approvals.clone(),
-                audit: audit.clone(),
-                data_dir: config.gateway.data_dir.clone(),
-                recording_readers: recording_readers(&config),
-                sinks: sinks.statuses(),
-            });
+            let app = portcullis_console::router(
+                portcullis_console::Admin {
+                    auth: auth.clone(),
+                    policy: policy.clone(),
+                    approvals: approvals.clone(),
+                    audit: audit.clone(),
+                    data_dir: config.gateway.data_dir.clone(),
+                    recording_readers: recording_readers(&config),
+                    sinks: sinks.statuses(),
+                },
+                console,
+            )
+            .map_err(anyhow::Error::msg)?;
             Some((listener, app))
         }
         None => {
@@ -796,6 +816,9 @@ pub async fn serve(
         .await
         .context("the audit log cannot be written; refusing to start")?;
     tracing::info!(%addr, admin = ?admin_addr, tls = tls.is_some(), policy = policy.version(), targets = config.targets.len(), "portcullis is serving");
+    if let Some(console) = config.console_url() {
+        tracing::info!("web console on {console}/");
+    }
     let http_limits = front_door::HttpLimits {
         connections: connections.clone(),
         header_read_timeout: config.gateway.limits.header_read_timeout,
@@ -963,6 +986,59 @@ fn start_evidence(
 
 /// Who may read recorded sessions on the admin API: the people who decide, i.e. the groups
 /// any rule names as approvers, and the break-glass groups.
+/// The gateway's pin store, as the console sees it.
+struct ConsolePins(Arc<Pins>);
+
+impl portcullis_console::ToolPins for ConsolePins {
+    fn pending(&self) -> std::result::Result<Vec<(String, String)>, String> {
+        self.0.pending().map_err(|e| e.to_string())
+    }
+
+    fn accept(&self, target: &str, tool: &str) -> std::result::Result<(String, String), String> {
+        self.0.accept(target, tool).map_err(|e| e.to_string())
+    }
+}
+
+/// The web console's settings, when `[console] enabled`; its OIDC client secret is read now,
+/// so a missing one stops the start with its name.
+fn console_settings(
+    config: &Config,
+    policy: &Policy,
+    pins: Arc<Pins>,
+) -> Result<Option<portcullis_console::ConsoleSettings>> {
+    let (true, Some(base_url)) = (config.console.enabled, config.admin_url()) else {
+        return Ok(None);
+    };
+    let oidc = match &config.console.oidc {
+        Some(oidc) => Some(portcullis_console::OidcClient {
+            issuer: oidc.issuer.clone(),
+            client_id: oidc.client_id.clone(),
+            client_secret: match &oidc.client_secret {
+                Some(secret) => Some(
+                    secret
+                        .read()
+                        .map_err(|e| anyhow::anyhow!("console.oidc.client_secret: {e}"))?,
+                ),
+                None => None,
+            },
+            scopes: oidc.scopes.clone(),
+        }),
+        None => None,
+    };
+    Ok(Some(portcullis_console::ConsoleSettings {
+        base_url,
+        admins: config.console.admins.clone(),
+        idle_timeout: config.console.idle_timeout,
+        absolute_timeout: config.console.absolute_timeout,
+        api_key_sign_in: config.console.api_key_sign_in,
+        oidc,
+        pins: Arc::new(ConsolePins(pins)),
+        explanation: explain_config(config, policy),
+        evidence_dir: config.evidence.out_dir(&config.gateway.data_dir),
+        checkpoint_dir: config.audit.checkpoint_dir.clone(),
+    }))
+}
+
 fn recording_readers(config: &Config) -> Vec<String> {
     let mut groups: Vec<String> = config
         .rules

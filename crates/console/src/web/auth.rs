@@ -1,0 +1,370 @@
+//! Console sessions: the server keeps who is signed in; the browser keeps a random key.
+//!
+//! The cookie holds 32 random bytes (base64url); the server stores only their SHA-256, so the
+//! session table cannot be turned back into working cookies. A session ends when signed out,
+//! after `idle_timeout` without a request, or `absolute_timeout` after sign-in, whichever is
+//! first; an ended key is removed and never works again. Each session has its own CSRF token,
+//! which every form carries and every POST must quote, and POSTs must also come from the
+//! console's own origin.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum_extra::extract::CookieJar;
+use axum_extra::extract::cookie::{Cookie, SameSite};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use portcullis_model::{EventType, Identity, Outcome};
+use rand::RngCore as _;
+use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq as _;
+
+use super::Web;
+use super::page;
+
+/// The session cookie. `__Host-`: only set by this host, over a secure context, for path
+/// `/`, so no sibling domain or path can plant or shadow it.
+pub(crate) const SESSION_COOKIE: &str = "__Host-portcullis-console";
+
+/// The most sessions kept at once; signing in past it ends the oldest.
+const MAX_SESSIONS: usize = 10_000;
+
+/// A random token: 32 bytes, base64url.
+pub(crate) fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn key_of(cookie: &str) -> [u8; 32] {
+    Sha256::digest(cookie.as_bytes()).into()
+}
+
+/// Equal, in time that does not depend on where they differ.
+pub(crate) fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+/// How someone signed in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Method {
+    Oidc,
+    ApiKey,
+}
+
+impl Method {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Method::Oidc => "oidc",
+            Method::ApiKey => "api-key",
+        }
+    }
+}
+
+/// A decision someone had typed when their session ended: kept through sign-in so the reason
+/// is not lost, and shown again for them to submit (never submitted for them).
+#[derive(Debug, Clone)]
+pub(crate) struct KeptDecision {
+    pub(crate) approval: String,
+    pub(crate) approve: bool,
+    pub(crate) reason: String,
+}
+
+#[derive(Clone)]
+struct Session {
+    identity: Identity,
+    csrf: String,
+    /// A short public name for the session in audit events (never the cookie).
+    handle: String,
+    method: Method,
+    created: Instant,
+    last_seen: Instant,
+    kept: Option<KeptDecision>,
+}
+
+/// The signed-in person on a request.
+#[derive(Clone)]
+pub(crate) struct Viewer {
+    pub(crate) identity: Identity,
+    pub(crate) csrf: String,
+    pub(crate) handle: String,
+    pub(crate) is_admin: bool,
+    /// The hash of the cookie, to end or update this session.
+    key: [u8; 32],
+}
+
+/// Why a cookie did not find a session.
+pub(crate) enum Ended {
+    /// No cookie, or one we never issued or already ended.
+    Unknown,
+    /// The session timed out just now (idle or absolute); who it was, for the audit event.
+    TimedOut {
+        identity: Identity,
+        handle: String,
+        why: &'static str,
+    },
+}
+
+pub(crate) struct Sessions {
+    table: Mutex<HashMap<[u8; 32], Session>>,
+    idle: Duration,
+    absolute: Duration,
+}
+
+impl Sessions {
+    pub(crate) fn new(idle: Duration, absolute: Duration) -> Sessions {
+        Sessions {
+            table: Mutex::new(HashMap::new()),
+            idle,
+            absolute,
+        }
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Session>> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new session for `identity`: the cookie value to set, and the session's public handle.
+    pub(crate) fn create(
+        &self,
+        identity: Identity,
+        method: Method,
+        kept: Option<KeptDecision>,
+    ) -> (String, String) {
+        let cookie = random_token();
+        let handle = format!("cs_{}", &hex::encode(key_of(&cookie))[..16]);
+        let now = Instant::now();
+        let mut table = self.table();
+        table.retain(|_, s| self.alive(s, now).is_ok());
+        if table.len() >= MAX_SESSIONS
+            && let Some(oldest) = table.iter().min_by_key(|(_, s)| s.created).map(|(k, _)| *k)
+        {
+            table.remove(&oldest);
+        }
+        table.insert(
+            key_of(&cookie),
+            Session {
+                identity,
+                csrf: random_token(),
+                handle: handle.clone(),
+                method,
+                created: now,
+                last_seen: now,
+                kept,
+            },
+        );
+        (cookie, handle)
+    }
+
+    fn alive(&self, session: &Session, now: Instant) -> Result<(), &'static str> {
+        if now.duration_since(session.created) >= self.absolute {
+            Err("the session reached its absolute lifetime")
+        } else if now.duration_since(session.last_seen) >= self.idle {
+            Err("the session was idle too long")
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The session of `cookie`, touched (its idle clock restarts), or why there is none.
+    pub(crate) fn get(&self, cookie: &str, web: &Web) -> Result<Viewer, Ended> {
+        let key = key_of(cookie);
+        let now = Instant::now();
+        let mut table = self.table();
+        let Some(session) = table.get_mut(&key) else {
+            return Err(Ended::Unknown);
+        };
+        if let Err(why) = self.alive(session, now) {
+            let session = table.remove(&key).expect("present");
+            return Err(Ended::TimedOut {
+                identity: session.identity,
+                handle: session.handle,
+                why,
+            });
+        }
+        session.last_seen = now;
+        Ok(Viewer {
+            is_admin: web.is_admin(&session.identity),
+            identity: session.identity.clone(),
+            csrf: session.csrf.clone(),
+            handle: session.handle.clone(),
+            key,
+        })
+    }
+
+    /// Ends the session; returns how it had signed in, if it existed.
+    pub(crate) fn end(&self, viewer: &Viewer) -> Option<Method> {
+        self.table().remove(&viewer.key).map(|s| s.method)
+    }
+
+    /// The decision kept through sign-in for this session, once.
+    pub(crate) fn take_kept(&self, viewer: &Viewer) -> Option<KeptDecision> {
+        self.table()
+            .get_mut(&viewer.key)
+            .and_then(|s| s.kept.take())
+    }
+}
+
+/// The cookie that carries a session key: `__Host-`, `Secure`, `HttpOnly`, `SameSite=Lax`,
+/// path `/`, a session cookie (no `Max-Age`: the server's timeouts are what count).
+pub(crate) fn session_cookie(value: String) -> Cookie<'static> {
+    Cookie::build((SESSION_COOKIE, value))
+        .path("/")
+        .secure(true)
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .build()
+}
+
+/// A cookie that removes `name` (same attributes, so the browser matches it).
+pub(crate) fn removal(name: &'static str) -> Cookie<'static> {
+    let mut cookie = Cookie::build((name, ""))
+        .path("/")
+        .secure(true)
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .build();
+    cookie.make_removal();
+    cookie
+}
+
+/// Records a `console.sign_out` event: `why` is "signed out" or the timeout.
+pub(crate) async fn record_sign_out(web: &Web, identity: Identity, handle: &str, why: &str) {
+    let mut ev = web
+        .admin
+        .audit
+        .event(EventType::ConsoleSignOut, Outcome::Info);
+    ev.identity = Some(identity);
+    ev.target = Some("console".into());
+    ev.resource = Some(handle.to_string());
+    ev.detail = Some(format!("console session {handle} ended: {why}"));
+    if let Err(e) = web.admin.audit.record(ev).await {
+        tracing::error!("cannot record the end of a console session: {e}");
+    }
+}
+
+/// Where a request without a session is sent: the sign-in page, coming back here after.
+fn to_sign_in(parts: &Parts, expired: bool) -> Response {
+    let next = parts
+        .uri
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .unwrap_or("/console/");
+    let mut url = format!("/console/sign-in?next={}", encode(next));
+    if expired {
+        url.push_str("&expired=1");
+    }
+    Redirect::to(&url).into_response()
+}
+
+/// Percent-encodes a query value.
+pub(crate) fn encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Looks up the session of a request; a timed-out one is recorded as ended.
+pub(crate) async fn session_of(web: &Web, jar: &CookieJar) -> Result<Viewer, bool> {
+    let Some(cookie) = jar.get(SESSION_COOKIE) else {
+        return Err(false);
+    };
+    match web.sessions.get(cookie.value(), web) {
+        Ok(viewer) => Ok(viewer),
+        Err(Ended::Unknown) => Err(false),
+        Err(Ended::TimedOut {
+            identity,
+            handle,
+            why,
+        }) => {
+            record_sign_out(web, identity, &handle, why).await;
+            Err(true)
+        }
+    }
+}
+
+/// A page for a signed-in person: without a session, the browser is sent to sign in and
+/// brought back.
+impl FromRequestParts<Arc<Web>> for Viewer {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, web: &Arc<Web>) -> Result<Viewer, Response> {
+        let jar = CookieJar::from_headers(&parts.headers);
+        match session_of(web, &jar).await {
+            Ok(viewer) => Ok(viewer),
+            Err(expired) => Err(to_sign_in(parts, expired)),
+        }
+    }
+}
+
+/// The signed-in person, if any (for pages that work either way, and POSTs that must not
+/// lose what was typed when the session has ended).
+pub(crate) struct MaybeViewer(pub(crate) Result<Viewer, bool>);
+
+impl FromRequestParts<Arc<Web>> for MaybeViewer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        web: &Arc<Web>,
+    ) -> Result<MaybeViewer, std::convert::Infallible> {
+        let jar = CookieJar::from_headers(&parts.headers);
+        Ok(MaybeViewer(session_of(web, &jar).await))
+    }
+}
+
+/// The checks on every state-changing request: it comes from the console's own origin, and
+/// quotes the session's CSRF token. Either failing is a 403 page saying which.
+pub(crate) fn check_form(
+    web: &Web,
+    viewer: Option<&Viewer>,
+    headers: &HeaderMap,
+    csrf: Option<&str>,
+) -> Result<(), Response> {
+    check_origin(web, headers, viewer)?;
+    if let Some(viewer) = viewer
+        && !csrf.is_some_and(|token| same(token, &viewer.csrf))
+    {
+        return Err(page::problem(
+            StatusCode::FORBIDDEN,
+            "Form refused",
+            "This form's CSRF token is missing or does not belong to your session, so nothing was changed. Reload the page and try again.",
+            Some(viewer),
+        ));
+    }
+    Ok(())
+}
+
+/// `Origin` must be the console's own. Browsers send it on every POST; a request without one
+/// did not come from a console page and is refused.
+pub(crate) fn check_origin(
+    web: &Web,
+    headers: &HeaderMap,
+    viewer: Option<&Viewer>,
+) -> Result<(), Response> {
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    if origin.is_some_and(|o| o == web.origin) {
+        return Ok(());
+    }
+    Err(page::problem(
+        StatusCode::FORBIDDEN,
+        "Form refused",
+        &format!(
+            "This request did not come from a console page (its Origin is {}, the console's is {}), so nothing was changed.",
+            origin.unwrap_or("missing"),
+            web.origin
+        ),
+        viewer,
+    ))
+}
