@@ -213,6 +213,7 @@ async fn discovery(State(state): State<Arc<IdpState>>) -> Response {
         "issuer": claimed.unwrap_or_else(|| issuer.clone()),
         "jwks_uri": format!("{issuer}/keys"),
         "authorization_endpoint": format!("{issuer}/authorize"),
+        "token_endpoint": format!("{issuer}/token"),
     }))
     .into_response()
 }
@@ -450,6 +451,91 @@ async fn audience_must_name_a_configured_one() {
             .await
             .is_ok()
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// ID tokens (the web console's sign-in)
+
+#[tokio::test]
+async fn id_tokens_need_the_console_client_and_the_sign_in_nonce() {
+    let rsa = rsa_key("rsa-1", Some(Algorithm::RS256));
+    let idp = Idp::start(&[&rsa]).await;
+    let auth = idp.authenticator();
+    let id_token = |aud: &str, nonce: Option<&str>| {
+        let mut claims = idp.claims();
+        claims["aud"] = json!(aud);
+        if let Some(nonce) = nonce {
+            claims["nonce"] = json!(nonce);
+        }
+        sign(&rsa, Algorithm::RS256, &claims)
+    };
+    let good = id_token("portcullis-console", Some("n-123"));
+    let id = auth
+        .authenticate_id_token(&good, &idp.issuer, "portcullis-console", "n-123")
+        .await
+        .unwrap();
+    assert_eq!(id.subject, "alice");
+    assert_eq!(id.groups, vec!["engineers", "oncall"]);
+    assert_eq!(id.kind, IdentityKind::Human);
+    // Another sign-in's nonce, or none: a replayed or injected token.
+    assert_eq!(
+        auth.authenticate_id_token(&good, &idp.issuer, "portcullis-console", "n-456")
+            .await,
+        Err(AuthError::NonceMismatch)
+    );
+    assert_eq!(
+        auth.authenticate_id_token(
+            &id_token("portcullis-console", None),
+            &idp.issuer,
+            "portcullis-console",
+            "n-123"
+        )
+        .await,
+        Err(AuthError::NonceMismatch)
+    );
+    // An ID token for another client, or an access token for the API audience, is not a
+    // sign-in to the console; and an ID token is not an API credential.
+    assert_eq!(
+        auth.authenticate_id_token(
+            &id_token("another-app", Some("n-123")),
+            &idp.issuer,
+            "portcullis-console",
+            "n-123"
+        )
+        .await,
+        Err(AuthError::BadAudience)
+    );
+    assert_eq!(auth.authenticate(&good).await, Err(AuthError::BadAudience));
+    // Signed by a trusted issuer, but not the one the sign-in went to.
+    assert_eq!(
+        auth.authenticate_id_token(
+            &good,
+            "https://other.example.com",
+            "portcullis-console",
+            "n-123"
+        )
+        .await,
+        Err(AuthError::UnknownIssuer)
+    );
+}
+
+#[tokio::test]
+async fn sign_in_endpoints_come_from_discovery_and_fail_clearly() {
+    let rsa = rsa_key("rsa-1", Some(Algorithm::RS256));
+    let idp = Idp::start(&[&rsa]).await;
+    let auth = idp.authenticator();
+    let endpoints = auth.sign_in_endpoints(&idp.issuer).await.unwrap();
+    assert_eq!(endpoints.authorization, format!("{}/authorize", idp.issuer));
+    assert_eq!(endpoints.token, format!("{}/token", idp.issuer));
+    assert_eq!(endpoints.end_session, None);
+    let e = auth
+        .sign_in_endpoints("https://nobody.example.com")
+        .await
+        .unwrap_err();
+    assert!(e.contains("not a configured issuer"), "{e}");
+    idp.state.down.store(true, Ordering::SeqCst);
+    let e = auth.sign_in_endpoints(&idp.issuer).await.unwrap_err();
+    assert!(e.contains("503"), "{e}");
 }
 
 #[tokio::test]
@@ -998,6 +1084,7 @@ fn error_codes_are_stable_and_distinct() {
         AuthError::UnsupportedAlg,
         AuthError::UnknownKey,
         AuthError::IssuerUnreachable,
+        AuthError::NonceMismatch,
     ];
     let codes: std::collections::HashSet<&str> = all.iter().map(|e| e.code()).collect();
     assert_eq!(codes.len(), all.len());
