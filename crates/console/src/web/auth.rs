@@ -250,8 +250,12 @@ pub(crate) async fn record_sign_out(web: &Web, identity: Identity, handle: &str,
 
 /// Where a request without a session is sent: the sign-in page, coming back here after.
 fn to_sign_in(parts: &Parts, expired: bool) -> Response {
-    let next = parts
-        .uri
+    // Nested under /console, the request's own URI has lost that prefix; the original has it.
+    let uri = parts
+        .extensions
+        .get::<axum::extract::OriginalUri>()
+        .map_or(&parts.uri, |original| &original.0);
+    let next = uri
         .path_and_query()
         .map(|pq| pq.as_str())
         .unwrap_or("/console/");

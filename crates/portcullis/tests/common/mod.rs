@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod console;
+
 use serde_json::{Value, json};
 
 pub const MODERN: &str = "2026-07-28";
