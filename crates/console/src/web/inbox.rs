@@ -228,6 +228,13 @@ struct DetailQuery {
     done: Option<String>,
 }
 
+/// `apr_` and hex digits: anything else names no approval (and never reaches a redirect).
+fn is_approval_id(id: &str) -> bool {
+    id.strip_prefix("apr_").is_some_and(|hex| {
+        !hex.is_empty() && hex.len() <= 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())
+    })
+}
+
 async fn detail(
     State(web): State<Arc<Web>>,
     viewer: Viewer,
@@ -352,6 +359,14 @@ async fn decide(
     Path(id): Path<String>,
     Form(form): Form<DecideForm>,
 ) -> Response {
+    if !is_approval_id(&id) {
+        return page::problem(
+            StatusCode::NOT_FOUND,
+            "No such approval",
+            "That is not an approval id (apr_ and hex digits).",
+            viewer.as_ref().ok(),
+        );
+    }
     let approve = match form.decision.as_str() {
         "approve" => true,
         "deny" => false,
@@ -430,6 +445,27 @@ async fn decide(
                 }
                 Err(_) => page::problem(status, "Not recorded", &e.to_string(), Some(&viewer)),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_approval_id;
+
+    #[test]
+    fn approval_ids_are_apr_and_hex() {
+        assert!(is_approval_id("apr_0123456789abcdef0123"));
+        for bad in [
+            "",
+            "apr_",
+            "apr_xyz",
+            "apr_12/..",
+            "apr_12\n",
+            "grant_12",
+            "APR_12",
+        ] {
+            assert!(!is_approval_id(bad), "{bad:?}");
         }
     }
 }

@@ -146,8 +146,8 @@ fn safe_next(next: Option<&str>) -> String {
     match next {
         Some(n)
             if n.starts_with("/console/")
-                && !n.starts_with("//")
-                && !n.contains(['\\', '\r', '\n'])
+                && !n.contains('\\')
+                && n.bytes().all(|b| b.is_ascii_graphic())
                 && n.len() < 2048 =>
         {
             n.to_string()
@@ -741,4 +741,29 @@ async fn sign_out(
         Redirect::to("/console/sign-in?signed_out=1"),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_next;
+
+    #[test]
+    fn only_console_paths_are_returned_to() {
+        assert_eq!(
+            safe_next(Some("/console/sessions?who=dana")),
+            "/console/sessions?who=dana"
+        );
+        for bad in [
+            None,
+            Some("//evil.example/console/"),
+            Some("https://evil.example/console/"),
+            Some("/console\\..\\evil"),
+            Some("/console/x\r\nSet-Cookie: a=b"),
+            Some("/console/\u{7f}"),
+            Some("/console/é"),
+            Some("/api/v1/approvals"),
+        ] {
+            assert_eq!(safe_next(bad), "/console/approvals", "{bad:?}");
+        }
+    }
 }
