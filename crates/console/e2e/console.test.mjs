@@ -219,9 +219,13 @@ try {
     await page.evaluate(() => {
       window.e2eNotReloaded = true;
     });
+    const refetched = page.waitForResponse((r) => new URL(r.url()).pathname === '/console/approvals/list', { timeout: 5_000 });
     refund = agentCall('refund_payment', { customer: 'cus_1001', amount: 25 }, 'customer asked for a refund of a duplicate charge');
+    // Within 5 s: the script's fallback poll runs every 10 s from the page's load, so only
+    // the server-sent event can bring the row this soon.
     const row = page.locator('tr[data-approval]');
-    await row.first().waitFor({ state: 'visible', timeout: 10_000 });
+    await row.first().waitFor({ state: 'visible', timeout: 5_000 });
+    assert.equal((await refetched).status(), 200);
     assert.equal(await page.evaluate(() => window.e2eNotReloaded), true, 'the page was reloaded');
     const text = await row.first().innerText();
     assert.match(text, /refund_payment/);
@@ -260,7 +264,8 @@ try {
   // e. Replay and evidence, once the sessions and audit pages are there.
   if (READ_PAGES) {
     await step('the session of the call replays, and its bundle verifies', async () => {
-      await page.goto(url('/console/sessions'));
+      const listed = await page.goto(url('/console/sessions'));
+      assert.equal(listed.status(), 200, '/console/sessions is not there (CONSOLE_E2E_READ_PAGES=0 leaves these steps out)');
       const rows = page.locator('tr[data-session]');
       await rows.first().waitFor();
       await shot(page, 'sessions');
@@ -280,7 +285,8 @@ try {
     });
 
     await step("the refund's request event has a proof that verifies offline", async () => {
-      await page.goto(url('/console/audit'));
+      const searched = await page.goto(url('/console/audit'));
+      assert.equal(searched.status(), 200, '/console/audit is not there (CONSOLE_E2E_READ_PAGES=0 leaves these steps out)');
       const rows = page.locator('tr[data-event]');
       await rows.first().waitFor();
       await shot(page, 'audit');
@@ -303,7 +309,7 @@ try {
     await step('the evidence and admin pages open', async () => {
       for (const [path, name] of [['/console/evidence', 'evidence'], ['/console/admin', 'admin']]) {
         const response = await page.goto(url(path));
-        assert.equal(response.status(), 200, `${path}: ${response.status()}`);
+        assert.equal(response.status(), 200, `${path}: ${response.status()} (CONSOLE_E2E_ADMIN_PAGES=0 leaves this step out)`);
         assert.equal(new URL(page.url()).pathname, path);
         await shot(page, name);
       }

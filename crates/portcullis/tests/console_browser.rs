@@ -182,19 +182,20 @@ fn run_suite(env: &[(&str, String)]) -> (bool, String) {
         }
     }
     let mut child = cmd.spawn().unwrap();
-    let readers: Vec<_> = [
-        Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+    let pipes: [Box<dyn Read + Send>; 2] = [
+        Box::new(child.stdout.take().unwrap()),
         Box::new(child.stderr.take().unwrap()),
-    ]
-    .into_iter()
-    .map(|mut pipe| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
+    ];
+    let readers: Vec<_> = pipes
+        .into_iter()
+        .map(|mut pipe| {
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                let _ = pipe.read_to_string(&mut text);
+                text
+            })
         })
-    })
-    .collect();
+        .collect();
     let deadline = Instant::now() + SUITE_TIMEOUT;
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
