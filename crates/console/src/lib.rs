@@ -79,7 +79,11 @@ pub fn router(admin: Admin, console: Option<ConsoleSettings>) -> Result<Router, 
     let admin = Arc::new(admin);
     let api = api_router(admin.clone());
     Ok(match console {
-        Some(settings) => api.nest("/console", web::router(admin, settings)?),
+        // Nested, the console's "/" answers at `/console` only; `/console/` (the address the
+        // demo and the docs give) is routed here, or the admin API would answer it with 404.
+        Some(settings) => api
+            .nest("/console", web::router(admin, settings)?)
+            .route("/console/", get(web::to_inbox)),
         None => api,
     })
 }

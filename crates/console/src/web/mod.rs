@@ -33,7 +33,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, header};
-use axum::response::{Redirect, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 
 use crate::Admin;
@@ -128,7 +128,7 @@ pub fn router(admin: Arc<Admin>, settings: ConsoleSettings) -> Result<Router, St
         http,
     });
     Ok(Router::new()
-        .route("/", get(|| async { Redirect::to("/console/approvals") }))
+        .route("/", get(to_inbox))
         .route("/static/console.css", get(assets::css))
         .route("/static/console.js", get(assets::js))
         .merge(signin::routes())
@@ -137,6 +137,11 @@ pub fn router(admin: Arc<Admin>, settings: ConsoleSettings) -> Result<Router, St
         .layer(DefaultBodyLimit::max(MAX_FORM))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(web))
+}
+
+/// `/console` and `/console/`: the inbox (which sends a visitor without a session to sign in).
+pub(crate) async fn to_inbox() -> Response {
+    security_headers(Redirect::to("/console/approvals").into_response()).await
 }
 
 /// `https://host:port` of a URL, or why it is not one.
