@@ -143,6 +143,7 @@ name = "agents look up customers"
 who.groups = ["agents"]
 target = "billing"
 tools = ["lookup_customer"]
+mask = "pii"
 
 [[rules]]
 name = "agents never delete"
@@ -159,6 +160,10 @@ target = "billing"
 tools = ["refund_*"]
 decision = "hold"
 approvers = ["leads"]
+
+[masks.pii]
+detectors = ["pii"]
+styles = {{ credit_card = "partial" }}
 "#,
         key = path(&audit_key),
         agent = agent.config,
@@ -272,6 +277,10 @@ approvers = ["leads"]
     assert!(html.contains("data-side=\"request\""), "{html}");
     assert!(html.contains("data-side=\"answer\""), "{html}");
     assert!(html.contains("lookup_customer"), "{html}");
+    // What came back is shown as recorded: masked as the agent received it.
+    assert!(html.contains("1111"), "{html}");
+    assert!(!html.contains("4111 1111 1111 1111"), "{html}");
+    assert!(!html.contains("ada@example.com"), "{html}");
     assert!(html.contains("data-testid=\"replay\""), "{html}");
     assert!(html.contains("src=\"/console/static/replay.js\""), "{html}");
     assert!(!html.contains("style="), "no inline styles: {html}");
