@@ -47,7 +47,7 @@ use portcullis_recording::Chunk;
 use tokio::sync::{mpsc, oneshot};
 
 pub use canonical::canonical_bytes;
-pub use reader::{AuditReader, Leaf, SinkPage};
+pub use reader::{AuditReader, EventQuery, Leaf, SinkPage};
 
 use writer::{Msg, Row, Shared, Writer};
 

@@ -25,6 +25,24 @@ pub struct SinkPage {
     pub checkpoints: Vec<crate::StoredCheckpoint>,
 }
 
+/// What [`AuditReader::search`] looks for; every field given must match.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    /// The identity's subject or display name.
+    pub identity: Option<String>,
+    pub target: Option<String>,
+    /// The event type as events write it (`request`, `approval.approved`).
+    pub event_type: Option<String>,
+    /// The outcome as events write it (`denied`, `upstream_error`).
+    pub outcome: Option<String>,
+    /// The name of the policy rule that decided.
+    pub rule: Option<String>,
+    /// RFC 3339 times (UTC, as events write them): events at or after `since`, before `until`.
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub limit: usize,
+}
+
 /// A read-only view of `<data_dir>/audit.db`. It opens the file read-only, and WAL mode
 /// lets it read consistent snapshots while a gateway keeps writing.
 pub struct AuditReader {
@@ -501,6 +519,43 @@ impl AuditReader {
             .prepare_cached("SELECT 1 FROM chunks WHERE seq = ?1 AND id = ?2")
             .and_then(|mut stmt| stmt.exists(params![to_i64(seq), id]))
             .map_err(|source| self.read_err(source))
+    }
+
+    /// The events matching `query`, newest first, at most `query.limit`: `(seq, canonical
+    /// JSON)`. The scan is bounded like a session listing: between `since` and `until` when
+    /// given, else over the newest [`DEFAULT_SCAN`](crate::sessions::DEFAULT_SCAN) events.
+    pub fn search(&self, query: &EventQuery) -> Result<Vec<(u64, String)>, AuditError> {
+        let count = self.count()?;
+        let first = match &query.since {
+            Some(since) => self.first_seq_at(since)?,
+            None => count.saturating_sub(crate::sessions::DEFAULT_SCAN) + 1,
+        };
+        let last = match &query.until {
+            Some(until) => self.first_seq_at(until)?.saturating_sub(1),
+            None => count,
+        };
+        if first > last || query.limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.query(
+            "SELECT seq, body FROM events WHERE seq BETWEEN ?1 AND ?2 \
+             AND (?3 IS NULL OR subject = ?3 \
+                  OR json_extract(CAST(body AS TEXT), '$.identity.display_name') = ?3) \
+             AND (?4 IS NULL OR target = ?4) AND (?5 IS NULL OR type = ?5) \
+             AND (?6 IS NULL OR outcome = ?6) \
+             AND (?7 IS NULL OR json_extract(CAST(body AS TEXT), '$.rule') = ?7) \
+             ORDER BY seq DESC LIMIT ?8",
+            params![
+                to_i64(first),
+                to_i64(last),
+                query.identity,
+                query.target,
+                query.event_type,
+                query.outcome,
+                query.rule,
+                to_i64(query.limit as u64)
+            ],
+        )
     }
 
     pub fn count(&self) -> Result<u64, AuditError> {

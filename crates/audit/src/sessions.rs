@@ -223,6 +223,10 @@ pub struct Entry {
     pub request: Option<Recorded>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub answer: Option<Recorded>,
+    /// The recorded request and answer themselves, when they could be read (for a page that
+    /// shows them; the JSON timeline carries the summaries above only).
+    #[serde(skip)]
+    pub records: (Option<Record>, Option<Record>),
 }
 
 /// One recorded side of a request, summarized, or why it cannot be read.
@@ -267,12 +271,15 @@ pub fn timeline(
             ),
             None => (None, None),
         };
+        let (request, request_record) = request.map_or((None, None), |(r, rec)| (Some(r), rec));
+        let (answer, answer_record) = answer.map_or((None, None), |(r, rec)| (Some(r), rec));
         entries.push(Entry {
             seq,
             event,
             approval_events,
-            request: request.map(|(r, _)| r),
-            answer: answer.map(|(r, _)| r),
+            request,
+            answer,
+            records: (request_record, answer_record),
         });
     }
     Ok(Some(Timeline { session, entries }))

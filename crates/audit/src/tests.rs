@@ -119,6 +119,76 @@ async fn record_and_read_round_trip() {
 }
 
 #[tokio::test]
+async fn search_filters_on_every_field_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(dir.path(), "gw-1", Durability::Strict).unwrap();
+    let alice = full_event(&log);
+    log.record(alice.clone()).await.unwrap();
+    let mut denied = full_event(&log);
+    denied.outcome = Outcome::Denied;
+    denied.rule = Some("no deletes".into());
+    denied.target = Some("billing".into());
+    log.record(denied.clone()).await.unwrap();
+    let start = log.event(EventType::GatewayStart, Outcome::Info);
+    log.record(start.clone()).await.unwrap();
+
+    let reader = AuditReader::open(dir.path()).unwrap();
+    let ids = |q: crate::EventQuery| -> Vec<u64> {
+        reader
+            .search(&crate::EventQuery { limit: 10, ..q })
+            .unwrap()
+            .into_iter()
+            .map(|(seq, _)| seq)
+            .collect()
+    };
+    assert_eq!(ids(Default::default()), [3, 2, 1]);
+    let by = |identity: &str| crate::EventQuery {
+        identity: Some(identity.into()),
+        ..Default::default()
+    };
+    assert_eq!(ids(by("alice")), [2, 1]);
+    assert_eq!(
+        ids(by("Alice Ünïcode €")),
+        [2, 1],
+        "the display name finds them too"
+    );
+    assert_eq!(ids(by("bob")), Vec::<u64>::new());
+    let q = |f: fn(&mut crate::EventQuery)| {
+        let mut q = crate::EventQuery::default();
+        f(&mut q);
+        q
+    };
+    assert_eq!(ids(q(|q| q.target = Some("billing".into()))), [2]);
+    assert_eq!(ids(q(|q| q.event_type = Some("gateway.start".into()))), [3]);
+    assert_eq!(ids(q(|q| q.outcome = Some("denied".into()))), [2]);
+    assert_eq!(ids(q(|q| q.rule = Some("eng-tools".into()))), [1]);
+    assert_eq!(
+        reader
+            .search(&crate::EventQuery {
+                limit: 1,
+                ..Default::default()
+            })
+            .unwrap()[0]
+            .0,
+        3,
+        "the limit keeps the newest"
+    );
+    // Times: `since` keeps events at or after it, `until` those before it.
+    assert_eq!(
+        ids(q(|q| q.since = Some("2999-01-01T00:00:00.000Z".into()))),
+        Vec::<u64>::new()
+    );
+    assert_eq!(
+        ids(q(|q| q.until = Some("2000-01-01T00:00:00.000Z".into()))),
+        Vec::<u64>::new()
+    );
+    assert_eq!(
+        ids(q(|q| q.since = Some("2000-01-01T00:00:00.000Z".into()))),
+        [3, 2, 1]
+    );
+}
+
+#[tokio::test]
 async fn event_has_fresh_id_time_and_gateway() {
     let dir = tempfile::tempdir().unwrap();
     let log = AuditLog::open(dir.path(), "gw-9", Durability::Strict).unwrap();

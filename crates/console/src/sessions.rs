@@ -34,25 +34,34 @@ pub(crate) struct SessionsQuery {
 
 /// The caller may read recordings, or the 403 that says who may.
 pub(crate) fn may_read(admin: &Admin, identity: &Identity) -> Result<(), Response> {
-    if admin
-        .recording_readers
-        .iter()
-        .any(|group| identity.in_group(group))
-    {
+    if is_reader(admin, identity) {
         return Ok(());
     }
     Err(error(
         StatusCode::FORBIDDEN,
         "not_a_reader",
-        &if admin.recording_readers.is_empty() {
-            "nobody may read recorded sessions: no rule names approvers and no break-glass group is configured".to_string()
-        } else {
-            format!(
-                "recorded sessions are for members of {}",
-                admin.recording_readers.join(", ")
-            )
-        },
+        &who_may_read(admin),
     ))
+}
+
+/// Whether `identity` is in one of the groups that may read recordings.
+pub(crate) fn is_reader(admin: &Admin, identity: &Identity) -> bool {
+    admin
+        .recording_readers
+        .iter()
+        .any(|group| identity.in_group(group))
+}
+
+/// Who may read recordings, in a sentence.
+pub(crate) fn who_may_read(admin: &Admin) -> String {
+    if admin.recording_readers.is_empty() {
+        "nobody may read recorded sessions: no rule names approvers and no break-glass group is configured".to_string()
+    } else {
+        format!(
+            "recorded sessions are for members of {}",
+            admin.recording_readers.join(", ")
+        )
+    }
 }
 
 /// An RFC 3339 time as events write it (UTC, milliseconds), or a 400.
@@ -100,22 +109,37 @@ async fn record_access(
     how: &str,
     id: &str,
 ) -> Result<(), Response> {
+    record_reading(admin, reader, "admin-api", how, id, "the admin API")
+        .await
+        .map_err(|why| error(StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable", &why))
+}
+
+/// Records a `recording.accessed` event: `reader` read session `id` through `how` (a
+/// route) of `via` (`admin-api`, `console`), described as `through`. The error says why the
+/// log refused it; the caller then sends nothing.
+pub(crate) async fn record_reading(
+    admin: &Admin,
+    reader: &Identity,
+    via: &str,
+    how: &str,
+    id: &str,
+    through: &str,
+) -> Result<(), String> {
     let mut ev = admin
         .audit
         .event(EventType::RecordingAccessed, Outcome::Info);
     ev.identity = Some(reader.clone());
-    ev.target = Some("admin-api".into());
+    ev.target = Some(via.into());
     ev.action = Some(format!("GET {how}"));
     // The session goes in `resource`, not `session`: this event is not part of it.
     ev.resource = Some(id.to_string());
-    ev.detail = Some(format!("session {id} read through the admin API ({how})"));
-    admin.audit.record(ev).await.map(|_| ()).map_err(|e| {
-        error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "audit_unavailable",
-            &format!("the audit log cannot record this access to a recording: {e}"),
-        )
-    })
+    ev.detail = Some(format!("session {id} read through {through} ({how})"));
+    admin
+        .audit
+        .record(ev)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("the audit log cannot record this access to a recording: {e}"))
 }
 
 pub(crate) async fn list(

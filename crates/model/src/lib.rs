@@ -642,6 +642,83 @@ pub enum EventType {
     ConsoleExport,
 }
 
+impl EventType {
+    /// Every event type, in the order of the enum: what a filter on `type` accepts.
+    pub const ALL: [EventType; 30] = [
+        EventType::SessionStart,
+        EventType::SessionEnd,
+        EventType::Request,
+        EventType::Notification,
+        EventType::AuthFailure,
+        EventType::ToolPinMismatch,
+        EventType::ToolPinAccepted,
+        EventType::GatewayStart,
+        EventType::GatewayStop,
+        EventType::ApprovalRequested,
+        EventType::ApprovalNotified,
+        EventType::ApprovalApproved,
+        EventType::ApprovalDenied,
+        EventType::ApprovalRefused,
+        EventType::ApprovalReleased,
+        EventType::ApprovalExpired,
+        EventType::ApprovalCancelled,
+        EventType::GrantIssued,
+        EventType::GrantRevoked,
+        EventType::GrantExpired,
+        EventType::ColumnsDiscovered,
+        EventType::RecordingSealed,
+        EventType::RecordingRemoved,
+        EventType::RecordingAccessed,
+        EventType::RecordingFailed,
+        EventType::EvidenceReport,
+        EventType::EvidenceReviewed,
+        EventType::ConsoleSignIn,
+        EventType::ConsoleSignOut,
+        EventType::ConsoleExport,
+    ];
+
+    /// The name events write in `type` (`session.start`, `request`, ...).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EventType::SessionStart => "session.start",
+            EventType::SessionEnd => "session.end",
+            EventType::Request => "request",
+            EventType::Notification => "notification",
+            EventType::AuthFailure => "auth.failure",
+            EventType::ToolPinMismatch => "tool.pin_mismatch",
+            EventType::ToolPinAccepted => "tool.pin_accepted",
+            EventType::GatewayStart => "gateway.start",
+            EventType::GatewayStop => "gateway.stop",
+            EventType::ApprovalRequested => "approval.requested",
+            EventType::ApprovalNotified => "approval.notified",
+            EventType::ApprovalApproved => "approval.approved",
+            EventType::ApprovalDenied => "approval.denied",
+            EventType::ApprovalRefused => "approval.refused",
+            EventType::ApprovalReleased => "approval.released",
+            EventType::ApprovalExpired => "approval.expired",
+            EventType::ApprovalCancelled => "approval.cancelled",
+            EventType::GrantIssued => "grant.issued",
+            EventType::GrantRevoked => "grant.revoked",
+            EventType::GrantExpired => "grant.expired",
+            EventType::ColumnsDiscovered => "columns.discovered",
+            EventType::RecordingSealed => "recording.sealed",
+            EventType::RecordingRemoved => "recording.removed",
+            EventType::RecordingAccessed => "recording.accessed",
+            EventType::RecordingFailed => "recording.failed",
+            EventType::EvidenceReport => "evidence.report",
+            EventType::EvidenceReviewed => "evidence.reviewed",
+            EventType::ConsoleSignIn => "console.sign_in",
+            EventType::ConsoleSignOut => "console.sign_out",
+            EventType::ConsoleExport => "console.export",
+        }
+    }
+
+    /// The event type named `name`, as events write it.
+    pub fn parse(name: &str) -> Option<EventType> {
+        EventType::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+}
+
 /// How a request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -658,6 +735,35 @@ pub enum Outcome {
     Failed,
     /// Informational events (session start/end, pins).
     Info,
+}
+
+impl Outcome {
+    /// Every outcome: what a filter on `outcome` accepts.
+    pub const ALL: [Outcome; 6] = [
+        Outcome::Success,
+        Outcome::UpstreamError,
+        Outcome::Denied,
+        Outcome::Rejected,
+        Outcome::Failed,
+        Outcome::Info,
+    ];
+
+    /// The name events write in `outcome` (`success`, `upstream_error`, ...).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::UpstreamError => "upstream_error",
+            Outcome::Denied => "denied",
+            Outcome::Rejected => "rejected",
+            Outcome::Failed => "failed",
+            Outcome::Info => "info",
+        }
+    }
+
+    /// The outcome named `name`, as events write it.
+    pub fn parse(name: &str) -> Option<Outcome> {
+        Outcome::ALL.into_iter().find(|o| o.as_str() == name)
+    }
 }
 
 /// The AU-3 record of one thing that happened at the gateway.
@@ -845,6 +951,28 @@ pub struct DataFinding {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn event_type_and_outcome_names_are_the_ones_events_write() {
+        let mut seen = std::collections::HashSet::new();
+        for t in EventType::ALL {
+            assert_eq!(
+                serde_json::to_value(t).unwrap(),
+                serde_json::json!(t.as_str())
+            );
+            assert_eq!(EventType::parse(t.as_str()), Some(t));
+            assert!(seen.insert(t.as_str()), "{} twice", t.as_str());
+        }
+        for o in Outcome::ALL {
+            assert_eq!(
+                serde_json::to_value(o).unwrap(),
+                serde_json::json!(o.as_str())
+            );
+            assert_eq!(Outcome::parse(o.as_str()), Some(o));
+        }
+        assert_eq!(EventType::parse("nonsense"), None);
+        assert_eq!(Outcome::parse("Success"), None);
+    }
+
     use super::*;
 
     #[test]

@@ -21,9 +21,11 @@
 //! - responses carry a strict CSP, `frame-ancestors 'none'`, `no-store` and `nosniff`.
 
 mod assets;
+mod audit_page;
 pub(crate) mod auth;
 mod inbox;
 pub(crate) mod page;
+mod sessions_page;
 mod signin;
 
 use std::path::PathBuf;
@@ -133,6 +135,8 @@ pub fn router(admin: Arc<Admin>, settings: ConsoleSettings) -> Result<Router, St
         .route("/static/console.js", get(assets::js))
         .merge(signin::routes())
         .merge(inbox::routes())
+        .merge(sessions_page::routes())
+        .merge(audit_page::routes())
         .fallback(page::not_found)
         .layer(DefaultBodyLimit::max(MAX_FORM))
         .layer(axum::middleware::map_response(security_headers))
