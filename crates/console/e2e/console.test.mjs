@@ -272,9 +272,13 @@ try {
       const ours = rows.filter({ hasText: 'billing-agent' }).first();
       await ours.locator('a').first().click();
       await page.waitForURL((u) => /^\/console\/sessions\/[^/]+$/.test(u.pathname));
+      const items = page.locator('ol#timeline > li');
+      const total = await items.count();
+      assert.ok(total >= 2, `the session's timeline has ${total} steps`);
       await page.locator('button[data-testid=replay]').click();
-      const items = page.locator('[data-testid=timeline] li, [data-testid=timeline-item]');
-      await items.first().waitFor({ state: 'visible', timeout: 15_000 });
+      // The replay hides the steps and brings them back one by one, at the recorded pace.
+      await page.locator('#replay-status').filter({ hasText: `Replay finished: ${total} steps` }).waitFor({ timeout: 30_000 });
+      assert.equal(await page.locator('ol#timeline > li:visible').count(), total);
       await page.getByText('refund_payment').first().waitFor();
       await shot(page, 'replay');
       const [download] = await Promise.all([page.waitForEvent('download'), page.locator('a[data-testid=export]').click()]);
