@@ -20,8 +20,11 @@
 //! - every POST carries the session's CSRF token and an `Origin` equal to the console's own;
 //! - responses carry a strict CSP, `frame-ancestors 'none'`, `no-store` and `nosniff`.
 
+mod access_page;
+mod admin_page;
 mod assets;
 pub(crate) mod auth;
+mod evidence_page;
 mod inbox;
 pub(crate) mod page;
 mod signin;
@@ -80,6 +83,10 @@ pub struct ConsoleSettings {
     pub evidence_dir: PathBuf,
     /// The audit log's checkpoint directory, if checkpoints are published to one.
     pub checkpoint_dir: Option<PathBuf>,
+    /// `audit.checkpoint_interval`: how often a checkpoint is signed while events come in.
+    pub checkpoint_interval: Duration,
+    /// How many witnesses are configured (`audit.witnesses`).
+    pub witnesses: usize,
 }
 
 /// The console's shared state.
@@ -133,6 +140,9 @@ pub fn router(admin: Arc<Admin>, settings: ConsoleSettings) -> Result<Router, St
         .route("/static/console.js", get(assets::js))
         .merge(signin::routes())
         .merge(inbox::routes())
+        .merge(access_page::routes())
+        .merge(evidence_page::routes())
+        .merge(admin_page::routes())
         .fallback(page::not_found)
         .layer(DefaultBodyLimit::max(MAX_FORM))
         .layer(axum::middleware::map_response(security_headers))

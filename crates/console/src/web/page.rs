@@ -126,4 +126,3 @@ pub(crate) async fn not_found() -> Response {
         None,
     )
 }
-
