@@ -32,13 +32,17 @@ pub(crate) struct SessionsQuery {
     limit: Option<usize>,
 }
 
-/// The caller may read recordings, or the 403 that says who may.
-pub(crate) fn may_read(admin: &Admin, identity: &Identity) -> Result<(), Response> {
-    if admin
+/// Whether `identity` may read recordings (and the rest of the audit trail).
+pub(crate) fn is_reader(admin: &Admin, identity: &Identity) -> bool {
+    admin
         .recording_readers
         .iter()
         .any(|group| identity.in_group(group))
-    {
+}
+
+/// The caller may read recordings, or the 403 that says who may.
+pub(crate) fn may_read(admin: &Admin, identity: &Identity) -> Result<(), Response> {
+    if is_reader(admin, identity) {
         return Ok(());
     }
     Err(error(

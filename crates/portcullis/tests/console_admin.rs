@@ -190,9 +190,22 @@ async fn access_evidence_and_admin_pages_work_as_a_browser_uses_them() {
     std::fs::write(&script, SHIFTY).unwrap();
     let desc = scratch.path().join("description.txt");
     std::fs::write(&desc, "Fetch a report.").unwrap();
+    // A signing log that publishes its checkpoints, so the Evidence page has one to show.
+    let keys = scratch.path().join("audit-key");
+    let out = std::process::Command::new(binary())
+        .args(["keys", "audit-init", "--out"])
+        .arg(&keys)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let published = scratch.path().join("published");
     let admin_port = free_port();
     let config = format!(
         r#"{agent}{ada}{eve}{dana}
+[audit]
+signing_key = {keys:?}
+checkpoint_dir = {published:?}
+
 [console]
 enabled = true
 api_key_sign_in = true
@@ -229,6 +242,8 @@ tools = ["*"]
         py = python(),
         script = script.display().to_string(),
         desc = desc.display().to_string(),
+        keys = keys.display().to_string(),
+        published = published.display().to_string(),
     );
     let gw = Gateway::start_with(
         &config,
@@ -525,12 +540,31 @@ tools = ["*"]
 
     let refused = eve_b.get("/console/evidence").await;
     assert_eq!(refused.status, 403, "{}", refused.body);
-    let listing = dana_b.get("/console/evidence").await;
+    // The first checkpoint is signed within the interval (1s) of the first events.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let listing = loop {
+        let listing = dana_b.get("/console/evidence").await;
+        if listing.body.contains("tree size") || std::time::Instant::now() > deadline {
+            break listing;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
     assert_eq!(listing.status, 200, "{}", listing.body);
     assert!(listing.body.contains(&format!("data-file=\"{name}\"")));
     assert!(listing.body.contains("signed (.sig)"));
     assert!(listing.body.contains("AU-6 review (HTML)"));
     assert!(listing.body.contains("Log integrity"));
+    assert!(listing.body.contains("tree size"), "{}", listing.body);
+    assert!(
+        listing.body.contains("signature verifies with the log"),
+        "{}",
+        listing.body
+    );
+    assert!(
+        !listing.body.contains("notice warning"),
+        "nothing is late: {}",
+        listing.body
+    );
     assert!(!listing.body.contains("leak.html"), "a link is not listed");
 
     let exports_before = gw

@@ -42,10 +42,11 @@ const MAX_LISTED: usize = 200;
 /// The largest document the console sends (evidence documents are far smaller).
 const MAX_DOWNLOAD: u64 = 64 * 1024 * 1024;
 
-/// The viewer may read audit information, or the 403 page that says who may.
+/// The viewer may read audit information (the rule of recorded sessions, or a console
+/// admin), or the 403 page that says who may.
 fn may_read(web: &Web, viewer: &Viewer) -> Result<(), Response> {
     let readers = &web.admin.recording_readers;
-    if viewer.is_admin || readers.iter().any(|g| viewer.identity.in_group(g)) {
+    if viewer.is_admin || crate::sessions::is_reader(&web.admin, &viewer.identity) {
         return Ok(());
     }
     let who = if readers.is_empty() {
@@ -104,7 +105,7 @@ fn entries(dir: &FsPath) -> std::io::Result<Vec<Entry>> {
         }
         // `DirEntry::metadata` does not follow symbolic links: a link is not a regular file.
         let Ok(meta) = entry.metadata() else { continue };
-        if !meta.file_type().is_file() {
+        if !meta.is_file() {
             continue;
         }
         out.push(Entry {
@@ -193,6 +194,8 @@ struct Integrity {
     committed: u64,
     /// Each witness's newest cosignature: name, size, time.
     cosignatures: Vec<(String, u64, String)>,
+    /// The time of the oldest event no checkpoint covers yet, if there is one.
+    uncovered_since: Option<String>,
     /// Why the cosignatures could not be read, if they could not.
     read_error: Option<String>,
 }
@@ -208,22 +211,31 @@ async fn integrity(web: &Web) -> Integrity {
     });
     let committed = *audit.committed().borrow();
     let data_dir = web.admin.data_dir.clone();
+    let first_uncovered = checkpoint.as_ref().map_or(0, |c| c.0) + 1;
+    let uncovered = committed >= first_uncovered;
     let read = tokio::task::spawn_blocking(move || {
-        portcullis_audit::AuditReader::open(&data_dir)
-            .and_then(|r| r.latest_cosignatures())
-            .map_err(|e| e.to_string())
+        let reader = portcullis_audit::AuditReader::open(&data_dir)?;
+        let cosignatures = reader.latest_cosignatures()?;
+        let since = if uncovered {
+            reader.time_at(first_uncovered)?
+        } else {
+            None
+        };
+        Ok::<_, portcullis_audit::AuditError>((cosignatures, since))
     })
     .await
-    .unwrap_or_else(|e| Err(format!("the reader failed: {e}")));
-    let (cosignatures, read_error) = match read {
-        Ok(c) => (c, None),
-        Err(e) => (Vec::new(), Some(e)),
+    .map_err(|e| format!("the reader failed: {e}"))
+    .and_then(|read| read.map_err(|e| e.to_string()));
+    let (cosignatures, uncovered_since, read_error) = match read {
+        Ok((c, since)) => (c, since, None),
+        Err(e) => (Vec::new(), None, Some(e)),
     };
     Integrity {
         signing: audit.signing().is_some(),
         checkpoint,
         committed,
         cosignatures,
+        uncovered_since,
         read_error,
     }
 }
@@ -236,30 +248,22 @@ fn warnings(web: &Web, i: &Integrity) -> Vec<String> {
         return out;
     }
     let interval = web.settings.checkpoint_interval.as_secs();
-    // A checkpoint is signed once events are newer than the last one and the interval has
-    // passed; twice the interval and a minute is late.
+    // A checkpoint covers new events within the interval (the writer's ticker signs one
+    // when events wait); an event uncovered for twice that and a minute is late.
     let late = interval * 2 + 60;
-    match &i.checkpoint {
-        None if i.committed > 0 => out.push(
-            "No checkpoint has been signed yet although events are recorded: check the gateway's log for signing errors.".to_string(),
-        ),
-        None => {}
-        Some((size, at, _, verifies)) => {
-            if !verifies {
-                out.push(format!("The newest checkpoint (size {size}) does not verify with the log's own key: run `portcullis audit verify` now."));
-            }
-            if let Some(age) = age_of(at)
-                && i.committed > *size
-                && age > late
-            {
-                out.push(format!(
-                    "The newest checkpoint was signed {} while {} events are not covered yet (expected one every {}): check the gateway's log for signing errors.",
-                    ago(age),
-                    i.committed - size,
-                    humantime::format_duration(web.settings.checkpoint_interval)
-                ));
-            }
-        }
+    if let Some((size, _, _, false)) = &i.checkpoint {
+        out.push(format!("The newest checkpoint (size {size}) does not verify with the log's own key: run `portcullis audit verify` now."));
+    }
+    let covered = i.checkpoint.as_ref().map_or(0, |c| c.0);
+    if let Some(age) = i.uncovered_since.as_deref().and_then(age_of)
+        && age > late
+    {
+        out.push(format!(
+            "{} events, the oldest recorded {}, are not covered by a signed checkpoint (one is expected every {}): check the gateway's log for signing errors.",
+            i.committed.saturating_sub(covered),
+            ago(age),
+            humantime::format_duration(web.settings.checkpoint_interval)
+        ));
     }
     if web.settings.witnesses > 0 {
         let checkpoint = i.checkpoint.as_ref().map(|(s, t, _, _)| (*s, age_of(t)));
@@ -521,15 +525,14 @@ fn read_listed(dir: &FsPath, name: &str) -> std::io::Result<Option<Vec<u8>>> {
     };
     let path = dir.join(name);
     let listed = match std::fs::symlink_metadata(&path) {
-        Ok(meta) if meta.file_type().is_file() => meta,
+        Ok(meta) if meta.is_file() => meta,
         Ok(_) => return Ok(None),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
     let file = std::fs::File::open(&path)?;
     let opened = file.metadata()?;
-    if !opened.file_type().is_file() || opened.dev() != listed.dev() || opened.ino() != listed.ino()
-    {
+    if !opened.is_file() || opened.dev() != listed.dev() || opened.ino() != listed.ino() {
         return Ok(None);
     }
     if opened.len() > MAX_DOWNLOAD {
