@@ -122,7 +122,13 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
 }
 
 fn refused(e: ApprovalError) -> Response {
-    let status = match &e {
+    let status = status_of(&e);
+    error(status, e.code(), &e.to_string())
+}
+
+/// The HTTP status that says what kind of refusal an approvals error is.
+pub(crate) fn status_of(e: &ApprovalError) -> StatusCode {
+    match e {
         ApprovalError::NotFound(_) | ApprovalError::GrantNotFound(_) => StatusCode::NOT_FOUND,
         ApprovalError::NotApprover { .. }
         | ApprovalError::SelfApproval { .. }
@@ -138,8 +144,7 @@ fn refused(e: ApprovalError) -> Response {
             tracing::error!("admin API: {e}");
             StatusCode::INTERNAL_SERVER_ERROR
         }
-    };
-    error(status, e.code(), &e.to_string())
+    }
 }
 
 /// A JSON body, or a 400/413/415 in the API's error shape.
@@ -295,15 +300,65 @@ async fn deny(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct GrantBody {
-    target: String,
+pub(crate) struct GrantBody {
+    pub(crate) target: String,
     #[serde(default)]
-    tools: Vec<String>,
+    pub(crate) tools: Vec<String>,
     #[serde(default)]
-    tables: Vec<String>,
+    pub(crate) tables: Vec<String>,
     /// `30m`, `2h`.
-    duration: String,
-    reason: String,
+    pub(crate) duration: String,
+    pub(crate) reason: String,
+}
+
+/// Why a grant request was not taken.
+pub(crate) enum GrantRefused {
+    /// The duration is not one (`30m`, `2h`).
+    Duration(String),
+    /// No rule lets this person ask for a grant on that target (and those tools).
+    NoRule(String),
+    /// The approvals service refused it (bad length, bad names, the log unavailable).
+    Approvals(ApprovalError),
+}
+
+/// Asks for a time-boxed grant: which rule the grant would be used under decides who
+/// approves it and for how long; the approvals service records the request. The admin API
+/// and the console's Access page both come here.
+pub(crate) async fn ask_for_grant(
+    admin: &Admin,
+    identity: Identity,
+    source: Option<String>,
+    asked: GrantBody,
+) -> Result<portcullis_approvals::Approval, GrantRefused> {
+    let duration: Duration = humantime::parse_duration(asked.duration.trim()).map_err(|e| {
+        GrantRefused::Duration(format!(
+            "duration {:?} is not a duration like \"30m\" or \"2h\": {e}",
+            asked.duration
+        ))
+    })?;
+    let (rule, requirement) = admin
+        .policy
+        .grant_requirement(&identity, &asked.target, &asked.tools)
+        .map_err(GrantRefused::NoRule)?;
+    let request = GrantRequest {
+        requester: identity,
+        source,
+        target: asked.target,
+        spec: GrantSpec {
+            tools: asked.tools,
+            tables: asked.tables,
+            duration_secs: duration.as_secs(),
+        },
+        reason: asked.reason,
+        rule: rule.to_string(),
+        policy_version: admin.policy.version().to_string(),
+        requirement,
+    };
+    admin
+        .approvals
+        .request_grant(request)
+        .await
+        .map_err(GrantRefused::Approvals)
 }
 
 async fn request_grant(
@@ -316,45 +371,11 @@ async fn request_grant(
         Ok(b) => b,
         Err(r) => return r,
     };
-    let duration: Duration = match humantime::parse_duration(&asked.duration) {
-        Ok(d) => d,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid",
-                &format!(
-                    "duration {:?} is not a duration like \"30m\" or \"2h\": {e}",
-                    asked.duration
-                ),
-            );
-        }
-    };
-    // Which rule the grant would be used under decides who approves it and for how long.
-    let (rule, requirement) =
-        match admin
-            .policy
-            .grant_requirement(&identity, &asked.target, &asked.tools)
-        {
-            Ok(found) => found,
-            Err(why) => return error(StatusCode::FORBIDDEN, "no_grant_rule", &why),
-        };
-    let request = GrantRequest {
-        requester: identity,
-        source: Some(addr.to_string()),
-        target: asked.target,
-        spec: GrantSpec {
-            tools: asked.tools,
-            tables: asked.tables,
-            duration_secs: duration.as_secs(),
-        },
-        reason: asked.reason,
-        rule: rule.to_string(),
-        policy_version: admin.policy.version().to_string(),
-        requirement,
-    };
-    match admin.approvals.request_grant(request).await {
+    match ask_for_grant(&admin, identity, Some(addr.to_string()), asked).await {
         Ok(approval) => (StatusCode::CREATED, Json(approval)).into_response(),
-        Err(e) => refused(e),
+        Err(GrantRefused::Duration(why)) => error(StatusCode::BAD_REQUEST, "invalid", &why),
+        Err(GrantRefused::NoRule(why)) => error(StatusCode::FORBIDDEN, "no_grant_rule", &why),
+        Err(GrantRefused::Approvals(e)) => refused(e),
     }
 }
 

@@ -98,6 +98,13 @@ impl Policy {
         self.rules.len()
     }
 
+    /// The configured targets' names, sorted (for a person choosing one).
+    pub fn targets(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.by_target.keys().map(|k| &**k).collect();
+        names.sort_unstable();
+        names
+    }
+
     fn index(&self, target: &str) -> &TargetIndex {
         self.by_target.get(target).unwrap_or(&self.wildcard)
     }

@@ -1036,6 +1036,8 @@ fn console_settings(
         explanation: explain_config(config, policy),
         evidence_dir: config.evidence.out_dir(&config.gateway.data_dir),
         checkpoint_dir: config.audit.checkpoint_dir.clone(),
+        checkpoint_interval: config.audit.checkpoint_interval,
+        witnesses: config.audit.witnesses.len(),
     }))
 }
 

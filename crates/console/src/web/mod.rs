@@ -20,9 +20,12 @@
 //! - every POST carries the session's CSRF token and an `Origin` equal to the console's own;
 //! - responses carry a strict CSP, `frame-ancestors 'none'`, `no-store` and `nosniff`.
 
+mod access_page;
+mod admin_page;
 mod assets;
 mod audit_page;
 pub(crate) mod auth;
+mod evidence_page;
 mod inbox;
 pub(crate) mod page;
 mod sessions_page;
@@ -82,6 +85,10 @@ pub struct ConsoleSettings {
     pub evidence_dir: PathBuf,
     /// The audit log's checkpoint directory, if checkpoints are published to one.
     pub checkpoint_dir: Option<PathBuf>,
+    /// `audit.checkpoint_interval`: how often a checkpoint is signed while events come in.
+    pub checkpoint_interval: Duration,
+    /// How many witnesses are configured (`audit.witnesses`).
+    pub witnesses: usize,
 }
 
 /// The console's shared state.
@@ -137,6 +144,9 @@ pub fn router(admin: Arc<Admin>, settings: ConsoleSettings) -> Result<Router, St
         .merge(inbox::routes())
         .merge(sessions_page::routes())
         .merge(audit_page::routes())
+        .merge(access_page::routes())
+        .merge(evidence_page::routes())
+        .merge(admin_page::routes())
         .fallback(page::not_found)
         .layer(DefaultBodyLimit::max(MAX_FORM))
         .layer(axum::middleware::map_response(security_headers))

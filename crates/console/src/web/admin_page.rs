@@ -1,0 +1,255 @@
+//! Admin: what the people who run the gateway need at a glance, for members of
+//! `console.admins` only. Tool pins waiting for acceptance (a tool whose definition changed
+//! is withheld until someone accepts it), the targets and rules as `portcullis check-config`
+//! explains them (read-only: the configuration file stays the one place they change), and
+//! the audit sinks' delivery state and lag.
+//!
+//! Accepting a pin is checked on the server (admin, Origin, CSRF) whatever the page showed,
+//! and recorded as `tool.pin_accepted` with the person's identity and the old and new
+//! fingerprints, the same event `portcullis tools accept` records.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Form, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use maud::html;
+use portcullis_model::{EventType, Outcome};
+use serde::Deserialize;
+
+use super::Web;
+use super::auth::{self, Viewer};
+use super::page::{self, Section, csrf_field, notice, page, time};
+
+pub(crate) fn routes() -> Router<Arc<Web>> {
+    Router::new()
+        .route("/admin", get(show))
+        .route("/admin/pins/accept", post(accept))
+}
+
+/// The 403 page for someone who is not a console admin.
+fn not_admin(web: &Web, viewer: &Viewer) -> Response {
+    page::problem(
+        StatusCode::FORBIDDEN,
+        "Admins only",
+        &format!(
+            "This part of the console is for console admins: members of {} (console.admins in the gateway's configuration). Nothing was shown or changed.",
+            if web.settings.admins.is_empty() {
+                "no group: console.admins is empty".to_string()
+            } else {
+                web.settings.admins.join(", ")
+            }
+        ),
+        Some(viewer),
+    )
+}
+
+#[derive(Deserialize)]
+struct ShowQuery {
+    accepted: Option<String>,
+    target: Option<String>,
+}
+
+async fn show(
+    State(web): State<Arc<Web>>,
+    viewer: Viewer,
+    Query(query): Query<ShowQuery>,
+) -> Response {
+    if !viewer.is_admin {
+        return not_admin(&web, &viewer);
+    }
+    let message = query.accepted.as_deref().map(|tool| {
+        notice(
+            "ok",
+            &format!(
+                "Accepted the new definition of {tool} on {}: the gateway offers it again.",
+                query.target.as_deref().unwrap_or("its target")
+            ),
+        )
+    });
+    let pins = web.settings.pins.clone();
+    let pending = tokio::task::spawn_blocking(move || pins.pending())
+        .await
+        .unwrap_or_else(|e| Err(format!("the pin store reader failed: {e}")));
+    let sinks = web.admin.sinks.get();
+    let body = html! {
+        @if let Some(m) = message { (m) }
+        section aria-labelledby="pins" {
+            h2 #pins { "Tool pins awaiting acceptance" }
+            p { "A tool whose description or schema changed since it was first seen is withheld from agents until someone accepts the new definition. Accept only a change you have checked." }
+            @match &pending {
+                Err(e) => { (notice("error", &format!("The pin store cannot be read: {e}"))) }
+                Ok(list) if list.is_empty() => { p.empty { "No changed tools wait." } }
+                Ok(list) => {
+                    table.list {
+                        thead { tr {
+                            th scope="col" { "Target" }
+                            th scope="col" { "Tool" }
+                            th scope="col" { "Action" }
+                        } }
+                        tbody {
+                            @for (target, tool) in list {
+                                tr data-pin={ (target) "/" (tool) } {
+                                    td { (target) }
+                                    td { code { (tool) } }
+                                    td {
+                                        form method="post" action="/console/admin/pins/accept" {
+                                            (csrf_field(&viewer))
+                                            input type="hidden" name="target" value=(target);
+                                            input type="hidden" name="tool" value=(tool);
+                                            button.primary type="submit" aria-label={ "Accept the new definition of " (tool) " on " (target) } { "Accept" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        section aria-labelledby="sinks" {
+            h2 #sinks { "Audit sinks" }
+            @if sinks.is_empty() {
+                p.empty { "No audit sinks are configured: the log stays on this machine only." }
+            } @else {
+                table.list {
+                    thead { tr {
+                        th scope="col" { "Sink" }
+                        th scope="col" { "Kind" }
+                        th scope="col" { "Destination" }
+                        th scope="col" { "State" }
+                        th scope="col" { "Delivered" }
+                        th scope="col" { "Lag" }
+                        th scope="col" { "Last delivery" }
+                        th scope="col" { "Last error" }
+                        th scope="col" { "Rejected" }
+                    } }
+                    tbody {
+                        @for s in &sinks {
+                            tr data-sink=(s.name) {
+                                td { (s.name) }
+                                td { (s.kind) }
+                                td { code { (s.destination) } }
+                                td { span.status.(s.state.as_str()) { (s.state.as_str()) } }
+                                td { (s.delivered) " of " (s.head) }
+                                td { (s.lag_events) " events · " (format!("{:.1}", s.lag_seconds)) " s" }
+                                td { @if let Some(t) = &s.delivered_at { (time(t)) } @else { "never" } }
+                                td {
+                                    @if let Some(e) = &s.last_error {
+                                        (e) @if let Some(t) = &s.last_error_at { " (" (time(t)) ")" }
+                                    } @else { "none" }
+                                }
+                                td { (s.rejected) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        section aria-labelledby="config" {
+            h2 #config { "Targets and rules" }
+            p { "As " code { "portcullis check-config" } " explains the running configuration. Change them in the configuration file." }
+            pre.config { (web.settings.explanation) }
+        }
+    };
+    page("Admin", Some(&viewer), Section::Admin, body).into_response()
+}
+
+#[derive(Deserialize)]
+struct AcceptForm {
+    csrf: Option<String>,
+    #[serde(default)]
+    target: String,
+    #[serde(default)]
+    tool: String,
+}
+
+/// `POST /console/admin/pins/accept`.
+async fn accept(
+    State(web): State<Arc<Web>>,
+    viewer: Viewer,
+    headers: HeaderMap,
+    Form(form): Form<AcceptForm>,
+) -> Response {
+    if let Err(refused) = auth::check_form(&web, Some(&viewer), &headers, form.csrf.as_deref()) {
+        return refused;
+    }
+    if !viewer.is_admin {
+        return not_admin(&web, &viewer);
+    }
+    if form.target.is_empty() || form.tool.is_empty() {
+        return page::problem(
+            StatusCode::BAD_REQUEST,
+            "Nothing accepted",
+            "Accepting a tool needs its target and its name: use the Accept button on the Admin page.",
+            Some(&viewer),
+        );
+    }
+    // Refuse before changing anything when the log is known to be down: the acceptance
+    // must be on the record.
+    if let Some(why) = web.admin.audit.unavailable() {
+        return page::problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Nothing accepted",
+            &format!(
+                "The audit log cannot record an acceptance right now ({why}), so the tool stays withheld. Try again later."
+            ),
+            Some(&viewer),
+        );
+    }
+    let pins = web.settings.pins.clone();
+    let (target, tool) = (form.target.clone(), form.tool.clone());
+    let accepted = tokio::task::spawn_blocking(move || pins.accept(&target, &tool))
+        .await
+        .unwrap_or_else(|e| Err(format!("the pin store writer failed: {e}")));
+    let (old, new) = match accepted {
+        Ok(fingerprints) => fingerprints,
+        Err(e) => {
+            return page::problem(
+                StatusCode::CONFLICT,
+                "Nothing accepted",
+                &format!("{e}. Reload the Admin page to see what waits."),
+                Some(&viewer),
+            );
+        }
+    };
+    let mut ev = web
+        .admin
+        .audit
+        .event(EventType::ToolPinAccepted, Outcome::Info);
+    ev.identity = Some(viewer.identity.clone());
+    ev.target = Some(form.target.clone());
+    ev.resource = Some(form.tool.clone());
+    ev.detail = Some(format!(
+        "accepted by {} in the web console (session {}): pin {old} replaced by {new}",
+        viewer
+            .identity
+            .display_name
+            .as_deref()
+            .unwrap_or(&viewer.identity.subject),
+        viewer.handle
+    ));
+    if let Err(e) = web.admin.audit.record(ev).await {
+        tracing::error!(
+            pin_target = %form.target, tool = %form.tool, %old, %new,
+            "a tool pin was accepted from the console but the audit log cannot record it: {e}"
+        );
+        return page::problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Accepted, not recorded",
+            &format!(
+                "The new definition of {} on {} was accepted (pin {old} replaced by {new}), but the audit log cannot record it ({e}). Tell whoever runs the gateway so the change is written down.",
+                form.tool, form.target
+            ),
+            Some(&viewer),
+        );
+    }
+    Redirect::to(&format!(
+        "/console/admin?accepted={}&target={}",
+        auth::encode(&form.tool),
+        auth::encode(&form.target)
+    ))
+    .into_response()
+}
