@@ -44,7 +44,7 @@
       i += 1;
       if (i >= steps.length) {
         timer = null;
-        stop("Replay finished: " + steps.length + " steps.");
+        stop("Replay finished: " + steps.length + (steps.length === 1 ? " step." : " steps."));
         return;
       }
       var gap = (Number(steps[i].getAttribute("data-offset")) -
