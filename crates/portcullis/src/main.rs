@@ -984,18 +984,32 @@ fn start_evidence(
     ))))
 }
 
-/// Who may read recorded sessions on the admin API: the people who decide, i.e. the groups
-/// any rule names as approvers, and the break-glass groups.
 /// The gateway's pin store, as the console sees it.
 struct ConsolePins(Arc<Pins>);
 
 impl portcullis_console::ToolPins for ConsolePins {
-    fn pending(&self) -> std::result::Result<Vec<(String, String)>, String> {
-        self.0.pending().map_err(|e| e.to_string())
+    fn pending(&self) -> std::result::Result<Vec<portcullis_console::PendingPin>, String> {
+        let changes = self.0.pending_changes().map_err(|e| e.to_string())?;
+        Ok(changes
+            .into_iter()
+            .map(|p| portcullis_console::PendingPin {
+                target: p.target,
+                tool: p.tool,
+                pinned: p.pinned,
+                pending: p.pending,
+            })
+            .collect())
     }
 
-    fn accept(&self, target: &str, tool: &str) -> std::result::Result<(String, String), String> {
-        self.0.accept(target, tool).map_err(|e| e.to_string())
+    fn accept(
+        &self,
+        target: &str,
+        tool: &str,
+        expected: &str,
+    ) -> std::result::Result<(String, String), String> {
+        self.0
+            .accept_exact(target, tool, expected)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -1041,6 +1055,8 @@ fn console_settings(
     }))
 }
 
+/// Who may read recorded sessions on the admin API: the people who decide, i.e. the groups
+/// any rule names as approvers, and the break-glass groups.
 fn recording_readers(config: &Config) -> Vec<String> {
     let mut groups: Vec<String> = config
         .rules

@@ -7,8 +7,7 @@
 
 mod common;
 
-use std::collections::HashMap;
-
+use common::console::Browser;
 use common::*;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
@@ -42,142 +41,6 @@ for line in sys.stdin:
     else:
         send({"jsonrpc": "2.0", "id": i, "error": {"code": -32601, "message": "Method not found"}})
 "#;
-
-/// A browser: its own cookies (the `__Host-` ones are `Secure`, which a cookie store would
-/// not send over loopback http; a browser does, loopback being a secure context), no
-/// redirects followed so each answer can be checked.
-struct Browser {
-    http: reqwest::Client,
-    base: String,
-    cookies: HashMap<String, String>,
-}
-
-struct Answer {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: String,
-}
-
-impl Answer {
-    fn location(&self) -> &str {
-        self.headers
-            .get("location")
-            .map(|v| v.to_str().unwrap())
-            .unwrap_or("")
-    }
-}
-
-impl Browser {
-    fn new(base: &str) -> Browser {
-        Browser {
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .timeout(std::time::Duration::from_secs(30))
-                .build()
-                .unwrap(),
-            base: base.to_string(),
-            cookies: HashMap::new(),
-        }
-    }
-
-    fn cookie_header(&self) -> String {
-        self.cookies
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-
-    async fn answer(&mut self, resp: reqwest::Response) -> Answer {
-        for set in resp.headers().get_all("set-cookie") {
-            let set = set.to_str().unwrap();
-            let pair = set.split(';').next().unwrap();
-            let (name, value) = pair.split_once('=').unwrap();
-            if value.is_empty() || set.to_ascii_lowercase().contains("max-age=0") {
-                self.cookies.remove(name);
-            } else {
-                self.cookies.insert(name.to_string(), value.to_string());
-            }
-        }
-        Answer {
-            status: resp.status().as_u16(),
-            headers: resp.headers().clone(),
-            body: resp.text().await.unwrap(),
-        }
-    }
-
-    async fn get(&mut self, path: &str) -> Answer {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .header("cookie", self.cookie_header())
-            .send()
-            .await
-            .unwrap();
-        self.answer(resp).await
-    }
-
-    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Answer {
-        let resp = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header("cookie", self.cookie_header())
-            .header("origin", &self.base)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(form_body(form))
-            .send()
-            .await
-            .unwrap();
-        self.answer(resp).await
-    }
-
-    /// Signs in with an API key exactly as the sign-in page's form does.
-    async fn sign_in(&mut self, key: &str) {
-        let page = self.get("/console/sign-in").await;
-        assert_eq!(page.status, 200, "{}", page.body);
-        assert!(self.cookies.contains_key("__Host-portcullis-sign-in"));
-        let state = hidden(&page.body, "state");
-        let done = self
-            .post(
-                "/console/auth/api-key",
-                &[("state", state.as_str()), ("api_key", key)],
-            )
-            .await;
-        assert_eq!(done.status, 303, "{}", done.body);
-        assert!(self.cookies.contains_key("__Host-portcullis-console"));
-    }
-}
-
-/// A form as a browser encodes it (`application/x-www-form-urlencoded`).
-fn form_body(fields: &[(&str, &str)]) -> String {
-    let encode = |text: &str| {
-        text.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
-                    (b as char).to_string()
-                }
-                b' ' => "+".to_string(),
-                b => format!("%{b:02X}"),
-            })
-            .collect::<String>()
-    };
-    fields
-        .iter()
-        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-/// The value of the first hidden field `name` on a page.
-fn hidden(body: &str, name: &str) -> String {
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = body
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no field {name} in {body}"))
-        + marker.len();
-    let end = body[start..].find('"').unwrap() + start;
-    body[start..end].to_string()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_evidence_and_admin_pages_work_as_a_browser_uses_them() {
@@ -264,7 +127,7 @@ tools = ["*"]
     );
     assert!(page.body.contains("label for=\"duration\""));
     assert!(page.body.contains("href=\"/console/approvals\""));
-    let csrf = hidden(&page.body, "csrf");
+    let csrf = page.field("csrf").unwrap();
 
     // A bad duration: refused on the page, what was typed kept.
     let bad = eve_b
@@ -354,8 +217,8 @@ tools = ["*"]
         .get(&format!("/console/approvals/{approval_id}"))
         .await;
     assert_eq!(detail.status, 200, "{}", detail.body);
-    let digest = hidden(&detail.body, "digest");
-    let dana_csrf = hidden(&detail.body, "csrf");
+    let digest = detail.field("digest").unwrap();
+    let dana_csrf = detail.field("csrf").unwrap();
     let decided = dana_b
         .post(
             &format!("/console/approvals/{approval_id}/decide"),
@@ -462,23 +325,39 @@ tools = ["*"]
         admin.body
     );
     assert!(admin.body.contains("No audit sinks are configured"));
-    let ada_csrf = hidden(&admin.body, "csrf");
+    let ada_csrf = admin.field("csrf").unwrap();
+    let fingerprint = admin
+        .field("fingerprint")
+        .expect("the page carries the definition's fingerprint");
     // Without the console's Origin: refused.
     let resp = ada_b
-        .http
-        .post(format!("{base}/console/admin/pins/accept"))
-        .header("cookie", ada_b.cookie_header())
-        .header("origin", "https://evil.example")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form_body(&[
-            ("csrf", ada_csrf.as_str()),
-            ("target", "rug"),
-            ("tool", "fetch_report"),
-        ]))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 403);
+        .post_from(
+            Some("https://evil.example"),
+            "/console/admin/pins/accept",
+            &[
+                ("csrf", ada_csrf.as_str()),
+                ("target", "rug"),
+                ("tool", "fetch_report"),
+                ("fingerprint", fingerprint.as_str()),
+            ],
+        )
+        .await;
+    assert_eq!(resp.status, 403);
+    // A definition other than the one shown (it changed again meanwhile): nothing accepted.
+    let stale = "0".repeat(64);
+    let refused = ada_b
+        .post(
+            "/console/admin/pins/accept",
+            &[
+                ("csrf", ada_csrf.as_str()),
+                ("target", "rug"),
+                ("tool", "fetch_report"),
+                ("fingerprint", stale.as_str()),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    assert!(refused.body.contains("changed again"), "{}", refused.body);
     let accepted = ada_b
         .post(
             "/console/admin/pins/accept",
@@ -486,6 +365,7 @@ tools = ["*"]
                 ("csrf", ada_csrf.as_str()),
                 ("target", "rug"),
                 ("tool", "fetch_report"),
+                ("fingerprint", fingerprint.as_str()),
             ],
         )
         .await;
@@ -503,6 +383,7 @@ tools = ["*"]
                 ("csrf", ada_csrf.as_str()),
                 ("target", "rug"),
                 ("tool", "fetch_report"),
+                ("fingerprint", fingerprint.as_str()),
             ],
         )
         .await;

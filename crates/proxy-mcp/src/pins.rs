@@ -24,6 +24,25 @@ pub enum PinError {
     },
     #[error("no changed tool {tool:?} awaits acceptance on target {target:?}")]
     NothingToAccept { target: String, tool: String },
+    #[error(
+        "the definition of {tool:?} on {target:?} changed again since it was shown (now {now}); nothing was accepted"
+    )]
+    ChangedAgain {
+        target: String,
+        tool: String,
+        now: String,
+    },
+}
+
+/// A tool whose definition changed and waits for someone to accept it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingPin {
+    pub target: String,
+    pub tool: String,
+    /// The fingerprint pinned (what agents were shown until the change).
+    pub pinned: String,
+    /// The fingerprint of the changed definition, withheld.
+    pub pending: String,
 }
 
 /// What the store says about a tool as presented now.
@@ -254,6 +273,66 @@ impl Pins {
         }
     }
 
+    /// Accepts the pending change of a tool only if it is still `expected` (the fingerprint
+    /// the person accepting was shown): a definition that changed again meanwhile is not
+    /// accepted unseen. Returns (old, new) fingerprints.
+    pub fn accept_exact(
+        &self,
+        target: &str,
+        tool: &str,
+        expected: &str,
+    ) -> Result<(String, String), PinError> {
+        let conn = self.conn.lock().expect("lock");
+        let row: Option<(String, Option<String>)> = conn
+            .query_row(
+                "SELECT fingerprint, pending FROM pins WHERE target = ?1 AND tool = ?2",
+                params![target, tool],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        match row {
+            Some((old, Some(new))) if new == expected => {
+                conn.execute(
+                    "UPDATE pins SET fingerprint = pending, pending = NULL, pinned_at = strftime('%Y-%m-%dT%H:%M:%fZ','now') WHERE target = ?1 AND tool = ?2 AND pending = ?3",
+                    params![target, tool, expected],
+                )
+                .map_err(|e| self.err(e))?;
+                Ok((old, new))
+            }
+            Some((_, Some(now))) => Err(PinError::ChangedAgain {
+                target: target.into(),
+                tool: tool.into(),
+                now,
+            }),
+            _ => Err(PinError::NothingToAccept {
+                target: target.into(),
+                tool: tool.into(),
+            }),
+        }
+    }
+
+    /// Tools with a change awaiting acceptance, with both fingerprints.
+    pub fn pending_changes(&self) -> Result<Vec<PendingPin>, PinError> {
+        let conn = self.conn.lock().expect("lock");
+        let mut stmt = conn
+            .prepare(
+                "SELECT target, tool, fingerprint, pending FROM pins WHERE pending IS NOT NULL ORDER BY target, tool",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(PendingPin {
+                    target: r.get(0)?,
+                    tool: r.get(1)?,
+                    pinned: r.get(2)?,
+                    pending: r.get(3)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
     /// Tools with a change awaiting acceptance: (target, tool).
     pub fn pending(&self) -> Result<Vec<(String, String)>, PinError> {
         let conn = self.conn.lock().expect("lock");
@@ -315,6 +394,40 @@ mod tests {
         assert_eq!(pins.check("s", "t", &v2).unwrap(), PinCheck::Unchanged);
         assert!(cli.accept("s", "t").is_err());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_acceptance_holds_only_for_the_definition_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let pins = Pins::open(dir.path()).unwrap();
+        let v1 = fingerprint(&json!({"name": "t", "description": "v1"}));
+        let v2 = fingerprint(&json!({"name": "t", "description": "v2"}));
+        let v3 = fingerprint(&json!({"name": "t", "description": "v3: send ~/.ssh"}));
+        pins.check("s", "t", &v1).unwrap();
+        pins.check("s", "t", &v2).unwrap();
+        let shown = pins.pending_changes().unwrap();
+        assert_eq!(
+            shown,
+            vec![PendingPin {
+                target: "s".into(),
+                tool: "t".into(),
+                pinned: v1.clone(),
+                pending: v2.clone()
+            }]
+        );
+        // The server changes the tool again before the admin clicks.
+        pins.check("s", "t", &v3).unwrap();
+        let err = pins.accept_exact("s", "t", &v2).unwrap_err();
+        assert!(
+            matches!(err, PinError::ChangedAgain { ref now, .. } if *now == v3),
+            "{err}"
+        );
+        assert!(pins.is_withheld("s", "t").unwrap());
+        assert_eq!(pins.accept_exact("s", "t", &v3).unwrap(), (v1, v3.clone()));
+        assert!(matches!(
+            pins.accept_exact("s", "t", &v3),
+            Err(PinError::NothingToAccept { .. })
+        ));
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! the audit sinks' delivery state and lag.
 //!
 //! Accepting a pin is checked on the server (admin, Origin, CSRF) whatever the page showed,
-//! and recorded as `tool.pin_accepted` with the person's identity and the old and new
-//! fingerprints, the same event `portcullis tools accept` records.
+//! and binds to the fingerprint the admin was shown: a tool that changed again since the page
+//! was rendered is not accepted unseen. The acceptance is recorded as `tool.pin_accepted`
+//! (the person's identity, the old and new fingerprints) before the pin changes; should the
+//! change then not take, a second event says so.
 
 use std::sync::Arc;
 
@@ -52,6 +54,10 @@ struct ShowQuery {
     target: Option<String>,
 }
 
+fn short(fingerprint: &str) -> &str {
+    fingerprint.get(..16).unwrap_or(fingerprint)
+}
+
 async fn show(
     State(web): State<Arc<Web>>,
     viewer: Viewer,
@@ -60,25 +66,30 @@ async fn show(
     if !viewer.is_admin {
         return not_admin(&web, &viewer);
     }
-    let message = query.accepted.as_deref().map(|tool| {
-        notice(
-            "ok",
-            &format!(
-                "Accepted the new definition of {tool} on {}: the gateway offers it again.",
-                query.target.as_deref().unwrap_or("its target")
-            ),
-        )
-    });
     let pins = web.settings.pins.clone();
     let pending = tokio::task::spawn_blocking(move || pins.pending())
         .await
         .unwrap_or_else(|e| Err(format!("the pin store reader failed: {e}")));
+    // Said only when true: a link cannot make the page claim an acceptance that did not happen.
+    let message = match (&query.accepted, &query.target, &pending) {
+        (Some(tool), Some(target), Ok(list))
+            if !list.iter().any(|p| &p.tool == tool && &p.target == target) =>
+        {
+            Some(notice(
+                "ok",
+                &format!(
+                    "Accepted the new definition of {tool} on {target}: the gateway offers it again."
+                ),
+            ))
+        }
+        _ => None,
+    };
     let sinks = web.admin.sinks.get();
     let body = html! {
         @if let Some(m) = message { (m) }
         section aria-labelledby="pins" {
             h2 #pins { "Tool pins awaiting acceptance" }
-            p { "A tool whose description or schema changed since it was first seen is withheld from agents until someone accepts the new definition. Accept only a change you have checked." }
+            p { "A tool whose description or schema changed since it was first seen is withheld from agents until someone accepts the new definition. Accept only a change you have checked: the tool.pin_mismatch event in the audit log names both fingerprints, and Accept takes exactly the definition shown here (if it changed again meanwhile, nothing is accepted)." }
             @match &pending {
                 Err(e) => { (notice("error", &format!("The pin store cannot be read: {e}"))) }
                 Ok(list) if list.is_empty() => { p.empty { "No changed tools wait." } }
@@ -87,19 +98,24 @@ async fn show(
                         thead { tr {
                             th scope="col" { "Target" }
                             th scope="col" { "Tool" }
+                            th scope="col" { "Pinned" }
+                            th scope="col" { "Changed to" }
                             th scope="col" { "Action" }
                         } }
                         tbody {
-                            @for (target, tool) in list {
-                                tr data-pin={ (target) "/" (tool) } {
-                                    td { (target) }
-                                    td { code { (tool) } }
+                            @for pin in list {
+                                tr data-pin={ (pin.target) "/" (pin.tool) } {
+                                    td { (pin.target) }
+                                    td { code { (pin.tool) } }
+                                    td { code title=(pin.pinned) { (short(&pin.pinned)) "…" } }
+                                    td { code title=(pin.pending) { (short(&pin.pending)) "…" } }
                                     td {
                                         form method="post" action="/console/admin/pins/accept" {
                                             (csrf_field(&viewer))
-                                            input type="hidden" name="target" value=(target);
-                                            input type="hidden" name="tool" value=(tool);
-                                            button.primary type="submit" aria-label={ "Accept the new definition of " (tool) " on " (target) } { "Accept" }
+                                            input type="hidden" name="target" value=(pin.target);
+                                            input type="hidden" name="tool" value=(pin.tool);
+                                            input type="hidden" name="fingerprint" value=(pin.pending);
+                                            button.primary type="submit" aria-label={ "Accept the new definition of " (pin.tool) " on " (pin.target) } { "Accept" }
                                         }
                                     }
                                 }
@@ -164,6 +180,9 @@ struct AcceptForm {
     target: String,
     #[serde(default)]
     tool: String,
+    /// The changed definition's fingerprint, as the page showed it.
+    #[serde(default)]
+    fingerprint: String,
 }
 
 /// `POST /console/admin/pins/accept`.
@@ -199,22 +218,65 @@ async fn accept(
             Some(&viewer),
         );
     }
+    if form.fingerprint.is_empty() {
+        return page::problem(
+            StatusCode::BAD_REQUEST,
+            "Nothing accepted",
+            "Accepting a tool needs the fingerprint of the definition you checked: use the Accept button on the Admin page.",
+            Some(&viewer),
+        );
+    }
+    // What is accepted is on the record before the pin changes.
     let pins = web.settings.pins.clone();
-    let (target, tool) = (form.target.clone(), form.tool.clone());
-    let accepted = tokio::task::spawn_blocking(move || pins.accept(&target, &tool))
+    let pending = tokio::task::spawn_blocking(move || pins.pending())
         .await
-        .unwrap_or_else(|e| Err(format!("the pin store writer failed: {e}")));
-    let (old, new) = match accepted {
-        Ok(fingerprints) => fingerprints,
+        .unwrap_or_else(|e| Err(format!("the pin store reader failed: {e}")));
+    let old = match pending {
+        Ok(list) => match list
+            .into_iter()
+            .find(|p| p.target == form.target && p.tool == form.tool)
+        {
+            Some(p) if p.pending == form.fingerprint => p.pinned,
+            Some(p) => {
+                return page::problem(
+                    StatusCode::CONFLICT,
+                    "Nothing accepted",
+                    &format!(
+                        "The definition of {} on {} changed again since the page was shown (now {}…), so nothing was accepted. Reload the Admin page and check the new change.",
+                        form.tool,
+                        form.target,
+                        short(&p.pending)
+                    ),
+                    Some(&viewer),
+                );
+            }
+            None => {
+                return page::problem(
+                    StatusCode::CONFLICT,
+                    "Nothing accepted",
+                    &format!(
+                        "No changed definition of {} on {} waits for acceptance (someone may have accepted it already). Reload the Admin page to see what waits.",
+                        form.tool, form.target
+                    ),
+                    Some(&viewer),
+                );
+            }
+        },
         Err(e) => {
             return page::problem(
-                StatusCode::CONFLICT,
+                StatusCode::INTERNAL_SERVER_ERROR,
                 "Nothing accepted",
-                &format!("{e}. Reload the Admin page to see what waits."),
+                &format!("The pin store cannot be read: {e}"),
                 Some(&viewer),
             );
         }
     };
+    let who = viewer
+        .identity
+        .display_name
+        .clone()
+        .unwrap_or_else(|| viewer.identity.subject.clone());
+    let new = form.fingerprint.clone();
     let mut ev = web
         .admin
         .audit
@@ -223,26 +285,44 @@ async fn accept(
     ev.target = Some(form.target.clone());
     ev.resource = Some(form.tool.clone());
     ev.detail = Some(format!(
-        "accepted by {} in the web console (session {}): pin {old} replaced by {new}",
-        viewer
-            .identity
-            .display_name
-            .as_deref()
-            .unwrap_or(&viewer.identity.subject),
+        "accepted by {who} in the web console (session {}): pin {old} replaced by {new}",
         viewer.handle
     ));
     if let Err(e) = web.admin.audit.record(ev).await {
-        tracing::error!(
-            pin_target = %form.target, tool = %form.tool, %old, %new,
-            "a tool pin was accepted from the console but the audit log cannot record it: {e}"
-        );
         return page::problem(
             StatusCode::SERVICE_UNAVAILABLE,
-            "Accepted, not recorded",
+            "Nothing accepted",
             &format!(
-                "The new definition of {} on {} was accepted (pin {old} replaced by {new}), but the audit log cannot record it ({e}). Tell whoever runs the gateway so the change is written down.",
-                form.tool, form.target
+                "The audit log cannot record the acceptance ({e}), so the tool stays withheld. Try again later."
             ),
+            Some(&viewer),
+        );
+    }
+    let pins = web.settings.pins.clone();
+    let (target, tool, expected) = (form.target.clone(), form.tool.clone(), new.clone());
+    let accepted = tokio::task::spawn_blocking(move || pins.accept(&target, &tool, &expected))
+        .await
+        .unwrap_or_else(|e| Err(format!("the pin store writer failed: {e}")));
+    if let Err(e) = accepted {
+        // The acceptance is on the record but did not take (the tool changed in the moment
+        // between): say so in the log too, so the record is not read as a change that happened.
+        let mut ev = web
+            .admin
+            .audit
+            .event(EventType::ToolPinAccepted, Outcome::Failed);
+        ev.identity = Some(viewer.identity.clone());
+        ev.target = Some(form.target.clone());
+        ev.resource = Some(form.tool.clone());
+        ev.detail = Some(format!(
+            "the acceptance by {who} just recorded did not take: {e}; the tool stays withheld"
+        ));
+        if let Err(audit) = web.admin.audit.record(ev).await {
+            tracing::error!("cannot record that a pin acceptance did not take: {audit}");
+        }
+        return page::problem(
+            StatusCode::CONFLICT,
+            "Nothing accepted",
+            &format!("{e}. Reload the Admin page to see what waits."),
             Some(&viewer),
         );
     }

@@ -46,10 +46,22 @@ use crate::Admin;
 /// Tool pins as the console needs them; the gateway's pin store implements it (it lives with
 /// the MCP adapter, which the console does not depend on).
 pub trait ToolPins: Send + Sync {
-    /// Tools whose definition changed and waits for an admin: `(target, tool)`.
-    fn pending(&self) -> Result<Vec<(String, String)>, String>;
-    /// Accepts the new definition; returns the old and new fingerprints.
-    fn accept(&self, target: &str, tool: &str) -> Result<(String, String), String>;
+    /// Tools whose definition changed and waits for an admin.
+    fn pending(&self) -> Result<Vec<PendingPin>, String>;
+    /// Accepts the new definition if it is still `expected` (the fingerprint the admin was
+    /// shown); returns the old and new fingerprints.
+    fn accept(&self, target: &str, tool: &str, expected: &str) -> Result<(String, String), String>;
+}
+
+/// A changed tool waiting for acceptance.
+#[derive(Debug, Clone)]
+pub struct PendingPin {
+    pub target: String,
+    pub tool: String,
+    /// The fingerprint agents were shown until the change.
+    pub pinned: String,
+    /// The changed definition's fingerprint.
+    pub pending: String,
 }
 
 /// The console as an OIDC client.
