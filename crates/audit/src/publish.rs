@@ -46,40 +46,59 @@ pub fn checkpoint_file_name(size: u64) -> String {
     format!("{size:020}.checkpoint")
 }
 
-/// Writes the checkpoint into the directory sink: a new file, fsynced, and the directory
-/// fsynced so the name survives a crash too. An existing file is never replaced: the same
-/// checkpoint again is fine (a restart re-publishes the last one), a different one at the
-/// same size is a fork of the log and an error.
+/// Writes the checkpoint into the directory sink: written whole and fsynced under a temporary
+/// name first, then given its own name with a hard link (which, unlike a rename, never
+/// replaces an existing file), and the directory fsynced so the name survives a crash too. A
+/// reader of the directory (a verifier, the evidence task) so never sees a half-written note
+/// under a `*.checkpoint` name. An existing file is never replaced: the same checkpoint again
+/// is fine (a restart re-publishes the last one), a different one at the same size is a fork
+/// of the log and an error.
 pub fn publish_to_directory(dir: &Path, checkpoint: &StoredCheckpoint) -> Result<(), String> {
-    let path = dir.join(checkpoint_file_name(checkpoint.size));
+    let name = checkpoint_file_name(checkpoint.size);
+    let path = dir.join(&name);
+    if path.exists() {
+        return same_as_published(&path, checkpoint);
+    }
+    let temporary = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt as _;
         options.mode(0o444);
     }
-    match options.open(&path) {
-        Ok(mut file) => {
-            file.write_all(checkpoint.note.as_bytes())
-                .and_then(|()| file.sync_all())
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-            sync_dir(dir).map_err(|e| format!("cannot sync {}: {e}", dir.display()))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let existing = std::fs::read_to_string(&path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            if existing == checkpoint.note {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{} already holds a different checkpoint of size {}: the log was forked or rewritten",
-                    path.display(),
-                    checkpoint.size
-                ))
-            }
-        }
+    let written = options
+        .open(&temporary)
+        .and_then(|mut file| {
+            file.write_all(checkpoint.note.as_bytes())?;
+            file.sync_all()
+        })
+        .map_err(|e| format!("cannot write {}: {e}", temporary.display()));
+    let linked = written.and_then(|()| match std::fs::hard_link(&temporary, &path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
         Err(e) => Err(format!("cannot create {}: {e}", path.display())),
+    });
+    let _ = std::fs::remove_file(&temporary);
+    if !linked? {
+        // Published meanwhile by another writer (a restart racing a stop): the same note?
+        return same_as_published(&path, checkpoint);
+    }
+    sync_dir(dir).map_err(|e| format!("cannot sync {}: {e}", dir.display()))
+}
+
+/// An already published file at this size is fine if it holds this very checkpoint.
+fn same_as_published(path: &Path, checkpoint: &StoredCheckpoint) -> Result<(), String> {
+    let existing = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if existing == checkpoint.note {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} already holds a different checkpoint of size {}: the log was forked or rewritten",
+            path.display(),
+            checkpoint.size
+        ))
     }
 }
 
@@ -362,4 +381,45 @@ pub(crate) fn consistency_proof(data_dir: &Path, old: u64, new: u64) -> Result<V
         ));
     }
     Ok(merkle::consistency_proof_from(&frontier, &leaves))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checkpoint(size: u64, note: &str) -> StoredCheckpoint {
+        StoredCheckpoint {
+            size,
+            root: [0u8; 32],
+            time: "2026-12-06T00:00:00.000Z".into(),
+            note: note.into(),
+        }
+    }
+
+    #[test]
+    fn a_published_checkpoint_appears_whole_once_and_is_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = checkpoint(7, "portcullis/test\n7\nroot\n\n— key sig\n");
+        publish_to_directory(dir.path(), &first).unwrap();
+        let path = dir.path().join(checkpoint_file_name(7));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), first.note);
+        // Nothing but the finished file is left in the directory.
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, [checkpoint_file_name(7)]);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o444);
+        }
+        // The same checkpoint again is fine; another one at the same size is a fork.
+        publish_to_directory(dir.path(), &first).unwrap();
+        let fork = checkpoint(7, "portcullis/test\n7\nother root\n\n— key sig\n");
+        let e = publish_to_directory(dir.path(), &fork).unwrap_err();
+        assert!(e.contains("forked or rewritten"), "{e}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), first.note);
+    }
 }

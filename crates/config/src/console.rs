@@ -115,6 +115,19 @@ impl Config {
                 "console.absolute_timeout: must be at least console.idle_timeout, and both above zero".into(),
             ));
         }
+        // Browsers send the console's own origin with every form, and the IdP sends them back
+        // to it: it must be an address they can reach, not a wildcard.
+        if self.approvals.admin_url.is_none()
+            && self
+                .gateway
+                .admin_listen
+                .is_some_and(|a| a.ip().is_unspecified())
+        {
+            return Err(err(
+                "enabled",
+                "console.enabled: gateway.admin_listen is a wildcard address, which is not a URL a browser can use; set approvals.admin_url to the console's address as people reach it (https://portcullis-admin.example.com)".into(),
+            ));
+        }
         // The session cookie is `Secure`: a browser keeps it only over https, or on a
         // loopback address, which browsers treat as a secure context.
         if let Some(url) = self.admin_url()
@@ -139,7 +152,19 @@ impl Config {
         if let Some(oidc) = &console.oidc {
             let oidc_err =
                 |key: &'static str, m: String| at.error(key_path!["console", "oidc", key], m);
-            if !self.identity.oidc.iter().any(|i| i.issuer == oidc.issuer) {
+            let issuer = self.identity.oidc.iter().find(|i| i.issuer == oidc.issuer);
+            if let Some(issuer) = issuer
+                && issuer.kind != portcullis_model::IdentityKind::Human
+            {
+                return Err(oidc_err(
+                    "issuer",
+                    format!(
+                        "console.oidc.issuer: {:?} names {} identities (identity.oidc kind), and the console is for people",
+                        oidc.issuer, issuer.kind
+                    ),
+                ));
+            }
+            if issuer.is_none() {
                 return Err(oidc_err(
                     "issuer",
                     format!(
@@ -212,6 +237,14 @@ mod tests {
             "[gateway]\nadmin_listen = \"127.0.0.1:8081\"\n[console]\nenabled = true\nidle_timeout = \"2h\"\nabsolute_timeout = \"1h\"\napi_key_sign_in = true\n{TARGET}"
         ));
         assert!(e.contains("at least console.idle_timeout"), "{e}");
+        let e = error(&format!(
+            "[gateway]\nadmin_listen = \"0.0.0.0:8081\"\nallow_plain_http = true\n[console]\nenabled = true\napi_key_sign_in = true\n{TARGET}"
+        ));
+        assert!(e.contains("wildcard address"), "{e}");
+        let e = error(&format!(
+            "[gateway]\nadmin_listen = \"127.0.0.1:8081\"\n[console]\nenabled = true\n[console.oidc]\nissuer = \"https://idp.example.com\"\nclient_id = \"c\"\n{ISSUER}kind = \"agent\"\n{TARGET}"
+        ));
+        assert!(e.contains("the console is for people"), "{e}");
     }
 
     #[test]

@@ -403,6 +403,8 @@ try {
       assert.ok(i < 100, 'the IdP did not stop');
       await sleep(50);
     }
+    // The gateway reads the IdP's endpoints at most once a second: past that, it finds it gone.
+    await sleep(1100);
     await page.goto(url('/console/sign-in'));
     const started = page.waitForResponse((r) => new URL(r.url()).pathname === '/console/auth/oidc');
     await page.getByTestId('sign-in-oidc').click();

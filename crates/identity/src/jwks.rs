@@ -60,7 +60,15 @@ pub(crate) struct KeySource {
     cache: RwLock<Option<Arc<KeySet>>>,
     /// Held for the whole of a fetch: this is what makes concurrent misses share one fetch.
     refresh: tokio::sync::Mutex<RefreshState>,
+    /// The last read of the sign-in endpoints (or why it failed) and when: a burst of
+    /// requests to start a sign-in reads the discovery document at most once a second, so
+    /// nobody can make the gateway hammer the IdP, and an IdP that went down is noticed
+    /// within that second.
+    endpoints: tokio::sync::Mutex<Option<(Instant, Result<SignInEndpoints, String>)>>,
 }
+
+/// How long one read of the sign-in endpoints (success or failure) is the answer.
+const ENDPOINTS_MAX_AGE: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct RefreshState {
@@ -226,6 +234,7 @@ impl KeySource {
             timing,
             cache: RwLock::new(None),
             refresh: tokio::sync::Mutex::new(RefreshState::default()),
+            endpoints: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -331,10 +340,25 @@ impl KeySource {
         Ok(set)
     }
 
-    /// The issuer's sign-in endpoints, read from its discovery document now (sign-in is rare,
-    /// and an IdP that moved them is followed at once). They obey the same rule as the JWKS:
-    /// https whenever the issuer is.
-    pub(crate) async fn sign_in_endpoints(&self) -> Result<SignInEndpoints, FetchError> {
+    /// The issuer's sign-in endpoints, from its discovery document (read at most once a
+    /// second). They obey the same rule as the JWKS: https whenever the issuer is.
+    pub(crate) async fn sign_in_endpoints(&self) -> Result<SignInEndpoints, String> {
+        // Held across the read: concurrent callers wait for the one read under way.
+        let mut last = self.endpoints.lock().await;
+        if let Some((at, answer)) = &*last
+            && at.elapsed() < ENDPOINTS_MAX_AGE
+        {
+            return answer.clone();
+        }
+        let answer = self
+            .read_sign_in_endpoints()
+            .await
+            .map_err(|e| e.to_string());
+        *last = Some((Instant::now(), answer.clone()));
+        answer
+    }
+
+    async fn read_sign_in_endpoints(&self) -> Result<SignInEndpoints, FetchError> {
         let doc = self.discovery_document().await?;
         let checked = |name: &'static str, uri: Option<String>| {
             let uri = uri.unwrap_or_default();

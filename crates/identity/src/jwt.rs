@@ -100,10 +100,7 @@ impl Issuer {
     }
 
     pub(crate) async fn sign_in_endpoints(&self) -> Result<crate::SignInEndpoints, String> {
-        self.keys
-            .sign_in_endpoints()
-            .await
-            .map_err(|e| e.to_string())
+        self.keys.sign_in_endpoints().await
     }
 
     pub(crate) fn issuer(&self) -> &str {

@@ -533,7 +533,16 @@ async fn sign_in_endpoints_come_from_discovery_and_fail_clearly() {
         .await
         .unwrap_err();
     assert!(e.contains("not a configured issuer"), "{e}");
+    // Read at most once a second: a burst of sign-ins costs the IdP one request, and an IdP
+    // that went down is noticed within the second.
     idp.state.down.store(true, Ordering::SeqCst);
+    let hits = idp.discovery_hits();
+    assert_eq!(
+        auth.sign_in_endpoints(&idp.issuer).await.unwrap(),
+        endpoints
+    );
+    assert_eq!(idp.discovery_hits(), hits, "the same second's answer");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let e = auth.sign_in_endpoints(&idp.issuer).await.unwrap_err();
     assert!(e.contains("503"), "{e}");
 }

@@ -362,7 +362,7 @@ async fn a_signed_out_session_cookie_is_dead_and_agents_cannot_sign_in() {
 }
 
 #[tokio::test]
-async fn security_headers_and_no_inline_code_on_every_page() {
+async fn the_sign_in_page_is_guarded_too_and_returns_only_into_the_console() {
     let s = setup("", "");
     let mut dana = Browser::new(&s.admin);
     let sign_in = dana.get("/console/sign-in").await;
@@ -555,6 +555,8 @@ async fn oidc_sign_in_uses_pkce_state_and_nonce_and_refuses_a_foreign_state() {
     // The IdP goes down: a clear page; the admin API and the gateway go on.
     idp.abort();
     let _ = idp.await;
+    // The endpoints are read at most once a second: the next read finds the IdP gone.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let down = browser.get("/console/auth/oidc").await;
     assert_eq!(down.status, 502, "{}", down.body);
     assert!(
@@ -579,4 +581,158 @@ async fn oidc_sign_in_uses_pkce_state_and_nonce_and_refuses_a_foreign_state() {
             .filter(|e| e["type"] == "console.sign_in" && e["outcome"] == "rejected")
             .count();
     assert_eq!(refused, 2);
+}
+
+#[tokio::test]
+async fn every_page_carries_the_headers_and_every_form_the_checks() {
+    let s = setup("admins = [\"finance-leads\"]", "");
+    let mut dana = Browser::new(&s.admin);
+    dana.sign_in(&s.dana.key).await;
+    let csrf = dana.csrf().await;
+    for path in [
+        "/console/approvals",
+        "/console/access",
+        "/console/sessions",
+        "/console/audit",
+        "/console/evidence",
+        "/console/admin",
+        "/console/approvals/apr_00",
+        "/console/no-such-page",
+    ] {
+        let page = dana.get(path).await;
+        assert!(
+            page.status == 200 || page.status == 404,
+            "{path}: {}",
+            page.status
+        );
+        let csp = page.headers["content-security-policy"].to_str().unwrap();
+        assert!(csp.starts_with("default-src 'none'"), "{path}: {csp}");
+        assert_eq!(page.headers["x-frame-options"], "DENY", "{path}");
+        assert!(page.body.starts_with("<!DOCTYPE html>"), "{path}");
+        assert!(
+            !page.body.contains("<script>") && !page.body.contains(" style="),
+            "{path}: inline code"
+        );
+    }
+    // Every state-changing route: without the token, or from another origin, refused before
+    // anything is looked at.
+    let forms: [(&str, &[(&str, &str)]); 5] = [
+        ("/console/sign-out", &[]),
+        (
+            "/console/approvals/apr_00/decide",
+            &[("digest", "d"), ("decision", "deny"), ("reason", "r")],
+        ),
+        (
+            "/console/access/request",
+            &[("target", "billing"), ("duration", "1h"), ("reason", "r")],
+        ),
+        ("/console/access/grt_00/revoke", &[("reason", "r")]),
+        (
+            "/console/admin/pins/accept",
+            &[("target", "t"), ("tool", "x"), ("fingerprint", "f")],
+        ),
+    ];
+    for (path, fields) in forms {
+        let page = dana.post(path, fields).await;
+        assert_eq!(page.status, 403, "{path} without a token: {}", page.body);
+        let mut with_token = fields.to_vec();
+        with_token.push(("csrf", &csrf));
+        let page = dana
+            .post_from(Some("http://evil.example"), path, &with_token)
+            .await;
+        assert_eq!(
+            page.status, 403,
+            "{path} from another origin: {}",
+            page.body
+        );
+    }
+    assert!(
+        dana.get("/console/approvals").await.status == 200,
+        "still signed in"
+    );
+    // A form the console cannot read, and a GET of a form's address: console pages, not bare text.
+    let garbled = dana
+        .post("/console/approvals/apr_00/decide", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(garbled.status, 422);
+    assert!(
+        garbled.body.contains("Request refused") && garbled.body.contains("Nothing was changed"),
+        "{}",
+        garbled.body
+    );
+    let wrong_method = dana.get("/console/sign-out").await;
+    assert_eq!(wrong_method.status, 405);
+    assert!(wrong_method.body.contains("<!DOCTYPE html>"));
+    // A read recorded under the reader's name is not made by a link from another site.
+    let before = s.gw.events().len();
+    let page = dana
+        .get_with(
+            "/console/audit/01a00000-0000-7000-8000-000000000000/proof",
+            &[("sec-fetch-site", "cross-site")],
+        )
+        .await;
+    assert_eq!(page.status, 403, "{}", page.body);
+    assert!(page.body.contains("Opened from another site"));
+    assert!(
+        s.gw.events()[before..]
+            .iter()
+            .all(|e| e["type"] != "console.export")
+    );
+}
+
+#[tokio::test]
+async fn background_refreshes_do_not_keep_a_session_alive_and_one_address_cannot_crowd_out_sign_ins()
+ {
+    let s = setup("idle_timeout = \"2s\"\nabsolute_timeout = \"1h\"", "");
+    let mut dana = Browser::new(&s.admin);
+    dana.sign_in(&s.dana.key).await;
+    // The inbox's script refreshes the list in the background: that is not the person, so
+    // the session still ends two seconds after the last thing they did.
+    let signed_in = Instant::now();
+    loop {
+        let list = dana
+            .get_with(
+                "/console/approvals/list",
+                &[("x-portcullis-background", "1")],
+            )
+            .await;
+        if list.status == 401 {
+            assert!(list.body.contains("Your session ended"), "{}", list.body);
+            break;
+        }
+        assert_eq!(list.status, 200);
+        assert!(
+            signed_in.elapsed() < Duration::from_secs(4),
+            "the refreshes kept it alive"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(signed_in.elapsed() >= Duration::from_millis(1900));
+    let page = dana.get("/console/approvals").await;
+    assert_eq!(page.status, 303, "the idle session ended");
+    assert!(page.location().starts_with("/console/sign-in"));
+
+    // One address opening sign-in pages without end replaces its own oldest ones only.
+    let mut first = Browser::new(&s.admin);
+    let form = first.get("/console/sign-in").await;
+    let state = form.field("state").unwrap();
+    let mut flood = Browser::new(&s.admin);
+    for _ in 0..40 {
+        flood.get("/console/sign-in").await;
+    }
+    let page = first
+        .post(
+            "/console/auth/api-key",
+            &[("state", &state), ("api_key", &s.omar.key)],
+        )
+        .await;
+    assert_eq!(
+        page.status, 400,
+        "this address's oldest sign-in was replaced: {}",
+        page.body
+    );
+    assert!(
+        page.body
+            .contains("expired or was not opened in this browser")
+    );
 }

@@ -61,17 +61,35 @@ async fn show(
     Query(query): Query<ShowQuery>,
 ) -> Response {
     let id = query.id.unwrap_or_default();
+    // Said only when the record bears it out: a link cannot make the page claim either.
+    let approvals = &web.admin.approvals;
     let message = match query.done.as_deref() {
-        Some("requested") => Some(notice(
-            "ok",
-            &format!(
-                "Asked for access ({id}). It is waiting for an approver; you will find it below until it is decided."
-            ),
-        )),
-        Some("revoked") => Some(notice(
-            "ok",
-            &format!("Grant {id} is revoked: it no longer lets anyone in."),
-        )),
+        Some("requested")
+            if approvals
+                .get(&viewer.identity, &id)
+                .await
+                .is_ok_and(|a| a.requester.is(&viewer.identity)) =>
+        {
+            Some(notice(
+                "ok",
+                &format!(
+                    "Asked for access ({id}). It is waiting for an approver; you will find it below until it is decided."
+                ),
+            ))
+        }
+        Some("revoked")
+            if approvals
+                .grants(&viewer.identity, 200)
+                .await
+                .is_ok_and(|grants| {
+                    grants.iter().any(|g| g.id == id && g.revoked_at.is_some())
+                }) =>
+        {
+            Some(notice(
+                "ok",
+                &format!("Grant {id} is revoked: it no longer lets anyone in."),
+            ))
+        }
         _ => None,
     };
     let form = AskForm {

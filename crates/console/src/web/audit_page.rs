@@ -22,7 +22,7 @@ use portcullis_model::{AuditEvent, EventType, Outcome};
 use serde::Deserialize;
 
 use super::Web;
-use super::auth::Viewer;
+use super::auth::{RecordedRead, Viewer};
 use super::page::{Section, page, problem, time};
 use super::sessions_page::{
     attachment, bad_filter, blocking, file_part, filter_limit, filter_time, given,
@@ -305,7 +305,7 @@ async fn event(
 
 async fn download_proof(
     State(web): State<Arc<Web>>,
-    viewer: Viewer,
+    RecordedRead(viewer): RecordedRead,
     Path(event_id): Path<String>,
 ) -> Response {
     if let Some(refused) = refuse_non_reader(&web, &viewer) {

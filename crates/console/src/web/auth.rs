@@ -33,6 +33,12 @@ pub(crate) const SESSION_COOKIE: &str = "__Host-portcullis-console";
 
 /// The most sessions kept at once; signing in past it ends the oldest.
 const MAX_SESSIONS: usize = 10_000;
+/// The most sessions one person has at once (browsers, devices); past it their oldest ends.
+const MAX_SESSIONS_PER_PERSON: usize = 16;
+
+/// Sent by the console's script on its background refreshes, which do not count as the
+/// person being active.
+pub(crate) const BACKGROUND_HEADER: &str = "x-portcullis-background";
 
 /// A random token: 32 bytes, base64url.
 pub(crate) fn random_token() -> String {
@@ -141,6 +147,19 @@ impl Sessions {
         let now = Instant::now();
         let mut table = self.table();
         table.retain(|_, s| self.alive(s, now).is_ok());
+        // One person signing in again and again ends their own oldest sessions, not others'.
+        let same_person = |s: &Session| {
+            s.identity.issuer == identity.issuer && s.identity.subject == identity.subject
+        };
+        if table.values().filter(|s| same_person(s)).count() >= MAX_SESSIONS_PER_PERSON
+            && let Some(oldest) = table
+                .iter()
+                .filter(|(_, s)| same_person(s))
+                .min_by_key(|(_, s)| s.created)
+                .map(|(k, _)| *k)
+        {
+            table.remove(&oldest);
+        }
         if table.len() >= MAX_SESSIONS
             && let Some(oldest) = table.iter().min_by_key(|(_, s)| s.created).map(|(k, _)| *k)
         {
@@ -171,8 +190,9 @@ impl Sessions {
         }
     }
 
-    /// The session of `cookie`, touched (its idle clock restarts), or why there is none.
-    pub(crate) fn get(&self, cookie: &str, web: &Web) -> Result<Viewer, Ended> {
+    /// The session of `cookie`, or why there is none. `touch`: a person's request, which
+    /// restarts the idle clock (a page's own background refresh does not).
+    pub(crate) fn get(&self, cookie: &str, web: &Web, touch: bool) -> Result<Viewer, Ended> {
         let key = key_of(cookie);
         let now = Instant::now();
         let mut table = self.table();
@@ -187,7 +207,9 @@ impl Sessions {
                 why,
             });
         }
-        session.last_seen = now;
+        if touch {
+            session.last_seen = now;
+        }
         Ok(Viewer {
             is_admin: web.is_admin(&session.identity),
             identity: session.identity.clone(),
@@ -195,6 +217,14 @@ impl Sessions {
             handle: session.handle.clone(),
             key,
         })
+    }
+
+    /// Whether the viewer's session is still alive (without counting as activity).
+    pub(crate) fn is_live(&self, viewer: &Viewer) -> bool {
+        let now = Instant::now();
+        self.table()
+            .get(&viewer.key)
+            .is_some_and(|s| self.alive(s, now).is_ok())
     }
 
     /// Ends the session; returns how it had signed in, if it existed.
@@ -255,12 +285,30 @@ fn to_sign_in(parts: &Parts, expired: bool) -> Response {
         .extensions
         .get::<axum::extract::OriginalUri>()
         .map_or(&parts.uri, |original| &original.0);
-    let next = uri
+    let here = uri
         .path_and_query()
         .map(|pq| pq.as_str())
         .unwrap_or("/console/");
+    // A form's target is no page to come back to (it answers POST only): the page the form
+    // was on is, when the browser says which (same origin only).
+    let next = if parts.method == axum::http::Method::GET {
+        here.to_string()
+    } else {
+        parts
+            .headers
+            .get(header::REFERER)
+            .and_then(|r| r.to_str().ok())
+            .and_then(|r| reqwest::Url::parse(r).ok())
+            .filter(|r| r.path().starts_with("/console/"))
+            .map(|r| match r.query() {
+                Some(q) => format!("{}?{q}", r.path()),
+                None => r.path().to_string(),
+            })
+            .unwrap_or_else(|| "/console/approvals".to_string())
+    };
+    let next = next.as_str();
     let mut url = format!("/console/sign-in?next={}", encode(next));
-    if expired {
+    if expired || parts.method != axum::http::Method::GET {
         url.push_str("&expired=1");
     }
     Redirect::to(&url).into_response()
@@ -280,11 +328,13 @@ pub(crate) fn encode(value: &str) -> String {
 }
 
 /// Looks up the session of a request; a timed-out one is recorded as ended.
-pub(crate) async fn session_of(web: &Web, jar: &CookieJar) -> Result<Viewer, bool> {
+pub(crate) async fn session_of(web: &Web, headers: &HeaderMap) -> Result<Viewer, bool> {
+    let jar = CookieJar::from_headers(headers);
     let Some(cookie) = jar.get(SESSION_COOKIE) else {
         return Err(false);
     };
-    match web.sessions.get(cookie.value(), web) {
+    let touch = !headers.contains_key(BACKGROUND_HEADER);
+    match web.sessions.get(cookie.value(), web, touch) {
         Ok(viewer) => Ok(viewer),
         Err(Ended::Unknown) => Err(false),
         Err(Ended::TimedOut {
@@ -304,8 +354,7 @@ impl FromRequestParts<Arc<Web>> for Viewer {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, web: &Arc<Web>) -> Result<Viewer, Response> {
-        let jar = CookieJar::from_headers(&parts.headers);
-        match session_of(web, &jar).await {
+        match session_of(web, &parts.headers).await {
             Ok(viewer) => Ok(viewer),
             Err(expired) => Err(to_sign_in(parts, expired)),
         }
@@ -323,8 +372,7 @@ impl FromRequestParts<Arc<Web>> for MaybeViewer {
         parts: &mut Parts,
         web: &Arc<Web>,
     ) -> Result<MaybeViewer, std::convert::Infallible> {
-        let jar = CookieJar::from_headers(&parts.headers);
-        Ok(MaybeViewer(session_of(web, &jar).await))
+        Ok(MaybeViewer(session_of(web, &parts.headers).await))
     }
 }
 
@@ -371,4 +419,37 @@ pub(crate) fn check_origin(
         ),
         viewer,
     ))
+}
+
+/// The signed-in person on a page whose reading is itself recorded in the audit log under
+/// their name (a recording, an export, a proof, an evidence document). Such a GET must be the
+/// person's own doing: a link or redirect from another site (`Sec-Fetch-Site: cross-site` or
+/// `same-site`) could otherwise make their browser leave reads in the log, and files on their
+/// disk, that they never chose. Opened from the console or typed in, it goes through.
+pub(crate) struct RecordedRead(pub(crate) Viewer);
+
+impl FromRequestParts<Arc<Web>> for RecordedRead {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        web: &Arc<Web>,
+    ) -> Result<RecordedRead, Response> {
+        let viewer = Viewer::from_request_parts(parts, web).await?;
+        let site = parts
+            .headers
+            .get("sec-fetch-site")
+            .and_then(|v| v.to_str().ok());
+        match site {
+            None | Some("same-origin") | Some("none") => Ok(RecordedRead(viewer)),
+            Some(other) => Err(page::problem(
+                StatusCode::FORBIDDEN,
+                "Opened from another site",
+                &format!(
+                    "Reading this is recorded in the audit log under your name, so it opens only from the console itself (or typed into the address bar), not from a link on another site (Sec-Fetch-Site: {other}). Nothing was read or recorded. Open it from the console."
+                ),
+                Some(&viewer),
+            )),
+        }
+    }
 }

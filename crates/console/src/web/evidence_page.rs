@@ -28,7 +28,7 @@ use portcullis_model::{EventType, Outcome};
 use sha2::{Digest as _, Sha256};
 
 use super::Web;
-use super::auth::Viewer;
+use super::auth::{RecordedRead, Viewer};
 use super::page::{self, Section, notice, page, time};
 
 pub(crate) fn routes() -> Router<Arc<Web>> {
@@ -430,7 +430,7 @@ fn render_integrity(web: &Web, i: &Integrity) -> Markup {
 /// `GET /console/evidence/files/{name}`: the document as an attachment, recorded first.
 async fn download(
     State(web): State<Arc<Web>>,
-    viewer: Viewer,
+    RecordedRead(viewer): RecordedRead,
     Path(name): Path<String>,
 ) -> Response {
     if let Err(refused) = may_read(&web, &viewer) {

@@ -7,11 +7,12 @@
 //! page not offering a button to a requester is a courtesy, not the control.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::{ConnectInfo, Form, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -21,8 +22,6 @@ use futures_util::Stream;
 use maud::{Markup, html};
 use portcullis_approvals::{Approval, ApprovalError, ApprovalKind, Status};
 use serde::Deserialize;
-use tokio_stream::StreamExt as _;
-use tokio_stream::wrappers::WatchStream;
 
 use super::Web;
 use super::auth::{self, KeptDecision, MaybeViewer, Viewer};
@@ -69,7 +68,8 @@ async fn inbox(State(web): State<Arc<Web>>, viewer: Viewer) -> Response {
         Ok(lists) => {
             let body = html! {
                 p.lede { "Requests held at the gateway until someone in an approver group decides. You never decide your own." }
-                div #approvals-live data-live="/console/approvals/list" data-events="/console/approvals/events" aria-live="polite" {
+                p #live-status .sr-only role="status" aria-live="polite" {}
+                div #approvals-live data-live="/console/approvals/list" data-events="/console/approvals/events" data-status="live-status" {
                     (render_lists(&lists))
                 }
             };
@@ -103,13 +103,35 @@ async fn list_fragment(State(web): State<Arc<Web>>, MaybeViewer(viewer): MaybeVi
 }
 
 /// Server-sent events: one `changed` event each time any approval changes. Carries no data
-/// (what this person may see is fetched, with their session, from the list).
+/// (what this person may see is fetched, with their session, from the list). The stream ends
+/// when the session does (checked on each change and every 30 s).
 async fn events(
     State(web): State<Arc<Web>>,
-    _viewer: Viewer,
+    viewer: Viewer,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let changes = WatchStream::from_changes(web.admin.approvals.watch_changes());
-    let stream = changes.map(|n| Ok(Event::default().event("changed").data(n.to_string())));
+    let changes = web.admin.approvals.watch_changes();
+    let stream = futures_util::stream::unfold(
+        (changes, web, viewer),
+        |(mut changes, web, viewer)| async move {
+            loop {
+                tokio::select! {
+                    changed = changes.changed() => {
+                        if changed.is_err() || !web.sessions.is_live(&viewer) {
+                            return None;
+                        }
+                        let n = *changes.borrow_and_update();
+                        let event = Event::default().event("changed").data(n.to_string());
+                        return Some((Ok(event), (changes, web, viewer)));
+                    }
+                    _ = tokio::time::sleep(Duration::from_secs(30)) => {
+                        if !web.sessions.is_live(&viewer) {
+                            return None;
+                        }
+                    }
+                }
+            }
+        },
+    );
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
@@ -258,9 +280,23 @@ async fn detail(
         .sessions
         .take_kept(&viewer)
         .filter(|k| k.approval == approval.id);
+    // Said only when the record bears it out: a link cannot make the page claim a decision.
+    let voted = |approve: bool| {
+        approval
+            .votes
+            .iter()
+            .any(|v| v.approve == approve && v.approver.is(&viewer.identity))
+    };
     let message = match query.done.as_deref() {
-        Some("approved") => Some(notice("ok", "Approved. The waiting request goes on.")),
-        Some("denied") => Some(notice("ok", "Denied. The requester is told why.")),
+        Some("approved") if voted(true) => Some(notice(
+            "ok",
+            if approval.status == Status::Approved {
+                "Approved. The waiting request goes on."
+            } else {
+                "Your approval is recorded; more approvals are needed."
+            },
+        )),
+        Some("denied") if voted(false) => Some(notice("ok", "Denied. The requester is told why.")),
         _ => kept.as_ref().map(|k| {
             notice("warning", &format!(
                 "Your earlier decision ({}) was not recorded because your session had ended. Your reason is filled in below: check it and submit again.",
@@ -353,6 +389,7 @@ struct DecideForm {
 /// `POST /console/approvals/{id}/decide`.
 async fn decide(
     State(web): State<Arc<Web>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     MaybeViewer(viewer): MaybeViewer,
     headers: HeaderMap,
     jar: CookieJar,
@@ -395,6 +432,7 @@ async fn decide(
             };
             return super::signin::sign_in_response(
                 &web,
+                peer.ip(),
                 jar,
                 format!("/console/approvals/{id}"),
                 Some(kept),

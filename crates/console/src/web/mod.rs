@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 
@@ -181,10 +181,44 @@ fn origin_of(url: &str) -> Result<String, String> {
     Ok(parsed.origin().ascii_serialization())
 }
 
+/// A refusal by the framework itself (a form it cannot read: 400, 415, 422 in plain text; a
+/// method a route does not answer: 405) as a console page, so a person sees what happened in
+/// the console's words rather than a bare line of text.
+async fn as_page(response: Response) -> Response {
+    let status = response.status();
+    let plain = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("text/plain"));
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        return page::problem(
+            status,
+            "Not here",
+            "This address answers only to the console's own pages and forms. Nothing was changed.",
+            None,
+        );
+    }
+    if !(status.is_client_error() && plain) {
+        return response;
+    }
+    let text = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    page::problem(
+        status,
+        "Request refused",
+        &format!("The console could not read this request ({text}). Nothing was changed."),
+        None,
+    )
+}
+
 /// Headers on every console response: only our own scripts and styles, no framing, nothing
 /// cached, no type sniffing, the referrer kept to our own origin (a POST's `Origin` header
 /// is what CSRF checks read; `no-referrer` would make browsers send `Origin: null`).
-async fn security_headers(mut response: Response) -> Response {
+async fn security_headers(response: Response) -> Response {
+    let mut response = as_page(response).await;
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_SECURITY_POLICY,

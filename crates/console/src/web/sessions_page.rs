@@ -24,7 +24,7 @@ use portcullis_recording::document::Record;
 use serde::Deserialize;
 
 use super::Web;
-use super::auth::{Viewer, encode};
+use super::auth::{RecordedRead, Viewer, encode};
 
 use super::page::{Section, json_block, notice, page, problem, time};
 use crate::sessions::{is_reader, record_reading, who_may_read};
@@ -352,7 +352,11 @@ fn outcomes(s: &SessionSummary) -> String {
     said.join(", ")
 }
 
-async fn show(State(web): State<Arc<Web>>, viewer: Viewer, Path(id): Path<String>) -> Response {
+async fn show(
+    State(web): State<Arc<Web>>,
+    RecordedRead(viewer): RecordedRead,
+    Path(id): Path<String>,
+) -> Response {
     if let Some(refused) = refuse_non_reader(&web, &viewer) {
         return refused;
     }
@@ -504,7 +508,11 @@ fn recorded(side: &sessions::Recorded, record: Option<&Record>) -> Markup {
     }
 }
 
-async fn export(State(web): State<Arc<Web>>, viewer: Viewer, Path(id): Path<String>) -> Response {
+async fn export(
+    State(web): State<Arc<Web>>,
+    RecordedRead(viewer): RecordedRead,
+    Path(id): Path<String>,
+) -> Response {
     if let Some(refused) = refuse_non_reader(&web, &viewer) {
         return refused;
     }

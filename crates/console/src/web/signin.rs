@@ -16,7 +16,7 @@
 //! Each sign-in, refused sign-in and sign-out is an audit event.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -50,6 +50,9 @@ const FLOW_COOKIE: &str = "__Host-portcullis-sign-in";
 const FLOW_LIFETIME: Duration = Duration::from_secs(10 * 60);
 /// The most sign-ins in progress kept at once (anyone can start one); the oldest goes first.
 const MAX_FLOWS: usize = 10_000;
+/// The most sign-ins in progress from one address (a network, for IPv6: see
+/// `portcullis_limits::source_of`); past it, that address's oldest goes.
+const MAX_FLOWS_PER_SOURCE: usize = 32;
 /// The largest token endpoint answer read.
 const MAX_TOKEN_RESPONSE: usize = 256 * 1024;
 
@@ -64,6 +67,8 @@ struct Flow {
     next: String,
     kept: Option<KeptDecision>,
     created: Instant,
+    /// Who started it: one address cannot crowd out everyone else's sign-ins.
+    source: IpAddr,
 }
 
 /// Sign-ins in progress, by the flow cookie's value.
@@ -77,12 +82,23 @@ impl Flows {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts a flow; returns its cookie value and its `state`.
-    fn start(&self, next: String, kept: Option<KeptDecision>) -> (String, String) {
+    /// Starts a flow for a browser at `source`; returns its cookie value and its `state`.
+    fn start(&self, source: IpAddr, next: String, kept: Option<KeptDecision>) -> (String, String) {
         let id = random_token();
         let state = random_token();
+        let source = portcullis_limits::source_of(source);
         let mut table = self.table();
         table.retain(|_, f| f.created.elapsed() < FLOW_LIFETIME);
+        // An address starting sign-ins without end replaces its own, never others'.
+        if table.values().filter(|f| f.source == source).count() >= MAX_FLOWS_PER_SOURCE
+            && let Some(oldest) = table
+                .iter()
+                .filter(|(_, f)| f.source == source)
+                .min_by_key(|(_, f)| f.created)
+                .map(|(k, _)| k.clone())
+        {
+            table.remove(&oldest);
+        }
         if table.len() >= MAX_FLOWS
             && let Some(oldest) = table
                 .iter()
@@ -100,6 +116,7 @@ impl Flows {
                 next,
                 kept,
                 created: Instant::now(),
+                source,
             },
         );
         (id, state)
@@ -165,13 +182,13 @@ pub(crate) struct SignInQuery {
 
 async fn sign_in_page(
     State(web): State<Arc<Web>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     MaybeViewer(viewer): MaybeViewer,
     jar: CookieJar,
     Query(query): Query<SignInQuery>,
 ) -> Response {
-    if let Ok(viewer) = viewer {
+    if viewer.is_ok() {
         // Already signed in: nothing to do here.
-        let _ = viewer;
         return Redirect::to(&safe_next(query.next.as_deref())).into_response();
     }
     let message = if query.expired.is_some() {
@@ -180,12 +197,16 @@ async fn sign_in_page(
             "Your session ended (it timed out). Sign in again to go on.",
         ))
     } else if query.signed_out.is_some() {
-        Some(("ok", "You are signed out."))
+        Some((
+            "ok",
+            "You are signed out of the console. Your identity provider may still have you signed in: sign out there too on a shared computer.",
+        ))
     } else {
         None
     };
     sign_in_response(
         &web,
+        peer.ip(),
         jar,
         safe_next(query.next.as_deref()),
         None,
@@ -198,6 +219,7 @@ async fn sign_in_page(
 /// after sign-in.
 pub(crate) fn sign_in_response(
     web: &Web,
+    peer: IpAddr,
     jar: CookieJar,
     next: String,
     kept: Option<KeptDecision>,
@@ -205,7 +227,7 @@ pub(crate) fn sign_in_response(
     status: StatusCode,
 ) -> Response {
     let kept_reason = kept.as_ref().map(|k| k.reason.clone());
-    let (flow, state) = web.flows.start(next, kept);
+    let (flow, state) = web.flows.start(peer, next, kept);
     let jar = jar.add(flow_cookie(flow));
     let settings = &web.settings;
     let body = html! {
@@ -242,6 +264,7 @@ pub(crate) fn sign_in_response(
 /// `GET /console/auth/oidc`: sends the browser to the IdP, with PKCE, `state` and `nonce`.
 async fn start_oidc(
     State(web): State<Arc<Web>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     jar: CookieJar,
     Query(query): Query<SignInQuery>,
 ) -> Response {
@@ -269,7 +292,9 @@ async fn start_oidc(
     let (flow_id, jar) = match existing.filter(|id| web.flows.with(id, |_| ()).is_some()) {
         Some(id) => (id, jar),
         None => {
-            let (id, _) = web.flows.start(safe_next(query.next.as_deref()), None);
+            let (id, _) = web
+                .flows
+                .start(peer.ip(), safe_next(query.next.as_deref()), None);
             let jar = jar.add(flow_cookie(id.clone()));
             (id, jar)
         }
@@ -589,6 +614,7 @@ async fn api_key_sign_in(
         .await;
         return sign_in_response(
             &web,
+            peer.ip(),
             jar,
             "/console/approvals".into(),
             None,
@@ -610,6 +636,7 @@ async fn api_key_sign_in(
         .await;
         return sign_in_response(
             &web,
+            peer.ip(),
             jar,
             flow.next,
             flow.kept,
@@ -635,6 +662,7 @@ async fn api_key_sign_in(
             .await;
             return sign_in_response(
                 &web,
+                peer.ip(),
                 jar,
                 flow.next,
                 flow.kept,
@@ -650,6 +678,7 @@ async fn api_key_sign_in(
             record_refusal(&web, peer, "api-key", &format!("{}: {e}", e.code())).await;
             return sign_in_response(
                 &web,
+                peer.ip(),
                 jar,
                 flow.next,
                 flow.kept,

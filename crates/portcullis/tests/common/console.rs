@@ -91,13 +91,19 @@ impl Browser {
     }
 
     pub async fn get(&mut self, path: &str) -> Page {
-        let response = self
+        self.get_with(path, &[]).await
+    }
+
+    /// A GET with extra request headers.
+    pub async fn get_with(&mut self, path: &str, headers: &[(&str, &str)]) -> Page {
+        let mut request = self
             .http
             .get(format!("{}{path}", self.origin))
-            .header("cookie", self.cookie_header())
-            .send()
-            .await
-            .unwrap();
+            .header("cookie", self.cookie_header());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
         self.finish(response).await
     }
 
