@@ -161,6 +161,7 @@ struct Inner {
     audit: AuditLog,
     break_glass: Vec<String>,
     admin_url: Option<String>,
+    console_url: Option<String>,
     notifier: Option<Notifier>,
     /// Held requests waiting in this process, by approval id.
     waiters: Mutex<HashMap<String, watch::Sender<Approval>>>,
@@ -213,6 +214,9 @@ pub struct ApprovalSettings {
     pub approvals: portcullis_config::Approvals,
     /// The admin API's URL for links in notifications and refusals (`Config::admin_url`).
     pub admin_url: Option<String>,
+    /// The web console's URL (`Config::console_url`), when it is served: where a person
+    /// decides, for the messages a held caller sees.
+    pub console_url: Option<String>,
 }
 
 impl Approvals {
@@ -244,6 +248,7 @@ impl Approvals {
                 audit,
                 break_glass: settings.approvals.break_glass_groups.clone(),
                 admin_url: settings.admin_url.clone(),
+                console_url: settings.console_url.clone(),
                 notifier,
                 waiters: Mutex::new(HashMap::new()),
                 grants: RwLock::new(grants),
@@ -258,6 +263,16 @@ impl Approvals {
     /// The admin API's URL, for messages that tell a caller where approvers decide.
     pub fn admin_url(&self) -> Option<&str> {
         self.inner.admin_url.as_deref()
+    }
+
+    /// Where a person decides approval `id`: its page in the web console when the console
+    /// is served, else its admin API address; `None` without either.
+    pub fn decision_url(&self, id: &str) -> Option<String> {
+        match (&self.inner.console_url, &self.inner.admin_url) {
+            (Some(console), _) => Some(format!("{console}/approvals/{id}")),
+            (None, Some(admin)) => Some(format!("{admin}/api/v1/approvals/{id}")),
+            (None, None) => None,
+        }
     }
 
     /// Held requests survive only as records: the connection that waited is gone.

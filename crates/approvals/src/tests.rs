@@ -34,6 +34,7 @@ fn settings(extra: &str) -> ApprovalSettings {
     let config = Config::parse(Path::new("/tmp/t.toml"), extra.to_string()).unwrap();
     ApprovalSettings {
         admin_url: config.admin_url(),
+        console_url: config.console_url(),
         approvals: config.approvals,
     }
 }

@@ -376,7 +376,7 @@ try {
     await page.goto(url('/console/approvals'));
     await page.getByRole('button', { name: 'Sign out' }).click();
     await page.waitForURL((u) => u.pathname === '/console/sign-in' && u.searchParams.get('signed_out') === '1');
-    await page.getByText('You are signed out.').waitFor();
+    await page.getByText('You are signed out of the console.').waitFor();
     const { context: replayed, page: thief } = await newPage();
     try {
       await replayed.addCookies(cookies);

@@ -235,6 +235,11 @@ impl Guard {
         self.approvals.admin_url()
     }
 
+    /// Where a person decides approval `id` (the console's page, else the admin API's).
+    pub fn decision_url(&self, id: &str) -> Option<String> {
+        self.approvals.decision_url(id)
+    }
+
     // ------------------------------------------------------------------ audit
 
     /// An event of another type than a request (session start and end, tool pins, column

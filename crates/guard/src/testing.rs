@@ -26,6 +26,7 @@ pub async fn guard_over(config: &Config, dir: &Path, audit: AuditLog) -> (Arc<Gu
     let settings = ApprovalSettings {
         approvals: config.approvals.clone(),
         admin_url: config.admin_url(),
+        console_url: config.console_url(),
     };
     let approvals = Approvals::open(dir, audit.clone(), &settings)
         .await

@@ -709,6 +709,7 @@ pub async fn serve(
     let approval_settings = ApprovalSettings {
         approvals: config.approvals.clone(),
         admin_url: config.admin_url(),
+        console_url: config.console_url(),
     };
     let approvals = Approvals::open(&config.gateway.data_dir, audit.clone(), &approval_settings)
         .await

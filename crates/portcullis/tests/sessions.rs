@@ -165,6 +165,7 @@ async fn record_fixture() -> Recorded {
         &ApprovalSettings {
             approvals: config.approvals.clone(),
             admin_url: config.admin_url(),
+            console_url: config.console_url(),
         },
     )
     .await

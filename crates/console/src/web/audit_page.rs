@@ -137,7 +137,7 @@ async fn search(
         Err(r) => return r,
     };
     let body = html! {
-        p.lede { "Every event the gateway recorded, newest first. An event's page has its canonical JSON and the inclusion proof that shows it is in the signed log." }
+        p.lede { "Every event the gateway recorded, in the order it was written to the log, newest first. The time shown is when the event began: a held request is written when it ends, after its approval, so it can sit above events that began later. An event's page has its canonical JSON and the inclusion proof that shows it is in the signed log." }
         (search_form(&query))
         @if rows.is_empty() {
             p.empty { "No event matches these filters." }

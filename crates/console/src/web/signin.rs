@@ -682,7 +682,10 @@ async fn api_key_sign_in(
                 jar,
                 flow.next,
                 flow.kept,
-                Some(("error", &format!("Sign-in refused: {e}."))),
+                Some((
+                    "error",
+                    "Sign-in refused: that is not a valid API key of this gateway.",
+                )),
                 StatusCode::UNAUTHORIZED,
             );
         }

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use portcullis_guard::{Approval, Exchange, HoldAsk, HoldChannel, Interruption, Refusal};
+use portcullis_guard::{Approval, Exchange, Guard, HoldAsk, HoldChannel, Interruption, Refusal};
 use portcullis_model::{ApprovalRequirement, Outcome, Verdict};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
@@ -47,7 +47,7 @@ pub(super) struct HeldRequest {
 }
 
 /// The progress message of a held request: what it waits for and where people decide.
-pub(super) fn awaiting_message(approval: &Approval, admin_url: Option<&str>) -> String {
+pub(super) fn awaiting_message(approval: &Approval, decision_url: Option<&str>) -> String {
     let mut text = format!(
         "awaiting approval {} ({} approval(s) from {}, until {}): decide with `portcullis approvals approve {}`",
         approval.id,
@@ -56,8 +56,8 @@ pub(super) fn awaiting_message(approval: &Approval, admin_url: Option<&str>) -> 
         approval.expires_at,
         approval.id
     );
-    if let Some(url) = admin_url {
-        text.push_str(&format!(" or at {url}/api/v1/approvals/{}", approval.id));
+    if let Some(url) = decision_url {
+        text.push_str(&format!(" or at {url}"));
     }
     text
 }
@@ -69,7 +69,8 @@ struct ProgressChannel<'a> {
     /// The caller's progress token as it sent it (JSON text); without one, nothing is sent.
     progress_token: Option<Value>,
     cancelled: oneshot::Receiver<()>,
-    admin_url: Option<String>,
+    /// Where people decide (the console's page, or the admin API's address).
+    guard: Arc<Guard>,
     /// The progress sent, kept for a recording exchange (which the hold holds meanwhile).
     told: Option<Vec<Map<String, Value>>>,
 }
@@ -86,7 +87,7 @@ impl HoldChannel for ProgressChannel<'_> {
             "params": {
                 "progressToken": token,
                 "progress": round + 1,
-                "message": awaiting_message(approval, self.admin_url.as_deref()),
+                "message": awaiting_message(approval, self.guard.decision_url(&approval.id).as_deref()),
             },
         });
         // A caller that is gone is noticed by `interrupted`.
@@ -170,7 +171,7 @@ impl Gateway {
                 .filter(|_| call.streams)
                 .map(|t| serde_json::from_str::<Value>(t).unwrap_or(Value::Null)),
             cancelled,
-            admin_url: self.guard.admin_url().map(str::to_string),
+            guard: self.guard.clone(),
             told: exchange.recording().then(Vec::new),
         };
         let released = exchange
