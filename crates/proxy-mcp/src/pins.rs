@@ -248,25 +248,21 @@ impl Pins {
     /// Accepts the pending change of a tool: its new fingerprint becomes the pin. Returns
     /// (old, new) fingerprints.
     pub fn accept(&self, target: &str, tool: &str) -> Result<(String, String), PinError> {
-        let conn = self.conn.lock().expect("lock");
-        let row: Option<(String, Option<String>)> = conn
+        let pending: Option<String> = self
+            .conn
+            .lock()
+            .expect("lock")
             .query_row(
-                "SELECT fingerprint, pending FROM pins WHERE target = ?1 AND tool = ?2",
+                "SELECT pending FROM pins WHERE target = ?1 AND tool = ?2",
                 params![target, tool],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| r.get(0),
             )
             .optional()
-            .map_err(|e| self.err(e))?;
-        match row {
-            Some((old, Some(new))) => {
-                conn.execute(
-                    "UPDATE pins SET fingerprint = pending, pending = NULL, pinned_at = strftime('%Y-%m-%dT%H:%M:%fZ','now') WHERE target = ?1 AND tool = ?2",
-                    params![target, tool],
-                )
-                .map_err(|e| self.err(e))?;
-                Ok((old, new))
-            }
-            _ => Err(PinError::NothingToAccept {
+            .map_err(|e| self.err(e))?
+            .flatten();
+        match pending {
+            Some(pending) => self.accept_exact(target, tool, &pending),
+            None => Err(PinError::NothingToAccept {
                 target: target.into(),
                 tool: tool.into(),
             }),
