@@ -336,7 +336,7 @@ pub(crate) fn spawn_wal_checkpointer(
             // Short: a RESTART that cannot have the write lock or outlast the readers at
             // once gives up and is tried again next round, rather than stall the writer
             // behind a long reader such as `audit verify`.
-            let _ = conn.busy_timeout(Duration::from_millis(10));
+            let _ = conn.busy_timeout(WAL_PATIENCE);
             while !stop.load(std::sync::atomic::Ordering::Acquire) {
                 std::thread::sleep(WAL_CHECKPOINT_EVERY);
                 if let Err(err) = checkpoint_wal(&conn) {
@@ -360,10 +360,26 @@ fn checkpoint_wal(conn: &Connection) -> rusqlite::Result<()> {
         Ok((r.get(1)?, r.get(2)?))
     })?;
     if log >= WAL_RESTART_FRAMES || (log > 0 && copied == log) {
-        conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))?;
+        // Normally a RESTART that cannot have the lock at once gives up until next round. On
+        // a starved machine it could give up round after round while the WAL grows; past
+        // twice the usual length it waits for its turn (holding off the writer briefly).
+        let urgent = log >= 2 * WAL_RESTART_FRAMES;
+        if urgent {
+            conn.busy_timeout(WAL_URGENT_WAIT)?;
+        }
+        let restarted = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()));
+        if urgent {
+            conn.busy_timeout(WAL_PATIENCE)?;
+        }
+        restarted?;
     }
     Ok(())
 }
+
+/// How long a routine RESTART waits for the lock before trying again next round.
+const WAL_PATIENCE: Duration = Duration::from_millis(10);
+/// How long a RESTART of a WAL twice its usual length waits for the lock.
+const WAL_URGENT_WAIT: Duration = Duration::from_millis(500);
 
 /// Caps the database size, which yields SQLITE_FULL exactly as a full disk would. Used by
 /// tests to exercise the failure path.
