@@ -153,7 +153,10 @@ async fn upstream_handler(body: axum::body::Bytes) -> axum::response::Response {
             "ttlMs": 0, "cacheScope": "public"
         }),
         Some("tools/list") => {
-            json!({"resultType": "complete", "tools": [{"name": "lookup", "inputSchema": {"type": "object"}}], "ttlMs": 0, "cacheScope": "public"})
+            json!({"resultType": "complete", "tools": [
+                {"name": "lookup", "inputSchema": {"type": "object"}},
+                {"name": "refund", "inputSchema": {"type": "object"}},
+            ], "ttlMs": 0, "cacheScope": "public"})
         }
         Some("tools/call") => json!({
             "resultType": "complete",
