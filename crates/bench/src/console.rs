@@ -91,7 +91,7 @@ struct Setup {
 fn start(args: &Args, upstream: SocketAddr) -> Result<Setup> {
     let (agent, agent_hash) = portcullis_identity::generate_api_key();
     let (lead, lead_hash) = portcullis_identity::generate_api_key();
-    let admin_port = free_port()?;
+    let mut admin_port = free_port()?;
     let body = format!(
         r#"[console]
 enabled = true
@@ -118,13 +118,26 @@ require_reason = true
 "#,
         base = bench_config(&agent_hash, upstream, ""),
     );
-    let process = launch_gateway(
-        &args.gateway,
-        &args.durability,
-        true,
-        &format!("admin_listen = \"127.0.0.1:{admin_port}\""),
-        &body,
-    )?;
+    // Two ports asked for separately may be the same one (neither is held until the gateway
+    // binds): then it fails to start, and another pair is tried.
+    let mut attempt = 0;
+    let (process, admin_port) = loop {
+        let started = launch_gateway(
+            &args.gateway,
+            &args.durability,
+            true,
+            &format!("admin_listen = \"127.0.0.1:{admin_port}\""),
+            &body,
+        );
+        match started {
+            Ok(process) => break (process, admin_port),
+            Err(e) if attempt >= 2 => return Err(e),
+            Err(_) => {
+                attempt += 1;
+                admin_port = free_port()?;
+            }
+        }
+    };
     wait_for_port(admin_port, "the admin listener")?;
     let origin = format!("http://127.0.0.1:{admin_port}");
     Ok(Setup {
