@@ -71,7 +71,7 @@ pub struct Args {
 }
 
 /// The tool whose calls are held (approvers: the group `leads`).
-const HELD_TOOL: &str = "refund";
+pub(crate) const HELD_TOOL: &str = "refund";
 /// The most records one admin API list returns.
 const MAX_LIST: usize = 1000;
 
@@ -136,7 +136,7 @@ require_reason = true
 }
 
 /// One admin API request; fails unless the status is `expect`.
-async fn admin(
+pub(crate) async fn admin(
     client: &reqwest::Client,
     method: reqwest::Method,
     url: String,
@@ -160,7 +160,7 @@ async fn admin(
 }
 
 /// The approvals `key`'s holder sees pending, newest first.
-async fn pending(
+pub(crate) async fn pending(
     client: &reqwest::Client,
     api: &str,
     key: &str,
@@ -182,7 +182,7 @@ async fn pending(
 }
 
 /// Approves `approval` (as listed: its id and digest) as `key`'s holder.
-async fn approve(
+pub(crate) async fn approve(
     client: &reqwest::Client,
     api: &str,
     key: &str,
@@ -216,7 +216,12 @@ fn final_message(content_type: &str, text: &str) -> Option<Value> {
 
 /// A `tools/call` of the held tool, with a reason; returns when its answer arrived, and fails
 /// unless the answer is a `result`.
-async fn held_call(client: reqwest::Client, url: String, key: String, id: u64) -> Result<Instant> {
+pub(crate) async fn held_call(
+    client: reqwest::Client,
+    url: String,
+    key: String,
+    id: u64,
+) -> Result<Instant> {
     let body = json!({
         "jsonrpc": "2.0", "id": id, "method": "tools/call",
         "params": {
@@ -270,7 +275,7 @@ fn listen_overflows() -> Option<u64> {
 }
 
 /// p50 and p99 of samples in microseconds.
-fn percentiles(samples: &mut [f64]) -> (f64, f64) {
+pub(crate) fn percentiles(samples: &mut [f64]) -> (f64, f64) {
     samples.sort_by(f64::total_cmp);
     let at = |p: usize| samples[(samples.len() * p / 100).min(samples.len() - 1)];
     (at(50), at(99))

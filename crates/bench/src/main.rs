@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod approvals;
+mod console;
 mod evidence;
 mod sinks;
 mod verify;
@@ -47,6 +48,9 @@ enum Bench {
     /// Audit sinks: delivered events per second for each kind, and the lag behind a log
     /// written at 10,000 events per second.
     Sinks(sinks::Args),
+    /// The web console: the inbox page and its live fragment vs the admin API's JSON, the
+    /// audit search over a large log, and a held call decided in the console vs the API.
+    Console(console::Args),
 }
 
 #[derive(clap::Args)]
@@ -149,7 +153,10 @@ async fn upstream_handler(body: axum::body::Bytes) -> axum::response::Response {
             "ttlMs": 0, "cacheScope": "public"
         }),
         Some("tools/list") => {
-            json!({"resultType": "complete", "tools": [{"name": "lookup", "inputSchema": {"type": "object"}}], "ttlMs": 0, "cacheScope": "public"})
+            json!({"resultType": "complete", "tools": [
+                {"name": "lookup", "inputSchema": {"type": "object"}},
+                {"name": "refund", "inputSchema": {"type": "object"}},
+            ], "ttlMs": 0, "cacheScope": "public"})
         }
         Some("tools/call") => json!({
             "resultType": "complete",
@@ -520,6 +527,7 @@ async fn main() -> Result<()> {
         Bench::Evidence(args) => return evidence::run(args).await,
         Bench::Approvals(args) => return approvals::run(args).await,
         Bench::Sinks(args) => return sinks::run(args).await,
+        Bench::Console(args) => return console::run(args).await,
     };
     let upstream = start_upstream(args.upstream_listen).await?;
     let direct = format!("http://{upstream}/mcp");
