@@ -60,6 +60,27 @@ const work = mkdtempSync(join(tmpdir(), 'portcullis-console-e2e-'));
 let passed = 0;
 let current = null;
 
+// Downloads what the link at `selector` serves into `file`. A bundle or a proof exists only
+// once a signed checkpoint covers its events; until then the link answers with a page
+// saying "Not yet signed, try again in a moment", and so does this: back, and again.
+async function downloadFrom(page, selector, file) {
+  const from = page.url();
+  for (let attempt = 1; ; attempt += 1) {
+    const download = page.waitForEvent('download', { timeout: 5_000 }).catch(() => null);
+    await page.locator(selector).click();
+    const got = await download;
+    if (got && (await got.failure()) === null) {
+      await got.saveAs(file);
+      return;
+    }
+    const said = (await page.locator('main').textContent().catch(() => '')) || '';
+    assert.ok(attempt < 20 && /Not yet signed/.test(said), `no download from ${selector}: ${said}`);
+    console.log(`    ${selector}: not yet signed, again (attempt ${attempt})`);
+    await sleep(500);
+    await page.goto(from);
+  }
+}
+
 async function step(name, fn) {
   const started = Date.now();
   current = name;
@@ -281,9 +302,8 @@ try {
       assert.equal(await page.locator('ol#timeline > li:visible').count(), total);
       await page.getByText('refund_payment').first().waitFor();
       await shot(page, 'replay');
-      const [download] = await Promise.all([page.waitForEvent('download'), page.locator('a[data-testid=export]').click()]);
       const bundle = join(work, 'session-bundle.json');
-      await download.saveAs(bundle);
+      await downloadFrom(page, 'a[data-testid=export]', bundle);
       JSON.parse(readFileSync(bundle, 'utf8'));
       execFileSync(BIN, ['sessions', 'verify-bundle', bundle, '--pubkey', AUDIT_PUBKEY], { stdio: 'pipe' });
     });
@@ -299,9 +319,8 @@ try {
       await row.first().locator('a').first().click();
       await page.waitForURL((u) => /^\/console\/audit\/[^/]+$/.test(u.pathname));
       await shot(page, 'audit-event');
-      const [download] = await Promise.all([page.waitForEvent('download'), page.locator('a[data-testid=proof]').click()]);
       const proof = join(work, 'proof.json');
-      await download.saveAs(proof);
+      await downloadFrom(page, 'a[data-testid=proof]', proof);
       const out = execFileSync(BIN, ['audit', 'verify-proof', proof, '--pubkey', AUDIT_PUBKEY], { encoding: 'utf8', stdio: 'pipe' });
       console.log(`    verify-proof: ${out.trim().split('\n')[0]}`);
     });

@@ -287,7 +287,7 @@ async fn event(
             @if let Some(a) = &e.approval { dt { "Approval" } dd { a href={ "/console/approvals/" (segment(a)) } { (a) } } }
         }
         p {
-            a data-testid="proof" href={ "/console/audit/" (segment(&e.id)) "/proof" } download { "Download the inclusion proof" }
+            a data-testid="proof" href={ "/console/audit/" (segment(&e.id)) "/proof" } { "Download the inclusion proof" }
             " — check it anywhere with " code { "portcullis audit verify-proof FILE --pubkey audit.pub" } ". The download is recorded in the audit log."
         }
         h2 { "Canonical JSON" }

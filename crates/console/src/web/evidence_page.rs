@@ -355,7 +355,7 @@ async fn show(State(web): State<Arc<Web>>, viewer: Viewer) -> Response {
                     tbody {
                         @for f in &documents {
                             tr data-file=(f.name) {
-                                td { a href={ "/console/evidence/files/" (f.name) } download { (f.name) } }
+                                td { a href={ "/console/evidence/files/" (f.name) } { (f.name) } }
                                 td { (kind(&f.name)) }
                                 td {
                                     @if let Some((since, until)) = period(&f.name) {
@@ -366,7 +366,7 @@ async fn show(State(web): State<Arc<Web>>, viewer: Viewer) -> Response {
                                 td { @if let Some(m) = f.modified { (time(&rfc3339(m))) } }
                                 td {
                                     @if signed.contains(f.name.as_str()) {
-                                        a href={ "/console/evidence/files/" (f.name) ".sig" } download { "signed (.sig)" }
+                                        a href={ "/console/evidence/files/" (f.name) ".sig" } { "signed (.sig)" }
                                     } @else {
                                         span.status.warning { "no signature" }
                                     }

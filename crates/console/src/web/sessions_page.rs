@@ -405,7 +405,7 @@ async fn show(
             dt { "Requests" } dd { (s.requests) }
             dt { "Outcomes" } dd { (outcomes(s)) }
         }
-        p { a data-testid="export" href={ "/console/sessions/" (segment(&s.id)) "/export" } download { "Download the evidence bundle" } " (the same file as " code { "portcullis sessions export" } "; check it with " code { "portcullis sessions verify-bundle" } ")." }
+        p { a data-testid="export" href={ "/console/sessions/" (segment(&s.id)) "/export" } { "Download the evidence bundle" } " (the same file as " code { "portcullis sessions export" } "; check it with " code { "portcullis sessions verify-bundle" } ")." }
         h2 #timeline-title { "Timeline" }
         div.replay #replay-controls hidden {
             button type="button" data-testid="replay" aria-controls="timeline" { "Replay" }
