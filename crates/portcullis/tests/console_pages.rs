@@ -11,85 +11,15 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::console::Browser;
 use common::{Gateway, api_key, binary, demo_server_command, free_port, modern_call};
-use reqwest::StatusCode;
-use reqwest::header::{CONTENT_DISPOSITION, COOKIE, LOCATION, ORIGIN, SET_COOKIE};
+use reqwest::header::CONTENT_DISPOSITION;
 use serde_json::{Value, json};
-
-/// The value of the `name` cookie a response sets.
-fn set_cookie(resp: &reqwest::Response, name: &str) -> String {
-    resp.headers()
-        .get_all(SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|v| v.strip_prefix(&format!("{name}=")))
-        .and_then(|rest| rest.split(';').next())
-        .unwrap_or_else(|| panic!("no {name} cookie in {:?}", resp.headers()))
-        .to_string()
-}
 
 /// The text between `before` and the next `"` after it.
 fn attr_after<'a>(html: &'a str, before: &str) -> Option<&'a str> {
     let start = html.find(before)? + before.len();
     html[start..].split('"').next()
-}
-
-/// A value percent-encoded for an `application/x-www-form-urlencoded` body.
-fn form_value(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-/// Signs in with `key` like a browser: returns the console session cookie (`name=value`).
-async fn sign_in(client: &reqwest::Client, admin: &str, key: &str) -> String {
-    let page = client
-        .get(format!("{admin}/console/sign-in"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(page.status(), StatusCode::OK);
-    let flow = set_cookie(&page, "__Host-portcullis-sign-in");
-    let html = page.text().await.unwrap();
-    let state = attr_after(&html, "name=\"state\" value=\"")
-        .expect("the sign-in form has a hidden state")
-        .to_string();
-    let resp = client
-        .post(format!("{admin}/console/auth/api-key"))
-        .header(COOKIE, format!("__Host-portcullis-sign-in={flow}"))
-        .header(ORIGIN, admin)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!(
-            "state={}&api_key={}",
-            form_value(&state),
-            form_value(key)
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        resp.status(),
-        StatusCode::SEE_OTHER,
-        "{:?}",
-        resp.text().await
-    );
-    format!(
-        "__Host-portcullis-console={}",
-        set_cookie(&resp, "__Host-portcullis-console")
-    )
-}
-
-async fn get(client: &reqwest::Client, url: String, cookie: &str) -> (StatusCode, String) {
-    let resp = client.get(url).header(COOKIE, cookie).send().await.unwrap();
-    let status = resp.status();
-    (status, resp.text().await.unwrap())
 }
 
 fn run(args: &[&str]) -> (bool, String) {
@@ -199,79 +129,51 @@ styles = {{ credit_card = "partial" }}
     )
     .await;
 
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-
     // Not signed in: sent to sign in.
-    let resp = client
-        .get(format!("{admin}/console/sessions"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let page = Browser::new(&admin).get("/console/sessions").await;
+    assert_eq!(page.status, 303);
     assert!(
-        resp.headers()[LOCATION]
-            .to_str()
-            .unwrap()
-            .contains("/console/sign-in"),
-        "{:?}",
-        resp.headers()
+        page.location().contains("/console/sign-in"),
+        "{}",
+        page.location()
     );
 
     // Someone who is not a recording reader: a 403 that says who may.
-    let carl = sign_in(&client, &admin, &clerk.key).await;
+    let mut carl = Browser::new(&admin);
+    carl.sign_in(&clerk.key).await;
     for page in ["/console/sessions", "/console/audit"] {
-        let (status, html) = get(&client, format!("{admin}{page}"), &carl).await;
-        assert_eq!(status, StatusCode::FORBIDDEN, "{page}");
+        let (status, html) = carl.text(page).await;
+        assert_eq!(status, 403, "{page}");
         assert!(html.contains("members of leads"), "{html}");
     }
 
-    let lena = sign_in(&client, &admin, &lead.key).await;
+    let mut lena = Browser::new(&admin);
+    lena.sign_in(&lead.key).await;
 
     // The list: both requests, the denied one marked so; the outcome filter keeps it alone.
-    let (status, html) = get(&client, format!("{admin}/console/sessions"), &lena).await;
-    assert_eq!(status, StatusCode::OK, "{html}");
+    let (status, html) = lena.text("/console/sessions").await;
+    assert_eq!(status, 200, "{html}");
     assert_eq!(html.matches("<tr data-session=\"").count(), 2, "{html}");
     assert!(html.contains("1 denied"), "{html}");
-    let (_, html) = get(
-        &client,
-        format!("{admin}/console/sessions?outcome=denied&who=billing-agent"),
-        &lena,
-    )
-    .await;
+    let (_, html) = lena
+        .text("/console/sessions?outcome=denied&who=billing-agent")
+        .await;
     assert_eq!(html.matches("<tr data-session=\"").count(), 1, "{html}");
-    let (_, html) = get(
-        &client,
-        format!("{admin}/console/sessions?outcome=allowed"),
-        &lena,
-    )
-    .await;
+    let (_, html) = lena.text("/console/sessions?outcome=allowed").await;
     let session = attr_after(&html, "<tr data-session=\"")
         .expect("the allowed call's session")
         .to_string();
     assert!(html.contains(&format!("href=\"/console/sessions/{session}\"")));
-    let (status, html) = get(
-        &client,
-        format!("{admin}/console/sessions?since=yesterday"),
-        &lena,
-    )
-    .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, html) = lena.text("/console/sessions?since=yesterday").await;
+    assert_eq!(status, 400);
     assert!(
         html.contains("since") && html.contains("RFC 3339"),
         "{html}"
     );
 
     // The session: its timeline with what was sent and what came back, and the replay.
-    let (status, html) = get(
-        &client,
-        format!("{admin}/console/sessions/{session}"),
-        &lena,
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{html}");
+    let (status, html) = lena.text(&format!("/console/sessions/{session}")).await;
+    assert_eq!(status, 200, "{html}");
     assert!(html.contains("class=\"timeline\""), "{html}");
     assert!(html.contains("data-kind=\"request\""), "{html}");
     assert!(html.contains("data-side=\"request\""), "{html}");
@@ -284,11 +186,11 @@ styles = {{ credit_card = "partial" }}
     assert!(html.contains("data-testid=\"replay\""), "{html}");
     assert!(html.contains("src=\"/console/static/replay.js\""), "{html}");
     assert!(!html.contains("style="), "no inline styles: {html}");
-    let (status, js) = get(&client, format!("{admin}/console/static/replay.js"), &lena).await;
-    assert_eq!(status, StatusCode::OK);
+    let (status, js) = lena.text("/console/static/replay.js").await;
+    assert_eq!(status, 200);
     assert!(js.contains("PortcullisPages"));
-    let (status, _) = get(&client, format!("{admin}/console/sessions/no-such"), &lena).await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = lena.text("/console/sessions/no-such").await;
+    assert_eq!(status, 404);
 
     // The export: the evidence bundle, as a file, that `sessions verify-bundle` accepts.
     assert!(html.contains(&format!(
@@ -297,23 +199,20 @@ styles = {{ credit_card = "partial" }}
     let bundle_file = keys.path().join("bundle.json");
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let resp = client
-            .get(format!("{admin}/console/sessions/{session}/export"))
-            .header(COOKIE, &lena)
-            .send()
-            .await
-            .unwrap();
-        if resp.status() == StatusCode::CONFLICT && Instant::now() < deadline {
+        let resp = lena
+            .get(&format!("/console/sessions/{session}/export"))
+            .await;
+        if resp.status == 409 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         }
-        assert_eq!(resp.status(), StatusCode::OK);
-        let disposition = resp.headers()[CONTENT_DISPOSITION].to_str().unwrap();
+        assert_eq!(resp.status, 200);
+        let disposition = resp.headers[CONTENT_DISPOSITION].to_str().unwrap();
         assert_eq!(
             disposition,
             format!("attachment; filename=\"session-{session}.json\"")
         );
-        std::fs::write(&bundle_file, resp.bytes().await.unwrap()).unwrap();
+        std::fs::write(&bundle_file, resp.body.as_bytes()).unwrap();
         break;
     }
     let (ok, out) = run(&[
@@ -326,21 +225,15 @@ styles = {{ credit_card = "partial" }}
     assert!(ok, "verify-bundle: {out}");
 
     // The audit search: newest first, filtered, and bad values named.
-    let (status, html) = get(
-        &client,
-        format!("{admin}/console/audit?type=request&identity=billing-agent&outcome=denied"),
-        &lena,
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{html}");
+    let (status, html) = lena
+        .text("/console/audit?type=request&identity=billing-agent&outcome=denied")
+        .await;
+    assert_eq!(status, 200, "{html}");
     assert_eq!(html.matches("<tr data-event=\"").count(), 1, "{html}");
     assert!(html.contains("agents never delete"), "{html}");
-    let (_, html) = get(
-        &client,
-        format!("{admin}/console/audit?type=request&rule=agents+look+up+customers"),
-        &lena,
-    )
-    .await;
+    let (_, html) = lena
+        .text("/console/audit?type=request&rule=agents+look+up+customers")
+        .await;
     let event_id = attr_after(&html, "<tr data-event=\"")
         .expect("the allowed request's event")
         .to_string();
@@ -350,8 +243,8 @@ styles = {{ credit_card = "partial" }}
         ("until=soon", "until", "RFC 3339"),
         ("limit=0", "limit", "1 to 1000"),
     ] {
-        let (status, html) = get(&client, format!("{admin}/console/audit?{query}"), &lena).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}");
+        let (status, html) = lena.text(&format!("/console/audit?{query}")).await;
+        assert_eq!(status, 400, "{query}");
         assert!(
             html.contains(field) && html.contains(accepted),
             "{query}: {html}"
@@ -359,41 +252,31 @@ styles = {{ credit_card = "partial" }}
     }
 
     // The event: its fields, leaf index, canonical JSON and the proof link.
-    let (status, html) = get(&client, format!("{admin}/console/audit/{event_id}"), &lena).await;
-    assert_eq!(status, StatusCode::OK, "{html}");
+    let (status, html) = lena.text(&format!("/console/audit/{event_id}")).await;
+    assert_eq!(status, 200, "{html}");
     assert!(html.contains("<dl class=\"facts\""), "{html}");
     assert!(html.contains("data-testid=\"leaf-index\""), "{html}");
     assert!(html.contains(&format!(
         "data-testid=\"proof\" href=\"/console/audit/{event_id}/proof\""
     )));
-    let (status, _) = get(
-        &client,
-        format!("{admin}/console/audit/no-such-event"),
-        &lena,
-    )
-    .await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = lena.text("/console/audit/no-such-event").await;
+    assert_eq!(status, 404);
 
     // The proof: the file `audit proof` writes, accepted by the real `audit verify-proof`.
     let proof_file = keys.path().join("proof.json");
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let resp = client
-            .get(format!("{admin}/console/audit/{event_id}/proof"))
-            .header(COOKIE, &lena)
-            .send()
-            .await
-            .unwrap();
-        if resp.status() == StatusCode::CONFLICT && Instant::now() < deadline {
+        let resp = lena.get(&format!("/console/audit/{event_id}/proof")).await;
+        if resp.status == 409 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         }
-        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.status, 200);
         assert_eq!(
-            resp.headers()[CONTENT_DISPOSITION].to_str().unwrap(),
+            resp.headers[CONTENT_DISPOSITION].to_str().unwrap(),
             format!("attachment; filename=\"proof-{event_id}.json\"")
         );
-        std::fs::write(&proof_file, resp.bytes().await.unwrap()).unwrap();
+        std::fs::write(&proof_file, resp.body.as_bytes()).unwrap();
         break;
     }
     let (ok, out) = run(&[

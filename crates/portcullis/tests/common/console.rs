@@ -107,6 +107,12 @@ impl Browser {
         self.finish(response).await
     }
 
+    /// A GET's status and body.
+    pub async fn text(&mut self, path: &str) -> (u16, String) {
+        let page = self.get(path).await;
+        (page.status, page.body)
+    }
+
     /// Posts a form from the console's own origin.
     pub async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
         let origin = self.origin.clone();
