@@ -289,7 +289,7 @@ async fn request(
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Form(form): Form<AskForm>,
 ) -> Response {
-    if let Err(refused) = auth::check_form(&web, Some(&viewer), &headers, form.csrf.as_deref()) {
+    if let Err(refused) = auth::check_form(&web, &viewer, &headers, form.csrf.as_deref()) {
         return refused;
     }
     let asked = GrantBody {
@@ -353,7 +353,7 @@ async fn revoke(
     Path(grant): Path<String>,
     Form(form): Form<RevokeForm>,
 ) -> Response {
-    if let Err(refused) = auth::check_form(&web, Some(&viewer), &headers, form.csrf.as_deref()) {
+    if let Err(refused) = auth::check_form(&web, &viewer, &headers, form.csrf.as_deref()) {
         return refused;
     }
     match web

@@ -21,14 +21,22 @@ use maud::html;
 use portcullis_model::{EventType, Outcome};
 use serde::Deserialize;
 
-use super::Web;
 use super::auth::{self, Viewer};
 use super::page::{self, Section, csrf_field, notice, page, time};
+use super::{PendingPin, Web};
 
 pub(crate) fn routes() -> Router<Arc<Web>> {
     Router::new()
         .route("/admin", get(show))
         .route("/admin/pins/accept", post(accept))
+}
+
+/// The tools waiting for acceptance, read off the async threads (the pin store is SQLite).
+async fn pending_pins(web: &Web) -> Result<Vec<PendingPin>, String> {
+    let pins = web.settings.pins.clone();
+    tokio::task::spawn_blocking(move || pins.pending())
+        .await
+        .unwrap_or_else(|e| Err(format!("the pin store reader failed: {e}")))
 }
 
 /// The 403 page for someone who is not a console admin.
@@ -66,10 +74,7 @@ async fn show(
     if !viewer.is_admin {
         return not_admin(&web, &viewer);
     }
-    let pins = web.settings.pins.clone();
-    let pending = tokio::task::spawn_blocking(move || pins.pending())
-        .await
-        .unwrap_or_else(|e| Err(format!("the pin store reader failed: {e}")));
+    let pending = pending_pins(&web).await;
     // Said only when true: a link cannot make the page claim an acceptance that did not happen.
     let message = match (&query.accepted, &query.target, &pending) {
         (Some(tool), Some(target), Ok(list))
@@ -192,7 +197,7 @@ async fn accept(
     headers: HeaderMap,
     Form(form): Form<AcceptForm>,
 ) -> Response {
-    if let Err(refused) = auth::check_form(&web, Some(&viewer), &headers, form.csrf.as_deref()) {
+    if let Err(refused) = auth::check_form(&web, &viewer, &headers, form.csrf.as_deref()) {
         return refused;
     }
     if !viewer.is_admin {
@@ -227,10 +232,7 @@ async fn accept(
         );
     }
     // What is accepted is on the record before the pin changes.
-    let pins = web.settings.pins.clone();
-    let pending = tokio::task::spawn_blocking(move || pins.pending())
-        .await
-        .unwrap_or_else(|e| Err(format!("the pin store reader failed: {e}")));
+    let pending = pending_pins(&web).await;
     let old = match pending {
         Ok(list) => match list
             .into_iter()

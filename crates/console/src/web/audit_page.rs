@@ -313,16 +313,13 @@ async fn download_proof(
     }
     let dir = web.admin.data_dir.clone();
     let wanted = event_id.clone();
-    let built = match tokio::task::spawn_blocking(move || proof::build_proof(&dir, &wanted)).await {
+    let built = match super::page::off_thread(&viewer, "Proof failed", move || {
+        proof::build_proof(&dir, &wanted)
+    })
+    .await
+    {
         Ok(built) => built,
-        Err(_) => {
-            return problem(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Proof failed",
-                "Making the proof stopped unexpectedly. Nothing was sent; try again.",
-                Some(&viewer),
-            );
-        }
+        Err(refused) => return refused,
     };
     let made = match built {
         Ok(made) => made,

@@ -377,17 +377,16 @@ impl FromRequestParts<Arc<Web>> for MaybeViewer {
 }
 
 /// The checks on every state-changing request: it comes from the console's own origin, and
-/// quotes the session's CSRF token. Either failing is a 403 page saying which.
+/// quotes the session's CSRF token. Either failing is a 403 page saying which. (A form
+/// without a session, the API-key sign-in, has only `check_origin` and its flow's `state`.)
 pub(crate) fn check_form(
     web: &Web,
-    viewer: Option<&Viewer>,
+    viewer: &Viewer,
     headers: &HeaderMap,
     csrf: Option<&str>,
 ) -> Result<(), Response> {
-    check_origin(web, headers, viewer)?;
-    if let Some(viewer) = viewer
-        && !csrf.is_some_and(|token| same(token, &viewer.csrf))
-    {
+    check_origin(web, headers, Some(viewer))?;
+    if !csrf.is_some_and(|token| same(token, &viewer.csrf)) {
         return Err(page::problem(
             StatusCode::FORBIDDEN,
             "Form refused",

@@ -295,10 +295,14 @@ async fn show(State(web): State<Arc<Web>>, viewer: Viewer) -> Response {
         return refused;
     }
     let dir = web.settings.evidence_dir.clone();
-    let listed = tokio::task::spawn_blocking(move || entries(&dir)).await;
+    let listed =
+        match page::off_thread(&viewer, "Evidence unavailable", move || entries(&dir)).await {
+            Ok(listed) => listed,
+            Err(refused) => return refused,
+        };
     let files = match listed {
-        Ok(Ok(files)) => files,
-        Ok(Err(e)) => {
+        Ok(files) => files,
+        Err(e) => {
             return page::problem(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Evidence unavailable",
@@ -306,14 +310,6 @@ async fn show(State(web): State<Arc<Web>>, viewer: Viewer) -> Response {
                     "The evidence directory {} cannot be read: {e}",
                     web.settings.evidence_dir.display()
                 ),
-                Some(&viewer),
-            );
-        }
-        Err(e) => {
-            return page::problem(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Evidence unavailable",
-                &format!("Listing the evidence directory failed: {e}"),
                 Some(&viewer),
             );
         }
@@ -449,23 +445,19 @@ async fn download(
     }
     let dir = web.settings.evidence_dir.clone();
     let wanted = name.clone();
-    let read = tokio::task::spawn_blocking(move || read_listed(&dir, &wanted)).await;
+    let read = match page::off_thread(&viewer, "Not sent", move || read_listed(&dir, &wanted)).await
+    {
+        Ok(read) => read,
+        Err(refused) => return refused,
+    };
     let bytes = match read {
-        Ok(Ok(Some(bytes))) => bytes,
-        Ok(Ok(None)) => return not_found(),
-        Ok(Err(e)) => {
-            return page::problem(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Not sent",
-                &format!("The document cannot be read: {e}"),
-                Some(&viewer),
-            );
-        }
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return not_found(),
         Err(e) => {
             return page::problem(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Not sent",
-                &format!("Reading the document failed: {e}"),
+                &format!("The document cannot be read: {e}"),
                 Some(&viewer),
             );
         }

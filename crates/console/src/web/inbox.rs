@@ -444,7 +444,7 @@ async fn decide(
             );
         }
     };
-    if let Err(refused) = auth::check_form(&web, Some(&viewer), &headers, form.csrf.as_deref()) {
+    if let Err(refused) = auth::check_form(&web, &viewer, &headers, form.csrf.as_deref()) {
         return refused;
     }
     let result = web

@@ -118,6 +118,24 @@ pub(crate) fn problem(
     (status, page(title, viewer, Section::None, body)).into_response()
 }
 
+/// Runs `work` (file or SQLite reads) off the async threads. Should it stop unexpectedly
+/// (a panic), the person gets a 500 page titled `title`, and nothing was sent or changed.
+pub(crate) async fn off_thread<T: Send + 'static>(
+    viewer: &Viewer,
+    title: &str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Response> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
+        tracing::error!("console: {title}: the work stopped unexpectedly: {e}");
+        problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            title,
+            "The work stopped unexpectedly. Nothing was sent or changed; try again.",
+            Some(viewer),
+        )
+    })
+}
+
 pub(crate) async fn not_found() -> Response {
     problem(
         StatusCode::NOT_FOUND,

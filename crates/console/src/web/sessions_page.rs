@@ -518,16 +518,13 @@ async fn export(
     }
     let dir = web.admin.data_dir.clone();
     let wanted = id.clone();
-    let made = match tokio::task::spawn_blocking(move || bundle::export(&dir, &wanted)).await {
+    let made = match super::page::off_thread(&viewer, "Export failed", move || {
+        bundle::export(&dir, &wanted)
+    })
+    .await
+    {
         Ok(made) => made,
-        Err(_) => {
-            return problem(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Export failed",
-                "The export stopped unexpectedly. Nothing was sent; try again.",
-                Some(&viewer),
-            );
-        }
+        Err(refused) => return refused,
     };
     let bundle = match made {
         Ok((bundle, _)) => bundle,

@@ -625,72 +625,52 @@ async fn api_key_sign_in(
             StatusCode::BAD_REQUEST,
         );
     };
+    // Each refusal: what the log records, what the person is told, and the status.
     let throttle = web.admin.auth.failures();
-    if let portcullis_limits::Admission::Throttled { retry_after } = throttle.admit(peer.ip()) {
-        record_refusal(
-            &web,
-            peer,
-            "api-key",
-            "too many failed sign-ins from this address",
-        )
-        .await;
-        return sign_in_response(
-            &web,
-            peer.ip(),
-            jar,
-            flow.next,
-            flow.kept,
-            Some((
-                "error",
-                &format!(
-                    "Too many failed sign-ins from your address; try again in {} seconds.",
-                    retry_after.as_secs().max(1)
-                ),
-            )),
+    let checked = if let portcullis_limits::Admission::Throttled { retry_after } =
+        throttle.admit(peer.ip())
+    {
+        Err((
+            "too many failed sign-ins from this address".to_string(),
+            format!(
+                "Too many failed sign-ins from your address; try again in {} seconds.",
+                retry_after.as_secs().max(1)
+            ),
             StatusCode::TOO_MANY_REQUESTS,
-        );
-    }
-    let identity = match web.admin.auth.authenticate(form.api_key.trim()).await {
-        Ok(identity) if identity.kind == IdentityKind::Human => identity,
-        Ok(identity) => {
-            record_refusal(
-                &web,
-                peer,
-                "api-key",
-                &format!("{} is not a human identity", identity.subject),
-            )
-            .await;
-            return sign_in_response(
-                &web,
-                peer.ip(),
-                jar,
-                flow.next,
-                flow.kept,
-                Some((
-                    "error",
-                    "That key belongs to an agent or a service; the console is for people.",
-                )),
+        ))
+    } else {
+        match web.admin.auth.authenticate(form.api_key.trim()).await {
+            Ok(identity) if identity.kind == IdentityKind::Human => Ok(identity),
+            Ok(identity) => Err((
+                format!("{} is not a human identity", identity.subject),
+                "That key belongs to an agent or a service; the console is for people.".into(),
                 StatusCode::FORBIDDEN,
-            );
-        }
-        Err(e) => {
-            throttle.failed(peer.ip());
-            record_refusal(&web, peer, "api-key", &format!("{}: {e}", e.code())).await;
-            return sign_in_response(
-                &web,
-                peer.ip(),
-                jar,
-                flow.next,
-                flow.kept,
-                Some((
-                    "error",
-                    "Sign-in refused: that is not a valid API key of this gateway.",
-                )),
-                StatusCode::UNAUTHORIZED,
-            );
+            )),
+            Err(e) => {
+                throttle.failed(peer.ip());
+                Err((
+                    format!("{}: {e}", e.code()),
+                    "Sign-in refused: that is not a valid API key of this gateway.".into(),
+                    StatusCode::UNAUTHORIZED,
+                ))
+            }
         }
     };
-    signed_in(&web, jar, identity, Method::ApiKey, flow.next, flow.kept).await
+    match checked {
+        Ok(identity) => signed_in(&web, jar, identity, Method::ApiKey, flow.next, flow.kept).await,
+        Err((why, told, status)) => {
+            record_refusal(&web, peer, "api-key", &why).await;
+            sign_in_response(
+                &web,
+                peer.ip(),
+                jar,
+                flow.next,
+                flow.kept,
+                Some(("error", &told)),
+                status,
+            )
+        }
+    }
 }
 
 async fn record_refusal(web: &Web, peer: SocketAddr, method: &str, why: &str) {
@@ -763,7 +743,7 @@ async fn sign_out(
     jar: CookieJar,
     Form(form): Form<SignOutForm>,
 ) -> Response {
-    if let Err(refused) = auth::check_form(&web, Some(&viewer), &headers, form.csrf.as_deref()) {
+    if let Err(refused) = auth::check_form(&web, &viewer, &headers, form.csrf.as_deref()) {
         return refused;
     }
     web.sessions.end(&viewer);
