@@ -5,8 +5,8 @@
 //! in another language later) would make a valid log look tampered with.
 
 use portcullis_model::{
-    Actor, AuditEvent, DataFinding, EvidenceRecord, Identity, PayloadDigest, RecordedRef,
-    RemovedRecord, SegmentRecord, StatementRecord,
+    Actor, AuditEvent, DataFinding, EvidenceRecord, HttpRecord, Identity, PayloadDigest,
+    RecordedRef, RemovedRecord, SegmentRecord, StatementRecord,
 };
 
 /// Canonical bytes of an event: the RFC 8785 JSON canonicalization (JCS) of its serde
@@ -56,6 +56,7 @@ fn write_event(out: &mut Vec<u8>, event: &AuditEvent) {
         findings,
         masked,
         statement,
+        http,
         recorded,
         segment,
         removed,
@@ -91,6 +92,10 @@ fn write_event(out: &mut Vec<u8>, event: &AuditEvent) {
     }
     obj.str("gateway", gateway);
     obj.opt_str("grant", grant.as_deref());
+    if let Some(http) = http {
+        obj.key("http");
+        write_http(obj.out, http);
+    }
     obj.str("id", id);
     if let Some(identity) = identity {
         obj.key("identity");
@@ -218,6 +223,33 @@ fn write_removed(out: &mut Vec<u8>, removed: &RemovedRecord) {
     }
     if !segments.is_empty() {
         write_list(&mut obj, "segments", segments);
+    }
+    obj.end();
+}
+
+fn write_http(out: &mut Vec<u8>, http: &HttpRecord) {
+    let HttpRecord {
+        method,
+        route,
+        status,
+        request_bytes,
+        response_bytes,
+        upstream_ms,
+    } = http;
+    let mut obj = Object::new(out);
+    obj.str("method", method);
+    obj.key("request_bytes");
+    write_integer(obj.out, *request_bytes);
+    obj.key("response_bytes");
+    write_integer(obj.out, *response_bytes);
+    obj.opt_str("route", route.as_deref());
+    if let Some(status) = status {
+        obj.key("status");
+        write_integer(obj.out, u64::from(*status));
+    }
+    if let Some(ms) = upstream_ms.filter(|ms| ms.is_finite()) {
+        obj.key("upstream_ms");
+        write_number(obj.out, ms);
     }
     obj.end();
 }
@@ -488,6 +520,14 @@ mod tests {
                 tables: vec![text.into(), "public.a".into()],
                 functions: vec!["pg_catalog.count".into()],
                 rows: Some(u64::MAX),
+            }),
+            http: Some(HttpRecord {
+                method: "POST".into(),
+                route: Some(format!("/customers/{{id}}/{text}")),
+                status: Some(202),
+                request_bytes: u64::MAX,
+                response_bytes: 0,
+                upstream_ms: Some(duration),
             }),
             recorded: Some(RecordedRef {
                 request: Some(format!("{text}req")),

@@ -363,6 +363,7 @@ impl AuditLog {
             findings: None,
             masked: None,
             statement: None,
+            http: None,
             recorded: None,
             segment: None,
             removed: None,

@@ -25,6 +25,7 @@ mod de;
 mod error;
 pub mod evidence;
 pub mod gateway;
+mod http_paths;
 pub mod identity;
 pub mod masks;
 mod pg_url;
@@ -43,16 +44,20 @@ pub use console::{Console, ConsoleOidc};
 pub use error::{ConfigError, SourceFile};
 pub use evidence::{Evidence, EvidenceFormat, Schedule, WorkHours};
 pub use gateway::{Gateway, Limits, Tls};
+pub use http_paths::PathTemplate;
 pub use identity::{ApiKey, IdentityConfig, OidcIssuer};
 pub use masks::{CustomDetector, MaskProfile, MaskStyle};
 pub use pg_url::PgUpstream;
 pub use recording::{Recording, RecordingMode};
-pub use rules::{Rule, RuleDecision, STATEMENT_KINDS, SqlMatch, Who};
+pub use rules::{HttpMatch, Rule, RuleDecision, STATEMENT_KINDS, SqlMatch, Who};
 pub use sinks::{
     ClientTls, FileSink, HttpPreset, HttpSink, NatsSink, OtlpSink, Secret, SinkFilter, SinkKind,
     SinkSpec, SyslogFacility, SyslogSink, SyslogTransport,
 };
-pub use targets::{McpTarget, McpUpstream, PostgresTarget, TargetSpec, UpstreamAuth, UpstreamTls};
+pub use targets::{
+    HttpCredential, HttpTarget, McpTarget, McpUpstream, PostgresTarget, TargetSpec, UpstreamAuth,
+    UpstreamTls,
+};
 
 use spans::Locator;
 

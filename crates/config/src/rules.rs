@@ -56,12 +56,19 @@ pub struct Rule {
     /// for approval, matched as for `deny`.
     #[serde(default)]
     pub hold: Option<SqlMatch>,
+    /// For HTTP targets: `http.methods = ["GET"]`, `http.paths = ["/customers/{id}"]`: the
+    /// requests this rule is about. See [`HttpMatch`].
+    #[serde(default)]
+    pub http: Option<HttpMatch>,
     /// An optional CEL condition; the rule matches only when it is true. Variables:
     /// `args` (the call's arguments), `identity` (`subject`, `issuer`, `kind`, `groups`,
     /// `auth_method`), `tool` and `resource` (the name or URI acted on), `target`, `verb`,
     /// `findings` (detectors that found sensitive data in the arguments) and, for database
     /// targets, `sql` (`kind`, `kinds`, `tables`, `functions`, `no_where`; for other actions
-    /// `kind` is `""` and the lists are empty).
+    /// `kind` is `""` and the lists are empty); for HTTP targets, `request` (`method`, `path`,
+    /// `query`: each key's values as a list, `headers`: lower-case names, credentials left
+    /// out), `body` (the JSON body, `null` when there is none; also as `args`) and `params`
+    /// (what the rule's path template bound: `params.id`).
     /// Example: `args.amount > 500`, `"audit.log" in sql.tables`. A condition that cannot
     /// be evaluated fails closed.
     #[serde(default)]
@@ -154,6 +161,21 @@ impl SqlMatch {
     }
 }
 
+/// The `http` sub-table of a rule: which requests of an HTTP target it is about. Each list
+/// present must match; an empty list matches any.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpMatch {
+    /// Methods (`GET`, `POST` ...), compared with the request's exactly (HTTP methods are
+    /// case-sensitive; write them in capitals).
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Path templates (`/customers/{id}`, `/orders/*`, `/files/**`); see
+    /// [`crate::PathTemplate`].
+    #[serde(default)]
+    pub paths: Vec<String>,
+}
+
 /// The statement kinds the database adapter reports and `statements` may name.
 pub const STATEMENT_KINDS: &[&str] = &[
     "select",
@@ -202,13 +224,14 @@ impl Rule {
         }
     }
 
-    /// Whether the rule names no tools, resources, prompts or SQL sub-table: it covers
+    /// Whether the rule names no tools, resources, prompts, SQL or HTTP sub-table: it covers
     /// everything on its target.
     pub fn whole_target(&self) -> bool {
         self.tools.is_empty()
             && self.resources.is_empty()
             && self.prompts.is_empty()
             && self.sql().is_none()
+            && self.http.is_none()
     }
 }
 
@@ -291,6 +314,7 @@ impl Config {
             }
             let at = |m: String| loc.error_at(rule.name.span(), format!("rules[{i}] ({name}).{m}"));
             self.validate_sql_rule(rule, &at)?;
+            self.validate_http_rule(rule, &at)?;
             if rule.min_approvals == 0 {
                 return Err(at("min_approvals: must be at least 1".into()));
             }
@@ -439,6 +463,75 @@ impl Config {
             return Err(at(format!(
                 "{table}: an empty {table} matches no statement; list statements, tables or functions, or set {table}.without_where = true (for every statement on the target, leave the sub-table out and set decision = \"{table}\")"
             )));
+        }
+        Ok(())
+    }
+
+    /// A rule's `http` sub-table: for HTTP targets only, methods that are HTTP tokens in
+    /// capitals, templates that parse; and the other kinds' lists not on an HTTP target.
+    fn validate_http_rule(
+        &self,
+        rule: &Rule,
+        at: &dyn Fn(String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        let target = rule.target.get_ref();
+        let kind = self.targets.get(target).map(TargetSpec::kind);
+        if kind == Some(TargetKind::Http) {
+            if let Some(list) = [
+                ("tools", &rule.tools),
+                ("resources", &rule.resources),
+                ("prompts", &rule.prompts),
+            ]
+            .into_iter()
+            .find(|(_, l)| !l.is_empty())
+            {
+                return Err(at(format!(
+                    "{}: target {target} is an HTTP API, which has no {}; say which requests the rule is about with http.methods and http.paths",
+                    list.0, list.0
+                )));
+            }
+            if rule.sql().is_some() {
+                return Err(at(format!(
+                    "target {target} is an HTTP API; SQL sub-tables (allow.*, deny.*, hold.*) are for postgres targets: use http.methods and http.paths, and decision"
+                )));
+            }
+        }
+        let Some(http) = &rule.http else {
+            return Ok(());
+        };
+        if let Some(kind) = kind
+            && kind != TargetKind::Http
+        {
+            return Err(at(format!(
+                "http: target {target} is not an HTTP API ({kind:?}); http.methods and http.paths are for http targets"
+            )));
+        }
+        if http.methods.is_empty() && http.paths.is_empty() {
+            return Err(at(
+                "http: an empty http table says nothing; list http.methods or http.paths (for every request on the target, leave it out)".into(),
+            ));
+        }
+        for method in &http.methods {
+            let token = !method.is_empty()
+                && method
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if !token {
+                return Err(at(format!(
+                    "http.methods: {method:?} is not an HTTP method"
+                )));
+            }
+            if method.bytes().any(|b| b.is_ascii_lowercase()) {
+                return Err(at(format!(
+                    "http.methods: {method:?}: methods are case-sensitive and requests send them in capitals; write {:?}",
+                    method.to_ascii_uppercase()
+                )));
+            }
+        }
+        for path in &http.paths {
+            if let Err(e) = crate::PathTemplate::parse(path) {
+                return Err(at(format!("http.paths: {e}")));
+            }
         }
         Ok(())
     }

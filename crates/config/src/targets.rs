@@ -26,6 +26,8 @@ pub enum TargetSpec {
     Mcp(McpTarget),
     /// A PostgreSQL database, reached through a PostgreSQL listener of the gateway.
     Postgres(PostgresTarget),
+    /// An HTTP API, reached at `/http/<name>/` on the front door (and on `listen`, if set).
+    Http(HttpTarget),
 }
 
 impl TargetSpec {
@@ -34,22 +36,98 @@ impl TargetSpec {
         match self {
             TargetSpec::Mcp(_) => TargetKind::Mcp,
             TargetSpec::Postgres(_) => TargetKind::Postgres,
+            TargetSpec::Http(_) => TargetKind::Http,
         }
     }
 
     pub fn as_mcp(&self) -> Option<&McpTarget> {
         match self {
             TargetSpec::Mcp(mcp) => Some(mcp),
-            TargetSpec::Postgres(_) => None,
+            _ => None,
         }
     }
 
     pub fn as_postgres(&self) -> Option<&PostgresTarget> {
         match self {
             TargetSpec::Postgres(pg) => Some(pg),
-            TargetSpec::Mcp(_) => None,
+            _ => None,
         }
     }
+
+    pub fn as_http(&self) -> Option<&HttpTarget> {
+        match self {
+            TargetSpec::Http(http) => Some(http),
+            _ => None,
+        }
+    }
+}
+
+/// `kind = "http"`: an HTTP API, its credential and the bounds on each request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpTarget {
+    /// The base URL (`http://` or `https://`, ending in `/`): a request for `/http/NAME/a/b`
+    /// goes to `<upstream>a/b`.
+    pub upstream: String,
+    /// A listener of the target's own, where the API is served at `/` (for clients that
+    /// cannot take a path prefix).
+    pub listen: Option<SocketAddr>,
+    /// PEM CA certificates the upstream's certificate may chain to, besides the system's.
+    pub upstream_ca: Option<PathBuf>,
+    /// The upstream's own credential, injected on every forwarded request.
+    pub credential: Option<HttpCredential>,
+    /// How long the upstream may take to send its response headers.
+    pub timeout: Duration,
+    /// How long the caller may take to send its request body, and the upstream or the
+    /// caller may stall a response body (no byte moved) before the request is ended.
+    pub idle_timeout: Duration,
+    /// The largest request body read (policy sees the body before anything is forwarded).
+    pub max_request_body: usize,
+    /// The largest response body that is masked whole (JSON); larger masked answers are
+    /// refused, never passed unmasked.
+    pub max_response_body: usize,
+    /// The most requests in flight to the upstream at once.
+    pub max_upstream_connections: usize,
+    /// The longest a held request waits for its decision before the caller is answered with
+    /// an error naming the approval (the approval itself stays open until its rule's timeout).
+    pub hold_wait: Duration,
+}
+
+/// `upstream_credential`: what the gateway sends the upstream as its own credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpCredential {
+    /// `Authorization: Bearer <token>`.
+    Bearer(crate::sinks::Secret),
+    /// `Authorization: Basic base64(user:password)`.
+    Basic {
+        user: String,
+        password: crate::sinks::Secret,
+    },
+    /// `<header>: <value>`.
+    Header {
+        name: String,
+        value: crate::sinks::Secret,
+    },
+}
+
+/// `upstream_credential` as written: exactly one of `bearer`, `basic` or `header` + `value`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCredential {
+    #[serde(default)]
+    bearer: Option<crate::sinks::Secret>,
+    #[serde(default)]
+    basic: Option<RawBasic>,
+    #[serde(default)]
+    header: Option<String>,
+    #[serde(default)]
+    value: Option<crate::sinks::Secret>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBasic {
+    user: String,
+    password: crate::sinks::Secret,
 }
 
 /// `kind = "mcp"`: an MCP server and the bounds on its sessions.
@@ -206,6 +284,35 @@ pub(crate) struct RawTarget {
     /// refused. Each holds one upstream connection. Default: 100.
     #[serde(default)]
     max_connections: Option<usize>,
+    /// For `http`: the upstream's own credential, sent on every forwarded request (the
+    /// caller's `Authorization` and `Cookie` never are): `{ bearer = { env = "TOKEN" } }`,
+    /// `{ basic = { user = "svc", password = { file = "/run/secrets/pw" } } }` or
+    /// `{ header = "X-Api-Key", value = { env = "KEY" } }`.
+    #[serde(default)]
+    upstream_credential: Option<RawCredential>,
+    /// For `http`: how long the upstream may take to send its response headers. Default: `30s`.
+    #[serde(default, deserialize_with = "de_optional_duration")]
+    timeout: Option<Duration>,
+    /// For `http`: how long a request or response body may stall (no byte moved) before the
+    /// request is ended, so a slow client cannot hold an upstream connection. Default: `30s`.
+    #[serde(default, deserialize_with = "de_optional_duration")]
+    idle_timeout: Option<Duration>,
+    /// For `http`: the largest request body in bytes (policy sees the body before anything
+    /// is forwarded, so it is read whole). Default: 1 MiB.
+    #[serde(default)]
+    max_request_body: Option<usize>,
+    /// For `http`: the largest JSON response in bytes that is masked whole; a larger answer
+    /// that must be masked is refused, never passed unmasked. Default: 8 MiB.
+    #[serde(default)]
+    max_response_body: Option<usize>,
+    /// For `http`: the most requests in flight to the upstream at once; more wait.
+    /// Default: 256.
+    #[serde(default)]
+    max_upstream_connections: Option<usize>,
+    /// For `http`: the longest a held request waits for its decision before its caller gets
+    /// an error naming the approval. Default: `5m`.
+    #[serde(default, deserialize_with = "de_optional_duration")]
+    hold_wait: Option<Duration>,
 }
 
 /// `upstream_tls` as written; `verify-full` takes its CA from `upstream_ca`.
@@ -274,6 +381,7 @@ impl Resolver<'_> {
         match self.target.kind {
             TargetKind::Mcp => self.mcp().map(TargetSpec::Mcp),
             TargetKind::Postgres => self.postgres().map(TargetSpec::Postgres),
+            TargetKind::Http => self.http().map(TargetSpec::Http),
             other => Err(self.error(
                 "kind",
                 format!("targets.{name}.kind: {other:?} targets are not supported by this version"),
@@ -283,25 +391,54 @@ impl Resolver<'_> {
 
     fn mcp(&self) -> Result<McpTarget, ConfigError> {
         let (name, t) = (self.name, self.target);
-        let only_pg = [
-            ("listen", t.listen.is_some()),
-            ("upstream", t.upstream.is_some()),
-            ("user", t.user.is_some()),
-            ("password_env", t.password_env.is_some()),
-            ("upstream_tls", t.upstream_tls != UpstreamTlsMode::Disable),
-            ("upstream_ca", t.upstream_ca.is_some()),
-            ("record_results", t.record_results),
-            ("max_connections", t.max_connections.is_some()),
+        let others = [
+            (
+                "listen",
+                t.listen.is_some(),
+                "postgres and http targets take",
+            ),
+            (
+                "upstream",
+                t.upstream.is_some(),
+                "postgres and http targets take",
+            ),
+            ("user", t.user.is_some(), "a postgres target takes"),
+            (
+                "password_env",
+                t.password_env.is_some(),
+                "a postgres target takes",
+            ),
+            (
+                "upstream_tls",
+                t.upstream_tls != UpstreamTlsMode::Disable,
+                "a postgres target takes",
+            ),
+            (
+                "upstream_ca",
+                t.upstream_ca.is_some(),
+                "postgres and http targets take",
+            ),
+            (
+                "record_results",
+                t.record_results,
+                "a postgres target takes",
+            ),
+            (
+                "max_connections",
+                t.max_connections.is_some(),
+                "a postgres target takes",
+            ),
         ];
-        if let Some((field, _)) = only_pg.iter().find(|(_, set)| *set) {
+        if let Some((field, _, who)) = others.iter().find(|(_, set, _)| *set) {
             return Err(self.error(
                 field,
                 format!(
-                    "targets.{name}.{field}: only a postgres target takes {field} (this one is {:?})",
+                    "targets.{name}.{field}: only {who} {field} (this one is {:?})",
                     t.kind
                 ),
             ));
         }
+        self.refuse_http_fields()?;
         let upstream = match (&t.command, &t.url) {
             (Some(command), None) if !command.is_empty() => {
                 if t.upstream_auth.is_some() {
@@ -396,6 +533,7 @@ impl Resolver<'_> {
                 );
             }
         }
+        self.refuse_http_fields()?;
         let Some(listen) = t.listen else {
             return at(
                 "listen",
@@ -463,6 +601,179 @@ impl Resolver<'_> {
         })
     }
 
+    /// The settings only an `http` target takes, refused on the others at their line.
+    fn refuse_http_fields(&self) -> Result<(), ConfigError> {
+        let (name, t) = (self.name, self.target);
+        for (field, set) in [
+            ("upstream_credential", t.upstream_credential.is_some()),
+            ("timeout", t.timeout.is_some()),
+            ("idle_timeout", t.idle_timeout.is_some()),
+            ("max_request_body", t.max_request_body.is_some()),
+            ("max_response_body", t.max_response_body.is_some()),
+            (
+                "max_upstream_connections",
+                t.max_upstream_connections.is_some(),
+            ),
+            ("hold_wait", t.hold_wait.is_some()),
+        ] {
+            if set {
+                return Err(self.error(
+                    field,
+                    format!(
+                        "targets.{name}.{field}: only an http target takes {field} (this one is {:?})",
+                        t.kind
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// An `http` target: its upstream URL, optional listener, credential and bounds.
+    fn http(&self) -> Result<HttpTarget, ConfigError> {
+        let (name, t) = (self.name, self.target);
+        let at =
+            |field: &str, m: String| Err(self.error(field, format!("targets.{name}.{field}: {m}")));
+        for (field, set) in [
+            ("command", t.command.is_some()),
+            ("url", t.url.is_some()),
+            ("upstream_auth", t.upstream_auth.is_some()),
+            ("env", !t.env.is_empty()),
+            ("cwd", t.cwd.is_some()),
+            ("max_processes", t.max_processes.is_some()),
+            (
+                "max_sessions_per_identity",
+                t.max_sessions_per_identity.is_some(),
+            ),
+            ("session_reclaim_after", t.session_reclaim_after.is_some()),
+            ("user", t.user.is_some()),
+            ("password_env", t.password_env.is_some()),
+            ("upstream_tls", t.upstream_tls != UpstreamTlsMode::Disable),
+            ("record_results", t.record_results),
+            ("max_connections", t.max_connections.is_some()),
+        ] {
+            if set {
+                let hint = match field {
+                    "upstream_auth" => "; the upstream's credential goes in upstream_credential",
+                    "url" => "; the API's base URL goes in upstream",
+                    _ => "",
+                };
+                return at(field, format!("an http target does not take it{hint}"));
+            }
+        }
+        let Some(upstream) = &t.upstream else {
+            return at(
+                "upstream",
+                "an http target needs the API's base URL, e.g. upstream = \"https://api.internal/\"".into(),
+            );
+        };
+        let upstream = match upstream.split_once("://") {
+            Some(("http" | "https", rest))
+                if !rest.is_empty()
+                    && !rest.starts_with('/')
+                    && !upstream.contains(['?', '#'])
+                    && !rest.split('/').next().unwrap_or("").contains('@') =>
+            {
+                if upstream.ends_with('/') {
+                    upstream.clone()
+                } else {
+                    format!("{upstream}/")
+                }
+            }
+            _ => {
+                return at(
+                    "upstream",
+                    format!(
+                        "{upstream:?} is not an http:// or https:// base URL without credentials, query or fragment (the credential goes in upstream_credential)"
+                    ),
+                );
+            }
+        };
+        if let Some(listen) = t.listen {
+            self.check_listener(listen)?;
+        }
+        if t.upstream_ca.is_some() && !upstream.starts_with("https://") {
+            return at(
+                "upstream_ca",
+                "is for an https:// upstream; this one is plain http".into(),
+            );
+        }
+        let credential = match &t.upstream_credential {
+            None => None,
+            Some(raw) => Some(match (&raw.bearer, &raw.basic, &raw.header, &raw.value) {
+                (Some(token), None, None, None) => HttpCredential::Bearer(token.clone()),
+                (None, Some(basic), None, None) => {
+                    if basic.user.is_empty() || basic.user.contains(':') {
+                        return at(
+                            "upstream_credential",
+                            "basic.user must be a user name without ':'".into(),
+                        );
+                    }
+                    HttpCredential::Basic {
+                        user: basic.user.clone(),
+                        password: basic.password.clone(),
+                    }
+                }
+                (None, None, Some(header), Some(value)) => {
+                    let lower = header.to_ascii_lowercase();
+                    let valid = !header.is_empty()
+                        && header
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+                    if !valid || HOP_BY_HOP.contains(&lower.as_str()) || lower == "host" {
+                        return at(
+                            "upstream_credential",
+                            format!(
+                                "header {header:?} cannot carry a credential (not a header name, or one the gateway manages)"
+                            ),
+                        );
+                    }
+                    HttpCredential::Header {
+                        name: header.clone(),
+                        value: value.clone(),
+                    }
+                }
+                _ => {
+                    return at(
+                        "upstream_credential",
+                        "takes exactly one of bearer = <secret>, basic = { user, password }, or header = \"Name\" with value = <secret>".into(),
+                    );
+                }
+            }),
+        };
+        let positive = |field: &str, value: Option<usize>, default: usize| match value {
+            Some(0) => {
+                Err(self.error(field, format!("targets.{name}.{field}: must be at least 1")))
+            }
+            Some(v) => Ok(v),
+            None => Ok(default),
+        };
+        let max_request_body = positive("max_request_body", t.max_request_body, 1 << 20)?;
+        let max_response_body = positive("max_response_body", t.max_response_body, 8 << 20)?;
+        let max_upstream_connections =
+            positive("max_upstream_connections", t.max_upstream_connections, 256)?;
+        let at_least_ms = |field: &str, value: Option<Duration>, default: Duration| match value {
+            Some(d) if d < Duration::from_millis(1) => Err(self.error(
+                field,
+                format!("targets.{name}.{field}: must be at least 1ms"),
+            )),
+            Some(d) => Ok(d),
+            None => Ok(default),
+        };
+        Ok(HttpTarget {
+            upstream,
+            listen: t.listen,
+            upstream_ca: t.upstream_ca.clone(),
+            credential,
+            timeout: at_least_ms("timeout", t.timeout, Duration::from_secs(30))?,
+            idle_timeout: at_least_ms("idle_timeout", t.idle_timeout, Duration::from_secs(30))?,
+            max_request_body,
+            max_response_body,
+            max_upstream_connections,
+            hold_wait: at_least_ms("hold_wait", t.hold_wait, Duration::from_secs(300))?,
+        })
+    }
+
     /// A PostgreSQL listener leaves loopback only with TLS, and takes no address of the
     /// gateway's own or of another target.
     fn check_listener(&self, listen: SocketAddr) -> Result<(), ConfigError> {
@@ -470,7 +781,7 @@ impl Resolver<'_> {
         let at = |m: String| Err(self.error("listen", format!("targets.{name}.listen: {m}")));
         if !listen.ip().is_loopback() && self.gateway.tls.is_none() {
             return at(format!(
-                "{listen} is reachable from the network, and PostgreSQL clients send their API key or token as the password, so they must connect with TLS: configure [gateway.tls] (its certificate serves this listener too), or listen on a loopback address"
+                "{listen} is reachable from the network, and clients send their API key or token on it (PostgreSQL clients as the password), so they must connect with TLS: configure [gateway.tls] (its certificate serves this listener too), or listen on a loopback address"
             ));
         }
         let clash = |other: SocketAddr| {
@@ -481,19 +792,19 @@ impl Resolver<'_> {
         };
         if clash(self.gateway.listen) {
             return at(format!(
-                "{listen} is also gateway.listen; give the PostgreSQL listener its own address"
+                "{listen} is also gateway.listen; give the target's listener its own address"
             ));
         }
         if self.gateway.admin_listen.is_some_and(clash) {
             return at(format!(
-                "{listen} is also gateway.admin_listen; give the PostgreSQL listener its own address"
+                "{listen} is also gateway.admin_listen; give the target's listener its own address"
             ));
         }
         if let Some((other, _)) = self
             .others
             .iter()
             .filter(|(other, _)| other.as_str() != name)
-            .find(|(_, t)| t.kind == TargetKind::Postgres && t.listen.is_some_and(clash))
+            .find(|(_, t)| t.kind != TargetKind::Mcp && t.listen.is_some_and(clash))
         {
             return at(format!(
                 "{listen} is also the listener of target {other}; each target needs its own"
@@ -502,6 +813,20 @@ impl Resolver<'_> {
         Ok(())
     }
 }
+
+/// Headers that belong to one connection (RFC 9110 section 7.6.1), never forwarded and never
+/// a credential's carrier.
+pub const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
 
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
@@ -708,9 +1033,8 @@ mod tests {
             let err = error(&format!("{TARGET}{extra}\n"));
             let field = extra.split(' ').next().unwrap();
             assert!(
-                err.starts_with(&format!(
-                    "portcullis.toml:4: targets.tools.{field}: only a postgres target"
-                )),
+                err.starts_with(&format!("portcullis.toml:4: targets.tools.{field}: only "))
+                    && err.contains("postgres"),
                 "{err}"
             );
         }

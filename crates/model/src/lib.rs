@@ -129,23 +129,27 @@ impl<'a> Action<'a> {
         match self.operation {
             Operation::Mcp(op) => op.method,
             Operation::Sql(stmt) => &stmt.kind,
+            Operation::Http(req) => req.method,
         }
     }
 
-    /// The thing acted on: a tool name, a resource URI, a prompt name; `None` for SQL
-    /// (whose tables are in the statement) and for MCP methods that name nothing.
+    /// The thing acted on: a tool name, a resource URI, a prompt name, an HTTP path; `None`
+    /// for SQL (whose tables are in the statement) and for MCP methods that name nothing.
     pub fn resource(&self) -> Option<&'a str> {
         match self.operation {
             Operation::Mcp(op) => op.name,
             Operation::Sql(_) => None,
+            Operation::Http(req) => Some(req.path),
         }
     }
 
-    /// Arguments as parsed JSON, available to `when` conditions.
+    /// Arguments as parsed JSON, available to `when` conditions: a tool call's arguments,
+    /// an HTTP request's JSON body.
     pub fn arguments(&self) -> Option<&'a serde_json::Value> {
         match self.operation {
             Operation::Mcp(op) => op.arguments,
             Operation::Sql(_) => None,
+            Operation::Http(req) => req.body,
         }
     }
 
@@ -153,20 +157,29 @@ impl<'a> Action<'a> {
     pub fn sql(&self) -> Option<&'a SqlStatement> {
         match self.operation {
             Operation::Sql(stmt) => Some(stmt),
-            Operation::Mcp(_) => None,
+            Operation::Mcp(_) | Operation::Http(_) => None,
+        }
+    }
+
+    /// For HTTP targets: the request as the adapter read it.
+    pub fn http(&self) -> Option<&'a HttpOperation<'a>> {
+        match self.operation {
+            Operation::Http(req) => Some(req),
+            Operation::Mcp(_) | Operation::Sql(_) => None,
         }
     }
 }
 
 /// What an [`Action`] does, by protocol family: each adapter fills the variant of its
-/// family, and policy indexes and matches rules on [`Operation::kind`]. (An HTTP variant
-/// belongs here when an HTTP adapter exists.)
+/// family, and policy indexes and matches rules on [`Operation::kind`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Operation<'a> {
     Mcp(McpOperation<'a>),
     /// What the statement does, as the database adapter's parser classified it.
     Sql(&'a SqlStatement),
+    /// An HTTP request, as the HTTP adapter read it.
+    Http(&'a HttpOperation<'a>),
 }
 
 impl Operation<'_> {
@@ -174,8 +187,28 @@ impl Operation<'_> {
         match self {
             Operation::Mcp(op) => OperationKind::Mcp(op.kind),
             Operation::Sql(_) => OperationKind::Sql,
+            Operation::Http(_) => OperationKind::Http,
         }
     }
+}
+
+/// One HTTP request as policy sees it. The path is the one the upstream will act on:
+/// percent-decoded segment by segment, with no `.` or `..` segment, no empty segment and no
+/// encoded `/` (the adapter refuses requests whose path it cannot put in this form, so a rule
+/// on `/admin/*` cannot be walked around with `/x/../admin/` or `/%61dmin`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct HttpOperation<'a> {
+    /// The method, as sent (methods are case-sensitive: `GET`, `POST` ...).
+    pub method: &'a str,
+    /// The decoded path, starting with `/`, without the query.
+    pub path: &'a str,
+    /// The query's parameters, decoded, in order (a key may repeat).
+    pub query: &'a [(String, String)],
+    /// The request's headers other than credentials, names in lower case.
+    pub headers: &'a [(String, String)],
+    /// The body, when it is JSON.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<&'a serde_json::Value>,
 }
 
 /// The kind of an [`Operation`], without its data: what rules are indexed by.
@@ -183,17 +216,19 @@ impl Operation<'_> {
 pub enum OperationKind {
     Mcp(McpKind),
     Sql,
+    Http,
 }
 
 impl OperationKind {
     /// Every kind, in [`OperationKind::index`] order.
-    pub const ALL: [OperationKind; McpKind::COUNT + 1] = {
-        let mut all = [OperationKind::Sql; McpKind::COUNT + 1];
+    pub const ALL: [OperationKind; McpKind::COUNT + 2] = {
+        let mut all = [OperationKind::Sql; McpKind::COUNT + 2];
         let mut i = 0;
         while i < McpKind::COUNT {
             all[i] = OperationKind::Mcp(McpKind::ALL[i]);
             i += 1;
         }
+        all[McpKind::COUNT + 1] = OperationKind::Http;
         all
     };
     pub const COUNT: usize = Self::ALL.len();
@@ -203,6 +238,7 @@ impl OperationKind {
         match self {
             OperationKind::Mcp(kind) => kind as usize,
             OperationKind::Sql => McpKind::COUNT,
+            OperationKind::Http => McpKind::COUNT + 1,
         }
     }
 }
@@ -411,6 +447,12 @@ impl ActiveGrant {
         }
     }
 
+    /// Whether the grant covers an HTTP request on `target`: only a whole-target grant does
+    /// (grants name tools or tables, which HTTP requests do not have).
+    pub fn covers_http(&self, target: &str) -> bool {
+        self.target == target && self.tools.is_empty() && self.tables.is_empty()
+    }
+
     /// Whether the grant covers an SQL statement: a whole-target grant always; one naming
     /// tables only a statement whose every table it names (`schema.name` and `name` the same
     /// for the statement's default schemas; so a statement touching no table needs a
@@ -491,6 +533,9 @@ pub struct Verdict {
     pub policy_version: Arc<str>,
     /// The just-in-time grant that let an allow with `requires_grant` through.
     pub grant: Option<Arc<str>>,
+    /// For an HTTP request: the path template of the matching rule that the path matched
+    /// (`/customers/{id}`), which events record beside the path.
+    pub route: Option<Arc<str>>,
 }
 
 impl Verdict {
@@ -837,6 +882,9 @@ pub struct AuditEvent {
     /// For a database statement: what ran, without its values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub statement: Option<StatementRecord>,
+    /// For an HTTP request: its method, route, status and sizes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpRecord>,
     /// The session recording of this request: the chunks holding what was forwarded and
     /// what the caller received.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -940,6 +988,26 @@ pub struct StatementRecord {
     pub rows: Option<u64>,
 }
 
+/// The record of one HTTP request: what was asked and how it went, never a header's value
+/// or a body (those are in the recording, masked, when recording is on).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HttpRecord {
+    pub method: String,
+    /// The path template of the rule that decided (`/customers/{id}`), when it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    /// The status the caller received; absent when no answer was sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Bytes of the request body forwarded.
+    pub request_bytes: u64,
+    /// Bytes of the response body the caller received (after masking).
+    pub response_bytes: u64,
+    /// Milliseconds from forwarding to the upstream's response headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_ms: Option<f64>,
+}
+
 /// A summary of sensitive data at one place of a message: which detector, where (a JSON
 /// path such as `$.content[0].text`), how many times. The value itself is never recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -980,10 +1048,11 @@ mod tests {
         for (i, kind) in OperationKind::ALL.iter().enumerate() {
             assert_eq!(kind.index(), i, "{kind:?}");
         }
-        assert_eq!(OperationKind::COUNT, McpKind::COUNT + 1);
+        assert_eq!(OperationKind::COUNT, McpKind::COUNT + 2);
+        assert_eq!(OperationKind::ALL[McpKind::COUNT], OperationKind::Sql);
         assert_eq!(
             OperationKind::ALL[OperationKind::COUNT - 1],
-            OperationKind::Sql
+            OperationKind::Http
         );
     }
 

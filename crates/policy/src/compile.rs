@@ -11,6 +11,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::condition::{CelEnv, Condition, VARIABLES};
 use crate::globs::Globs;
+use crate::http::HttpRule;
 use crate::index::TargetIndex;
 use crate::rule::{CompiledRule, kind_bit};
 use crate::sql::SqlRule;
@@ -55,6 +56,15 @@ impl Policy {
                     src.error_at(
                         rule.name.span(),
                         format!("rules[{i}] ({name}): bad glob: {e}"),
+                    )
+                })?),
+            };
+            let http = match &rule.http {
+                None => None,
+                Some(m) => Some(HttpRule::compile(m).map_err(|e| {
+                    src.error_at(
+                        rule.name.span(),
+                        format!("rules[{i}] ({name}).http.paths: {e}"),
                     )
                 })?),
             };
@@ -107,6 +117,7 @@ impl Policy {
                 whole_target: rule.whole_target(),
                 globs,
                 sql,
+                http,
                 when,
                 grant: rule.requires_grant.then(|| Arc::new(requirement(rule))),
             });
@@ -209,6 +220,9 @@ fn canonical_rules(rules: &[Rule]) -> String {
                 sql.functions,
                 sql.without_where
             ]));
+        }
+        if let (Some(http), serde_json::Value::Array(items)) = (&rule.http, &mut line) {
+            items.push(serde_json::json!(["http", http.methods, http.paths]));
         }
         text.push_str(&line.to_string());
         text.push('\n');

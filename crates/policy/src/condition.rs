@@ -26,6 +26,11 @@ pub(crate) enum Cond {
 }
 
 impl Condition {
+    /// Whether the condition reads `params` (which each rule binds anew).
+    pub(crate) fn uses_params(&self) -> bool {
+        self.uses[PARAMS]
+    }
+
     /// Evaluates the condition on one decision's variables (converting only those it uses).
     pub(crate) fn evaluate(&self, env: &Arc<CelEnv>, vars: &mut CelInputs<'_>) -> Cond {
         let context = vars.context(env, &self.uses);
@@ -39,9 +44,14 @@ impl Condition {
 }
 
 /// The variables a `when` can use.
-pub(crate) const VARIABLES: [&str; 8] = [
-    "args", "identity", "tool", "resource", "target", "verb", "findings", "sql",
+pub(crate) const VARIABLES: [&str; 11] = [
+    "args", "identity", "tool", "resource", "target", "verb", "findings", "sql", "request", "body",
+    "params",
 ];
+
+/// `params`' place in [`VARIABLES`]: set per rule (its own template's bindings), never
+/// shared between rules.
+const PARAMS: usize = 10;
 
 /// The CEL variables of one decision, each converted only when a `when` that mentions it is
 /// first evaluated (so rules without conditions cost nothing) and then shared by every
@@ -75,8 +85,30 @@ impl<'a> CelInputs<'a> {
             "target" => CelValue::from(action.target),
             "findings" => string_list(action.findings),
             "sql" => sql_to_cel(action.sql()),
+            "request" => request_to_cel(action),
+            "body" => match action.http().and_then(|req| req.body) {
+                Some(body) => json_to_cel(body),
+                None => CelValue::Null,
+            },
+            "params" => CelValue::Map(CelMap {
+                map: Arc::new(HashMap::new()),
+            }),
             _ => CelValue::from(action.verb()),
         }
+    }
+
+    /// The path of an HTTP request, for the rule that binds `params` from it.
+    pub(crate) fn http_path(&self) -> Option<&'a str> {
+        self.action.http().map(|req| req.path)
+    }
+
+    /// Binds `params` for the next condition: one rule's template bindings.
+    pub(crate) fn set_params(&mut self, params: Vec<(String, String)>) {
+        let map: HashMap<Key, CelValue> = params
+            .into_iter()
+            .map(|(k, v)| (cel_key(&k), CelValue::String(Arc::new(v))))
+            .collect();
+        self.values[PARAMS] = Some(CelValue::Map(CelMap { map: Arc::new(map) }));
     }
 
     fn context(&mut self, env: &Arc<CelEnv>, uses: &[bool]) -> CelContext<'static, 'static> {
@@ -118,6 +150,63 @@ fn sql_to_cel(stmt: Option<&SqlStatement>) -> CelValue {
         ("tables", string_list(&stmt.tables)),
         ("functions", string_list(&stmt.functions)),
         ("no_where", CelValue::Bool(stmt.no_where)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (cel_key(k), v))
+    .collect();
+    CelValue::Map(CelMap { map: Arc::new(map) })
+}
+
+/// `request`: an HTTP request's method, path, query (each key's values as a list, in order)
+/// and headers (lower-case names, credentials left out by the adapter; a repeated header's
+/// values joined with `, `). For other actions every field is empty.
+fn request_to_cel(action: &Action<'_>) -> CelValue {
+    let (method, path, query, headers) = match action.http() {
+        Some(req) => (req.method, req.path, req.query, req.headers),
+        None => ("", "", &[][..], &[][..]),
+    };
+    let mut query_map: HashMap<Key, Vec<CelValue>> = HashMap::new();
+    for (k, v) in query {
+        query_map
+            .entry(cel_key(k))
+            .or_default()
+            .push(CelValue::from(v.as_str()));
+    }
+    let mut header_map: HashMap<Key, String> = HashMap::new();
+    for (k, v) in headers {
+        header_map
+            .entry(cel_key(k))
+            .and_modify(|joined| {
+                joined.push_str(", ");
+                joined.push_str(v);
+            })
+            .or_insert_with(|| v.clone());
+    }
+    let map: HashMap<Key, CelValue> = [
+        ("method", CelValue::from(method)),
+        ("path", CelValue::from(path)),
+        (
+            "query",
+            CelValue::Map(CelMap {
+                map: Arc::new(
+                    query_map
+                        .into_iter()
+                        .map(|(k, v)| (k, CelValue::List(Arc::new(v))))
+                        .collect(),
+                ),
+            }),
+        ),
+        (
+            "headers",
+            CelValue::Map(CelMap {
+                map: Arc::new(
+                    header_map
+                        .into_iter()
+                        .map(|(k, v)| (k, CelValue::String(Arc::new(v))))
+                        .collect(),
+                ),
+            }),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (cel_key(k), v))

@@ -25,7 +25,7 @@ impl Policy {
             .map(|&i| &self.rules[i])
         {
             match rule.condition(&self.env, &mut vars) {
-                Cond::True => return self.verdict(rule, rule.decision.clone()),
+                Cond::True => return self.verdict(rule, rule.decision.clone(), action),
                 Cond::False => {}
                 // Fail closed: a deny whose condition cannot be judged applies, and says so.
                 Cond::Error(e) => {
@@ -38,6 +38,7 @@ impl Policy {
                         Decision::Deny {
                             reason: reason.into(),
                         },
+                        action,
                     );
                 }
             }
@@ -50,7 +51,9 @@ impl Policy {
         {
             match rule.condition(&self.env, &mut vars) {
                 // Fail closed: an unjudgeable hold still holds, a person decides.
-                Cond::True | Cond::Error(_) => return self.verdict(rule, rule.decision.clone()),
+                Cond::True | Cond::Error(_) => {
+                    return self.verdict(rule, rule.decision.clone(), action);
+                }
                 Cond::False => {}
             }
         }
@@ -74,7 +77,7 @@ impl Policy {
             match rule.condition(&self.env, &mut vars) {
                 Cond::True if rule.grant.is_some() => match covering_grant(action) {
                     Some(grant) => {
-                        let mut verdict = self.verdict(rule, rule.decision.clone());
+                        let mut verdict = self.verdict(rule, rule.decision.clone(), action);
                         verdict.grant = Some(Arc::from(grant));
                         return verdict;
                     }
@@ -89,7 +92,7 @@ impl Policy {
                         });
                     }
                 },
-                Cond::True => return self.verdict(rule, rule.decision.clone()),
+                Cond::True => return self.verdict(rule, rule.decision.clone(), action),
                 Cond::False => {}
                 // Fail closed: an unjudgeable allow does not allow; tell why in the refusal.
                 Cond::Error(e) => {
@@ -140,6 +143,10 @@ impl Policy {
                 };
                 format!("no rule allows {what} on {target} for {subject}{failed}")
             }
+            Operation::Http(req) => format!(
+                "no rule allows {} {} on {target} for {subject}{failed}",
+                req.method, req.path
+            ),
         };
         Verdict {
             decision: Decision::Deny {
@@ -148,6 +155,7 @@ impl Policy {
             rule: None,
             policy_version: self.version.clone(),
             grant: None,
+            route: None,
         }
     }
 }

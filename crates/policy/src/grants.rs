@@ -33,10 +33,15 @@ impl Policy {
         };
         let rules = if tools.is_empty() {
             let whole = candidates(OperationKind::Mcp(McpKind::Protocol));
-            if whole.is_empty() {
-                candidates(OperationKind::Sql)
-            } else {
+            if !whole.is_empty() {
                 whole
+            } else {
+                let sql = candidates(OperationKind::Sql);
+                if sql.is_empty() {
+                    candidates(OperationKind::Http)
+                } else {
+                    sql
+                }
             }
         } else {
             candidates(OperationKind::Mcp(McpKind::Tool))
@@ -77,6 +82,7 @@ pub(crate) fn covering_grant<'a>(action: &Action<'a>) -> Option<&'a str> {
         .find(|g| match action.operation {
             Operation::Sql(stmt) => g.covers_sql(action.target, stmt),
             Operation::Mcp(op) => g.covers(action.target, op.kind, op.name),
+            Operation::Http(_) => g.covers_http(action.target),
         })
         .map(|g| g.id.as_str())
 }
@@ -92,7 +98,7 @@ pub(crate) fn grant_scope(action: &Action<'_>) -> String {
             (McpKind::Tool, Some(tool)) => format!(" --tools {tool}"),
             _ => String::new(),
         },
-        Operation::Sql(_) => String::new(),
+        Operation::Sql(_) | Operation::Http(_) => String::new(),
     }
 }
 

@@ -12,10 +12,12 @@
 //! The crate is pure: no I/O, no clock, no global state, and no protocol's vocabulary: it
 //! matches the neutral [`Action`] the adapters build (MCP tools, resources and prompts by
 //! [`McpKind`](portcullis_model::McpKind), SQL by the facts the database adapter's classifier
-//! reports), and the adapters enforce the [`Verdict`] they get.
+//! reports, HTTP requests by method and path template), and the adapters enforce the
+//! [`Verdict`] they get.
 //!
 //! One idea per module: `compile` builds the rules, `index` sorts them by target, kind
-//! and decision, `rule` matches one rule's caller and names, `sql` its SQL sub-table,
+//! and decision, `rule` matches one rule's caller and names, `sql` its SQL sub-table, `http`
+//! its HTTP sub-table,
 //! `condition` its `when`, `decide` answers one action, `grants` what grants need and
 //! cover, `visibility` what a caller may see and which masks apply.
 #![forbid(unsafe_code)]
@@ -25,6 +27,7 @@ mod condition;
 mod decide;
 mod globs;
 mod grants;
+mod http;
 mod index;
 mod rule;
 mod sql;
@@ -40,9 +43,7 @@ use condition::CelEnv;
 #[cfg(doc)]
 use portcullis_config::Config;
 use portcullis_config::ConfigError;
-#[cfg(doc)]
-use portcullis_model::Action;
-use portcullis_model::{Decision, Verdict};
+use portcullis_model::{Action, Decision, Operation, Verdict};
 
 pub use portcullis_config::STATEMENT_KINDS;
 
@@ -109,12 +110,17 @@ impl Policy {
         self.by_target.get(target).unwrap_or(&self.wildcard)
     }
 
-    fn verdict(&self, rule: &CompiledRule, decision: Decision) -> Verdict {
+    fn verdict(&self, rule: &CompiledRule, decision: Decision, action: &Action<'_>) -> Verdict {
+        let route = match (action.operation, &rule.http) {
+            (Operation::Http(req), Some(http)) => http.route(req.path).map(Arc::from),
+            _ => None,
+        };
         Verdict {
             decision,
             rule: Some(rule.name.clone()),
             policy_version: self.version.clone(),
             grant: None,
+            route,
         }
     }
 }

@@ -11,6 +11,7 @@ use portcullis_model::{
 
 use crate::condition::{CelEnv, CelInputs, Cond, Condition};
 use crate::globs::Globs;
+use crate::http::HttpRule;
 use crate::sql::{Fit, SqlRule};
 
 pub(crate) struct CompiledRule {
@@ -30,6 +31,8 @@ pub(crate) struct CompiledRule {
     pub(crate) globs: [Globs; McpKind::COUNT],
     /// The rule's `allow`/`deny`/`hold` sub-table.
     pub(crate) sql: Option<SqlRule>,
+    /// The rule's `http` sub-table.
+    pub(crate) http: Option<HttpRule>,
     pub(crate) when: Option<Condition>,
     /// `requires_grant`: the allow applies only with a grant covering the request, and this
     /// is what a grant request under the rule must satisfy.
@@ -42,9 +45,21 @@ pub(crate) fn kind_bit(kind: IdentityKind) -> u8 {
 
 impl CompiledRule {
     /// The rule's `when` on one decision's variables; a rule without one always holds.
+    /// `params` is the rule's own: what its path template bound in an HTTP request's path.
     pub(crate) fn condition(&self, env: &Arc<CelEnv>, vars: &mut CelInputs<'_>) -> Cond {
         match &self.when {
-            Some(when) => when.evaluate(env, vars),
+            Some(when) => {
+                if when.uses_params() {
+                    let path = vars.http_path();
+                    vars.set_params(
+                        self.http
+                            .as_ref()
+                            .and_then(|h| path.and_then(|p| h.params(p)))
+                            .unwrap_or_default(),
+                    );
+                }
+                when.evaluate(env, vars)
+            }
             None => Cond::True,
         }
     }
@@ -54,6 +69,7 @@ impl CompiledRule {
     pub(crate) fn covers(&self, kind: OperationKind) -> bool {
         match kind {
             OperationKind::Sql => self.whole_target || self.sql.is_some(),
+            OperationKind::Http => self.whole_target || self.http.is_some(),
             OperationKind::Mcp(kind) => self.whole_target || !self.globs[kind as usize].is_empty(),
         }
     }
@@ -89,6 +105,11 @@ impl CompiledRule {
             }
             Operation::Mcp(op) if self.applies(identity, op.kind, op.name) => Fit::Yes,
             Operation::Mcp(_) => Fit::No,
+            Operation::Http(req) => {
+                let fits = self.who_matches(identity)
+                    && (self.whole_target || self.http.as_ref().is_some_and(|h| h.matches(req)));
+                if fits { Fit::Yes } else { Fit::No }
+            }
         }
     }
 

@@ -381,6 +381,19 @@ fn explain_config(config: &Config, policy: &Policy) -> String {
                 "listening on {}, database {} on {}:{} as {}",
                 pg.listen, pg.upstream.database, pg.upstream.host, pg.upstream.port, pg.user
             ),
+            TargetSpec::Http(http) => format!(
+                "{} at /http/{name}/{}{}",
+                http.upstream,
+                http.listen
+                    .map(|l| format!(" and on {l}"))
+                    .unwrap_or_default(),
+                match &http.credential {
+                    Some(portcullis_config::HttpCredential::Bearer(_)) => ", bearer credential",
+                    Some(portcullis_config::HttpCredential::Basic { .. }) => ", basic credential",
+                    Some(portcullis_config::HttpCredential::Header { .. }) => ", header credential",
+                    None => "",
+                }
+            ),
         };
         let _ = writeln!(out, "  target {name} ({:?}, {how})", target.kind());
     }
@@ -419,6 +432,19 @@ fn explain_config(config: &Config, policy: &Policy) -> String {
             if sql.without_where {
                 scope.push("UPDATE/DELETE without WHERE".into());
             }
+        }
+        if let Some(http) = &rule.http {
+            let methods = if http.methods.is_empty() {
+                "any method".to_string()
+            } else {
+                http.methods.join(",")
+            };
+            let paths = if http.paths.is_empty() {
+                "any path".to_string()
+            } else {
+                http.paths.join(",")
+            };
+            scope.push(format!("{methods} {paths}"));
         }
         let who = [
             (!rule.who.groups.is_empty()).then(|| format!("groups {}", rule.who.groups.join(","))),

@@ -220,6 +220,7 @@ impl PgProxy {
             rule: None,
             policy_version: Arc::from(self.guard.policy_version()),
             grant: None,
+            route: None,
         }
     }
 
