@@ -151,6 +151,9 @@ pub enum Interruption {
     CallerCancelled,
     /// The gateway is stopping.
     Stopping,
+    /// The caller cannot wait any longer: the protocol's own bound on a held request's
+    /// wait ran out (an HTTP target's `hold_wait`).
+    WaitOver,
 }
 
 impl Interruption {
@@ -159,6 +162,9 @@ impl Interruption {
             Interruption::CallerGone => "the caller went away",
             Interruption::CallerCancelled => "the caller cancelled the request",
             Interruption::Stopping => "the gateway is stopping",
+            Interruption::WaitOver => {
+                "the caller's longest wait for a decision ran out (the target's hold_wait)"
+            }
         }
     }
 }

@@ -759,6 +759,9 @@ pub async fn serve(
         guard.clone(),
         pins,
     )?;
+    let http_gateway = portcullis_proxy_http::HttpGateway::new(&config.targets, guard.clone())
+        .map_err(anyhow::Error::msg)
+        .context("starting the HTTP targets")?;
     // The certificate is loaded before anything is announced: a bad key fails the start.
     let tls = match &config.gateway.tls {
         Some(tls) => Some(
@@ -862,6 +865,27 @@ pub async fn serve(
             shutdown_signal(),
         ))
     });
+    let mut http_listeners = Vec::new();
+    for (target, addr) in http_gateway.own_listeners() {
+        let listener = listen(addr)
+            .with_context(|| format!("cannot listen on {addr} (targets.{target}.listen)"))?;
+        let limits = portcullis_proxy_http::listener::ListenerLimits {
+            connections: connections.clone(),
+            header_read_timeout: config.gateway.limits.header_read_timeout,
+        };
+        let tls = tls
+            .as_ref()
+            .map(|t| portcullis_proxy_http::listener::h2_tls(t));
+        tracing::info!(%addr, target, "HTTP target listening");
+        http_listeners.push(tokio::spawn(portcullis_proxy_http::listener::serve(
+            http_gateway.clone(),
+            target,
+            listener,
+            tls,
+            limits,
+            shutdown_signal(),
+        )));
+    }
     let evidence = start_evidence(&config, &audit)?;
     if let Some(ready) = ready {
         let _ = ready.send(addr);
@@ -886,7 +910,7 @@ pub async fn serve(
             }
         })
     };
-    let app = portcullis_proxy_mcp::router(gateway.clone());
+    let app = portcullis_proxy_mcp::router(gateway.clone()).merge(http_gateway.router());
     front_door::serve(
         "front door",
         listener,
@@ -899,6 +923,10 @@ pub async fn serve(
     for (proxy, _, task) in &databases {
         task.abort();
         proxy.stop(Duration::from_secs(10)).await;
+    }
+    http_gateway.stop();
+    for listener in http_listeners {
+        listener.abort();
     }
     sweeper.abort();
     if let Some(evidence) = evidence {

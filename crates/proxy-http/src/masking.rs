@@ -1,0 +1,498 @@
+//! Masking an HTTP answer: headers, JSON bodies whole, text and event streams as they come.
+//!
+//! What a body is decides how it is masked ([`BodyKind::of`]): JSON is parsed and masked
+//! value by value (so field rules apply), then written again; text, NDJSON and server-sent
+//! events are masked line by line as they arrive. Binary bodies are not masked (no detector
+//! reads them); a rule that must not let them through says so with `http.methods`/`paths`.
+//!
+//! A secret can be split across two chunks of a stream. The stream masker therefore only
+//! releases text up to a point no secret crosses: the end of a line (no detector matches
+//! across a line break, and a PEM private key, which spans lines, is kept back whole from
+//! its `BEGIN` line until its `END` line), or, in a line longer than [`LOOK_BEHIND`], all
+//! but its last [`LOOK_BEHIND`] bytes, and then only when masking the whole pending text
+//! leaves those bytes as they were (so no match reaches into them). Nothing is ever
+//! released unmasked: text that cannot be cut safely within `max_pending` bytes ends the
+//! answer with an error.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::HeaderMap;
+use portcullis_mask::{Profile, Report};
+use serde_json::Value;
+
+/// How much of an unterminated line is kept back: longer than any bounded secret (card
+/// numbers, IBANs, keys and tokens with fixed shapes, JWTs of ordinary size).
+pub const LOOK_BEHIND: usize = 4096;
+
+/// How a body is masked, from its `Content-Type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// `application/json`, `*+json`: parsed and masked whole.
+    Json,
+    /// `application/x-ndjson`, `application/jsonl`: one JSON value per line.
+    Ndjson,
+    /// `text/event-stream`: `data:` lines masked as JSON when they are, as text otherwise.
+    EventStream,
+    /// `text/*`, XML, forms, JavaScript, and an answer without a type: masked as text.
+    Text,
+    /// Anything else (images, archives, protobuf ...): passed as it is.
+    Binary,
+}
+
+impl BodyKind {
+    pub fn of(headers: &HeaderMap) -> BodyKind {
+        let Some(value) = headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return BodyKind::Text;
+        };
+        let essence = value
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        match essence.as_str() {
+            "application/json" => BodyKind::Json,
+            "application/x-ndjson" | "application/jsonl" | "application/jsonlines" => {
+                BodyKind::Ndjson
+            }
+            "text/event-stream" => BodyKind::EventStream,
+            e if e.ends_with("+json") => BodyKind::Json,
+            e if e.starts_with("text/")
+                || e.ends_with("+xml")
+                || e == "application/xml"
+                || e == "application/x-www-form-urlencoded"
+                || e == "application/javascript"
+                || e == "application/graphql" =>
+            {
+                BodyKind::Text
+            }
+            "" => BodyKind::Text,
+            _ => BodyKind::Binary,
+        }
+    }
+}
+
+/// The profiles that apply to one answer, in order.
+#[derive(Clone)]
+pub struct Maskers {
+    profiles: Arc<[Arc<Profile>]>,
+}
+
+impl Maskers {
+    pub fn new(profiles: Vec<Arc<Profile>>) -> Maskers {
+        Maskers {
+            profiles: profiles.into(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.profiles.is_empty()
+    }
+
+    /// Masks a JSON value in place with every profile.
+    pub fn json(&self, value: &mut Value, path: &str, report: &mut Report) {
+        for profile in self.profiles.iter() {
+            profile.mask_json(value, path, report);
+        }
+    }
+
+    /// `text` masked with every profile (`None`: nothing changed).
+    pub fn text(&self, text: &str, path: &str, report: &mut Report) -> Option<String> {
+        let mut current: Option<String> = None;
+        for profile in self.profiles.iter() {
+            let input = current.as_deref().unwrap_or(text);
+            if let Some(masked) = profile.mask_text(input, path, report) {
+                current = Some(masked);
+            }
+        }
+        current
+    }
+
+    /// Masks response header values: a header whose name a profile's field rules name is
+    /// masked whole, every value is scanned by the detectors. Headers are masked as one
+    /// JSON object `{name: value}` so that the profile's `fields` apply to header names.
+    pub fn headers(&self, headers: &mut HeaderMap, report: &mut Report) {
+        let mut object = serde_json::Map::new();
+        for (name, value) in headers.iter() {
+            if let Ok(v) = value.to_str() {
+                object.insert(name.as_str().to_string(), Value::String(v.to_string()));
+            }
+        }
+        let mut value = Value::Object(object);
+        self.json(&mut value, "$.headers", report);
+        let Value::Object(masked) = value else {
+            return;
+        };
+        for (name, masked) in masked {
+            let Value::String(masked) = masked else {
+                continue;
+            };
+            let Ok(name) = http::HeaderName::from_bytes(name.as_bytes()) else {
+                continue;
+            };
+            let unchanged = headers
+                .get(&name)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v == masked);
+            if !unchanged {
+                // A masked value is ASCII (masks write `*`, `[REDACTED:...]`, hex); a value
+                // that still could not be a header value is dropped rather than sent as is.
+                headers.remove(&name);
+                if let Ok(v) = http::HeaderValue::from_str(&masked) {
+                    headers.insert(name, v);
+                }
+            }
+        }
+    }
+
+    /// A whole JSON body masked; a body that does not parse is masked as text.
+    pub fn json_body(&self, body: &[u8], report: &mut Report) -> Result<Vec<u8>, String> {
+        match serde_json::from_slice::<Value>(body) {
+            Ok(mut value) => {
+                self.json(&mut value, "$", report);
+                serde_json::to_vec(&value).map_err(|e| e.to_string())
+            }
+            Err(_) => {
+                let text = std::str::from_utf8(body)
+                    .map_err(|_| "the answer is neither JSON nor UTF-8 text".to_string())?;
+                Ok(self
+                    .text(text, "$", report)
+                    .unwrap_or_else(|| text.to_string())
+                    .into_bytes())
+            }
+        }
+    }
+}
+
+/// Masks a text body as it streams (see the module documentation).
+pub struct StreamMasker {
+    maskers: Maskers,
+    kind: BodyKind,
+    pending: Vec<u8>,
+    max_pending: usize,
+    /// Lines released so far, for the report's paths.
+    line: u64,
+    pub report: Report,
+}
+
+impl StreamMasker {
+    pub fn new(maskers: Maskers, kind: BodyKind, max_pending: usize) -> StreamMasker {
+        StreamMasker {
+            maskers,
+            kind,
+            pending: Vec::new(),
+            max_pending: max_pending.max(2 * LOOK_BEHIND),
+            line: 0,
+            report: Report::default(),
+        }
+    }
+
+    /// Takes a chunk; returns what may be released now, masked (possibly empty).
+    pub fn push(&mut self, chunk: &[u8]) -> Result<Bytes, String> {
+        self.pending.extend_from_slice(chunk);
+        let cut = safe_cut(&self.pending);
+        if cut > 0 {
+            let head: Vec<u8> = self.pending.drain(..cut).collect();
+            return self.mask_lines(&head).map(Bytes::from);
+        }
+        if self.pending.len() > LOOK_BEHIND
+            && !open_private_key(&self.pending)
+            && let Some(out) = self.release_long_line()?
+        {
+            return Ok(out);
+        }
+        if self.pending.len() > self.max_pending {
+            return Err(format!(
+                "{} bytes of the answer could not be cut where no secret can cross (no line end, or a private key without its END line); the rest of the answer is withheld",
+                self.pending.len()
+            ));
+        }
+        Ok(Bytes::new())
+    }
+
+    /// The rest, at the end of the body.
+    pub fn finish(&mut self) -> Result<Bytes, String> {
+        let rest = std::mem::take(&mut self.pending);
+        if rest.is_empty() {
+            return Ok(Bytes::new());
+        }
+        self.mask_lines(&rest).map(Bytes::from)
+    }
+
+    /// In a long line: masks all the pending text and, when its last [`LOOK_BEHIND`] bytes
+    /// come out unchanged, releases the masked text before them.
+    fn release_long_line(&mut self) -> Result<Option<Bytes>, String> {
+        let text = std::str::from_utf8(&self.pending).or_else(|e| {
+            // A multi-byte character may be cut at the chunk's end: keep it for the next.
+            if e.error_len().is_none() {
+                std::str::from_utf8(&self.pending[..e.valid_up_to()])
+            } else {
+                Err(e)
+            }
+        });
+        let text = text.map_err(|_| not_utf8())?;
+        let mut keep_from = text.len().saturating_sub(LOOK_BEHIND);
+        while !text.is_char_boundary(keep_from) {
+            keep_from -= 1;
+        }
+        if keep_from == 0 {
+            return Ok(None);
+        }
+        let tail = &text[keep_from..];
+        let path = format!("$.line[{}]", self.line);
+        let mut report = Report::default();
+        let masked = self
+            .maskers
+            .text(text, &path, &mut report)
+            .unwrap_or_else(|| text.to_string());
+        if !masked.ends_with(tail) {
+            // A match reaches into the kept part: wait for more text (bounded by max_pending).
+            return Ok(None);
+        }
+        let out = masked[..masked.len() - tail.len()].to_string();
+        self.report.merge(report);
+        let kept = self.pending.len() - keep_from;
+        self.pending.drain(..self.pending.len() - kept);
+        Ok(Some(Bytes::from(out)))
+    }
+
+    fn mask_lines(&mut self, bytes: &[u8]) -> Result<Vec<u8>, String> {
+        let text = std::str::from_utf8(bytes).map_err(|_| not_utf8())?;
+        let path = format!("$.line[{}]", self.line);
+        if self.kind == BodyKind::Text {
+            // Masked as one text: a private key's lines are one match.
+            self.line += text.matches('\n').count() as u64;
+            return Ok(self.text_of(text, &path).into_bytes());
+        }
+        let mut out = String::with_capacity(text.len());
+        for line in text.split_inclusive('\n') {
+            let (body, end) = match line.strip_suffix('\n') {
+                Some(body) => match body.strip_suffix('\r') {
+                    Some(body) => (body, "\r\n"),
+                    None => (body, "\n"),
+                },
+                None => (line, ""),
+            };
+            let path = format!("$.line[{}]", self.line);
+            self.line += 1;
+            match self.kind {
+                BodyKind::Ndjson => out.push_str(&self.json_or_text(body, &path)),
+                BodyKind::EventStream => match body.strip_prefix("data:") {
+                    Some(data) => {
+                        let data = data.strip_prefix(' ').unwrap_or(data);
+                        out.push_str("data: ");
+                        out.push_str(&self.json_or_text(data, &path));
+                    }
+                    None => out.push_str(&self.text_of(body, &path)),
+                },
+                _ => out.push_str(&self.text_of(body, &path)),
+            }
+            out.push_str(end);
+        }
+        // Then the whole as text, for what spans lines (a private key in `data:` lines).
+        Ok(self.text_of(&out, &path).into_bytes())
+    }
+
+    fn text_of(&mut self, text: &str, path: &str) -> String {
+        self.maskers
+            .text(text, path, &mut self.report)
+            .unwrap_or_else(|| text.to_string())
+    }
+
+    fn json_or_text(&mut self, text: &str, path: &str) -> String {
+        if text.trim_start().starts_with(['{', '['])
+            && let Ok(mut value) = serde_json::from_str::<Value>(text)
+        {
+            self.maskers.json(&mut value, path, &mut self.report);
+            return value.to_string();
+        }
+        self.text_of(text, path)
+    }
+}
+
+fn not_utf8() -> String {
+    "the answer is not UTF-8 text, so it cannot be masked; it is withheld".into()
+}
+
+/// The end of the last complete line that is not inside a PEM private key block still
+/// waiting for its `END` line; 0 when there is none.
+fn safe_cut(pending: &[u8]) -> usize {
+    let Some(last_newline) = memrchr(b'\n', pending) else {
+        return 0;
+    };
+    let cut = last_newline + 1;
+    match open_key_start(&pending[..cut], pending) {
+        Some(begin) => memrchr(b'\n', &pending[..begin]).map_or(0, |i| i + 1),
+        None => cut,
+    }
+}
+
+/// Whether `pending` holds a private key's `BEGIN` line without its `END` line.
+fn open_private_key(pending: &[u8]) -> bool {
+    open_key_start(pending, pending).is_some()
+}
+
+/// The start of the last `-----BEGIN ` in `head` with no `-----END ` after it in `all`.
+fn open_key_start(head: &[u8], all: &[u8]) -> Option<usize> {
+    const BEGIN: &[u8] = b"-----BEGIN ";
+    const END: &[u8] = b"-----END ";
+    let begin = find_last(head, BEGIN)?;
+    let closed = find(&all[begin..], END).is_some();
+    (!closed).then_some(begin)
+}
+
+fn memrchr(byte: u8, haystack: &[u8]) -> Option<usize> {
+    haystack.iter().rposition(|&b| b == byte)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn find_last(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).rposition(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portcullis_mask::{ProfileSpec, Style};
+
+    fn maskers() -> Maskers {
+        let spec = ProfileSpec {
+            detectors: vec!["email".into(), "credit_card".into(), "private_key".into()],
+            fields: vec!["x-account".into(), "ssn".into()],
+            style: Style::Redact,
+            ..ProfileSpec::default()
+        };
+        Maskers::new(vec![Arc::new(Profile::compile(&spec).unwrap())])
+    }
+
+    fn stream(kind: BodyKind, chunks: &[&[u8]]) -> String {
+        let mut m = StreamMasker::new(maskers(), kind, 1 << 20);
+        let mut out = Vec::new();
+        for c in chunks {
+            out.extend_from_slice(&m.push(c).unwrap());
+        }
+        out.extend_from_slice(&m.finish().unwrap());
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_secret_split_across_chunks_is_masked() {
+        let out = stream(
+            BodyKind::Text,
+            &[
+                b"card 4111 1111 ",
+                b"1111 1111 and ann@exa",
+                b"mple.com\nnext line\n",
+            ],
+        );
+        assert!(!out.contains("4111"), "{out}");
+        assert!(!out.contains("ann@"), "{out}");
+        assert!(out.ends_with("next line\n"), "{out}");
+    }
+
+    #[test]
+    fn complete_lines_go_at_once_and_the_rest_waits() {
+        let mut m = StreamMasker::new(maskers(), BodyKind::EventStream, 1 << 20);
+        let first = m
+            .push(b"event: msg\ndata: {\"email\":\"bo@example.com\"}\n\ndata: partial")
+            .unwrap();
+        let first = String::from_utf8(first.to_vec()).unwrap();
+        assert!(first.starts_with("event: msg\ndata: {"), "{first}");
+        assert!(first.ends_with("}\n\n"), "{first}");
+        assert!(!first.contains("bo@example.com"), "{first}");
+        assert!(!first.contains("partial"));
+        let rest = m.finish().unwrap();
+        assert_eq!(&rest[..], b"data: partial");
+    }
+
+    #[test]
+    fn a_private_key_is_kept_back_until_its_end_line() {
+        let key = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nBKcwggSjAgEAAoIBAQC7\n-----END PRIVATE KEY-----\n";
+        let (a, b) = key.split_at(40);
+        let mut m = StreamMasker::new(maskers(), BodyKind::Text, 1 << 20);
+        let first = m.push(format!("before\n{a}").as_bytes()).unwrap();
+        assert_eq!(&first[..], b"before\n");
+        let second = m.push(b.as_bytes()).unwrap();
+        let second = String::from_utf8(second.to_vec()).unwrap();
+        assert!(
+            !second.contains("MIIE") && !second.contains("BKcw"),
+            "{second}"
+        );
+    }
+
+    #[test]
+    fn a_long_line_is_released_behind_a_look_behind() {
+        let filler = "x ".repeat(LOOK_BEHIND);
+        let mut m = StreamMasker::new(maskers(), BodyKind::Text, 1 << 20);
+        let out = m.push(filler.as_bytes()).unwrap();
+        assert!(!out.is_empty() && out.len() <= filler.len() - LOOK_BEHIND + 1);
+        let out2 = m.push(b"4111 1111 1111 1111 end").unwrap();
+        let rest = m.finish().unwrap();
+        let all = [&out[..], &out2[..], &rest[..]].concat();
+        let all = String::from_utf8(all).unwrap();
+        assert!(all.starts_with("x x "));
+        assert!(!all.contains("4111 1111"), "{}", &all[all.len() - 60..]);
+        assert!(all.ends_with(" end"));
+    }
+
+    #[test]
+    fn text_that_cannot_be_cut_is_withheld_not_passed() {
+        let mut m = StreamMasker::new(maskers(), BodyKind::Text, 2 * LOOK_BEHIND);
+        m.push(b"-----BEGIN PRIVATE KEY-----\n").unwrap();
+        let err = m.push(&vec![b'A'; 3 * LOOK_BEHIND]).unwrap_err();
+        assert!(err.contains("withheld"), "{err}");
+        let mut m = StreamMasker::new(maskers(), BodyKind::Text, 1 << 20);
+        assert!(
+            m.push(&[0xff, 0xfe, b'\n'])
+                .unwrap_err()
+                .contains("not UTF-8")
+        );
+    }
+
+    #[test]
+    fn json_bodies_and_headers() {
+        let m = maskers();
+        let mut report = Report::default();
+        let out = m
+            .json_body(
+                br#"{"name":"Ann","ssn":"123-45-6789","note":"mail ann@example.com"}"#,
+                &mut report,
+            )
+            .unwrap();
+        let out: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(out["name"], "Ann");
+        assert_ne!(out["ssn"], "123-45-6789");
+        assert!(!out["note"].as_str().unwrap().contains("ann@"));
+        let mut headers = HeaderMap::new();
+        headers.insert("x-account", "ACC-991".parse().unwrap());
+        headers.insert("x-contact", "bo@example.com".parse().unwrap());
+        headers.insert("content-type", "application/json".parse().unwrap());
+        m.headers(&mut headers, &mut report);
+        assert_ne!(headers["x-account"], "ACC-991");
+        assert!(!headers["x-contact"].to_str().unwrap().contains("bo@"));
+        assert_eq!(headers["content-type"], "application/json");
+    }
+
+    #[test]
+    fn kinds_follow_the_content_type() {
+        let kind = |ct: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(http::header::CONTENT_TYPE, ct.parse().unwrap());
+            BodyKind::of(&h)
+        };
+        assert_eq!(kind("application/json; charset=utf-8"), BodyKind::Json);
+        assert_eq!(kind("application/problem+json"), BodyKind::Json);
+        assert_eq!(kind("text/event-stream"), BodyKind::EventStream);
+        assert_eq!(kind("application/x-ndjson"), BodyKind::Ndjson);
+        assert_eq!(kind("text/csv"), BodyKind::Text);
+        assert_eq!(kind("image/png"), BodyKind::Binary);
+        assert_eq!(BodyKind::of(&HeaderMap::new()), BodyKind::Text);
+    }
+}

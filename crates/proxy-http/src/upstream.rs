@@ -1,0 +1,195 @@
+//! One HTTP target's upstream: a pooled client (rustls; HTTP/2 when the server offers it by
+//! ALPN), the credential the gateway sends in the caller's stead, and the cap on requests
+//! in flight.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, header};
+use portcullis_config::{HttpCredential, HttpTarget};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::request::{ReadRequest, forwarded_headers};
+
+/// Why a request could not be forwarded; `status` is what the caller is answered.
+#[derive(Debug)]
+pub(crate) struct UpstreamError {
+    pub status: u16,
+    pub message: String,
+}
+
+pub(crate) struct Upstream {
+    pub spec: HttpTarget,
+    client: reqwest::Client,
+    credential: Option<(HeaderName, HeaderValue)>,
+    slots: Arc<Semaphore>,
+}
+
+impl Upstream {
+    pub(crate) fn build(name: &str, spec: &HttpTarget) -> Result<Upstream, String> {
+        let mut builder = reqwest::Client::builder()
+            // The gateway forwards; a redirect is the caller's to follow (through the gateway,
+            // where it is decided again), never the gateway's.
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(spec.timeout)
+            .pool_idle_timeout(std::time::Duration::from_secs(90))
+            .pool_max_idle_per_host(spec.max_upstream_connections)
+            .tcp_nodelay(true)
+            .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")));
+        if let Some(ca) = &spec.upstream_ca {
+            let pem = std::fs::read(ca)
+                .map_err(|e| format!("upstream_ca: cannot read {}: {e}", ca.display()))?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                format!(
+                    "upstream_ca: {} holds no PEM certificate: {e}",
+                    ca.display()
+                )
+            })?;
+            if certificates.is_empty() {
+                return Err(format!(
+                    "upstream_ca: {} holds no PEM certificate",
+                    ca.display()
+                ));
+            }
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let client = builder
+            .build()
+            .map_err(|e| format!("cannot build the upstream client: {e}"))?;
+        let credential = match &spec.credential {
+            None => None,
+            Some(credential) => Some(
+                credential_header(credential)
+                    .map_err(|e| format!("upstream_credential: {e} (target {name})"))?,
+            ),
+        };
+        Ok(Upstream {
+            spec: spec.clone(),
+            client,
+            credential,
+            slots: Arc::new(Semaphore::new(spec.max_upstream_connections)),
+        })
+    }
+
+    /// Sends the request; resolves when the upstream's response headers have arrived. The
+    /// permit travels with the answer: the slot is free once its body has been read.
+    pub(crate) async fn send(
+        &self,
+        method: &Method,
+        read: &ReadRequest,
+        headers: &HeaderMap,
+        body: Bytes,
+        masking: bool,
+    ) -> Result<(reqwest::Response, OwnedSemaphorePermit), UpstreamError> {
+        let permit = match tokio::time::timeout(
+            self.spec.timeout,
+            self.slots.clone().acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(permit)) => permit,
+            _ => {
+                return Err(UpstreamError {
+                    status: 503,
+                    message: format!(
+                        "all {} upstream slots of this target stayed busy for {:?} (max_upstream_connections)",
+                        self.spec.max_upstream_connections, self.spec.timeout
+                    ),
+                });
+            }
+        };
+        let url = format!(
+            "{}{}",
+            self.spec.upstream,
+            &read.upstream_path_and_query[1..]
+        );
+        let mut forwarded = forwarded_headers(headers);
+        if masking {
+            // An answer that must be masked is asked for uncompressed; one compressed anyway
+            // is decompressed (gzip, deflate) or refused.
+            forwarded.insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_static("identity"),
+            );
+        }
+        if let Some((name, value)) = &self.credential {
+            forwarded.insert(name.clone(), value.clone());
+        }
+        let request = self
+            .client
+            .request(method.clone(), &url)
+            .headers(forwarded)
+            .body(body);
+        match tokio::time::timeout(self.spec.timeout, request.send()).await {
+            Ok(Ok(response)) => Ok((response, permit)),
+            Ok(Err(e)) => Err(UpstreamError {
+                status: if e.is_timeout() { 504 } else { 502 },
+                message: format!(
+                    "the upstream could not be reached or broke off: {}",
+                    error_chain(&e.without_url())
+                ),
+            }),
+            Err(_) => Err(UpstreamError {
+                status: 504,
+                message: format!(
+                    "the upstream did not answer within {:?} (the target's timeout)",
+                    self.spec.timeout
+                ),
+            }),
+        }
+    }
+}
+
+/// An error with its causes (reqwest's own message is often only "error sending request").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+        source = cause_of(source);
+    }
+    text
+}
+
+fn cause_of<'a>(
+    e: Option<&'a (dyn std::error::Error + 'static)>,
+) -> Option<&'a (dyn std::error::Error + 'static)> {
+    e.and_then(std::error::Error::source)
+}
+
+/// The header the credential is sent in; the secret is read now (an unset variable or an
+/// unreadable file fails the start, naming where it was looked for, never the value).
+fn credential_header(credential: &HttpCredential) -> Result<(HeaderName, HeaderValue), String> {
+    let (name, value) = match credential {
+        HttpCredential::Bearer(token) => {
+            (header::AUTHORIZATION, format!("Bearer {}", token.read()?))
+        }
+        HttpCredential::Basic { user, password } => {
+            let pair = format!("{user}:{}", password.read()?);
+            (
+                header::AUTHORIZATION,
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(pair)
+                ),
+            )
+        }
+        HttpCredential::Header { name, value } => (
+            HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("{name:?} is not a header name"))?,
+            value.read()?,
+        ),
+    };
+    let mut value = HeaderValue::from_str(&value)
+        .map_err(|_| "the secret holds characters a header cannot carry".to_string())?;
+    value.set_sensitive(true);
+    Ok((name, value))
+}
