@@ -138,6 +138,23 @@ fn event_fields(record: &EventRecord, doc: &mut Value) {
             doc["rule"]["version"] = json!(version);
         }
     }
+    if let Some(http) = &e.http {
+        // ECS's own HTTP fields, so a SIEM's web dashboards read HTTP targets' requests.
+        let mut fields = json!({
+            "request": {"method": http.method, "body": {"bytes": http.request_bytes}},
+            "response": {"body": {"bytes": http.response_bytes}},
+        });
+        if let Some(status) = http.status {
+            fields["response"]["status_code"] = json!(status);
+        }
+        doc["http"] = fields;
+        if let Some(path) = &e.resource {
+            doc["url"] = json!({"path": path});
+        }
+        if let Some(route) = &http.route {
+            doc["labels"]["route"] = json!(route);
+        }
+    }
     let labels = doc["labels"].as_object_mut().expect("labels is an object");
     let mut label = |k: &str, v: &Option<String>| {
         if let Some(v) = v {
@@ -182,6 +199,7 @@ fn category(
     let (family, name) = event_type.split_once('.').unwrap_or((event_type, ""));
     match (family, name) {
         ("request" | "notification", _) if e.statement.is_some() => (vec!["database"], access()),
+        ("request", _) if e.http.is_some() => (vec!["web"], access()),
         ("request" | "notification", _) => (vec!["api"], access()),
         ("session", "start") => (vec!["session"], vec!["start"]),
         ("session", _) => (vec!["session"], vec!["end"]),
@@ -280,6 +298,24 @@ mod tests {
             doc["portcullis"],
             serde_json::from_str::<Value>(&record.to_json("portcullis/gw-1")).unwrap()
         );
+    }
+
+    #[test]
+    fn an_http_request_maps_to_ecs_web_fields() {
+        let body = r#"{"action":"POST","decision":"allow","gateway":"gw","http":{"method":"POST","request_bytes":14,"response_bytes":27,"route":"/customers/{id}/refund","status":200,"upstream_ms":1.2},"id":"e2","outcome":"success","resource":"/customers/c-1/refund","target":"customers","time":"2026-12-06T10:00:00.000Z","type":"request"}"#;
+        let doc = ecs_document(&event(body), "o");
+        for (pointer, value) in [
+            ("/event/category", json!(["web"])),
+            ("/event/type", json!(["access", "allowed"])),
+            ("/http/request/method", json!("POST")),
+            ("/http/request/body/bytes", json!(14)),
+            ("/http/response/status_code", json!(200)),
+            ("/http/response/body/bytes", json!(27)),
+            ("/url/path", json!("/customers/c-1/refund")),
+            ("/labels/route", json!("/customers/{id}/refund")),
+        ] {
+            assert_eq!(doc.pointer(pointer), Some(&value), "{pointer} in {doc:#}");
+        }
     }
 
     #[test]
