@@ -95,6 +95,11 @@ impl HttpGateway {
             if let TargetSpec::Http(http) = spec {
                 let upstream =
                     Upstream::build(name, http).map_err(|e| format!("targets.{name}: {e}"))?;
+                if http.credential.is_some() && !upstream::is_private_plain_http(&http.upstream) {
+                    tracing::warn!(
+                        "targets.{name}: the upstream credential is sent over plain http to a host that is not loopback; use https"
+                    );
+                }
                 built.insert(name.clone(), Arc::new(upstream));
             }
         }

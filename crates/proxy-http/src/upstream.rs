@@ -144,6 +144,23 @@ impl Upstream {
     }
 }
 
+/// Whether `url` is https, or plain http to a loopback host (where a credential does not
+/// cross a network).
+pub(crate) fn is_private_plain_http(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return true;
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// An error with its causes (reqwest's own message is often only "error sending request").
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
@@ -192,4 +209,24 @@ fn credential_header(credential: &HttpCredential) -> Result<(HeaderName, HeaderV
         .map_err(|_| "the secret holds characters a header cannot carry".to_string())?;
     value.set_sensitive(true);
     Ok((name, value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_private_plain_http;
+
+    #[test]
+    fn a_credential_crosses_a_network_only_over_https() {
+        for url in [
+            "https://api.example.com/",
+            "http://127.0.0.1:9100/",
+            "http://localhost/",
+            "http://[::1]:80/",
+        ] {
+            assert!(is_private_plain_http(url), "{url}");
+        }
+        for url in ["http://api.internal/", "http://10.0.0.5:8080/"] {
+            assert!(!is_private_plain_http(url), "{url}");
+        }
+    }
 }
