@@ -449,11 +449,28 @@ async fn read_body(
     Ok(Bytes::from(out))
 }
 
-/// The body as JSON when its type says JSON; a JSON body that does not parse, or repeats a
+/// The body as JSON when its type says JSON, or when it is a JSON object or array whatever
+/// its type says (many servers parse JSON they are sent under another type, so policy reads
+/// it as they would). A body typed JSON that does not parse, or any JSON body that repeats a
 /// key, is refused: policy would have to guess what the upstream will read.
 fn parse_json_body(headers: &HeaderMap, body: &[u8]) -> Result<Option<Value>, String> {
-    if body.is_empty() || BodyKind::of(headers) != BodyKind::Json {
+    if body.is_empty() {
         return Ok(None);
+    }
+    if BodyKind::of(headers) != BodyKind::Json {
+        let looks_json = body
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|b| *b == b'{' || *b == b'[');
+        if !looks_json {
+            return Ok(None);
+        }
+        let Ok(value) = serde_json::from_slice::<Value>(body) else {
+            return Ok(None);
+        };
+        portcullis_model::json::check_no_duplicate_keys(body)
+            .map_err(|e| format!("the JSON body cannot be read one way only: {e}"))?;
+        return Ok(Some(value));
     }
     portcullis_model::json::check_no_duplicate_keys(body)
         .map_err(|e| format!("the JSON body cannot be read one way only: {e}"))?;
@@ -533,5 +550,45 @@ impl HoldChannel for Wait {
             () = tokio::time::sleep_until(self.until) => Interruption::WaitOver,
             _ = self.stopping.wait_for(|s| *s) => Interruption::Stopping,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn typed(ct: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, ct.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn policy_reads_json_bodies_whatever_their_type_says() {
+        let json = typed("application/json");
+        assert_eq!(
+            parse_json_body(&json, br#"{"amount": 900}"#).unwrap(),
+            Some(json!({"amount": 900}))
+        );
+        assert!(
+            parse_json_body(&json, b"{nope")
+                .unwrap_err()
+                .contains("not")
+        );
+        let dup = br#"{"amount": 1, "amount": 900}"#;
+        assert!(
+            parse_json_body(&json, dup)
+                .unwrap_err()
+                .contains("duplicate")
+        );
+        // Sent as text, read as JSON by many servers: policy reads it too, dups refused.
+        let text = typed("text/plain");
+        assert_eq!(
+            parse_json_body(&text, br#" {"amount": 900}"#).unwrap(),
+            Some(json!({"amount": 900}))
+        );
+        assert!(parse_json_body(&text, dup).is_err());
+        assert_eq!(parse_json_body(&text, b"plain words").unwrap(), None);
+        assert_eq!(parse_json_body(&HeaderMap::new(), b"").unwrap(), None);
     }
 }

@@ -28,6 +28,13 @@ const NOT_FORWARDED: &[&str] = &[
     "x-forwarded-proto",
 ];
 
+/// Headers with which some frameworks run another method than the request line's.
+const METHOD_OVERRIDES: &[&str] = &[
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
 /// Headers policy never sees (`request.headers`): credentials.
 const SECRET_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie"];
 
@@ -91,6 +98,14 @@ pub fn read(
         return Err(unreadable(
             400,
             "a request with both Content-Length and Transfer-Encoding is ambiguous and refused",
+        ));
+    }
+    if let Some(name) = METHOD_OVERRIDES.iter().find(|h| headers.contains_key(**h)) {
+        return Err(unreadable(
+            400,
+            format!(
+                "{name} is refused: the upstream could act on another method than the one decided"
+            ),
         ));
     }
     if headers.get_all(header::CONTENT_LENGTH).iter().count() > 1 {
@@ -161,6 +176,22 @@ pub fn decode_path(path: &str) -> Result<String, Unreadable> {
                 return Err(unreadable(
                     400,
                     "'.' and '..' path segments are refused (encoded or not)",
+                ));
+            }
+            if text.contains(';') {
+                return Err(unreadable(
+                    400,
+                    "a ';' in the path is refused (some servers cut path parameters off, others do not)",
+                ));
+            }
+            let lower = text.to_ascii_lowercase();
+            if ["%2e", "%2f", "%5c", "%3b", "%25"]
+                .iter()
+                .any(|e| lower.contains(e))
+            {
+                return Err(unreadable(
+                    400,
+                    "a path segment encoded twice is refused (a server that decodes again would read another path)",
                 ));
             }
             if text.contains(['/', '\\']) {
@@ -248,6 +279,10 @@ mod tests {
             ("/a\\b", "'\\'"),
             ("/a/%00", "control"),
             ("/a/%FF", "UTF-8"),
+            ("/admin;jsessionid=1/x", "';'"),
+            ("/admin%3Bx", "';'"),
+            ("/x/%252e%252e/admin", "encoded twice"),
+            ("/a/%252F", "encoded twice"),
         ] {
             let err = decode_path(path).unwrap_err();
             assert_eq!(err.status, 400);
@@ -273,6 +308,13 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.message.contains("more than one"), "{}", err.message);
+        let err = req(
+            "POST",
+            "/customers",
+            &[("x-http-method-override", "DELETE")],
+        )
+        .unwrap_err();
+        assert!(err.message.contains("another method"), "{}", err.message);
         let err = req("GET", "/ws", &[("upgrade", "websocket")]).unwrap_err();
         assert_eq!(err.status, 501);
     }
