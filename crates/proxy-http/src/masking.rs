@@ -176,6 +176,8 @@ pub struct StreamMasker {
     max_pending: usize,
     /// Lines released so far, for the report's paths.
     line: u64,
+    /// A body typed as binary whose first bytes were not text: passed as it is.
+    passing: bool,
     pub report: Report,
 }
 
@@ -187,12 +189,26 @@ impl StreamMasker {
             pending: Vec::new(),
             max_pending: max_pending.max(2 * LOOK_BEHIND),
             line: 0,
+            passing: false,
             report: Report::default(),
         }
     }
 
     /// Takes a chunk; returns what may be released now, masked (possibly empty).
     pub fn push(&mut self, chunk: &[u8]) -> Result<Bytes, String> {
+        if self.kind == BodyKind::Binary {
+            // A body typed as binary is masked as text when it is text after all (the
+            // upstream's type is not proof): its first bytes decide.
+            if self.passing || chunk.is_empty() {
+                return Ok(Bytes::copy_from_slice(chunk));
+            }
+            if looks_like_text(chunk) {
+                self.kind = BodyKind::Text;
+            } else {
+                self.passing = true;
+                return Ok(Bytes::copy_from_slice(chunk));
+            }
+        }
         self.pending.extend_from_slice(chunk);
         let cut = safe_cut(&self.pending);
         if cut > 0 {
@@ -312,6 +328,18 @@ impl StreamMasker {
         }
         self.text_of(text, path)
     }
+}
+
+/// Whether bytes read as text: UTF-8 (a character cut at the end allowed) without NUL or
+/// other control bytes than whitespace.
+fn looks_like_text(bytes: &[u8]) -> bool {
+    let utf8 = match std::str::from_utf8(bytes) {
+        Ok(_) => true,
+        Err(e) => e.error_len().is_none(),
+    };
+    utf8 && !bytes
+        .iter()
+        .any(|&b| b < 0x20 && !matches!(b, b'\n' | b'\r' | b'\t'))
 }
 
 fn not_utf8() -> String {
@@ -478,6 +506,19 @@ mod tests {
         assert_ne!(headers["x-account"], "ACC-991");
         assert!(!headers["x-contact"].to_str().unwrap().contains("bo@"));
         assert_eq!(headers["content-type"], "application/json");
+    }
+
+    #[test]
+    fn a_body_typed_binary_that_is_text_is_masked() {
+        let out = stream(BodyKind::Binary, &[b"{\"email\":\"ann@example.com\"}\n"]);
+        assert!(!out.contains("ann@"), "{out}");
+        let png = [
+            0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 0x0d,
+        ];
+        let mut m = StreamMasker::new(maskers(), BodyKind::Binary, 1 << 20);
+        assert_eq!(&m.push(&png).unwrap()[..], &png[..]);
+        assert_eq!(&m.push(b"ann@example.com").unwrap()[..], b"ann@example.com");
+        assert!(m.finish().unwrap().is_empty());
     }
 
     #[test]

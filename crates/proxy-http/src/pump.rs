@@ -89,7 +89,13 @@ pub(crate) async fn answer(
     let mut headers = upstream.headers().clone();
     clean_response_headers(&mut headers);
     let kind = BodyKind::of(&headers);
-    let must_mask = !maskers.is_empty() && kind != BodyKind::Binary;
+    let encoded = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| !v.trim().eq_ignore_ascii_case("identity") && !v.trim().is_empty());
+    // A body typed as binary is sniffed (masked if it turns out to be text) unless it is
+    // compressed, which text never is here: an answer to mask is asked for uncompressed.
+    let must_mask = !(maskers.is_empty() || (kind == BodyKind::Binary && encoded));
     let mut report = Report::default();
     let mut inflate = None;
     if !maskers.is_empty() {
