@@ -1,7 +1,7 @@
 //! Snapshots of the resolved form of the example configurations the project ships: the
-//! reference documentation's complete example, the PostgreSQL guide's example and the fuzz
-//! seeds. A change to how a file resolves (a default, a path, a target's settings) shows up
-//! as a reviewed diff of these snapshots (`INSTA_UPDATE=always cargo test -p
+//! reference documentation's complete example, the PostgreSQL and HTTP guides' examples and
+//! the fuzz seeds. A change to how a file resolves (a default, a path, a target's settings)
+//! shows up as a reviewed diff of these snapshots (`INSTA_UPDATE=always cargo test -p
 //! portcullis-config`, then read the `.snap` files).
 
 use std::path::Path;
@@ -43,6 +43,15 @@ fn postgres_guide_example() {
     let text = toml_block(
         include_str!("../../../docs/postgres.md"),
         "# PostgreSQL through Portcullis",
+    );
+    insta::assert_debug_snapshot!(resolve(text));
+}
+
+#[test]
+fn http_guide_example() {
+    let text = toml_block(
+        include_str!("../../../docs/http.md"),
+        "# HTTP APIs through Portcullis",
     );
     insta::assert_debug_snapshot!(resolve(text));
 }

@@ -1,5 +1,6 @@
 //! `portcullis demo`: the gateway on embedded defaults in front of the built-in billing MCP
-//! server, with an agent and a human identity and rules that show all three outcomes.
+//! server and the built-in customers HTTP API, with an agent and a human identity and rules
+//! that show all three outcomes.
 //!
 //! The demo writes an ordinary `portcullis.toml` into its directory, so what it runs is
 //! exactly what an operator would configure, and the file is there to read and copy.
@@ -42,6 +43,66 @@ fn demo_keys(dir: &Path) -> Result<DemoKeys> {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     }
     Ok(keys)
+}
+
+/// The customers API's own service token, kept across runs like the keys. The gateway reads
+/// it from this file and injects it upstream; the agent never sees it.
+fn customers_api_token(dir: &Path) -> Result<std::path::PathBuf> {
+    let path = dir.join("customers-api-token");
+    if !path.exists() {
+        std::fs::write(&path, portcullis_identity::generate_api_key().0)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(path)
+}
+
+/// The customers HTTP API part of the demo configuration.
+fn customers_api_config(upstream: SocketAddr, token: &Path) -> Result<String> {
+    let token = serde_json::to_string(&token.display().to_string())?;
+    Ok(format!(
+        r#"
+# The customers HTTP API (built into the demo, on {upstream}), behind the gateway at
+# http://<listen>/http/customers/...: GET, POST and DELETE decided per method and path,
+# answers masked, the API's own token injected (the agent's key never goes upstream).
+[targets.customers]
+kind = "http"
+upstream = "http://{upstream}/"
+upstream_credential = {{ bearer = {{ file = {token} }} }}
+hold_wait = "15m"               # a held request waits as long as its approval may take
+
+[[rules]]
+name = "agents read customers over HTTP"
+who.groups = ["agents"]
+target = "customers"
+http.methods = ["GET"]
+http.paths = ["/customers", "/customers/{{id}}"]
+mask = "pii"                    # emails and card numbers come back masked
+
+[[rules]]
+name = "HTTP refunds need a finance lead"
+who.groups = ["agents"]
+target = "customers"
+http.methods = ["POST"]
+http.paths = ["/customers/{{id}}/refund"]
+decision = "hold"               # the request waits at the gateway until a finance lead decides
+approvers = ["finance-leads"]   # never the agent itself, whatever its groups
+timeout = "15m"
+require_reason = true           # the agent says why: the Portcullis-Reason header
+
+[[rules]]
+name = "agents never delete customers over HTTP"
+who.kinds = ["agent"]
+target = "customers"
+http.methods = ["DELETE"]
+http.paths = ["/customers/**"]
+decision = "deny"
+reason = "deleting customers is a human decision"
+"#
+    ))
 }
 
 /// The database the demo creates on a reachable PostgreSQL, and the role the gateway uses.
@@ -274,6 +335,20 @@ pub async fn run(
     }
     let config_path = dir.join("portcullis.toml");
     let mut text = demo_config(listen, admin, &keys)?;
+    // The customers API runs in this process on a port of its own choosing; the gateway is
+    // the way to it that the demo shows.
+    let token_path = customers_api_token(dir)?;
+    let token = std::fs::read_to_string(&token_path)?.trim().to_string();
+    let api_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("cannot start the demo customers API")?;
+    let api_addr = api_listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(api_listener, crate::demo_server::customers_api(token)).await {
+            tracing::error!("the demo customers API stopped: {e}");
+        }
+    });
+    text.push_str(&customers_api_config(api_addr, &token_path)?);
     let database = match prepare_database().await {
         Ok((upstream, role)) => {
             text.push_str(&database_config(pg_listen, &upstream, &role));
@@ -296,6 +371,7 @@ pub async fn run(
         Err(_) => return server.await?,
     };
     print_instructions(addr, admin, &keys, &config_path, &data_dir, dir);
+    print_http_instructions(addr, &keys);
     if let Some(pg) = database {
         print_database_instructions(pg, &keys);
     }
@@ -334,6 +410,41 @@ fn print_database_instructions(pg: SocketAddr, keys: &DemoKeys) {
             "dana.finance",
             "UPDATE customers SET plan = 'team' WHERE id = 1003"
         ),
+    );
+}
+
+/// The curl lines of the customers API, through the front door.
+fn http_calls(addr: SocketAddr, key: &str) -> [String; 3] {
+    let url = format!("http://{addr}/http/customers/customers/cus_1001");
+    let auth = format!("-H 'Authorization: Bearer {key}'");
+    [
+        format!("curl -s {url} {auth} -w '\\n'"),
+        format!(
+            "curl -s -X POST {url}/refund {auth} -H 'Content-Type: application/json' \\\n    -H 'Portcullis-Reason: customer asked for a refund of a duplicate charge' -d '{{\"amount\":25}}' -w '\\n'"
+        ),
+        format!("curl -s -X DELETE {url} {auth} -w '\\n'"),
+    ]
+}
+
+fn print_http_instructions(addr: SocketAddr, keys: &DemoKeys) {
+    let [get, refund, delete] = http_calls(addr, &keys.agent);
+    println!(
+        r#"The customers HTTP API is behind the gateway too, at http://{addr}/http/customers/
+(each request decided by method and path, recorded with its status and route):
+
+  # allowed, masked: the email and card number come back hidden (rule "agents read
+  # customers over HTTP"); the API's own token was injected, the agent's key never left
+  {get}
+
+  # held for approval (rule "HTTP refunds need a finance lead"): curl waits, silently,
+  # until the finance lead approves it (the `approvals list` and `approvals approve` lines
+  # above, or the web console), then prints the API's answer; without the Portcullis-Reason
+  # header it is refused at once (428)
+  {refund}
+
+  # denied with 403 and a problem+json body naming the rule and its reason
+  {delete}
+"#
     );
 }
 

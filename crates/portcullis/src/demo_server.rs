@@ -1,9 +1,11 @@
-//! The built-in demo MCP server: a small billing service over stdio.
+//! The built-in demo upstreams: a small billing service as an MCP server over stdio, and
+//! the same customers as a JSON HTTP API served in the demo's own process.
 //!
-//! It exists so that `portcullis demo` works on a fresh machine with nothing else installed,
-//! and it deliberately returns sensitive data (emails, card numbers) so the gateway's
-//! recording, and later its masking, have something to show. It speaks both protocol eras:
-//! `initialize` for session-based clients and `server/discover` for 2026-07-28 ones.
+//! They exist so that `portcullis demo` works on a fresh machine with nothing else
+//! installed, and they deliberately return sensitive data (emails, card numbers) so the
+//! gateway's recording and masking have something to show. The MCP server speaks both
+//! protocol eras: `initialize` for session-based clients and `server/discover` for
+//! 2026-07-28 ones.
 
 use std::io::{BufRead, Write};
 
@@ -131,6 +133,92 @@ fn answer(request: &Value) -> Option<Value> {
         result["resultType"] = json!("complete");
     }
     Some(json!({"jsonrpc": "2.0", "id": id, "result": result}))
+}
+
+/// The customers HTTP API: `GET /customers`, `GET /customers/{id}`,
+/// `POST /customers/{id}/refund` (`{"amount": 25}`) and `DELETE /customers/{id}`. It answers
+/// only requests carrying `Authorization: Bearer <token>`, the credential the gateway injects:
+/// callers of the gateway never hold it.
+pub fn customers_api(token: String) -> axum::Router {
+    use axum::extract::Path;
+    use axum::http::StatusCode;
+    use axum::middleware::{self, Next};
+    use axum::response::{IntoResponse, Response};
+    use axum::routing::{get, post};
+    use axum::{Json, Router};
+
+    let expected = format!("Bearer {token}");
+    let gate = move |request: axum::extract::Request, next: Next| {
+        let authorized = request
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .is_some_and(|v| v.as_bytes() == expected.as_bytes());
+        async move {
+            if authorized {
+                next.run(request).await
+            } else {
+                (
+                    StatusCode::UNAUTHORIZED,
+                    Json(json!({"error": "the customers API wants its own service token"})),
+                )
+                    .into_response()
+            }
+        }
+    };
+    fn not_found(id: &str) -> Response {
+        (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": format!("no customer {id:?}")})),
+        )
+            .into_response()
+    }
+    fn record(c: &(&str, &str, &str, &str)) -> Value {
+        json!({"id": c.0, "name": c.1, "email": c.2, "card_number": c.3, "plan": "pro"})
+    }
+    Router::new()
+        .route(
+            "/customers",
+            get(|| async {
+                Json(json!({"customers": CUSTOMERS.iter().map(record).collect::<Vec<_>>()}))
+            }),
+        )
+        .route(
+            "/customers/{id}",
+            get(|Path(id): Path<String>| async move {
+                match find(&id) {
+                    Some(c) => Json(record(c)).into_response(),
+                    None => not_found(&id),
+                }
+            })
+            .delete(|Path(id): Path<String>| async move {
+                match find(&id) {
+                    Some(c) => Json(json!({"deleted": c.0})).into_response(),
+                    None => not_found(&id),
+                }
+            }),
+        )
+        .route(
+            "/customers/{id}/refund",
+            post(|Path(id): Path<String>, body: Json<Value>| async move {
+                let Some(c) = find(&id) else {
+                    return not_found(&id);
+                };
+                match body["amount"].as_f64() {
+                    Some(amount) if amount > 0.0 => {
+                        Json(json!({"refunded": c.0, "amount_usd": amount, "status": "succeeded"}))
+                            .into_response()
+                    }
+                    _ => (
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        Json(
+                            json!({"error": "the body needs a positive amount: {\"amount\": 25}"}),
+                        ),
+                    )
+                        .into_response(),
+                }
+            }),
+        )
+        .layer(middleware::from_fn(gate))
 }
 
 /// Serves MCP over stdin/stdout until stdin closes.

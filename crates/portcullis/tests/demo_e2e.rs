@@ -1,7 +1,12 @@
 //! The demo billing server through the real gateway binary: the three outcomes, the audit
-//! trail, and a client of each protocol era.
+//! trail, and a client of each protocol era; and `portcullis demo`'s customers HTTP API
+//! through the curl lines the demo prints.
 
 mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{Value, json};
@@ -227,4 +232,189 @@ async fn graceful_shutdown_ends_sessions_and_records_the_stop() {
         .find(|e| e["type"] == "session.end" && e["session"] == session.as_str())
         .expect("the open session is ended and recorded");
     assert_eq!(end["detail"], "gateway shutdown");
+}
+
+/// The `curl` commands the demo printed for the customers API, each joined across its `\`
+/// line continuations, as a shell reads them when pasted.
+fn printed_http_calls(printed: &[String]) -> Vec<String> {
+    let mut calls = Vec::new();
+    let mut lines = printed.iter().map(|l| l.trim());
+    while let Some(line) = lines.next() {
+        if !line.starts_with("curl ") || !line.contains("/http/customers/") {
+            continue;
+        }
+        let mut call = line.to_string();
+        while call.ends_with('\\') {
+            call.pop();
+            call.push_str(lines.next().unwrap_or(""));
+        }
+        calls.push(call);
+    }
+    calls
+}
+
+/// Runs a printed line in a shell, as a newcomer pasting it; the answer's body as JSON.
+fn paste(call: &str) -> Value {
+    let out = Command::new("sh").args(["-c", call]).output().unwrap();
+    assert!(out.status.success(), "{call}: {out:?}");
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{call}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// `portcullis demo` as a newcomer runs it, its customers API through the curl lines it
+/// prints: the GET comes back masked, the refund waits until the finance lead approves it
+/// through the admin API, the DELETE is refused naming the rule; each is one audit event
+/// with its `http` record.
+#[tokio::test]
+async fn the_demo_customers_api_answers_the_printed_curl_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo_dir = dir.path().join("demo");
+    let (port, admin_port, pg_port) = (free_port(), free_port(), free_port());
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut cmd = Command::new(binary());
+    cmd.args(["demo", "--listen", &addr.to_string()])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
+        .args(["--pg-listen", &format!("127.0.0.1:{pg_port}")])
+        .arg("--dir")
+        .arg(&demo_dir)
+        .stdout(Stdio::piped());
+    let (mut child, _) = start_and_wait(&mut cmd, addr, "demo");
+    let stdout = child.stdout.take().unwrap();
+    let printed: Lines = Default::default();
+    let sink = printed.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let calls = loop {
+        let calls = printed_http_calls(&printed.lock().unwrap());
+        if calls.len() == 3 {
+            break calls;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the demo did not print three curl lines for the customers API: {:?}",
+            printed.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let keys = std::fs::read_to_string(demo_dir.join("demo-keys.txt")).unwrap();
+    let human = keys.lines().nth(1).unwrap().to_string();
+    let (get, refund, delete) = (&calls[0], &calls[1], &calls[2]);
+    assert!(
+        get.contains("curl -s http://") && !get.contains("-X "),
+        "{get}"
+    );
+    assert!(
+        refund.contains("-X POST") && refund.contains("Portcullis-Reason: "),
+        "{refund}"
+    );
+    assert!(delete.contains("-X DELETE"), "{delete}");
+
+    // Allowed and masked: the API answered (so the gateway injected its token; without it
+    // the API answers 401), and the email and card number are hidden.
+    let customer = paste(get);
+    assert_eq!(customer["id"], "cus_1001", "{customer}");
+    assert_eq!(customer["name"], "Ada Lovelace", "{customer}");
+    assert_eq!(customer["email"], "[EMAIL]", "{customer}");
+    let card = customer["card_number"].as_str().unwrap();
+    assert!(card.ends_with("1111") && !card.contains("4111"), "{card}");
+
+    // Held: the curl waits until the finance lead approves through the admin API.
+    let held = {
+        let refund = refund.clone();
+        std::thread::spawn(move || paste(&refund))
+    };
+    let admin = format!("http://127.0.0.1:{admin_port}");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let approval = loop {
+        let listing = client
+            .get(format!("{admin}/api/v1/approvals"))
+            .bearer_auth(&human)
+            .send()
+            .await
+            .ok();
+        let body: Value = match listing {
+            Some(r) if r.status() == 200 => r.json().await.unwrap(),
+            _ => Value::Null,
+        };
+        if let Some(first) = body["approvals"].as_array().and_then(|a| a.first()) {
+            break first.clone();
+        }
+        assert!(
+            !held.is_finished(),
+            "the refund was answered before anyone decided"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no pending approval appeared: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        approval.to_string().contains("/customers/cus_1001/refund"),
+        "{approval}"
+    );
+    assert!(!held.is_finished(), "the refund waits for its decision");
+    let approved = client
+        .post(format!(
+            "{admin}/api/v1/approvals/{}/approve",
+            approval["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&human)
+        .json(&json!({"digest": approval["digest"], "reason": "customer called, refund agreed"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(approved.status(), 200, "{:?}", approved.text().await);
+    let refunded = tokio::task::spawn_blocking(move || held.join().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        refunded,
+        json!({"refunded": "cus_1001", "amount_usd": 25.0, "status": "succeeded"})
+    );
+
+    // Denied: a problem document naming the rule and its reason.
+    let denied = paste(delete);
+    assert_eq!(denied["status"], 403, "{denied}");
+    assert_eq!(denied["refusal"], "denied", "{denied}");
+    assert_eq!(denied["rule"], "agents never delete customers over HTTP");
+    assert_eq!(denied["detail"], "deleting customers is a human decision");
+
+    let pid = child.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    assert!(child.wait().unwrap().success());
+    let tail = Command::new(binary())
+        .args(["audit", "tail", "-n", "1000", "--data-dir"])
+        .arg(demo_dir.join("data"))
+        .output()
+        .unwrap();
+    let events: Vec<Value> = String::from_utf8(tail.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &Value| e["type"] == "request" && e["target"] == "customers")
+        .collect();
+    assert_eq!(events.len(), 3, "{events:?}");
+    let (read, refund, delete) = (&events[0], &events[1], &events[2]);
+    assert_eq!(read["action"], "GET");
+    assert_eq!(read["resource"], "/customers/cus_1001");
+    assert_eq!(read["decision"], "allow");
+    assert_eq!(read["http"]["route"], "/customers/{id}");
+    assert_eq!(read["http"]["status"], 200);
+    assert!(read["masked"].to_string().contains("email"), "{read}");
+    assert!(!read.to_string().contains("ada@example.com"), "{read}");
+    assert_eq!(refund["action"], "POST");
+    assert_eq!(refund["decision"], "hold");
+    assert_eq!(refund["approval"], approval["id"]);
+    assert_eq!(refund["http"]["status"], 200);
+    assert_eq!(refund["outcome"], "success");
+    assert_eq!(delete["action"], "DELETE");
+    assert_eq!(delete["outcome"], "denied");
+    assert_eq!(delete["rule"], "agents never delete customers over HTTP");
+    assert_eq!(delete["http"]["status"], 403);
 }
