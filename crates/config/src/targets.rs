@@ -87,8 +87,9 @@ pub struct HttpTarget {
     pub max_response_body: usize,
     /// The most requests in flight to the upstream at once.
     pub max_upstream_connections: usize,
-    /// The longest a held request waits for its decision before the caller is answered with
-    /// an error naming the approval (the approval itself stays open until its rule's timeout).
+    /// The longest a held request waits for its decision; then the approval is cancelled and
+    /// the caller is answered with an error naming it. Keep it at least the rules' `timeout`
+    /// for callers that can wait that long.
     pub hold_wait: Duration,
 }
 

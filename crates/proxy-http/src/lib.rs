@@ -286,7 +286,14 @@ impl HttpGateway {
                     .await
                 {
                     Ok(_released) => None,
-                    Err(refusal) => return self.refuse(exchange, &refusal, None).await,
+                    Err(mut refusal) => {
+                        if refusal.kind == RefusalKind::ReasonRequired {
+                            refusal
+                                .message
+                                .push_str(": send it in the Portcullis-Reason header");
+                        }
+                        return self.refuse(exchange, &refusal, None).await;
+                    }
                 }
             }
             Decision::Allow { mask } => mask.clone(),
