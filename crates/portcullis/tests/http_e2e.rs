@@ -105,6 +105,17 @@ http.paths = ["/upload"]
 /// A gateway with `targets` (each already written with [`target`]) and the usual rules for
 /// each named target, an admin API, and the upstream credential in its environment.
 fn gateway(people: &People, targets: &str, names: &[&str], extra: &str) -> (Gateway, String) {
+    gateway_with(people, targets, names, extra, "")
+}
+
+/// [`gateway`], with `gateway_tables` (`[gateway.tls]` ...) after the `[gateway]` keys.
+fn gateway_with(
+    people: &People,
+    targets: &str,
+    names: &[&str],
+    extra: &str,
+    gateway_tables: &str,
+) -> (Gateway, String) {
     let admin_port = free_port();
     let mut config = format!(
         "{}{}{PROFILE}{targets}",
@@ -116,7 +127,7 @@ fn gateway(people: &People, targets: &str, names: &[&str], extra: &str) -> (Gate
     config.push_str(extra);
     let gw = Gateway::start_with(
         &config,
-        &format!("admin_listen = \"127.0.0.1:{admin_port}\""),
+        &format!("admin_listen = \"127.0.0.1:{admin_port}\"\n{gateway_tables}"),
         &[("CUSTOMERS_TOKEN", UPSTREAM_TOKEN)],
     );
     (gw, format!("http://127.0.0.1:{admin_port}"))
@@ -668,6 +679,66 @@ fn an_https_upstream_is_spoken_to_over_http2_and_the_own_listener_answers_h2c() 
         h1.body
     );
     assert_masked(&h1.body);
+}
+
+#[test]
+fn with_the_gateways_tls_the_own_listener_offers_http2_by_alpn() {
+    let upstream = Upstream::start();
+    let ca = portcullis_sinks::testing::Ca::new("http-e2e gateway CA");
+    let certs = tempfile::tempdir().unwrap();
+    let ca_path = ca.write(&certs.path().join("ca.pem"));
+    let (cert, key) = ca.issue_files(certs.path(), "gateway", &["localhost", "127.0.0.1"], false);
+    let listen_port = free_port();
+    let p = people();
+    let (gw, _) = gateway_with(
+        &p,
+        &target(
+            "customers",
+            &upstream.base(),
+            &format!("listen = \"127.0.0.1:{listen_port}\""),
+        ),
+        &["customers"],
+        "",
+        &format!(
+            "[gateway.tls]\ncert = {:?}\nkey = {:?}\n",
+            cert.display().to_string(),
+            key.display().to_string()
+        ),
+    );
+    let own: SocketAddr = format!("127.0.0.1:{listen_port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(own).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the target's listener did not open"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let bearer = format!("Authorization: Bearer {}", p.agent.key);
+    let ca_arg = ca_path.display().to_string();
+    let h2 = curl(
+        &["--http2", "--cacert", &ca_arg, "-H", &bearer],
+        &format!("https://localhost:{listen_port}/customers/c-10"),
+    );
+    assert_eq!((h2.status, h2.version.as_str()), (200, "2"), "{}", h2.body);
+    assert_masked(&h2.body);
+    assert_eq!(h2.json()["id"], "c-10");
+    // The front door stays HTTP/1.1 (its TLS offers nothing else), and serves the target too.
+    let front_door = curl(
+        &["--http2", "--cacert", &ca_arg, "-H", &bearer],
+        &format!(
+            "https://localhost:{}/http/customers/customers/c-11",
+            gw.addr.port()
+        ),
+    );
+    assert_eq!(
+        (front_door.status, front_door.version.as_str()),
+        (200, "1.1"),
+        "{}",
+        front_door.body
+    );
+    assert_masked(&front_door.body);
+    assert_eq!(upstream.count(), 2);
 }
 
 // ---------------------------------------------------------------------------------------

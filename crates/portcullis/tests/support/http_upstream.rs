@@ -6,7 +6,8 @@
 //!
 //! Its API, below the base URL:
 //! - `GET /customers/{id}`: a customer record with an email and a card number, and the
-//!   `Authorization` and `Cookie` it received (echoed, so a caller sees them too);
+//!   `Authorization` and `Cookie` it received (echoed, so a caller sees them too); the
+//!   email in an `X-Account-Email` header too, and a `Set-Cookie` of its own;
 //! - `POST /customers/{id}/refund`: the refund done, echoing the JSON body's `amount`;
 //! - `DELETE /customers/{id}`: 204;
 //! - `POST /upload`: `{"ok": true}`;
@@ -235,10 +236,20 @@ async fn handle(State(shared): State<Shared>, request: Request) -> Response {
     let path = parts.uri.path();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (parts.method.as_str(), segments.as_slice()) {
-        ("GET", ["customers", id]) => json_response(
-            StatusCode::OK,
-            &customer(id, seen.header("authorization"), seen.header("cookie")),
-        ),
+        ("GET", ["customers", id]) => {
+            let mut response = json_response(
+                StatusCode::OK,
+                &customer(id, seen.header("authorization"), seen.header("cookie")),
+            );
+            // A header with PII, and a cookie of the upstream's own.
+            let headers = response.headers_mut();
+            headers.insert("x-account-email", HeaderValue::from_static(EMAIL));
+            headers.insert(
+                header::SET_COOKIE,
+                HeaderValue::from_static("upstream-session=abc; HttpOnly"),
+            );
+            response
+        }
         ("POST", ["customers", id, "refund"]) => {
             let amount = serde_json::from_slice::<Value>(&body)
                 .map(|b| b["amount"].clone())
