@@ -74,7 +74,7 @@ fn rules(target: &str) -> String {
 name = "read customers{of}"
 target = "{target}"
 http.methods = ["GET"]
-http.paths = ["/customers/{{id}}", "/events", "/gzip", "/brotli", "/plain", "/slow", "/customer.json"]
+http.paths = ["/customers/{{id}}", "/events", "/gzip", "/brotli", "/plain", "/slow", "/stall", "/big", "/customer.json"]
 mask = "pii"
 
 [[rules]]
@@ -903,7 +903,7 @@ fn smuggling_shapes_and_ambiguous_paths_are_refused_400_before_the_upstream() {
 }
 
 #[tokio::test]
-async fn an_oversized_body_is_413_a_dead_upstream_502_and_a_slow_one_504() {
+async fn request_and_answer_bounds_413_502_504_and_a_stalled_stream_cut_off() {
     let upstream = Upstream::start();
     // A port nothing listens on.
     let dead = format!("http://127.0.0.1:{}/", free_port());
@@ -913,7 +913,7 @@ async fn an_oversized_body_is_413_a_dead_upstream_502_and_a_slow_one_504() {
         target(
             "customers",
             &upstream.base(),
-            "max_request_body = 1024\ntimeout = \"1s\""
+            "max_request_body = 1024\nmax_response_body = 4096\ntimeout = \"1s\"\nidle_timeout = \"1s\""
         ),
         target("gone", &dead, "")
     );
@@ -982,6 +982,63 @@ async fn an_oversized_body_is_413_a_dead_upstream_502_and_a_slow_one_504() {
             .as_str()
             .is_some_and(|d| d.contains("timeout")),
         "{problem}"
+    );
+
+    // A JSON answer to mask that is larger than max_response_body is withheld, not passed.
+    let resp = client
+        .get(front(&gw, "customers", "/big"))
+        .bearer_auth(&p.agent.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    let text = resp.text().await.unwrap();
+    assert_masked(&text);
+    assert!(text.contains("max_response_body"), "{text}");
+
+    // A stream whose upstream stalls past idle_timeout: what came goes through masked, then
+    // the answer breaks off; the caller cannot take it for a complete one.
+    let started = Instant::now();
+    let resp = client
+        .get(front(&gw, "customers", "/stall"))
+        .bearer_auth(&p.agent.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut stream = resp.bytes_stream();
+    let mut text = String::new();
+    let mut broke = None;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(chunk) => text.push_str(std::str::from_utf8(&chunk).unwrap()),
+            Err(e) => {
+                broke = Some(e);
+                break;
+            }
+        }
+    }
+    let took = started.elapsed();
+    assert!(
+        broke.is_some(),
+        "the stalled answer ended as if complete after {took:?}: {text:?}"
+    );
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+    assert_masked(&text);
+    assert!(
+        text.contains("\"n\":0") && text.contains("[EMAIL]"),
+        "{text:?}"
+    );
+    assert!(!text.contains("\"n\":1"), "{text:?}");
+    let stalled = request_events(&gw)
+        .into_iter()
+        .find(|e| e["resource"] == "/stall")
+        .expect("the stalled answer has its event");
+    assert!(
+        stalled["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("idle_timeout")),
+        "{stalled}"
     );
 }
 

@@ -15,7 +15,9 @@
 //! - `GET /events`: three `text/event-stream` events, 300 ms apart, each with an email;
 //! - `GET /gzip`: a customer record gzip-compressed whatever `Accept-Encoding` said;
 //! - `GET /brotli`: an answer claiming `Content-Encoding: br`;
-//! - `GET /slow`: answers after 3 s.
+//! - `GET /slow`: answers after 3 s;
+//! - `GET /stall`: one event with an email, then nothing for 5 s, then another;
+//! - `GET /big`: a JSON record with an email and 8 KiB of filler.
 #![allow(dead_code)]
 
 use std::convert::Infallible;
@@ -268,6 +270,11 @@ async fn handle(State(shared): State<Shared>, request: Request) -> Response {
             json_response(StatusCode::OK, &json!({"ok": true}))
         }
         ("GET", ["events"]) => events(),
+        ("GET", ["stall"]) => stall(),
+        ("GET", ["big"]) => json_response(
+            StatusCode::OK,
+            &json!({"email": EMAIL, "filler": "x".repeat(8192)}),
+        ),
         ("GET", ["gzip"]) => {
             let mut response = Response::new(Body::from(shared.gzipped.to_vec()));
             let headers = response.headers_mut();
@@ -319,5 +326,24 @@ fn events() -> Response {
         HeaderValue::from_static("text/event-stream"),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// An event, then a stall longer than the tests' `idle_timeout`, then another event.
+fn stall() -> Response {
+    let stream = futures_util::stream::unfold(0u32, |n| async move {
+        match n {
+            0 => {}
+            1 => tokio::time::sleep(Duration::from_secs(5)).await,
+            _ => return None,
+        }
+        let event = format!("data: {}\n\n", json!({"n": n, "email": EMAIL}));
+        Some((Ok::<_, Infallible>(Bytes::from(event)), n + 1))
+    });
+    let mut response = Response::new(Body::from_stream(stream));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     response
 }
