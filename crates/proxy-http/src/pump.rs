@@ -4,8 +4,12 @@
 //! The body is moved by a task of its own through a bounded channel. When the caller does
 //! not take bytes for `idle_timeout` (a slow or stuck client), or the upstream sends none
 //! for as long, the task gives up and the upstream connection is released: a slow client
-//! cannot hold one forever. The task always keeps the last piece of the body back until the
-//! event is recorded; if it cannot be, the answer ends with an error instead of completing.
+//! cannot hold one forever. The answer's end reaches the caller only once the event is
+//! recorded; if it cannot be, the answer ends with an error instead of completing. Without
+//! a `Content-Length` the end is the body's end (the last chunk, HTTP/2's end of stream),
+//! sent when the task finishes, so every piece goes as soon as it is masked (an event of a
+//! stream is not kept waiting for the next one). With a `Content-Length` the last byte
+//! completes the answer, so the last piece is kept back until the event is recorded.
 
 use std::io::Write as _;
 use std::sync::Arc;
@@ -186,6 +190,7 @@ pub(crate) async fn answer(
     } else {
         Plan::Pass
     };
+    let hold_last = headers.contains_key(header::CONTENT_LENGTH);
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
     let idle = spec.idle_timeout;
     tokio::spawn(async move {
@@ -197,6 +202,7 @@ pub(crate) async fn answer(
             report,
             tx,
             idle,
+            hold_last,
             outcome,
             status: status.as_u16(),
             recorded_headers,
@@ -219,6 +225,9 @@ struct Moved {
     report: Report,
     tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
     idle: std::time::Duration,
+    /// The answer has a `Content-Length`: its last piece would complete it, so it waits for
+    /// the event to be recorded (see the module documentation).
+    hold_last: bool,
     outcome: Outcome,
     status: u16,
     recorded_headers: Option<Value>,
@@ -258,8 +267,13 @@ impl Moved {
                 recorded.extend_from_slice(&out[..out.len().min(room)]);
             }
             sent += out.len() as u64;
-            if let Some(previous) = held.replace(out)
-                && !self.send(previous).await
+            let ready = if self.hold_last {
+                held.replace(out)
+            } else {
+                Some(out)
+            };
+            if let Some(ready) = ready
+                && !self.send(ready).await
             {
                 self.exchange.record_caller_left();
                 break Some("the caller stopped reading the answer".to_string());

@@ -5,9 +5,13 @@
 //! another way can be walked around. So the path policy sees is the path the upstream acts
 //! on: percent-decoded per segment, and a request whose path would decode differently
 //! depending on who reads it (`.` and `..` segments, empty segments, an encoded `/` or `\`,
-//! control characters, invalid UTF-8) is refused, not normalised. Framing ambiguities
-//! (`Content-Length` beside `Transfer-Encoding`, several lengths, obs-fold) are refused by
-//! hyper's parser before a request exists; what reaches here is checked again where cheap.
+//! control characters, invalid UTF-8) is refused, not normalised. Framing ambiguities are
+//! settled by hyper's HTTP/1 parser before a request exists: different `Content-Length`s
+//! and obs-fold lines are refused with 400; equal `Content-Length`s are folded into one;
+//! `Content-Length` beside `Transfer-Encoding: chunked` is read by the chunks (RFC 9112
+//! section 6.3), the length dropped and the connection closed after the answer, so nothing
+//! after the body is read as another request. The gateway forwards the body it read with a
+//! length of its own. What reaches here is checked again where cheap (HTTP/2 too).
 
 use http::{HeaderMap, HeaderName, Method, Uri, Version, header};
 
