@@ -208,7 +208,13 @@ impl HttpGateway {
                 return self.refuse(exchange, &refusal, Some(e.status)).await;
             }
         };
-        exchange.event().resource = Some(read.path.clone());
+        // The event keeps the path with what the detectors find in it masked (an email or a
+        // token in a path); policy decides on the path as sent.
+        exchange.event().resource = Some(self.guard.masks().mask_text_default(
+            &read.path,
+            "$.path",
+            &mut portcullis_mask::Report::default(),
+        ));
         if let Err(refusal) = exchange.check_recordable() {
             return self.refuse(exchange, &refusal, None).await;
         }
@@ -219,6 +225,13 @@ impl HttpGateway {
                 return self.refuse(exchange, &refusal, Some(status)).await;
             }
         };
+        if request::body_overrides_method(&parts.headers, &body) {
+            let refusal = Refusal::new(
+                RefusalKind::Malformed,
+                "a _method field in the body is refused: the upstream could act on another method than the one decided",
+            );
+            return self.refuse(exchange, &refusal, Some(400)).await;
+        }
         let json_body = match parse_json_body(&parts.headers, &body) {
             Ok(json) => json,
             Err(message) => {
@@ -477,13 +490,39 @@ fn parse_json_body(headers: &HeaderMap, body: &[u8]) -> Result<Option<Value>, St
         };
         portcullis_model::json::check_no_duplicate_keys(body)
             .map_err(|e| format!("the JSON body cannot be read one way only: {e}"))?;
+        check_case_folded_keys(&value)?;
         return Ok(Some(value));
     }
     portcullis_model::json::check_no_duplicate_keys(body)
         .map_err(|e| format!("the JSON body cannot be read one way only: {e}"))?;
-    serde_json::from_slice(body)
-        .map(Some)
-        .map_err(|e| format!("the body says it is JSON but is not: {e}"))
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| format!("the body says it is JSON but is not: {e}"))?;
+    check_case_folded_keys(&value)?;
+    Ok(Some(value))
+}
+
+/// Refuses an object whose keys differ only in case (`amount` and `AMOUNT`): Go's
+/// encoding/json and .NET's web defaults match field names without case, so policy would read
+/// one value and the upstream another. Keys are folded as those libraries fold them
+/// (`ſ` is `s`, the Kelvin sign is `k`).
+fn check_case_folded_keys(value: &Value) -> Result<(), String> {
+    match value {
+        Value::Object(map) => {
+            let mut folded = std::collections::HashSet::with_capacity(map.len());
+            for (key, item) in map {
+                let fold: String = key.to_uppercase().to_lowercase();
+                if !folded.insert(fold) {
+                    return Err(format!(
+                        "the JSON body cannot be read one way only: the key {key:?} differs from another only in case"
+                    ));
+                }
+                check_case_folded_keys(item)?;
+            }
+            Ok(())
+        }
+        Value::Array(items) => items.iter().try_for_each(check_case_folded_keys),
+        _ => Ok(()),
+    }
 }
 
 /// What approvers are shown of a held request (masked by the guard before it is stored).
@@ -491,6 +530,16 @@ fn shown(read: &ReadRequest, json: Option<&Value>, body: &[u8]) -> Value {
     let mut shown = json!({ "method": read.method, "path": read.path });
     if !read.query.is_empty() {
         shown["query"] = Value::Array(read.query.iter().map(|(k, v)| json!([k, v])).collect());
+    }
+    if !read.headers.is_empty() {
+        // Headers can change what a request does (a tenant, a content type, a precondition):
+        // approvers see them, masked like the rest.
+        shown["headers"] = Value::Object(
+            read.headers
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect(),
+        );
     }
     let body = recorded_body(body, json);
     if !body.is_null() {
@@ -597,5 +646,15 @@ mod tests {
         assert!(parse_json_body(&text, dup).is_err());
         assert_eq!(parse_json_body(&text, b"plain words").unwrap(), None);
         assert_eq!(parse_json_body(&HeaderMap::new(), b"").unwrap(), None);
+        // Keys that differ only in case, at any depth, as some servers fold them.
+        for body in [
+            &br#"{"amount": 1, "AMOUNT": 900}"#[..],
+            br#"{"a": [{"id": 1, "Id": 2}]}"#,
+            "{\"s\": 1, \"\u{17f}\": 2}".as_bytes(),
+        ] {
+            let err = parse_json_body(&json, body).unwrap_err();
+            assert!(err.contains("only in case"), "{err}");
+            assert!(parse_json_body(&text, body).is_err());
+        }
     }
 }

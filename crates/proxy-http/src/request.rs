@@ -26,11 +26,106 @@ const NOT_FORWARDED: &[&str] = &[
     "content-length",
     "expect",
     "portcullis-reason",
+    // Claims about the client or the original URL that a caller could forge and some
+    // servers believe (Symfony and IIS route on X-Original-URL and X-Rewrite-URL).
     "forwarded",
     "x-forwarded-for",
     "x-forwarded-host",
     "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-host",
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "x-cluster-client-ip",
 ];
+
+/// Headers that carry a list, which may be sent more than once (their values are joined).
+const LIST_HEADERS: &[&str] = &[
+    "accept",
+    "accept-charset",
+    "accept-encoding",
+    "accept-language",
+    "cache-control",
+    "if-match",
+    "if-none-match",
+    "link",
+    "pragma",
+    "prefer",
+    "via",
+    "warning",
+];
+
+/// Query keys with which some frameworks run another method than the request line's.
+const METHOD_OVERRIDE_KEYS: &[&str] = &["_method", "x-http-method-override"];
+
+/// Checks the query's keys: no method override, no array or nested forms (`a[]`, `a[b]`, which
+/// some servers merge with `a` and others do not), no two keys that differ only in case.
+fn check_query_keys(query: &[(String, String)]) -> Result<(), Unreadable> {
+    let mut by_fold: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
+    for (key, _) in query {
+        let lower = key.to_lowercase();
+        if METHOD_OVERRIDE_KEYS.contains(&lower.as_str()) {
+            return Err(unreadable(
+                400,
+                format!(
+                    "the query key {key:?} is refused: the upstream could act on another method than the one decided"
+                ),
+            ));
+        }
+        if key.contains(['[', ']']) {
+            return Err(unreadable(
+                400,
+                format!(
+                    "the query key {key:?} is refused: array and nested forms are read differently by different servers"
+                ),
+            ));
+        }
+        match by_fold.get(&lower) {
+            Some(other) if *other != key => {
+                return Err(unreadable(
+                    400,
+                    format!(
+                        "the query keys {other:?} and {key:?} differ only in case; servers disagree on whether they are one"
+                    ),
+                ));
+            }
+            Some(_) => {}
+            None => {
+                by_fold.insert(lower, key);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether a form or multipart body carries a method override field.
+pub fn body_overrides_method(headers: &HeaderMap, body: &[u8]) -> bool {
+    let Some(kind) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.to_ascii_lowercase())
+    else {
+        return false;
+    };
+    if kind.starts_with("application/x-www-form-urlencoded") {
+        return form_urlencoded::parse(body)
+            .any(|(k, _)| METHOD_OVERRIDE_KEYS.contains(&k.to_lowercase().as_str()));
+    }
+    if kind.starts_with("multipart/") {
+        let lower = body.to_ascii_lowercase();
+        return METHOD_OVERRIDE_KEYS.iter().any(|k| {
+            let needle = format!("name=\"{k}\"");
+            lower.windows(needle.len()).any(|w| w == needle.as_bytes())
+        });
+    }
+    false
+}
 
 /// Headers with which some frameworks run another method than the request line's.
 const METHOD_OVERRIDES: &[&str] = &[
@@ -39,8 +134,6 @@ const METHOD_OVERRIDES: &[&str] = &[
     "x-method-override",
 ];
 
-/// Headers policy never sees (`request.headers`): credentials.
-const SECRET_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie"];
 
 /// What policy sees of a request, owned (the [`portcullis_model::HttpOperation`] borrows it).
 #[derive(Debug, Clone, PartialEq)]
@@ -90,6 +183,32 @@ pub fn read(
     if method == Method::CONNECT {
         return Err(unreadable(405, "CONNECT is not proxied"));
     }
+    // Methods are case-sensitive, but some servers upper-case them: a `delete` would pass a
+    // rule on `DELETE` and be run as one. TRACE echoes the request back, the upstream's
+    // credential included.
+    let m = method.as_str();
+    if m.bytes().any(|b| b.is_ascii_lowercase()) {
+        return Err(unreadable(
+            400,
+            format!("the method {m:?} is refused: methods are sent in capitals"),
+        ));
+    }
+    if m == "TRACE" || m == "TRACK" {
+        return Err(unreadable(
+            405,
+            format!("{m} is not proxied (it would echo the upstream's credential back)"),
+        ));
+    }
+    if headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| !v.trim().is_empty() && !v.trim().eq_ignore_ascii_case("identity"))
+    {
+        return Err(unreadable(
+            415,
+            "a compressed request body is refused: policy and the masking detectors read bodies as sent",
+        ));
+    }
     if headers.contains_key(header::UPGRADE) {
         return Err(unreadable(
             501,
@@ -123,22 +242,37 @@ pub fn read(
             if q.bytes().any(|b| b.is_ascii_control() || b == b' ') {
                 return Err(unreadable(400, "the query holds control characters"));
             }
-            form_urlencoded::parse(q.as_bytes())
+            let query: Vec<(String, String)> = form_urlencoded::parse(q.as_bytes())
                 .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect()
+                .collect();
+            check_query_keys(&query)?;
+            query
         }
     };
-    let mut seen = Vec::with_capacity(headers.len());
-    for (name, value) in headers {
-        let name = name.as_str();
-        if SECRET_HEADERS.contains(&name) {
-            continue;
+    // Policy sees exactly the headers that are forwarded, each once: a header sent twice
+    // (other than the list-valued ones) is refused, since servers disagree on which value
+    // counts; a value that is not visible ASCII is refused rather than hidden from policy.
+    let forwarded = forwarded_headers(headers);
+    let mut seen: Vec<(String, String)> = Vec::with_capacity(forwarded.len());
+    for name in forwarded.keys() {
+        let n = name.as_str();
+        if forwarded.get_all(name).iter().count() > 1 && !LIST_HEADERS.contains(&n) {
+            return Err(unreadable(
+                400,
+                format!("the header {n} is sent more than once; servers disagree on which counts"),
+            ));
         }
-        // A value that is not visible ASCII is kept out of policy's view but still forwarded
-        // as bytes; policy cannot be fooled by what it does not see, since nothing matches it.
-        if let Ok(value) = value.to_str() {
-            seen.push((name.to_string(), value.to_string()));
+        let mut joined = Vec::new();
+        for value in forwarded.get_all(name) {
+            let Ok(text) = value.to_str() else {
+                return Err(unreadable(
+                    400,
+                    format!("the header {n} holds characters other than visible ASCII"),
+                ));
+            };
+            joined.push(text);
         }
+        seen.push((n.to_string(), joined.join(", ")));
     }
     let upstream_path_and_query = match query_text {
         Some(q) => format!("{path}?{q}"),
@@ -319,6 +453,46 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.message.contains("another method"), "{}", err.message);
+        let err = req("delete", "/customers/1", &[]).unwrap_err();
+        assert!(err.message.contains("capitals"), "{}", err.message);
+        assert_eq!(req("TRACE", "/", &[]).unwrap_err().status, 405);
+        assert_eq!(
+            req("POST", "/x", &[("content-encoding", "gzip")])
+                .unwrap_err()
+                .status,
+            415
+        );
+        for query in [
+            "/c/1?_method=DELETE",
+            "/x?scope=mine&scope[]=all",
+            "/x?scope=a&SCOPE=b",
+        ] {
+            assert_eq!(req("POST", query, &[]).unwrap_err().status, 400, "{query}");
+        }
+        assert!(req("GET", "/x?id=1&id=2", &[]).is_ok());
+        let err = req("GET", "/x", &[("x-tenant", "a"), ("x-tenant", "b")]).unwrap_err();
+        assert!(err.message.contains("more than once"), "{}", err.message);
+        let ok = req("GET", "/x", &[("accept", "a/b"), ("accept", "c/d")]).unwrap();
+        assert_eq!(ok.headers, vec![("accept".into(), "a/b, c/d".into())]);
+        // A header the Connection header lists is not forwarded, so policy does not see it.
+        let ok = req(
+            "GET",
+            "/x",
+            &[("connection", "x-tenant"), ("x-tenant", "a")],
+        )
+        .unwrap();
+        assert!(
+            ok.headers.iter().all(|(k, _)| k != "x-tenant"),
+            "{:?}",
+            ok.headers
+        );
+        let mut form = HeaderMap::new();
+        form.insert(
+            header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded".parse().unwrap(),
+        );
+        assert!(body_overrides_method(&form, b"a=1&_METHOD=DELETE"));
+        assert!(!body_overrides_method(&form, b"a=1"));
         let err = req("GET", "/ws", &[("upgrade", "websocket")]).unwrap_err();
         assert_eq!(err.status, 501);
     }
