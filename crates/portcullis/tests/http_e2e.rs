@@ -242,11 +242,13 @@ fn curl_reads_a_customer_masked_and_the_upstream_gets_its_own_credential_only() 
     assert_eq!(record["name"], "Ada Lovelace", "the rest is untouched");
     assert_eq!(record["email"], "[EMAIL]", "{record}");
     assert_ne!(record["card"], CARD);
-    // The upstream's echo, through the gateway: its own credential, no cookie.
+    // The upstream's echo of what it received comes back with its credential scrubbed (an
+    // echoing endpoint must not hand the agent the credential the gateway holds), no cookie.
     assert_eq!(
         record["received_authorization"],
-        format!("Bearer {UPSTREAM_TOKEN}")
+        "Bearer [UPSTREAM_CREDENTIAL]"
     );
+    assert!(!got.body.contains(UPSTREAM_TOKEN), "{}", got.body);
     assert_eq!(record["received_cookie"], Value::Null);
     // And what the upstream itself kept.
     let seen = upstream.last();
@@ -344,7 +346,11 @@ async fn reqwest_reads_masked_and_a_held_post_completes_once_another_person_appr
     assert_eq!(body["email"], "[EMAIL]");
     assert_eq!(
         body["received_authorization"],
-        format!("Bearer {UPSTREAM_TOKEN}")
+        "Bearer [UPSTREAM_CREDENTIAL]"
+    );
+    assert_eq!(
+        upstream.last().header("authorization").as_deref(),
+        Some(&*format!("Bearer {UPSTREAM_TOKEN}"))
     );
     assert_eq!(body["received_cookie"], Value::Null);
 

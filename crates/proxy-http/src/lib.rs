@@ -312,7 +312,9 @@ impl HttpGateway {
             Decision::Allow { mask } => mask.clone(),
         };
         // 4. Forward, with the masks of the rule and of every allow rule for this caller.
-        let maskers = self.maskers(mask.as_deref(), &origin);
+        let maskers = self
+            .maskers(mask.as_deref(), &origin)
+            .with_secrets(upstream.secrets.clone());
         if exchange.recording() {
             exchange.record_request(
                 "http.request",
@@ -352,6 +354,7 @@ impl HttpGateway {
             maskers,
             &upstream.spec,
             self.guard.clone(),
+            parts.method == http::Method::HEAD,
         )
         .await
     }

@@ -76,27 +76,48 @@ impl BodyKind {
     }
 }
 
-/// The profiles that apply to one answer, in order.
+/// What the upstream's own credential is replaced with wherever an answer shows it.
+pub const CREDENTIAL_MASK: &str = "[UPSTREAM_CREDENTIAL]";
+
+/// The profiles that apply to one answer, in order, and the upstream credential's values,
+/// which no answer may show (an endpoint that echoes its request would hand the agent the
+/// credential the gateway holds for it).
 #[derive(Clone)]
 pub struct Maskers {
     profiles: Arc<[Arc<Profile>]>,
+    secrets: Arc<[String]>,
 }
 
 impl Maskers {
     pub fn new(profiles: Vec<Arc<Profile>>) -> Maskers {
         Maskers {
             profiles: profiles.into(),
+            secrets: Arc::from([]),
         }
+    }
+
+    /// The same, also replacing each of `secrets` wherever it appears.
+    pub fn with_secrets(mut self, secrets: Arc<[String]>) -> Maskers {
+        self.secrets = secrets;
+        self
     }
 
     pub fn is_empty(&self) -> bool {
         self.profiles.is_empty()
     }
 
+    /// Whether a credential must be scrubbed from answers.
+    pub fn has_secrets(&self) -> bool {
+        !self.secrets.is_empty()
+    }
+
     /// Masks a JSON value in place with every profile.
     pub fn json(&self, value: &mut Value, path: &str, report: &mut Report) {
         for profile in self.profiles.iter() {
             profile.mask_json(value, path, report);
+        }
+        if !self.secrets.is_empty() {
+            scrub_json(value, &self.secrets);
         }
     }
 
@@ -109,6 +130,10 @@ impl Maskers {
                 current = Some(masked);
             }
         }
+        let input = current.as_deref().unwrap_or(text);
+        if let Some(scrubbed) = scrub(input, &self.secrets) {
+            current = Some(scrubbed);
+        }
         current
     }
 
@@ -116,55 +141,63 @@ impl Maskers {
     /// masked whole, every value is scanned by the detectors. Headers are masked as one
     /// JSON object `{name: value}` so that the profile's `fields` apply to header names.
     pub fn headers(&self, headers: &mut HeaderMap, report: &mut Report) {
+        // Each name once, its values as a list when repeated; values read as UTF-8 (lossily:
+        // a value in another encoding is still scanned rather than skipped).
         let mut object = serde_json::Map::new();
-        for (name, value) in headers.iter() {
-            if let Ok(v) = value.to_str() {
-                object.insert(name.as_str().to_string(), Value::String(v.to_string()));
-            }
+        for name in headers.keys() {
+            let values: Vec<Value> = headers
+                .get_all(name)
+                .iter()
+                .map(|v| Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                .collect();
+            let value = match <[Value; 1]>::try_from(values) {
+                Ok([one]) => one,
+                Err(many) => Value::Array(many),
+            };
+            object.insert(name.as_str().to_string(), value);
         }
+        let original = Value::Object(object.clone());
         let mut value = Value::Object(object);
         self.json(&mut value, "$.headers", report);
-        let Value::Object(masked) = value else {
+        let (Value::Object(masked), Value::Object(original)) = (value, original) else {
             return;
         };
         for (name, masked) in masked {
-            let Value::String(masked) = masked else {
+            if original.get(&name) == Some(&masked) {
                 continue;
-            };
+            }
             let Ok(name) = http::HeaderName::from_bytes(name.as_bytes()) else {
                 continue;
             };
-            let unchanged = headers
-                .get(&name)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v == masked);
-            if !unchanged {
-                // A masked value is ASCII (masks write `*`, `[REDACTED:...]`, hex); a value
-                // that still could not be a header value is dropped rather than sent as is.
-                headers.remove(&name);
-                if let Ok(v) = http::HeaderValue::from_str(&masked) {
-                    headers.insert(name, v);
+            headers.remove(&name);
+            let values = match masked {
+                Value::Array(values) => values,
+                one => vec![one],
+            };
+            for value in values {
+                // A masked value is ASCII (masks write `*`, `[EMAIL]`, hex); one that still
+                // could not be a header value is dropped rather than sent as it was.
+                if let Value::String(text) = value
+                    && let Ok(v) = http::HeaderValue::from_str(&text)
+                {
+                    headers.append(name.clone(), v);
                 }
             }
         }
     }
 
-    /// A whole JSON body masked; a body that does not parse is masked as text.
+    /// A whole JSON body masked. An answer typed JSON that does not parse is refused, not
+    /// masked as text: the profile's `fields` rules would not apply to it. An empty body
+    /// stays empty.
     pub fn json_body(&self, body: &[u8], report: &mut Report) -> Result<Vec<u8>, String> {
-        match serde_json::from_slice::<Value>(body) {
-            Ok(mut value) => {
-                self.json(&mut value, "$", report);
-                serde_json::to_vec(&value).map_err(|e| e.to_string())
-            }
-            Err(_) => {
-                let text = std::str::from_utf8(body)
-                    .map_err(|_| "the answer is neither JSON nor UTF-8 text".to_string())?;
-                Ok(self
-                    .text(text, "$", report)
-                    .unwrap_or_else(|| text.to_string())
-                    .into_bytes())
-            }
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(body.to_vec());
         }
+        let mut value = serde_json::from_slice::<Value>(body).map_err(|e| {
+            format!("the answer says it is JSON but does not parse ({e}), so it cannot be masked; it is withheld")
+        })?;
+        self.json(&mut value, "$", report);
+        serde_json::to_vec(&value).map_err(|e| e.to_string())
     }
 }
 
@@ -215,7 +248,10 @@ impl StreamMasker {
             let head: Vec<u8> = self.pending.drain(..cut).collect();
             return self.mask_lines(&head).map(Bytes::from);
         }
-        if self.pending.len() > LOOK_BEHIND
+        // Only plain text is released in the middle of a line: an NDJSON or event-stream line
+        // is JSON that must be masked whole (its `fields` rules need it parsed).
+        if self.kind == BodyKind::Text
+            && self.pending.len() > LOOK_BEHIND
             && !open_private_key(&self.pending)
             && let Some(out) = self.release_long_line()?
         {
@@ -253,6 +289,12 @@ impl StreamMasker {
         let text = text.map_err(|_| not_utf8())?;
         let mut keep_from = text.len().saturating_sub(LOOK_BEHIND);
         while !text.is_char_boundary(keep_from) {
+            keep_from -= 1;
+        }
+        // Never cut inside a run of token characters: a token longer than the look-behind (a
+        // large JWT) is recognised only whole, from its start.
+        let bytes = text.as_bytes();
+        while keep_from > 0 && is_token_byte(bytes[keep_from - 1]) {
             keep_from -= 1;
         }
         if keep_from == 0 {
@@ -327,6 +369,36 @@ impl StreamMasker {
             return value.to_string();
         }
         self.text_of(text, path)
+    }
+}
+
+/// Characters of tokens (base64, base64url, JWT, API keys).
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'+' | b'/' | b'=')
+}
+
+/// `text` with every one of `secrets` replaced; `None` when none appears.
+fn scrub(text: &str, secrets: &[String]) -> Option<String> {
+    let mut out: Option<String> = None;
+    for secret in secrets {
+        let current = out.as_deref().unwrap_or(text);
+        if current.contains(secret.as_str()) {
+            out = Some(current.replace(secret.as_str(), CREDENTIAL_MASK));
+        }
+    }
+    out
+}
+
+fn scrub_json(value: &mut Value, secrets: &[String]) {
+    match value {
+        Value::String(text) => {
+            if let Some(scrubbed) = scrub(text, secrets) {
+                *text = scrubbed;
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| scrub_json(v, secrets)),
+        Value::Object(map) => map.values_mut().for_each(|v| scrub_json(v, secrets)),
+        _ => {}
     }
 }
 
@@ -519,6 +591,77 @@ mod tests {
         assert_eq!(&m.push(&png).unwrap()[..], &png[..]);
         assert_eq!(&m.push(b"ann@example.com").unwrap()[..], b"ann@example.com");
         assert!(m.finish().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_long_ndjson_line_split_across_chunks_is_masked_as_json() {
+        let line = format!(
+            "{{\"ssn\":\"123-45-6789\",\"note\":\"{}\"}}\n",
+            "x".repeat(5000)
+        );
+        let (a, b) = line.split_at(4500);
+        let out = stream(BodyKind::Ndjson, &[a.as_bytes(), b.as_bytes()]);
+        assert!(!out.contains("123-45-6789"), "{}", &out[..80]);
+    }
+
+    #[test]
+    fn a_token_longer_than_the_look_behind_is_not_cut() {
+        // A JWT with a large payload, sent in small chunks after a long line of text.
+        let header = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9";
+        let payload = "eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ"
+            .repeat(100);
+        let text = format!(
+            "{} token {header}.{payload}.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c end",
+            "w ".repeat(3000)
+        );
+        let chunks: Vec<&[u8]> = text.as_bytes().chunks(1024).collect();
+        let spec = ProfileSpec {
+            detectors: vec!["jwt".into()],
+            style: Style::Redact,
+            ..ProfileSpec::default()
+        };
+        let maskers = Maskers::new(vec![Arc::new(Profile::compile(&spec).unwrap())]);
+        let mut m = StreamMasker::new(maskers, BodyKind::Text, 1 << 20);
+        let mut out = Vec::new();
+        for c in chunks {
+            out.extend_from_slice(&m.push(c).unwrap());
+        }
+        out.extend_from_slice(&m.finish().unwrap());
+        let out = String::from_utf8(out).unwrap();
+        assert!(!out.contains(header), "the JWT's header leaked");
+        assert!(
+            !out.contains("SflKxwRJSMeKKF2QT4fw"),
+            "the JWT's signature leaked"
+        );
+        assert!(out.ends_with(" end"));
+    }
+
+    #[test]
+    fn the_upstream_credential_never_shows_in_an_answer() {
+        let m = maskers().with_secrets(Arc::from(vec!["s3cr3t-upstream-token".to_string()]));
+        let mut report = Report::default();
+        let out = m
+            .json_body(br#"{"echo":"Bearer s3cr3t-upstream-token"}"#, &mut report)
+            .unwrap();
+        assert!(!String::from_utf8(out).unwrap().contains("s3cr3t"));
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-echo-auth",
+            "Bearer s3cr3t-upstream-token".parse().unwrap(),
+        );
+        headers.append(
+            "x-contact",
+            "Zo\u{eb}"
+                .parse::<http::HeaderValue>()
+                .unwrap_or(http::HeaderValue::from_static("z")),
+        );
+        m.headers(&mut headers, &mut report);
+        assert_eq!(headers["x-echo-auth"], "Bearer [UPSTREAM_CREDENTIAL]");
+        assert!(
+            m.json_body(b"{not json", &mut report)
+                .unwrap_err()
+                .contains("withheld")
+        );
     }
 
     #[test]

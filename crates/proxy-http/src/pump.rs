@@ -36,6 +36,16 @@ use crate::request::connection_listed;
 /// would point the caller around the gateway).
 const NOT_RETURNED: &[&str] = &["set-cookie", "set-cookie2", "alt-svc"];
 
+/// Digests of the unmasked body, dropped from a masked answer: they would let the caller
+/// test guesses of a masked value offline.
+const BODY_DIGESTS: &[&str] = &[
+    "content-md5",
+    "digest",
+    "content-digest",
+    "repr-digest",
+    "x-goog-hash",
+];
+
 /// How the body is transformed on its way.
 enum Plan {
     /// As it is (nothing to mask, or a binary body).
@@ -63,12 +73,25 @@ impl Inflate {
         }
     }
 
-    fn push(&mut self, chunk: &[u8]) -> Result<Vec<u8>, String> {
-        let out = match self {
-            Inflate::Gzip(d) => d.write_all(chunk).map(|()| std::mem::take(d.get_mut())),
-            Inflate::Deflate(d) => d.write_all(chunk).map(|()| std::mem::take(d.get_mut())),
-        };
-        out.map_err(|e| format!("the compressed answer does not decompress: {e}"))
+    /// Decompresses `chunk`, a little at a time, giving up once the output passes `limit`
+    /// (a small compressed chunk can expand a thousandfold).
+    fn push(&mut self, chunk: &[u8], limit: usize) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        for piece in chunk.chunks(512) {
+            let written = match self {
+                Inflate::Gzip(d) => d.write_all(piece).map(|()| std::mem::take(d.get_mut())),
+                Inflate::Deflate(d) => d.write_all(piece).map(|()| std::mem::take(d.get_mut())),
+            };
+            let written =
+                written.map_err(|e| format!("the compressed answer does not decompress: {e}"))?;
+            out.extend_from_slice(&written);
+            if out.len() > limit {
+                return Err(format!(
+                    "the compressed answer expands past {limit} bytes in one piece; it is withheld"
+                ));
+            }
+        }
+        Ok(out)
     }
 
     fn finish(self) -> Result<Vec<u8>, String> {
@@ -88,6 +111,7 @@ pub(crate) async fn answer(
     maskers: Maskers,
     spec: &HttpTarget,
     guard: Arc<Guard>,
+    head: bool,
 ) -> Response {
     let status = upstream.status();
     let mut headers = upstream.headers().clone();
@@ -102,8 +126,15 @@ pub(crate) async fn answer(
     let must_mask = !(maskers.is_empty() || (kind == BodyKind::Binary && encoded));
     let mut report = Report::default();
     let mut inflate = None;
-    if !maskers.is_empty() {
+    if !maskers.is_empty() || maskers.has_secrets() {
         maskers.headers(&mut headers, &mut report);
+    }
+    if must_mask && status == http::StatusCode::PARTIAL_CONTENT {
+        let refusal = Refusal::new(
+            RefusalKind::UpstreamFailed,
+            "the upstream answered with a part of the document (206), which cannot be masked whole; it is withheld",
+        );
+        return refuse(exchange, &refusal, &guard).await;
     }
     if must_mask {
         let encoding = headers
@@ -128,6 +159,17 @@ pub(crate) async fn answer(
         headers.remove(header::CONTENT_ENCODING);
         headers.remove(header::CONTENT_LENGTH);
         headers.remove(header::ETAG);
+        for name in BODY_DIGESTS {
+            headers.remove(*name);
+        }
+        let amz: Vec<_> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("x-amz-checksum-"))
+            .cloned()
+            .collect();
+        for name in amz {
+            headers.remove(name);
+        }
     }
     let outcome = if status.is_client_error() || status.is_server_error() {
         Outcome::UpstreamError
@@ -139,6 +181,31 @@ pub(crate) async fn answer(
     }
     let recording = exchange.recording();
     let recorded_headers = recording.then(|| crate::header_object(&headers));
+
+    // An answer without a body is complete once its head is out: its event is recorded
+    // first, as for every answer.
+    let empty = head
+        || status == http::StatusCode::NO_CONTENT
+        || status == http::StatusCode::NOT_MODIFIED
+        || upstream.content_length() == Some(0) && !must_mask;
+    if empty {
+        drop(upstream);
+        drop(permit);
+        if recording {
+            exchange.record_answer(
+                "http.response",
+                json!({ "status": status.as_u16(), "headers": recorded_headers }),
+            );
+        }
+        exchange.event().masked = summary(&report);
+        if let Err(e) = exchange.finish(outcome).record().await {
+            return refusal_response(&guard, &Refusal::audit_unavailable(e), None);
+        }
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        return response;
+    }
 
     // A JSON answer to mask is read whole first: a problem is still answerable as a status.
     if must_mask && kind == BodyKind::Json {
@@ -193,6 +260,7 @@ pub(crate) async fn answer(
     let hold_last = headers.contains_key(header::CONTENT_LENGTH);
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
     let idle = spec.idle_timeout;
+    let limit = spec.max_response_body;
     tokio::spawn(async move {
         let moved = Moved {
             exchange,
@@ -206,9 +274,10 @@ pub(crate) async fn answer(
             outcome,
             status: status.as_u16(),
             recorded_headers,
+            limit,
+            permit: Some(permit),
         };
         moved.run().await;
-        drop(permit);
     });
     let mut response = Response::new(Body::from_stream(ReceiverStream::new(rx)));
     *response.status_mut() = status;
@@ -231,6 +300,11 @@ struct Moved {
     outcome: Outcome,
     status: u16,
     recorded_headers: Option<Value>,
+    /// The most a compressed piece may expand to.
+    limit: usize,
+    /// The upstream slot, given back as soon as the upstream's body is read (before any
+    /// wait on the caller).
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Moved {
@@ -279,6 +353,8 @@ impl Moved {
                 break Some("the caller stopped reading the answer".to_string());
             }
         };
+        // The upstream's part is over: its slot is free before any last wait on the caller.
+        drop(self.permit.take());
         let tail = match failure {
             Some(_) => Ok(Bytes::new()),
             None => self.finish_transform(),
@@ -345,7 +421,7 @@ impl Moved {
                 if let Some(held) = held {
                     let _ = send(&self.tx, self.idle, held).await;
                 }
-                let _ = self.tx.send(Err(std::io::Error::other(why))).await;
+                let _ = send_error(&self.tx, self.idle, why).await;
             }
             None => {
                 if let Some(held) = held {
@@ -363,7 +439,7 @@ impl Moved {
         let plain;
         let chunk = match &mut self.inflate {
             Some(inflate) => {
-                plain = inflate.push(chunk)?;
+                plain = inflate.push(chunk, self.limit)?;
                 &plain[..]
             }
             None => chunk,
@@ -389,6 +465,18 @@ impl Moved {
             }
         }
     }
+}
+
+/// Ends the caller's answer with an error, unless the caller takes nothing for `idle`.
+async fn send_error(
+    tx: &mpsc::Sender<Result<Bytes, std::io::Error>>,
+    idle: std::time::Duration,
+    why: String,
+) -> bool {
+    matches!(
+        tokio::time::timeout(idle, tx.send(Err(std::io::Error::other(why)))).await,
+        Ok(Ok(()))
+    )
 }
 
 /// Sends a piece to the caller; false when it is gone or took nothing for `idle`.
@@ -437,7 +525,7 @@ async fn read_whole(
             Ok(Ok(Some(chunk))) => chunk,
         };
         match &mut inflate {
-            Some(d) => out.extend_from_slice(&d.push(&chunk)?),
+            Some(d) => out.extend_from_slice(&d.push(&chunk, max)?),
             None => out.extend_from_slice(&chunk),
         }
         if out.len() > max {

@@ -134,7 +134,6 @@ const METHOD_OVERRIDES: &[&str] = &[
     "x-method-override",
 ];
 
-
 /// What policy sees of a request, owned (the [`portcullis_model::HttpOperation`] borrows it).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReadRequest {

@@ -23,6 +23,8 @@ pub(crate) struct Upstream {
     pub spec: HttpTarget,
     client: reqwest::Client,
     credential: Option<(HeaderName, HeaderValue)>,
+    /// The credential's secret parts, which answers must never show.
+    pub secrets: Arc<[String]>,
     slots: Arc<Semaphore>,
 }
 
@@ -60,17 +62,19 @@ impl Upstream {
         let client = builder
             .build()
             .map_err(|e| format!("cannot build the upstream client: {e}"))?;
-        let credential = match &spec.credential {
-            None => None,
-            Some(credential) => Some(
-                credential_header(credential)
-                    .map_err(|e| format!("upstream_credential: {e} (target {name})"))?,
-            ),
+        let (credential, secrets) = match &spec.credential {
+            None => (None, Vec::new()),
+            Some(credential) => {
+                let (header, secrets) = credential_header(credential)
+                    .map_err(|e| format!("upstream_credential: {e} (target {name})"))?;
+                (Some(header), secrets)
+            }
         };
         Ok(Upstream {
             spec: spec.clone(),
             client,
             credential,
+            secrets: secrets.into(),
             slots: Arc::new(Semaphore::new(spec.max_upstream_connections)),
         })
     }
@@ -115,6 +119,10 @@ impl Upstream {
                 header::ACCEPT_ENCODING,
                 HeaderValue::from_static("identity"),
             );
+            // Whole, too: a part of a JSON document does not parse, so its `fields` rules
+            // could not apply.
+            forwarded.remove(header::RANGE);
+            forwarded.remove(header::IF_RANGE);
         }
         if let Some((name, value)) = &self.credential {
             forwarded.insert(name.clone(), value.clone());
@@ -184,31 +192,45 @@ fn cause_of<'a>(
 
 /// The header the credential is sent in; the secret is read now (an unset variable or an
 /// unreadable file fails the start, naming where it was looked for, never the value).
-fn credential_header(credential: &HttpCredential) -> Result<(HeaderName, HeaderValue), String> {
-    let (name, value) = match credential {
+fn credential_header(
+    credential: &HttpCredential,
+) -> Result<((HeaderName, HeaderValue), Vec<String>), String> {
+    let (name, value, secrets) = match credential {
         HttpCredential::Bearer(token) => {
-            (header::AUTHORIZATION, format!("Bearer {}", token.read()?))
-        }
-        HttpCredential::Basic { user, password } => {
-            let pair = format!("{user}:{}", password.read()?);
+            let token = token.read()?;
             (
                 header::AUTHORIZATION,
-                format!(
-                    "Basic {}",
-                    base64::engine::general_purpose::STANDARD.encode(pair)
-                ),
+                format!("Bearer {token}"),
+                vec![token],
             )
         }
-        HttpCredential::Header { name, value } => (
-            HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| format!("{name:?} is not a header name"))?,
-            value.read()?,
-        ),
+        HttpCredential::Basic { user, password } => {
+            let password = password.read()?;
+            let pair =
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+            (
+                header::AUTHORIZATION,
+                format!("Basic {pair}"),
+                vec![pair, password],
+            )
+        }
+        HttpCredential::Header { name, value } => {
+            let value = value.read()?;
+            (
+                HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| format!("{name:?} is not a header name"))?,
+                value.clone(),
+                vec![value],
+            )
+        }
     };
-    let mut value = HeaderValue::from_str(&value)
+    let mut header_value = HeaderValue::from_str(&value)
         .map_err(|_| "the secret holds characters a header cannot carry".to_string())?;
-    value.set_sensitive(true);
-    Ok((name, value))
+    header_value.set_sensitive(true);
+    // A very short secret would be replaced inside ordinary words of every answer; such a
+    // credential is weak anyway and is not scrubbed.
+    let secrets = secrets.into_iter().filter(|s| s.len() >= 8).collect();
+    Ok(((name, header_value), secrets))
 }
 
 #[cfg(test)]
