@@ -322,7 +322,7 @@ pub fn decode_path(path: &str) -> Result<String, Unreadable> {
                 ));
             }
             let lower = text.to_ascii_lowercase();
-            if ["%2e", "%2f", "%5c", "%3b", "%25"]
+            if ["%2e", "%2f", "%5c", "%3b", "%25", "%u"]
                 .iter()
                 .any(|e| lower.contains(e))
             {
@@ -420,6 +420,7 @@ mod tests {
             ("/admin%3Bx", "';'"),
             ("/x/%252e%252e/admin", "encoded twice"),
             ("/a/%252F", "encoded twice"),
+            ("/x/%u002e%u002e/admin", "encoded twice"),
         ] {
             let err = decode_path(path).unwrap_err();
             assert_eq!(err.status, 400);
