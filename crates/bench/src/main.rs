@@ -11,6 +11,7 @@
 mod approvals;
 mod console;
 mod evidence;
+mod http;
 mod sinks;
 mod verify;
 
@@ -51,6 +52,9 @@ enum Bench {
     /// The web console: the inbox page and its live fragment vs the admin API's JSON, the
     /// audit search over a large log, and a held call decided in the console vs the API.
     Console(console::Args),
+    /// The HTTP adapter: a REST call direct, through nginx, and through the gateway (API key,
+    /// policy, masking, audit strict and batched), with wrk.
+    Http(http::Args),
 }
 
 #[derive(clap::Args)]
@@ -197,6 +201,8 @@ pub(crate) struct GatewayProcess {
     /// Its configuration and data; removed with it.
     dir: tempfile::TempDir,
     pub(crate) url: String,
+    /// `http://127.0.0.1:<port>`, the front door.
+    pub(crate) base: String,
 }
 
 /// Each sink's lag (events, seconds) as `portcullis sinks status` reports it.
@@ -337,6 +343,7 @@ durability = "{durability}"
         child,
         dir,
         url: format!("http://127.0.0.1:{port}/mcp/bench"),
+        base: format!("http://127.0.0.1:{port}"),
     };
     wait_for_port(port, "the gateway")?;
     Ok(gateway)
@@ -528,6 +535,7 @@ async fn main() -> Result<()> {
         Bench::Approvals(args) => return approvals::run(args).await,
         Bench::Sinks(args) => return sinks::run(args).await,
         Bench::Console(args) => return console::run(args).await,
+        Bench::Http(args) => return http::run(args).await,
     };
     let upstream = start_upstream(args.upstream_listen).await?;
     let direct = format!("http://{upstream}/mcp");
