@@ -224,6 +224,19 @@ impl Rule {
         }
     }
 
+    /// The first of the rule's MCP lists (`tools`, `resources`, `prompts`) that names
+    /// something, for errors about lists a target's kind does not have.
+    pub(crate) fn mcp_list(&self) -> Option<&'static str> {
+        [
+            ("tools", &self.tools),
+            ("resources", &self.resources),
+            ("prompts", &self.prompts),
+        ]
+        .into_iter()
+        .find(|(_, l)| !l.is_empty())
+        .map(|(name, _)| name)
+    }
+
     /// Whether the rule names no tools, resources, prompts, SQL or HTTP sub-table: it covers
     /// everything on its target.
     pub fn whole_target(&self) -> bool {
@@ -390,17 +403,11 @@ impl Config {
         let kind = self.targets.get(target).map(TargetSpec::kind);
         let Some(&(table, sql)) = tables.first() else {
             if kind == Some(TargetKind::Postgres)
-                && let Some(list) = [
-                    ("tools", &rule.tools),
-                    ("resources", &rule.resources),
-                    ("prompts", &rule.prompts),
-                ]
-                .into_iter()
-                .find(|(_, l)| !l.is_empty())
+                && let Some(list) = rule.mcp_list()
             {
                 return Err(at(format!(
                     "{}: target {target} is a postgres database, which has no {}; say which statements the rule is about with allow.statements, allow.tables ... (or deny.*, hold.*)",
-                    list.0, list.0
+                    list, list
                 )));
             }
             return Ok(());
@@ -426,17 +433,10 @@ impl Config {
                 "{table}: target {target} is not a database ({kind:?}); SQL sub-tables are for postgres targets"
             )));
         }
-        if let Some(list) = [
-            ("tools", &rule.tools),
-            ("resources", &rule.resources),
-            ("prompts", &rule.prompts),
-        ]
-        .into_iter()
-        .find(|(_, l)| !l.is_empty())
-        {
+        if let Some(list) = rule.mcp_list() {
             return Err(at(format!(
                 "{}: a rule is about SQL statements (`{table}`) or MCP {}, not both; write two rules",
-                list.0, list.0
+                list, list
             )));
         }
         for statement in &sql.statements {
@@ -477,17 +477,10 @@ impl Config {
         let target = rule.target.get_ref();
         let kind = self.targets.get(target).map(TargetSpec::kind);
         if kind == Some(TargetKind::Http) {
-            if let Some(list) = [
-                ("tools", &rule.tools),
-                ("resources", &rule.resources),
-                ("prompts", &rule.prompts),
-            ]
-            .into_iter()
-            .find(|(_, l)| !l.is_empty())
-            {
+            if let Some(list) = rule.mcp_list() {
                 return Err(at(format!(
                     "{}: target {target} is an HTTP API, which has no {}; say which requests the rule is about with http.methods and http.paths",
-                    list.0, list.0
+                    list, list
                 )));
             }
             if rule.sql().is_some() {

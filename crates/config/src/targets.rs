@@ -514,25 +514,11 @@ impl Resolver<'_> {
         let (name, t) = (self.name, self.target);
         let at =
             |field: &str, m: String| Err(self.error(field, format!("targets.{name}.{field}: {m}")));
-        for (field, set) in [
-            ("command", t.command.is_some()),
-            ("url", t.url.is_some()),
-            ("upstream_auth", t.upstream_auth.is_some()),
-            ("env", !t.env.is_empty()),
-            ("cwd", t.cwd.is_some()),
-            ("max_processes", t.max_processes.is_some()),
-            (
-                "max_sessions_per_identity",
-                t.max_sessions_per_identity.is_some(),
-            ),
-            ("session_reclaim_after", t.session_reclaim_after.is_some()),
-        ] {
-            if set {
-                return at(
-                    field,
-                    "a postgres target does not take it (MCP targets do); give the database in `upstream` and the role in `user` and `password_env`".into(),
-                );
-            }
+        if let Some(field) = self.mcp_field_set() {
+            return at(
+                field,
+                "a postgres target does not take it (MCP targets do); give the database in `upstream` and the role in `user` and `password_env`".into(),
+            );
         }
         self.refuse_http_fields()?;
         let Some(listen) = t.listen else {
@@ -602,6 +588,27 @@ impl Resolver<'_> {
         })
     }
 
+    /// The first setting only an MCP target takes that this one has, if any.
+    fn mcp_field_set(&self) -> Option<&'static str> {
+        let t = self.target;
+        [
+            ("command", t.command.is_some()),
+            ("url", t.url.is_some()),
+            ("upstream_auth", t.upstream_auth.is_some()),
+            ("env", !t.env.is_empty()),
+            ("cwd", t.cwd.is_some()),
+            ("max_processes", t.max_processes.is_some()),
+            (
+                "max_sessions_per_identity",
+                t.max_sessions_per_identity.is_some(),
+            ),
+            ("session_reclaim_after", t.session_reclaim_after.is_some()),
+        ]
+        .into_iter()
+        .find(|(_, set)| *set)
+        .map(|(field, _)| field)
+    }
+
     /// The settings only an `http` target takes, refused on the others at their line.
     fn refuse_http_fields(&self) -> Result<(), ConfigError> {
         let (name, t) = (self.name, self.target);
@@ -635,32 +642,26 @@ impl Resolver<'_> {
         let (name, t) = (self.name, self.target);
         let at =
             |field: &str, m: String| Err(self.error(field, format!("targets.{name}.{field}: {m}")));
-        for (field, set) in [
-            ("command", t.command.is_some()),
-            ("url", t.url.is_some()),
-            ("upstream_auth", t.upstream_auth.is_some()),
-            ("env", !t.env.is_empty()),
-            ("cwd", t.cwd.is_some()),
-            ("max_processes", t.max_processes.is_some()),
-            (
-                "max_sessions_per_identity",
-                t.max_sessions_per_identity.is_some(),
-            ),
-            ("session_reclaim_after", t.session_reclaim_after.is_some()),
+        let postgres_only = [
             ("user", t.user.is_some()),
             ("password_env", t.password_env.is_some()),
             ("upstream_tls", t.upstream_tls != UpstreamTlsMode::Disable),
             ("record_results", t.record_results),
             ("max_connections", t.max_connections.is_some()),
-        ] {
-            if set {
-                let hint = match field {
-                    "upstream_auth" => "; the upstream's credential goes in upstream_credential",
-                    "url" => "; the API's base URL goes in upstream",
-                    _ => "",
-                };
-                return at(field, format!("an http target does not take it{hint}"));
-            }
+        ];
+        let other = self.mcp_field_set().or_else(|| {
+            postgres_only
+                .iter()
+                .find(|(_, set)| *set)
+                .map(|(field, _)| *field)
+        });
+        if let Some(field) = other {
+            let hint = match field {
+                "upstream_auth" => "; the upstream's credential goes in upstream_credential",
+                "url" => "; the API's base URL goes in upstream",
+                _ => "",
+            };
+            return at(field, format!("an http target does not take it{hint}"));
         }
         let Some(upstream) = &t.upstream else {
             return at(

@@ -62,7 +62,7 @@ mod tests {
         [[rules]]\nname = \"big refunds\"\ntarget = \"api\"\nhttp.methods = [\"POST\"]\nhttp.paths = [\"/customers/{id}/refund\"]\ndecision = \"hold\"\napprovers = [\"finance\"]\nwhen = \"body.amount > 500 || params.id == 'c-vip'\"\n\n\
         [[rules]]\nname = \"refunds\"\ntarget = \"api\"\nhttp.methods = [\"POST\"]\nhttp.paths = [\"/customers/{id}/refund\"]\n\n\
         [[rules]]\nname = \"no deletes\"\ntarget = \"api\"\nhttp.methods = [\"DELETE\"]\ndecision = \"deny\"\nreason = \"customers are never deleted through the API\"\n\n\
-        [[rules]]\nname = \"no exports for tenant b\"\ntarget = \"api\"\nhttp.paths = [\"/exports/**\"]\ndecision = \"deny\"\nwhen = \"request.headers['x-tenant'] == 'b' || 'all' in request.query.scope\"\n\n\
+        [[rules]]\nname = \"no exports for tenant b\"\ntarget = \"api\"\nhttp.paths = [\"/exports/**\"]\ndecision = \"deny\"\nwhen = \"('x-tenant' in request.headers && request.headers['x-tenant'] == 'b') || ('scope' in request.query && 'all' in request.query.scope)\"\n\n\
         [[rules]]\nname = \"exports\"\ntarget = \"api\"\nhttp.paths = [\"/exports/**\"]\n";
 
     fn api_policy(rules: &str) -> Policy {
