@@ -444,6 +444,8 @@ fn print_http_instructions(addr: SocketAddr, keys: &DemoKeys) {
 
   # denied with 403 and a problem+json body naming the rule and its reason
   {delete}
+
+Stop with Ctrl-C.
 "#
     );
 }
@@ -468,6 +470,7 @@ fn print_instructions(
     println!(
         r#"
 Portcullis demo is running: {url}
+  HTTP API:      http://{addr}/http/customers/  (curl lines at the end)
   web console:   http://{admin}/console/  (sign in as dana.finance with its key)
   configuration: {config}
   identities:    billing-agent (agent, group agents)      key {agent}
@@ -537,8 +540,6 @@ period includes it) and anyone checks a signature offline:
   {exe} evidence oscal --config {config} --sign --out assessment-results.json
   PORTCULLIS_TOKEN={human} {exe} evidence sign-off au6-report.html --url http://{admin} --reason "reviewed: refund approved by finance, delete refused"
   {exe} evidence verify au6-report.html --pubkey {pubkey}
-
-Stop with Ctrl-C.
 "#,
         agent = keys.agent,
         human = keys.human,

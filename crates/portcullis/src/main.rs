@@ -57,7 +57,7 @@ enum Command {
     },
     /// Validate a configuration file and explain what it does.
     CheckConfig { config: PathBuf },
-    /// One-command quick start: the gateway with a built-in demo MCP server.
+    /// One-command quick start: the gateway with a built-in demo MCP server and customers HTTP API.
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,

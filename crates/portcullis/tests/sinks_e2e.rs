@@ -132,7 +132,14 @@ async fn the_log_reaches_a_file_sink_complete_and_provably_so() {
         covers_log(&s.lake, &s.gw)
     });
 
-    // Status: the file sink is caught up; the broken one lags and says why.
+    // Status: the file sink is caught up; the broken one lags and says why. The cursor is
+    // saved just after the file is written, so the file can hold the checkpoint a moment
+    // before the status says so: wait for the cursor too.
+    wait_for("the file sink's cursor to reach the head", || {
+        status(&s.config)
+            .iter()
+            .any(|l| l["name"] == "lake" && l["delivered"] == l["head"])
+    });
     let statuses = status(&s.config);
     let lake = statuses.iter().find(|s| s["name"] == "lake").unwrap();
     assert_eq!(lake["delivered"], lake["head"], "{lake}");

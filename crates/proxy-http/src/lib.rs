@@ -194,7 +194,18 @@ impl HttpGateway {
                 upstream_ms: None,
             });
         }
-        // 2. What is asked.
+        // 2. What is asked. The event names the path as sent (bounded, masked) until it is
+        // read, so a refused request still says what was tried.
+        let mut sent: String = path.chars().take(512).collect();
+        if let Some(query) = parts.uri.query() {
+            sent.push('?');
+            sent.extend(query.chars().take(512));
+        }
+        exchange.event().resource = Some(self.guard.masks().mask_text_default(
+            &sent,
+            "$.path",
+            &mut portcullis_mask::Report::default(),
+        ));
         let read = match request::read(
             &parts.method,
             parts.version,
