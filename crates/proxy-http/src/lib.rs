@@ -161,7 +161,6 @@ impl HttpGateway {
         let Some(credential) = credential else {
             return problem::unauthenticated(
                 "authentication required: send Authorization: Bearer <token or API key>",
-                None,
             );
         };
         let identity = match self.guard.identify(credential, peer, Some(target)).await {
@@ -194,133 +193,19 @@ impl HttpGateway {
                 upstream_ms: None,
             });
         }
-        // 2. What is asked. The event names the path as sent (bounded, masked) until it is
-        // read, so a refused request still says what was tried.
-        let mut sent: String = path.chars().take(512).collect();
-        if let Some(query) = parts.uri.query() {
-            sent.push('?');
-            sent.extend(query.chars().take(512));
-        }
-        exchange.event().resource = Some(self.guard.masks().mask_text_default(
-            &sent,
-            "$.path",
-            &mut portcullis_mask::Report::default(),
-        ));
-        let read = match request::read(
-            &parts.method,
-            parts.version,
-            &parts.uri,
-            path,
-            &parts.headers,
-        ) {
-            Ok(read) => read,
-            Err(e) => {
-                let refusal = Refusal::new(RefusalKind::Malformed, e.message);
-                return self.refuse(exchange, &refusal, Some(e.status)).await;
+        let Admitted {
+            read,
+            body,
+            json_body,
+            mask,
+        } = match self
+            .admit(&mut exchange, target, &upstream, &parts, path, body)
+            .await
+        {
+            Ok(admitted) => admitted,
+            Err(Refused(refusal, status)) => {
+                return self.refuse(exchange, &refusal, status).await;
             }
-        };
-        // The event keeps the path with what the detectors find in it masked (an email or a
-        // token in a path); policy decides on the path as sent.
-        exchange.event().resource = Some(self.guard.masks().mask_text_default(
-            &read.path,
-            "$.path",
-            &mut portcullis_mask::Report::default(),
-        ));
-        if let Err(refusal) = exchange.check_recordable() {
-            return self.refuse(exchange, &refusal, None).await;
-        }
-        let body = match read_body(&parts.headers, body, &upstream.spec).await {
-            Ok(body) => body,
-            Err((status, message)) => {
-                let refusal = Refusal::new(RefusalKind::Malformed, message);
-                return self.refuse(exchange, &refusal, Some(status)).await;
-            }
-        };
-        if request::body_overrides_method(&parts.headers, &body) {
-            let refusal = Refusal::new(
-                RefusalKind::Malformed,
-                "a _method field in the body is refused: the upstream could act on another method than the one decided",
-            );
-            return self.refuse(exchange, &refusal, Some(400)).await;
-        }
-        let json_body = match parse_json_body(&parts.headers, &body) {
-            Ok(json) => json,
-            Err(message) => {
-                let refusal = Refusal::new(RefusalKind::Malformed, message);
-                return self.refuse(exchange, &refusal, Some(400)).await;
-            }
-        };
-        if !body.is_empty() {
-            let digest = self.guard.digest(&body);
-            let ev = exchange.event();
-            ev.arguments = Some(digest);
-            if let Some(http) = &mut ev.http {
-                http.request_bytes = body.len() as u64;
-            }
-        }
-        let findings = self.classify(&body, json_body.as_ref());
-        let detectors = findings.detectors();
-        exchange.event().findings = summary(&findings);
-
-        // 3. The decision.
-        let op = HttpOperation {
-            method: &read.method,
-            path: &read.path,
-            query: &read.query,
-            headers: &read.headers,
-            body: json_body.as_ref(),
-        };
-        let action = Action {
-            target,
-            target_kind: TargetKind::Http,
-            operation: Operation::Http(&op),
-            findings: &detectors,
-            grants: &[],
-        };
-        let verdict = exchange.decide(&action);
-        if let Some(http) = &mut exchange.event().http {
-            http.route = verdict.route.as_deref().map(str::to_string);
-        }
-        let mask = match &verdict.decision {
-            Decision::Deny { reason } => {
-                let refusal = Refusal::new(RefusalKind::Denied, reason.to_string()).by(&verdict);
-                return self.refuse(exchange, &refusal, None).await;
-            }
-            Decision::Hold(requirement) => {
-                let reason = parts
-                    .headers
-                    .get(REASON_HEADER)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
-                exchange.event().reason.clone_from(&reason);
-                let ask = HoldAsk {
-                    what: format!("{} {}", read.method, read.path),
-                    action: read.method.clone(),
-                    resource: Some(read.path.clone()),
-                    shown: Some(shown(&read, json_body.as_ref(), &body)),
-                    digest: None,
-                    reason,
-                };
-                let mut wait = Wait {
-                    until: tokio::time::Instant::now() + upstream.spec.hold_wait,
-                    stopping: self.stopping.clone(),
-                };
-                match exchange
-                    .hold(&verdict, requirement.clone(), ask, &mut wait)
-                    .await
-                {
-                    Ok(_released) => None,
-                    Err(mut refusal) => {
-                        if refusal.kind == RefusalKind::ReasonRequired {
-                            refusal
-                                .message
-                                .push_str(": send it in the Portcullis-Reason header");
-                        }
-                        return self.refuse(exchange, &refusal, None).await;
-                    }
-                }
-            }
-            Decision::Allow { mask } => mask.clone(),
         };
         // 4. Forward, with the masks of the rule and of every allow rule for this caller.
         let maskers = self
@@ -368,6 +253,140 @@ impl HttpGateway {
             parts.method == http::Method::HEAD,
         )
         .await
+    }
+
+    /// Steps 2 and 3: reads the request and its body, then decides (and holds) it. What it
+    /// returns is allowed (or approved) as read; an `Err` is the refusal to record.
+    async fn admit(
+        &self,
+        exchange: &mut Exchange,
+        target: &str,
+        upstream: &Upstream,
+        parts: &http::request::Parts,
+        path: &str,
+        body: Body,
+    ) -> Result<Admitted, Refused> {
+        // 2. What is asked. The event names the path as sent (bounded, masked) until it is
+        // read, so a refused request still says what was tried.
+        let mut sent: String = path.chars().take(512).collect();
+        if let Some(query) = parts.uri.query() {
+            sent.push('?');
+            sent.extend(query.chars().take(512));
+        }
+        exchange.event().resource = Some(self.guard.masks().mask_text_default(
+            &sent,
+            "$.path",
+            &mut portcullis_mask::Report::default(),
+        ));
+        let read = match request::read(
+            &parts.method,
+            parts.version,
+            &parts.uri,
+            path,
+            &parts.headers,
+        ) {
+            Ok(read) => read,
+            Err(e) => return Err(malformed(e.status, e.message)),
+        };
+        // The event keeps the path with what the detectors find in it masked (an email or a
+        // token in a path); policy decides on the path as sent.
+        exchange.event().resource = Some(self.guard.masks().mask_text_default(
+            &read.path,
+            "$.path",
+            &mut portcullis_mask::Report::default(),
+        ));
+        exchange
+            .check_recordable()
+            .map_err(|refusal| Refused(refusal, None))?;
+        let body = read_body(&parts.headers, body, &upstream.spec)
+            .await
+            .map_err(|(status, message)| malformed(status, message))?;
+        if request::body_overrides_method(&parts.headers, &body) {
+            return Err(malformed(
+                400,
+                "a _method field in the body is refused: the upstream could act on another method than the one decided",
+            ));
+        }
+        let json_body =
+            parse_json_body(&parts.headers, &body).map_err(|message| malformed(400, message))?;
+        if !body.is_empty() {
+            let digest = self.guard.digest(&body);
+            let ev = exchange.event();
+            ev.arguments = Some(digest);
+            if let Some(http) = &mut ev.http {
+                http.request_bytes = body.len() as u64;
+            }
+        }
+        let findings = self.classify(&body, json_body.as_ref());
+        let detectors = findings.detectors();
+        exchange.event().findings = summary(&findings);
+
+        // 3. The decision.
+        let op = HttpOperation {
+            method: &read.method,
+            path: &read.path,
+            query: &read.query,
+            headers: &read.headers,
+            body: json_body.as_ref(),
+        };
+        let action = Action {
+            target,
+            target_kind: TargetKind::Http,
+            operation: Operation::Http(&op),
+            findings: &detectors,
+            grants: &[],
+        };
+        let verdict = exchange.decide(&action);
+        if let Some(http) = &mut exchange.event().http {
+            http.route = verdict.route.as_deref().map(str::to_string);
+        }
+        let mask = match &verdict.decision {
+            Decision::Deny { reason } => {
+                let refusal = Refusal::new(RefusalKind::Denied, reason.to_string()).by(&verdict);
+                return Err(Refused(refusal, None));
+            }
+            Decision::Hold(requirement) => {
+                let reason = parts
+                    .headers
+                    .get(REASON_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                exchange.event().reason.clone_from(&reason);
+                let ask = HoldAsk {
+                    what: format!("{} {}", read.method, read.path),
+                    action: read.method.clone(),
+                    resource: Some(read.path.clone()),
+                    shown: Some(shown(&read, json_body.as_ref(), &body)),
+                    digest: None,
+                    reason,
+                };
+                let mut wait = Wait {
+                    until: tokio::time::Instant::now() + upstream.spec.hold_wait,
+                    stopping: self.stopping.clone(),
+                };
+                match exchange
+                    .hold(&verdict, requirement.clone(), ask, &mut wait)
+                    .await
+                {
+                    Ok(_released) => None,
+                    Err(mut refusal) => {
+                        if refusal.kind == RefusalKind::ReasonRequired {
+                            refusal
+                                .message
+                                .push_str(": send it in the Portcullis-Reason header");
+                        }
+                        return Err(Refused(refusal, None));
+                    }
+                }
+            }
+            Decision::Allow { mask } => mask.clone(),
+        };
+        Ok(Admitted {
+            read,
+            body,
+            json_body,
+            mask,
+        })
     }
 
     /// Finishes a refused exchange, records it, and renders the refusal. If the event
@@ -418,6 +437,21 @@ impl HttpGateway {
                 .collect(),
         )
     }
+}
+
+/// A request read and let through: what is forwarded, and the masking profile its rule names.
+struct Admitted {
+    read: ReadRequest,
+    body: Bytes,
+    json_body: Option<Value>,
+    mask: Option<Arc<str>>,
+}
+
+/// A refusal, with the HTTP status that overrides its kind's, if any.
+struct Refused(Refusal, Option<u16>);
+
+fn malformed(status: u16, message: impl Into<String>) -> Refused {
+    Refused(Refusal::new(RefusalKind::Malformed, message), Some(status))
 }
 
 async fn front_door(

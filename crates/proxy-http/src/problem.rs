@@ -87,7 +87,7 @@ pub(crate) fn refusal_response(guard: &Guard, refusal: &Refusal, status: Option<
 }
 
 /// 401 without a credential: a challenge naming the scheme.
-pub(crate) fn unauthenticated(message: &str, _realm: Option<&str>) -> Response {
+pub(crate) fn unauthenticated(message: &str) -> Response {
     let status = StatusCode::UNAUTHORIZED;
     let body = json!({
         "type": "about:blank",
