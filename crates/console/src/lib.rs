@@ -102,6 +102,8 @@ fn api_router(admin: Arc<Admin>) -> Router {
         .route("/api/v1/sessions/{id}/export", get(sessions::export))
         .route("/api/v1/evidence/sign-offs", post(evidence::sign_off))
         .route("/api/v1/sinks", get(sinks_status))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
@@ -111,6 +113,29 @@ fn api_router(admin: Arc<Admin>) -> Router {
         })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(admin)
+}
+
+/// Liveness: the process answers. No credential (probes have none), nothing revealed.
+async fn healthz() -> Response {
+    (StatusCode::OK, Json(json!({ "status": "ok" }))).into_response()
+}
+
+/// Readiness: whether requests can be taken now. The audit log must be able to record (a
+/// request whose event cannot be written is refused, so a gateway that cannot write is not
+/// ready). The answer names the failing check, never its cause (a path, an error text):
+/// probes carry no credential, and the cause is in the gateway's own log.
+async fn readyz(State(admin): State<Arc<Admin>>) -> Response {
+    let audit_ok = admin.audit.unavailable().is_none();
+    let checks = json!({
+        "audit_log": if audit_ok { "ok" } else { "failing" },
+        "checkpoint_signing": if admin.audit.signing().is_some() { "ok" } else { "off" },
+    });
+    let status = if audit_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(json!({ "ready": audit_ok, "checks": checks }))).into_response()
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {

@@ -1252,3 +1252,36 @@ async fn a_recorded_held_call_keeps_the_wait_the_forwarded_request_and_the_answe
         answer.parts[0].body
     );
 }
+
+/// The admin listener's probes: liveness and readiness answer without a credential (a
+/// load balancer or a kubelet has none) and say nothing but the checks' states.
+#[tokio::test]
+async fn health_and_readiness_probes_answer_on_the_admin_listener() {
+    let s = setup(1, "1m", "", &[]);
+    let client = reqwest::Client::new();
+    let live = client
+        .get(format!("{}/healthz", s.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200);
+    assert_eq!(live.json::<Value>().await.unwrap(), json!({"status": "ok"}));
+    let ready = client
+        .get(format!("{}/readyz", s.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["ready"], true, "{body}");
+    assert_eq!(body["checks"]["audit_log"], "ok", "{body}");
+    // No signing key in this configuration: said, not failed.
+    assert_eq!(body["checks"]["checkpoint_signing"], "off", "{body}");
+    // The probes are not a way into the API: the rest still wants a credential.
+    let api = client
+        .get(format!("{}/api/v1/approvals", s.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), 401);
+}
