@@ -71,6 +71,8 @@ pub struct Admin {
     pub recording_readers: Vec<String>,
     /// The audit sinks' delivery state (empty when none is configured).
     pub sinks: portcullis_sinks::SinkStatuses,
+    /// The OpenMetrics text served at `/metrics` (brought up to date when called).
+    pub metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
 }
 
 /// The admin API's routes, and the web console under `/console` when `console` is given.
@@ -104,6 +106,7 @@ fn api_router(admin: Arc<Admin>) -> Router {
         .route("/api/v1/sinks", get(sinks_status))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
@@ -136,6 +139,23 @@ async fn readyz(State(admin): State<Arc<Admin>>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(json!({ "ready": audit_ok, "checks": checks }))).into_response()
+}
+
+/// Prometheus metrics, in the OpenMetrics text format. Without a credential, like the
+/// probes: scrapers seldom carry one, and the metrics hold counts by target name, never a
+/// caller's identity or a request's content.
+async fn metrics(State(admin): State<Arc<Admin>>) -> Response {
+    match &admin.metrics {
+        Some(render) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            render(),
+        )
+            .into_response(),
+        None => error(StatusCode::NOT_FOUND, "not_found", "metrics are not served"),
+    }
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {

@@ -198,6 +198,7 @@ impl Exchange {
         if ev.duration_ms.is_none() {
             ev.duration_ms = Some(self.started.elapsed().as_secs_f64() * 1000.0);
         }
+        self.guard.metrics.observe(&ev);
         Finished {
             guard: self.guard.clone(),
             event: Some((ev, chunks)),
@@ -247,6 +248,7 @@ impl Drop for Exchange {
                 Some("the request ended without an answer (the exchange was dropped)".into());
         }
         ev.duration_ms = Some(self.started.elapsed().as_secs_f64() * 1000.0);
+        self.guard.metrics.observe(&ev);
         record_in_background(&self.guard, ev, chunks);
     }
 }

@@ -24,6 +24,7 @@
 mod exchange;
 mod hold;
 pub mod masks;
+pub mod metrics;
 mod recording;
 mod refusal;
 mod sealer;
@@ -59,6 +60,7 @@ pub struct Guard {
     recorder: Option<Arc<Recorder>>,
     /// Encrypted recordings: the open segment and its sealing.
     sealer: Option<Arc<sealer::Sealer>>,
+    metrics: Arc<metrics::Metrics>,
 }
 
 impl std::fmt::Debug for Guard {
@@ -109,6 +111,7 @@ impl Guard {
             masks,
             recorder: recorder.map(Arc::new),
             sealer,
+            metrics: Arc::new(metrics::Metrics::new()),
         })
     }
 
@@ -164,6 +167,11 @@ impl Guard {
         if let Err(e) = self.audit.record(ev).await {
             tracing::error!("cannot record an authentication failure: {e}");
         }
+    }
+
+    /// The request metrics every exchange counts into (served at `/metrics`).
+    pub fn metrics(&self) -> &Arc<metrics::Metrics> {
+        &self.metrics
     }
 
     /// Whether any OIDC issuer is configured (adapters then advertise where to sign in).

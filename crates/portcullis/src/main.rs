@@ -796,6 +796,7 @@ pub async fn serve(
                     data_dir: config.gateway.data_dir.clone(),
                     recording_readers: recording_readers(&config),
                     sinks: sinks.statuses(),
+                    metrics: Some(metrics_renderer(&guard, &audit, sinks.statuses())),
                 },
                 console,
             )
@@ -958,6 +959,28 @@ pub async fn serve(
     audit.close().await?;
     tracing::info!("portcullis stopped");
     Ok(())
+}
+
+/// What `/metrics` serves: the guard's request metrics, with the state gauges (audit log
+/// availability, each sink's lag) read at the moment of the scrape.
+fn metrics_renderer(
+    guard: &Arc<Guard>,
+    audit: &AuditLog,
+    sinks: portcullis_sinks::SinkStatuses,
+) -> Arc<dyn Fn() -> String + Send + Sync> {
+    let (metrics, audit) = (guard.metrics().clone(), audit.clone());
+    Arc::new(move || {
+        metrics
+            .audit_available
+            .set(i64::from(audit.unavailable().is_none()));
+        for sink in sinks.get() {
+            metrics
+                .sink_lag_events
+                .get_or_create(&portcullis_guard::metrics::SinkLabel { sink: sink.name })
+                .set(i64::try_from(sink.lag_events).unwrap_or(i64::MAX));
+        }
+        metrics.encode()
+    })
 }
 
 /// Starts the scheduled evidence run when `[evidence] schedule` is set. Its key and output

@@ -1253,10 +1253,11 @@ async fn a_recorded_held_call_keeps_the_wait_the_forwarded_request_and_the_answe
     );
 }
 
-/// The admin listener's probes: liveness and readiness answer without a credential (a
-/// load balancer or a kubelet has none) and say nothing but the checks' states.
+/// The admin listener's probes and metrics: liveness, readiness and `/metrics` answer
+/// without a credential (a load balancer, a kubelet or a scraper has none) and say nothing
+/// but states and counts.
 #[tokio::test]
-async fn health_and_readiness_probes_answer_on_the_admin_listener() {
+async fn health_readiness_and_metrics_answer_on_the_admin_listener() {
     let s = setup(1, "1m", "", &[]);
     let client = reqwest::Client::new();
     let live = client
@@ -1284,4 +1285,47 @@ async fn health_and_readiness_probes_answer_on_the_admin_listener() {
         .await
         .unwrap();
     assert_eq!(api.status(), 401);
+
+    // Metrics: a call no rule allows is counted under its target, decision and outcome.
+    let (status, _) = modern_call(
+        &client,
+        &s.gw.url("billing"),
+        &s.agent.key,
+        1,
+        "tools/call",
+        json!({"name": "delete_customer", "arguments": {"customer": "cus_1001"}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let scraped = client
+        .get(format!("{}/metrics", s.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scraped.status(), 200);
+    assert!(
+        scraped.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let text = scraped.text().await.unwrap();
+    let sample = |name: &str| -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    };
+    assert_eq!(
+        sample(r#"portcullis_requests_total{target="billing",decision="deny",outcome="denied"}"#),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(sample("portcullis_audit_available"), Some(1.0), "{text}");
+    assert!(
+        sample(r#"portcullis_request_duration_seconds_count{target="billing"}"#).unwrap_or(0.0)
+            >= 1.0,
+        "{text}"
+    );
+    assert!(text.ends_with("# EOF\n"), "{text}");
 }
