@@ -925,6 +925,24 @@ impl Approvals {
             .collect()
     }
 
+    /// How many held requests of this gateway are waiting for a decision now.
+    pub fn held_waiting(&self) -> usize {
+        self.inner.waiters.lock().expect("lock").len()
+    }
+
+    /// How many grants are in force now, for anyone.
+    pub fn grants_in_force(&self) -> usize {
+        let now_ms = now().timestamp_millis();
+        self.inner
+            .grants
+            .read()
+            .expect("lock")
+            .values()
+            .flatten()
+            .filter(|g| millis(&g.expires_at) > now_ms)
+            .count()
+    }
+
     /// Whether any grant is in force for anyone: lets the gateway skip the lookup entirely.
     pub fn any_grants(&self) -> bool {
         !self.inner.grants.read().expect("lock").is_empty()

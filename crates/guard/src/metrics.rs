@@ -43,6 +43,10 @@ pub struct Metrics {
     pub audit_available: Gauge,
     /// Events committed to the log that a sink has not delivered yet, per sink.
     pub sink_lag_events: Family<SinkLabel, Gauge>,
+    /// Held requests of this gateway waiting for a decision.
+    pub holds_waiting: Gauge,
+    /// Just-in-time grants in force.
+    pub grants_in_force: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -89,8 +93,22 @@ impl Metrics {
             "Committed audit events a sink has not delivered yet",
             sink_lag_events.clone(),
         );
+        let holds_waiting = Gauge::default();
+        registry.register(
+            "holds_waiting",
+            "Held requests of this gateway waiting for a decision",
+            holds_waiting.clone(),
+        );
+        let grants_in_force = Gauge::default();
+        registry.register(
+            "grants_in_force",
+            "Just-in-time grants in force",
+            grants_in_force.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
+            holds_waiting,
+            grants_in_force,
             requests,
             duration,
             audit_available,

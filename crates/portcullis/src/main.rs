@@ -796,7 +796,12 @@ pub async fn serve(
                     data_dir: config.gateway.data_dir.clone(),
                     recording_readers: recording_readers(&config),
                     sinks: sinks.statuses(),
-                    metrics: Some(metrics_renderer(&guard, &audit, sinks.statuses())),
+                    metrics: Some(metrics_renderer(
+                        &guard,
+                        &audit,
+                        &approvals,
+                        sinks.statuses(),
+                    )),
                 },
                 console,
             )
@@ -966,10 +971,16 @@ pub async fn serve(
 fn metrics_renderer(
     guard: &Arc<Guard>,
     audit: &AuditLog,
+    approvals: &Approvals,
     sinks: portcullis_sinks::SinkStatuses,
 ) -> Arc<dyn Fn() -> String + Send + Sync> {
-    let (metrics, audit) = (guard.metrics().clone(), audit.clone());
+    let (metrics, audit, approvals) = (guard.metrics().clone(), audit.clone(), approvals.clone());
     Arc::new(move || {
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        metrics.holds_waiting.set(count(approvals.held_waiting()));
+        metrics
+            .grants_in_force
+            .set(count(approvals.grants_in_force()));
         metrics
             .audit_available
             .set(i64::from(audit.unavailable().is_none()));

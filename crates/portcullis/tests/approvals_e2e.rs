@@ -1328,4 +1328,29 @@ async fn health_readiness_and_metrics_answer_on_the_admin_listener() {
         "{text}"
     );
     assert!(text.ends_with("# EOF\n"), "{text}");
+    assert_eq!(sample("portcullis_holds_waiting"), Some(0.0), "{text}");
+    assert_eq!(sample("portcullis_grants_in_force"), Some(0.0), "{text}");
+
+    // A held refund is counted while it waits.
+    let waiting = tokio::spawn(refund(s.gw.url("billing"), s.agent.key.clone(), 2));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = client
+            .get(format!("{}/metrics", s.admin))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.lines().any(|l| l == "portcullis_holds_waiting 1") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the held refund was not counted: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    waiting.abort();
 }
