@@ -47,6 +47,13 @@ pub struct Metrics {
     pub holds_waiting: Gauge,
     /// Just-in-time grants in force.
     pub grants_in_force: Gauge,
+    /// Events this gateway has committed to its audit log.
+    pub events_committed: Gauge,
+    /// Seconds since the newest signed checkpoint; -1 while there is none (no signing key,
+    /// or nothing signed yet).
+    pub checkpoint_age_seconds: Gauge,
+    /// Committed events no signed checkpoint covers yet.
+    pub events_uncovered: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -105,8 +112,29 @@ impl Metrics {
             "Just-in-time grants in force",
             grants_in_force.clone(),
         );
+        let events_committed = Gauge::default();
+        registry.register(
+            "events_committed",
+            "Events this gateway has committed to its audit log",
+            events_committed.clone(),
+        );
+        let checkpoint_age_seconds = Gauge::default();
+        registry.register(
+            "checkpoint_age_seconds",
+            "Seconds since the newest signed checkpoint, -1 while there is none",
+            checkpoint_age_seconds.clone(),
+        );
+        let events_uncovered = Gauge::default();
+        registry.register(
+            "events_uncovered",
+            "Committed events no signed checkpoint covers yet",
+            events_uncovered.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
+            events_committed,
+            checkpoint_age_seconds,
+            events_uncovered,
             holds_waiting,
             grants_in_force,
             requests,

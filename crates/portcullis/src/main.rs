@@ -984,6 +984,28 @@ fn metrics_renderer(
         metrics
             .audit_available
             .set(i64::from(audit.unavailable().is_none()));
+        let committed = *audit.committed().borrow();
+        metrics
+            .events_committed
+            .set(i64::try_from(committed).unwrap_or(i64::MAX));
+        let newest = audit.checkpoints().borrow().clone();
+        match newest {
+            Some(checkpoint) => {
+                let age = chrono::DateTime::parse_from_rfc3339(&checkpoint.time)
+                    .map(|t| (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds())
+                    .unwrap_or(-1);
+                metrics.checkpoint_age_seconds.set(age.max(0));
+                metrics.events_uncovered.set(
+                    i64::try_from(committed.saturating_sub(checkpoint.size)).unwrap_or(i64::MAX),
+                );
+            }
+            None => {
+                metrics.checkpoint_age_seconds.set(-1);
+                metrics
+                    .events_uncovered
+                    .set(i64::try_from(committed).unwrap_or(i64::MAX));
+            }
+        }
         for sink in sinks.get() {
             metrics
                 .sink_lag_events

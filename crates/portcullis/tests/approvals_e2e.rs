@@ -1329,6 +1329,22 @@ async fn health_readiness_and_metrics_answer_on_the_admin_listener() {
     );
     assert!(text.ends_with("# EOF\n"), "{text}");
     assert_eq!(sample("portcullis_holds_waiting"), Some(0.0), "{text}");
+    // Unsigned here: no checkpoint, said as -1, and every committed event uncovered.
+    assert_eq!(
+        sample("portcullis_checkpoint_age_seconds"),
+        Some(-1.0),
+        "{text}"
+    );
+    let committed = sample("portcullis_events_committed").unwrap_or(0.0);
+    assert!(
+        committed >= 2.0,
+        "the start and the denied call at least: {text}"
+    );
+    assert_eq!(
+        sample("portcullis_events_uncovered"),
+        Some(committed),
+        "{text}"
+    );
     assert_eq!(sample("portcullis_grants_in_force"), Some(0.0), "{text}");
 
     // A held refund is counted while it waits.
