@@ -217,7 +217,8 @@ impl HttpGateway {
                 json!({
                     "method": read.method,
                     "path": read.upstream_path_and_query,
-                    "headers": header_object(&request::forwarded_headers(&parts.headers)),
+                    // The forwarded headers as read (not filtered a second time).
+                    "headers": pairs_object(&read.headers),
                     "body": recorded_body(&body, json_body.as_ref()),
                 }),
             );
@@ -582,12 +583,7 @@ fn shown(read: &ReadRequest, json: Option<&Value>, body: &[u8]) -> Value {
     if !read.headers.is_empty() {
         // Headers can change what a request does (a tenant, a content type, a precondition):
         // approvers see them, masked like the rest.
-        shown["headers"] = Value::Object(
-            read.headers
-                .iter()
-                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-                .collect(),
-        );
+        shown["headers"] = pairs_object(&read.headers);
     }
     let body = recorded_body(body, json);
     if !body.is_null() {
@@ -616,6 +612,16 @@ fn recorded_body(body: &[u8], json: Option<&Value>) -> Value {
         }
         Err(_) => json!({ "binary": true, "bytes": body.len() }),
     }
+}
+
+/// Name and value pairs as a JSON object (the headers of a request as read).
+fn pairs_object(pairs: &[(String, String)]) -> Value {
+    Value::Object(
+        pairs
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect(),
+    )
 }
 
 fn header_object(headers: &HeaderMap) -> Value {

@@ -117,10 +117,14 @@ pub(crate) async fn answer(
     let mut headers = upstream.headers().clone();
     clean_response_headers(&mut headers);
     let kind = BodyKind::of(&headers);
-    let encoded = headers
+    // The answer's coding, read once: it decides whether a binary body is sniffed and how a
+    // body to mask is decompressed.
+    let encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| !v.trim().eq_ignore_ascii_case("identity") && !v.trim().is_empty());
+        .map(|v| v.trim().to_ascii_lowercase())
+        .filter(|v| !v.is_empty() && v != "identity");
+    let encoded = encoding.is_some();
     // A body typed as binary is sniffed (masked if it turns out to be text) unless it is
     // compressed, which text never is here: an answer to mask is asked for uncompressed.
     let must_mask = !(maskers.is_empty() || (kind == BodyKind::Binary && encoded));
@@ -137,12 +141,8 @@ pub(crate) async fn answer(
         return refuse(exchange, &refusal, &guard).await;
     }
     if must_mask {
-        let encoding = headers
-            .get(header::CONTENT_ENCODING)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.trim().to_ascii_lowercase());
         match encoding.as_deref() {
-            None | Some("identity") | Some("") => {}
+            None => {}
             Some(encoding) => match Inflate::of(encoding) {
                 Some(decoder) => inflate = Some(decoder),
                 None => {
