@@ -32,6 +32,7 @@ use portcullis_audit::AuditLog;
 use portcullis_model::{
     ActiveGrant, ApprovalRequirement, AuditEvent, EventType, Identity, Outcome, PayloadDigest,
 };
+use portcullis_state::{Change, Shared};
 use rand::RngCore as _;
 use tokio::sync::watch;
 
@@ -39,7 +40,7 @@ pub use notify::{Delivery, Notice, NoticeKind, Notifier, NotifyError};
 pub use store::StoreError;
 pub use types::{Approval, ApprovalKind, Grant, GrantSpec, Person, Status, Vote, humanize};
 
-use store::{Store, millis};
+use store::{Store, Tx, millis};
 
 /// The longest reason accepted from a requester or an approver.
 pub const MAX_REASON_CHARS: usize = 2000;
@@ -95,6 +96,10 @@ pub enum ApprovalError {
     Audit(String),
     #[error("notifications: {0}")]
     Notify(#[from] NotifyError),
+    #[error(
+        "approved request {0} was already forwarded once; an approval lets a request through once, so send it again and have it approved again"
+    )]
+    AlreadyForwarded(String),
 }
 
 impl ApprovalError {
@@ -114,6 +119,7 @@ impl ApprovalError {
             ApprovalError::Store(_) => "store",
             ApprovalError::Audit(_) => "audit_unavailable",
             ApprovalError::Notify(_) => "notify",
+            ApprovalError::AlreadyForwarded(_) => "already_forwarded",
         }
     }
 }
@@ -157,7 +163,7 @@ pub struct Approvals {
 }
 
 struct Inner {
-    store: tokio::sync::Mutex<Store>,
+    store: Store,
     audit: AuditLog,
     break_glass: Vec<String>,
     admin_url: Option<String>,
@@ -226,8 +232,9 @@ impl Approvals {
         data_dir: &Path,
         audit: AuditLog,
         settings: &ApprovalSettings,
+        shared: Option<Shared>,
     ) -> Result<Approvals, ApprovalError> {
-        let store = Store::open(data_dir)?;
+        let store = Store::open(data_dir, shared.as_ref()).await?;
         let notifier = match Notifier::start(&settings.approvals)? {
             Some((notifier, deliveries)) => {
                 spawn_delivery_recorder(audit.clone(), deliveries);
@@ -236,7 +243,7 @@ impl Approvals {
             None => None,
         };
         let mut grants: HashMap<(String, String), Vec<Grant>> = HashMap::new();
-        for grant in store.open_grants()? {
+        for grant in store.open_grants().await? {
             grants
                 .entry((grant.holder.issuer.clone(), grant.holder.subject.clone()))
                 .or_default()
@@ -244,7 +251,7 @@ impl Approvals {
         }
         let approvals = Approvals {
             inner: Arc::new(Inner {
-                store: tokio::sync::Mutex::new(store),
+                store,
                 audit,
                 break_glass: settings.approvals.break_glass_groups.clone(),
                 admin_url: settings.admin_url.clone(),
@@ -257,6 +264,9 @@ impl Approvals {
             }),
         };
         approvals.cancel_orphaned_holds().await?;
+        if shared.is_some() {
+            approvals.spawn_follower();
+        }
         Ok(approvals)
     }
 
@@ -277,11 +287,8 @@ impl Approvals {
 
     /// Held requests survive only as records: the connection that waited is gone.
     async fn cancel_orphaned_holds(&self) -> Result<(), ApprovalError> {
-        let store = self.inner.store.lock().await;
-        for mut approval in store.pending()? {
-            if approval.kind != ApprovalKind::Request {
-                continue;
-            }
+        let store = self.inner.store.begin().await?;
+        for mut approval in store.own_pending_requests().await? {
             approval.status = Status::Cancelled;
             approval.closed_at = Some(stamp(now()));
             approval.closed_because = Some(
@@ -290,9 +297,10 @@ impl Approvals {
             let mut ev = self.event(EventType::ApprovalCancelled, Outcome::Failed, &approval);
             ev.detail = approval.closed_because.clone();
             self.record(ev).await?;
-            store.put_approval(&approval)?;
+            store.put_approval(&approval).await?;
             self.changed();
         }
+        store.commit().await?;
         Ok(())
     }
 
@@ -409,7 +417,7 @@ impl Approvals {
 
         let (tx, rx) = watch::channel(approval.clone());
         {
-            let store = self.inner.store.lock().await;
+            let store = self.inner.store.begin().await?;
             let mut ev = self.event(EventType::ApprovalRequested, Outcome::Info, &approval);
             ev.identity = Some(req.requester);
             ev.source = approval.source.clone();
@@ -422,13 +430,14 @@ impl Approvals {
                 approval.expires_at
             ));
             self.record(ev).await?;
-            store.put_approval(&approval)?;
+            store.put_approval(&approval).await?;
             self.changed();
             self.inner
                 .waiters
                 .lock()
                 .expect("lock")
                 .insert(approval.id.clone(), tx);
+            store.commit().await?;
         }
         self.notify(NoticeKind::Requested, &approval);
         Ok(Held {
@@ -484,7 +493,7 @@ impl Approvals {
         approval.reason = Some(reason);
         approval.seal();
         {
-            let store = self.inner.store.lock().await;
+            let store = self.inner.store.begin().await?;
             let mut ev = self.event(EventType::ApprovalRequested, Outcome::Info, &approval);
             ev.identity = Some(req.requester);
             ev.source = approval.source.clone();
@@ -496,8 +505,9 @@ impl Approvals {
                 approval.expires_at
             ));
             self.record(ev).await?;
-            store.put_approval(&approval)?;
+            store.put_approval(&approval).await?;
             self.changed();
+            store.commit().await?;
         }
         self.notify(NoticeKind::Requested, &approval);
         Ok(approval)
@@ -543,11 +553,12 @@ impl Approvals {
     ) -> Result<Approval, ApprovalError> {
         let reason = clean_reason(Some(reason))?
             .ok_or_else(|| ApprovalError::Invalid("a decision needs a reason (--reason)".into()))?;
-        let store = self.inner.store.lock().await;
+        let store = self.inner.store.begin().await?;
         // Not filtered by visibility: ids are 80 random bits, and someone who has one
         // deserves to hear exactly why they may not decide it.
         let mut approval = store
-            .approval(id)?
+            .approval(id)
+            .await?
             .ok_or_else(|| ApprovalError::NotFound(id.to_string()))?;
         let listed = approval.approvers.iter().any(|g| approver.in_group(g));
         let own = approval.requester.is(approver);
@@ -613,6 +624,7 @@ impl Approvals {
         if millis(&approval.expires_at) <= now().timestamp_millis() {
             let at = approval.expires_at.clone();
             self.close_expired(&store, &mut approval).await?;
+            store.commit().await?;
             return Err(ApprovalError::Expired {
                 id: id.to_string(),
                 at,
@@ -693,10 +705,10 @@ impl Approvals {
         } else {
             None
         };
-        store.put_approval(&approval)?;
+        store.put_approval(&approval).await?;
         self.changed();
         if let Some(grant) = grant {
-            store.put_grant(&grant, false)?;
+            store.put_grant(&grant, false).await?;
             self.inner
                 .grants
                 .write()
@@ -705,7 +717,7 @@ impl Approvals {
                 .or_default()
                 .push(grant);
         }
-        drop(store);
+        store.commit().await?;
         self.publish(&approval);
         if approval.status != Status::Pending {
             self.notify(NoticeKind::Resolved, &approval);
@@ -761,7 +773,7 @@ impl Approvals {
 
     async fn close_expired(
         &self,
-        store: &Store,
+        store: &Tx<'_>,
         approval: &mut Approval,
     ) -> Result<(), ApprovalError> {
         approval.status = Status::Expired;
@@ -775,7 +787,7 @@ impl Approvals {
         let mut ev = self.event(EventType::ApprovalExpired, Outcome::Denied, approval);
         ev.detail = approval.closed_because.clone();
         self.record(ev).await?;
-        store.put_approval(approval)?;
+        store.put_approval(approval).await?;
         self.changed();
         self.publish(approval);
         self.notify(NoticeKind::Resolved, approval);
@@ -790,9 +802,12 @@ impl Approvals {
         pending_only: bool,
         limit: usize,
     ) -> Result<Vec<Approval>, ApprovalError> {
-        let store = self.inner.store.lock().await;
         // Read generously and filter: visibility depends on the viewer's groups.
-        let all = store.approvals(pending_only, limit.saturating_mul(20).max(1000))?;
+        let all = self
+            .inner
+            .store
+            .approvals(pending_only, limit.saturating_mul(20).max(1000))
+            .await?;
         Ok(all
             .into_iter()
             .filter(|a| self.may_see(viewer, a))
@@ -801,9 +816,10 @@ impl Approvals {
     }
 
     pub async fn get(&self, viewer: &Identity, id: &str) -> Result<Approval, ApprovalError> {
-        let store = self.inner.store.lock().await;
-        store
-            .approval(id)?
+        self.inner
+            .store
+            .approval(id)
+            .await?
             .filter(|a| self.may_see(viewer, a))
             .ok_or_else(|| ApprovalError::NotFound(id.to_string()))
     }
@@ -814,8 +830,11 @@ impl Approvals {
         viewer: &Identity,
         limit: usize,
     ) -> Result<Vec<Grant>, ApprovalError> {
-        let store = self.inner.store.lock().await;
-        let all = store.grants(limit.saturating_mul(20).max(1000))?;
+        let all = self
+            .inner
+            .store
+            .grants(limit.saturating_mul(20).max(1000))
+            .await?;
         Ok(all
             .into_iter()
             .filter(|g| self.may_revoke(viewer, g))
@@ -836,8 +855,8 @@ impl Approvals {
     ) -> Result<Grant, ApprovalError> {
         let reason = clean_reason(Some(reason))?
             .ok_or_else(|| ApprovalError::Invalid("revoking needs a reason (--reason)".into()))?;
-        let store = self.inner.store.lock().await;
-        let Some((mut grant, closed)) = store.grant(id)? else {
+        let store = self.inner.store.begin().await?;
+        let Some((mut grant, closed)) = store.grant(id).await? else {
             return Err(ApprovalError::GrantNotFound(id.to_string()));
         };
         if !self.may_revoke(actor, &grant) {
@@ -854,6 +873,7 @@ impl Approvals {
         }
         if millis(&grant.expires_at) <= now().timestamp_millis() {
             self.close_grant(&store, &grant).await?;
+            store.commit().await?;
             return Err(ApprovalError::GrantEnded {
                 id: id.to_string(),
                 how: format!("expired at {}", grant.expires_at),
@@ -876,7 +896,8 @@ impl Approvals {
             grant.holder.subject, actor.subject, grant.expires_at
         ));
         self.record(ev).await?;
-        store.put_grant(&grant, true)?;
+        store.put_grant(&grant, true).await?;
+        store.commit().await?;
         self.forget_grant(&grant);
         Ok(grant)
     }
@@ -892,7 +913,7 @@ impl Approvals {
         }
     }
 
-    async fn close_grant(&self, store: &Store, grant: &Grant) -> Result<(), ApprovalError> {
+    async fn close_grant(&self, store: &Tx<'_>, grant: &Grant) -> Result<(), ApprovalError> {
         let mut ev = self
             .inner
             .audit
@@ -905,7 +926,7 @@ impl Approvals {
             grant.holder.subject, grant.expires_at
         ));
         self.record(ev).await?;
-        store.put_grant(grant, true)?;
+        store.put_grant(grant, true).await?;
         self.forget_grant(grant);
         Ok(())
     }
@@ -952,15 +973,38 @@ impl Approvals {
     /// held requests expire in their own wait, this is the backstop) and grants past their
     /// end. Run it every few seconds.
     pub async fn sweep(&self) -> Result<(), ApprovalError> {
-        let store = self.inner.store.lock().await;
+        let store = self.inner.store.begin().await?;
         let now_ms = now().timestamp_millis();
-        for mut approval in store.due_approvals(now_ms)? {
+        for mut approval in store.due_approvals(now_ms).await? {
             self.close_expired(&store, &mut approval).await?;
         }
         // Revoked grants are stored closed, so every open one due has simply ended.
-        for grant in store.due_grants(now_ms)? {
+        for grant in store.due_grants(now_ms).await? {
             self.close_grant(&store, &grant).await?;
         }
+        // With shared state: the holds of replicas that stopped answering. Their callers'
+        // connections died with them; the records say so.
+        if let Some(shared) = self.inner.store.shared() {
+            for replica in shared.dead_replicas().await.map_err(StoreError::from)? {
+                for mut approval in store.pending_requests_of(&replica).await? {
+                    approval.status = Status::Abandoned;
+                    approval.closed_at = Some(stamp(now()));
+                    approval.closed_because = Some(format!(
+                        "replica {replica} holding the request stopped answering; its caller's connection was lost with it, and the request must be sent again"
+                    ));
+                    let mut ev =
+                        self.event(EventType::ApprovalCancelled, Outcome::Failed, &approval);
+                    ev.detail = approval.closed_because.clone();
+                    self.record(ev).await?;
+                    store.put_approval(&approval).await?;
+                    self.changed();
+                    self.notify(NoticeKind::Resolved, &approval);
+                }
+                store.forget_replica(&replica).await?;
+                tracing::warn!(%replica, "state: replica stopped answering; its held requests are marked abandoned");
+            }
+        }
+        store.commit().await?;
         Ok(())
     }
 
@@ -979,11 +1023,119 @@ impl Approvals {
         })
     }
 
+    /// With shared state: follows what other replicas change (and re-reads on a timer, since
+    /// notifications can be lost), until the service is dropped.
+    fn spawn_follower(&self) {
+        let Some(shared) = self.inner.store.shared().cloned() else {
+            return;
+        };
+        let weak = Arc::downgrade(&self.inner);
+        let mut changes = shared.changes();
+        let poll = shared.timings().poll;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(poll);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let change = tokio::select! {
+                    change = changes.recv() => match change {
+                        Ok(change) => Some(change),
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            Some(Change::Resync)
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    },
+                    _ = tick.tick() => None,
+                };
+                let Some(inner) = weak.upgrade() else {
+                    return;
+                };
+                Approvals { inner }.follow(change).await;
+            }
+        });
+    }
+
+    /// Takes in one change from the shared state (`None`: the timer, re-read everything
+    /// without telling pages that something changed).
+    async fn follow(&self, change: Option<Change>) {
+        match change {
+            Some(Change::Row { topic, id }) if topic == "approval" => {
+                self.changed();
+                self.refresh_waiter(&id).await;
+            }
+            Some(Change::Row { topic, .. }) if topic == "grant" => self.reload_grants().await,
+            Some(Change::Row { .. }) => {}
+            Some(Change::Resync) | None => {
+                if change.is_some() {
+                    self.changed();
+                }
+                let ids: Vec<String> = self
+                    .inner
+                    .waiters
+                    .lock()
+                    .expect("lock")
+                    .keys()
+                    .cloned()
+                    .collect();
+                for id in ids {
+                    self.refresh_waiter(&id).await;
+                }
+                self.reload_grants().await;
+            }
+        }
+    }
+
+    /// Re-reads held request `id`, if it waits in this process, and wakes it if another
+    /// replica decided it (the row is the truth: a notification only says where to look).
+    async fn refresh_waiter(&self, id: &str) {
+        if !self.inner.waiters.lock().expect("lock").contains_key(id) {
+            return;
+        }
+        match self.inner.store.approval(id).await {
+            Ok(Some(stored)) => {
+                let waiters = self.inner.waiters.lock().expect("lock");
+                if let Some(tx) = waiters.get(id) {
+                    let differs = {
+                        let current = tx.borrow();
+                        current.status != stored.status || current.votes.len() != stored.votes.len()
+                    };
+                    if differs {
+                        tx.send_replace(stored);
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(approval = %id, "state: re-reading a held request: {e}"),
+        }
+    }
+
+    /// Re-reads the grants in force from the shared state. If they cannot be read, none is
+    /// honoured until they can: a grant revoked elsewhere must not outlive its revocation.
+    async fn reload_grants(&self) {
+        match self.inner.store.open_grants().await {
+            Ok(open) => {
+                let mut grants: HashMap<(String, String), Vec<Grant>> = HashMap::new();
+                for grant in open.into_iter().filter(|g| g.revoked_at.is_none()) {
+                    grants
+                        .entry((grant.holder.issuer.clone(), grant.holder.subject.clone()))
+                        .or_default()
+                        .push(grant);
+                }
+                *self.inner.grants.write().expect("lock") = grants;
+            }
+            Err(e) => {
+                tracing::error!(
+                    "state: reading grants failed, so none is honoured until it works again: {e}"
+                );
+                self.inner.grants.write().expect("lock").clear();
+            }
+        }
+    }
+
     /// Ends a held request that will never be forwarded (its caller went away), unless it
     /// was already decided.
     async fn cancel(&self, id: &str, why: &str) -> Result<(), ApprovalError> {
-        let store = self.inner.store.lock().await;
-        let Some(mut approval) = store.approval(id)? else {
+        let store = self.inner.store.begin().await?;
+        let Some(mut approval) = store.approval(id).await? else {
             return Ok(());
         };
         if approval.status != Status::Pending {
@@ -995,7 +1147,8 @@ impl Approvals {
         let mut ev = self.event(EventType::ApprovalCancelled, Outcome::Failed, &approval);
         ev.detail = Some(why.to_string());
         self.record(ev).await?;
-        store.put_approval(&approval)?;
+        store.put_approval(&approval).await?;
+        store.commit().await?;
         self.changed();
         self.publish(&approval);
         self.notify(NoticeKind::Resolved, &approval);
@@ -1024,13 +1177,14 @@ impl Approvals {
     }
 
     async fn expire_now(&self, id: &str) -> Result<(), ApprovalError> {
-        let store = self.inner.store.lock().await;
-        let Some(mut approval) = store.approval(id)? else {
+        let store = self.inner.store.begin().await?;
+        let Some(mut approval) = store.approval(id).await? else {
             return Ok(());
         };
         if approval.status == Status::Pending {
             self.close_expired(&store, &mut approval).await?;
         }
+        store.commit().await?;
         Ok(())
     }
 }
@@ -1081,9 +1235,15 @@ impl Held {
         }
     }
 
-    /// Records that the approved request is being forwarded.
+    /// Records that the approved request is being forwarded, and consumes the approval:
+    /// it lets one request through, once, across every replica. Refused if it was already
+    /// consumed (or is no longer approved in the store).
     pub async fn released(&self, request_event: &str) -> Result<(), ApprovalError> {
         let approval = self.rx.borrow().clone();
+        let store = self.approvals.inner.store.begin().await?;
+        if !store.consume(&self.id).await? {
+            return Err(ApprovalError::AlreadyForwarded(self.id.clone()));
+        }
         let mut ev = self
             .approvals
             .event(EventType::ApprovalReleased, Outcome::Success, &approval);
@@ -1098,7 +1258,11 @@ impl Held {
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
-        self.approvals.record(ev).await
+        // Consumed even if the release cannot be recorded: the request is then refused,
+        // and an approval is never used twice.
+        self.approvals.record(ev).await?;
+        store.commit().await?;
+        Ok(())
     }
 
     /// Ends the hold without a decision: the caller went away.

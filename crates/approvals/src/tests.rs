@@ -60,7 +60,7 @@ async fn fixture(extra: &str) -> Fixture {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     let audit = AuditLog::open(&dir, "test", Durability::Strict).unwrap();
-    let approvals = Approvals::open(&dir, audit.clone(), &settings(extra))
+    let approvals = Approvals::open(&dir, audit.clone(), &settings(extra), None)
         .await
         .unwrap();
     Fixture {
@@ -426,7 +426,7 @@ async fn a_restart_cancels_held_requests_and_keeps_grant_requests() {
     let dir = tmp.path();
     let (held_id, grant_id) = {
         let audit = AuditLog::open(dir, "test", Durability::Strict).unwrap();
-        let approvals = Approvals::open(dir, audit.clone(), &settings(""))
+        let approvals = Approvals::open(dir, audit.clone(), &settings(""), None)
             .await
             .unwrap();
         let held = approvals
@@ -441,7 +441,7 @@ async fn a_restart_cancels_held_requests_and_keeps_grant_requests() {
         (id, grant.id)
     };
     let audit = AuditLog::open(dir, "test", Durability::Strict).unwrap();
-    let approvals = Approvals::open(dir, audit.clone(), &settings(""))
+    let approvals = Approvals::open(dir, audit.clone(), &settings(""), None)
         .await
         .unwrap();
     let dana = person("dana", &["finance-leads"]);
@@ -548,10 +548,11 @@ async fn an_expired_grant_stops_at_once_and_its_end_is_recorded() {
     assert_eq!(f.approvals.active_grants(&agent(), "billing").len(), 1);
     // Move the grant's end into the past, as the clock would.
     {
-        let store = f.approvals.inner.store.lock().await;
-        let (mut grant, _) = store.grant(&asked.id).unwrap().unwrap();
+        let store = f.approvals.inner.store.begin().await.unwrap();
+        let (mut grant, _) = store.grant(&asked.id).await.unwrap().unwrap();
         grant.expires_at = stamp(now() - chrono::Duration::seconds(1));
-        store.put_grant(&grant, false).unwrap();
+        store.put_grant(&grant, false).await.unwrap();
+        store.commit().await.unwrap();
         let mut cache = f.approvals.inner.grants.write().unwrap();
         for list in cache.values_mut() {
             for g in list.iter_mut() {

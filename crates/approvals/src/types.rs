@@ -23,6 +23,9 @@ pub enum Status {
     /// Ended without a decision: the caller went away, or the gateway restarted while the
     /// request was held.
     Cancelled,
+    /// Ended without a decision because the replica holding the request stopped answering
+    /// (several replicas share state): its caller's connection went with it.
+    Abandoned,
 }
 
 impl Status {
@@ -33,6 +36,7 @@ impl Status {
             Status::Denied => "denied",
             Status::Expired => "expired",
             Status::Cancelled => "cancelled",
+            Status::Abandoned => "abandoned",
         }
     }
 }
@@ -171,9 +175,10 @@ impl Approval {
                 "{what} was held for approval {} and nobody decided before {}, so it is refused",
                 self.id, self.expires_at
             ),
-            Status::Cancelled => format!(
-                "{what} was held for approval {} and cancelled: {}",
+            Status::Cancelled | Status::Abandoned => format!(
+                "{what} was held for approval {} and {}: {}",
                 self.id,
+                self.status.as_str(),
                 self.closed_because.as_deref().unwrap_or("no reason given")
             ),
             // Still pending (or approved, but asked why it was refused): its end could not

@@ -33,6 +33,7 @@ pub mod recording;
 pub mod rules;
 pub mod sinks;
 mod spans;
+pub mod state;
 pub mod targets;
 
 #[cfg(test)]
@@ -80,6 +81,8 @@ pub struct Config {
     pub sinks: Vec<SinkSpec>,
     /// `[console]`: the web console.
     pub console: Console,
+    /// `[state]`: where control state shared by replicas lives.
+    pub state: state::State,
     /// Where the file was read from, to locate later errors (policy's `when` conditions).
     pub source: SourceFile,
 }
@@ -120,6 +123,9 @@ struct RawConfig {
     /// `[console]`: the web console on the admin listener.
     #[serde(default)]
     console: Console,
+    /// `[state]`: SQLite files (one gateway) or PostgreSQL (several replicas).
+    #[serde(default)]
+    state: state::State,
 }
 
 impl Config {
@@ -168,6 +174,7 @@ impl Config {
             evidence: raw.evidence,
             sinks: Vec::new(),
             console: raw.console,
+            state: raw.state,
             source: SourceFile::default(),
         };
         config.gateway.validate(&at)?;
@@ -181,6 +188,7 @@ impl Config {
         config.validate_evidence(&at)?;
         config.sinks = sinks::resolve(&raw.sinks, &at)?;
         config.validate_console(&at)?;
+        config.validate_state(&at)?;
         drop(at);
         config.source = source;
         Ok(config)
@@ -221,6 +229,12 @@ impl RawConfig {
             .and_then(|oidc| oidc.client_secret.as_mut())
         {
             resolve(file);
+        }
+        if let Some(sinks::Secret::File { file }) = self.state.url.as_mut() {
+            resolve(file);
+        }
+        if let Some(ca) = self.state.ca.as_mut() {
+            resolve(ca);
         }
         if let Some(tls) = self.gateway.tls.as_mut() {
             resolve(&mut tls.cert);

@@ -182,7 +182,8 @@ pub(crate) fn status_of(e: &ApprovalError) -> StatusCode {
         | ApprovalError::Expired { .. }
         | ApprovalError::AlreadyVoted { .. }
         | ApprovalError::DigestMismatch { .. }
-        | ApprovalError::GrantEnded { .. } => StatusCode::CONFLICT,
+        | ApprovalError::GrantEnded { .. }
+        | ApprovalError::AlreadyForwarded(_) => StatusCode::CONFLICT,
         ApprovalError::Invalid(_) => StatusCode::BAD_REQUEST,
         ApprovalError::Audit(_) => StatusCode::SERVICE_UNAVAILABLE,
         ApprovalError::Store(_) | ApprovalError::Notify(_) => {

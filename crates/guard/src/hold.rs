@@ -179,7 +179,7 @@ impl Exchange {
             Status::Approved => None,
             Status::Denied => Some(RefusalKind::HeldDenied),
             Status::Expired => Some(RefusalKind::HeldExpired),
-            Status::Cancelled => Some(RefusalKind::HeldCancelled),
+            Status::Cancelled | Status::Abandoned => Some(RefusalKind::HeldCancelled),
             // Still pending: its expiry could not be recorded. Fail closed.
             Status::Pending => Some(RefusalKind::AuditUnavailable),
         };

@@ -28,7 +28,7 @@ pub async fn guard_over(config: &Config, dir: &Path, audit: AuditLog) -> (Arc<Gu
         admin_url: config.admin_url(),
         console_url: config.console_url(),
     };
-    let approvals = Approvals::open(dir, audit.clone(), &settings)
+    let approvals = Approvals::open(dir, audit.clone(), &settings, None)
         .await
         .expect("approvals store");
     let masks = Masks::compile(&config.masks).expect("masks");

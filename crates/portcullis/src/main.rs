@@ -737,9 +737,24 @@ pub async fn serve(
         admin_url: config.admin_url(),
         console_url: config.console_url(),
     };
-    let approvals = Approvals::open(&config.gateway.data_dir, audit.clone(), &approval_settings)
-        .await
-        .context("opening the approvals store")?;
+    // Control state: SQLite files of this gateway's own, or the PostgreSQL database that
+    // replicas share (holds decided through any replica, grants honoured by all).
+    let shared = match config.state.backend {
+        portcullis_config::state::StateBackend::Sqlite => None,
+        portcullis_config::state::StateBackend::Postgres => Some(
+            portcullis_state::Shared::connect(&config.state, &config.gateway.id)
+                .await
+                .context("connecting to the shared state ([state] backend = \"postgres\")")?,
+        ),
+    };
+    let approvals = Approvals::open(
+        &config.gateway.data_dir,
+        audit.clone(),
+        &approval_settings,
+        shared.clone(),
+    )
+    .await
+    .context("opening the approvals store")?;
     let sweeper_of_approvals = approvals.spawn_sweeper();
     // The shared phases, built once: every adapter identifies, decides, holds, masks and
     // records through this one guard.
@@ -962,6 +977,9 @@ pub async fn serve(
         publisher.finish().await;
     }
     audit.close().await?;
+    if let Some(shared) = shared {
+        shared.leave().await;
+    }
     tracing::info!("portcullis stopped");
     Ok(())
 }

@@ -167,6 +167,7 @@ async fn record_fixture() -> Recorded {
             admin_url: config.admin_url(),
             console_url: config.console_url(),
         },
+        None,
     )
     .await
     .unwrap();

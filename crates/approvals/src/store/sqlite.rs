@@ -1,4 +1,5 @@
-//! `approvals.db` in the data directory: approvals and grants survive a restart.
+//! `approvals.db` in the data directory (`[state] backend = "sqlite"`, one gateway):
+//! approvals and grants survive a restart.
 //!
 //! Each record is stored whole as JSON beside the few columns queries need. Writes are rare
 //! (a person decides), so the store is one connection behind the service's lock, with
@@ -8,20 +9,10 @@ use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension as _, params};
 
-use crate::types::{Approval, Grant};
+use super::{StoreError, millis};
+use crate::types::{Approval, ApprovalKind, Grant};
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("approvals store {path}: {source}")]
-    Sqlite {
-        path: String,
-        source: rusqlite::Error,
-    },
-    #[error("approvals store: a stored record does not parse: {0}")]
-    Corrupt(serde_json::Error),
-}
-
-pub(crate) struct Store {
+pub(crate) struct SqliteStore {
     /// Behind its own lock only so the store is `Sync` (a `&Store` is held across audit
     /// writes); the service's async lock already serialises every use.
     conn: std::sync::Mutex<Connection>,
@@ -48,8 +39,8 @@ CREATE TABLE IF NOT EXISTS grants (
 );
 ";
 
-impl Store {
-    pub(crate) fn open(data_dir: &Path) -> Result<Store, StoreError> {
+impl SqliteStore {
+    pub(crate) fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
         let path = data_dir.join("approvals.db");
         let shown = path.display().to_string();
         let err = |source| StoreError::Sqlite {
@@ -64,7 +55,20 @@ impl Store {
         )
         .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
-        Ok(Store {
+        // Added after the first release: when an approved request was forwarded.
+        let has_consumed: bool = conn
+            .query_row(
+                "SELECT count(*) FROM pragma_table_info('approvals') WHERE name = 'consumed_ms'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(err)?
+            > 0;
+        if !has_consumed {
+            conn.execute_batch("ALTER TABLE approvals ADD COLUMN consumed_ms INTEGER")
+                .map_err(err)?;
+        }
+        Ok(SqliteStore {
             conn: std::sync::Mutex::new(conn),
             path: shown,
         })
@@ -129,8 +133,25 @@ impl Store {
         self.bodies(sql, [limit as i64])
     }
 
-    pub(crate) fn pending(&self) -> Result<Vec<Approval>, StoreError> {
-        self.approvals(true, usize::MAX >> 1)
+    /// Held requests still pending: on one gateway, all of them are its own.
+    pub(crate) fn pending_requests(&self) -> Result<Vec<Approval>, StoreError> {
+        Ok(self
+            .approvals(true, usize::MAX >> 1)?
+            .into_iter()
+            .filter(|a| a.kind == ApprovalKind::Request)
+            .collect())
+    }
+
+    /// Marks approved request `id` forwarded; false if it was already (or is not approved).
+    pub(crate) fn consume(&self, id: &str) -> Result<bool, StoreError> {
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE approvals SET consumed_ms = ?2 WHERE id = ?1 AND status = 'approved' AND consumed_ms IS NULL",
+                params![id, chrono::Utc::now().timestamp_millis()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(n == 1)
     }
 
     /// Pending approvals whose time ran out by `now_ms`: what the sweeper must close, found
@@ -221,12 +242,4 @@ impl Store {
         })
         .transpose()
     }
-}
-
-/// Milliseconds since the epoch of an RFC 3339 time (0 if it does not parse, which the
-/// records written here never do).
-pub(crate) fn millis(time: &str) -> i64 {
-    chrono::DateTime::parse_from_rfc3339(time)
-        .map(|t| t.timestamp_millis())
-        .unwrap_or(0)
 }
