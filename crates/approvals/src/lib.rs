@@ -984,8 +984,8 @@ impl Approvals {
         }
         // With shared state: the holds of replicas that stopped answering. Their callers'
         // connections died with them; the records say so.
-        if let Some(shared) = self.inner.store.shared() {
-            for replica in shared.dead_replicas().await.map_err(StoreError::from)? {
+        {
+            for replica in store.dead_replicas().await? {
                 for mut approval in store.pending_requests_of(&replica).await? {
                     approval.status = Status::Abandoned;
                     approval.closed_at = Some(stamp(now()));

@@ -127,6 +127,9 @@ async fn approved_hold_is_released_with_its_trail() {
     let waiter = tokio::spawn(async move {
         let outcome = held.outcome().await;
         held.released("ev-1").await.unwrap();
+        // An approval lets the request through once: a second release is refused.
+        let again = held.released("ev-2").await.unwrap_err();
+        assert_eq!(again.code(), "already_forwarded", "{again}");
         outcome
     });
     let decided = f

@@ -40,12 +40,22 @@ pub const CHANNEL: &str = "portcullis_state";
 pub enum StateError {
     #[error("state.url: {0}")]
     Config(String),
-    #[error("the state database: {0}")]
+    #[error("the state database: {0}{hint}", hint = tls_hint(.0))]
     Postgres(#[from] tokio_postgres::Error),
     #[error(
         "another replica named {0:?} (gateway.id) is alive in the shared state: give each replica its own gateway.id"
     )]
     ReplicaAlive(String),
+}
+
+/// What to do about a certificate the state database's client does not trust.
+fn tls_hint(e: &tokio_postgres::Error) -> &'static str {
+    let text = format!("{e:?}");
+    if text.contains("certificate") {
+        " (give the CA that signed the server's certificate as state.ca, and connect by a name the certificate carries; sslmode=disable only on a trusted network)"
+    } else {
+        ""
+    }
 }
 
 /// A change another replica (or this one) committed.
@@ -271,10 +281,10 @@ impl Shared {
         Ok(())
     }
 
-    /// Replicas (other than this one) silent for longer than `replica_timeout`.
-    pub async fn dead_replicas(&self) -> Result<Vec<String>, StateError> {
-        let session = self.session().await?;
-        let rows = session
+    /// Replicas (other than this one) silent for longer than `replica_timeout`, read in
+    /// `tx` (whose lock then covers dealing with them).
+    pub async fn dead_replicas(&self, tx: &Tx) -> Result<Vec<String>, StateError> {
+        let rows = tx
             .client()
             .query(
                 "SELECT id FROM portcullis_replicas

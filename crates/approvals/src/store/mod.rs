@@ -183,6 +183,14 @@ impl Tx<'_> {
         }
     }
 
+    /// Replicas silent past their timeout (shared state only).
+    pub(crate) async fn dead_replicas(&self) -> Result<Vec<String>, StoreError> {
+        match self {
+            Tx::Sqlite(_) => Ok(Vec::new()),
+            Tx::Postgres(tx) => tx.dead_replicas().await,
+        }
+    }
+
     /// Forgets a dead replica once its holds are dealt with (shared state only).
     pub(crate) async fn forget_replica(&self, replica: &str) -> Result<(), StoreError> {
         match self {

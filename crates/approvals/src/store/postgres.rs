@@ -270,6 +270,10 @@ impl PgTx {
         Ok(n == 1)
     }
 
+    pub(crate) async fn dead_replicas(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self.shared.dead_replicas(&self.tx).await?)
+    }
+
     pub(crate) async fn forget_replica(&self, replica: &str) -> Result<(), StoreError> {
         self.shared.forget_replica(&self.tx, replica).await?;
         Ok(())
