@@ -12,6 +12,7 @@ mod approvals;
 mod console;
 mod evidence;
 mod http;
+mod replicas;
 mod sinks;
 mod verify;
 
@@ -55,6 +56,9 @@ enum Bench {
     /// The HTTP adapter: a REST call direct, through nginx, and through the gateway (API key,
     /// policy, masking, audit strict and batched), with wrk.
     Http(http::Args),
+    /// Shared state in PostgreSQL: allowed calls with state in SQLite vs PostgreSQL, and a
+    /// hold released across two replicas.
+    Replicas(replicas::Args),
 }
 
 #[derive(clap::Args)]
@@ -533,6 +537,7 @@ async fn main() -> Result<()> {
         Bench::Verify(args) => return verify::run(args).await,
         Bench::Evidence(args) => return evidence::run(args).await,
         Bench::Approvals(args) => return approvals::run(args).await,
+        Bench::Replicas(args) => return replicas::run(args).await,
         Bench::Sinks(args) => return sinks::run(args).await,
         Bench::Console(args) => return console::run(args).await,
         Bench::Http(args) => return http::run(args).await,

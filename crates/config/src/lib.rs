@@ -87,6 +87,9 @@ pub struct Config {
     pub source: SourceFile,
 }
 
+/// The environment variable that names this gateway in place of `gateway.id`.
+pub const GATEWAY_ID_ENV: &str = "PORTCULLIS_GATEWAY_ID";
+
 /// The whole file, as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -129,13 +132,41 @@ struct RawConfig {
 }
 
 impl Config {
-    /// Reads, parses and validates a configuration file.
+    /// Reads, parses and validates a configuration file. `PORTCULLIS_GATEWAY_ID`, when set,
+    /// stands for `gateway.id`: replicas that share one file (a Kubernetes StatefulSet, a
+    /// Compose service scaled out) each get their own name from their environment.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::parse(path, text)
+        let mut config = Config::parse(path, text)?;
+        if let Ok(id) = std::env::var(GATEWAY_ID_ENV) {
+            config
+                .set_gateway_id(id)
+                .map_err(|message| ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    line: 1,
+                    message,
+                })?;
+        }
+        Ok(config)
+    }
+
+    /// Names this gateway `id` in place of `gateway.id`, checked as the file's would be.
+    pub fn set_gateway_id(&mut self, id: String) -> Result<(), String> {
+        if id.is_empty()
+            || id.len() > 64
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(format!(
+                "{GATEWAY_ID_ENV}={id:?}: a gateway id is 1 to 64 of A-Z a-z 0-9 - _ ."
+            ));
+        }
+        self.gateway.id = id;
+        Ok(())
     }
 
     /// Parses and validates configuration text; `path` is used in errors and to resolve

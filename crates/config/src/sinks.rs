@@ -288,12 +288,23 @@ pub struct FileSink {
 
 /// A value kept out of the configuration file: written literally, or read from an
 /// environment variable or a file when the sink starts.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
 pub enum Secret {
     Literal(String),
     Env { env: String },
     File { file: PathBuf },
+}
+
+/// Never the literal value: configurations are printed (`check-config`, logs, snapshots).
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Secret::Literal(_) => f.write_str("Literal(<redacted>)"),
+            Secret::Env { env } => f.debug_struct("Env").field("env", env).finish(),
+            Secret::File { file } => f.debug_struct("File").field("file", file).finish(),
+        }
+    }
 }
 
 impl Secret {

@@ -367,6 +367,18 @@ fn explain_config(config: &Config, policy: &Policy) -> String {
     );
     let _ = writeln!(
         out,
+        "  control state: {}",
+        match config.state.backend {
+            portcullis_config::state::StateBackend::Sqlite =>
+                "SQLite in the data directory (this gateway only)".to_string(),
+            portcullis_config::state::StateBackend::Postgres => format!(
+                "PostgreSQL, shared by replicas (this one is {}; heartbeat {:?}, taken for dead after {:?})",
+                config.gateway.id, config.state.heartbeat, config.state.replica_timeout
+            ),
+        }
+    );
+    let _ = writeln!(
+        out,
         "  identities: {} OIDC issuer(s), {} API key(s)",
         config.identity.oidc.len(),
         config.identity.api_keys.len()
