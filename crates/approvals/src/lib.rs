@@ -437,7 +437,16 @@ impl Approvals {
                 .lock()
                 .expect("lock")
                 .insert(approval.id.clone(), tx);
-            store.commit().await?;
+            // Listed as waiting before the commit makes the hold visible to other replicas,
+            // so that a decision announced at once finds its waiter.
+            if let Err(e) = store.commit().await {
+                self.inner
+                    .waiters
+                    .lock()
+                    .expect("lock")
+                    .remove(&approval.id);
+                return Err(e.into());
+            }
         }
         self.notify(NoticeKind::Requested, &approval);
         Ok(Held {

@@ -570,3 +570,157 @@ async fn an_expired_grant_stops_at_once_and_its_end_is_recorded() {
     f.audit.close().await.unwrap();
     assert_eq!(events(&f.dir, "grant.expired").len(), 1);
 }
+
+/// Two approval services (two replicas) on one PostgreSQL database the test creates.
+mod shared_state {
+    use super::*;
+    use portcullis_config::state::{State as StateConfig, StateBackend};
+
+    struct Db {
+        name: String,
+    }
+
+    impl Db {
+        async fn create() -> Db {
+            let name = format!(
+                "portcullis_approvals_{}_{}",
+                std::process::id(),
+                chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+            );
+            let (client, conn) = tokio_postgres::connect(
+                "host=127.0.0.1 user=postgres dbname=postgres",
+                tokio_postgres::NoTls,
+            )
+            .await
+            .expect("PostgreSQL on 127.0.0.1:5432 (user postgres, trust) is needed");
+            tokio::spawn(conn);
+            client
+                .batch_execute(&format!("CREATE DATABASE {name}"))
+                .await
+                .unwrap();
+            Db { name }
+        }
+
+        fn settings(&self) -> StateConfig {
+            StateConfig {
+                backend: StateBackend::Postgres,
+                url: Some(portcullis_config::Secret::Literal(format!(
+                    "host=127.0.0.1 user=postgres dbname={} sslmode=disable",
+                    self.name
+                ))),
+                heartbeat: Duration::from_millis(200),
+                replica_timeout: Duration::from_millis(800),
+                poll: Duration::from_millis(500),
+                ..StateConfig::default()
+            }
+        }
+    }
+
+    impl Drop for Db {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("psql")
+                .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc"])
+                .arg(format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                ))
+                .output();
+        }
+    }
+
+    async fn replica(db: &Db, name: &str) -> (tempfile::TempDir, Approvals) {
+        let tmp = tempfile::tempdir().unwrap();
+        let audit = AuditLog::open(tmp.path(), name, Durability::Strict).unwrap();
+        let shared = Shared::connect(&db.settings(), name).await.unwrap();
+        let approvals = Approvals::open(tmp.path(), audit, &settings(""), Some(shared))
+            .await
+            .unwrap();
+        (tmp, approvals)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn racing_decisions_on_two_replicas_end_one_way_and_the_holder_hears_it() {
+        let db = Db::create().await;
+        let (_a_dir, a) = replica(&db, "replica-a").await;
+        let (_b_dir, b) = replica(&db, "replica-b").await;
+        for round in 0..10 {
+            let mut held = a
+                .hold(hold_request(requirement(1, Duration::from_secs(60))))
+                .await
+                .unwrap();
+            let (id, digest) = (held.id().to_string(), held.approval.digest.clone());
+            let dana = person("dana", &["finance-leads"]);
+            let erin = person("erin", &["finance-leads"]);
+            // One approves through A while another denies through B, at the same moment.
+            let (on_a, on_b) = tokio::join!(
+                a.decide(&dana, &id, true, "fine", &digest),
+                b.decide(&erin, &id, false, "not this one", &digest),
+            );
+            let winner = match (&on_a, &on_b) {
+                (Ok(x), Err(e)) | (Err(e), Ok(x)) => {
+                    assert_eq!(e.code(), "already_decided", "round {round}: {e}");
+                    x.status
+                }
+                _ => panic!("round {round}: both or neither decided: {on_a:?} {on_b:?}"),
+            };
+            let outcome = tokio::time::timeout(Duration::from_secs(2), held.outcome())
+                .await
+                .expect("the holder never heard of the decision");
+            assert_eq!(outcome.status, winner, "round {round}");
+            if winner == Status::Approved {
+                held.released("ev").await.unwrap();
+                assert_eq!(
+                    held.released("ev").await.unwrap_err().code(),
+                    "already_forwarded"
+                );
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replica_that_stops_beating_has_its_holds_abandoned_by_the_others() {
+        let db = Db::create().await;
+        let (_a_dir, a) = replica(&db, "replica-a").await;
+        let (_b_dir, b) = replica(&db, "replica-b").await;
+        let held = b
+            .hold(hold_request(requirement(1, Duration::from_secs(60))))
+            .await
+            .unwrap();
+        let id = held.id().to_string();
+        // B "dies": its tasks stop (heartbeat, listener) without leaving or cancelling.
+        std::mem::forget(held);
+        b.inner.store.shared().unwrap().halt();
+        let dana = person("dana", &["finance-leads"]);
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            a.sweep().await.unwrap();
+            let seen = a.get(&dana, &id).await.unwrap();
+            if seen.status == Status::Abandoned {
+                assert!(
+                    seen.closed_because
+                        .as_deref()
+                        .unwrap()
+                        .contains("replica-b"),
+                    "{seen:?}"
+                );
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < until,
+                "never abandoned: {seen:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let err = a
+            .decide(
+                &dana,
+                &id,
+                true,
+                "late",
+                &a.get(&dana, &id).await.unwrap().digest,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "already_decided", "{err}");
+    }
+}

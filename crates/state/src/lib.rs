@@ -312,12 +312,18 @@ impl Shared {
         Ok(n == 1)
     }
 
-    /// Stops the heartbeat and the listener and removes this replica's row: a clean stop,
-    /// so that a restart under the same name need not wait.
-    pub async fn leave(&self) {
+    /// Stops the heartbeat and the listener without leaving: to the other replicas this
+    /// replica then looks hung, and after `replica_timeout` dead. For tests of just that.
+    pub fn halt(&self) {
         for task in self.inner.tasks.lock().expect("lock").drain(..) {
             task.abort();
         }
+    }
+
+    /// Stops the heartbeat and the listener and removes this replica's row: a clean stop,
+    /// so that a restart under the same name need not wait.
+    pub async fn leave(&self) {
+        self.halt();
         match self.session().await {
             Ok(session) => {
                 if let Err(e) = session
