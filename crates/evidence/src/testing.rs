@@ -12,6 +12,7 @@ fn event(n: u64, session: Option<&str>) -> EventRef {
         time: format!("2026-12-01T10:{:02}:00.000Z", n % 60),
         session: session.map(str::to_string),
         recorded: session.is_some(),
+        log: None,
     }
 }
 
@@ -335,5 +336,6 @@ pub fn sample_report() -> Report {
             file: Some("report-2026-11-30.html".into()),
             event: event(96, None),
         }],
+        logs: Vec::new(),
     }
 }

@@ -349,7 +349,7 @@ fn every_event_named_is_indexed_once_with_its_session() {
     let report = sample_report();
     let page = html(&report);
     let events = referenced_events(&report);
-    for (seq, event) in &events {
+    for ((_, seq), event) in &events {
         assert_eq!(page.matches(&format!("<tr id=\"ev-{seq}\">")).count(), 1);
         assert!(page.contains(&format!("title=\"{}\"", event.id)));
     }
