@@ -4,7 +4,12 @@
 //!
 //! Exit codes: 0 the log (or proof) checks; 1 it does not (tampered, truncated, forged, or
 //! unreadable: a log that cannot be read is not a valid log); 2 the check could not be run
-//! because an input the auditor gave is unusable (a key file, a directory).
+//! because an input the auditor gave is unusable (a key file, a directory, two logs that
+//! name the same origin).
+//!
+//! `audit verify` takes the logs of several replicas at once (repeated `--data-dir`, each
+//! with its own key): each is verified on its own and reported on its own line, and the exit
+//! code is 1 if any fails. The other commands here read one log.
 
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};

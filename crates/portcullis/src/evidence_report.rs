@@ -6,6 +6,9 @@
 //! given), and the exit codes: 0 written from a log that verifies; 1 written, but the log
 //! does NOT verify (the report leads with why, and AU-9 is not satisfied); 2 nothing
 //! written, because an input is unusable.
+//!
+//! Repeated `--data-dir` (the replicas of a gateway, each with its own log and key) make one
+//! report over all their logs (`portcullis_evidence::build_report_over`).
 
 use std::path::{Path, PathBuf};
 

@@ -342,6 +342,30 @@ async fn two_replicas_are_verified_and_reported_log_by_log() {
     let times: Vec<&str> = starts.iter().map(|e| e["time"].as_str().unwrap()).collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
 
+    // The OSCAL assessment results carry each log's verification as AU-9's evidence.
+    let oscal = root.path().join("ar.json");
+    let mut cmd = Command::new(binary());
+    cmd.args([
+        "evidence",
+        "oscal",
+        "--since",
+        &since,
+        "--out",
+        path(&oscal),
+    ])
+    .args(["--witness-key", path(&witness_pub)]);
+    for r in &replicas {
+        cmd.args(["--data-dir", path(&r.data_dir())]);
+        cmd.args(["--pubkey", path(&r.pubkey())]);
+        cmd.args(["--checkpoints", path(&r.checkpoints)]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{:?}", text(&out));
+    let results = std::fs::read_to_string(&oscal).unwrap();
+    for origin in ["portcullis/replica-a", "portcullis/replica-b"] {
+        assert!(results.contains(&format!("\"Log {origin}: ")), "{origin}");
+    }
+
     // Replica b's log is tampered with: it is named, with its first bad entry; a is still OK.
     let (seq, id) = first_request(&b.data_dir());
     tamper(&b.data_dir(), seq);
