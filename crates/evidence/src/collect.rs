@@ -203,14 +203,15 @@ pub fn collect_logs(
     // The log whose next event is the earliest goes next: a merge of streams each ordered
     // (closely) by time.
     loop {
-        let mut next: Option<(usize, String)> = None;
-        for (i, cursor) in cursors.iter_mut().enumerate() {
-            if let Some(time) = cursor.peek_time()?
-                && next.as_ref().is_none_or(|(_, t)| time < t.as_str())
-            {
-                next = Some((i, time.to_string()));
-            }
+        for cursor in &mut cursors {
+            cursor.fill_if_empty()?;
         }
+        // `min_by` keeps the first of equals: on a tie, the log given first.
+        let next = cursors
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.page.front().map(|(_, event)| (i, event.time.as_str())))
+            .min_by(|a, b| a.1.cmp(b.1));
         let Some((i, _)) = next else {
             break;
         };
@@ -240,12 +241,12 @@ struct Cursor<'a> {
 }
 
 impl Cursor<'_> {
-    /// The time of the next event, reading a page when the last one is used up.
-    fn peek_time(&mut self) -> Result<Option<&str>, EvidenceError> {
+    /// Reads pages until there is a next event or the log is done.
+    fn fill_if_empty(&mut self) -> Result<(), EvidenceError> {
         while self.page.is_empty() && !self.done {
             self.fill()?;
         }
-        Ok(self.page.front().map(|(_, event)| event.time.as_str()))
+        Ok(())
     }
 
     fn fill(&mut self) -> Result<(), EvidenceError> {
