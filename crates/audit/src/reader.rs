@@ -580,6 +580,25 @@ impl AuditReader {
             .map_err(|source| self.read_err(source))
     }
 
+    /// The origin line of the newest stored checkpoint, as the file states it: not verified
+    /// (`verify` checks every checkpoint against the key). What tools that read several logs
+    /// tell them apart by before verifying them; `None` before the first checkpoint.
+    pub fn stated_origin(&self) -> Result<Option<String>, AuditError> {
+        if self.version < 3 {
+            return Ok(None);
+        }
+        let note: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT note FROM checkpoints ORDER BY size DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|source| self.read_err(source))?;
+        Ok(note.and_then(|note| note.split('\n').next().map(str::to_string)))
+    }
+
     pub fn count(&self) -> Result<u64, AuditError> {
         // seq is contiguous from 1, so MAX(seq) is the count without scanning the table.
         let max: i64 = self

@@ -837,6 +837,29 @@ mod checkpoints {
     }
 
     #[tokio::test]
+    async fn the_stated_origin_is_the_newest_checkpoints_and_none_before_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let (settings, _) = settings(3, Duration::from_secs(3600));
+        let log =
+            AuditLog::open_signed(dir.path(), "test-gw", Durability::Strict, settings).unwrap();
+        log.record(log.event(EventType::Request, Outcome::Success))
+            .await
+            .unwrap();
+        let reader = AuditReader::open(dir.path()).unwrap();
+        assert_eq!(reader.stated_origin().unwrap(), None);
+        for _ in 0..3 {
+            log.record(log.event(EventType::Request, Outcome::Success))
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            reader.stated_origin().unwrap().as_deref(),
+            Some("portcullis/test-gw")
+        );
+        log.close().await.unwrap();
+    }
+
+    #[tokio::test]
     async fn reopening_resumes_the_cadence_from_the_stored_checkpoints() {
         let dir = tempfile::tempdir().unwrap();
         let (first, verifier) = settings(10, Duration::from_secs(3600));

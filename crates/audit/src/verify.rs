@@ -262,6 +262,43 @@ impl fmt::Display for Summary {
     }
 }
 
+/// The origin each log in `data_dirs` states (its newest stored checkpoint's; `None` when it
+/// has none yet or cannot be read, which its verification then reports), refusing logs that
+/// cannot be told apart: the same directory given twice, or two logs naming the same origin.
+/// Replicas of a gateway each keep a log and publish to the same witnesses; two that share a
+/// `gateway.id` (or `audit.origin`) sign checkpoints a witness takes for one log's, so its
+/// cosignatures vouch for neither and it refuses one replica's as a fork of the other's.
+pub fn distinct_origins(data_dirs: &[PathBuf]) -> Result<Vec<Option<String>>, String> {
+    let mut seen: Vec<(PathBuf, &Path, Option<String>)> = Vec::new();
+    for dir in data_dirs {
+        // Unresolvable paths are compared as given: verification reports what is missing.
+        let canonical = dir.canonicalize().unwrap_or_else(|_| dir.clone());
+        if let Some((_, first, _)) = seen.iter().find(|(c, _, _)| *c == canonical) {
+            return Err(format!(
+                "{} and {} are the same data directory: give each replica's log once",
+                first.display(),
+                dir.display()
+            ));
+        }
+        let origin = AuditReader::open(dir)
+            .ok()
+            .and_then(|reader| reader.stated_origin().ok().flatten());
+        if let Some(origin) = &origin
+            && let Some((_, first, _)) = seen.iter().find(|(_, _, o)| o.as_ref() == Some(origin))
+        {
+            return Err(format!(
+                "the logs in {} and {} both name themselves {origin:?}: two replicas with the \
+                 same gateway.id (or audit.origin) write checkpoints that witnesses cannot tell \
+                 apart. Give each replica its own gateway.id (and data directory)",
+                first.display(),
+                dir.display()
+            ));
+        }
+        seen.push((canonical, dir, origin));
+    }
+    Ok(seen.into_iter().map(|(_, _, origin)| origin).collect())
+}
+
 /// Verifies the log in `data_dir` against the gateway's checkpoint key `key`.
 ///
 /// `published` are directories of published checkpoints (every `*.checkpoint` file in them:

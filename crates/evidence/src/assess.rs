@@ -287,6 +287,41 @@ fn review(facts: &Facts) -> Outcome {
     )
 }
 
+/// AU-9 over several logs: satisfied only if it is for every one, each log's finding named.
+pub fn protection_of_logs(logs: &[crate::report::LogReport]) -> (ControlStatus, String) {
+    let outcomes: Vec<(&str, ControlStatus, String)> = logs
+        .iter()
+        .map(|log| {
+            let (status, reason, _, _) = protection(&log.integrity);
+            (log.origin.as_str(), status, reason)
+        })
+        .collect();
+    let failing: Vec<String> = outcomes
+        .iter()
+        .filter(|(_, status, _)| *status == ControlStatus::NotSatisfied)
+        .map(|(origin, _, reason)| format!("log {origin}: {reason}"))
+        .collect();
+    if !failing.is_empty() {
+        return (
+            ControlStatus::NotSatisfied,
+            format!(
+                "{} of {} logs fail: {}",
+                failing.len(),
+                logs.len(),
+                failing.join("; ")
+            ),
+        );
+    }
+    let each: Vec<String> = outcomes
+        .iter()
+        .map(|(origin, _, reason)| format!("log {origin}: {reason}"))
+        .collect();
+    (
+        ControlStatus::Satisfied,
+        format!("all {} logs: {}", logs.len(), each.join("; ")),
+    )
+}
+
 fn protection(integrity: &Integrity) -> Outcome {
     let counted = integrity.events_to_period_end;
     if let Some(failure) = &integrity.failure {

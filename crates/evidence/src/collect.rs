@@ -92,6 +92,29 @@ pub struct Facts {
     pub documents: Vec<DocumentWritten>,
     /// Inputs of the control checks (see `assess`).
     pub checks: CheckInputs,
+    /// Each log's share, in the order the logs were given (one entry for a single log).
+    pub logs: Vec<LogActivity>,
+}
+
+/// One log's share of the period, when several are read together.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LogActivity {
+    /// The log's name in event references (`None` for a report of one log).
+    pub origin: Option<String>,
+    pub gateways: Vec<String>,
+    pub events: u64,
+    pub requests: u64,
+    pub first_seq: Option<u64>,
+    pub last_seq: Option<u64>,
+    /// Events in this log up to the period's end.
+    pub events_to_period_end: u64,
+}
+
+/// A log to read: its reader, and the origin its events are attributed to (`None` when it
+/// is the only one).
+pub struct LogToRead<'a> {
+    pub reader: &'a AuditReader,
+    pub origin: Option<String>,
 }
 
 /// What the automated control checks count, gathered in the same pass.
@@ -131,20 +154,108 @@ pub fn collect(
     period: &Period,
     options: &Options,
 ) -> Result<Facts, EvidenceError> {
+    collect_logs(
+        &[LogToRead {
+            reader,
+            origin: None,
+        }],
+        period,
+        options,
+    )
+}
+
+/// Collects the facts of `period` from several logs (the replicas of a gateway), their
+/// events merged by time as if they were one log, each event attributed to its own. With
+/// one log, [`Facts::first_seq`], `last_seq` and `events_to_period_end` are its own; with
+/// several, they are per log only ([`Facts::logs`]), the total of events up to the end aside.
+pub fn collect_logs(
+    logs: &[LogToRead<'_>],
+    period: &Period,
+    options: &Options,
+) -> Result<Facts, EvidenceError> {
     let baseline_start = period.since_time() - chrono::Duration::days(options.baseline_days.into());
-    let baseline_since = stamp(baseline_start);
-    let read_from = reader.first_seq_at(&stamp(baseline_start - START_SLACK))?;
     let read_until = stamp(period.until_time() + options.settle);
-    let mut pass = Pass::new(reader, period, options);
-    // Every event up to the period's end is covered by what verification checks, read or not.
-    pass.facts.events_to_period_end = reader.first_seq_at(&period.until)?.saturating_sub(1);
-    let mut after = read_from.saturating_sub(1);
+    let mut cursors = Vec::with_capacity(logs.len());
+    let mut activity = Vec::with_capacity(logs.len());
+    for log in logs {
+        let read_from = log
+            .reader
+            .first_seq_at(&stamp(baseline_start - START_SLACK))?;
+        cursors.push(Cursor {
+            reader: log.reader,
+            after: read_from.saturating_sub(1),
+            page: std::collections::VecDeque::new(),
+            done: false,
+            baseline_since: stamp(baseline_start),
+            read_until: read_until.clone(),
+        });
+        activity.push(LogActivity {
+            origin: log.origin.clone(),
+            // Every event up to the period's end is covered by what verification checks,
+            // read or not.
+            events_to_period_end: log.reader.first_seq_at(&period.until)?.saturating_sub(1),
+            ..LogActivity::default()
+        });
+    }
+    let readers = logs.iter().map(|log| log.reader).collect();
+    let mut pass = Pass::new(readers, period, options);
+    pass.logs = activity;
+    // The log whose next event is the earliest goes next: a merge of streams each ordered
+    // (closely) by time.
     loop {
-        let page = reader.since(after, PAGE)?;
-        let Some(&(last, _)) = page.last() else {
+        for cursor in &mut cursors {
+            cursor.fill_if_empty()?;
+        }
+        // `min_by` keeps the first of equals: on a tie, the log given first.
+        let next = cursors
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.page.front().map(|(_, event)| (i, event.time.as_str())))
+            .min_by(|a, b| a.1.cmp(b.1));
+        let Some((i, _)) = next else {
             break;
         };
-        // A page wholly after the settling time ends the pass; an event stamped late in the
+        let (seq, event) = cursors[i].page.pop_front().expect("peeked");
+        pass.current = i;
+        pass.see(seq, event);
+    }
+    let mut facts = pass.finish();
+    if let [only] = facts.logs.as_slice() {
+        facts.first_seq = only.first_seq;
+        facts.last_seq = only.last_seq;
+        facts.events_to_period_end = only.events_to_period_end;
+    } else {
+        facts.events_to_period_end = facts.logs.iter().map(|l| l.events_to_period_end).sum();
+    }
+    Ok(facts)
+}
+
+/// One log's events from the baseline window to the settling time, a page at a time.
+struct Cursor<'a> {
+    reader: &'a AuditReader,
+    after: u64,
+    page: std::collections::VecDeque<(u64, AuditEvent)>,
+    done: bool,
+    baseline_since: String,
+    read_until: String,
+}
+
+impl Cursor<'_> {
+    /// Reads pages until there is a next event or the log is done.
+    fn fill_if_empty(&mut self) -> Result<(), EvidenceError> {
+        while self.page.is_empty() && !self.done {
+            self.fill()?;
+        }
+        Ok(())
+    }
+
+    fn fill(&mut self) -> Result<(), EvidenceError> {
+        let page = self.reader.since(self.after, PAGE)?;
+        let Some(&(last, _)) = page.last() else {
+            self.done = true;
+            return Ok(());
+        };
+        // A page wholly after the settling time ends the log; an event stamped late in the
         // middle of one does not (times follow the log's order only closely).
         let mut settled = true;
         for (seq, body) in page {
@@ -154,21 +265,19 @@ pub fn collect(
                      verify`"
                 ))
             })?;
-            if event.time >= read_until {
+            if event.time >= self.read_until {
                 continue;
             }
             settled = false;
-            if event.time < baseline_since {
+            if event.time < self.baseline_since {
                 continue;
             }
-            pass.see(seq, event);
+            self.page.push_back((seq, event));
         }
-        if settled {
-            break;
-        }
-        after = last;
+        self.done = settled;
+        self.after = last;
+        Ok(())
     }
-    Ok(pass.finish())
 }
 
 /// The name an identity is reported under: unique across issuers (an API key by its name,
@@ -181,13 +290,14 @@ pub fn identity_name(identity: &Identity) -> String {
     }
 }
 
-fn event_ref(seq: u64, event: &AuditEvent) -> EventRef {
+fn event_ref(seq: u64, event: &AuditEvent, log: Option<&String>) -> EventRef {
     EventRef {
         id: event.id.clone(),
         seq,
         time: event.time.clone(),
         session: event.session.clone(),
         recorded: event.recorded.is_some(),
+        log: log.cloned(),
     }
 }
 
@@ -276,7 +386,12 @@ impl Following {
 
 struct Pass<'a> {
     /// For the rare look-up of an approval requested before the baseline window.
-    reader: &'a AuditReader,
+    readers: Vec<&'a AuditReader>,
+    /// The log of the event being seen (an index into `readers` and `logs`).
+    current: usize,
+    logs: Vec<LogActivity>,
+    /// The gateways of each log.
+    log_gateways: Vec<BTreeSet<String>>,
     period: &'a Period,
     options: &'a Options,
     gateways: BTreeSet<String>,
@@ -294,9 +409,12 @@ struct Pass<'a> {
 }
 
 impl<'a> Pass<'a> {
-    fn new(reader: &'a AuditReader, period: &'a Period, options: &'a Options) -> Pass<'a> {
+    fn new(readers: Vec<&'a AuditReader>, period: &'a Period, options: &'a Options) -> Pass<'a> {
         Pass {
-            reader,
+            log_gateways: vec![BTreeSet::new(); readers.len()],
+            readers,
+            current: 0,
+            logs: Vec::new(),
             period,
             options,
             gateways: BTreeSet::new(),
@@ -314,23 +432,36 @@ impl<'a> Pass<'a> {
         }
     }
 
+    /// A reference to `event` of the current log.
+    fn at(&self, seq: u64, event: &AuditEvent) -> EventRef {
+        event_ref(seq, event, self.logs[self.current].origin.as_ref())
+    }
+
     fn see(&mut self, seq: u64, event: AuditEvent) {
         if event.time.as_str() >= self.period.until.as_str() {
             return;
         }
-        self.facts.events_to_period_end = self.facts.events_to_period_end.max(seq);
+        let log = &mut self.logs[self.current];
+        log.events_to_period_end = log.events_to_period_end.max(seq);
         if event.time.as_str() < self.period.since.as_str() {
             self.learn(seq, &event);
             return;
         }
-        self.facts.first_seq = Some(self.facts.first_seq.map_or(seq, |s| s.min(seq)));
-        self.facts.last_seq = Some(self.facts.last_seq.map_or(seq, |s| s.max(seq)));
+        log.first_seq = Some(log.first_seq.map_or(seq, |s| s.min(seq)));
+        log.last_seq = Some(log.last_seq.map_or(seq, |s| s.max(seq)));
+        log.events += 1;
+        log.requests += u64::from(event.event_type == EventType::Request);
         self.facts.totals.events += 1;
         if !self.gateways.contains(&event.gateway) {
             self.gateways.insert(event.gateway.clone());
         }
+        let log_gateways = &mut self.log_gateways[self.current];
+        if !log_gateways.contains(&event.gateway) {
+            log_gateways.insert(event.gateway.clone());
+        }
+        let at = self.at(seq, &event);
         if let Some(version) = &event.policy_version {
-            let at = event_ref(seq, &event);
+            let at = at.clone();
             let entry = self
                 .policy_versions
                 .entry(version.clone())
@@ -357,7 +488,7 @@ impl<'a> Pass<'a> {
                 let failures = &mut self.facts.auth_failures;
                 failures.total += 1;
                 if failures.samples.len() < SAMPLES {
-                    failures.samples.push(event_ref(seq, &event));
+                    failures.samples.push(at.clone());
                 }
                 let source = event
                     .source
@@ -387,17 +518,14 @@ impl<'a> Pass<'a> {
                 self.grant(seq, &event)
             }
             EventType::GatewayStart => {
-                self.facts
-                    .access
-                    .gateway_starts
-                    .push(cap, event_ref(seq, &event));
+                self.facts.access.gateway_starts.push(cap, at.clone());
             }
             EventType::ToolPinAccepted | EventType::ToolPinMismatch => {
                 let change = PinChange {
                     target: event.target.clone().unwrap_or_default(),
                     tool: event.resource.clone().unwrap_or_default(),
                     by: event.identity.as_ref().map(identity_name),
-                    event: event_ref(seq, &event),
+                    event: at.clone(),
                 };
                 if event.event_type == EventType::ToolPinAccepted {
                     self.facts.access.pins_accepted.push(cap, change);
@@ -427,7 +555,7 @@ impl<'a> Pass<'a> {
                             reason: event.reason.clone(),
                             sha256: record.sha256.clone(),
                             reviewed_period,
-                            event: event_ref(seq, &event),
+                            event: at.clone(),
                         });
                     }
                 }
@@ -441,7 +569,7 @@ impl<'a> Pass<'a> {
                         format: record.format.clone(),
                         sha256: record.sha256.clone(),
                         file: record.file.clone(),
-                        event: event_ref(seq, &event),
+                        event: at.clone(),
                     });
                 }
             }
@@ -503,7 +631,7 @@ impl<'a> Pass<'a> {
 
     fn request(&mut self, seq: u64, event: &AuditEvent) {
         let cap = self.options.cap;
-        let at = event_ref(seq, event);
+        let at = self.at(seq, event);
         let totals = &mut self.facts.totals;
         totals.requests += 1;
         let forwarded = matches!(event.outcome, Outcome::Success | Outcome::UpstreamError);
@@ -771,7 +899,7 @@ impl<'a> Pass<'a> {
             return;
         };
         let cap = self.options.cap;
-        let at = event_ref(seq, event);
+        let at = self.at(seq, event);
         let following = self
             .approvals
             .entry(id.clone())
@@ -804,8 +932,7 @@ impl<'a> Pass<'a> {
         if following.requester.is_none() && event.event_type != EventType::ApprovalRequested {
             // Requested before the baseline window: its requester decides whether this is a
             // self-approval (AC-5), so it is looked up rather than guessed.
-            let requested = self
-                .reader
+            let requested = self.readers[self.current]
                 .approval_events(id, (1, seq))
                 .ok()
                 .into_iter()
@@ -935,6 +1062,7 @@ impl<'a> Pass<'a> {
         let Some(id) = event.grant.as_ref().or(event.approval.as_ref()) else {
             return;
         };
+        let at = self.at(seq, event);
         let state = match event.event_type {
             EventType::GrantIssued => "issued",
             EventType::GrantRevoked => "revoked",
@@ -963,7 +1091,7 @@ impl<'a> Pass<'a> {
             });
         change.state = state.into();
         if change.events.len() < SAMPLES * 2 {
-            change.events.push(event_ref(seq, event));
+            change.events.push(at);
         }
     }
 
@@ -973,6 +1101,10 @@ impl<'a> Pass<'a> {
         let baseline_days = f64::from(self.options.baseline_days.max(1));
         let mut facts = std::mem::take(&mut self.facts);
         facts.gateways = self.gateways.into_iter().collect();
+        facts.logs = std::mem::take(&mut self.logs);
+        for (log, gateways) in facts.logs.iter_mut().zip(self.log_gateways) {
+            log.gateways = gateways.into_iter().collect();
+        }
 
         let mut anomalies = Vec::new();
         let mut identities = Vec::new();

@@ -148,3 +148,57 @@ fn summarize(integrity: &mut Integrity, summary: Summary, period: &Period) {
         integrity.cosignature_age_seconds = Some(lag);
     }
 }
+
+/// The verification of several logs as one: verified only if every log is, the first
+/// failure of each named by its log, the counts summed, the witnessing lag the worst. What
+/// is only true of one log (its origin, seq range, covering checkpoint) is left out: each
+/// log's own is in [`crate::report::LogReport`].
+pub fn together(logs: &[crate::report::LogReport]) -> Integrity {
+    let failures: Vec<String> = logs
+        .iter()
+        .filter_map(
+            |log| match (&log.integrity.failure, log.integrity.verified) {
+                (Some(failure), _) => Some(format!("log {}: {failure}", log.origin)),
+                (None, false) => Some(format!("log {}: not verified", log.origin)),
+                (None, true) => None,
+            },
+        )
+        .collect();
+    let mut keys: Vec<String> = Vec::new();
+    for log in logs {
+        if !keys.contains(&log.integrity.checked_with.key) {
+            keys.push(log.integrity.checked_with.key.clone());
+        }
+    }
+    let first = logs.first().map(|l| &l.integrity.checked_with);
+    Integrity {
+        verified: failures.is_empty(),
+        failure: (!failures.is_empty()).then(|| failures.join("; ")),
+        checked_with: CheckedWith {
+            key: keys.join(", "),
+            published_dirs: first.map_or(0, |c| c.published_dirs),
+            witnesses: first.map(|c| c.witnesses.clone()).unwrap_or_default(),
+        },
+        origin: None,
+        events_to_period_end: logs.iter().map(|l| l.integrity.events_to_period_end).sum(),
+        period_events: 0,
+        first_seq: None,
+        last_seq: None,
+        covering_checkpoint: None,
+        checkpoints_signed: logs.iter().map(|l| l.integrity.checkpoints_signed).sum(),
+        checkpoints_published: logs.iter().map(|l| l.integrity.checkpoints_published).sum(),
+        cosignatures: logs
+            .iter()
+            .flat_map(|l| l.integrity.cosignatures.iter().cloned())
+            .collect(),
+        last_cosignature: logs
+            .iter()
+            .filter_map(|l| l.integrity.last_cosignature.clone())
+            .max(),
+        cosignature_age_seconds: logs
+            .iter()
+            .map(|l| l.integrity.cosignature_age_seconds)
+            .max()
+            .flatten(),
+    }
+}

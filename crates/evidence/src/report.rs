@@ -49,6 +49,26 @@ pub struct Report {
     pub reviews: Vec<Review>,
     /// Evidence documents written in the period (their hashes are in the log).
     pub documents: Vec<DocumentWritten>,
+    /// When the report covers several logs (the replicas of a gateway, each with its own
+    /// log): each one's activity and verification, in the order given. Events above are
+    /// merged by time and name their log; [`Report::integrity`] is then the logs' together
+    /// (verified only if every one is). Empty for a report of one log.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<LogReport>,
+}
+
+/// One log of a report over several.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogReport {
+    /// The log's origin (`portcullis/<gateway.id>`), as its checkpoints state it.
+    pub origin: String,
+    /// The gateway instances whose events are in the period, in this log.
+    pub gateways: Vec<String>,
+    /// Events and requests in the period, in this log.
+    pub events: u64,
+    pub requests: u64,
+    /// This log's verification, as far as the period needs it.
+    pub integrity: Integrity,
 }
 
 /// A pointer to one event: enough to find it, prove it, and replay its session.
@@ -63,6 +83,10 @@ pub struct EventRef {
     /// The request's recording is bound to the event (`portcullis sessions replay`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub recorded: bool,
+    /// The origin of the log the event is in, when the report covers several (the replicas
+    /// of a gateway each keep one; `seq` counts within it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
 }
 
 /// The first items of a list and how many more there were.

@@ -12,6 +12,7 @@ fn event(n: u64, session: Option<&str>) -> EventRef {
         time: format!("2026-12-01T10:{:02}:00.000Z", n % 60),
         session: session.map(str::to_string),
         recorded: session.is_some(),
+        log: None,
     }
 }
 
@@ -335,5 +336,58 @@ pub fn sample_report() -> Report {
             file: Some("report-2026-11-30.html".into()),
             event: event(96, None),
         }],
+        logs: Vec::new(),
     }
+}
+
+/// [`sample_report`] as a report over two logs (two replicas): the same events, split
+/// between them (the identity's first event and the privileged action in the first, the
+/// holds in the second, at the same seqs), with each log's share and verification.
+pub fn sample_report_of_two_logs() -> Report {
+    let mut report = sample_report();
+    let (a, b) = (
+        "portcullis/gw-a".to_string(),
+        "portcullis/<gw-b>".to_string(),
+    );
+    for identity in &mut report.identities {
+        identity.first_event.log = Some(a.clone());
+    }
+    for action in &mut report.privileged.items {
+        action.event.log = Some(a.clone());
+    }
+    for hold in &mut report.holds.items {
+        hold.requested.log = Some(b.clone());
+        for decision in &mut hold.decisions {
+            decision.event.log = Some(b.clone());
+        }
+    }
+    for control in &mut report.controls {
+        for sample in &mut control.samples {
+            sample.log = Some(a.clone());
+        }
+    }
+    let mut second = report.integrity.clone();
+    second.origin = Some(b.clone());
+    second.checked_with.key = "portcullis.example/gw-b+0e0f1011".into();
+    report.integrity.origin = None;
+    report.logs = vec![
+        LogReport {
+            origin: a.clone(),
+            gateways: vec!["gw-a".into()],
+            events: 60,
+            requests: 40,
+            integrity: Integrity {
+                origin: Some(a),
+                ..report.integrity.clone()
+            },
+        },
+        LogReport {
+            origin: b,
+            gateways: vec!["gw-b".into()],
+            events: 40,
+            requests: 20,
+            integrity: second,
+        },
+    ];
+    report
 }

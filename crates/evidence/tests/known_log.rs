@@ -1,6 +1,7 @@
 //! The report's facts against a log whose every event this test wrote: the agent, the
 //! human approver of the refund, the refused self-approval, the denied delete, the
-//! integrity of the log; then the same log tampered with, and a period with no events.
+//! integrity of the log; then the same log tampered with, a period with no events, and two
+//! replicas' logs reported together.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use portcullis_audit::{AuditLog, CheckpointSettings};
 use portcullis_evidence::collect::Options;
 use portcullis_evidence::integrity::VerifyInputs;
 use portcullis_evidence::report::ControlStatus;
-use portcullis_evidence::{Period, Report, build_report};
+use portcullis_evidence::{LogSource, Period, Report, build_report, build_report_over};
 use portcullis_model::{
     AuditEvent, AuthMethod, DataFinding, EventType, EvidenceRecord, Identity, IdentityKind,
     Outcome, StatementRecord,
@@ -135,23 +136,30 @@ struct Scenario {
     late_request: bool,
     /// One vote of two on an approval whose requested tool name reads like a closing vote.
     first_of_two_votes: bool,
+    /// Another replica's log: this `gateway.id`, origin `gw.example/<id>` and its own key
+    /// (default: `gw-1`, `gw.example/test`).
+    replica: Option<&'static str>,
 }
 
 /// Writes the log into `dir/data`, its key into `dir/key`; returns the verifier.
 async fn write_log(dir: &Path, scenario: Scenario) -> Verifier {
+    let (origin, gateway) = match scenario.replica {
+        Some(id) => (format!("gw.example/{id}"), id),
+        None => ("gw.example/test".to_string(), "gw-1"),
+    };
     let key_dir = dir.join("key");
-    keys::generate(&key_dir, AUDIT_KEY, "gw.example/test").unwrap();
+    keys::generate(&key_dir, AUDIT_KEY, &origin).unwrap();
     let signer = keys::load_signer(&key_dir, AUDIT_KEY).unwrap();
     let verifier = Verifier::for_signer(&signer);
     let settings = CheckpointSettings {
-        origin: "gw.example/test".into(),
+        origin: origin.clone(),
         signer: Arc::new(signer),
         interval: Duration::from_secs(3600),
         every: 1_000_000,
     };
     let log = AuditLog::open_signed(
         &dir.join("data"),
-        "gw-1",
+        gateway,
         portcullis_config::Durability::Strict,
         settings,
     )
@@ -701,4 +709,139 @@ async fn au9_holds_with_a_witness_that_cosigned_the_covering_checkpoint_and_fail
         keys::load_signer_kind(&key_dir, keys::WITNESS_KEY, keys::KeyKind::Cosignature).unwrap();
     let r = with(vec![CosignatureVerifier::for_signer(&silent)]);
     assert_eq!(status(&r, "au-9"), ControlStatus::NotSatisfied);
+}
+
+fn source(dir: &Path, key: Verifier) -> LogSource {
+    LogSource {
+        data_dir: dir.join("data"),
+        inputs: VerifyInputs {
+            key,
+            published: vec![],
+            witnesses: vec![],
+        },
+    }
+}
+
+#[tokio::test]
+async fn two_replicas_logs_are_merged_by_time_counted_per_log_and_verified_each() {
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = write_log(one.path(), Scenario::default()).await;
+    let second = write_log(
+        two.path(),
+        Scenario {
+            replica: Some("gw-2"),
+            ..Scenario::default()
+        },
+    )
+    .await;
+    let period = || Period::parse("2026-12-01", "2026-12-02").unwrap();
+    let single = report(one.path(), first.clone(), "2026-12-01", "2026-12-02");
+    let logs = [
+        source(one.path(), first.clone()),
+        source(two.path(), second.clone()),
+    ];
+    let r = build_report_over(&logs, period(), &Options::default()).unwrap();
+
+    // Each log's share, and the totals of both.
+    assert_eq!(r.logs.len(), 2);
+    assert_eq!(r.logs[0].origin, "gw.example/test");
+    assert_eq!(r.logs[1].origin, "gw.example/gw-2");
+    assert_eq!(r.logs[0].gateways, ["gw-1"]);
+    assert_eq!(r.logs[1].gateways, ["gw-2"]);
+    for log in &r.logs {
+        assert_eq!(log.requests, single.totals.requests);
+        assert_eq!(log.events, single.totals.events);
+        assert!(log.integrity.verified, "{:?}", log.integrity.failure);
+        assert_eq!(log.integrity.first_seq, single.integrity.first_seq);
+        assert_eq!(log.integrity.last_seq, single.integrity.last_seq);
+        assert_eq!(
+            log.integrity.covering_checkpoint.as_ref().map(|c| c.size),
+            single
+                .integrity
+                .covering_checkpoint
+                .as_ref()
+                .map(|c| c.size)
+        );
+    }
+    assert_eq!(r.totals.requests, 2 * single.totals.requests);
+    assert_eq!(r.totals.denied, 2 * single.totals.denied);
+    assert_eq!(r.gateways, ["gw-1", "gw-2"]);
+    assert!(r.integrity.verified);
+    assert_eq!(
+        r.integrity.events_to_period_end,
+        2 * single.integrity.events_to_period_end
+    );
+    // An approval is one by its id whichever replica's log an event of it is in (held on
+    // one replica, decided through another): both logs hold `ap-1` here, so it is one hold
+    // whose decisions name both logs; merged by time, the first log first on a tie.
+    assert_eq!(r.holds.total, single.holds.total);
+    let hold = &r.holds.items[0];
+    assert!(hold.requested.log.is_some());
+    let logs_of_decisions: Vec<_> = hold
+        .decisions
+        .iter()
+        .map(|d| d.event.log.as_deref().unwrap())
+        .collect();
+    assert!(
+        logs_of_decisions.contains(&"gw.example/test"),
+        "{logs_of_decisions:?}"
+    );
+    assert!(
+        logs_of_decisions.contains(&"gw.example/gw-2"),
+        "{logs_of_decisions:?}"
+    );
+    let starts = &r.access.gateway_starts.items;
+    assert_eq!(starts.len(), 2);
+    assert_eq!(starts[0].log.as_deref(), Some("gw.example/test"));
+    assert_eq!(starts[1].log.as_deref(), Some("gw.example/gw-2"));
+    assert!(starts[0].time <= starts[1].time);
+    assert_eq!(status(&r, "au-9"), status(&single, "au-9"));
+
+    // One log tampered with: its failure is named, the other still verifies, AU-9 fails
+    // naming the tampered log, and every control with it.
+    let conn = rusqlite::Connection::open(two.path().join("data/audit.db")).unwrap();
+    conn.execute_batch(
+        "DROP TRIGGER events_no_update;
+         UPDATE events SET body = CAST(replace(CAST(body AS TEXT), 'agents never delete',
+           'agents may delete') AS BLOB) WHERE CAST(body AS TEXT) LIKE '%agents never delete%';",
+    )
+    .unwrap();
+    drop(conn);
+    let r = build_report_over(&logs, period(), &Options::default()).unwrap();
+    assert!(r.logs[0].integrity.verified);
+    assert!(!r.logs[1].integrity.verified);
+    assert!(!r.integrity.verified);
+    let failure = r.integrity.failure.as_deref().unwrap();
+    assert!(
+        failure.starts_with("log gw.example/gw-2: event "),
+        "{failure}"
+    );
+    let au9 = r.control("au-9").unwrap();
+    assert_eq!(au9.status, ControlStatus::NotSatisfied);
+    assert!(
+        au9.reason
+            .starts_with("1 of 2 logs fail: log gw.example/gw-2: the log does not verify"),
+        "{}",
+        au9.reason
+    );
+    assert!(
+        r.controls
+            .iter()
+            .all(|c| c.status == ControlStatus::NotSatisfied)
+    );
+
+    // Two logs with the same origin are refused.
+    let three = tempfile::tempdir().unwrap();
+    let third = write_log(three.path(), Scenario::default()).await;
+    let refused = build_report_over(
+        &[source(one.path(), first), source(three.path(), third)],
+        period(),
+        &Options::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        refused.contains("both name themselves \"gw.example/test\""),
+        "{refused}"
+    );
 }

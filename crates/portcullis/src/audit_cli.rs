@@ -4,7 +4,12 @@
 //!
 //! Exit codes: 0 the log (or proof) checks; 1 it does not (tampered, truncated, forged, or
 //! unreadable: a log that cannot be read is not a valid log); 2 the check could not be run
-//! because an input the auditor gave is unusable (a key file, a directory).
+//! because an input the auditor gave is unusable (a key file, a directory, two logs that
+//! name the same origin).
+//!
+//! `audit verify` takes the logs of several replicas at once (repeated `--data-dir`, each
+//! with its own key): each is verified on its own and reported on its own line, and the exit
+//! code is 1 if any fails. The other commands here read one log.
 
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
@@ -16,7 +21,7 @@ use portcullis_audit::digest::DigestKey;
 use portcullis_audit::witness::CosignatureVerifier;
 use portcullis_audit::{keys, proof, verify};
 
-use crate::DataDir;
+use crate::{DataDir, DataDirs};
 
 /// The log (or proof) does not check.
 const EXIT_INVALID: i32 = 1;
@@ -29,10 +34,11 @@ const PROGRESS_THRESHOLD: u64 = 100_000;
 #[derive(clap::Args)]
 pub struct VerifyArgs {
     #[command(flatten)]
-    dir: DataDir,
-    /// The gateway's checkpoint verifier key (`audit.pub`).
-    #[arg(long)]
-    pubkey: PathBuf,
+    dirs: DataDirs,
+    /// The gateway's checkpoint verifier key (`audit.pub`). With several `--data-dir`: one
+    /// key for all of them, or one per `--data-dir`, in the same order.
+    #[arg(long, required = true, value_name = "FILE")]
+    pubkey: Vec<PathBuf>,
     /// A directory of published checkpoints: every `*.checkpoint` file in it (the gateway's
     /// `audit.checkpoint_dir`, a witness's state directory). Every one of this log's must
     /// match it: this is what catches a truncated or rolled-back log. Repeatable.
@@ -107,11 +113,12 @@ pub struct VerifyProofArgs {
     witness_keys: Vec<PathBuf>,
 }
 
-/// `audit verify`; returns the exit code.
+/// `audit verify`; returns the exit code. Several logs (the replicas of a gateway) are
+/// each verified against their own key and reported one by one; the exit code is the worst.
 pub fn verify(args: &VerifyArgs) -> i32 {
     let inputs = (|| -> Result<_> {
-        let data_dir = args.dir.resolve()?;
-        let key = load_pubkey(&args.pubkey)?;
+        let data_dirs = args.dirs.resolve()?;
+        let keys = pair_keys(&data_dirs, &args.pubkey)?;
         let witnesses = load_witness_keys(&args.witness_keys)?;
         for dir in &args.checkpoints {
             if !dir.is_dir() {
@@ -123,15 +130,99 @@ pub fn verify(args: &VerifyArgs) -> i32 {
             .as_deref()
             .map(portcullis_recording::segment::load_identities)
             .transpose()?;
-        Ok((data_dir, key, witnesses, identities))
+        let origins = if data_dirs.len() > 1 {
+            verify::distinct_origins(&data_dirs).map_err(anyhow::Error::msg)?
+        } else {
+            vec![None]
+        };
+        Ok((data_dirs, keys, origins, witnesses, identities))
     })();
-    let (data_dir, key, witnesses, identities) = match inputs {
+    let (data_dirs, keys, origins, witnesses, identities) = match inputs {
         Ok(inputs) => inputs,
         Err(err) => {
             eprintln!("error: {err}");
             return EXIT_UNUSABLE_INPUT;
         }
     };
+    let check = |dir: &Path, key: &Verifier| {
+        verify_one(dir, key, &args.checkpoints, &witnesses, identities.as_ref())
+    };
+    if data_dirs.len() == 1 {
+        return match check(&data_dirs[0], &keys[0]) {
+            Ok(summary) => {
+                for warning in &summary.warnings {
+                    eprintln!("warning: {warning}");
+                }
+                println!("audit log OK: {summary}");
+                0
+            }
+            Err(failure) => {
+                eprintln!("audit log INVALID: {failure}");
+                EXIT_INVALID
+            }
+        };
+    }
+    let mut invalid = Vec::new();
+    for ((dir, key), stated) in data_dirs.iter().zip(&keys).zip(&origins) {
+        match check(dir, key) {
+            Ok(summary) => {
+                let origin = summary.origin.as_deref().or(stated.as_deref());
+                for warning in &summary.warnings {
+                    eprintln!("warning: {}: {warning}", dir.display());
+                }
+                println!(
+                    "audit log {} ({}): OK: {summary}; witness cosignatures verified: {}",
+                    dir.display(),
+                    origin.unwrap_or("no checkpoint yet"),
+                    summary.cosignatures_verified
+                );
+            }
+            Err(failure) => {
+                let origin = stated.as_deref().unwrap_or("origin not known");
+                println!("audit log {} ({origin}): INVALID: {failure}", dir.display());
+                invalid.push(format!("{} ({origin})", dir.display()));
+            }
+        }
+    }
+    if invalid.is_empty() {
+        println!("all {} audit logs OK", data_dirs.len());
+        0
+    } else {
+        eprintln!(
+            "{} of {} audit logs INVALID: {}",
+            invalid.len(),
+            data_dirs.len(),
+            invalid.join(", ")
+        );
+        EXIT_INVALID
+    }
+}
+
+/// The verifier key of each log: one given for all, or one per log in the same order.
+fn pair_keys(data_dirs: &[PathBuf], pubkeys: &[PathBuf]) -> Result<Vec<Verifier>> {
+    let keys = pubkeys
+        .iter()
+        .map(|path| load_pubkey(path))
+        .collect::<Result<Vec<_>>>()?;
+    match keys.len() {
+        1 => Ok(vec![keys[0].clone(); data_dirs.len()]),
+        n if n == data_dirs.len() => Ok(keys),
+        n => anyhow::bail!(
+            "{n} --pubkey for {} --data-dir: give one key for all the logs, or one per \
+             --data-dir in the same order",
+            data_dirs.len()
+        ),
+    }
+}
+
+/// Verifies one log, with a progress bar on a terminal for a long one.
+fn verify_one(
+    data_dir: &Path,
+    key: &Verifier,
+    checkpoints: &[PathBuf],
+    witnesses: &[CosignatureVerifier],
+    identities: Option<&portcullis_recording::segment::Identities>,
+) -> Result<verify::Summary, verify::Failure> {
     let mut bar: Option<indicatif::ProgressBar> = None;
     let show_progress = std::io::stderr().is_terminal();
     let mut progress = |done: u64, total: u64| {
@@ -143,29 +234,17 @@ pub fn verify(args: &VerifyArgs) -> i32 {
         bar.set_position(done);
     };
     let result = verify::verify_with_identities(
-        &data_dir,
-        &key,
-        &args.checkpoints,
-        &witnesses,
-        identities.as_ref(),
+        data_dir,
+        key,
+        checkpoints,
+        witnesses,
+        identities,
         &mut progress,
     );
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    match result {
-        Ok(summary) => {
-            for warning in &summary.warnings {
-                eprintln!("warning: {warning}");
-            }
-            println!("audit log OK: {summary}");
-            0
-        }
-        Err(failure) => {
-            eprintln!("audit log INVALID: {failure}");
-            EXIT_INVALID
-        }
-    }
+    result
 }
 
 fn new_bar(total: u64) -> indicatif::ProgressBar {

@@ -6,6 +6,9 @@
 //! given), and the exit codes: 0 written from a log that verifies; 1 written, but the log
 //! does NOT verify (the report leads with why, and AU-9 is not satisfied); 2 nothing
 //! written, because an input is unusable.
+//!
+//! Repeated `--data-dir` (the replicas of a gateway, each with its own log and key) make one
+//! report over all their logs (`portcullis_evidence::build_report_over`).
 
 use std::path::{Path, PathBuf};
 
@@ -16,9 +19,9 @@ use portcullis_evidence::collect::Options;
 use portcullis_evidence::documents::{self, Document, Format};
 use portcullis_evidence::integrity::VerifyInputs;
 use portcullis_evidence::oscal::{self, ComponentContext};
-use portcullis_evidence::{Period, Report, build_report};
+use portcullis_evidence::{LogSource, Period, Report, build_report_over};
 
-use crate::DataDir;
+use crate::DataDirs;
 
 /// The report was written, from a log that does not verify.
 pub const EXIT_NOT_VERIFIED: i32 = 1;
@@ -28,8 +31,10 @@ pub const EXIT_UNUSABLE_INPUT: i32 = 2;
 /// The period and the log a report is made from.
 #[derive(clap::Args)]
 pub struct Source {
+    /// With several `--data-dir` (the replicas of a gateway, each with its own log), the
+    /// report covers all their logs, merged by time.
     #[command(flatten)]
-    dir: DataDir,
+    dirs: DataDirs,
     /// Start of the period, inclusive: RFC 3339 (`2026-12-01T09:00:00Z`) or a date
     /// (`2026-12-01`, midnight UTC). Default: 24 hours before `--until`.
     #[arg(long)]
@@ -38,9 +43,10 @@ pub struct Source {
     #[arg(long)]
     until: Option<String>,
     /// The gateway's checkpoint verifier key (`audit.pub`). Default: beside the configured
-    /// `audit.signing_key`.
-    #[arg(long)]
-    pubkey: Option<PathBuf>,
+    /// `audit.signing_key`. With several `--data-dir`: one key for all, or one per
+    /// `--data-dir` in the same order.
+    #[arg(long, value_name = "FILE")]
+    pubkey: Vec<PathBuf>,
     /// A directory of published checkpoints (repeatable). Default: the configured
     /// `audit.checkpoint_dir`.
     #[arg(long = "checkpoints", value_name = "DIR")]
@@ -58,7 +64,8 @@ pub struct Source {
     work_hours: Option<String>,
     /// Sign each document written (`FILE.sig`, checked by `portcullis evidence verify`) and
     /// record its hash in the audit log as an `evidence.report` event, so the document is
-    /// itself evidence and cannot be regenerated with other numbers unnoticed.
+    /// itself evidence and cannot be regenerated with other numbers unnoticed. With several
+    /// `--data-dir`, it is recorded in the first one's log.
     #[arg(long)]
     sign: bool,
     /// The directory of the signing key (`audit.key`). Default: the configured
@@ -116,7 +123,7 @@ pub fn report(args: &ReportArgs) -> i32 {
         let path = args.out.clone().unwrap_or_else(|| PathBuf::from(&doc.file));
         documents::write_atomically(&path, &doc.bytes)?;
         let written = vec![(path, doc)];
-        let paths = vouch_all(&loaded.data_dir, signer.as_ref(), &written, &report)?;
+        let paths = vouch_all(&loaded.data_dirs[0], signer.as_ref(), &written, &report)?;
         Ok((report, paths))
     })();
     finish(written)
@@ -155,7 +162,7 @@ pub fn oscal(args: &OscalArgs) -> i32 {
             documents::write_atomically(&path, &doc.bytes)?;
             written.push((path, doc));
         }
-        let paths = vouch_all(&loaded.data_dir, signer.as_ref(), &written, &report)?;
+        let paths = vouch_all(&loaded.data_dirs[0], signer.as_ref(), &written, &report)?;
         Ok((report, paths))
     })();
     finish(written)
@@ -209,6 +216,21 @@ fn finish(written: Result<(Report, Vec<PathBuf>)>) -> i32 {
             failing.join(", ")
         }
     );
+    for log in &report.logs {
+        println!(
+            "log {}: {} events, {} requests; {}",
+            log.origin,
+            log.events,
+            log.requests,
+            match &log.integrity.failure {
+                None if log.integrity.verified => "verified".to_string(),
+                failure => format!(
+                    "does NOT verify: {}",
+                    failure.as_deref().unwrap_or("not checked")
+                ),
+            }
+        );
+    }
     match &report.integrity.failure {
         None if report.integrity.verified => 0,
         failure => {
@@ -222,17 +244,17 @@ fn finish(written: Result<(Report, Vec<PathBuf>)>) -> i32 {
     }
 }
 
-/// The configuration (read once) and the data directory a command works on.
+/// The configuration (read once) and the data directories (one or more) a command works on.
 struct Loaded {
     config: Option<Config>,
-    data_dir: PathBuf,
+    data_dirs: Vec<PathBuf>,
 }
 
 impl Source {
     fn load(&self) -> Result<Loaded> {
-        let config = self.dir.config()?;
-        let data_dir = self.dir.data_dir_of(config.as_ref());
-        Ok(Loaded { config, data_dir })
+        let config = self.dirs.config()?;
+        let data_dirs = self.dirs.dirs_of(config.as_ref());
+        Ok(Loaded { config, data_dirs })
     }
 
     /// With `--sign`: the key documents are signed with.
@@ -306,12 +328,13 @@ fn vouch_all(
 
 /// Builds the report of the period `source` names.
 fn build(source: &Source, loaded: &Loaded) -> Result<Report> {
-    let data_dir = &loaded.data_dir;
-    if !data_dir.join("audit.db").exists() {
-        bail!(
-            "no audit log in {} (audit.db is missing)",
-            data_dir.display()
-        );
+    for data_dir in &loaded.data_dirs {
+        if !data_dir.join("audit.db").exists() {
+            bail!(
+                "no audit log in {} (audit.db is missing)",
+                data_dir.display()
+            );
+        }
     }
     let config = loaded.config.as_ref();
     let until = match &source.until {
@@ -333,7 +356,7 @@ fn build(source: &Source, loaded: &Loaded) -> Result<Report> {
         );
     }
     let period = Period::new(since, until)?;
-    let inputs = verify_inputs(source, config)?;
+    let logs = verify_inputs(source, config, &loaded.data_dirs)?;
     // The same settings as scheduled reports, so a period reported by hand and by the
     // schedule reads the same.
     let configured = config.map(|c| &c.evidence);
@@ -351,24 +374,41 @@ fn build(source: &Source, loaded: &Loaded) -> Result<Report> {
         work_hours,
         ..Options::default()
     };
-    Ok(build_report(data_dir, period, &inputs, &options)?)
+    Ok(build_report_over(&logs, period, &options)?)
 }
 
-/// What verification needs, from the flags or else the configuration.
-fn verify_inputs(source: &Source, config: Option<&Config>) -> Result<VerifyInputs> {
-    let pubkey = match (
-        &source.pubkey,
+/// What verification of each log needs, from the flags or else the configuration.
+fn verify_inputs(
+    source: &Source,
+    config: Option<&Config>,
+    data_dirs: &[PathBuf],
+) -> Result<Vec<LogSource>> {
+    let pubkeys = match (
+        source.pubkey.as_slice(),
         config.and_then(|c| c.audit.signing_key.as_ref()),
     ) {
-        (Some(path), _) => path.clone(),
-        (None, Some(dir)) => dir.join(format!("{}.pub", keys::AUDIT_KEY)),
-        (None, None) => bail!(
+        ([], Some(dir)) => vec![dir.join(format!("{}.pub", keys::AUDIT_KEY))],
+        ([], None) => bail!(
             "give --pubkey (the gateway's audit.pub), or --config of a gateway with \
              audit.signing_key: a report is only made from a log checked against its key"
         ),
+        (given, _) => given.to_vec(),
     };
-    let key = keys::load_verifier(&pubkey)
-        .with_context(|| format!("loading the verifier key {}", pubkey.display()))?;
+    if pubkeys.len() != 1 && pubkeys.len() != data_dirs.len() {
+        bail!(
+            "{} --pubkey for {} --data-dir: give one key for all the logs, or one per \
+             --data-dir in the same order",
+            pubkeys.len(),
+            data_dirs.len()
+        );
+    }
+    let keys = pubkeys
+        .iter()
+        .map(|pubkey| {
+            keys::load_verifier(pubkey)
+                .with_context(|| format!("loading the verifier key {}", pubkey.display()))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let mut published = source.checkpoints.clone();
     if published.is_empty()
         && let Some(dir) = config.and_then(|c| c.audit.checkpoint_dir.as_ref())
@@ -383,11 +423,18 @@ fn verify_inputs(source: &Source, config: Option<&Config>) -> Result<VerifyInput
         witness_keys.extend(config.audit.witnesses.iter().map(|w| w.key.clone()));
     }
     let witnesses = crate::audit_cli::load_witness_keys(&witness_keys)?;
-    Ok(VerifyInputs {
-        key,
-        published,
-        witnesses,
-    })
+    Ok(data_dirs
+        .iter()
+        .enumerate()
+        .map(|(i, data_dir)| LogSource {
+            data_dir: data_dir.clone(),
+            inputs: VerifyInputs {
+                key: keys[if keys.len() == 1 { 0 } else { i }].clone(),
+                published: published.clone(),
+                witnesses: witnesses.clone(),
+            },
+        })
+        .collect())
 }
 
 /// The component definition's view of a configuration.

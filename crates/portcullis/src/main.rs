@@ -185,16 +185,21 @@ struct DataDir {
     config: Option<PathBuf>,
 }
 
+/// The configuration `--config` names, or `portcullis.toml` here if there is one.
+fn load_config(path: Option<&Path>) -> Result<Option<Config>> {
+    match path {
+        Some(config) => Ok(Some(Config::load(config)?)),
+        None if Path::new("portcullis.toml").exists() => {
+            Ok(Some(Config::load(Path::new("portcullis.toml"))?))
+        }
+        None => Ok(None),
+    }
+}
+
 impl DataDir {
     /// The configuration `--config` names, or `portcullis.toml` here if there is one.
     fn config(&self) -> Result<Option<Config>> {
-        match &self.config {
-            Some(config) => Ok(Some(Config::load(config)?)),
-            None if Path::new("portcullis.toml").exists() => {
-                Ok(Some(Config::load(Path::new("portcullis.toml"))?))
-            }
-            None => Ok(None),
-        }
+        load_config(self.config.as_deref())
     }
 
     fn resolve(&self) -> Result<PathBuf> {
@@ -212,6 +217,44 @@ impl DataDir {
             (None, Some(config)) => config.gateway.data_dir.clone(),
             (None, None) => PathBuf::from("portcullis-data"),
         }
+    }
+}
+
+/// Where the logs are, for the commands that read several at once (`audit verify`,
+/// `evidence report`): each replica of a gateway keeps its own log in its own data directory.
+#[derive(clap::Args)]
+struct DataDirs {
+    /// A gateway's data directory; repeat it to read the logs of several replicas (default:
+    /// the configuration's, else ./portcullis-data).
+    #[arg(long = "data-dir", value_name = "DIR")]
+    data_dirs: Vec<PathBuf>,
+    /// The gateway's configuration file (default: ./portcullis.toml, if there is one).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+impl DataDirs {
+    fn config(&self) -> Result<Option<Config>> {
+        load_config(self.config.as_deref())
+    }
+
+    /// The data directories, given the configuration [`DataDirs::config`] read: those given,
+    /// else the configuration's one, else `./portcullis-data`.
+    fn dirs_of(&self, config: Option<&Config>) -> Vec<PathBuf> {
+        if !self.data_dirs.is_empty() {
+            return self.data_dirs.clone();
+        }
+        vec![match config {
+            Some(config) => config.gateway.data_dir.clone(),
+            None => PathBuf::from("portcullis-data"),
+        }]
+    }
+
+    fn resolve(&self) -> Result<Vec<PathBuf>> {
+        if !self.data_dirs.is_empty() {
+            return Ok(self.data_dirs.clone());
+        }
+        Ok(self.dirs_of(self.config()?.as_ref()))
     }
 }
 

@@ -137,12 +137,18 @@ pub fn gateway_component_uuid(origin: &str) -> String {
 }
 
 /// The name a report's log goes by: its checkpoint origin, or the key it verified against.
-fn log_name(report: &Report) -> &str {
+fn log_name(report: &Report) -> std::borrow::Cow<'_, str> {
+    if !report.logs.is_empty() {
+        // A report over the replicas of a gateway: the component is all of them.
+        let origins: Vec<&str> = report.logs.iter().map(|l| l.origin.as_str()).collect();
+        return origins.join(", ").into();
+    }
     report
         .integrity
         .origin
         .as_deref()
         .unwrap_or(&report.integrity.checked_with.key)
+        .into()
 }
 
 /// `AU-9` for `au-9`: how assessors write control ids.
@@ -324,7 +330,7 @@ fn reviewed_controls(report: &Report) -> ReviewedControls {
 fn gateway_component(report: &Report) -> SystemComponent {
     let origin = log_name(report);
     let mut props = vec![
-        Property::ours("log-origin", origin),
+        Property::ours("log-origin", &*origin),
         Property::ours("audit-key", &report.integrity.checked_with.key),
     ];
     props.extend(
@@ -334,9 +340,9 @@ fn gateway_component(report: &Report) -> SystemComponent {
             .map(|g| Property::ours("gateway-instance", g)),
     );
     SystemComponent {
-        uuid: gateway_component_uuid(origin),
+        uuid: gateway_component_uuid(&origin),
         kind: "software".into(),
-        title: format!("Portcullis access gateway ({})", one_line(origin)),
+        title: format!("Portcullis access gateway ({})", one_line(&origin)),
         description: "The access gateway between AI agents and the tools and databases they \
                       use: it authenticates every caller, decides every request by policy \
                       (default deny), holds sensitive requests for a named approver, masks \

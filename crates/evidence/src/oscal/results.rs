@@ -282,7 +282,7 @@ pub fn assessment_results(report: &Report, ctx: &OscalContext) -> AssessmentResu
                      uuid is derived from the period and its evidence: rerunning the same \
                      period on the same log gives the same bytes. Declares OSCAL {OSCAL_VERSION}; \
                      validated against the OSCAL 1.0.6 and 1.2.1 assessment-results schemas.",
-                    one_line(log_name(report))
+                    one_line(&log_name(report))
                 )),
             },
             import_ap: ImportAp {
@@ -343,7 +343,17 @@ fn observation(
     if control.control == "au-9" {
         description.push(' ');
         description.push_str(&verification_sentence(&report.integrity));
-        evidence.push(verification_evidence(&report.integrity));
+        if report.logs.is_empty() {
+            evidence.push(verification_evidence(&report.integrity));
+        }
+        // Several logs (the replicas of a gateway): each one's verification, by its origin.
+        for log in &report.logs {
+            let mut one = verification_evidence(&log.integrity);
+            one.description = format!("Log {}: {}", log.origin, one.description);
+            one.props
+                .insert(0, Property::ours("log-origin", &log.origin));
+            evidence.push(one);
+        }
     }
     evidence.extend(control.samples.iter().map(sample_evidence));
     let event_types = event_types_of(&control.control);
@@ -389,6 +399,9 @@ fn sample_evidence(event: &EventRef) -> RelevantEvidence {
          `portcullis audit verify-proof FILE --pubkey KEY`. The event: `portcullis audit show \
          {id}`."
     );
+    if let Some(log) = &event.log {
+        props.push(Property::ours("log-origin", log));
+    }
     if let Some(session) = &event.session {
         props.push(Property::ours("session", session));
         if event.recorded {

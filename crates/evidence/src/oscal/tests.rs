@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::*;
 use crate::report::{ControlStatus, Report, Totals};
-use crate::testing::sample_report;
+use crate::testing::{sample_report, sample_report_of_two_logs};
 
 /// Assessment results: the shared 1.2.1 schema, NIST's published 1.2.1 schema, and 1.0.6.
 const AR_SCHEMAS: &[&str] = &[
@@ -596,4 +596,22 @@ fn a_control_the_configuration_does_not_implement_is_not_claimed() {
     assert!(text.contains("No signing key is configured"));
     assert!(!text.contains("at least every"));
     assert!(text.contains("No database target is configured."));
+}
+
+#[test]
+fn a_report_over_two_logs_gives_valid_documents_with_each_logs_verification() {
+    let report = sample_report_of_two_logs();
+    let results = results_json(&report);
+    assert_valid(AR_SCHEMAS, &results);
+    assert_valid(AP_SCHEMAS, &plan_json(&report));
+    // AU-9's evidence: one verification per log, by its origin.
+    let text = serde_json::to_string(&results).unwrap();
+    for origin in ["portcullis/gw-a", "portcullis/<gw-b>"] {
+        assert!(
+            text.contains(&format!("\"Log {origin}: ")),
+            "no verification of {origin}"
+        );
+    }
+    // The samples name their log.
+    assert!(text.contains("\"log-origin\""), "{text}");
 }

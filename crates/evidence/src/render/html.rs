@@ -164,6 +164,9 @@ fn write_inlines(out: &mut String, content: &[Inline]) {
                     escape(&short_id(&e.id)),
                     e.seq
                 );
+                if let Some(log) = &e.log {
+                    let _ = write!(out, " <span class=\"seq\">in {}</span>", escape(log));
+                }
                 if let Some(session) = &e.session {
                     let _ = write!(
                         out,

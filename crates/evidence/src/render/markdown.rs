@@ -88,6 +88,10 @@ fn write_inlines(out: &mut String, content: &[Inline], line_start: bool) {
             Inline::Event(e) => {
                 write_code(out, &short_id(&e.id));
                 let _ = write!(out, " (seq {}", e.seq);
+                if let Some(log) = &e.log {
+                    out.push_str(" in ");
+                    write_code(out, log);
+                }
                 if let Some(session) = &e.session {
                     out.push_str(", session ");
                     write_code(out, session);

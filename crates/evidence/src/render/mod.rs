@@ -230,14 +230,26 @@ fn shell_word(value: &str) -> String {
 
 /// The HTML anchor of an event: its seq, which is unique in the log and only digits.
 fn event_anchor(event: &EventRef) -> String {
-    format!("ev-{}", event.seq)
+    match &event.log {
+        None => format!("ev-{}", event.seq),
+        // seq counts within a log: with several, the log is part of the anchor, reduced to
+        // characters an anchor may hold.
+        Some(log) => {
+            let log: String = log
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                .collect();
+            format!("ev-{log}-{}", event.seq)
+        }
+    }
 }
 
 /// Lays out the whole report.
 fn layout(report: &Report) -> Vec<Block> {
     let mut doc = Vec::new();
     // The period is in the title; the first section is whether the log can be trusted.
-    integrity(&report.integrity, &mut doc);
+    integrity(&report.integrity, !report.logs.is_empty(), &mut doc);
+    logs(report, &mut doc);
     controls(report, &mut doc);
     summary(report, &mut doc);
     identities(report, &mut doc);
@@ -290,7 +302,63 @@ fn period_and_sources(report: &Report, doc: &mut Vec<Block>) {
     ]));
 }
 
-fn integrity(integrity: &Integrity, doc: &mut Vec<Block>) {
+/// A report over several logs (the replicas of a gateway): each log's share and verification.
+fn logs(report: &Report, doc: &mut Vec<Block>) {
+    if report.logs.is_empty() {
+        return;
+    }
+    doc.push(para(vec![text(format!(
+        "This report covers {} logs, one per gateway replica: their events are merged by \
+         time, and each event names its log beside its seq (seq counts within a log; run \
+         the commands below in that log's data directory).",
+        report.logs.len()
+    ))]));
+    doc.push(table(
+        vec![
+            "Log origin",
+            "Gateways",
+            "Events",
+            "Requests",
+            "Verified",
+            "Covering checkpoint",
+            "Last cosignature",
+        ],
+        report
+            .logs
+            .iter()
+            .map(|log| {
+                let i = &log.integrity;
+                let verified = match &i.failure {
+                    None if i.verified => cell("yes"),
+                    failure => vec![strong(format!(
+                        "NO: {}",
+                        failure.as_deref().unwrap_or("not verified")
+                    ))],
+                };
+                vec![
+                    vec![code(log.origin.clone())],
+                    cell(log.gateways.join(", ")),
+                    count_cell(log.events),
+                    count_cell(log.requests),
+                    verified,
+                    match &i.covering_checkpoint {
+                        Some(c) => cell(format!(
+                            "size {}{}",
+                            c.size,
+                            if c.published { ", published" } else { "" }
+                        )),
+                        None => cell("none yet"),
+                    },
+                    cell(i.last_cosignature.clone().unwrap_or_else(|| "—".into())),
+                ]
+            })
+            .collect(),
+    ));
+}
+
+/// The verification; over `several` logs only the verdict, each log's facts being in the
+/// table [`logs`] draws.
+fn integrity(integrity: &Integrity, several: bool, doc: &mut Vec<Block>) {
     doc.push(Block::Heading {
         level: 2,
         text: "Log integrity (AU-9)",
@@ -328,6 +396,9 @@ fn integrity(integrity: &Integrity, doc: &mut Vec<Block>) {
                 text(" to see it."),
             ],
         });
+    }
+    if several {
+        return;
     }
     let checkpoint = match &integrity.covering_checkpoint {
         Some(c) => vec![
@@ -1147,8 +1218,8 @@ fn documents(report: &Report, doc: &mut Vec<Block>) {
     ));
 }
 
-/// Every event the report names, once, by seq.
-fn referenced_events(report: &Report) -> BTreeMap<u64, EventRef> {
+/// Every event the report names, once, by log (several logs) and seq.
+fn referenced_events(report: &Report) -> BTreeMap<(Option<String>, u64), EventRef> {
     let mut all: Vec<&EventRef> = Vec::new();
     for c in &report.controls {
         all.extend(&c.samples);
@@ -1182,7 +1253,9 @@ fn referenced_events(report: &Report) -> BTreeMap<u64, EventRef> {
     }
     all.extend(report.reviews.iter().map(|r| &r.event));
     all.extend(report.documents.iter().map(|d| &d.event));
-    all.into_iter().map(|e| (e.seq, e.clone())).collect()
+    all.into_iter()
+        .map(|e| ((e.log.clone(), e.seq), e.clone()))
+        .collect()
 }
 
 fn event_index(report: &Report, doc: &mut Vec<Block>) {
@@ -1237,10 +1310,14 @@ fn event_index(report: &Report, doc: &mut Vec<Block>) {
                     }
                     None => cell("—"),
                 };
+                let seq = match &e.log {
+                    None => count_cell(e.seq),
+                    Some(log) => vec![text(format!("{} ", e.seq)), code(format!("({log})"))],
+                };
                 Row {
                     anchor: Some(event_anchor(e)),
                     cells: vec![
-                        count_cell(e.seq),
+                        seq,
                         vec![code(e.id.clone())],
                         cell(e.time.clone()),
                         session,

@@ -1,6 +1,6 @@
 use super::*;
 use crate::report::CheckpointSeen;
-use crate::testing::sample_report;
+use crate::testing::{sample_report, sample_report_of_two_logs};
 use crate::{Facts, Period};
 
 /// The sample with the log failing verification, as `integrity::check` reports it.
@@ -349,7 +349,7 @@ fn every_event_named_is_indexed_once_with_its_session() {
     let report = sample_report();
     let page = html(&report);
     let events = referenced_events(&report);
-    for (seq, event) in &events {
+    for ((_, seq), event) in &events {
         assert_eq!(page.matches(&format!("<tr id=\"ev-{seq}\">")).count(), 1);
         assert!(page.contains(&format!("title=\"{}\"", event.id)));
     }
@@ -509,4 +509,39 @@ fn a_markdown_parser_reads_the_sample_as_written() {
     let text = parse_markdown(&markdown(&sample_report())).text;
     assert!(text.contains("<script>alert(1)</script> | \"quoted\" & 'single'"));
     assert!(text.contains("lookup_customer"));
+}
+
+#[test]
+fn a_report_over_two_logs_shows_each_log_and_events_by_log_and_seq() {
+    let report = sample_report_of_two_logs();
+    let page = html(&report);
+    // Each log's row: its origin (escaped), gateways and counts.
+    assert!(page.contains("portcullis/gw-a"), "{page}");
+    assert!(page.contains("portcullis/&lt;gw-b&gt;"), "{page}");
+    assert!(!page.contains("<gw-b>"));
+    assert!(page.contains("covers 2 logs"));
+    // Events are indexed by log and seq: every anchor once, every reference to one.
+    let anchors: Vec<&str> = page
+        .match_indices("<tr id=\"")
+        .map(|(at, _)| {
+            let rest = &page[at + 8..];
+            &rest[..rest.find('"').unwrap()]
+        })
+        .collect();
+    let unique: std::collections::BTreeSet<&&str> = anchors.iter().collect();
+    assert_eq!(unique.len(), anchors.len(), "{anchors:?}");
+    assert!(anchors.iter().any(|a| a.starts_with("ev-portcullis-gw-a-")));
+    assert!(
+        anchors
+            .iter()
+            .any(|a| a.starts_with("ev-portcullis--gw-b--"))
+    );
+    for anchor in &anchors {
+        assert!(page.contains(&format!("href=\"#{anchor}\"")), "{anchor}");
+    }
+    // The single-log facts list is left out: each log's is in the table.
+    assert!(!page.contains("Log origin: not known"));
+    let md = markdown(&report);
+    assert!(assert_tables_keep_their_columns(&md) > 10);
+    assert!(md.contains("in `portcullis/gw-a`"), "{md}");
 }
