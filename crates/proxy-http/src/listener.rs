@@ -17,14 +17,14 @@ use tokio_rustls::rustls::ServerConfig;
 
 use crate::HttpGateway;
 
-/// How long open connections may take to finish once the gateway stops.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
 /// What a target's listener shares with the gateway's others.
 #[derive(Clone)]
 pub struct ListenerLimits {
     pub connections: Arc<ConnectionLimiter>,
     pub header_read_timeout: Duration,
+    /// How long open connections may take to finish once the gateway stops
+    /// (`gateway.shutdown_grace`).
+    pub shutdown_grace: Duration,
 }
 
 /// A TLS configuration offering HTTP/2 and HTTP/1.1.
@@ -65,6 +65,7 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
         let (gateway, target, tls) = (gateway.clone(), target.clone(), tls.clone());
         let timeout = limits.header_read_timeout;
+        let grace = limits.shutdown_grace;
         let mut stopping = stopping.clone();
         tokio::spawn(async move {
             let serve = async {
@@ -87,15 +88,17 @@ pub async fn serve(
                 () = serve => {}
                 () = async { let _ = stopping.wait_for(|s| *s).await; } => {
                     // Let the connection's requests finish for a while, then drop it.
-                    tokio::time::sleep(SHUTDOWN_GRACE).await;
+                    tokio::time::sleep(grace).await;
                 }
             }
             drop(slot);
         });
     }
+    // Refuse new connections during the drain rather than leave them in the backlog.
+    drop(listener);
     stop.send_replace(true);
     drop(stopping);
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, stop.closed()).await;
+    let _ = tokio::time::timeout(limits.shutdown_grace, stop.closed()).await;
 }
 
 async fn connection<I>(
