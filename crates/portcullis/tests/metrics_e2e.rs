@@ -300,13 +300,15 @@ async fn metrics_parse_and_count_allowed_denied_and_failed_requests_and_readines
     assert_eq!(gauge(&m, "portcullis_audit_available", &[]), 1.0);
 }
 
-/// SIGTERM with a request in flight: the listener closes at once (a new connection is
-/// refused), the request still gets its whole answer, the gateway then records its stop
-/// and signs a last checkpoint that covers it, and exits 0.
+/// SIGTERM with a request in flight: the listeners close at once (a new connection is
+/// refused, on the front door and on an HTTP target's own listener), the request still
+/// gets its whole answer, an idle connection does not hold the stop for the whole grace,
+/// and the gateway records its stop, signs a last checkpoint that covers it, and exits 0.
 #[tokio::test]
 async fn a_stop_finishes_the_request_in_flight_refuses_new_connections_and_signs_the_stop() {
     let upstream = Upstream::start();
     let agent = api_key("stop-agent", "agent", &["agents"]);
+    let own = free_port();
     let keys = tempfile::tempdir().unwrap();
     let key_dir = keys.path().join("audit-key");
     let published = keys.path().join("published");
@@ -325,6 +327,7 @@ checkpoint_dir = {published:?}
 [targets.customers]
 kind = "http"
 upstream = "{base}"
+listen = "127.0.0.1:{own}"
 
 [[rules]]
 name = "slow reads"
@@ -336,9 +339,13 @@ http.paths = ["/slow"]
         key = key_dir.display().to_string(),
         published = published.display().to_string(),
         base = upstream.base(),
+        own = own,
     );
-    let mut gw = Gateway::start_with(&rest, "shutdown_grace = \"15s\"", &[]);
+    let mut gw = Gateway::start_with(&rest, "shutdown_grace = \"12s\"", &[]);
     let addr = gw.addr;
+    let own_addr: std::net::SocketAddr = format!("127.0.0.1:{own}").parse().unwrap();
+    // A client's idle keep-alive connection on the target's own listener.
+    let idle = std::net::TcpStream::connect(own_addr).unwrap();
     let slow = tokio::spawn({
         let (url, key) = (
             format!("http://{addr}/http/customers/slow"),
@@ -364,21 +371,24 @@ http.paths = ["/slow"]
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let signalled = Instant::now();
     let stopping = std::thread::spawn(move || {
         let clean = gw.terminate();
         (gw, clean, Instant::now())
     });
-    // The front door stops accepting at once: refused, not left in a backlog.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
-            other => {
-                assert!(
-                    Instant::now() < deadline,
-                    "a new connection is still taken during the drain: {other:?}"
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
+    // Both listeners stop accepting at once: refused, not left in a backlog.
+    for listener in [addr, own_addr] {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            match std::net::TcpStream::connect_timeout(&listener, Duration::from_millis(200)) {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
+                other => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "{listener}: a new connection is still taken during the drain: {other:?}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
             }
         }
     }
@@ -391,6 +401,10 @@ http.paths = ["/slow"]
     let (gw, clean, exited) = stopping.join().unwrap();
     assert!(clean, "the gateway exits 0 after the drain");
     assert!(exited >= answered, "the gateway waited for the answer");
+    // The slow answer takes 3 s; the idle connection was closed, not waited for (12 s).
+    let took = exited - signalled;
+    assert!(took < Duration::from_secs(9), "the stop took {took:?}");
+    drop(idle);
 
     let events = gw.events();
     let slow_event = events
