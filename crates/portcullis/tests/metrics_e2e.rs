@@ -104,6 +104,15 @@ user = "nobody"
 kind = "mcp"
 {demo}
 
+[targets.remote]
+kind = "mcp"
+url = "http://127.0.0.1:{closed}/mcp"
+
+[[rules]]
+name = "remote search"
+target = "remote"
+tools = ["search"]
+
 [[rules]]
 name = "plain reads"
 target = "customers"
@@ -177,6 +186,17 @@ async fn metrics_parse_and_count_allowed_denied_and_failed_requests_and_readines
     );
     let refused = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await;
     assert!(refused.is_err(), "no session without a database");
+    // An MCP call to a streamable-HTTP server that is not there.
+    let (_, answer) = modern_call(
+        &client,
+        &gw.url("remote"),
+        &agent.key,
+        1,
+        "tools/call",
+        serde_json::json!({"name": "search", "arguments": {}}),
+    )
+    .await;
+    assert!(answer["error"].is_object(), "{answer}");
 
     // Readiness: the gateway's own checks pass, one upstream is down: degraded, still 200
     // (docs/deploy.md says why), each target reported.
@@ -192,6 +212,8 @@ async fn metrics_parse_and_count_allowed_denied_and_failed_requests_and_readines
     assert_eq!(upstreams["gone"]["status"], "unreachable", "{body}");
     assert_eq!(upstreams["gone"]["kind"], "postgres", "{body}");
     assert_eq!(upstreams["tools"]["status"], "not_checked", "{body}");
+    assert_eq!(upstreams["remote"]["status"], "unreachable", "{body}");
+    assert_eq!(upstreams["remote"]["kind"], "mcp", "{body}");
     // Nothing of an upstream's address is revealed to an unauthenticated prober.
     assert!(!body.to_string().contains(&closed.to_string()), "{body}");
 
@@ -245,6 +267,7 @@ async fn metrics_parse_and_count_allowed_denied_and_failed_requests_and_readines
     };
     assert_eq!(upstream_error("dead", "http"), 1.0, "{text}");
     assert_eq!(upstream_error("gone", "postgres"), 1.0, "{text}");
+    assert_eq!(upstream_error("remote", "mcp"), 1.0, "{text}");
     assert!(
         sample(
             &m,
