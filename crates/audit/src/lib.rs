@@ -48,6 +48,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use canonical::canonical_bytes;
 pub use reader::{AuditReader, EventQuery, Leaf, SinkPage};
+pub use writer::CommitObserver;
 
 use writer::{Msg, Row, Shared, Writer};
 
@@ -415,6 +416,14 @@ impl AuditLog {
         self.inner.shared.admit()?;
         let mut row = Row::from_event(&event);
         row.chunks = chunks;
+        // Counted before the send, taken back if the send fails: the writer may commit the
+        // event (and count it down) before `send` returns.
+        let queue = &self.inner.shared.queued;
+        queue.fetch_add(1, Ordering::Relaxed);
+        let unqueue = |e| {
+            queue.fetch_sub(1, Ordering::Relaxed);
+            e
+        };
         match self.inner.durability {
             Durability::Strict => {
                 let (reply, answer) = oneshot::channel();
@@ -425,7 +434,7 @@ impl AuditLog {
                         reply: Some(reply),
                     })
                     .await
-                    .map_err(|_| self.send_error())?;
+                    .map_err(|_| unqueue(self.send_error()))?;
                 answer.await.map_err(|_| AuditError::WriterGone)?
             }
             Durability::Batched => {
@@ -436,7 +445,7 @@ impl AuditLog {
                     .tx
                     .reserve()
                     .await
-                    .map_err(|_| self.send_error())?;
+                    .map_err(|_| unqueue(self.send_error()))?;
                 let mut next = self
                     .inner
                     .next_queued_seq
@@ -449,6 +458,21 @@ impl AuditLog {
                 Ok(seq)
             }
         }
+    }
+
+    /// Events handed to the writer and not committed yet: queued, in the transaction being
+    /// written, or (batched mode, after a failed write) kept for the next attempt.
+    pub fn queue_depth(&self) -> u64 {
+        self.inner.shared.queued.load(Ordering::Relaxed)
+    }
+
+    /// Tells `observer` of every commit from now on (metrics). Set once; a second observer
+    /// is refused (returned) rather than silently replacing the first.
+    pub fn observe_commits(
+        &self,
+        observer: Arc<dyn CommitObserver>,
+    ) -> Result<(), Arc<dyn CommitObserver>> {
+        self.inner.shared.observer.set(observer)
     }
 
     /// The newest signed checkpoint, updated as new ones are stored. For the sinks that
@@ -611,6 +635,7 @@ impl Row {
             leaf_hash,
             promised_seq: None,
             chunks: Vec::new(),
+            queued: Instant::now(),
         }
     }
 }

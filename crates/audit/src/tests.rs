@@ -1327,3 +1327,78 @@ mod recorded_chunks {
         assert!(failure.reason.contains("is missing"), "{failure}");
     }
 }
+
+/// Counts what the writer reports, as the metrics exporter does.
+#[derive(Default)]
+struct Commits {
+    groups: std::sync::Mutex<Vec<usize>>,
+    waits: std::sync::Mutex<Vec<Duration>>,
+}
+
+impl crate::CommitObserver for Commits {
+    fn committed(&self, group: usize, waits: &mut dyn Iterator<Item = Duration>) {
+        self.groups.lock().unwrap().push(group);
+        self.waits.lock().unwrap().extend(waits);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn commits_are_observed_with_each_events_wait_and_the_queue_drains() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(dir.path(), "gw", Durability::Strict).unwrap();
+    let commits = std::sync::Arc::new(Commits::default());
+    assert!(log.observe_commits(commits.clone()).is_ok());
+    assert!(
+        log.observe_commits(commits.clone()).is_err(),
+        "a second observer must not replace the first"
+    );
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let log = log.clone();
+            tokio::spawn(async move {
+                log.record(log.event(EventType::Request, Outcome::Success))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    // Strict: every record returned after its commit, so nothing is waiting any more.
+    assert_eq!(log.queue_depth(), 0);
+    let groups = commits.groups.lock().unwrap().clone();
+    assert_eq!(groups.iter().sum::<usize>(), 64, "{groups:?}");
+    let waits = commits.waits.lock().unwrap().clone();
+    assert_eq!(waits.len(), 64);
+    assert!(
+        waits.iter().all(|w| *w <= elapsed),
+        "a wait longer than the whole run: {waits:?}"
+    );
+    log.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn batched_events_count_as_queued_until_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(dir.path(), "gw", Durability::Batched).unwrap();
+    for _ in 0..500 {
+        log.record(log.event(EventType::Request, Outcome::Success))
+            .await
+            .unwrap();
+    }
+    // Acknowledged at once, committed within a batch window or a few.
+    assert!(log.queue_depth() <= 500);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while log.queue_depth() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "queue never drained: {}",
+            log.queue_depth()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    log.close().await.unwrap();
+}

@@ -6,8 +6,8 @@
 //! strict mode pays one fsync per batch rather than one per event.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use portcullis_config::Durability;
@@ -48,6 +48,8 @@ pub(crate) struct Row {
     pub promised_seq: Option<u64>,
     /// The recorded messages the event names, stored in its transaction.
     pub chunks: Vec<Chunk>,
+    /// When the event was handed to the writer: its commit latency is measured from here.
+    pub queued: Instant,
 }
 
 pub(crate) type Reply = oneshot::Sender<Result<u64, AuditError>>;
@@ -82,11 +84,24 @@ pub(crate) enum Msg {
     },
 }
 
+/// Told of every commit, for metrics: called on the writer thread after the transaction
+/// is durable, so it must be quick and must not block (a counter, a histogram).
+pub trait CommitObserver: Send + Sync {
+    /// One transaction committed `group` events; `waits` yields, per event, the time from
+    /// its hand-over to the writer until this commit.
+    fn committed(&self, group: usize, waits: &mut dyn Iterator<Item = Duration>);
+}
+
 /// Health shared between the writer and the callers.
 pub(crate) struct Shared {
     /// Fast path for `record()`: a relaxed-cost check before taking the lock.
     failed: AtomicBool,
     health: Mutex<Health>,
+    /// Events handed to the writer and not yet committed (nor refused): an atomic, so the
+    /// callers' path gains no lock for it.
+    pub(crate) queued: AtomicU64,
+    /// Set once, before traffic, by whoever exports metrics; read without a lock.
+    pub(crate) observer: OnceLock<Arc<dyn CommitObserver>>,
 }
 
 struct Health {
@@ -104,6 +119,8 @@ impl Shared {
                 cause: None,
                 last_attempt: Instant::now(),
             }),
+            queued: AtomicU64::new(0),
+            observer: OnceLock::new(),
         }
     }
 
@@ -319,9 +336,17 @@ impl Writer {
             .map(|row| Entry { row, reply: None })
             .collect();
         entries.append(batch);
+        let handed = entries.len() as u64;
         match self.write(&entries) {
             Ok(outcomes) => {
                 self.shared.set_healthy();
+                if let Some(observer) = self.shared.observer.get() {
+                    let now = Instant::now();
+                    let mut waits = entries
+                        .iter()
+                        .map(|e| now.saturating_duration_since(e.row.queued));
+                    observer.committed(entries.len(), &mut waits);
+                }
                 for (entry, outcome) in entries.into_iter().zip(outcomes) {
                     let result = match outcome {
                         Some(seq) => {
@@ -365,6 +390,9 @@ impl Writer {
                 }
             }
         }
+        // What is pending still waits; everything else was committed or refused.
+        let left = handed - self.pending.len() as u64;
+        self.shared.queued.fetch_sub(left, Ordering::Relaxed);
     }
 
     /// One transaction. Returns, per entry, its sequence number, or `None` if its id was

@@ -53,6 +53,10 @@ pub struct Gateway {
     /// A session with no traffic for this long is closed. Default: `30m`.
     #[serde(default = "default_session_idle", deserialize_with = "de_duration")]
     pub session_idle_timeout: Duration,
+    /// On SIGTERM or Ctrl-C: how long requests in flight may take to finish after the
+    /// listeners stop accepting, before their connections are closed. Default: `20s`.
+    #[serde(default = "default_shutdown_grace", deserialize_with = "de_duration")]
+    pub shutdown_grace: Duration,
     /// `[gateway.tls]`: serve the front door over TLS (rustls) with this certificate.
     #[serde(default)]
     pub tls: Option<Tls>,
@@ -109,6 +113,10 @@ impl Default for Limits {
     }
 }
 
+fn default_shutdown_grace() -> Duration {
+    Duration::from_secs(20)
+}
+
 fn default_header_read_timeout() -> Duration {
     Duration::from_secs(10)
 }
@@ -149,6 +157,7 @@ impl Default for Gateway {
             request_timeout: default_request_timeout(),
             max_sessions: default_max_sessions(),
             session_idle_timeout: default_session_idle(),
+            shutdown_grace: default_shutdown_grace(),
             tls: None,
             allow_plain_http: false,
             limits: Limits::default(),

@@ -38,6 +38,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 mod evidence;
+pub mod readiness;
 mod sessions;
 pub mod web;
 
@@ -73,6 +74,8 @@ pub struct Admin {
     pub sinks: portcullis_sinks::SinkStatuses,
     /// The OpenMetrics text served at `/metrics` (brought up to date when called).
     pub metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+    /// The targets' upstreams, checked for `/readyz`.
+    pub upstreams: Option<Arc<readiness::UpstreamProbe>>,
 }
 
 /// The admin API's routes, and the web console under `/console` when `console` is given.
@@ -125,20 +128,34 @@ async fn healthz() -> Response {
 
 /// Readiness: whether requests can be taken now. The audit log must be able to record (a
 /// request whose event cannot be written is refused, so a gateway that cannot write is not
-/// ready). The answer names the failing check, never its cause (a path, an error text):
-/// probes carry no credential, and the cause is in the gateway's own log.
+/// ready: 503). Each target's upstream is checked too, but an unreachable one only makes
+/// the answer `degraded`, still 200: every replica shares the upstream, and a load
+/// balancer pulling them all would take the healthy targets down with it. (A configured
+/// signing key that cannot be loaded fails the start, so it needs no check here.) The
+/// answer names the failing check, never its cause (a path, an error text): probes carry
+/// no credential, and the cause is in the gateway's own log.
 async fn readyz(State(admin): State<Arc<Admin>>) -> Response {
     let audit_ok = admin.audit.unavailable().is_none();
+    let upstreams = match &admin.upstreams {
+        Some(probe) => probe.check().await,
+        None => Arc::from(Vec::new()),
+    };
+    let status = readiness::verdict(!audit_ok, &upstreams);
     let checks = json!({
         "audit_log": if audit_ok { "ok" } else { "failing" },
         "checkpoint_signing": if admin.audit.signing().is_some() { "ok" } else { "off" },
+        "upstreams": upstreams
+            .iter()
+            .map(|r| (r.target.clone(), json!({ "kind": r.kind, "status": r.status })))
+            .collect::<serde_json::Map<_, _>>(),
     });
-    let status = if audit_ok {
+    let code = if audit_ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(json!({ "ready": audit_ok, "checks": checks }))).into_response()
+    let body = json!({ "ready": audit_ok, "status": status, "checks": checks });
+    (code, Json(body)).into_response()
 }
 
 /// Prometheus metrics, in the OpenMetrics text format. Without a credential, like the

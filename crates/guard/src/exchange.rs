@@ -12,17 +12,19 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use portcullis_audit::AuditError;
-use portcullis_model::{Action, AuditEvent, Identity, Outcome, Verdict};
+use portcullis_model::{Action, AuditEvent, Identity, Outcome, TargetKind, Verdict};
 use portcullis_recording::Chunk;
 use serde_json::Value;
 
 use crate::recording::Tape;
-use crate::{Guard, Refusal};
+use crate::{Guard, Refusal, RefusalKind, UpstreamFault};
 
 /// The request in flight: its event, the caller, when it started.
 pub struct Exchange {
     pub(crate) guard: Arc<Guard>,
     pub(crate) identity: Arc<Identity>,
+    /// The adapter's protocol, a label of the request metrics.
+    kind: TargetKind,
     /// `None` once finished.
     pub(crate) event: Option<AuditEvent>,
     started: Instant,
@@ -39,11 +41,17 @@ impl std::fmt::Debug for Exchange {
 }
 
 impl Exchange {
-    pub(crate) fn new(guard: Arc<Guard>, identity: Arc<Identity>, event: AuditEvent) -> Exchange {
+    pub(crate) fn new(
+        guard: Arc<Guard>,
+        identity: Arc<Identity>,
+        kind: TargetKind,
+        event: AuditEvent,
+    ) -> Exchange {
         let tape = guard.recorder.as_ref().map(|r| r.tape(&event.time));
         Exchange {
             guard,
             identity,
+            kind,
             event: Some(event),
             started: Instant::now(),
             tape,
@@ -115,6 +123,16 @@ impl Exchange {
         self.event
             .as_mut()
             .expect("an exchange holds its event until it finishes")
+    }
+
+    /// Counts an upstream failure of this request that ends it without a refusal (an MCP
+    /// upstream that died with the call in flight, answered by the gateway as an error).
+    /// A refusal built with [`Refusal::upstream`] is counted by [`Exchange::refuse`].
+    pub fn upstream_failed(&self, fault: UpstreamFault) {
+        let target = self.event.as_ref().and_then(|e| e.target.as_deref());
+        self.guard
+            .metrics
+            .upstream_error(target.unwrap_or_default(), self.kind, fault);
     }
 
     /// The event's id, known before it is written (approvals and answers refer to it).
@@ -198,7 +216,7 @@ impl Exchange {
         if ev.duration_ms.is_none() {
             ev.duration_ms = Some(self.started.elapsed().as_secs_f64() * 1000.0);
         }
-        self.guard.metrics.observe(&ev);
+        self.guard.metrics.observe(&ev, self.kind);
         Finished {
             guard: self.guard.clone(),
             event: Some((ev, chunks)),
@@ -208,6 +226,11 @@ impl Exchange {
     /// Ends the exchange with a refusal: its kind's outcome, its message as the detail, the
     /// approval it went through.
     pub fn refuse(mut self, refusal: &Refusal) -> Finished {
+        if let Some(fault) = refusal.upstream
+            && refusal.kind == RefusalKind::UpstreamFailed
+        {
+            self.upstream_failed(fault);
+        }
         if self.recording() {
             let body = serde_json::json!({
                 "refused": refusal.kind.label(),
@@ -248,7 +271,7 @@ impl Drop for Exchange {
                 Some("the request ended without an answer (the exchange was dropped)".into());
         }
         ev.duration_ms = Some(self.started.elapsed().as_secs_f64() * 1000.0);
-        self.guard.metrics.observe(&ev);
+        self.guard.metrics.observe(&ev, self.kind);
         record_in_background(&self.guard, ev, chunks);
     }
 }

@@ -38,7 +38,9 @@ use portcullis_approvals::Approvals;
 use portcullis_audit::{AuditError, AuditLog};
 use portcullis_identity::Authenticator;
 use portcullis_limits::Admission;
-use portcullis_model::{AuditEvent, EventType, Identity, McpKind, Outcome, PayloadDigest};
+use portcullis_model::{
+    AuditEvent, EventType, Identity, McpKind, Outcome, PayloadDigest, TargetKind,
+};
 use portcullis_policy::Policy;
 
 pub use exchange::{Exchange, Finished};
@@ -47,7 +49,7 @@ pub use masks::{DEFAULT_PROFILE, Masks, summary};
 pub use portcullis_approvals::{Approval, Status as ApprovalStatus, Vote};
 pub use portcullis_audit::AuditError as RecordError;
 pub use recording::Recorder;
-pub use refusal::{Interruption, Refusal, RefusalKind};
+pub use refusal::{Interruption, Refusal, RefusalKind, UpstreamFault};
 
 /// The shared phases' state: built once by the binary and handed to every adapter.
 pub struct Guard {
@@ -79,6 +81,8 @@ pub struct Origin {
     /// The caller's network address.
     pub source: String,
     pub target: Arc<str>,
+    /// The adapter's protocol: requests, latencies and upstream errors are counted by it.
+    pub kind: TargetKind,
     /// The adapter's session, when the protocol has one.
     pub session: Option<String>,
 }
@@ -92,6 +96,12 @@ impl Guard {
         masks: Masks,
         recorder: Option<Recorder>,
     ) -> Arc<Guard> {
+        let metrics = Arc::new(metrics::Metrics::new());
+        // The audit writer reports each commit's latency and size to the metrics. A log
+        // that already has an observer (a second guard over one log, in tests) keeps it.
+        if audit.observe_commits(metrics.clone()).is_err() {
+            tracing::debug!("the audit log already reports its commits elsewhere");
+        }
         let sealer = recorder.as_ref().and_then(|r| {
             let sealing = r.sealing()?;
             let sealer = Arc::new(sealer::Sealer::new(
@@ -111,7 +121,7 @@ impl Guard {
             masks,
             recorder: recorder.map(Arc::new),
             sealer,
-            metrics: Arc::new(metrics::Metrics::new()),
+            metrics,
         })
     }
 
@@ -174,6 +184,18 @@ impl Guard {
         &self.metrics
     }
 
+    /// Counts an upstream failure that no request's refusal carries (a PostgreSQL login the
+    /// gateway could not complete, a connection lost between requests). Failures that
+    /// refuse a request are counted by [`Exchange::refuse`].
+    pub fn upstream_failed(&self, target: &str, kind: TargetKind, fault: UpstreamFault) {
+        self.metrics.upstream_error(target, kind, fault);
+    }
+
+    /// Events handed to the audit writer and not committed yet (for `/metrics`).
+    pub fn audit_queue_depth(&self) -> u64 {
+        self.audit.queue_depth()
+    }
+
     /// Whether any OIDC issuer is configured (adapters then advertise where to sign in).
     pub fn has_oidc(&self) -> bool {
         self.auth.has_oidc()
@@ -190,7 +212,7 @@ impl Guard {
         ev.target = Some(origin.target.to_string());
         ev.session = origin.session.clone();
         ev.policy_version = Some(self.policy.version().to_string());
-        Exchange::new(self.clone(), origin.identity.clone(), ev)
+        Exchange::new(self.clone(), origin.identity.clone(), origin.kind, ev)
     }
 
     /// Records the events of finished exchanges together (a PostgreSQL batch ends at its

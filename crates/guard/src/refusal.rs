@@ -141,6 +141,35 @@ impl fmt::Display for RefusalKind {
     }
 }
 
+/// How an upstream failed, for the `upstream_errors_total` metric: what an operator
+/// looks at first when a target's requests fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UpstreamFault {
+    /// It could not be reached: connection refused, no route, a process that would not
+    /// start.
+    Unreachable,
+    /// It went away with a request or session in flight (a closed connection, an exited
+    /// process).
+    Closed,
+    /// It did not answer in time.
+    Timeout,
+    /// It answered something the gateway cannot use: a broken frame, a failed handshake or
+    /// login, an answer that cannot be read.
+    Protocol,
+}
+
+impl UpstreamFault {
+    /// The metric's label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            UpstreamFault::Unreachable => "unreachable",
+            UpstreamFault::Closed => "closed",
+            UpstreamFault::Timeout => "timeout",
+            UpstreamFault::Protocol => "protocol",
+        }
+    }
+}
+
 /// How a held request's wait ended early, as the adapter saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Interruption {
@@ -187,6 +216,10 @@ pub struct Refusal {
     pub interruption: Option<Interruption>,
     /// For [`RefusalKind::Throttled`]: when the caller may try again.
     pub retry_after: Option<Duration>,
+    /// For [`RefusalKind::UpstreamFailed`]: how the upstream failed, counted when the
+    /// exchange is refused. `None` for a refusal the upstream did not cause (the gateway
+    /// cannot mask what it answered, its own connection slots are busy).
+    pub upstream: Option<UpstreamFault>,
 }
 
 impl Refusal {
@@ -200,6 +233,15 @@ impl Refusal {
             approval: None,
             interruption: None,
             retry_after: None,
+            upstream: None,
+        }
+    }
+
+    /// A request the upstream failed ([`RefusalKind::UpstreamFailed`]), counted by `fault`.
+    pub fn upstream(fault: UpstreamFault, message: impl Into<String>) -> Refusal {
+        Refusal {
+            upstream: Some(fault),
+            ..Refusal::new(RefusalKind::UpstreamFailed, message)
         }
     }
 

@@ -93,6 +93,7 @@ fn origin() -> Origin {
         identity: person("billing-agent", &["agents"], IdentityKind::Agent),
         source: "127.0.0.1:4000".into(),
         target: Arc::from("billing"),
+        kind: TargetKind::Mcp,
         session: None,
     }
 }

@@ -10,6 +10,10 @@
 //!
 //! HTTP/1.1 only: TLS offers no other protocol in ALPN, so the header timeout covers every
 //! request a connection can carry.
+//!
+//! At a stop the listening socket is closed at once (new connections are refused, so a load
+//! balancer moves on), each open connection finishes the request it is serving and is then
+//! closed, and what is still running after `gateway.shutdown_grace` is dropped.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,9 +30,6 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 
-/// How long connections may take to finish once the gateway is stopping.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
 /// The answer to a connection over a cap: written without reading anything, then closed.
 const OVER_CAP_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: 101\r\nconnection: close\r\nretry-after: 1\r\n\r\n{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32600,\"message\":\"too many connections from this source\"}}";
 
@@ -37,6 +38,9 @@ const OVER_CAP_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-t
 pub struct HttpLimits {
     pub connections: Arc<ConnectionLimiter>,
     pub header_read_timeout: Duration,
+    /// How long open connections may take to finish once the gateway is stopping
+    /// (`gateway.shutdown_grace`).
+    pub shutdown_grace: Duration,
 }
 
 /// A TLS configuration for HTTP/1.1 only (see the module documentation).
@@ -47,7 +51,7 @@ pub fn http1_tls(config: &ServerConfig) -> Arc<ServerConfig> {
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then lets open connections finish
-/// their requests for up to [`SHUTDOWN_GRACE`]. `name` labels the listener in logs.
+/// their requests for up to `limits.shutdown_grace`. `name` labels the listener in logs.
 pub async fn serve(
     name: &'static str,
     listener: TcpListener,
@@ -89,10 +93,22 @@ pub async fn serve(
             drop(slot);
         });
     }
+    // Closed now, not when the drain ends: a connection made during the drain would sit in
+    // the backlog unanswered; refused, the client (or its load balancer) tries elsewhere.
+    drop(listener);
     stop.send_replace(true);
     // Every connection task holds a receiver; all gone means all finished.
     drop(stopping);
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, stop.closed()).await;
+    if tokio::time::timeout(limits.shutdown_grace, stop.closed())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            listener = name,
+            grace = ?limits.shutdown_grace,
+            "requests still running at the end of the shutdown grace are cut off"
+        );
+    }
 }
 
 async fn connection(

@@ -853,6 +853,9 @@ pub async fn serve(
     let listener = listen(config.gateway.listen)
         .with_context(|| format!("cannot listen on {}", config.gateway.listen))?;
     let addr = listener.local_addr()?;
+    let upstreams = Arc::new(portcullis_console::readiness::UpstreamProbe::new(
+        probe_targets(&config),
+    ));
     let admin = match config.gateway.admin_listen {
         Some(admin_addr) => {
             let listener = listen(admin_addr)
@@ -871,7 +874,9 @@ pub async fn serve(
                         &audit,
                         &approvals,
                         sinks.statuses(),
+                        upstreams.clone(),
                     )),
+                    upstreams: Some(upstreams.clone()),
                 },
                 console,
             )
@@ -925,9 +930,11 @@ pub async fn serve(
     if let Some(console) = config.console_url() {
         tracing::info!("web console on {console}/");
     }
+    let grace = config.gateway.shutdown_grace;
     let http_limits = front_door::HttpLimits {
         connections: connections.clone(),
         header_read_timeout: config.gateway.limits.header_read_timeout,
+        shutdown_grace: grace,
     };
     let tls = tls.map(|tls| front_door::http1_tls(&tls.get_inner()));
     let admin_server = admin.map(|(listener, app)| {
@@ -948,6 +955,7 @@ pub async fn serve(
         let limits = portcullis_proxy_http::listener::ListenerLimits {
             connections: connections.clone(),
             header_read_timeout: config.gateway.limits.header_read_timeout,
+            shutdown_grace: grace,
         };
         let tls = tls
             .as_ref()
@@ -996,13 +1004,22 @@ pub async fn serve(
         stopping(approvals.clone()),
     )
     .await;
+    // PostgreSQL sessions are long-lived: they are ended now (57P01, as PostgreSQL's own
+    // fast shutdown does), their statements in flight recorded as unfinished.
     for (proxy, _, task) in &databases {
         task.abort();
-        proxy.stop(Duration::from_secs(10)).await;
+        proxy.stop(grace).await;
     }
+    // Held requests end now (they would wait for a decision past any grace); the HTTP
+    // targets' own listeners stopped accepting at the signal too, and their requests in
+    // flight finish within their grace.
     http_gateway.stop();
     for listener in http_listeners {
-        listener.abort();
+        if tokio::time::timeout(grace, listener).await.is_err() {
+            tracing::warn!(
+                "an HTTP target's requests were still running at the end of the shutdown grace"
+            );
+        }
     }
     sweeper.abort();
     if let Some(evidence) = evidence {
@@ -1039,17 +1056,86 @@ pub async fn serve(
     Ok(())
 }
 
+/// Each target's upstream address for the readiness check: `host:port` of a network
+/// upstream, nothing for a stdio MCP server.
+fn probe_targets(config: &Config) -> Vec<portcullis_console::readiness::ProbeTarget> {
+    let of_url = |url: &str| {
+        let uri: axum::http::Uri = url.parse().ok()?;
+        let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
+        let port = uri
+            .port_u16()
+            .unwrap_or(if uri.scheme_str() == Some("https") {
+                443
+            } else {
+                80
+            });
+        Some(match host.contains(':') {
+            true => format!("[{host}]:{port}"),
+            false => format!("{host}:{port}"),
+        })
+    };
+    config
+        .targets
+        .iter()
+        .map(|(name, target)| {
+            let (kind, address) = match target {
+                TargetSpec::Mcp(mcp) => match &mcp.upstream {
+                    McpUpstream::Stdio { .. } => ("mcp", None),
+                    McpUpstream::Http { url, .. } => ("mcp", of_url(url)),
+                },
+                TargetSpec::Postgres(pg) => (
+                    "postgres",
+                    Some(if pg.upstream.host.contains(':') {
+                        format!("[{}]:{}", pg.upstream.host, pg.upstream.port)
+                    } else {
+                        format!("{}:{}", pg.upstream.host, pg.upstream.port)
+                    }),
+                ),
+                TargetSpec::Http(http) => ("http", of_url(&http.upstream)),
+            };
+            portcullis_console::readiness::ProbeTarget {
+                name: name.clone(),
+                kind,
+                address,
+            }
+        })
+        .collect()
+}
+
 /// What `/metrics` serves: the guard's request metrics, with the state gauges (audit log
-/// availability, each sink's lag) read at the moment of the scrape.
+/// availability and queue, each sink's lag, upstream reachability) read at the moment of
+/// the scrape.
 fn metrics_renderer(
     guard: &Arc<Guard>,
     audit: &AuditLog,
     approvals: &Approvals,
     sinks: portcullis_sinks::SinkStatuses,
+    upstreams: Arc<portcullis_console::readiness::UpstreamProbe>,
 ) -> Arc<dyn Fn() -> String + Send + Sync> {
     let (metrics, audit, approvals) = (guard.metrics().clone(), audit.clone(), approvals.clone());
     Arc::new(move || {
         let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        metrics
+            .audit_queue_depth
+            .set(i64::try_from(audit.queue_depth()).unwrap_or(i64::MAX));
+        // The last readiness results, without waiting for a check: a scrape stays instant.
+        // A stale cache is refreshed in the background for the next scrape.
+        for reach in upstreams.last().iter().flat_map(|r| r.iter()) {
+            if let Some(up) = reach.reachable() {
+                metrics
+                    .upstream_reachable
+                    .get_or_create(&portcullis_guard::metrics::UpstreamLabel {
+                        target: reach.target.clone(),
+                    })
+                    .set(i64::from(up));
+            }
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let probe = upstreams.clone();
+            runtime.spawn(async move {
+                probe.check().await;
+            });
+        }
         metrics.holds_waiting.set(count(approvals.held_waiting()));
         metrics
             .grants_in_force

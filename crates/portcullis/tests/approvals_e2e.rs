@@ -1317,13 +1317,16 @@ async fn health_readiness_and_metrics_answer_on_the_admin_listener() {
             .and_then(|v| v.parse().ok())
     };
     assert_eq!(
-        sample(r#"portcullis_requests_total{target="billing",decision="deny",outcome="denied"}"#),
+        sample(
+            r#"portcullis_requests_total{target="billing",kind="mcp",decision="deny",outcome="denied"}"#
+        ),
         Some(1.0),
         "{text}"
     );
     assert_eq!(sample("portcullis_audit_available"), Some(1.0), "{text}");
     assert!(
-        sample(r#"portcullis_request_duration_seconds_count{target="billing"}"#).unwrap_or(0.0)
+        sample(r#"portcullis_request_duration_seconds_count{target="billing",kind="mcp"}"#)
+            .unwrap_or(0.0)
             >= 1.0,
         "{text}"
     );

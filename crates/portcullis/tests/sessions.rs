@@ -97,6 +97,7 @@ fn origin(session: Option<&str>) -> Origin {
         identity: person("billing-agent", &["agents"], IdentityKind::Agent),
         source: "127.0.0.1:4000".into(),
         target: Arc::from("billing"),
+        kind: portcullis_model::TargetKind::Mcp,
         session: session.map(str::to_string),
     }
 }

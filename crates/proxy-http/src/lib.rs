@@ -178,6 +178,7 @@ impl HttpGateway {
             identity: Arc::new(identity),
             source: peer.to_string(),
             target: Arc::from(target),
+            kind: TargetKind::Http,
             session: None,
         };
         let mut exchange = self.guard.exchange(&origin);
@@ -236,7 +237,10 @@ impl HttpGateway {
         let (response, permit) = match answer {
             Ok(answer) => answer,
             Err(e) => {
-                let refusal = Refusal::new(RefusalKind::UpstreamFailed, e.message);
+                let refusal = match e.fault {
+                    Some(fault) => Refusal::upstream(fault, e.message),
+                    None => Refusal::new(RefusalKind::UpstreamFailed, e.message),
+                };
                 return self.refuse(exchange, &refusal, Some(e.status)).await;
             }
         };

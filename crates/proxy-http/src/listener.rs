@@ -17,14 +17,14 @@ use tokio_rustls::rustls::ServerConfig;
 
 use crate::HttpGateway;
 
-/// How long open connections may take to finish once the gateway stops.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
 /// What a target's listener shares with the gateway's others.
 #[derive(Clone)]
 pub struct ListenerLimits {
     pub connections: Arc<ConnectionLimiter>,
     pub header_read_timeout: Duration,
+    /// How long open connections may take to finish once the gateway stops
+    /// (`gateway.shutdown_grace`).
+    pub shutdown_grace: Duration,
 }
 
 /// A TLS configuration offering HTTP/2 and HTTP/1.1.
@@ -65,17 +65,21 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
         let (gateway, target, tls) = (gateway.clone(), target.clone(), tls.clone());
         let timeout = limits.header_read_timeout;
+        let grace = limits.shutdown_grace;
         let mut stopping = stopping.clone();
         tokio::spawn(async move {
+            let told = stopping.clone();
             let serve = async {
                 match tls {
-                    None => connection(TokioIo::new(tcp), peer, gateway, target, timeout).await,
+                    None => {
+                        connection(TokioIo::new(tcp), peer, gateway, target, timeout, told).await
+                    }
                     Some(config) => {
                         let handshake = TlsAcceptor::from(config).accept(tcp);
                         match tokio::time::timeout(timeout, handshake).await {
                             Ok(Ok(stream)) => {
-                                connection(TokioIo::new(stream), peer, gateway, target, timeout)
-                                    .await
+                                let io = TokioIo::new(stream);
+                                connection(io, peer, gateway, target, timeout, told).await
                             }
                             Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
                             Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -86,16 +90,19 @@ pub async fn serve(
             tokio::select! {
                 () = serve => {}
                 () = async { let _ = stopping.wait_for(|s| *s).await; } => {
-                    // Let the connection's requests finish for a while, then drop it.
-                    tokio::time::sleep(SHUTDOWN_GRACE).await;
+                    // The connection closes itself once its request is answered (an idle
+                    // one at once); one still busy after the grace is dropped.
+                    tokio::time::sleep(grace).await;
                 }
             }
             drop(slot);
         });
     }
+    // Refuse new connections during the drain rather than leave them in the backlog.
+    drop(listener);
     stop.send_replace(true);
     drop(stopping);
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, stop.closed()).await;
+    let _ = tokio::time::timeout(limits.shutdown_grace, stop.closed()).await;
 }
 
 async fn connection<I>(
@@ -104,6 +111,7 @@ async fn connection<I>(
     gateway: Arc<HttpGateway>,
     target: Arc<str>,
     header_read_timeout: Duration,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -128,7 +136,17 @@ async fn connection<I>(
         .max_header_list_size(64 * 1024)
         .max_concurrent_streams(128)
         .keep_alive_interval(Some(Duration::from_secs(30)));
-    if let Err(e) = builder.serve_connection(io, service).await {
+    let conn = builder.serve_connection(io, service);
+    let mut conn = std::pin::pin!(conn);
+    let served = tokio::select! {
+        served = conn.as_mut() => served,
+        () = async { let _ = stopping.wait_for(|s| *s).await; } => {
+            // HTTP/1.1: close after the request in flight; HTTP/2: GOAWAY, finish streams.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = served {
         tracing::debug!(%peer, "HTTP connection ended: {e}");
     }
 }

@@ -19,7 +19,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, header};
 use portcullis_config::HttpTarget;
-use portcullis_guard::{Exchange, Guard, Refusal, RefusalKind, summary};
+use portcullis_guard::{Exchange, Guard, Refusal, RefusalKind, UpstreamFault, summary};
 use portcullis_mask::Report;
 use portcullis_model::Outcome;
 use serde_json::{Value, json};
@@ -211,10 +211,7 @@ pub(crate) async fn answer(
     if must_mask && kind == BodyKind::Json {
         let body = match read_whole(upstream, inflate, spec).await {
             Ok(body) => body,
-            Err(message) => {
-                let refusal = Refusal::new(RefusalKind::UpstreamFailed, message);
-                return refuse(exchange, &refusal, &guard).await;
-            }
+            Err(refusal) => return refuse(exchange, &refusal, &guard).await,
         };
         drop(permit);
         let masked = match maskers.json_body(&body, &mut report) {
@@ -315,12 +312,14 @@ impl Moved {
         let failure = loop {
             let chunk = match tokio::time::timeout(self.idle, self.upstream.chunk()).await {
                 Err(_) => {
+                    self.exchange.upstream_failed(UpstreamFault::Timeout);
                     break Some(format!(
                         "the upstream sent nothing for {:?} (idle_timeout)",
                         self.idle
                     ));
                 }
                 Ok(Err(e)) => {
+                    self.exchange.upstream_failed(UpstreamFault::Closed);
                     break Some(format!(
                         "the upstream broke off the answer: {}",
                         e.without_url()
@@ -496,12 +495,15 @@ async fn read_whole(
     mut upstream: reqwest::Response,
     mut inflate: Option<Inflate>,
     spec: &HttpTarget,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, Refusal> {
     let max = spec.max_response_body;
+    // A limit of the gateway's, or an answer it cannot decompress: refused, not counted as
+    // the upstream's failure.
+    let refused = |message: String| Refusal::new(RefusalKind::UpstreamFailed, message);
     let too_large = || {
-        format!(
+        refused(format!(
             "the answer must be masked and is larger than the target's max_response_body ({max} bytes); it is withheld"
-        )
+        ))
     };
     if upstream.content_length().is_some_and(|l| l > max as u64) && inflate.is_none() {
         return Err(too_large());
@@ -510,22 +512,25 @@ async fn read_whole(
     loop {
         let chunk = match tokio::time::timeout(spec.idle_timeout, upstream.chunk()).await {
             Err(_) => {
-                return Err(format!(
-                    "the upstream sent nothing for {:?} (idle_timeout)",
-                    spec.idle_timeout
+                return Err(Refusal::upstream(
+                    UpstreamFault::Timeout,
+                    format!(
+                        "the upstream sent nothing for {:?} (idle_timeout)",
+                        spec.idle_timeout
+                    ),
                 ));
             }
             Ok(Err(e)) => {
-                return Err(format!(
-                    "the upstream broke off the answer: {}",
-                    e.without_url()
+                return Err(Refusal::upstream(
+                    UpstreamFault::Closed,
+                    format!("the upstream broke off the answer: {}", e.without_url()),
                 ));
             }
             Ok(Ok(None)) => break,
             Ok(Ok(Some(chunk))) => chunk,
         };
         match &mut inflate {
-            Some(d) => out.extend_from_slice(&d.push(&chunk, max)?),
+            Some(d) => out.extend_from_slice(&d.push(&chunk, max).map_err(refused)?),
             None => out.extend_from_slice(&chunk),
         }
         if out.len() > max {
@@ -533,7 +538,7 @@ async fn read_whole(
         }
     }
     if let Some(d) = inflate {
-        out.extend_from_slice(&d.finish()?);
+        out.extend_from_slice(&d.finish().map_err(refused)?);
         if out.len() > max {
             return Err(too_large());
         }

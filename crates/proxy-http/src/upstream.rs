@@ -8,6 +8,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use portcullis_config::{HttpCredential, HttpTarget};
+use portcullis_guard::UpstreamFault;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::request::{ReadRequest, forwarded_headers};
@@ -17,6 +18,8 @@ use crate::request::{ReadRequest, forwarded_headers};
 pub(crate) struct UpstreamError {
     pub status: u16,
     pub message: String,
+    /// How the upstream failed; `None` when the gateway's own slots were busy.
+    pub fault: Option<UpstreamFault>,
 }
 
 pub(crate) struct Upstream {
@@ -98,6 +101,7 @@ impl Upstream {
             Ok(Ok(permit)) => permit,
             _ => {
                 return Err(UpstreamError {
+                    fault: None,
                     status: 503,
                     message: format!(
                         "all {} upstream slots of this target stayed busy for {:?} (max_upstream_connections)",
@@ -135,6 +139,15 @@ impl Upstream {
         match tokio::time::timeout(self.spec.timeout, request.send()).await {
             Ok(Ok(response)) => Ok((response, permit)),
             Ok(Err(e)) => Err(UpstreamError {
+                fault: Some(if e.is_timeout() {
+                    UpstreamFault::Timeout
+                } else if e.is_connect() {
+                    UpstreamFault::Unreachable
+                } else if e.is_decode() {
+                    UpstreamFault::Protocol
+                } else {
+                    UpstreamFault::Closed
+                }),
                 status: if e.is_timeout() { 504 } else { 502 },
                 message: format!(
                     "the upstream could not be reached or broke off: {}",
@@ -142,6 +155,7 @@ impl Upstream {
                 ),
             }),
             Err(_) => Err(UpstreamError {
+                fault: Some(UpstreamFault::Timeout),
                 status: 504,
                 message: format!(
                     "the upstream did not answer within {:?} (the target's timeout)",

@@ -41,8 +41,34 @@ pub enum LinkError {
     Spawn(String),
     #[error("the upstream is unreachable: {0}")]
     Unreachable(String),
+    /// The gateway's own request (`{0}`: its method) got no answer in time.
+    #[error("the upstream is unreachable: {0} timed out")]
+    Timeout(String),
     #[error("too many upstream processes for this target (limit {0}); try again later")]
     TooManyProcesses(usize),
+}
+
+impl LinkError {
+    /// How the upstream failed, for the metrics; `None` for the gateway's own limit.
+    pub fn fault(&self) -> Option<portcullis_guard::UpstreamFault> {
+        use portcullis_guard::UpstreamFault;
+        match self {
+            LinkError::Closed(_) => Some(UpstreamFault::Closed),
+            LinkError::Spawn(_) | LinkError::Unreachable(_) => Some(UpstreamFault::Unreachable),
+            LinkError::Timeout(_) => Some(UpstreamFault::Timeout),
+            LinkError::TooManyProcesses(_) => None,
+        }
+    }
+
+    /// The refusal of a request this error stopped.
+    pub fn refusal(&self, target: &str) -> portcullis_guard::Refusal {
+        use portcullis_guard::{Refusal, RefusalKind};
+        let message = format!("upstream {target}: {self}");
+        match self.fault() {
+            Some(fault) => Refusal::upstream(fault, message),
+            None => Refusal::new(RefusalKind::UpstreamFailed, message),
+        }
+    }
 }
 
 /// How to reach an upstream.

@@ -36,7 +36,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use portcullis_guard::{Guard, RefusalKind};
 use portcullis_limits::ConnectionLimiter;
-use portcullis_model::{Decision, EventType, Identity, Outcome, Verdict};
+use portcullis_model::{Decision, EventType, Identity, Outcome, TargetKind, Verdict};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -493,6 +493,8 @@ impl PgProxy {
             Ok(u) => u,
             Err(e) => {
                 tracing::warn!(target = %self.target, "database login failed: {e}");
+                self.guard
+                    .upstream_failed(&self.target, TargetKind::Postgres, e.fault());
                 // A session that started and ended at once, so the log's sessions pair up.
                 let session = format!("pg_{}", uuid_like());
                 for (event_type, detail) in [

@@ -81,6 +81,20 @@ pub enum UpstreamError {
     Closed,
 }
 
+impl UpstreamError {
+    /// How the database failed, for the metrics: a login it refused or a handshake that
+    /// went wrong is a protocol failure, not an unreachable server.
+    pub fn fault(&self) -> portcullis_guard::UpstreamFault {
+        use portcullis_guard::UpstreamFault;
+        match self {
+            UpstreamError::Connect { .. } => UpstreamFault::Unreachable,
+            UpstreamError::Timeout(_) => UpstreamFault::Timeout,
+            UpstreamError::Io(_) | UpstreamError::Closed => UpstreamFault::Closed,
+            _ => UpstreamFault::Protocol,
+        }
+    }
+}
+
 /// A logged-in server connection.
 pub struct Upstream {
     pub stream: BoxStream,

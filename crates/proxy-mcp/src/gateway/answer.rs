@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use portcullis_guard::Exchange;
+use portcullis_guard::{Exchange, UpstreamFault};
 use portcullis_mask::Report;
 use portcullis_model::{AuditEvent, McpKind, Outcome};
 use serde_json::Value;
@@ -176,11 +176,13 @@ impl Gateway {
                     }
                     Some(Inbound::Interim(text)) => relay(text, &mut masked, &mut exchange).await,
                     Some(Inbound::Final(text)) => break Ok(text),
-                    None => break Err("the request was cancelled".to_string()),
+                    // The caller cancelled it or its session closed: not the upstream's fault
+                    // (an upstream that dies answers through the link, `shape_error`).
+                    None => break Err((None, "the request was cancelled".to_string())),
                 },
                 _ = &mut deadline => {
                     link.cancel(&owner, &client_id, "timed out at the gateway").await;
-                    break Err(format!("no answer within {:?}", self.settings.request_timeout));
+                    break Err((Some(UpstreamFault::Timeout), format!("no answer within {:?}", self.settings.request_timeout)));
                 }
             }
         };
@@ -197,12 +199,20 @@ impl Gateway {
                         keep,
                     )
                     .await;
+                if shaped.outcome == Outcome::Failed {
+                    // The link's own answer for an upstream that died with the call in
+                    // flight (see `shape_error`).
+                    exchange.upstream_failed(UpstreamFault::Closed);
+                }
                 let ev = exchange.event();
                 ev.detail = shaped.detail;
                 ev.masked = summary(&masked);
                 (shaped.text, shaped.outcome, shaped.body)
             }
-            Err(why) => {
+            Err((fault, why)) => {
+                if let Some(fault) = fault {
+                    exchange.upstream_failed(fault);
+                }
                 let message = format!("upstream {}: {why}", target.name);
                 exchange.event().detail = Some(message.clone());
                 let answer =

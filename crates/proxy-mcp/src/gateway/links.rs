@@ -148,7 +148,7 @@ impl Gateway {
                 },
                 _ = &mut deadline => {
                     link.cancel("portcullis", "0", "timed out").await;
-                    return Err(LinkError::Unreachable(format!("{method} timed out")));
+                    return Err(LinkError::Timeout(method.to_string()));
                 }
             }
         }

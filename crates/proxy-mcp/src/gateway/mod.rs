@@ -291,6 +291,7 @@ impl Gateway {
             identity: caller.identity.clone(),
             source: caller.source.clone(),
             target: target.name.clone(),
+            kind: portcullis_model::TargetKind::Mcp,
             session: session.map(|s| s.id.clone()),
         }
     }

@@ -213,12 +213,7 @@ impl Gateway {
             streams,
         } = incoming;
         let (id, method, params) = (*id, *method, *params);
-        let unavailable = |e: LinkError| {
-            Refusal::new(
-                RefusalKind::UpstreamFailed,
-                format!("upstream {}: {e}", target.name),
-            )
-        };
+        let unavailable = |e: LinkError| e.refusal(&target.name);
         let over_modern = session.and_then(|s| match &s.route {
             SessionRoute::OverModern {
                 client_caps,

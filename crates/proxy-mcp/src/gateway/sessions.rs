@@ -191,12 +191,7 @@ impl Gateway {
         }
         self.reclaim_idle_session(caller, target).await;
         self.admit_session(caller, target)?;
-        let unreachable = |e: LinkError| {
-            NotOpened::Refused(Refusal::new(
-                RefusalKind::UpstreamFailed,
-                format!("upstream {}: {e}", target.name),
-            ))
-        };
+        let unreachable = |e: LinkError| NotOpened::Refused(e.refusal(&target.name));
         let init: Value = params
             .map(|p| serde_json::from_str(p.get()))
             .transpose()
@@ -245,11 +240,15 @@ impl Gateway {
                 match tokio::time::timeout(self.settings.request_timeout, rx.recv()).await {
                     Ok(Some(Inbound::Final(text))) => break text,
                     Ok(Some(Inbound::Interim(_))) => continue,
-                    Ok(None) | Err(_) => {
+                    Ok(None) => {
                         link.close().await;
                         return Err(unreachable(LinkError::Unreachable(
                             "no answer to initialize".into(),
                         )));
+                    }
+                    Err(_) => {
+                        link.close().await;
+                        return Err(unreachable(LinkError::Timeout("initialize".into())));
                     }
                 }
             };

@@ -53,7 +53,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use portcullis_guard::{Exchange, Finished, Origin};
+use portcullis_guard::{Exchange, Finished, Origin, UpstreamFault};
 use portcullis_mask::{Profile, Report};
 use portcullis_model::{Identity, SqlStatement, Verdict};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -260,6 +260,7 @@ impl Session {
                 identity,
                 source: source.to_string(),
                 target: Arc::from(proxy.target.as_str()),
+                kind: portcullis_model::TargetKind::Postgres,
                 session: Some(id),
             },
             proxy,
@@ -336,6 +337,7 @@ impl Session {
                     }
                     Ok(None) => break,
                     Err(e) => {
+                        self.upstream_failed(UpstreamFault::Protocol);
                         wire::fatal(
                             &mut self.to_client,
                             wire::CONNECTION_FAILURE,
@@ -400,7 +402,16 @@ impl Session {
         self.client_left = true;
     }
 
+    fn upstream_failed(&self, fault: UpstreamFault) {
+        self.proxy
+            .guard
+            .upstream_failed(&self.origin.target, self.origin.kind, fault);
+    }
+
     fn lost_upstream(&mut self) {
+        if self.ended.is_none() {
+            self.upstream_failed(UpstreamFault::Closed);
+        }
         wire::fatal(
             &mut self.to_client,
             wire::CONNECTION_FAILURE,
