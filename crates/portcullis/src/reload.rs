@@ -345,11 +345,14 @@ tools = ["read_*"]
     fn postgres_listeners_keep_their_rule_settings() {
         let pg = "\n[targets.db]\nkind = \"postgres\"\nlisten = \"127.0.0.1:6432\"\nupstream = \"postgres://db.internal:6543/billing\"\nuser = \"ro\"\n";
         let old = format!(
-            "{BASE}{pg}\n[[rules]]\nname = \"sql\"\ntarget = \"db\"\nsql.statements = [\"select\"]\n"
+            "{BASE}{pg}\n[masks.pii]\ndetectors = [\"pii\"]\n\n[[rules]]\nname = \"sql\"\ntarget = \"db\"\nallow.statements = [\"select\"]\nmask = \"pii\"\n"
         );
-        let new = old.replace(
-            "sql.statements = [\"select\"]",
-            "sql.statements = [\"select\"]\nfilter_masked = true",
+        let new = old.replace("mask = \"pii\"", "mask = \"pii\"\nfilter_masked = true");
+        // Other changes to the same rule are no restart.
+        let other = old.replace("[\"select\"]", "[\"select\", \"insert\"]");
+        assert_eq!(
+            restart_only_changes(&parse(&old), &parse(&other)),
+            Vec::<String>::new()
         );
         assert_eq!(
             restart_only_changes(&parse(&old), &parse(&new)),
