@@ -6,7 +6,7 @@ use crate::spans::{Locator, key_path};
 use crate::{Config, ConfigError};
 
 /// `[approvals]`: how people are asked, and who may decide in an emergency.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Approvals {
     /// Groups whose members may approve any held request or grant, their own included, in an
@@ -23,7 +23,7 @@ pub struct Approvals {
 }
 
 /// `[[approvals.webhooks]]`: one notification endpoint.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Webhook {
     /// An `https://` URL (`http://` only on loopback).

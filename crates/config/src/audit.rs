@@ -10,7 +10,7 @@ use crate::spans::{Locator, key_path};
 use crate::{Config, ConfigError};
 
 /// `[audit]`: how events are written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Audit {
     /// `strict` (default): an event is on disk (fsync) before the response it describes is
@@ -65,7 +65,7 @@ impl Default for Audit {
 }
 
 /// `[[audit.witnesses]]`: a witness the gateway sends its checkpoints to.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WitnessConfig {
     /// The witness's base URL; checkpoints go to `<url>/add-checkpoint`.

@@ -12,7 +12,7 @@ use crate::{Config, ConfigError};
 
 /// `[console]`: off unless `enabled`; then people sign in with the OIDC issuer in
 /// `[console.oidc]` (and, where `api_key_sign_in` allows it, with a human identity's API key).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Console {
     /// Serve the console at `<admin URL>/console/`. Default: false.
@@ -51,7 +51,7 @@ impl Default for Console {
 }
 
 /// `[console.oidc]`: the console as an OIDC client (authorization code flow with PKCE).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConsoleOidc {
     /// One of the `[[identity.oidc]]` issuers: its keys verify the ID token and its

@@ -11,7 +11,7 @@ use crate::{Config, ConfigError};
 /// `[evidence]`: when `serve` writes the review report of the last period, where, in which
 /// formats, signed with which key. Without `schedule`, nothing is written on a schedule
 /// (`portcullis evidence report` still writes reports on demand, with these defaults).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Evidence {
     /// `daily` (each day just after 00:00 UTC, the day before), `weekly` (each Monday just

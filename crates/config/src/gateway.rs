@@ -11,7 +11,7 @@ use crate::de::de_duration;
 use crate::spans::{Locator, key_path};
 
 /// `[gateway]`: the front door and the embedded store.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Gateway {
     /// This gateway instance's name, written into every audit event. Default: `portcullis`.
@@ -72,7 +72,7 @@ pub struct Gateway {
 
 /// `[gateway.limits]`: bounds on connections and failed logins, enforced before the caller
 /// is known, on the front door, the admin API and every PostgreSQL listener.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// How long a client has to send a request's headers (HTTP), or its startup packet and
@@ -134,7 +134,7 @@ fn default_auth_failure_window() -> Duration {
 }
 
 /// `[gateway.tls]`: the front door's certificate.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tls {
     /// PEM file with the certificate chain, leaf first. Relative to the configuration file.

@@ -9,7 +9,7 @@ use crate::spans::{Locator, key_path};
 use crate::{Config, ConfigError};
 
 /// `[recording]`: whether each request and its answer are recorded, bound to the audit log.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Recording {
     /// `off` (the default), `strict` (a request whose recording cannot be stored is refused,

@@ -17,7 +17,7 @@ use crate::spans::{Locator, key_path};
 use crate::{Config, ConfigError};
 
 /// `[state]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct State {
     /// `sqlite` (the default: files in `gateway.data_dir`) or `postgres` (shared by replicas).

@@ -31,6 +31,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use portcullis_approvals::{ApprovalError, Approvals, GrantRequest, GrantSpec};
 use portcullis_audit::AuditLog;
+use portcullis_guard::LiveRules;
 use portcullis_identity::Authenticator;
 use portcullis_model::{EventType, Identity, Outcome};
 use portcullis_policy::Policy;
@@ -61,21 +62,37 @@ const MAX_LIST: usize = 1000;
 /// What the admin API needs from the running gateway.
 #[derive(Clone)]
 pub struct Admin {
-    pub auth: Arc<Authenticator>,
-    pub policy: Arc<Policy>,
+    /// The identities and policy in force (and who may read recordings), which a
+    /// configuration reload replaces; each request reads them once.
+    pub rules: LiveRules,
     pub approvals: Approvals,
     pub audit: AuditLog,
     /// The data directory, where recorded sessions are read from.
     pub data_dir: PathBuf,
-    /// The groups whose members may read recorded sessions: the approvers named by any
-    /// rule, and the break-glass groups. Empty: nobody may (fail closed).
-    pub recording_readers: Vec<String>,
     /// The audit sinks' delivery state (empty when none is configured).
     pub sinks: portcullis_sinks::SinkStatuses,
     /// The OpenMetrics text served at `/metrics` (brought up to date when called).
     pub metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
     /// The targets' upstreams, checked for `/readyz`.
     pub upstreams: Option<Arc<readiness::UpstreamProbe>>,
+}
+
+impl Admin {
+    /// Who the callers may be, as configured now.
+    pub fn auth(&self) -> Arc<Authenticator> {
+        self.rules.load().auth.clone()
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.rules.load().policy.clone()
+    }
+
+    /// The groups whose members may read recorded sessions: the approvers named by any
+    /// rule, and the break-glass groups. Empty: nobody may (fail closed).
+    pub fn recording_readers(&self) -> Vec<String> {
+        self.rules.load().recording_readers.clone()
+    }
 }
 
 /// The admin API's routes, and the web console under `/console` when `console` is given.
@@ -133,7 +150,9 @@ async fn healthz() -> Response {
 /// balancer pulling them all would take the healthy targets down with it. (A configured
 /// signing key that cannot be loaded fails the start, so it needs no check here.) The
 /// answer names the failing check, never its cause (a path, an error text): probes carry
-/// no credential, and the cause is in the gateway's own log.
+/// no credential, and the cause is in the gateway's own log. It also names the policy
+/// version in force (a digest of the rules, nothing of their content), so a deployment can
+/// see that a configuration reload took effect.
 async fn readyz(State(admin): State<Arc<Admin>>) -> Response {
     let audit_ok = admin.audit.unavailable().is_none();
     let upstreams = match &admin.upstreams {
@@ -154,7 +173,13 @@ async fn readyz(State(admin): State<Arc<Admin>>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({ "ready": audit_ok, "status": status, "checks": checks });
+    let policy_version = admin.policy().version().to_string();
+    let body = json!({
+        "ready": audit_ok,
+        "status": status,
+        "checks": checks,
+        "policy_version": policy_version,
+    });
     (code, Json(body)).into_response()
 }
 
@@ -242,7 +267,7 @@ impl FromRequestParts<Arc<Admin>> for Caller {
                 "authentication required: send Authorization: Bearer <API key or OIDC token>",
             ));
         };
-        match admin.auth.authenticate(credential).await {
+        match admin.auth().authenticate(credential).await {
             Ok(identity) => Ok(Caller(identity)),
             Err(e) => {
                 let mut ev = admin.audit.event(EventType::AuthFailure, Outcome::Rejected);
@@ -399,8 +424,9 @@ pub(crate) async fn ask_for_grant(
             asked.duration
         ))
     })?;
-    let (rule, requirement) = admin
-        .policy
+    // One policy for the rule and the version named: a reload may land meanwhile.
+    let policy = admin.policy();
+    let (rule, requirement) = policy
         .grant_requirement(&identity, &asked.target, &asked.tools)
         .map_err(GrantRefused::NoRule)?;
     let request = GrantRequest {
@@ -414,7 +440,7 @@ pub(crate) async fn ask_for_grant(
         },
         reason: asked.reason,
         rule: rule.to_string(),
-        policy_version: admin.policy.version().to_string(),
+        policy_version: policy.version().to_string(),
         requirement,
     };
     admin

@@ -47,19 +47,20 @@ pub(crate) fn may_read(admin: &Admin, identity: &Identity) -> Result<(), Respons
 /// Whether `identity` is in one of the groups that may read recordings.
 pub(crate) fn is_reader(admin: &Admin, identity: &Identity) -> bool {
     admin
-        .recording_readers
+        .recording_readers()
         .iter()
         .any(|group| identity.in_group(group))
 }
 
 /// Who may read recordings, in a sentence.
 pub(crate) fn who_may_read(admin: &Admin) -> String {
-    if admin.recording_readers.is_empty() {
+    let readers = admin.recording_readers();
+    if readers.is_empty() {
         "nobody may read recorded sessions: no rule names approvers and no break-glass group is configured".to_string()
     } else {
         format!(
             "recorded sessions are for members of {}",
-            admin.recording_readers.join(", ")
+            readers.join(", ")
         )
     }
 }

@@ -573,9 +573,12 @@ impl<'a> Pass<'a> {
                     });
                 }
             }
+            // A reload's policy version is counted with the others above (CM-3): the
+            // report's policy versions show when it came into force.
             EventType::SessionEnd
             | EventType::Notification
             | EventType::GatewayStop
+            | EventType::ConfigReloaded
             | EventType::ApprovalNotified
             | EventType::ColumnsDiscovered
             | EventType::RecordingSealed

@@ -63,6 +63,11 @@ pub const EVENT_CONTROLS: &[EventControls] = &[
         why: "the gateway stopped",
     },
     EventControls {
+        event: EventType::ConfigReloaded,
+        controls: &["cm-3", "au-12"],
+        why: "the configuration was reloaded, with the new policy version in force, or the reload was refused and why",
+    },
+    EventControls {
         event: EventType::ApprovalRequested,
         controls: &["ac-5", "ac-3", "ac-2"],
         why: "a request was held, or a grant asked for, with the requester and the reason",
@@ -284,6 +289,7 @@ mod tests {
             ToolPinAccepted,
             GatewayStart,
             GatewayStop,
+            ConfigReloaded,
             ApprovalRequested,
             ApprovalNotified,
             ApprovalApproved,
@@ -310,12 +316,12 @@ mod tests {
             match event {
                 SessionStart | SessionEnd | Request | Notification | AuthFailure
                 | ToolPinMismatch | ToolPinAccepted | GatewayStart | GatewayStop
-                | ApprovalRequested | ApprovalNotified | ApprovalApproved | ApprovalDenied
-                | ApprovalRefused | ApprovalReleased | ApprovalExpired | ApprovalCancelled
-                | GrantIssued | GrantRevoked | GrantExpired | ColumnsDiscovered
-                | RecordingSealed | RecordingRemoved | RecordingAccessed | RecordingFailed
-                | EvidenceReport | EvidenceReviewed | ConsoleSignIn | ConsoleSignOut
-                | ConsoleExport => {}
+                | ConfigReloaded | ApprovalRequested | ApprovalNotified | ApprovalApproved
+                | ApprovalDenied | ApprovalRefused | ApprovalReleased | ApprovalExpired
+                | ApprovalCancelled | GrantIssued | GrantRevoked | GrantExpired
+                | ColumnsDiscovered | RecordingSealed | RecordingRemoved | RecordingAccessed
+                | RecordingFailed | EvidenceReport | EvidenceReviewed | ConsoleSignIn
+                | ConsoleSignOut | ConsoleExport => {}
             }
         }
         all

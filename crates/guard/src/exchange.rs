@@ -17,11 +17,14 @@ use portcullis_recording::Chunk;
 use serde_json::Value;
 
 use crate::recording::Tape;
-use crate::{Guard, Refusal, RefusalKind, UpstreamFault};
+use crate::{Guard, Masks, Refusal, RefusalKind, Rules, UpstreamFault};
 
 /// The request in flight: its event, the caller, when it started.
 pub struct Exchange {
     pub(crate) guard: Arc<Guard>,
+    /// The rules in force when the request came: it is decided, masked and recorded under
+    /// them to the end, whatever a reload puts in force meanwhile.
+    pub(crate) rules: Arc<Rules>,
     pub(crate) identity: Arc<Identity>,
     /// The adapter's protocol, a label of the request metrics.
     kind: TargetKind,
@@ -43,19 +46,39 @@ impl std::fmt::Debug for Exchange {
 impl Exchange {
     pub(crate) fn new(
         guard: Arc<Guard>,
+        rules: Arc<Rules>,
         identity: Arc<Identity>,
         kind: TargetKind,
         event: AuditEvent,
     ) -> Exchange {
-        let tape = guard.recorder.as_ref().map(|r| r.tape(&event.time));
+        let tape = rules.recorder.as_ref().map(|r| r.tape(&event.time));
         Exchange {
             guard,
+            rules,
             identity,
             kind,
             event: Some(event),
             started: Instant::now(),
             tape,
         }
+    }
+
+    /// The version of the policy this exchange decides under (the one in force when it
+    /// opened).
+    pub fn policy_version(&self) -> &str {
+        self.rules.policy.version()
+    }
+
+    /// The masking profiles of this exchange's rules: the ones its decision names exist
+    /// in them.
+    pub fn masks(&self) -> &Arc<Masks> {
+        &self.rules.masks
+    }
+
+    /// The masking profiles named by the allow rules of this exchange's rules that apply
+    /// to its caller on `target`.
+    pub fn masks_for(&self, target: &str) -> Vec<Arc<str>> {
+        self.rules.policy.masks_for(&self.identity, target)
     }
 
     /// Whether this exchange is recorded: an adapter builds the messages it hands to the
@@ -163,7 +186,7 @@ impl Exchange {
             grants: &grants,
             ..action.clone()
         };
-        let verdict = self.guard.policy.decide(&self.identity, &action);
+        let verdict = self.rules.policy.decide(&self.identity, &action);
         self.note_verdict(&verdict);
         verdict
     }

@@ -88,7 +88,7 @@ impl Exchange {
             .by(verdict));
         }
         let shown = ask.shown.map(|mut value| {
-            self.guard.masks.default_profile().mask_json(
+            self.rules.masks.default_profile().mask_json(
                 &mut value,
                 "$.arguments",
                 &mut Report::default(),

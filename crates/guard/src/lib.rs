@@ -19,6 +19,9 @@
 //! request as failed, so every request ends in exactly one event whatever path it takes.
 //! Adapters do not use the policy engine, the approvals service or the audit writer
 //! directly: what they need of them is here.
+//!
+//! The identities, policy and masking profiles are [`Rules`], which a configuration reload
+//! replaces whole ([`Guard::reload`]); an exchange keeps the rules it opened with.
 #![forbid(unsafe_code)]
 
 mod exchange;
@@ -27,6 +30,7 @@ pub mod masks;
 pub mod metrics;
 mod recording;
 mod refusal;
+mod rules;
 mod sealer;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -50,16 +54,14 @@ pub use portcullis_approvals::{Approval, Status as ApprovalStatus, Vote};
 pub use portcullis_audit::AuditError as RecordError;
 pub use recording::Recorder;
 pub use refusal::{Interruption, Refusal, RefusalKind, UpstreamFault};
+pub use rules::{LiveRules, Rules};
 
 /// The shared phases' state: built once by the binary and handed to every adapter.
 pub struct Guard {
-    auth: Arc<Authenticator>,
-    policy: Arc<Policy>,
+    /// Identities, policy and masks: what a configuration reload replaces.
+    rules: LiveRules,
     approvals: Approvals,
     audit: AuditLog,
-    masks: Masks,
-    /// `None` when recording is off.
-    recorder: Option<Arc<Recorder>>,
     /// Encrypted recordings: the open segment and its sealing.
     sealer: Option<Arc<sealer::Sealer>>,
     metrics: Arc<metrics::Metrics>,
@@ -68,8 +70,7 @@ pub struct Guard {
 impl std::fmt::Debug for Guard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Guard")
-            .field("policy", &self.policy.version())
-            .field("masks", &self.masks)
+            .field("rules", &self.rules)
             .finish_non_exhaustive()
     }
 }
@@ -96,6 +97,18 @@ impl Guard {
         masks: Masks,
         recorder: Option<Recorder>,
     ) -> Arc<Guard> {
+        Guard::with_rules(
+            LiveRules::new(Rules::new(auth, policy, masks, recorder)),
+            approvals,
+            audit,
+        )
+    }
+
+    /// A guard over rules shared with others (the admin API), which a configuration reload
+    /// replaces ([`Guard::reload`]). Whether and how sessions are recorded and sealed is
+    /// fixed here, from the recorder of the first rules: `[recording]` needs a restart.
+    pub fn with_rules(rules: LiveRules, approvals: Approvals, audit: AuditLog) -> Arc<Guard> {
+        let recorder = rules.load().recorder.clone();
         let metrics = Arc::new(metrics::Metrics::new());
         // The audit writer reports each commit's latency and size to the metrics. A log
         // that already has an observer (a second guard over one log, in tests) keeps it.
@@ -114,12 +127,9 @@ impl Guard {
             Some(sealer)
         });
         Arc::new(Guard {
-            auth,
-            policy,
+            rules,
             approvals,
             audit,
-            masks,
-            recorder: recorder.map(Arc::new),
             sealer,
             metrics,
         })
@@ -137,7 +147,8 @@ impl Guard {
         source: SocketAddr,
         target: Option<&str>,
     ) -> Result<Identity, Refusal> {
-        let failures = self.auth.failures();
+        let rules = self.rules.load();
+        let failures = rules.auth.failures();
         if let Admission::Throttled { retry_after } = failures.admit(source.ip()) {
             let mut refusal = Refusal::new(
                 RefusalKind::Throttled,
@@ -149,7 +160,7 @@ impl Guard {
             refusal.retry_after = Some(retry_after);
             return Err(refusal);
         }
-        match self.auth.authenticate(credential).await {
+        match rules.auth.authenticate(credential).await {
             Ok(identity) => Ok(identity),
             Err(e) => {
                 // Counted: past the limit the source is refused unchecked (above), and those
@@ -198,7 +209,26 @@ impl Guard {
 
     /// Whether any OIDC issuer is configured (adapters then advertise where to sign in).
     pub fn has_oidc(&self) -> bool {
-        self.auth.has_oidc()
+        self.rules.load().auth.has_oidc()
+    }
+
+    /// The OIDC issuers in force (what the protected-resource metadata names).
+    pub fn issuers(&self) -> Vec<String> {
+        self.rules.load().auth.issuers()
+    }
+
+    // ------------------------------------------------------------------ reload
+
+    /// The rules in force, shared: the admin API reads the same ones.
+    pub fn live_rules(&self) -> &LiveRules {
+        &self.rules
+    }
+
+    /// Puts new rules in force (a configuration reload): exchanges opened from now on use
+    /// them; those under way finish with the ones they opened with. The recorder of the new
+    /// rules must come from the same `[recording]` settings (the sealing is not replaced).
+    pub fn reload(&self, rules: Rules) -> Arc<Rules> {
+        self.rules.store(rules)
     }
 
     // ------------------------------------------------------------------ exchanges
@@ -206,13 +236,20 @@ impl Guard {
     /// Opens the exchange of one request: its `request` event exists from here on, with
     /// the caller's facts, and is recorded exactly once.
     pub fn exchange(self: &Arc<Self>, origin: &Origin) -> Exchange {
+        let rules = self.rules.load();
         let mut ev = self.audit.event(EventType::Request, Outcome::Denied);
         ev.source = Some(origin.source.clone());
         ev.identity = Some((*origin.identity).clone());
         ev.target = Some(origin.target.to_string());
         ev.session = origin.session.clone();
-        ev.policy_version = Some(self.policy.version().to_string());
-        Exchange::new(self.clone(), origin.identity.clone(), origin.kind, ev)
+        ev.policy_version = Some(rules.policy.version().to_string());
+        Exchange::new(
+            self.clone(),
+            rules,
+            origin.identity.clone(),
+            origin.kind,
+            ev,
+        )
     }
 
     /// Records the events of finished exchanges together (a PostgreSQL batch ends at its
@@ -229,33 +266,53 @@ impl Guard {
 
     // ------------------------------------------------------------------ policy
 
-    /// The policy version every event names.
-    pub fn policy_version(&self) -> &str {
-        self.policy.version()
+    /// The version of the policy in force, which every event names.
+    pub fn policy_version(&self) -> String {
+        self.rules.load().policy.version().to_string()
     }
 
     /// Whether any rule on `target` applies to `identity`: a protocol request (a list, a
     /// ping) reaches the upstream only for such a caller.
     pub fn any_rule_for(&self, identity: &Identity, target: &str) -> bool {
-        self.policy.any_rule_for(identity, target)
+        self.rules.load().policy.any_rule_for(identity, target)
     }
 
     /// Whether `identity` may see `name` in a list of `target` (some rule allows or holds
     /// acting on the tool, resource or prompt of that name).
     pub fn visible(&self, identity: &Identity, target: &str, kind: McpKind, name: &str) -> bool {
-        self.policy.visible(identity, target, kind, name)
+        self.rules
+            .load()
+            .policy
+            .visible(identity, target, kind, name)
     }
 
-    /// The masking profiles named by the allow rules that apply to `identity` on `target`.
+    /// Every masking profile in force, and the names of those the allow rules that apply
+    /// to `identity` on `target` name, from the same rules (outside an exchange; in one,
+    /// [`Exchange::masks`] and [`Exchange::masks_for`] keep to its rules).
+    pub fn masks_with_names(
+        &self,
+        identity: &Identity,
+        target: &str,
+    ) -> (Arc<Masks>, Vec<Arc<str>>) {
+        let rules = self.rules.load();
+        (
+            rules.masks.clone(),
+            rules.policy.masks_for(identity, target),
+        )
+    }
+
+    /// The masking profiles named by the allow rules that apply to `identity` on `target`
+    /// (outside an exchange; in one, [`Exchange::masks_for`] keeps to its rules).
     pub fn masks_for(&self, identity: &Identity, target: &str) -> Vec<Arc<str>> {
-        self.policy.masks_for(identity, target)
+        self.rules.load().policy.masks_for(identity, target)
     }
 
     // ------------------------------------------------------------------ masks
 
-    /// Every masking profile, compiled.
-    pub fn masks(&self) -> &Masks {
-        &self.masks
+    /// Every masking profile in force, compiled (outside an exchange; in one,
+    /// [`Exchange::masks`] keeps to its rules).
+    pub fn masks(&self) -> Arc<Masks> {
+        self.rules.load().masks.clone()
     }
 
     // ------------------------------------------------------------------ approvals
@@ -326,7 +383,7 @@ impl Guard {
 
     /// Whether requests are recorded.
     pub fn records(&self) -> bool {
-        self.recorder.is_some()
+        self.rules.load().recorder.is_some()
     }
 
     /// The digest of a payload as events keep it (keyed: a short secret cannot be found by

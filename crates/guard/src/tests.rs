@@ -176,6 +176,49 @@ async fn a_batch_of_finished_exchanges_is_recorded_together() {
     assert_eq!(requests(&f.dir).len(), 3);
 }
 
+/// Rules compiled from `text`, as a reload would put them in force.
+fn rules_of(text: &str) -> Rules {
+    let config = Config::parse(Path::new("/tmp/guard.toml"), text.to_string()).unwrap();
+    let masks = Masks::compile(&config.masks).unwrap();
+    let recorder = Recorder::from_config(&config.recording, &masks).unwrap();
+    Rules::new(
+        Arc::new(Authenticator::new(&config.identity).unwrap()),
+        Arc::new(Policy::compile(&config).unwrap()),
+        masks,
+        recorder,
+    )
+}
+
+#[tokio::test]
+async fn a_reload_applies_to_exchanges_opened_after_it_and_not_before() {
+    let f = fixture().await;
+    let before = f.guard.policy_version();
+    // Opened under the old rules: deletes denied.
+    let mut under_way = f.guard.exchange(&origin());
+    let new = rules_of(&CONFIG.replace(
+        "tools = [\"delete_*\"]\ndecision = \"deny\"",
+        "tools = [\"delete_*\"]\ndecision = \"allow\"",
+    ));
+    let after = new.policy.version().to_string();
+    assert_ne!(before, after);
+    let replaced = f.guard.reload(new);
+    assert_eq!(replaced.policy.version(), before);
+    assert_eq!(f.guard.policy_version(), after);
+    // The exchange under way decides with the rules it opened with, and names them.
+    let verdict = under_way.decide(&call("delete_customer"));
+    assert!(!verdict.is_allow(), "{verdict:?}");
+    assert_eq!(&*verdict.policy_version, before.as_str());
+    under_way.finish(Outcome::Denied).record().await.unwrap();
+    // One opened now uses the new rules.
+    let mut fresh = f.guard.exchange(&origin());
+    let verdict = fresh.decide(&call("delete_customer"));
+    assert!(verdict.is_allow(), "{verdict:?}");
+    fresh.finish(Outcome::Success).record().await.unwrap();
+    let events = requests(&f.dir);
+    assert_eq!(events[0]["policy_version"], before.as_str());
+    assert_eq!(events[1]["policy_version"], after.as_str());
+}
+
 /// A caller as a test drives it: each message it is told, and an interruption to send.
 struct TestChannel {
     told: mpsc::UnboundedSender<(String, u64)>,

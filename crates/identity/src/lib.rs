@@ -25,6 +25,7 @@ mod tests;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use portcullis_config::IdentityConfig;
@@ -50,8 +51,9 @@ pub struct Authenticator {
     api_keys: apikey::ApiKeys,
     /// Keyed by the exact `iss` string.
     issuers: HashMap<String, jwt::Issuer>,
-    /// Failed authentications per source, shared by every listener that authenticates.
-    failures: FailureThrottle,
+    /// Failed authentications per source, shared by every listener that authenticates, and
+    /// by the authenticator a configuration reload builds ([`Authenticator::keeping_failures_of`]).
+    failures: Arc<FailureThrottle>,
 }
 
 impl Authenticator {
@@ -89,17 +91,32 @@ impl Authenticator {
         Ok(Authenticator {
             api_keys,
             issuers,
-            failures: FailureThrottle::new(FailureLimits {
+            failures: Arc::new(FailureThrottle::new(FailureLimits {
                 max_failures: defaults.max_auth_failures,
                 window: defaults.auth_failure_window,
-            }),
+            })),
         })
     }
 
     /// Replaces the limits on failed authentications (`[gateway.limits]`).
     pub fn with_failure_limits(mut self, limits: FailureLimits) -> Authenticator {
-        self.failures = FailureThrottle::new(limits);
+        self.failures = Arc::new(FailureThrottle::new(limits));
         self
+    }
+
+    /// Takes over `old`'s count of failed authentications: a configuration reload replaces
+    /// the keys and issuers, and a source over its budget must stay throttled across it.
+    pub fn keeping_failures_of(mut self, old: &Authenticator) -> Authenticator {
+        self.failures = old.failures.clone();
+        self
+    }
+
+    /// The configured OIDC issuers (their `iss`), sorted: what the protected-resource
+    /// metadata names as authorization servers.
+    pub fn issuers(&self) -> Vec<String> {
+        let mut issuers: Vec<String> = self.issuers.keys().cloned().collect();
+        issuers.sort_unstable();
+        issuers
     }
 
     /// The throttle on failed authentications: a listener asks it before checking a

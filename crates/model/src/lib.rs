@@ -617,6 +617,11 @@ pub enum EventType {
     GatewayStart,
     #[serde(rename = "gateway.stop")]
     GatewayStop,
+    /// The configuration file was read again (SIGHUP): its rules, identities and masking
+    /// profiles put in force (`policy_version` names the new policy), or the reload refused
+    /// and why (outcome `failed`; the previous configuration stays in force).
+    #[serde(rename = "config.reloaded")]
+    ConfigReloaded,
     /// A request was held, or a grant asked for; approvers are being asked.
     #[serde(rename = "approval.requested")]
     ApprovalRequested,
@@ -689,7 +694,7 @@ pub enum EventType {
 
 impl EventType {
     /// Every event type, in the order of the enum: what a filter on `type` accepts.
-    pub const ALL: [EventType; 30] = [
+    pub const ALL: [EventType; 31] = [
         EventType::SessionStart,
         EventType::SessionEnd,
         EventType::Request,
@@ -699,6 +704,7 @@ impl EventType {
         EventType::ToolPinAccepted,
         EventType::GatewayStart,
         EventType::GatewayStop,
+        EventType::ConfigReloaded,
         EventType::ApprovalRequested,
         EventType::ApprovalNotified,
         EventType::ApprovalApproved,
@@ -734,6 +740,7 @@ impl EventType {
             EventType::ToolPinAccepted => "tool.pin_accepted",
             EventType::GatewayStart => "gateway.start",
             EventType::GatewayStop => "gateway.stop",
+            EventType::ConfigReloaded => "config.reloaded",
             EventType::ApprovalRequested => "approval.requested",
             EventType::ApprovalNotified => "approval.notified",
             EventType::ApprovalApproved => "approval.approved",

@@ -13,6 +13,7 @@ mod evidence_cli;
 mod evidence_report;
 mod evidence_task;
 mod front_door;
+mod reload;
 mod sessions_cli;
 mod sinks_cli;
 mod witness;
@@ -28,7 +29,7 @@ use portcullis_approvals::{ApprovalSettings, Approvals};
 use portcullis_audit::publish::{Publisher, Sinks, WitnessSink};
 use portcullis_audit::{AuditLog, AuditReader};
 use portcullis_config::{Config, McpUpstream, RecordingMode, TargetSpec, UpstreamTls};
-use portcullis_guard::{Guard, Masks, Recorder};
+use portcullis_guard::{Guard, LiveRules};
 use portcullis_identity::Authenticator;
 use portcullis_model::{EventType, IdentityKind, Outcome};
 use portcullis_policy::Policy;
@@ -379,16 +380,12 @@ fn init_logging() {
 
 fn check_config(path: &Path) -> Result<()> {
     let config = Config::load(path)?;
-    let policy = Policy::compile(&config)?;
-    // The masking profiles are compiled as `serve` would (patterns, detector names, keys),
-    // so a file that would not start is not called valid.
-    let masks =
-        Masks::compile(&config.masks).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    // Likewise the recorder: its age recipients are parsed as keys only here.
-    Recorder::from_config(&config.recording, &masks)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    // Compiled as `serve` and a reload would (identities, policy, masking profiles with
+    // their keys, the recorder's age recipients), so a file that would not start, or would
+    // be refused by a reload, is not called valid.
+    let rules = reload::compile(&config, None)?;
     println!("{}: valid", path.display());
-    print!("{}", explain_config(&config, &policy));
+    print!("{}", explain_config(&config, &rules.policy));
     Ok(())
 }
 
@@ -748,25 +745,26 @@ fn start_publisher(config: &Config, audit: &AuditLog) -> Result<Option<Publisher
 /// How long a stopping gateway lets its sinks deliver the last events.
 const SINK_DRAIN: Duration = Duration::from_secs(5);
 
-/// Runs the gateway until Ctrl-C or SIGTERM. `ready` is told the bound address.
+/// Runs the gateway until Ctrl-C or SIGTERM; SIGHUP reloads the configuration file (see
+/// [`reload`]). `ready` is told the bound address.
 pub async fn serve(
     config: Config,
     ready: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
 ) -> Result<()> {
     let limits = &config.gateway.limits;
-    let auth = Arc::new(Authenticator::new(&config.identity)?.with_failure_limits(
-        portcullis_limits::FailureLimits {
-            max_failures: limits.max_auth_failures,
-            window: limits.auth_failure_window,
-        },
-    ));
+    // Identities, policy and masks: what a reload replaces, shared by the guard and the
+    // admin API.
+    let live = LiveRules::new(reload::compile(&config, None)?);
+    let (auth, policy) = {
+        let rules = live.load();
+        (rules.auth.clone(), rules.policy.clone())
+    };
     // One set of connection caps for every listener: a flood on one cannot starve the rest.
     let connections =
         portcullis_limits::ConnectionLimiter::new(portcullis_limits::ConnectionLimits {
             per_source: limits.max_connections_per_source,
             total: limits.max_connections,
         });
-    let policy = Arc::new(Policy::compile(&config)?);
     let audit = open_audit_log(&config)?;
     audit.set_space_reserve(config.audit.space_reserve);
     let publisher = start_publisher(&config, &audit)?;
@@ -813,16 +811,7 @@ pub async fn serve(
     let sweeper_of_approvals = approvals.spawn_sweeper();
     // The shared phases, built once: every adapter identifies, decides, holds, masks and
     // records through this one guard.
-    let masks = Masks::compile(&config.masks).map_err(anyhow::Error::msg)?;
-    let recorder = Recorder::from_config(&config.recording, &masks).map_err(anyhow::Error::msg)?;
-    let guard = Guard::new(
-        auth.clone(),
-        policy.clone(),
-        approvals.clone(),
-        audit.clone(),
-        masks,
-        recorder,
-    );
+    let guard = Guard::with_rules(live.clone(), approvals.clone(), audit.clone());
     let gateway = Gateway::new(
         portcullis_proxy_mcp::gateway::Settings::of(&config),
         &config.targets,
@@ -862,12 +851,10 @@ pub async fn serve(
                 .with_context(|| format!("cannot listen on {admin_addr} (gateway.admin_listen)"))?;
             let app = portcullis_console::router(
                 portcullis_console::Admin {
-                    auth: auth.clone(),
-                    policy: policy.clone(),
+                    rules: live.clone(),
                     approvals: approvals.clone(),
                     audit: audit.clone(),
                     data_dir: config.gateway.data_dir.clone(),
-                    recording_readers: recording_readers(&config),
                     sinks: sinks.statuses(),
                     metrics: Some(metrics_renderer(
                         &guard,
@@ -971,6 +958,14 @@ pub async fn serve(
         )));
     }
     let evidence = start_evidence(&config, &audit)?;
+    // From here on a SIGHUP reloads the file: after the start event, so a reload's event
+    // follows the start it changes.
+    #[cfg(unix)]
+    let reloader = tokio::spawn(reload::on_hangup(
+        config.clone(),
+        guard.clone(),
+        audit.clone(),
+    ));
     if let Some(ready) = ready {
         let _ = ready.send(addr);
     }
@@ -1022,6 +1017,8 @@ pub async fn serve(
         }
     }
     sweeper.abort();
+    #[cfg(unix)]
+    reloader.abort();
     if let Some(evidence) = evidence {
         evidence.abort();
     }

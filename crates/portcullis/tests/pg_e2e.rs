@@ -1981,3 +1981,57 @@ async fn a_client_that_leaves_mid_result_is_recorded_as_gone() {
     assert_eq!(truncated[0]["unit"], "rows", "{answer}");
     assert!(truncated[0]["dropped"].as_u64().unwrap() > 0, "{answer}");
 }
+
+// ---------------------------------------------------------------- configuration reload
+
+/// A reload that takes reads away: a statement prepared before it is refused at its next
+/// Execute rather than run on its old decision, and prepared again it is decided under the
+/// new rules; a statement the new rules still allow goes on once prepared again.
+#[tokio::test]
+async fn a_statement_prepared_before_a_policy_reload_is_decided_again() {
+    let db = Db::new(CUSTOMERS).await;
+    let agent = api_key("pg-agent", "agent", &["agents"]);
+    let (gw, port) = gateway(&db, "crm", &[&agent], &customer_rules("crm"));
+    let c = through(port, &agent, "pg-agent", "crm").await;
+    let read = c
+        .prepare("SELECT name FROM customers WHERE id = $1")
+        .await
+        .unwrap();
+    let update = c
+        .prepare("UPDATE customers SET name = $1 WHERE id = $2")
+        .await
+        .unwrap();
+    let row = c.query_one(&read, &[&1i32]).await.unwrap();
+    assert_eq!(row.get::<_, &str>("name"), "Ada Lovelace");
+
+    let path = gw.dir.path().join("portcullis.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let without_reads = text.replace(
+        r#"allow.statements = ["select", "insert", "transaction"]"#,
+        r#"allow.statements = ["insert", "transaction"]"#,
+    );
+    assert_ne!(without_reads, text);
+    std::fs::write(&path, without_reads).unwrap();
+    gw.signal("HUP");
+    let reloaded = wait_event(&gw, "config.reloaded", |e| e["type"] == "config.reloaded").await;
+    assert_eq!(reloaded["outcome"], "info", "{reloaded}");
+
+    let e = c.query_one(&read, &[&1i32]).await.unwrap_err();
+    assert!(
+        message(&e).contains("the policy changed since this statement was prepared"),
+        "{e:?}"
+    );
+    let e = c
+        .prepare("SELECT name FROM customers WHERE id = $1")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501", "{e:?}");
+    // Updates are still allowed: prepared again, the statement runs.
+    assert!(c.execute(&update, &[&"Ada", &1i32]).await.is_err());
+    let update = c
+        .prepare("UPDATE customers SET name = $1 WHERE id = $2")
+        .await
+        .unwrap();
+    assert_eq!(c.execute(&update, &[&"Ada", &1i32]).await.unwrap(), 1);
+    assert_eq!(db.count("name = 'Ada'").await, 1);
+}

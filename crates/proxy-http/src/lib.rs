@@ -210,7 +210,7 @@ impl HttpGateway {
         };
         // 4. Forward, with the masks of the rule and of every allow rule for this caller.
         let maskers = self
-            .maskers(mask.as_deref(), &origin)
+            .maskers(mask.as_deref(), &exchange, &origin.target)
             .with_secrets(upstream.secrets.clone());
         if exchange.recording() {
             exchange.record_request(
@@ -428,9 +428,11 @@ impl HttpGateway {
         }
     }
 
-    fn maskers(&self, mask: Option<&str>, origin: &Origin) -> Maskers {
+    /// The masks of the exchange's rules (those it was decided under, whatever a reload put
+    /// in force since).
+    fn maskers(&self, mask: Option<&str>, exchange: &Exchange, target: &str) -> Maskers {
         let mut names: Vec<Arc<str>> = mask.map(Arc::from).into_iter().collect();
-        for name in self.guard.masks_for(&origin.identity, &origin.target) {
+        for name in exchange.masks_for(target) {
             if !names.contains(&name) {
                 names.push(name);
             }
@@ -438,7 +440,7 @@ impl HttpGateway {
         Maskers::new(
             names
                 .iter()
-                .filter_map(|n| self.guard.masks().profile(n))
+                .filter_map(|n| exchange.masks().profile(n))
                 .collect(),
         )
     }

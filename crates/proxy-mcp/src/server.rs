@@ -123,7 +123,7 @@ async fn resource_metadata(
     // only where to authenticate, the same for every target.
     let body = json!({
         "resource": format!("{}/mcp/{target}", gateway.settings.public_url),
-        "authorization_servers": gateway.settings.issuers,
+        "authorization_servers": gateway.guard.issuers(),
         "bearer_methods_supported": ["header"],
         "resource_name": format!("Portcullis gateway to {target}"),
     });

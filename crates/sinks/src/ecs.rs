@@ -205,6 +205,9 @@ fn category(
         ("session", _) => (vec!["session"], vec!["end"]),
         ("auth", _) => (vec!["authentication"], vec!["start"]),
         ("tool", _) => (vec!["configuration"], vec!["change"]),
+        // A refused reload changed nothing.
+        ("config", _) if outcome == "failed" => (vec!["configuration"], vec!["error"]),
+        ("config", _) => (vec!["configuration"], vec!["change"]),
         ("gateway", "start") => (vec!["process"], vec!["start"]),
         ("gateway", _) => (vec!["process"], vec!["end"]),
         ("approval", "requested") | ("grant", "issued") => (vec!["iam"], vec!["creation"]),
@@ -338,6 +341,15 @@ mod tests {
         assert_eq!(doc["event"]["outcome"], "unknown");
         assert_eq!(doc["source"], json!({"address": "gw.local"}));
         assert!(doc.get("user").is_none());
+        // A reload is a configuration change; a refused one, an error with nothing changed.
+        for (outcome, kind) in [("info", "change"), ("failed", "error")] {
+            let reload = event(&format!(
+                r#"{{"gateway":"gw","id":"e2","outcome":"{outcome}","policy_version":"v2","time":"2026-12-06T10:00:00.000Z","type":"config.reloaded"}}"#
+            ));
+            let doc = ecs_document(&reload, "o");
+            assert_eq!(doc["event"]["category"], json!(["configuration"]));
+            assert_eq!(doc["event"]["type"], json!([kind]), "{outcome}");
+        }
     }
 
     #[test]

@@ -119,7 +119,8 @@ async fn render(
         Ok(grants) => grants,
         Err(e) => return store_problem(viewer, &e),
     };
-    let targets = web.admin.policy.targets();
+    let policy = web.admin.policy();
+    let targets = policy.targets();
     let body = html! {
         @if let Some(m) = message { (m) }
         p.lede {

@@ -45,7 +45,7 @@ const MAX_DOWNLOAD: u64 = 64 * 1024 * 1024;
 /// The viewer may read audit information (the rule of recorded sessions, or a console
 /// admin), or the 403 page that says who may.
 fn may_read(web: &Web, viewer: &Viewer) -> Result<(), Response> {
-    let readers = &web.admin.recording_readers;
+    let readers = web.admin.recording_readers();
     if viewer.is_admin || crate::sessions::is_reader(&web.admin, &viewer.identity) {
         return Ok(());
     }

@@ -276,7 +276,7 @@ async fn start_oidc(
             None,
         );
     };
-    let endpoints = match web.admin.auth.sign_in_endpoints(&oidc.issuer).await {
+    let endpoints = match web.admin.auth().sign_in_endpoints(&oidc.issuer).await {
         Ok(endpoints) => endpoints,
         Err(why) => {
             tracing::warn!(issuer = %oidc.issuer, "console sign-in: {why}");
@@ -455,7 +455,7 @@ async fn callback(
     let Some(code) = query.code.clone() else {
         return refuse("The answer from the identity provider has no authorization code.").await;
     };
-    let endpoints = match web.admin.auth.sign_in_endpoints(&oidc.issuer).await {
+    let endpoints = match web.admin.auth().sign_in_endpoints(&oidc.issuer).await {
         Ok(endpoints) => endpoints,
         Err(why) => return idp_down(&oidc.issuer, &why),
     };
@@ -492,7 +492,7 @@ async fn callback(
     };
     let identity = match web
         .admin
-        .auth
+        .auth()
         .authenticate_id_token(id_token, &oidc.issuer, &oidc.client_id, &flow.nonce)
         .await
     {
@@ -626,7 +626,8 @@ async fn api_key_sign_in(
         );
     };
     // Each refusal: what the log records, what the person is told, and the status.
-    let throttle = web.admin.auth.failures();
+    let auth = web.admin.auth();
+    let throttle = auth.failures();
     let checked = if let portcullis_limits::Admission::Throttled { retry_after } =
         throttle.admit(peer.ip())
     {
@@ -639,7 +640,7 @@ async fn api_key_sign_in(
             StatusCode::TOO_MANY_REQUESTS,
         ))
     } else {
-        match web.admin.auth.authenticate(form.api_key.trim()).await {
+        match auth.authenticate(form.api_key.trim()).await {
             Ok(identity) if identity.kind == IdentityKind::Human => Ok(identity),
             Ok(identity) => Err((
                 format!("{} is not a human identity", identity.subject),

@@ -228,6 +228,7 @@ pub fn component_definition(ctx: &ComponentContext) -> ComponentDefinitionDocume
     let refused = event_name(EventType::ApprovalRefused);
     let auth_failure = event_name(EventType::AuthFailure);
     let gateway_start = event_name(EventType::GatewayStart);
+    let config_reloaded = event_name(EventType::ConfigReloaded);
     let pin_mismatch = event_name(EventType::ToolPinMismatch);
     let pin_accepted = event_name(EventType::ToolPinAccepted);
     let reviewed = event_name(EventType::EvidenceReviewed);
@@ -438,7 +439,9 @@ pub fn component_definition(ctx: &ComponentContext) -> ComponentDefinitionDocume
             "cm-3",
             format!(
                 "The policy version in force ({}) is recorded at each gateway start \
-                 ({gateway_start}), so every change of configuration is in the log. Upstream \
+                 ({gateway_start}) and each configuration reload ({config_reloaded}, which \
+                 also records a refused reload and why), so every change of configuration is \
+                 in the log. Upstream \
                  tool definitions are pinned: a changed tool is withheld until an operator \
                  accepts it, and both are logged ({pin_mismatch}, {pin_accepted}).",
                 ctx.policy_version

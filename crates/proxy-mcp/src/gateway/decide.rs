@@ -124,7 +124,7 @@ impl Gateway {
                 // Lists, discovery and the rest answer for no one decided call: they are
                 // masked with every profile of the caller's rules on the target.
                 Ok(Decided {
-                    mask: self.answer_masks(caller, target, None)?,
+                    mask: self.answer_masks(caller, target, None, Some(exchange))?,
                     hold: None,
                 })
             }
@@ -194,7 +194,7 @@ impl Gateway {
                     ev.rule = Some("protocol".into());
                 }
                 Ok(Decided {
-                    mask: self.answer_masks(caller, target, None)?,
+                    mask: self.answer_masks(caller, target, None, Some(exchange))?,
                     hold: None,
                 })
             }
@@ -231,7 +231,7 @@ impl Gateway {
         // What the arguments carry (a card number, a secret) is an input of the decision.
         let findings = match arguments {
             Some(arguments) => {
-                let report = self.guard.masks().classify_arguments(arguments);
+                let report = exchange.masks().classify_arguments(arguments);
                 exchange.event().findings = summary(&report);
                 report.detectors()
             }
@@ -259,7 +259,7 @@ impl Gateway {
             Decision::Allow { mask } => mask.as_deref(),
             _ => None,
         };
-        let mask = self.answer_masks(caller, target, rule_profile)?;
+        let mask = self.answer_masks(caller, target, rule_profile, Some(exchange))?;
         let hold = match &verdict.decision {
             Decision::Hold(requirement) => Some(requirement.clone()),
             _ => None,
@@ -271,15 +271,20 @@ impl Gateway {
     }
 
     /// The masking profiles for what comes back to this caller from this target: the
-    /// deciding rule's, if any, and those of every allow rule of the caller's there.
+    /// deciding rule's, if any, and those of every allow rule of the caller's there. In an
+    /// exchange, from the rules it was decided under (a reload may have landed since).
     pub(super) fn answer_masks(
         &self,
         caller: &Caller,
         target: &TargetRuntime,
         rule_profile: Option<&str>,
+        exchange: Option<&Exchange>,
     ) -> Result<MaskSet, Refusal> {
-        let named = self.guard.masks_for(&caller.identity, &target.name);
-        MaskSet::for_caller(self.guard.masks(), &named, rule_profile)
+        let (masks, named) = match exchange {
+            Some(exchange) => (exchange.masks().clone(), exchange.masks_for(&target.name)),
+            None => self.guard.masks_with_names(&caller.identity, &target.name),
+        };
+        MaskSet::for_caller(&masks, &named, rule_profile)
             // Configuration validation makes this unreachable; if it is reached anyway,
             // nothing unmasked may leave.
             .map_err(|why| Refusal::new(RefusalKind::Internal, why))

@@ -45,8 +45,8 @@ use crate::pins::Pins;
 pub use request::Pump;
 pub use sessions::Session;
 
-/// Gateway-wide limits and names, from `[gateway]` (and the OIDC issuers, which the
-/// protected-resource metadata names).
+/// Gateway-wide limits and names, from `[gateway]`. (The OIDC issuers the
+/// protected-resource metadata names are the guard's, as a configuration reload leaves them.)
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub gateway_id: String,
@@ -56,7 +56,6 @@ pub struct Settings {
     pub idle_timeout: Duration,
     pub allowed_origins: Vec<String>,
     pub public_url: String,
-    pub issuers: Vec<String>,
 }
 
 impl Settings {
@@ -70,12 +69,6 @@ impl Settings {
             idle_timeout: config.gateway.session_idle_timeout,
             allowed_origins: config.gateway.allowed_origins.clone(),
             public_url: config.gateway.public_url(),
-            issuers: config
-                .identity
-                .oidc
-                .iter()
-                .map(|o| o.issuer.clone())
-                .collect(),
         }
     }
 }

@@ -200,7 +200,7 @@ impl Gateway {
             .unwrap_or(Value::Null);
         // What the session carries back (the answer to `initialize`, the standalone stream)
         // answers no one decided call: masked with every profile of the caller's rules here.
-        let masks = self.answer_masks(caller, target, None)?;
+        let masks = self.answer_masks(caller, target, None, None)?;
         let mut raw_id = [0u8; 16];
         rand::rng().fill_bytes(&mut raw_id);
         let session_id = hex::encode(raw_id);

@@ -113,7 +113,7 @@ impl Session {
             }
             Decision::Allow { mask } => {
                 let mask = match mask {
-                    Some(name) => match proxy.guard.masks().profile(name) {
+                    Some(name) => match exchange.masks().profile(name) {
                         Some(p) => Some(p),
                         None => {
                             let message = format!(

@@ -231,6 +231,19 @@ impl Session {
     /// Forwards an Execute whose masking is settled, or refuses it when its rows could not
     /// be masked (a named column asked for in binary).
     pub(super) fn execute(&mut self, frame: Frame, mut run: StatementRun) {
+        // A statement prepared under rules a configuration reload has since replaced is not
+        // run on its old decision (a pool keeps prepared statements for hours): refused, so
+        // the client prepares it again and it is decided under the rules in force.
+        if let Some(exchange) = &run.exchange
+            && *run.admitted.verdict.policy_version != *exchange.policy_version()
+            && run.withheld.is_none()
+        {
+            run.withheld = Some(format!(
+                "the policy changed since this statement was prepared (from {} to {}, a configuration reload); prepare it again",
+                run.admitted.verdict.policy_version,
+                exchange.policy_version()
+            ));
+        }
         if let Some(why) = run.withheld.take() {
             let reply = render(&Refusal::new(RefusalKind::Unsafe, why.clone()));
             run.record_error(reply.code, &reply.message);
