@@ -583,9 +583,14 @@ fn audit(command: AuditCommand) -> Result<()> {
 
 /// The tool pins the gateway of `dir` uses: its `pins.db`, or with `[state] backend =
 /// "postgres"` in its configuration, the shared state (joined under a name of this command's
-/// own, left again by `leave`).
+/// own, left again by `leave`, so no replica of that name stays behind).
 async fn open_pins(dir: &DataDir) -> Result<(PathBuf, Pins, Option<portcullis_state::Shared>)> {
-    let config = dir.config()?;
+    // As before shared state: `--data-dir` alone names a gateway's pins.db without reading
+    // any configuration; `--config` (or ./portcullis.toml without `--data-dir`) is read.
+    let config = match (&dir.data_dir, &dir.config) {
+        (Some(_), None) => None,
+        _ => dir.config()?,
+    };
     let data_dir = dir.data_dir_of(config.as_ref());
     let shared = match &config {
         Some(config)
