@@ -43,7 +43,7 @@ pub mod readiness;
 mod sessions;
 pub mod web;
 
-pub use web::{ConsoleSettings, OidcClient, PendingPin, ToolPins};
+pub use web::{ConsoleSettings, OidcClient, PendingPin, PinFuture, ToolPins};
 
 /// `GET /api/v1/sinks`: each audit sink's delivery state and lag, for the people who may
 /// read the audit trail (the same rule as recorded sessions).

@@ -633,12 +633,49 @@ fn audit(command: AuditCommand) -> Result<()> {
     }
 }
 
+/// The tool pins the gateway of `dir` uses: its `pins.db`, or with `[state] backend =
+/// "postgres"` in its configuration, the shared state (joined under a name of this command's
+/// own, left again by `leave`, so no replica of that name stays behind).
+async fn open_pins(dir: &DataDir) -> Result<(PathBuf, Pins, Option<portcullis_state::Shared>)> {
+    // As before shared state: `--data-dir` alone names a gateway's pins.db without reading
+    // any configuration; `--config` (or ./portcullis.toml without `--data-dir`) is read.
+    let config = match (&dir.data_dir, &dir.config) {
+        (Some(_), None) => None,
+        _ => dir.config()?,
+    };
+    let data_dir = dir.data_dir_of(config.as_ref());
+    let shared = match &config {
+        Some(config)
+            if config.state.backend == portcullis_config::state::StateBackend::Postgres =>
+        {
+            let name = format!("{}+cli-{}", config.gateway.id, std::process::id());
+            Some(
+                portcullis_state::Shared::connect(&config.state, &name)
+                    .await
+                    .context("connecting to the shared state ([state] backend = \"postgres\")")?,
+            )
+        }
+        _ => None,
+    };
+    let pins = Pins::open_in(&data_dir, shared.clone())
+        .await
+        .context("opening the tool pins")?;
+    Ok((data_dir, pins, shared))
+}
+
 fn tools(command: ToolsCommand) -> Result<()> {
     match command {
         ToolsCommand::Accept { target, tool, dir } => {
-            let dir = dir.resolve()?;
-            let pins = Pins::open(&dir)?;
-            let (old, new) = pins.accept(&target, &tool)?;
+            let (dir, old, new) = runtime()?.block_on(async {
+                let (dir, pins, shared) = open_pins(&dir).await?;
+                let accepted = pins.accept(&target, &tool).await;
+                drop(pins);
+                if let Some(shared) = shared {
+                    shared.leave().await;
+                }
+                let (old, new) = accepted?;
+                Ok::<_, anyhow::Error>((dir, old, new))
+            })?;
             let log = AuditLog::open(
                 &dir,
                 "portcullis-cli",
@@ -661,8 +698,16 @@ fn tools(command: ToolsCommand) -> Result<()> {
             Ok(())
         }
         ToolsCommand::Pending { dir } => {
-            let pins = Pins::open(&dir.resolve()?)?;
-            for (target, tool) in pins.pending()? {
+            let pending = runtime()?.block_on(async {
+                let (_, pins, shared) = open_pins(&dir).await?;
+                let pending = pins.pending().await;
+                drop(pins);
+                if let Some(shared) = shared {
+                    shared.leave().await;
+                }
+                Ok::<_, anyhow::Error>(pending?)
+            })?;
+            for (target, tool) in pending {
                 println!("{target} {tool}");
             }
             Ok(())
@@ -783,8 +828,6 @@ pub async fn serve(
         },
     )
     .context("starting the audit sinks")?;
-    let pins = Arc::new(Pins::open(&config.gateway.data_dir)?);
-    let console = console_settings(&config, &policy, pins.clone())?;
     let approval_settings = ApprovalSettings {
         approvals: config.approvals.clone(),
         admin_url: config.admin_url(),
@@ -800,6 +843,12 @@ pub async fn serve(
                 .context("connecting to the shared state ([state] backend = \"postgres\")")?,
         ),
     };
+    let pins = Arc::new(
+        Pins::open_in(&config.gateway.data_dir, shared.clone())
+            .await
+            .context("opening the tool pins")?,
+    );
+    let console = console_settings(&config, &policy, pins.clone(), shared.clone())?;
     let approvals = Approvals::open(
         &config.gateway.data_dir,
         audit.clone(),
@@ -1255,28 +1304,33 @@ fn start_evidence(
 struct ConsolePins(Arc<Pins>);
 
 impl portcullis_console::ToolPins for ConsolePins {
-    fn pending(&self) -> std::result::Result<Vec<portcullis_console::PendingPin>, String> {
-        let changes = self.0.pending_changes().map_err(|e| e.to_string())?;
-        Ok(changes
-            .into_iter()
-            .map(|p| portcullis_console::PendingPin {
-                target: p.target,
-                tool: p.tool,
-                pinned: p.pinned,
-                pending: p.pending,
-            })
-            .collect())
+    fn pending(&self) -> portcullis_console::PinFuture<'_, Vec<portcullis_console::PendingPin>> {
+        Box::pin(async move {
+            let changes = self.0.pending_changes().await.map_err(|e| e.to_string())?;
+            Ok(changes
+                .into_iter()
+                .map(|p| portcullis_console::PendingPin {
+                    target: p.target,
+                    tool: p.tool,
+                    pinned: p.pinned,
+                    pending: p.pending,
+                })
+                .collect())
+        })
     }
 
-    fn accept(
-        &self,
-        target: &str,
-        tool: &str,
-        expected: &str,
-    ) -> std::result::Result<(String, String), String> {
-        self.0
-            .accept_exact(target, tool, expected)
-            .map_err(|e| e.to_string())
+    fn accept<'a>(
+        &'a self,
+        target: &'a str,
+        tool: &'a str,
+        expected: &'a str,
+    ) -> portcullis_console::PinFuture<'a, (String, String)> {
+        Box::pin(async move {
+            self.0
+                .accept_exact(target, tool, expected)
+                .await
+                .map_err(|e| e.to_string())
+        })
     }
 }
 
@@ -1286,6 +1340,7 @@ fn console_settings(
     config: &Config,
     policy: &Policy,
     pins: Arc<Pins>,
+    shared: Option<portcullis_state::Shared>,
 ) -> Result<Option<portcullis_console::ConsoleSettings>> {
     let (true, Some(base_url)) = (config.console.enabled, config.admin_url()) else {
         return Ok(None);
@@ -1314,6 +1369,7 @@ fn console_settings(
         api_key_sign_in: config.console.api_key_sign_in,
         oidc,
         pins: Arc::new(ConsolePins(pins)),
+        shared,
         explanation: explain_config(config, policy),
         evidence_dir: config.evidence.out_dir(&config.gateway.data_dir),
         checkpoint_dir: config.audit.checkpoint_dir.clone(),

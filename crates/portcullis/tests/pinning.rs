@@ -252,3 +252,97 @@ async fn a_changed_tool_is_withheld_until_an_operator_accepts_it() {
         ["stable"]
     );
 }
+
+/// With `[state] backend = "postgres"` in the configuration, the real `portcullis tools
+/// pending` and `tools accept` work on the pins replicas share (a database of this test's own
+/// on the test PostgreSQL), not on a `pins.db`, and leave no replica behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_accepts_a_change_in_the_shared_state() {
+    const SERVER: &str = "host=127.0.0.1 port=5432 user=postgres sslmode=disable";
+    let connect = |db: String| async move {
+        let (client, conn) =
+            tokio_postgres::connect(&format!("{SERVER} dbname={db}"), tokio_postgres::NoTls)
+                .await
+                .expect("the test PostgreSQL at 127.0.0.1:5432 (user postgres) must be running");
+        tokio::spawn(conn);
+        client
+    };
+    let name = format!("portcullis_pins_cli_{}", std::process::id());
+    let admin = connect("postgres".into()).await;
+    // A database left by a run that failed half-way goes first (one statement each: not
+    // in a transaction).
+    for statement in [
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        admin.batch_execute(&statement).await.unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let config = dir.path().join("portcullis.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[gateway]\nid = \"gw-a\"\ndata_dir = {:?}\n\n[state]\nbackend = \"postgres\"\nurl = \"{SERVER} dbname={name}\"\n",
+            data.display().to_string()
+        ),
+    )
+    .unwrap();
+    let cli = |args: &[&str]| {
+        let out = Command::new(binary())
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    // The first run makes the table; nothing waits.
+    let (ok, out, err) = cli(&["tools", "pending"]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "");
+    // A replica saw fetch_report change (as the gateway writes it).
+    let db = connect(name.clone()).await;
+    db.execute(
+        "INSERT INTO portcullis_pins (target, tool, fingerprint, pending) VALUES ('rug', 'fetch_report', 'old', 'new')",
+        &[],
+    )
+    .await
+    .unwrap();
+    let (ok, out, err) = cli(&["tools", "pending"]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "rug fetch_report\n");
+    let (ok, out, err) = cli(&["tools", "accept", "rug", "fetch_report"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("accepted the new definition"), "{out}");
+    let row = db
+        .query_one(
+            "SELECT fingerprint, pending FROM portcullis_pins WHERE target = 'rug' AND tool = 'fetch_report'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, &str>(0), "new");
+    assert_eq!(row.get::<_, Option<&str>>(1), None);
+    assert!(!data.join("pins.db").exists(), "no local pins.db was used");
+    let (ok, _, err) = cli(&["tools", "accept", "rug", "fetch_report"]);
+    assert!(!ok);
+    assert!(err.contains("no changed tool"), "{err}");
+    let left = db
+        .query("SELECT id FROM portcullis_replicas", &[])
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "the CLI left its replica row behind");
+
+    drop(db);
+    admin
+        .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .await
+        .unwrap();
+}

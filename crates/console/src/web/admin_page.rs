@@ -31,12 +31,9 @@ pub(crate) fn routes() -> Router<Arc<Web>> {
         .route("/admin/pins/accept", post(accept))
 }
 
-/// The tools waiting for acceptance, read off the async threads (the pin store is SQLite).
+/// The tools waiting for acceptance.
 async fn pending_pins(web: &Web) -> Result<Vec<PendingPin>, String> {
-    let pins = web.settings.pins.clone();
-    tokio::task::spawn_blocking(move || pins.pending())
-        .await
-        .unwrap_or_else(|e| Err(format!("the pin store reader failed: {e}")))
+    web.settings.pins.pending().await
 }
 
 /// The 403 page for someone who is not a console admin.
@@ -300,11 +297,11 @@ async fn accept(
             Some(&viewer),
         );
     }
-    let pins = web.settings.pins.clone();
-    let (target, tool, expected) = (form.target.clone(), form.tool.clone(), new.clone());
-    let accepted = tokio::task::spawn_blocking(move || pins.accept(&target, &tool, &expected))
-        .await
-        .unwrap_or_else(|e| Err(format!("the pin store writer failed: {e}")));
+    let accepted = web
+        .settings
+        .pins
+        .accept(&form.target, &form.tool, &new)
+        .await;
     if let Err(e) = accepted {
         // The acceptance is on the record but did not take (the tool changed in the moment
         // between): say so in the log too, so the record is not read as a change that happened.

@@ -6,6 +6,10 @@
 //! first; an ended key is removed and never works again. Each session has its own CSRF token,
 //! which every form carries and every POST must quote, and POSTs must also come from the
 //! console's own origin.
+//!
+//! One gateway keeps its sessions in memory (a restart signs everyone out); replicas sharing
+//! state (`[state] backend = "postgres"`) keep them in the shared database, so a browser
+//! signed in through one replica is signed in on all (see [`super::shared_sessions`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,12 +24,14 @@ use axum_extra::extract::cookie::{Cookie, SameSite};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use portcullis_model::{EventType, Identity, Outcome};
+use portcullis_state::Shared;
 use rand::RngCore as _;
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
 use super::Web;
 use super::page;
+use super::shared_sessions::{NewSession, SharedSessions};
 
 /// The session cookie. `__Host-`: only set by this host, over a secure context, for path
 /// `/`, so no sibling domain or path can plant or shadow it.
@@ -74,7 +80,7 @@ impl Method {
 
 /// A decision someone had typed when their session ended: kept through sign-in so the reason
 /// is not lost, and shown again for them to submit (never submitted for them).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct KeptDecision {
     pub(crate) approval: String,
     pub(crate) approve: bool,
@@ -117,35 +123,64 @@ pub(crate) enum Ended {
 }
 
 pub(crate) struct Sessions {
-    table: Mutex<HashMap<[u8; 32], Session>>,
+    store: Store,
     idle: Duration,
     absolute: Duration,
 }
 
+enum Store {
+    Memory(Mutex<HashMap<[u8; 32], Session>>),
+    Shared(SharedSessions),
+}
+
 impl Sessions {
-    pub(crate) fn new(idle: Duration, absolute: Duration) -> Sessions {
+    /// Sessions in memory, or in the shared state when given.
+    pub(crate) fn new(idle: Duration, absolute: Duration, shared: Option<Shared>) -> Sessions {
         Sessions {
-            table: Mutex::new(HashMap::new()),
+            store: match shared {
+                Some(shared) => Store::Shared(SharedSessions::new(shared, idle, absolute)),
+                None => Store::Memory(Mutex::new(HashMap::new())),
+            },
             idle,
             absolute,
         }
     }
 
-    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Session>> {
-        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    fn table(&self) -> Option<std::sync::MutexGuard<'_, HashMap<[u8; 32], Session>>> {
+        match &self.store {
+            Store::Memory(table) => Some(table.lock().unwrap_or_else(|e| e.into_inner())),
+            Store::Shared(_) => None,
+        }
     }
 
-    /// A new session for `identity`: the cookie value to set, and the session's public handle.
-    pub(crate) fn create(
+    /// A new session for `identity`: the cookie value to set, and the session's public
+    /// handle; or why the shared state could not store it.
+    pub(crate) async fn create(
         &self,
         identity: Identity,
         method: Method,
         kept: Option<KeptDecision>,
-    ) -> (String, String) {
+    ) -> Result<(String, String), String> {
         let cookie = random_token();
         let handle = format!("cs_{}", &hex::encode(key_of(&cookie))[..16]);
+        let Some(mut table) = self.table() else {
+            let Store::Shared(shared) = &self.store else {
+                unreachable!("not in memory");
+            };
+            let new = NewSession {
+                key: key_of(&cookie),
+                handle: &handle,
+                identity: &identity,
+                csrf: &random_token(),
+                method,
+                kept: kept.as_ref(),
+            };
+            shared
+                .create(new, (MAX_SESSIONS_PER_PERSON, MAX_SESSIONS))
+                .await?;
+            return Ok((cookie, handle));
+        };
         let now = Instant::now();
-        let mut table = self.table();
         table.retain(|_, s| self.alive(s, now).is_ok());
         // One person signing in again and again ends their own oldest sessions, not others'.
         let same_person = |s: &Session| {
@@ -177,7 +212,7 @@ impl Sessions {
                 kept,
             },
         );
-        (cookie, handle)
+        Ok((cookie, handle))
     }
 
     fn alive(&self, session: &Session, now: Instant) -> Result<(), &'static str> {
@@ -192,10 +227,22 @@ impl Sessions {
 
     /// The session of `cookie`, or why there is none. `touch`: a person's request, which
     /// restarts the idle clock (a page's own background refresh does not).
-    pub(crate) fn get(&self, cookie: &str, web: &Web, touch: bool) -> Result<Viewer, Ended> {
+    pub(crate) async fn get(&self, cookie: &str, web: &Web, touch: bool) -> Result<Viewer, Ended> {
         let key = key_of(cookie);
+        let Some(mut table) = self.table() else {
+            let Store::Shared(shared) = &self.store else {
+                unreachable!("not in memory");
+            };
+            let live = shared.get(key, touch).await?;
+            return Ok(Viewer {
+                is_admin: web.is_admin(&live.identity),
+                identity: live.identity,
+                csrf: live.csrf,
+                handle: live.handle,
+                key,
+            });
+        };
         let now = Instant::now();
-        let mut table = self.table();
         let Some(session) = table.get_mut(&key) else {
             return Err(Ended::Unknown);
         };
@@ -220,23 +267,42 @@ impl Sessions {
     }
 
     /// Whether the viewer's session is still alive (without counting as activity).
-    pub(crate) fn is_live(&self, viewer: &Viewer) -> bool {
-        let now = Instant::now();
-        self.table()
-            .get(&viewer.key)
-            .is_some_and(|s| self.alive(s, now).is_ok())
+    pub(crate) async fn is_live(&self, viewer: &Viewer) -> bool {
+        match &self.store {
+            Store::Memory(_) => {
+                let now = Instant::now();
+                self.table()
+                    .expect("in memory")
+                    .get(&viewer.key)
+                    .is_some_and(|s| self.alive(s, now).is_ok())
+            }
+            Store::Shared(shared) => shared.is_live(viewer.key).await,
+        }
     }
 
-    /// Ends the session; returns how it had signed in, if it existed.
-    pub(crate) fn end(&self, viewer: &Viewer) -> Option<Method> {
-        self.table().remove(&viewer.key).map(|s| s.method)
+    /// Ends the session (on every replica, with shared state); returns how it had signed
+    /// in, if it existed, or why the shared state could not end it.
+    pub(crate) async fn end(&self, viewer: &Viewer) -> Result<Option<Method>, String> {
+        match &self.store {
+            Store::Memory(_) => Ok(self
+                .table()
+                .expect("in memory")
+                .remove(&viewer.key)
+                .map(|s| s.method)),
+            Store::Shared(shared) => shared.end(viewer.key).await,
+        }
     }
 
     /// The decision kept through sign-in for this session, once.
-    pub(crate) fn take_kept(&self, viewer: &Viewer) -> Option<KeptDecision> {
-        self.table()
-            .get_mut(&viewer.key)
-            .and_then(|s| s.kept.take())
+    pub(crate) async fn take_kept(&self, viewer: &Viewer) -> Option<KeptDecision> {
+        match &self.store {
+            Store::Memory(_) => self
+                .table()
+                .expect("in memory")
+                .get_mut(&viewer.key)
+                .and_then(|s| s.kept.take()),
+            Store::Shared(shared) => shared.take_kept(viewer.key).await,
+        }
     }
 }
 
@@ -334,7 +400,7 @@ pub(crate) async fn session_of(web: &Web, headers: &HeaderMap) -> Result<Viewer,
         return Err(false);
     };
     let touch = !headers.contains_key(BACKGROUND_HEADER);
-    match web.sessions.get(cookie.value(), web, touch) {
+    match web.sessions.get(cookie.value(), web, touch).await {
         Ok(viewer) => Ok(viewer),
         Err(Ended::Unknown) => Err(false),
         Err(Ended::TimedOut {

@@ -116,7 +116,7 @@ async fn events(
             loop {
                 tokio::select! {
                     changed = changes.changed() => {
-                        if changed.is_err() || !web.sessions.is_live(&viewer) {
+                        if changed.is_err() || !web.sessions.is_live(&viewer).await {
                             return None;
                         }
                         let n = *changes.borrow_and_update();
@@ -124,7 +124,7 @@ async fn events(
                         return Some((Ok(event), (changes, web, viewer)));
                     }
                     _ = tokio::time::sleep(Duration::from_secs(30)) => {
-                        if !web.sessions.is_live(&viewer) {
+                        if !web.sessions.is_live(&viewer).await {
                             return None;
                         }
                     }
@@ -279,6 +279,7 @@ async fn detail(
     let kept = web
         .sessions
         .take_kept(&viewer)
+        .await
         .filter(|k| k.approval == approval.id);
     // Said only when the record bears it out: a link cannot make the page claim a decision.
     let voted = |approve: bool| {

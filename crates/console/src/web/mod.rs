@@ -29,6 +29,7 @@ mod evidence_page;
 mod inbox;
 pub(crate) mod page;
 mod sessions_page;
+mod shared_sessions;
 mod signin;
 
 use std::path::PathBuf;
@@ -47,11 +48,20 @@ use crate::Admin;
 /// the MCP adapter, which the console does not depend on).
 pub trait ToolPins: Send + Sync {
     /// Tools whose definition changed and waits for an admin.
-    fn pending(&self) -> Result<Vec<PendingPin>, String>;
+    fn pending(&self) -> PinFuture<'_, Vec<PendingPin>>;
     /// Accepts the new definition if it is still `expected` (the fingerprint the admin was
     /// shown); returns the old and new fingerprints.
-    fn accept(&self, target: &str, tool: &str, expected: &str) -> Result<(String, String), String>;
+    fn accept<'a>(
+        &'a self,
+        target: &'a str,
+        tool: &'a str,
+        expected: &'a str,
+    ) -> PinFuture<'a, (String, String)>;
 }
+
+/// What [`ToolPins`] answers: the store may be a database across the network (shared state).
+pub type PinFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, String>> + Send + 'a>>;
 
 /// A changed tool waiting for acceptance.
 #[derive(Debug, Clone)]
@@ -90,6 +100,10 @@ pub struct ConsoleSettings {
     pub api_key_sign_in: bool,
     pub oidc: Option<OidcClient>,
     pub pins: Arc<dyn ToolPins>,
+    /// The state replicas share (`[state] backend = "postgres"`): sign-in sessions live
+    /// there, so that a browser signed in through one replica is signed in on all. `None`:
+    /// in this process's memory.
+    pub shared: Option<portcullis_state::Shared>,
     /// `portcullis check-config`'s explanation of the running configuration (targets, rules,
     /// sinks), shown read-only to admins.
     pub explanation: String,
@@ -141,7 +155,11 @@ pub fn router(admin: Arc<Admin>, settings: ConsoleSettings) -> Result<Router, St
         .build()
         .map_err(|e| format!("cannot build the console's HTTP client: {e}"))?;
     let web = Arc::new(Web {
-        sessions: auth::Sessions::new(settings.idle_timeout, settings.absolute_timeout),
+        sessions: auth::Sessions::new(
+            settings.idle_timeout,
+            settings.absolute_timeout,
+            settings.shared.clone(),
+        ),
         flows: signin::Flows::default(),
         admin,
         settings,

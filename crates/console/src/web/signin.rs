@@ -701,7 +701,20 @@ async fn signed_in(
         Some(k) => format!("/console/approvals/{}", k.approval),
         None => next,
     };
-    let (cookie, handle) = web.sessions.create(identity.clone(), method, kept);
+    let (cookie, handle) = match web.sessions.create(identity.clone(), method, kept).await {
+        Ok(created) => created,
+        Err(e) => {
+            tracing::error!("cannot store a console session: {e}");
+            return page::problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Sign-in not stored",
+                &format!(
+                    "Your session could not be stored, so you are not signed in: {e}. Try again later."
+                ),
+                None,
+            );
+        }
+    };
     let mut ev = web
         .admin
         .audit
@@ -747,7 +760,16 @@ async fn sign_out(
     if let Err(refused) = auth::check_form(&web, &viewer, &headers, form.csrf.as_deref()) {
         return refused;
     }
-    web.sessions.end(&viewer);
+    if let Err(e) = web.sessions.end(&viewer).await {
+        // The session may still work through other replicas: do not claim it ended.
+        tracing::error!("cannot end a console session: {e}");
+        return page::problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Not signed out",
+            &format!("Your session could not be ended ({e}), so it may still work. Try again."),
+            Some(&viewer),
+        );
+    }
     auth::record_sign_out(&web, viewer.identity.clone(), &viewer.handle, "signed out").await;
     (
         jar.remove(auth::removal(auth::SESSION_COOKIE)),

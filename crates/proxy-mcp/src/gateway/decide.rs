@@ -94,7 +94,7 @@ impl Gateway {
     /// tool call by its pin); protocol methods (lists, ping, discovery ...) are open to any
     /// caller some rule on the target applies to, and lists are filtered on the way back.
     /// Returns the masking profile the allowing rule names, or what a hold needs.
-    pub(super) fn decide(
+    pub(super) async fn decide(
         &self,
         caller: &Caller,
         target: &TargetRuntime,
@@ -144,6 +144,7 @@ impl Gateway {
                     facts.arguments.as_ref(),
                     exchange,
                 )
+                .await
             }
             MethodDecision::Completion => {
                 let Some(reference) = &facts.completion else {
@@ -153,14 +154,16 @@ impl Gateway {
                     ));
                 };
                 exchange.event().resource = Some(reference.name.clone());
-                let decided = self.decide_named(
-                    caller,
-                    target,
-                    reference.kind,
-                    &reference.name,
-                    None,
-                    exchange,
-                )?;
+                let decided = self
+                    .decide_named(
+                        caller,
+                        target,
+                        reference.kind,
+                        &reference.name,
+                        None,
+                        exchange,
+                    )
+                    .await?;
                 if let Some((verdict, _)) = &decided.hold {
                     return Err(not_held(
                         "completion/complete",
@@ -176,8 +179,9 @@ impl Gateway {
                 for uri in &facts.subscriptions {
                     // The event names the URI a refusal is about.
                     exchange.event().resource = Some(uri.clone());
-                    let decided =
-                        self.decide_named(caller, target, McpKind::Resource, uri, None, exchange)?;
+                    let decided = self
+                        .decide_named(caller, target, McpKind::Resource, uri, None, exchange)
+                        .await?;
                     if let Some((verdict, _)) = &decided.hold {
                         return Err(not_held(
                             "subscriptions/listen",
@@ -219,7 +223,7 @@ impl Gateway {
 
     /// Decides acting on the tool, resource (URI) or prompt `name`: policy, then the tool's
     /// pin. Returns the allowing rule's masking profile, or what a hold needs.
-    pub(super) fn decide_named(
+    pub(super) async fn decide_named(
         &self,
         caller: &Caller,
         target: &TargetRuntime,
@@ -249,7 +253,7 @@ impl Gateway {
             return Err(refusal);
         }
         if kind == McpKind::Tool {
-            match self.pins.is_withheld(&target.name, name) {
+            match self.pins.is_withheld(&target.name, name).await {
                 Ok(false) => {}
                 Ok(true) => return Err(pin_withheld(&target.name, name)),
                 Err(e) => return Err(pin_store_failed(e)),

@@ -47,6 +47,7 @@ impl Gateway {
         if self
             .pins
             .is_pinned(&target.name, tool)
+            .await
             .map_err(pin_store_failed)?
         {
             return Ok(());
@@ -87,7 +88,11 @@ impl Gateway {
         tool: &Value,
         name: &str,
     ) -> bool {
-        match self.pins.check(&target.name, name, &fingerprint(tool)) {
+        match self
+            .pins
+            .check(&target.name, name, &fingerprint(tool))
+            .await
+        {
             Ok(PinCheck::New | PinCheck::Unchanged) => true,
             Ok(PinCheck::Changed {
                 pinned,

@@ -104,7 +104,10 @@ impl Gateway {
             Some(_) => ClientEra::Session,
             None => ClientEra::Stateless,
         };
-        let planned = match self.decide(caller, target, &incoming, client_era, &mut exchange) {
+        let planned = match self
+            .decide(caller, target, &incoming, client_era, &mut exchange)
+            .await
+        {
             Ok(Decided {
                 mask,
                 hold: Some((verdict, requirement)),
