@@ -75,6 +75,8 @@ pub struct Admin {
     pub metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
     /// The targets' upstreams, checked for `/readyz`.
     pub upstreams: Option<Arc<readiness::UpstreamProbe>>,
+    /// The shared control state (`[state] backend = "postgres"`), checked for `/readyz`.
+    pub shared_state: Option<portcullis_state::Shared>,
 }
 
 impl Admin {
@@ -159,8 +161,17 @@ async fn readyz(State(admin): State<Arc<Admin>>) -> Response {
         Some(probe) => probe.check().await,
         None => Arc::from(Vec::new()),
     };
-    let status = readiness::verdict(!audit_ok, &upstreams);
-    let checks = json!({
+    // Shared state that cannot be heard is a degradation, not unreadiness: allowed requests
+    // go on; holds and grants fail closed until it is back.
+    let state_ok = admin
+        .shared_state
+        .as_ref()
+        .map(portcullis_state::Shared::listening);
+    let status = match readiness::verdict(!audit_ok, &upstreams) {
+        "ready" if state_ok == Some(false) => "degraded",
+        status => status,
+    };
+    let mut checks = json!({
         "audit_log": if audit_ok { "ok" } else { "failing" },
         "checkpoint_signing": if admin.audit.signing().is_some() { "ok" } else { "off" },
         "upstreams": upstreams
@@ -168,6 +179,9 @@ async fn readyz(State(admin): State<Arc<Admin>>) -> Response {
             .map(|r| (r.target.clone(), json!({ "kind": r.kind, "status": r.status })))
             .collect::<serde_json::Map<_, _>>(),
     });
+    if let Some(ok) = state_ok {
+        checks["shared_state"] = json!(if ok { "ok" } else { "reconnecting" });
+    }
     let code = if audit_ok {
         StatusCode::OK
     } else {

@@ -84,6 +84,9 @@ pub struct Metrics {
     pub sink_lag_events: Family<SinkLabel, Gauge>,
     /// Held requests of this gateway waiting for a decision.
     pub holds_waiting: Gauge,
+    /// 1 while this replica hears the shared state's announcements (`[state] backend =
+    /// "postgres"`), 0 while it reconnects; absent with SQLite state.
+    pub state_listening: Gauge,
     /// Just-in-time grants in force.
     pub grants_in_force: Gauge,
     /// Events this gateway has committed to its audit log.
@@ -186,6 +189,12 @@ impl Metrics {
             "Held requests of this gateway waiting for a decision",
             holds_waiting.clone(),
         );
+        let state_listening = Gauge::default();
+        registry.register(
+            "state_listening",
+            "1 while the shared state's change announcements arrive, 0 while reconnecting (-1: SQLite state)",
+            state_listening.clone(),
+        );
         let grants_in_force = Gauge::default();
         registry.register(
             "grants_in_force",
@@ -216,6 +225,7 @@ impl Metrics {
             checkpoint_age_seconds,
             events_uncovered,
             holds_waiting,
+            state_listening,
             grants_in_force,
             requests,
             duration,

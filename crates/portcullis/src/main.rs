@@ -911,8 +911,10 @@ pub async fn serve(
                         &approvals,
                         sinks.statuses(),
                         upstreams.clone(),
+                        shared.clone(),
                     )),
                     upstreams: Some(upstreams.clone()),
+                    shared_state: shared.clone(),
                 },
                 console,
             )
@@ -1157,6 +1159,7 @@ fn metrics_renderer(
     approvals: &Approvals,
     sinks: portcullis_sinks::SinkStatuses,
     upstreams: Arc<portcullis_console::readiness::UpstreamProbe>,
+    shared: Option<portcullis_state::Shared>,
 ) -> Arc<dyn Fn() -> String + Send + Sync> {
     let (metrics, audit, approvals) = (guard.metrics().clone(), audit.clone(), approvals.clone());
     Arc::new(move || {
@@ -1183,6 +1186,10 @@ fn metrics_renderer(
             });
         }
         metrics.holds_waiting.set(count(approvals.held_waiting()));
+        metrics.state_listening.set(match &shared {
+            Some(shared) => i64::from(shared.listening()),
+            None => -1,
+        });
         metrics
             .grants_in_force
             .set(count(approvals.grants_in_force()));

@@ -255,6 +255,27 @@ async fn two_replicas_share_holds_decisions_and_grants_through_postgresql() {
     let a = replica(&config_a, "replica-a");
     let b = replica(&config, "replica-b");
 
+    // Each replica says it hears the shared state, in /readyz and /metrics.
+    for r in [&a, &b] {
+        let ready: Value = reqwest::get(format!("{}/readyz", r.admin))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(ready["checks"]["shared_state"], "ok", "{ready}");
+        let metrics = reqwest::get(format!("{}/metrics", r.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.lines().any(|l| l == "portcullis_state_listening 1"),
+            "{metrics}"
+        );
+    }
+
     // 1. Held on A, seen and approved through B, completed on A.
     let before = upstream.count();
     let caller = refund(a.front("/customers/c-7/refund"), p.agent.key.clone());
