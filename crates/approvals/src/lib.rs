@@ -716,8 +716,12 @@ impl Approvals {
         };
         store.put_approval(&approval).await?;
         self.changed();
+        if let Some(grant) = &grant {
+            store.put_grant(grant, false).await?;
+        }
+        store.commit().await?;
+        // Honoured once it exists for every replica, not before.
         if let Some(grant) = grant {
-            store.put_grant(&grant, false).await?;
             self.inner
                 .grants
                 .write()
@@ -726,7 +730,6 @@ impl Approvals {
                 .or_default()
                 .push(grant);
         }
-        store.commit().await?;
         self.publish(&approval);
         if approval.status != Status::Pending {
             self.notify(NoticeKind::Resolved, &approval);
@@ -1058,7 +1061,19 @@ impl Approvals {
                 let Some(inner) = weak.upgrade() else {
                     return;
                 };
-                Approvals { inner }.follow(change).await;
+                let approvals = Approvals { inner };
+                // A database that hangs must not leave grants honoured that were revoked
+                // meanwhile: a pass that takes longer than a poll drops them all until the
+                // next pass reads them again.
+                if tokio::time::timeout(poll, approvals.follow(change))
+                    .await
+                    .is_err()
+                {
+                    tracing::error!(
+                        "state: re-reading the shared state took longer than {poll:?}; no grant is honoured until it answers"
+                    );
+                    approvals.inner.grants.write().expect("lock").clear();
+                }
             }
         });
     }
@@ -1192,6 +1207,10 @@ impl Approvals {
         };
         if approval.status == Status::Pending {
             self.close_expired(&store, &mut approval).await?;
+        } else {
+            // Decided elsewhere (another replica) before its time ran out here: the waiter
+            // takes the decision instead of waiting for a notification.
+            self.publish(&approval);
         }
         store.commit().await?;
         Ok(())

@@ -413,6 +413,37 @@ async fn two_replicas_share_holds_decisions_and_grants_through_postgresql() {
         "{stderr}"
     );
 
+    // 3b. Without sslmode, TLS is required: the machine's server offers a certificate made
+    //     for `localhost`, reached here by address, so the start fails and says what to do
+    //     (it does not go on in clear text).
+    if std::path::Path::new(SNAKEOIL).exists() {
+        std::fs::write(
+            &path,
+            format!(
+                "[gateway]\nid = \"replica-c\"\nlisten = \"127.0.0.1:{}\"\ndata_dir = \"data\"\n\n{}",
+                free_port(),
+                self::config(
+                    &p,
+                    &upstream.base(),
+                    &format!("url = \"{}\"", db.url().replace(" sslmode=disable", ""))
+                )
+            ),
+        )
+        .unwrap();
+        let out = Command::new(binary())
+            .args(["serve", "--config"])
+            .arg(&path)
+            .env("CUSTOMERS_TOKEN", UPSTREAM_TOKEN)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "started without verified TLS: {stderr}"
+        );
+        assert!(stderr.contains("state.ca"), "{stderr}");
+    }
+
     // 4. B dies with a request held: A marks it abandoned, and nobody can approve it.
     let mut b = b;
     let caller = refund(b.front("/customers/c-9/refund"), p.agent.key.clone());

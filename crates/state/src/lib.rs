@@ -19,8 +19,9 @@
 //!   replicas may not share a name: a start with the name of a live one waits for it to go
 //!   quiet, then refuses.
 //!
-//! Times come from the database's clock (`now()`), never the replicas': replicas whose
-//! clocks disagree still agree on who is alive.
+//! Heartbeats are stamped by the database's clock (`now()`), never the replicas': replicas
+//! whose clocks disagree still agree on who is alive. (Approvals' and grants' expiry times
+//! are written by the replica that made them, on its clock: keep replicas' clocks in sync.)
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
@@ -50,8 +51,13 @@ pub enum StateError {
 
 /// What to do about a certificate the state database's client does not trust.
 fn tls_hint(e: &tokio_postgres::Error) -> &'static str {
-    let text = format!("{e:?}");
-    if text.contains("certificate") {
+    let mut text = String::new();
+    let mut cause: Option<&dyn std::error::Error> = Some(e);
+    while let Some(c) = cause {
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    if text.to_lowercase().contains("certificate") {
         " (give the CA that signed the server's certificate as state.ca, and connect by a name the certificate carries; sslmode=disable only on a trusted network)"
     } else {
         ""
@@ -85,6 +91,8 @@ struct Inner {
     changes: broadcast::Sender<Change>,
     /// Whether the listening connection is up now.
     listening: watch::Sender<bool>,
+    /// Set when another process took this replica's name.
+    displaced: std::sync::atomic::AtomicBool,
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -108,7 +116,24 @@ impl Connector {
         if config.get_application_name().is_none() {
             config.application_name("portcullis");
         }
-        config.connect_timeout(Duration::from_secs(10));
+        // TLS unless turned off outright: `prefer` (tokio-postgres' default) would go on in
+        // clear text when anyone on the path answers "no TLS", password included.
+        if config.get_ssl_mode() != tokio_postgres::config::SslMode::Disable {
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+        }
+        // A database that hangs (rather than refusing) must not hang the replica: dead peers
+        // are noticed in seconds, a lock is not waited on for ever, and a transaction left
+        // open by a stuck replica is ended by the server.
+        config.connect_timeout(Duration::from_secs(5));
+        config.keepalives(true);
+        config.keepalives_idle(Duration::from_secs(5));
+        config.keepalives_interval(Duration::from_secs(2));
+        config.keepalives_retries(3);
+        config.tcp_user_timeout(Duration::from_secs(10));
+        let theirs = config.get_options().unwrap_or_default().to_string();
+        config.options(format!(
+            "{theirs} -c lock_timeout=10s -c statement_timeout=15s -c idle_in_transaction_session_timeout=30s"
+        ).trim_start().to_string());
         let tls = client_tls(settings.ca.as_deref()).map_err(StateError::Config)?;
         Ok(Connector {
             config,
@@ -198,6 +223,7 @@ impl Shared {
                 timings: settings.timings(),
                 changes: broadcast::channel(1024).0,
                 listening: watch::Sender::new(false),
+                displaced: std::sync::atomic::AtomicBool::new(false),
                 tasks: std::sync::Mutex::new(Vec::new()),
             }),
         };
@@ -232,9 +258,14 @@ impl Shared {
         self.inner.changes.subscribe()
     }
 
-    /// Whether notifications arrive now (the listening connection is up).
+    /// Whether notifications arrive now (the listening connection is up), and this replica
+    /// still holds its name.
     pub fn listening(&self) -> bool {
         *self.inner.listening.borrow()
+            && !self
+                .inner
+                .displaced
+                .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Runs `ddl` (idempotent `CREATE ... IF NOT EXISTS` statements) once across replicas
@@ -260,10 +291,12 @@ impl Shared {
     /// background (and the next session waits for that).
     pub async fn exclusive(&self, lock: &str) -> Result<Tx, StateError> {
         let session = self.session().await?;
-        session.client().batch_execute("BEGIN").await?;
+        // The transaction exists (and ends when dropped) before BEGIN is awaited: a caller
+        // that goes away meanwhile leaves no transaction open on the shared connection.
         let tx = Tx {
             guard: Some(session.guard),
         };
+        tx.client().batch_execute("BEGIN").await?;
         tx.client()
             .execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&lock])
             .await?;
@@ -388,12 +421,16 @@ impl Shared {
     async fn beat(self) {
         let mut tick = tokio::time::interval(self.inner.timings.heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Its own connection: a beat never waits behind a transaction queued on a lock.
+        let mut own: Option<Client> = None;
         loop {
             tick.tick().await;
             let result = async {
-                let session = self.session().await?;
-                session
-                    .client()
+                if own.as_ref().is_none_or(Client::is_closed) {
+                    own = Some(self.inner.connector.connect(None).await?);
+                }
+                let client = own.as_ref().expect("connected above");
+                let beaten = client
                     .execute(
                         "INSERT INTO portcullis_replicas (id, instance, started_at, heartbeat_at)
                          VALUES ($1, $2, now(), now())
@@ -402,11 +439,29 @@ impl Shared {
                         &[&self.inner.replica, &self.inner.instance],
                     )
                     .await?;
-                Ok::<_, StateError>(())
+                Ok::<_, StateError>(beaten == 1)
             }
             .await;
-            if let Err(e) = result {
-                tracing::warn!("state: heartbeat: {e}");
+            match result {
+                Ok(true) => {}
+                Ok(false) => {
+                    // Another process took this name (this one was silent past the timeout):
+                    // two live replicas under one name. Say so, and look unready.
+                    if !self
+                        .inner
+                        .displaced
+                        .swap(true, std::sync::atomic::Ordering::SeqCst)
+                    {
+                        tracing::error!(
+                            replica = %self.inner.replica,
+                            "state: another process now runs under this replica's name; this one's holds may have been cancelled by it: stop one of them"
+                        );
+                    }
+                }
+                Err(e) => {
+                    own = None;
+                    tracing::warn!("state: heartbeat: {e}");
+                }
             }
         }
     }

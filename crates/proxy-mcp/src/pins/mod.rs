@@ -345,8 +345,9 @@ impl Pins {
 
 /// Keeps `known` current with the shared table until the pins are dropped: one row again
 /// when a replica announces it, every row on a resync (notifications may have been missed)
-/// and every `state.poll`. A failed read is logged and retried at the next occasion; what is
-/// in memory stays (a withheld tool stays withheld).
+/// and every `state.poll`. A failed read empties what is in memory (of that tool, or of all):
+/// a tool not in memory is looked up in the database on use, and refused while that fails,
+/// so a change another replica withheld is never passed on from a stale copy.
 async fn follow(
     db: Arc<PgPins>,
     known: std::sync::Weak<Mutex<HashMap<Key, Row>>>,
@@ -379,13 +380,21 @@ async fn follow(
                     Ok(None) => {
                         known.lock().expect("lock").remove(&(target, tool));
                     }
-                    Err(e) => tracing::warn!("tool pins: re-reading {target}/{tool}: {e}"),
+                    Err(e) => {
+                        tracing::warn!("tool pins: re-reading {target}/{tool}: {e}");
+                        known.lock().expect("lock").remove(&(target, tool));
+                    }
                 }
             }
             Change::Row { .. } => {}
             Change::Resync => match db.all().await {
                 Ok(all) => *known.lock().expect("lock") = all.into_iter().collect(),
-                Err(e) => tracing::warn!("tool pins: re-reading the shared pins: {e}"),
+                Err(e) => {
+                    tracing::warn!(
+                        "tool pins: re-reading the shared pins failed; each tool is looked up on use until it works again: {e}"
+                    );
+                    known.lock().expect("lock").clear();
+                }
             },
         }
     }
