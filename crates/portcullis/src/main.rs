@@ -5,6 +5,12 @@
 //! records lives in the library crates.
 #![forbid(unsafe_code)]
 
+/// mimalloc instead of glibc's allocator: under load, glibc's malloc and free (and the waits
+/// on its arena locks) were about a fifth of the gateway's CPU time; with mimalloc the MCP
+/// benchmark's throughput rose by about a fifth (docs/benchmarks.md, issue 21).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod admin_cli;
 mod audit_cli;
 mod demo;
