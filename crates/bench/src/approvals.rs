@@ -84,9 +84,9 @@ struct Keys {
 }
 
 /// A gateway with its admin API.
-struct Gateway {
-    process: GatewayProcess,
-    admin: String,
+pub(crate) struct Gateway {
+    pub(crate) process: GatewayProcess,
+    pub(crate) admin: String,
 }
 
 /// Starts a gateway whose `lookup` rule is `lookup_rule`, with the hold rule on `refund`.
@@ -96,6 +96,29 @@ fn start(
     keys: &Keys,
     lookup_rule: &str,
 ) -> Result<Gateway> {
+    start_held(
+        &args.gateway,
+        &args.durability,
+        upstream,
+        (&keys.agent_hash, &keys.lead_hash),
+        lookup_rule,
+        "",
+        "",
+    )
+}
+
+/// Starts a gateway with the agent's and the lead's keys (`hashes`), `lookup_rule` on the
+/// `lookup` rule, the hold rule on `refund`, `gateway_extra` in `[gateway]` and `tail` (more
+/// tables) at the end of the file.
+pub(crate) fn start_held(
+    binary: &std::path::Path,
+    durability: &str,
+    upstream: std::net::SocketAddr,
+    (agent_hash, lead_hash): (&str, &str),
+    lookup_rule: &str,
+    gateway_extra: &str,
+    tail: &str,
+) -> Result<Gateway> {
     let admin_port = free_port()?;
     // The shared configuration, plus the approver's key and the hold rule.
     let body = format!(
@@ -104,7 +127,7 @@ fn start(
 [[identity.api_keys]]
 name = "bench-lead"
 kind = "human"
-sha256 = "{lead}"
+sha256 = "{lead_hash}"
 groups = ["leads"]
 
 [[rules]]
@@ -117,15 +140,16 @@ approvers = ["leads"]
 min_approvals = 1
 timeout = "10m"
 require_reason = true
+
+{tail}
 "#,
-        base = bench_config(&keys.agent_hash, upstream, lookup_rule),
-        lead = keys.lead_hash,
+        base = bench_config(agent_hash, upstream, lookup_rule),
     );
     let process = launch_gateway(
-        &args.gateway,
-        &args.durability,
+        binary,
+        durability,
         true,
-        &format!("admin_listen = \"127.0.0.1:{admin_port}\""),
+        &format!("{gateway_extra}\nadmin_listen = \"127.0.0.1:{admin_port}\""),
         &body,
     )?;
     wait_for_port(admin_port, "the admin API")?;

@@ -20,10 +20,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail, ensure};
 
-use crate::approvals::{HELD_TOOL, approve, held_call, pending, percentiles};
+use crate::approvals::{Gateway, approve, held_call, pending, percentiles, start_held};
 use crate::{
-    GatewayProcess, Latency, Probe, bench_config, free_port, latency_samples, launch_gateway,
-    measure_latency, measure_throughput, micros, start_upstream, throughput_run, wait_for_port,
+    Latency, Probe, latency_samples, measure_latency, measure_throughput, micros, start_upstream,
+    throughput_run,
 };
 
 #[derive(clap::Args)]
@@ -61,11 +61,6 @@ struct Keys {
     lead_hash: String,
 }
 
-struct Gateway {
-    process: GatewayProcess,
-    admin: String,
-}
-
 /// A gateway named `id` with the hold rule on `refund`; `state` is the `[state]` table (empty:
 /// SQLite).
 fn start(
@@ -75,44 +70,15 @@ fn start(
     id: &str,
     state: &str,
 ) -> Result<Gateway> {
-    let admin_port = free_port()?;
-    let body = format!(
-        r#"{base}
-
-[[identity.api_keys]]
-name = "bench-lead"
-kind = "human"
-sha256 = "{lead}"
-groups = ["leads"]
-
-[[rules]]
-name = "refunds wait for a lead"
-who.groups = ["agents"]
-target = "bench"
-tools = ["{HELD_TOOL}"]
-decision = "hold"
-approvers = ["leads"]
-min_approvals = 1
-timeout = "10m"
-require_reason = true
-
-{state}
-"#,
-        base = bench_config(&keys.agent_hash, upstream, ""),
-        lead = keys.lead_hash,
-    );
-    let process = launch_gateway(
+    start_held(
         &args.gateway,
         &args.durability,
-        true,
-        &format!("id = \"{id}\"\nadmin_listen = \"127.0.0.1:{admin_port}\""),
-        &body,
-    )?;
-    wait_for_port(admin_port, "the admin API")?;
-    Ok(Gateway {
-        process,
-        admin: format!("http://127.0.0.1:{admin_port}/api/v1"),
-    })
+        upstream,
+        (&keys.agent_hash, &keys.lead_hash),
+        "",
+        &format!("id = \"{id}\""),
+        state,
+    )
 }
 
 /// `n` held calls on `holder`, each found and approved through `decider`'s admin API:

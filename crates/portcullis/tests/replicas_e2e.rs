@@ -221,6 +221,31 @@ async fn approve(admin: &str, key: &str, approval: &Value) -> (u16, Value) {
     .await
 }
 
+/// Runs `portcullis serve` as replica `id` on `config` to its end, for a start that must be
+/// refused: (whether it exited with a failure, its stderr).
+fn start_expecting_refusal(id: &str, config: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("portcullis.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[gateway]\nid = \"{id}\"\nlisten = \"127.0.0.1:{}\"\ndata_dir = \"data\"\n\n{config}",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(binary())
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("CUSTOMERS_TOKEN", UPSTREAM_TOKEN)
+        .output()
+        .unwrap();
+    (
+        !out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Sends the held refund through `front` on a task: (status, body, when it completed).
 fn refund(front: String, key: String) -> tokio::task::JoinHandle<(u16, Value, Instant)> {
     tokio::spawn(async move {
@@ -387,27 +412,8 @@ async fn two_replicas_share_holds_decisions_and_grants_through_postgresql() {
     }
 
     // 3. A second replica under a live replica's name is refused.
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("portcullis.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[gateway]\nid = \"replica-a\"\nlisten = \"127.0.0.1:{}\"\ndata_dir = \"data\"\n\n{config}",
-            free_port()
-        ),
-    )
-    .unwrap();
-    let out = Command::new(binary())
-        .args(["serve", "--config"])
-        .arg(&path)
-        .env("CUSTOMERS_TOKEN", UPSTREAM_TOKEN)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "a second replica-a started: {stderr}"
-    );
+    let (refused, stderr) = start_expecting_refusal("replica-a", &config);
+    assert!(refused, "a second replica-a started: {stderr}");
     assert!(
         stderr.contains("another replica named \"replica-a\""),
         "{stderr}"
@@ -417,30 +423,10 @@ async fn two_replicas_share_holds_decisions_and_grants_through_postgresql() {
     //     for `localhost`, reached here by address, so the start fails and says what to do
     //     (it does not go on in clear text).
     if std::path::Path::new(SNAKEOIL).exists() {
-        std::fs::write(
-            &path,
-            format!(
-                "[gateway]\nid = \"replica-c\"\nlisten = \"127.0.0.1:{}\"\ndata_dir = \"data\"\n\n{}",
-                free_port(),
-                self::config(
-                    &p,
-                    &upstream.base(),
-                    &format!("url = \"{}\"", db.url().replace(" sslmode=disable", ""))
-                )
-            ),
-        )
-        .unwrap();
-        let out = Command::new(binary())
-            .args(["serve", "--config"])
-            .arg(&path)
-            .env("CUSTOMERS_TOKEN", UPSTREAM_TOKEN)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            !out.status.success(),
-            "started without verified TLS: {stderr}"
-        );
+        let plain_url = format!("url = \"{}\"", db.url().replace(" sslmode=disable", ""));
+        let (refused, stderr) =
+            start_expecting_refusal("replica-c", &self::config(&p, &upstream.base(), &plain_url));
+        assert!(refused, "started without verified TLS: {stderr}");
         assert!(stderr.contains("state.ca"), "{stderr}");
     }
 
