@@ -87,12 +87,14 @@ pub async fn serve(
                     }
                 }
             };
+            let mut serve = std::pin::pin!(serve);
             tokio::select! {
-                () = serve => {}
+                () = &mut serve => {}
                 () = async { let _ = stopping.wait_for(|s| *s).await; } => {
                     // The connection closes itself once its request is answered (an idle
-                    // one at once); one still busy after the grace is dropped.
-                    tokio::time::sleep(grace).await;
+                    // one at once); one still busy after the grace is dropped. It must
+                    // still be polled here: its own watch of the stop is what closes it.
+                    let _ = tokio::time::timeout(grace, serve).await;
                 }
             }
             drop(slot);
