@@ -314,9 +314,13 @@ impl Finished {
 
     /// Records the event and its recording now (durably, in strict mode). Err: the answer
     /// must be withheld.
-    pub async fn record(mut self) -> Result<(), AuditError> {
+    ///
+    /// The event is turned into its row before the future is returned (see
+    /// [`Guard::store`]): the future is small, whatever the event holds.
+    pub fn record(mut self) -> impl Future<Output = Result<(), AuditError>> + Send + 'static {
         let (ev, chunks) = self.event.take().expect("recorded once");
-        self.guard.store(ev, chunks).await.map(|_| ())
+        let storing = self.guard.store(ev, chunks);
+        async move { storing.await.map(|_| ()) }
     }
 
     pub(crate) fn into_parts(mut self) -> (AuditEvent, Vec<Chunk>) {

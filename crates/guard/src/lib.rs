@@ -337,24 +337,36 @@ impl Guard {
 
     /// Records an event that is not a request's (those are recorded through their
     /// exchange).
-    pub async fn record(&self, event: AuditEvent) -> Result<u64, AuditError> {
-        self.audit.record(event).await
+    pub fn record(
+        &self,
+        event: AuditEvent,
+    ) -> impl Future<Output = Result<u64, AuditError>> + Send + use<> {
+        self.audit.record(event)
     }
 
     /// Stores a request's event with the recorded chunks it names: in one transaction, or,
     /// when recordings are encrypted, the event now and the chunks in the open segment.
-    async fn store(
+    ///
+    /// A plain function returning the future, not an async fn: the event becomes its row
+    /// now, so the future (and every future awaiting it) does not carry the event.
+    fn store(
         &self,
         event: AuditEvent,
         chunks: Vec<portcullis_recording::Chunk>,
-    ) -> Result<u64, AuditError> {
-        match &self.sealer {
-            Some(sealer) if !chunks.is_empty() => {
-                let seq = self.audit.record(event).await?;
-                sealer.add(seq, chunks);
-                Ok(seq)
+    ) -> impl Future<Output = Result<u64, AuditError>> + Send + use<> {
+        // Encrypted recordings go to the sealer once the event has its number; plain ones
+        // are written with the event.
+        let (sealer, sealed, kept) = match &self.sealer {
+            Some(sealer) if !chunks.is_empty() => (Some(sealer.clone()), chunks, Vec::new()),
+            _ => (None, Vec::new(), chunks),
+        };
+        let recording = self.audit.record_with(event, kept);
+        async move {
+            let seq = recording.await?;
+            if let Some(sealer) = sealer {
+                sealer.add(seq, sealed);
             }
-            _ => self.audit.record_with(event, chunks).await,
+            Ok(seq)
         }
     }
 

@@ -248,7 +248,7 @@ async fn post_message(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let (caller, runtime) = match admit(&gateway, &headers, addr, &target).await {
+    let (caller, runtime) = match Box::pin(admit(&gateway, &headers, addr, &target)).await {
         Ok(admitted) => admitted,
         Err(response) => return response,
     };
@@ -258,7 +258,15 @@ async fn post_message(
         Err(_) => {
             let message =
                 format!("message exceeds the limit of {max} bytes (gateway.max_message_bytes)");
-            record_rejection(&gateway, &caller, &target, None, None, message.clone()).await;
+            Box::pin(record_rejection(
+                &gateway,
+                &caller,
+                &target,
+                None,
+                None,
+                message.clone(),
+            ))
+            .await;
             return plain_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 code::INVALID_REQUEST,
@@ -302,14 +310,14 @@ async fn post_message(
                 Message::Request { id, .. } => Some(id.get()),
                 _ => None,
             };
-            record_rejection(
+            Box::pin(record_rejection(
                 &gateway,
                 &caller,
                 &target,
                 message.method(),
                 e.target.as_deref(),
                 e.message.clone(),
-            )
+            ))
             .await;
             return json_response(
                 StatusCode::BAD_REQUEST,
@@ -325,9 +333,15 @@ async fn post_message(
     // (-32022) rather than mistaken for a session-based request without a session.
     let modern = header_version == Some(era::MODERN) || facts.protocol_version.is_some();
     if modern {
-        post_modern(gateway, caller, runtime, headers, message, facts).await
+        Box::pin(post_modern(
+            gateway, caller, runtime, headers, message, facts,
+        ))
+        .await
     } else {
-        post_legacy(gateway, caller, runtime, headers, message, facts).await
+        Box::pin(post_legacy(
+            gateway, caller, runtime, headers, message, facts,
+        ))
+        .await
     }
 }
 
@@ -354,14 +368,14 @@ async fn post_modern(
             .collect();
         let data = json!({ "supported": supported, "requested": version });
         let why = format!("unsupported protocol version {version:?}");
-        record_rejection(
+        Box::pin(record_rejection(
             &gateway,
             &caller,
             &runtime.name,
             message.method(),
             facts.name.as_deref(),
             why,
-        )
+        ))
         .await;
         return json_response(
             StatusCode::BAD_REQUEST,
@@ -384,14 +398,14 @@ async fn post_modern(
                 era::REQUIRED_REQUEST_META.join(" and "),
                 missing.join(" and ")
             );
-            record_rejection(
+            Box::pin(record_rejection(
                 &gateway,
                 &caller,
                 &runtime.name,
                 Some(method),
                 facts.name.as_deref(),
                 why.clone(),
-            )
+            ))
             .await;
             let data = json!({ "missing": missing });
             return json_response(
@@ -408,14 +422,14 @@ async fn post_modern(
             facts.protocol_version.as_deref(),
         )
     {
-        record_rejection(
+        Box::pin(record_rejection(
             &gateway,
             &caller,
             &runtime.name,
             message.method(),
             facts.name.as_deref(),
             format!("Header mismatch: {why}"),
-        )
+        ))
         .await;
         return json_response(
             StatusCode::BAD_REQUEST,
@@ -427,7 +441,10 @@ async fn post_modern(
             ),
         );
     }
-    dispatch(&gateway, &caller, &runtime, None, &headers, message, facts).await
+    Box::pin(dispatch(
+        &gateway, &caller, &runtime, None, &headers, message, facts,
+    ))
+    .await
 }
 
 /// A session-based (2025-era) message.
@@ -470,7 +487,7 @@ async fn post_legacy(
     let Some(session) = gateway.session(session_id, &caller, &runtime.name).await else {
         return unknown_session();
     };
-    dispatch(
+    Box::pin(dispatch(
         &gateway,
         &caller,
         &runtime,
@@ -478,7 +495,7 @@ async fn post_legacy(
         &headers,
         message,
         facts,
-    )
+    ))
     .await
 }
 
@@ -506,7 +523,9 @@ async fn dispatch(
                 facts,
                 streams: accepts_sse(headers),
             };
-            let (rx, pump) = gateway.request(caller, runtime, session, incoming).await;
+            // Boxed: the request's future is kilobytes, and a future awaited inline is
+            // moved (copied) into each future above it, up to the connection's.
+            let (rx, pump) = Box::pin(gateway.request(caller, runtime, session, incoming)).await;
             respond(rx, pump, accepts_sse(headers), session).await
         }
         Message::Notification { method, params } => accepted(

@@ -104,76 +104,77 @@ impl Gateway {
             Some(_) => ClientEra::Session,
             None => ClientEra::Stateless,
         };
-        let planned = match self
-            .decide(caller, target, &incoming, client_era, &mut exchange)
-            .await
-        {
-            Ok(Decided {
-                mask,
-                hold: Some((verdict, requirement)),
-            }) => {
-                // The wait for people runs where the rest of a forwarded request runs: in
-                // the pump, which survives the caller hanging up (and then cancels).
-                let held = HeldCall {
-                    id: incoming.id.to_owned(),
-                    method: incoming.method.to_string(),
-                    params: incoming.params.map(ToOwned::to_owned),
-                    facts: incoming.facts,
-                    streams: incoming.streams,
-                };
-                let gateway = self.clone();
-                let caller = caller.clone();
-                let target = target.clone();
-                let session = session.cloned();
-                pump = Pump(Some(Box::pin(async move {
-                    gateway
-                        .hold_then_forward(HeldRequest {
-                            caller,
-                            target,
-                            session,
-                            call: held,
-                            verdict,
-                            requirement,
-                            mask,
-                            exchange,
-                            tx,
-                        })
-                        .await
-                })));
-                return (rx, pump);
-            }
-            // A request whose event could not be written is refused before it can act
-            // upstream, not only withheld afterwards.
-            Ok(Decided { mask, hold: None }) => match exchange.check_recordable() {
+        // The steps are boxed so that this future stays small (see `server::dispatch`).
+        let planned =
+            match Box::pin(self.decide(caller, target, &incoming, client_era, &mut exchange)).await
+            {
+                Ok(Decided {
+                    mask,
+                    hold: Some((verdict, requirement)),
+                }) => {
+                    // The wait for people runs where the rest of a forwarded request runs: in
+                    // the pump, which survives the caller hanging up (and then cancels).
+                    let held = HeldCall {
+                        id: incoming.id.to_owned(),
+                        method: incoming.method.to_string(),
+                        params: incoming.params.map(ToOwned::to_owned),
+                        facts: incoming.facts,
+                        streams: incoming.streams,
+                    };
+                    let gateway = self.clone();
+                    let caller = caller.clone();
+                    let target = target.clone();
+                    let session = session.cloned();
+                    pump = Pump(Some(Box::pin(async move {
+                        gateway
+                            .hold_then_forward(HeldRequest {
+                                caller,
+                                target,
+                                session,
+                                call: held,
+                                verdict,
+                                requirement,
+                                mask,
+                                exchange,
+                                tx,
+                            })
+                            .await
+                    })));
+                    return (rx, pump);
+                }
+                // A request whose event could not be written is refused before it can act
+                // upstream, not only withheld afterwards.
+                Ok(Decided { mask, hold: None }) => match exchange.check_recordable() {
+                    Err(refusal) => Err(refusal),
+                    Ok(()) => {
+                        Box::pin(self.forward(caller, target, session, &incoming, &mut exchange))
+                            .await
+                            .map(|forward| match forward {
+                                Forward::Upstream(in_flight) => {
+                                    Forward::Upstream(InFlight { mask, ..in_flight })
+                                }
+                                Forward::Local(answer) => Forward::Local(mask_local(
+                                    &mask,
+                                    answer,
+                                    incoming.id.get(),
+                                    exchange.event(),
+                                )),
+                            })
+                    }
+                },
                 Err(refusal) => Err(refusal),
-                Ok(()) => self
-                    .forward(caller, target, session, &incoming, &mut exchange)
-                    .await
-                    .map(|forward| match forward {
-                        Forward::Upstream(in_flight) => {
-                            Forward::Upstream(InFlight { mask, ..in_flight })
-                        }
-                        Forward::Local(answer) => Forward::Local(mask_local(
-                            &mask,
-                            answer,
-                            incoming.id.get(),
-                            exchange.event(),
-                        )),
-                    }),
-            },
-            Err(refusal) => Err(refusal),
-        };
+            };
         match planned {
             Ok(Forward::Local(answer)) => {
                 // Methods a stateless upstream no longer has, or discovery synthesised from
                 // a session-based upstream.
                 record_final(&mut exchange, &answer, None, &tx);
-                self.release(
+                Box::pin(self.release(
                     exchange.finish(Outcome::Success),
                     answer,
                     incoming.id.get(),
                     &tx,
-                )
+                ))
                 .await;
             }
             Ok(Forward::Upstream(in_flight)) => {
@@ -190,8 +191,7 @@ impl Gateway {
             }
             Err(refusal) => {
                 let request = (incoming.method, incoming.params);
-                self.refuse(exchange, &refusal, request, incoming.id.get(), &tx)
-                    .await;
+                Box::pin(self.refuse(exchange, &refusal, request, incoming.id.get(), &tx)).await;
             }
         }
         (rx, pump)
