@@ -31,7 +31,9 @@ use futures_util::StreamExt as _;
 use portcullis_config::state::{State as StateConfig, StateTimings};
 use rand::RngCore as _;
 use tokio::sync::{Mutex, OwnedMutexGuard, broadcast, watch};
-use tokio_postgres::{AsyncMessage, Client};
+use tokio_postgres::AsyncMessage;
+/// The connection type `client()` lends, so callers can name it in helpers of their own.
+pub use tokio_postgres::Client;
 
 /// The one notification channel every replica listens on.
 pub const CHANNEL: &str = "portcullis_state";

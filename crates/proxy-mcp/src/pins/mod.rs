@@ -86,6 +86,34 @@ struct Row {
 
 type Key = (String, String);
 
+/// Whether the stored `row` has exactly `expected` waiting to be accepted: the pinned and the
+/// accepted fingerprint if so, and otherwise why not. Both stores decide with this, then
+/// write the acceptance in their own way.
+fn acceptable(
+    target: &str,
+    tool: &str,
+    row: Option<Row>,
+    expected: &str,
+) -> Result<(String, String), PinError> {
+    match row {
+        Some(Row {
+            fingerprint: old,
+            pending: Some(new),
+        }) if new == expected => Ok((old, new)),
+        Some(Row {
+            pending: Some(now), ..
+        }) => Err(PinError::ChangedAgain {
+            target: target.into(),
+            tool: tool.into(),
+            now,
+        }),
+        _ => Err(PinError::NothingToAccept {
+            target: target.into(),
+            tool: tool.into(),
+        }),
+    }
+}
+
 fn key(target: &str, tool: &str) -> Key {
     (target.to_string(), tool.to_string())
 }

@@ -7,7 +7,7 @@
 
 use portcullis_state::{Shared, StateError};
 
-use super::{PendingPin, PinCheck, PinError, Row};
+use super::{PendingPin, PinCheck, PinError, Row, acceptable};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS portcullis_pins (
@@ -56,18 +56,7 @@ impl PgPins {
 
     pub(super) async fn row(&self, target: &str, tool: &str) -> Result<Option<Row>, PinError> {
         let session = self.shared.session().await.map_err(err)?;
-        let row = session
-            .client()
-            .query_opt(
-                "SELECT fingerprint, pending FROM portcullis_pins WHERE target = $1 AND tool = $2",
-                &[&target, &tool],
-            )
-            .await
-            .map_err(err)?;
-        Ok(row.map(|r| Row {
-            fingerprint: r.get(0),
-            pending: r.get(1),
-        }))
+        read(session.client(), target, tool).await
     }
 
     /// Every pin, for a full re-read.
@@ -192,40 +181,21 @@ impl PgPins {
         expected: &str,
     ) -> Result<(String, String), PinError> {
         let tx = self.shared.exclusive(LOCK).await.map_err(err)?;
-        let row = tx
-            .client()
-            .query_opt(
-                "SELECT fingerprint, pending FROM portcullis_pins WHERE target = $1 AND tool = $2",
-                &[&target, &tool],
-            )
-            .await
-            .map_err(err)?;
-        let row: Option<(String, Option<String>)> = row.map(|r| (r.get(0), r.get(1)));
-        let accepted = match row {
-            Some((old, Some(new))) if new == expected => {
-                tx.client()
-                    .execute(
-                        "UPDATE portcullis_pins SET fingerprint = pending, pending = NULL, pinned_at = now()
-                         WHERE target = $1 AND tool = $2 AND pending = $3",
-                        &[&target, &tool, &expected],
-                    )
-                    .await
-                    .map_err(err)?;
-                Shared::announce(&tx, TOPIC, &id_of(target, tool))
-                    .await
-                    .map_err(err)?;
-                Ok((old, new))
-            }
-            Some((_, Some(now))) => Err(PinError::ChangedAgain {
-                target: target.into(),
-                tool: tool.into(),
-                now,
-            }),
-            _ => Err(PinError::NothingToAccept {
-                target: target.into(),
-                tool: tool.into(),
-            }),
-        };
+        let row = read(tx.client(), target, tool).await?;
+        let accepted = acceptable(target, tool, row, expected);
+        if accepted.is_ok() {
+            tx.client()
+                .execute(
+                    "UPDATE portcullis_pins SET fingerprint = pending, pending = NULL, pinned_at = now()
+                     WHERE target = $1 AND tool = $2 AND pending = $3",
+                    &[&target, &tool, &expected],
+                )
+                .await
+                .map_err(err)?;
+            Shared::announce(&tx, TOPIC, &id_of(target, tool))
+                .await
+                .map_err(err)?;
+        }
         tx.commit().await.map_err(err)?;
         accepted
     }
@@ -251,4 +221,24 @@ impl PgPins {
             })
             .collect())
     }
+}
+
+/// The pin of `tool` on `target`, if there is one, read on `client` (a session's or a
+/// transaction's).
+async fn read(
+    client: &portcullis_state::Client,
+    target: &str,
+    tool: &str,
+) -> Result<Option<Row>, PinError> {
+    let row = client
+        .query_opt(
+            "SELECT fingerprint, pending FROM portcullis_pins WHERE target = $1 AND tool = $2",
+            &[&target, &tool],
+        )
+        .await
+        .map_err(err)?;
+    Ok(row.map(|r| Row {
+        fingerprint: r.get(0),
+        pending: r.get(1),
+    }))
 }

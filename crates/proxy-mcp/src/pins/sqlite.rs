@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{PendingPin, PinCheck, PinError, Row};
+use super::{PendingPin, PinCheck, PinError, Row, acceptable};
 
 pub(super) struct SqlitePins {
     conn: Mutex<Connection>,
@@ -50,30 +50,12 @@ impl SqlitePins {
 
     pub(super) fn row(&self, target: &str, tool: &str) -> Result<Option<Row>, PinError> {
         let conn = self.conn.lock().expect("lock");
-        conn.query_row(
-            "SELECT fingerprint, pending FROM pins WHERE target = ?1 AND tool = ?2",
-            params![target, tool],
-            |r| {
-                Ok(Row {
-                    fingerprint: r.get(0)?,
-                    pending: r.get(1)?,
-                })
-            },
-        )
-        .optional()
-        .map_err(|e| self.err(e))
+        read(&conn, target, tool).map_err(|e| self.err(e))
     }
 
     pub(super) fn check(&self, target: &str, tool: &str, seen: &str) -> Result<PinCheck, PinError> {
         let conn = self.conn.lock().expect("lock");
-        let row: Option<(String, Option<String>)> = conn
-            .query_row(
-                "SELECT fingerprint, pending FROM pins WHERE target = ?1 AND tool = ?2",
-                params![target, tool],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(|e| self.err(e))?;
+        let row = read(&conn, target, tool).map_err(|e| self.err(e))?;
         match row {
             None => {
                 conn.execute(
@@ -83,7 +65,10 @@ impl SqlitePins {
                 .map_err(|e| self.err(e))?;
                 Ok(PinCheck::New)
             }
-            Some((pinned, pending)) if pinned == seen => {
+            Some(Row {
+                fingerprint: pinned,
+                pending,
+            }) if pinned == seen => {
                 if pending.is_some() {
                     // The upstream went back to the pinned tool: nothing awaits acceptance.
                     conn.execute(
@@ -94,7 +79,10 @@ impl SqlitePins {
                 }
                 Ok(PinCheck::Unchanged)
             }
-            Some((pinned, pending)) => {
+            Some(Row {
+                fingerprint: pinned,
+                pending,
+            }) => {
                 let first_report = pending.as_deref() != Some(seen);
                 if first_report {
                     conn.execute(
@@ -119,33 +107,14 @@ impl SqlitePins {
         expected: &str,
     ) -> Result<(String, String), PinError> {
         let conn = self.conn.lock().expect("lock");
-        let row: Option<(String, Option<String>)> = conn
-            .query_row(
-                "SELECT fingerprint, pending FROM pins WHERE target = ?1 AND tool = ?2",
-                params![target, tool],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(|e| self.err(e))?;
-        match row {
-            Some((old, Some(new))) if new == expected => {
-                conn.execute(
-                    "UPDATE pins SET fingerprint = pending, pending = NULL, pinned_at = strftime('%Y-%m-%dT%H:%M:%fZ','now') WHERE target = ?1 AND tool = ?2 AND pending = ?3",
-                    params![target, tool, expected],
-                )
-                .map_err(|e| self.err(e))?;
-                Ok((old, new))
-            }
-            Some((_, Some(now))) => Err(PinError::ChangedAgain {
-                target: target.into(),
-                tool: tool.into(),
-                now,
-            }),
-            _ => Err(PinError::NothingToAccept {
-                target: target.into(),
-                tool: tool.into(),
-            }),
-        }
+        let row = read(&conn, target, tool).map_err(|e| self.err(e))?;
+        let accepted = acceptable(target, tool, row, expected)?;
+        conn.execute(
+            "UPDATE pins SET fingerprint = pending, pending = NULL, pinned_at = strftime('%Y-%m-%dT%H:%M:%fZ','now') WHERE target = ?1 AND tool = ?2 AND pending = ?3",
+            params![target, tool, expected],
+        )
+        .map_err(|e| self.err(e))?;
+        Ok(accepted)
     }
 
     pub(super) fn pending_changes(&self) -> Result<Vec<PendingPin>, PinError> {
@@ -167,4 +136,19 @@ impl SqlitePins {
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
+}
+
+/// The pin of `tool` on `target`, if there is one.
+fn read(conn: &Connection, target: &str, tool: &str) -> rusqlite::Result<Option<Row>> {
+    conn.query_row(
+        "SELECT fingerprint, pending FROM pins WHERE target = ?1 AND tool = ?2",
+        params![target, tool],
+        |r| {
+            Ok(Row {
+                fingerprint: r.get(0)?,
+                pending: r.get(1)?,
+            })
+        },
+    )
+    .optional()
 }
