@@ -2,6 +2,7 @@
 //! verify: serde_json keeps the last of two equal keys silently, so a document can read one
 //! way to a person and another to a parser.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 
@@ -62,16 +63,93 @@ impl<'de> Visitor<'de> for UniqueKeys {
         Ok(())
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let mut seen: HashSet<std::borrow::Cow<'de, str>> = HashSet::new();
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            if seen.contains(&key) {
+        // Most objects have a handful of keys: a linear scan over the keys seen so far is
+        // cheaper than hashing each one, and keys are borrowed from the input unless they
+        // hold escapes. Past `LINEAR_KEYS` keys a set keeps the check linear in the size.
+        const LINEAR_KEYS: usize = 16;
+        let mut few: Vec<Cow<'de, str>> = Vec::new();
+        let mut many: HashSet<Cow<'de, str>> = HashSet::new();
+        while let Some(key) = map.next_key_seed(Key)? {
+            let duplicate = if many.is_empty() {
+                few.contains(&key)
+            } else {
+                many.contains(&key)
+            };
+            if duplicate {
                 return Err(de::Error::custom(format_args!(
                     "duplicate key {key:?} in a JSON object"
                 )));
             }
             map.next_value_seed(self)?;
-            seen.insert(key);
+            if !many.is_empty() {
+                many.insert(key);
+            } else if few.len() < LINEAR_KEYS {
+                few.push(key);
+            } else {
+                many.extend(few.drain(..));
+                many.insert(key);
+            }
         }
         Ok(())
+    }
+}
+
+/// An object's key, borrowed from the input when it has no escapes (serde's own
+/// `Cow<str>` always copies).
+struct Key;
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key {
+    type Value = Cow<'de, str>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_borrowed_str<E>(self, key: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(key))
+    }
+    fn visit_str<E>(self, key: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(key.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_no_duplicate_keys;
+
+    #[test]
+    fn a_key_twice_is_refused_at_any_depth_and_any_size() {
+        assert!(check_no_duplicate_keys(br#"{"a":1,"b":{"c":[{"d":1}]}}"#).is_ok());
+        let nested = check_no_duplicate_keys(br#"{"a":{"x":[{"k":1,"k":2}]}}"#).unwrap_err();
+        assert!(nested.contains(r#"duplicate key "k""#), "{nested}");
+        // Past the linear scan's size the set takes over, with the keys seen before it.
+        let many: Vec<String> = (0..40).map(|i| format!(r#""k{i}":{i}"#)).collect();
+        let clean = format!("{{{}}}", many.join(","));
+        assert!(check_no_duplicate_keys(clean.as_bytes()).is_ok());
+        for repeated in ["k3", "k20", "k39"] {
+            let doubled = format!(r#"{{{},"{repeated}":0}}"#, many.join(","));
+            let err = check_no_duplicate_keys(doubled.as_bytes()).unwrap_err();
+            assert!(err.contains(repeated), "{err}");
+        }
+    }
+
+    #[test]
+    fn an_escaped_key_is_the_same_key_as_its_plain_spelling() {
+        let err = check_no_duplicate_keys(br#"{"name":1,"na\u006de":2}"#).unwrap_err();
+        assert!(err.contains(r#"duplicate key "name""#), "{err}");
+        assert!(check_no_duplicate_keys(br#"{"name":1,"na\u006de2":2}"#).is_ok());
+    }
+
+    #[test]
+    fn invalid_json_says_so() {
+        let err = check_no_duplicate_keys(br#"{"a":1"#).unwrap_err();
+        assert!(err.starts_with("invalid JSON"), "{err}");
+        let trailing = check_no_duplicate_keys(br#"{"a":1} x"#).unwrap_err();
+        assert!(trailing.starts_with("invalid JSON"), "{trailing}");
     }
 }

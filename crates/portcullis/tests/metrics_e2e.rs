@@ -327,6 +327,44 @@ async fn metrics_parse_and_count_allowed_denied_and_failed_requests_and_readines
 /// refused, on the front door and on an HTTP target's own listener), the request still
 /// gets its whole answer, an idle connection does not hold the stop for the whole grace,
 /// and the gateway records its stop, signs a last checkpoint that covers it, and exits 0.
+/// An MCP upstream that answers with a redirect: the gateway does not follow it (it would
+/// send the caller's request, and the upstream's credential, wherever the answer points), and
+/// the caller is told what the upstream said.
+#[tokio::test]
+async fn an_mcp_upstream_redirect_is_not_followed() {
+    let upstream = Upstream::start();
+    let agent = api_key("redirect-agent", "agent", &["agents"]);
+    let gw = Gateway::start(&format!(
+        r#"{agent}
+[targets.moved]
+kind = "mcp"
+url = "{base}/moved"
+
+[[rules]]
+name = "moved search"
+target = "moved"
+tools = ["search"]
+"#,
+        agent = agent.config,
+        base = upstream.base().trim_end_matches('/'),
+    ));
+    let client = reqwest::Client::new();
+    let (_, answer) = modern_call(
+        &client,
+        &gw.url("moved"),
+        &agent.key,
+        1,
+        "tools/call",
+        serde_json::json!({"name": "search", "arguments": {}}),
+    )
+    .await;
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("HTTP 307"), "{answer}");
+    let asked: Vec<String> = upstream.seen().into_iter().map(|s| s.target).collect();
+    assert!(asked.iter().any(|t| t == "/moved"), "{asked:?}");
+    assert!(!asked.iter().any(|t| t == "/elsewhere"), "{asked:?}");
+}
+
 #[tokio::test]
 async fn a_stop_finishes_the_request_in_flight_refuses_new_connections_and_signs_the_stop() {
     let upstream = Upstream::start();

@@ -298,6 +298,15 @@ async fn handle(State(shared): State<Shared>, request: Request) -> Response {
             headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("br"));
             response
         }
+        // A redirect elsewhere, which a gateway must pass on, not follow.
+        ("POST", ["moved"]) => {
+            let mut response = Response::new(Body::empty());
+            *response.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+            response
+                .headers_mut()
+                .insert(header::LOCATION, HeaderValue::from_static("/elsewhere"));
+            response
+        }
         ("GET", ["slow"]) => {
             tokio::time::sleep(Duration::from_secs(3)).await;
             json_response(StatusCode::OK, &json!({"slow": true}))

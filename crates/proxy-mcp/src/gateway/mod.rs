@@ -225,7 +225,11 @@ impl Gateway {
                 }),
             );
         }
+        // No redirects: a gateway passes its upstream's answer on rather than following it
+        // elsewhere with the caller's request (as the HTTP adapter and every other client
+        // here do); following also parsed URLs on every call.
         let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
             .pool_max_idle_per_host(64)
             .build()

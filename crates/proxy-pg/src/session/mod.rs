@@ -287,7 +287,14 @@ impl Session {
 
     /// Relays until either side ends. Returns why the session ended.
     pub async fn run(&mut self, upstream: BoxStream, mut upstream_in: BytesMut) -> String {
+        // One future for the whole session, so that its waiter stays registered: building a
+        // new `wait_for` each turn of the loop took the stop channel's shared locks twice per
+        // message, from every session on every thread.
         let mut stop = self.proxy.stopping.subscribe();
+        let stopping = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        tokio::pin!(stopping);
         let (mut upstream_r, mut upstream_w) = tokio::io::split(upstream);
         let client_limit = self.proxy.max_client_frame;
         let upstream_limit = self.proxy.max_upstream_frame;
@@ -367,7 +374,8 @@ impl Session {
             let read_upstream = self.to_client.len() < BACKPRESSURE;
             tokio::select! {
                 biased;
-                _ = stop.wait_for(|s| *s) => {
+                // The stop ends the session: this future is never polled again.
+                () = &mut stopping => {
                     wire::fatal(&mut self.to_client, wire::ADMIN_SHUTDOWN, "portcullis: the gateway is stopping", None);
                     self.ended = Some("the gateway is stopping".into());
                 }
