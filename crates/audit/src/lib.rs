@@ -426,7 +426,6 @@ impl AuditLog {
             row.chunks = chunks;
             row
         });
-        drop(event);
         let log = self.clone();
         async move { log.append(admitted?).await }
     }

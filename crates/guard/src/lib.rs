@@ -254,14 +254,7 @@ impl Guard {
 
     /// Records the events of finished exchanges together (a PostgreSQL batch ends at its
     /// `ReadyForQuery`): one group commit for all of them.
-    pub async fn record_all(&self, mut finished: Vec<Finished>) -> Result<(), AuditError> {
-        // Most batches hold one statement: no join over a list of one.
-        if finished.len() == 1
-            && let Some(one) = finished.pop()
-        {
-            let (ev, chunks) = one.into_parts();
-            return self.store(ev, chunks).await.map(drop);
-        }
+    pub async fn record_all(&self, finished: Vec<Finished>) -> Result<(), AuditError> {
         let events = finished.into_iter().map(Finished::into_parts);
         let results =
             futures_util::future::join_all(events.map(|(ev, chunks)| self.store(ev, chunks))).await;

@@ -14,6 +14,7 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use portcullis_guard::{Refusal, RefusalKind};
 use serde_json::json;
@@ -55,27 +56,31 @@ fn plain_error(status: StatusCode, code: i64, message: &str) -> Response {
 
 /// Records a request refused at the front door after authentication (oversized, bad params,
 /// unsupported version, headers that disagree with the body), so every refusal is audited.
-async fn record_rejection(
-    gateway: &Gateway,
-    caller: &Caller,
-    target: &str,
-    method: Option<&str>,
-    resource: Option<&str>,
+///
+/// Boxed: rejections are rare, and their future would otherwise be part of every message's.
+fn record_rejection<'a>(
+    gateway: &'a Gateway,
+    caller: &'a Caller,
+    target: &'a str,
+    method: Option<&'a str>,
+    resource: Option<&'a str>,
     detail: String,
-) {
-    let Some(target) = gateway.targets.get(target) else {
-        return;
-    };
-    let mut exchange = gateway
-        .guard
-        .exchange(&gateway.origin(caller, target, None));
-    let ev = exchange.event();
-    ev.action = method.map(str::to_string);
-    ev.resource = resource.map(str::to_string);
-    let refusal = Refusal::new(RefusalKind::Malformed, detail);
-    if let Err(audit) = exchange.refuse(&refusal).record().await {
-        tracing::error!("cannot record a rejected request: {audit}");
-    }
+) -> BoxFuture<'a, ()> {
+    Box::pin(async move {
+        let Some(target) = gateway.targets.get(target) else {
+            return;
+        };
+        let mut exchange = gateway
+            .guard
+            .exchange(&gateway.origin(caller, target, None));
+        let ev = exchange.event();
+        ev.action = method.map(str::to_string);
+        ev.resource = resource.map(str::to_string);
+        let refusal = Refusal::new(RefusalKind::Malformed, detail);
+        if let Err(audit) = exchange.refuse(&refusal).record().await {
+            tracing::error!("cannot record a rejected request: {audit}");
+        }
+    })
 }
 
 /// The allowed-origin check: absent Origin passes (non-browser callers); a present one must
@@ -258,15 +263,7 @@ async fn post_message(
         Err(_) => {
             let message =
                 format!("message exceeds the limit of {max} bytes (gateway.max_message_bytes)");
-            Box::pin(record_rejection(
-                &gateway,
-                &caller,
-                &target,
-                None,
-                None,
-                message.clone(),
-            ))
-            .await;
+            record_rejection(&gateway, &caller, &target, None, None, message.clone()).await;
             return plain_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 code::INVALID_REQUEST,
@@ -310,14 +307,14 @@ async fn post_message(
                 Message::Request { id, .. } => Some(id.get()),
                 _ => None,
             };
-            Box::pin(record_rejection(
+            record_rejection(
                 &gateway,
                 &caller,
                 &target,
                 message.method(),
                 e.target.as_deref(),
                 e.message.clone(),
-            ))
+            )
             .await;
             return json_response(
                 StatusCode::BAD_REQUEST,
@@ -368,14 +365,14 @@ async fn post_modern(
             .collect();
         let data = json!({ "supported": supported, "requested": version });
         let why = format!("unsupported protocol version {version:?}");
-        Box::pin(record_rejection(
+        record_rejection(
             &gateway,
             &caller,
             &runtime.name,
             message.method(),
             facts.name.as_deref(),
             why,
-        ))
+        )
         .await;
         return json_response(
             StatusCode::BAD_REQUEST,
@@ -398,14 +395,14 @@ async fn post_modern(
                 era::REQUIRED_REQUEST_META.join(" and "),
                 missing.join(" and ")
             );
-            Box::pin(record_rejection(
+            record_rejection(
                 &gateway,
                 &caller,
                 &runtime.name,
                 Some(method),
                 facts.name.as_deref(),
                 why.clone(),
-            ))
+            )
             .await;
             let data = json!({ "missing": missing });
             return json_response(
@@ -422,14 +419,14 @@ async fn post_modern(
             facts.protocol_version.as_deref(),
         )
     {
-        Box::pin(record_rejection(
+        record_rejection(
             &gateway,
             &caller,
             &runtime.name,
             message.method(),
             facts.name.as_deref(),
             format!("Header mismatch: {why}"),
-        ))
+        )
         .await;
         return json_response(
             StatusCode::BAD_REQUEST,
@@ -441,10 +438,7 @@ async fn post_modern(
             ),
         );
     }
-    Box::pin(dispatch(
-        &gateway, &caller, &runtime, None, &headers, message, facts,
-    ))
-    .await
+    dispatch(&gateway, &caller, &runtime, None, &headers, message, facts).await
 }
 
 /// A session-based (2025-era) message.
@@ -487,7 +481,7 @@ async fn post_legacy(
     let Some(session) = gateway.session(session_id, &caller, &runtime.name).await else {
         return unknown_session();
     };
-    Box::pin(dispatch(
+    dispatch(
         &gateway,
         &caller,
         &runtime,
@@ -495,53 +489,60 @@ async fn post_legacy(
         &headers,
         message,
         facts,
-    ))
+    )
     .await
 }
 
 /// Hands an admitted message to the pipeline: requests are decided and answered, caller
 /// notifications relayed, and a session's answers to server requests passed upstream.
-async fn dispatch(
-    gateway: &Arc<Gateway>,
-    caller: &Caller,
-    runtime: &Arc<TargetRuntime>,
-    session: Option<&Arc<Session>>,
-    headers: &HeaderMap,
+fn dispatch<'a>(
+    gateway: &'a Arc<Gateway>,
+    caller: &'a Caller,
+    runtime: &'a Arc<TargetRuntime>,
+    session: Option<&'a Arc<Session>>,
+    headers: &'a HeaderMap,
     message: Message,
     facts: RequestFacts,
-) -> Response {
-    let accepted = |result: Result<(), Rejection>| match result {
-        Ok(()) => StatusCode::ACCEPTED.into_response(),
-        Err(r) => refusal(r),
-    };
-    match message {
-        Message::Request { id, method, params } => {
-            let incoming = IncomingRequest {
-                id: &id,
-                method: &method,
-                params: params.as_deref(),
-                facts,
-                streams: accepts_sse(headers),
-            };
-            // Boxed: the request's future is kilobytes, and a future awaited inline is
-            // moved (copied) into each future above it, up to the connection's.
-            let (rx, pump) = Box::pin(gateway.request(caller, runtime, session, incoming)).await;
-            respond(rx, pump, accepts_sse(headers), session).await
-        }
-        Message::Notification { method, params } => accepted(
-            gateway
-                .notification(caller, runtime, session, &method, params.as_deref())
-                .await,
-        ),
-        Message::Response { id, body } => match session {
-            Some(session) => accepted(gateway.client_response(caller, session, &id, &body).await),
-            None => plain_error(
-                StatusCode::BAD_REQUEST,
-                code::INVALID_REQUEST,
-                "2026-07-28 clients do not send responses; answer input requests by retrying the original request",
+) -> BoxFuture<'a, Response> {
+    // Boxed here, once for both eras' callers: the pipeline's future is kilobytes, and one
+    // awaited inline is moved (copied) into each future above it, up to the connection's.
+    Box::pin(async move {
+        let accepted = |result: Result<(), Rejection>| match result {
+            Ok(()) => StatusCode::ACCEPTED.into_response(),
+            Err(r) => refusal(r),
+        };
+        match message {
+            Message::Request { id, method, params } => {
+                let incoming = IncomingRequest {
+                    id: &id,
+                    method: &method,
+                    params: params.as_deref(),
+                    facts,
+                    streams: accepts_sse(headers),
+                };
+                // Boxed: the request's future is kilobytes, and a future awaited inline is
+                // moved (copied) into each future above it, up to the connection's.
+                let (rx, pump) =
+                    Box::pin(gateway.request(caller, runtime, session, incoming)).await;
+                respond(rx, pump, accepts_sse(headers), session).await
+            }
+            Message::Notification { method, params } => accepted(
+                gateway
+                    .notification(caller, runtime, session, &method, params.as_deref())
+                    .await,
             ),
-        },
-    }
+            Message::Response { id, body } => match session {
+                Some(session) => {
+                    accepted(gateway.client_response(caller, session, &id, &body).await)
+                }
+                None => plain_error(
+                    StatusCode::BAD_REQUEST,
+                    code::INVALID_REQUEST,
+                    "2026-07-28 clients do not send responses; answer input requests by retrying the original request",
+                ),
+            },
+        }
+    })
 }
 
 /// Turns a request's messages into an HTTP answer: plain JSON when the answer is all there

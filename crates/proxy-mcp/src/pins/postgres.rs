@@ -5,7 +5,7 @@
 //! they keep in memory at once; a replica that missed a notification re-reads every pin
 //! (the table holds one row per tool: small).
 
-use portcullis_state::{Shared, StateError};
+use portcullis_state::{Shared, StateError, Tx};
 
 use super::{PendingPin, PinCheck, PinError, Row, acceptable};
 
@@ -105,9 +105,7 @@ impl PgPins {
             .await
             .map_err(err)?;
         if inserted == 1 {
-            Shared::announce(&tx, TOPIC, &id_of(target, tool))
-                .await
-                .map_err(err)?;
+            announce(&tx, target, tool).await?;
             tx.commit().await.map_err(err)?;
             return Ok((
                 PinCheck::New,
@@ -134,9 +132,7 @@ impl PgPins {
                 )
                 .await
                 .map_err(err)?;
-                Shared::announce(&tx, TOPIC, &id_of(target, tool))
-                    .await
-                    .map_err(err)?;
+                announce(&tx, target, tool).await?;
             }
             (
                 PinCheck::Unchanged,
@@ -154,9 +150,7 @@ impl PgPins {
                 )
                 .await
                 .map_err(err)?;
-                Shared::announce(&tx, TOPIC, &id_of(target, tool))
-                    .await
-                    .map_err(err)?;
+                announce(&tx, target, tool).await?;
             }
             (
                 PinCheck::Changed {
@@ -192,9 +186,7 @@ impl PgPins {
                 )
                 .await
                 .map_err(err)?;
-            Shared::announce(&tx, TOPIC, &id_of(target, tool))
-                .await
-                .map_err(err)?;
+            announce(&tx, target, tool).await?;
         }
         tx.commit().await.map_err(err)?;
         accepted
@@ -221,6 +213,13 @@ impl PgPins {
             })
             .collect())
     }
+}
+
+/// Tells the other replicas, when `tx` commits, that the pin of `tool` on `target` changed.
+async fn announce(tx: &Tx, target: &str, tool: &str) -> Result<(), PinError> {
+    Shared::announce(tx, TOPIC, &id_of(target, tool))
+        .await
+        .map_err(err)
 }
 
 /// The pin of `tool` on `target`, if there is one, read on `client` (a session's or a
